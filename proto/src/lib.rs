@@ -1,0 +1,2 @@
+#![no_std]
+//! Host <-> TA protocol (work in progress).

@@ -1,0 +1,2 @@
+#![no_std]
+//! TA core (work in progress).

@@ -1,2 +1,49 @@
+//! The protocol between the host (companion, `kms-admin`) and the Trusted
+//! Application.
+//!
+//! One definition is shared by both sides, in the manner of the Teaclave
+//! TrustZone SDK's `proto` crates:
+//!
+//! * [`CommandId`] — the numeric command ids (agent commands keep the upstream
+//!   numbers 11–16; wallet commands are below 11; later additions from 17 up).
+//! * [`Command`] — one request type per command, each naming its output type.
+//! * [`codec`] — the single versioned encoding: `[version] ‖ postcard(body)` for
+//!   requests, `[version] ‖ [status] ‖ postcard(body or error)` for responses.
+//!   Decoding never panics; bad bytes give a [`ProtoError`].
+//! * [`authz`] — the payload digests that passkey assertions are bound to:
+//!   `challenge = SHA-256(TA nonce ‖ payload digest)`.
+//!
+//! The crate is `no_std` (with `alloc`) so the TA can use it.
 #![no_std]
-//! Host <-> TA protocol (work in progress).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+extern crate alloc;
+
+pub mod authz;
+pub mod codec;
+pub mod commands;
+pub mod error;
+pub mod ids;
+pub mod jwt;
+pub mod types;
+
+pub use codec::{
+    decode_request, decode_response, encode_request, encode_response, MAX_MESSAGE_LEN,
+    PROTOCOL_VERSION,
+};
+pub use commands::*;
+pub use error::{JwtError, PasskeyError, ProtoError, StorageFault, TaError};
+pub use ids::CommandId;
+pub use types::*;
+
+/// The UUID of the Trusted Application (OP-TEE loads `<uuid>.ta`).
+pub const TA_UUID: &str = "6e4a3c1f-2b7d-4d9e-9a51-8c0f3e7b2d64";
+
+/// A request to the TA: its id and the type of its successful output.
+pub trait Command: serde::Serialize + serde::de::DeserializeOwned {
+    /// The command id sent alongside the encoded request.
+    const ID: CommandId;
+    /// What the TA returns on success.
+    type Output: serde::Serialize + serde::de::DeserializeOwned;
+}

@@ -1,0 +1,198 @@
+//! Typed errors. None of them carries secret material.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Bytes that are not a valid protocol message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum ProtoError {
+    /// No bytes at all.
+    #[error("empty message")]
+    Empty,
+    /// A version byte this build does not speak.
+    #[error("unsupported protocol version {0}")]
+    UnsupportedVersion(u8),
+    /// A status byte that is neither ok nor error.
+    #[error("unknown response status {0}")]
+    UnknownStatus(u8),
+    /// The body does not decode as the expected type.
+    #[error("malformed message body")]
+    Malformed,
+    /// Bytes left over after the body.
+    #[error("trailing bytes after message body")]
+    TrailingBytes,
+    /// Longer than [`crate::MAX_MESSAGE_LEN`].
+    #[error("message too large")]
+    TooLarge,
+}
+
+/// Why a passkey assertion was refused by the TA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum PasskeyError {
+    /// authenticatorData shorter than 37 bytes.
+    #[error("authenticator data is malformed")]
+    MalformedAuthenticatorData,
+    /// The rpIdHash is not the one bound to the wallet.
+    #[error("relying party id does not match the wallet's passkey")]
+    RpIdMismatch,
+    /// User presence (UP) flag not set.
+    #[error("user presence flag missing")]
+    UserPresenceMissing,
+    /// User verification (UV) flag not set.
+    #[error("user verification flag missing")]
+    UserVerificationMissing,
+    /// clientDataJSON is not valid JSON of the expected shape.
+    #[error("client data is malformed")]
+    MalformedClientData,
+    /// clientDataJSON `type` is not `webauthn.get`.
+    #[error("client data type is not webauthn.get")]
+    WrongType,
+    /// The challenge matches no pending nonce for this payload (wrong
+    /// payload, reused or expired nonce).
+    #[error("challenge does not match a pending nonce for this payload")]
+    ChallengeMismatch,
+    /// The signature is not well-formed DER.
+    #[error("signature is malformed")]
+    MalformedSignature,
+    /// The signature does not verify under the bound passkey key.
+    #[error("signature does not verify under the wallet's passkey")]
+    BadSignature,
+}
+
+/// Why an agent credential was refused by the TA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum JwtError {
+    /// Not three base64url parts, or header/payload not the expected JSON.
+    #[error("credential is malformed")]
+    Malformed,
+    /// `alg` is not HS256 or `typ` is not JWT.
+    #[error("credential algorithm is not HS256")]
+    UnsupportedAlgorithm,
+    /// The kid is not in the secret store.
+    #[error("credential key id is unknown")]
+    UnknownKid,
+    /// The kid is verify-only and its overlap has ended.
+    #[error("credential key id has retired")]
+    RetiredKid,
+    /// HMAC mismatch.
+    #[error("credential signature is invalid")]
+    BadSignature,
+    /// `wallet_id` claim differs from the request.
+    #[error("credential is for another wallet")]
+    WalletMismatch,
+    /// `agent_index` claim differs from the request.
+    #[error("credential is for another agent index")]
+    IndexMismatch,
+    /// `gen` claim is not the agent's current generation (superseded).
+    #[error("credential has been superseded")]
+    StaleGeneration,
+    /// `exp` is in the past.
+    #[error("credential has expired")]
+    Expired,
+    /// `iat` is in the future or `exp - iat` exceeds the TTL cap.
+    #[error("credential lifetime is invalid")]
+    InvalidLifetime,
+    /// The agent key is revoked.
+    #[error("agent key is revoked")]
+    AgentRevoked,
+    /// The agent key does not exist in the TA.
+    #[error("agent key is unknown")]
+    AgentUnknown,
+}
+
+/// A fault of the sealed storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum StorageFault {
+    /// The sealed data failed authentication or did not decode.
+    #[error("sealed storage is corrupt or has been tampered with")]
+    Corrupt,
+    /// Reading or writing failed.
+    #[error("sealed storage I/O failed")]
+    Io,
+    /// Out of space or over a capacity limit.
+    #[error("sealed storage is full")]
+    Full,
+}
+
+/// Every error the TA returns.
+#[derive(Clone, Debug, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum TaError {
+    /// The request bytes were not a valid message.
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ProtoError),
+    /// No such command (or not compiled into this build).
+    #[error("unknown command {0}")]
+    UnknownCommand(u32),
+    /// The command exists but is never served (e.g. MAC oracles).
+    #[error("unsupported command")]
+    Unsupported,
+    /// No wallet with that id.
+    #[error("wallet not found")]
+    WalletNotFound,
+    /// The passkey public key is not a valid uncompressed P-256 point.
+    #[error("passkey public key is not a valid P-256 point")]
+    InvalidPasskeyKey,
+    /// The relying party id is empty or too long.
+    #[error("relying party id is invalid")]
+    InvalidRpId,
+    /// A passkey assertion was refused.
+    #[error("passkey assertion refused: {0}")]
+    Passkey(#[from] PasskeyError),
+    /// A derivation path outside `m/44'/60'/0'/<c>/<i>` (non-hardened).
+    #[error("invalid derivation path")]
+    InvalidPath,
+    /// A transaction `to` that is not exactly 20 bytes.
+    #[error("transaction recipient must be exactly 20 bytes, got {0}")]
+    InvalidRecipientLength(u32),
+    /// A transaction field out of range.
+    #[error("invalid transaction")]
+    InvalidTransaction,
+    /// A message longer than the TA accepts.
+    #[error("message too long")]
+    MessageTooLong,
+    /// An agent credential was refused.
+    #[error("credential refused: {0}")]
+    Jwt(#[from] JwtError),
+    /// CreateAgentKey for an index that already exists.
+    #[error("agent key already exists")]
+    AgentExists,
+    /// No agent at that index.
+    #[error("agent key not found")]
+    AgentNotFound,
+    /// The agent is revoked.
+    #[error("agent key is revoked")]
+    AgentRevoked,
+    /// Agent index out of the non-hardened range.
+    #[error("invalid agent index")]
+    InvalidAgentIndex,
+    /// TTL zero or above the cap.
+    #[error("invalid credential lifetime")]
+    InvalidTtl,
+    /// Label too long.
+    #[error("invalid label")]
+    InvalidLabel,
+    /// The operator key has not been created.
+    #[error("operator key does not exist")]
+    OperatorKeyMissing,
+    /// No current JWT secret (the store was never initialised).
+    #[error("no current JWT secret")]
+    NoCurrentKid,
+    /// The mnemonic given to the test seeding command is invalid.
+    #[error("invalid mnemonic")]
+    InvalidMnemonic,
+    /// A wallet with this id already exists.
+    #[error("wallet already exists")]
+    WalletExists,
+    /// Too many pending nonces, wallets, or agents.
+    #[error("capacity limit reached")]
+    LimitReached,
+    /// The TA's randomness source failed.
+    #[error("randomness source failed")]
+    Entropy,
+    /// Sealed storage fault.
+    #[error("{0}")]
+    Storage(#[from] StorageFault),
+    /// An internal invariant failed (a bug; never secret-bearing).
+    #[error("internal error")]
+    Internal,
+}

@@ -1,0 +1,193 @@
+//! Command ids.
+
+use core::fmt;
+
+/// The numeric id of each TA command.
+///
+/// Agent commands keep the upstream numbering (11–16) so that both sides of
+/// an upstream-compatible deployment read the same numbers. Wallet commands
+/// are below 11; additions take ids from 17 up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u32)]
+pub enum CommandId {
+    /// Create a wallet from TA randomness, bound to a passkey public key.
+    CreateWallet = 0,
+    /// Remove a wallet (passkey assertion).
+    RemoveWallet = 1,
+    /// Derive an address at `m/44'/60'/0'/c/i` (passkey assertion).
+    DeriveAddress = 2,
+    /// Sign an EIP-1559 or legacy EIP-155 transaction (passkey assertion).
+    SignTransaction = 3,
+    /// Sign an EIP-191 personal message (passkey assertion).
+    SignMessage = 4,
+    /// Sign a raw 32-byte digest (passkey assertion).
+    SignHash = 5,
+    /// Export a private key: only in `export-secrets` builds, and even then
+    /// only with a passkey assertion.
+    ExportPrivateKey = 6,
+    /// Get the public key at a path (passkey assertion).
+    GetPublicKey = 7,
+    /// Replace the bound passkey (assertion by the current passkey).
+    ChangePasskey = 8,
+    /// Issue a one-time nonce for a passkey challenge.
+    GetChallenge = 9,
+    /// Public facts about a wallet (owner address, bound passkey).
+    GetWalletInfo = 10,
+    /// Derive an agent key and mint its first credential (passkey assertion).
+    CreateAgentKey = 11,
+    /// Sign a userOpHash with an agent key (JWT proof).
+    SignAgentUserOp = 12,
+    /// Reserved: never a MAC oracle; always answers "unsupported".
+    JwtHmacSign = 13,
+    /// Verify an agent credential; never returns a MAC.
+    JwtHmacVerify = 14,
+    /// Rotate the JWT HMAC secrets (normal, forced, or purge expired).
+    JwtRotateSecret = 15,
+    /// Re-issue an agent credential, superseding the previous one (passkey
+    /// assertion bound to that agent).
+    JwtSignPayload = 16,
+    /// Revoke an agent key: bumps its generation, refuses it from then on.
+    RevokeAgentKey = 17,
+    /// Generation and status of an agent key.
+    GetAgentState = 18,
+    /// Kids of the JWT secret store with their status (never the secrets).
+    JwtSecretStatus = 19,
+    /// The operator key's address (created on first use if asked).
+    OperatorKey = 20,
+    /// Sign a `revokeSession` transaction with the operator key.
+    OperatorSignRevokeSession = 21,
+    /// Version and build facts of the TA.
+    TaInfo = 22,
+    /// Test only: seed a wallet from a given mnemonic. Exists in the
+    /// simulator only; never in an OP-TEE build.
+    SeedWalletForTest = 0x7E57,
+}
+
+impl CommandId {
+    /// Every command id, in numeric order.
+    pub const ALL: [CommandId; 24] = [
+        CommandId::CreateWallet,
+        CommandId::RemoveWallet,
+        CommandId::DeriveAddress,
+        CommandId::SignTransaction,
+        CommandId::SignMessage,
+        CommandId::SignHash,
+        CommandId::ExportPrivateKey,
+        CommandId::GetPublicKey,
+        CommandId::ChangePasskey,
+        CommandId::GetChallenge,
+        CommandId::GetWalletInfo,
+        CommandId::CreateAgentKey,
+        CommandId::SignAgentUserOp,
+        CommandId::JwtHmacSign,
+        CommandId::JwtHmacVerify,
+        CommandId::JwtRotateSecret,
+        CommandId::JwtSignPayload,
+        CommandId::RevokeAgentKey,
+        CommandId::GetAgentState,
+        CommandId::JwtSecretStatus,
+        CommandId::OperatorKey,
+        CommandId::OperatorSignRevokeSession,
+        CommandId::TaInfo,
+        CommandId::SeedWalletForTest,
+    ];
+
+    /// The wire value.
+    pub const fn as_u32(self) -> u32 {
+        self as u32
+    }
+
+    /// The command with this wire value, if any.
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Self::ALL.iter().copied().find(|c| c.as_u32() == v)
+    }
+
+    /// The command's name, as used in logs and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            CommandId::CreateWallet => "CreateWallet",
+            CommandId::RemoveWallet => "RemoveWallet",
+            CommandId::DeriveAddress => "DeriveAddress",
+            CommandId::SignTransaction => "SignTransaction",
+            CommandId::SignMessage => "SignMessage",
+            CommandId::SignHash => "SignHash",
+            CommandId::ExportPrivateKey => "ExportPrivateKey",
+            CommandId::GetPublicKey => "GetPublicKey",
+            CommandId::ChangePasskey => "ChangePasskey",
+            CommandId::GetChallenge => "GetChallenge",
+            CommandId::GetWalletInfo => "GetWalletInfo",
+            CommandId::CreateAgentKey => "CreateAgentKey",
+            CommandId::SignAgentUserOp => "SignAgentUserOp",
+            CommandId::JwtHmacSign => "JwtHmacSign",
+            CommandId::JwtHmacVerify => "JwtHmacVerify",
+            CommandId::JwtRotateSecret => "JwtRotateSecret",
+            CommandId::JwtSignPayload => "JwtSignPayload",
+            CommandId::RevokeAgentKey => "RevokeAgentKey",
+            CommandId::GetAgentState => "GetAgentState",
+            CommandId::JwtSecretStatus => "JwtSecretStatus",
+            CommandId::OperatorKey => "OperatorKey",
+            CommandId::OperatorSignRevokeSession => "OperatorSignRevokeSession",
+            CommandId::TaInfo => "TaInfo",
+            CommandId::SeedWalletForTest => "SeedWalletForTest",
+        }
+    }
+}
+
+impl fmt::Display for CommandId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}({})", self.name(), self.as_u32())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_commands_keep_upstream_numbers() {
+        assert_eq!(CommandId::CreateAgentKey.as_u32(), 11);
+        assert_eq!(CommandId::SignAgentUserOp.as_u32(), 12);
+        assert_eq!(CommandId::JwtHmacSign.as_u32(), 13);
+        assert_eq!(CommandId::JwtHmacVerify.as_u32(), 14);
+        assert_eq!(CommandId::JwtRotateSecret.as_u32(), 15);
+        assert_eq!(CommandId::JwtSignPayload.as_u32(), 16);
+    }
+
+    #[test]
+    fn wallet_commands_are_below_11_and_additions_from_17() {
+        for c in CommandId::ALL {
+            let v = c.as_u32();
+            let is_agent = (11..=16).contains(&v);
+            let is_wallet = matches!(
+                c,
+                CommandId::CreateWallet
+                    | CommandId::RemoveWallet
+                    | CommandId::DeriveAddress
+                    | CommandId::SignTransaction
+                    | CommandId::SignMessage
+                    | CommandId::SignHash
+                    | CommandId::ExportPrivateKey
+                    | CommandId::GetPublicKey
+                    | CommandId::ChangePasskey
+                    | CommandId::GetChallenge
+                    | CommandId::GetWalletInfo
+            );
+            if is_wallet {
+                assert!(v < 11, "{c}");
+            } else if !is_agent {
+                assert!(v >= 17, "{c}");
+            }
+        }
+    }
+
+    #[test]
+    fn ids_are_unique_and_round_trip() {
+        for (i, a) in CommandId::ALL.iter().enumerate() {
+            assert_eq!(CommandId::from_u32(a.as_u32()), Some(*a));
+            for b in &CommandId::ALL[i + 1..] {
+                assert_ne!(a.as_u32(), b.as_u32());
+            }
+        }
+        assert_eq!(CommandId::from_u32(999), None);
+    }
+}

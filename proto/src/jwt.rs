@@ -130,7 +130,6 @@ pub fn key_id(wallet_id: &crate::WalletId, agent_index: u32) -> String {
 mod tests {
     use super::*;
     use alloc::format;
-    use alloc::string::ToString;
 
     fn sample() -> (JwtHeader, AgentClaims) {
         (
@@ -194,7 +193,7 @@ mod tests {
         assert_eq!(parse(&bad_payload), Err(JwtError::Malformed));
         let long = "a".repeat(MAX_JWT_LEN + 1);
         assert_eq!(parse(&long), Err(JwtError::Malformed));
-        assert_eq!(parse(&"é.é.é".to_string()), Err(JwtError::Malformed));
+        assert_eq!(parse("é.é.é"), Err(JwtError::Malformed));
     }
 
     #[test]

@@ -1,0 +1,914 @@
+//! Behaviour of the TA core through its byte protocol: key derivation
+//! vectors, the 106-byte agent signature, and every refusal path.
+
+mod common;
+
+use common::*;
+use kms_proto::jwt::{MAX_TTL_SECS, VERIFY_ONLY_OVERLAP_SECS};
+use kms_proto::*;
+
+const TTL: u64 = 3600;
+const ACCOUNT: [u8; 20] = [0xAA; 20];
+
+// ------------------------------------------------------------ derivation
+
+#[test]
+fn bip44_vectors_through_the_seeding_path() {
+    let mut h = Harness::new();
+    let mut pk = SoftPasskey::new(1);
+    let w = seed_anvil_wallet(&mut h, &pk);
+    assert_eq!(
+        checksum(&w.owner.address),
+        "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+    );
+    let a0 = create_agent(&mut h, &mut pk, w.wallet_id, 0, TTL).unwrap();
+    let a1 = create_agent(&mut h, &mut pk, w.wallet_id, 1, TTL).unwrap();
+    assert_eq!(
+        checksum(&a0.address),
+        "0x4b39F7b0624b9dB86AD293686bc38B903142dbBc"
+    );
+    assert_eq!(
+        checksum(&a1.address),
+        "0x71b4a2d9B91726bdb5849D928967A1654D7F3de7"
+    );
+    // DeriveAddress agrees with CreateAgentKey.
+    let body = DeriveAddressBody {
+        wallet_id: w.wallet_id,
+        path: HdPath::agent(1),
+    };
+    let assertion = pk.authorize(&mut h, w.wallet_id, &body);
+    let info = h.call(&DeriveAddress { body, assertion }).unwrap();
+    assert_eq!(info.address, a1.address);
+    assert_eq!(info.public_key, a1.public_key);
+}
+
+#[test]
+fn created_wallets_are_random_and_return_no_mnemonic_without_export_secrets() {
+    let mut h = Harness::new();
+    let pk = SoftPasskey::new(1);
+    let a = create_wallet(&mut h, &pk);
+    let b = create_wallet(&mut h, &pk);
+    assert_ne!(a.wallet_id, b.wallet_id);
+    assert_ne!(a.owner.address, b.owner.address);
+    assert_eq!(a.wallet_id.0[6] >> 4, 4, "UUID version 4");
+    #[cfg(not(feature = "export-secrets"))]
+    assert_eq!(a.mnemonic, None);
+    #[cfg(feature = "export-secrets")]
+    assert_eq!(
+        a.mnemonic.as_deref().map(|m| m.split(' ').count()),
+        Some(24)
+    );
+}
+
+#[test]
+fn repeated_signing_does_not_rederive() {
+    let mut h = Harness::new();
+    let mut pk = SoftPasskey::new(1);
+    let w = create_wallet(&mut h, &pk);
+    let cred = create_agent(&mut h, &mut pk, w.wallet_id, 0, TTL).unwrap();
+    let jwt = cred.to_jwt();
+    sign_op(&mut h, w.wallet_id, 0, &jwt, [1; 32], ACCOUNT).unwrap();
+    h.storage.reads.borrow_mut().clear();
+    for i in 0..20u8 {
+        sign_op(&mut h, w.wallet_id, 0, &jwt, [i; 32], ACCOUNT).unwrap();
+    }
+    let reads = h.storage.reads.borrow();
+    assert!(
+        reads.is_empty(),
+        "signing with a cached key read storage: {reads:?}"
+    );
+}
+
+// ---------------------------------------------------- the 106-byte output
+
+#[test]
+fn agent_signature_layout_and_recovery() {
+    let mut h = Harness::new();
+    let mut pk = SoftPasskey::new(1);
+    let w = seed_anvil_wallet(&mut h, &pk);
+    let cred = create_agent(&mut h, &mut pk, w.wallet_id, 0, TTL).unwrap();
+    // n/2 of secp256k1, big-endian: low-S means s <= n/2.
+    let half_n: [u8; 32] = [
+        0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x5d, 0x57, 0x6e, 0x73, 0x57, 0xa4, 0x50, 0x1d, 0xdf, 0xe9, 0x2f, 0x46, 0x68, 0x1b,
+        0x20, 0xa0,
+    ];
+    for i in 0..32u8 {
+        let hash = alloy_primitives::keccak256([i]).0;
+        let out = sign_op(&mut h, w.wallet_id, 0, &cred.to_jwt(), hash, ACCOUNT).unwrap();
+        let sig = &out.signature;
+        assert_eq!(sig.len(), 106);
+        assert_eq!(sig[0], 0x08);
+        assert_eq!(&sig[1..21], &ACCOUNT);
+        assert_eq!(&sig[21..41], &cred.address);
+        assert_eq!(out.agent_address, cred.address);
+        assert!(sig[105] == 27 || sig[105] == 28);
+        assert!(sig[73..105] <= half_n[..], "high-S signature");
+        assert_eq!(recover(&eip191(&hash), &sig[41..106]), cred.address);
+        assert_eq!(
+            checksum(&cred.address),
+            "0x4b39F7b0624b9dB86AD293686bc38B903142dbBc"
+        );
+    }
+}
+
+// --------------------------------------------------- credential refusals
+
+struct Agent {
+    h: Harness,
+    pk: SoftPasskey,
+    wallet: WalletId,
+    cred: AgentCredential,
+}
+
+fn agent() -> Agent {
+    let mut h = Harness::new();
+    let mut pk = SoftPasskey::new(1);
+    let w = create_wallet(&mut h, &pk);
+    let cred = create_agent(&mut h, &mut pk, w.wallet_id, 0, TTL).unwrap();
+    Agent {
+        h,
+        pk,
+        wallet: w.wallet_id,
+        cred,
+    }
+}
+
+fn jwt_err(r: Result<AgentSignature, TaError>) -> JwtError {
+    match r {
+        Err(TaError::Jwt(e)) => e,
+        other => panic!("expected a credential refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_hmac_is_refused() {
+    let mut a = agent();
+    let mut jwt = a.cred.to_jwt();
+    let last = jwt.pop().unwrap();
+    jwt.push(if last == 'A' { 'B' } else { 'A' });
+    let r = sign_op(&mut a.h, a.wallet, 0, &jwt, [1; 32], ACCOUNT);
+    assert_eq!(jwt_err(r), JwtError::BadSignature);
+    // A payload edited to claim another agent fails the MAC too.
+    let mut forged = a.cred.clone();
+    let mut claims: kms_proto::jwt::AgentClaims =
+        kms_proto::jwt::parse(&a.cred.to_jwt()).unwrap().claims;
+    claims.exp += 100;
+    forged.payload_b64 = kms_proto::jwt::encode_json_b64(&claims);
+    let r = sign_op(&mut a.h, a.wallet, 0, &forged.to_jwt(), [1; 32], ACCOUNT);
+    assert_eq!(jwt_err(r), JwtError::BadSignature);
+}
+
+#[test]
+fn unknown_kid_is_refused() {
+    let mut a = agent();
+    let mut c = a.cred.clone();
+    c.header_b64 = kms_proto::jwt::encode_json_b64(&kms_proto::jwt::JwtHeader {
+        alg: "HS256".into(),
+        typ: "JWT".into(),
+        kid: "k0000000000000000".into(),
+    });
+    let r = sign_op(&mut a.h, a.wallet, 0, &c.to_jwt(), [1; 32], ACCOUNT);
+    assert_eq!(jwt_err(r), JwtError::UnknownKid);
+}
+
+#[test]
+fn expired_credential_is_refused() {
+    let mut a = agent();
+    let jwt = a.cred.to_jwt();
+    a.h.advance(TTL - 1);
+    sign_op(&mut a.h, a.wallet, 0, &jwt, [1; 32], ACCOUNT).unwrap();
+    a.h.advance(1);
+    let r = sign_op(&mut a.h, a.wallet, 0, &jwt, [1; 32], ACCOUNT);
+    assert_eq!(jwt_err(r), JwtError::Expired);
+}
+
+#[test]
+fn wrong_wallet_or_index_claim_is_refused() {
+    let mut a = agent();
+    let other = create_wallet(&mut a.h, &a.pk).wallet_id;
+    create_agent(&mut a.h, &mut a.pk, a.wallet, 1, TTL).unwrap();
+    let jwt = a.cred.to_jwt();
+    let r = sign_op(&mut a.h, other, 0, &jwt, [1; 32], ACCOUNT);
+    assert_eq!(jwt_err(r), JwtError::WalletMismatch);
+    let r = sign_op(&mut a.h, a.wallet, 1, &jwt, [1; 32], ACCOUNT);
+    assert_eq!(jwt_err(r), JwtError::IndexMismatch);
+}
+
+#[test]
+fn refresh_supersedes_the_previous_generation() {
+    let mut a = agent();
+    let old = a.cred.to_jwt();
+    let new = refresh_agent(&mut a.h, &mut a.pk, a.wallet, 0, TTL).unwrap();
+    assert_eq!(new.generation, a.cred.generation + 1);
+    assert_eq!(new.address, a.cred.address);
+    let r = sign_op(&mut a.h, a.wallet, 0, &old, [1; 32], ACCOUNT);
+    assert_eq!(jwt_err(r), JwtError::StaleGeneration);
+    sign_op(&mut a.h, a.wallet, 0, &new.to_jwt(), [1; 32], ACCOUNT).unwrap();
+    // The generation is sealed: it survives a TA restart.
+    a.h.restart();
+    let r = sign_op(&mut a.h, a.wallet, 0, &old, [1; 32], ACCOUNT);
+    assert_eq!(jwt_err(r), JwtError::StaleGeneration);
+    sign_op(&mut a.h, a.wallet, 0, &new.to_jwt(), [1; 32], ACCOUNT).unwrap();
+}
+
+#[test]
+fn revoke_kills_the_agent_for_good() {
+    let mut a = agent();
+    let jwt = a.cred.to_jwt();
+    let st =
+        a.h.call(&RevokeAgentKey {
+            wallet_id: a.wallet,
+            agent_index: 0,
+        })
+        .unwrap();
+    assert!(st.revoked);
+    assert_eq!(st.generation, a.cred.generation + 1);
+    let r = sign_op(&mut a.h, a.wallet, 0, &jwt, [1; 32], ACCOUNT);
+    assert_eq!(jwt_err(r), JwtError::AgentRevoked);
+    // Revoking again changes nothing (re-running is safe).
+    let again =
+        a.h.call(&RevokeAgentKey {
+            wallet_id: a.wallet,
+            agent_index: 0,
+        })
+        .unwrap();
+    assert_eq!(again, st);
+    // No refresh, no re-mint at the same index.
+    assert_eq!(
+        refresh_agent(&mut a.h, &mut a.pk, a.wallet, 0, TTL).unwrap_err(),
+        TaError::AgentRevoked
+    );
+    assert_eq!(
+        create_agent(&mut a.h, &mut a.pk, a.wallet, 0, TTL).unwrap_err(),
+        TaError::AgentExists
+    );
+    a.h.restart();
+    let r = sign_op(&mut a.h, a.wallet, 0, &jwt, [1; 32], ACCOUNT);
+    assert_eq!(jwt_err(r), JwtError::AgentRevoked);
+    assert!(
+        a.h.call(&GetAgentState {
+            wallet_id: a.wallet,
+            agent_index: 0
+        })
+        .unwrap()
+        .revoked
+    );
+}
+
+#[test]
+fn forced_rotation_kills_every_old_kid() {
+    let mut a = agent();
+    let jwt = a.cred.to_jwt();
+    a.h.call(&JwtRotateSecret {
+        mode: RotationMode::Normal,
+    })
+    .unwrap();
+    let r =
+        a.h.call(&JwtRotateSecret {
+            mode: RotationMode::Force,
+        })
+        .unwrap();
+    assert_eq!(r.removed.len(), 2);
+    assert_eq!(r.secrets.len(), 1);
+    let res = sign_op(&mut a.h, a.wallet, 0, &jwt, [1; 32], ACCOUNT);
+    assert_eq!(jwt_err(res), JwtError::UnknownKid);
+    // A refreshed credential uses the new kid and works.
+    let new = refresh_agent(&mut a.h, &mut a.pk, a.wallet, 0, TTL).unwrap();
+    assert_eq!(Some(new.kid.clone()), r.current_kid);
+    sign_op(&mut a.h, a.wallet, 0, &new.to_jwt(), [1; 32], ACCOUNT).unwrap();
+}
+
+#[test]
+fn normal_rotation_keeps_exactly_one_verify_only_kid() {
+    let mut a = agent();
+    let first = a.cred.to_jwt();
+    let r1 =
+        a.h.call(&JwtRotateSecret {
+            mode: RotationMode::Normal,
+        })
+        .unwrap();
+    assert_eq!(r1.retired, vec![a.cred.kid.clone()]);
+    // The old credential still verifies during the overlap.
+    sign_op(&mut a.h, a.wallet, 0, &first, [1; 32], ACCOUNT).unwrap();
+    // New credentials use the new kid.
+    create_agent(&mut a.h, &mut a.pk, a.wallet, 1, TTL).unwrap();
+    let second_kid = r1.current_kid.clone().unwrap();
+    let c1 = refresh_agent(&mut a.h, &mut a.pk, a.wallet, 1, TTL).unwrap();
+    assert_eq!(c1.kid, second_kid);
+    let r2 =
+        a.h.call(&JwtRotateSecret {
+            mode: RotationMode::Normal,
+        })
+        .unwrap();
+    assert_eq!(r2.removed, vec![a.cred.kid.clone()]);
+    let status = a.h.call(&JwtSecretStatus {}).unwrap();
+    assert_eq!(status.len(), 2);
+    assert_eq!(
+        status
+            .iter()
+            .filter(|s| s.status == KidStatus::VerifyOnly)
+            .count(),
+        1
+    );
+    sign_op(&mut a.h, a.wallet, 1, &c1.to_jwt(), [1; 32], ACCOUNT).unwrap();
+}
+
+#[test]
+fn verify_only_kid_stops_after_the_overlap() {
+    let mut a = agent();
+    let jwt = a.cred.to_jwt();
+    a.h.call(&JwtRotateSecret {
+        mode: RotationMode::Normal,
+    })
+    .unwrap();
+    // Refresh under the new kid to check the retired kid alone.
+    a.h.advance(VERIFY_ONLY_OVERLAP_SECS);
+    let res = a.h.call(&JwtHmacVerify { jwt });
+    assert_eq!(res.unwrap_err(), TaError::Jwt(JwtError::RetiredKid));
+    let purged =
+        a.h.call(&JwtRotateSecret {
+            mode: RotationMode::PurgeExpired,
+        })
+        .unwrap();
+    assert_eq!(purged.removed, vec![a.cred.kid.clone()]);
+}
+
+#[test]
+fn hmac_sign_is_never_a_mac_oracle_and_verify_returns_no_mac() {
+    let mut a = agent();
+    assert_eq!(
+        a.h.call(&JwtHmacSign {
+            message: b"anything".to_vec()
+        })
+        .unwrap_err(),
+        TaError::Unsupported
+    );
+    let v =
+        a.h.call(&JwtHmacVerify {
+            jwt: a.cred.to_jwt(),
+        })
+        .unwrap();
+    assert_eq!(v.kid, a.cred.kid);
+    assert_eq!(v.claims.gen, a.cred.generation);
+    assert_eq!(v.claims.agent_index, 0);
+    // The whole encoded answer does not contain the MAC bytes.
+    let bytes = a.ta_raw_verify();
+    assert!(!bytes.windows(32).any(|w| w == a.cred.hmac));
+}
+
+impl Agent {
+    fn ta_raw_verify(&mut self) -> Vec<u8> {
+        self.h.ta.invoke(
+            CommandId::JwtHmacVerify.as_u32(),
+            &encode_request(&JwtHmacVerify {
+                jwt: self.cred.to_jwt(),
+            }),
+        )
+    }
+}
+
+#[test]
+fn ttl_and_label_and_index_bounds() {
+    let mut a = agent();
+    for ttl in [0, MAX_TTL_SECS + 1] {
+        assert_eq!(
+            create_agent(&mut a.h, &mut a.pk, a.wallet, 5, ttl).unwrap_err(),
+            TaError::InvalidTtl
+        );
+    }
+    create_agent(&mut a.h, &mut a.pk, a.wallet, 5, MAX_TTL_SECS).unwrap();
+    let body = MintAgentBody {
+        wallet_id: a.wallet,
+        label: "x".repeat(129),
+        ttl_secs: TTL,
+    };
+    let assertion = a.pk.authorize(&mut a.h, a.wallet, &body);
+    assert_eq!(
+        a.h.call(&CreateAgentKey {
+            agent_index: 6,
+            body,
+            assertion
+        })
+        .unwrap_err(),
+        TaError::InvalidLabel
+    );
+    assert_eq!(
+        create_agent(&mut a.h, &mut a.pk, a.wallet, 1 << 31, TTL).unwrap_err(),
+        TaError::InvalidAgentIndex
+    );
+    assert_eq!(
+        create_agent(&mut a.h, &mut a.pk, a.wallet, 0, TTL).unwrap_err(),
+        TaError::AgentExists
+    );
+}
+
+// ----------------------------------------------------- passkey refusals
+
+fn sign_hash_req(
+    h: &mut Harness,
+    pk: &mut SoftPasskey,
+    wallet: WalletId,
+    opts: &AssertOpts,
+) -> SignHash {
+    let body = SignHashBody {
+        wallet_id: wallet,
+        path: HdPath::OWNER,
+        hash: [9; 32],
+    };
+    let assertion = pk.authorize_with(h, wallet, &body, opts);
+    SignHash { body, assertion }
+}
+
+fn passkey_err<T: std::fmt::Debug>(r: Result<T, TaError>) -> PasskeyError {
+    match r {
+        Err(TaError::Passkey(e)) => e,
+        other => panic!("expected a passkey refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_good_assertion_signs_once() {
+    let mut h = Harness::new();
+    let mut pk = SoftPasskey::new(1);
+    let w = create_wallet(&mut h, &pk);
+    let req = sign_hash_req(&mut h, &mut pk, w.wallet_id, &AssertOpts::default());
+    let sig = h.call(&req).unwrap();
+    assert_eq!(recover(&[9; 32], &sig.bytes), w.owner.address);
+    assert_eq!(sig.address, w.owner.address);
+    // Reused nonce.
+    assert_eq!(passkey_err(h.call(&req)), PasskeyError::ChallengeMismatch);
+}
+
+#[test]
+fn assertion_by_a_wrong_key_is_refused() {
+    let mut h = Harness::new();
+    let mut pk = SoftPasskey::new(1);
+    let mut other = SoftPasskey::new(2);
+    let w = create_wallet(&mut h, &pk);
+    let req = sign_hash_req(&mut h, &mut other, w.wallet_id, &AssertOpts::default());
+    assert_eq!(passkey_err(h.call(&req)), PasskeyError::BadSignature);
+    // The failed attempt did not burn the nonce for a legitimate holder? It
+    // did not consume anything: the right key with a fresh nonce works.
+    let req = sign_hash_req(&mut h, &mut pk, w.wallet_id, &AssertOpts::default());
+    h.call(&req).unwrap();
+}
+
+#[test]
+fn assertion_for_another_payload_is_refused() {
+    let mut h = Harness::new();
+    let mut pk = SoftPasskey::new(1);
+    let w = create_wallet(&mut h, &pk);
+    let mut req = sign_hash_req(&mut h, &mut pk, w.wallet_id, &AssertOpts::default());
+    req.body.hash = [10; 32];
+    assert_eq!(passkey_err(h.call(&req)), PasskeyError::ChallengeMismatch);
+    // Same body, other command: a SignHash assertion cannot authorise
+    // DeriveAddress even with identical fields.
+    let mut req2 = sign_hash_req(&mut h, &mut pk, w.wallet_id, &AssertOpts::default());
+    let derive = DeriveAddress {
+        body: DeriveAddressBody {
+            wallet_id: w.wallet_id,
+            path: HdPath::OWNER,
+        },
+        assertion: req2.assertion.clone(),
+    };
+    assert_eq!(
+        passkey_err(h.call(&derive)),
+        PasskeyError::ChallengeMismatch
+    );
+    req2.body.path = HdPath::agent(0);
+    assert_eq!(passkey_err(h.call(&req2)), PasskeyError::ChallengeMismatch);
+}
+
+#[test]
+fn assertion_without_up_or_uv_or_for_another_rp_is_refused() {
+    let mut h = Harness::new();
+    let mut pk = SoftPasskey::new(1);
+    let w = create_wallet(&mut h, &pk);
+    for (opts, want) in [
+        (
+            AssertOpts {
+                flags: 0x04,
+                ..Default::default()
+            },
+            PasskeyError::UserPresenceMissing,
+        ),
+        (
+            AssertOpts {
+                flags: 0x01,
+                ..Default::default()
+            },
+            PasskeyError::UserVerificationMissing,
+        ),
+        (
+            AssertOpts {
+                rp_id: Some("evil.example".into()),
+                ..Default::default()
+            },
+            PasskeyError::RpIdMismatch,
+        ),
+        (
+            AssertOpts {
+                typ: "webauthn.create",
+                ..Default::default()
+            },
+            PasskeyError::WrongType,
+        ),
+    ] {
+        let req = sign_hash_req(&mut h, &mut pk, w.wallet_id, &opts);
+        assert_eq!(passkey_err(h.call(&req)), want);
+    }
+}
+
+#[test]
+fn expired_nonce_is_refused() {
+    let mut h = Harness::new();
+    let mut pk = SoftPasskey::new(1);
+    let w = create_wallet(&mut h, &pk);
+    let req = sign_hash_req(&mut h, &mut pk, w.wallet_id, &AssertOpts::default());
+    h.advance(300);
+    assert_eq!(passkey_err(h.call(&req)), PasskeyError::ChallengeMismatch);
+}
+
+#[test]
+fn several_nonces_may_be_pending_per_wallet() {
+    let mut h = Harness::new();
+    let mut pk = SoftPasskey::new(1);
+    let w = create_wallet(&mut h, &pk);
+    let reqs: Vec<SignHash> = (0..5)
+        .map(|_| sign_hash_req(&mut h, &mut pk, w.wallet_id, &AssertOpts::default()))
+        .collect();
+    // Used in reverse order: each still works once.
+    for r in reqs.iter().rev() {
+        h.call(r).unwrap();
+    }
+    for r in &reqs {
+        assert_eq!(passkey_err(h.call(r)), PasskeyError::ChallengeMismatch);
+    }
+}
+
+#[test]
+fn malformed_assertion_parts_are_refused() {
+    let mut h = Harness::new();
+    let mut pk = SoftPasskey::new(1);
+    let w = create_wallet(&mut h, &pk);
+    let mut req = sign_hash_req(&mut h, &mut pk, w.wallet_id, &AssertOpts::default());
+    req.assertion.signature = vec![0x30, 0x80, 0xff];
+    assert_eq!(passkey_err(h.call(&req)), PasskeyError::MalformedSignature);
+    req.assertion.client_data_json = b"not json".to_vec();
+    assert_eq!(passkey_err(h.call(&req)), PasskeyError::MalformedClientData);
+    req.assertion.authenticator_data.truncate(36);
+    assert_eq!(
+        passkey_err(h.call(&req)),
+        PasskeyError::MalformedAuthenticatorData
+    );
+}
+
+#[test]
+fn off_curve_or_malformed_passkey_keys_are_refused() {
+    let mut h = Harness::new();
+    let pk = SoftPasskey::new(1);
+    let good = pk.public_key();
+    let mut off_curve = good.clone();
+    off_curve[64] ^= 1;
+    let mut compressed = good[..33].to_vec();
+    compressed[0] = 0x02;
+    for bad in [
+        off_curve,
+        compressed,
+        vec![0x04; 65],
+        vec![],
+        good[..64].to_vec(),
+    ] {
+        assert_eq!(
+            h.call(&CreateWallet {
+                passkey_public_key: bad,
+                rp_id: RP_ID.into()
+            })
+            .unwrap_err(),
+            TaError::InvalidPasskeyKey
+        );
+    }
+    assert_eq!(
+        h.call(&CreateWallet {
+            passkey_public_key: good,
+            rp_id: String::new()
+        })
+        .unwrap_err(),
+        TaError::InvalidRpId
+    );
+}
+
+#[test]
+fn change_passkey_moves_authority_to_the_new_key() {
+    let mut h = Harness::new();
+    let mut old = SoftPasskey::new(1);
+    let mut new = SoftPasskey::new(2);
+    let w = create_wallet(&mut h, &old);
+    let pending = sign_hash_req(&mut h, &mut old, w.wallet_id, &AssertOpts::default());
+    let body = ChangePasskeyBody {
+        wallet_id: w.wallet_id,
+        new_passkey_public_key: new.public_key(),
+        new_rp_id: RP_ID.into(),
+    };
+    let assertion = old.authorize(&mut h, w.wallet_id, &body);
+    h.call(&ChangePasskey { body, assertion }).unwrap();
+    // The old key's pending challenge is void; the new key works.
+    assert!(h.call(&pending).is_err());
+    let req = sign_hash_req(&mut h, &mut old, w.wallet_id, &AssertOpts::default());
+    assert_eq!(passkey_err(h.call(&req)), PasskeyError::BadSignature);
+    let req = sign_hash_req(&mut h, &mut new, w.wallet_id, &AssertOpts::default());
+    h.call(&req).unwrap();
+}
+
+#[test]
+fn remove_wallet_needs_the_passkey_and_removes_everything() {
+    let mut h = Harness::new();
+    let mut pk = SoftPasskey::new(1);
+    let mut other = SoftPasskey::new(2);
+    let w = create_wallet(&mut h, &pk);
+    let cred = create_agent(&mut h, &mut pk, w.wallet_id, 0, TTL).unwrap();
+    let body = RemoveWalletBody {
+        wallet_id: w.wallet_id,
+    };
+    let bad = other.authorize(&mut h, w.wallet_id, &body);
+    assert_eq!(
+        passkey_err(h.call(&RemoveWallet {
+            body: body.clone(),
+            assertion: bad
+        })),
+        PasskeyError::BadSignature
+    );
+    let assertion = pk.authorize(&mut h, w.wallet_id, &body);
+    h.call(&RemoveWallet { body, assertion }).unwrap();
+    assert_eq!(
+        h.call(&GetChallenge {
+            wallet_id: w.wallet_id
+        })
+        .unwrap_err(),
+        TaError::WalletNotFound
+    );
+    assert!(sign_op(&mut h, w.wallet_id, 0, &cred.to_jwt(), [1; 32], ACCOUNT).is_err());
+}
+
+// ------------------------------------------------------- transactions
+
+fn sign_tx(
+    h: &mut Harness,
+    pk: &mut SoftPasskey,
+    w: WalletId,
+    tx: Transaction,
+) -> Result<SignedTransaction, TaError> {
+    let body = SignTransactionBody {
+        wallet_id: w,
+        path: HdPath::OWNER,
+        transaction: tx,
+    };
+    let assertion = pk.authorize(h, w, &body);
+    h.call(&SignTransaction { body, assertion })
+}
+
+#[test]
+fn signs_eip1559_and_legacy_transactions_that_recover_to_the_owner() {
+    use alloy_consensus::transaction::SignerRecoverable;
+    use alloy_eips::eip2718::Decodable2718;
+    let mut h = Harness::new();
+    let mut pk = SoftPasskey::new(1);
+    let w = seed_anvil_wallet(&mut h, &pk);
+    let mut value = [0u8; 32];
+    value[31] = 7;
+    let to = Some(vec![0x11; 20]);
+    let eip1559 = sign_tx(
+        &mut h,
+        &mut pk,
+        w.wallet_id,
+        Transaction::Eip1559 {
+            chain_id: 31337,
+            nonce: 3,
+            max_priority_fee_per_gas: 1_000_000_000,
+            max_fee_per_gas: 2_000_000_000,
+            gas_limit: 21000,
+            to: to.clone(),
+            value,
+            data: vec![],
+            access_list: vec![],
+        },
+    )
+    .unwrap();
+    assert_eq!(eip1559.raw[0], 0x02);
+    let env = alloy_consensus::TxEnvelope::decode_2718(&mut eip1559.raw.as_slice()).unwrap();
+    assert_eq!(env.recover_signer().unwrap().0 .0, w.owner.address);
+    assert_eq!(env.tx_hash().0, eip1559.tx_hash);
+    let legacy = sign_tx(
+        &mut h,
+        &mut pk,
+        w.wallet_id,
+        Transaction::Legacy {
+            chain_id: 1,
+            nonce: 0,
+            gas_price: 20_000_000_000,
+            gas_limit: 21000,
+            to,
+            value,
+            data: vec![1, 2, 3],
+        },
+    )
+    .unwrap();
+    let env = alloy_consensus::TxEnvelope::decode_2718(&mut legacy.raw.as_slice()).unwrap();
+    assert_eq!(env.recover_signer().unwrap().0 .0, w.owner.address);
+    match env {
+        alloy_consensus::TxEnvelope::Legacy(s) => assert_eq!(s.tx().chain_id, Some(1)),
+        other => panic!("not legacy: {other:?}"),
+    }
+}
+
+#[test]
+fn short_to_is_refused_with_a_typed_error() {
+    let mut h = Harness::new();
+    let mut pk = SoftPasskey::new(1);
+    let w = create_wallet(&mut h, &pk);
+    for len in [0usize, 19, 21, 32] {
+        let r = sign_tx(
+            &mut h,
+            &mut pk,
+            w.wallet_id,
+            Transaction::Legacy {
+                chain_id: 1,
+                nonce: 0,
+                gas_price: 1,
+                gas_limit: 21000,
+                to: Some(vec![0x22; len]),
+                value: [0; 32],
+                data: vec![],
+            },
+        );
+        assert_eq!(r.unwrap_err(), TaError::InvalidRecipientLength(len as u32));
+    }
+}
+
+#[test]
+fn sign_message_is_eip191() {
+    let mut h = Harness::new();
+    let mut pk = SoftPasskey::new(1);
+    let w = create_wallet(&mut h, &pk);
+    let body = SignMessageBody {
+        wallet_id: w.wallet_id,
+        path: HdPath::OWNER,
+        message: b"hello agent".to_vec(),
+    };
+    let assertion = pk.authorize(&mut h, w.wallet_id, &body);
+    let sig = h.call(&SignMessage { body, assertion }).unwrap();
+    assert_eq!(
+        recover(&eip191(b"hello agent"), &sig.bytes),
+        w.owner.address
+    );
+}
+
+// ------------------------------------------------------- protocol bytes
+
+#[test]
+fn malformed_protocol_bytes_give_typed_errors() {
+    let mut h = Harness::new();
+    let decode = |b: Vec<u8>| decode_response::<Empty>(&b).unwrap();
+    let r = decode(h.ta.invoke(CommandId::SignHash.as_u32(), &[]));
+    assert_eq!(r.unwrap_err(), TaError::Protocol(ProtoError::Empty));
+    let r = decode(h.ta.invoke(CommandId::SignHash.as_u32(), &[9, 1, 2]));
+    assert_eq!(
+        r.unwrap_err(),
+        TaError::Protocol(ProtoError::UnsupportedVersion(9))
+    );
+    let r = decode(h.ta.invoke(CommandId::SignHash.as_u32(), &[PROTOCOL_VERSION, 0xff]));
+    assert_eq!(r.unwrap_err(), TaError::Protocol(ProtoError::Malformed));
+    let r = decode(h.ta.invoke(4242, &[PROTOCOL_VERSION]));
+    assert_eq!(r.unwrap_err(), TaError::UnknownCommand(4242));
+    #[cfg(not(feature = "export-secrets"))]
+    {
+        let r = decode(h.ta.invoke(CommandId::ExportPrivateKey.as_u32(), &[PROTOCOL_VERSION]));
+        assert_eq!(r.unwrap_err(), TaError::UnknownCommand(6));
+    }
+}
+
+#[test]
+fn operator_key_signs_only_revoke_session() {
+    use alloy_consensus::transaction::SignerRecoverable;
+    use alloy_consensus::Transaction as _;
+    use alloy_eips::eip2718::Decodable2718;
+    let mut h = Harness::new();
+    assert_eq!(
+        h.call(&OperatorKey {
+            create_if_missing: false
+        })
+        .unwrap_err(),
+        TaError::OperatorKeyMissing
+    );
+    let op = h
+        .call(&OperatorKey {
+            create_if_missing: true,
+        })
+        .unwrap();
+    let again = h
+        .call(&OperatorKey {
+            create_if_missing: true,
+        })
+        .unwrap();
+    assert_eq!(op, again);
+    let tx = h
+        .call(&OperatorSignRevokeSession {
+            chain_id: 31337,
+            nonce: 0,
+            max_priority_fee_per_gas: 1,
+            max_fee_per_gas: 2,
+            gas_limit: 100_000,
+            validator: [0x33; 20],
+            account: [0x44; 20],
+            agent_key: [0x55; 20],
+        })
+        .unwrap();
+    let env = alloy_consensus::TxEnvelope::decode_2718(&mut tx.raw.as_slice()).unwrap();
+    assert_eq!(env.recover_signer().unwrap().0 .0, op.address);
+    assert_eq!(env.to().unwrap().0 .0, [0x33; 20]);
+    let data = env.input();
+    assert_eq!(
+        &data[..4],
+        &alloy_primitives::keccak256("revokeSession(address,address)")[..4]
+    );
+    assert_eq!(&data[16..36], &[0x44; 20]);
+    assert_eq!(&data[48..68], &[0x55; 20]);
+    assert!(env.value().is_zero());
+}
+
+#[test]
+fn test_seed_can_be_disabled_at_run_time() {
+    let storage = MemStorage::default();
+    let clock = std::rc::Rc::new(std::cell::Cell::new(T0));
+    let mut ta = kms_ta::TaCore::new(
+        storage,
+        TestEntropyPublic::new(),
+        TestClock(clock),
+        kms_ta::Config {
+            test_seed_enabled: false,
+        },
+    );
+    let req = SeedWalletForTest {
+        mnemonic: ANVIL_MNEMONIC.into(),
+        passkey_public_key: SoftPasskey::new(1).public_key(),
+        rp_id: RP_ID.into(),
+    };
+    let out = ta.invoke(SeedWalletForTest::ID.as_u32(), &encode_request(&req));
+    #[cfg(feature = "test-seed")]
+    assert_eq!(
+        decode_response::<CreateWalletOutput>(&out)
+            .unwrap()
+            .unwrap_err(),
+        TaError::Unsupported
+    );
+    #[cfg(not(feature = "test-seed"))]
+    assert_eq!(
+        decode_response::<CreateWalletOutput>(&out)
+            .unwrap()
+            .unwrap_err(),
+        TaError::UnknownCommand(SeedWalletForTest::ID.as_u32())
+    );
+}
+
+struct TestEntropyPublic;
+impl TestEntropyPublic {
+    fn new() -> Self {
+        TestEntropyPublic
+    }
+}
+impl kms_ta::Entropy for TestEntropyPublic {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), kms_ta::EntropyError> {
+        buf.fill(7);
+        Ok(())
+    }
+}
+
+#[cfg(feature = "export-secrets")]
+#[test]
+fn export_private_key_still_needs_the_passkey() {
+    let mut h = Harness::new();
+    let mut pk = SoftPasskey::new(1);
+    let mut other = SoftPasskey::new(2);
+    let w = seed_anvil_wallet(&mut h, &pk);
+    let body = ExportPrivateKeyBody {
+        wallet_id: w.wallet_id,
+        path: HdPath::OWNER,
+    };
+    let bad = other.authorize(&mut h, w.wallet_id, &body);
+    assert_eq!(
+        passkey_err(h.call(&ExportPrivateKey {
+            body: body.clone(),
+            assertion: bad
+        })),
+        PasskeyError::BadSignature
+    );
+    let assertion = pk.authorize(&mut h, w.wallet_id, &body);
+    let key = h.call(&ExportPrivateKey { body, assertion }).unwrap();
+    // anvil account #0.
+    assert_eq!(
+        hex(&key.private_key),
+        "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+    );
+    assert_eq!(key.address, w.owner.address);
+}

@@ -1,0 +1,349 @@
+//! The simulator backend: sessions are Unix-socket connections to `ta-sim`.
+
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::thread;
+use std::time::Duration;
+
+use rustix::net::RecvFlags;
+use zeroize::Zeroize;
+
+use crate::wire::{self, FrameError};
+use crate::{TeeError, TeeTransport};
+
+/// Tuning of a [`SimTransport`].
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Idle sessions kept open for reuse; more are opened on demand when
+    /// more calls run at once, and closed when returned to a full pool.
+    pub max_idle: usize,
+    /// Attempts to establish a session before giving up (connecting is the
+    /// only step ever retried).
+    pub connect_attempts: u32,
+    /// Pause before the second attempt; doubled for each further one.
+    pub connect_backoff: Duration,
+    /// Longest wait for a response (and for a request to be accepted by the
+    /// socket). On timeout the session is dropped and the call fails as
+    /// unavailable with `maybe_executed: true`. `None` waits forever.
+    pub call_timeout: Option<Duration>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            max_idle: 32,
+            connect_attempts: 3,
+            connect_backoff: Duration::from_millis(50),
+            call_timeout: Some(Duration::from_secs(120)),
+        }
+    }
+}
+
+/// One session: the connection and its reusable buffers.
+struct Session {
+    stream: UnixStream,
+    frame: Vec<u8>,
+}
+
+impl Session {
+    /// Whether the server has closed the connection (or sent something
+    /// unsolicited) since it was returned to the pool. Sends nothing.
+    fn is_reusable(&self) -> bool {
+        let mut probe = [0u8; 1];
+        match rustix::net::recv(
+            &self.stream,
+            &mut probe[..],
+            RecvFlags::PEEK | RecvFlags::DONTWAIT,
+        ) {
+            // Nothing to read: the connection is open and idle.
+            Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::WOULDBLOCK => true,
+            // EOF (server gone), unsolicited bytes (desynchronised), or error.
+            _ => false,
+        }
+    }
+
+    fn wipe(&mut self) {
+        self.frame.zeroize();
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.wipe();
+    }
+}
+
+/// The `ta-sim` backend: a pool of sessions to the simulator's Unix socket.
+///
+/// Each call checks out an idle session (or opens a new one), sends one
+/// request frame (see [`crate::wire`]) and reads one response frame. A
+/// session that fails in any way is dropped; the failed call is *not*
+/// retried and the next call uses another session.
+pub struct SimTransport {
+    socket: PathBuf,
+    config: SimConfig,
+    idle: Mutex<Vec<Session>>,
+}
+
+impl std::fmt::Debug for SimTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimTransport")
+            .field("socket", &self.socket)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimTransport {
+    /// A transport to the socket at `socket`. Connects lazily, on the first
+    /// call.
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        Self::with_config(socket, SimConfig::default())
+    }
+
+    /// A transport with explicit tuning.
+    pub fn with_config(socket: impl Into<PathBuf>, config: SimConfig) -> Self {
+        Self {
+            socket: socket.into(),
+            config,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Connect now (one session, kept in the pool): fails with
+    /// [`TeeError::Unavailable`] if no `ta-sim` answers on `socket`.
+    pub fn connect(socket: impl Into<PathBuf>) -> Result<Self, TeeError> {
+        let t = Self::new(socket);
+        let s = t.open_session()?;
+        t.checkin(s);
+        Ok(t)
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Number of idle sessions in the pool.
+    pub fn idle_sessions(&self) -> usize {
+        self.idle.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    fn open_session(&self) -> Result<Session, TeeError> {
+        let attempts = self.config.connect_attempts.max(1);
+        let mut backoff = self.config.connect_backoff;
+        let mut last: Option<io::Error> = None;
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                thread::sleep(backoff);
+                backoff = backoff.saturating_mul(2);
+            }
+            match UnixStream::connect(&self.socket) {
+                Ok(stream) => {
+                    if let Err(e) = stream
+                        .set_read_timeout(self.config.call_timeout)
+                        .and_then(|()| stream.set_write_timeout(self.config.call_timeout))
+                    {
+                        last = Some(e);
+                        continue;
+                    }
+                    return Ok(Session {
+                        stream,
+                        frame: Vec::new(),
+                    });
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let why = last.map_or_else(|| "unknown error".to_owned(), |e| e.to_string());
+        Err(TeeError::not_sent(format!(
+            "cannot connect to ta-sim at {}: {why}",
+            self.socket.display()
+        )))
+    }
+
+    fn checkout(&self) -> Result<Session, TeeError> {
+        loop {
+            let candidate = match self.idle.lock() {
+                Ok(mut idle) => idle.pop(),
+                Err(poisoned) => poisoned.into_inner().pop(),
+            };
+            match candidate {
+                Some(s) if s.is_reusable() => return Ok(s),
+                Some(_) => continue, // closed by the server: drop it, try another
+                None => return self.open_session(),
+            }
+        }
+    }
+
+    fn checkin(&self, mut s: Session) {
+        // Keep the pool's memory small and free of old secrets.
+        s.wipe();
+        let mut idle = match self.idle.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if idle.len() < self.config.max_idle {
+            idle.push(s);
+        }
+    }
+
+    /// One request/response exchange. Every error here means the session
+    /// is unusable and the request may have reached the TA.
+    fn exchange(s: &mut Session, cmd: u32, input: &[u8]) -> Result<Vec<u8>, TeeError> {
+        wire::encode_request(&mut s.frame, cmd, input)
+            .map_err(|_| kms_proto::ProtoError::TooLarge)?;
+        let sent = wire::write_frame(&mut s.stream, &s.frame);
+        s.wipe();
+        sent.map_err(|e| lost("sending the request", e))?;
+        let mut output = Vec::new();
+        match wire::read_response(&mut s.stream, &mut output) {
+            Ok(()) => Ok(output),
+            Err(FrameError::TooLong { .. }) => {
+                // Unusable session; the bytes in it are not a valid frame.
+                Err(TeeError::lost("ta-sim sent an oversize response frame"))
+            }
+            Err(e) => Err(lost("reading the response", e)),
+        }
+    }
+}
+
+fn lost(what: &str, e: FrameError) -> TeeError {
+    let detail = match e {
+        FrameError::Closed => "connection closed by ta-sim".to_owned(),
+        FrameError::Io(e)
+            if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut =>
+        {
+            "timed out".to_owned()
+        }
+        other => other.to_string(),
+    };
+    TeeError::lost(format!("session lost while {what}: {detail}"))
+}
+
+impl TeeTransport for SimTransport {
+    fn invoke(&self, cmd: u32, input: &[u8]) -> Result<Vec<u8>, TeeError> {
+        if input.len() > kms_proto::MAX_MESSAGE_LEN {
+            return Err(kms_proto::ProtoError::TooLarge.into());
+        }
+        let mut session = self.checkout()?;
+        match Self::exchange(&mut session, cmd, input) {
+            Ok(out) => {
+                self.checkin(session);
+                Ok(out)
+            }
+            // Dropped, never reused and never retried.
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::net::UnixListener;
+
+    /// A one-shot fake server: answers `answers` frames on the first
+    /// connection then closes it.
+    fn serve(listener: UnixListener, answers: usize) -> thread::JoinHandle<Vec<u32>> {
+        thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut seen = Vec::new();
+            let mut input = Vec::new();
+            for _ in 0..answers {
+                let cmd = wire::read_request(&mut conn, &mut input).unwrap();
+                seen.push(cmd);
+                let mut frame = Vec::new();
+                wire::encode_response(&mut frame, &input).unwrap();
+                conn.write_all(&frame).unwrap();
+            }
+            seen
+        })
+    }
+
+    #[test]
+    fn unreachable_socket_is_unavailable_and_not_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = SimTransport::with_config(
+            dir.path().join("none.sock"),
+            SimConfig {
+                connect_backoff: Duration::from_millis(1),
+                ..SimConfig::default()
+            },
+        );
+        match t.invoke(1, b"x") {
+            Err(TeeError::Unavailable {
+                maybe_executed: false,
+                ..
+            }) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_lost_session_is_reported_once_and_never_resent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        // The server answers one call and closes the connection while the
+        // second call is in flight.
+        let server = thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut input = Vec::new();
+            let mut frame = Vec::new();
+            let cmd = wire::read_request(&mut conn, &mut input).unwrap();
+            wire::encode_response(&mut frame, &input).unwrap();
+            conn.write_all(&frame).unwrap();
+            let cmd2 = wire::read_request(&mut conn, &mut input).unwrap();
+            drop(conn);
+            // A re-send would arrive on a new connection: count them.
+            listener.set_nonblocking(true).unwrap();
+            thread::sleep(Duration::from_millis(200));
+            let resent = listener.accept().is_ok();
+            (cmd, cmd2, resent)
+        });
+        let t = SimTransport::new(&path);
+        assert_eq!(t.invoke(7, b"a").unwrap(), b"a");
+        match t.invoke(8, b"b") {
+            Err(TeeError::Unavailable {
+                maybe_executed: true,
+                ..
+            }) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        let (c1, c2, resent) = server.join().unwrap();
+        assert_eq!((c1, c2, resent), (7, 8, false));
+        assert_eq!(t.idle_sessions(), 0);
+    }
+
+    #[test]
+    fn sessions_are_reused_and_dead_idle_ones_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = serve(listener.try_clone().unwrap(), 2);
+        let t = SimTransport::new(&path);
+        assert_eq!(t.invoke(1, b"one").unwrap(), b"one");
+        assert_eq!(t.idle_sessions(), 1);
+        assert_eq!(t.invoke(2, b"two").unwrap(), b"two");
+        assert_eq!(server.join().unwrap(), vec![1, 2]);
+        // The server closed that session while it sat idle: the next call
+        // notices before sending and opens a fresh one.
+        let server = serve(listener, 1);
+        assert_eq!(t.invoke(3, b"three").unwrap(), b"three");
+        assert_eq!(server.join().unwrap(), vec![3]);
+    }
+
+    #[test]
+    fn oversize_input_is_refused_before_sending() {
+        let t = SimTransport::new("/nonexistent/ta.sock");
+        let big = vec![0u8; kms_proto::MAX_MESSAGE_LEN + 1];
+        assert_eq!(
+            t.invoke(1, &big),
+            Err(TeeError::Protocol(kms_proto::ProtoError::TooLarge))
+        );
+    }
+}

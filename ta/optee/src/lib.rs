@@ -1,0 +1,61 @@
+//! The OP-TEE shell of the key companion's Trusted Application.
+//!
+//! The TA logic is the `kms-ta` core; this crate only connects it to OP-TEE,
+//! like the simulator (`ta-sim`) connects the same core to a Unix socket:
+//!
+//! * [`store`] — `SealedStorage` as one sealed snapshot of the whole map,
+//!   replaced atomically on every write batch (shared with the simulator,
+//!   which plugs in its AEAD-file backend).
+//! * [`snapshot`] — the snapshot's encoding.
+//! * [`clock`] — a clock that never goes backwards across restarts.
+//! * [`exclusive`] — the cell holding the TA's ONE global core.
+//! * `tee` (feature `optee`) — persistent objects, `TEE_GenerateRandom`, REE
+//!   time and the bodies of the entry points, whose `#[ta_*]` functions are
+//!   in the TA binary (`src/main.rs`).
+//!
+//! The parameter layout of the entry points is defined once, in
+//! [`kms_optee_abi`], and used by the client (`kms-tee-client`, feature
+//! `optee`) too. See `README.md` for building and installing the real TA.
+#![cfg_attr(not(test), no_std)]
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+extern crate alloc;
+
+// The test seeding command (a wallet from a caller-chosen mnemonic) must
+// never exist in an OP-TEE build.
+#[cfg(all(feature = "optee", feature = "test-seed"))]
+compile_error!(
+    "kms-ta-optee: the `test-seed` feature must never be enabled in an OP-TEE build \
+     (SeedWalletForTest is for the simulator only)"
+);
+
+pub mod clock;
+pub mod exclusive;
+pub mod snapshot;
+pub mod store;
+#[cfg(feature = "optee")]
+pub mod tee;
+
+pub use kms_optee_abi as abi;
+
+/// Refuses to compile when kms-ta's (or kms-proto's) `test-seed` feature is
+/// switched on by any route, not only through this crate's own feature.
+///
+/// kms-proto defines `SeedWalletForTest` only with `test-seed` (which
+/// kms-ta's `test-seed` enables). Two glob imports that both provide a name
+/// make that name ambiguous, and using it is then an error, so the type
+/// alias below compiles only while the feature is off.
+#[cfg(feature = "optee")]
+#[allow(unused_imports, dead_code)]
+mod test_seed_guard {
+    mod absent {
+        pub struct SeedWalletForTest;
+    }
+    use absent::*;
+    use kms_proto::*;
+    /// ERROR "`SeedWalletForTest` is ambiguous" here means: the `test-seed`
+    /// feature of kms-ta / kms-proto is enabled in an OP-TEE build. Never
+    /// ship that; build the TA on its own (`-p kms-ta-optee`), without it.
+    type TestSeedMustBeOffInOpteeBuilds = SeedWalletForTest;
+}

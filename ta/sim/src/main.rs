@@ -1,0 +1,110 @@
+//! `ta-sim`: see the crate documentation of `kms-ta-sim` (and `--help`).
+#![forbid(unsafe_code)]
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use kms_ta_sim::{start, Settings};
+use tracing_subscriber::EnvFilter;
+
+/// The key companion's Trusted Application, simulated as a host process.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ta-sim",
+    version,
+    about = "The key companion's Trusted Application, simulated as a host process.",
+    long_about = "The key companion's Trusted Application, simulated as a host process for \
+machines without TrustZone.\n\n\
+It hosts one TA core and serves client sessions (the companion, kms-admin) over a Unix \
+socket: one connection is one session, and every session shares the same TA state, as with a \
+single-instance multi-session OP-TEE TA.\n\n\
+The TA state is sealed in <DATA_DIR>/sealed.bin (XChaCha20-Poly1305) under the key \
+<DATA_DIR>/sealed.key (32 random bytes, mode 0600, created on the first start). A tampered or \
+truncated store, a wrong key or a key file with a broader mode than 0600 makes the start fail; \
+the simulator never starts empty over state it cannot read.\n\n\
+Prints `ta-sim ready on <SOCKET>` to stderr once it listens. SIGTERM/SIGINT: stops accepting, \
+finishes the calls in flight, removes the socket and exits 0.",
+    after_help = "Wire frames (big-endian): request [u32 length][u32 command id][request], \
+response [u32 length][response]; length counts the bytes after it."
+)]
+struct Cli {
+    /// Directory holding the sealed state and its key (created with mode
+    /// 0700 if missing).
+    #[arg(long, value_name = "DIR", env = "TA_SIM_DATA_DIR")]
+    data_dir: PathBuf,
+
+    /// Unix socket to listen on (mode 0600) [default: <DATA_DIR>/ta.sock].
+    #[arg(long, value_name = "PATH", env = "TA_SIM_SOCKET")]
+    socket: Option<PathBuf>,
+
+    /// Serve SeedWalletForTest (create a wallet from a given mnemonic).
+    /// For tests only; never use it with real funds.
+    #[arg(long)]
+    enable_test_seed: bool,
+
+    /// Log level or filter: error, warn, info, debug, trace, or a tracing
+    /// filter directive such as `kms_ta_sim=debug`. Logs never contain
+    /// request or response bytes.
+    #[arg(
+        long,
+        value_name = "FILTER",
+        default_value = "info",
+        env = "TA_SIM_LOG"
+    )]
+    log: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = match EnvFilter::try_new(&cli.log) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("ta-sim: error: invalid --log filter {:?}: {e}", cli.log);
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut msg = format!("ta-sim: error: {e}");
+            let mut source = e.source();
+            while let Some(s) = source {
+                msg.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            eprintln!("{msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    // The process holds seeds in memory: no core dumps, no ptrace by
+    // other processes of the same user.
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        tracing::warn!(error = %e, "cannot disable core dumps");
+    }
+    let settings = Settings {
+        data_dir: cli.data_dir,
+        socket: cli.socket,
+        enable_test_seed: cli.enable_test_seed,
+    };
+    let started = start(&settings)?;
+    started.server.stop_on_signals()?;
+    let socket = started.server.path().to_owned();
+    eprintln!("ta-sim ready on {}", socket.display());
+    started.server.run()?;
+    drop(started.data_dir);
+    tracing::info!("stopped");
+    Ok(())
+}

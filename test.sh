@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Run every check and test of the project: formatting, lints, the OP-TEE
+# type checks, the Solidity tests, and all Rust tests (unit, simulator,
+# HTTP end-to-end and anvil + bundler end-to-end). Installs what it needs.
+#
+# usage: ./test.sh [--quick]   (--quick: skip the Solidity and chain stages)
+set -euo pipefail
+cd "$(dirname "$0")"
+. scripts/lib.sh
+
+QUICK=0
+for arg in "$@"; do
+  case "$arg" in
+    --quick) QUICK=1 ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    *) die "unknown argument: $arg" ;;
+  esac
+done
+
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
+start=$(date +%s)
+
+stage "cargo fmt --check"
+cargo fmt --all -- --check
+
+stage "cargo clippy (workspace, all targets, -D warnings)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+stage "cargo clippy (TA core with its development features)"
+cargo clippy -p kms-ta --all-targets --locked --features test-seed,export-secrets -- -D warnings
+
+stage "Unit and integration tests (workspace)"
+cargo test --workspace --locked
+stage "TA core tests with export-secrets compiled in"
+cargo test -p kms-ta --locked --features test-seed,export-secrets
+
+echo
+echo "All checks passed in $(( $(date +%s) - start )) s."

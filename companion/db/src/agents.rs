@@ -283,17 +283,27 @@ impl Db {
         now: i64,
     ) -> Result<bool> {
         let r = sqlx::query(
-            "UPDATE agent_keys SET status = 'revoked', revoked_at = ?, updated_at = ?, \
-             generation = COALESCE(?, generation) \
+            "UPDATE agent_keys SET status = 'revoked', revoked_at = ?, updated_at = ? \
              WHERE wallet_id = ? AND agent_index = ? AND status IN ('active', 'pending')",
         )
         .bind(now)
         .bind(now)
-        .bind(generation.map(i64::from))
         .bind(wallet_id)
         .bind(i64::from(index))
         .execute(&self.pool)
         .await?;
+        if let Some(g) = generation {
+            sqlx::query(
+                "UPDATE agent_keys SET generation = ?, updated_at = ? \
+                 WHERE wallet_id = ? AND agent_index = ? AND status = 'revoked'",
+            )
+            .bind(i64::from(g))
+            .bind(now)
+            .bind(wallet_id)
+            .bind(i64::from(index))
+            .execute(&self.pool)
+            .await?;
+        }
         Ok(r.rows_affected() > 0)
     }
 

@@ -186,6 +186,46 @@ impl Db {
         }))
     }
 
+    /// Check a ceremony like [`Db::consume_challenge`] without consuming it
+    /// (to rebuild a payload that depends on it, e.g. the new passkey of a
+    /// ChangePasskey).
+    pub async fn peek_challenge(
+        &self,
+        id: &str,
+        kind: ChallengeKind,
+        wallet_id: Option<&str>,
+        purpose: &str,
+        now: i64,
+    ) -> Result<std::result::Result<Challenge, ChallengeRefusal>> {
+        let c = sqlx::query_as::<_, Challenge>(
+            "SELECT id, kind, wallet_id, purpose, payload_digest, state_json, metadata_json, \
+             created_at, expires_at FROM challenges WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(c) = c else {
+            return Ok(Err(ChallengeRefusal::Unknown));
+        };
+        let (used,): (Option<i64>,) = sqlx::query_as("SELECT used_at FROM challenges WHERE id = ?")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(if used.is_some() {
+            Err(ChallengeRefusal::AlreadyUsed)
+        } else if c.expires_at <= now {
+            Err(ChallengeRefusal::Expired)
+        } else if c.kind != kind.as_str() {
+            Err(ChallengeRefusal::WrongKind(c.kind))
+        } else if c.wallet_id.as_deref() != wallet_id {
+            Err(ChallengeRefusal::WrongWallet)
+        } else if c.purpose != purpose {
+            Err(ChallengeRefusal::WrongPurpose(c.purpose))
+        } else {
+            Ok(c)
+        })
+    }
+
     /// Delete ceremonies that expired (or were used) before `before`.
     /// Returns how many were deleted.
     pub async fn purge_challenges(&self, before: i64) -> Result<u64> {

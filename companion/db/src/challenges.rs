@@ -97,6 +97,16 @@ pub enum ChallengeRefusal {
     WrongPayload,
 }
 
+/// kind, wallet, purpose, digest, expiry, used.
+type ChallengeStatusRow = (
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    i64,
+    Option<i64>,
+);
+
 impl Db {
     /// Store a ceremony.
     pub async fn insert_challenge(&self, c: &NewChallenge) -> Result<()> {
@@ -151,14 +161,7 @@ impl Db {
             return Ok(Ok(c));
         }
         // Diagnose without consuming.
-        let row: Option<(
-            String,
-            Option<String>,
-            String,
-            Option<String>,
-            i64,
-            Option<i64>,
-        )> = sqlx::query_as(
+        let row: Option<ChallengeStatusRow> = sqlx::query_as(
             "SELECT kind, wallet_id, purpose, payload_digest, expires_at, used_at \
                  FROM challenges WHERE id = ?",
         )

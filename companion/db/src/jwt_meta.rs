@@ -49,6 +49,9 @@ pub struct JwtSecretMeta {
     pub retired_at: Option<i64>,
 }
 
+/// kid, status, created_at, retire_at, retired_at.
+type MetaRow = (String, String, i64, Option<i64>, Option<i64>);
+
 impl Db {
     /// Make the table agree with the TA: `live` is the TA's store (current
     /// and verify-only kids); every other recorded kid becomes `retired`.
@@ -86,7 +89,7 @@ impl Db {
 
     /// Every recorded kid, newest first.
     pub async fn list_jwt_secret_meta(&self) -> Result<Vec<JwtSecretMeta>> {
-        let rows: Vec<(String, String, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+        let rows: Vec<MetaRow> = sqlx::query_as(
             "SELECT kid, status, created_at, retire_at, retired_at FROM jwt_secret_meta \
              ORDER BY created_at DESC, kid",
         )

@@ -223,6 +223,7 @@ impl Db {
     }
 
     /// Replace a wallet's passkey (after ChangePasskey succeeded in the TA).
+    #[allow(clippy::too_many_arguments)]
     pub async fn replace_passkey(
         &self,
         wallet_id: &str,

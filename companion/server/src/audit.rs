@@ -75,7 +75,12 @@ impl Audit {
     /// Record an event and wait until it is committed.
     pub async fn record_durable(&self, e: Event<'_>) {
         let (done, wait) = oneshot::channel();
-        if self.tx.send(Msg::Event(e.to_db(), Some(done))).await.is_err() {
+        if self
+            .tx
+            .send(Msg::Event(e.to_db(), Some(done)))
+            .await
+            .is_err()
+        {
             self.metrics.count_audit_dropped();
             return;
         }

@@ -26,10 +26,16 @@ pub async fn require_api_key(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let presented = match req.headers().get(API_KEY_HEADER).map(|v| v.to_str().map(str::to_owned)) {
+    let presented = match req
+        .headers()
+        .get(API_KEY_HEADER)
+        .map(|v| v.to_str().map(str::to_owned))
+    {
         None => None,
         Some(Ok(v)) => Some(v),
-        Some(Err(_)) => return ApiError::unauthorized("api_key_invalid", "invalid API key").into_response(),
+        Some(Err(_)) => {
+            return ApiError::unauthorized("api_key_invalid", "invalid API key").into_response()
+        }
     };
     match authenticate(&state, presented.as_deref()).await {
         Ok(caller) => {
@@ -45,7 +51,9 @@ async fn authenticate(state: &SharedState, presented: Option<&str>) -> Result<Ca
         ApiKeyMode::Open => {
             let key = "open-mode";
             state.limits.api.check(key)?;
-            Ok(Caller { actor: key.to_owned() })
+            Ok(Caller {
+                actor: key.to_owned(),
+            })
         }
         ApiKeyMode::Required => {
             let Some(presented) = presented else {
@@ -57,7 +65,9 @@ async fn authenticate(state: &SharedState, presented: Option<&str>) -> Result<Ca
             match state.db.verify_api_key(presented).await? {
                 Some(id) => {
                     state.limits.api.check(&id)?;
-                    Ok(Caller { actor: format!("api-key:{id}") })
+                    Ok(Caller {
+                        actor: format!("api-key:{id}"),
+                    })
                 }
                 None => {
                     if state.db.count_active_api_keys().await? == 0 {

@@ -240,13 +240,24 @@ mod tests {
         assert_eq!(c.api_key_mode(), ApiKeyMode::Required);
         assert!(c.tee_backend().starts_with("sim:"));
         assert!(c.database_url().ends_with("kms.db"));
-        assert_eq!(c.origins_for_port(8080), vec!["http://localhost:8080".to_string()]);
+        assert_eq!(
+            c.origins_for_port(8080),
+            vec!["http://localhost:8080".to_string()]
+        );
         let open = Config::parse_from(["companion", "--open"]);
         assert_eq!(open.api_key_mode(), ApiKeyMode::Open);
         let forced = Config::parse_from(["companion", "--open", "--require-api-key"]);
         assert_eq!(forced.api_key_mode(), ApiKeyMode::Required);
-        assert!(Config::parse_from(["companion", "--jwt-ttl-secs", "300000"]).validate().is_err());
-        let o = Config::parse_from(["companion", "--origin", "https://a.example,https://b.example"]);
+        assert!(
+            Config::parse_from(["companion", "--jwt-ttl-secs", "300000"])
+                .validate()
+                .is_err()
+        );
+        let o = Config::parse_from([
+            "companion",
+            "--origin",
+            "https://a.example,https://b.example",
+        ]);
         assert_eq!(o.origins.len(), 2);
     }
 }

@@ -128,19 +128,43 @@ mod tests {
     fn refuses_malformed_without_panicking() {
         assert_eq!(parse_ecdsa_signature(&[]), Err(DerError::Truncated));
         assert_eq!(parse_ecdsa_signature(&[0x31, 0]), Err(DerError::Tag));
-        assert_eq!(parse_ecdsa_signature(&[0x30, 0x05, 0x02]), Err(DerError::Truncated));
-        assert_eq!(parse_ecdsa_signature(&[0x30, 0x84, 0, 0, 0, 1]), Err(DerError::Length));
-        assert_eq!(parse_ecdsa_signature(&[0x30, 0x81, 0x05]), Err(DerError::Length));
+        assert_eq!(
+            parse_ecdsa_signature(&[0x30, 0x05, 0x02]),
+            Err(DerError::Truncated)
+        );
+        assert_eq!(
+            parse_ecdsa_signature(&[0x30, 0x84, 0, 0, 0, 1]),
+            Err(DerError::Length)
+        );
+        assert_eq!(
+            parse_ecdsa_signature(&[0x30, 0x81, 0x05]),
+            Err(DerError::Length)
+        );
         let mut t = sig(&[1], &[2]);
         t.push(0);
         assert_eq!(parse_ecdsa_signature(&t), Err(DerError::Trailing));
-        assert_eq!(parse_ecdsa_signature(&sig(&[0x80], &[1])), Err(DerError::Integer));
-        assert_eq!(parse_ecdsa_signature(&sig(&[0, 1], &[1])), Err(DerError::Integer));
-        assert_eq!(parse_ecdsa_signature(&sig(&[], &[1])), Err(DerError::Integer));
-        assert_eq!(parse_ecdsa_signature(&sig(&[1; 33], &[1])), Err(DerError::Integer));
+        assert_eq!(
+            parse_ecdsa_signature(&sig(&[0x80], &[1])),
+            Err(DerError::Integer)
+        );
+        assert_eq!(
+            parse_ecdsa_signature(&sig(&[0, 1], &[1])),
+            Err(DerError::Integer)
+        );
+        assert_eq!(
+            parse_ecdsa_signature(&sig(&[], &[1])),
+            Err(DerError::Integer)
+        );
+        assert_eq!(
+            parse_ecdsa_signature(&sig(&[1; 33], &[1])),
+            Err(DerError::Integer)
+        );
         assert_eq!(parse_ecdsa_signature(&sig(&[0], &[1])), Err(DerError::Zero));
         // Inner length running past the sequence.
-        assert_eq!(parse_ecdsa_signature(&[0x30, 0x03, 0x02, 0x09, 0x01]), Err(DerError::Truncated));
+        assert_eq!(
+            parse_ecdsa_signature(&[0x30, 0x03, 0x02, 0x09, 0x01]),
+            Err(DerError::Truncated)
+        );
         // Every truncation and every single-byte corruption of a good one.
         let good = sig(&[7; 32], &[9; 32]);
         for cut in 0..good.len() {

@@ -43,7 +43,10 @@ pub fn find_ta_sim(explicit: Option<&Path>) -> PathBuf {
 
 /// Start `ta-sim` with its state in `data_dir` and wait until it says it is
 /// ready (its stderr line `ta-sim ready on <socket>`).
-pub async fn start_sim(bin: &Path, data_dir: &Path) -> Result<DevSim, Box<dyn std::error::Error + Send + Sync>> {
+pub async fn start_sim(
+    bin: &Path,
+    data_dir: &Path,
+) -> Result<DevSim, Box<dyn std::error::Error + Send + Sync>> {
     let socket = data_dir.join("ta.sock");
     let mut child = Command::new(bin)
         .arg("--data-dir")
@@ -55,7 +58,12 @@ pub async fn start_sim(bin: &Path, data_dir: &Path) -> Result<DevSim, Box<dyn st
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot start {}: {e} (set --ta-sim-bin or KMS_TA_SIM_BIN)", bin.display()))?;
+        .map_err(|e| {
+            format!(
+                "cannot start {}: {e} (set --ta-sim-bin or KMS_TA_SIM_BIN)",
+                bin.display()
+            )
+        })?;
     let stderr = child.stderr.take().ok_or("no stderr")?;
     let mut lines = BufReader::new(stderr).lines();
     let ready = tokio::time::timeout(Duration::from_secs(60), async {

@@ -94,23 +94,38 @@ pub enum ApiError {
 impl ApiError {
     /// 400.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::BadRequest { code, message: message.into() }
+        Self::BadRequest {
+            code,
+            message: message.into(),
+        }
     }
     /// 401.
     pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
-        Self::Unauthorized { code, message: message.into() }
+        Self::Unauthorized {
+            code,
+            message: message.into(),
+        }
     }
     /// 403.
     pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
-        Self::Forbidden { code, message: message.into() }
+        Self::Forbidden {
+            code,
+            message: message.into(),
+        }
     }
     /// 404.
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        Self::NotFound { code, message: message.into() }
+        Self::NotFound {
+            code,
+            message: message.into(),
+        }
     }
     /// 422.
     pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
-        Self::Unprocessable { code, message: message.into() }
+        Self::Unprocessable {
+            code,
+            message: message.into(),
+        }
     }
     /// 500.
     pub fn internal(detail: impl Into<String>) -> Self {
@@ -156,9 +171,15 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(detail) = &self {
             tracing::error!(%detail, "internal error");
         }
-        let body = ErrorBody { error: self.to_string(), code: self.code().to_owned() };
+        let body = ErrorBody {
+            error: self.to_string(),
+            code: self.code().to_owned(),
+        };
         let mut resp = (status, axum::Json(body)).into_response();
-        if let ApiError::RateLimited { retry_after_secs, .. } = self {
+        if let ApiError::RateLimited {
+            retry_after_secs, ..
+        } = self
+        {
             if let Ok(v) = HeaderValue::from_str(&retry_after_secs.max(1).to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
             }
@@ -238,7 +259,10 @@ impl From<TaError> for ApiError {
             TaError::WalletNotFound => ApiError::not_found("key_not_found", "key not found"),
             TaError::AgentNotFound => ApiError::not_found("agent_not_found", msg),
             TaError::AgentRevoked => ApiError::unauthorized("credential_revoked", msg),
-            TaError::AgentExists => ApiError::Conflict { code: "agent_exists", message: msg },
+            TaError::AgentExists => ApiError::Conflict {
+                code: "agent_exists",
+                message: msg,
+            },
             TaError::InvalidRecipientLength(_) => ApiError::unprocessable("invalid_recipient", msg),
             TaError::InvalidPasskeyKey
             | TaError::InvalidRpId
@@ -248,7 +272,10 @@ impl From<TaError> for ApiError {
             | TaError::InvalidAgentIndex
             | TaError::InvalidTtl
             | TaError::InvalidLabel => ApiError::unprocessable("invalid_value", msg),
-            TaError::LimitReached => ApiError::RateLimited { scope: "tee capacity", retry_after_secs: 5 },
+            TaError::LimitReached => ApiError::RateLimited {
+                scope: "tee capacity",
+                retry_after_secs: 5,
+            },
             TaError::Protocol(_)
             | TaError::UnknownCommand(_)
             | TaError::Unsupported
@@ -267,7 +294,10 @@ impl From<TeeError> for ApiError {
     fn from(e: TeeError) -> Self {
         match e {
             TeeError::Ta(ta) => ta.into(),
-            TeeError::Unavailable { reason, maybe_executed } => {
+            TeeError::Unavailable {
+                reason,
+                maybe_executed,
+            } => {
                 tracing::warn!(%reason, maybe_executed, "TEE unavailable");
                 ApiError::TeeUnavailable
             }
@@ -287,21 +317,38 @@ mod tests {
         assert_eq!(s(TaError::Jwt(JwtError::StaleGeneration).into()), 401);
         assert_eq!(s(TaError::Jwt(JwtError::WalletMismatch).into()), 403);
         assert_eq!(s(TaError::InvalidRecipientLength(19).into()), 422);
-        assert_eq!(s(TaError::Passkey(PasskeyError::MalformedSignature).into()), 422);
+        assert_eq!(
+            s(TaError::Passkey(PasskeyError::MalformedSignature).into()),
+            422
+        );
         assert_eq!(s(TaError::WalletNotFound.into()), 404);
         assert_eq!(
-            s(TeeError::Unavailable { reason: "x".into(), maybe_executed: false }.into()),
+            s(TeeError::Unavailable {
+                reason: "x".into(),
+                maybe_executed: false
+            }
+            .into()),
             503
         );
         assert_eq!(s(ChallengeRefusal::AlreadyUsed.into()), 401);
         assert_eq!(s(ChallengeRefusal::WrongPayload.into()), 403);
         assert_eq!(s(ApiError::TooLarge { limit: 1 }), 413);
-        assert_eq!(s(ApiError::RateLimited { scope: "x", retry_after_secs: 3 }), 429);
+        assert_eq!(
+            s(ApiError::RateLimited {
+                scope: "x",
+                retry_after_secs: 3
+            }),
+            429
+        );
     }
 
     #[test]
     fn rate_limited_sets_retry_after() {
-        let r = ApiError::RateLimited { scope: "agent", retry_after_secs: 7 }.into_response();
+        let r = ApiError::RateLimited {
+            scope: "agent",
+            retry_after_secs: 7,
+        }
+        .into_response();
         assert_eq!(r.headers()[header::RETRY_AFTER], "7");
     }
 }

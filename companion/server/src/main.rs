@@ -9,7 +9,9 @@ use tracing_subscriber::EnvFilter;
 
 fn init_logs(cfg: &Config) -> Result<(), String> {
     let filter = EnvFilter::try_new(&cfg.log).map_err(|e| format!("invalid --log filter: {e}"))?;
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match cfg.log_format {
         LogFormat::Json => b.json().init(),
         LogFormat::Text => b.with_ansi(std::io::stderr().is_terminal()).init(),
@@ -20,13 +22,14 @@ fn init_logs(cfg: &Config) -> Result<(), String> {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -43,7 +46,10 @@ async fn run(mut cfg: Config) -> Result<(), Box<dyn std::error::Error + Send + S
         }
         let db = kms_db::Db::open(&cfg.database_url()).await?;
         let k = db.create_api_key(&label, kms_db::now_secs()).await?;
-        eprintln!("API key {} created (label {label:?}); it is shown only once:", k.id);
+        eprintln!(
+            "API key {} created (label {label:?}); it is shown only once:",
+            k.id
+        );
         println!("{}", k.key);
         db.close().await;
         return Ok(());
@@ -64,12 +70,22 @@ async fn run(mut cfg: Config) -> Result<(), Box<dyn std::error::Error + Send + S
     }
     let running = kms_companion::start(cfg.clone()).await?;
     if cfg.dev {
-        eprintln!("==> companion --dev listening on http://localhost:{}", running.addr.port());
-        eprintln!("    data dir {} (deleted on exit), rp id localhost", cfg.data_dir.display());
+        eprintln!(
+            "==> companion --dev listening on http://localhost:{}",
+            running.addr.port()
+        );
+        eprintln!(
+            "    data dir {} (deleted on exit), rp id localhost",
+            cfg.data_dir.display()
+        );
         if running.state.api_key_mode == ApiKeyMode::Open {
             eprintln!("!!! OPEN MODE: no API key is required. Never expose this instance. !!!");
         } else {
-            let k = running.state.db.create_api_key("dev", kms_db::now_secs()).await?;
+            let k = running
+                .state
+                .db
+                .create_api_key("dev", kms_db::now_secs())
+                .await?;
             eprintln!("    API key (send as x-api-key):");
             println!("KMS_API_KEY={}", k.key);
         }
@@ -89,7 +105,10 @@ fn main() -> ExitCode {
         eprintln!("companion: {e}");
         return ExitCode::from(2);
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("companion: cannot start the runtime: {e}");

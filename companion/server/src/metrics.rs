@@ -33,7 +33,8 @@ impl Metrics {
     /// Count a finished request.
     pub fn observe_request(&self, method: &str, route: &str, status: u16) {
         if let Ok(mut m) = self.requests.lock() {
-            *m.entry((method.to_owned(), route.to_owned(), status)).or_default() += 1;
+            *m.entry((method.to_owned(), route.to_owned(), status))
+                .or_default() += 1;
         }
     }
 
@@ -68,7 +69,10 @@ impl Metrics {
 
     /// Number of signatures of `kind` made so far.
     pub fn signatures(&self, kind: &str) -> u64 {
-        self.signatures.lock().map(|m| m.get(kind).copied().unwrap_or(0)).unwrap_or(0)
+        self.signatures
+            .lock()
+            .map(|m| m.get(kind).copied().unwrap_or(0))
+            .unwrap_or(0)
     }
 
     /// The text exposition.
@@ -85,7 +89,9 @@ impl Metrics {
                 );
             }
         }
-        out.push_str("# HELP kms_tee_call_duration_seconds Latency of TEE calls by command and outcome.\n");
+        out.push_str(
+            "# HELP kms_tee_call_duration_seconds Latency of TEE calls by command and outcome.\n",
+        );
         out.push_str("# TYPE kms_tee_call_duration_seconds histogram\n");
         if let Ok(m) = self.tee.lock() {
             for ((cmd, outcome), h) in m.iter() {
@@ -102,8 +108,16 @@ impl Metrics {
                     "kms_tee_call_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
                     h.count
                 );
-                let _ = writeln!(out, "kms_tee_call_duration_seconds_sum{{{labels}}} {}", h.sum);
-                let _ = writeln!(out, "kms_tee_call_duration_seconds_count{{{labels}}} {}", h.count);
+                let _ = writeln!(
+                    out,
+                    "kms_tee_call_duration_seconds_sum{{{labels}}} {}",
+                    h.sum
+                );
+                let _ = writeln!(
+                    out,
+                    "kms_tee_call_duration_seconds_count{{{labels}}} {}",
+                    h.count
+                );
             }
         }
         out.push_str("# HELP kms_signatures_total Signatures made by the TA, by kind.\n");
@@ -113,7 +127,9 @@ impl Metrics {
                 let _ = writeln!(out, "kms_signatures_total{{kind=\"{kind}\"}} {n}");
             }
         }
-        out.push_str("# HELP kms_audit_events_dropped_total Audit events that could not be queued.\n");
+        out.push_str(
+            "# HELP kms_audit_events_dropped_total Audit events that could not be queued.\n",
+        );
         out.push_str("# TYPE kms_audit_events_dropped_total counter\n");
         let _ = writeln!(
             out,
@@ -125,7 +141,9 @@ impl Metrics {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

@@ -10,10 +10,18 @@ struct Security;
 impl Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let c = openapi.components.get_or_insert_with(Default::default);
-        c.add_security_scheme("api_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))));
+        c.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))),
+        );
         c.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
     }
 }
@@ -64,16 +72,36 @@ mod tests {
     fn every_route_is_documented() {
         let doc = super::document();
         for p in [
-            "/BeginRegistration", "/CompleteRegistration", "/BeginAuthentication", "/CreateKey",
-            "/DescribeKey", "/ListKeys", "/GetPublicKey", "/DeriveAddress", "/Sign", "/SignHash",
-            "/DeleteKey", "/ChangePasskey", "/kms/create-agent-key", "/kms/sign-agent",
-            "/kms/refresh-agent-credential", "/kms/revoke-agent-credential", "/health", "/metrics",
+            "/BeginRegistration",
+            "/CompleteRegistration",
+            "/BeginAuthentication",
+            "/CreateKey",
+            "/DescribeKey",
+            "/ListKeys",
+            "/GetPublicKey",
+            "/DeriveAddress",
+            "/Sign",
+            "/SignHash",
+            "/DeleteKey",
+            "/ChangePasskey",
+            "/kms/create-agent-key",
+            "/kms/sign-agent",
+            "/kms/refresh-agent-credential",
+            "/kms/revoke-agent-credential",
+            "/health",
+            "/metrics",
             "/openapi.json",
         ] {
             assert!(doc.paths.paths.contains_key(p), "{p} missing");
         }
         let schemas = &doc.components.as_ref().unwrap().schemas;
-        for s in ["SignAgentRequest", "SignAgentResponse", "CreateAgentKeyRequest", "ErrorBody", "SignRequest"] {
+        for s in [
+            "SignAgentRequest",
+            "SignAgentResponse",
+            "CreateAgentKeyRequest",
+            "ErrorBody",
+            "SignRequest",
+        ] {
             assert!(schemas.contains_key(s), "{s} missing");
         }
     }

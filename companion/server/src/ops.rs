@@ -268,7 +268,12 @@ pub fn wallet_id(s: &str) -> Result<WalletId, ApiError> {
 
 /// Parse an agent key id `"{wallet}:{index}"` (400).
 pub fn agent_key_id(s: &str) -> Result<(WalletId, u32), ApiError> {
-    let bad = || ApiError::bad_request("invalid_key_id", "keyId must be \"{wallet_uuid}:{agent_index}\"");
+    let bad = || {
+        ApiError::bad_request(
+            "invalid_key_id",
+            "keyId must be \"{wallet_uuid}:{agent_index}\"",
+        )
+    };
     let (w, i) = s.rsplit_once(':').ok_or_else(bad)?;
     let wallet = w.parse().map_err(|_| bad())?;
     if i.is_empty() || i.len() > 10 || !i.bytes().all(|c| c.is_ascii_digit()) {
@@ -305,10 +310,16 @@ pub async fn resolve_signer(
 ) -> Result<(WalletId, HdPath), ApiError> {
     let path = path.map(hd_path).transpose()?;
     if let Some(k) = key_id {
-        return Ok((existing_wallet(state, k).await?, path.unwrap_or(HdPath::OWNER)));
+        return Ok((
+            existing_wallet(state, k).await?,
+            path.unwrap_or(HdPath::OWNER),
+        ));
     }
     let Some(a) = address else {
-        return Err(ApiError::bad_request("missing_key", "KeyId or Address is required"));
+        return Err(ApiError::bad_request(
+            "missing_key",
+            "KeyId or Address is required",
+        ));
     };
     let bytes = hex_fixed::<20>("Address", a)?;
     let rec = state
@@ -331,7 +342,10 @@ fn ttl(state: &AppState, requested: Option<u64>) -> Result<u64, ApiError> {
     if t == 0 || t > state.config.jwt_ttl_secs {
         return Err(ApiError::unprocessable(
             "invalid_ttl",
-            format!("ttlSecs must be between 1 and {}", state.config.jwt_ttl_secs),
+            format!(
+                "ttlSecs must be between 1 and {}",
+                state.config.jwt_ttl_secs
+            ),
         ));
     }
     Ok(t)
@@ -340,10 +354,22 @@ fn ttl(state: &AppState, requested: Option<u64>) -> Result<u64, ApiError> {
 // ------------------------------------------------------------- builders
 
 /// The body of a `/SignHash`.
-pub async fn prepare_sign_hash(state: &AppState, r: &SignHashRequest) -> Result<SignHashBody, ApiError> {
-    let (wallet_id, path) =
-        resolve_signer(state, r.key_id.as_deref(), r.address.as_deref(), r.derivation_path.as_deref()).await?;
-    Ok(SignHashBody { wallet_id, path, hash: hex_fixed::<32>("Hash", &r.hash)? })
+pub async fn prepare_sign_hash(
+    state: &AppState,
+    r: &SignHashRequest,
+) -> Result<SignHashBody, ApiError> {
+    let (wallet_id, path) = resolve_signer(
+        state,
+        r.key_id.as_deref(),
+        r.address.as_deref(),
+        r.derivation_path.as_deref(),
+    )
+    .await?;
+    Ok(SignHashBody {
+        wallet_id,
+        path,
+        hash: hex_fixed::<32>("Hash", &r.hash)?,
+    })
 }
 
 /// The body of a `/Sign`.
@@ -398,7 +424,10 @@ pub fn transaction(t: &TransactionRequest) -> Result<Transaction, ApiError> {
             if b.len() != 20 {
                 return Err(ApiError::unprocessable(
                     "invalid_recipient",
-                    format!("transaction recipient must be exactly 20 bytes, got {}", b.len()),
+                    format!(
+                        "transaction recipient must be exactly 20 bytes, got {}",
+                        b.len()
+                    ),
                 ));
             }
             Some(b)
@@ -407,26 +436,55 @@ pub fn transaction(t: &TransactionRequest) -> Result<Transaction, ApiError> {
     let chain_id = uint64("chainId", &t.chain_id)?;
     let nonce = uint64("nonce", &t.nonce)?;
     let gas_limit = uint64("gas", &t.gas)?;
-    let value = t.value.as_ref().map(|v| uint256("value", v)).transpose()?.unwrap_or([0; 32]);
-    let data = t.data.as_deref().map(|d| hex_bytes("data", d)).transpose()?.unwrap_or_default();
+    let value = t
+        .value
+        .as_ref()
+        .map(|v| uint256("value", v))
+        .transpose()?
+        .unwrap_or([0; 32]);
+    let data = t
+        .data
+        .as_deref()
+        .map(|d| hex_bytes("data", d))
+        .transpose()?
+        .unwrap_or_default();
     let kind = match t.tx_type.as_deref().map(str::to_ascii_lowercase).as_deref() {
         Some("legacy") | Some("0x0") | Some("0") => "legacy",
         Some("eip1559") | Some("0x2") | Some("2") => "eip1559",
         Some(other) => {
-            return Err(ApiError::unprocessable("invalid_value", format!("unknown transaction type {other:?}")))
+            return Err(ApiError::unprocessable(
+                "invalid_value",
+                format!("unknown transaction type {other:?}"),
+            ))
         }
         None if t.max_fee_per_gas.is_some() => "eip1559",
         None => "legacy",
     };
     Ok(if kind == "legacy" {
         let gp = t.gas_price.as_ref().ok_or_else(|| {
-            ApiError::unprocessable("invalid_value", "gasPrice is required for a legacy transaction")
+            ApiError::unprocessable(
+                "invalid_value",
+                "gasPrice is required for a legacy transaction",
+            )
         })?;
-        Transaction::Legacy { chain_id, nonce, gas_price: uint128("gasPrice", gp)?, gas_limit, to, value, data }
+        Transaction::Legacy {
+            chain_id,
+            nonce,
+            gas_price: uint128("gasPrice", gp)?,
+            gas_limit,
+            to,
+            value,
+            data,
+        }
     } else {
         let need = |v: &Option<Value>, f: &str| {
             v.as_ref()
-                .ok_or_else(|| ApiError::unprocessable("invalid_value", format!("{f} is required for an EIP-1559 transaction")))
+                .ok_or_else(|| {
+                    ApiError::unprocessable(
+                        "invalid_value",
+                        format!("{f} is required for an EIP-1559 transaction"),
+                    )
+                })
                 .and_then(|v| uint128(f, v))
         };
         Transaction::Eip1559 {
@@ -454,7 +512,10 @@ pub async fn prepare_sign(state: &AppState, r: &SignRequest) -> Result<SignBody,
         (Some(m), None) => {
             let m = message_bytes(m, r.message_encoding.as_deref())?;
             if m.len() > 64 * 1024 {
-                return Err(ApiError::unprocessable("invalid_value", "Message exceeds 64 KiB"));
+                return Err(ApiError::unprocessable(
+                    "invalid_value",
+                    "Message exceeds 64 KiB",
+                ));
             }
             What::Msg(m)
         }
@@ -466,18 +527,37 @@ pub async fn prepare_sign(state: &AppState, r: &SignRequest) -> Result<SignBody,
             ))
         }
     };
-    let (wallet_id, path) =
-        resolve_signer(state, r.key_id.as_deref(), r.address.as_deref(), r.derivation_path.as_deref()).await?;
+    let (wallet_id, path) = resolve_signer(
+        state,
+        r.key_id.as_deref(),
+        r.address.as_deref(),
+        r.derivation_path.as_deref(),
+    )
+    .await?;
     Ok(match what {
-        What::Msg(message) => SignBody::Message(SignMessageBody { wallet_id, path, message }),
-        What::Tx(transaction) => SignBody::Transaction(SignTransactionBody { wallet_id, path, transaction }),
+        What::Msg(message) => SignBody::Message(SignMessageBody {
+            wallet_id,
+            path,
+            message,
+        }),
+        What::Tx(transaction) => SignBody::Transaction(SignTransactionBody {
+            wallet_id,
+            path,
+            transaction,
+        }),
     })
 }
 
 /// The body of a `/DeriveAddress`.
-pub async fn prepare_derive(state: &AppState, r: &DeriveAddressRequest) -> Result<DeriveAddressBody, ApiError> {
+pub async fn prepare_derive(
+    state: &AppState,
+    r: &DeriveAddressRequest,
+) -> Result<DeriveAddressBody, ApiError> {
     let path = hd_path(&r.derivation_path)?;
-    Ok(DeriveAddressBody { wallet_id: existing_wallet(state, &r.key_id).await?, path })
+    Ok(DeriveAddressBody {
+        wallet_id: existing_wallet(state, &r.key_id).await?,
+        path,
+    })
 }
 
 /// The body of a `/GetPublicKey` with a path.
@@ -490,13 +570,26 @@ pub async fn prepare_get_public_key(
         .as_deref()
         .map(hd_path)
         .transpose()?
-        .ok_or_else(|| ApiError::bad_request("invalid_request", "DerivationPath is required for a ceremony"))?;
-    Ok(GetPublicKeyBody { wallet_id: existing_wallet(state, &r.key_id).await?, path })
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_request",
+                "DerivationPath is required for a ceremony",
+            )
+        })?;
+    Ok(GetPublicKeyBody {
+        wallet_id: existing_wallet(state, &r.key_id).await?,
+        path,
+    })
 }
 
 /// The body of a `/DeleteKey`.
-pub async fn prepare_delete(state: &AppState, r: &DeleteKeyRequest) -> Result<RemoveWalletBody, ApiError> {
-    Ok(RemoveWalletBody { wallet_id: existing_wallet(state, &r.key_id).await? })
+pub async fn prepare_delete(
+    state: &AppState,
+    r: &DeleteKeyRequest,
+) -> Result<RemoveWalletBody, ApiError> {
+    Ok(RemoveWalletBody {
+        wallet_id: existing_wallet(state, &r.key_id).await?,
+    })
 }
 
 /// The body of a `/ChangePasskey`, and the new passkey (its registration
@@ -533,28 +626,51 @@ pub async fn prepare_change_passkey(
 }
 
 /// The mint body of a `/kms/create-agent-key`.
-pub async fn prepare_mint(state: &AppState, r: &CreateAgentKeyRequest) -> Result<MintAgentBody, ApiError> {
+pub async fn prepare_mint(
+    state: &AppState,
+    r: &CreateAgentKeyRequest,
+) -> Result<MintAgentBody, ApiError> {
     let label = r.label.clone().unwrap_or_default();
     if label.len() > 128 {
-        return Err(ApiError::unprocessable("invalid_label", "label exceeds 128 bytes"));
+        return Err(ApiError::unprocessable(
+            "invalid_label",
+            "label exceeds 128 bytes",
+        ));
     }
     let ttl_secs = ttl(state, r.ttl_secs)?;
-    Ok(MintAgentBody { wallet_id: existing_wallet(state, &r.human_key_id).await?, label, ttl_secs })
+    Ok(MintAgentBody {
+        wallet_id: existing_wallet(state, &r.human_key_id).await?,
+        label,
+        ttl_secs,
+    })
 }
 
 /// The refresh body of a `/kms/refresh-agent-credential`.
-pub async fn prepare_refresh(state: &AppState, r: &RefreshAgentRequest) -> Result<RefreshAgentBody, ApiError> {
+pub async fn prepare_refresh(
+    state: &AppState,
+    r: &RefreshAgentRequest,
+) -> Result<RefreshAgentBody, ApiError> {
     let (wallet_id, agent_index) = agent_key_id(&r.key_id)?;
     let ttl_secs = ttl(state, r.ttl_secs)?;
     existing_agent(state, &wallet_id, agent_index).await?;
-    Ok(RefreshAgentBody { wallet_id, agent_index, ttl_secs })
+    Ok(RefreshAgentBody {
+        wallet_id,
+        agent_index,
+        ttl_secs,
+    })
 }
 
 /// The revoke request of a `/kms/revoke-agent-credential`.
-pub async fn prepare_revoke(state: &AppState, r: &RevokeAgentRequest) -> Result<RevokeAgentKey, ApiError> {
+pub async fn prepare_revoke(
+    state: &AppState,
+    r: &RevokeAgentRequest,
+) -> Result<RevokeAgentKey, ApiError> {
     let (wallet_id, agent_index) = agent_key_id(&r.key_id)?;
     existing_agent(state, &wallet_id, agent_index).await?;
-    Ok(RevokeAgentKey { wallet_id, agent_index })
+    Ok(RevokeAgentKey {
+        wallet_id,
+        agent_index,
+    })
 }
 
 /// The digest a revoke ceremony commits to (the TA needs no passkey to
@@ -563,12 +679,21 @@ pub fn revoke_digest(r: &RevokeAgentKey) -> [u8; 32] {
     authz::payload_digest(CommandId::RevokeAgentKey, r)
 }
 
-async fn existing_agent(state: &AppState, wallet: &WalletId, index: u32) -> Result<kms_db::AgentKey, ApiError> {
+async fn existing_agent(
+    state: &AppState,
+    wallet: &WalletId,
+    index: u32,
+) -> Result<kms_db::AgentKey, ApiError> {
     state
         .db
         .get_agent(&wallet.to_uuid_string(), index)
         .await?
-        .filter(|a| matches!(a.status, kms_db::AgentStatus::Active | kms_db::AgentStatus::Revoked))
+        .filter(|a| {
+            matches!(
+                a.status,
+                kms_db::AgentStatus::Active | kms_db::AgentStatus::Revoked
+            )
+        })
         .ok_or_else(|| ApiError::not_found("agent_not_found", "unknown agent key"))
 }
 
@@ -578,7 +703,12 @@ fn with_key(payload: Option<Value>, field: &str, key: Option<&str>) -> Result<Va
     let mut map = match payload {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => m,
-        Some(_) => return Err(ApiError::bad_request("invalid_request", "Payload must be a JSON object")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "Payload must be a JSON object",
+            ))
+        }
     };
     if let Some(k) = key {
         match map.get(field) {
@@ -665,7 +795,13 @@ mod tests {
     fn agent_key_ids() {
         let w = "12345678-9abc-4def-8011-223344556677";
         assert_eq!(agent_key_id(&format!("{w}:7")).unwrap().1, 7);
-        for bad in [w.to_string(), format!("{w}:"), format!("{w}:-1"), format!("{w}:2147483648"), format!("x:{}", 1)] {
+        for bad in [
+            w.to_string(),
+            format!("{w}:"),
+            format!("{w}:-1"),
+            format!("{w}:2147483648"),
+            format!("x:{}", 1),
+        ] {
             assert_eq!(agent_key_id(&bad).unwrap_err().status(), 400, "{bad}");
         }
     }
@@ -677,7 +813,10 @@ mod tests {
             "value": "1000", "gasPrice": "20000000000", "gas": 21000
         }))
         .unwrap();
-        assert!(matches!(transaction(&t).unwrap(), Transaction::Legacy { .. }));
+        assert!(matches!(
+            transaction(&t).unwrap(),
+            Transaction::Legacy { .. }
+        ));
         let mut short = t.clone();
         short.to = Some("0x00000000000000000000000000000000000001".into());
         assert_eq!(transaction(&short).unwrap_err().code(), "invalid_recipient");
@@ -688,7 +827,10 @@ mod tests {
             "chainId": 1, "nonce": 0, "gasLimit": 21000, "maxFeePerGas": 2, "maxPriorityFeePerGas": 1
         }))
         .unwrap();
-        assert!(matches!(transaction(&e).unwrap(), Transaction::Eip1559 { to: None, .. }));
+        assert!(matches!(
+            transaction(&e).unwrap(),
+            Transaction::Eip1559 { to: None, .. }
+        ));
     }
 
     #[test]

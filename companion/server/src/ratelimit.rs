@@ -36,7 +36,10 @@ impl KeyedLimiter {
             Err(not_until) => {
                 let wait = not_until.wait_time_from(self.clock.now());
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                Err(ApiError::RateLimited { scope: self.scope, retry_after_secs: secs.max(1) })
+                Err(ApiError::RateLimited {
+                    scope: self.scope,
+                    retry_after_secs: secs.max(1),
+                })
             }
         }
     }
@@ -82,7 +85,9 @@ mod tests {
             l.check("a").unwrap();
         }
         match l.check("a") {
-            Err(ApiError::RateLimited { retry_after_secs, .. }) => {
+            Err(ApiError::RateLimited {
+                retry_after_secs, ..
+            }) => {
                 assert!((1..=20).contains(&retry_after_secs), "{retry_after_secs}")
             }
             other => panic!("{other:?}"),

@@ -32,7 +32,10 @@ pub type StartError = Box<dyn std::error::Error + Send + Sync>;
 pub fn router(state: SharedState) -> Router {
     let with_api_key = Router::new()
         .route("/BeginRegistration", post(ceremony::begin_registration))
-        .route("/CompleteRegistration", post(ceremony::complete_registration))
+        .route(
+            "/CompleteRegistration",
+            post(ceremony::complete_registration),
+        )
         .route("/BeginAuthentication", post(ceremony::begin_authentication))
         .route("/CreateKey", post(ceremony::create_key))
         .route("/DescribeKey", post(wallet::describe_key))
@@ -44,11 +47,20 @@ pub fn router(state: SharedState) -> Router {
         .route("/DeleteKey", post(wallet::delete_key))
         .route("/ChangePasskey", post(wallet::change_passkey))
         .route("/kms/create-agent-key", post(agent::create_agent_key))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_api_key));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_api_key,
+        ));
     let without = Router::new()
         .route("/kms/sign-agent", post(agent::sign_agent))
-        .route("/kms/refresh-agent-credential", post(agent::refresh_agent_credential))
-        .route("/kms/revoke-agent-credential", post(agent::revoke_agent_credential))
+        .route(
+            "/kms/refresh-agent-credential",
+            post(agent::refresh_agent_credential),
+        )
+        .route(
+            "/kms/revoke-agent-credential",
+            post(agent::revoke_agent_credential),
+        )
         .route("/health", get(health::health))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(health::openapi));
@@ -117,7 +129,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     let db = Db::open_with(
         &config.database_url(),
-        &DbOptions { max_connections: config.db_max_connections, ..DbOptions::default() },
+        &DbOptions {
+            max_connections: config.db_max_connections,
+            ..DbOptions::default()
+        },
     )
     .await?;
     let backend: TeeBackend = config.tee_backend().parse()?;
@@ -186,5 +201,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tee = %state.config.tee_backend(),
         "companion listening"
     );
-    Ok(Running { addr, state, shutdown, server, tasks, audit_task })
+    Ok(Running {
+        addr,
+        state,
+        shutdown,
+        server,
+        tasks,
+        audit_task,
+    })
 }

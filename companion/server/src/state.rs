@@ -43,7 +43,8 @@ impl Tee {
             Err(kms_tee_client::TeeError::Unavailable { .. }) => "unavailable",
             Err(_) => "error",
         };
-        self.metrics.observe_tee(C::ID.name(), outcome, started.elapsed());
+        self.metrics
+            .observe_tee(C::ID.name(), outcome, started.elapsed());
         r.map_err(ApiError::from)
     }
 }

@@ -31,7 +31,8 @@ fn meta(list: &[JwtSecretInfo]) -> Vec<JwtSecretMeta> {
 /// Rewrite `jwt_secret_meta` from the TA's `JwtSecretStatus`.
 pub async fn sync_jwt_meta(s: &AppState) -> Result<(), ApiError> {
     let list = s.tee.call(&JwtSecretStatus {}).await?;
-    s.db.sync_jwt_secret_meta(&meta(&list), kms_db::now_secs()).await?;
+    s.db.sync_jwt_secret_meta(&meta(&list), kms_db::now_secs())
+        .await?;
     Ok(())
 }
 
@@ -53,7 +54,12 @@ pub async fn rotation_tick(s: &AppState) -> Result<RotationReport, ApiError> {
     let now = s.tee.call(&TaInfo {}).await?.now;
     if let Some(current) = status.iter().find(|k| k.status == KidStatus::Current) {
         if now.saturating_sub(current.created_at) >= s.config.jwt_rotation_period_secs {
-            let r = s.tee.call(&JwtRotateSecret { mode: RotationMode::Normal }).await?;
+            let r = s
+                .tee
+                .call(&JwtRotateSecret {
+                    mode: RotationMode::Normal,
+                })
+                .await?;
             report.rotated_to = r.current_kid.clone();
             report.purged.extend(r.removed);
             tracing::info!(new_kid = ?r.current_kid, retired = ?r.retired, "JWT secret rotated");
@@ -69,9 +75,15 @@ pub async fn rotation_tick(s: &AppState) -> Result<RotationReport, ApiError> {
                 .await;
         }
     }
-    let purge = s.tee.call(&JwtRotateSecret { mode: RotationMode::PurgeExpired }).await?;
+    let purge = s
+        .tee
+        .call(&JwtRotateSecret {
+            mode: RotationMode::PurgeExpired,
+        })
+        .await?;
     report.purged.extend(purge.removed.iter().cloned());
-    s.db.sync_jwt_secret_meta(&meta(&purge.secrets), kms_db::now_secs()).await?;
+    s.db.sync_jwt_secret_meta(&meta(&purge.secrets), kms_db::now_secs())
+        .await?;
     Ok(report)
 }
 

@@ -288,11 +288,11 @@ impl AppState {
         };
         let credential: PublicKeyCredential = serde_json::from_value(ceremony.credential.clone())
             .map_err(|e| {
-                ApiError::bad_request(
-                    "invalid_credential",
-                    format!("Credential is not a WebAuthn assertion response: {e}"),
-                )
-            })?;
+            ApiError::bad_request(
+                "invalid_credential",
+                format!("Credential is not a WebAuthn assertion response: {e}"),
+            )
+        })?;
         crate::der::parse_ecdsa_signature(&credential.response.signature).map_err(|e| {
             ApiError::unprocessable("invalid_der", format!("assertion signature: {e}"))
         })?;
@@ -345,22 +345,38 @@ impl AppState {
         if new_count > 0 || stored.sign_count > 0 {
             passkey.update_credential(&result);
             let json = serde_json::to_string(&passkey).map_err(internal("passkey"))?;
-            let swapped = self
-                .db
-                .update_passkey_counter(
-                    &wallet_str,
-                    &stored.credential_id,
-                    stored.sign_count,
-                    new_count,
-                    &json,
-                    now,
-                )
-                .await?;
-            if !swapped {
-                return Err(ApiError::unauthorized(
-                    "sign_count_regression",
-                    "the authenticator's signature counter did not advance (possible clone)",
-                ));
+            // Compare-and-swap against the stored counter. A concurrent
+            // ceremony may have advanced it meanwhile: retry while ours is
+            // still higher, refuse once it is not.
+            let mut expected = stored.sign_count;
+            loop {
+                let swapped = self
+                    .db
+                    .update_passkey_counter(
+                        &wallet_str,
+                        &stored.credential_id,
+                        expected,
+                        new_count,
+                        &json,
+                        now,
+                    )
+                    .await?;
+                if swapped {
+                    break;
+                }
+                let current = self
+                    .db
+                    .get_passkey(&wallet_str)
+                    .await?
+                    .filter(|p| p.credential_id == stored.credential_id)
+                    .map(|p| p.sign_count);
+                match current {
+                    Some(c) if c < new_count && c != expected => expected = c,
+                    _ => return Err(ApiError::unauthorized(
+                        "sign_count_regression",
+                        "the authenticator's signature counter did not advance (possible clone)",
+                    )),
+                }
             }
         }
         Ok(PasskeyAssertion {

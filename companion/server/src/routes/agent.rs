@@ -7,7 +7,9 @@ use axum::http::{header, HeaderMap};
 use axum::{Extension, Json};
 use kms_db::{AgentActivation, AgentStatus};
 use kms_proto::authz::AuthorizedBody;
-use kms_proto::{AgentCredential, CreateAgentKey, HdPath, JwtSignPayload, RevokeAgentKey, SignAgentUserOp};
+use kms_proto::{
+    AgentCredential, CreateAgentKey, HdPath, JwtSignPayload, RevokeAgentKey, SignAgentUserOp,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -87,14 +89,24 @@ fn credential_hash(jwt: &str) -> String {
 }
 
 fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
-    let v = headers
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthorized("credential_missing", "Authorization: Bearer <agent credential> is required"))?;
-    let v = v.to_str().map_err(|_| ApiError::unauthorized("credential_malformed", "malformed Authorization header"))?;
+    let v = headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        ApiError::unauthorized(
+            "credential_missing",
+            "Authorization: Bearer <agent credential> is required",
+        )
+    })?;
+    let v = v.to_str().map_err(|_| {
+        ApiError::unauthorized("credential_malformed", "malformed Authorization header")
+    })?;
     let token = v
         .strip_prefix("Bearer ")
         .or_else(|| v.strip_prefix("bearer "))
-        .ok_or_else(|| ApiError::unauthorized("credential_missing", "Authorization must be a Bearer credential"))?;
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "credential_missing",
+                "Authorization must be a Bearer credential",
+            )
+        })?;
     Ok(token.trim())
 }
 
@@ -110,7 +122,12 @@ fn response(key_id: String, c: &AgentCredential) -> AgentCredentialResponse {
     }
 }
 
-fn activation<'a>(c: &AgentCredential, address: &'a str, public_key: &'a str, hash: &'a str) -> AgentActivation<'a> {
+fn activation<'a>(
+    c: &AgentCredential,
+    address: &'a str,
+    public_key: &'a str,
+    hash: &'a str,
+) -> AgentActivation<'a> {
     AgentActivation {
         agent_address: address,
         public_key,
@@ -138,11 +155,28 @@ pub async fn create_agent_key(
     let mut key_id = None;
     let res = async {
         let assertion = s
-            .finish_authentication(&body.wallet_id, Purpose::CreateAgentKey, &body.payload_digest(), r.web_authn_assertion.as_ref(), r.passkey_assertion.is_some(), "wallet id")
+            .finish_authentication(
+                &body.wallet_id,
+                Purpose::CreateAgentKey,
+                &body.payload_digest(),
+                r.web_authn_assertion.as_ref(),
+                r.passkey_assertion.is_some(),
+                "wallet id",
+            )
             .await?;
-        let index = s.db.reserve_agent_index(&wallet, &body.label, kms_db::now_secs()).await?;
+        let index =
+            s.db.reserve_agent_index(&wallet, &body.label, kms_db::now_secs())
+                .await?;
         key_id = Some(kms_proto::jwt::key_id(&body.wallet_id, index));
-        match s.tee.call(&CreateAgentKey { agent_index: index, body: body.clone(), assertion }).await {
+        match s
+            .tee
+            .call(&CreateAgentKey {
+                agent_index: index,
+                body: body.clone(),
+                assertion,
+            })
+            .await
+        {
             Ok(c) => {
                 let jwt = c.to_jwt();
                 let hash = credential_hash(&jwt);
@@ -153,15 +187,26 @@ pub async fn create_agent_key(
                 Ok(c)
             }
             Err(e) => {
-                s.db.fail_agent(&wallet, index, e.code(), kms_db::now_secs()).await?;
+                s.db.fail_agent(&wallet, index, e.code(), kms_db::now_secs())
+                    .await?;
                 Err(e)
             }
         }
     }
     .await;
-    s.audit_durable(&caller.actor, "CreateAgentKey", Some(key_id.as_deref().unwrap_or(&wallet)), &res, None).await;
+    s.audit_durable(
+        &caller.actor,
+        "CreateAgentKey",
+        Some(key_id.as_deref().unwrap_or(&wallet)),
+        &res,
+        None,
+    )
+    .await;
     let c = res?;
-    Ok(Json(response(kms_proto::jwt::key_id(&body.wallet_id, c.agent_index), &c)))
+    Ok(Json(response(
+        kms_proto::jwt::key_id(&body.wallet_id, c.agent_index),
+        &c,
+    )))
 }
 
 /// Sign a userOpHash with an agent key (Bearer agent credential).
@@ -176,25 +221,44 @@ pub async fn sign_agent(
     JsonBody(r): JsonBody<SignAgentRequest>,
 ) -> Result<Json<SignAgentResponse>, ApiError> {
     let jwt = bearer(&headers)?;
-    let parsed = kms_proto::jwt::parse(jwt)
-        .map_err(|e| ApiError::unauthorized("credential_malformed", format!("invalid credential: {e}")))?;
+    let parsed = kms_proto::jwt::parse(jwt).map_err(|e| {
+        ApiError::unauthorized("credential_malformed", format!("invalid credential: {e}"))
+    })?;
     let (wallet, index) = ops::agent_key_id(&r.key_id)?;
+    // One canonical spelling for the limiter, the cache and the audit
+    // trail (case or leading zeros must not open another bucket).
+    let key_id = kms_proto::jwt::key_id(&wallet, index);
     let claims = &parsed.claims;
-    if claims.agent_index != index || claims.wallet_id.parse::<kms_proto::WalletId>().ok() != Some(wallet) {
-        return Err(ApiError::forbidden("key_id_mismatch", "keyId does not match the credential"));
+    if claims.agent_index != index
+        || claims.wallet_id.parse::<kms_proto::WalletId>().ok() != Some(wallet)
+    {
+        return Err(ApiError::forbidden(
+            "key_id_mismatch",
+            "keyId does not match the credential",
+        ));
     }
     let user_op_hash = hex_fixed::<32>("payload", &r.payload)?;
     let account = hex_fixed::<20>("accountAddress", &r.account_address)?;
     // Per-credential limit before any TEE call.
-    s.limits.agent.check(&r.key_id)?;
-    let res = sign_agent_checked(&s, &r.key_id, wallet, index, jwt, claims.exp, user_op_hash, account).await;
+    s.limits.agent.check(&key_id)?;
+    let res = sign_agent_checked(
+        &s,
+        &key_id,
+        wallet,
+        index,
+        jwt,
+        claims.exp,
+        user_op_hash,
+        account,
+    )
+    .await;
     let outcome = crate::routes::outcome(&res);
-    let actor = format!("agent:{}", r.key_id);
+    let actor = format!("agent:{key_id}");
     let hash_hex = hex0x(&user_op_hash);
     s.audit.record(Event {
         actor: &actor,
         action: "SignAgentUserOp",
-        key_id: Some(&r.key_id),
+        key_id: Some(&key_id),
         outcome: &outcome,
         user_op_hash: Some(&hash_hex),
         detail: None,
@@ -202,7 +266,7 @@ pub async fn sign_agent(
     let sig = res?;
     s.metrics.count_signature("agent_userop");
     Ok(Json(SignAgentResponse {
-        key_id: r.key_id,
+        key_id,
         agent_address: hex0x(&sig.agent_address),
         signature: hex0x(&sig.signature),
     }))
@@ -223,15 +287,17 @@ async fn sign_agent_checked(
     let current = match s.credentials.get(key_id) {
         Some(c) => c,
         None => {
-            let row = s
-                .db
-                .get_agent(&wallet.to_uuid_string(), index)
-                .await?
-                .ok_or_else(|| ApiError::not_found("agent_not_found", "unknown agent key"))?;
+            let row =
+                s.db.get_agent(&wallet.to_uuid_string(), index)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found("agent_not_found", "unknown agent key"))?;
             match row.status {
                 AgentStatus::Active => {}
                 AgentStatus::Revoked => {
-                    return Err(ApiError::unauthorized("credential_revoked", "the agent key is revoked"))
+                    return Err(ApiError::unauthorized(
+                        "credential_revoked",
+                        "the agent key is revoked",
+                    ))
                 }
                 AgentStatus::Pending | AgentStatus::Failed => {
                     return Err(ApiError::not_found("agent_not_found", "unknown agent key"))
@@ -255,10 +321,19 @@ async fn sign_agent_checked(
     }
     let now = u64::try_from(kms_db::now_secs()).unwrap_or(0);
     if exp <= now || current.expires_at <= kms_db::now_secs() {
-        return Err(ApiError::unauthorized("credential_expired", "the credential has expired"));
+        return Err(ApiError::unauthorized(
+            "credential_expired",
+            "the credential has expired",
+        ));
     }
     s.tee
-        .call(&SignAgentUserOp { wallet_id: wallet, agent_index: index, jwt: jwt.to_owned(), user_op_hash, account })
+        .call(&SignAgentUserOp {
+            wallet_id: wallet,
+            agent_index: index,
+            jwt: jwt.to_owned(),
+            user_op_hash,
+            account,
+        })
         .await
 }
 
@@ -275,45 +350,73 @@ pub async fn refresh_agent_credential(
     JsonBody(r): JsonBody<RefreshAgentRequest>,
 ) -> Result<Json<AgentCredentialResponse>, ApiError> {
     let jwt = bearer(&headers)?;
-    let parsed = kms_proto::jwt::parse(jwt)
-        .map_err(|e| ApiError::unauthorized("credential_malformed", format!("invalid credential: {e}")))?;
+    let parsed = kms_proto::jwt::parse(jwt).map_err(|e| {
+        ApiError::unauthorized("credential_malformed", format!("invalid credential: {e}"))
+    })?;
     let (wallet, index) = ops::agent_key_id(&r.key_id)?;
-    if parsed.claims.agent_index != index || parsed.claims.wallet_id.parse::<kms_proto::WalletId>().ok() != Some(wallet) {
-        return Err(ApiError::forbidden("key_id_mismatch", "keyId does not match the credential"));
+    // One canonical spelling for the limiter, the cache and the audit
+    // trail (case or leading zeros must not open another bucket).
+    let key_id = kms_proto::jwt::key_id(&wallet, index);
+    if parsed.claims.agent_index != index
+        || parsed.claims.wallet_id.parse::<kms_proto::WalletId>().ok() != Some(wallet)
+    {
+        return Err(ApiError::forbidden(
+            "key_id_mismatch",
+            "keyId does not match the credential",
+        ));
     }
     let body = ops::prepare_refresh(&s, &r).await?;
     let wallet_str = wallet.to_uuid_string();
-    let actor = format!("agent:{}", r.key_id);
+    let actor = format!("agent:{key_id}");
     let res = async {
-        let row = s
-            .db
-            .get_agent(&wallet_str, index)
-            .await?
-            .ok_or_else(|| ApiError::not_found("agent_not_found", "unknown agent key"))?;
+        let row =
+            s.db.get_agent(&wallet_str, index)
+                .await?
+                .ok_or_else(|| ApiError::not_found("agent_not_found", "unknown agent key"))?;
         if row.status == AgentStatus::Revoked {
-            return Err(ApiError::unauthorized("credential_revoked", "the agent key is revoked"));
+            return Err(ApiError::unauthorized(
+                "credential_revoked",
+                "the agent key is revoked",
+            ));
         }
         let stored = row.credential_hash.unwrap_or_default();
         if !bool::from(credential_hash(jwt).as_bytes().ct_eq(stored.as_bytes())) {
-            return Err(ApiError::unauthorized("credential_superseded", "this is not the current credential of the key"));
+            return Err(ApiError::unauthorized(
+                "credential_superseded",
+                "this is not the current credential of the key",
+            ));
         }
         let assertion = s
-            .finish_authentication(&wallet, Purpose::RefreshAgentCredential, &body.payload_digest(), r.web_authn_assertion.as_ref(), r.passkey_assertion.is_some(), "agent keyId")
+            .finish_authentication(
+                &wallet,
+                Purpose::RefreshAgentCredential,
+                &body.payload_digest(),
+                r.web_authn_assertion.as_ref(),
+                r.passkey_assertion.is_some(),
+                "agent keyId",
+            )
             .await?;
-        let c = s.tee.call(&JwtSignPayload { body: body.clone(), assertion }).await?;
+        let c = s
+            .tee
+            .call(&JwtSignPayload {
+                body: body.clone(),
+                assertion,
+            })
+            .await?;
         let new_jwt = c.to_jwt();
         let hash = credential_hash(&new_jwt);
         let (address, public_key) = (hex0x(&c.address), hex0x(&c.public_key));
         let mut act = activation(&c, &address, &public_key, &hash);
         act.kid = &c.kid;
         s.db.refresh_agent(&wallet_str, index, &act).await?;
-        s.credentials.invalidate(&r.key_id);
+        s.credentials.invalidate(&key_id);
         Ok(c)
     }
     .await;
-    s.audit_durable(&actor, "RefreshAgentCredential", Some(&r.key_id), &res, None).await;
+    s.audit_durable(&actor, "RefreshAgentCredential", Some(&key_id), &res, None)
+        .await;
     let c = res?;
-    Ok(Json(response(r.key_id, &c)))
+    Ok(Json(response(key_id, &c)))
 }
 
 /// Revoke an agent key in the database and the TA (idempotent); requires
@@ -326,27 +429,52 @@ pub async fn revoke_agent_credential(
     JsonBody(r): JsonBody<RevokeAgentRequest>,
 ) -> Result<Json<RevokeAgentResponse>, ApiError> {
     let req = ops::prepare_revoke(&s, &r).await?;
+    let key_id = kms_proto::jwt::key_id(&req.wallet_id, req.agent_index);
     let wallet_str = req.wallet_id.to_uuid_string();
     let res = async {
-        s.finish_authentication(&req.wallet_id, Purpose::RevokeAgentCredential, &ops::revoke_digest(&req), r.web_authn_assertion.as_ref(), r.passkey_assertion.is_some(), "agent keyId")
-            .await?;
+        s.finish_authentication(
+            &req.wallet_id,
+            Purpose::RevokeAgentCredential,
+            &ops::revoke_digest(&req),
+            r.web_authn_assertion.as_ref(),
+            r.passkey_assertion.is_some(),
+            "agent keyId",
+        )
+        .await?;
         // Database first (the host refuses at once even if the TEE is
         // unreachable), then the TA's generation bump.
         let now = kms_db::now_secs();
-        s.db.revoke_agent(&wallet_str, req.agent_index, None, now).await?;
-        s.credentials.invalidate(&r.key_id);
-        let st = s.tee.call(&RevokeAgentKey { wallet_id: req.wallet_id, agent_index: req.agent_index }).await?;
-        s.db.revoke_agent(&wallet_str, req.agent_index, Some(st.generation), now).await?;
+        s.db.revoke_agent(&wallet_str, req.agent_index, None, now)
+            .await?;
+        s.credentials.invalidate(&key_id);
+        let st = s
+            .tee
+            .call(&RevokeAgentKey {
+                wallet_id: req.wallet_id,
+                agent_index: req.agent_index,
+            })
+            .await?;
+        s.db.revoke_agent(&wallet_str, req.agent_index, Some(st.generation), now)
+            .await?;
         Ok(st)
     }
     .await;
-    s.audit_durable("owner-passkey", "RevokeAgentCredential", Some(&r.key_id), &res, None).await;
+    s.audit_durable(
+        "owner-passkey",
+        "RevokeAgentCredential",
+        Some(&key_id),
+        &res,
+        None,
+    )
+    .await;
     let st = res?;
     let row = s.db.get_agent(&wallet_str, req.agent_index).await?;
     Ok(Json(RevokeAgentResponse {
         success: true,
-        key_id: r.key_id,
-        revoked_at: row.and_then(|a| a.revoked_at).unwrap_or_else(kms_db::now_secs),
+        key_id,
+        revoked_at: row
+            .and_then(|a| a.revoked_at)
+            .unwrap_or_else(kms_db::now_secs),
         generation: st.generation,
     }))
 }

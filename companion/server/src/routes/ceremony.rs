@@ -140,7 +140,10 @@ pub async fn begin_registration(
     JsonBody(r): JsonBody<BeginRegistrationRequest>,
 ) -> Result<Json<BeginRegistrationResponse>, ApiError> {
     let user = r.user_name.clone().unwrap_or_else(|| "wallet-user".into());
-    let display = r.user_display_name.clone().unwrap_or_else(|| "Agent Key Companion wallet".into());
+    let display = r
+        .user_display_name
+        .clone()
+        .unwrap_or_else(|| "Agent Key Companion wallet".into());
     if let Some(k) = &r.key_id {
         // A new passkey for an existing wallet (ChangePasskey).
         let id = ops::wallet_id(k)?;
@@ -148,7 +151,10 @@ pub async fn begin_registration(
         if s.db.get_wallet(&w).await?.is_none() {
             return Err(ApiError::not_found("key_not_found", "key not found"));
         }
-        return Ok(Json(s.begin_registration(Some(&w), CHANGE_PASSKEY_REGISTRATION, &user, &display, None).await?));
+        return Ok(Json(
+            s.begin_registration(Some(&w), CHANGE_PASSKEY_REGISTRATION, &user, &display, None)
+                .await?,
+        ));
     }
     let meta = json!({
         "Description": r.description.clone().unwrap_or_default(),
@@ -156,7 +162,10 @@ pub async fn begin_registration(
         "KeySpec": r.key_spec.clone().unwrap_or_else(|| "ECC_SECG_P256K1".into()),
         "Origin": r.origin.clone().unwrap_or_else(|| "EXTERNAL_KMS".into()),
     });
-    Ok(Json(s.begin_registration(None, NEW_WALLET_REGISTRATION, &user, &display, Some(meta)).await?))
+    Ok(Json(
+        s.begin_registration(None, NEW_WALLET_REGISTRATION, &user, &display, Some(meta))
+            .await?,
+    ))
 }
 
 async fn register_wallet(
@@ -176,8 +185,13 @@ async fn register_wallet(
             format!("{why}: POST /BeginRegistration, create the credential, then send {{ChallengeId, Credential}}"),
         ));
     };
-    let ceremony = CeremonyResponse { challenge_id: challenge_id.clone(), credential: credential.clone() };
-    let (passkey, meta) = s.verify_registration(&ceremony, None, NEW_WALLET_REGISTRATION, true).await?;
+    let ceremony = CeremonyResponse {
+        challenge_id: challenge_id.clone(),
+        credential: credential.clone(),
+    };
+    let (passkey, meta) = s
+        .verify_registration(&ceremony, None, NEW_WALLET_REGISTRATION, true)
+        .await?;
     let meta = meta.unwrap_or(Value::Null);
     let pick = |over: &Option<String>, key: &str, default: &str| {
         over.clone()
@@ -187,7 +201,10 @@ async fn register_wallet(
     let sec1 = passkey_sec1(&passkey)?;
     let created = s
         .tee
-        .call(&CreateWallet { passkey_public_key: sec1.clone(), rp_id: s.config.rp_id.clone() })
+        .call(&CreateWallet {
+            passkey_public_key: sec1.clone(),
+            rp_id: s.config.rp_id.clone(),
+        })
         .await?;
     let key_id = created.wallet_id.to_uuid_string();
     let credential_id = passkey_credential_id(&passkey);
@@ -204,7 +221,8 @@ async fn register_wallet(
         rp_id: s.config.rp_id.clone(),
         credential_id: credential_id.clone(),
         passkey_public_key: hex::encode(&sec1),
-        passkey_json: serde_json::to_string(&passkey).map_err(|e| ApiError::internal(e.to_string()))?,
+        passkey_json: serde_json::to_string(&passkey)
+            .map_err(|e| ApiError::internal(e.to_string()))?,
         sign_count: i64::from(passkey_counter(&passkey)),
         now,
     };
@@ -213,7 +231,10 @@ async fn register_wallet(
         return Err(e.into());
     }
     tracing::info!(wallet = %key_id, actor = %caller.actor, "wallet registered");
-    let w = s.db.get_wallet(&key_id).await?.ok_or_else(|| ApiError::internal("wallet vanished"))?;
+    let w =
+        s.db.get_wallet(&key_id)
+            .await?
+            .ok_or_else(|| ApiError::internal("wallet vanished"))?;
     Ok((w, credential_id))
 }
 
@@ -240,7 +261,8 @@ pub async fn complete_registration(
 ) -> Result<Json<CompleteRegistrationResponse>, ApiError> {
     let res = register_wallet(&s, &caller, &r).await;
     let key = res.as_ref().ok().map(|(w, _)| w.key_id.clone());
-    s.audit_durable(&caller.actor, "RegisterWallet", key.as_deref(), &res, None).await;
+    s.audit_durable(&caller.actor, "RegisterWallet", key.as_deref(), &res, None)
+        .await;
     let (w, credential_id) = res?;
     Ok(Json(CompleteRegistrationResponse {
         key_id: w.key_id,
@@ -267,9 +289,12 @@ pub async fn create_key(
     check_target(&headers, &["CreateKey"], false)?;
     let res = register_wallet(&s, &caller, &r).await;
     let key = res.as_ref().ok().map(|(w, _)| w.key_id.clone());
-    s.audit_durable(&caller.actor, "CreateKey", key.as_deref(), &res, None).await;
+    s.audit_durable(&caller.actor, "CreateKey", key.as_deref(), &res, None)
+        .await;
     let (w, credential_id) = res?;
-    Ok(Json(CreateKeyResponse { key_metadata: key_metadata(&w, Some(credential_id)) }))
+    Ok(Json(CreateKeyResponse {
+        key_metadata: key_metadata(&w, Some(credential_id)),
+    }))
 }
 
 /// Start an authentication ceremony bound to an operation's exact payload.
@@ -289,14 +314,28 @@ pub async fn begin_authentication(
             let names: Vec<&str> = Purpose::ALL.iter().map(|p| p.as_str()).collect();
             ApiError::bad_request(
                 "purpose_required",
-                format!("Purpose is required (one of {}), with the operation's Payload", names.join(", ")),
+                format!(
+                    "Purpose is required (one of {}), with the operation's Payload",
+                    names.join(", ")
+                ),
             )
         })?
         .parse()?;
     if r.key_id.is_none() && r.address.is_none() {
-        return Err(ApiError::bad_request("missing_key", "KeyId (or Address) is required"));
+        return Err(ApiError::bad_request(
+            "missing_key",
+            "KeyId (or Address) is required",
+        ));
     }
-    let (wallet, digest) =
-        ops::ceremony_target(&s, purpose, r.key_id.as_deref(), r.address.as_deref(), r.payload).await?;
-    Ok(Json(s.begin_authentication(&wallet, purpose, &digest).await?))
+    let (wallet, digest) = ops::ceremony_target(
+        &s,
+        purpose,
+        r.key_id.as_deref(),
+        r.address.as_deref(),
+        r.payload,
+    )
+    .await?;
+    Ok(Json(
+        s.begin_authentication(&wallet, purpose, &digest).await?,
+    ))
 }

@@ -51,7 +51,11 @@ pub async fn health(State(s): State<Arc<AppState>>) -> Response {
         }
         .into(),
     };
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }
 
@@ -60,7 +64,10 @@ pub async fn health(State(s): State<Arc<AppState>>) -> Response {
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub async fn metrics(State(s): State<Arc<AppState>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         s.metrics.render(),
     )
         .into_response()
@@ -80,7 +87,8 @@ pub async fn not_found() -> ApiError {
 
 /// Known path, wrong method.
 pub async fn method_not_allowed() -> Response {
-    let mut r = ApiError::bad_request("method_not_allowed", "method not allowed on this route").into_response();
+    let mut r = ApiError::bad_request("method_not_allowed", "method not allowed on this route")
+        .into_response();
     *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     r
 }

@@ -24,7 +24,10 @@ pub fn check_target(headers: &HeaderMap, ops: &[&str], optional: bool) -> Result
         ));
     };
     let v = v.to_str().unwrap_or("");
-    if ops.iter().any(|op| v.strip_prefix("TrentService.") == Some(op)) {
+    if ops
+        .iter()
+        .any(|op| v.strip_prefix("TrentService.") == Some(op))
+    {
         Ok(())
     } else {
         Err(ApiError::bad_request(
@@ -54,7 +57,14 @@ impl AppState {
     ) {
         let outcome = outcome(result);
         self.audit
-            .record_durable(Event { actor, action, key_id, outcome: &outcome, user_op_hash: None, detail })
+            .record_durable(Event {
+                actor,
+                action,
+                key_id,
+                outcome: &outcome,
+                user_op_hash: None,
+                detail,
+            })
             .await;
     }
 }

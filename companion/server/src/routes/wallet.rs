@@ -23,8 +23,8 @@ use crate::ops::{
     self, ChangePasskeyRequest, DeleteKeyRequest, DeriveAddressRequest, GetPublicKeyRequest,
     SignBody, SignHashRequest, SignRequest, CHANGE_PASSKEY_REGISTRATION,
 };
-use crate::routes::check_target;
 use crate::routes::ceremony::passkey_counter;
+use crate::routes::check_target;
 use crate::state::AppState;
 use crate::webauthn::{passkey_credential_id, Purpose};
 
@@ -222,16 +222,25 @@ pub async fn describe_key(
 ) -> Result<Json<DescribeKeyResponse>, ApiError> {
     check_target(&headers, &["DescribeKey"], false)?;
     let id = ops::wallet_id(&r.key_id)?.to_uuid_string();
-    let w = s.db.get_wallet(&id).await?.ok_or_else(|| ApiError::not_found("key_not_found", "key not found"))?;
+    let w =
+        s.db.get_wallet(&id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("key_not_found", "key not found"))?;
     let cred = s.db.get_passkey(&id).await?.map(|p| p.credential_id);
-    let addresses = s
-        .db
-        .wallet_addresses(&id)
-        .await?
-        .into_iter()
-        .map(|a| AddressEntry { address: a.address, derivation_path: a.derivation_path, public_key: a.public_key })
-        .collect();
-    Ok(Json(DescribeKeyResponse { key_metadata: key_metadata(&w, cred), addresses }))
+    let addresses =
+        s.db.wallet_addresses(&id)
+            .await?
+            .into_iter()
+            .map(|a| AddressEntry {
+                address: a.address,
+                derivation_path: a.derivation_path,
+                public_key: a.public_key,
+            })
+            .collect();
+    Ok(Json(DescribeKeyResponse {
+        key_metadata: key_metadata(&w, cred),
+        addresses,
+    }))
 }
 
 /// List keys, paged.
@@ -246,17 +255,31 @@ pub async fn list_keys(
     check_target(&headers, &["ListKeys"], false)?;
     let limit = r.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::unprocessable("invalid_value", "Limit must be between 1 and 1000"));
+        return Err(ApiError::unprocessable(
+            "invalid_value",
+            "Limit must be between 1 and 1000",
+        ));
     }
     let mut rows = s.db.list_wallets(limit + 1, r.marker.as_deref()).await?;
     let truncated = rows.len() > limit as usize;
     rows.truncate(limit as usize);
-    let next_marker = if truncated { rows.last().map(|w| w.key_id.clone()) } else { None };
+    let next_marker = if truncated {
+        rows.last().map(|w| w.key_id.clone())
+    } else {
+        None
+    };
     let keys = rows
         .into_iter()
-        .map(|w| ListedKey { key_arn: format!("arn:aws:kms:local:000000000000:key/{}", w.key_id), key_id: w.key_id })
+        .map(|w| ListedKey {
+            key_arn: format!("arn:aws:kms:local:000000000000:key/{}", w.key_id),
+            key_id: w.key_id,
+        })
         .collect();
-    Ok(Json(ListKeysResponse { keys, truncated, next_marker }))
+    Ok(Json(ListKeysResponse {
+        keys,
+        truncated,
+        next_marker,
+    }))
 }
 
 /// The owner key (recorded at registration), or the key at a path derived
@@ -274,7 +297,10 @@ pub async fn get_public_key(
     check_target(&headers, &["GetPublicKey"], false)?;
     if r.derivation_path.is_none() {
         let id = ops::wallet_id(&r.key_id)?.to_uuid_string();
-        let w = s.db.get_wallet(&id).await?.ok_or_else(|| ApiError::not_found("key_not_found", "key not found"))?;
+        let w =
+            s.db.get_wallet(&id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("key_not_found", "key not found"))?;
         return Ok(Json(PublicKeyResponse {
             key_id: w.key_id,
             address: w.address,
@@ -288,14 +314,36 @@ pub async fn get_public_key(
     let key = body.wallet_id.to_uuid_string();
     let res = async {
         let assertion = s
-            .finish_authentication(&body.wallet_id, Purpose::GetPublicKey, &body.payload_digest(), r.web_authn.as_ref(), r.passkey.is_some(), "wallet id")
+            .finish_authentication(
+                &body.wallet_id,
+                Purpose::GetPublicKey,
+                &body.payload_digest(),
+                r.web_authn.as_ref(),
+                r.passkey.is_some(),
+                "wallet id",
+            )
             .await?;
-        s.tee.call(&GetPublicKey { body: body.clone(), assertion }).await
+        s.tee
+            .call(&GetPublicKey {
+                body: body.clone(),
+                assertion,
+            })
+            .await
     }
     .await;
-    s.audit_durable(&caller.actor, "GetPublicKey", Some(&key), &res, Some(&body.path.to_string())).await;
+    s.audit_durable(
+        &caller.actor,
+        "GetPublicKey",
+        Some(&key),
+        &res,
+        Some(&body.path.to_string()),
+    )
+    .await;
     let info = res?;
-    let w = s.db.get_wallet(&key).await?.ok_or_else(|| ApiError::not_found("key_not_found", "key not found"))?;
+    let w =
+        s.db.get_wallet(&key)
+            .await?
+            .ok_or_else(|| ApiError::not_found("key_not_found", "key not found"))?;
     Ok(Json(PublicKeyResponse {
         key_id: key,
         address: hex0x(&info.address),
@@ -323,12 +371,31 @@ pub async fn derive_address(
     let key = body.wallet_id.to_uuid_string();
     let res = async {
         let assertion = s
-            .finish_authentication(&body.wallet_id, Purpose::DeriveAddress, &body.payload_digest(), r.web_authn.as_ref(), r.passkey.is_some(), "wallet id")
+            .finish_authentication(
+                &body.wallet_id,
+                Purpose::DeriveAddress,
+                &body.payload_digest(),
+                r.web_authn.as_ref(),
+                r.passkey.is_some(),
+                "wallet id",
+            )
             .await?;
-        s.tee.call(&DeriveAddress { body: body.clone(), assertion }).await
+        s.tee
+            .call(&DeriveAddress {
+                body: body.clone(),
+                assertion,
+            })
+            .await
     }
     .await;
-    s.audit_durable(&caller.actor, "DeriveAddress", Some(&key), &res, Some(&body.path.to_string())).await;
+    s.audit_durable(
+        &caller.actor,
+        "DeriveAddress",
+        Some(&key),
+        &res,
+        Some(&body.path.to_string()),
+    )
+    .await;
     let info = res?;
     s.db.upsert_address(&WalletAddress {
         address: hex0x(&info.address),
@@ -338,7 +405,10 @@ pub async fn derive_address(
         created_at: kms_db::now_secs(),
     })
     .await?;
-    let w = s.db.get_wallet(&key).await?.ok_or_else(|| ApiError::not_found("key_not_found", "key not found"))?;
+    let w =
+        s.db.get_wallet(&key)
+            .await?
+            .ok_or_else(|| ApiError::not_found("key_not_found", "key not found"))?;
     Ok(Json(PublicKeyResponse {
         key_id: key,
         address: hex0x(&info.address),
@@ -366,12 +436,31 @@ pub async fn sign_hash(
     let key = body.wallet_id.to_uuid_string();
     let res = async {
         let assertion = s
-            .finish_authentication(&body.wallet_id, Purpose::SignHash, &body.payload_digest(), r.web_authn.as_ref(), r.passkey.is_some(), "wallet id")
+            .finish_authentication(
+                &body.wallet_id,
+                Purpose::SignHash,
+                &body.payload_digest(),
+                r.web_authn.as_ref(),
+                r.passkey.is_some(),
+                "wallet id",
+            )
             .await?;
-        s.tee.call(&SignHash { body: body.clone(), assertion }).await
+        s.tee
+            .call(&SignHash {
+                body: body.clone(),
+                assertion,
+            })
+            .await
     }
     .await;
-    s.audit_durable(&caller.actor, "SignHash", Some(&key), &res, Some(&hex0x(&body.hash))).await;
+    s.audit_durable(
+        &caller.actor,
+        "SignHash",
+        Some(&key),
+        &res,
+        Some(&hex0x(&body.hash)),
+    )
+    .await;
     let sig = res?;
     s.metrics.count_signature("hash");
     Ok(Json(SignResponse {
@@ -403,7 +492,14 @@ pub async fn sign(
     let key = wallet.to_uuid_string();
     let res = async {
         let assertion = s
-            .finish_authentication(&wallet, Purpose::Sign, &body.digest(), r.web_authn.as_ref(), r.passkey.is_some(), "wallet id")
+            .finish_authentication(
+                &wallet,
+                Purpose::Sign,
+                &body.digest(),
+                r.web_authn.as_ref(),
+                r.passkey.is_some(),
+                "wallet id",
+            )
             .await?;
         Ok::<_, ApiError>(match body.clone() {
             SignBody::Message(b) => {
@@ -417,10 +513,19 @@ pub async fn sign(
         })
     }
     .await;
-    let action = if matches!(body, SignBody::Message(_)) { "SignMessage" } else { "SignTransaction" };
-    s.audit_durable(&caller.actor, action, Some(&key), &res, None).await;
+    let action = if matches!(body, SignBody::Message(_)) {
+        "SignMessage"
+    } else {
+        "SignTransaction"
+    };
+    s.audit_durable(&caller.actor, action, Some(&key), &res, None)
+        .await;
     let (address, signature, tx) = res?;
-    s.metrics.count_signature(if tx.is_some() { "transaction" } else { "message" });
+    s.metrics.count_signature(if tx.is_some() {
+        "transaction"
+    } else {
+        "message"
+    });
     Ok(Json(SignResponse {
         key_id: key,
         address: hex0x(&address),
@@ -447,17 +552,34 @@ pub async fn delete_key(
     let key = body.wallet_id.to_uuid_string();
     let res = async {
         let assertion = s
-            .finish_authentication(&body.wallet_id, Purpose::DeleteKey, &body.payload_digest(), r.web_authn.as_ref(), r.passkey.is_some(), "wallet id")
+            .finish_authentication(
+                &body.wallet_id,
+                Purpose::DeleteKey,
+                &body.payload_digest(),
+                r.web_authn.as_ref(),
+                r.passkey.is_some(),
+                "wallet id",
+            )
             .await?;
-        s.tee.call(&RemoveWallet { body: body.clone(), assertion }).await?;
+        s.tee
+            .call(&RemoveWallet {
+                body: body.clone(),
+                assertion,
+            })
+            .await?;
         s.db.delete_wallet(&key).await?;
         s.credentials.invalidate_wallet(&key);
         Ok::<_, ApiError>(())
     }
     .await;
-    s.audit_durable(&caller.actor, "DeleteKey", Some(&key), &res, None).await;
+    s.audit_durable(&caller.actor, "DeleteKey", Some(&key), &res, None)
+        .await;
     res?;
-    Ok(Json(DeleteKeyResponse { key_id: key, deletion_date: kms_db::now_secs(), key_state: "Deleted".into() }))
+    Ok(Json(DeleteKeyResponse {
+        key_id: key,
+        deletion_date: kms_db::now_secs(),
+        key_state: "Deleted".into(),
+    }))
 }
 
 /// Replace the wallet's passkey: the new one proves possession in a
@@ -478,17 +600,38 @@ pub async fn change_passkey(
     let key = body.wallet_id.to_uuid_string();
     let res = async {
         let assertion = s
-            .finish_authentication(&body.wallet_id, Purpose::ChangePasskey, &body.payload_digest(), r.web_authn.as_ref(), r.passkey.is_some(), "wallet id")
+            .finish_authentication(
+                &body.wallet_id,
+                Purpose::ChangePasskey,
+                &body.payload_digest(),
+                r.web_authn.as_ref(),
+                r.passkey.is_some(),
+                "wallet id",
+            )
             .await?;
         // Consume the new passkey's registration ceremony (single use).
-        let reg = r.new_passkey.as_ref().ok_or_else(|| ApiError::internal("checked above"))?;
-        let (passkey, _) = s.verify_registration(reg, Some(&key), CHANGE_PASSKEY_REGISTRATION, true).await?;
+        let reg = r
+            .new_passkey
+            .as_ref()
+            .ok_or_else(|| ApiError::internal("checked above"))?;
+        let (passkey, _) = s
+            .verify_registration(reg, Some(&key), CHANGE_PASSKEY_REGISTRATION, true)
+            .await?;
         if crate::webauthn::passkey_sec1(&passkey)? != body.new_passkey_public_key {
-            return Err(ApiError::forbidden("payload_mismatch", "the new passkey changed during the ceremony"));
+            return Err(ApiError::forbidden(
+                "payload_mismatch",
+                "the new passkey changed during the ceremony",
+            ));
         }
-        s.tee.call(&ChangePasskey { body: body.clone(), assertion }).await?;
+        s.tee
+            .call(&ChangePasskey {
+                body: body.clone(),
+                assertion,
+            })
+            .await?;
         let credential_id = passkey_credential_id(&passkey);
-        let json = serde_json::to_string(&passkey).map_err(|e| ApiError::internal(e.to_string()))?;
+        let json =
+            serde_json::to_string(&passkey).map_err(|e| ApiError::internal(e.to_string()))?;
         s.db.replace_passkey(
             &key,
             &credential_id,
@@ -502,6 +645,11 @@ pub async fn change_passkey(
         Ok(credential_id)
     }
     .await;
-    s.audit_durable(&caller.actor, "ChangePasskey", Some(&key), &res, None).await;
-    Ok(Json(ChangePasskeyResponse { key_id: key, credential_id: res?, changed: true }))
+    s.audit_durable(&caller.actor, "ChangePasskey", Some(&key), &res, None)
+        .await;
+    Ok(Json(ChangePasskeyResponse {
+        key_id: key,
+        credential_id: res?,
+        changed: true,
+    }))
 }

@@ -5,10 +5,10 @@
 //! authenticator for the assertions SoftPasskey cannot make).
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
-use std::io::{BufRead, BufReader};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -72,7 +72,11 @@ impl Sim {
         }
         // Drain the rest in the background so the pipe never fills.
         std::thread::spawn(move || for _ in lines.by_ref() {});
-        Sim { child: Some(child), dir: dir.to_owned(), socket }
+        Sim {
+            child: Some(child),
+            dir: dir.to_owned(),
+            socket,
+        }
     }
 
     /// Kill the simulator (the child we started) and reap it.
@@ -132,13 +136,22 @@ impl Env {
     pub async fn with(opts: Opts) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let sim = Sim::start(dir.path());
-        let server = kms_companion::start(config(dir.path(), &sim.socket, &opts.args)).await.unwrap();
+        let server = kms_companion::start(config(dir.path(), &sim.socket, &opts.args))
+            .await
+            .unwrap();
         let api_key = if server.state.api_key_mode == kms_companion::config::ApiKeyMode::Required {
             Some(server.state.db.create_api_key("test", 1).await.unwrap().key)
         } else {
             None
         };
-        Env { dir, sim, server: Some(server), api_key, http: reqwest::Client::new(), opts }
+        Env {
+            dir,
+            sim,
+            server: Some(server),
+            api_key,
+            http: reqwest::Client::new(),
+            opts,
+        }
     }
 
     pub fn server(&self) -> &Running {
@@ -168,7 +181,9 @@ impl Env {
     /// listen address (a new port: tests re-derive the origin).
     pub async fn restart_server(&mut self) {
         self.stop_server().await;
-        let s = kms_companion::start(config(self.dir.path(), &self.sim.socket, &self.opts.args)).await.unwrap();
+        let s = kms_companion::start(config(self.dir.path(), &self.sim.socket, &self.opts.args))
+            .await
+            .unwrap();
         self.server = Some(s);
     }
 
@@ -180,7 +195,11 @@ impl Env {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> (u16, Value, reqwest::header::HeaderMap) {
-        let mut rb = self.http.post(self.url(path)).body(body).header("content-type", "application/json");
+        let mut rb = self
+            .http
+            .post(self.url(path))
+            .body(body)
+            .header("content-type", "application/json");
         if let Some(k) = &self.api_key {
             rb = rb.header("x-api-key", k);
         }
@@ -200,14 +219,27 @@ impl Env {
 
     /// POST JSON with the API key (and `x-amz-target` when given).
     pub async fn post(&self, path: &str, target: Option<&str>, body: &Value) -> (u16, Value) {
-        let (s, v, _) = self.request(path, target, &[], serde_json::to_vec(body).unwrap()).await;
+        let (s, v, _) = self
+            .request(path, target, &[], serde_json::to_vec(body).unwrap())
+            .await;
         (s, v)
     }
 
     /// POST JSON with a Bearer credential (no API key needed).
-    pub async fn post_bearer(&self, path: &str, jwt: &str, body: &Value) -> (u16, Value, reqwest::header::HeaderMap) {
+    pub async fn post_bearer(
+        &self,
+        path: &str,
+        jwt: &str,
+        body: &Value,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
         let auth = format!("Bearer {jwt}");
-        self.request(path, None, &[("authorization", &auth)], serde_json::to_vec(body).unwrap()).await
+        self.request(
+            path,
+            None,
+            &[("authorization", &auth)],
+            serde_json::to_vec(body).unwrap(),
+        )
+        .await
     }
 
     pub async fn get(&self, path: &str) -> (u16, String) {
@@ -217,20 +249,40 @@ impl Env {
 
     /// Register a wallet with `user`; returns the CompleteRegistration answer.
     pub async fn register(&self, user: &mut dyn Authenticator) -> Value {
-        let (s, begin) = self.post("/BeginRegistration", None, &json!({"Description": "test wallet"})).await;
+        let (s, begin) = self
+            .post(
+                "/BeginRegistration",
+                None,
+                &json!({"Description": "test wallet"}),
+            )
+            .await;
         assert_eq!(s, 200, "{begin}");
         let cred = user.register(&self.origin(), &begin["Options"]);
         let (s, done) = self
-            .post("/CompleteRegistration", None, &json!({"ChallengeId": begin["ChallengeId"], "Credential": cred}))
+            .post(
+                "/CompleteRegistration",
+                None,
+                &json!({"ChallengeId": begin["ChallengeId"], "Credential": cred}),
+            )
             .await;
         assert_eq!(s, 200, "{done}");
         done
     }
 
     /// Run an authentication ceremony; returns the `WebAuthn` object.
-    pub async fn ceremony(&self, user: &mut dyn Authenticator, key_id: &str, purpose: &str, payload: Value) -> Value {
+    pub async fn ceremony(
+        &self,
+        user: &mut dyn Authenticator,
+        key_id: &str,
+        purpose: &str,
+        payload: Value,
+    ) -> Value {
         let (s, begin) = self
-            .post("/BeginAuthentication", None, &json!({"KeyId": key_id, "Purpose": purpose, "Payload": payload}))
+            .post(
+                "/BeginAuthentication",
+                None,
+                &json!({"KeyId": key_id, "Purpose": purpose, "Payload": payload}),
+            )
             .await;
         assert_eq!(s, 200, "BeginAuthentication {purpose}: {begin}");
         let cred = user.authenticate(&self.origin(), &begin["Options"]);
@@ -238,8 +290,15 @@ impl Env {
     }
 
     /// Create an agent key for `wallet`; returns the answer.
-    pub async fn create_agent(&self, user: &mut dyn Authenticator, wallet: &str, extra: Value) -> Value {
-        let w = self.ceremony(user, wallet, "CreateAgentKey", extra.clone()).await;
+    pub async fn create_agent(
+        &self,
+        user: &mut dyn Authenticator,
+        wallet: &str,
+        extra: Value,
+    ) -> Value {
+        let w = self
+            .ceremony(user, wallet, "CreateAgentKey", extra.clone())
+            .await;
         let mut body = extra;
         body["humanKeyId"] = json!(wallet);
         body["webAuthnAssertion"] = w;
@@ -267,12 +326,18 @@ impl Soft {
 impl Authenticator for Soft {
     fn register(&mut self, origin: &Url, options: &Value) -> Value {
         let ccr: CreationChallengeResponse = serde_json::from_value(options.clone()).unwrap();
-        let r = self.0.do_registration(origin.clone(), ccr).expect("soft registration");
+        let r = self
+            .0
+            .do_registration(origin.clone(), ccr)
+            .expect("soft registration");
         serde_json::to_value(r).unwrap()
     }
     fn authenticate(&mut self, origin: &Url, options: &Value) -> Value {
         let rcr: RequestChallengeResponse = serde_json::from_value(options.clone()).unwrap();
-        let r = self.0.do_authentication(origin.clone(), rcr).expect("soft authentication");
+        let r = self
+            .0
+            .do_authentication(origin.clone(), rcr)
+            .expect("soft authentication");
         serde_json::to_value(r).unwrap()
     }
 }
@@ -288,6 +353,8 @@ pub struct Manual {
     pub counter: u32,
     /// When set, the next assertion uses this counter value.
     pub next_counter: Option<u32>,
+    /// Whether the counter advances (synced passkeys always report 0).
+    pub counting: bool,
 }
 
 const UP: u8 = 0x01;
@@ -317,8 +384,17 @@ fn cbor_bstr(out: &mut Vec<u8>, b: &[u8]) {
 impl Manual {
     pub fn new() -> Self {
         let key = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
-        let cred_id = Sha256::digest(key.verifying_key().to_encoded_point(false).as_bytes())[..16].to_vec();
-        Manual { key, cred_id, rp_id: "localhost".into(), flags: UP | UV, counter: 0, next_counter: None }
+        let cred_id =
+            Sha256::digest(key.verifying_key().to_encoded_point(false).as_bytes())[..16].to_vec();
+        Manual {
+            key,
+            cred_id,
+            rp_id: "localhost".into(),
+            flags: UP | UV,
+            counter: 0,
+            next_counter: None,
+            counting: true,
+        }
     }
 
     /// Clear the UV flag of the next assertions.
@@ -328,8 +404,10 @@ impl Manual {
 
     fn client_data(typ: &str, origin: &Url, challenge: &str) -> Vec<u8> {
         let origin = origin.as_str().trim_end_matches('/');
-        serde_json::to_vec(&json!({"type": typ, "challenge": challenge, "origin": origin, "crossOrigin": false}))
-            .unwrap()
+        serde_json::to_vec(
+            &json!({"type": typ, "challenge": challenge, "origin": origin, "crossOrigin": false}),
+        )
+        .unwrap()
     }
 }
 
@@ -368,10 +446,11 @@ impl Authenticator for Manual {
         let cdj = Self::client_data("webauthn.get", origin, challenge);
         let counter = match self.next_counter.take() {
             Some(c) => c,
-            None => {
+            None if self.counting => {
                 self.counter += 1;
                 self.counter
             }
+            None => self.counter,
         };
         let mut auth_data = Sha256::digest(self.rp_id.as_bytes()).to_vec();
         auth_data.push(self.flags);
@@ -417,7 +496,10 @@ pub fn eip191_32(h: &[u8; 32]) -> [u8; 32] {
 /// keccak256("\x19Ethereum Signed Message:\n" ‖ len ‖ m).
 pub fn eip191(m: &[u8]) -> [u8; 32] {
     let mut k = <sha3::Keccak256 as Digest>::new();
-    Digest::update(&mut k, format!("\x19Ethereum Signed Message:\n{}", m.len()).as_bytes());
+    Digest::update(
+        &mut k,
+        format!("\x19Ethereum Signed Message:\n{}", m.len()).as_bytes(),
+    );
     Digest::update(&mut k, m);
     k.finalize().into()
 }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Parser, ValueEnum};
 
 /// Default credential lifetime: 3 days (the TA's cap).
@@ -69,13 +70,16 @@ pub struct Config {
     pub origins: Vec<String>,
 
     /// Serve without API keys (open mode). Development only; the start-up
-    /// log warns loudly. Ignored when --require-api-key is set.
-    #[arg(long = "open", env = "KMS_ALLOW_OPEN_MODE", action = ArgAction::SetTrue)]
+    /// log warns loudly. Ignored when --require-api-key is set. The
+    /// variable takes 1/0, true/false, yes/no, on/off.
+    #[arg(long = "open", env = "KMS_ALLOW_OPEN_MODE", action = ArgAction::SetTrue,
+          value_parser = BoolishValueParser::new())]
     pub open_mode: bool,
 
     /// Always require an API key (fail closed), even in --dev and even if
     /// --open is given.
-    #[arg(long, env = "KMS_REQUIRE_API_KEY", action = ArgAction::SetTrue)]
+    #[arg(long, env = "KMS_REQUIRE_API_KEY", action = ArgAction::SetTrue,
+          value_parser = BoolishValueParser::new())]
     pub require_api_key: bool,
 
     /// Create an API key with this label, print it once on stdout, and exit.

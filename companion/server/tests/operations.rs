@@ -306,6 +306,9 @@ fn dev_mode_runs_its_own_simulator_and_stops_it() {
             "--ta-sim-bin",
         ])
         .arg(&sim)
+        // Both set: the fail-closed flag wins over open mode.
+        .env("KMS_ALLOW_OPEN_MODE", "1")
+        .env("KMS_REQUIRE_API_KEY", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -250,7 +250,28 @@ async fn wallet_lifecycle_and_refusals() {
         .await;
     assert_eq!(s, 200, "{t}");
     assert!(t["SignedTransaction"].as_str().unwrap().starts_with("0x"));
-    assert_eq!(t["TransactionHash"].as_str().unwrap().len(), 66);
+    let raw = hexs(&t["SignedTransaction"]);
+    let h_tx = <sha3::Keccak256 as sha2::Digest>::digest(&raw);
+    assert_eq!(
+        t["TransactionHash"],
+        json!(format!("0x{}", hex::encode(h_tx)))
+    );
+    // EIP-1559 (type 2 envelope).
+    let tx1559 = json!({"chainId": 31337, "nonce": 1, "to": to, "value": "0x0", "gas": 21000,
+        "maxFeePerGas": "2000000000", "maxPriorityFeePerGas": "1000000000", "data": "0x"});
+    let w = env
+        .ceremony(&mut alice, &key, "Sign", json!({"Transaction": tx1559}))
+        .await;
+    let (s, t2) = env
+        .post(
+            "/Sign",
+            Some("Sign"),
+            &json!({"KeyId": key, "Transaction": tx1559, "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!(s, 200, "{t2}");
+    assert_eq!(hexs(&t2["SignedTransaction"])[0], 0x02);
+    assert_eq!(t2["Address"], json!(owner));
     let short = "0x000000000000000000000000000000000000de";
     let (s, e) = env
         .post(

@@ -59,3 +59,13 @@ mod test_seed_guard {
     /// ship that; build the TA on its own (`-p kms-ta-optee`), without it.
     type TestSeedMustBeOffInOpteeBuilds = SeedWalletForTest;
 }
+
+#[cfg(test)]
+mod tests {
+    /// `uuid.txt` (read by the SDK's `cargo-optee` and signing scripts) is
+    /// the protocol's TA UUID.
+    #[test]
+    fn uuid_txt_is_the_protocol_uuid() {
+        assert_eq!(include_str!("../uuid.txt").trim(), kms_proto::TA_UUID);
+    }
+}

@@ -147,9 +147,7 @@ contract AgentAccountTest is TestBase {
         PackedUserOperation memory op = _op(address(account), 0, "", _execute(address(rec), 0, ""));
         op.signature = _sessionSig(agentKey, address(account), hash);
         vm.prank(entryPoint);
-        vm.expectRevert(
-            abi.encodeWithSelector(ISessionKeyValidator.UnknownSession.selector, address(account), agent)
-        );
+        vm.expectRevert(abi.encodeWithSelector(ISessionKeyValidator.UnknownSession.selector, address(account), agent));
         account.validateUserOp(op, hash, 0);
     }
 

@@ -42,7 +42,11 @@ abstract contract EntryPointFlowTest is TestBase {
         return op;
     }
 
-    function _signSession(PackedUserOperation memory op, uint256 pk) internal view returns (PackedUserOperation memory) {
+    function _signSession(PackedUserOperation memory op, uint256 pk)
+        internal
+        view
+        returns (PackedUserOperation memory)
+    {
         op.signature = _sessionSig(pk, op.sender, ep.getUserOpHash(op));
         return op;
     }
@@ -79,7 +83,8 @@ abstract contract EntryPointFlowTest is TestBase {
     function test_OwnerOp_DeploysAccountAndTransfers() public {
         address predicted = factory.getAddress(owner, 0);
         vm.deal(predicted, 2 ether);
-        PackedUserOperation memory op = _signOwner(_op(predicted, 0, _initCode(owner, 0), _execute(recipient, 1 ether, "")));
+        PackedUserOperation memory op =
+            _signOwner(_op(predicted, 0, _initCode(owner, 0), _execute(recipient, 1 ether, "")));
         bytes32 hash = ep.getUserOpHash(op);
 
         vm.expectEmit(true, true, true, false, address(ep));
@@ -157,7 +162,8 @@ abstract contract EntryPointFlowTest is TestBase {
     function test_SessionOp_WrongSigner_AA24() public {
         account = _deployAndGrant(0, _targets(target));
         (, uint256 otherKey) = makeAddrAndKey("intruder");
-        PackedUserOperation memory op = _op(address(account), _agentNonce(address(account)), "", _execute(target, 1, ""));
+        PackedUserOperation memory op =
+            _op(address(account), _agentNonce(address(account)), "", _execute(target, 1, ""));
         bytes memory sig = _sessionSig(otherKey, address(account), ep.getUserOpHash(op));
         // Keep the intruder's r, s, v but name the granted agent key.
         op.signature = abi.encodePacked(bytes1(0x08), address(account), agent, _tail(sig, 41));
@@ -209,7 +215,12 @@ abstract contract EntryPointFlowTest is TestBase {
         // The owner re-grants through the account, with a different target.
         _handle(
             _signOwner(
-                _op(address(account), ep.getNonce(address(account), 0), "", _grantCall(agent, _targets(recipient), CAP, 0, 0))
+                _op(
+                    address(account),
+                    ep.getNonce(address(account), 0),
+                    "",
+                    _grantCall(agent, _targets(recipient), CAP, 0, 0)
+                )
             )
         );
         op = _sessionTransfer(account, target, 1);
@@ -222,8 +233,9 @@ abstract contract EntryPointFlowTest is TestBase {
     function test_SessionOp_UnknownKey_AA23() public {
         account = _deployAndGrant(0, _targets(target));
         (address stranger, uint256 strangerKey) = makeAddrAndKey("stranger");
-        PackedUserOperation memory op =
-            _signSession(_op(address(account), _agentNonce(address(account)), "", _execute(target, 1, "")), strangerKey);
+        PackedUserOperation memory op = _signSession(
+            _op(address(account), _agentNonce(address(account)), "", _execute(target, 1, "")), strangerKey
+        );
         _expectAA23(abi.encodeWithSelector(ISessionKeyValidator.UnknownSession.selector, address(account), stranger));
         _handle(op);
     }

@@ -12,6 +12,7 @@ import {
 } from "./lib/ERC4337.sol";
 import { VmSafe } from "forge-std/Vm.sol";
 import { getLabel, getMappingKeyAndParentOf } from "./lib/Vm.sol";
+import { senderCreatorOf } from "./lib/ERC4337.sol";
 
 /**
  * @title ERC4337SpecsParser
@@ -210,7 +211,12 @@ library ERC4337SpecsParser {
             // add to the filteredUserOpSteps
             // or filteredPaymasterUserOpSteps based on the currentContractAddr
             if (debugTrace[i].depth > startDepth) {
-                if (currentContractAddr == entities.account) {
+                // kms: the deployment frames (EntryPoint -> SenderCreator -> factory) are checked
+                // with the account's; upstream skipped them, so factories went unchecked.
+                if (
+                    currentContractAddr == entities.account
+                        || (entities.factory != address(0) && currentContractAddr == senderCreatorOf(entryPoint))
+                ) {
                     filteredUserOpSteps[filteredUserOpStepsLength++] = debugTrace[i];
                 } else if (currentContractAddr == entities.paymaster) {
                     filteredPaymasterUserOpSteps[filteredPaymasterUserOpStepsLength++] =
@@ -285,7 +291,10 @@ library ERC4337SpecsParser {
             /// Access to associated storage of the account in an external (non-entity) contract
             // is allowed if either
             // [STO-021] The account already exists.
-            bool accountAlreadyExists = entities.account.code.length != 0
+            // kms: upstream read `entities.account.code.length` after the simulation, when the
+            // account deployed by this very operation already has code; an op with initCode is one
+            // whose account did not exist before it (the EntryPoint enforces AA10/AA20).
+            bool accountAlreadyExists = userOpDetails.initCode.length == 0
                 || (currentAccessAccount == userOpDetails.entryPoint && entities.account != address(0));
             // [STO-022] There is an initCode and the factory contract is staked.
             bool isFactoryStaked = entities.isFactoryStaked;
@@ -476,10 +485,12 @@ library ERC4337SpecsParser {
                     revert("[OP-031] Multiple CREATE2 operations not allowed");
                 }
 
-                // Must deploy the account contract
-                address createdAddr = address(uint160(uint256(debugSteps[i].stack[0])));
-                if (createdAddr != entities.account) {
-                    revert("[OP-031] CREATE2 must deploy the account contract");
+                // kms: upstream compared stack[0] (the CREATE2 *value* argument: the stack before
+                // the opcode runs) with the account and so failed every deployment once factory
+                // frames are checked. That the one CREATE2 made the sender is enforced by the
+                // EntryPoint itself (AA14 initCode must return sender).
+                if (debugSteps[i].contractAddr != entities.factory) {
+                    revert("[OP-031] CREATE2 only allowed in the factory");
                 }
             }
         }

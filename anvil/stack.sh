@@ -100,7 +100,7 @@ trap cleanup EXIT
 trap 'exit 0' INT TERM
 
 kms_require curl jq
-KMS_REQUIRE_HINT="" kms_ensure_packages
+kms_ensure_packages
 
 # ---------------------------------------------------------------- contracts
 ARTIFACTS="$KMS_CONTRACTS_DIR/artifacts"

@@ -48,6 +48,8 @@ contract AgentAccountTest is TestBase {
     function test_Factory_CounterfactualAddress() public {
         address predicted = factory.getAddress(owner, 7);
         assertEq(predicted.code.length, 0);
+        vm.expectEmit(true, true, true, true, predicted);
+        emit AgentAccount.AgentAccountInitialized(owner, entryPoint, address(validator));
         vm.expectEmit(true, true, false, true, address(factory));
         emit AgentAccountFactory.AccountCreated(predicted, owner, 7);
         AgentAccount created = factory.createAccount(owner, 7);

@@ -282,6 +282,34 @@ contract SessionKeyValidatorTest is TestBase {
         assertEq(_validate(op, bytes32(uint256(7))), _window(true));
     }
 
+    /// Estimation with a stub signature runs the same policy path as the real signature, so its
+    /// validation gas is the real one's (within the few hundred gas of ECDSA's failure branch).
+    function test_Validate_StubSignatureCostsWhatTheRealOneCosts() public {
+        _grant(account, _targets(target, other), CAP);
+        Call[] memory calls = new Call[](2);
+        calls[0] = Call(target, 0.1 ether, hex"00112233");
+        calls[1] = Call(other, 0.2 ether, "");
+        (PackedUserOperation memory op, bytes32 hash) = _signedOp(account, _executeBatch(calls), agentKey);
+
+        uint256 snap = vm.snapshotState();
+        vm.prank(account);
+        uint256 before = gasleft();
+        uint256 real = validator.validateSessionUserOp(op, hash);
+        uint256 realGas = before - gasleft();
+        vm.revertToState(snap);
+
+        op.signature = _stubSessionSig(account, agent);
+        vm.prank(account);
+        before = gasleft();
+        uint256 stub = validator.validateSessionUserOp(op, hash);
+        uint256 stubGas = before - gasleft();
+
+        assertEq(real & 1, 0);
+        assertEq(stub & 1, 1);
+        uint256 diff = realGas > stubGas ? realGas - stubGas : stubGas - realGas;
+        assertLt(diff, 500, "stub and real validation gas differ");
+    }
+
     function test_Validate_HighS_ReturnsSigFailed() public {
         _grant(account, _targets(target), CAP);
         (PackedUserOperation memory op, bytes32 hash) = _signedOp(account, _execute(target, 0, ""), agentKey);

@@ -482,6 +482,13 @@ mod tests {
     }
 
     #[test]
+    fn builds_a_tls_client() {
+        // https needs reqwest's rustls crypto provider; building the client must not panic.
+        let client = BundlerClient::new("https://bundler.invalid/rpc").unwrap();
+        assert_eq!(client.url().scheme(), "https");
+    }
+
+    #[test]
     fn aa_code_extraction() {
         let e = |m: &str| BundlerError::Rpc {
             code: -32507,

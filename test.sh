@@ -36,8 +36,20 @@ cargo clippy -p kms-ta-optee --all-targets --locked --features optee-doc -- -D w
 cargo clippy -p kms-tee-client --all-targets --locked --features optee-doc -- -D warnings
 cargo clippy -p kms-ta-sim --all-targets --locked --features fault-injection -- -D warnings
 
-stage "Unit and integration tests (workspace)"
-cargo test --workspace --locked
+if [ "$QUICK" -eq 0 ]; then
+  stage "Node.js for the local chain tools"
+  need_node
+  need_debs flock:util-linux sha256sum:coreutils
+  stage "Solidity tests (forge, through the pinned solc.js shim)"
+  anvil/test-contracts.sh
+fi
+
+stage "Unit and integration tests (workspace; e2e tests start anvil + Alto themselves)"
+if [ "$QUICK" -eq 1 ]; then
+  cargo test --workspace --locked --exclude kms-e2e
+else
+  cargo test --workspace --locked
+fi
 stage "ta-sim crash-before-rename test (fault-injection hook compiled in)"
 cargo test -p kms-ta-sim --locked --features fault-injection --test crash
 stage "TA core tests with export-secrets compiled in"

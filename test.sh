@@ -29,8 +29,29 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 stage "cargo clippy (TA core with its development features)"
 cargo clippy -p kms-ta --all-targets --locked --features test-seed,export-secrets -- -D warnings
 
-stage "Unit and integration tests (workspace)"
-cargo test --workspace --locked
+stage "OP-TEE type checks (TA entry points and libteec client, without OP-TEE libraries)"
+cargo check -p kms-ta-optee --locked --features optee-doc
+cargo check -p kms-tee-client --locked --features optee-doc
+cargo clippy -p kms-ta-optee --all-targets --locked --features optee-doc -- -D warnings
+cargo clippy -p kms-tee-client --all-targets --locked --features optee-doc -- -D warnings
+cargo clippy -p kms-ta-sim --all-targets --locked --features fault-injection -- -D warnings
+
+if [ "$QUICK" -eq 0 ]; then
+  stage "Node.js for the local chain tools"
+  need_node
+  need_debs flock:util-linux sha256sum:coreutils
+  stage "Solidity tests (forge, through the pinned solc.js shim)"
+  anvil/test-contracts.sh
+fi
+
+stage "Unit and integration tests (workspace; e2e tests start anvil + Alto themselves)"
+if [ "$QUICK" -eq 1 ]; then
+  cargo test --workspace --locked --exclude kms-e2e
+else
+  cargo test --workspace --locked
+fi
+stage "ta-sim crash-before-rename test (fault-injection hook compiled in)"
+cargo test -p kms-ta-sim --locked --features fault-injection --test crash
 stage "TA core tests with export-secrets compiled in"
 cargo test -p kms-ta --locked --features test-seed,export-secrets
 

@@ -120,7 +120,8 @@ impl TeeClient {
         self.transport.invoke(cmd, input)
     }
 
-    /// [`TeeClient::call`] on tokio's blocking pool.
+    /// [`TeeClient::call`] on tokio's blocking pool. Must be called from
+    /// within a tokio runtime.
     ///
     /// The request is encoded before the first await. If the returned future
     /// is dropped, the call still runs to completion in the background (a

@@ -76,6 +76,10 @@ pub struct Config {
     pub test_seed_enabled: bool,
 }
 
+/// Whether the test seeding command is compiled into this build. The OP-TEE
+/// shell refuses to compile when it is.
+pub const TEST_SEED_COMPILED: bool = cfg!(feature = "test-seed");
+
 /// Longest label of an agent key.
 pub const MAX_LABEL_LEN: usize = 128;
 /// Longest message `SignMessage` accepts.

@@ -39,23 +39,22 @@ pub mod tee;
 
 pub use kms_optee_abi as abi;
 
-/// Refuses to compile when kms-ta's (or kms-proto's) `test-seed` feature is
-/// switched on by any route, not only through this crate's own feature.
-///
-/// kms-proto defines `SeedWalletForTest` only with `test-seed` (which
-/// kms-ta's `test-seed` enables). Two glob imports that both provide a name
-/// make that name ambiguous, and using it is then an error, so the type
-/// alias below compiles only while the feature is off.
+// Refuses to compile when kms-ta's `test-seed` feature is switched on by
+// any route (feature unification included), not only through this crate's
+// own feature.
 #[cfg(feature = "optee")]
-#[allow(unused_imports, dead_code)]
-mod test_seed_guard {
-    mod absent {
-        pub struct SeedWalletForTest;
+const _: () = assert!(
+    !kms_ta::TEST_SEED_COMPILED,
+    "kms-ta-optee: kms-ta's `test-seed` feature is enabled in an OP-TEE build; \
+     build the TA on its own (`-p kms-ta-optee`), without it"
+);
+
+#[cfg(test)]
+mod tests {
+    /// `uuid.txt` (read by the SDK's `cargo-optee` and signing scripts) is
+    /// the protocol's TA UUID.
+    #[test]
+    fn uuid_txt_is_the_protocol_uuid() {
+        assert_eq!(include_str!("../uuid.txt").trim(), kms_proto::TA_UUID);
     }
-    use absent::*;
-    use kms_proto::*;
-    /// ERROR "`SeedWalletForTest` is ambiguous" here means: the `test-seed`
-    /// feature of kms-ta / kms-proto is enabled in an OP-TEE build. Never
-    /// ship that; build the TA on its own (`-p kms-ta-optee`), without it.
-    type TestSeedMustBeOffInOpteeBuilds = SeedWalletForTest;
 }

@@ -327,7 +327,7 @@ fn create_key(dir: &Path, path: &Path) -> Result<Zeroizing<[u8; KEY_LEN]>, SealE
     Ok(key)
 }
 
-/// Why unsealing failed (the path is added by [`UnsealError::at`]).
+/// Why unsealing failed (the caller adds the path).
 #[derive(Debug)]
 pub enum UnsealError {
     /// Shorter than header + nonce + tag.

@@ -1,0 +1,84 @@
+# shellcheck shell=bash
+# Shared helpers of anvil/stack.sh, anvil/test-contracts.sh and anvil/build-contracts.sh.
+# Source it; it defines paths and functions and changes nothing by itself.
+
+KMS_ANVIL_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
+KMS_ROOT="$(cd "$KMS_ANVIL_DIR/.." && pwd -P)"
+KMS_CONTRACTS_DIR="$KMS_ROOT/contracts"
+KMS_NODE_MODULES="$KMS_ANVIL_DIR/node_modules"
+KMS_BIN="$KMS_NODE_MODULES/.bin"
+KMS_STAMP="$KMS_NODE_MODULES/.kms-lock-sha256"
+KMS_LOCK_FILE="$KMS_ANVIL_DIR/.cache/install.lock"
+
+kms_die() {
+    echo "error: $*" >&2
+    exit 1
+}
+
+kms_log() {
+    echo "[anvil] $*" >&2
+}
+
+# Fails clearly when a required command is missing.
+kms_require() {
+    local cmd
+    for cmd in "$@"; do
+        command -v "$cmd" >/dev/null 2>&1 || kms_die "'$cmd' is required but not installed${KMS_REQUIRE_HINT:+ ($KMS_REQUIRE_HINT)}"
+    done
+}
+
+kms_require_node() {
+    command -v node >/dev/null 2>&1 ||
+        kms_die "node is not installed: Node.js >= 20 and npm are needed (Debian: apt-get install nodejs npm)"
+    command -v npm >/dev/null 2>&1 ||
+        kms_die "npm is not installed: it is needed to install the pinned toolchain (Debian: apt-get install npm)"
+    local major
+    major="$(node -p 'process.versions.node.split(".")[0]')"
+    [[ "$major" -ge 20 ]] || kms_die "Node.js >= 20 is needed, found $(node --version)"
+}
+
+# Runs `npm ci --ignore-scripts` in anvil/ unless node_modules matches package-lock.json (a stamp
+# file in node_modules holds the lock file's SHA-256). Serialised with flock, so concurrent callers
+# (parallel tests) install once.
+kms_ensure_packages() {
+    kms_require_node
+    kms_require flock sha256sum
+    mkdir -p "$(dirname "$KMS_LOCK_FILE")"
+    local want
+    want="$(sha256sum "$KMS_ANVIL_DIR/package-lock.json" | cut -d' ' -f1)"
+    if [[ -f "$KMS_STAMP" && "$(cat "$KMS_STAMP")" == "$want" ]]; then
+        return 0
+    fi
+    (
+        flock 9
+        if [[ -f "$KMS_STAMP" && "$(cat "$KMS_STAMP")" == "$want" ]]; then
+            exit 0
+        fi
+        kms_log "installing the pinned toolchain: npm ci --ignore-scripts (about 580 MB, a minute)"
+        local start=$SECONDS
+        (cd "$KMS_ANVIL_DIR" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error) >&2 ||
+            kms_die "npm ci failed in $KMS_ANVIL_DIR"
+        echo "$want" >"$KMS_STAMP"
+        kms_log "npm ci done in $((SECONDS - start)) s"
+    ) 9>"$KMS_LOCK_FILE"
+}
+
+# Runs a command while holding the install lock (so forge builds do not race one another).
+kms_locked() {
+    mkdir -p "$(dirname "$KMS_LOCK_FILE")"
+    (
+        flock 9
+        "$@"
+    ) 9>"$KMS_LOCK_FILE"
+}
+
+# Prints "<sha256>  src/<path>.sol" for every Solidity source under contracts/src, sorted.
+kms_source_hashes() {
+    (cd "$KMS_CONTRACTS_DIR" && find src -name '*.sol' -type f | LC_ALL=C sort | xargs sha256sum)
+}
+
+# Exit status 0 when contracts/artifacts/sources.sha256 matches contracts/src exactly.
+kms_artifacts_fresh() {
+    local manifest="$KMS_CONTRACTS_DIR/artifacts/sources.sha256"
+    [[ -f "$manifest" ]] && diff -q <(kms_source_hashes) "$manifest" >/dev/null
+}

@@ -1,0 +1,571 @@
+//! A small JSON-RPC client for ERC-4337 bundlers (tested with Alto).
+//!
+//! Methods: `eth_sendUserOperation`, `eth_estimateUserOperationGas`, `eth_getUserOperationReceipt`,
+//! `eth_supportedEntryPoints` and Pimlico's `pimlico_getUserOperationGasPrice`. Errors keep the
+//! bundler's JSON-RPC code, message and data ([`BundlerError::Rpc`]); [`BundlerError::aa_code`]
+//! extracts the EntryPoint's `AAxx` code (e.g. `AA23`, `AA24`) from the message.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{Address, Bytes, B256, U256};
+use reqwest::IntoUrl;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::userop::v0_7::{to_u128, GasLimits, GasOverflow, UserOperation};
+
+/// Everything that can go wrong talking to a bundler.
+#[derive(Debug, thiserror::Error)]
+pub enum BundlerError {
+    /// The request did not reach the bundler or its answer could not be read.
+    #[error("bundler transport error: {0}")]
+    Transport(#[from] reqwest::Error),
+    /// The bundler answered with an HTTP error status and no JSON-RPC error object.
+    #[error("bundler answered HTTP {status}: {body}")]
+    Http {
+        /// The HTTP status.
+        status: u16,
+        /// The response body (possibly truncated).
+        body: String,
+    },
+    /// The bundler answered with a JSON-RPC error.
+    #[error("bundler error {code}: {message}")]
+    Rpc {
+        /// The JSON-RPC error code (e.g. -32500 for a validation rejected by the EntryPoint).
+        code: i64,
+        /// The message, which names the EntryPoint's `AAxx` reason when there is one.
+        message: String,
+        /// The error's `data`, if any.
+        data: Option<Value>,
+    },
+    /// The bundler's answer did not have the expected shape.
+    #[error("unexpected bundler response to {method}: {reason}")]
+    Decode {
+        /// The JSON-RPC method.
+        method: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A gas value did not fit the packed form.
+    #[error(transparent)]
+    GasOverflow(#[from] GasOverflow),
+    /// No receipt arrived in time.
+    #[error("no receipt for user operation {hash} within {waited:?}")]
+    ReceiptTimeout {
+        /// The userOpHash.
+        hash: B256,
+        /// How long it waited.
+        waited: Duration,
+    },
+}
+
+impl BundlerError {
+    /// The EntryPoint's `AAxx` code named in a JSON-RPC error message (`"AA23"`, `"AA24"`, …).
+    pub fn aa_code(&self) -> Option<&str> {
+        let BundlerError::Rpc { message, .. } = self else {
+            return None;
+        };
+        let bytes = message.as_bytes();
+        (0..bytes.len().saturating_sub(3)).find_map(|i| {
+            let w = &bytes[i..i + 4];
+            let boundary = i == 0 || !bytes[i - 1].is_ascii_alphanumeric();
+            (boundary
+                && w[0] == b'A'
+                && w[1] == b'A'
+                && w[2].is_ascii_digit()
+                && w[3].is_ascii_digit())
+            .then(|| &message[i..i + 4])
+        })
+    }
+
+    /// The JSON-RPC error code, for [`BundlerError::Rpc`].
+    pub fn rpc_code(&self) -> Option<i64> {
+        match self {
+            BundlerError::Rpc { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// Gas limits estimated by `eth_estimateUserOperationGas` (hex quantities).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GasEstimate {
+    /// Gas for the bundler's overhead.
+    pub pre_verification_gas: U256,
+    /// Gas for validation.
+    pub verification_gas_limit: U256,
+    /// Gas for execution.
+    pub call_gas_limit: U256,
+    /// Gas for the paymaster's validation, when there is a paymaster.
+    #[serde(default)]
+    pub paymaster_verification_gas_limit: Option<U256>,
+    /// Gas for the paymaster's postOp, when there is a paymaster.
+    #[serde(default)]
+    pub paymaster_post_op_gas_limit: Option<U256>,
+}
+
+impl TryFrom<&GasEstimate> for GasLimits {
+    type Error = GasOverflow;
+
+    fn try_from(e: &GasEstimate) -> Result<Self, Self::Error> {
+        Ok(GasLimits {
+            pre_verification_gas: e.pre_verification_gas,
+            verification_gas_limit: to_u128("verificationGasLimit", e.verification_gas_limit)?,
+            call_gas_limit: to_u128("callGasLimit", e.call_gas_limit)?,
+            paymaster_verification_gas_limit: to_u128(
+                "paymasterVerificationGasLimit",
+                e.paymaster_verification_gas_limit.unwrap_or_default(),
+            )?,
+            paymaster_post_op_gas_limit: to_u128(
+                "paymasterPostOpGasLimit",
+                e.paymaster_post_op_gas_limit.unwrap_or_default(),
+            )?,
+        })
+    }
+}
+
+/// One fee level of `pimlico_getUserOperationGasPrice`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GasPrice {
+    /// Maximum fee per gas.
+    pub max_fee_per_gas: U256,
+    /// Maximum priority fee per gas.
+    pub max_priority_fee_per_gas: U256,
+}
+
+impl GasPrice {
+    /// The fees as `(max_fee_per_gas, max_priority_fee_per_gas)` for
+    /// [`UserOperation::with_fees`].
+    pub fn as_u128s(&self) -> Result<(u128, u128), GasOverflow> {
+        Ok((
+            to_u128("maxFeePerGas", self.max_fee_per_gas)?,
+            to_u128("maxPriorityFeePerGas", self.max_priority_fee_per_gas)?,
+        ))
+    }
+}
+
+/// The answer of `pimlico_getUserOperationGasPrice`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GasPrices {
+    /// Cheapest.
+    pub slow: GasPrice,
+    /// Usual.
+    pub standard: GasPrice,
+    /// Quickest.
+    pub fast: GasPrice,
+}
+
+/// The transaction that included a user operation (part of [`UserOperationReceipt`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransactionReceipt {
+    /// Hash of the bundle transaction.
+    pub transaction_hash: B256,
+    /// Block number.
+    pub block_number: U256,
+    /// Block hash.
+    #[serde(default)]
+    pub block_hash: Option<B256>,
+    /// Transaction status (1 = success), when given.
+    #[serde(default)]
+    pub status: Option<U256>,
+    /// Every other field, as received.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, Value>,
+}
+
+/// The answer of `eth_getUserOperationReceipt`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserOperationReceipt {
+    /// The userOpHash.
+    pub user_op_hash: B256,
+    /// The EntryPoint.
+    pub entry_point: Address,
+    /// The account.
+    pub sender: Address,
+    /// The operation's nonce.
+    pub nonce: U256,
+    /// The paymaster (zero address without one), when given.
+    #[serde(default)]
+    pub paymaster: Option<Address>,
+    /// What the operation paid, in wei.
+    pub actual_gas_cost: U256,
+    /// Gas the operation used.
+    pub actual_gas_used: U256,
+    /// Whether the execution phase succeeded.
+    pub success: bool,
+    /// Revert data of a failed execution, when given.
+    #[serde(default)]
+    pub reason: Option<Bytes>,
+    /// The operation's logs.
+    #[serde(default)]
+    pub logs: Vec<Value>,
+    /// The bundle transaction's receipt.
+    pub receipt: TransactionReceipt,
+}
+
+/// Parameters of a method without any: `[]` (bundlers refuse `null`).
+const NO_PARAMS: [u8; 0] = [];
+
+#[derive(Serialize)]
+struct Request<'a, P> {
+    jsonrpc: &'static str,
+    id: u64,
+    method: &'a str,
+    params: P,
+}
+
+#[derive(Deserialize)]
+struct Response {
+    #[serde(default)]
+    result: Value,
+    #[serde(default)]
+    error: Option<ErrorObject>,
+}
+
+#[derive(Deserialize)]
+struct ErrorObject {
+    code: i64,
+    message: String,
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+/// A bundler JSON-RPC client.
+#[derive(Debug)]
+pub struct BundlerClient {
+    http: reqwest::Client,
+    url: reqwest::Url,
+    next_id: AtomicU64,
+}
+
+impl BundlerClient {
+    /// A client for the bundler at `url`, with a 30 s request timeout.
+    pub fn new(url: impl IntoUrl) -> Result<Self, BundlerError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        Self::with_http_client(http, url)
+    }
+
+    /// A client for the bundler at `url` using the given HTTP client.
+    pub fn with_http_client(
+        http: reqwest::Client,
+        url: impl IntoUrl,
+    ) -> Result<Self, BundlerError> {
+        Ok(Self {
+            http,
+            url: url.into_url()?,
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// The bundler's URL.
+    pub fn url(&self) -> &reqwest::Url {
+        &self.url
+    }
+
+    /// Sends one JSON-RPC request and decodes its result.
+    pub async fn request<P: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &'static str,
+        params: P,
+    ) -> Result<R, BundlerError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let response = self
+            .http
+            .post(self.url.clone())
+            .json(&Request {
+                jsonrpc: "2.0",
+                id,
+                method,
+                params,
+            })
+            .send()
+            .await?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        match serde_json::from_slice::<Response>(&body) {
+            Ok(Response { error: Some(e), .. }) => Err(BundlerError::Rpc {
+                code: e.code,
+                message: e.message,
+                data: e.data,
+            }),
+            _ if !status.is_success() => Err(BundlerError::Http {
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&body[..body.len().min(2048)]).into_owned(),
+            }),
+            Ok(Response {
+                result,
+                error: None,
+            }) => serde_json::from_value(result).map_err(|e| BundlerError::Decode {
+                method,
+                reason: e.to_string(),
+            }),
+            Err(e) => Err(BundlerError::Decode {
+                method,
+                reason: format!("{e}: {}", String::from_utf8_lossy(&body)),
+            }),
+        }
+    }
+
+    /// `eth_sendUserOperation`: submits a signed operation; returns its userOpHash.
+    pub async fn send_user_operation(
+        &self,
+        op: &UserOperation,
+        entry_point: Address,
+    ) -> Result<B256, BundlerError> {
+        self.request("eth_sendUserOperation", (op.to_rpc(), entry_point))
+            .await
+    }
+
+    /// `eth_estimateUserOperationGas`: estimates the gas limits of `op`, whose signature must have
+    /// the final length and layout (see [`crate::signature`]).
+    pub async fn estimate_user_operation_gas(
+        &self,
+        op: &UserOperation,
+        entry_point: Address,
+    ) -> Result<GasEstimate, BundlerError> {
+        self.request("eth_estimateUserOperationGas", (op.to_rpc(), entry_point))
+            .await
+    }
+
+    /// `eth_getUserOperationReceipt`: the receipt, or `None` while the operation is not included.
+    pub async fn get_user_operation_receipt(
+        &self,
+        user_op_hash: B256,
+    ) -> Result<Option<UserOperationReceipt>, BundlerError> {
+        self.request("eth_getUserOperationReceipt", [user_op_hash])
+            .await
+    }
+
+    /// `eth_supportedEntryPoints`.
+    pub async fn supported_entry_points(&self) -> Result<Vec<Address>, BundlerError> {
+        self.request("eth_supportedEntryPoints", NO_PARAMS).await
+    }
+
+    /// `pimlico_getUserOperationGasPrice` (Alto and Pimlico bundlers).
+    pub async fn user_operation_gas_price(&self) -> Result<GasPrices, BundlerError> {
+        self.request("pimlico_getUserOperationGasPrice", NO_PARAMS)
+            .await
+    }
+
+    /// Polls `eth_getUserOperationReceipt` every `poll` until the receipt arrives or `timeout`
+    /// passes.
+    pub async fn wait_for_receipt(
+        &self,
+        user_op_hash: B256,
+        timeout: Duration,
+        poll: Duration,
+    ) -> Result<UserOperationReceipt, BundlerError> {
+        let start = Instant::now();
+        loop {
+            if let Some(receipt) = self.get_user_operation_receipt(user_op_hash).await? {
+                return Ok(receipt);
+            }
+            if start.elapsed() >= timeout {
+                return Err(BundlerError::ReceiptTimeout {
+                    hash: user_op_hash,
+                    waited: start.elapsed(),
+                });
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy::primitives::address;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// Serves one canned HTTP response per connection, in order, and returns the request bodies.
+    async fn serve(responses: Vec<(u16, String)>) -> (String, tokio::task::JoinHandle<Vec<Value>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let handle = tokio::spawn(async move {
+            let mut bodies = Vec::new();
+            for (status, body) in responses {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let request_body = loop {
+                    let n = sock.read(&mut chunk).await.unwrap();
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some(split) = text.find("\r\n\r\n") {
+                        let len: usize = text[..split]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if buf.len() >= split + 4 + len {
+                            break text[split + 4..split + 4 + len].to_string();
+                        }
+                    }
+                };
+                bodies.push(serde_json::from_str(&request_body).unwrap());
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                sock.write_all(reply.as_bytes()).await.unwrap();
+            }
+            bodies
+        });
+        (url, handle)
+    }
+
+    fn op() -> UserOperation {
+        UserOperation::new(
+            address!("0x1111111111111111111111111111111111111111"),
+            U256::ZERO,
+            Bytes::new(),
+        )
+    }
+
+    #[tokio::test]
+    async fn send_returns_hash_and_sends_rpc_form() {
+        let hash = "0x6226d388b9eeafd16264b979d58847aaa287dd4c0724259f414ea468434dbf82";
+        let (url, server) = serve(vec![(
+            200,
+            format!(r#"{{"jsonrpc":"2.0","id":1,"result":"{hash}"}}"#),
+        )])
+        .await;
+        let client = BundlerClient::new(url).unwrap();
+        let got = client
+            .send_user_operation(&op(), kms_contracts::ENTRY_POINT_V07)
+            .await
+            .unwrap();
+        assert_eq!(got, hash.parse::<B256>().unwrap());
+        let bodies = server.await.unwrap();
+        assert_eq!(bodies[0]["method"], "eth_sendUserOperation");
+        assert_eq!(
+            bodies[0]["params"][0]["sender"],
+            "0x1111111111111111111111111111111111111111"
+        );
+        assert_eq!(
+            bodies[0]["params"][1],
+            "0x0000000071727de22e5e9d8baf0edac6f37da032"
+        );
+    }
+
+    #[tokio::test]
+    async fn rpc_errors_keep_code_message_and_aa_code() {
+        let body = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32500,"message":"UserOperation reverted during simulation with reason: AA23 reverted 0x1234","data":{"x":1}}}"#;
+        // Some bundlers answer errors with HTTP 200, others with 4xx: both keep the JSON-RPC error.
+        let (url, _server) = serve(vec![(200, body.to_string()), (400, body.to_string())]).await;
+        let client = BundlerClient::new(url).unwrap();
+        for _ in 0..2 {
+            let err = client
+                .estimate_user_operation_gas(&op(), kms_contracts::ENTRY_POINT_V07)
+                .await
+                .unwrap_err();
+            assert_eq!(err.rpc_code(), Some(-32500));
+            assert_eq!(err.aa_code(), Some("AA23"));
+            let BundlerError::Rpc { message, data, .. } = &err else {
+                panic!("{err:?}")
+            };
+            assert!(message.contains("reverted during simulation"));
+            assert_eq!(data.as_ref().unwrap()["x"], 1);
+        }
+    }
+
+    #[test]
+    fn builds_a_tls_client() {
+        // https needs reqwest's rustls crypto provider; building the client must not panic.
+        let client = BundlerClient::new("https://bundler.invalid/rpc").unwrap();
+        assert_eq!(client.url().scheme(), "https");
+    }
+
+    #[test]
+    fn aa_code_extraction() {
+        let e = |m: &str| BundlerError::Rpc {
+            code: -32507,
+            message: m.into(),
+            data: None,
+        };
+        assert_eq!(e("AA24 signature error").aa_code(), Some("AA24"));
+        assert_eq!(
+            e("reason: AA10 sender already constructed").aa_code(),
+            Some("AA10")
+        );
+        assert_eq!(e("no code here; BAA23 is not one").aa_code(), None);
+        assert_eq!(e("AA2").aa_code(), None);
+    }
+
+    #[tokio::test]
+    async fn http_error_without_json_rpc_error() {
+        let (url, server) = serve(vec![(502, "bad gateway".to_string())]).await;
+        let err = BundlerClient::new(url)
+            .unwrap()
+            .supported_entry_points()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, BundlerError::Http { status: 502, .. }),
+            "{err:?}"
+        );
+        assert_eq!(
+            server.await.unwrap()[0]["params"],
+            serde_json::json!([]),
+            "no params is [], not null"
+        );
+    }
+
+    #[tokio::test]
+    async fn receipt_none_then_some_and_gas_types() {
+        let receipt = r#"{"jsonrpc":"2.0","id":3,"result":{
+            "userOpHash":"0x6226d388b9eeafd16264b979d58847aaa287dd4c0724259f414ea468434dbf82",
+            "entryPoint":"0x0000000071727De22E5E9d8BAf0edAc6f37da032",
+            "sender":"0x1111111111111111111111111111111111111111","nonce":"0x0",
+            "paymaster":"0x0000000000000000000000000000000000000000",
+            "actualGasCost":"0x10","actualGasUsed":"0x20","success":true,"reason":"0x","logs":[],
+            "receipt":{"transactionHash":"0x0000000000000000000000000000000000000000000000000000000000000001",
+                       "blockNumber":"0x5","status":"0x1","from":"0x2222222222222222222222222222222222222222"}}}"#;
+        let (url, _server) = serve(vec![
+            (200, r#"{"jsonrpc":"2.0","id":1,"result":null}"#.to_string()),
+            (200, receipt.to_string()),
+            (200, r#"{"jsonrpc":"2.0","id":4,"result":{"preVerificationGas":"0xc350","verificationGasLimit":"0x7a120","callGasLimit":"0x186a0"}}"#.to_string()),
+            (200, r#"{"jsonrpc":"2.0","id":5,"result":{"slow":{"maxFeePerGas":"0x2","maxPriorityFeePerGas":"0x1"},"standard":{"maxFeePerGas":"0x4","maxPriorityFeePerGas":"0x2"},"fast":{"maxFeePerGas":"0x6","maxPriorityFeePerGas":"0x3"}}}"#.to_string()),
+        ])
+        .await;
+        let client = BundlerClient::new(url).unwrap();
+        let hash: B256 = "0x6226d388b9eeafd16264b979d58847aaa287dd4c0724259f414ea468434dbf82"
+            .parse()
+            .unwrap();
+        let r = client
+            .wait_for_receipt(hash, Duration::from_secs(10), Duration::from_millis(10))
+            .await
+            .unwrap();
+        assert!(r.success);
+        assert_eq!(r.receipt.block_number, U256::from(5));
+        assert_eq!(r.receipt.status, Some(U256::from(1)));
+        assert_eq!(
+            r.receipt.other["from"],
+            "0x2222222222222222222222222222222222222222"
+        );
+
+        let gas = client
+            .estimate_user_operation_gas(&op(), kms_contracts::ENTRY_POINT_V07)
+            .await
+            .unwrap();
+        let limits = GasLimits::try_from(&gas).unwrap();
+        assert_eq!(
+            (limits.verification_gas_limit, limits.call_gas_limit),
+            (500_000, 100_000)
+        );
+        let prices = client.user_operation_gas_price().await.unwrap();
+        assert_eq!(prices.fast.as_u128s().unwrap(), (6, 3));
+    }
+}

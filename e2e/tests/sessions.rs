@@ -11,7 +11,7 @@ use alloy::primitives::{keccak256, utils::parse_ether, Address, Bytes, U256};
 use kms_chain::account::Call;
 use kms_chain::bundler::{BundlerError, RetryPolicy};
 use kms_chain::client::{ChainClient, ChainError, FeeSource, RevokeOutcome};
-use kms_chain::nonce::NonceKey;
+use kms_chain::nonce::{NonceKey, NonceTracker};
 use kms_chain::operator::TaOperator;
 use kms_chain::revert::DecodedRevert;
 use kms_chain::session::{precheck, RefusalCode, SessionGrant, ValidityMargins};
@@ -1193,4 +1193,77 @@ async fn unavailable_bundler_is_retried_with_backoff() {
     );
     assert!(sends.iter().all(|s| s.params == sends[0].params));
     assert_eq!(env.balance(to).await.unwrap(), eth("0.1"));
+}
+
+// ------------------------------------------------------------------ one agent, back to back
+
+async fn one_agent_back_to_back(version: EntryPointVersion) {
+    let f = fixture(version).await;
+    let agent = f.owner.create_agent(0, DAY).await.unwrap();
+    let to = address(&format!("back to back {version}"));
+    let window = f.open_window().await;
+    let account = f
+        .account_with(
+            0,
+            &[grant(&agent, vec![to], eth("1"), window, Address::ZERO)],
+        )
+        .await;
+    let tracker = NonceTracker::new();
+    let key = NonceKey::for_agent(agent.address);
+
+    // Three intents of one agent, each submitted as soon as the call returns: the tracker makes
+    // each wait for its predecessor's inclusion, so they take consecutive nonces.
+    let mut hashes = Vec::new();
+    for i in 0..3u64 {
+        let mut guard = tracker.lock(account, key).await;
+        let nonce = f
+            .env
+            .client
+            .next_nonce(&mut guard, kms_e2e::chain::RECEIPT_TIMEOUT)
+            .await
+            .unwrap();
+        assert_eq!(NonceKey::split(nonce), (key, i));
+        let prepared = f
+            .env
+            .client
+            .prepare_agent_op(
+                account,
+                agent.address,
+                vec![Call::transfer(to, eth("0.01"))],
+                Some(nonce),
+            )
+            .await
+            .unwrap();
+        let sig = agent
+            .sign(&f.tee, prepared.user_op_hash, account)
+            .await
+            .unwrap();
+        let sub = f.env.client.submit(&prepared.signed(sig)).await.unwrap();
+        guard.submitted(nonce, sub.user_op_hash);
+        hashes.push(sub.user_op_hash);
+    }
+    for h in hashes {
+        let r = f
+            .env
+            .client
+            .wait_for_receipt(h, kms_e2e::chain::RECEIPT_TIMEOUT)
+            .await
+            .unwrap();
+        assert!(r.success);
+    }
+    assert_eq!(f.env.balance(to).await.unwrap(), eth("0.03"));
+    assert_eq!(
+        NonceKey::split(f.env.client.nonce(account, key).await.unwrap()).1,
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_agent_back_to_back_gets_consecutive_nonces_v07() {
+    one_agent_back_to_back(V07).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_agent_back_to_back_gets_consecutive_nonces_v08() {
+    one_agent_back_to_back(V08).await;
 }

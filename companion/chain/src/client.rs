@@ -29,7 +29,7 @@ use kms_contracts::{AgentAccountFactory, IEntryPointV07, SessionKeyValidator};
 
 use crate::account::{encode_calls, factory_data, Call, NoCalls};
 use crate::bundler::{BundlerClient, BundlerError, RetryPolicy, Submission, UserOperationReceipt};
-use crate::nonce::NonceKey;
+use crate::nonce::{NonceGuard, NonceKey};
 use crate::operator::{OperatorSigner, OperatorSignerError, RevokeSessionTx};
 use crate::session::{revoke_call_data, InvalidGrant, SessionGrant, SessionSnapshot};
 use crate::userop::v0_7::{GasLimits, GasOverflow, UserOperation};
@@ -586,6 +586,33 @@ impl ChainClient {
             gas: None,
         })
         .await
+    }
+
+    /// The nonce for the next operation under `guard` (see [`crate::nonce`]): the EntryPoint's
+    /// next nonce for the guard's key, after waiting up to `timeout` for the inclusion of the
+    /// operation the guard last submitted if the chain has not passed it yet. On timeout the
+    /// in-flight record is cleared (so a dropped operation does not block the key for ever) and
+    /// the receipt timeout is returned.
+    pub async fn next_nonce(
+        &self,
+        guard: &mut NonceGuard,
+        timeout: Duration,
+    ) -> Result<U256, ChainError> {
+        let on_chain = self.nonce(guard.sender(), guard.key()).await?;
+        let Some(pending) = guard.blocks(on_chain) else {
+            guard.clear();
+            return Ok(on_chain);
+        };
+        match self.wait_for_receipt(pending.user_op_hash, timeout).await {
+            Ok(_) => {
+                guard.clear();
+                self.nonce(guard.sender(), guard.key()).await
+            }
+            Err(e) => {
+                guard.clear();
+                Err(e)
+            }
+        }
     }
 
     /// Submits a signed operation (see [`BundlerClient::submit`]: transient failures are retried

@@ -29,7 +29,7 @@ use subtle::ConstantTimeEq;
 /// How long a nonce is accepted.
 pub(crate) const NONCE_TTL_SECS: u64 = 300;
 /// Most nonces pending per wallet; the oldest goes when a new one is issued.
-pub(crate) const MAX_NONCES_PER_WALLET: usize = 16;
+pub(crate) const MAX_NONCES_PER_WALLET: usize = 64;
 /// Most wallets with pending nonces.
 pub(crate) const MAX_WALLETS_WITH_NONCES: usize = 4096;
 

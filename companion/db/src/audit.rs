@@ -1,0 +1,275 @@
+//! The append-only, hash-chained audit log.
+//!
+//! Each row stores `prev_hash` (the previous row's hash, or
+//! [`GENESIS_HASH`] for the first) and its own
+//! `hash = SHA-256("kms-audit/v1" ‖ prev_hash ‖ seq ‖ ts ‖ actor ‖ action ‖
+//! key_id ‖ outcome ‖ user_op_hash ‖ detail)`, every field length-prefixed
+//! (absent fields with a distinct marker). Editing, deleting or reordering a
+//! row breaks the chain, which [`Db::verify_audit_chain`] reports. Triggers
+//! also refuse UPDATE and DELETE on the table.
+//!
+//! Events must never carry secrets (no JWTs, API keys, assertions).
+
+use crate::{Db, Result};
+use sha2::{Digest, Sha256};
+
+/// `prev_hash` of the first row.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// An event to append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// When (unix seconds).
+    pub ts: i64,
+    /// Who: `api-key:<id>`, `agent:<keyId>`, `open-mode`, `system`, ...
+    pub actor: String,
+    /// What: `CreateAgentKey`, `SignAgent`, `SignHash`, ...
+    pub action: String,
+    /// The key concerned (wallet id or agent key id).
+    pub key_id: Option<String>,
+    /// `ok` or `refused:<code>` / `error:<code>`.
+    pub outcome: String,
+    /// The userOpHash signed, where there is one.
+    pub user_op_hash: Option<String>,
+    /// Non-secret detail (e.g. a derivation path or an address).
+    pub detail: Option<String>,
+}
+
+/// A stored row.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct AuditRecord {
+    /// Sequence number (1, 2, ...).
+    pub seq: i64,
+    /// When.
+    pub ts: i64,
+    /// Who.
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// Key.
+    pub key_id: Option<String>,
+    /// Outcome.
+    pub outcome: String,
+    /// userOpHash.
+    pub user_op_hash: Option<String>,
+    /// Detail.
+    pub detail: Option<String>,
+    /// Previous row's hash.
+    pub prev_hash: String,
+    /// This row's hash.
+    pub hash: String,
+}
+
+/// Result of [`Db::verify_audit_chain`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditVerification {
+    /// Rows checked.
+    pub rows: u64,
+    /// The first row that does not verify, with the reason; `None` when the
+    /// whole chain verifies.
+    pub first_bad: Option<(i64, String)>,
+}
+
+impl AuditVerification {
+    /// Whether the chain verifies.
+    pub fn is_ok(&self) -> bool {
+        self.first_bad.is_none()
+    }
+}
+
+fn field(h: &mut Sha256, v: Option<&str>) {
+    match v {
+        Some(s) => {
+            h.update(u32::try_from(s.len()).unwrap_or(u32::MAX).to_be_bytes());
+            h.update(s.as_bytes());
+        }
+        None => h.update(u32::MAX.to_be_bytes()),
+    }
+}
+
+fn row_hash(prev: &str, seq: i64, e: &AuditEvent) -> String {
+    let mut h = Sha256::new();
+    h.update(b"kms-audit/v1");
+    field(&mut h, Some(prev));
+    h.update(seq.to_be_bytes());
+    h.update(e.ts.to_be_bytes());
+    field(&mut h, Some(&e.actor));
+    field(&mut h, Some(&e.action));
+    field(&mut h, e.key_id.as_deref());
+    field(&mut h, Some(&e.outcome));
+    field(&mut h, e.user_op_hash.as_deref());
+    field(&mut h, e.detail.as_deref());
+    hex::encode(h.finalize())
+}
+
+impl Db {
+    /// Append events, in order, in one transaction.
+    pub async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let last: Option<(i64, String)> =
+            sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await?;
+        let (mut seq, mut prev) = last.unwrap_or((0, GENESIS_HASH.to_owned()));
+        for e in events {
+            seq += 1;
+            let hash = row_hash(&prev, seq, e);
+            sqlx::query(
+                "INSERT INTO audit_log (seq, ts, actor, action, key_id, outcome, user_op_hash, \
+                 detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(seq)
+            .bind(e.ts)
+            .bind(&e.actor)
+            .bind(&e.action)
+            .bind(&e.key_id)
+            .bind(&e.outcome)
+            .bind(&e.user_op_hash)
+            .bind(&e.detail)
+            .bind(&prev)
+            .bind(&hash)
+            .execute(&mut *tx)
+            .await?;
+            prev = hash;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Rows with `seq > after`, at most `limit`, oldest first.
+    pub async fn audit_rows(&self, after: i64, limit: u32) -> Result<Vec<AuditRecord>> {
+        Ok(sqlx::query_as::<_, AuditRecord>(
+            "SELECT seq, ts, actor, action, key_id, outcome, user_op_hash, detail, prev_hash, hash \
+             FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Recompute the whole chain and report the first row that does not
+    /// verify (edited, deleted, inserted or reordered).
+    pub async fn verify_audit_chain(&self) -> Result<AuditVerification> {
+        let mut prev = GENESIS_HASH.to_owned();
+        let mut expect_seq = 1i64;
+        let mut rows = 0u64;
+        loop {
+            let page = self.audit_rows(expect_seq - 1, 1000).await?;
+            if page.is_empty() {
+                return Ok(AuditVerification {
+                    rows,
+                    first_bad: None,
+                });
+            }
+            for r in page {
+                rows += 1;
+                let bad = |why: &str| {
+                    Ok(AuditVerification {
+                        rows,
+                        first_bad: Some((r.seq, why.to_owned())),
+                    })
+                };
+                if r.seq != expect_seq {
+                    return bad("sequence gap (a row was deleted or inserted)");
+                }
+                if r.prev_hash != prev {
+                    return bad("prev_hash does not match the previous row");
+                }
+                let e = AuditEvent {
+                    ts: r.ts,
+                    actor: r.actor.clone(),
+                    action: r.action.clone(),
+                    key_id: r.key_id.clone(),
+                    outcome: r.outcome.clone(),
+                    user_op_hash: r.user_op_hash.clone(),
+                    detail: r.detail.clone(),
+                };
+                if row_hash(&prev, r.seq, &e) != r.hash {
+                    return bad("row hash does not match its contents (edited)");
+                }
+                prev = r.hash;
+                expect_seq += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::*;
+
+    fn ev(action: &str) -> AuditEvent {
+        AuditEvent {
+            ts: 5,
+            actor: "system".into(),
+            action: action.into(),
+            key_id: Some("w:0".into()),
+            outcome: "ok".into(),
+            user_op_hash: None,
+            detail: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn chain_verifies_and_detects_edits() {
+        let (_d, db) = temp_db().await;
+        assert!(db.verify_audit_chain().await.unwrap().is_ok());
+        db.append_audit(&[ev("A"), ev("B")]).await.unwrap();
+        db.append_audit(&[ev("C")]).await.unwrap();
+        let v = db.verify_audit_chain().await.unwrap();
+        assert_eq!(
+            v,
+            AuditVerification {
+                rows: 3,
+                first_bad: None
+            }
+        );
+        // The table refuses edits...
+        let err = sqlx::query("UPDATE audit_log SET outcome = 'x' WHERE seq = 2")
+            .execute(db.pool())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{err}");
+        // ...and one that gets around the trigger is detected.
+        sqlx::query("DROP TRIGGER audit_log_no_update")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        sqlx::query("UPDATE audit_log SET outcome = 'refused' WHERE seq = 2")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        let v = db.verify_audit_chain().await.unwrap();
+        assert_eq!(v.first_bad.as_ref().map(|b| b.0), Some(2), "{v:?}");
+    }
+
+    #[tokio::test]
+    async fn deletion_is_detected() {
+        let (_d, db) = temp_db().await;
+        db.append_audit(&[ev("A"), ev("B"), ev("C")]).await.unwrap();
+        sqlx::query("DROP TRIGGER audit_log_no_delete")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM audit_log WHERE seq = 2")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        let v = db.verify_audit_chain().await.unwrap();
+        assert_eq!(v.first_bad.map(|b| b.0), Some(3));
+    }
+
+    #[test]
+    fn absent_and_empty_fields_hash_differently() {
+        let mut a = ev("A");
+        a.detail = None;
+        let mut b = a.clone();
+        b.detail = Some(String::new());
+        assert_ne!(row_hash(GENESIS_HASH, 1, &a), row_hash(GENESIS_HASH, 1, &b));
+    }
+}

@@ -1,0 +1,267 @@
+//! Configuration: one struct, from flags and environment variables (clap).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Parser, ValueEnum};
+
+/// Default credential lifetime: 3 days (the TA's cap).
+pub const DEFAULT_JWT_TTL_SECS: u64 = kms_proto::jwt::MAX_TTL_SECS;
+/// Default issue period of a JWT secret before rotation: 30 days.
+pub const DEFAULT_ROTATION_PERIOD_SECS: u64 = 30 * 24 * 3600;
+/// Verify-only overlap of a rotated JWT secret: 7 days (enforced by the TA).
+pub const VERIFY_ONLY_SECS: u64 = kms_proto::jwt::VERIFY_ONLY_OVERLAP_SECS;
+/// Lifetime of a WebAuthn ceremony (and of the TA nonce it uses).
+pub const CEREMONY_TTL_SECS: i64 = 300;
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The key companion: an HTTP service in front of the TEE-held keys.
+///
+/// Every option can also be set through the environment variable shown.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "companion", version, about, long_about = None)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "KMS_LISTEN", default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+
+    /// Directory for the database file (and, by default, the TA simulator
+    /// socket). Created if missing.
+    #[arg(long, env = "KMS_DATA_DIR", default_value = "./kms-data")]
+    pub data_dir: PathBuf,
+
+    /// Database URL [default: sqlite://<DATA_DIR>/kms.db].
+    #[arg(long, env = "KMS_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Most database connections in the pool.
+    #[arg(long, env = "KMS_DB_MAX_CONNECTIONS", default_value_t = 8)]
+    pub db_max_connections: u32,
+
+    /// TEE backend: `sim:<socket path>` (the ta-sim process) or `optee`
+    /// [default: sim:<DATA_DIR>/ta.sock].
+    #[arg(long, env = "KMS_TEE_BACKEND")]
+    pub tee: Option<String>,
+
+    /// WebAuthn relying party id (the domain passkeys are scoped to). The TA
+    /// binds each wallet to it.
+    #[arg(long, env = "KMS_RP_ID", default_value = "localhost")]
+    pub rp_id: String,
+
+    /// WebAuthn relying party display name.
+    #[arg(long, env = "KMS_RP_NAME", default_value = "Agent Key Companion")]
+    pub rp_name: String,
+
+    /// Allowed WebAuthn origins, comma-separated (e.g.
+    /// `https://wallet.example.com`) [default: https://<RP_ID>, or
+    /// http://localhost:<port> when the rp id is localhost].
+    #[arg(long = "origin", env = "KMS_ORIGIN", value_delimiter = ',')]
+    pub origins: Vec<String>,
+
+    /// Serve without API keys (open mode). Development only; the start-up
+    /// log warns loudly. Ignored when --require-api-key is set. The
+    /// variable takes 1/0, true/false, yes/no, on/off.
+    #[arg(long = "open", env = "KMS_ALLOW_OPEN_MODE", action = ArgAction::SetTrue,
+          value_parser = BoolishValueParser::new())]
+    pub open_mode: bool,
+
+    /// Always require an API key (fail closed), even in --dev and even if
+    /// --open is given.
+    #[arg(long, env = "KMS_REQUIRE_API_KEY", action = ArgAction::SetTrue,
+          value_parser = BoolishValueParser::new())]
+    pub require_api_key: bool,
+
+    /// Create an API key with this label, print it once on stdout, and exit.
+    #[arg(long, value_name = "LABEL")]
+    pub create_api_key: Option<String>,
+
+    /// Requests per minute allowed per API key (all API-key routes together).
+    #[arg(long, env = "KMS_RATE_LIMIT", default_value_t = 600)]
+    pub rate_limit: u32,
+
+    /// Signing requests per minute allowed per agent credential
+    /// (`/kms/sign-agent`), checked before any TEE call.
+    #[arg(long, env = "KMS_AGENT_RATE_LIMIT", default_value_t = 20)]
+    pub agent_rate_limit: u32,
+
+    /// Default lifetime of agent credentials in seconds (at most 3 days).
+    /// A request may ask for a shorter one with `ttlSecs`.
+    #[arg(long, env = "KMS_JWT_TTL_SECS", default_value_t = DEFAULT_JWT_TTL_SECS)]
+    pub jwt_ttl_secs: u64,
+
+    /// Rotate the JWT secret when the current one is older than this many
+    /// seconds (30 days by default).
+    #[arg(long, env = "KMS_JWT_ROTATION_PERIOD_SECS", default_value_t = DEFAULT_ROTATION_PERIOD_SECS)]
+    pub jwt_rotation_period_secs: u64,
+
+    /// How often the rotation task runs, in seconds (24 h by default). The
+    /// verify-only overlap of a rotated secret is 7 days, enforced by the TA.
+    #[arg(long, env = "KMS_JWT_ROTATION_TICK_SECS", default_value_t = 24 * 3600)]
+    pub jwt_rotation_tick_secs: u64,
+
+    /// How often expired WebAuthn ceremonies are deleted, in seconds.
+    #[arg(long, env = "KMS_CHALLENGE_CLEANUP_SECS", default_value_t = 600)]
+    pub challenge_cleanup_secs: u64,
+
+    /// Ethereum JSON-RPC URL (used by the intent API of a later release).
+    #[arg(long, env = "KMS_RPC_URL")]
+    pub rpc_url: Option<String>,
+
+    /// ERC-4337 bundler URL (used by the intent API of a later release).
+    #[arg(long, env = "KMS_BUNDLER_URL")]
+    pub bundler_url: Option<String>,
+
+    /// SessionKeyValidator contract address (used by a later release).
+    #[arg(long, env = "KMS_VALIDATOR_ADDRESS")]
+    pub validator_address: Option<String>,
+
+    /// EntryPoint contract address (used by a later release).
+    #[arg(long, env = "KMS_ENTRY_POINT")]
+    pub entry_point: Option<String>,
+
+    /// Chain id (used by a later release).
+    #[arg(long, env = "KMS_CHAIN_ID")]
+    pub chain_id: Option<u64>,
+
+    /// Development instance: a temporary data directory, its own ta-sim,
+    /// rp id `localhost` with origin http://localhost:<port>, and a generated
+    /// API key printed at start (or open mode if --open is also given).
+    #[arg(long)]
+    pub dev: bool,
+
+    /// The ta-sim binary started by --dev [default: `ta-sim` next to this
+    /// executable, else on PATH].
+    #[arg(long, env = "KMS_TA_SIM_BIN")]
+    pub ta_sim_bin: Option<PathBuf>,
+
+    /// Log filter (error, warn, info, debug, trace, or tracing directives).
+    #[arg(long, env = "KMS_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Log format.
+    #[arg(long, env = "KMS_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Which API-key policy is in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiKeyMode {
+    /// Every API-key route requires a valid key; with none provisioned,
+    /// every such request is refused.
+    Required,
+    /// No key is checked (explicitly chosen).
+    Open,
+}
+
+impl Config {
+    /// Parse from the command line and the environment.
+    pub fn from_args() -> Self {
+        Self::parse()
+    }
+
+    /// A configuration with every default (for tests and embedding).
+    pub fn defaults() -> Self {
+        Self::parse_from(["companion"])
+    }
+
+    /// The database URL in force.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("kms.db").display()))
+    }
+
+    /// The TEE backend string in force.
+    pub fn tee_backend(&self) -> String {
+        self.tee
+            .clone()
+            .unwrap_or_else(|| format!("sim:{}", self.data_dir.join("ta.sock").display()))
+    }
+
+    /// The API-key mode in force.
+    pub fn api_key_mode(&self) -> ApiKeyMode {
+        if self.open_mode && !self.require_api_key {
+            ApiKeyMode::Open
+        } else {
+            ApiKeyMode::Required
+        }
+    }
+
+    /// Allowed origins, given the port actually bound.
+    pub fn origins_for_port(&self, port: u16) -> Vec<String> {
+        if !self.origins.is_empty() {
+            return self.origins.clone();
+        }
+        if self.rp_id == "localhost" {
+            vec![format!("http://localhost:{port}")]
+        } else {
+            vec![format!("https://{}", self.rp_id)]
+        }
+    }
+
+    /// Check values that clap cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.jwt_ttl_secs == 0 || self.jwt_ttl_secs > kms_proto::jwt::MAX_TTL_SECS {
+            return Err(format!(
+                "--jwt-ttl-secs must be between 1 and {}",
+                kms_proto::jwt::MAX_TTL_SECS
+            ));
+        }
+        if self.rate_limit == 0 || self.agent_rate_limit == 0 {
+            return Err("rate limits must be at least 1 per minute".into());
+        }
+        if self.jwt_rotation_tick_secs == 0 || self.challenge_cleanup_secs == 0 {
+            return Err("task intervals must be at least 1 second".into());
+        }
+        if self.rp_id.is_empty() {
+            return Err("--rp-id must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_modes() {
+        let c = Config::defaults();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:3000");
+        assert_eq!(c.jwt_ttl_secs, 3 * 24 * 3600);
+        assert_eq!(c.agent_rate_limit, 20);
+        assert_eq!(c.api_key_mode(), ApiKeyMode::Required);
+        assert!(c.tee_backend().starts_with("sim:"));
+        assert!(c.database_url().ends_with("kms.db"));
+        assert_eq!(
+            c.origins_for_port(8080),
+            vec!["http://localhost:8080".to_string()]
+        );
+        let open = Config::parse_from(["companion", "--open"]);
+        assert_eq!(open.api_key_mode(), ApiKeyMode::Open);
+        let forced = Config::parse_from(["companion", "--open", "--require-api-key"]);
+        assert_eq!(forced.api_key_mode(), ApiKeyMode::Required);
+        assert!(
+            Config::parse_from(["companion", "--jwt-ttl-secs", "300000"])
+                .validate()
+                .is_err()
+        );
+        let o = Config::parse_from([
+            "companion",
+            "--origin",
+            "https://a.example,https://b.example",
+        ]);
+        assert_eq!(o.origins.len(), 2);
+    }
+}

@@ -1,0 +1,33 @@
+//! The key companion: an HTTP service (axum) in front of the Trusted
+//! Application that holds wallets and agent keys.
+//!
+//! * [`config`] — every setting, from flags and environment.
+//! * [`server`] — the router and start-up ([`server::start`]).
+//! * [`webauthn`] — ceremonies bound to TA nonces and payload digests.
+//! * [`ops`] — request types and the one builder of each TA body.
+//! * [`routes`] — wallet (AWS-KMS style), agent, ceremony and health routes.
+//! * [`auth`], [`ratelimit`] — API keys and limits, before any TEE call.
+//! * [`error`] — one error type, one status mapping.
+//! * [`audit`], [`metrics`], [`openapi`], [`tasks`].
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod der;
+pub mod dev;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod openapi;
+pub mod ops;
+pub mod ratelimit;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod tasks;
+pub mod webauthn;
+
+pub use config::Config;
+pub use server::{start, Running};

@@ -1,0 +1,125 @@
+//! `companion`: the key companion HTTP service.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use kms_companion::config::{ApiKeyMode, LogFormat};
+use kms_companion::{dev, Config};
+use tracing_subscriber::EnvFilter;
+
+fn init_logs(cfg: &Config) -> Result<(), String> {
+    let filter = EnvFilter::try_new(&cfg.log).map_err(|e| format!("invalid --log filter: {e}"))?;
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cfg.log_format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn run(mut cfg: Config) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    if let Some(label) = cfg.create_api_key.clone() {
+        if cfg.database_url.is_none() {
+            std::fs::create_dir_all(&cfg.data_dir)?;
+        }
+        let db = kms_db::Db::open(&cfg.database_url()).await?;
+        let k = db.create_api_key(&label, kms_db::now_secs()).await?;
+        eprintln!(
+            "API key {} created (label {label:?}); it is shown only once:",
+            k.id
+        );
+        println!("{}", k.key);
+        db.close().await;
+        return Ok(());
+    }
+    let mut sim = None;
+    let mut _tmp = None;
+    if cfg.dev {
+        let dir = tempfile::Builder::new().prefix("kms-dev-").tempdir()?;
+        let bin = dev::find_ta_sim(cfg.ta_sim_bin.as_deref());
+        let s = dev::start_sim(&bin, dir.path()).await?;
+        cfg.data_dir = dir.path().to_owned();
+        cfg.database_url = None;
+        cfg.tee = Some(format!("sim:{}", s.socket.display()));
+        cfg.rp_id = "localhost".into();
+        cfg.origins.clear();
+        sim = Some(s);
+        _tmp = Some(dir);
+    }
+    let running = kms_companion::start(cfg.clone()).await?;
+    if cfg.dev {
+        eprintln!(
+            "==> companion --dev listening on http://localhost:{}",
+            running.addr.port()
+        );
+        eprintln!(
+            "    data dir {} (deleted on exit), rp id localhost",
+            cfg.data_dir.display()
+        );
+        if running.state.api_key_mode == ApiKeyMode::Open {
+            eprintln!("!!! OPEN MODE: no API key is required. Never expose this instance. !!!");
+        } else {
+            let k = running
+                .state
+                .db
+                .create_api_key("dev", kms_db::now_secs())
+                .await?;
+            eprintln!("    API key (send as x-api-key):");
+            println!("KMS_API_KEY={}", k.key);
+        }
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    if let Some(s) = sim {
+        s.stop().await;
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cfg = Config::from_args();
+    if let Err(e) = init_logs(&cfg) {
+        eprintln!("companion: {e}");
+        return ExitCode::from(2);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("companion: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("companion: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,480 @@
+//! The agent API: create, sign (hot path), refresh, revoke.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::{Extension, Json};
+use kms_db::{AgentActivation, AgentStatus};
+use kms_proto::authz::AuthorizedBody;
+use kms_proto::{
+    AgentCredential, CreateAgentKey, HdPath, JwtSignPayload, RevokeAgentKey, SignAgentUserOp,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
+
+use crate::audit::Event;
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{hex0x, hex_fixed, JsonBody};
+use crate::ops::{self, CreateAgentKeyRequest, RefreshAgentRequest, RevokeAgentRequest};
+use crate::state::{AppState, CachedCredential};
+use crate::webauthn::Purpose;
+
+/// A newly issued agent credential (shown once).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentCredentialResponse {
+    /// `"{wallet}:{index}"`.
+    pub key_id: String,
+    /// The agent key's address.
+    pub agent_address: String,
+    /// SEC1 compressed public key, 0x hex.
+    pub public_key: String,
+    /// `m/44'/60'/0'/1/<index>`.
+    pub derivation_path: String,
+    /// The JWT. Returned once; only its SHA-256 is stored.
+    pub agent_credential: String,
+    /// Expiry (unix seconds).
+    pub expires_at: u64,
+    /// Credential generation (`gen` claim).
+    pub generation: u32,
+}
+
+/// `/kms/sign-agent`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SignAgentRequest {
+    /// `"{wallet}:{index}"`; must match the credential.
+    pub key_id: String,
+    /// The userOpHash (32 bytes hex).
+    pub payload: String,
+    /// The smart account the signature is for (20 bytes hex).
+    pub account_address: String,
+    /// Ignored (always secp256k1).
+    #[serde(default)]
+    pub algorithm: Option<String>,
+}
+
+/// `/kms/sign-agent` answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SignAgentResponse {
+    /// Key id.
+    pub key_id: String,
+    /// Agent key address.
+    pub agent_address: String,
+    /// `0x` + 106 bytes: `0x08 ‖ account ‖ agent ‖ r ‖ s ‖ v`.
+    pub signature: String,
+}
+
+/// `/kms/revoke-agent-credential` answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevokeAgentResponse {
+    /// Always true (idempotent).
+    pub success: bool,
+    /// Key id.
+    pub key_id: String,
+    /// When it was revoked (unix seconds).
+    pub revoked_at: i64,
+    /// The TA's generation after the revoke.
+    pub generation: u32,
+}
+
+fn credential_hash(jwt: &str) -> String {
+    hex::encode(Sha256::digest(jwt.as_bytes()))
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let v = headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        ApiError::unauthorized(
+            "credential_missing",
+            "Authorization: Bearer <agent credential> is required",
+        )
+    })?;
+    let v = v.to_str().map_err(|_| {
+        ApiError::unauthorized("credential_malformed", "malformed Authorization header")
+    })?;
+    let token = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "credential_missing",
+                "Authorization must be a Bearer credential",
+            )
+        })?;
+    Ok(token.trim())
+}
+
+fn response(key_id: String, c: &AgentCredential) -> AgentCredentialResponse {
+    AgentCredentialResponse {
+        key_id,
+        agent_address: hex0x(&c.address),
+        public_key: hex0x(&c.public_key),
+        derivation_path: HdPath::agent(c.agent_index).to_string(),
+        agent_credential: c.to_jwt(),
+        expires_at: c.exp,
+        generation: c.generation,
+    }
+}
+
+fn activation<'a>(
+    c: &AgentCredential,
+    address: &'a str,
+    public_key: &'a str,
+    hash: &'a str,
+) -> AgentActivation<'a> {
+    AgentActivation {
+        agent_address: address,
+        public_key,
+        credential_hash: hash,
+        kid: "",
+        generation: c.generation,
+        issued_at: i64::try_from(c.iat).unwrap_or(i64::MAX),
+        expires_at: i64::try_from(c.exp).unwrap_or(i64::MAX),
+        now: kms_db::now_secs(),
+    }
+}
+
+/// Create an agent key and its first credential (passkey ceremony).
+#[utoipa::path(post, path = "/kms/create-agent-key", tag = "agent", request_body = CreateAgentKeyRequest,
+    responses((status = 200, body = AgentCredentialResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn create_agent_key(
+    State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(r): JsonBody<CreateAgentKeyRequest>,
+) -> Result<Json<AgentCredentialResponse>, ApiError> {
+    let body = ops::prepare_mint(&s, &r).await?;
+    let wallet = body.wallet_id.to_uuid_string();
+    let mut key_id = None;
+    let res = async {
+        let assertion = s
+            .finish_authentication(
+                &body.wallet_id,
+                Purpose::CreateAgentKey,
+                &body.payload_digest(),
+                r.web_authn_assertion.as_ref(),
+                r.passkey_assertion.is_some(),
+                "wallet id",
+            )
+            .await?;
+        let index =
+            s.db.reserve_agent_index(&wallet, &body.label, kms_db::now_secs())
+                .await?;
+        key_id = Some(kms_proto::jwt::key_id(&body.wallet_id, index));
+        match s
+            .tee
+            .call(&CreateAgentKey {
+                agent_index: index,
+                body: body.clone(),
+                assertion,
+            })
+            .await
+        {
+            Ok(c) => {
+                let jwt = c.to_jwt();
+                let hash = credential_hash(&jwt);
+                let (address, public_key) = (hex0x(&c.address), hex0x(&c.public_key));
+                let mut act = activation(&c, &address, &public_key, &hash);
+                act.kid = &c.kid;
+                s.db.activate_agent(&wallet, index, &act).await?;
+                Ok(c)
+            }
+            Err(e) => {
+                s.db.fail_agent(&wallet, index, e.code(), kms_db::now_secs())
+                    .await?;
+                Err(e)
+            }
+        }
+    }
+    .await;
+    s.audit_durable(
+        &caller.actor,
+        "CreateAgentKey",
+        Some(key_id.as_deref().unwrap_or(&wallet)),
+        &res,
+        None,
+    )
+    .await;
+    let c = res?;
+    Ok(Json(response(
+        kms_proto::jwt::key_id(&body.wallet_id, c.agent_index),
+        &c,
+    )))
+}
+
+/// Sign a userOpHash with an agent key (Bearer agent credential).
+#[utoipa::path(post, path = "/kms/sign-agent", tag = "agent", request_body = SignAgentRequest,
+    responses((status = 200, body = SignAgentResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn sign_agent(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    JsonBody(r): JsonBody<SignAgentRequest>,
+) -> Result<Json<SignAgentResponse>, ApiError> {
+    let jwt = bearer(&headers)?;
+    let parsed = kms_proto::jwt::parse(jwt).map_err(|e| {
+        ApiError::unauthorized("credential_malformed", format!("invalid credential: {e}"))
+    })?;
+    let (wallet, index) = ops::agent_key_id(&r.key_id)?;
+    // One canonical spelling for the limiter, the cache and the audit
+    // trail (case or leading zeros must not open another bucket).
+    let key_id = kms_proto::jwt::key_id(&wallet, index);
+    let claims = &parsed.claims;
+    if claims.agent_index != index
+        || claims.wallet_id.parse::<kms_proto::WalletId>().ok() != Some(wallet)
+    {
+        return Err(ApiError::forbidden(
+            "key_id_mismatch",
+            "keyId does not match the credential",
+        ));
+    }
+    let user_op_hash = hex_fixed::<32>("payload", &r.payload)?;
+    let account = hex_fixed::<20>("accountAddress", &r.account_address)?;
+    // Per-credential limit before any TEE call.
+    s.limits.agent.check(&key_id)?;
+    let res = sign_agent_checked(
+        &s,
+        &key_id,
+        wallet,
+        index,
+        jwt,
+        claims.exp,
+        user_op_hash,
+        account,
+    )
+    .await;
+    let outcome = crate::routes::outcome(&res);
+    let actor = format!("agent:{key_id}");
+    let hash_hex = hex0x(&user_op_hash);
+    s.audit.record(Event {
+        actor: &actor,
+        action: "SignAgentUserOp",
+        key_id: Some(&key_id),
+        outcome: &outcome,
+        user_op_hash: Some(&hash_hex),
+        detail: None,
+    });
+    let sig = res?;
+    s.metrics.count_signature("agent_userop");
+    Ok(Json(SignAgentResponse {
+        key_id,
+        agent_address: hex0x(&sig.agent_address),
+        signature: hex0x(&sig.signature),
+    }))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn sign_agent_checked(
+    s: &AppState,
+    key_id: &str,
+    wallet: kms_proto::WalletId,
+    index: u32,
+    jwt: &str,
+    exp: u64,
+    user_op_hash: [u8; 32],
+    account: [u8; 20],
+) -> Result<kms_proto::AgentSignature, ApiError> {
+    let presented = credential_hash(jwt);
+    let current = match s.credentials.get(key_id) {
+        Some(c) => c,
+        None => {
+            let row =
+                s.db.get_agent(&wallet.to_uuid_string(), index)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found("agent_not_found", "unknown agent key"))?;
+            match row.status {
+                AgentStatus::Active => {}
+                AgentStatus::Revoked => {
+                    return Err(ApiError::unauthorized(
+                        "credential_revoked",
+                        "the agent key is revoked",
+                    ))
+                }
+                AgentStatus::Pending | AgentStatus::Failed => {
+                    return Err(ApiError::not_found("agent_not_found", "unknown agent key"))
+                }
+            }
+            let c = CachedCredential {
+                hash: row.credential_hash.unwrap_or_default(),
+                expires_at: row.expires_at.unwrap_or(0),
+                agent_address: row.agent_address.unwrap_or_default(),
+                cached_at: std::time::Instant::now(),
+            };
+            s.credentials.put(key_id, c.clone());
+            c
+        }
+    };
+    if !bool::from(presented.as_bytes().ct_eq(current.hash.as_bytes())) {
+        return Err(ApiError::unauthorized(
+            "credential_superseded",
+            "this is not the current credential of the key (superseded by a refresh, or invalid)",
+        ));
+    }
+    let now = u64::try_from(kms_db::now_secs()).unwrap_or(0);
+    if exp <= now || current.expires_at <= kms_db::now_secs() {
+        return Err(ApiError::unauthorized(
+            "credential_expired",
+            "the credential has expired",
+        ));
+    }
+    s.tee
+        .call(&SignAgentUserOp {
+            wallet_id: wallet,
+            agent_index: index,
+            jwt: jwt.to_owned(),
+            user_op_hash,
+            account,
+        })
+        .await
+}
+
+/// Issue a new credential for an agent; the previous one is superseded in
+/// the database and in the TA (generation). Bearer credential (current,
+/// possibly expired) plus the owner's passkey ceremony.
+#[utoipa::path(post, path = "/kms/refresh-agent-credential", tag = "agent", request_body = RefreshAgentRequest,
+    responses((status = 200, body = AgentCredentialResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn refresh_agent_credential(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    JsonBody(r): JsonBody<RefreshAgentRequest>,
+) -> Result<Json<AgentCredentialResponse>, ApiError> {
+    let jwt = bearer(&headers)?;
+    let parsed = kms_proto::jwt::parse(jwt).map_err(|e| {
+        ApiError::unauthorized("credential_malformed", format!("invalid credential: {e}"))
+    })?;
+    let (wallet, index) = ops::agent_key_id(&r.key_id)?;
+    // One canonical spelling for the limiter, the cache and the audit
+    // trail (case or leading zeros must not open another bucket).
+    let key_id = kms_proto::jwt::key_id(&wallet, index);
+    if parsed.claims.agent_index != index
+        || parsed.claims.wallet_id.parse::<kms_proto::WalletId>().ok() != Some(wallet)
+    {
+        return Err(ApiError::forbidden(
+            "key_id_mismatch",
+            "keyId does not match the credential",
+        ));
+    }
+    let body = ops::prepare_refresh(&s, &r).await?;
+    let wallet_str = wallet.to_uuid_string();
+    let actor = format!("agent:{key_id}");
+    let res = async {
+        let row =
+            s.db.get_agent(&wallet_str, index)
+                .await?
+                .ok_or_else(|| ApiError::not_found("agent_not_found", "unknown agent key"))?;
+        if row.status == AgentStatus::Revoked {
+            return Err(ApiError::unauthorized(
+                "credential_revoked",
+                "the agent key is revoked",
+            ));
+        }
+        let stored = row.credential_hash.unwrap_or_default();
+        if !bool::from(credential_hash(jwt).as_bytes().ct_eq(stored.as_bytes())) {
+            return Err(ApiError::unauthorized(
+                "credential_superseded",
+                "this is not the current credential of the key",
+            ));
+        }
+        let assertion = s
+            .finish_authentication(
+                &wallet,
+                Purpose::RefreshAgentCredential,
+                &body.payload_digest(),
+                r.web_authn_assertion.as_ref(),
+                r.passkey_assertion.is_some(),
+                "agent keyId",
+            )
+            .await?;
+        let c = s
+            .tee
+            .call(&JwtSignPayload {
+                body: body.clone(),
+                assertion,
+            })
+            .await?;
+        let new_jwt = c.to_jwt();
+        let hash = credential_hash(&new_jwt);
+        let (address, public_key) = (hex0x(&c.address), hex0x(&c.public_key));
+        let mut act = activation(&c, &address, &public_key, &hash);
+        act.kid = &c.kid;
+        s.db.refresh_agent(&wallet_str, index, &act).await?;
+        s.credentials.invalidate(&key_id);
+        Ok(c)
+    }
+    .await;
+    s.audit_durable(&actor, "RefreshAgentCredential", Some(&key_id), &res, None)
+        .await;
+    let c = res?;
+    Ok(Json(response(key_id, &c)))
+}
+
+/// Revoke an agent key in the database and the TA (idempotent); requires
+/// the owner's passkey ceremony.
+#[utoipa::path(post, path = "/kms/revoke-agent-credential", tag = "agent", request_body = RevokeAgentRequest,
+    responses((status = 200, body = RevokeAgentResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn revoke_agent_credential(
+    State(s): State<Arc<AppState>>,
+    JsonBody(r): JsonBody<RevokeAgentRequest>,
+) -> Result<Json<RevokeAgentResponse>, ApiError> {
+    let req = ops::prepare_revoke(&s, &r).await?;
+    let key_id = kms_proto::jwt::key_id(&req.wallet_id, req.agent_index);
+    let wallet_str = req.wallet_id.to_uuid_string();
+    let res = async {
+        s.finish_authentication(
+            &req.wallet_id,
+            Purpose::RevokeAgentCredential,
+            &ops::revoke_digest(&req),
+            r.web_authn_assertion.as_ref(),
+            r.passkey_assertion.is_some(),
+            "agent keyId",
+        )
+        .await?;
+        // Database first (the host refuses at once even if the TEE is
+        // unreachable), then the TA's generation bump.
+        let now = kms_db::now_secs();
+        s.db.revoke_agent(&wallet_str, req.agent_index, None, now)
+            .await?;
+        s.credentials.invalidate(&key_id);
+        let st = s
+            .tee
+            .call(&RevokeAgentKey {
+                wallet_id: req.wallet_id,
+                agent_index: req.agent_index,
+            })
+            .await?;
+        s.db.revoke_agent(&wallet_str, req.agent_index, Some(st.generation), now)
+            .await?;
+        Ok(st)
+    }
+    .await;
+    s.audit_durable(
+        "owner-passkey",
+        "RevokeAgentCredential",
+        Some(&key_id),
+        &res,
+        None,
+    )
+    .await;
+    let st = res?;
+    let row = s.db.get_agent(&wallet_str, req.agent_index).await?;
+    Ok(Json(RevokeAgentResponse {
+        success: true,
+        key_id,
+        revoked_at: row
+            .and_then(|a| a.revoked_at)
+            .unwrap_or_else(kms_db::now_secs),
+        generation: st.generation,
+    }))
+}

@@ -1,0 +1,341 @@
+//! WebAuthn ceremony endpoints: `/BeginRegistration`,
+//! `/CompleteRegistration` (creates the wallet in the TA),
+//! `/BeginAuthentication` (payload-bound challenges), and `/CreateKey`
+//! (AWS shape over the same registration ceremony).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::{Extension, Json};
+use kms_db::NewWallet;
+use kms_proto::CreateWallet;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{hex0x, JsonBody};
+use crate::ops::{self, CHANGE_PASSKEY_REGISTRATION, NEW_WALLET_REGISTRATION};
+use crate::routes::check_target;
+use crate::routes::wallet::{key_metadata, KeyMetadata};
+use crate::state::AppState;
+use crate::webauthn::{
+    passkey_credential_id, passkey_sec1, BeginAuthenticationResponse, BeginRegistrationResponse,
+    CeremonyResponse, Purpose,
+};
+
+/// `/BeginRegistration`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct BeginRegistrationRequest {
+    /// Set to register a NEW passkey for this existing wallet (the first
+    /// step of `/ChangePasskey`); absent for a new wallet.
+    #[serde(default)]
+    pub key_id: Option<String>,
+    /// WebAuthn user name [default: `wallet-user`].
+    #[serde(default)]
+    pub user_name: Option<String>,
+    /// WebAuthn user display name [default: `Agent Key Companion wallet`].
+    #[serde(default)]
+    pub user_display_name: Option<String>,
+    /// Key description stored with the new wallet.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// AWS key usage [default: SIGN_VERIFY].
+    #[serde(default)]
+    pub key_usage: Option<String>,
+    /// AWS key spec [default: ECC_SECG_P256K1].
+    #[serde(default)]
+    pub key_spec: Option<String>,
+    /// AWS key origin [default: EXTERNAL_KMS].
+    #[serde(default)]
+    pub origin: Option<String>,
+}
+
+/// `/CompleteRegistration` and `/CreateKey`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct CompleteRegistrationRequest {
+    /// From `/BeginRegistration`.
+    #[serde(default)]
+    pub challenge_id: Option<String>,
+    /// The authenticator's registration response (WebAuthn JSON).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub credential: Option<Value>,
+    /// Overrides the description given at BeginRegistration.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// `/CreateKey` only: AWS key usage.
+    #[serde(default)]
+    pub key_usage: Option<String>,
+    /// `/CreateKey` only: AWS key spec.
+    #[serde(default)]
+    pub key_spec: Option<String>,
+    /// `/CreateKey` only: AWS key origin.
+    #[serde(default)]
+    pub origin: Option<String>,
+    /// Refused: a bare key without proof of possession.
+    #[serde(default)]
+    pub passkey_public_key: Option<String>,
+}
+
+/// The new wallet.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct CompleteRegistrationResponse {
+    /// Wallet id.
+    pub key_id: String,
+    /// Passkey credential id (base64url).
+    pub credential_id: String,
+    /// Owner address `m/44'/60'/0'/0/0`.
+    pub address: String,
+    /// Owner public key (SEC1 compressed, 0x hex).
+    pub public_key: String,
+    /// Owner path.
+    pub derivation_path: String,
+    /// Always `ready`.
+    pub status: String,
+}
+
+/// `/CreateKey` answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateKeyResponse {
+    /// The new key.
+    pub key_metadata: KeyMetadata,
+}
+
+/// `/BeginAuthentication`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct BeginAuthenticationRequest {
+    /// The operation's key: the wallet id for wallet operations and
+    /// CreateAgentKey, the agent key id `"{wallet}:{index}"` for
+    /// RefreshAgentCredential and RevokeAgentCredential.
+    #[serde(default)]
+    pub key_id: Option<String>,
+    /// Instead of KeyId for Sign/SignHash: a recorded address.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// The operation to authorise.
+    #[serde(default)]
+    pub purpose: Option<String>,
+    /// The operation's request fields (without KeyId and WebAuthn), exactly
+    /// as they will be sent to the operation endpoint.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub payload: Option<Value>,
+}
+
+/// Start a registration ceremony.
+#[utoipa::path(post, path = "/BeginRegistration", tag = "ceremonies",
+    request_body = BeginRegistrationRequest,
+    responses((status = 200, body = BeginRegistrationResponse), (status = 401, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn begin_registration(
+    State(s): State<Arc<AppState>>,
+    JsonBody(r): JsonBody<BeginRegistrationRequest>,
+) -> Result<Json<BeginRegistrationResponse>, ApiError> {
+    let user = r.user_name.clone().unwrap_or_else(|| "wallet-user".into());
+    let display = r
+        .user_display_name
+        .clone()
+        .unwrap_or_else(|| "Agent Key Companion wallet".into());
+    if let Some(k) = &r.key_id {
+        // A new passkey for an existing wallet (ChangePasskey).
+        let id = ops::wallet_id(k)?;
+        let w = id.to_uuid_string();
+        if s.db.get_wallet(&w).await?.is_none() {
+            return Err(ApiError::not_found("key_not_found", "key not found"));
+        }
+        return Ok(Json(
+            s.begin_registration(Some(&w), CHANGE_PASSKEY_REGISTRATION, &user, &display, None)
+                .await?,
+        ));
+    }
+    let meta = json!({
+        "Description": r.description.clone().unwrap_or_default(),
+        "KeyUsage": r.key_usage.clone().unwrap_or_else(|| "SIGN_VERIFY".into()),
+        "KeySpec": r.key_spec.clone().unwrap_or_else(|| "ECC_SECG_P256K1".into()),
+        "Origin": r.origin.clone().unwrap_or_else(|| "EXTERNAL_KMS".into()),
+    });
+    Ok(Json(
+        s.begin_registration(None, NEW_WALLET_REGISTRATION, &user, &display, Some(meta))
+            .await?,
+    ))
+}
+
+async fn register_wallet(
+    s: &AppState,
+    caller: &Caller,
+    r: &CompleteRegistrationRequest,
+) -> Result<(kms_db::Wallet, String), ApiError> {
+    let (Some(challenge_id), Some(credential)) = (&r.challenge_id, &r.credential) else {
+        let why = if r.passkey_public_key.is_some() {
+            "a bare PasskeyPublicKey is not accepted: the passkey must prove possession in a \
+             registration ceremony"
+        } else {
+            "ChallengeId and Credential are required"
+        };
+        return Err(ApiError::bad_request(
+            "registration_required",
+            format!("{why}: POST /BeginRegistration, create the credential, then send {{ChallengeId, Credential}}"),
+        ));
+    };
+    let ceremony = CeremonyResponse {
+        challenge_id: challenge_id.clone(),
+        credential: credential.clone(),
+    };
+    let (passkey, meta) = s
+        .verify_registration(&ceremony, None, NEW_WALLET_REGISTRATION, true)
+        .await?;
+    let meta = meta.unwrap_or(Value::Null);
+    let pick = |over: &Option<String>, key: &str, default: &str| {
+        over.clone()
+            .or_else(|| meta.get(key).and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| default.to_owned())
+    };
+    let sec1 = passkey_sec1(&passkey)?;
+    let created = s
+        .tee
+        .call(&CreateWallet {
+            passkey_public_key: sec1.clone(),
+            rp_id: s.config.rp_id.clone(),
+        })
+        .await?;
+    let key_id = created.wallet_id.to_uuid_string();
+    let credential_id = passkey_credential_id(&passkey);
+    let now = kms_db::now_secs();
+    let new = NewWallet {
+        key_id: key_id.clone(),
+        description: pick(&r.description, "Description", ""),
+        key_usage: pick(&r.key_usage, "KeyUsage", "SIGN_VERIFY"),
+        key_spec: pick(&r.key_spec, "KeySpec", "ECC_SECG_P256K1"),
+        origin: pick(&r.origin, "Origin", "EXTERNAL_KMS"),
+        address: hex0x(&created.owner.address),
+        public_key: hex0x(&created.owner.public_key),
+        derivation_path: created.owner.path.to_string(),
+        rp_id: s.config.rp_id.clone(),
+        credential_id: credential_id.clone(),
+        passkey_public_key: hex::encode(&sec1),
+        passkey_json: serde_json::to_string(&passkey)
+            .map_err(|e| ApiError::internal(e.to_string()))?,
+        sign_count: i64::from(passkey_counter(&passkey)),
+        now,
+    };
+    if let Err(e) = s.db.insert_wallet(&new).await {
+        tracing::error!(wallet = %key_id, error = %e, "wallet created in the TA but not recorded");
+        return Err(e.into());
+    }
+    tracing::info!(wallet = %key_id, actor = %caller.actor, "wallet registered");
+    let w =
+        s.db.get_wallet(&key_id)
+            .await?
+            .ok_or_else(|| ApiError::internal("wallet vanished"))?;
+    Ok((w, credential_id))
+}
+
+/// The signature counter a passkey was registered with.
+pub fn passkey_counter(p: &webauthn_rs::prelude::Passkey) -> u32 {
+    serde_json::to_value(p)
+        .ok()
+        .and_then(|v| v.get("cred")?.get("counter")?.as_u64())
+        .and_then(|c| u32::try_from(c).ok())
+        .unwrap_or(0)
+}
+
+/// Finish a registration: create the wallet in the TA bound to the attested
+/// passkey and the configured rpId.
+#[utoipa::path(post, path = "/CompleteRegistration", tag = "ceremonies",
+    request_body = CompleteRegistrationRequest,
+    responses((status = 200, body = CompleteRegistrationResponse), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn complete_registration(
+    State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(r): JsonBody<CompleteRegistrationRequest>,
+) -> Result<Json<CompleteRegistrationResponse>, ApiError> {
+    let res = register_wallet(&s, &caller, &r).await;
+    let key = res.as_ref().ok().map(|(w, _)| w.key_id.clone());
+    s.audit_durable(&caller.actor, "RegisterWallet", key.as_deref(), &res, None)
+        .await;
+    let (w, credential_id) = res?;
+    Ok(Json(CompleteRegistrationResponse {
+        key_id: w.key_id,
+        credential_id,
+        address: w.address,
+        public_key: w.public_key,
+        derivation_path: w.derivation_path,
+        status: "ready".into(),
+    }))
+}
+
+/// AWS `CreateKey`: only over a registration ceremony (proof of possession
+/// of the passkey); a bare `PasskeyPublicKey` is refused.
+#[utoipa::path(post, path = "/CreateKey", tag = "wallet",
+    request_body = CompleteRegistrationRequest,
+    responses((status = 200, body = CreateKeyResponse), (status = 400, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn create_key(
+    State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    JsonBody(r): JsonBody<CompleteRegistrationRequest>,
+) -> Result<Json<CreateKeyResponse>, ApiError> {
+    check_target(&headers, &["CreateKey"], false)?;
+    let res = register_wallet(&s, &caller, &r).await;
+    let key = res.as_ref().ok().map(|(w, _)| w.key_id.clone());
+    s.audit_durable(&caller.actor, "CreateKey", key.as_deref(), &res, None)
+        .await;
+    let (w, credential_id) = res?;
+    Ok(Json(CreateKeyResponse {
+        key_metadata: key_metadata(&w, Some(credential_id)),
+    }))
+}
+
+/// Start an authentication ceremony bound to an operation's exact payload.
+#[utoipa::path(post, path = "/BeginAuthentication", tag = "ceremonies",
+    request_body = BeginAuthenticationRequest,
+    responses((status = 200, body = BeginAuthenticationResponse), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn begin_authentication(
+    State(s): State<Arc<AppState>>,
+    JsonBody(r): JsonBody<BeginAuthenticationRequest>,
+) -> Result<Json<BeginAuthenticationResponse>, ApiError> {
+    let purpose: Purpose = r
+        .purpose
+        .as_deref()
+        .ok_or_else(|| {
+            let names: Vec<&str> = Purpose::ALL.iter().map(|p| p.as_str()).collect();
+            ApiError::bad_request(
+                "purpose_required",
+                format!(
+                    "Purpose is required (one of {}), with the operation's Payload",
+                    names.join(", ")
+                ),
+            )
+        })?
+        .parse()?;
+    if r.key_id.is_none() && r.address.is_none() {
+        return Err(ApiError::bad_request(
+            "missing_key",
+            "KeyId (or Address) is required",
+        ));
+    }
+    let (wallet, digest) = ops::ceremony_target(
+        &s,
+        purpose,
+        r.key_id.as_deref(),
+        r.address.as_deref(),
+        r.payload,
+    )
+    .await?;
+    Ok(Json(
+        s.begin_authentication(&wallet, purpose, &digest).await?,
+    ))
+}

@@ -1,0 +1,655 @@
+//! The AWS-KMS-style wallet API (`x-amz-target: TrentService.<Op>`).
+//! Every operation that uses or changes a key finishes a WebAuthn ceremony
+//! bound to its exact TA payload; the TA verifies the assertion again.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::{Extension, Json};
+use kms_db::WalletAddress;
+use kms_proto::authz::AuthorizedBody;
+use kms_proto::{
+    ChangePasskey, DeriveAddress, GetPublicKey, RemoveWallet, SignHash, SignMessage,
+    SignTransaction,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{hex0x, JsonBody};
+use crate::ops::{
+    self, ChangePasskeyRequest, DeleteKeyRequest, DeriveAddressRequest, GetPublicKeyRequest,
+    SignBody, SignHashRequest, SignRequest, CHANGE_PASSKEY_REGISTRATION,
+};
+use crate::routes::ceremony::passkey_counter;
+use crate::routes::check_target;
+use crate::state::AppState;
+use crate::webauthn::{passkey_credential_id, Purpose};
+
+/// AWS-style key metadata (real values only).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyMetadata {
+    /// Wallet id.
+    pub key_id: String,
+    /// `arn:aws:kms:local:000000000000:key/<id>`-style name.
+    pub arn: String,
+    /// Created (unix seconds).
+    pub creation_date: i64,
+    /// Always true for an existing key (deletion is immediate).
+    pub enabled: bool,
+    /// Description.
+    pub description: String,
+    /// Key usage.
+    pub key_usage: String,
+    /// Key spec.
+    pub key_spec: String,
+    /// Key origin.
+    pub origin: String,
+    /// `Enabled`.
+    pub key_state: String,
+    /// Owner address.
+    pub address: String,
+    /// Owner public key (SEC1 compressed, 0x hex).
+    pub public_key: String,
+    /// Owner path.
+    pub derivation_path: String,
+    /// Relying party id the passkey is bound to.
+    pub rp_id: String,
+    /// Passkey credential id (base64url).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passkey_credential_id: Option<String>,
+}
+
+/// Key metadata of a wallet row.
+pub fn key_metadata(w: &kms_db::Wallet, credential_id: Option<String>) -> KeyMetadata {
+    KeyMetadata {
+        key_id: w.key_id.clone(),
+        arn: format!("arn:aws:kms:local:000000000000:key/{}", w.key_id),
+        creation_date: w.created_at,
+        enabled: true,
+        description: w.description.clone(),
+        key_usage: w.key_usage.clone(),
+        key_spec: w.key_spec.clone(),
+        origin: w.origin.clone(),
+        key_state: "Enabled".into(),
+        address: w.address.clone(),
+        public_key: w.public_key.clone(),
+        derivation_path: w.derivation_path.clone(),
+        rp_id: w.rp_id.clone(),
+        passkey_credential_id: credential_id,
+    }
+}
+
+/// `/DescribeKey`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribeKeyRequest {
+    /// Wallet id.
+    pub key_id: String,
+}
+
+/// `/DescribeKey` answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribeKeyResponse {
+    /// The key.
+    pub key_metadata: KeyMetadata,
+    /// Addresses recorded for it (owner and DeriveAddress results).
+    pub addresses: Vec<AddressEntry>,
+}
+
+/// A recorded address.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct AddressEntry {
+    /// Address.
+    pub address: String,
+    /// Path.
+    pub derivation_path: String,
+    /// Public key.
+    pub public_key: String,
+}
+
+/// `/ListKeys`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListKeysRequest {
+    /// Page size, 1..=1000 [default: 100].
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// `NextMarker` of the previous page.
+    #[serde(default)]
+    pub marker: Option<String>,
+}
+
+/// One listed key.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListedKey {
+    /// Wallet id.
+    pub key_id: String,
+    /// ARN-style name.
+    pub key_arn: String,
+}
+
+/// `/ListKeys` answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListKeysResponse {
+    /// This page.
+    pub keys: Vec<ListedKey>,
+    /// Whether more keys follow.
+    pub truncated: bool,
+    /// Marker for the next page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_marker: Option<String>,
+}
+
+/// An address and public key answer (`/GetPublicKey`, `/DeriveAddress`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct PublicKeyResponse {
+    /// Wallet id.
+    pub key_id: String,
+    /// Address at the path.
+    pub address: String,
+    /// SEC1 compressed secp256k1 key, 0x hex.
+    pub public_key: String,
+    /// Path.
+    pub derivation_path: String,
+    /// Key usage.
+    pub key_usage: String,
+    /// Key spec.
+    pub key_spec: String,
+}
+
+/// `/SignHash` and `/Sign` (message) answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct SignResponse {
+    /// Wallet id.
+    pub key_id: String,
+    /// Signer address.
+    pub address: String,
+    /// `r ‖ s ‖ v` (65 bytes, v = 27/28), hex without 0x (upstream shape).
+    pub signature: String,
+    /// Always `ECDSA_SECP256K1`.
+    pub signing_algorithm: String,
+    /// Transactions: the signed raw transaction, 0x hex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_transaction: Option<String>,
+    /// Transactions: the transaction hash, 0x hex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transaction_hash: Option<String>,
+}
+
+/// `/DeleteKey` answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeleteKeyResponse {
+    /// Wallet id.
+    pub key_id: String,
+    /// When it was deleted (immediately; unix seconds).
+    pub deletion_date: i64,
+    /// `Deleted`.
+    pub key_state: String,
+}
+
+/// `/ChangePasskey` answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct ChangePasskeyResponse {
+    /// Wallet id.
+    pub key_id: String,
+    /// The new passkey's credential id (base64url).
+    pub credential_id: String,
+    /// Always true.
+    pub changed: bool,
+}
+
+/// Describe a key (database only; public facts).
+#[utoipa::path(post, path = "/DescribeKey", tag = "wallet", request_body = DescribeKeyRequest,
+    params(("x-amz-target" = String, Header, description = "TrentService.DescribeKey")),
+    responses((status = 200, body = DescribeKeyResponse), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn describe_key(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    JsonBody(r): JsonBody<DescribeKeyRequest>,
+) -> Result<Json<DescribeKeyResponse>, ApiError> {
+    check_target(&headers, &["DescribeKey"], false)?;
+    let id = ops::wallet_id(&r.key_id)?.to_uuid_string();
+    let w =
+        s.db.get_wallet(&id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("key_not_found", "key not found"))?;
+    let cred = s.db.get_passkey(&id).await?.map(|p| p.credential_id);
+    let addresses =
+        s.db.wallet_addresses(&id)
+            .await?
+            .into_iter()
+            .map(|a| AddressEntry {
+                address: a.address,
+                derivation_path: a.derivation_path,
+                public_key: a.public_key,
+            })
+            .collect();
+    Ok(Json(DescribeKeyResponse {
+        key_metadata: key_metadata(&w, cred),
+        addresses,
+    }))
+}
+
+/// List keys, paged.
+#[utoipa::path(post, path = "/ListKeys", tag = "wallet", request_body = ListKeysRequest,
+    params(("x-amz-target" = String, Header, description = "TrentService.ListKeys")),
+    responses((status = 200, body = ListKeysResponse)), security(("api_key" = [])))]
+pub async fn list_keys(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    JsonBody(r): JsonBody<ListKeysRequest>,
+) -> Result<Json<ListKeysResponse>, ApiError> {
+    check_target(&headers, &["ListKeys"], false)?;
+    let limit = r.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::unprocessable(
+            "invalid_value",
+            "Limit must be between 1 and 1000",
+        ));
+    }
+    let mut rows = s.db.list_wallets(limit + 1, r.marker.as_deref()).await?;
+    let truncated = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next_marker = if truncated {
+        rows.last().map(|w| w.key_id.clone())
+    } else {
+        None
+    };
+    let keys = rows
+        .into_iter()
+        .map(|w| ListedKey {
+            key_arn: format!("arn:aws:kms:local:000000000000:key/{}", w.key_id),
+            key_id: w.key_id,
+        })
+        .collect();
+    Ok(Json(ListKeysResponse {
+        keys,
+        truncated,
+        next_marker,
+    }))
+}
+
+/// The owner key (recorded at registration), or the key at a path derived
+/// in the TA under a ceremony.
+#[utoipa::path(post, path = "/GetPublicKey", tag = "wallet", request_body = GetPublicKeyRequest,
+    params(("x-amz-target" = String, Header, description = "TrentService.GetPublicKey")),
+    responses((status = 200, body = PublicKeyResponse), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn get_public_key(
+    State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    JsonBody(r): JsonBody<GetPublicKeyRequest>,
+) -> Result<Json<PublicKeyResponse>, ApiError> {
+    check_target(&headers, &["GetPublicKey"], false)?;
+    if r.derivation_path.is_none() {
+        let id = ops::wallet_id(&r.key_id)?.to_uuid_string();
+        let w =
+            s.db.get_wallet(&id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("key_not_found", "key not found"))?;
+        return Ok(Json(PublicKeyResponse {
+            key_id: w.key_id,
+            address: w.address,
+            public_key: w.public_key,
+            derivation_path: w.derivation_path,
+            key_usage: w.key_usage,
+            key_spec: w.key_spec,
+        }));
+    }
+    let body = ops::prepare_get_public_key(&s, &r).await?;
+    let key = body.wallet_id.to_uuid_string();
+    let res = async {
+        let assertion = s
+            .finish_authentication(
+                &body.wallet_id,
+                Purpose::GetPublicKey,
+                &body.payload_digest(),
+                r.web_authn.as_ref(),
+                r.passkey.is_some(),
+                "wallet id",
+            )
+            .await?;
+        s.tee
+            .call(&GetPublicKey {
+                body: body.clone(),
+                assertion,
+            })
+            .await
+    }
+    .await;
+    s.audit_durable(
+        &caller.actor,
+        "GetPublicKey",
+        Some(&key),
+        &res,
+        Some(&body.path.to_string()),
+    )
+    .await;
+    let info = res?;
+    let w =
+        s.db.get_wallet(&key)
+            .await?
+            .ok_or_else(|| ApiError::not_found("key_not_found", "key not found"))?;
+    Ok(Json(PublicKeyResponse {
+        key_id: key,
+        address: hex0x(&info.address),
+        public_key: hex0x(&info.public_key),
+        derivation_path: info.path.to_string(),
+        key_usage: w.key_usage,
+        key_spec: w.key_spec,
+    }))
+}
+
+/// Derive the address at a path (TA, under a ceremony) and record it.
+#[utoipa::path(post, path = "/DeriveAddress", tag = "wallet", request_body = DeriveAddressRequest,
+    params(("x-amz-target" = String, Header, description = "TrentService.DeriveAddress")),
+    responses((status = 200, body = PublicKeyResponse), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn derive_address(
+    State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    JsonBody(r): JsonBody<DeriveAddressRequest>,
+) -> Result<Json<PublicKeyResponse>, ApiError> {
+    check_target(&headers, &["DeriveAddress"], false)?;
+    let body = ops::prepare_derive(&s, &r).await?;
+    let key = body.wallet_id.to_uuid_string();
+    let res = async {
+        let assertion = s
+            .finish_authentication(
+                &body.wallet_id,
+                Purpose::DeriveAddress,
+                &body.payload_digest(),
+                r.web_authn.as_ref(),
+                r.passkey.is_some(),
+                "wallet id",
+            )
+            .await?;
+        s.tee
+            .call(&DeriveAddress {
+                body: body.clone(),
+                assertion,
+            })
+            .await
+    }
+    .await;
+    s.audit_durable(
+        &caller.actor,
+        "DeriveAddress",
+        Some(&key),
+        &res,
+        Some(&body.path.to_string()),
+    )
+    .await;
+    let info = res?;
+    s.db.upsert_address(&WalletAddress {
+        address: hex0x(&info.address),
+        wallet_id: key.clone(),
+        derivation_path: info.path.to_string(),
+        public_key: hex0x(&info.public_key),
+        created_at: kms_db::now_secs(),
+    })
+    .await?;
+    let w =
+        s.db.get_wallet(&key)
+            .await?
+            .ok_or_else(|| ApiError::not_found("key_not_found", "key not found"))?;
+    Ok(Json(PublicKeyResponse {
+        key_id: key,
+        address: hex0x(&info.address),
+        public_key: hex0x(&info.public_key),
+        derivation_path: info.path.to_string(),
+        key_usage: w.key_usage,
+        key_spec: w.key_spec,
+    }))
+}
+
+/// Sign a raw 32-byte digest.
+#[utoipa::path(post, path = "/SignHash", tag = "wallet", request_body = SignHashRequest,
+    params(("x-amz-target" = String, Header, description = "TrentService.SignHash")),
+    responses((status = 200, body = SignResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn sign_hash(
+    State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    JsonBody(r): JsonBody<SignHashRequest>,
+) -> Result<Json<SignResponse>, ApiError> {
+    check_target(&headers, &["SignHash"], false)?;
+    let body = ops::prepare_sign_hash(&s, &r).await?;
+    let key = body.wallet_id.to_uuid_string();
+    let res = async {
+        let assertion = s
+            .finish_authentication(
+                &body.wallet_id,
+                Purpose::SignHash,
+                &body.payload_digest(),
+                r.web_authn.as_ref(),
+                r.passkey.is_some(),
+                "wallet id",
+            )
+            .await?;
+        s.tee
+            .call(&SignHash {
+                body: body.clone(),
+                assertion,
+            })
+            .await
+    }
+    .await;
+    s.audit_durable(
+        &caller.actor,
+        "SignHash",
+        Some(&key),
+        &res,
+        Some(&hex0x(&body.hash)),
+    )
+    .await;
+    let sig = res?;
+    s.metrics.count_signature("hash");
+    Ok(Json(SignResponse {
+        key_id: key,
+        address: hex0x(&sig.address),
+        signature: hex::encode(&sig.bytes),
+        signing_algorithm: "ECDSA_SECP256K1".into(),
+        signed_transaction: None,
+        transaction_hash: None,
+    }))
+}
+
+/// Sign an EIP-191 personal message or a transaction (`to` exactly 20
+/// bytes).
+#[utoipa::path(post, path = "/Sign", tag = "wallet", request_body = SignRequest,
+    params(("x-amz-target" = String, Header, description = "TrentService.Sign")),
+    responses((status = 200, body = SignResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn sign(
+    State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    JsonBody(r): JsonBody<SignRequest>,
+) -> Result<Json<SignResponse>, ApiError> {
+    check_target(&headers, &["Sign"], false)?;
+    let body = ops::prepare_sign(&s, &r).await?;
+    let wallet = body.wallet();
+    let key = wallet.to_uuid_string();
+    let res = async {
+        let assertion = s
+            .finish_authentication(
+                &wallet,
+                Purpose::Sign,
+                &body.digest(),
+                r.web_authn.as_ref(),
+                r.passkey.is_some(),
+                "wallet id",
+            )
+            .await?;
+        Ok::<_, ApiError>(match body.clone() {
+            SignBody::Message(b) => {
+                let sig = s.tee.call(&SignMessage { body: b, assertion }).await?;
+                (sig.address, sig.bytes, None)
+            }
+            SignBody::Transaction(b) => {
+                let tx = s.tee.call(&SignTransaction { body: b, assertion }).await?;
+                (tx.from, tx.signature, Some((tx.raw, tx.tx_hash)))
+            }
+        })
+    }
+    .await;
+    let action = if matches!(body, SignBody::Message(_)) {
+        "SignMessage"
+    } else {
+        "SignTransaction"
+    };
+    s.audit_durable(&caller.actor, action, Some(&key), &res, None)
+        .await;
+    let (address, signature, tx) = res?;
+    s.metrics.count_signature(if tx.is_some() {
+        "transaction"
+    } else {
+        "message"
+    });
+    Ok(Json(SignResponse {
+        key_id: key,
+        address: hex0x(&address),
+        signature: hex::encode(signature),
+        signing_algorithm: "ECDSA_SECP256K1".into(),
+        signed_transaction: tx.as_ref().map(|(raw, _)| hex0x(raw)),
+        transaction_hash: tx.as_ref().map(|(_, h)| hex0x(h)),
+    }))
+}
+
+/// Delete a wallet (immediately) in the TA and the database.
+#[utoipa::path(post, path = "/DeleteKey", tag = "wallet", request_body = DeleteKeyRequest,
+    params(("x-amz-target" = String, Header, description = "TrentService.DeleteKey or TrentService.ScheduleKeyDeletion")),
+    responses((status = 200, body = DeleteKeyResponse), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn delete_key(
+    State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    JsonBody(r): JsonBody<DeleteKeyRequest>,
+) -> Result<Json<DeleteKeyResponse>, ApiError> {
+    check_target(&headers, &["DeleteKey", "ScheduleKeyDeletion"], false)?;
+    let body = ops::prepare_delete(&s, &r).await?;
+    let key = body.wallet_id.to_uuid_string();
+    let res = async {
+        let assertion = s
+            .finish_authentication(
+                &body.wallet_id,
+                Purpose::DeleteKey,
+                &body.payload_digest(),
+                r.web_authn.as_ref(),
+                r.passkey.is_some(),
+                "wallet id",
+            )
+            .await?;
+        s.tee
+            .call(&RemoveWallet {
+                body: body.clone(),
+                assertion,
+            })
+            .await?;
+        s.db.delete_wallet(&key).await?;
+        s.credentials.invalidate_wallet(&key);
+        Ok::<_, ApiError>(())
+    }
+    .await;
+    s.audit_durable(&caller.actor, "DeleteKey", Some(&key), &res, None)
+        .await;
+    res?;
+    Ok(Json(DeleteKeyResponse {
+        key_id: key,
+        deletion_date: kms_db::now_secs(),
+        key_state: "Deleted".into(),
+    }))
+}
+
+/// Replace the wallet's passkey: the new one proves possession in a
+/// registration ceremony (`NewPasskey`), the current one authorises the
+/// change with an assertion bound to it (`WebAuthn`).
+#[utoipa::path(post, path = "/ChangePasskey", tag = "wallet", request_body = ChangePasskeyRequest,
+    responses((status = 200, body = ChangePasskeyResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn change_passkey(
+    State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    JsonBody(r): JsonBody<ChangePasskeyRequest>,
+) -> Result<Json<ChangePasskeyResponse>, ApiError> {
+    check_target(&headers, &["ChangePasskey"], true)?;
+    let (body, _) = ops::prepare_change_passkey(&s, &r).await?;
+    let key = body.wallet_id.to_uuid_string();
+    let res = async {
+        let assertion = s
+            .finish_authentication(
+                &body.wallet_id,
+                Purpose::ChangePasskey,
+                &body.payload_digest(),
+                r.web_authn.as_ref(),
+                r.passkey.is_some(),
+                "wallet id",
+            )
+            .await?;
+        // Consume the new passkey's registration ceremony (single use).
+        let reg = r
+            .new_passkey
+            .as_ref()
+            .ok_or_else(|| ApiError::internal("checked above"))?;
+        let (passkey, _) = s
+            .verify_registration(reg, Some(&key), CHANGE_PASSKEY_REGISTRATION, true)
+            .await?;
+        if crate::webauthn::passkey_sec1(&passkey)? != body.new_passkey_public_key {
+            return Err(ApiError::forbidden(
+                "payload_mismatch",
+                "the new passkey changed during the ceremony",
+            ));
+        }
+        s.tee
+            .call(&ChangePasskey {
+                body: body.clone(),
+                assertion,
+            })
+            .await?;
+        let credential_id = passkey_credential_id(&passkey);
+        let json =
+            serde_json::to_string(&passkey).map_err(|e| ApiError::internal(e.to_string()))?;
+        s.db.replace_passkey(
+            &key,
+            &credential_id,
+            &hex::encode(&body.new_passkey_public_key),
+            &json,
+            i64::from(passkey_counter(&passkey)),
+            &body.new_rp_id,
+            kms_db::now_secs(),
+        )
+        .await?;
+        Ok(credential_id)
+    }
+    .await;
+    s.audit_durable(&caller.actor, "ChangePasskey", Some(&key), &res, None)
+        .await;
+    Ok(Json(ChangePasskeyResponse {
+        key_id: key,
+        credential_id: res?,
+        changed: true,
+    }))
+}

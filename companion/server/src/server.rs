@@ -1,0 +1,212 @@
+//! Building the router and running the server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use kms_db::{Db, DbOptions};
+use kms_tee_client::TeeBackend;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use webauthn_rs::prelude::Url;
+use webauthn_rs::WebauthnBuilder;
+
+use crate::audit::Audit;
+use crate::config::{ApiKeyMode, Config, MAX_BODY_BYTES};
+use crate::metrics::Metrics;
+use crate::ratelimit::Limits;
+use crate::routes::{agent, ceremony, health, wallet};
+use crate::state::{AppState, CredentialCache, SharedState, Tee};
+use crate::{auth, tasks};
+
+/// A start-up error.
+pub type StartError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The router over `state`.
+pub fn router(state: SharedState) -> Router {
+    let with_api_key = Router::new()
+        .route("/BeginRegistration", post(ceremony::begin_registration))
+        .route(
+            "/CompleteRegistration",
+            post(ceremony::complete_registration),
+        )
+        .route("/BeginAuthentication", post(ceremony::begin_authentication))
+        .route("/CreateKey", post(ceremony::create_key))
+        .route("/DescribeKey", post(wallet::describe_key))
+        .route("/ListKeys", post(wallet::list_keys))
+        .route("/GetPublicKey", post(wallet::get_public_key))
+        .route("/DeriveAddress", post(wallet::derive_address))
+        .route("/Sign", post(wallet::sign))
+        .route("/SignHash", post(wallet::sign_hash))
+        .route("/DeleteKey", post(wallet::delete_key))
+        .route("/ChangePasskey", post(wallet::change_passkey))
+        .route("/kms/create-agent-key", post(agent::create_agent_key))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_api_key,
+        ));
+    let without = Router::new()
+        .route("/kms/sign-agent", post(agent::sign_agent))
+        .route(
+            "/kms/refresh-agent-credential",
+            post(agent::refresh_agent_credential),
+        )
+        .route(
+            "/kms/revoke-agent-credential",
+            post(agent::revoke_agent_credential),
+        )
+        .route("/health", get(health::health))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(health::openapi));
+    Router::new()
+        .merge(with_api_key)
+        .merge(without)
+        .fallback(health::not_found)
+        .method_not_allowed_fallback(health::method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn track(State(s): State<SharedState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    s.metrics.observe_request(method.as_str(), &route, status);
+    tracing::debug!(%method, %route, status, elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    resp
+}
+
+/// A running server.
+pub struct Running {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// Its state.
+    pub state: SharedState,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<std::io::Result<()>>,
+    tasks: Vec<JoinHandle<()>>,
+    audit_task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stop accepting, finish in-flight requests, stop the tasks, commit
+    /// queued audit events and close the database.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.server.await;
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.state.audit.flush().await;
+        self.audit_task.abort();
+        self.state.db.close().await;
+    }
+
+    /// Wait until the server stops on its own (it does not, unless it fails).
+    pub async fn wait(&mut self) -> std::io::Result<()> {
+        (&mut self.server).await.unwrap_or(Ok(()))
+    }
+}
+
+/// Open the database, connect the TEE (lazily), bind, and serve.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    config.validate()?;
+    if config.database_url.is_none() {
+        std::fs::create_dir_all(&config.data_dir)?;
+    }
+    let db = Db::open_with(
+        &config.database_url(),
+        &DbOptions {
+            max_connections: config.db_max_connections,
+            ..DbOptions::default()
+        },
+    )
+    .await?;
+    let backend: TeeBackend = config.tee_backend().parse()?;
+    let metrics = Arc::new(Metrics::default());
+    let tee = Tee::new(backend.lazy()?, metrics.clone());
+
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let origins = config.origins_for_port(addr.port());
+    let first: Url = origins.first().ok_or("no origin")?.parse()?;
+    let mut builder = WebauthnBuilder::new(&config.rp_id, &first)?.rp_name(&config.rp_name);
+    for o in origins.iter().skip(1) {
+        builder = builder.append_allowed_origin(&o.parse()?);
+    }
+    let webauthn = builder.build()?;
+
+    let api_key_mode = config.api_key_mode();
+    match api_key_mode {
+        ApiKeyMode::Open => tracing::warn!(
+            "API-KEY MODE: OPEN — every API-key route is served WITHOUT an API key. Development only."
+        ),
+        ApiKeyMode::Required => {
+            let n = db.count_active_api_keys().await?;
+            if n == 0 {
+                tracing::warn!(
+                    "API-key mode: required, and NO API key is provisioned: every API-key route \
+                     is refused (fail closed). Create one with `companion --create-api-key LABEL`."
+                );
+            } else {
+                tracing::info!(active_keys = n, "API-key mode: required");
+            }
+        }
+    }
+
+    let (audit, audit_task) = Audit::start(db.clone(), metrics.clone());
+    let state = Arc::new(AppState {
+        limits: Limits::new(config.rate_limit, config.agent_rate_limit),
+        config,
+        db,
+        tee,
+        webauthn,
+        origins,
+        api_key_mode,
+        audit,
+        metrics,
+        credentials: CredentialCache::default(),
+    });
+    if let Err(e) = tasks::sync_jwt_meta(&state).await {
+        tracing::warn!(error = %e, "could not read the TA's JWT secret status at start-up");
+    }
+    let (shutdown, rx) = watch::channel(false);
+    let tasks = tasks::spawn(state.clone(), rx.clone());
+    let app = router(state.clone());
+    let mut stop = rx;
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.changed().await;
+            })
+            .await
+    });
+    tracing::info!(
+        %addr,
+        rp_id = %state.config.rp_id,
+        origins = ?state.origins,
+        tee = %state.config.tee_backend(),
+        "companion listening"
+    );
+    Ok(Running {
+        addr,
+        state,
+        shutdown,
+        server,
+        tasks,
+        audit_task,
+    })
+}

@@ -1,0 +1,135 @@
+//! Shared application state.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use kms_db::Db;
+use kms_proto::Command;
+use kms_tee_client::TeeClient;
+use webauthn_rs::Webauthn;
+
+use crate::audit::Audit;
+use crate::config::{ApiKeyMode, Config};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::ratelimit::Limits;
+
+/// The TEE client with latency metrics and the one error mapping.
+#[derive(Clone)]
+pub struct Tee {
+    client: TeeClient,
+    metrics: Arc<Metrics>,
+}
+
+impl Tee {
+    /// Wrap a client.
+    pub fn new(client: TeeClient, metrics: Arc<Metrics>) -> Self {
+        Self { client, metrics }
+    }
+
+    /// Call a TA command on the blocking pool; TA refusals and transport
+    /// failures become [`ApiError`]s.
+    pub async fn call<C>(&self, req: &C) -> Result<C::Output, ApiError>
+    where
+        C: Command,
+        C::Output: Send + 'static,
+    {
+        let started = Instant::now();
+        let r = self.client.call_async(req).await;
+        let outcome = match &r {
+            Ok(_) => "ok",
+            Err(kms_tee_client::TeeError::Ta(_)) => "ta_error",
+            Err(kms_tee_client::TeeError::Unavailable { .. }) => "unavailable",
+            Err(_) => "error",
+        };
+        self.metrics
+            .observe_tee(C::ID.name(), outcome, started.elapsed());
+        r.map_err(ApiError::from)
+    }
+}
+
+/// A cache of active agent credentials: keyId → hex SHA-256 of the current
+/// JWT and its expiry. Filled on a DB read, invalidated by refresh and
+/// revoke (which also update the DB first), so a hit never accepts a
+/// superseded or revoked credential that this process has seen change.
+#[derive(Default)]
+pub struct CredentialCache {
+    map: RwLock<HashMap<String, CachedCredential>>,
+}
+
+/// One cached credential.
+#[derive(Clone)]
+pub struct CachedCredential {
+    /// Hex SHA-256 of the JWT.
+    pub hash: String,
+    /// Expiry (unix seconds).
+    pub expires_at: i64,
+    /// Agent address (`0x` lowercase).
+    pub agent_address: String,
+    /// When it was read from the database.
+    pub cached_at: Instant,
+}
+
+/// How long a cached credential is trusted before the database is read
+/// again (bounds staleness against another process, e.g. `kms-admin`,
+/// revoking in the database; the TA's generation check holds regardless).
+pub const CREDENTIAL_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl CredentialCache {
+    /// The cached entry for `key_id`.
+    pub fn get(&self, key_id: &str) -> Option<CachedCredential> {
+        let m = self.map.read().ok()?;
+        let c = m.get(key_id)?;
+        (c.cached_at.elapsed() < CREDENTIAL_CACHE_TTL).then(|| c.clone())
+    }
+    /// Cache an active credential.
+    pub fn put(&self, key_id: &str, c: CachedCredential) {
+        if let Ok(mut m) = self.map.write() {
+            if m.len() >= 100_000 {
+                m.clear();
+            }
+            m.insert(key_id.to_owned(), c);
+        }
+    }
+    /// Forget `key_id` (refresh, revoke).
+    pub fn invalidate(&self, key_id: &str) {
+        if let Ok(mut m) = self.map.write() {
+            m.remove(key_id);
+        }
+    }
+    /// Forget every agent of a wallet (wallet deleted).
+    pub fn invalidate_wallet(&self, wallet_id: &str) {
+        if let Ok(mut m) = self.map.write() {
+            let prefix = format!("{wallet_id}:");
+            m.retain(|k, _| !k.starts_with(&prefix));
+        }
+    }
+}
+
+/// Everything a handler needs.
+pub struct AppState {
+    /// Configuration in force.
+    pub config: Config,
+    /// Database.
+    pub db: Db,
+    /// TA client.
+    pub tee: Tee,
+    /// WebAuthn relying party.
+    pub webauthn: Webauthn,
+    /// Allowed origins (for logs and docs).
+    pub origins: Vec<String>,
+    /// API-key mode.
+    pub api_key_mode: ApiKeyMode,
+    /// Rate limits.
+    pub limits: Limits,
+    /// Audit writer.
+    pub audit: Audit,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Active-credential cache.
+    pub credentials: CredentialCache,
+}
+
+/// The shared state handle.
+pub type SharedState = Arc<AppState>;

@@ -1,0 +1,132 @@
+//! Background tasks: JWT secret rotation (and keeping `jwt_secret_meta`
+//! true to the TA), expired-ceremony cleanup, and limiter sweeping.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kms_db::{JwtSecretMeta, JwtSecretState};
+use kms_proto::{JwtRotateSecret, JwtSecretInfo, JwtSecretStatus, KidStatus, RotationMode, TaInfo};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::audit::Event;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+fn meta(list: &[JwtSecretInfo]) -> Vec<JwtSecretMeta> {
+    list.iter()
+        .map(|k| JwtSecretMeta {
+            kid: k.kid.clone(),
+            status: match k.status {
+                KidStatus::Current => JwtSecretState::Current,
+                KidStatus::VerifyOnly => JwtSecretState::VerifyOnly,
+            },
+            created_at: i64::try_from(k.created_at).unwrap_or(i64::MAX),
+            retire_at: k.retire_at.map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
+            retired_at: None,
+        })
+        .collect()
+}
+
+/// Rewrite `jwt_secret_meta` from the TA's `JwtSecretStatus`.
+pub async fn sync_jwt_meta(s: &AppState) -> Result<(), ApiError> {
+    let list = s.tee.call(&JwtSecretStatus {}).await?;
+    s.db.sync_jwt_secret_meta(&meta(&list), kms_db::now_secs())
+        .await?;
+    Ok(())
+}
+
+/// What one rotation tick did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RotationReport {
+    /// The new current kid, if a rotation happened.
+    pub rotated_to: Option<String>,
+    /// Kids removed (verify-only kids past their overlap).
+    pub purged: Vec<String>,
+}
+
+/// One rotation tick: rotate when the current kid is older than the issue
+/// period (by the TA's clock), then purge expired verify-only kids, then
+/// rewrite `jwt_secret_meta` from the TA.
+pub async fn rotation_tick(s: &AppState) -> Result<RotationReport, ApiError> {
+    let mut report = RotationReport::default();
+    let status = s.tee.call(&JwtSecretStatus {}).await?;
+    let now = s.tee.call(&TaInfo {}).await?.now;
+    if let Some(current) = status.iter().find(|k| k.status == KidStatus::Current) {
+        if now.saturating_sub(current.created_at) >= s.config.jwt_rotation_period_secs {
+            let r = s
+                .tee
+                .call(&JwtRotateSecret {
+                    mode: RotationMode::Normal,
+                })
+                .await?;
+            report.rotated_to = r.current_kid.clone();
+            report.purged.extend(r.removed);
+            tracing::info!(new_kid = ?r.current_kid, retired = ?r.retired, "JWT secret rotated");
+            s.audit
+                .record_durable(Event {
+                    actor: "system",
+                    action: "JwtRotateSecret",
+                    key_id: r.current_kid.as_deref(),
+                    outcome: "ok",
+                    user_op_hash: None,
+                    detail: Some("normal"),
+                })
+                .await;
+        }
+    }
+    let purge = s
+        .tee
+        .call(&JwtRotateSecret {
+            mode: RotationMode::PurgeExpired,
+        })
+        .await?;
+    report.purged.extend(purge.removed.iter().cloned());
+    s.db.sync_jwt_secret_meta(&meta(&purge.secrets), kms_db::now_secs())
+        .await?;
+    Ok(report)
+}
+
+/// Start the background tasks; they stop when `shutdown` becomes true.
+pub fn spawn(s: Arc<AppState>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    let rotation = {
+        let s = s.clone();
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            let period = Duration::from_secs(s.config.jwt_rotation_tick_secs);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        if let Err(e) = rotation_tick(&s).await {
+                            tracing::warn!(error = %e, "JWT rotation tick failed");
+                        }
+                    }
+                    _ = stop.changed() => break,
+                }
+            }
+        })
+    };
+    let cleanup = {
+        let mut stop = shutdown;
+        tokio::spawn(async move {
+            let period = Duration::from_secs(s.config.challenge_cleanup_secs);
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        match s.db.purge_challenges(kms_db::now_secs()).await {
+                            Ok(n) if n > 0 => tracing::debug!(removed = n, "expired ceremonies removed"),
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(error = %e, "ceremony cleanup failed"),
+                        }
+                        s.limits.api.sweep();
+                        s.limits.agent.sweep();
+                    }
+                    _ = stop.changed() => break,
+                }
+            }
+        })
+    };
+    vec![rotation, cleanup]
+}

@@ -1,0 +1,373 @@
+//! End-to-end: restarts, audit chain, JWT rotation, health, metrics,
+//! OpenAPI, and the `companion --dev` binary.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::*;
+use kms_proto::{JwtSecretStatus, KidStatus};
+use kms_tee_client::TeeBackend;
+use serde_json::{json, Value};
+
+const OP: &str = "0x3333333333333333333333333333333333333333333333333333333333333333";
+const HASH: &str = "0x4444444444444444444444444444444444444444444444444444444444444444";
+
+fn sign_body(key_id: &str) -> Value {
+    json!({"keyId": key_id, "payload": OP, "accountAddress": "0x00000000000000000000000000000000000b0b00"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn state_survives_restarts_of_companion_and_simulator() {
+    let mut env = Env::start().await;
+    let mut owner = Soft::new();
+    let wallet = env.register(&mut owner).await["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let a = env.create_agent(&mut owner, &wallet, json!({})).await;
+    let (jwt, key_id) = (
+        a["agentCredential"].as_str().unwrap().to_owned(),
+        a["keyId"].as_str().unwrap().to_owned(),
+    );
+    let (s, before, _) = env
+        .post_bearer("/kms/sign-agent", &jwt, &sign_body(&key_id))
+        .await;
+    assert_eq!(s, 200);
+
+    // Restart both processes over the same files.
+    env.stop_server().await;
+    env.sim.stop();
+    env.sim = Sim::start(env.dir.path());
+    env.restart_server().await;
+
+    // The JWT still signs (TA sealed state and DB row survived); RFC 6979
+    // gives the same signature for the same key and hash.
+    let (s, after, _) = env
+        .post_bearer("/kms/sign-agent", &jwt, &sign_body(&key_id))
+        .await;
+    assert_eq!(s, 200, "{after}");
+    assert_eq!(after["signature"], before["signature"]);
+    // The passkey (and its counter) survived: a new ceremony works.
+    let w = env
+        .ceremony(&mut owner, &wallet, "SignHash", json!({"Hash": HASH}))
+        .await;
+    let (s, v) = env
+        .post(
+            "/SignHash",
+            Some("SignHash"),
+            &json!({"KeyId": wallet, "Hash": HASH, "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    // Indices continue.
+    let b = env.create_agent(&mut owner, &wallet, json!({})).await;
+    assert_eq!(b["keyId"], json!(format!("{wallet}:1")));
+
+    // With the simulator down: 503, and health says so.
+    env.sim.stop();
+    let (s, e, _) = env
+        .post_bearer("/kms/sign-agent", &jwt, &sign_body(&key_id))
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (503, Some("tee_unavailable")),
+        "{e}"
+    );
+    let (s, h) = env.get("/health").await;
+    assert_eq!(s, 503, "{h}");
+    env.sim = Sim::start(env.dir.path());
+    let (s, _, _) = env
+        .post_bearer("/kms/sign-agent", &jwt, &sign_body(&key_id))
+        .await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_chain_records_events_without_secrets_and_detects_edits() {
+    let env = Env::start().await;
+    let mut owner = Soft::new();
+    let wallet = env.register(&mut owner).await["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let a = env.create_agent(&mut owner, &wallet, json!({})).await;
+    let (jwt, key_id) = (
+        a["agentCredential"].as_str().unwrap().to_owned(),
+        a["keyId"].as_str().unwrap().to_owned(),
+    );
+    let (s, _, _) = env
+        .post_bearer("/kms/sign-agent", &jwt, &sign_body(&key_id))
+        .await;
+    assert_eq!(s, 200);
+    let (s, _, _) = env
+        .post_bearer("/kms/sign-agent", &jwt, &sign_body(&format!("{wallet}:5")))
+        .await;
+    assert_eq!(s, 403);
+    let state = &env.server().state;
+    state.audit.flush().await;
+    let db = &state.db;
+    let rows = db.audit_rows(0, 1000).await.unwrap();
+    let actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
+    assert!(actions.contains(&"RegisterWallet"), "{actions:?}");
+    assert!(actions.contains(&"CreateAgentKey"));
+    let sign = rows.iter().find(|r| r.action == "SignAgentUserOp").unwrap();
+    assert_eq!(sign.outcome, "ok");
+    assert_eq!(sign.user_op_hash.as_deref(), Some(OP));
+    assert_eq!(sign.key_id.as_deref(), Some(key_id.as_str()));
+    // No secret anywhere in the log.
+    let mac = jwt.rsplit('.').next().unwrap();
+    for r in &rows {
+        let all = format!("{r:?}");
+        assert!(
+            !all.contains(mac) && !all.contains(&jwt),
+            "secret in audit row {}",
+            r.seq
+        );
+        assert!(
+            !all.contains(env.api_key.as_ref().unwrap()),
+            "API key in audit row {}",
+            r.seq
+        );
+    }
+    let v = db.verify_audit_chain().await.unwrap();
+    assert!(v.is_ok(), "{v:?}");
+    assert_eq!(v.rows as usize, rows.len());
+    // Edit one row behind the triggers' back: detected at that row.
+    let target = rows
+        .iter()
+        .find(|r| r.action == "CreateAgentKey")
+        .unwrap()
+        .seq;
+    sqlx::query("DROP TRIGGER audit_log_no_update")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_log SET outcome = 'refused:x' WHERE seq = ?")
+        .bind(target)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let v = db.verify_audit_chain().await.unwrap();
+    assert_eq!(v.first_bad.map(|b| b.0), Some(target));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jwt_rotation_keeps_meta_true_to_the_ta() {
+    let env = Env::with(Opts {
+        args: vec!["--jwt-rotation-period-secs".into(), "0".into()],
+    })
+    .await;
+    let mut owner = Soft::new();
+    let wallet = env.register(&mut owner).await["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let a = env.create_agent(&mut owner, &wallet, json!({})).await;
+    let (jwt, key_id) = (
+        a["agentCredential"].as_str().unwrap().to_owned(),
+        a["keyId"].as_str().unwrap().to_owned(),
+    );
+    let state = &env.server().state;
+    let first_kid = kms_proto::jwt::parse(&jwt).unwrap().header.kid;
+
+    let report = kms_companion::tasks::rotation_tick(state).await.unwrap();
+    let new_kid = report.rotated_to.clone().expect("rotated");
+    assert_ne!(new_kid, first_kid);
+    // DB metadata equals the TA's store.
+    let tee = TeeBackend::Simulator {
+        socket: env.sim.socket.clone(),
+    }
+    .lazy()
+    .unwrap();
+    let ta = tee.call(&JwtSecretStatus {}).unwrap();
+    let meta = state.db.list_jwt_secret_meta().await.unwrap();
+    for k in &ta {
+        let m = meta.iter().find(|m| m.kid == k.kid).expect("kid recorded");
+        let want = match k.status {
+            KidStatus::Current => kms_db::JwtSecretState::Current,
+            KidStatus::VerifyOnly => kms_db::JwtSecretState::VerifyOnly,
+        };
+        assert_eq!(m.status, want);
+        assert_eq!(m.retire_at, k.retire_at.map(|t| t as i64));
+    }
+    let old = meta.iter().find(|m| m.kid == first_kid).unwrap();
+    assert_eq!(old.status, kms_db::JwtSecretState::VerifyOnly);
+    assert!(
+        old.retire_at.unwrap() - old.created_at >= kms_proto::jwt::VERIFY_ONLY_OVERLAP_SECS as i64
+    );
+    // A credential of the verify-only kid still signs.
+    let (s, _, _) = env
+        .post_bearer("/kms/sign-agent", &jwt, &sign_body(&key_id))
+        .await;
+    assert_eq!(s, 200);
+    // A second rotation drops the older verify-only kid: retired in the DB
+    // too, and its credentials die.
+    kms_companion::tasks::rotation_tick(state).await.unwrap();
+    let meta = state.db.list_jwt_secret_meta().await.unwrap();
+    assert_eq!(
+        meta.iter().find(|m| m.kid == first_kid).unwrap().status,
+        kms_db::JwtSecretState::Retired
+    );
+    let (s, e, _) = env
+        .post_bearer("/kms/sign-agent", &jwt, &sign_body(&key_id))
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (401, Some("credential_invalid")),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_metrics_and_openapi() {
+    let env = Env::start().await;
+    let (s, h) = env.get("/health").await;
+    assert_eq!(s, 200, "{h}");
+    let h: Value = serde_json::from_str(&h).unwrap();
+    assert_eq!(
+        (h["database"].as_bool(), h["tee"].as_bool()),
+        (Some(true), Some(true))
+    );
+    let mut owner = Soft::new();
+    let wallet = env.register(&mut owner).await["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let a = env.create_agent(&mut owner, &wallet, json!({})).await;
+    let (s, _, _) = env
+        .post_bearer(
+            "/kms/sign-agent",
+            a["agentCredential"].as_str().unwrap(),
+            &sign_body(a["keyId"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = env.post("/nope", None, &json!({})).await;
+    assert_eq!(s, 404);
+    let (s, m) = env.get("/metrics").await;
+    assert_eq!(s, 200);
+    assert!(
+        m.contains(
+            "kms_http_requests_total{method=\"POST\",route=\"/kms/sign-agent\",status=\"200\"} 1"
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            "kms_tee_call_duration_seconds_count{command=\"SignAgentUserOp\",outcome=\"ok\"} 1"
+        ),
+        "{m}"
+    );
+    assert!(m.contains("kms_signatures_total{kind=\"agent_userop\"} 1"));
+    assert!(m.contains("status=\"404\""));
+    let (s, doc) = env.get("/openapi.json").await;
+    assert_eq!(s, 200);
+    let doc: Value = serde_json::from_str(&doc).unwrap();
+    for p in [
+        "/BeginRegistration",
+        "/CompleteRegistration",
+        "/BeginAuthentication",
+        "/CreateKey",
+        "/DescribeKey",
+        "/ListKeys",
+        "/GetPublicKey",
+        "/DeriveAddress",
+        "/Sign",
+        "/SignHash",
+        "/DeleteKey",
+        "/ChangePasskey",
+        "/kms/create-agent-key",
+        "/kms/sign-agent",
+        "/kms/refresh-agent-credential",
+        "/kms/revoke-agent-credential",
+        "/health",
+        "/metrics",
+        "/openapi.json",
+    ] {
+        assert!(doc["paths"][p].is_object(), "{p} not in OpenAPI");
+    }
+    assert!(doc["paths"]["/kms/sign-agent"]["post"]["requestBody"].is_object());
+    assert!(doc["components"]["schemas"]["SignAgentResponse"].is_object());
+}
+
+#[test]
+fn dev_mode_runs_its_own_simulator_and_stops_it() {
+    let bin = env!("CARGO_BIN_EXE_companion");
+    let sim = ta_sim_bin();
+    let mut child = Command::new(bin)
+        .args([
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--log",
+            "warn",
+            "--ta-sim-bin",
+        ])
+        .arg(&sim)
+        // Both set: the fail-closed flag wins over open mode.
+        .env("KMS_ALLOW_OPEN_MODE", "1")
+        .env("KMS_REQUIRE_API_KEY", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut port, mut dir) = (None, None);
+    while port.is_none() || dir.is_none() {
+        let line = err.next().expect("companion exited early").unwrap();
+        if let Some(rest) = line.split("listening on http://localhost:").nth(1) {
+            port = Some(rest.trim().parse::<u16>().unwrap());
+        }
+        if let Some(rest) = line.strip_prefix("    data dir ") {
+            dir = Some(std::path::PathBuf::from(rest.split(" (").next().unwrap()));
+        }
+    }
+    std::thread::spawn(move || for _ in err.by_ref() {});
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let key_line = out.next().unwrap().unwrap();
+    let key = key_line
+        .strip_prefix("KMS_API_KEY=")
+        .expect("printed API key")
+        .to_owned();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let url = |p: &str| format!("http://127.0.0.1:{}{p}", port.unwrap());
+        let h = http.get(url("/health")).send().await.unwrap();
+        assert_eq!(h.status().as_u16(), 200);
+        let r = http
+            .post(url("/ListKeys"))
+            .header("x-amz-target", "TrentService.ListKeys")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status().as_u16(),
+            401,
+            "dev mode requires the printed key"
+        );
+        let r = http
+            .post(url("/ListKeys"))
+            .header("x-amz-target", "TrentService.ListKeys")
+            .header("x-api-key", &key)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    });
+    // Ctrl-C (SIGINT to the process we started): it stops, with its simulator
+    // and temporary directory.
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let dir = dir.unwrap();
+    assert!(!dir.exists(), "{} left behind", dir.display());
+}

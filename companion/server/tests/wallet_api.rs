@@ -1,0 +1,654 @@
+//! End-to-end: the wallet API and the WebAuthn ceremonies, over HTTP
+//! against the companion, the real ta-sim and a SQLite file.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+const HASH: &str = "0x1111111111111111111111111111111111111111111111111111111111111111";
+
+fn tx(to: &str) -> Value {
+    json!({"chainId": 31337, "nonce": 0, "to": to, "value": "1000", "gasPrice": "1000000000", "gas": 21000})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wallet_lifecycle_and_refusals() {
+    let env = Env::start().await;
+    let mut alice = Soft::new();
+    let reg = env.register(&mut alice).await;
+    let key = reg["KeyId"].as_str().unwrap().to_owned();
+    let owner = reg["Address"].as_str().unwrap().to_owned();
+    assert_eq!(reg["Status"], "ready");
+    assert_eq!(reg["DerivationPath"], "m/44'/60'/0'/0/0");
+    assert_eq!(owner.len(), 42);
+
+    // DescribeKey / ListKeys / GetPublicKey (owner: public, no ceremony).
+    let (s, d) = env
+        .post("/DescribeKey", Some("DescribeKey"), &json!({"KeyId": key}))
+        .await;
+    assert_eq!(s, 200, "{d}");
+    assert_eq!(d["KeyMetadata"]["Address"], owner);
+    assert_eq!(d["KeyMetadata"]["Description"], "test wallet");
+    assert_eq!(d["KeyMetadata"]["PasskeyCredentialId"], reg["CredentialId"]);
+    let (s, p) = env
+        .post(
+            "/GetPublicKey",
+            Some("GetPublicKey"),
+            &json!({"KeyId": key}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(p["PublicKey"], reg["PublicKey"]);
+    let (s, d) = env.post("/DescribeKey", None, &json!({"KeyId": key})).await;
+    assert_eq!((s, d["code"].as_str()), (400, Some("missing_target")));
+    let (s, d) = env
+        .post("/DescribeKey", Some("Sign"), &json!({"KeyId": key}))
+        .await;
+    assert_eq!((s, d["code"].as_str()), (400, Some("invalid_target")));
+    let (s, d) = env
+        .post(
+            "/DescribeKey",
+            Some("DescribeKey"),
+            &json!({"KeyId": "00000000-0000-4000-8000-000000000000"}),
+        )
+        .await;
+    assert_eq!((s, d["code"].as_str()), (404, Some("key_not_found")));
+
+    // SignHash: ceremony bound to the hash; the signature recovers to the owner.
+    let w = env
+        .ceremony(&mut alice, &key, "SignHash", json!({"Hash": HASH}))
+        .await;
+    let (s, sig) = env
+        .post(
+            "/SignHash",
+            Some("SignHash"),
+            &json!({"KeyId": key, "Hash": HASH, "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!(s, 200, "{sig}");
+    let rsv = hexs(&sig["Signature"]);
+    assert_eq!(rsv.len(), 65);
+    let h: [u8; 32] = hexs(&json!(HASH)).try_into().unwrap();
+    assert_eq!(recover(&h, &rsv), owner);
+    // Replaying the same assertion is refused.
+    let (s, e) = env
+        .post(
+            "/SignHash",
+            Some("SignHash"),
+            &json!({"KeyId": key, "Hash": HASH, "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (401, Some("challenge_used")),
+        "{e}"
+    );
+
+    // An assertion made for one payload does not authorise another.
+    let w = env
+        .ceremony(&mut alice, &key, "SignHash", json!({"Hash": HASH}))
+        .await;
+    let other = HASH.replace("0x11", "0x22");
+    let (s, e) = env
+        .post(
+            "/SignHash",
+            Some("SignHash"),
+            &json!({"KeyId": key, "Hash": other, "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (403, Some("payload_mismatch")),
+        "{e}"
+    );
+    // ...nor another operation.
+    let (s, e) = env
+        .post(
+            "/Sign",
+            Some("Sign"),
+            &json!({"KeyId": key, "Message": "hello", "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (403, Some("challenge_wrong_purpose")),
+        "{e}"
+    );
+    // The refusals above did not consume it: the right request still works.
+    let (s, _) = env
+        .post(
+            "/SignHash",
+            Some("SignHash"),
+            &json!({"KeyId": key, "Hash": HASH, "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!(s, 200);
+
+    // Missing ceremony; legacy bare assertion.
+    let (s, e) = env
+        .post(
+            "/SignHash",
+            Some("SignHash"),
+            &json!({"KeyId": key, "Hash": HASH}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (401, Some("ceremony_required")),
+        "{e}"
+    );
+    assert!(e["error"]
+        .as_str()
+        .unwrap()
+        .contains("/BeginAuthentication"));
+    let legacy = json!({"AuthenticatorData": "00", "ClientDataHash": "00", "Signature": "00"});
+    let (s, e) = env
+        .post(
+            "/SignHash",
+            Some("SignHash"),
+            &json!({"KeyId": key, "Hash": HASH, "Passkey": legacy}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (401, Some("legacy_assertion_refused")),
+        "{e}"
+    );
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("\"Purpose\": \"SignHash\""),
+        "{e}"
+    );
+
+    // Malformed JSON, malformed hex, wrong length.
+    let (s, e, _) = env
+        .request("/SignHash", Some("SignHash"), &[], b"{\"KeyId\": ".to_vec())
+        .await;
+    assert_eq!((s, e["code"].as_str()), (400, Some("malformed_json")));
+    let (s, e) = env
+        .post(
+            "/SignHash",
+            Some("SignHash"),
+            &json!({"KeyId": key, "Hash": "0xzz"}),
+        )
+        .await;
+    assert_eq!((s, e["code"].as_str()), (400, Some("invalid_hex")));
+    let (s, e) = env
+        .post(
+            "/SignHash",
+            Some("SignHash"),
+            &json!({"KeyId": key, "Hash": "0x11"}),
+        )
+        .await;
+    assert_eq!((s, e["code"].as_str()), (422, Some("invalid_length")));
+    // 300 KiB body: refused while reading.
+    let big = format!(
+        "{{\"KeyId\": \"{key}\", \"Hash\": \"{}\"}}",
+        "a".repeat(300 * 1024)
+    );
+    let (s, e, _) = env
+        .request("/SignHash", Some("SignHash"), &[], big.into_bytes())
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (413, Some("body_too_large")),
+        "{e}"
+    );
+
+    // Bad DER in an otherwise real assertion: 422, before anything is consumed.
+    let mut w = env
+        .ceremony(&mut alice, &key, "SignHash", json!({"Hash": HASH}))
+        .await;
+    let good_sig = w["Credential"]["response"]["signature"].clone();
+    w["Credential"]["response"]["signature"] = json!("MAUCAQECAQ"); // 30 05 02 01 01 02 01 (truncated)
+    let (s, e) = env
+        .post(
+            "/SignHash",
+            Some("SignHash"),
+            &json!({"KeyId": key, "Hash": HASH, "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!((s, e["code"].as_str()), (422, Some("invalid_der")), "{e}");
+    w["Credential"]["response"]["signature"] = good_sig;
+    let (s, _) = env
+        .post(
+            "/SignHash",
+            Some("SignHash"),
+            &json!({"KeyId": key, "Hash": HASH, "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!(s, 200);
+
+    // Sign a message (EIP-191).
+    let w = env
+        .ceremony(&mut alice, &key, "Sign", json!({"Message": "hello"}))
+        .await;
+    let (s, m) = env
+        .post(
+            "/Sign",
+            Some("Sign"),
+            &json!({"KeyId": key, "Message": "hello", "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!(s, 200, "{m}");
+    assert_eq!(recover(&eip191(b"hello"), &hexs(&m["Signature"])), owner);
+
+    // Sign a transaction; `to` must be 20 bytes (422 at ceremony start and at Sign).
+    let to = "0x000000000000000000000000000000000000dEaD";
+    let w = env
+        .ceremony(&mut alice, &key, "Sign", json!({"Transaction": tx(to)}))
+        .await;
+    let (s, t) = env
+        .post(
+            "/Sign",
+            Some("Sign"),
+            &json!({"KeyId": key, "Transaction": tx(to), "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!(s, 200, "{t}");
+    assert!(t["SignedTransaction"].as_str().unwrap().starts_with("0x"));
+    let raw = hexs(&t["SignedTransaction"]);
+    let h_tx = <sha3::Keccak256 as sha2::Digest>::digest(&raw);
+    assert_eq!(
+        t["TransactionHash"],
+        json!(format!("0x{}", hex::encode(h_tx)))
+    );
+    // EIP-1559 (type 2 envelope).
+    let tx1559 = json!({"chainId": 31337, "nonce": 1, "to": to, "value": "0x0", "gas": 21000,
+        "maxFeePerGas": "2000000000", "maxPriorityFeePerGas": "1000000000", "data": "0x"});
+    let w = env
+        .ceremony(&mut alice, &key, "Sign", json!({"Transaction": tx1559}))
+        .await;
+    let (s, t2) = env
+        .post(
+            "/Sign",
+            Some("Sign"),
+            &json!({"KeyId": key, "Transaction": tx1559, "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!(s, 200, "{t2}");
+    assert_eq!(hexs(&t2["SignedTransaction"])[0], 0x02);
+    assert_eq!(t2["Address"], json!(owner));
+    let short = "0x000000000000000000000000000000000000de";
+    let (s, e) = env
+        .post(
+            "/BeginAuthentication",
+            None,
+            &json!({"KeyId": key, "Purpose": "Sign", "Payload": {"Transaction": tx(short)}}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (422, Some("invalid_recipient")),
+        "{e}"
+    );
+    let (s, e) = env
+        .post(
+            "/Sign",
+            Some("Sign"),
+            &json!({"KeyId": key, "Transaction": tx(short), "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (422, Some("invalid_recipient")),
+        "{e}"
+    );
+
+    // DeriveAddress records the address; Sign by Address then works.
+    let path = "m/44'/60'/0'/0/1";
+    let w = env
+        .ceremony(
+            &mut alice,
+            &key,
+            "DeriveAddress",
+            json!({"DerivationPath": path}),
+        )
+        .await;
+    let (s, a) = env
+        .post(
+            "/DeriveAddress",
+            Some("DeriveAddress"),
+            &json!({"KeyId": key, "DerivationPath": path, "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!(s, 200, "{a}");
+    let addr1 = a["Address"].as_str().unwrap().to_owned();
+    assert_ne!(addr1, owner);
+    let w = env
+        .ceremony(
+            &mut alice,
+            &key,
+            "GetPublicKey",
+            json!({"DerivationPath": path}),
+        )
+        .await;
+    let (s, p) = env
+        .post(
+            "/GetPublicKey",
+            Some("GetPublicKey"),
+            &json!({"KeyId": key, "DerivationPath": path, "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!((s, &p["Address"]), (200, &json!(addr1)), "{p}");
+    let (s, b) = env
+        .post(
+            "/BeginAuthentication",
+            None,
+            &json!({"Address": addr1, "Purpose": "SignHash", "Payload": {"Hash": HASH}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let cred = alice.authenticate(&env.origin(), &b["Options"]);
+    let w = json!({"ChallengeId": b["ChallengeId"], "Credential": cred});
+    let (s, sig) = env
+        .post(
+            "/SignHash",
+            Some("SignHash"),
+            &json!({"Address": addr1, "Hash": HASH, "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!(s, 200, "{sig}");
+    assert_eq!(recover(&h, &hexs(&sig["Signature"])), addr1);
+
+    // ListKeys pages.
+    let mut bob = Soft::new();
+    let reg2 = env.register(&mut bob).await;
+    let (s, l) = env
+        .post("/ListKeys", Some("ListKeys"), &json!({"Limit": 1}))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(l["Keys"].as_array().unwrap().len(), 1);
+    assert_eq!(l["Truncated"], true);
+    let (_, l2) = env
+        .post(
+            "/ListKeys",
+            Some("ListKeys"),
+            &json!({"Limit": 1, "Marker": l["NextMarker"]}),
+        )
+        .await;
+    assert_eq!(l2["Truncated"], false);
+    let mut ids = vec![
+        l["Keys"][0]["KeyId"].clone(),
+        l2["Keys"][0]["KeyId"].clone(),
+    ];
+    ids.sort_by_key(|v| v.as_str().unwrap().to_owned());
+    let mut want = vec![json!(key), reg2["KeyId"].clone()];
+    want.sort_by_key(|v| v.as_str().unwrap().to_owned());
+    assert_eq!(ids, want);
+
+    // A ceremony of Bob's wallet cannot be used on Alice's.
+    let wb = env
+        .ceremony(
+            &mut bob,
+            reg2["KeyId"].as_str().unwrap(),
+            "SignHash",
+            json!({"Hash": HASH}),
+        )
+        .await;
+    let (s, e) = env
+        .post(
+            "/SignHash",
+            Some("SignHash"),
+            &json!({"KeyId": key, "Hash": HASH, "WebAuthn": wb}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (403, Some("challenge_wrong_key")),
+        "{e}"
+    );
+
+    // DeleteKey, then the key is gone.
+    let w = env
+        .ceremony(
+            &mut bob,
+            reg2["KeyId"].as_str().unwrap(),
+            "DeleteKey",
+            json!({}),
+        )
+        .await;
+    let (s, d) = env
+        .post(
+            "/DeleteKey",
+            Some("ScheduleKeyDeletion"),
+            &json!({"KeyId": reg2["KeyId"], "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!((s, &d["KeyState"]), (200, &json!("Deleted")), "{d}");
+    let (s, _) = env
+        .post(
+            "/DescribeKey",
+            Some("DescribeKey"),
+            &json!({"KeyId": reg2["KeyId"]}),
+        )
+        .await;
+    assert_eq!(s, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn create_key_requires_proof_of_possession() {
+    let env = Env::start().await;
+    // A bare public key is refused (upstream defect not copied).
+    let pk = format!("04{}", "11".repeat(64));
+    let (s, e) = env
+        .post(
+            "/CreateKey",
+            Some("CreateKey"),
+            &json!({"Description": "x", "KeyUsage": "SIGN_VERIFY",
+            "KeySpec": "ECC_SECG_P256K1", "Origin": "EXTERNAL_KMS", "PasskeyPublicKey": pk}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (400, Some("registration_required")),
+        "{e}"
+    );
+    assert!(e["error"].as_str().unwrap().contains("/BeginRegistration"));
+    // Over a registration ceremony it answers in the AWS KeyMetadata shape.
+    let (_, begin) = env.post("/BeginRegistration", None, &json!({})).await;
+    let mut user = Soft::new();
+    let cred = user.register(&env.origin(), &begin["Options"]);
+    let (s, k) = env
+        .post(
+            "/CreateKey",
+            Some("CreateKey"),
+            &json!({"ChallengeId": begin["ChallengeId"], "Credential": cred,
+            "Description": "aws"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{k}");
+    let m = &k["KeyMetadata"];
+    assert_eq!(m["Description"], "aws");
+    assert_eq!(m["Enabled"], true);
+    assert!(m["Arn"]
+        .as_str()
+        .unwrap()
+        .ends_with(m["KeyId"].as_str().unwrap()));
+    assert_eq!(m["Address"].as_str().unwrap().len(), 42);
+    // The registration ceremony is single use.
+    let (s, e) = env
+        .post(
+            "/CompleteRegistration",
+            None,
+            &json!({"ChallengeId": begin["ChallengeId"], "Credential": cred}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (401, Some("challenge_used")),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn change_passkey_needs_the_new_and_the_current_passkey() {
+    let env = Env::start().await;
+    let mut old = Soft::new();
+    let reg = env.register(&mut old).await;
+    let key = reg["KeyId"].as_str().unwrap().to_owned();
+
+    // A bare new public key is refused.
+    let (s, e) = env
+        .post(
+            "/ChangePasskey",
+            None,
+            &json!({"KeyId": key, "PasskeyPublicKey": format!("04{}", "22".repeat(64))}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (400, Some("registration_required")),
+        "{e}"
+    );
+
+    // 1. Register the new passkey for this wallet (proof of possession).
+    let mut new = Manual::new();
+    let (s, begin) = env
+        .post("/BeginRegistration", None, &json!({"KeyId": key}))
+        .await;
+    assert_eq!(s, 200, "{begin}");
+    let reg_cred = new.register(&env.origin(), &begin["Options"]);
+    let new_passkey = json!({"ChallengeId": begin["ChallengeId"], "Credential": reg_cred});
+    // 2. The current passkey authorises the change to exactly that key.
+    let w = env
+        .ceremony(
+            &mut old,
+            &key,
+            "ChangePasskey",
+            json!({"NewPasskey": new_passkey}),
+        )
+        .await;
+    // Without the current passkey's assertion: refused.
+    let (s, e) = env
+        .post(
+            "/ChangePasskey",
+            None,
+            &json!({"KeyId": key, "NewPasskey": new_passkey}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (401, Some("ceremony_required")),
+        "{e}"
+    );
+    let (s, c) = env
+        .post(
+            "/ChangePasskey",
+            Some("ChangePasskey"),
+            &json!({"KeyId": key, "NewPasskey": new_passkey, "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!(s, 200, "{c}");
+    assert_eq!(c["Changed"], true);
+    assert_ne!(c["CredentialId"], reg["CredentialId"]);
+    let (_, d) = env
+        .post("/DescribeKey", Some("DescribeKey"), &json!({"KeyId": key}))
+        .await;
+    assert_eq!(d["KeyMetadata"]["PasskeyCredentialId"], c["CredentialId"]);
+
+    // The new passkey now signs; the old one is refused (host and TA).
+    let w = env
+        .ceremony(&mut new, &key, "SignHash", json!({"Hash": HASH}))
+        .await;
+    let (s, sig) = env
+        .post(
+            "/SignHash",
+            Some("SignHash"),
+            &json!({"KeyId": key, "Hash": HASH, "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!(s, 200, "{sig}");
+    let (s, b) = env
+        .post(
+            "/BeginAuthentication",
+            None,
+            &json!({"KeyId": key, "Purpose": "SignHash", "Payload": {"Hash": HASH}}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let mut opts = b["Options"].clone();
+    // The soft authenticator only answers for credentials it holds: point
+    // the request at its old credential, as a stale client would.
+    opts["publicKey"]["allowCredentials"] =
+        json!([{"type": "public-key", "id": reg["CredentialId"]}]);
+    let cred = old.authenticate(&env.origin(), &opts);
+    let (s, e) = env
+        .post(
+            "/SignHash",
+            Some("SignHash"),
+            &json!({"KeyId": key, "Hash": HASH,
+            "WebAuthn": {"ChallengeId": b["ChallengeId"], "Credential": cred}}),
+        )
+        .await;
+    assert_eq!(s, 401, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn uv_missing_and_sign_count_regression_are_refused() {
+    let env = Env::start().await;
+    let mut m = Manual::new();
+    let reg = env.register(&mut m).await;
+    let key = reg["KeyId"].as_str().unwrap().to_owned();
+    // A real assertion by the registered key works.
+    let w = env
+        .ceremony(&mut m, &key, "SignHash", json!({"Hash": HASH}))
+        .await;
+    let (s, v) = env
+        .post(
+            "/SignHash",
+            Some("SignHash"),
+            &json!({"KeyId": key, "Hash": HASH, "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    // The same key, the same kind of assertion, UV flag cleared: refused.
+    m.without_uv();
+    let w = env
+        .ceremony(&mut m, &key, "SignHash", json!({"Hash": HASH}))
+        .await;
+    let (s, e) = env
+        .post(
+            "/SignHash",
+            Some("SignHash"),
+            &json!({"KeyId": key, "Hash": HASH, "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (401, Some("user_verification_missing")),
+        "{e}"
+    );
+    // Counter going backwards (a cloned authenticator): refused.
+    m.flags = 0x05;
+    let w = env
+        .ceremony(&mut m, &key, "SignHash", json!({"Hash": HASH}))
+        .await;
+    let (s, _) = env
+        .post(
+            "/SignHash",
+            Some("SignHash"),
+            &json!({"KeyId": key, "Hash": HASH, "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    m.next_counter = Some(1);
+    let w = env
+        .ceremony(&mut m, &key, "SignHash", json!({"Hash": HASH}))
+        .await;
+    let (s, e) = env
+        .post(
+            "/SignHash",
+            Some("SignHash"),
+            &json!({"KeyId": key, "Hash": HASH, "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (401, Some("sign_count_regression")),
+        "{e}"
+    );
+}

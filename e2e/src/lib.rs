@@ -7,6 +7,8 @@
 //! - [`owner`]: a software-passkey wallet owner and its agents, through the TA.
 //! - [`chain::ChainEnv`]: a `kms_chain` client for one EntryPoint version of a stack, plus test
 //!   helpers (balances, the EntryPoint's own verdict on an operation).
+//! - [`companion::Companion`]: the companion server (in-process, free port) over its own
+//!   `ta-sim`, with the stack's chain settings, and an HTTP client doing real WebAuthn ceremonies.
 //! - [`proxy::Proxy`]: a fault-injecting JSON-RPC proxy in front of the bundler.
 //! - [`bins`]: finding and building the workspace binaries the tests spawn.
 //!
@@ -16,6 +18,7 @@
 
 pub mod bins;
 pub mod chain;
+pub mod companion;
 pub mod owner;
 pub mod proxy;
 pub mod stack;

@@ -35,3 +35,6 @@ pub mod revert;
 pub mod session;
 pub mod signature;
 pub mod userop;
+
+/// The URL type of [`client::ChainConfig`] (reqwest's).
+pub use reqwest::Url;

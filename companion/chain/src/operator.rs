@@ -246,17 +246,16 @@ pub async fn sign_owner_user_op(
             got: from,
         });
     }
-    let rsv: [u8; 65] = out
-        .bytes
-        .as_slice()
-        .try_into()
-        .map_err(|_| OperatorSignerError::BadSignature("not 65 bytes"))?;
-    verify_eip191(&rsv, user_op_hash, expected_owner)?;
+    verify_eip191(&out.bytes, user_op_hash, expected_owner)?;
     Ok(Bytes::from(out.bytes))
 }
 
-/// Checks that `rsv` (`v` = 27/28) is `signer`'s signature over the EIP-191 hash of `hash`.
-fn verify_eip191(rsv: &[u8; 65], hash: B256, signer: Address) -> Result<(), OperatorSignerError> {
+/// Checks that `rsv` (65 bytes, `v` = 27/28) is `signer`'s signature over the EIP-191 hash of
+/// `hash` (what owners and agents sign for a UserOperation).
+pub fn verify_eip191(rsv: &[u8], hash: B256, signer: Address) -> Result<(), OperatorSignerError> {
+    let rsv: &[u8; 65] = rsv
+        .try_into()
+        .map_err(|_| OperatorSignerError::BadSignature("not 65 bytes"))?;
     if rsv[64] != 27 && rsv[64] != 28 {
         return Err(OperatorSignerError::BadSignature("v is not 27 or 28"));
     }

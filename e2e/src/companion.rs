@@ -161,10 +161,7 @@ impl Companion {
         }
     }
 
-    async fn send(
-        &self,
-        rb: reqwest::RequestBuilder,
-    ) -> Result<(u16, Value), CompanionError> {
+    async fn send(&self, rb: reqwest::RequestBuilder) -> Result<(u16, Value), CompanionError> {
         let resp = rb.send().await?;
         let status = resp.status().as_u16();
         let text = resp.text().await?;
@@ -202,7 +199,8 @@ impl Companion {
 
     /// GET with a Bearer agent credential.
     pub async fn get_bearer(&self, path: &str, jwt: &str) -> Result<(u16, Value), CompanionError> {
-        self.send(self.http.get(self.url(path)).bearer_auth(jwt)).await
+        self.send(self.http.get(self.url(path)).bearer_auth(jwt))
+            .await
     }
 
     /// GET without credentials.
@@ -210,7 +208,11 @@ impl Companion {
         self.send(self.http.get(self.url(path))).await
     }
 
-    fn expect(what: &str, (status, body): (u16, Value), want: u16) -> Result<Value, CompanionError> {
+    fn expect(
+        what: &str,
+        (status, body): (u16, Value),
+        want: u16,
+    ) -> Result<Value, CompanionError> {
         if status == want {
             Ok(body)
         } else {
@@ -381,8 +383,13 @@ impl Companion {
         let headers: Vec<(&str, &str)> = idempotency_key
             .map(|k| vec![("idempotency-key", k)])
             .unwrap_or_default();
-        self.post_bearer("/agent/intents", &agent.jwt, &json!({"calls": calls}), &headers)
-            .await
+        self.post_bearer(
+            "/agent/intents",
+            &agent.jwt,
+            &json!({"calls": calls}),
+            &headers,
+        )
+        .await
     }
 
     /// Polls `GET /agent/intents/{hash}` until the intent is `included` or `failed`.

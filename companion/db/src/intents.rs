@@ -309,7 +309,11 @@ mod tests {
             .unwrap());
         let i = db.get_intent("0x01").await.unwrap().unwrap();
         assert_eq!(
-            (i.status.as_str(), i.tx_hash.as_deref(), i.receipt_json.as_deref()),
+            (
+                i.status.as_str(),
+                i.tx_hash.as_deref(),
+                i.receipt_json.as_deref()
+            ),
             ("included", Some("0xtx"), Some("{}"))
         );
         assert_eq!(db.open_intents_of("w:0").await.unwrap().len(), 1);

@@ -228,22 +228,33 @@ mod tests {
             data: None,
         };
         let e = bundler_error(&revoked, None);
-        assert_eq!((e.status(), e.code()), (StatusCode::FORBIDDEN, "session_revoked"));
+        assert_eq!(
+            (e.status(), e.code()),
+            (StatusCode::FORBIDDEN, "session_revoked")
+        );
         let unfunded = BundlerError::Rpc {
             code: -32500,
             message: "AA21 didn't pay prefund".into(),
             data: None,
         };
-        let e = bundler_error(&unfunded, Some(address!("0x1111111111111111111111111111111111111111")));
+        let e = bundler_error(
+            &unfunded,
+            Some(address!("0x1111111111111111111111111111111111111111")),
+        );
         assert_eq!(e.code(), "account_unfunded");
-        assert!(e.to_string().contains("0x1111111111111111111111111111111111111111"));
+        assert!(e
+            .to_string()
+            .contains("0x1111111111111111111111111111111111111111"));
         let other = BundlerError::Rpc {
             code: -32602,
             message: "AA25 invalid account nonce".into(),
             data: None,
         };
         let e = bundler_error(&other, None);
-        assert_eq!((e.status(), e.code()), (StatusCode::UNPROCESSABLE_ENTITY, "bundler_rejected"));
+        assert_eq!(
+            (e.status(), e.code()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "bundler_rejected")
+        );
         let ApiError::Detailed { details, .. } = e else {
             panic!()
         };

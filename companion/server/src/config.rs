@@ -320,7 +320,10 @@ impl Config {
         };
         Ok(Some(ChainSettings {
             rpc_url: url("--rpc-url", self.rpc_url.as_deref().unwrap_or_default())?,
-            bundler_url: url("--bundler-url", self.bundler_url.as_deref().unwrap_or_default())?,
+            bundler_url: url(
+                "--bundler-url",
+                self.bundler_url.as_deref().unwrap_or_default(),
+            )?,
             validator: addr(
                 "--validator-address",
                 self.validator_address.as_deref().unwrap_or_default(),
@@ -375,7 +378,10 @@ mod tests {
         assert_eq!(Config::defaults().chain_settings(), Ok(None));
         let partial = Config::parse_from(["companion", "--rpc-url", "http://127.0.0.1:8545"]);
         let err = partial.chain_settings().unwrap_err();
-        assert!(err.contains("--bundler-url") && err.contains("--account-factory"), "{err}");
+        assert!(
+            err.contains("--bundler-url") && err.contains("--account-factory"),
+            "{err}"
+        );
         assert!(partial.validate().is_err());
         let full = Config::parse_from([
             "companion",

@@ -106,11 +106,21 @@ pub struct OnChainRevocation {
 
 /// Revokes the agent's session on chain with the operator key, if it has one and the chain is
 /// configured. Never fails the request: the outcome is reported (and audited).
-async fn revoke_on_chain(s: &AppState, key_id: &str, row: &kms_db::AgentKey) -> Option<OnChainRevocation> {
+async fn revoke_on_chain(
+    s: &AppState,
+    key_id: &str,
+    row: &kms_db::AgentKey,
+) -> Option<OnChainRevocation> {
     let chain = s.chain.as_ref()?;
     let account = row.account.as_deref()?;
-    let parse = |v: &str| hex_fixed::<20>("address", v).ok().map(alloy::primitives::Address::from);
-    let (Some(account_addr), Some(agent)) = (parse(account), row.agent_address.as_deref().and_then(parse)) else {
+    let parse = |v: &str| {
+        hex_fixed::<20>("address", v)
+            .ok()
+            .map(alloy::primitives::Address::from)
+    };
+    let (Some(account_addr), Some(agent)) =
+        (parse(account), row.agent_address.as_deref().and_then(parse))
+    else {
         return None;
     };
     let outcome = async {
@@ -154,7 +164,10 @@ async fn revoke_on_chain(s: &AppState, key_id: &str, row: &kms_db::AgentKey) -> 
             key_id: Some(key_id),
             outcome: &outcome,
             user_op_hash: None,
-            detail: result.transaction_hash.as_deref().or(result.error.as_deref()),
+            detail: result
+                .transaction_hash
+                .as_deref()
+                .or(result.error.as_deref()),
         })
         .await;
     Some(result)

@@ -106,6 +106,14 @@ pub async fn health(State(s): State<Arc<AppState>>) -> Response {
     let database = s.db.ping().await.is_ok();
     let ta = s.tee.call(&kms_proto::TaInfo {}).await.ok();
     let ok = database && ta.is_some();
+    let operator_address = match ta.is_some() {
+        true => s
+            .operator()
+            .await
+            .ok()
+            .map(|o| kms_chain::operator::OperatorSigner::address(o).to_string()),
+        false => None,
+    };
     let body = HealthResponse {
         status: if ok { "ok" } else { "degraded" }.into(),
         database,
@@ -117,14 +125,7 @@ pub async fn health(State(s): State<Arc<AppState>>) -> Response {
             ApiKeyMode::Open => "open",
         }
         .into(),
-        operator_address: match ta.is_some() {
-            true => s
-                .operator()
-                .await
-                .ok()
-                .map(|o| kms_chain::operator::OperatorSigner::address(o).to_string()),
-            false => None,
-        },
+        operator_address,
         chain: chain_info(&s),
     };
     let status = if ok {

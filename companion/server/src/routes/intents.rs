@@ -160,10 +160,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         return Ok(None);
     };
     let v = v.to_str().unwrap_or("");
-    if v.is_empty()
-        || v.len() > MAX_IDEMPOTENCY_KEY
-        || !v.bytes().all(|b| b.is_ascii_graphic())
-    {
+    if v.is_empty() || v.len() > MAX_IDEMPOTENCY_KEY || !v.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ApiError::bad_request(
             "invalid_idempotency_key",
             format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
@@ -174,7 +171,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 
 fn parse_calls(calls: &[IntentCall]) -> Result<Vec<Call>, ApiError> {
     if calls.is_empty() {
-        return Err(ApiError::unprocessable("no_calls", "calls must not be empty"));
+        return Err(ApiError::unprocessable(
+            "no_calls",
+            "calls must not be empty",
+        ));
     }
     if calls.len() > MAX_CALLS {
         return Err(ApiError::unprocessable(
@@ -334,7 +334,9 @@ async fn submit_checked(
         .await?;
     let parsed = SessionSignature::parse(&sig.signature)
         .filter(|p| p.account == account && p.key == agent)
-        .ok_or_else(|| ApiError::internal("the TA's session signature does not have the expected layout"))?;
+        .ok_or_else(|| {
+            ApiError::internal("the TA's session signature does not have the expected layout")
+        })?;
     verify_eip191(&parsed.rsv, user_op_hash, agent)
         .map_err(|e| ApiError::internal(format!("agent signature: {e}")))?;
     s.metrics.count_signature("agent_intent");
@@ -411,13 +413,17 @@ pub async fn get_intent(
     let chain = s.chain()?;
     let auth = authenticate_agent(&s, &headers, None, false).await?;
     let hash = B256::from(hex_fixed::<32>("userOpHash", &user_op_hash)?);
-    let not_found = || ApiError::not_found("intent_not_found", "no intent of this agent has this userOpHash");
-    let intent = s
-        .db
-        .get_intent(&hash_hex(hash))
-        .await?
-        .filter(|i| i.key_id == auth.key_id)
-        .ok_or_else(not_found)?;
+    let not_found = || {
+        ApiError::not_found(
+            "intent_not_found",
+            "no intent of this agent has this userOpHash",
+        )
+    };
+    let intent =
+        s.db.get_intent(&hash_hex(hash))
+            .await?
+            .filter(|i| i.key_id == auth.key_id)
+            .ok_or_else(not_found)?;
     let intent = refresh(&s, chain, intent).await?;
     Ok(Json(IntentResponse::from(&intent)))
 }
@@ -425,7 +431,11 @@ pub async fn get_intent(
 /// Brings an open intent up to date: settles it from its receipt (`included`, or `failed` when
 /// the execution failed), and re-submits a `signed` one older than [`RESUBMIT_AFTER_SECS`]
 /// exactly as recorded. Settled intents are returned as they are.
-pub(crate) async fn refresh(s: &AppState, chain: &ChainState, intent: Intent) -> Result<Intent, ApiError> {
+pub(crate) async fn refresh(
+    s: &AppState,
+    chain: &ChainState,
+    intent: Intent,
+) -> Result<Intent, ApiError> {
     if intent.status != "pending" && intent.status != "signed" {
         return Ok(intent);
     }
@@ -434,11 +444,21 @@ pub(crate) async fn refresh(s: &AppState, chain: &ChainState, intent: Intent) ->
         .parse()
         .map_err(|_| ApiError::internal("stored userOpHash"))?;
     let now = kms_db::now_secs();
-    match chain.client.bundler().get_user_operation_receipt(hash).await {
+    match chain
+        .client
+        .bundler()
+        .get_user_operation_receipt(hash)
+        .await
+    {
         Ok(Some(receipt)) => {
-            let status = if receipt.success { "included" } else { "failed" };
+            let status = if receipt.success {
+                "included"
+            } else {
+                "failed"
+            };
             let error = (!receipt.success).then(|| "the operation's execution reverted".to_owned());
-            let json = serde_json::to_string(&receipt).map_err(|e| ApiError::internal(e.to_string()))?;
+            let json =
+                serde_json::to_string(&receipt).map_err(|e| ApiError::internal(e.to_string()))?;
             s.db.settle_intent(
                 &intent.user_op_hash,
                 status,
@@ -467,8 +487,14 @@ pub(crate) async fn refresh(s: &AppState, chain: &ChainState, intent: Intent) ->
                     }
                     Err(e) => {
                         let msg = e.to_string();
-                        s.db.update_intent_status(&intent.user_op_hash, "failed", None, Some(&msg), now)
-                            .await?;
+                        s.db.update_intent_status(
+                            &intent.user_op_hash,
+                            "failed",
+                            None,
+                            Some(&msg),
+                            now,
+                        )
+                        .await?;
                     }
                 }
             }
@@ -501,13 +527,19 @@ mod tests {
             value: None,
             data: None,
         };
-        assert_eq!(parse_calls(&[short]).unwrap_err().status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            parse_calls(&[short]).unwrap_err().status(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
         let bad_hex = IntentCall {
             to: "0xzz".into(),
             value: None,
             data: None,
         };
-        assert_eq!(parse_calls(&[bad_hex]).unwrap_err().status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            parse_calls(&[bad_hex]).unwrap_err().status(),
+            StatusCode::BAD_REQUEST
+        );
         let many: Vec<IntentCall> = (0..=MAX_CALLS)
             .map(|_| IntentCall {
                 to: "0x1111111111111111111111111111111111111111".into(),

@@ -238,7 +238,11 @@ struct StoredGrant {
     deploys_account: bool,
 }
 
-fn stored_grant(s: &AppState, plan: &GrantPlan, metadata: Option<&str>) -> Result<StoredGrant, ApiError> {
+fn stored_grant(
+    s: &AppState,
+    plan: &GrantPlan,
+    metadata: Option<&str>,
+) -> Result<StoredGrant, ApiError> {
     let chain = s.chain()?;
     let meta: Value = metadata
         .and_then(|m| serde_json::from_str(m).ok())
@@ -260,7 +264,9 @@ fn stored_grant(s: &AppState, plan: &GrantPlan, metadata: Option<&str>) -> Resul
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let stored_hash: Option<B256> = serde_json::from_value(meta["userOpHash"].clone()).ok();
     if stored_hash != Some(user_op_hash) {
-        return Err(ApiError::internal("stored operation does not hash to its userOpHash"));
+        return Err(ApiError::internal(
+            "stored operation does not hash to its userOpHash",
+        ));
     }
     Ok(StoredGrant {
         op,

@@ -650,3 +650,96 @@ async fn two_agents_of_one_account_in_parallel_all_land() {
     assert_eq!(nonces.len(), 4, "four distinct nonces");
     assert_eq!(f.env.balance(to).await.unwrap(), eth("0.1"));
 }
+
+// ------------------------------------------------------------------ grant refusals
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grant_session_requires_the_ceremony_for_exactly_this_session() {
+    let mut f = fixture(V07).await;
+    let agent = f.agent("grant refusals").await;
+    let to = address("grant refusals");
+    let window = f.open_window().await;
+    let account = f
+        .env
+        .client
+        .account_address(f.wallet.address, U256::ZERO)
+        .await
+        .unwrap();
+    f.env.set_balance(account, eth("10")).await.unwrap();
+    let session = json!({
+        "keyId": agent.key_id,
+        "targets": [to],
+        "spendCap": eth("1").to_string(),
+        "validAfter": window.0,
+        "validUntil": window.1,
+    });
+
+    // No ceremony, or a bare legacy assertion: refused.
+    let (status, body) = f.c.post("/kms/agent-sessions", &session).await.unwrap();
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("ceremony_required")),
+        "{body}"
+    );
+    let mut legacy = session.clone();
+    legacy["passkeyAssertion"] = json!({"authenticatorData": "0x00"});
+    let (status, body) = f.c.post("/kms/agent-sessions", &legacy).await.unwrap();
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("legacy_assertion_refused")),
+        "{body}"
+    );
+
+    // A ceremony for a 1 ETH cap does not authorise a 5 ETH cap.
+    let mut payload = session.clone();
+    payload.as_object_mut().unwrap().remove("keyId");
+    let (web_authn, begin) =
+        f.c.ceremony(&mut f.user, &agent.key_id, "GrantSession", payload)
+            .await
+            .unwrap();
+    assert_eq!(
+        begin["UserOperation"]["account"]
+            .as_str()
+            .unwrap()
+            .parse::<Address>()
+            .unwrap(),
+        account
+    );
+    assert_eq!(begin["UserOperation"]["deploysAccount"], true);
+    let mut bigger = session.clone();
+    bigger["spendCap"] = json!(eth("5").to_string());
+    bigger["webAuthnAssertion"] = web_authn.clone();
+    let (status, body) = f.c.post("/kms/agent-sessions", &bigger).await.unwrap();
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("payload_mismatch")),
+        "{body}"
+    );
+    assert!(
+        !f.env.client.has_code(account).await.unwrap(),
+        "nothing sent"
+    );
+
+    // The same ceremony with exactly its session goes through, once.
+    let mut exact = session.clone();
+    exact["webAuthnAssertion"] = web_authn;
+    let (status, body) = f.c.post("/kms/agent-sessions", &exact).await.unwrap();
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("included")),
+        "{body}"
+    );
+    assert_eq!(
+        body["userOpHash"].as_str(),
+        begin["UserOperation"]["userOpHash"].as_str()
+    );
+    let (status, body) = f.c.post("/kms/agent-sessions", &exact).await.unwrap();
+    assert_eq!(status, 401, "a ceremony is single use: {body}");
+    let snapshot = f
+        .env
+        .client
+        .read_session(account, agent.address, &[to])
+        .await
+        .unwrap();
+    assert_eq!(snapshot.remaining_budget, eth("1"));
+}

@@ -372,6 +372,46 @@ async fn idempotency_key_returns_the_first_result() {
         (s, body["code"].as_str()),
         (400, Some("invalid_idempotency_key"))
     );
+
+    // The audit log has the grant (committed before the answer) and the submissions (queued;
+    // polled for), with userOpHashes and never a credential.
+    let db = &f.c.server().state.db;
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        rows = db.audit_rows(0, 1000).await.unwrap();
+        if rows
+            .iter()
+            .filter(|r| r.action == "SubmitIntent" && r.outcome == "ok")
+            .count()
+            >= 3
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(rows
+        .iter()
+        .any(|r| r.action == "GrantSession" && r.outcome == "ok"));
+    let submits: Vec<_> = rows
+        .iter()
+        .filter(|r| r.action == "SubmitIntent" && r.outcome == "ok")
+        .collect();
+    assert!(submits.len() >= 3, "{rows:?}");
+    assert!(submits
+        .iter()
+        .any(|r| r.user_op_hash.as_deref() == Some(hash)));
+    for r in &rows {
+        let text = format!("{r:?}");
+        assert!(
+            !text.contains(&agent.jwt) && !text.contains("eyJ"),
+            "{text}"
+        );
+    }
+    assert_eq!(db.verify_audit_chain().await.unwrap().first_bad, None);
+    // The intent is recorded with its idempotency key.
+    let stored = db.get_intent(hash).await.unwrap().unwrap();
+    assert_eq!(stored.idempotency_key.as_deref(), Some("pay-42"));
+    assert_eq!(stored.status, "included");
 }
 
 // ------------------------------------------------------------------ sender binding

@@ -246,6 +246,19 @@ async fn health_metrics_and_openapi() {
     assert_eq!(s, 200);
     let (s, _) = env.post("/nope", None, &json!({})).await;
     assert_eq!(s, 404);
+    // Without chain settings the chain routes answer 503 with a code, before anything else.
+    let (s, body, _) = env
+        .post_bearer(
+            "/agent/intents",
+            a["agentCredential"].as_str().unwrap(),
+            &json!({"calls": [{"to": "0x1111111111111111111111111111111111111111"}]}),
+        )
+        .await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (503, Some("chain_not_configured")),
+        "{body}"
+    );
     let (s, m) = env.get("/metrics").await;
     assert_eq!(s, 200);
     assert!(

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{agent, ceremony, health, wallet};
+use crate::routes::{agent, ceremony, health, ui, wallet};
 
 struct Security;
 
@@ -48,6 +48,8 @@ impl Modify for Security {
         agent::sign_agent,
         agent::refresh_agent_credential,
         agent::revoke_agent_credential,
+        ui::list_agent_keys,
+        ui::list_agent_intents,
         health::health,
         health::metrics,
         health::openapi,

@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod ceremony;
 pub mod health;
+pub mod ui;
 pub mod wallet;
 
 use axum::http::HeaderMap;

@@ -34,6 +34,12 @@ const GRANT_TARGET = process.env.GRANT_TARGET || '';
 const INTENT_TO = process.env.INTENT_TO || '';
 const INTENT_WEI = process.env.INTENT_WEI || '1000';
 const DOCS_SCREENSHOT = process.env.DOCS_SCREENSHOT || '';
+const RPC_URL = process.env.RPC_URL || '';
+const ACCOUNT_FACTORY = process.env.ACCOUNT_FACTORY || '';
+if (GRANT_TARGET && (!RPC_URL || !ACCOUNT_FACTORY)) {
+  console.error('GRANT_TARGET needs RPC_URL and ACCOUNT_FACTORY (anvil)');
+  process.exit(2);
+}
 fs.mkdirSync(ARTIFACTS, { recursive: true });
 
 const result = { steps: [] };
@@ -67,6 +73,27 @@ async function api(pathname, body, headers = {}) {
     json = text;
   }
   return { status: r.status, body: json };
+}
+
+/** JSON-RPC to anvil. */
+async function rpc(method, params) {
+  const r = await fetch(RPC_URL, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }),
+  });
+  const j = await r.json();
+  if (j.error) throw new Error(`${method}: ${JSON.stringify(j.error)}`);
+  return j.result;
+}
+
+/** AgentAccountFactory.getAddress(owner, salt 0): the owner's counterfactual account. */
+async function predictedAccount(owner) {
+  // 0x8cb84e18 = bytes4(keccak256("getAddress(address,uint256)"))
+  const data = `0x8cb84e18${owner.slice(2).toLowerCase().padStart(64, '0')}${'0'.repeat(64)}`;
+  const ret = await rpc('eth_call', [{ to: ACCOUNT_FACTORY, data }, 'latest']);
+  assert.match(ret, /^0x[0-9a-f]{64}$/);
+  return `0x${ret.slice(-40)}`;
 }
 
 // Playwright gives every launch a fresh, empty profile directory (and refuses
@@ -258,6 +285,16 @@ try {
   assert.equal(await page.locator('#grant-targets').getAttribute('aria-invalid'), 'true');
 
   if (GRANT_TARGET) {
+    step('fund the owner\'s counterfactual account (it pays the gas) and the operator (the revoker) on anvil');
+    const predicted = await predictedAccount(owner);
+    await rpc('anvil_setBalance', [predicted, '0x8ac7230489e80000']); // 10 ETH
+    const op = await fetch(new URL('/kms/operator', ORIGIN), { headers: { 'x-api-key': API_KEY } });
+    assert.equal(op.status, 200);
+    const operator = (await op.json()).address;
+    assert.match(operator, /^0x[0-9a-fA-F]{40}$/);
+    await rpc('anvil_setBalance', [operator, '0xde0b6b3a7640000']); // 1 ETH
+    result.predictedAccount = predicted;
+
     step('grant a session on-chain');
     await panel.getByLabel('Allowed targets (one address per line)').fill(GRANT_TARGET);
     await panel.getByLabel('Spend cap (ETH)').fill('0.5');
@@ -270,11 +307,16 @@ try {
     const account = facts.find((t) => /^0x[0-9a-fA-F]{40}$/.test(t.trim()));
     const hashes = facts.filter((t) => /^0x[0-9a-fA-F]{64}$/.test(t.trim()));
     assert.ok(account, 'the smart account is shown');
+    assert.equal(account.trim().toLowerCase(), predicted, 'the account is the factory\'s counterfactual address');
     assert.ok(hashes.length >= 2, 'the userOpHash and the transaction hash are shown');
     await row.locator('.agent-session').filter({ hasText: '0.5 ETH' }).waitFor();
     result.account = account.trim();
     result.userOpHash = hashes[0].trim();
     result.transactionHash = hashes[1].trim();
+    const receipt = await rpc('eth_getTransactionReceipt', [result.transactionHash]);
+    assert.equal(receipt.status, '0x1', 'the bundle transaction succeeded on anvil');
+    assert.notEqual(await rpc('eth_getCode', [result.account, 'latest']), '0x', 'the account is deployed');
+    await wallet.locator('.smart-account').filter({ hasText: new RegExp(result.account, 'i') }).waitFor();
     await shot(page, '04-session-granted');
 
     if (INTENT_TO) {
@@ -292,6 +334,9 @@ try {
       // Included within a few polls (Alto bundles at once on anvil).
       await panel.locator('table.intents tbody tr[data-status="included"]').first().waitFor({ timeout: 60_000 });
       assert.match(await irow.textContent(), /1 call to 0x/);
+      assert.equal(await irow.getAttribute('data-user-op-hash'), r.body.userOpHash);
+      const bal = await rpc('eth_getBalance', [INTENT_TO, 'latest']);
+      assert.equal(BigInt(bal), BigInt(INTENT_WEI), 'the target received exactly the intent\'s value');
       await shot(page, '05-intents');
     }
   } else {
@@ -304,14 +349,37 @@ try {
     await shot(page, '04-session-refused');
   }
 
+  if (DOCS_SCREENSHOT) {
+    // The README's picture: the wallet, its agents and the open agent panel (no credential on it).
+    if (await notice.isVisible()) await page.getByRole('button', { name: 'Dismiss the error' }).click();
+    assert.ok(!(await page.content()).includes(parts[2]));
+    await page.setViewportSize({ width: 1100, height: 1350 });
+    await wallet.evaluate((el) => el.scrollIntoView({ block: 'start' }));
+    await page.evaluate(() => window.scrollBy(0, -70));
+    await page.screenshot({ path: DOCS_SCREENSHOT });
+    await page.setViewportSize({ width: 1200, height: 900 });
+  }
+
   step('revoke the agent');
   await panel.getByRole('button', { name: 'Revoke this agent…' }).click();
   await panel.getByRole('button', { name: 'Yes, revoke' }).click();
   await wallet.locator(`tr[data-key-id="${credKeyId}"][data-status="revoked"]`).waitFor();
   assert.equal((await row.locator('.agent-status').textContent()).trim(), 'revoked');
   assert.ok(await panel.getByRole('button', { name: 'Revoked' }).isDisabled());
-  assert.ok(await panel.getByRole('button', { name: 'Grant session' }).isDisabled());
+  assert.ok(await page.locator('#grant-form').isHidden(), 'no grant form for a revoked agent');
+  await panel.getByText('Only an active agent can be given a session.').waitFor();
   assert.match(await page.locator('#status').textContent(), /revoked/);
+  const revokeResult = panel.locator('#revoke-result');
+  await revokeResult.waitFor({ state: 'visible' });
+  if (GRANT_TARGET) {
+    assert.match(await page.locator('#status').textContent(), /also on-chain/);
+    assert.match(await revokeResult.textContent(), /On-chain session\s*revoked/);
+    const tx = (await revokeResult.locator('dd').allTextContents()).map((t) => t.trim()).find((t) => /^0x[0-9a-fA-F]{64}$/.test(t));
+    assert.ok(tx, 'the revocation transaction is shown');
+    assert.equal((await rpc('eth_getTransactionReceipt', [tx])).status, '0x1', 'the revocation transaction succeeded');
+  } else {
+    assert.match(await revokeResult.textContent(), /none granted, nothing to revoke/);
+  }
   const other = wallet.locator(`tr[data-key-id="${keyId2}"]`);
   assert.equal(await other.getAttribute('data-status'), 'active', 'the other agent is untouched');
   await shot(page, '06-revoked');
@@ -324,6 +392,14 @@ try {
   );
   assert.equal(signed.status, 401, JSON.stringify(signed.body));
   assert.match(signed.body.code, /revoked/);
+  if (INTENT_TO) {
+    const refused = await api(
+      '/agent/intents',
+      { keyId: credKeyId, calls: [{ to: INTENT_TO, value: INTENT_WEI, data: '0x' }] },
+      { authorization: `Bearer ${jwt}` },
+    );
+    assert.equal(refused.status, 401, JSON.stringify(refused.body));
+  }
 
   step('reload: the key is remembered for the tab; the state comes back from the API');
   await page.reload();
@@ -337,12 +413,6 @@ try {
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, `page wider than the screen by ${overflow}px`);
   await shot(page, '07-narrow');
-
-  if (DOCS_SCREENSHOT) {
-    await page.setViewportSize({ width: 1200, height: 900 });
-    await page.locator('#wallets-h').scrollIntoViewIfNeeded();
-    await page.screenshot({ path: DOCS_SCREENSHOT, fullPage: true });
-  }
 
   step('no CSP violations, no page errors, nothing logged but failed requests');
   assert.deepEqual(await page.evaluate(() => window.__csp), []);

@@ -5,11 +5,13 @@ const KEY = 'kms.apiKey';
 
 /** An error answered by the API (`{error, code}`) or met on the way. */
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, details = null) {
     super(message);
     this.name = 'ApiError';
     this.status = status;
     this.code = code;
+    // Any other fields of the error body (e.g. the account or userOpHash a chain error is about).
+    this.details = details;
   }
 }
 
@@ -59,7 +61,12 @@ async function send(method, path, body, opts = {}) {
   if (!resp.ok) {
     const code = json && typeof json.code === 'string' ? json.code : `http_${resp.status}`;
     const msg = json && typeof json.error === 'string' ? json.error : text.slice(0, 300) || resp.statusText;
-    throw new ApiError(resp.status, code, msg);
+    let details = null;
+    if (json && typeof json === 'object' && !Array.isArray(json)) {
+      const rest = Object.entries(json).filter(([k]) => k !== 'error' && k !== 'code');
+      if (rest.length) details = Object.fromEntries(rest);
+    }
+    throw new ApiError(resp.status, code, msg, details);
   }
   return { status: resp.status, body: json };
 }

@@ -68,6 +68,15 @@ function showError(e, action) {
   $('notice-text').textContent = text;
   $('notice-code').textContent = code;
   $('notice-code').hidden = !code;
+  const details = [];
+  if (e instanceof api.ApiError && e.details) {
+    for (const [k, v] of Object.entries(e.details)) {
+      details.push(`${k}: ${typeof v === 'string' ? v : JSON.stringify(v)}`);
+    }
+  }
+  if (e && e.hint) details.push(e.hint);
+  $('notice-details').textContent = details.join('\n');
+  $('notice-details').hidden = !details.length;
   $('notice').hidden = false;
   setStatus('');
   if (e instanceof api.ApiError && e.status === 401 && e.code.startsWith('api_key')) {
@@ -436,6 +445,8 @@ function selectAgent(keyId) {
     $('grant-result').hidden = true;
     $('grant-result').replaceChildren();
     $('intents').replaceChildren();
+    $('revoke-result').hidden = true;
+    $('revoke-result').replaceChildren();
     resetGrantForm();
   }
   for (const tr of document.querySelectorAll('tr[data-key-id]')) {
@@ -497,6 +508,8 @@ function renderAgent(focus) {
     ]).children,
   );
   const active = a.status === 'active';
+  $('grant-form').hidden = !active;
+  $('grant-inactive').hidden = active;
   $('grant-submit').disabled = !active;
   $('revoke').disabled = !active;
   $('revoke').textContent = active ? 'Revoke this agent…' : 'Revoked';
@@ -546,11 +559,20 @@ async function grantSession(ev) {
     setStatus(
       `Submitting the UserOperation${op.userOpHash ? ` ${short(op.userOpHash)}` : ''} and waiting for it to be included…`,
     );
-    const { status, body } = await api.post('/kms/agent-sessions', {
-      keyId: a.keyId,
-      ...payload,
-      webAuthnAssertion: webAuthn,
-    });
+    let status;
+    let body;
+    try {
+      ({ status, body } = await api.post('/kms/agent-sessions', {
+        keyId: a.keyId,
+        ...payload,
+        webAuthnAssertion: webAuthn,
+      }));
+    } catch (e) {
+      if (op.account) {
+        e.hint = `Smart account ${op.account}${op.deploysAccount ? ' (deployed by this operation)' : ''}: it pays the gas of the session's UserOperation, so it needs ETH.`;
+      }
+      throw e;
+    }
     showGrantResult(body, status);
     await loadWallets();
     $('grant-result').focus();
@@ -580,6 +602,33 @@ function showGrantResult(r, httpStatus) {
   el.hidden = false;
 }
 
+/** What the revocation did: always the companion and the TEE; on-chain when the agent had a session. */
+function showRevokeResult(r) {
+  const el = $('revoke-result');
+  const chain = r.onChain;
+  const failed = chain && chain.status === 'failed';
+  el.className = `result ${failed ? 'bad' : 'ok'}`;
+  el.replaceChildren(
+    h(
+      'p',
+      { class: 'result-title' },
+      failed
+        ? 'Revoked in the companion and the TEE. The on-chain revocation FAILED: the session is still registered on the SessionKeyValidator.'
+        : 'Revoked: the credential is dead in the companion and the TEE.',
+    ),
+    facts([
+      ['Credential', 'revoked'],
+      chain && ['On-chain session', badge(chain.status)],
+      chain && ['Smart account', chain.account, 'mono'],
+      chain && chain.transactionHash && ['Revocation transaction', chain.transactionHash, 'mono'],
+      chain && chain.error && ['Error', chain.error],
+      !chain && ['On-chain session', 'none granted, nothing to revoke'],
+    ]),
+  );
+  el.setAttribute('role', failed ? 'alert' : 'status');
+  el.hidden = false;
+}
+
 function showRevokeConfirm() {
   $('revoke-row').hidden = true;
   $('revoke-confirm').hidden = false;
@@ -599,9 +648,15 @@ async function revokeAgent() {
   await run('Revoke agent', $('revoke-yes'), async () => {
     const { webAuthn } = await ceremony(a.keyId, 'RevokeAgentCredential', {}, 'Confirm with your passkey to revoke the agent…');
     setStatus('Revoking…');
-    await api.post('/kms/revoke-agent-credential', { keyId: a.keyId, webAuthnAssertion: webAuthn });
+    const { body } = await api.post('/kms/revoke-agent-credential', { keyId: a.keyId, webAuthnAssertion: webAuthn });
     await loadWallets();
-    setStatus(`Agent ${a.keyId} revoked.`);
+    showRevokeResult(body || {});
+    const chain = body && body.onChain;
+    if (chain && chain.status === 'failed') {
+      setStatus(`Agent ${a.keyId} revoked in the companion and the TEE, but NOT on-chain.`);
+    } else {
+      setStatus(`Agent ${a.keyId} revoked${chain ? ' (also on-chain)' : ''}.`);
+    }
     $('agent-h').focus();
   });
 }

@@ -325,8 +325,7 @@ pub async fn list_agent_intents(
         ));
     }
     let key_id = kms_proto::jwt::key_id(&wallet, index);
-    if s
-        .db
+    if s.db
         .get_agent(&wallet.to_uuid_string(), index)
         .await?
         .is_none()

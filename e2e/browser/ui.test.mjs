@@ -75,6 +75,13 @@ async function api(pathname, body, headers = {}) {
   return { status: r.status, body: json };
 }
 
+/** Fails unless `loc` is (at least partly) inside the viewport. */
+async function assertInView(page, loc, what) {
+  const box = await loc.boundingBox();
+  const vp = page.viewportSize();
+  assert.ok(box && box.y < vp.height && box.y + box.height > 0, `${what}: ${JSON.stringify(box)} in ${JSON.stringify(vp)}`);
+}
+
 /** JSON-RPC to anvil. */
 async function rpc(method, params) {
   const r = await fetch(RPC_URL, {
@@ -283,6 +290,8 @@ try {
   await notice.waitFor({ state: 'visible' });
   assert.match(await page.locator('#notice-text').textContent(), /Not a 20-byte address: 0x1234/);
   assert.equal(await page.locator('#grant-targets').getAttribute('aria-invalid'), 'true');
+  await assertInView(page, notice, 'the validation error is in view');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'grant-targets', 'focus on the bad field');
 
   if (GRANT_TARGET) {
     step('fund the owner\'s counterfactual account (it pays the gas) and the operator (the revoker) on anvil');
@@ -345,6 +354,7 @@ try {
     await panel.getByRole('button', { name: 'Grant session' }).click();
     await notice.waitFor({ state: 'visible' });
     assert.match(await page.locator('#notice-title').textContent(), /Grant session failed/);
+    await assertInView(page, notice, 'the error is in view where the action was started');
     assert.match(await page.locator('#notice-code').textContent(), /code: \S+ · HTTP (4|5)\d\d/);
     await shot(page, '04-session-refused');
   }

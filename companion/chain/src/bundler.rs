@@ -1,9 +1,21 @@
 //! A small JSON-RPC client for ERC-4337 bundlers (tested with Alto).
 //!
 //! Methods: `eth_sendUserOperation`, `eth_estimateUserOperationGas`, `eth_getUserOperationReceipt`,
-//! `eth_supportedEntryPoints` and Pimlico's `pimlico_getUserOperationGasPrice`. Errors keep the
+//! `eth_getUserOperationByHash`, `eth_supportedEntryPoints`, `eth_chainId`, and Pimlico's
+//! `pimlico_getUserOperationGasPrice` and `pimlico_getUserOperationStatus`. Errors keep the
 //! bundler's JSON-RPC code, message and data ([`BundlerError::Rpc`]); [`BundlerError::aa_code`]
-//! extracts the EntryPoint's `AAxx` code (e.g. `AA23`, `AA24`) from the message.
+//! extracts the EntryPoint's `AAxx` code (e.g. `AA23`, `AA24`) from the message, and
+//! [`BundlerError::rejection`] gives the parts an HTTP error body carries.
+//!
+//! # Submitting without ever changing the operation
+//!
+//! [`BundlerClient::submit`] retries `eth_sendUserOperation` with exponential backoff when the
+//! request may not have reached the bundler or the bundler was briefly unavailable
+//! ([`BundlerError::is_transient`]), re-sending the **identical** signed operation each time (so the
+//! same userOpHash: a bundler that already holds it answers "already known" or a nonce error, never
+//! a second operation). After an ambiguous failure it asks the bundler whether it already knows the
+//! hash before reporting an error. It never builds, re-signs or modifies anything; a different
+//! operation for the same intent can only come from the caller.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,9 +31,10 @@ use crate::userop::v0_7::{to_u128, GasLimits, GasOverflow, UserOperation};
 /// Everything that can go wrong talking to a bundler.
 #[derive(Debug, thiserror::Error)]
 pub enum BundlerError {
-    /// The request did not reach the bundler or its answer could not be read.
+    /// The request did not reach the bundler or its answer could not be read. The URL is
+    /// removed from the error (bundler URLs often carry API keys).
     #[error("bundler transport error: {0}")]
-    Transport(#[from] reqwest::Error),
+    Transport(reqwest::Error),
     /// The bundler answered with an HTTP error status and no JSON-RPC error object.
     #[error("bundler answered HTTP {status}: {body}")]
     Http {
@@ -51,6 +64,15 @@ pub enum BundlerError {
     /// A gas value did not fit the packed form.
     #[error(transparent)]
     GasOverflow(#[from] GasOverflow),
+    /// The bundler accepted the operation under another userOpHash than the one computed locally
+    /// (a different EntryPoint, chain or hashing rule: never sign on such a bundler's word).
+    #[error("the bundler returned userOpHash {returned}, expected {expected}")]
+    HashMismatch {
+        /// The hash computed locally.
+        expected: B256,
+        /// The hash the bundler returned.
+        returned: B256,
+    },
     /// No receipt arrived in time.
     #[error("no receipt for user operation {hash} within {waited:?}")]
     ReceiptTimeout {
@@ -59,6 +81,12 @@ pub enum BundlerError {
         /// How long it waited.
         waited: Duration,
     },
+}
+
+impl From<reqwest::Error> for BundlerError {
+    fn from(e: reqwest::Error) -> Self {
+        BundlerError::Transport(e.without_url())
+    }
 }
 
 impl BundlerError {
@@ -87,6 +115,64 @@ impl BundlerError {
             _ => None,
         }
     }
+
+    /// Whether retrying the same request may succeed: the request did not get through or got no
+    /// readable answer (connection refused or reset, timeout), or the bundler (or a proxy in
+    /// front of it) answered 429, 502, 503 or 504 without a JSON-RPC error. A JSON-RPC error is
+    /// the bundler's verdict on the operation and never transient.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            BundlerError::Transport(e) => !e.is_builder(),
+            BundlerError::Http { status, .. } => matches!(status, 429 | 502 | 503 | 504),
+            _ => false,
+        }
+    }
+
+    /// Whether the bundler does not implement the method (JSON-RPC -32601).
+    pub fn is_method_not_found(&self) -> bool {
+        self.rpc_code() == Some(-32601)
+    }
+
+    /// Whether the bundler says it already holds this operation (after a re-send).
+    pub fn is_already_known(&self) -> bool {
+        matches!(self, BundlerError::Rpc { message, .. } if message.to_ascii_lowercase().contains("already known"))
+    }
+
+    /// The parts of a bundler's refusal that an HTTP error body carries, or `None` when the
+    /// bundler gave no verdict (transport or decoding problems).
+    pub fn rejection(&self) -> Option<BundlerRejection> {
+        let BundlerError::Rpc {
+            code,
+            message,
+            data,
+        } = self
+        else {
+            return None;
+        };
+        Some(BundlerRejection {
+            rpc_code: *code,
+            aa_code: self.aa_code().map(str::to_owned),
+            message: message.clone(),
+            revert: crate::revert::decode_from_rpc_error(message, data.as_ref()),
+        })
+    }
+}
+
+/// A bundler's refusal of an operation, ready to be put in an HTTP error body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BundlerRejection {
+    /// The JSON-RPC error code (ERC-7769: -32500 validation reverted, -32501 paymaster,
+    /// -32502 opcode/storage rule, -32503 out of time range, -32507 signature, …).
+    pub rpc_code: i64,
+    /// The EntryPoint's `AAxx` code when the message names one (`AA23`, `AA24`, `AA25`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aa_code: Option<String>,
+    /// The bundler's message.
+    pub message: String,
+    /// The account's or validator's revert, decoded when it could be found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revert: Option<crate::revert::DecodedRevert>,
 }
 
 /// Gas limits estimated by `eth_estimateUserOperationGas` (hex quantities).
@@ -176,6 +262,95 @@ pub struct TransactionReceipt {
     /// Every other field, as received.
     #[serde(flatten)]
     pub other: serde_json::Map<String, Value>,
+}
+
+/// The answer of `eth_getUserOperationByHash` (the operation, and where it was included if it
+/// was).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserOperationByHash {
+    /// The operation as the bundler has it.
+    pub user_operation: Value,
+    /// The EntryPoint.
+    pub entry_point: Address,
+    /// The bundle transaction, once included.
+    #[serde(default)]
+    pub transaction_hash: Option<B256>,
+    /// Its block hash, once included.
+    #[serde(default)]
+    pub block_hash: Option<B256>,
+    /// Its block number, once included.
+    #[serde(default)]
+    pub block_number: Option<U256>,
+}
+
+/// The answer of `pimlico_getUserOperationStatus`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserOperationStatus {
+    /// `not_found`, `not_submitted`, `submitted`, `rejected`, `included`, `failed`, `queued`, …
+    pub status: String,
+    /// The bundle transaction, when there is one.
+    #[serde(default)]
+    pub transaction_hash: Option<B256>,
+}
+
+impl UserOperationStatus {
+    /// Whether the bundler knows the operation (any status but `not_found`).
+    pub fn is_known(&self) -> bool {
+        self.status != "not_found"
+    }
+}
+
+/// How [`BundlerClient::submit`] retries transient failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all (at least one).
+    pub attempts: u32,
+    /// Pause before the second attempt; doubled after each further one.
+    pub initial_backoff: Duration,
+    /// Longest pause.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 5 attempts, 200 ms doubling up to 3 s (about 6 s in all).
+    fn default() -> Self {
+        Self {
+            attempts: 5,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(3),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// A single attempt.
+    pub const NONE: RetryPolicy = RetryPolicy {
+        attempts: 1,
+        initial_backoff: Duration::ZERO,
+        max_backoff: Duration::ZERO,
+    };
+
+    /// The pause after failed attempt `n` (1-based).
+    pub fn backoff(&self, n: u32) -> Duration {
+        let factor = 1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX);
+        self.initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
+    }
+}
+
+/// The outcome of [`BundlerClient::submit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Submission {
+    /// The userOpHash (equal to the one computed locally).
+    pub user_op_hash: B256,
+    /// Requests sent (1 unless transient failures were retried).
+    pub attempts: u32,
+    /// Whether the bundler turned out to hold the operation already after an ambiguous failure
+    /// (answered "already known", or found by hash) rather than accepting this very request.
+    pub already_known: bool,
 }
 
 /// The answer of `eth_getUserOperationReceipt`.
@@ -324,6 +499,99 @@ impl BundlerClient {
             .await
     }
 
+    /// Submits a signed operation whose userOpHash (computed locally) is `expected_hash`,
+    /// retrying transient failures with backoff as `policy` says, always with the identical
+    /// operation (see the module docs). When a request may have reached the bundler and a later
+    /// attempt is refused, the bundler is asked whether it already holds `expected_hash`
+    /// (receipt, `eth_getUserOperationByHash`, `pimlico_getUserOperationStatus`): if so, that is a
+    /// success with [`Submission::already_known`].
+    pub async fn submit(
+        &self,
+        op: &UserOperation,
+        entry_point: Address,
+        expected_hash: B256,
+        policy: RetryPolicy,
+    ) -> Result<Submission, BundlerError> {
+        let attempts = policy.attempts.max(1);
+        let mut ambiguous = false;
+        let mut n = 0;
+        loop {
+            n += 1;
+            let err = match self.send_user_operation(op, entry_point).await {
+                Ok(returned) if returned == expected_hash => {
+                    return Ok(Submission {
+                        user_op_hash: returned,
+                        attempts: n,
+                        already_known: false,
+                    })
+                }
+                Ok(returned) => {
+                    return Err(BundlerError::HashMismatch {
+                        expected: expected_hash,
+                        returned,
+                    })
+                }
+                Err(e) => e,
+            };
+            if ambiguous && (err.is_already_known() || !err.is_transient()) {
+                // An earlier request may have been accepted: this refusal may be about our own
+                // operation already being in the mempool (or on chain).
+                if err.is_already_known() || self.knows(expected_hash).await {
+                    return Ok(Submission {
+                        user_op_hash: expected_hash,
+                        attempts: n,
+                        already_known: true,
+                    });
+                }
+            }
+            if !err.is_transient() || n >= attempts {
+                return Err(err);
+            }
+            ambiguous = true;
+            tokio::time::sleep(policy.backoff(n)).await;
+        }
+    }
+
+    /// Whether the bundler holds or has included the operation `hash` (best effort: methods a
+    /// bundler does not offer and errors count as "no").
+    pub async fn knows(&self, hash: B256) -> bool {
+        if let Ok(Some(_)) = self.get_user_operation_receipt(hash).await {
+            return true;
+        }
+        if let Ok(Some(_)) = self.get_user_operation_by_hash(hash).await {
+            return true;
+        }
+        matches!(self.user_operation_status(hash).await, Ok(s) if s.is_known())
+    }
+
+    /// `eth_getUserOperationByHash`: the operation, or `None` when the bundler does not know it
+    /// (some bundlers, Alto among them, only find included operations).
+    pub async fn get_user_operation_by_hash(
+        &self,
+        user_op_hash: B256,
+    ) -> Result<Option<UserOperationByHash>, BundlerError> {
+        self.request("eth_getUserOperationByHash", [user_op_hash])
+            .await
+    }
+
+    /// `pimlico_getUserOperationStatus` (Alto and Pimlico bundlers).
+    pub async fn user_operation_status(
+        &self,
+        user_op_hash: B256,
+    ) -> Result<UserOperationStatus, BundlerError> {
+        self.request("pimlico_getUserOperationStatus", [user_op_hash])
+            .await
+    }
+
+    /// `eth_chainId` of the bundler.
+    pub async fn chain_id(&self) -> Result<u64, BundlerError> {
+        let id: U256 = self.request("eth_chainId", NO_PARAMS).await?;
+        u64::try_from(id).map_err(|_| BundlerError::Decode {
+            method: "eth_chainId",
+            reason: format!("chain id {id} does not fit 64 bits"),
+        })
+    }
+
     /// `eth_estimateUserOperationGas`: estimates the gas limits of `op`, whose signature must have
     /// the final length and layout (see [`crate::signature`]).
     pub async fn estimate_user_operation_gas(
@@ -415,6 +683,11 @@ mod tests {
                     }
                 };
                 bodies.push(serde_json::from_str(&request_body).unwrap());
+                if status == 0 {
+                    // Drop the connection without answering: a transport error for the client.
+                    drop(sock);
+                    continue;
+                }
                 let reply = format!(
                     "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
@@ -479,6 +752,251 @@ mod tests {
             assert!(message.contains("reverted during simulation"));
             assert_eq!(data.as_ref().unwrap()["x"], 1);
         }
+    }
+
+    const HASH: &str = "0x6226d388b9eeafd16264b979d58847aaa287dd4c0724259f414ea468434dbf82";
+
+    fn fast() -> RetryPolicy {
+        RetryPolicy {
+            attempts: 4,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(5),
+        }
+    }
+
+    fn ok_hash() -> (u16, String) {
+        (
+            200,
+            format!(r#"{{"jsonrpc":"2.0","id":1,"result":"{HASH}"}}"#),
+        )
+    }
+
+    fn rpc_error(code: i64, message: &str) -> (u16, String) {
+        (
+            200,
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"error":{{"code":{code},"message":"{message}"}}}}"#
+            ),
+        )
+    }
+
+    /// The operation's JSON in a recorded request (the id differs between attempts).
+    fn sent_op(body: &Value) -> (Value, Value) {
+        (body["method"].clone(), body["params"].clone())
+    }
+
+    #[tokio::test]
+    async fn submit_retries_transport_errors_with_the_identical_operation() {
+        let (url, server) = serve(vec![(0, String::new()), (503, "busy".into()), ok_hash()]).await;
+        let client = BundlerClient::new(url).unwrap();
+        let sub = client
+            .submit(
+                &op(),
+                kms_contracts::ENTRY_POINT_V07,
+                HASH.parse().unwrap(),
+                fast(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(sub.attempts, 3);
+        assert!(!sub.already_known);
+        let bodies = server.await.unwrap();
+        assert_eq!(bodies.len(), 3);
+        assert!(
+            bodies.iter().all(|b| sent_op(b) == sent_op(&bodies[0])),
+            "{bodies:?}"
+        );
+        assert_eq!(bodies[0]["method"], "eth_sendUserOperation");
+    }
+
+    #[tokio::test]
+    async fn submit_never_retries_a_verdict() {
+        let (url, server) = serve(vec![rpc_error(-32500, "AA23 reverted")]).await;
+        let client = BundlerClient::new(url).unwrap();
+        let err = client
+            .submit(
+                &op(),
+                kms_contracts::ENTRY_POINT_V07,
+                HASH.parse().unwrap(),
+                fast(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.aa_code(), Some("AA23"));
+        assert_eq!(server.await.unwrap().len(), 1, "a single request");
+    }
+
+    #[tokio::test]
+    async fn submit_after_an_ambiguous_failure_accepts_already_known() {
+        let (url, server) =
+            serve(vec![(0, String::new()), rpc_error(-32602, "Already known")]).await;
+        let client = BundlerClient::new(url).unwrap();
+        let sub = client
+            .submit(
+                &op(),
+                kms_contracts::ENTRY_POINT_V07,
+                HASH.parse().unwrap(),
+                fast(),
+            )
+            .await
+            .unwrap();
+        assert!(sub.already_known);
+        assert_eq!(sub.attempts, 2);
+        assert_eq!(server.await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn submit_after_an_ambiguous_failure_asks_by_hash() {
+        // Timeout-like loss, then a nonce error (the first request was accepted and mined), then
+        // the receipt lookup finds it.
+        let receipt = format!(
+            r#"{{"jsonrpc":"2.0","id":3,"result":{{"userOpHash":"{HASH}","entryPoint":"0x0000000071727De22E5E9d8BAf0edAc6f37da032","sender":"0x1111111111111111111111111111111111111111","nonce":"0x0","actualGasCost":"0x1","actualGasUsed":"0x1","success":true,"receipt":{{"transactionHash":"{HASH}","blockNumber":"0x1"}}}}}}"#
+        );
+        let (url, server) = serve(vec![
+            (0, String::new()),
+            rpc_error(-32500, "AA25 invalid account nonce"),
+            (200, receipt),
+        ])
+        .await;
+        let client = BundlerClient::new(url).unwrap();
+        let sub = client
+            .submit(
+                &op(),
+                kms_contracts::ENTRY_POINT_V07,
+                HASH.parse().unwrap(),
+                fast(),
+            )
+            .await
+            .unwrap();
+        assert!(sub.already_known);
+        let bodies = server.await.unwrap();
+        assert_eq!(bodies[2]["method"], "eth_getUserOperationReceipt");
+        assert_eq!(bodies[2]["params"][0], HASH);
+    }
+
+    #[tokio::test]
+    async fn submit_after_an_ambiguous_failure_reports_a_real_refusal() {
+        // The bundler never saw the first request: the refusal stands.
+        let null = (200, r#"{"jsonrpc":"2.0","id":1,"result":null}"#.to_string());
+        let (url, server) = serve(vec![
+            (0, String::new()),
+            rpc_error(-32500, "AA25 invalid account nonce"),
+            null.clone(),
+            null,
+            rpc_error(-32601, "Method not found"),
+        ])
+        .await;
+        let client = BundlerClient::new(url).unwrap();
+        let err = client
+            .submit(
+                &op(),
+                kms_contracts::ENTRY_POINT_V07,
+                HASH.parse().unwrap(),
+                fast(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.aa_code(), Some("AA25"));
+        let methods: Vec<_> = server
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b["method"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            methods,
+            [
+                "eth_sendUserOperation",
+                "eth_sendUserOperation",
+                "eth_getUserOperationReceipt",
+                "eth_getUserOperationByHash",
+                "pimlico_getUserOperationStatus"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn submit_gives_up_after_the_attempts_and_checks_the_hash() {
+        let (url, server) = serve(vec![(502, "x".into()), (502, "x".into())]).await;
+        let client = BundlerClient::new(url).unwrap();
+        let err = client
+            .submit(
+                &op(),
+                kms_contracts::ENTRY_POINT_V07,
+                HASH.parse().unwrap(),
+                RetryPolicy {
+                    attempts: 2,
+                    ..fast()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(err.is_transient(), "{err:?}");
+        assert_eq!(server.await.unwrap().len(), 2);
+
+        let (url, _server) = serve(vec![ok_hash()]).await;
+        let err = BundlerClient::new(url)
+            .unwrap()
+            .submit(&op(), kms_contracts::ENTRY_POINT_V07, B256::ZERO, fast())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BundlerError::HashMismatch { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let p = RetryPolicy {
+            attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(350),
+        };
+        assert_eq!(p.backoff(1), Duration::from_millis(100));
+        assert_eq!(p.backoff(2), Duration::from_millis(200));
+        assert_eq!(p.backoff(3), Duration::from_millis(350));
+        assert_eq!(p.backoff(40), Duration::from_millis(350));
+    }
+
+    #[test]
+    fn transport_errors_carry_no_url() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // Port 9 (discard) on localhost: refused.
+        let client = BundlerClient::new("http://127.0.0.1:9/rpc?apikey=SECRET").unwrap();
+        let err = rt.block_on(client.supported_entry_points()).unwrap_err();
+        assert!(err.is_transient(), "{err:?}");
+        assert!(!err.to_string().contains("SECRET"), "{err}");
+        assert!(!format!("{err:?}").contains("SECRET"), "{err:?}");
+    }
+
+    #[test]
+    fn rejection_body() {
+        let inner = kms_contracts::SessionKeyValidator::TargetNotAllowed {
+            target: address!("0x1111111111111111111111111111111111111111"),
+        };
+        let data = alloy::sol_types::SolError::abi_encode(&inner);
+        let err = BundlerError::Rpc {
+            code: -32500,
+            message: format!(
+                "UserOperation reverted with reason: AA23 reverted 0x{}",
+                alloy::primitives::hex::encode(&data)
+            ),
+            data: None,
+        };
+        let r = err.rejection().unwrap();
+        assert_eq!(r.rpc_code, -32500);
+        assert_eq!(r.aa_code.as_deref(), Some("AA23"));
+        assert_eq!(r.revert.as_ref().unwrap().name, "TargetNotAllowed");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["aaCode"], "AA23");
+        assert_eq!(json["revert"]["name"], "TargetNotAllowed");
+        assert!(BundlerError::Http {
+            status: 500,
+            body: String::new()
+        }
+        .rejection()
+        .is_none());
     }
 
     #[test]

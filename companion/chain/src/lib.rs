@@ -1,5 +1,7 @@
-//! The chain side of the agent key companion: ERC-4337 UserOperations and the bundler.
+//! The chain side of the agent key companion: ERC-4337 UserOperations, the bundler, sessions.
 //!
+//! - [`userop`]: [`EntryPoint`](userop::EntryPoint) (version + address) and the userOpHash of
+//!   each version.
 //! - [`userop::v0_7`]: a [`UserOperation`](userop::v0_7::UserOperation) built with alloy types, its
 //!   packed EntryPoint form, its userOpHash computed locally exactly as EntryPoint v0.7 does, and
 //!   its ERC-4337 JSON-RPC form for bundlers.
@@ -7,12 +9,32 @@
 //! - [`signature`]: the 106-byte session signature layout (DESIGN.md §5.1) and stub signatures for
 //!   gas estimation.
 //! - [`bundler`]: a small JSON-RPC client for ERC-4337 bundlers (Alto and others) with typed errors
-//!   that keep the bundler's code and message (e.g. `AA23 reverted`).
+//!   that keep the bundler's code and message (e.g. `AA23 reverted`), and submission that retries
+//!   transient failures with the identical operation only.
+//! - [`account`]: the account's callData (`execute`/`executeBatch`) and factoryData.
+//! - [`nonce`]: nonce keys (owner 0, one per agent key).
+//! - [`session`]: session grants, the on-chain session, and the pre-check of an intent with
+//!   machine-readable refusal codes.
+//! - [`revert`]: decoding the validator's and EntryPoint's errors out of bundler refusals.
+//! - [`client`]: [`ChainClient`](client::ChainClient), one EntryPoint on one chain: start-up
+//!   checks, building (nonce, factory, fees, gas, hash), submission, session reads, the
+//!   operator's `revokeSession` transaction.
+//! - [`operator`]: signing through the TA (operator key, agent session signatures, owner
+//!   signatures), with the answers verified.
 //!
 //! The contract bindings and canonical addresses are in the `kms-contracts` crate.
 
 #![warn(missing_docs)]
 
+pub mod account;
 pub mod bundler;
+pub mod client;
+pub mod nonce;
+pub mod operator;
+pub mod revert;
+pub mod session;
 pub mod signature;
 pub mod userop;
+
+/// The URL type of [`client::ChainConfig`] (reqwest's).
+pub use reqwest::Url;

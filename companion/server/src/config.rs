@@ -114,25 +114,52 @@ pub struct Config {
     #[arg(long, env = "KMS_CHALLENGE_CLEANUP_SECS", default_value_t = 600)]
     pub challenge_cleanup_secs: u64,
 
-    /// Ethereum JSON-RPC URL (used by the intent API of a later release).
+    /// Ethereum JSON-RPC URL of the chain the agents' accounts live on. With
+    /// --bundler-url, --validator-address and --account-factory it turns on
+    /// the chain routes (`/kms/agent-sessions`, `/agent/intents`) and on-chain
+    /// revocation.
     #[arg(long, env = "KMS_RPC_URL")]
     pub rpc_url: Option<String>,
 
-    /// ERC-4337 bundler URL (used by the intent API of a later release).
+    /// ERC-4337 bundler JSON-RPC URL (it must serve --entry-point).
     #[arg(long, env = "KMS_BUNDLER_URL")]
     pub bundler_url: Option<String>,
 
-    /// SessionKeyValidator contract address (used by a later release).
+    /// SessionKeyValidator contract address.
     #[arg(long, env = "KMS_VALIDATOR_ADDRESS")]
     pub validator_address: Option<String>,
 
-    /// EntryPoint contract address (used by a later release).
+    /// AgentAccountFactory contract address (the factory of --entry-point).
+    #[arg(long, env = "KMS_ACCOUNT_FACTORY")]
+    pub account_factory: Option<String>,
+
+    /// EntryPoint version: v0.7 or v0.8.
+    #[arg(long, env = "KMS_ENTRY_POINT_VERSION", default_value = "v0.7")]
+    pub entry_point_version: String,
+
+    /// EntryPoint contract address [default: the canonical address of
+    /// --entry-point-version].
     #[arg(long, env = "KMS_ENTRY_POINT")]
     pub entry_point: Option<String>,
 
-    /// Chain id (used by a later release).
+    /// Chain id the node and the bundler must report (checked at start-up)
+    /// [default: whatever they agree on].
     #[arg(long, env = "KMS_CHAIN_ID")]
     pub chain_id: Option<u64>,
+
+    /// Validity an agent's session must have left for an intent to be
+    /// accepted, in seconds (bundlers refuse operations about to expire).
+    #[arg(long, env = "KMS_SESSION_MARGIN_SECS", default_value_t = 30)]
+    pub session_margin_secs: u64,
+
+    /// How long `/kms/agent-sessions` waits for the owner's operation to be
+    /// included before answering with status `pending`, in seconds.
+    #[arg(long, env = "KMS_RECEIPT_WAIT_SECS", default_value_t = 60)]
+    pub receipt_wait_secs: u64,
+
+    /// How often open intents are checked for their receipts, in seconds.
+    #[arg(long, env = "KMS_INTENT_POLL_SECS", default_value_t = 2)]
+    pub intent_poll_secs: u64,
 
     /// Development instance: a temporary data directory, its own ta-sim,
     /// rp id `localhost` with origin http://localhost:<port>, and a generated
@@ -152,6 +179,25 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "KMS_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// The chain settings, parsed (see [`Config::chain_settings`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainSettings {
+    /// Node JSON-RPC URL.
+    pub rpc_url: kms_chain::Url,
+    /// Bundler JSON-RPC URL.
+    pub bundler_url: kms_chain::Url,
+    /// SessionKeyValidator.
+    pub validator: [u8; 20],
+    /// AgentAccountFactory.
+    pub factory: [u8; 20],
+    /// `v0.7` or `v0.8` (checked when the chain client is built).
+    pub entry_point_version: String,
+    /// EntryPoint address, if not the canonical one.
+    pub entry_point: Option<[u8; 20]>,
+    /// Expected chain id.
+    pub chain_id: Option<u64>,
 }
 
 /// Which API-key policy is in force.
@@ -227,7 +273,69 @@ impl Config {
         if self.rp_id.is_empty() {
             return Err("--rp-id must not be empty".into());
         }
+        if self.intent_poll_secs == 0 {
+            return Err("--intent-poll-secs must be at least 1".into());
+        }
+        self.chain_settings()?;
         Ok(())
+    }
+
+    /// The chain settings, when the chain routes are configured: all of
+    /// --rpc-url, --bundler-url, --validator-address and --account-factory,
+    /// or none of them.
+    pub fn chain_settings(&self) -> Result<Option<ChainSettings>, String> {
+        let given = [
+            ("--rpc-url", self.rpc_url.as_deref()),
+            ("--bundler-url", self.bundler_url.as_deref()),
+            ("--validator-address", self.validator_address.as_deref()),
+            ("--account-factory", self.account_factory.as_deref()),
+        ];
+        let missing: Vec<&str> = given
+            .iter()
+            .filter(|(_, v)| v.is_none_or(str::is_empty))
+            .map(|(n, _)| *n)
+            .collect();
+        if missing.len() == given.len() {
+            return Ok(None);
+        }
+        if !missing.is_empty() {
+            return Err(format!(
+                "the chain settings go together: missing {}",
+                missing.join(", ")
+            ));
+        }
+        let url = |name: &str, v: &str| -> Result<kms_chain::Url, String> {
+            v.parse().map_err(|e| format!("{name}: invalid URL: {e}"))
+        };
+        let addr = |name: &str, v: &str| -> Result<[u8; 20], String> {
+            let h = v.strip_prefix("0x").unwrap_or(v);
+            let b = hex::decode(h).map_err(|_| format!("{name}: not hex"))?;
+            b.try_into()
+                .map_err(|_| format!("{name}: an address is 20 bytes"))
+        };
+        let version = self.entry_point_version.as_str();
+        let entry_point = match &self.entry_point {
+            Some(v) => Some(addr("--entry-point", v)?),
+            None => None,
+        };
+        Ok(Some(ChainSettings {
+            rpc_url: url("--rpc-url", self.rpc_url.as_deref().unwrap_or_default())?,
+            bundler_url: url(
+                "--bundler-url",
+                self.bundler_url.as_deref().unwrap_or_default(),
+            )?,
+            validator: addr(
+                "--validator-address",
+                self.validator_address.as_deref().unwrap_or_default(),
+            )?,
+            factory: addr(
+                "--account-factory",
+                self.account_factory.as_deref().unwrap_or_default(),
+            )?,
+            entry_point_version: version.to_owned(),
+            entry_point,
+            chain_id: self.chain_id,
+        }))
     }
 }
 
@@ -263,5 +371,44 @@ mod tests {
             "https://a.example,https://b.example",
         ]);
         assert_eq!(o.origins.len(), 2);
+    }
+
+    #[test]
+    fn chain_settings_go_together() {
+        assert_eq!(Config::defaults().chain_settings(), Ok(None));
+        let partial = Config::parse_from(["companion", "--rpc-url", "http://127.0.0.1:8545"]);
+        let err = partial.chain_settings().unwrap_err();
+        assert!(
+            err.contains("--bundler-url") && err.contains("--account-factory"),
+            "{err}"
+        );
+        assert!(partial.validate().is_err());
+        let full = Config::parse_from([
+            "companion",
+            "--rpc-url",
+            "http://127.0.0.1:8545",
+            "--bundler-url",
+            "http://127.0.0.1:4337",
+            "--validator-address",
+            "0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0",
+            "--account-factory",
+            "0xCf7Ed3AccA5a467e9e704C703E8D87F634fB0Fc9",
+        ]);
+        let c = full.chain_settings().unwrap().unwrap();
+        assert_eq!(c.entry_point_version, "v0.7");
+        assert_eq!(c.entry_point, None);
+        assert_eq!(c.validator[0], 0x9f);
+        let bad = Config::parse_from([
+            "companion",
+            "--rpc-url",
+            "http://127.0.0.1:8545",
+            "--bundler-url",
+            "http://127.0.0.1:4337",
+            "--validator-address",
+            "0x9fE4",
+            "--account-factory",
+            "0xCf7Ed3AccA5a467e9e704C703E8D87F634fB0Fc9",
+        ]);
+        assert!(bad.chain_settings().unwrap_err().contains("20 bytes"));
     }
 }

@@ -16,6 +16,11 @@ pub struct ErrorBody {
     pub error: String,
     /// Stable machine-readable code.
     pub code: String,
+    /// Machine-readable particulars, where there are some: the refused target or amounts of a
+    /// policy refusal, or the bundler's JSON-RPC code, `AAxx` code, message and decoded revert.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<serde_json::Value>,
 }
 
 /// Every way a request can fail.
@@ -86,6 +91,18 @@ pub enum ApiError {
     /// 503: the TEE cannot be reached.
     #[error("TEE unavailable")]
     TeeUnavailable,
+    /// Any status, with machine-readable details (policy refusals, bundler and chain errors).
+    #[error("{message}")]
+    Detailed {
+        /// The HTTP status.
+        status: StatusCode,
+        /// Code.
+        code: &'static str,
+        /// Message.
+        message: String,
+        /// Details for the `details` field of the body.
+        details: serde_json::Value,
+    },
     /// 500: a bug or a fault that is not the client's (detail only logged).
     #[error("internal error")]
     Internal(String),
@@ -131,6 +148,20 @@ impl ApiError {
     pub fn internal(detail: impl Into<String>) -> Self {
         Self::Internal(detail.into())
     }
+    /// Any status with `details`.
+    pub fn detailed(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+        details: serde_json::Value,
+    ) -> Self {
+        Self::Detailed {
+            status,
+            code,
+            message: message.into(),
+            details,
+        }
+    }
 
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
@@ -145,6 +176,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::TeeUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Detailed { status, .. } => *status,
         }
     }
 
@@ -156,7 +188,8 @@ impl ApiError {
             | ApiError::Forbidden { code, .. }
             | ApiError::NotFound { code, .. }
             | ApiError::Conflict { code, .. }
-            | ApiError::Unprocessable { code, .. } => code,
+            | ApiError::Unprocessable { code, .. }
+            | ApiError::Detailed { code, .. } => code,
             ApiError::TooLarge { .. } => "body_too_large",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::TeeUnavailable => "tee_unavailable",
@@ -171,9 +204,14 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(detail) = &self {
             tracing::error!(%detail, "internal error");
         }
+        let details = match &self {
+            ApiError::Detailed { details, .. } => Some(details.clone()),
+            _ => None,
+        };
         let body = ErrorBody {
             error: self.to_string(),
             code: self.code().to_owned(),
+            details,
         };
         let mut resp = (status, axum::Json(body)).into_response();
         if let ApiError::RateLimited {

@@ -7,6 +7,8 @@
 //! * [`ops`] — request types and the one builder of each TA body.
 //! * [`routes`] — wallet (AWS-KMS style), agent, ceremony and health routes.
 //! * [`auth`], [`ratelimit`] — API keys and limits, before any TEE call.
+//! * [`chain`] — the chain client, nonce tracker, operator key, and chain error mapping for
+//!   `/kms/agent-sessions` and `/agent/intents`.
 //! * [`error`] — one error type, one status mapping.
 //! * [`audit`], [`metrics`], [`openapi`], [`tasks`].
 #![warn(missing_docs)]
@@ -14,6 +16,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod chain;
 pub mod config;
 pub mod der;
 pub mod dev;

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{agent, ceremony, health, ui, wallet};
+use crate::routes::{agent, ceremony, health, intents, sessions, ui, wallet};
 
 struct Security;
 
@@ -30,7 +30,8 @@ impl Modify for Security {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Agent Key Companion", description = "TEE-backed key companion for AI agents on Ethereum: \
-        AWS-KMS-style wallet API gated by WebAuthn passkeys, and short-lived agent credentials."),
+        AWS-KMS-style wallet API gated by WebAuthn passkeys, short-lived agent credentials, on-chain \
+        sessions (SessionKeyValidator) and agent intents submitted as ERC-4337 UserOperations."),
     paths(
         ceremony::begin_registration,
         ceremony::complete_registration,
@@ -48,6 +49,10 @@ impl Modify for Security {
         agent::sign_agent,
         agent::refresh_agent_credential,
         agent::revoke_agent_credential,
+        sessions::agent_sessions,
+        intents::submit_intent,
+        intents::get_intent,
+        health::operator,
         ui::list_agent_keys,
         ui::list_agent_intents,
         health::health,
@@ -90,6 +95,10 @@ mod tests {
             "/kms/sign-agent",
             "/kms/refresh-agent-credential",
             "/kms/revoke-agent-credential",
+            "/kms/agent-sessions",
+            "/kms/operator",
+            "/agent/intents",
+            "/agent/intents/{userOpHash}",
             "/health",
             "/metrics",
             "/openapi.json",
@@ -103,6 +112,10 @@ mod tests {
             "CreateAgentKeyRequest",
             "ErrorBody",
             "SignRequest",
+            "AgentSessionRequest",
+            "AgentSessionResponse",
+            "IntentRequest",
+            "IntentResponse",
         ] {
             assert!(schemas.contains_key(s), "{s} missing");
         }

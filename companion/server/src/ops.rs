@@ -243,6 +243,38 @@ pub struct RefreshAgentRequest {
     pub passkey_assertion: Option<Value>,
 }
 
+/// `/kms/agent-sessions` (and the `Payload` of its `GrantSession` ceremony, without
+/// `webAuthnAssertion`).
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentSessionRequest {
+    /// Agent key id `"{wallet}:{index}"`: the key the session is for.
+    pub key_id: String,
+    /// The call targets the agent may call (20-byte addresses).
+    pub targets: Vec<String>,
+    /// Cap on the cumulative native value the agent may move, in wei (number, decimal string
+    /// or `0x` hex; at most 2^128 - 1).
+    #[schema(value_type = Object)]
+    pub spend_cap: Value,
+    /// First valid time (unix seconds) [default: 0].
+    #[serde(default)]
+    pub valid_after: Option<u64>,
+    /// Last valid time (unix seconds; 0 = no end) [default: 0].
+    #[serde(default)]
+    pub valid_until: Option<u64>,
+    /// The factory salt of the owner's account [default: 0].
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub salt: Option<Value>,
+    /// The finished `GrantSession` ceremony.
+    #[serde(default, alias = "WebAuthn")]
+    pub web_authn_assertion: Option<CeremonyResponse>,
+    /// Legacy bare assertion: refused.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub passkey_assertion: Option<Value>,
+}
+
 /// `/kms/revoke-agent-credential`.
 #[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -782,6 +814,12 @@ pub async fn ceremony_target(
             let v = with_key(payload, "keyId", key_id)?;
             let r = prepare_revoke(state, &from_value(v)?).await?;
             (r.wallet_id, revoke_digest(&r))
+        }
+        Purpose::GrantSession => {
+            // Built (with its UserOperation) by routes::sessions::begin_grant.
+            return Err(ApiError::internal(
+                "GrantSession ceremonies are started by begin_grant",
+            ));
         }
     })
 }

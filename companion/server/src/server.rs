@@ -21,7 +21,7 @@ use crate::audit::Audit;
 use crate::config::{ApiKeyMode, Config, MAX_BODY_BYTES};
 use crate::metrics::Metrics;
 use crate::ratelimit::Limits;
-use crate::routes::{agent, ceremony, health, ui, wallet};
+use crate::routes::{agent, ceremony, health, intents, sessions, ui, wallet};
 use crate::state::{AppState, CredentialCache, SharedState, Tee};
 use crate::{auth, tasks};
 
@@ -63,6 +63,10 @@ pub fn router(state: SharedState) -> Router {
             "/kms/revoke-agent-credential",
             post(agent::revoke_agent_credential),
         )
+        .route("/kms/agent-sessions", post(sessions::agent_sessions))
+        .route("/kms/operator", get(health::operator))
+        .route("/agent/intents", post(intents::submit_intent))
+        .route("/agent/intents/{userOpHash}", get(intents::get_intent))
         .route("/health", get(health::health))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(health::openapi))
@@ -172,6 +176,25 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
     }
 
+    let chain = match config.chain_settings()? {
+        Some(settings) => {
+            let c = crate::chain::ChainState::connect(&settings, &config).await?;
+            tracing::info!(
+                chain_id = c.client.chain_id(),
+                entry_point = %c.client.entry_point().address,
+                version = %c.client.entry_point().version,
+                factory = %c.client.factory(),
+                validator = %c.client.validator(),
+                "chain routes enabled"
+            );
+            Some(c)
+        }
+        None => {
+            tracing::info!("no chain settings: /kms/agent-sessions and /agent/intents answer 503");
+            None
+        }
+    };
+
     let (audit, audit_task) = Audit::start(db.clone(), metrics.clone());
     let state = Arc::new(AppState {
         limits: Limits::new(config.rate_limit, config.agent_rate_limit),
@@ -184,7 +207,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         audit,
         metrics,
         credentials: CredentialCache::default(),
+        chain,
+        operator: tokio::sync::OnceCell::new(),
     });
+    match state.operator().await {
+        Ok(op) => tracing::info!(
+            operator = %kms_chain::operator::OperatorSigner::address(op),
+            "operator key ready (fund it and name it as revoker)"
+        ),
+        Err(e) => tracing::warn!(error = %e, "operator key not available yet (TEE unreachable?)"),
+    }
     if let Err(e) = tasks::sync_jwt_meta(&state).await {
         tracing::warn!(error = %e, "could not read the TA's JWT secret status at start-up");
     }

@@ -28,6 +28,11 @@ impl Tee {
         Self { client, metrics }
     }
 
+    /// The underlying client (for helpers that take one, e.g. the operator key).
+    pub fn client(&self) -> &TeeClient {
+        &self.client
+    }
+
     /// Call a TA command on the blocking pool; TA refusals and transport
     /// failures become [`ApiError`]s.
     pub async fn call<C>(&self, req: &C) -> Result<C::Output, ApiError>
@@ -129,6 +134,29 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Active-credential cache.
     pub credentials: CredentialCache,
+    /// The chain routes' state, when the chain settings are given.
+    pub chain: Option<crate::chain::ChainState>,
+    /// The TA's operator key (created at start-up, or on first use if the TEE was not reachable
+    /// then).
+    pub operator: tokio::sync::OnceCell<kms_chain::operator::TaOperator>,
+}
+
+impl AppState {
+    /// The chain state, or 503 `chain_not_configured`.
+    pub fn chain(&self) -> Result<&crate::chain::ChainState, ApiError> {
+        self.chain.as_ref().ok_or_else(crate::chain::not_configured)
+    }
+
+    /// The TA's operator key, created in the TA if it does not exist yet.
+    pub async fn operator(&self) -> Result<&kms_chain::operator::TaOperator, ApiError> {
+        self.operator
+            .get_or_try_init(|| async {
+                kms_chain::operator::TaOperator::open(self.tee.client().clone(), true)
+                    .await
+                    .map_err(ApiError::from)
+            })
+            .await
+    }
 }
 
 /// The shared state handle.

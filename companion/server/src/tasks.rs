@@ -107,6 +107,23 @@ pub fn spawn(s: Arc<AppState>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandl
             }
         })
     };
+    let intents = {
+        let s = s.clone();
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            if s.chain.is_none() {
+                return;
+            }
+            let period = Duration::from_secs(s.config.intent_poll_secs);
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => intent_tick(&s).await,
+                    _ = stop.changed() => break,
+                }
+            }
+        })
+    };
     let cleanup = {
         let mut stop = shutdown;
         tokio::spawn(async move {
@@ -128,5 +145,30 @@ pub fn spawn(s: Arc<AppState>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandl
             }
         })
     };
-    vec![rotation, cleanup]
+    vec![rotation, intents, cleanup]
+}
+
+/// One tick of the intent task: bring up to 100 open intents up to date (receipts; re-submission
+/// of signed operations whose submission failed transiently).
+pub async fn intent_tick(s: &AppState) {
+    let Some(chain) = s.chain.as_ref() else {
+        return;
+    };
+    let open = match s.db.open_intents(100).await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading open intents failed");
+            return;
+        }
+    };
+    for intent in open {
+        let hash = intent.user_op_hash.clone();
+        match crate::routes::intents::refresh(s, chain, intent).await {
+            Ok(i) if i.status == "included" || i.status == "failed" => {
+                tracing::info!(user_op_hash = %hash, status = %i.status, "intent settled");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(user_op_hash = %hash, error = %e, "intent refresh failed"),
+        }
+    }
 }

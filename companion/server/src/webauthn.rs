@@ -54,11 +54,14 @@ pub enum Purpose {
     RefreshAgentCredential,
     /// `/kms/revoke-agent-credential`.
     RevokeAgentCredential,
+    /// `/kms/agent-sessions`: the owner signs the UserOperation registering an agent's session
+    /// (the challenge binds `SignMessage` of that operation's userOpHash).
+    GrantSession,
 }
 
 impl Purpose {
     /// Every purpose.
-    pub const ALL: [Purpose; 9] = [
+    pub const ALL: [Purpose; 10] = [
         Purpose::SignHash,
         Purpose::Sign,
         Purpose::DeriveAddress,
@@ -68,6 +71,7 @@ impl Purpose {
         Purpose::CreateAgentKey,
         Purpose::RefreshAgentCredential,
         Purpose::RevokeAgentCredential,
+        Purpose::GrantSession,
     ];
 
     /// Its name.
@@ -82,6 +86,7 @@ impl Purpose {
             Purpose::CreateAgentKey => "CreateAgentKey",
             Purpose::RefreshAgentCredential => "RefreshAgentCredential",
             Purpose::RevokeAgentCredential => "RevokeAgentCredential",
+            Purpose::GrantSession => "GrantSession",
         }
     }
 }
@@ -143,6 +148,11 @@ pub struct BeginAuthenticationResponse {
     /// Expiry (unix seconds).
     #[serde(rename = "ExpiresAt")]
     pub expires_at: i64,
+    /// For `GrantSession`: the UserOperation the assertion will authorise (userOpHash, account,
+    /// whether it deploys the account, EntryPoint, chain id), built now and signed exactly as is.
+    #[serde(rename = "UserOperation", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub user_operation: Option<Value>,
 }
 
 /// What `/BeginRegistration` answers.
@@ -215,12 +225,14 @@ pub fn ceremony_required(purpose: Purpose, legacy_present: bool, key_field: &str
 
 impl AppState {
     /// Start an authentication ceremony for `purpose` over a payload with
-    /// `payload_digest`, for `wallet`.
+    /// `payload_digest`, for `wallet`. `metadata` is kept with the ceremony (e.g. the
+    /// UserOperation a `GrantSession` assertion authorises).
     pub async fn begin_authentication(
         &self,
         wallet: &WalletId,
         purpose: Purpose,
         payload_digest: &[u8; 32],
+        metadata: Option<Value>,
     ) -> Result<BeginAuthenticationResponse, ApiError> {
         let wallet_str = wallet.to_uuid_string();
         let stored = self
@@ -258,7 +270,7 @@ impl AppState {
                 purpose: purpose.as_str().to_owned(),
                 payload_digest: Some(digest_hex.clone()),
                 state_json: state_json.to_string(),
-                metadata_json: None,
+                metadata_json: metadata.map(|m| m.to_string()),
                 now,
                 expires_at,
             })
@@ -269,6 +281,7 @@ impl AppState {
             purpose,
             payload_digest: digest_hex,
             expires_at,
+            user_operation: None,
         })
     }
 

@@ -126,7 +126,10 @@ async function checkHealth() {
     state.mode = body ? body.apiKeyMode : null;
     if (status === 200 && body) {
       const mode = body.apiKeyMode === 'open' ? 'open mode: no API key needed' : 'API key required';
-      el.textContent = `Companion ${body.version} · TEE ${body.taVersion || 'up'} · ${mode}`;
+      const chain = body.chain
+        ? `chain ${body.chain.chainId} (EntryPoint ${body.chain.entryPointVersion})`
+        : 'no chain configured';
+      el.textContent = `Companion ${body.version} · TEE ${body.taVersion || 'up'} · ${chain} · ${mode}`;
       el.className = 'health ok';
     } else {
       el.textContent = 'Companion degraded: the TEE or the database does not answer';

@@ -82,6 +82,95 @@ pub struct RevokeAgentResponse {
     pub revoked_at: i64,
     /// The TA's generation after the revoke.
     pub generation: u32,
+    /// The on-chain layer: present when the agent has a session recorded and the companion has
+    /// chain settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_chain: Option<OnChainRevocation>,
+}
+
+/// What became of the agent's on-chain session.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OnChainRevocation {
+    /// `revoked` (transaction mined), `already_revoked`, or `failed`.
+    pub status: String,
+    /// The smart account.
+    pub account: String,
+    /// The operator's `revokeSession` transaction, when one was sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transaction_hash: Option<String>,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Revokes the agent's session on chain with the operator key, if it has one and the chain is
+/// configured. Never fails the request: the outcome is reported (and audited).
+async fn revoke_on_chain(
+    s: &AppState,
+    key_id: &str,
+    row: &kms_db::AgentKey,
+) -> Option<OnChainRevocation> {
+    let chain = s.chain.as_ref()?;
+    let account = row.account.as_deref()?;
+    let parse = |v: &str| {
+        hex_fixed::<20>("address", v)
+            .ok()
+            .map(alloy::primitives::Address::from)
+    };
+    let (Some(account_addr), Some(agent)) =
+        (parse(account), row.agent_address.as_deref().and_then(parse))
+    else {
+        return None;
+    };
+    let outcome = async {
+        let operator = s.operator().await.map_err(|e| e.to_string())?;
+        chain
+            .client
+            .revoke_session(operator, account_addr, agent, chain.receipt_wait)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .await;
+    let result = match outcome {
+        Ok(kms_chain::client::RevokeOutcome::Revoked { tx_hash, .. }) => OnChainRevocation {
+            status: "revoked".into(),
+            account: account.to_owned(),
+            transaction_hash: Some(format!("{tx_hash:#x}")),
+            error: None,
+        },
+        Ok(kms_chain::client::RevokeOutcome::AlreadyRevoked) => OnChainRevocation {
+            status: "already_revoked".into(),
+            account: account.to_owned(),
+            transaction_hash: None,
+            error: None,
+        },
+        Err(e) => OnChainRevocation {
+            status: "failed".into(),
+            account: account.to_owned(),
+            transaction_hash: None,
+            error: Some(e),
+        },
+    };
+    let outcome = if result.status == "failed" {
+        "refused:chain_revoke_failed".to_owned()
+    } else {
+        "ok".to_owned()
+    };
+    s.audit
+        .record_durable(Event {
+            actor: "operator",
+            action: "RevokeSessionOnChain",
+            key_id: Some(key_id),
+            outcome: &outcome,
+            user_op_hash: None,
+            detail: result
+                .transaction_hash
+                .as_deref()
+                .or(result.error.as_deref()),
+        })
+        .await;
+    Some(result)
 }
 
 fn credential_hash(jwt: &str) -> String {
@@ -283,6 +372,30 @@ async fn sign_agent_checked(
     user_op_hash: [u8; 32],
     account: [u8; 20],
 ) -> Result<kms_proto::AgentSignature, ApiError> {
+    check_credential(s, key_id, wallet, index, jwt, exp).await?;
+    s.tee
+        .call(&SignAgentUserOp {
+            wallet_id: wallet,
+            agent_index: index,
+            jwt: jwt.to_owned(),
+            user_op_hash,
+            account,
+        })
+        .await
+}
+
+/// The host's checks of a presented agent credential, before any TEE call: the agent exists
+/// and is active, the JWT is its current credential (constant-time hash comparison, cached for
+/// a few seconds), and it has not expired. The TA checks the HMAC and claims itself when it
+/// signs. Returns the cached credential facts (the agent address among them).
+pub(crate) async fn check_credential(
+    s: &AppState,
+    key_id: &str,
+    wallet: kms_proto::WalletId,
+    index: u32,
+    jwt: &str,
+    exp: u64,
+) -> Result<CachedCredential, ApiError> {
     let presented = credential_hash(jwt);
     let current = match s.credentials.get(key_id) {
         Some(c) => c,
@@ -326,15 +439,64 @@ async fn sign_agent_checked(
             "the credential has expired",
         ));
     }
-    s.tee
-        .call(&SignAgentUserOp {
-            wallet_id: wallet,
-            agent_index: index,
-            jwt: jwt.to_owned(),
-            user_op_hash,
-            account,
-        })
-        .await
+    Ok(current)
+}
+
+/// An agent authenticated by its Bearer credential (host checks done; the TA checks again
+/// when it signs).
+pub(crate) struct AgentAuth {
+    /// Canonical `"{wallet}:{index}"`.
+    pub key_id: String,
+    /// Wallet.
+    pub wallet: kms_proto::WalletId,
+    /// Agent index.
+    pub index: u32,
+    /// The presented JWT (for the TA).
+    pub jwt: String,
+    /// The agent key address (`0x` lowercase).
+    pub agent_address: String,
+}
+
+/// Authenticates the Bearer agent credential of a request: parses the JWT, checks that
+/// `key_id` (when given) names the credential's agent (403 otherwise), applies the
+/// per-credential rate limit when `rate_limited` (requests that lead to a TEE call), then
+/// [`check_credential`].
+pub(crate) async fn authenticate_agent(
+    s: &AppState,
+    headers: &HeaderMap,
+    key_id: Option<&str>,
+    rate_limited: bool,
+) -> Result<AgentAuth, ApiError> {
+    let jwt = bearer(headers)?;
+    let parsed = kms_proto::jwt::parse(jwt).map_err(|e| {
+        ApiError::unauthorized("credential_malformed", format!("invalid credential: {e}"))
+    })?;
+    let claims = &parsed.claims;
+    let claim_wallet: kms_proto::WalletId = claims.wallet_id.parse().map_err(|_| {
+        ApiError::unauthorized("credential_malformed", "invalid credential: wallet_id")
+    })?;
+    let (wallet, index) = match key_id {
+        Some(k) => ops::agent_key_id(k)?,
+        None => (claim_wallet, claims.agent_index),
+    };
+    if claims.agent_index != index || claim_wallet != wallet {
+        return Err(ApiError::forbidden(
+            "key_id_mismatch",
+            "keyId does not match the credential",
+        ));
+    }
+    let key_id = kms_proto::jwt::key_id(&wallet, index);
+    if rate_limited {
+        s.limits.agent.check(&key_id)?;
+    }
+    let c = check_credential(s, &key_id, wallet, index, jwt, claims.exp).await?;
+    Ok(AgentAuth {
+        key_id,
+        wallet,
+        index,
+        jwt: jwt.to_owned(),
+        agent_address: c.agent_address,
+    })
 }
 
 /// Issue a new credential for an agent; the previous one is superseded in
@@ -469,6 +631,10 @@ pub async fn revoke_agent_credential(
     .await;
     let st = res?;
     let row = s.db.get_agent(&wallet_str, req.agent_index).await?;
+    let on_chain = match &row {
+        Some(r) => revoke_on_chain(&s, &key_id, r).await,
+        None => None,
+    };
     Ok(Json(RevokeAgentResponse {
         success: true,
         key_id,
@@ -476,5 +642,6 @@ pub async fn revoke_agent_credential(
             .and_then(|a| a.revoked_at)
             .unwrap_or_else(kms_db::now_secs),
         generation: st.generation,
+        on_chain,
     }))
 }

@@ -327,6 +327,12 @@ pub async fn begin_authentication(
             "KeyId (or Address) is required",
         ));
     }
+    if purpose == Purpose::GrantSession {
+        // The payload is built into a UserOperation now; the ceremony keeps it.
+        return Ok(Json(
+            crate::routes::sessions::begin_grant(&s, r.key_id.as_deref(), r.payload).await?,
+        ));
+    }
     let (wallet, digest) = ops::ceremony_target(
         &s,
         purpose,
@@ -336,6 +342,7 @@ pub async fn begin_authentication(
     )
     .await?;
     Ok(Json(
-        s.begin_authentication(&wallet, purpose, &digest).await?,
+        s.begin_authentication(&wallet, purpose, &digest, None)
+            .await?,
     ))
 }

@@ -3,6 +3,8 @@
 pub mod agent;
 pub mod ceremony;
 pub mod health;
+pub mod intents;
+pub mod sessions;
 pub mod ui;
 pub mod wallet;
 

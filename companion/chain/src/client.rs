@@ -1,0 +1,921 @@
+//! [`ChainClient`]: one EntryPoint on one chain, through a node and a bundler.
+//!
+//! It builds UserOperations for the project's accounts ([`ChainClient::prepare`]): the account
+//! address from the factory, `factory`/`factoryData` when the account has no code yet, the nonce
+//! from `EntryPoint.getNonce(sender, key)`, fees from the bundler
+//! (`pimlico_getUserOperationGasPrice`) or else the node, gas from `eth_estimateUserOperationGas`
+//! with a stub signature of the final layout plus [`GasBuffers`], and the userOpHash computed
+//! locally for the EntryPoint's version. It submits signed operations with the bundler client's
+//! retry rules ([`ChainClient::submit`]), reads sessions from `SessionKeyValidator`
+//! ([`ChainClient::read_session`]) and sends the operator's `revokeSession` transaction
+//! ([`ChainClient::revoke_session`]).
+//!
+//! [`ChainClient::connect`] checks the set-up before anything is built: the node's and the
+//! bundler's chain ids agree (and match the expected one), the bundler serves the EntryPoint, and
+//! the factory and validator are deployed and belong to this EntryPoint.
+//!
+//! No URL is ever put into an error: bundler and node URLs often carry API keys.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alloy::eips::BlockId;
+use alloy::network::TransactionBuilder;
+use alloy::primitives::{Address, Bytes, B256, U256};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::{BlockNumberOrTag, TransactionRequest};
+use kms_contracts::{AgentAccountFactory, IEntryPointV07, SessionKeyValidator};
+
+use crate::account::{encode_calls, factory_data, Call, NoCalls};
+use crate::bundler::{BundlerClient, BundlerError, RetryPolicy, Submission, UserOperationReceipt};
+use crate::nonce::{NonceGuard, NonceKey};
+use crate::operator::{OperatorSigner, OperatorSignerError, RevokeSessionTx};
+use crate::session::{revoke_call_data, InvalidGrant, SessionGrant, SessionSnapshot};
+use crate::userop::v0_7::{GasLimits, GasOverflow, UserOperation};
+use crate::userop::{EntryPoint, UnhashableOperation};
+
+/// Everything [`ChainClient`] can fail with. Messages never contain node or bundler URLs.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    /// The node (JSON-RPC) failed or refused a call.
+    #[error("node error while {during}: {message}")]
+    Node {
+        /// What was being done.
+        during: &'static str,
+        /// The error, with URLs removed.
+        message: String,
+    },
+    /// The bundler failed or refused.
+    #[error(transparent)]
+    Bundler(#[from] BundlerError),
+    /// The node's, the bundler's and the configured chain ids disagree.
+    #[error("chain id mismatch: node {node}, bundler {bundler}, configured {configured:?}")]
+    ChainIdMismatch {
+        /// `eth_chainId` of the node.
+        node: u64,
+        /// `eth_chainId` of the bundler.
+        bundler: u64,
+        /// The configured chain id, if any.
+        configured: Option<u64>,
+    },
+    /// The bundler does not serve the configured EntryPoint.
+    #[error("the bundler does not serve EntryPoint {entry_point}; it serves {supported:?}")]
+    EntryPointNotSupported {
+        /// The configured EntryPoint.
+        entry_point: Address,
+        /// What `eth_supportedEntryPoints` answered.
+        supported: Vec<Address>,
+    },
+    /// A contract the configuration names has no code.
+    #[error("no contract at {address} (configured {what})")]
+    NoCode {
+        /// Which setting.
+        what: &'static str,
+        /// The address.
+        address: Address,
+    },
+    /// The factory belongs to another EntryPoint or validator.
+    #[error("factory {factory} is for EntryPoint {factory_entry_point} and validator {factory_validator}, not {entry_point} and {validator}")]
+    FactoryMismatch {
+        /// The factory.
+        factory: Address,
+        /// Its EntryPoint.
+        factory_entry_point: Address,
+        /// Its validator.
+        factory_validator: Address,
+        /// The configured EntryPoint.
+        entry_point: Address,
+        /// The configured validator.
+        validator: Address,
+    },
+    /// The sender is not the factory's account for the given owner and salt.
+    #[error("sender {sender} is not the factory's account {expected} for this owner and salt")]
+    SenderMismatch {
+        /// The operation's sender.
+        sender: Address,
+        /// The factory's address for (owner, salt).
+        expected: Address,
+    },
+    /// An operation without calls.
+    #[error(transparent)]
+    NoCalls(#[from] NoCalls),
+    /// A session grant the validator would refuse.
+    #[error(transparent)]
+    InvalidGrant(#[from] InvalidGrant),
+    /// The operation cannot be hashed locally.
+    #[error(transparent)]
+    Unhashable(#[from] UnhashableOperation),
+    /// A gas value from the bundler does not fit the packed form.
+    #[error(transparent)]
+    GasOverflow(#[from] GasOverflow),
+    /// The operator signer failed.
+    #[error(transparent)]
+    OperatorSigner(#[from] OperatorSignerError),
+    /// The operator key is not the session's revoker, so the chain would refuse its
+    /// `revokeSession`.
+    #[error("operator {operator} is not the revoker of this session (revoker {revoker})")]
+    NotRevoker {
+        /// The operator address.
+        operator: Address,
+        /// The session's revoker.
+        revoker: Address,
+    },
+    /// The agent key has never had a session on the account.
+    #[error("agent key {key} has no session on account {account}")]
+    NoSession {
+        /// The account.
+        account: Address,
+        /// The agent key.
+        key: Address,
+    },
+    /// A transaction was mined but reverted.
+    #[error("transaction {tx_hash} reverted")]
+    TransactionReverted {
+        /// Its hash.
+        tx_hash: B256,
+    },
+    /// A transaction was not mined in time.
+    #[error("transaction {tx_hash} not mined within {waited:?}")]
+    TransactionTimeout {
+        /// Its hash.
+        tx_hash: B256,
+        /// How long it waited.
+        waited: Duration,
+    },
+}
+
+/// Headroom added to the bundler's gas estimates, in percent of each estimate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GasBuffers {
+    /// Added to `verificationGasLimit` (validation: signature recovery differs slightly between
+    /// the stub and the real signature, and state may change before inclusion).
+    pub verification_percent: u32,
+    /// Added to `callGasLimit`. Kept small: EntryPoint v0.7/v0.8 charge 10 % of unused execution
+    /// gas above 40 000.
+    pub call_percent: u32,
+    /// Added to `preVerificationGas` (calldata costs and bundler overhead may move).
+    pub pre_verification_percent: u32,
+}
+
+impl Default for GasBuffers {
+    /// 20 % verification, 10 % call, 5 % pre-verification.
+    fn default() -> Self {
+        Self {
+            verification_percent: 20,
+            call_percent: 10,
+            pre_verification_percent: 5,
+        }
+    }
+}
+
+impl GasBuffers {
+    /// `limits` with the buffers added.
+    pub fn apply(&self, limits: GasLimits) -> GasLimits {
+        fn add(v: u128, pct: u32) -> u128 {
+            v.saturating_add(v.saturating_mul(u128::from(pct)) / 100)
+        }
+        GasLimits {
+            pre_verification_gas: limits.pre_verification_gas.saturating_add(
+                limits.pre_verification_gas * U256::from(self.pre_verification_percent)
+                    / U256::from(100),
+            ),
+            verification_gas_limit: add(limits.verification_gas_limit, self.verification_percent),
+            call_gas_limit: add(limits.call_gas_limit, self.call_percent),
+            ..limits
+        }
+    }
+}
+
+/// What [`ChainClient::connect`] needs.
+#[derive(Debug, Clone)]
+pub struct ChainConfig {
+    /// The node's JSON-RPC URL.
+    pub rpc_url: reqwest::Url,
+    /// The bundler's JSON-RPC URL.
+    pub bundler_url: reqwest::Url,
+    /// The EntryPoint (version and address).
+    pub entry_point: EntryPoint,
+    /// The `AgentAccountFactory` of this EntryPoint.
+    pub factory: Address,
+    /// The `SessionKeyValidator`.
+    pub validator: Address,
+    /// The chain id the node and bundler must report, if known in advance.
+    pub expected_chain_id: Option<u64>,
+    /// Headroom on gas estimates.
+    pub gas_buffers: GasBuffers,
+    /// Retries of `eth_sendUserOperation`.
+    pub retry: RetryPolicy,
+}
+
+impl ChainConfig {
+    /// A configuration with default buffers and retries.
+    pub fn new(
+        rpc_url: reqwest::Url,
+        bundler_url: reqwest::Url,
+        entry_point: EntryPoint,
+        factory: Address,
+        validator: Address,
+    ) -> Self {
+        Self {
+            rpc_url,
+            bundler_url,
+            entry_point,
+            factory,
+            validator,
+            expected_chain_id: None,
+            gas_buffers: GasBuffers::default(),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// EIP-1559 fees of an operation or transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fees {
+    /// Maximum fee per gas, in wei.
+    pub max_fee_per_gas: u128,
+    /// Maximum priority fee per gas, in wei.
+    pub max_priority_fee_per_gas: u128,
+}
+
+/// Where [`ChainClient::fees`] got its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeeSource {
+    /// The bundler's `pimlico_getUserOperationGasPrice` (its "fast" level).
+    Bundler,
+    /// The node: `eth_maxPriorityFeePerGas`, and twice the latest base fee plus that.
+    Node,
+}
+
+/// The deployment of an account in its first operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountInit {
+    /// The owner the factory sets.
+    pub owner: Address,
+    /// The factory salt.
+    pub salt: U256,
+}
+
+/// Which nonce an operation uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonceChoice {
+    /// The next nonce of this key on chain (`EntryPoint.getNonce(sender, key)`).
+    Next(NonceKey),
+    /// Exactly this nonce (key and sequence), e.g. the one after an operation still in flight.
+    Exact(U256),
+}
+
+/// What to build: see [`ChainClient::prepare`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpRequest {
+    /// The account.
+    pub sender: Address,
+    /// How to deploy the account if it has no code yet (ignored once it has code).
+    pub init: Option<AccountInit>,
+    /// The nonce.
+    pub nonce: NonceChoice,
+    /// The calls the account makes (`execute` for one, `executeBatch` for several).
+    pub calls: Vec<Call>,
+    /// A stub signature of the final length and layout, for gas estimation (see
+    /// [`crate::signature`]).
+    pub stub_signature: Bytes,
+    /// Gas limits to use as they are, without asking the bundler (`None`: estimate, the usual
+    /// case). Tests use it to build operations a bundler's estimation would refuse.
+    pub gas: Option<GasLimits>,
+}
+
+/// An operation ready to be signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedOp {
+    /// The operation, with gas and fees, still carrying the stub signature.
+    pub op: UserOperation,
+    /// Its userOpHash for this EntryPoint and chain (what the signer signs, EIP-191).
+    pub user_op_hash: B256,
+    /// Whether the operation deploys the account.
+    pub deploys_account: bool,
+}
+
+impl PreparedOp {
+    /// The operation with its real signature (the hash does not change).
+    pub fn signed(&self, signature: impl Into<Bytes>) -> UserOperation {
+        self.op.clone().with_signature(signature)
+    }
+}
+
+/// The result of [`ChainClient::revoke_session`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    /// The transaction was mined and succeeded.
+    Revoked {
+        /// The transaction hash.
+        tx_hash: B256,
+        /// Its block.
+        block_number: u64,
+    },
+    /// The session was already revoked on chain; nothing was sent.
+    AlreadyRevoked,
+}
+
+const BUNDLER_FEES_UNKNOWN: u8 = 0;
+const BUNDLER_FEES_YES: u8 = 1;
+const BUNDLER_FEES_NO: u8 = 2;
+
+/// One EntryPoint on one chain: see the module docs. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ChainClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    provider: DynProvider,
+    bundler: BundlerClient,
+    config: ChainConfig,
+    chain_id: u64,
+    bundler_fees: AtomicU8,
+    redact: Vec<String>,
+}
+
+impl ChainClient {
+    /// Connects to the node and the bundler and checks the set-up (chain ids, supported
+    /// EntryPoint, factory and validator code, the factory's EntryPoint and validator).
+    pub async fn connect(config: ChainConfig) -> Result<Self, ChainError> {
+        let provider = ProviderBuilder::new()
+            .connect_http(config.rpc_url.clone())
+            .erased();
+        let bundler = BundlerClient::new(config.bundler_url.clone())?;
+        let redact = redactions(&[&config.rpc_url, &config.bundler_url]);
+        let mut client = Inner {
+            provider,
+            bundler,
+            config,
+            chain_id: 0,
+            bundler_fees: AtomicU8::new(BUNDLER_FEES_UNKNOWN),
+            redact,
+        };
+        client.chain_id = client.check_setup().await?;
+        Ok(Self {
+            inner: Arc::new(client),
+        })
+    }
+
+    /// The chain id (checked at connection).
+    pub fn chain_id(&self) -> u64 {
+        self.inner.chain_id
+    }
+
+    /// The EntryPoint.
+    pub fn entry_point(&self) -> EntryPoint {
+        self.inner.config.entry_point
+    }
+
+    /// The account factory.
+    pub fn factory(&self) -> Address {
+        self.inner.config.factory
+    }
+
+    /// The session key validator.
+    pub fn validator(&self) -> Address {
+        self.inner.config.validator
+    }
+
+    /// The node provider.
+    pub fn provider(&self) -> &DynProvider {
+        &self.inner.provider
+    }
+
+    /// The bundler client.
+    pub fn bundler(&self) -> &BundlerClient {
+        &self.inner.bundler
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ChainConfig {
+        &self.inner.config
+    }
+
+    fn node_err(&self, during: &'static str, e: impl std::fmt::Display) -> ChainError {
+        self.inner.node_err(during, e)
+    }
+
+    /// The account address of (`owner`, `salt`): the factory's `getAddress`.
+    pub async fn account_address(&self, owner: Address, salt: U256) -> Result<Address, ChainError> {
+        AgentAccountFactory::new(self.factory(), self.provider())
+            .getAddress(owner, salt)
+            .call()
+            .await
+            .map_err(|e| self.node_err("calling factory.getAddress", e))
+    }
+
+    /// Whether `address` has code.
+    pub async fn has_code(&self, address: Address) -> Result<bool, ChainError> {
+        self.provider()
+            .get_code_at(address)
+            .await
+            .map(|c| !c.is_empty())
+            .map_err(|e| self.node_err("reading code", e))
+    }
+
+    /// `EntryPoint.getNonce(sender, key)`: key ‖ next sequence.
+    pub async fn nonce(&self, sender: Address, key: NonceKey) -> Result<U256, ChainError> {
+        IEntryPointV07::new(self.entry_point().address, self.provider())
+            .getNonce(sender, key.into())
+            .call()
+            .await
+            .map_err(|e| self.node_err("calling EntryPoint.getNonce", e))
+    }
+
+    /// The native balance of `address`.
+    pub async fn balance(&self, address: Address) -> Result<U256, ChainError> {
+        self.provider()
+            .get_balance(address)
+            .await
+            .map_err(|e| self.node_err("reading a balance", e))
+    }
+
+    /// Fees for a UserOperation: the bundler's "fast" `pimlico_getUserOperationGasPrice` when it
+    /// offers the method, else the node's (see [`FeeSource`]). A bundler without the method is
+    /// remembered and not asked again.
+    pub async fn fees(&self) -> Result<(Fees, FeeSource), ChainError> {
+        if self.inner.bundler_fees.load(Ordering::Relaxed) != BUNDLER_FEES_NO {
+            match self.bundler().user_operation_gas_price().await {
+                Ok(prices) => {
+                    self.inner
+                        .bundler_fees
+                        .store(BUNDLER_FEES_YES, Ordering::Relaxed);
+                    let (max_fee, priority) = prices.fast.as_u128s()?;
+                    return Ok((
+                        Fees {
+                            max_fee_per_gas: max_fee,
+                            max_priority_fee_per_gas: priority,
+                        },
+                        FeeSource::Bundler,
+                    ));
+                }
+                Err(e) if e.is_method_not_found() => {
+                    self.inner
+                        .bundler_fees
+                        .store(BUNDLER_FEES_NO, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok((self.node_fees().await?, FeeSource::Node))
+    }
+
+    /// Fees from the node: priority = `eth_maxPriorityFeePerGas`, max = 2 × latest base fee +
+    /// priority.
+    pub async fn node_fees(&self) -> Result<Fees, ChainError> {
+        let priority = self
+            .provider()
+            .get_max_priority_fee_per_gas()
+            .await
+            .map_err(|e| self.node_err("calling eth_maxPriorityFeePerGas", e))?;
+        let block = self
+            .provider()
+            .get_block_by_number(BlockNumberOrTag::Latest)
+            .await
+            .map_err(|e| self.node_err("reading the latest block", e))?
+            .ok_or_else(|| self.node_err("reading the latest block", "no latest block"))?;
+        let base = u128::from(block.header.base_fee_per_gas.unwrap_or_default());
+        Ok(Fees {
+            max_fee_per_gas: base.saturating_mul(2).saturating_add(priority),
+            max_priority_fee_per_gas: priority,
+        })
+    }
+
+    /// Builds an operation: deployment if needed, nonce, call data, fees, gas (estimated with
+    /// the stub signature, plus the configured buffers), and its userOpHash. Sign
+    /// [`PreparedOp::user_op_hash`] and put the signature in with [`PreparedOp::signed`].
+    pub async fn prepare(&self, request: OpRequest) -> Result<PreparedOp, ChainError> {
+        let call_data = encode_calls(&request.calls)?;
+        let (deployed, nonce, (fees, _)) = tokio::try_join!(
+            self.has_code(request.sender),
+            async {
+                match request.nonce {
+                    NonceChoice::Next(key) => self.nonce(request.sender, key).await,
+                    NonceChoice::Exact(n) => Ok(n),
+                }
+            },
+            self.fees(),
+        )?;
+        let mut op = UserOperation::new(request.sender, nonce, call_data)
+            .with_fees(fees.max_fee_per_gas, fees.max_priority_fee_per_gas)
+            .with_signature(request.stub_signature);
+        let deploys_account = !deployed && request.init.is_some();
+        if let (false, Some(init)) = (deployed, request.init) {
+            let expected = self.account_address(init.owner, init.salt).await?;
+            if expected != request.sender {
+                return Err(ChainError::SenderMismatch {
+                    sender: request.sender,
+                    expected,
+                });
+            }
+            op = op.with_factory(self.factory(), factory_data(init.owner, init.salt));
+        }
+        let limits = match request.gas {
+            Some(limits) => limits,
+            None => {
+                let estimate = self
+                    .bundler()
+                    .estimate_user_operation_gas(&op, self.entry_point().address)
+                    .await?;
+                self.inner
+                    .config
+                    .gas_buffers
+                    .apply(GasLimits::try_from(&estimate)?)
+            }
+        };
+        op = op.with_gas(limits);
+        let user_op_hash = self.entry_point().user_op_hash(&op, self.chain_id())?;
+        Ok(PreparedOp {
+            op,
+            user_op_hash,
+            deploys_account,
+        })
+    }
+
+    /// The owner's operation granting `grants` on the account of (`owner`, `salt`):
+    /// `account.execute(validator, 0, grantSession(…))` for one grant, `executeBatch` of such
+    /// calls for several, deploying the account in the same operation when it has no code yet.
+    /// Uses the owner's nonce key 0 and the 65-byte owner stub signature.
+    pub async fn prepare_grants(
+        &self,
+        owner: Address,
+        salt: U256,
+        grants: &[SessionGrant],
+    ) -> Result<PreparedOp, ChainError> {
+        let account = self.account_address(owner, salt).await?;
+        for grant in grants {
+            grant.validate(account, self.validator())?;
+        }
+        self.prepare(OpRequest {
+            sender: account,
+            init: Some(AccountInit { owner, salt }),
+            nonce: NonceChoice::Next(NonceKey::OWNER),
+            calls: grants
+                .iter()
+                .map(|g| g.owner_call(self.validator()))
+                .collect(),
+            stub_signature: crate::signature::stub_owner_signature(),
+            gas: None,
+        })
+        .await
+    }
+
+    /// An agent's operation making `calls` from `account`: the agent's own nonce key
+    /// ([`NonceKey::for_agent`]) unless `nonce` is given, and the 106-byte session stub
+    /// signature naming `account` and `agent_key`.
+    pub async fn prepare_agent_op(
+        &self,
+        account: Address,
+        agent_key: Address,
+        calls: Vec<Call>,
+        nonce: Option<U256>,
+    ) -> Result<PreparedOp, ChainError> {
+        self.prepare(OpRequest {
+            sender: account,
+            init: None,
+            nonce: nonce.map_or(
+                NonceChoice::Next(NonceKey::for_agent(agent_key)),
+                NonceChoice::Exact,
+            ),
+            calls,
+            stub_signature: crate::signature::stub_session_signature(account, agent_key),
+            gas: None,
+        })
+        .await
+    }
+
+    /// The nonce for the next operation under `guard` (see [`crate::nonce`]): the EntryPoint's
+    /// next nonce for the guard's key, after waiting up to `timeout` for the inclusion of the
+    /// operation the guard last submitted if the chain has not passed it yet. On timeout the
+    /// in-flight record is cleared (so a dropped operation does not block the key for ever) and
+    /// the receipt timeout is returned.
+    pub async fn next_nonce(
+        &self,
+        guard: &mut NonceGuard,
+        timeout: Duration,
+    ) -> Result<U256, ChainError> {
+        let on_chain = self.nonce(guard.sender(), guard.key()).await?;
+        let Some(pending) = guard.blocks(on_chain) else {
+            guard.clear();
+            return Ok(on_chain);
+        };
+        match self.wait_for_receipt(pending.user_op_hash, timeout).await {
+            Ok(_) => {
+                guard.clear();
+                self.nonce(guard.sender(), guard.key()).await
+            }
+            Err(e) => {
+                guard.clear();
+                Err(e)
+            }
+        }
+    }
+
+    /// Submits a signed operation (see [`BundlerClient::submit`]: transient failures are retried
+    /// with the identical operation, and the userOpHash returned must equal the local one).
+    pub async fn submit(&self, op: &UserOperation) -> Result<Submission, ChainError> {
+        let hash = self.entry_point().user_op_hash(op, self.chain_id())?;
+        Ok(self
+            .bundler()
+            .submit(
+                op,
+                self.entry_point().address,
+                hash,
+                self.inner.config.retry,
+            )
+            .await?)
+    }
+
+    /// Waits for the receipt of `user_op_hash`, polling every 100 ms for at most `timeout`.
+    pub async fn wait_for_receipt(
+        &self,
+        user_op_hash: B256,
+        timeout: Duration,
+    ) -> Result<UserOperationReceipt, ChainError> {
+        Ok(self
+            .bundler()
+            .wait_for_receipt(user_op_hash, timeout, Duration::from_millis(100))
+            .await?)
+    }
+
+    /// Reads the session of `key` on `account`, with `isTargetAllowed` for each of `targets`,
+    /// all at the latest block.
+    pub async fn read_session(
+        &self,
+        account: Address,
+        key: Address,
+        targets: &[Address],
+    ) -> Result<SessionSnapshot, ChainError> {
+        let block = self
+            .provider()
+            .get_block_by_number(BlockNumberOrTag::Latest)
+            .await
+            .map_err(|e| self.node_err("reading the latest block", e))?
+            .ok_or_else(|| self.node_err("reading the latest block", "no latest block"))?;
+        let at = BlockId::number(block.header.number);
+        let validator = SessionKeyValidator::new(self.validator(), self.provider());
+        let mut unique: Vec<Address> = targets.to_vec();
+        unique.sort();
+        unique.dedup();
+        let session = validator.getSession(account, key).block(at);
+        let remaining = validator.remainingBudget(account, key).block(at);
+        let (session, remaining) = tokio::try_join!(session.call(), remaining.call())
+            .map_err(|e| self.node_err("reading the session", e))?;
+        let mut allowed_targets = std::collections::BTreeMap::new();
+        for t in unique {
+            let ok = validator
+                .isTargetAllowed(account, key, t)
+                .block(at)
+                .call()
+                .await
+                .map_err(|e| self.node_err("reading allowed targets", e))?;
+            allowed_targets.insert(t, ok);
+        }
+        Ok(SessionSnapshot {
+            account,
+            key,
+            validator: self.validator(),
+            block_number: block.header.number,
+            block_timestamp: block.header.timestamp,
+            session: session.into(),
+            remaining_budget: remaining,
+            allowed_targets,
+        })
+    }
+
+    /// Revokes the session of `key` on `account` with the operator's `revokeSession`
+    /// transaction: checks the session (already revoked: nothing sent; never granted, or another
+    /// revoker: an error), fetches the operator's nonce, the node's fees and a gas estimate, has
+    /// `signer` (the TA) sign, sends the raw transaction and waits up to `timeout` for a
+    /// successful receipt.
+    pub async fn revoke_session<S: OperatorSigner + ?Sized>(
+        &self,
+        signer: &S,
+        account: Address,
+        key: Address,
+        timeout: Duration,
+    ) -> Result<RevokeOutcome, ChainError> {
+        let operator = signer.address();
+        let snapshot = self.read_session(account, key, &[]).await?;
+        let s = snapshot.session;
+        if s.epoch == 0 {
+            return Err(ChainError::NoSession { account, key });
+        }
+        if !s.active {
+            return Ok(RevokeOutcome::AlreadyRevoked);
+        }
+        if s.revoker != operator || operator == Address::ZERO {
+            return Err(ChainError::NotRevoker {
+                operator,
+                revoker: s.revoker,
+            });
+        }
+        let request = TransactionRequest::default()
+            .with_from(operator)
+            .with_to(self.validator())
+            .with_input(revoke_call_data(account, key));
+        let (nonce, fees, gas) = tokio::try_join!(
+            async {
+                self.provider()
+                    .get_transaction_count(operator)
+                    .pending()
+                    .await
+                    .map_err(|e| self.node_err("reading the operator's nonce", e))
+            },
+            self.node_fees(),
+            async {
+                self.provider()
+                    .estimate_gas(request)
+                    .await
+                    .map_err(|e| self.node_err("estimating revokeSession gas", e))
+            },
+        )?;
+        let signed = signer
+            .sign_revoke_session(RevokeSessionTx {
+                chain_id: self.chain_id(),
+                nonce,
+                max_priority_fee_per_gas: fees.max_priority_fee_per_gas,
+                max_fee_per_gas: fees.max_fee_per_gas,
+                gas_limit: gas.saturating_add(gas / 5),
+                validator: self.validator(),
+                account,
+                agent_key: key,
+            })
+            .await?;
+        if signed.from != operator {
+            return Err(OperatorSignerError::WrongSigner {
+                expected: operator,
+                got: signed.from,
+            }
+            .into());
+        }
+        let tx_hash = signed.tx_hash;
+        if let Err(e) = self.provider().send_raw_transaction(&signed.raw).await {
+            // Re-sending the same raw transaction is harmless (same hash); a node that already
+            // has it says so.
+            let msg = e.to_string().to_ascii_lowercase();
+            if !(msg.contains("already known") || msg.contains("already imported")) {
+                return Err(self.node_err("sending the revokeSession transaction", e));
+            }
+        }
+        let start = Instant::now();
+        loop {
+            let receipt = self
+                .provider()
+                .get_transaction_receipt(tx_hash)
+                .await
+                .map_err(|e| self.node_err("reading the revokeSession receipt", e))?;
+            if let Some(r) = receipt {
+                if !r.status() {
+                    return Err(ChainError::TransactionReverted { tx_hash });
+                }
+                return Ok(RevokeOutcome::Revoked {
+                    tx_hash,
+                    block_number: r.block_number.unwrap_or_default(),
+                });
+            }
+            if start.elapsed() >= timeout {
+                return Err(ChainError::TransactionTimeout {
+                    tx_hash,
+                    waited: start.elapsed(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Inner {
+    fn node_err(&self, during: &'static str, e: impl std::fmt::Display) -> ChainError {
+        let mut message = e.to_string();
+        for r in &self.redact {
+            message = message.replace(r.as_str(), "<url>");
+        }
+        ChainError::Node { during, message }
+    }
+
+    /// The start-up checks of [`ChainClient::connect`]; returns the chain id.
+    async fn check_setup(&self) -> Result<u64, ChainError> {
+        let (node, bundler, supported) = tokio::try_join!(
+            async {
+                self.provider
+                    .get_chain_id()
+                    .await
+                    .map_err(|e| self.node_err("calling eth_chainId", e))
+            },
+            async { Ok(self.bundler.chain_id().await?) },
+            async { Ok(self.bundler.supported_entry_points().await?) },
+        )?;
+        let configured = self.config.expected_chain_id;
+        if node != bundler || configured.is_some_and(|c| c != node) {
+            return Err(ChainError::ChainIdMismatch {
+                node,
+                bundler,
+                configured,
+            });
+        }
+        let entry_point = self.config.entry_point.address;
+        if !supported.contains(&entry_point) {
+            return Err(ChainError::EntryPointNotSupported {
+                entry_point,
+                supported,
+            });
+        }
+        for (what, address) in [
+            ("entry point", entry_point),
+            ("account factory", self.config.factory),
+            ("session key validator", self.config.validator),
+        ] {
+            let code = self
+                .provider
+                .get_code_at(address)
+                .await
+                .map_err(|e| self.node_err("reading code", e))?;
+            if code.is_empty() {
+                return Err(ChainError::NoCode { what, address });
+            }
+        }
+        let factory = AgentAccountFactory::new(self.config.factory, &self.provider);
+        let (ep_call, validator_call) = (factory.entryPoint(), factory.validator());
+        let (factory_entry_point, factory_validator) =
+            tokio::try_join!(ep_call.call(), validator_call.call())
+                .map_err(|e| self.node_err("reading the factory's settings", e))?;
+        if factory_entry_point != entry_point || factory_validator != self.config.validator {
+            return Err(ChainError::FactoryMismatch {
+                factory: self.config.factory,
+                factory_entry_point,
+                factory_validator,
+                entry_point,
+                validator: self.config.validator,
+            });
+        }
+        Ok(node)
+    }
+}
+
+/// The strings to cut out of error messages: each URL in its usual printed forms.
+fn redactions(urls: &[&reqwest::Url]) -> Vec<String> {
+    let mut out = Vec::new();
+    for url in urls {
+        let s = url.as_str().to_owned();
+        out.push(s.trim_end_matches('/').to_owned());
+        out.push(s);
+    }
+    // Longest first, so a URL is never half-replaced by a shorter prefix.
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out.dedup();
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_add_percentages() {
+        let limits = GasLimits {
+            pre_verification_gas: U256::from(50_000),
+            verification_gas_limit: 100_000,
+            call_gas_limit: 30_000,
+            ..GasLimits::default()
+        };
+        let out = GasBuffers::default().apply(limits);
+        assert_eq!(out.pre_verification_gas, U256::from(52_500));
+        assert_eq!(out.verification_gas_limit, 120_000);
+        assert_eq!(out.call_gas_limit, 33_000);
+        let none = GasBuffers {
+            verification_percent: 0,
+            call_percent: 0,
+            pre_verification_percent: 0,
+        };
+        assert_eq!(none.apply(limits), limits);
+        let huge = GasLimits {
+            verification_gas_limit: u128::MAX,
+            ..limits
+        };
+        assert_eq!(
+            GasBuffers::default().apply(huge).verification_gas_limit,
+            u128::MAX
+        );
+    }
+
+    #[test]
+    fn urls_are_redacted_longest_first() {
+        let a: reqwest::Url = "https://bundler.example/rpc?apikey=SECRET".parse().unwrap();
+        let b: reqwest::Url = "http://127.0.0.1:8545".parse().unwrap();
+        let r = redactions(&[&a, &b]);
+        let mut msg =
+            "error sending request for url (https://bundler.example/rpc?apikey=SECRET) and http://127.0.0.1:8545/"
+                .to_owned();
+        for s in &r {
+            msg = msg.replace(s.as_str(), "<url>");
+        }
+        assert!(!msg.contains("SECRET"), "{msg}");
+        assert!(!msg.contains("127.0.0.1"), "{msg}");
+    }
+}

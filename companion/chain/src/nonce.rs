@@ -1,0 +1,219 @@
+//! EntryPoint nonce keys: one independent nonce sequence per signer of an account.
+//!
+//! An EntryPoint nonce is `key (192 bits) ‖ sequence (64 bits)`; each key of a sender has its own
+//! sequence (`EntryPoint.getNonce(sender, key)`). The owner uses key 0 ([`NonceKey::OWNER`]); an
+//! agent uses a key derived from its key address ([`NonceKey::for_agent`]), so two agents of one
+//! account never compete for the same sequence, and an agent's key is the same whatever index or
+//! label the companion gives it.
+//!
+//! [`NonceTracker`] serialises the operations of one (sender, key) inside one process and
+//! remembers the last one submitted: the next operation of that key waits until it is included
+//! (see [`crate::client::ChainClient::next_nonce`]). Submitting the next sequence while the
+//! previous one is still in the bundler's hands is not reliable (the bundler validates the new
+//! operation against the chain while the previous one is neither in its mempool nor on chain, and
+//! refuses it with AA25), so one agent's operations go one block after another, while different
+//! agents (different keys) proceed in parallel.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use alloy::primitives::{aliases::U192, Address, B256, U256};
+
+/// A 192-bit EntryPoint nonce key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct NonceKey(pub U192);
+
+impl NonceKey {
+    /// The owner's key: 0.
+    pub const OWNER: NonceKey = NonceKey(U192::ZERO);
+
+    /// The key of an agent: its 160-bit key address, as a number. Distinct agent addresses give
+    /// distinct keys, and no agent address (never zero) gives the owner's key 0.
+    pub fn for_agent(agent_key: Address) -> Self {
+        NonceKey(U192::from_be_slice(agent_key.as_slice()))
+    }
+
+    /// The full nonce of `sequence` under this key: `key << 64 | sequence`.
+    pub fn nonce(self, sequence: u64) -> U256 {
+        (U256::from(self.0) << 64) | U256::from(sequence)
+    }
+
+    /// Splits a full nonce into its key and sequence.
+    pub fn split(nonce: U256) -> (NonceKey, u64) {
+        let key = U192::from(nonce >> 64);
+        let sequence = (nonce & U256::from(u64::MAX)).to::<u64>();
+        (NonceKey(key), sequence)
+    }
+}
+
+impl From<NonceKey> for U192 {
+    fn from(key: NonceKey) -> Self {
+        key.0
+    }
+}
+
+/// Per (sender, key): a lock held while an operation is built, signed and submitted, and the
+/// last operation submitted under it.
+#[derive(Debug, Default)]
+pub struct NonceTracker {
+    slots: Mutex<HashMap<(Address, NonceKey), Slot>>,
+}
+
+/// One (sender, key): its lock and what is in flight.
+type Slot = Arc<tokio::sync::Mutex<Option<InFlight>>>;
+
+/// An operation submitted and maybe not included yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InFlight {
+    /// Its nonce.
+    pub nonce: U256,
+    /// Its userOpHash.
+    pub user_op_hash: B256,
+}
+
+/// Exclusive use of one (sender, key) until dropped; see [`NonceTracker::lock`].
+#[derive(Debug)]
+pub struct NonceGuard {
+    sender: Address,
+    key: NonceKey,
+    in_flight: tokio::sync::OwnedMutexGuard<Option<InFlight>>,
+}
+
+impl NonceTracker {
+    /// A tracker with nothing in flight.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Waits for exclusive use of (`sender`, `key`). Hold the guard from reading the nonce
+    /// until the operation is submitted (or abandoned).
+    pub async fn lock(&self, sender: Address, key: NonceKey) -> NonceGuard {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(slots.entry((sender, key)).or_default())
+        };
+        NonceGuard {
+            sender,
+            key,
+            in_flight: slot.lock_owned().await,
+        }
+    }
+}
+
+impl NonceGuard {
+    /// The sender.
+    pub fn sender(&self) -> Address {
+        self.sender
+    }
+
+    /// The key.
+    pub fn key(&self) -> NonceKey {
+        self.key
+    }
+
+    /// The last operation submitted under this (sender, key), if not cleared since.
+    pub fn in_flight(&self) -> Option<InFlight> {
+        *self.in_flight
+    }
+
+    /// Whether the in-flight operation (if any) still holds a sequence the chain has not passed:
+    /// `on_chain` is the EntryPoint's next nonce for this key.
+    pub fn blocks(&self, on_chain: U256) -> Option<InFlight> {
+        let (_, chain_seq) = NonceKey::split(on_chain);
+        self.in_flight
+            .filter(|f| NonceKey::split(f.nonce).1 >= chain_seq)
+    }
+
+    /// Records that the operation with `nonce` and `user_op_hash` was accepted by the bundler.
+    pub fn submitted(&mut self, nonce: U256, user_op_hash: B256) {
+        *self.in_flight = Some(InFlight {
+            nonce,
+            user_op_hash,
+        });
+    }
+
+    /// Forgets the operation in flight.
+    pub fn clear(&mut self) {
+        *self.in_flight = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy::primitives::address;
+
+    #[tokio::test]
+    async fn tracker_remembers_the_operation_in_flight_and_serialises_a_key() {
+        let tracker = NonceTracker::new();
+        let sender = address!("0x1111111111111111111111111111111111111111");
+        let key = NonceKey::for_agent(address!("0x4b39F7b0624b9dB86AD293686bc38B903142dbBc"));
+        let other = NonceKey::for_agent(address!("0x71b4a2d9B91726bdb5849D928967A1654D7F3de7"));
+        let hash = B256::repeat_byte(7);
+        {
+            let mut g = tracker.lock(sender, key).await;
+            assert_eq!(g.blocks(key.nonce(0)), None);
+            g.submitted(key.nonce(0), hash);
+        }
+        {
+            let mut g = tracker.lock(sender, key).await;
+            let f = InFlight {
+                nonce: key.nonce(0),
+                user_op_hash: hash,
+            };
+            // The chain has not passed it yet: it blocks the next one.
+            assert_eq!(g.blocks(key.nonce(0)), Some(f));
+            // Once the chain is past it, it does not.
+            assert_eq!(g.blocks(key.nonce(1)), None);
+            assert_eq!(g.in_flight(), Some(f));
+            g.clear();
+            assert_eq!(g.in_flight(), None);
+        }
+        // Another key is independent, and locking it does not wait for this one.
+        let held = tracker.lock(sender, key).await;
+        let g = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tracker.lock(sender, other),
+        )
+        .await
+        .expect("independent keys do not block each other");
+        assert_eq!((g.sender(), g.key()), (sender, other));
+        // The same key waits for the holder.
+        assert!(tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            tracker.lock(sender, key)
+        )
+        .await
+        .is_err());
+        drop(held);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_secs(5), tracker.lock(sender, key))
+                .await
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn agent_keys_are_distinct_and_never_the_owners() {
+        let a = NonceKey::for_agent(address!("0x4b39F7b0624b9dB86AD293686bc38B903142dbBc"));
+        let b = NonceKey::for_agent(address!("0x71b4a2d9B91726bdb5849D928967A1654D7F3de7"));
+        assert_ne!(a, b);
+        assert_ne!(a, NonceKey::OWNER);
+        assert_eq!(
+            a.0,
+            U192::from_str_radix("4b39F7b0624b9dB86AD293686bc38B903142dbBc", 16).unwrap()
+        );
+    }
+
+    #[test]
+    fn nonce_composition() {
+        let key = NonceKey(U192::from(7));
+        let n = key.nonce(42);
+        assert_eq!(n, U256::from(7) << 64 | U256::from(42));
+        assert_eq!(NonceKey::split(n), (key, 42));
+        assert_eq!(NonceKey::OWNER.nonce(3), U256::from(3));
+        let max = NonceKey(U192::MAX).nonce(u64::MAX);
+        assert_eq!(max, U256::MAX);
+        assert_eq!(NonceKey::split(max), (NonceKey(U192::MAX), u64::MAX));
+    }
+}

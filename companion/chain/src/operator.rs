@@ -1,0 +1,317 @@
+//! Signing through the TA: the operator's `revokeSession` transaction, the agent's session
+//! signature, and the owner's UserOperation signature.
+//!
+//! - [`OperatorSigner`] is what [`crate::client::ChainClient::revoke_session`] needs: the operator
+//!   address and a signed `revokeSession` transaction. [`TaOperator`] is the TA's operator key
+//!   (`OperatorKey`, `OperatorSignRevokeSession`: the TA builds the call data itself).
+//! - [`sign_agent_user_op`] asks the TA for the 106-byte session signature (`SignAgentUserOp`,
+//!   the TA checks the JWT) and verifies what comes back before anyone submits it.
+//! - [`owner_sign_body`] is the exact body the owner's passkey authorises for a UserOperation
+//!   (`SignMessage` over the 32-byte userOpHash at the owner path), and [`sign_owner_user_op`]
+//!   sends it with the assertion and verifies the 65-byte result.
+//!
+//! Errors carry no JWT, assertion or signature bytes.
+
+use std::future::Future;
+
+use alloy::primitives::{Address, Bytes, Signature, B256};
+use kms_proto::{
+    Authorized, HdPath, OperatorKey, OperatorSignRevokeSession, PasskeyAssertion, SignAgentUserOp,
+    SignMessageBody, WalletId,
+};
+use kms_tee_client::{TeeClient, TeeError};
+
+use crate::signature::SessionSignature;
+
+/// The fields of the operator's `revokeSession` transaction that the host chooses (the TA
+/// builds the call data from `validator`, `account` and `agent_key`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevokeSessionTx {
+    /// Chain id.
+    pub chain_id: u64,
+    /// The operator's account nonce.
+    pub nonce: u64,
+    /// Max priority fee per gas.
+    pub max_priority_fee_per_gas: u128,
+    /// Max fee per gas.
+    pub max_fee_per_gas: u128,
+    /// Gas limit.
+    pub gas_limit: u64,
+    /// The SessionKeyValidator.
+    pub validator: Address,
+    /// The account whose session is revoked.
+    pub account: Address,
+    /// The agent key whose session is revoked.
+    pub agent_key: Address,
+}
+
+/// A signed transaction, ready for `eth_sendRawTransaction`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedRevoke {
+    /// The EIP-2718 envelope.
+    pub raw: Bytes,
+    /// The transaction hash.
+    pub tx_hash: B256,
+    /// The signer.
+    pub from: Address,
+}
+
+/// Why signing through the TA failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorSignerError {
+    /// The TA (or the way to it) failed or refused.
+    #[error("TA error: {0}")]
+    Tee(#[from] TeeError),
+    /// The TA's answer names another signer than expected.
+    #[error("signed by {got}, expected {expected}")]
+    WrongSigner {
+        /// Expected signer.
+        expected: Address,
+        /// Actual signer.
+        got: Address,
+    },
+    /// The TA's signature is malformed or does not verify.
+    #[error("the TA returned a bad signature: {0}")]
+    BadSignature(&'static str),
+}
+
+/// Signs the operator's `revokeSession` transactions.
+pub trait OperatorSigner: Send + Sync {
+    /// The operator address (the session's revoker).
+    fn address(&self) -> Address;
+
+    /// Signs the transaction described by `tx`.
+    fn sign_revoke_session(
+        &self,
+        tx: RevokeSessionTx,
+    ) -> impl Future<Output = Result<SignedRevoke, OperatorSignerError>> + Send;
+}
+
+/// The TA's operator key.
+#[derive(Debug, Clone)]
+pub struct TaOperator {
+    tee: TeeClient,
+    address: Address,
+}
+
+impl TaOperator {
+    /// Reads the operator key from the TA, creating it first if `create_if_missing` (at
+    /// start-up of the companion).
+    pub async fn open(tee: TeeClient, create_if_missing: bool) -> Result<Self, TeeError> {
+        let info = tee.call_async(&OperatorKey { create_if_missing }).await?;
+        Ok(Self {
+            tee,
+            address: Address::from(info.address),
+        })
+    }
+}
+
+impl OperatorSigner for TaOperator {
+    fn address(&self) -> Address {
+        self.address
+    }
+
+    async fn sign_revoke_session(
+        &self,
+        tx: RevokeSessionTx,
+    ) -> Result<SignedRevoke, OperatorSignerError> {
+        let signed = self
+            .tee
+            .call_async(&OperatorSignRevokeSession {
+                chain_id: tx.chain_id,
+                nonce: tx.nonce,
+                max_priority_fee_per_gas: tx.max_priority_fee_per_gas,
+                max_fee_per_gas: tx.max_fee_per_gas,
+                gas_limit: tx.gas_limit,
+                validator: tx.validator.into(),
+                account: tx.account.into(),
+                agent_key: tx.agent_key.into(),
+            })
+            .await?;
+        let from = Address::from(signed.from);
+        if from != self.address {
+            return Err(OperatorSignerError::WrongSigner {
+                expected: self.address,
+                got: from,
+            });
+        }
+        Ok(SignedRevoke {
+            raw: signed.raw.into(),
+            tx_hash: signed.tx_hash.into(),
+            from,
+        })
+    }
+}
+
+/// What the TA needs to sign a userOpHash with an agent key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AgentSigningRequest<'a> {
+    /// The wallet the credential is for.
+    pub wallet_id: WalletId,
+    /// The agent index the credential is for.
+    pub agent_index: u32,
+    /// The agent's JWT as presented (the TA verifies it).
+    pub jwt: &'a str,
+    /// The userOpHash.
+    pub user_op_hash: B256,
+    /// The account the operation is for (`sender`).
+    pub account: Address,
+    /// The agent key address the caller expects (from the DB), checked against the TA's answer.
+    pub expected_key: Option<Address>,
+}
+
+impl std::fmt::Debug for AgentSigningRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentSigningRequest")
+            .field("wallet_id", &self.wallet_id)
+            .field("agent_index", &self.agent_index)
+            .field("jwt", &"<redacted>")
+            .field("user_op_hash", &self.user_op_hash)
+            .field("account", &self.account)
+            .finish()
+    }
+}
+
+/// Has the TA sign `req.user_op_hash` with the agent key (`SignAgentUserOp`) and checks the
+/// 106-byte answer: marker, the account it names, the key it names (against
+/// `req.expected_key` when given), and that the signature recovers to that key over the
+/// EIP-191 hash of the userOpHash. Returns the signature and the agent key address.
+pub async fn sign_agent_user_op(
+    tee: &TeeClient,
+    req: &AgentSigningRequest<'_>,
+) -> Result<(Bytes, Address), OperatorSignerError> {
+    let out = tee
+        .call_async(&SignAgentUserOp {
+            wallet_id: req.wallet_id,
+            agent_index: req.agent_index,
+            jwt: req.jwt.to_owned(),
+            user_op_hash: req.user_op_hash.0,
+            account: req.account.into(),
+        })
+        .await?;
+    let parsed = SessionSignature::parse(&out.signature).ok_or(
+        OperatorSignerError::BadSignature("not the 106-byte session layout"),
+    )?;
+    if parsed.account != req.account {
+        return Err(OperatorSignerError::BadSignature(
+            "names another account than requested",
+        ));
+    }
+    let key = Address::from(out.agent_address);
+    if parsed.key != key {
+        return Err(OperatorSignerError::BadSignature(
+            "names another key than the TA reported",
+        ));
+    }
+    if let Some(expected) = req.expected_key {
+        if key != expected {
+            return Err(OperatorSignerError::WrongSigner { expected, got: key });
+        }
+    }
+    verify_eip191(&parsed.rsv, req.user_op_hash, key)?;
+    Ok((Bytes::from(out.signature), key))
+}
+
+/// The body the owner's passkey authorises to sign a UserOperation: `SignMessage` of the
+/// 32-byte `user_op_hash` at the owner path. The WebAuthn challenge is
+/// `SHA-256(TA nonce ‖ payload digest of this body)` (see `kms_proto::authz`).
+pub fn owner_sign_body(wallet_id: WalletId, user_op_hash: B256) -> SignMessageBody {
+    SignMessageBody {
+        wallet_id,
+        path: HdPath::OWNER,
+        message: user_op_hash.to_vec(),
+    }
+}
+
+/// Has the TA sign `user_op_hash` with the owner key (`SignMessage`, EIP-191), authorised by
+/// `assertion` (whose challenge must bind [`owner_sign_body`]), and checks that the 65-byte
+/// signature recovers to `expected_owner`.
+pub async fn sign_owner_user_op(
+    tee: &TeeClient,
+    wallet_id: WalletId,
+    user_op_hash: B256,
+    assertion: PasskeyAssertion,
+    expected_owner: Address,
+) -> Result<Bytes, OperatorSignerError> {
+    let out = tee
+        .call_async(&Authorized {
+            body: owner_sign_body(wallet_id, user_op_hash),
+            assertion,
+        })
+        .await?;
+    let from = Address::from(out.address);
+    if from != expected_owner {
+        return Err(OperatorSignerError::WrongSigner {
+            expected: expected_owner,
+            got: from,
+        });
+    }
+    verify_eip191(&out.bytes, user_op_hash, expected_owner)?;
+    Ok(Bytes::from(out.bytes))
+}
+
+/// Checks that `rsv` (65 bytes, `v` = 27/28) is `signer`'s signature over the EIP-191 hash of
+/// `hash` (what owners and agents sign for a UserOperation).
+pub fn verify_eip191(rsv: &[u8], hash: B256, signer: Address) -> Result<(), OperatorSignerError> {
+    let rsv: &[u8; 65] = rsv
+        .try_into()
+        .map_err(|_| OperatorSignerError::BadSignature("not 65 bytes"))?;
+    if rsv[64] != 27 && rsv[64] != 28 {
+        return Err(OperatorSignerError::BadSignature("v is not 27 or 28"));
+    }
+    let sig = Signature::from_raw_array(rsv)
+        .map_err(|_| OperatorSignerError::BadSignature("unparseable"))?;
+    let recovered = sig
+        .recover_address_from_msg(hash.as_slice())
+        .map_err(|_| OperatorSignerError::BadSignature("does not recover"))?;
+    if recovered != signer {
+        return Err(OperatorSignerError::BadSignature(
+            "does not recover to the expected key",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy::primitives::b256;
+    use alloy::signers::local::PrivateKeySigner;
+    use alloy::signers::SignerSync;
+
+    #[test]
+    fn eip191_verification() {
+        let key = PrivateKeySigner::random();
+        let hash = b256!("0x6226d388b9eeafd16264b979d58847aaa287dd4c0724259f414ea468434dbf82");
+        let sig = key.sign_message_sync(hash.as_slice()).unwrap().as_bytes();
+        assert!(verify_eip191(&sig, hash, key.address()).is_ok());
+        assert!(verify_eip191(&sig, B256::ZERO, key.address()).is_err());
+        assert!(verify_eip191(&sig, hash, Address::ZERO).is_err());
+        let mut bad_v = sig;
+        bad_v[64] = 1;
+        assert!(verify_eip191(&bad_v, hash, key.address()).is_err());
+    }
+
+    #[test]
+    fn owner_body_is_the_hash_at_the_owner_path() {
+        let w = WalletId([3; 16]);
+        let h = B256::repeat_byte(9);
+        let body = owner_sign_body(w, h);
+        assert_eq!(body.path, HdPath::OWNER);
+        assert_eq!(body.message, h.to_vec());
+        assert_eq!(body.wallet_id, w);
+    }
+
+    #[test]
+    fn signing_request_debug_hides_the_jwt() {
+        let req = AgentSigningRequest {
+            wallet_id: WalletId([0; 16]),
+            agent_index: 1,
+            jwt: "eyJ.secret.jwt",
+            user_op_hash: B256::ZERO,
+            account: Address::ZERO,
+            expected_key: None,
+        };
+        assert!(!format!("{req:?}").contains("secret"));
+    }
+}

@@ -1,0 +1,269 @@
+//! The chain side of the companion: the [`kms_chain::client::ChainClient`] of the configured
+//! EntryPoint, the per-agent nonce tracker, the TA's operator key, and the one mapping of chain,
+//! bundler and policy errors to HTTP.
+//!
+//! Statuses: a policy refusal (the pre-check, or the validator's named error from the bundler) is
+//! 403 with the refusal code (`target_not_allowed`, `over_budget`, `session_expired`,
+//! `session_not_yet_valid`, `session_revoked`, `no_session`) and details; any other verdict of the
+//! bundler on the operation is 422 `bundler_rejected` with the bundler's JSON-RPC code, `AAxx`
+//! code, message and decoded revert in `details`; an account without funds for gas is 422
+//! `account_unfunded`; a bundler or node that cannot be reached is 502; chain routes on a
+//! companion without chain settings are 503 `chain_not_configured`.
+
+use std::time::Duration;
+
+use alloy::primitives::Address;
+use axum::http::StatusCode;
+use kms_chain::bundler::BundlerError;
+use kms_chain::client::{ChainClient, ChainConfig, ChainError};
+use kms_chain::nonce::NonceTracker;
+use kms_chain::operator::OperatorSignerError;
+use kms_chain::session::{Refusal, ValidityMargins};
+use kms_chain::userop::{EntryPoint, EntryPointVersion};
+use serde_json::json;
+
+use crate::config::{ChainSettings, Config};
+use crate::error::ApiError;
+
+/// The chain routes' state (present when the chain settings are given).
+#[derive(Debug)]
+pub struct ChainState {
+    /// The client of the configured EntryPoint.
+    pub client: ChainClient,
+    /// One lock and in-flight record per (account, agent nonce key).
+    pub nonces: NonceTracker,
+    /// Validity margins of the pre-check.
+    pub margins: ValidityMargins,
+    /// How long `/kms/agent-sessions` waits for inclusion.
+    pub receipt_wait: Duration,
+}
+
+impl ChainState {
+    /// Connects to the node and the bundler with the start-up checks of
+    /// [`ChainClient::connect`].
+    pub async fn connect(settings: &ChainSettings, config: &Config) -> Result<Self, String> {
+        let version: EntryPointVersion = settings
+            .entry_point_version
+            .parse()
+            .map_err(|e| format!("--entry-point-version: {e}"))?;
+        let entry_point = EntryPoint {
+            version,
+            address: settings
+                .entry_point
+                .map(Address::from)
+                .unwrap_or_else(|| version.canonical_address()),
+        };
+        let mut chain = ChainConfig::new(
+            settings.rpc_url.clone(),
+            settings.bundler_url.clone(),
+            entry_point,
+            Address::from(settings.factory),
+            Address::from(settings.validator),
+        );
+        chain.expected_chain_id = settings.chain_id;
+        let client = ChainClient::connect(chain)
+            .await
+            .map_err(|e| format!("chain settings: {e}"))?;
+        Ok(Self {
+            client,
+            nonces: NonceTracker::new(),
+            margins: ValidityMargins {
+                min_remaining_secs: config.session_margin_secs,
+                min_elapsed_secs: 0,
+            },
+            receipt_wait: Duration::from_secs(config.receipt_wait_secs),
+        })
+    }
+}
+
+/// 503 for chain routes without chain settings.
+pub fn not_configured() -> ApiError {
+    ApiError::detailed(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "chain_not_configured",
+        "this companion has no chain settings (--rpc-url, --bundler-url, --validator-address, \
+         --account-factory)",
+        json!({}),
+    )
+}
+
+/// A pre-check refusal as 403 with its code and details.
+pub fn refusal(r: &Refusal) -> ApiError {
+    let details = match r {
+        Refusal::NoSession { account, key } | Refusal::SessionRevoked { account, key } => {
+            json!({"account": account, "agentAddress": key})
+        }
+        Refusal::SessionNotYetValid { valid_after, now } => {
+            json!({"validAfter": valid_after, "now": now})
+        }
+        Refusal::SessionExpired {
+            valid_until,
+            now,
+            margin_secs,
+        } => json!({"validUntil": valid_until, "now": now, "marginSecs": margin_secs}),
+        Refusal::TargetNotAllowed { target, problem } => {
+            json!({"target": target, "problem": problem})
+        }
+        Refusal::OverBudget {
+            requested,
+            available,
+            remaining,
+            in_flight,
+        } => json!({
+            "requested": requested.to_string(),
+            "available": available.to_string(),
+            "remainingBudget": remaining.to_string(),
+            "inFlight": in_flight.to_string(),
+        }),
+    };
+    ApiError::detailed(
+        StatusCode::FORBIDDEN,
+        r.code().as_str(),
+        r.to_string(),
+        details,
+    )
+}
+
+/// A bundler error as HTTP (see the module docs).
+pub fn bundler_error(e: &BundlerError, account: Option<Address>) -> ApiError {
+    if let Some(rej) = e.rejection() {
+        let details = serde_json::to_value(&rej).unwrap_or_else(|_| json!({}));
+        if let Some(code) = rej.revert.as_ref().and_then(|r| r.refusal_code()) {
+            return ApiError::detailed(
+                StatusCode::FORBIDDEN,
+                code.as_str(),
+                format!("the chain refuses the operation: {}", rej.message),
+                details,
+            );
+        }
+        if rej.aa_code.as_deref() == Some("AA21") {
+            let who = account.map(|a| format!(" {a}")).unwrap_or_default();
+            return ApiError::detailed(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "account_unfunded",
+                format!("the account{who} cannot pay for gas: fund it (AA21 didn't pay prefund)"),
+                details,
+            );
+        }
+        return ApiError::detailed(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bundler_rejected",
+            format!("the bundler refused the operation: {}", rej.message),
+            details,
+        );
+    }
+    ApiError::detailed(
+        StatusCode::BAD_GATEWAY,
+        "bundler_unavailable",
+        format!("the bundler could not be used: {e}"),
+        json!({}),
+    )
+}
+
+/// A chain client error as HTTP (see the module docs).
+pub fn chain_error(e: ChainError, account: Option<Address>) -> ApiError {
+    match e {
+        ChainError::Bundler(b) => bundler_error(&b, account),
+        ChainError::Node { .. } => ApiError::detailed(
+            StatusCode::BAD_GATEWAY,
+            "chain_unavailable",
+            e.to_string(),
+            json!({}),
+        ),
+        ChainError::NoCalls(_) => ApiError::unprocessable("no_calls", e.to_string()),
+        ChainError::InvalidGrant(_) => ApiError::unprocessable("invalid_session", e.to_string()),
+        ChainError::NoSession { account, key } => refusal(&Refusal::NoSession { account, key }),
+        ChainError::NotRevoker { .. } => ApiError::Conflict {
+            code: "not_revoker",
+            message: e.to_string(),
+        },
+        ChainError::OperatorSigner(OperatorSignerError::Tee(t)) => t.into(),
+        ChainError::TransactionReverted { .. } | ChainError::TransactionTimeout { .. } => {
+            ApiError::detailed(
+                StatusCode::BAD_GATEWAY,
+                "transaction_failed",
+                e.to_string(),
+                json!({}),
+            )
+        }
+        other => ApiError::internal(format!("chain: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy::primitives::{address, U256};
+    use alloy::sol_types::SolError;
+
+    #[test]
+    fn refusals_are_403_with_codes() {
+        let e = refusal(&Refusal::OverBudget {
+            requested: U256::from(10),
+            available: U256::from(3),
+            remaining: U256::from(5),
+            in_flight: U256::from(2),
+        });
+        assert_eq!(e.status(), StatusCode::FORBIDDEN);
+        assert_eq!(e.code(), "over_budget");
+        let ApiError::Detailed { details, .. } = e else {
+            panic!()
+        };
+        assert_eq!(details["available"], "3");
+    }
+
+    #[test]
+    fn bundler_verdicts() {
+        let inner = kms_contracts::SessionKeyValidator::SessionIsRevoked {
+            account: Address::ZERO,
+            key: Address::ZERO,
+        }
+        .abi_encode();
+        let revoked = BundlerError::Rpc {
+            code: -32500,
+            message: format!(
+                "UserOperation reverted with reason: AA23 reverted 0x{}",
+                alloy::primitives::hex::encode(inner)
+            ),
+            data: None,
+        };
+        let e = bundler_error(&revoked, None);
+        assert_eq!(
+            (e.status(), e.code()),
+            (StatusCode::FORBIDDEN, "session_revoked")
+        );
+        let unfunded = BundlerError::Rpc {
+            code: -32500,
+            message: "AA21 didn't pay prefund".into(),
+            data: None,
+        };
+        let e = bundler_error(
+            &unfunded,
+            Some(address!("0x1111111111111111111111111111111111111111")),
+        );
+        assert_eq!(e.code(), "account_unfunded");
+        assert!(e
+            .to_string()
+            .contains("0x1111111111111111111111111111111111111111"));
+        let other = BundlerError::Rpc {
+            code: -32602,
+            message: "AA25 invalid account nonce".into(),
+            data: None,
+        };
+        let e = bundler_error(&other, None);
+        assert_eq!(
+            (e.status(), e.code()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "bundler_rejected")
+        );
+        let ApiError::Detailed { details, .. } = e else {
+            panic!()
+        };
+        assert_eq!(details["aaCode"], "AA25");
+        assert_eq!(details["rpcCode"], -32602);
+        let down = BundlerError::Http {
+            status: 503,
+            body: String::new(),
+        };
+        assert_eq!(bundler_error(&down, None).status(), StatusCode::BAD_GATEWAY);
+    }
+}

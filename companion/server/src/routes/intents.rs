@@ -1,0 +1,564 @@
+//! The intent API: `POST /agent/intents` and `GET /agent/intents/{userOpHash}` (Bearer agent
+//! credential).
+//!
+//! An intent is a list of calls the agent wants its session's account to make. The companion
+//! checks it against the on-chain session (targets, remaining budget minus the value of this
+//! agent's intents still in flight, validity window with the bundler's margin) and refuses what
+//! the chain would refuse (403 with a reason code); otherwise it builds the UserOperation (the
+//! agent's own nonce key, gas estimated with the 106-byte stub), has the TA sign it with the
+//! presented credential (`SignAgentUserOp`: the TA checks the JWT), records it, submits it, and
+//! answers 202 with the userOpHash. One agent's intents are built one after another (each waits
+//! for the previous one's inclusion); different agents proceed in parallel.
+//!
+//! `Idempotency-Key`: a retried POST with the same key returns the recorded intent instead of
+//! submitting again. Nothing is ever re-built for an intent: a transient bundler failure leaves
+//! the signed operation recorded (`signed`), and the background task re-submits exactly it.
+
+use std::sync::Arc;
+
+use alloy::primitives::{Address, Bytes, B256, U256};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use kms_chain::account::{total_value, Call};
+use kms_chain::bundler::UserOperationReceipt;
+use kms_chain::client::ChainError;
+use kms_chain::nonce::NonceKey;
+use kms_chain::operator::verify_eip191;
+use kms_chain::session::precheck;
+use kms_chain::signature::SessionSignature;
+use kms_chain::userop::v0_7::{RpcUserOperation, UserOperation};
+use kms_db::{Intent, NewIntent};
+use kms_proto::SignAgentUserOp;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+use crate::audit::Event;
+use crate::chain::{chain_error, refusal, ChainState};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{hex_bytes, hex_fixed, uint256, JsonBody};
+use crate::routes::agent::{authenticate_agent, AgentAuth};
+use crate::state::AppState;
+
+/// Most calls in one intent.
+pub const MAX_CALLS: usize = 16;
+/// Longest `Idempotency-Key`.
+pub const MAX_IDEMPOTENCY_KEY: usize = 128;
+/// A `signed` intent is re-submitted by the background task once it is this old (seconds).
+pub const RESUBMIT_AFTER_SECS: i64 = 30;
+
+/// One call of an intent.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IntentCall {
+    /// The address called (20 bytes hex).
+    pub to: String,
+    /// Native value in wei (number, decimal string or `0x` hex) [default: 0].
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub value: Option<Value>,
+    /// Call data hex [default: empty].
+    #[serde(default)]
+    pub data: Option<String>,
+}
+
+/// `POST /agent/intents`.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IntentRequest {
+    /// The agent key id; optional (the credential names it), must match when given.
+    #[serde(default)]
+    pub key_id: Option<String>,
+    /// The calls, in order (one: `execute`; several: `executeBatch`).
+    pub calls: Vec<IntentCall>,
+}
+
+/// An intent and what became of it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IntentResponse {
+    /// The UserOperation's hash.
+    pub user_op_hash: String,
+    /// The agent key id.
+    pub key_id: String,
+    /// The account making the calls.
+    pub account: Option<String>,
+    /// `signed` (recorded, submission being retried), `pending` (with the bundler), `included`
+    /// (executed successfully) or `failed`.
+    pub status: String,
+    /// The operation's nonce (`0x` hex).
+    pub nonce: Option<String>,
+    /// Total native value of the calls (decimal wei).
+    pub value: Option<String>,
+    /// The calls.
+    #[schema(value_type = Option<Object>)]
+    pub calls: Option<Value>,
+    /// The bundle transaction, once included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transaction_hash: Option<String>,
+    /// Its block, once included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_number: Option<String>,
+    /// Whether the execution succeeded, once included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub success: Option<bool>,
+    /// What the operation paid (wei), once included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actual_gas_cost: Option<String>,
+    /// Gas used, once included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actual_gas_used: Option<String>,
+    /// Revert data of a failed execution.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Why it failed (bundler refusal or execution failure).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Recorded (unix seconds).
+    pub created_at: i64,
+    /// Last change (unix seconds).
+    pub updated_at: i64,
+}
+
+impl From<&Intent> for IntentResponse {
+    fn from(i: &Intent) -> Self {
+        let receipt: Option<UserOperationReceipt> = i
+            .receipt_json
+            .as_deref()
+            .and_then(|r| serde_json::from_str(r).ok());
+        IntentResponse {
+            user_op_hash: i.user_op_hash.clone(),
+            key_id: i.key_id.clone(),
+            account: i.account.clone(),
+            status: i.status.clone(),
+            nonce: i.nonce.clone(),
+            value: i.value_wei.clone(),
+            calls: i
+                .calls_json
+                .as_deref()
+                .and_then(|c| serde_json::from_str(c).ok()),
+            transaction_hash: i.tx_hash.clone(),
+            block_number: receipt.as_ref().map(|r| r.receipt.block_number.to_string()),
+            success: receipt.as_ref().map(|r| r.success),
+            actual_gas_cost: receipt.as_ref().map(|r| r.actual_gas_cost.to_string()),
+            actual_gas_used: receipt.as_ref().map(|r| r.actual_gas_used.to_string()),
+            reason: receipt
+                .as_ref()
+                .and_then(|r| r.reason.as_ref())
+                .filter(|r| !r.is_empty())
+                .map(|r| r.to_string()),
+            error: i.error.clone(),
+            created_at: i.created_at,
+            updated_at: i.updated_at,
+        }
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let v = v.to_str().unwrap_or("");
+    if v.is_empty() || v.len() > MAX_IDEMPOTENCY_KEY || !v.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+        ));
+    }
+    Ok(Some(v.to_owned()))
+}
+
+fn parse_calls(calls: &[IntentCall]) -> Result<Vec<Call>, ApiError> {
+    if calls.is_empty() {
+        return Err(ApiError::unprocessable(
+            "no_calls",
+            "calls must not be empty",
+        ));
+    }
+    if calls.len() > MAX_CALLS {
+        return Err(ApiError::unprocessable(
+            "too_many_calls",
+            format!("at most {MAX_CALLS} calls per intent"),
+        ));
+    }
+    calls
+        .iter()
+        .map(|c| {
+            Ok(Call::new(
+                Address::from(hex_fixed::<20>("calls[].to", &c.to)?),
+                match &c.value {
+                    Some(v) => U256::from_be_bytes(uint256("calls[].value", v)?),
+                    None => U256::ZERO,
+                },
+                Bytes::from(match &c.data {
+                    Some(d) => hex_bytes("calls[].data", d)?,
+                    None => Vec::new(),
+                }),
+            ))
+        })
+        .collect()
+}
+
+fn calls_json(calls: &[Call]) -> Value {
+    Value::Array(
+        calls
+            .iter()
+            .map(|c| json!({"to": c.to, "value": c.value.to_string(), "data": c.data}))
+            .collect(),
+    )
+}
+
+fn hash_hex(h: B256) -> String {
+    format!("{h:#x}")
+}
+
+/// Submit an intent: pre-check, build, TA signature, bundler (Bearer agent credential).
+#[utoipa::path(post, path = "/agent/intents", tag = "intents", request_body = IntentRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request return the first result")),
+    responses((status = 202, body = IntentResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "Policy refusal: target_not_allowed, over_budget, session_expired, session_not_yet_valid, session_revoked, no_session"),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn submit_intent(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    JsonBody(r): JsonBody<IntentRequest>,
+) -> Result<(StatusCode, Json<IntentResponse>), ApiError> {
+    let chain = s.chain()?;
+    let auth = authenticate_agent(&s, &headers, r.key_id.as_deref(), true).await?;
+    let idem = idempotency_key(&headers)?;
+    let calls = parse_calls(&r.calls)?;
+    let mut hash = None;
+    let res = submit_checked(&s, chain, &auth, idem, calls, &mut hash).await;
+    let outcome = crate::routes::outcome(&res);
+    let actor = format!("agent:{}", auth.key_id);
+    let hash_hex = hash.map(hash_hex);
+    s.audit.record(Event {
+        actor: &actor,
+        action: "SubmitIntent",
+        key_id: Some(&auth.key_id),
+        outcome: &outcome,
+        user_op_hash: hash_hex.as_deref(),
+        detail: None,
+    });
+    let intent = res?;
+    Ok((StatusCode::ACCEPTED, Json(IntentResponse::from(&intent))))
+}
+
+async fn submit_checked(
+    s: &AppState,
+    chain: &ChainState,
+    auth: &AgentAuth,
+    idem: Option<String>,
+    calls: Vec<Call>,
+    hash_out: &mut Option<B256>,
+) -> Result<Intent, ApiError> {
+    let wallet_str = auth.wallet.to_uuid_string();
+    let row =
+        s.db.get_agent(&wallet_str, auth.index)
+            .await?
+            .ok_or_else(|| ApiError::not_found("agent_not_found", "unknown agent key"))?;
+    let agent = Address::from(hex_fixed::<20>("agent address", &auth.agent_address)?);
+    let Some(account) = row.account.as_deref() else {
+        return Err(ApiError::detailed(
+            StatusCode::FORBIDDEN,
+            "no_session",
+            "this agent has no session on any account: the owner registers one with \
+             POST /kms/agent-sessions",
+            json!({"agentAddress": agent}),
+        ));
+    };
+    let account = Address::from(hex_fixed::<20>("account", account)?);
+    let key = NonceKey::for_agent(agent);
+
+    // One intent of this agent at a time, from the idempotency check to the submission.
+    let mut guard = chain.nonces.lock(account, key).await;
+    if let Some(k) = &idem {
+        if let Some(existing) = s.db.find_intent_by_idempotency_key(&auth.key_id, k).await? {
+            *hash_out = existing.user_op_hash.parse().ok();
+            return Ok(existing);
+        }
+    }
+    let nonce = chain
+        .client
+        .next_nonce(&mut guard, chain.receipt_wait)
+        .await
+        .map_err(|e| chain_error(e, Some(account)))?;
+    let (_, seq) = NonceKey::split(nonce);
+
+    // Value of this agent's intents still in flight (recorded, not settled, not passed by the
+    // chain's nonce).
+    let mut in_flight = U256::ZERO;
+    for i in s.db.open_intents_of(&auth.key_id).await? {
+        let open_seq = i
+            .nonce
+            .as_deref()
+            .and_then(|n| n.parse::<U256>().ok())
+            .map(|n| NonceKey::split(n).1);
+        if open_seq.is_some_and(|q| q >= seq) {
+            let v = i
+                .value_wei
+                .as_deref()
+                .and_then(|v| v.parse::<U256>().ok())
+                .unwrap_or_default();
+            in_flight = in_flight.saturating_add(v);
+        }
+    }
+    let targets: Vec<Address> = calls.iter().map(|c| c.to).collect();
+    let snapshot = chain
+        .client
+        .read_session(account, agent, &targets)
+        .await
+        .map_err(|e| chain_error(e, Some(account)))?;
+    let now = u64::try_from(kms_db::now_secs()).unwrap_or(0);
+    precheck(&snapshot, &calls, in_flight, now, chain.margins).map_err(|r| refusal(&r))?;
+
+    let prepared = chain
+        .client
+        .prepare_agent_op(account, agent, calls.clone(), Some(nonce))
+        .await
+        .map_err(|e| chain_error(e, Some(account)))?;
+    let user_op_hash = prepared.user_op_hash;
+    *hash_out = Some(user_op_hash);
+    let sig = s
+        .tee
+        .call(&SignAgentUserOp {
+            wallet_id: auth.wallet,
+            agent_index: auth.index,
+            jwt: auth.jwt.clone(),
+            user_op_hash: user_op_hash.0,
+            account: account.into(),
+        })
+        .await?;
+    let parsed = SessionSignature::parse(&sig.signature)
+        .filter(|p| p.account == account && p.key == agent)
+        .ok_or_else(|| {
+            ApiError::internal("the TA's session signature does not have the expected layout")
+        })?;
+    verify_eip191(&parsed.rsv, user_op_hash, agent)
+        .map_err(|e| ApiError::internal(format!("agent signature: {e}")))?;
+    s.metrics.count_signature("agent_intent");
+    let op = prepared.signed(sig.signature);
+
+    let entry_point = chain.client.entry_point();
+    let hash_str = hash_hex(user_op_hash);
+    s.db.insert_intent(&NewIntent {
+        user_op_hash: hash_str.clone(),
+        key_id: auth.key_id.clone(),
+        wallet_id: Some(wallet_str),
+        agent_index: Some(auth.index),
+        account: Some(account.to_string().to_ascii_lowercase()),
+        status: "signed".into(),
+        chain_id: i64::try_from(chain.client.chain_id()).ok(),
+        entry_point: Some(entry_point.address.to_string().to_ascii_lowercase()),
+        calls_json: Some(calls_json(&calls).to_string()),
+        user_op_json: Some(
+            serde_json::to_string(&op.to_rpc()).map_err(|e| ApiError::internal(e.to_string()))?,
+        ),
+        nonce: Some(format!("{nonce:#x}")),
+        value_wei: Some(total_value(&calls).to_string()),
+        idempotency_key: idem,
+        now: kms_db::now_secs(),
+    })
+    .await?;
+
+    match chain.client.submit(&op).await {
+        Ok(_) => {
+            guard.submitted(nonce, user_op_hash);
+            s.db.update_intent_status(&hash_str, "pending", None, None, kms_db::now_secs())
+                .await?;
+        }
+        Err(ChainError::Bundler(e)) if e.is_transient() => {
+            // It may have reached the bundler: keep it open (the background task re-submits
+            // exactly this operation) and let the next intent of this agent wait for it.
+            guard.submitted(nonce, user_op_hash);
+            return Err(ApiError::detailed(
+                StatusCode::BAD_GATEWAY,
+                "bundler_unavailable",
+                format!("the bundler could not be reached; the signed operation is kept and will be re-submitted as is: {e}"),
+                json!({"userOpHash": hash_str, "status": "signed"}),
+            ));
+        }
+        Err(e) => {
+            let err = chain_error(e, Some(account));
+            s.db.update_intent_status(
+                &hash_str,
+                "failed",
+                None,
+                Some(&err.to_string()),
+                kms_db::now_secs(),
+            )
+            .await?;
+            return Err(err);
+        }
+    }
+    s.db.get_intent(&hash_str)
+        .await?
+        .ok_or_else(|| ApiError::internal("intent vanished"))
+}
+
+/// An intent's status and receipt (Bearer credential of the agent that submitted it).
+#[utoipa::path(get, path = "/agent/intents/{userOpHash}", tag = "intents",
+    params(("userOpHash" = String, Path, description = "The intent's userOpHash")),
+    responses((status = 200, body = IntentResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_intent(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(user_op_hash): Path<String>,
+) -> Result<Json<IntentResponse>, ApiError> {
+    let chain = s.chain()?;
+    let auth = authenticate_agent(&s, &headers, None, false).await?;
+    let hash = B256::from(hex_fixed::<32>("userOpHash", &user_op_hash)?);
+    let not_found = || {
+        ApiError::not_found(
+            "intent_not_found",
+            "no intent of this agent has this userOpHash",
+        )
+    };
+    let intent =
+        s.db.get_intent(&hash_hex(hash))
+            .await?
+            .filter(|i| i.key_id == auth.key_id)
+            .ok_or_else(not_found)?;
+    let intent = refresh(&s, chain, intent).await?;
+    Ok(Json(IntentResponse::from(&intent)))
+}
+
+/// Brings an open intent up to date: settles it from its receipt (`included`, or `failed` when
+/// the execution failed), and re-submits a `signed` one older than [`RESUBMIT_AFTER_SECS`]
+/// exactly as recorded. Settled intents are returned as they are.
+pub(crate) async fn refresh(
+    s: &AppState,
+    chain: &ChainState,
+    intent: Intent,
+) -> Result<Intent, ApiError> {
+    if intent.status != "pending" && intent.status != "signed" {
+        return Ok(intent);
+    }
+    let hash: B256 = intent
+        .user_op_hash
+        .parse()
+        .map_err(|_| ApiError::internal("stored userOpHash"))?;
+    let now = kms_db::now_secs();
+    match chain
+        .client
+        .bundler()
+        .get_user_operation_receipt(hash)
+        .await
+    {
+        Ok(Some(receipt)) => {
+            let status = if receipt.success {
+                "included"
+            } else {
+                "failed"
+            };
+            let error = (!receipt.success).then(|| "the operation's execution reverted".to_owned());
+            let json =
+                serde_json::to_string(&receipt).map_err(|e| ApiError::internal(e.to_string()))?;
+            s.db.settle_intent(
+                &intent.user_op_hash,
+                status,
+                &hash_hex(receipt.receipt.transaction_hash),
+                &json,
+                error.as_deref(),
+                now,
+            )
+            .await?;
+        }
+        Ok(None) if intent.status == "signed" && now - intent.updated_at >= RESUBMIT_AFTER_SECS => {
+            let op: Option<UserOperation> = intent
+                .user_op_json
+                .as_deref()
+                .and_then(|j| serde_json::from_str::<RpcUserOperation>(j).ok())
+                .and_then(|r| UserOperation::try_from(r).ok());
+            if let Some(op) = op {
+                match chain.client.submit(&op).await {
+                    Ok(_) => {
+                        s.db.update_intent_status(&intent.user_op_hash, "pending", None, None, now)
+                            .await?;
+                    }
+                    Err(ChainError::Bundler(e)) if e.is_transient() => {
+                        s.db.update_intent_status(&intent.user_op_hash, "signed", None, None, now)
+                            .await?;
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        s.db.update_intent_status(
+                            &intent.user_op_hash,
+                            "failed",
+                            None,
+                            Some(&msg),
+                            now,
+                        )
+                        .await?;
+                    }
+                }
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::debug!(error = %e, "receipt lookup failed"),
+    }
+    s.db.get_intent(&intent.user_op_hash)
+        .await?
+        .ok_or_else(|| ApiError::internal("intent vanished"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_are_parsed_strictly() {
+        let ok = parse_calls(&[IntentCall {
+            to: "0x1111111111111111111111111111111111111111".into(),
+            value: Some(json!("1000")),
+            data: Some("0xabcd".into()),
+        }])
+        .unwrap();
+        assert_eq!(ok[0].value, U256::from(1000));
+        assert_eq!(ok[0].data.len(), 2);
+        assert_eq!(parse_calls(&[]).unwrap_err().code(), "no_calls");
+        let short = IntentCall {
+            to: "0x11".into(),
+            value: None,
+            data: None,
+        };
+        assert_eq!(
+            parse_calls(&[short]).unwrap_err().status(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        let bad_hex = IntentCall {
+            to: "0xzz".into(),
+            value: None,
+            data: None,
+        };
+        assert_eq!(
+            parse_calls(&[bad_hex]).unwrap_err().status(),
+            StatusCode::BAD_REQUEST
+        );
+        let many: Vec<IntentCall> = (0..=MAX_CALLS)
+            .map(|_| IntentCall {
+                to: "0x1111111111111111111111111111111111111111".into(),
+                value: None,
+                data: None,
+            })
+            .collect();
+        assert_eq!(parse_calls(&many).unwrap_err().code(), "too_many_calls");
+    }
+
+    #[test]
+    fn idempotency_keys_are_checked() {
+        let mut h = HeaderMap::new();
+        assert_eq!(idempotency_key(&h).unwrap(), None);
+        h.insert("idempotency-key", "abc-123".parse().unwrap());
+        assert_eq!(idempotency_key(&h).unwrap().as_deref(), Some("abc-123"));
+        h.insert("idempotency-key", "a b".parse().unwrap());
+        assert!(idempotency_key(&h).is_err());
+        h.insert("idempotency-key", "x".repeat(129).parse().unwrap());
+        assert!(idempotency_key(&h).is_err());
+    }
+}

@@ -1,0 +1,415 @@
+//! `/kms/agent-sessions`: the owner registers an agent key's session on `SessionKeyValidator`
+//! (call targets, spend cap, validity window, the operator key as revoker) through a
+//! UserOperation from the owner's account, signed by the owner key in the TA.
+//!
+//! The ceremony binds the exact operation: `/BeginAuthentication` with Purpose `GrantSession`
+//! builds the UserOperation (deploying the account in the same operation if it has no code yet)
+//! and keeps it with the ceremony; the WebAuthn challenge commits to `SignMessage` of its
+//! userOpHash at the owner path. `/kms/agent-sessions` then checks that the request asks for the
+//! same session, has the TA sign exactly that operation, submits it, records the session in
+//! `agent_keys`, and waits (bounded) for its inclusion.
+
+use std::sync::Arc;
+
+use alloy::primitives::{Address, B256, U256};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use kms_chain::operator::{owner_sign_body, verify_eip191, OperatorSigner};
+use kms_chain::session::SessionGrant;
+use kms_chain::userop::v0_7::{RpcUserOperation, UserOperation};
+use kms_db::{AgentStatus, ChallengeKind};
+use kms_proto::authz::AuthorizedBody;
+use kms_proto::{Authorized, WalletId};
+use serde::Serialize;
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+use crate::audit::Event;
+use crate::chain::{bundler_error, chain_error};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{from_value, hex_fixed, uint128, uint256, JsonBody};
+use crate::ops::{agent_key_id, AgentSessionRequest};
+use crate::state::AppState;
+use crate::webauthn::{BeginAuthenticationResponse, Purpose};
+
+/// The session registered for an agent.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionFields {
+    /// Allowed call targets.
+    pub targets: Vec<String>,
+    /// Spend cap (decimal wei).
+    pub spend_cap: String,
+    /// First valid time (unix seconds).
+    pub valid_after: u64,
+    /// Last valid time (unix seconds; 0 = no end).
+    pub valid_until: u64,
+    /// Who may revoke besides the account: the companion's operator key.
+    pub revoker: String,
+}
+
+/// `/kms/agent-sessions` answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentSessionResponse {
+    /// The agent key id.
+    pub key_id: String,
+    /// The agent key address.
+    pub agent_address: String,
+    /// The owner's smart account the session is on.
+    pub account: String,
+    /// The owner's UserOperation.
+    pub user_op_hash: String,
+    /// `included` (200) or `pending` (202: not included within the wait; the session is
+    /// recorded and the operation stays with the bundler).
+    pub status: String,
+    /// The bundle transaction, once included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transaction_hash: Option<String>,
+    /// Whether the operation deploys the account.
+    pub deploys_account: bool,
+    /// The session.
+    pub session: SessionFields,
+}
+
+/// A session request resolved against the database and the TA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct GrantPlan {
+    wallet_id: WalletId,
+    agent_index: u32,
+    key_id: String,
+    owner: Address,
+    salt: U256,
+    grant: SessionGrant,
+}
+
+impl GrantPlan {
+    /// What the ceremony commits to besides the operation (compared at completion).
+    fn canonical(&self) -> Value {
+        json!({
+            "keyId": self.key_id,
+            "owner": self.owner,
+            "salt": self.salt.to_string(),
+            "grant": self.grant,
+        })
+    }
+
+    fn fields(&self) -> SessionFields {
+        SessionFields {
+            targets: self.grant.targets.iter().map(|t| t.to_string()).collect(),
+            spend_cap: self.grant.spend_cap.to_string(),
+            valid_after: self.grant.valid_after,
+            valid_until: self.grant.valid_until,
+            revoker: self.grant.revoker.to_string(),
+        }
+    }
+}
+
+async fn plan(s: &AppState, r: &AgentSessionRequest) -> Result<GrantPlan, ApiError> {
+    let (wallet_id, agent_index) = agent_key_id(&r.key_id)?;
+    let key_id = kms_proto::jwt::key_id(&wallet_id, agent_index);
+    let wallet_str = wallet_id.to_uuid_string();
+    let agent =
+        s.db.get_agent(&wallet_str, agent_index)
+            .await?
+            .ok_or_else(|| ApiError::not_found("agent_not_found", "unknown agent key"))?;
+    match agent.status {
+        AgentStatus::Active => {}
+        AgentStatus::Revoked => {
+            return Err(ApiError::Conflict {
+                code: "agent_revoked",
+                message: "the agent key is revoked; create a new agent".into(),
+            })
+        }
+        AgentStatus::Pending | AgentStatus::Failed => {
+            return Err(ApiError::not_found("agent_not_found", "unknown agent key"))
+        }
+    }
+    let agent_address = Address::from(hex_fixed::<20>(
+        "agent address",
+        agent.agent_address.as_deref().unwrap_or_default(),
+    )?);
+    let wallet =
+        s.db.get_wallet(&wallet_str)
+            .await?
+            .ok_or_else(|| ApiError::not_found("key_not_found", "key not found"))?;
+    let owner = Address::from(hex_fixed::<20>("owner address", &wallet.address)?);
+    if r.targets.is_empty() || r.targets.len() > 64 {
+        return Err(ApiError::unprocessable(
+            "invalid_session",
+            "targets must list 1 to 64 addresses",
+        ));
+    }
+    let targets = r
+        .targets
+        .iter()
+        .map(|t| hex_fixed::<20>("targets", t).map(Address::from))
+        .collect::<Result<Vec<_>, _>>()?;
+    let salt = match &r.salt {
+        Some(v) => U256::from_be_bytes(uint256("salt", v)?),
+        None => U256::ZERO,
+    };
+    let operator = s.operator().await?.address();
+    Ok(GrantPlan {
+        wallet_id,
+        agent_index,
+        key_id,
+        owner,
+        salt,
+        grant: SessionGrant {
+            key: agent_address,
+            targets,
+            spend_cap: uint128("spendCap", &r.spend_cap)?,
+            valid_after: r.valid_after.unwrap_or(0),
+            valid_until: r.valid_until.unwrap_or(0),
+            revoker: operator,
+        },
+    })
+}
+
+/// `/BeginAuthentication` with Purpose `GrantSession`: builds the owner's operation and starts a
+/// ceremony whose challenge commits to signing its userOpHash.
+pub async fn begin_grant(
+    s: &AppState,
+    key_id: Option<&str>,
+    payload: Option<Value>,
+) -> Result<BeginAuthenticationResponse, ApiError> {
+    let chain = s.chain()?;
+    let mut payload = match payload {
+        None | Some(Value::Null) => json!({}),
+        Some(v @ Value::Object(_)) => v,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "Payload must be a JSON object",
+            ))
+        }
+    };
+    if let Some(k) = key_id {
+        match payload.get("keyId") {
+            Some(Value::String(existing)) if existing != k => {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    "Payload.keyId differs from KeyId",
+                ))
+            }
+            _ => payload["keyId"] = Value::String(k.to_owned()),
+        }
+    }
+    let request: AgentSessionRequest = from_value(payload)?;
+    let plan = plan(s, &request).await?;
+    let prepared = chain
+        .client
+        .prepare_grants(plan.owner, plan.salt, std::slice::from_ref(&plan.grant))
+        .await
+        .map_err(|e| chain_error(e, None))?;
+    let account = prepared.op.sender;
+    let body = owner_sign_body(plan.wallet_id, prepared.user_op_hash);
+    let summary = json!({
+        "userOpHash": prepared.user_op_hash,
+        "account": account,
+        "deploysAccount": prepared.deploys_account,
+        "entryPoint": chain.client.entry_point().address,
+        "chainId": chain.client.chain_id(),
+    });
+    let metadata = json!({
+        "plan": plan.canonical(),
+        "userOp": prepared.op.to_rpc(),
+        "userOpHash": prepared.user_op_hash,
+        "deploysAccount": prepared.deploys_account,
+    });
+    let mut resp = s
+        .begin_authentication(
+            &plan.wallet_id,
+            Purpose::GrantSession,
+            &body.payload_digest(),
+            Some(metadata),
+        )
+        .await?;
+    resp.user_operation = Some(summary);
+    Ok(resp)
+}
+
+/// The operation kept with a `GrantSession` ceremony.
+struct StoredGrant {
+    op: UserOperation,
+    user_op_hash: B256,
+    deploys_account: bool,
+}
+
+fn stored_grant(
+    s: &AppState,
+    plan: &GrantPlan,
+    metadata: Option<&str>,
+) -> Result<StoredGrant, ApiError> {
+    let chain = s.chain()?;
+    let meta: Value = metadata
+        .and_then(|m| serde_json::from_str(m).ok())
+        .ok_or_else(|| ApiError::internal("GrantSession ceremony without its operation"))?;
+    if meta["plan"] != plan.canonical() {
+        return Err(ApiError::forbidden(
+            "payload_mismatch",
+            "the ceremony was started for a different session: start /BeginAuthentication with \
+             exactly this request's fields",
+        ));
+    }
+    let rpc: RpcUserOperation = serde_json::from_value(meta["userOp"].clone())
+        .map_err(|e| ApiError::internal(format!("stored operation: {e}")))?;
+    let op = UserOperation::try_from(rpc).map_err(|e| ApiError::internal(e.to_string()))?;
+    let user_op_hash = chain
+        .client
+        .entry_point()
+        .user_op_hash(&op, chain.client.chain_id())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let stored_hash: Option<B256> = serde_json::from_value(meta["userOpHash"].clone()).ok();
+    if stored_hash != Some(user_op_hash) {
+        return Err(ApiError::internal(
+            "stored operation does not hash to its userOpHash",
+        ));
+    }
+    Ok(StoredGrant {
+        op,
+        user_op_hash,
+        deploys_account: meta["deploysAccount"].as_bool().unwrap_or(false),
+    })
+}
+
+/// Register an agent's session on chain (owner passkey ceremony `GrantSession`).
+#[utoipa::path(post, path = "/kms/agent-sessions", tag = "agent", request_body = AgentSessionRequest,
+    responses((status = 200, body = AgentSessionResponse), (status = 202, body = AgentSessionResponse),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 502, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
+pub async fn agent_sessions(
+    State(s): State<Arc<AppState>>,
+    JsonBody(r): JsonBody<AgentSessionRequest>,
+) -> Result<(StatusCode, Json<AgentSessionResponse>), ApiError> {
+    let chain = s.chain()?;
+    let plan = plan(&s, &r).await?;
+    let mut user_op_hash = None;
+    let res = async {
+        let Some(ceremony) = r.web_authn_assertion.as_ref() else {
+            return Err(crate::webauthn::ceremony_required(
+                Purpose::GrantSession,
+                r.passkey_assertion.is_some(),
+                "agent keyId",
+            ));
+        };
+        let wallet_str = plan.wallet_id.to_uuid_string();
+        let peeked = s
+            .db
+            .peek_challenge(
+                &ceremony.challenge_id,
+                ChallengeKind::Authentication,
+                Some(&wallet_str),
+                Purpose::GrantSession.as_str(),
+                kms_db::now_secs(),
+            )
+            .await??;
+        let stored = stored_grant(&s, &plan, peeked.metadata_json.as_deref())?;
+        user_op_hash = Some(stored.user_op_hash);
+        let body = owner_sign_body(plan.wallet_id, stored.user_op_hash);
+        let assertion = s
+            .finish_authentication(
+                &plan.wallet_id,
+                Purpose::GrantSession,
+                &body.payload_digest(),
+                Some(ceremony),
+                false,
+                "agent keyId",
+            )
+            .await?;
+        let signed = s.tee.call(&Authorized { body, assertion }).await?;
+        verify_eip191(&signed.bytes, stored.user_op_hash, plan.owner)
+            .map_err(|e| ApiError::internal(format!("owner signature: {e}")))?;
+        let op = stored.op.clone().with_signature(signed.bytes);
+        let account = op.sender;
+        chain
+            .client
+            .submit(&op)
+            .await
+            .map_err(|e| chain_error(e, Some(account)))?;
+        s.metrics.count_signature("owner_userop");
+        let targets_json = serde_json::to_string(&plan.fields().targets)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let record = |tx: Option<String>| {
+            let s = s.clone();
+            let plan = plan.clone();
+            let targets_json = targets_json.clone();
+            async move {
+                s.db.set_agent_session(
+                    &plan.wallet_id.to_uuid_string(),
+                    plan.agent_index,
+                    &account.to_string().to_ascii_lowercase(),
+                    &targets_json,
+                    &plan.grant.spend_cap.to_string(),
+                    i64::try_from(plan.grant.valid_after).unwrap_or(i64::MAX),
+                    i64::try_from(plan.grant.valid_until).unwrap_or(i64::MAX),
+                    Some(&plan.grant.revoker.to_string().to_ascii_lowercase()),
+                    tx.as_deref(),
+                    kms_db::now_secs(),
+                )
+                .await
+            }
+        };
+        record(None).await?;
+        let (status, tx) = match chain
+            .client
+            .wait_for_receipt(stored.user_op_hash, chain.receipt_wait)
+            .await
+        {
+            Ok(receipt) if receipt.success => {
+                let tx = receipt.receipt.transaction_hash.to_string();
+                record(Some(tx.clone())).await?;
+                ("included", Some(tx))
+            }
+            Ok(receipt) => {
+                return Err(ApiError::detailed(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "grant_failed",
+                    "the owner's operation was included but its execution failed",
+                    json!({"userOpHash": stored.user_op_hash, "transactionHash": receipt.receipt.transaction_hash, "reason": receipt.reason}),
+                ))
+            }
+            Err(kms_chain::client::ChainError::Bundler(
+                kms_chain::bundler::BundlerError::ReceiptTimeout { .. },
+            )) => ("pending", None),
+            Err(kms_chain::client::ChainError::Bundler(e)) => return Err(bundler_error(&e, Some(account))),
+            Err(e) => return Err(chain_error(e, Some(account))),
+        };
+        Ok((stored, account, status, tx))
+    }
+    .await;
+    let outcome = crate::routes::outcome(&res);
+    let hash_hex = user_op_hash.map(|h| h.to_string());
+    s.audit
+        .record_durable(Event {
+            actor: "owner-passkey",
+            action: "GrantSession",
+            key_id: Some(&plan.key_id),
+            outcome: &outcome,
+            user_op_hash: hash_hex.as_deref(),
+            detail: None,
+        })
+        .await;
+    let (stored, account, status, tx) = res?;
+    let code = if status == "included" {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((
+        code,
+        Json(AgentSessionResponse {
+            key_id: plan.key_id.clone(),
+            agent_address: plan.grant.key.to_string(),
+            account: account.to_string(),
+            user_op_hash: stored.user_op_hash.to_string(),
+            status: status.to_owned(),
+            transaction_hash: tx,
+            deploys_account: stored.deploys_account,
+            session: plan.fields(),
+        }),
+    ))
+}

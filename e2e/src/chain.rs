@@ -1,0 +1,211 @@
+//! The chain side of an e2e test: a [`ChainClient`] for one EntryPoint version of a running
+//! [`Stack`](crate::stack::Stack), plus what only tests need (setting balances, asking the
+//! EntryPoint directly what it thinks of an operation, building operations a bundler's
+//! estimation would refuse).
+
+use std::time::Duration;
+
+use alloy::primitives::{Address, U256};
+use alloy::providers::Provider;
+use alloy::rpc::types::BlockNumberOrTag;
+use kms_chain::account::Call;
+use kms_chain::bundler::UserOperationReceipt;
+use kms_chain::client::{ChainClient, ChainConfig, ChainError, NonceChoice, OpRequest, PreparedOp};
+use kms_chain::nonce::NonceKey;
+use kms_chain::revert::{self, DecodedRevert};
+use kms_chain::session::SessionGrant;
+use kms_chain::signature::stub_session_signature;
+use kms_chain::userop::v0_7::{GasLimits, UserOperation};
+use kms_chain::userop::{EntryPoint, EntryPointVersion};
+use kms_contracts::IEntryPointV07;
+
+use crate::owner::{Owner, OwnerError};
+use crate::stack::StackInfo;
+
+/// How long tests wait for a UserOperation receipt.
+pub const RECEIPT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Gas limits generous enough for any of the project's operations, for operations built
+/// without estimation ([`ChainEnv::unestimated_agent_op`]).
+pub const FIXED_GAS: GasLimits = GasLimits {
+    pre_verification_gas: U256::from_limbs([100_000, 0, 0, 0]),
+    verification_gas_limit: 400_000,
+    call_gas_limit: 200_000,
+    paymaster_verification_gas_limit: 0,
+    paymaster_post_op_gas_limit: 0,
+};
+
+/// A harness step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvError {
+    /// The chain client failed.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// The TA side failed.
+    #[error(transparent)]
+    Owner(#[from] OwnerError),
+    /// A node call of the harness failed.
+    #[error("node: {0}")]
+    Node(String),
+    /// An operation was included but its execution failed.
+    #[error("user operation {0} was included but failed: {1:?}")]
+    OpFailed(alloy::primitives::B256, Box<UserOperationReceipt>),
+}
+
+/// The [`ChainConfig`] of `version` on the stack described by `info`.
+pub fn chain_config(info: &StackInfo, version: EntryPointVersion) -> ChainConfig {
+    let (entry_point, factory, bundler) = match version {
+        EntryPointVersion::V07 => (
+            info.entry_point_v07,
+            info.account_factory_v07,
+            info.bundler_url.clone(),
+        ),
+        EntryPointVersion::V08 => (
+            info.entry_point_v08,
+            info.account_factory_v08,
+            info.bundler_url_v08
+                .clone()
+                .unwrap_or_else(|| info.bundler_url.clone()),
+        ),
+    };
+    let mut config = ChainConfig::new(
+        info.rpc_url.parse().expect("stack rpc url"),
+        bundler.parse().expect("stack bundler url"),
+        EntryPoint {
+            version,
+            address: entry_point,
+        },
+        factory,
+        info.session_key_validator,
+    );
+    config.expected_chain_id = Some(info.chain_id);
+    config
+}
+
+/// One EntryPoint version of a running stack.
+#[derive(Debug, Clone)]
+pub struct ChainEnv {
+    /// The stack.
+    pub info: StackInfo,
+    /// The client.
+    pub client: ChainClient,
+}
+
+impl ChainEnv {
+    /// Connects (with the client's start-up checks).
+    pub async fn connect(info: &StackInfo, version: EntryPointVersion) -> Result<Self, EnvError> {
+        Ok(Self {
+            info: info.clone(),
+            client: ChainClient::connect(chain_config(info, version)).await?,
+        })
+    }
+
+    /// The EntryPoint version.
+    pub fn version(&self) -> EntryPointVersion {
+        self.client.entry_point().version
+    }
+
+    /// Sets the balance of `address` (anvil_setBalance).
+    pub async fn set_balance(&self, address: Address, wei: U256) -> Result<(), EnvError> {
+        self.client
+            .provider()
+            .raw_request::<_, ()>("anvil_setBalance".into(), (address, wei))
+            .await
+            .map_err(|e| EnvError::Node(e.to_string()))
+    }
+
+    /// The native balance of `address`.
+    pub async fn balance(&self, address: Address) -> Result<U256, EnvError> {
+        Ok(self.client.balance(address).await?)
+    }
+
+    /// The latest block's timestamp.
+    pub async fn now(&self) -> Result<u64, EnvError> {
+        let block = self
+            .client
+            .provider()
+            .get_block_by_number(BlockNumberOrTag::Latest)
+            .await
+            .map_err(|e| EnvError::Node(e.to_string()))?
+            .ok_or_else(|| EnvError::Node("no latest block".into()))?;
+        Ok(block.header.timestamp)
+    }
+
+    /// What the EntryPoint itself says of `op`: `handleOps([op])` as an `eth_call` from an EOA.
+    /// `Ok(())` if it would go through, else the decoded revert (`FailedOp` /
+    /// `FailedOpWithRevert` unwrapped to the validator's error), or `Err(None)` for a revert
+    /// that does not decode.
+    pub async fn entry_point_verdict(
+        &self,
+        op: &UserOperation,
+    ) -> Result<(), Option<DecodedRevert>> {
+        let beneficiary = Address::repeat_byte(0xbe);
+        let ep = IEntryPointV07::new(self.client.entry_point().address, self.client.provider());
+        match ep
+            .handleOps(vec![op.to_packed()], beneficiary)
+            .from(beneficiary)
+            .call()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.as_revert_data().and_then(|d| revert::decode(&d))),
+        }
+    }
+
+    /// Deploys the account of (`owner`, `salt`) if needed and registers `grants` on it, in one
+    /// owner operation signed by the TA; returns the account and the receipt.
+    pub async fn grant(
+        &self,
+        owner: &Owner,
+        salt: U256,
+        grants: &[SessionGrant],
+    ) -> Result<(Address, UserOperationReceipt), EnvError> {
+        let prepared = self
+            .client
+            .prepare_grants(owner.address, salt, grants)
+            .await?;
+        let signature = owner.sign_user_op(prepared.user_op_hash).await?;
+        let receipt = self.submit_and_wait(&prepared.signed(signature)).await?;
+        Ok((prepared.op.sender, receipt))
+    }
+
+    /// Submits a signed operation and waits for a successful receipt.
+    pub async fn submit_and_wait(
+        &self,
+        op: &UserOperation,
+    ) -> Result<UserOperationReceipt, EnvError> {
+        let submission = self.client.submit(op).await?;
+        let receipt = self
+            .client
+            .wait_for_receipt(submission.user_op_hash, RECEIPT_TIMEOUT)
+            .await?;
+        if !receipt.success {
+            return Err(EnvError::OpFailed(
+                submission.user_op_hash,
+                Box::new(receipt),
+            ));
+        }
+        Ok(receipt)
+    }
+
+    /// An agent operation with [`FIXED_GAS`] instead of an estimate (whose simulation a policy
+    /// violation would make fail), on the agent's nonce key, with the session stub signature.
+    pub async fn unestimated_agent_op(
+        &self,
+        account: Address,
+        agent_key: Address,
+        calls: Vec<Call>,
+    ) -> Result<PreparedOp, EnvError> {
+        Ok(self
+            .client
+            .prepare(OpRequest {
+                sender: account,
+                init: None,
+                nonce: NonceChoice::Next(NonceKey::for_agent(agent_key)),
+                calls,
+                stub_signature: stub_session_signature(account, agent_key),
+                gas: Some(FIXED_GAS),
+            })
+            .await?)
+    }
+}

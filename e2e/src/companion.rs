@@ -1,0 +1,477 @@
+//! The companion for HTTP end-to-end tests: the real server (in-process, on a free port of
+//! 127.0.0.1) over its own `ta-sim` process and SQLite file, with the chain settings of a running
+//! [`Stack`](crate::stack::Stack), and an HTTP client that does real WebAuthn ceremonies with
+//! `webauthn-authenticator-rs`'s software passkey.
+
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{Address, B256};
+use kms_chain::userop::EntryPointVersion;
+use serde_json::{json, Value};
+use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+use webauthn_authenticator_rs::WebauthnAuthenticator;
+use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, Url};
+
+use crate::stack::StackInfo;
+use crate::ta::{TaSim, TaSimError};
+
+/// How long [`Companion::wait_intent`] waits for an intent to settle.
+pub const INTENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A harness step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CompanionError {
+    /// `ta-sim`.
+    #[error(transparent)]
+    TaSim(#[from] TaSimError),
+    /// The server did not start.
+    #[error("companion: {0}")]
+    Start(String),
+    /// An HTTP exchange failed.
+    #[error("HTTP: {0}")]
+    Http(#[from] reqwest::Error),
+    /// An answer was not what the step needs.
+    #[error("{0}")]
+    Unexpected(String),
+}
+
+/// The companion's command-line arguments for the chain of `info` and `version`.
+pub fn chain_args(info: &StackInfo, version: EntryPointVersion) -> Vec<String> {
+    let (entry_point, factory, bundler) = match version {
+        EntryPointVersion::V07 => (
+            info.entry_point_v07,
+            info.account_factory_v07,
+            info.bundler_url.clone(),
+        ),
+        EntryPointVersion::V08 => (
+            info.entry_point_v08,
+            info.account_factory_v08,
+            info.bundler_url_v08
+                .clone()
+                .unwrap_or_else(|| info.bundler_url.clone()),
+        ),
+    };
+    vec![
+        "--rpc-url".into(),
+        info.rpc_url.clone(),
+        "--bundler-url".into(),
+        bundler,
+        "--validator-address".into(),
+        info.session_key_validator.to_string(),
+        "--account-factory".into(),
+        factory.to_string(),
+        "--entry-point-version".into(),
+        version.to_string(),
+        "--entry-point".into(),
+        entry_point.to_string(),
+        "--chain-id".into(),
+        info.chain_id.to_string(),
+    ]
+}
+
+/// A running companion (stopped, with its `ta-sim`, when dropped or shut down).
+pub struct Companion {
+    server: Option<kms_companion::Running>,
+    /// Its `ta-sim`.
+    pub sim: TaSim,
+    _dir: tempfile::TempDir,
+    api_key: String,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for Companion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Companion")
+            .field("url", &self.url(""))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Companion {
+    /// Starts `ta-sim` and the companion with the chain settings of `info` for `version`, in
+    /// API-key mode with one key provisioned for the harness.
+    pub async fn start(
+        info: &StackInfo,
+        version: EntryPointVersion,
+    ) -> Result<Self, CompanionError> {
+        let sim = TaSim::start()?;
+        let dir = tempfile::Builder::new()
+            .prefix("kms-companion-")
+            .tempdir()
+            .map_err(|e| CompanionError::Start(e.to_string()))?;
+        let mut args: Vec<String> = vec![
+            "companion".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            dir.path().display().to_string(),
+            "--tee".into(),
+            format!("sim:{}", sim.socket().display()),
+            "--rp-id".into(),
+            "localhost".into(),
+            "--log".into(),
+            "warn".into(),
+            "--receipt-wait-secs".into(),
+            "60".into(),
+            "--intent-poll-secs".into(),
+            "1".into(),
+        ];
+        args.extend(chain_args(info, version));
+        let config = <kms_companion::Config as clap::Parser>::try_parse_from(args)
+            .map_err(|e| CompanionError::Start(e.to_string()))?;
+        let server = kms_companion::start(config)
+            .await
+            .map_err(|e| CompanionError::Start(e.to_string()))?;
+        let api_key = server
+            .state
+            .db
+            .create_api_key("e2e", kms_db::now_secs())
+            .await
+            .map_err(|e| CompanionError::Start(e.to_string()))?
+            .key;
+        Ok(Self {
+            server: Some(server),
+            sim,
+            _dir: dir,
+            api_key,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// The running server.
+    pub fn server(&self) -> &kms_companion::Running {
+        self.server.as_ref().expect("running")
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        let port = self.server.as_ref().map(|s| s.addr.port()).unwrap_or(0);
+        format!("http://127.0.0.1:{port}{path}")
+    }
+
+    /// The WebAuthn origin (`http://localhost:<port>`).
+    pub fn origin(&self) -> Url {
+        Url::parse(&format!("http://localhost:{}", self.server().addr.port())).expect("origin")
+    }
+
+    /// Stops the server gracefully (then `ta-sim` when dropped).
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+    }
+
+    async fn send(&self, rb: reqwest::RequestBuilder) -> Result<(u16, Value), CompanionError> {
+        let resp = rb.send().await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
+    }
+
+    /// POST JSON with the harness's API key.
+    pub async fn post(&self, path: &str, body: &Value) -> Result<(u16, Value), CompanionError> {
+        self.send(
+            self.http
+                .post(self.url(path))
+                .header("x-api-key", &self.api_key)
+                .json(body),
+        )
+        .await
+    }
+
+    /// POST JSON with a Bearer agent credential and extra headers.
+    pub async fn post_bearer(
+        &self,
+        path: &str,
+        jwt: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, Value), CompanionError> {
+        let mut rb = self.http.post(self.url(path)).bearer_auth(jwt).json(body);
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        self.send(rb).await
+    }
+
+    /// GET with a Bearer agent credential.
+    pub async fn get_bearer(&self, path: &str, jwt: &str) -> Result<(u16, Value), CompanionError> {
+        self.send(self.http.get(self.url(path)).bearer_auth(jwt))
+            .await
+    }
+
+    /// GET without credentials.
+    pub async fn get(&self, path: &str) -> Result<(u16, Value), CompanionError> {
+        self.send(self.http.get(self.url(path))).await
+    }
+
+    fn expect(
+        what: &str,
+        (status, body): (u16, Value),
+        want: u16,
+    ) -> Result<Value, CompanionError> {
+        if status == want {
+            Ok(body)
+        } else {
+            Err(CompanionError::Unexpected(format!(
+                "{what}: HTTP {status} (expected {want}): {body}"
+            )))
+        }
+    }
+
+    /// Registers a wallet for `user`: `/BeginRegistration` + `/CompleteRegistration`.
+    pub async fn register(&self, user: &mut SoftPasskey) -> Result<Wallet, CompanionError> {
+        let begin = Self::expect(
+            "BeginRegistration",
+            self.post("/BeginRegistration", &json!({"Description": "e2e wallet"}))
+                .await?,
+            200,
+        )?;
+        let ccr: CreationChallengeResponse = serde_json::from_value(begin["Options"].clone())
+            .map_err(|e| CompanionError::Unexpected(e.to_string()))?;
+        let cred = user
+            .do_registration(self.origin(), ccr)
+            .map_err(|e| CompanionError::Unexpected(format!("soft passkey: {e:?}")))?;
+        let done = Self::expect(
+            "CompleteRegistration",
+            self.post(
+                "/CompleteRegistration",
+                &json!({"ChallengeId": begin["ChallengeId"], "Credential": cred}),
+            )
+            .await?,
+            200,
+        )?;
+        let key_id = done["KeyId"].as_str().unwrap_or_default().to_owned();
+        let address = done["Address"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| CompanionError::Unexpected(format!("no Address in {done}")))?;
+        Ok(Wallet { key_id, address })
+    }
+
+    /// Starts an authentication ceremony and answers it with `user`: returns the `WebAuthn`
+    /// object for the operation, and `/BeginAuthentication`'s answer.
+    pub async fn ceremony(
+        &self,
+        user: &mut SoftPasskey,
+        key_id: &str,
+        purpose: &str,
+        payload: Value,
+    ) -> Result<(Value, Value), CompanionError> {
+        let begin = Self::expect(
+            &format!("BeginAuthentication {purpose}"),
+            self.post(
+                "/BeginAuthentication",
+                &json!({"KeyId": key_id, "Purpose": purpose, "Payload": payload}),
+            )
+            .await?,
+            200,
+        )?;
+        let rcr: RequestChallengeResponse = serde_json::from_value(begin["Options"].clone())
+            .map_err(|e| CompanionError::Unexpected(e.to_string()))?;
+        let cred = user
+            .do_authentication(self.origin(), rcr)
+            .map_err(|e| CompanionError::Unexpected(format!("soft passkey: {e:?}")))?;
+        Ok((
+            json!({"ChallengeId": begin["ChallengeId"], "Credential": cred}),
+            begin,
+        ))
+    }
+
+    /// Creates an agent key for `wallet` (ceremony `CreateAgentKey`).
+    pub async fn create_agent(
+        &self,
+        user: &mut SoftPasskey,
+        wallet: &Wallet,
+        label: &str,
+    ) -> Result<AgentKey, CompanionError> {
+        let payload = json!({"label": label});
+        let (web_authn, _) = self
+            .ceremony(user, &wallet.key_id, "CreateAgentKey", payload.clone())
+            .await?;
+        let mut body = payload;
+        body["humanKeyId"] = json!(wallet.key_id);
+        body["webAuthnAssertion"] = web_authn;
+        let v = Self::expect(
+            "create-agent-key",
+            self.post("/kms/create-agent-key", &body).await?,
+            200,
+        )?;
+        AgentKey::from_json(&v)
+    }
+
+    /// Registers `session` (the `/kms/agent-sessions` fields without keyId) for `agent`
+    /// (ceremony `GrantSession`). Returns the status and body of `/kms/agent-sessions`.
+    pub async fn grant_session(
+        &self,
+        user: &mut SoftPasskey,
+        agent: &AgentKey,
+        session: Value,
+    ) -> Result<(u16, Value), CompanionError> {
+        let (web_authn, _) = self
+            .ceremony(user, &agent.key_id, "GrantSession", session.clone())
+            .await?;
+        let mut body = session;
+        body["keyId"] = json!(agent.key_id);
+        body["webAuthnAssertion"] = web_authn;
+        self.post("/kms/agent-sessions", &body).await
+    }
+
+    /// Revokes `agent` (ceremony `RevokeAgentCredential`); returns the answer.
+    pub async fn revoke_agent(
+        &self,
+        user: &mut SoftPasskey,
+        agent: &AgentKey,
+    ) -> Result<Value, CompanionError> {
+        let (web_authn, _) = self
+            .ceremony(user, &agent.key_id, "RevokeAgentCredential", json!({}))
+            .await?;
+        Self::expect(
+            "revoke-agent-credential",
+            self.post(
+                "/kms/revoke-agent-credential",
+                &json!({"keyId": agent.key_id, "webAuthnAssertion": web_authn}),
+            )
+            .await?,
+            200,
+        )
+    }
+
+    /// Refreshes `agent`'s credential (ceremony `RefreshAgentCredential`, Bearer the current
+    /// JWT); returns the agent with its new credential.
+    pub async fn refresh_agent(
+        &self,
+        user: &mut SoftPasskey,
+        agent: &AgentKey,
+    ) -> Result<AgentKey, CompanionError> {
+        let (web_authn, _) = self
+            .ceremony(user, &agent.key_id, "RefreshAgentCredential", json!({}))
+            .await?;
+        let v = Self::expect(
+            "refresh-agent-credential",
+            self.post_bearer(
+                "/kms/refresh-agent-credential",
+                &agent.jwt,
+                &json!({"keyId": agent.key_id, "webAuthnAssertion": web_authn}),
+                &[],
+            )
+            .await?,
+            200,
+        )?;
+        AgentKey::from_json(&v)
+    }
+
+    /// The operator key's address (`/kms/operator`).
+    pub async fn operator_address(&self) -> Result<Address, CompanionError> {
+        let v = Self::expect("operator", self.get("/kms/operator").await?, 200)?;
+        v["address"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| CompanionError::Unexpected(format!("no address in {v}")))
+    }
+
+    /// Submits an intent for `agent` with `calls`; returns status and body.
+    pub async fn intent(
+        &self,
+        agent: &AgentKey,
+        calls: Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<(u16, Value), CompanionError> {
+        let headers: Vec<(&str, &str)> = idempotency_key
+            .map(|k| vec![("idempotency-key", k)])
+            .unwrap_or_default();
+        self.post_bearer(
+            "/agent/intents",
+            &agent.jwt,
+            &json!({"calls": calls}),
+            &headers,
+        )
+        .await
+    }
+
+    /// Polls `GET /agent/intents/{hash}` until the intent is `included` or `failed`.
+    pub async fn wait_intent(&self, agent: &AgentKey, hash: &str) -> Result<Value, CompanionError> {
+        let start = Instant::now();
+        loop {
+            let (status, v) = self
+                .get_bearer(&format!("/agent/intents/{hash}"), &agent.jwt)
+                .await?;
+            if status != 200 {
+                return Err(CompanionError::Unexpected(format!(
+                    "GET intent: HTTP {status}: {v}"
+                )));
+            }
+            if v["status"] == "included" || v["status"] == "failed" {
+                return Ok(v);
+            }
+            if start.elapsed() > INTENT_TIMEOUT {
+                return Err(CompanionError::Unexpected(format!(
+                    "intent {hash} not settled in {INTENT_TIMEOUT:?}: {v}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// `/kms/sign-agent`: the agent's raw signature of `hash` for `account` (106 bytes).
+    pub async fn sign_agent(
+        &self,
+        agent: &AgentKey,
+        hash: B256,
+        account: Address,
+    ) -> Result<(u16, Value), CompanionError> {
+        self.post_bearer(
+            "/kms/sign-agent",
+            &agent.jwt,
+            &json!({"keyId": agent.key_id, "payload": hash, "accountAddress": account}),
+            &[],
+        )
+        .await
+    }
+}
+
+/// A wallet registered through the companion.
+#[derive(Debug, Clone)]
+pub struct Wallet {
+    /// Its id.
+    pub key_id: String,
+    /// The owner address.
+    pub address: Address,
+}
+
+/// An agent key created through the companion, with its current credential.
+#[derive(Clone)]
+pub struct AgentKey {
+    /// `"{wallet}:{index}"`.
+    pub key_id: String,
+    /// The agent key address.
+    pub address: Address,
+    /// The JWT.
+    pub jwt: String,
+}
+
+impl std::fmt::Debug for AgentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentKey")
+            .field("key_id", &self.key_id)
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentKey {
+    fn from_json(v: &Value) -> Result<Self, CompanionError> {
+        let bad = || CompanionError::Unexpected(format!("not an agent credential: {v}"));
+        Ok(Self {
+            key_id: v["keyId"].as_str().ok_or_else(bad)?.to_owned(),
+            address: v["agentAddress"]
+                .as_str()
+                .and_then(|a| a.parse().ok())
+                .ok_or_else(bad)?,
+            jwt: v["agentCredential"].as_str().ok_or_else(bad)?.to_owned(),
+        })
+    }
+}

@@ -363,10 +363,11 @@ try {
     // The README's picture: the wallet, its agents and the open agent panel (no credential on it).
     if (await notice.isVisible()) await page.getByRole('button', { name: 'Dismiss the error' }).click();
     assert.ok(!(await page.content()).includes(parts[2]));
-    await page.setViewportSize({ width: 1100, height: 1350 });
-    await wallet.evaluate((el) => el.scrollIntoView({ block: 'start' }));
-    await page.evaluate(() => window.scrollBy(0, -70));
-    await page.screenshot({ path: DOCS_SCREENSHOT });
+    await page.evaluate(() => {
+      document.getElementById('status').textContent = '';
+    });
+    await page.setViewportSize({ width: 1000, height: 900 });
+    await wallet.screenshot({ path: DOCS_SCREENSHOT });
     await page.setViewportSize({ width: 1200, height: 900 });
   }
 

@@ -252,7 +252,8 @@ try {
   await page.getByRole('button', { name: 'Copy credential' }).click();
   await page.getByText('Copied to the clipboard.').waitFor();
   assert.equal(await page.evaluate(() => navigator.clipboard.readText()), jwt);
-  await shot(page, '03-agent-credential');
+  // The credential is masked in the artefact: screenshots are kept, secrets are not.
+  await shot(page, '03-agent-credential', { mask: [page.locator('#jwt')] });
 
   step('the JWT is not stored or logged anywhere');
   const stored = await page.evaluate(() => JSON.stringify({ s: { ...sessionStorage }, l: { ...localStorage }, c: document.cookie, u: location.href, t: document.title }));

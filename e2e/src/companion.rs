@@ -138,6 +138,11 @@ impl Companion {
         })
     }
 
+    /// The API key provisioned for the harness (send it as `x-api-key`).
+    pub fn api_key(&self) -> &str {
+        &self.api_key
+    }
+
     /// The running server.
     pub fn server(&self) -> &kms_companion::Running {
         self.server.as_ref().expect("running")

@@ -1,0 +1,327 @@
+//! The README's demo: brings up the whole local stack and walks through the product once.
+//!
+//! anvil (canonical EntryPoint v0.7 and the project's contracts) and Alto through
+//! `anvil/stack.sh`, a `ta-sim` process, and the companion (SQLite, free port of 127.0.0.1);
+//! then a software-passkey owner registers a wallet through the real WebAuthn ceremony, creates
+//! an agent key, grants it a session on chain, and the agent submits an intent whose receipt and
+//! balance change are printed. The stack then stays up until Ctrl-C (or stops at once with
+//! `--no-wait`); everything started is stopped on the way out.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use alloy::primitives::utils::{format_ether, parse_ether};
+use alloy::primitives::{keccak256, Address, U256};
+use kms_chain::userop::EntryPointVersion;
+use kms_e2e::chain::ChainEnv;
+use kms_e2e::companion::Companion;
+use kms_e2e::stack::Stack;
+use serde_json::json;
+use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+
+const HELP: &str = "\
+demo: bring up the local stack (anvil + EntryPoint v0.7 + contracts, Alto, ta-sim, companion)
+and run the agent-key demo: wallet (software passkey) -> agent key -> session -> intent.
+
+usage: demo [--no-wait] [--help]
+
+  --no-wait   stop everything and exit once the demo has run (default: keep the stack up
+              and print how to call it with curl, until Ctrl-C)
+  --help      this text
+
+Everything listens on 127.0.0.1 on ports chosen at run time (Alto binds 0.0.0.0).";
+
+fn step(n: u32, what: &str) {
+    println!("\n[{n}] {what}");
+}
+
+fn kv(k: &str, v: impl std::fmt::Display) {
+    println!("    {k:<22} {v}");
+}
+
+fn main() -> ExitCode {
+    let mut no_wait = false;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--no-wait" => no_wait = true,
+            "-h" | "--help" => {
+                println!("{HELP}");
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("demo: unknown argument {other:?}\n\n{HELP}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("demo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(no_wait)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\ndemo failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+fn fail(msg: impl Into<String>) -> Error {
+    msg.into().into()
+}
+
+async fn run(no_wait: bool) -> Result<(), Error> {
+    step(
+        1,
+        "Starting anvil + EntryPoint v0.7 + contracts + Alto (anvil/stack.sh)",
+    );
+    let stack = tokio::task::spawn_blocking(Stack::start).await??;
+    let info = stack.info().clone();
+    kv("anvil", &info.rpc_url);
+    kv("Alto bundler", &info.bundler_url);
+    kv("chain id", info.chain_id);
+    kv("EntryPoint v0.7", info.entry_point_v07);
+    kv("SessionKeyValidator", info.session_key_validator);
+    kv("AgentAccountFactory", info.account_factory_v07);
+
+    step(2, "Starting ta-sim and the companion (SQLite)");
+    let companion = Companion::start(&info, EntryPointVersion::V07).await?;
+    let env = ChainEnv::connect(&info, EntryPointVersion::V07).await?;
+    let operator = companion.operator_address().await?;
+    kv("companion", companion.url(""));
+    kv("operator key (in TA)", operator);
+    env.set_balance(operator, parse_ether("1")?).await?;
+    kv(
+        "operator funded",
+        "1 ETH (anvil_setBalance), to send revokeSession",
+    );
+
+    let result = demo(&companion, &env).await;
+    let outcome = match result {
+        Ok(d) if !no_wait => {
+            print_curl(&companion, &d)?;
+            println!("\nThe stack is up. Press Ctrl-C to stop everything.");
+            tokio::signal::ctrl_c().await?;
+            println!("\nStopping…");
+            Ok(())
+        }
+        other => other.map(|_| ()),
+    };
+    companion.shutdown().await;
+    drop(stack);
+    if outcome.is_ok() {
+        println!("Stopped.");
+    }
+    outcome
+}
+
+/// What the walk-through produced, for the curl examples.
+struct Demo {
+    dir: tempfile::TempDir,
+    key_id: String,
+    recipient: Address,
+    user_op_hash: String,
+}
+
+async fn demo(c: &Companion, env: &ChainEnv) -> Result<Demo, Error> {
+    step(
+        3,
+        "The owner registers a wallet with a software passkey (WebAuthn ceremony)",
+    );
+    let mut user = SoftPasskey::new(true);
+    let wallet = c.register(&mut user).await?;
+    kv("wallet keyId", &wallet.key_id);
+    kv("owner address", wallet.address);
+    let account = env
+        .client
+        .account_address(wallet.address, U256::ZERO)
+        .await?;
+    kv(
+        "smart account",
+        format!("{account} (counterfactual, salt 0)"),
+    );
+    env.set_balance(account, parse_ether("10")?).await?;
+    kv(
+        "account funded",
+        "10 ETH (anvil_setBalance), for gas and the demo payment",
+    );
+
+    step(
+        4,
+        "The owner creates an agent key (ceremony CreateAgentKey)",
+    );
+    let agent = c.create_agent(&mut user, &wallet, "demo agent").await?;
+    kv("agent keyId", &agent.key_id);
+    kv("agent address", agent.address);
+    kv(
+        "credential",
+        "HS256 JWT (shown once; saved for the curl examples below)",
+    );
+
+    step(
+        5,
+        "The owner grants the agent a session on chain (ceremony GrantSession)",
+    );
+    let recipient = Address::from_word(keccak256(b"agent key companion demo recipient"));
+    let now = env.now().await?;
+    let cap = parse_ether("1")?;
+    let (status, grant) = c
+        .grant_session(
+            &mut user,
+            &agent,
+            json!({
+                "targets": [recipient],
+                "spendCap": cap.to_string(),
+                "validAfter": now - 60,
+                "validUntil": now + 24 * 3600,
+            }),
+        )
+        .await?;
+    if status != 200 {
+        return Err(fail(format!("/kms/agent-sessions: HTTP {status}: {grant}")));
+    }
+    kv("allowed target", recipient);
+    kv("spend cap", format!("{} ETH", format_ether(cap)));
+    kv("valid", "from a minute ago for 24 h");
+    kv(
+        "revoker",
+        grant["session"]["revoker"].as_str().unwrap_or("?"),
+    );
+    kv(
+        "deploys the account",
+        grant["deploysAccount"].as_bool().unwrap_or(false),
+    );
+    kv(
+        "owner userOpHash",
+        grant["userOpHash"].as_str().unwrap_or("?"),
+    );
+    kv(
+        "transaction",
+        grant["transactionHash"].as_str().unwrap_or("?"),
+    );
+
+    step(
+        6,
+        "The agent submits an intent: pay 0.1 ETH to the recipient (POST /agent/intents)",
+    );
+    let before_recipient = env.balance(recipient).await?;
+    let before_account = env.balance(account).await?;
+    let amount = parse_ether("0.1")?;
+    let (status, submitted) = c
+        .intent(
+            &agent,
+            json!([{"to": recipient, "value": amount.to_string()}]),
+            Some("demo-payment-1"),
+        )
+        .await?;
+    if status != 202 {
+        return Err(fail(format!("/agent/intents: HTTP {status}: {submitted}")));
+    }
+    let hash = submitted["userOpHash"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    kv("HTTP status", status);
+    kv("userOpHash", &hash);
+    kv("nonce", submitted["nonce"].as_str().unwrap_or("?"));
+
+    step(
+        7,
+        "Waiting for the receipt (GET /agent/intents/{userOpHash})",
+    );
+    let done = c.wait_intent(&agent, &hash).await?;
+    if done["status"] != "included" {
+        return Err(fail(format!("the intent did not land: {done}")));
+    }
+    let after_recipient = env.balance(recipient).await?;
+    let after_account = env.balance(account).await?;
+    kv("status", done["status"].as_str().unwrap_or("?"));
+    kv(
+        "transaction",
+        done["transactionHash"].as_str().unwrap_or("?"),
+    );
+    kv("block", done["blockNumber"].as_str().unwrap_or("?"));
+    if let Some(cost) = done["actualGasCost"]
+        .as_str()
+        .and_then(|c| c.parse::<U256>().ok())
+    {
+        kv("gas paid by account", format!("{} ETH", format_ether(cost)));
+    }
+    kv(
+        "recipient balance",
+        format!(
+            "{} -> {} ETH (+{})",
+            format_ether(before_recipient),
+            format_ether(after_recipient),
+            format_ether(after_recipient.saturating_sub(before_recipient))
+        ),
+    );
+    kv(
+        "account balance",
+        format!(
+            "{} -> {} ETH (-{})",
+            format_ether(before_account),
+            format_ether(after_account),
+            format_ether(before_account.saturating_sub(after_account))
+        ),
+    );
+    if after_recipient.saturating_sub(before_recipient) != amount {
+        return Err(fail("the recipient did not receive exactly 0.1 ETH"));
+    }
+    println!("\nDemo complete: the payment landed through the agent's session.");
+
+    let dir = tempfile::Builder::new().prefix("kms-demo-").tempdir()?;
+    write_secret(&dir.path().join("agent.jwt"), &agent.jwt)?;
+    write_secret(&dir.path().join("api.key"), c.api_key())?;
+    Ok(Demo {
+        dir,
+        key_id: agent.key_id,
+        recipient,
+        user_op_hash: hash,
+    })
+}
+
+/// Writes a secret to a file readable by the user only.
+fn write_secret(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path)?.write_all(secret.as_bytes())
+}
+
+fn print_curl(c: &Companion, d: &Demo) -> Result<(), Error> {
+    let url = c.url("");
+    let dir = d.dir.path().display();
+    println!("\nCall it yourself (the secrets are in files readable only by you):");
+    println!("  export KMS_URL={url}");
+    println!("  export KMS_JWT=$(cat {dir}/agent.jwt)      # the agent's credential");
+    println!("  export KMS_API_KEY=$(cat {dir}/api.key)    # the API key");
+    println!("  curl -s $KMS_URL/health");
+    println!(
+        "  curl -s -H \"Authorization: Bearer $KMS_JWT\" $KMS_URL/agent/intents/{}",
+        d.user_op_hash
+    );
+    println!(
+        "  curl -s -X POST -H \"Authorization: Bearer $KMS_JWT\" -H 'Content-Type: application/json' \\\n       \
+         -H 'Idempotency-Key: my-payment-1' $KMS_URL/agent/intents \\\n       \
+         -d '{{\"calls\":[{{\"to\":\"{}\",\"value\":\"10000000000000000\"}}]}}'",
+        d.recipient
+    );
+    println!(
+        "  curl -s -X POST -H \"Authorization: Bearer $KMS_JWT\" -H 'Content-Type: application/json' \\\n       \
+         $KMS_URL/agent/intents -d '{{\"calls\":[{{\"to\":\"0x000000000000000000000000000000000000dEaD\",\"value\":\"1\"}}]}}'   # 403 target_not_allowed"
+    );
+    println!("  (agent keyId {})", d.key_id);
+    println!("  curl -s $KMS_URL/openapi.json | head -c 300");
+    Ok(())
+}

@@ -1,0 +1,45 @@
+//! The README's demo (`./run.sh`) runs to completion: `demo --no-wait` brings up its own stack
+//! (anvil, EntryPoint v0.7, contracts, Alto, ta-sim, companion), walks wallet → agent →
+//! session → intent, and stops everything.
+
+use std::process::Command;
+
+#[test]
+fn demo_runs_to_completion_and_stops() {
+    let help = Command::new(env!("CARGO_BIN_EXE_demo"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--no-wait"));
+    let bad = Command::new(env!("CARGO_BIN_EXE_demo"))
+        .arg("--bogus")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_demo"))
+        .arg("--no-wait")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    for expected in [
+        "smart account",
+        "agent address",
+        "owner userOpHash",
+        "userOpHash",
+        "status                 included",
+        "recipient balance",
+        "Demo complete",
+        "Stopped.",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    // The credential is never printed.
+    assert!(!stdout.contains("eyJ"), "a JWT was printed:\n{stdout}");
+}

@@ -1,0 +1,652 @@
+//! Intents end to end through the companion's HTTP API: anvil + canonical EntryPoint + the
+//! project's contracts + Alto (one shared stack for this test binary), and per test a companion
+//! (in-process, free port of 127.0.0.1) over its own `ta-sim` and SQLite file. Owners use a
+//! software passkey through real WebAuthn ceremonies; agents use their Bearer JWT.
+//!
+//! Refusals are shown at the companion (403 with a reason code) and, for an operation sent
+//! straight to the bundler past the companion (signed through `/kms/sign-agent`), at the bundler
+//! and at the EntryPoint itself (`handleOps` as an `eth_call`).
+
+use alloy::primitives::{keccak256, utils::parse_ether, Address, Bytes, B256, U256};
+use alloy::providers::Provider;
+use alloy::sol_types::SolCall;
+use kms_chain::account::Call;
+use kms_chain::bundler::BundlerError;
+use kms_chain::client::ChainError;
+use kms_chain::session::RefusalCode;
+use kms_chain::userop::v0_7::UserOperation;
+use kms_chain::userop::EntryPointVersion::{self, V07, V08};
+use kms_contracts::IEntryPointV07;
+use kms_e2e::chain::ChainEnv;
+use kms_e2e::companion::{AgentKey, Companion, Wallet};
+use kms_e2e::stack::Stack;
+use serde_json::{json, Value};
+use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+
+const DAY: u64 = 24 * 3600;
+
+fn eth(s: &str) -> U256 {
+    parse_ether(s).unwrap()
+}
+
+/// A recipient address of its own for each test and purpose.
+fn address(tag: &str) -> Address {
+    Address::from_word(keccak256(tag.as_bytes()))
+}
+
+/// One test's world: the shared chain, its own companion, one owner with a wallet.
+struct Fixture {
+    env: ChainEnv,
+    c: Companion,
+    user: SoftPasskey,
+    wallet: Wallet,
+}
+
+async fn fixture(version: EntryPointVersion) -> Fixture {
+    let stack = tokio::task::spawn_blocking(Stack::shared).await.unwrap();
+    let env = ChainEnv::connect(stack.info(), version)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", stack.output_tail()));
+    let c = Companion::start(stack.info(), version).await.unwrap();
+    let mut user = SoftPasskey::new(true);
+    let wallet = c.register(&mut user).await.unwrap();
+    Fixture {
+        env,
+        c,
+        user,
+        wallet,
+    }
+}
+
+impl Fixture {
+    async fn agent(&mut self, label: &str) -> AgentKey {
+        self.c
+            .create_agent(&mut self.user, &self.wallet, label)
+            .await
+            .unwrap()
+    }
+
+    /// A window open since an hour ago for a day (chain time).
+    async fn open_window(&self) -> (u64, u64) {
+        let now = self.env.now().await.unwrap();
+        (now - 3600, now + DAY)
+    }
+
+    /// Grants `agent` a session on the owner's account `salt` through `/kms/agent-sessions`
+    /// (funding the account first); checks the answer and returns the account.
+    async fn session(
+        &mut self,
+        agent: &AgentKey,
+        salt: u64,
+        targets: &[Address],
+        cap: U256,
+        window: (u64, u64),
+    ) -> Address {
+        let predicted = self
+            .env
+            .client
+            .account_address(self.wallet.address, U256::from(salt))
+            .await
+            .unwrap();
+        let deployed = self.env.client.has_code(predicted).await.unwrap();
+        self.env.set_balance(predicted, eth("10")).await.unwrap();
+        let (status, body) = self
+            .c
+            .grant_session(
+                &mut self.user,
+                agent,
+                json!({
+                    "targets": targets,
+                    "spendCap": cap.to_string(),
+                    "validAfter": window.0,
+                    "validUntil": window.1,
+                    "salt": salt.to_string(),
+                }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "included", "{body}");
+        assert_eq!(body["deploysAccount"], !deployed, "{body}");
+        assert!(body["transactionHash"].as_str().is_some(), "{body}");
+        let account: Address = body["account"].as_str().unwrap().parse().unwrap();
+        assert_eq!(account, predicted);
+        assert!(self.env.client.has_code(account).await.unwrap());
+        // The session on chain is what was asked, with the operator key as revoker.
+        let snapshot = self
+            .env
+            .client
+            .read_session(account, agent.address, targets)
+            .await
+            .unwrap();
+        assert_eq!(snapshot.remaining_budget, cap);
+        assert!(snapshot.allowed_targets.values().all(|a| *a));
+        let operator = self.c.operator_address().await.unwrap();
+        assert_eq!(
+            body["session"]["revoker"]
+                .as_str()
+                .unwrap()
+                .parse::<Address>()
+                .unwrap(),
+            operator
+        );
+        account
+    }
+
+    /// Submits an intent and expects 202; returns the userOpHash.
+    async fn submit(&self, agent: &AgentKey, calls: Value) -> String {
+        let (status, body) = self.c.intent(agent, calls, None).await.unwrap();
+        assert_eq!(status, 202, "{body}");
+        body["userOpHash"].as_str().unwrap().to_owned()
+    }
+
+    /// Submits an intent and waits until it is included successfully; returns the final body.
+    async fn lands(&self, agent: &AgentKey, calls: Value) -> Value {
+        let hash = self.submit(agent, calls).await;
+        let done = self.c.wait_intent(agent, &hash).await.unwrap();
+        assert_eq!(done["status"], "included", "{done}");
+        assert_eq!(done["success"], true, "{done}");
+        done
+    }
+
+    /// Expects a 403 policy refusal with `code`; returns the body.
+    async fn refused(&self, agent: &AgentKey, calls: Value, code: RefusalCode) -> Value {
+        let (status, body) = self.c.intent(agent, calls, None).await.unwrap();
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some(code.as_str())),
+            "{body}"
+        );
+        body
+    }
+
+    /// An operation built past the companion's pre-check (fixed gas, no estimation) and signed
+    /// by the TA through `/kms/sign-agent` for `sign_for`.
+    async fn presigned(
+        &self,
+        account: Address,
+        agent: &AgentKey,
+        calls: Vec<Call>,
+        sign_for: Address,
+    ) -> UserOperation {
+        let prepared = self
+            .env
+            .unestimated_agent_op(account, agent.address, calls)
+            .await
+            .unwrap();
+        let sig = self.sign(agent, prepared.user_op_hash, sign_for).await;
+        prepared.signed(sig)
+    }
+
+    async fn sign(&self, agent: &AgentKey, hash: B256, account: Address) -> Bytes {
+        let (status, body) = self.c.sign_agent(agent, hash, account).await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        let sig: Bytes = body["signature"].as_str().unwrap().parse().unwrap();
+        assert_eq!(sig.len(), 106);
+        sig
+    }
+
+    /// Sends `op` straight to the bundler, expecting a refusal.
+    async fn bundler_refuses(&self, op: &UserOperation) -> BundlerError {
+        match self.env.client.submit(op).await {
+            Ok(s) => panic!("the bundler accepted {}", s.user_op_hash),
+            Err(ChainError::Bundler(e)) => e,
+            Err(e) => panic!("not a bundler refusal: {e}"),
+        }
+    }
+
+    /// The EntryPoint's own verdict on `op`, which must be a decodable refusal: its name.
+    async fn entry_point_refuses(&self, op: &UserOperation) -> kms_chain::revert::DecodedRevert {
+        match self.env.entry_point_verdict(op).await {
+            Ok(()) => panic!("handleOps would accept the operation"),
+            Err(Some(d)) => d,
+            Err(None) => panic!("handleOps reverted without a decodable error"),
+        }
+    }
+}
+
+fn transfer(to: Address, wei: &str) -> Value {
+    json!([{"to": to, "value": eth(wei).to_string()}])
+}
+
+/// The UserOperation of `account` in the bundle transaction `tx` (decoded `handleOps`).
+async fn op_in_bundle(
+    env: &ChainEnv,
+    tx: &str,
+    account: Address,
+) -> kms_contracts::PackedUserOperation {
+    let tx: Value = env
+        .client
+        .provider()
+        .raw_request("eth_getTransactionByHash".into(), (tx,))
+        .await
+        .unwrap();
+    assert_eq!(
+        tx["to"].as_str().unwrap().parse::<Address>().unwrap(),
+        env.client.entry_point().address,
+        "the bundle calls the EntryPoint"
+    );
+    let input: Bytes = tx["input"].as_str().unwrap().parse().unwrap();
+    let call = IEntryPointV07::handleOpsCall::abi_decode(&input).unwrap();
+    call.ops
+        .into_iter()
+        .find(|o| o.sender == account)
+        .expect("the account's operation is in the bundle")
+}
+
+// ------------------------------------------------------------------ an intent lands
+
+async fn intent_within_policy_lands(version: EntryPointVersion) {
+    let mut f = fixture(version).await;
+    let agent = f.agent("lands").await;
+    let to = address(&format!("intent lands {version}"));
+    let window = f.open_window().await;
+    let account = f.session(&agent, 0, &[to], eth("1"), window).await;
+    assert_eq!(f.env.balance(to).await.unwrap(), U256::ZERO);
+
+    let (status, first) =
+        f.c.intent(&agent, transfer(to, "0.25"), None)
+            .await
+            .unwrap();
+    assert_eq!(status, 202, "{first}");
+    assert_eq!(
+        first["account"]
+            .as_str()
+            .unwrap()
+            .parse::<Address>()
+            .unwrap(),
+        account
+    );
+    assert!(
+        first["status"] == "pending" || first["status"] == "included",
+        "{first}"
+    );
+    let hash = first["userOpHash"].as_str().unwrap().to_owned();
+    let done = f.c.wait_intent(&agent, &hash).await.unwrap();
+    assert_eq!(
+        (done["status"].as_str(), done["success"].as_bool()),
+        (Some("included"), Some(true)),
+        "{done}"
+    );
+    assert_eq!(f.env.balance(to).await.unwrap(), eth("0.25"));
+
+    // The operation on chain carries the 106-byte session signature for this account and
+    // agent, and hashes to the userOpHash the companion reported.
+    let tx = done["transactionHash"].as_str().unwrap();
+    let op = op_in_bundle(&f.env, tx, account).await;
+    let sig = &op.signature;
+    assert_eq!(sig.len(), 106);
+    assert_eq!(sig[0], 0x08);
+    assert_eq!(&sig[1..21], account.as_slice());
+    assert_eq!(&sig[21..41], agent.address.as_slice());
+    let ep = IEntryPointV07::new(f.env.client.entry_point().address, f.env.client.provider());
+    let onchain_hash = ep.getUserOpHash(op).call().await.unwrap();
+    assert_eq!(format!("{onchain_hash:#x}"), hash);
+    // The validator recorded the spend (it validated the session signature).
+    let snapshot = f
+        .env
+        .client
+        .read_session(account, agent.address, &[to])
+        .await
+        .unwrap();
+    assert_eq!(snapshot.remaining_budget, eth("0.75"));
+
+    // Another agent's credential does not see this intent.
+    let other = f.agent("other").await;
+    let (status, body) =
+        f.c.get_bearer(&format!("/agent/intents/{hash}"), &other.jwt)
+            .await
+            .unwrap();
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("intent_not_found")),
+        "{body}"
+    );
+    // No session for that one: refused with its reason.
+    f.refused(&other, transfer(to, "0.1"), RefusalCode::NoSession)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn intent_within_policy_lands_v07() {
+    intent_within_policy_lands(V07).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn intent_within_policy_lands_v08() {
+    intent_within_policy_lands(V08).await;
+}
+
+// ------------------------------------------------------------------ idempotency
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idempotency_key_returns_the_first_result() {
+    let mut f = fixture(V07).await;
+    let agent = f.agent("idempotent").await;
+    let to = address("idempotency");
+    let window = f.open_window().await;
+    f.session(&agent, 0, &[to], eth("1"), window).await;
+
+    let (s1, first) =
+        f.c.intent(&agent, transfer(to, "0.1"), Some("pay-42"))
+            .await
+            .unwrap();
+    assert_eq!(s1, 202, "{first}");
+    let (s2, again) =
+        f.c.intent(&agent, transfer(to, "0.1"), Some("pay-42"))
+            .await
+            .unwrap();
+    assert_eq!(s2, 202, "{again}");
+    assert_eq!(again["userOpHash"], first["userOpHash"]);
+    assert_eq!(again["nonce"], first["nonce"]);
+    let hash = first["userOpHash"].as_str().unwrap();
+    f.c.wait_intent(&agent, hash).await.unwrap();
+    // Retried after inclusion: still the first result, nothing new submitted.
+    let (s3, late) =
+        f.c.intent(&agent, transfer(to, "0.1"), Some("pay-42"))
+            .await
+            .unwrap();
+    assert_eq!(
+        (s3, late["userOpHash"].as_str()),
+        (202, Some(hash)),
+        "{late}"
+    );
+    assert_eq!(f.env.balance(to).await.unwrap(), eth("0.1"));
+    // A different key is a different intent.
+    let other =
+        f.c.intent(&agent, transfer(to, "0.1"), Some("pay-43"))
+            .await
+            .unwrap();
+    assert_eq!(other.0, 202, "{}", other.1);
+    assert_ne!(other.1["userOpHash"].as_str(), Some(hash));
+    f.c.wait_intent(&agent, other.1["userOpHash"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(f.env.balance(to).await.unwrap(), eth("0.2"));
+    // A malformed key is refused before anything is built.
+    let (s, body) =
+        f.c.intent(&agent, transfer(to, "0.1"), Some(&"k".repeat(200)))
+            .await
+            .unwrap();
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (400, Some("invalid_idempotency_key"))
+    );
+}
+
+// ------------------------------------------------------------------ sender binding
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sender_binding_refuses_a_signature_made_for_another_account() {
+    let mut f = fixture(V07).await;
+    let agent = f.agent("binding").await;
+    let to = address("binding");
+    let window = f.open_window().await;
+    // The same agent key holds sessions on both accounts.
+    let a = f.session(&agent, 1, &[to], eth("1"), window).await;
+    let b = f.session(&agent, 2, &[to], eth("1"), window).await;
+    assert_ne!(a, b);
+
+    // B's operation, signed by the TA (through the companion) for account A.
+    let forged = f
+        .presigned(b, &agent, vec![Call::transfer(to, eth("0.1"))], a)
+        .await;
+    let err = f.bundler_refuses(&forged).await;
+    assert_eq!(err.aa_code(), Some("AA23"), "{err}");
+    assert_eq!(
+        err.rejection().unwrap().revert.map(|r| r.name),
+        Some("AccountMismatch".to_owned())
+    );
+    assert_eq!(f.entry_point_refuses(&forged).await.name, "AccountMismatch");
+    assert_eq!(f.env.balance(to).await.unwrap(), U256::ZERO);
+
+    // The same operation signed for B goes through.
+    let genuine = f
+        .presigned(b, &agent, vec![Call::transfer(to, eth("0.1"))], b)
+        .await;
+    assert!(f.env.submit_and_wait(&genuine).await.unwrap().success);
+    assert_eq!(f.env.balance(to).await.unwrap(), eth("0.1"));
+}
+
+// ------------------------------------------------------------------ refusals
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disallowed_target_is_refused_by_companion_and_chain() {
+    let mut f = fixture(V07).await;
+    let agent = f.agent("target").await;
+    let to = address("target allowed");
+    let other = address("target not allowed");
+    let window = f.open_window().await;
+    let account = f.session(&agent, 0, &[to], eth("1"), window).await;
+
+    let body = f
+        .refused(
+            &agent,
+            transfer(other, "0.1"),
+            RefusalCode::TargetNotAllowed,
+        )
+        .await;
+    assert_eq!(
+        body["details"]["target"]
+            .as_str()
+            .unwrap()
+            .parse::<Address>()
+            .unwrap(),
+        other
+    );
+    // The account itself is never a target either.
+    f.refused(
+        &agent,
+        transfer(account, "0"),
+        RefusalCode::TargetNotAllowed,
+    )
+    .await;
+
+    let op = f
+        .presigned(
+            account,
+            &agent,
+            vec![Call::transfer(other, eth("0.1"))],
+            account,
+        )
+        .await;
+    let err = f.bundler_refuses(&op).await;
+    assert_eq!(err.aa_code(), Some("AA23"), "{err}");
+    assert_eq!(
+        err.rejection().unwrap().revert.unwrap().refusal_code(),
+        Some(RefusalCode::TargetNotAllowed)
+    );
+    assert_eq!(
+        f.entry_point_refuses(&op).await.refusal_code(),
+        Some(RefusalCode::TargetNotAllowed)
+    );
+    assert_eq!(f.env.balance(other).await.unwrap(), U256::ZERO);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn total_over_the_cap_across_intents_is_refused() {
+    let mut f = fixture(V07).await;
+    let agent = f.agent("cap").await;
+    let to = address("cap");
+    let window = f.open_window().await;
+    let account = f.session(&agent, 0, &[to], eth("1"), window).await;
+
+    // 0.6 is submitted; another 0.6 right after it would exceed the cap once the first is
+    // counted (in flight, or spent).
+    let first = f.submit(&agent, transfer(to, "0.6")).await;
+    let body = f
+        .refused(&agent, transfer(to, "0.6"), RefusalCode::OverBudget)
+        .await;
+    assert_eq!(body["details"]["requested"], eth("0.6").to_string());
+    f.c.wait_intent(&agent, &first).await.unwrap();
+    // What is left still goes through, in two intents; then nothing more.
+    f.lands(&agent, transfer(to, "0.3")).await;
+    f.lands(&agent, transfer(to, "0.1")).await;
+    f.refused(
+        &agent,
+        transfer(to, "0.000000000000000001"),
+        RefusalCode::OverBudget,
+    )
+    .await;
+    assert_eq!(f.env.balance(to).await.unwrap(), eth("1"));
+
+    // Past the companion, the chain refuses too.
+    let op = f
+        .presigned(
+            account,
+            &agent,
+            vec![Call::transfer(to, eth("0.1"))],
+            account,
+        )
+        .await;
+    let err = f.bundler_refuses(&op).await;
+    assert_eq!(err.aa_code(), Some("AA23"), "{err}");
+    assert_eq!(
+        err.rejection().unwrap().revert.unwrap().name,
+        "SpendCapExceeded"
+    );
+    assert_eq!(
+        f.entry_point_refuses(&op).await.refusal_code(),
+        Some(RefusalCode::OverBudget)
+    );
+    assert_eq!(f.env.balance(to).await.unwrap(), eth("1"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_window_is_refused_by_companion_and_chain() {
+    let mut f = fixture(V07).await;
+    let agent = f.agent("expired").await;
+    let to = address("expired");
+    let now = f.env.now().await.unwrap();
+    let account = f.session(&agent, 0, &[to], eth("1"), (0, now - 60)).await;
+
+    let body = f
+        .refused(&agent, transfer(to, "0.1"), RefusalCode::SessionExpired)
+        .await;
+    assert_eq!(body["details"]["validUntil"], now - 60);
+
+    let op = f
+        .presigned(
+            account,
+            &agent,
+            vec![Call::transfer(to, eth("0.1"))],
+            account,
+        )
+        .await;
+    let err = f.bundler_refuses(&op).await;
+    assert_eq!(err.aa_code(), Some("AA22"), "{err}");
+    let verdict = f.env.entry_point_verdict(&op).await;
+    match verdict {
+        Err(Some(d)) => assert_eq!(
+            d.entry_point_reason.as_deref(),
+            Some("AA22 expired or not due")
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(f.env.balance(to).await.unwrap(), U256::ZERO);
+}
+
+// ------------------------------------------------------------------ revocation
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revocation_through_the_api_is_enforced_by_companion_and_chain() {
+    let mut f = fixture(V07).await;
+    let operator = f.c.operator_address().await.unwrap();
+    f.env.set_balance(operator, eth("1")).await.unwrap();
+    let agent = f.agent("revoked").await;
+    let to = address("revocation");
+    let window = f.open_window().await;
+    let account = f.session(&agent, 0, &[to], eth("1"), window).await;
+    f.lands(&agent, transfer(to, "0.1")).await;
+
+    // Signed before the revocation, kept for later.
+    let presigned = f
+        .presigned(
+            account,
+            &agent,
+            vec![Call::transfer(to, eth("0.1"))],
+            account,
+        )
+        .await;
+    assert_eq!(f.env.entry_point_verdict(&presigned).await, Ok(()));
+
+    let revoked = f.c.revoke_agent(&mut f.user, &agent).await.unwrap();
+    assert_eq!(revoked["onChain"]["status"], "revoked", "{revoked}");
+    assert!(
+        revoked["onChain"]["transactionHash"].as_str().is_some(),
+        "{revoked}"
+    );
+    let snapshot = f
+        .env
+        .client
+        .read_session(account, agent.address, &[to])
+        .await
+        .unwrap();
+    assert!(!snapshot.session.active, "{snapshot:?}");
+
+    // The companion refuses the revoked credential.
+    let (status, body) = f.c.intent(&agent, transfer(to, "0.1"), None).await.unwrap();
+    assert_eq!(status, 401, "{body}");
+    // The chain refuses the pre-signed operation.
+    let err = f.bundler_refuses(&presigned).await;
+    assert_eq!(err.aa_code(), Some("AA23"), "{err}");
+    assert_eq!(
+        err.rejection().unwrap().revert.unwrap().refusal_code(),
+        Some(RefusalCode::SessionRevoked)
+    );
+    assert_eq!(
+        f.entry_point_refuses(&presigned).await.refusal_code(),
+        Some(RefusalCode::SessionRevoked)
+    );
+    assert_eq!(f.env.balance(to).await.unwrap(), eth("0.1"));
+}
+
+// ------------------------------------------------------------------ refresh
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refresh_kills_the_old_jwt_and_the_new_one_works() {
+    let mut f = fixture(V07).await;
+    let agent = f.agent("refresh").await;
+    let to = address("refresh");
+    let window = f.open_window().await;
+    f.session(&agent, 0, &[to], eth("1"), window).await;
+
+    let fresh = f.c.refresh_agent(&mut f.user, &agent).await.unwrap();
+    assert_ne!(fresh.jwt, agent.jwt);
+    assert_eq!(fresh.address, agent.address);
+    let (status, body) = f.c.intent(&agent, transfer(to, "0.1"), None).await.unwrap();
+    assert_eq!(status, 401, "{body}");
+    f.lands(&fresh, transfer(to, "0.1")).await;
+    assert_eq!(f.env.balance(to).await.unwrap(), eth("0.1"));
+}
+
+// ------------------------------------------------------------------ parallel agents
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_agents_of_one_account_in_parallel_all_land() {
+    let mut f = fixture(V07).await;
+    let a1 = f.agent("parallel 1").await;
+    let a2 = f.agent("parallel 2").await;
+    let to = address("parallel");
+    let window = f.open_window().await;
+    let account = f.session(&a1, 0, &[to], eth("1"), window).await;
+    assert_eq!(f.session(&a2, 0, &[to], eth("1"), window).await, account);
+
+    let f = &f;
+    let (h1, h2, h3, h4) = tokio::join!(
+        f.submit(&a1, transfer(to, "0.01")),
+        f.submit(&a2, transfer(to, "0.02")),
+        f.submit(&a1, transfer(to, "0.03")),
+        f.submit(&a2, transfer(to, "0.04")),
+    );
+    let mut nonces = Vec::new();
+    for (agent, hash) in [(&a1, &h1), (&a2, &h2), (&a1, &h3), (&a2, &h4)] {
+        let done = f.c.wait_intent(agent, hash).await.unwrap();
+        assert_eq!(done["status"], "included", "{done}");
+        nonces.push(done["nonce"].as_str().unwrap().to_owned());
+    }
+    nonces.sort();
+    nonces.dedup();
+    assert_eq!(nonces.len(), 4, "four distinct nonces");
+    assert_eq!(f.env.balance(to).await.unwrap(), eth("0.1"));
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run every check and test of the project: formatting, lints, the OP-TEE
 # type checks, the Solidity tests, and all Rust tests (unit, simulator,
-# HTTP end-to-end and anvil + bundler end-to-end). Installs what it needs.
+# HTTP end-to-end, anvil + bundler end-to-end, and the /ui page in headless
+# Chromium). Installs what it needs.
 #
 # usage: ./test.sh [--quick]   (--quick: skip the Solidity and chain stages)
 set -euo pipefail
@@ -54,6 +55,13 @@ stage "ta-sim crash-before-rename test (fault-injection hook compiled in)"
 cargo test -p kms-ta-sim --locked --features fault-injection --test crash
 stage "TA core tests with export-secrets compiled in"
 cargo test -p kms-ta --locked --features test-seed,export-secrets
+
+stage "Browser test: the /ui page in headless Chromium with a virtual passkey"
+if [ "$QUICK" -eq 1 ]; then
+  e2e/browser/run.sh --no-chain
+else
+  e2e/browser/run.sh   # with anvil + Alto: grants a session on-chain, an intent, revokes
+fi
 
 echo
 echo "All checks passed in $(( $(date +%s) - start )) s."

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{agent, ceremony, health, intents, sessions, wallet};
+use crate::routes::{agent, ceremony, health, intents, sessions, ui, wallet};
 
 struct Security;
 
@@ -53,6 +53,8 @@ impl Modify for Security {
         intents::submit_intent,
         intents::get_intent,
         health::operator,
+        ui::list_agent_keys,
+        ui::list_agent_intents,
         health::health,
         health::metrics,
         health::openapi,

@@ -21,7 +21,7 @@ use crate::audit::Audit;
 use crate::config::{ApiKeyMode, Config, MAX_BODY_BYTES};
 use crate::metrics::Metrics;
 use crate::ratelimit::Limits;
-use crate::routes::{agent, ceremony, health, intents, sessions, wallet};
+use crate::routes::{agent, ceremony, health, intents, sessions, ui, wallet};
 use crate::state::{AppState, CredentialCache, SharedState, Tee};
 use crate::{auth, tasks};
 
@@ -47,6 +47,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/DeleteKey", post(wallet::delete_key))
         .route("/ChangePasskey", post(wallet::change_passkey))
         .route("/kms/create-agent-key", post(agent::create_agent_key))
+        .route("/kms/list-agent-keys", post(ui::list_agent_keys))
+        .route("/kms/list-agent-intents", post(ui::list_agent_intents))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_api_key,
@@ -67,7 +69,10 @@ pub fn router(state: SharedState) -> Router {
         .route("/agent/intents/{userOpHash}", get(intents::get_intent))
         .route("/health", get(health::health))
         .route("/metrics", get(health::metrics))
-        .route("/openapi.json", get(health::openapi));
+        .route("/openapi.json", get(health::openapi))
+        .route("/ui", get(ui::index))
+        .route("/ui/", get(ui::index))
+        .route("/ui/{file}", get(ui::file));
     Router::new()
         .merge(with_api_key)
         .merge(without)

@@ -5,6 +5,7 @@ pub mod ceremony;
 pub mod health;
 pub mod intents;
 pub mod sessions;
+pub mod ui;
 pub mod wallet;
 
 use axum::http::HeaderMap;

@@ -1,0 +1,365 @@
+//! The owner's page at `/ui` (static assets compiled into the binary, served
+//! with a strict Content-Security-Policy) and the two read-only listings it
+//! needs that the rest of the API does not offer: an owner's agent keys and
+//! an agent's recent intents. The page uses only the public HTTP API; these
+//! listings are ordinary API-key routes, usable by any client.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kms_db::AgentKey;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::JsonBody;
+use crate::ops;
+use crate::state::AppState;
+
+/// The page's Content-Security-Policy: only this origin's own scripts,
+/// styles, images and API; no inline code, no frames, no forms posting
+/// anywhere, DOM sinks closed by Trusted Types (the page builds its DOM with
+/// `textContent` only).
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+    img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+    frame-ancestors 'none'; require-trusted-types-for 'script'; trusted-types 'none'";
+
+/// The assets: path under `/ui/`, content type, bytes.
+const ASSETS: &[(&str, &str, &[u8])] = &[
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../ui/app.js"),
+    ),
+    (
+        "webauthn.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../ui/webauthn.js"),
+    ),
+    (
+        "api.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../ui/api.js"),
+    ),
+    (
+        "eth.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../ui/eth.js"),
+    ),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../ui/style.css"),
+    ),
+    (
+        "icon.svg",
+        "image/svg+xml",
+        include_bytes!("../../ui/icon.svg"),
+    ),
+];
+
+const INDEX: &[u8] = include_bytes!("../../ui/index.html");
+
+fn asset(content_type: &'static str, body: &'static [u8]) -> Response {
+    let mut r = (StatusCode::OK, body).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    secure_headers(h);
+    r
+}
+
+/// The headers every page response carries.
+fn secure_headers(h: &mut axum::http::HeaderMap) {
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        HeaderName::from_static("cross-origin-resource-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        HeaderName::from_static("permissions-policy"),
+        HeaderValue::from_static(
+            "publickey-credentials-create=(self), publickey-credentials-get=(self), \
+             clipboard-write=(self), camera=(), microphone=(), geolocation=(), payment=()",
+        ),
+    );
+}
+
+/// `GET /ui`: the page.
+pub async fn index() -> Response {
+    asset("text/html; charset=utf-8", INDEX)
+}
+
+/// `GET /ui/{file}`: one of the page's assets (404 JSON otherwise).
+pub async fn file(Path(name): Path<String>) -> Response {
+    match ASSETS.iter().find(|(n, _, _)| *n == name) {
+        Some((_, ct, body)) => asset(ct, body),
+        None if name.is_empty() || name == "index.html" => index().await,
+        None => ApiError::not_found("route_not_found", "no such file").into_response(),
+    }
+}
+
+// ------------------------------------------------------------ listings
+
+/// `/kms/list-agent-keys`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListAgentKeysRequest {
+    /// The owner's wallet id.
+    pub human_key_id: String,
+}
+
+/// An agent's on-chain session, as recorded when it was granted.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedSession {
+    /// The owner's smart account.
+    pub account: String,
+    /// Allowed call targets.
+    pub targets: Vec<String>,
+    /// Cap on the cumulative native value (decimal wei).
+    pub spend_cap: Option<String>,
+    /// First valid time (unix seconds).
+    pub valid_after: Option<i64>,
+    /// Last valid time (unix seconds; 0 = no end).
+    pub valid_until: Option<i64>,
+    /// Who may revoke besides the account.
+    pub revoker: Option<String>,
+    /// The transaction (or UserOperation) that registered it.
+    pub transaction_hash: Option<String>,
+}
+
+/// One agent key (public facts only: never the credential or its hash).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedAgentKey {
+    /// `"{wallet}:{index}"`.
+    pub key_id: String,
+    /// Index under the wallet.
+    pub agent_index: u32,
+    /// Label given at creation.
+    pub label: String,
+    /// `pending`, `active`, `revoked` or `failed`.
+    pub status: String,
+    /// The agent key's address.
+    pub agent_address: Option<String>,
+    /// SEC1 compressed public key, 0x hex.
+    pub public_key: Option<String>,
+    /// `m/44'/60'/0'/1/<index>`.
+    pub derivation_path: String,
+    /// Current credential generation.
+    pub generation: Option<u32>,
+    /// Current credential issued at (unix seconds).
+    pub issued_at: Option<i64>,
+    /// Current credential expires at (unix seconds).
+    pub expires_at: Option<i64>,
+    /// Created (unix seconds).
+    pub created_at: i64,
+    /// Revoked (unix seconds).
+    pub revoked_at: Option<i64>,
+    /// The on-chain session, once granted.
+    pub session: Option<ListedSession>,
+}
+
+/// `/kms/list-agent-keys` answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListAgentKeysResponse {
+    /// The wallet.
+    pub human_key_id: String,
+    /// Its agent keys, by index.
+    pub agent_keys: Vec<ListedAgentKey>,
+}
+
+fn listed(a: AgentKey) -> ListedAgentKey {
+    let session = a.account.clone().map(|account| ListedSession {
+        account,
+        targets: a
+            .targets
+            .as_deref()
+            .and_then(|t| serde_json::from_str::<Vec<String>>(t).ok())
+            .unwrap_or_default(),
+        spend_cap: a.spend_cap.clone(),
+        valid_after: a.valid_after,
+        valid_until: a.valid_until,
+        revoker: a.revoker.clone(),
+        transaction_hash: a.session_tx_hash.clone(),
+    });
+    ListedAgentKey {
+        key_id: a.key_id(),
+        agent_index: a.agent_index,
+        derivation_path: kms_proto::HdPath::agent(a.agent_index).to_string(),
+        label: a.label,
+        status: a.status.as_str().to_owned(),
+        agent_address: a.agent_address,
+        public_key: a.public_key.map(|p| {
+            if p.starts_with("0x") {
+                p
+            } else {
+                format!("0x{p}")
+            }
+        }),
+        generation: a.generation,
+        issued_at: a.issued_at,
+        expires_at: a.expires_at,
+        created_at: a.created_at,
+        revoked_at: a.revoked_at,
+        session,
+    }
+}
+
+/// List a wallet's agent keys (read-only; public facts, no credentials).
+#[utoipa::path(post, path = "/kms/list-agent-keys", tag = "agent", request_body = ListAgentKeysRequest,
+    responses((status = 200, body = ListAgentKeysResponse), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn list_agent_keys(
+    State(s): State<Arc<AppState>>,
+    JsonBody(r): JsonBody<ListAgentKeysRequest>,
+) -> Result<Json<ListAgentKeysResponse>, ApiError> {
+    let id = ops::wallet_id(&r.human_key_id)?.to_uuid_string();
+    if s.db.get_wallet(&id).await?.is_none() {
+        return Err(ApiError::not_found("key_not_found", "key not found"));
+    }
+    let agent_keys = s.db.list_agents(Some(&id)).await?;
+    Ok(Json(ListAgentKeysResponse {
+        human_key_id: id,
+        agent_keys: agent_keys.into_iter().map(listed).collect(),
+    }))
+}
+
+/// `/kms/list-agent-intents`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListAgentIntentsRequest {
+    /// Agent key id `"{wallet}:{index}"`.
+    pub key_id: String,
+    /// How many, newest first, 1..=100 [default: 20].
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// One intent.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedIntent {
+    /// The UserOperation hash.
+    pub user_op_hash: String,
+    /// `signed`, `pending`, `included` or `failed`.
+    pub status: String,
+    /// The smart account.
+    pub account: Option<String>,
+    /// Chain id.
+    pub chain_id: Option<i64>,
+    /// The calls the agent asked for.
+    #[schema(value_type = Option<Object>)]
+    pub calls: Option<Value>,
+    /// The bundle transaction, once included.
+    pub transaction_hash: Option<String>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// Submitted (unix seconds).
+    pub created_at: i64,
+    /// Last status change (unix seconds).
+    pub updated_at: i64,
+}
+
+/// `/kms/list-agent-intents` answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListAgentIntentsResponse {
+    /// The agent key.
+    pub key_id: String,
+    /// Its most recent intents, newest first.
+    pub intents: Vec<ListedIntent>,
+}
+
+#[derive(sqlx::FromRow)]
+struct IntentRow {
+    user_op_hash: String,
+    status: String,
+    account: Option<String>,
+    chain_id: Option<i64>,
+    calls_json: Option<String>,
+    tx_hash: Option<String>,
+    error: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+/// An agent's recent intents and their status (read-only).
+#[utoipa::path(post, path = "/kms/list-agent-intents", tag = "agent", request_body = ListAgentIntentsRequest,
+    responses((status = 200, body = ListAgentIntentsResponse), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn list_agent_intents(
+    State(s): State<Arc<AppState>>,
+    JsonBody(r): JsonBody<ListAgentIntentsRequest>,
+) -> Result<Json<ListAgentIntentsResponse>, ApiError> {
+    let (wallet, index) = ops::agent_key_id(&r.key_id)?;
+    let limit = r.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::unprocessable(
+            "invalid_limit",
+            "limit must be between 1 and 100",
+        ));
+    }
+    let key_id = kms_proto::jwt::key_id(&wallet, index);
+    if s.db
+        .get_agent(&wallet.to_uuid_string(), index)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found("agent_not_found", "unknown agent key"));
+    }
+    let rows = sqlx::query_as::<_, IntentRow>(
+        "SELECT user_op_hash, status, account, chain_id, calls_json, tx_hash, error, \
+         created_at, updated_at FROM intents WHERE key_id = ? \
+         ORDER BY created_at DESC, rowid DESC LIMIT ?",
+    )
+    .bind(&key_id)
+    .bind(i64::from(limit))
+    .fetch_all(s.db.pool())
+    .await
+    .map_err(|e| ApiError::Internal(format!("database: {e}")))?;
+    Ok(Json(ListAgentIntentsResponse {
+        key_id,
+        intents: rows
+            .into_iter()
+            .map(|i| ListedIntent {
+                calls: i
+                    .calls_json
+                    .as_deref()
+                    .and_then(|c| serde_json::from_str(c).ok()),
+                user_op_hash: i.user_op_hash,
+                status: i.status,
+                account: i.account,
+                chain_id: i.chain_id,
+                transaction_hash: i.tx_hash,
+                error: i.error,
+                created_at: i.created_at,
+                updated_at: i.updated_at,
+            })
+            .collect(),
+    }))
+}

@@ -19,10 +19,7 @@ enum Session {
     /// From the database only (no chain configured, or `--no-chain`).
     Db,
     /// Read from the chain at `block`.
-    Chain {
-        session: OnChainSession,
-        block: u64,
-    },
+    Chain { session: OnChainSession, block: u64 },
 }
 
 /// `list-agent-keys [--wallet W] [--status S] [--no-chain]`.
@@ -35,9 +32,7 @@ pub async fn list(
     let wallet = match wallet {
         Some(w) => Some(
             w.parse::<kms_proto::WalletId>()
-                .map_err(|e| {
-                    AdminError::new(Exit::Usage, format!("--wallet {w:?}: {e}"))
-                })?
+                .map_err(|e| AdminError::new(Exit::Usage, format!("--wallet {w:?}: {e}")))?
                 .to_uuid_string(),
         ),
         None => None,

@@ -71,8 +71,10 @@ pub async fn revoke(ctx: &Ctx, id: &str) -> Result<Report> {
     let id = id.trim().to_ascii_lowercase();
     let keys = db.list_api_keys().await?;
     let Some(k) = keys.iter().find(|k| k.id == id) else {
-        return Err(AdminError::new(Exit::UnknownKey, format!("no API key with id {id:?}"))
-            .hint("`kms-admin api-key list` shows the ids"));
+        return Err(
+            AdminError::new(Exit::UnknownKey, format!("no API key with id {id:?}"))
+                .hint("`kms-admin api-key list` shows the ids"),
+        );
     };
     if let Some(at) = k.revoked_at {
         return Ok(Report::ok(

@@ -35,9 +35,10 @@ impl Ctx {
 
     /// The TEE backend string in force (`sim:<DATA_DIR>/ta.sock` unless configured).
     pub fn tee_backend(&self) -> String {
-        self.config.tee.clone().unwrap_or_else(|| {
-            TeeBackend::default_for_data_dir(&self.config.data_dir).to_string()
-        })
+        self.config
+            .tee
+            .clone()
+            .unwrap_or_else(|| TeeBackend::default_for_data_dir(&self.config.data_dir).to_string())
     }
 
     /// Opens the existing database (never creates one; migrations it lacks are applied, as
@@ -88,7 +89,10 @@ impl Ctx {
 
     /// Whether both the RPC URL and the validator address are configured.
     pub fn chain_configured(&self) -> bool {
-        self.config.rpc_url.as_deref().is_some_and(|s| !s.is_empty())
+        self.config
+            .rpc_url
+            .as_deref()
+            .is_some_and(|s| !s.is_empty())
             && self
                 .config
                 .validator_address
@@ -145,9 +149,8 @@ impl Ctx {
 
 /// An RPC failure (exit 6).
 pub fn rpc_unreachable(message: impl Into<String>) -> AdminError {
-    AdminError::new(Exit::RpcUnreachable, message).hint(
-        "is the node up? The URL is set with --rpc-url / KMS_RPC_URL (it is never printed)",
-    )
+    AdminError::new(Exit::RpcUnreachable, message)
+        .hint("is the node up? The URL is set with --rpc-url / KMS_RPC_URL (it is never printed)")
 }
 
 /// A chain-crate error with its exit code: node failures are "RPC unreachable", the rest

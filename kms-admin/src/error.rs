@@ -14,8 +14,6 @@
 //! | 6 | RPC (node) unreachable or failing |
 //! | 7 | configuration incomplete for this command (e.g. no RPC URL or validator address) |
 
-use std::fmt;
-
 use kms_tee_client::TeeError;
 
 /// The process exit codes (see the module docs).
@@ -58,7 +56,8 @@ impl Exit {
 }
 
 /// A failure: what happened, its exit code, and a hint on what to do.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
 pub struct AdminError {
     /// The exit code.
     pub exit: Exit,
@@ -116,14 +115,6 @@ impl AdminError {
         }
     }
 }
-
-impl fmt::Display for AdminError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for AdminError {}
 
 impl From<kms_db::DbError> for AdminError {
     fn from(e: kms_db::DbError) -> Self {

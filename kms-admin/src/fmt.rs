@@ -135,7 +135,11 @@ pub fn ether_str(wei: &str) -> String {
 
 /// A validity window `after → until` (`until` 0 means no end).
 pub fn window(after: i64, until: i64) -> String {
-    let until = if until == 0 { "no end".into() } else { ts(until) };
+    let until = if until == 0 {
+        "no end".into()
+    } else {
+        ts(until)
+    };
     format!("{} → {until}", ts(after))
 }
 

@@ -137,7 +137,9 @@ fn render_status(all: &[JwtSecretMeta], now: i64) -> Report {
         }));
     }
     let human = if t.is_empty() {
-        "No JWT secret in the TA yet (the companion creates the first at start).\n".into()
+        "No JWT secret in the TA yet: the TA creates the first kid when it mints the first agent \
+         credential (or at the first rotation).\n"
+            .into()
     } else {
         let live = all
             .iter()

@@ -102,9 +102,7 @@ pub async fn run(cli: &Cli) -> Result<Report, AdminError> {
             status,
             no_chain,
         } => agents::list(&ctx, wallet.as_deref(), *status, *no_chain).await,
-        Command::RevokeAgentKey { key_id, db_only } => {
-            revoke::revoke(&ctx, key_id, *db_only).await
-        }
+        Command::RevokeAgentKey { key_id, db_only } => revoke::revoke(&ctx, key_id, *db_only).await,
         Command::ApiKey(ApiKeyCommand::Create { label }) => api_keys::create(&ctx, label).await,
         Command::ApiKey(ApiKeyCommand::List) => api_keys::list(&ctx).await,
         Command::ApiKey(ApiKeyCommand::Revoke { id }) => api_keys::revoke(&ctx, id).await,

@@ -156,9 +156,9 @@ async fn db_layer(db: &Db, row: &AgentKey) -> Outcome {
             "already revoked at {}",
             row.revoked_at.map(ts).unwrap_or_else(|| "?".into())
         )),
-        AgentStatus::Failed => Outcome::AlreadyDone(
-            "never issued (creation failed): nothing to revoke".into(),
-        ),
+        AgentStatus::Failed => {
+            Outcome::AlreadyDone("never issued (creation failed): nothing to revoke".into())
+        }
         AgentStatus::Active | AgentStatus::Pending => {
             let now = kms_db::now_secs();
             match db
@@ -187,9 +187,7 @@ async fn tee_layer(db: &Db, tee: &TeeClient, row: &AgentKey, wallet: WalletId) -
         Err(TeeError::Ta(TaError::AgentNotFound | TaError::WalletNotFound))
             if matches!(row.status, AgentStatus::Pending | AgentStatus::Failed) =>
         {
-            return Outcome::AlreadyDone(
-                "the TA never created this key: nothing to revoke".into(),
-            )
+            return Outcome::AlreadyDone("the TA never created this key: nothing to revoke".into())
         }
         Err(TeeError::Ta(e @ (TaError::AgentNotFound | TaError::WalletNotFound))) => {
             return Outcome::Failed(AdminError::new(
@@ -231,12 +229,7 @@ async fn tee_layer(db: &Db, tee: &TeeClient, row: &AgentKey, wallet: WalletId) -
     };
     // Record the TA's generation; the DB status is already revoked (or was).
     if let Err(e) = db
-        .revoke_agent(
-            &row.wallet_id,
-            index,
-            Some(generation),
-            kms_db::now_secs(),
-        )
+        .revoke_agent(&row.wallet_id, index, Some(generation), kms_db::now_secs())
         .await
     {
         return Outcome::Failed(AdminError::db(e));
@@ -245,8 +238,7 @@ async fn tee_layer(db: &Db, tee: &TeeClient, row: &AgentKey, wallet: WalletId) -
 }
 
 async fn chain_layer(ctx: &Ctx, tee: Option<&TeeClient>, row: &AgentKey) -> Outcome {
-    let (Some(account), Some(key)) = (row.account.as_deref(), row.agent_address.as_deref())
-    else {
+    let (Some(account), Some(key)) = (row.account.as_deref(), row.agent_address.as_deref()) else {
         return Outcome::AlreadyDone(
             "no on-chain session recorded for this key: nothing to revoke".into(),
         );

@@ -26,8 +26,8 @@ use kms_contracts::{AgentAccountFactory, IEntryPointV07};
 
 use crate::account::{encode_calls, factory_data, Call, NoCalls};
 use crate::bundler::{BundlerClient, BundlerError, RetryPolicy, Submission, UserOperationReceipt};
-use crate::nonce::{NonceGuard, NonceKey};
 use crate::node::{redactions, NodeClient};
+use crate::nonce::{NonceGuard, NonceKey};
 use crate::operator::{OperatorSigner, OperatorSignerError};
 use crate::session::{InvalidGrant, SessionGrant, SessionSnapshot};
 use crate::userop::v0_7::{GasLimits, GasOverflow, UserOperation};
@@ -770,6 +770,4 @@ mod tests {
             u128::MAX
         );
     }
-
-
 }

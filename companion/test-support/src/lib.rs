@@ -27,7 +27,15 @@ pub fn ta_sim_bin() -> PathBuf {
         let exe = std::env::current_exe().unwrap();
         let profile_dir = exe.parent().unwrap().parent().unwrap().to_owned();
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-q", "--locked", "-p", "kms-ta-sim", "--bin", "ta-sim"]);
+        cmd.args([
+            "build",
+            "-q",
+            "--locked",
+            "-p",
+            "kms-ta-sim",
+            "--bin",
+            "ta-sim",
+        ]);
         if profile_dir.ends_with("release") {
             cmd.arg("--release");
         }
@@ -58,14 +66,25 @@ pub fn ta_sim_bin_with_features(features: &str) -> PathBuf {
         .unwrap()
         .join(format!("ta-sim-{}", features.replace(',', "-")));
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["build", "-q", "--locked", "-p", "kms-ta-sim", "--bin", "ta-sim"])
-        .args(["--features", features])
-        .env("CARGO_TARGET_DIR", &target);
+    cmd.args([
+        "build",
+        "-q",
+        "--locked",
+        "-p",
+        "kms-ta-sim",
+        "--bin",
+        "ta-sim",
+    ])
+    .args(["--features", features])
+    .env("CARGO_TARGET_DIR", &target);
     if release {
         cmd.arg("--release");
     }
     let status = cmd.status().expect("run cargo build for ta-sim");
-    assert!(status.success(), "building ta-sim --features {features} failed");
+    assert!(
+        status.success(),
+        "building ta-sim --features {features} failed"
+    );
     let bin = target
         .join(if release { "release" } else { "debug" })
         .join("ta-sim");

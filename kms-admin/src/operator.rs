@@ -49,7 +49,7 @@ pub async fn address(ctx: &Ctx, create: bool) -> Result<Report> {
         if created_now { " (just now)" } else { "" }
     );
     let mut json = json!({
-        "address": address,
+        "address": address.to_string(),
         "publicKey": format!("0x{}", hex::encode(&info.public_key)),
         "createdAt": info.created_at,
         "createdNow": created_now,

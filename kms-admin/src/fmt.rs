@@ -41,11 +41,11 @@ impl Table {
         let mut out = String::new();
         let mut line = |cells: &[String]| {
             let mut l = String::new();
-            for i in 0..cols {
+            for (i, width) in widths.iter().enumerate() {
                 let c = cells.get(i).map(String::as_str).unwrap_or("");
                 l.push_str(c);
                 if i + 1 < cols {
-                    let pad = widths[i] - c.chars().count() + 2;
+                    let pad = width - c.chars().count() + 2;
                     l.extend(std::iter::repeat_n(' ', pad));
                 }
             }

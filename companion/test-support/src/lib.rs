@@ -381,6 +381,12 @@ pub trait Authenticator: Send {
 /// webauthn-authenticator-rs's SoftPasskey (UV set).
 pub struct Soft(pub SoftPasskey);
 
+impl Default for Soft {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Soft {
     pub fn new() -> Self {
         Soft(SoftPasskey::new(true))
@@ -443,6 +449,12 @@ fn cbor_text(out: &mut Vec<u8>, s: &str) {
 fn cbor_bstr(out: &mut Vec<u8>, b: &[u8]) {
     cbor_bytes_header(out, 2, b.len());
     out.extend(b);
+}
+
+impl Default for Manual {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Manual {

@@ -126,10 +126,38 @@ pub fn key_id(wallet_id: &crate::WalletId, agent_index: u32) -> String {
     alloc::format!("{wallet_id}:{agent_index}")
 }
 
+/// Parse a key id `"{wallet_uuid}:{agent_index}"` (the index in decimal, at most
+/// [`crate::HdPath::MAX_INDEX`]). `None` for anything else.
+pub fn parse_key_id(s: &str) -> Option<(crate::WalletId, u32)> {
+    let (w, i) = s.rsplit_once(':')?;
+    let wallet = w.parse().ok()?;
+    if i.is_empty() || i.len() > 10 || !i.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let index: u32 = i.parse().ok()?;
+    (index <= crate::HdPath::MAX_INDEX).then_some((wallet, index))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use alloc::format;
+
+    #[test]
+    fn key_ids_round_trip_and_refuse_malformed() {
+        let w: crate::WalletId = "12345678-9abc-4def-8011-223344556677".parse().unwrap();
+        assert_eq!(parse_key_id(&key_id(&w, 7)), Some((w, 7)));
+        for bad in [
+            format!("{w}"),
+            format!("{w}:"),
+            format!("{w}:-1"),
+            format!("{w}:+1"),
+            format!("{w}:2147483648"),
+            format!("x:{}", 1),
+        ] {
+            assert_eq!(parse_key_id(&bad), None, "{bad}");
+        }
+    }
 
     fn sample() -> (JwtHeader, AgentClaims) {
         (

@@ -18,20 +18,18 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use alloy::eips::BlockId;
-use alloy::network::TransactionBuilder;
 use alloy::primitives::{Address, Bytes, B256, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
-use alloy::rpc::types::{BlockNumberOrTag, TransactionRequest};
-use kms_contracts::{AgentAccountFactory, IEntryPointV07, SessionKeyValidator};
+use kms_contracts::{AgentAccountFactory, IEntryPointV07};
 
 use crate::account::{encode_calls, factory_data, Call, NoCalls};
 use crate::bundler::{BundlerClient, BundlerError, RetryPolicy, Submission, UserOperationReceipt};
+use crate::node::{redactions, NodeClient};
 use crate::nonce::{NonceGuard, NonceKey};
-use crate::operator::{OperatorSigner, OperatorSignerError, RevokeSessionTx};
-use crate::session::{revoke_call_data, InvalidGrant, SessionGrant, SessionSnapshot};
+use crate::operator::{OperatorSigner, OperatorSignerError};
+use crate::session::{InvalidGrant, SessionGrant, SessionSnapshot};
 use crate::userop::v0_7::{GasLimits, GasOverflow, UserOperation};
 use crate::userop::{EntryPoint, UnhashableOperation};
 
@@ -58,6 +56,14 @@ pub enum ChainError {
         bundler: u64,
         /// The configured chain id, if any.
         configured: Option<u64>,
+    },
+    /// The node's chain id is not the configured one.
+    #[error("chain id mismatch: node {node}, configured {configured}")]
+    NodeChainIdMismatch {
+        /// `eth_chainId` of the node.
+        node: u64,
+        /// The configured chain id.
+        configured: u64,
     },
     /// The bundler does not serve the configured EntryPoint.
     #[error("the bundler does not serve EntryPoint {entry_point}; it serves {supported:?}")]
@@ -335,6 +341,7 @@ struct Inner {
     chain_id: u64,
     bundler_fees: AtomicU8,
     redact: Vec<String>,
+    node: NodeClient,
 }
 
 impl ChainClient {
@@ -346,15 +353,24 @@ impl ChainClient {
             .erased();
         let bundler = BundlerClient::new(config.bundler_url.clone())?;
         let redact = redactions(&[&config.rpc_url, &config.bundler_url]);
+        let validator = config.validator;
+        let provider_for_node = provider.clone();
         let mut client = Inner {
             provider,
             bundler,
             config,
             chain_id: 0,
             bundler_fees: AtomicU8::new(BUNDLER_FEES_UNKNOWN),
+            node: NodeClient::from_parts(provider_for_node, validator, 0, redact.clone()),
             redact,
         };
         client.chain_id = client.check_setup().await?;
+        client.node = NodeClient::from_parts(
+            client.provider.clone(),
+            validator,
+            client.chain_id,
+            client.redact.clone(),
+        );
         Ok(Self {
             inner: Arc::new(client),
         })
@@ -428,10 +444,7 @@ impl ChainClient {
 
     /// The native balance of `address`.
     pub async fn balance(&self, address: Address) -> Result<U256, ChainError> {
-        self.provider()
-            .get_balance(address)
-            .await
-            .map_err(|e| self.node_err("reading a balance", e))
+        self.inner.node.balance(address).await
     }
 
     /// Fees for a UserOperation: the bundler's "fast" `pimlico_getUserOperationGasPrice` when it
@@ -464,25 +477,9 @@ impl ChainClient {
         Ok((self.node_fees().await?, FeeSource::Node))
     }
 
-    /// Fees from the node: priority = `eth_maxPriorityFeePerGas`, max = 2 × latest base fee +
-    /// priority.
+    /// Fees from the node (see [`NodeClient::node_fees`]).
     pub async fn node_fees(&self) -> Result<Fees, ChainError> {
-        let priority = self
-            .provider()
-            .get_max_priority_fee_per_gas()
-            .await
-            .map_err(|e| self.node_err("calling eth_maxPriorityFeePerGas", e))?;
-        let block = self
-            .provider()
-            .get_block_by_number(BlockNumberOrTag::Latest)
-            .await
-            .map_err(|e| self.node_err("reading the latest block", e))?
-            .ok_or_else(|| self.node_err("reading the latest block", "no latest block"))?;
-        let base = u128::from(block.header.base_fee_per_gas.unwrap_or_default());
-        Ok(Fees {
-            max_fee_per_gas: base.saturating_mul(2).saturating_add(priority),
-            max_priority_fee_per_gas: priority,
-        })
+        self.inner.node.node_fees().await
     }
 
     /// Builds an operation: deployment if needed, nonce, call data, fees, gas (estimated with
@@ -643,55 +640,18 @@ impl ChainClient {
     }
 
     /// Reads the session of `key` on `account`, with `isTargetAllowed` for each of `targets`,
-    /// all at the latest block.
+    /// all at the latest block (see [`NodeClient::read_session`]).
     pub async fn read_session(
         &self,
         account: Address,
         key: Address,
         targets: &[Address],
     ) -> Result<SessionSnapshot, ChainError> {
-        let block = self
-            .provider()
-            .get_block_by_number(BlockNumberOrTag::Latest)
-            .await
-            .map_err(|e| self.node_err("reading the latest block", e))?
-            .ok_or_else(|| self.node_err("reading the latest block", "no latest block"))?;
-        let at = BlockId::number(block.header.number);
-        let validator = SessionKeyValidator::new(self.validator(), self.provider());
-        let mut unique: Vec<Address> = targets.to_vec();
-        unique.sort();
-        unique.dedup();
-        let session = validator.getSession(account, key).block(at);
-        let remaining = validator.remainingBudget(account, key).block(at);
-        let (session, remaining) = tokio::try_join!(session.call(), remaining.call())
-            .map_err(|e| self.node_err("reading the session", e))?;
-        let mut allowed_targets = std::collections::BTreeMap::new();
-        for t in unique {
-            let ok = validator
-                .isTargetAllowed(account, key, t)
-                .block(at)
-                .call()
-                .await
-                .map_err(|e| self.node_err("reading allowed targets", e))?;
-            allowed_targets.insert(t, ok);
-        }
-        Ok(SessionSnapshot {
-            account,
-            key,
-            validator: self.validator(),
-            block_number: block.header.number,
-            block_timestamp: block.header.timestamp,
-            session: session.into(),
-            remaining_budget: remaining,
-            allowed_targets,
-        })
+        self.inner.node.read_session(account, key, targets).await
     }
 
     /// Revokes the session of `key` on `account` with the operator's `revokeSession`
-    /// transaction: checks the session (already revoked: nothing sent; never granted, or another
-    /// revoker: an error), fetches the operator's nonce, the node's fees and a gas estimate, has
-    /// `signer` (the TA) sign, sends the raw transaction and waits up to `timeout` for a
-    /// successful receipt.
+    /// transaction (see [`NodeClient::revoke_session`]: needs only the node).
     pub async fn revoke_session<S: OperatorSigner + ?Sized>(
         &self,
         signer: &S,
@@ -699,93 +659,15 @@ impl ChainClient {
         key: Address,
         timeout: Duration,
     ) -> Result<RevokeOutcome, ChainError> {
-        let operator = signer.address();
-        let snapshot = self.read_session(account, key, &[]).await?;
-        let s = snapshot.session;
-        if s.epoch == 0 {
-            return Err(ChainError::NoSession { account, key });
-        }
-        if !s.active {
-            return Ok(RevokeOutcome::AlreadyRevoked);
-        }
-        if s.revoker != operator || operator == Address::ZERO {
-            return Err(ChainError::NotRevoker {
-                operator,
-                revoker: s.revoker,
-            });
-        }
-        let request = TransactionRequest::default()
-            .with_from(operator)
-            .with_to(self.validator())
-            .with_input(revoke_call_data(account, key));
-        let (nonce, fees, gas) = tokio::try_join!(
-            async {
-                self.provider()
-                    .get_transaction_count(operator)
-                    .pending()
-                    .await
-                    .map_err(|e| self.node_err("reading the operator's nonce", e))
-            },
-            self.node_fees(),
-            async {
-                self.provider()
-                    .estimate_gas(request)
-                    .await
-                    .map_err(|e| self.node_err("estimating revokeSession gas", e))
-            },
-        )?;
-        let signed = signer
-            .sign_revoke_session(RevokeSessionTx {
-                chain_id: self.chain_id(),
-                nonce,
-                max_priority_fee_per_gas: fees.max_priority_fee_per_gas,
-                max_fee_per_gas: fees.max_fee_per_gas,
-                gas_limit: gas.saturating_add(gas / 5),
-                validator: self.validator(),
-                account,
-                agent_key: key,
-            })
-            .await?;
-        if signed.from != operator {
-            return Err(OperatorSignerError::WrongSigner {
-                expected: operator,
-                got: signed.from,
-            }
-            .into());
-        }
-        let tx_hash = signed.tx_hash;
-        if let Err(e) = self.provider().send_raw_transaction(&signed.raw).await {
-            // Re-sending the same raw transaction is harmless (same hash); a node that already
-            // has it says so.
-            let msg = e.to_string().to_ascii_lowercase();
-            if !(msg.contains("already known") || msg.contains("already imported")) {
-                return Err(self.node_err("sending the revokeSession transaction", e));
-            }
-        }
-        let start = Instant::now();
-        loop {
-            let receipt = self
-                .provider()
-                .get_transaction_receipt(tx_hash)
-                .await
-                .map_err(|e| self.node_err("reading the revokeSession receipt", e))?;
-            if let Some(r) = receipt {
-                if !r.status() {
-                    return Err(ChainError::TransactionReverted { tx_hash });
-                }
-                return Ok(RevokeOutcome::Revoked {
-                    tx_hash,
-                    block_number: r.block_number.unwrap_or_default(),
-                });
-            }
-            if start.elapsed() >= timeout {
-                return Err(ChainError::TransactionTimeout {
-                    tx_hash,
-                    waited: start.elapsed(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.inner
+            .node
+            .revoke_session(signer, account, key, timeout)
+            .await
+    }
+
+    /// The node-only part of this client (sessions, node fees, balances, revocation).
+    pub fn node(&self) -> &NodeClient {
+        &self.inner.node
     }
 }
 
@@ -857,21 +739,6 @@ impl Inner {
     }
 }
 
-/// The strings to cut out of error messages: each URL in its usual printed forms.
-fn redactions(urls: &[&reqwest::Url]) -> Vec<String> {
-    let mut out = Vec::new();
-    for url in urls {
-        let s = url.as_str().to_owned();
-        out.push(s.trim_end_matches('/').to_owned());
-        out.push(s);
-    }
-    // Longest first, so a URL is never half-replaced by a shorter prefix.
-    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    out.dedup();
-    out.retain(|s| !s.is_empty());
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -902,20 +769,5 @@ mod tests {
             GasBuffers::default().apply(huge).verification_gas_limit,
             u128::MAX
         );
-    }
-
-    #[test]
-    fn urls_are_redacted_longest_first() {
-        let a: reqwest::Url = "https://bundler.example/rpc?apikey=SECRET".parse().unwrap();
-        let b: reqwest::Url = "http://127.0.0.1:8545".parse().unwrap();
-        let r = redactions(&[&a, &b]);
-        let mut msg =
-            "error sending request for url (https://bundler.example/rpc?apikey=SECRET) and http://127.0.0.1:8545/"
-                .to_owned();
-        for s in &r {
-            msg = msg.replace(s.as_str(), "<url>");
-        }
-        assert!(!msg.contains("SECRET"), "{msg}");
-        assert!(!msg.contains("127.0.0.1"), "{msg}");
     }
 }

@@ -16,6 +16,8 @@
 //! - [`session`]: session grants, the on-chain session, and the pre-check of an intent with
 //!   machine-readable refusal codes.
 //! - [`revert`]: decoding the validator's and EntryPoint's errors out of bundler refusals.
+//! - [`node`]: [`NodeClient`](node::NodeClient), the node-only part (session reads, node fees,
+//!   balances, the operator's `revokeSession`), usable without a bundler.
 //! - [`client`]: [`ChainClient`](client::ChainClient), one EntryPoint on one chain: start-up
 //!   checks, building (nonce, factory, fees, gas, hash), submission, session reads, the
 //!   operator's `revokeSession` transaction.
@@ -29,6 +31,7 @@
 pub mod account;
 pub mod bundler;
 pub mod client;
+pub mod node;
 pub mod nonce;
 pub mod operator;
 pub mod revert;

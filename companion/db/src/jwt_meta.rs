@@ -49,6 +49,22 @@ pub struct JwtSecretMeta {
     pub retired_at: Option<i64>,
 }
 
+/// The TA's `JwtSecretStatus` (or a rotation's `secrets`) as rows of this table.
+pub fn jwt_secret_meta_from_ta(list: &[kms_proto::JwtSecretInfo]) -> Vec<JwtSecretMeta> {
+    list.iter()
+        .map(|k| JwtSecretMeta {
+            kid: k.kid.clone(),
+            status: match k.status {
+                kms_proto::KidStatus::Current => JwtSecretState::Current,
+                kms_proto::KidStatus::VerifyOnly => JwtSecretState::VerifyOnly,
+            },
+            created_at: i64::try_from(k.created_at).unwrap_or(i64::MAX),
+            retire_at: k.retire_at.map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
+            retired_at: None,
+        })
+        .collect()
+}
+
 /// kid, status, created_at, retire_at, retired_at.
 type MetaRow = (String, String, i64, Option<i64>, Option<i64>);
 
@@ -85,6 +101,18 @@ impl Db {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// [`Db::sync_jwt_secret_meta`] from the TA's own list (`JwtSecretStatus`, or the
+    /// `secrets` of a `JwtRotateSecret` answer): what the companion's rotation task and
+    /// `kms-admin` both record after talking to the TA.
+    pub async fn sync_jwt_secret_meta_from_ta(
+        &self,
+        ta: &[kms_proto::JwtSecretInfo],
+        now: i64,
+    ) -> Result<()> {
+        self.sync_jwt_secret_meta(&jwt_secret_meta_from_ta(ta), now)
+            .await
     }
 
     /// Every recorded kid, newest first.

@@ -35,7 +35,7 @@ pub use api_keys::{ApiKeyInfo, NewApiKey, API_KEY_PREFIX};
 pub use audit::{AuditEvent, AuditRecord, AuditVerification, GENESIS_HASH};
 pub use challenges::{Challenge, ChallengeKind, ChallengeRefusal, NewChallenge};
 pub use intents::{Intent, NewIntent};
-pub use jwt_meta::{JwtSecretMeta, JwtSecretState};
+pub use jwt_meta::{jwt_secret_meta_from_ta, JwtSecretMeta, JwtSecretState};
 pub use wallets::{NewWallet, PasskeyCredential, Wallet, WalletAddress};
 
 /// The embedded migrations.
@@ -50,6 +50,9 @@ pub enum DbError {
     /// A migration failed.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database file does not exist (or cannot be opened) and was not to be created.
+    #[error("database not found: {}", .0.display())]
+    Missing(std::path::PathBuf),
     /// A row violates an invariant (e.g. a status string not known).
     #[error("database row is invalid: {0}")]
     Invalid(String),
@@ -70,6 +73,9 @@ pub struct DbOptions {
     pub busy_timeout: Duration,
     /// How long a caller waits for a pooled connection.
     pub acquire_timeout: Duration,
+    /// Create the database file if it does not exist (the companion does; `kms-admin` does
+    /// not, and reports a missing database as [`DbError::Missing`]).
+    pub create_if_missing: bool,
 }
 
 impl Default for DbOptions {
@@ -78,6 +84,7 @@ impl Default for DbOptions {
             max_connections: 8,
             busy_timeout: Duration::from_secs(10),
             acquire_timeout: Duration::from_secs(30),
+            create_if_missing: true,
         }
     }
 }
@@ -98,18 +105,26 @@ impl Db {
     /// [`Db::open`] with explicit pool options.
     pub async fn open_with(url: &str, opts: &DbOptions) -> Result<Self> {
         let connect = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
+            .create_if_missing(opts.create_if_missing)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(opts.busy_timeout)
             .statement_cache_capacity(256);
+        let filename = connect.get_filename().to_owned();
         let pool = SqlitePoolOptions::new()
             .max_connections(opts.max_connections.max(1))
             .min_connections(1)
             .acquire_timeout(opts.acquire_timeout)
             .connect_with(connect)
-            .await?;
+            .await
+            .map_err(|e| {
+                if !opts.create_if_missing && is_cant_open(&e) {
+                    DbError::Missing(filename)
+                } else {
+                    DbError::Sql(e)
+                }
+            })?;
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
     }
@@ -129,6 +144,20 @@ impl Db {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Whether `e` is SQLite's "unable to open database file" (`SQLITE_CANTOPEN`, 14).
+fn is_cant_open(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => d.code().as_deref() == Some("14"),
+        _ => false,
+    }
+}
+
+/// The database URL used when none is configured: `sqlite://<data_dir>/kms.db` (the companion
+/// and `kms-admin` resolve it the same way).
+pub fn default_database_url(data_dir: &std::path::Path) -> String {
+    format!("sqlite://{}", data_dir.join("kms.db").display())
 }
 
 /// Lowercase hex SHA-256 of `data`.
@@ -180,5 +209,29 @@ pub(crate) mod test_support {
         })
         .await
         .unwrap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_missing_database_is_reported_when_not_to_be_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kms.db");
+        let url = default_database_url(dir.path());
+        let opts = DbOptions {
+            create_if_missing: false,
+            ..DbOptions::default()
+        };
+        match Db::open_with(&url, &opts).await {
+            Err(DbError::Missing(p)) => assert_eq!(p, path),
+            other => panic!("expected Missing, got {other:?}"),
+        }
+        assert!(!path.exists(), "nothing was created");
+        // Once it exists (the companion created it), it opens.
+        Db::open(&url).await.unwrap().close().await;
+        Db::open_with(&url, &opts).await.unwrap().close().await;
     }
 }

@@ -225,14 +225,14 @@ impl Config {
     pub fn database_url(&self) -> String {
         self.database_url
             .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("kms.db").display()))
+            .unwrap_or_else(|| kms_db::default_database_url(&self.data_dir))
     }
 
     /// The TEE backend string in force.
     pub fn tee_backend(&self) -> String {
-        self.tee
-            .clone()
-            .unwrap_or_else(|| format!("sim:{}", self.data_dir.join("ta.sock").display()))
+        self.tee.clone().unwrap_or_else(|| {
+            kms_tee_client::TeeBackend::default_for_data_dir(&self.data_dir).to_string()
+        })
     }
 
     /// The API-key mode in force.

@@ -306,16 +306,7 @@ pub fn agent_key_id(s: &str) -> Result<(WalletId, u32), ApiError> {
             "keyId must be \"{wallet_uuid}:{agent_index}\"",
         )
     };
-    let (w, i) = s.rsplit_once(':').ok_or_else(bad)?;
-    let wallet = w.parse().map_err(|_| bad())?;
-    if i.is_empty() || i.len() > 10 || !i.bytes().all(|c| c.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let index: u32 = i.parse().map_err(|_| bad())?;
-    if index > HdPath::MAX_INDEX {
-        return Err(bad());
-    }
-    Ok((wallet, index))
+    kms_proto::jwt::parse_key_id(s).ok_or_else(bad)
 }
 
 /// Parse a derivation path (422).

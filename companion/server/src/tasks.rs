@@ -4,8 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kms_db::{JwtSecretMeta, JwtSecretState};
-use kms_proto::{JwtRotateSecret, JwtSecretInfo, JwtSecretStatus, KidStatus, RotationMode, TaInfo};
+use kms_proto::{JwtRotateSecret, JwtSecretStatus, KidStatus, RotationMode, TaInfo};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -13,25 +12,10 @@ use crate::audit::Event;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-fn meta(list: &[JwtSecretInfo]) -> Vec<JwtSecretMeta> {
-    list.iter()
-        .map(|k| JwtSecretMeta {
-            kid: k.kid.clone(),
-            status: match k.status {
-                KidStatus::Current => JwtSecretState::Current,
-                KidStatus::VerifyOnly => JwtSecretState::VerifyOnly,
-            },
-            created_at: i64::try_from(k.created_at).unwrap_or(i64::MAX),
-            retire_at: k.retire_at.map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
-            retired_at: None,
-        })
-        .collect()
-}
-
 /// Rewrite `jwt_secret_meta` from the TA's `JwtSecretStatus`.
 pub async fn sync_jwt_meta(s: &AppState) -> Result<(), ApiError> {
     let list = s.tee.call(&JwtSecretStatus {}).await?;
-    s.db.sync_jwt_secret_meta(&meta(&list), kms_db::now_secs())
+    s.db.sync_jwt_secret_meta_from_ta(&list, kms_db::now_secs())
         .await?;
     Ok(())
 }
@@ -82,7 +66,7 @@ pub async fn rotation_tick(s: &AppState) -> Result<RotationReport, ApiError> {
         })
         .await?;
     report.purged.extend(purge.removed.iter().cloned());
-    s.db.sync_jwt_secret_meta(&meta(&purge.secrets), kms_db::now_secs())
+    s.db.sync_jwt_secret_meta_from_ta(&purge.secrets, kms_db::now_secs())
         .await?;
     Ok(report)
 }

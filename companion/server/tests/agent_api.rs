@@ -413,6 +413,7 @@ async fn rate_limits_answer_429_with_retry_after_before_the_tee() {
             "--rate-limit".into(),
             "40".into(),
         ],
+        ..Opts::default()
     })
     .await;
     let mut owner = Soft::new();
@@ -502,6 +503,7 @@ async fn api_keys_fail_closed_and_open_mode_is_explicit() {
     // Open mode only when chosen, and KMS_REQUIRE_API_KEY wins over it.
     let open = Env::with(Opts {
         args: vec!["--open".into()],
+        ..Opts::default()
     })
     .await;
     assert!(open.api_key.is_none());
@@ -509,6 +511,7 @@ async fn api_keys_fail_closed_and_open_mode_is_explicit() {
     assert_eq!(s, 200);
     let forced = Env::with(Opts {
         args: vec!["--open".into(), "--require-api-key".into()],
+        ..Opts::default()
     })
     .await;
     assert!(forced.api_key.is_some());

@@ -157,6 +157,7 @@ async fn audit_chain_records_events_without_secrets_and_detects_edits() {
 async fn jwt_rotation_keeps_meta_true_to_the_ta() {
     let env = Env::with(Opts {
         args: vec!["--jwt-rotation-period-secs".into(), "0".into()],
+        ..Opts::default()
     })
     .await;
     let mut owner = Soft::new();

@@ -69,6 +69,14 @@ impl fmt::Display for TeeBackend {
 }
 
 impl TeeBackend {
+    /// The backend used when none is configured: the simulator at `<data_dir>/ta.sock` (the
+    /// companion and `kms-admin` resolve it the same way).
+    pub fn default_for_data_dir(data_dir: &std::path::Path) -> TeeBackend {
+        TeeBackend::Simulator {
+            socket: data_dir.join("ta.sock"),
+        }
+    }
+
     /// Open the backend and check that the TA answers: one session is
     /// opened now and kept for the first call.
     pub fn connect(&self) -> Result<TeeClient, TeeError> {

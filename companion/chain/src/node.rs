@@ -1,0 +1,341 @@
+//! [`NodeClient`]: what needs only a node and the `SessionKeyValidator` — session reads, node
+//! fees, balances and the operator's `revokeSession` transaction — without a bundler or an
+//! EntryPoint.
+//!
+//! [`ChainClient`](crate::client::ChainClient) holds one and delegates these calls to it;
+//! `kms-admin` uses one on its own, so an operator can revoke a session (and read balances and
+//! spends) with only an RPC URL and the validator address, even while the bundler is down.
+//!
+//! No URL is ever put into an error: node URLs often carry API keys.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alloy::eips::BlockId;
+use alloy::network::TransactionBuilder;
+use alloy::primitives::{Address, U256};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::{BlockNumberOrTag, TransactionRequest};
+use kms_contracts::SessionKeyValidator;
+
+use crate::client::{ChainError, Fees, RevokeOutcome};
+use crate::operator::{OperatorSigner, OperatorSignerError, RevokeSessionTx};
+use crate::session::{revoke_call_data, SessionSnapshot};
+
+/// A node and the session key validator on it. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct NodeClient {
+    provider: DynProvider,
+    validator: Address,
+    chain_id: u64,
+    redact: Arc<Vec<String>>,
+}
+
+impl NodeClient {
+    /// Connects to the node at `rpc_url` and checks it: `eth_chainId` answers (and equals
+    /// `expected_chain_id` when given) and `validator` has code.
+    pub async fn connect(
+        rpc_url: reqwest::Url,
+        validator: Address,
+        expected_chain_id: Option<u64>,
+    ) -> Result<Self, ChainError> {
+        let provider = ProviderBuilder::new()
+            .connect_http(rpc_url.clone())
+            .erased();
+        let mut node = Self {
+            provider,
+            validator,
+            chain_id: 0,
+            redact: Arc::new(redactions(&[&rpc_url])),
+        };
+        let chain_id = node
+            .provider
+            .get_chain_id()
+            .await
+            .map_err(|e| node.node_err("calling eth_chainId", e))?;
+        if let Some(configured) = expected_chain_id.filter(|c| *c != chain_id) {
+            return Err(ChainError::NodeChainIdMismatch {
+                node: chain_id,
+                configured,
+            });
+        }
+        node.chain_id = chain_id;
+        let code = node
+            .provider
+            .get_code_at(validator)
+            .await
+            .map_err(|e| node.node_err("reading code", e))?;
+        if code.is_empty() {
+            return Err(ChainError::NoCode {
+                what: "session key validator",
+                address: validator,
+            });
+        }
+        Ok(node)
+    }
+
+    /// A client over an existing provider whose chain id is already known (for
+    /// [`ChainClient`](crate::client::ChainClient), which checks more at connection).
+    pub(crate) fn from_parts(
+        provider: DynProvider,
+        validator: Address,
+        chain_id: u64,
+        redact: Vec<String>,
+    ) -> Self {
+        Self {
+            provider,
+            validator,
+            chain_id,
+            redact: Arc::new(redact),
+        }
+    }
+
+    /// The chain id (checked at connection).
+    pub fn chain_id(&self) -> u64 {
+        self.chain_id
+    }
+
+    /// The session key validator.
+    pub fn validator(&self) -> Address {
+        self.validator
+    }
+
+    /// The node provider.
+    pub fn provider(&self) -> &DynProvider {
+        &self.provider
+    }
+
+    /// A [`ChainError::Node`] for a failure `during` something, with URLs cut out.
+    pub(crate) fn node_err(&self, during: &'static str, e: impl std::fmt::Display) -> ChainError {
+        let mut message = e.to_string();
+        for r in self.redact.iter() {
+            message = message.replace(r.as_str(), "<url>");
+        }
+        ChainError::Node { during, message }
+    }
+
+    /// The native balance of `address`.
+    pub async fn balance(&self, address: Address) -> Result<U256, ChainError> {
+        self.provider
+            .get_balance(address)
+            .await
+            .map_err(|e| self.node_err("reading a balance", e))
+    }
+
+    /// Fees from the node: priority = `eth_maxPriorityFeePerGas`, max = 2 × latest base fee +
+    /// priority.
+    pub async fn node_fees(&self) -> Result<Fees, ChainError> {
+        let priority = self
+            .provider
+            .get_max_priority_fee_per_gas()
+            .await
+            .map_err(|e| self.node_err("calling eth_maxPriorityFeePerGas", e))?;
+        let block = self
+            .provider
+            .get_block_by_number(BlockNumberOrTag::Latest)
+            .await
+            .map_err(|e| self.node_err("reading the latest block", e))?
+            .ok_or_else(|| self.node_err("reading the latest block", "no latest block"))?;
+        let base = u128::from(block.header.base_fee_per_gas.unwrap_or_default());
+        Ok(Fees {
+            max_fee_per_gas: base.saturating_mul(2).saturating_add(priority),
+            max_priority_fee_per_gas: priority,
+        })
+    }
+
+    /// Reads the session of `key` on `account`, with `isTargetAllowed` for each of `targets`,
+    /// all at the latest block.
+    pub async fn read_session(
+        &self,
+        account: Address,
+        key: Address,
+        targets: &[Address],
+    ) -> Result<SessionSnapshot, ChainError> {
+        let block = self
+            .provider
+            .get_block_by_number(BlockNumberOrTag::Latest)
+            .await
+            .map_err(|e| self.node_err("reading the latest block", e))?
+            .ok_or_else(|| self.node_err("reading the latest block", "no latest block"))?;
+        let at = BlockId::number(block.header.number);
+        let validator = SessionKeyValidator::new(self.validator, &self.provider);
+        let mut unique: Vec<Address> = targets.to_vec();
+        unique.sort();
+        unique.dedup();
+        let session = validator.getSession(account, key).block(at);
+        let remaining = validator.remainingBudget(account, key).block(at);
+        let (session, remaining) = tokio::try_join!(session.call(), remaining.call())
+            .map_err(|e| self.node_err("reading the session", e))?;
+        let mut allowed_targets = std::collections::BTreeMap::new();
+        for t in unique {
+            let ok = validator
+                .isTargetAllowed(account, key, t)
+                .block(at)
+                .call()
+                .await
+                .map_err(|e| self.node_err("reading allowed targets", e))?;
+            allowed_targets.insert(t, ok);
+        }
+        Ok(SessionSnapshot {
+            account,
+            key,
+            validator: self.validator,
+            block_number: block.header.number,
+            block_timestamp: block.header.timestamp,
+            session: session.into(),
+            remaining_budget: remaining,
+            allowed_targets,
+        })
+    }
+
+    /// Revokes the session of `key` on `account` with the operator's `revokeSession`
+    /// transaction: checks the session (already revoked: nothing sent; never granted, or another
+    /// revoker: an error), fetches the operator's nonce, the node's fees and a gas estimate, has
+    /// `signer` (the TA) sign, sends the raw transaction and waits up to `timeout` for a
+    /// successful receipt.
+    pub async fn revoke_session<S: OperatorSigner + ?Sized>(
+        &self,
+        signer: &S,
+        account: Address,
+        key: Address,
+        timeout: Duration,
+    ) -> Result<RevokeOutcome, ChainError> {
+        let operator = signer.address();
+        let snapshot = self.read_session(account, key, &[]).await?;
+        let s = snapshot.session;
+        if s.epoch == 0 {
+            return Err(ChainError::NoSession { account, key });
+        }
+        if !s.active {
+            return Ok(RevokeOutcome::AlreadyRevoked);
+        }
+        if s.revoker != operator || operator == Address::ZERO {
+            return Err(ChainError::NotRevoker {
+                operator,
+                revoker: s.revoker,
+            });
+        }
+        let request = TransactionRequest::default()
+            .with_from(operator)
+            .with_to(self.validator)
+            .with_input(revoke_call_data(account, key));
+        let (nonce, fees, gas) = tokio::try_join!(
+            async {
+                self.provider
+                    .get_transaction_count(operator)
+                    .pending()
+                    .await
+                    .map_err(|e| self.node_err("reading the operator's nonce", e))
+            },
+            self.node_fees(),
+            async {
+                self.provider
+                    .estimate_gas(request)
+                    .await
+                    .map_err(|e| self.node_err("estimating revokeSession gas", e))
+            },
+        )?;
+        let signed = signer
+            .sign_revoke_session(RevokeSessionTx {
+                chain_id: self.chain_id,
+                nonce,
+                max_priority_fee_per_gas: fees.max_priority_fee_per_gas,
+                max_fee_per_gas: fees.max_fee_per_gas,
+                gas_limit: gas.saturating_add(gas / 5),
+                validator: self.validator,
+                account,
+                agent_key: key,
+            })
+            .await?;
+        if signed.from != operator {
+            return Err(OperatorSignerError::WrongSigner {
+                expected: operator,
+                got: signed.from,
+            }
+            .into());
+        }
+        let tx_hash = signed.tx_hash;
+        if let Err(e) = self.provider.send_raw_transaction(&signed.raw).await {
+            // Re-sending the same raw transaction is harmless (same hash); a node that already
+            // has it says so.
+            let msg = e.to_string().to_ascii_lowercase();
+            if !(msg.contains("already known") || msg.contains("already imported")) {
+                return Err(self.node_err("sending the revokeSession transaction", e));
+            }
+        }
+        let start = Instant::now();
+        loop {
+            let receipt = self
+                .provider
+                .get_transaction_receipt(tx_hash)
+                .await
+                .map_err(|e| self.node_err("reading the revokeSession receipt", e))?;
+            if let Some(r) = receipt {
+                if !r.status() {
+                    return Err(ChainError::TransactionReverted { tx_hash });
+                }
+                return Ok(RevokeOutcome::Revoked {
+                    tx_hash,
+                    block_number: r.block_number.unwrap_or_default(),
+                });
+            }
+            if start.elapsed() >= timeout {
+                return Err(ChainError::TransactionTimeout {
+                    tx_hash,
+                    waited: start.elapsed(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The strings to cut out of error messages: each URL in its usual printed forms.
+pub(crate) fn redactions(urls: &[&reqwest::Url]) -> Vec<String> {
+    let mut out = Vec::new();
+    for url in urls {
+        let s = url.as_str().to_owned();
+        out.push(s.trim_end_matches('/').to_owned());
+        out.push(s);
+    }
+    // Longest first, so a URL is never half-replaced by a shorter prefix.
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out.dedup();
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted_longest_first() {
+        let a: reqwest::Url = "https://bundler.example/rpc?apikey=SECRET".parse().unwrap();
+        let b: reqwest::Url = "http://127.0.0.1:8545".parse().unwrap();
+        let r = redactions(&[&a, &b]);
+        let mut msg =
+            "error sending request for url (https://bundler.example/rpc?apikey=SECRET) and http://127.0.0.1:8545/"
+                .to_owned();
+        for s in &r {
+            msg = msg.replace(s.as_str(), "<url>");
+        }
+        assert!(!msg.contains("SECRET"), "{msg}");
+        assert!(!msg.contains("127.0.0.1"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_node_is_a_node_error_without_its_url() {
+        // Port 9 (discard) on localhost: nothing listens in the test environment.
+        let url: reqwest::Url = "http://127.0.0.1:9/?key=SECRET".parse().unwrap();
+        let err = NodeClient::connect(url, Address::ZERO, None)
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, ChainError::Node { during, .. } if during == "calling eth_chainId"),
+            "{msg}"
+        );
+        assert!(!msg.contains("SECRET"), "{msg}");
+    }
+}

@@ -1,0 +1,585 @@
+//! Test harness shared by the companion's tests and `kms-admin`'s: the real `ta-sim` process, the real companion server
+//! (in-process on an ephemeral 127.0.0.1 port, or the `companion` binary),
+//! a SQLite file, HTTP over reqwest, and real WebAuthn ceremonies with
+//! `webauthn-authenticator-rs`'s SoftPasskey (plus a hand-rolled P-256
+//! authenticator for the assertions SoftPasskey cannot make).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use kms_companion::{Config, Running};
+use p256::ecdsa::signature::Signer;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+use webauthn_authenticator_rs::WebauthnAuthenticator;
+use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, Url};
+
+/// The ta-sim binary, built once per test process with the same cargo.
+pub fn ta_sim_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().unwrap().parent().unwrap().to_owned();
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args([
+            "build",
+            "-q",
+            "--locked",
+            "-p",
+            "kms-ta-sim",
+            "--bin",
+            "ta-sim",
+        ]);
+        if profile_dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build for ta-sim");
+        assert!(status.success(), "building ta-sim failed");
+        let bin = profile_dir.join("ta-sim");
+        assert!(bin.is_file(), "{} missing", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// The ta-sim binary built with `features` (comma-separated cargo features of `kms-ta-sim`,
+/// e.g. `export-secrets`), once per test process. It is built into its own target directory
+/// (`<target>/ta-sim-<features>`) so it never replaces the default `ta-sim` other tests use.
+pub fn ta_sim_bin_with_features(features: &str) -> PathBuf {
+    static BINS: OnceLock<Mutex<std::collections::HashMap<String, PathBuf>>> = OnceLock::new();
+    let bins = BINS.get_or_init(|| Mutex::new(std::collections::HashMap::new()));
+    let mut bins = bins.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(b) = bins.get(features) {
+        return b.clone();
+    }
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap().to_owned();
+    let release = profile_dir.ends_with("release");
+    let target = profile_dir
+        .parent()
+        .unwrap()
+        .join(format!("ta-sim-{}", features.replace(',', "-")));
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args([
+        "build",
+        "-q",
+        "--locked",
+        "-p",
+        "kms-ta-sim",
+        "--bin",
+        "ta-sim",
+    ])
+    .args(["--features", features])
+    .env("CARGO_TARGET_DIR", &target);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().expect("run cargo build for ta-sim");
+    assert!(
+        status.success(),
+        "building ta-sim --features {features} failed"
+    );
+    let bin = target
+        .join(if release { "release" } else { "debug" })
+        .join("ta-sim");
+    assert!(bin.is_file(), "{} missing", bin.display());
+    bins.insert(features.to_owned(), bin.clone());
+    bin
+}
+
+/// A ta-sim process over a data directory.
+pub struct Sim {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl Sim {
+    /// Start (or restart) the simulator over `dir`, returning once it
+    /// reports ready.
+    pub fn start(dir: &Path) -> Sim {
+        Self::start_with(dir, &ta_sim_bin())
+    }
+
+    /// [`Sim::start`] with another ta-sim binary (e.g. from
+    /// [`ta_sim_bin_with_features`]).
+    pub fn start_with(dir: &Path, bin: &Path) -> Sim {
+        let socket = dir.join("ta.sock");
+        let mut child = Command::new(bin)
+            .arg("--data-dir")
+            .arg(dir.join("ta"))
+            .arg("--socket")
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ta-sim");
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        loop {
+            let line = lines.next().expect("ta-sim exited before ready").unwrap();
+            if line.contains("ready on") {
+                break;
+            }
+        }
+        // Drain the rest in the background so the pipe never fills.
+        std::thread::spawn(move || for _ in lines.by_ref() {});
+        Sim {
+            child: Some(child),
+            dir: dir.to_owned(),
+            socket,
+        }
+    }
+
+    /// Kill the simulator (the child we started) and reap it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Extra settings of a test server.
+#[derive(Clone, Default)]
+pub struct Opts {
+    pub args: Vec<String>,
+    /// The ta-sim binary to run [default: [`ta_sim_bin`]].
+    pub ta_sim_bin: Option<PathBuf>,
+}
+
+/// A test environment: temp dir, simulator, companion, an API key.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub sim: Sim,
+    pub server: Option<Running>,
+    pub api_key: Option<String>,
+    pub http: reqwest::Client,
+    pub opts: Opts,
+}
+
+pub fn config(dir: &Path, socket: &Path, extra: &[String]) -> Config {
+    let mut args: Vec<String> = vec![
+        "companion".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        dir.display().to_string(),
+        "--tee".into(),
+        format!("sim:{}", socket.display()),
+        "--rp-id".into(),
+        "localhost".into(),
+        "--log".into(),
+        "warn".into(),
+    ];
+    args.extend(extra.iter().cloned());
+    <Config as clap::Parser>::parse_from(args)
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        Self::with(Opts::default()).await
+    }
+
+    pub async fn with(opts: Opts) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = match &opts.ta_sim_bin {
+            Some(bin) => Sim::start_with(dir.path(), bin),
+            None => Sim::start(dir.path()),
+        };
+        let server = kms_companion::start(config(dir.path(), &sim.socket, &opts.args))
+            .await
+            .unwrap();
+        let api_key = if server.state.api_key_mode == kms_companion::config::ApiKeyMode::Required {
+            Some(server.state.db.create_api_key("test", 1).await.unwrap().key)
+        } else {
+            None
+        };
+        Env {
+            dir,
+            sim,
+            server: Some(server),
+            api_key,
+            http: reqwest::Client::new(),
+            opts,
+        }
+    }
+
+    pub fn server(&self) -> &Running {
+        self.server.as_ref().unwrap()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.server().addr.port()
+    }
+
+    pub fn origin(&self) -> Url {
+        Url::parse(&format!("http://localhost:{}", self.port())).unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port())
+    }
+
+    /// Stop the companion (graceful).
+    pub async fn stop_server(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+    }
+
+    /// Start the companion again over the same data directory and port-less
+    /// listen address (a new port: tests re-derive the origin).
+    pub async fn restart_server(&mut self) {
+        self.stop_server().await;
+        let s = kms_companion::start(config(self.dir.path(), &self.sim.socket, &self.opts.args))
+            .await
+            .unwrap();
+        self.server = Some(s);
+    }
+
+    /// A raw request.
+    pub async fn request(
+        &self,
+        path: &str,
+        target: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let mut rb = self
+            .http
+            .post(self.url(path))
+            .body(body)
+            .header("content-type", "application/json");
+        if let Some(k) = &self.api_key {
+            rb = rb.header("x-api-key", k);
+        }
+        if let Some(t) = target {
+            rb = rb.header("x-amz-target", format!("TrentService.{t}"));
+        }
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        let resp = rb.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, v, headers)
+    }
+
+    /// POST JSON with the API key (and `x-amz-target` when given).
+    pub async fn post(&self, path: &str, target: Option<&str>, body: &Value) -> (u16, Value) {
+        let (s, v, _) = self
+            .request(path, target, &[], serde_json::to_vec(body).unwrap())
+            .await;
+        (s, v)
+    }
+
+    /// POST JSON with a Bearer credential (no API key needed).
+    pub async fn post_bearer(
+        &self,
+        path: &str,
+        jwt: &str,
+        body: &Value,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let auth = format!("Bearer {jwt}");
+        self.request(
+            path,
+            None,
+            &[("authorization", &auth)],
+            serde_json::to_vec(body).unwrap(),
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// Register a wallet with `user`; returns the CompleteRegistration answer.
+    pub async fn register(&self, user: &mut dyn Authenticator) -> Value {
+        let (s, begin) = self
+            .post(
+                "/BeginRegistration",
+                None,
+                &json!({"Description": "test wallet"}),
+            )
+            .await;
+        assert_eq!(s, 200, "{begin}");
+        let cred = user.register(&self.origin(), &begin["Options"]);
+        let (s, done) = self
+            .post(
+                "/CompleteRegistration",
+                None,
+                &json!({"ChallengeId": begin["ChallengeId"], "Credential": cred}),
+            )
+            .await;
+        assert_eq!(s, 200, "{done}");
+        done
+    }
+
+    /// Run an authentication ceremony; returns the `WebAuthn` object.
+    pub async fn ceremony(
+        &self,
+        user: &mut dyn Authenticator,
+        key_id: &str,
+        purpose: &str,
+        payload: Value,
+    ) -> Value {
+        let (s, begin) = self
+            .post(
+                "/BeginAuthentication",
+                None,
+                &json!({"KeyId": key_id, "Purpose": purpose, "Payload": payload}),
+            )
+            .await;
+        assert_eq!(s, 200, "BeginAuthentication {purpose}: {begin}");
+        let cred = user.authenticate(&self.origin(), &begin["Options"]);
+        json!({"ChallengeId": begin["ChallengeId"], "Credential": cred})
+    }
+
+    /// Create an agent key for `wallet`; returns the answer.
+    pub async fn create_agent(
+        &self,
+        user: &mut dyn Authenticator,
+        wallet: &str,
+        extra: Value,
+    ) -> Value {
+        let w = self
+            .ceremony(user, wallet, "CreateAgentKey", extra.clone())
+            .await;
+        let mut body = extra;
+        body["humanKeyId"] = json!(wallet);
+        body["webAuthnAssertion"] = w;
+        let (s, v) = self.post("/kms/create-agent-key", None, &body).await;
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+}
+
+/// Something that answers WebAuthn ceremonies.
+pub trait Authenticator: Send {
+    fn register(&mut self, origin: &Url, options: &Value) -> Value;
+    fn authenticate(&mut self, origin: &Url, options: &Value) -> Value;
+}
+
+/// webauthn-authenticator-rs's SoftPasskey (UV set).
+pub struct Soft(pub SoftPasskey);
+
+impl Default for Soft {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Soft {
+    pub fn new() -> Self {
+        Soft(SoftPasskey::new(true))
+    }
+}
+
+impl Authenticator for Soft {
+    fn register(&mut self, origin: &Url, options: &Value) -> Value {
+        let ccr: CreationChallengeResponse = serde_json::from_value(options.clone()).unwrap();
+        let r = self
+            .0
+            .do_registration(origin.clone(), ccr)
+            .expect("soft registration");
+        serde_json::to_value(r).unwrap()
+    }
+    fn authenticate(&mut self, origin: &Url, options: &Value) -> Value {
+        let rcr: RequestChallengeResponse = serde_json::from_value(options.clone()).unwrap();
+        let r = self
+            .0
+            .do_authentication(origin.clone(), rcr)
+            .expect("soft authentication");
+        serde_json::to_value(r).unwrap()
+    }
+}
+
+/// A P-256 authenticator written for the tests: real signatures, with the
+/// flags and counter under the test's control (SoftPasskey always sets UV
+/// and always advances its counter).
+pub struct Manual {
+    pub key: p256::ecdsa::SigningKey,
+    pub cred_id: Vec<u8>,
+    pub rp_id: String,
+    pub flags: u8,
+    pub counter: u32,
+    /// When set, the next assertion uses this counter value.
+    pub next_counter: Option<u32>,
+    /// Whether the counter advances (synced passkeys always report 0).
+    pub counting: bool,
+}
+
+const UP: u8 = 0x01;
+const UV: u8 = 0x04;
+const AT: u8 = 0x40;
+
+fn cbor_bytes_header(out: &mut Vec<u8>, major: u8, len: usize) {
+    if len < 24 {
+        out.push(major << 5 | len as u8);
+    } else if len < 256 {
+        out.extend([major << 5 | 24, len as u8]);
+    } else {
+        out.extend([major << 5 | 25, (len >> 8) as u8, len as u8]);
+    }
+}
+
+fn cbor_text(out: &mut Vec<u8>, s: &str) {
+    cbor_bytes_header(out, 3, s.len());
+    out.extend(s.as_bytes());
+}
+
+fn cbor_bstr(out: &mut Vec<u8>, b: &[u8]) {
+    cbor_bytes_header(out, 2, b.len());
+    out.extend(b);
+}
+
+impl Default for Manual {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Manual {
+    pub fn new() -> Self {
+        let key = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+        let cred_id =
+            Sha256::digest(key.verifying_key().to_encoded_point(false).as_bytes())[..16].to_vec();
+        Manual {
+            key,
+            cred_id,
+            rp_id: "localhost".into(),
+            flags: UP | UV,
+            counter: 0,
+            next_counter: None,
+            counting: true,
+        }
+    }
+
+    /// Clear the UV flag of the next assertions.
+    pub fn without_uv(&mut self) {
+        self.flags = UP;
+    }
+
+    fn client_data(typ: &str, origin: &Url, challenge: &str) -> Vec<u8> {
+        let origin = origin.as_str().trim_end_matches('/');
+        serde_json::to_vec(
+            &json!({"type": typ, "challenge": challenge, "origin": origin, "crossOrigin": false}),
+        )
+        .unwrap()
+    }
+}
+
+impl Authenticator for Manual {
+    fn register(&mut self, origin: &Url, options: &Value) -> Value {
+        let challenge = options["publicKey"]["challenge"].as_str().unwrap();
+        let cdj = Self::client_data("webauthn.create", origin, challenge);
+        let point = self.key.verifying_key().to_encoded_point(false);
+        let mut cose = vec![0xA5, 0x01, 0x02, 0x03, 0x26, 0x20, 0x01, 0x21];
+        cbor_bstr(&mut cose, point.x().unwrap());
+        cose.push(0x22);
+        cbor_bstr(&mut cose, point.y().unwrap());
+        let mut auth_data = Sha256::digest(self.rp_id.as_bytes()).to_vec();
+        auth_data.push(UP | UV | AT);
+        auth_data.extend(self.counter.to_be_bytes());
+        auth_data.extend([0u8; 16]);
+        auth_data.extend((self.cred_id.len() as u16).to_be_bytes());
+        auth_data.extend(&self.cred_id);
+        auth_data.extend(cose);
+        let mut att = vec![0xA3];
+        cbor_text(&mut att, "fmt");
+        cbor_text(&mut att, "none");
+        cbor_text(&mut att, "attStmt");
+        att.push(0xA0);
+        cbor_text(&mut att, "authData");
+        cbor_bstr(&mut att, &auth_data);
+        let id = URL_SAFE_NO_PAD.encode(&self.cred_id);
+        json!({
+            "id": id, "rawId": id, "type": "public-key",
+            "response": {"attestationObject": URL_SAFE_NO_PAD.encode(att), "clientDataJSON": URL_SAFE_NO_PAD.encode(cdj)},
+        })
+    }
+
+    fn authenticate(&mut self, origin: &Url, options: &Value) -> Value {
+        let challenge = options["publicKey"]["challenge"].as_str().unwrap();
+        let cdj = Self::client_data("webauthn.get", origin, challenge);
+        let counter = match self.next_counter.take() {
+            Some(c) => c,
+            None if self.counting => {
+                self.counter += 1;
+                self.counter
+            }
+            None => self.counter,
+        };
+        let mut auth_data = Sha256::digest(self.rp_id.as_bytes()).to_vec();
+        auth_data.push(self.flags);
+        auth_data.extend(counter.to_be_bytes());
+        let mut signed = auth_data.clone();
+        signed.extend(Sha256::digest(&cdj));
+        let sig: p256::ecdsa::Signature = self.key.sign(&signed);
+        let id = URL_SAFE_NO_PAD.encode(&self.cred_id);
+        json!({
+            "id": id, "rawId": id, "type": "public-key",
+            "response": {
+                "authenticatorData": URL_SAFE_NO_PAD.encode(auth_data),
+                "clientDataJSON": URL_SAFE_NO_PAD.encode(cdj),
+                "signature": URL_SAFE_NO_PAD.encode(sig.to_der().as_bytes()),
+                "userHandle": null
+            },
+        })
+    }
+}
+
+/// A mutex-wrapped authenticator shared by concurrent tasks.
+pub type Shared<A> = std::sync::Arc<Mutex<A>>;
+
+/// Recover the Ethereum address that made `rsv` over `digest`.
+pub fn recover(digest: &[u8; 32], rsv: &[u8]) -> String {
+    use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
+    let sig = Signature::from_slice(&rsv[..64]).unwrap();
+    let rid = RecoveryId::from_byte(rsv[64] - 27).unwrap();
+    let vk = VerifyingKey::recover_from_prehash(digest, &sig, rid).unwrap();
+    let point = vk.to_encoded_point(false);
+    let h = <sha3::Keccak256 as Digest>::digest(&point.as_bytes()[1..]);
+    format!("0x{}", hex::encode(&h[12..]))
+}
+
+/// keccak256("\x19Ethereum Signed Message:\n32" ‖ h).
+pub fn eip191_32(h: &[u8; 32]) -> [u8; 32] {
+    let mut k = <sha3::Keccak256 as Digest>::new();
+    Digest::update(&mut k, b"\x19Ethereum Signed Message:\n32");
+    Digest::update(&mut k, h);
+    k.finalize().into()
+}
+
+/// keccak256("\x19Ethereum Signed Message:\n" ‖ len ‖ m).
+pub fn eip191(m: &[u8]) -> [u8; 32] {
+    let mut k = <sha3::Keccak256 as Digest>::new();
+    Digest::update(
+        &mut k,
+        format!("\x19Ethereum Signed Message:\n{}", m.len()).as_bytes(),
+    );
+    Digest::update(&mut k, m);
+    k.finalize().into()
+}
+
+pub fn hexs(v: &Value) -> Vec<u8> {
+    hex::decode(v.as_str().unwrap().trim_start_matches("0x")).unwrap()
+}

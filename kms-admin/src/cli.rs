@@ -1,0 +1,218 @@
+//! The command line (clap). Every configuration option can also be set through the same
+//! environment variable the companion reads, so one environment serves both.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Exit codes, shown at the end of every `--help`.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  an operation failed (see the message)
+  2  usage error
+  3  unknown key (agent key, API key, wallet, or no operator key yet)
+  4  database missing or unusable
+  5  TEE (TA) unreachable
+  6  RPC (node) unreachable or failing
+  7  configuration incomplete for this command (e.g. no RPC URL)";
+
+/// Operator CLI of the key companion.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kms-admin",
+    version,
+    about = "Operator CLI of the key companion: JWT secrets, agent keys (database, TA and \
+             chain), API keys, the operator key.",
+    long_about = "Operator CLI of the key companion: JWT secrets, agent keys (database, TA and \
+chain), API keys, the operator key.\n\n\
+It reads the same configuration as the companion (flags or the same KMS_* environment \
+variables) and works while the companion runs: the database is SQLite in WAL mode, and \
+kms-admin opens its own session to the TA. It never prints a secret, except the API key that \
+`api-key create` shows once.\n\n\
+Human-readable tables by default; --json prints one JSON document on stdout for scripts (and \
+errors as JSON on stderr).",
+    after_help = EXIT_CODES
+)]
+pub struct Cli {
+    /// Where the database, the TA and the chain are.
+    #[command(flatten)]
+    pub config: AdminConfig,
+
+    /// Print JSON instead of tables (errors go to stderr as JSON too).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the database, the TA and the chain are: the companion's settings of the same names.
+#[derive(Clone, Debug, Args)]
+pub struct AdminConfig {
+    /// The companion's data directory (holds kms.db and, by default, the ta-sim socket).
+    #[arg(
+        long,
+        env = "KMS_DATA_DIR",
+        default_value = "./kms-data",
+        global = true,
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Database URL [default: sqlite://<DATA_DIR>/kms.db]. Never created by kms-admin.
+    #[arg(long, env = "KMS_DATABASE_URL", global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// TEE backend: `sim:<socket path>` (the ta-sim process) or `optee`
+    /// [default: sim:<DATA_DIR>/ta.sock].
+    #[arg(long, env = "KMS_TEE_BACKEND", global = true, value_name = "BACKEND")]
+    pub tee: Option<String>,
+
+    /// Ethereum JSON-RPC URL: on-chain revocation, session spends, the operator's balance.
+    #[arg(long, env = "KMS_RPC_URL", global = true, value_name = "URL")]
+    pub rpc_url: Option<String>,
+
+    /// SessionKeyValidator contract address (on-chain revocation and session reads).
+    #[arg(
+        long,
+        env = "KMS_VALIDATOR_ADDRESS",
+        global = true,
+        value_name = "ADDRESS"
+    )]
+    pub validator_address: Option<String>,
+
+    /// Chain id the node must report (checked before anything is sent).
+    #[arg(long, env = "KMS_CHAIN_ID", global = true, value_name = "ID")]
+    pub chain_id: Option<u64>,
+
+    /// How long `revoke-agent-key` waits for the revokeSession transaction to be mined.
+    #[arg(
+        long,
+        env = "KMS_ADMIN_TX_TIMEOUT_SECS",
+        default_value_t = 120,
+        global = true,
+        value_name = "SECS"
+    )]
+    pub tx_timeout_secs: u64,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Rotate the JWT HMAC secret in the TA and record the result in jwt_secret_meta.
+    ///
+    /// Normal: a new current kid signs new credentials; the previous current kid stays
+    /// verify-only for the 7-day overlap (credentials it signed keep working until they
+    /// expire), and an older verify-only kid is purged. --force: every old kid is purged at
+    /// once, so every outstanding credential is refused from now on.
+    #[command(after_help = EXIT_CODES)]
+    RotateJwtSecret {
+        /// Purge every old kid now: every outstanding agent credential dies.
+        #[arg(long)]
+        force: bool,
+    },
+
+    /// Every JWT secret kid: status, created, retire-at, age (read from the TA, which
+    /// jwt_secret_meta is brought in line with; retired kids come from the table's history).
+    #[command(after_help = EXIT_CODES)]
+    JwtSecretStatus,
+
+    /// List agent keys with their credential and on-chain session.
+    ///
+    /// The session's account, cap and window come from the database; when an RPC URL and the
+    /// validator address are configured, the session (spent, cap, window, active) is read from
+    /// the chain instead, at the latest block.
+    #[command(after_help = EXIT_CODES)]
+    ListAgentKeys {
+        /// Only this wallet's agent keys (wallet UUID).
+        #[arg(long, value_name = "WALLET_ID")]
+        wallet: Option<String>,
+        /// Only keys with this status.
+        #[arg(long, value_enum)]
+        status: Option<StatusFilter>,
+        /// Do not read sessions from the chain even when an RPC URL is configured.
+        #[arg(long)]
+        no_chain: bool,
+    },
+
+    /// Revoke an agent key in every layer: database, TA (generation bump), chain.
+    ///
+    /// The database row is revoked first (the companion refuses the key at once), then the TA
+    /// bumps the key's generation and refuses every credential of it, then the operator key
+    /// sends SessionKeyValidator.revokeSession for the key's recorded session. Each layer's
+    /// outcome is printed; a layer already revoked is a success with a note, so re-running
+    /// finishes what a failed run left undone. Exits non-zero if any layer failed.
+    #[command(after_help = EXIT_CODES)]
+    RevokeAgentKey {
+        /// The agent key: `<wallet_uuid>:<agent_index>`.
+        #[arg(value_name = "WALLET:INDEX")]
+        key_id: String,
+        /// Revoke in the database and the TA only; do not touch the chain.
+        #[arg(long)]
+        db_only: bool,
+    },
+
+    /// Manage API keys (stored hashed; a new key is shown once).
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
+
+    /// The operator key's address (the revoker of sessions) and its balance.
+    ///
+    /// The operator key lives in the TA and signs only revokeSession transactions. It is not
+    /// created implicitly: without --create a missing key is an error (exit 3). The balance
+    /// needs an RPC URL.
+    #[command(after_help = EXIT_CODES)]
+    OperatorAddress {
+        /// Create the operator key in the TA if it does not exist yet (no-op if it does).
+        #[arg(long)]
+        create: bool,
+    },
+}
+
+/// The `api-key` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create an API key; it is printed once and only its hash is stored.
+    #[command(after_help = EXIT_CODES)]
+    Create {
+        /// A label to recognise the key by.
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List API keys (never the keys themselves).
+    #[command(after_help = EXIT_CODES)]
+    List,
+    /// Revoke an API key by its id (as shown by `list`).
+    #[command(after_help = EXIT_CODES)]
+    Revoke {
+        /// The key's id (16 hex digits).
+        id: String,
+    },
+}
+
+/// `--status` of `list-agent-keys`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StatusFilter {
+    /// Credential issued and not revoked.
+    Active,
+    /// Revoked.
+    Revoked,
+    /// Creation in flight.
+    Pending,
+    /// Creation refused by the TA.
+    Failed,
+}
+
+impl StatusFilter {
+    /// The database status it selects.
+    pub fn status(self) -> kms_db::AgentStatus {
+        match self {
+            StatusFilter::Active => kms_db::AgentStatus::Active,
+            StatusFilter::Revoked => kms_db::AgentStatus::Revoked,
+            StatusFilter::Pending => kms_db::AgentStatus::Pending,
+            StatusFilter::Failed => kms_db::AgentStatus::Failed,
+        }
+    }
+}

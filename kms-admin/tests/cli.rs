@@ -1,0 +1,440 @@
+//! Every `kms-admin` command, run as the real binary against the companion's real SQLite file
+//! and the TA simulator (`ta-sim`), while the companion itself runs in-process over both.
+//! The chain-side cases (on-chain revocation, balances) are in `e2e/tests/admin.rs` on anvil.
+
+mod common;
+
+use common::{admin, admin_in, kid, sign_agent, Owner};
+use kms_db::JwtSecretState;
+use kms_proto::{GetAgentState, WalletId};
+use kms_test_support::{Env, Sim};
+use serde_json::json;
+
+// ------------------------------------------------------------------ JWT secrets
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jwt_status_and_normal_then_forced_rotation() {
+    let env = Env::start().await;
+    let db = &env.server().state.db;
+
+    // Before any credential the TA has no kid.
+    let out = admin(&env, &["jwt-secret-status"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("No JWT secret"), "{out:?}");
+
+    let mut owner = Owner::register(&env).await;
+    let (key_a, jwt_a, _) = owner.agent(&env).await;
+    let k1 = kid(&jwt_a);
+
+    // Status: one current kid, as a table and as JSON.
+    let out = admin(&env, &["jwt-secret-status"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.starts_with("KID"), "{out:?}");
+    assert!(
+        out.stdout.contains(&k1) && out.stdout.contains("current"),
+        "{out:?}"
+    );
+    let status = admin(&env, &["--json", "jwt-secret-status"]).await.json();
+    assert_eq!(status.as_array().unwrap().len(), 1, "{status}");
+    assert_eq!(status[0]["kid"], json!(k1));
+    assert_eq!(status[0]["status"], "current");
+    assert!(status[0]["ageSecs"].as_i64().unwrap() >= 0);
+
+    // Normal rotation: a new kid; the old one verify-only, its credentials still good.
+    let out = admin(&env, &["rotate-jwt-secret"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("verify-only until"), "{out:?}");
+    let meta = db.list_jwt_secret_meta().await.unwrap();
+    let current: Vec<_> = meta
+        .iter()
+        .filter(|m| m.status == JwtSecretState::Current)
+        .collect();
+    assert_eq!(current.len(), 1, "{meta:?}");
+    let k2 = current[0].kid.clone();
+    assert_ne!(k2, k1);
+    assert!(
+        out.stdout.contains(&format!("New current kid: {k2}")),
+        "{out:?}"
+    );
+    let old = meta.iter().find(|m| m.kid == k1).unwrap();
+    assert_eq!(old.status, JwtSecretState::VerifyOnly);
+    assert!(old.retire_at.unwrap() > old.created_at);
+    let (s, v) = sign_agent(&env, &jwt_a, &key_a).await;
+    assert_eq!(s, 200, "an old credential works during the overlap: {v}");
+    let (key_b, jwt_b, _) = owner.agent(&env).await;
+    assert_eq!(kid(&jwt_b), k2, "new credentials use the new kid");
+    let (s, v) = sign_agent(&env, &jwt_b, &key_b).await;
+    assert_eq!(s, 200, "{v}");
+
+    // Forced rotation: every old kid purged; every outstanding credential refused.
+    let r = admin(&env, &["--json", "rotate-jwt-secret", "--force"]).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = r.json();
+    assert_eq!(r["mode"], "force");
+    let k3 = r["newKid"].as_str().unwrap().to_owned();
+    assert!(k3 != k1 && k3 != k2);
+    let mut purged: Vec<&str> = r["previous"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            assert_eq!(p["fate"], "purged", "{r}");
+            p["kid"].as_str().unwrap()
+        })
+        .collect();
+    purged.sort();
+    let mut expected = vec![k1.as_str(), k2.as_str()];
+    expected.sort();
+    assert_eq!(purged, expected);
+    assert_eq!(r["secrets"].as_array().unwrap().len(), 1, "{r}");
+    for (jwt, key) in [(&jwt_a, &key_a), (&jwt_b, &key_b)] {
+        let (s, v) = sign_agent(&env, jwt, key).await;
+        assert_eq!(s, 401, "a credential of a purged kid is refused: {v}");
+    }
+    let (key_c, jwt_c, _) = owner.agent(&env).await;
+    assert_eq!(kid(&jwt_c), k3);
+    assert_eq!(sign_agent(&env, &jwt_c, &key_c).await.0, 200);
+
+    // The table keeps the history: k1 and k2 retired, k3 current.
+    let meta = db.list_jwt_secret_meta().await.unwrap();
+    let state = |k: &str| meta.iter().find(|m| m.kid == k).unwrap().status;
+    assert_eq!(state(&k1), JwtSecretState::Retired);
+    assert_eq!(state(&k2), JwtSecretState::Retired);
+    assert_eq!(state(&k3), JwtSecretState::Current);
+    let out = admin(&env, &["jwt-secret-status"]).await;
+    assert!(out.stdout.contains("1 in the TA, 2 retired"), "{out:?}");
+
+    // The audit log records both rotations, and no secret: only kids.
+    let audit = db.audit_rows(0, 1000).await.unwrap();
+    let rotations: Vec<_> = audit
+        .iter()
+        .filter(|e| e.action == "JwtRotateSecret" && e.actor == "kms-admin")
+        .collect();
+    assert_eq!(rotations.len(), 2, "{audit:?}");
+    assert_eq!(rotations[1].key_id.as_deref(), Some(k3.as_str()));
+    assert_eq!(db.verify_audit_chain().await.unwrap().first_bad, None);
+}
+
+// ------------------------------------------------------------------ agent keys
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn list_and_revoke_agent_keys_db_only_and_idempotent() {
+    let mut env = Env::start().await;
+    let mut owner = Owner::register(&env).await;
+    let (key0, jwt0, addr0) = owner.agent(&env).await;
+    let (key1, jwt1, addr1) = owner.agent(&env).await;
+    let db = env.server().state.db.clone();
+    let wallet = owner.wallet.clone();
+    db.set_agent_session(
+        &wallet,
+        1,
+        "0x2222222222222222222222222222222222222222",
+        "[\"0x3333333333333333333333333333333333333333\"]",
+        "1500000000000000000",
+        1_700_000_000,
+        1_900_000_000,
+        Some("0x4444444444444444444444444444444444444444"),
+        None,
+        kms_db::now_secs(),
+    )
+    .await
+    .unwrap();
+
+    // The table: both keys, the recorded session of #1 (no RPC: from the database).
+    let out = admin(&env, &["list-agent-keys"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.starts_with("KEY ID"), "{out:?}");
+    for s in [&key0, &key1, &addr0, &addr1] {
+        assert!(out.stdout.contains(s.as_str()), "{s} missing: {out:?}");
+    }
+    assert!(out.stdout.contains("1.5 ETH"), "{out:?}");
+    assert!(out.stdout.contains("2 active"), "{out:?}");
+    assert!(!out.stdout.contains(&jwt0) && !out.stdout.contains(&jwt1));
+    let list = admin(&env, &["--json", "list-agent-keys", "--wallet", &wallet])
+        .await
+        .json();
+    let rows = list.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["keyId"], json!(key0));
+    assert_eq!(rows[0]["agentIndex"], 0);
+    assert_eq!(rows[0]["session"], json!(null));
+    assert!(rows[0]["credentialExpiresAt"].as_i64().unwrap() > kms_db::now_secs());
+    assert_eq!(rows[1]["session"]["source"], "database");
+    assert_eq!(rows[1]["session"]["spendCap"], "1500000000000000000");
+    assert!(
+        !list.to_string().contains(&jwt0),
+        "no credential in the output"
+    );
+
+    // Unknown or malformed input.
+    let other = "12345678-9abc-4def-8011-223344556677";
+    let out = admin(&env, &["list-agent-keys", "--wallet", other]).await;
+    assert_eq!(out.code, 3, "{out:?}");
+    let out = admin(&env, &["list-agent-keys", "--wallet", "nope"]).await;
+    assert_eq!(out.code, 2, "{out:?}");
+    let out = admin(&env, &["revoke-agent-key", &format!("{wallet}:7")]).await;
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.contains("no agent key"), "{out:?}");
+    let out = admin(&env, &["--json", "revoke-agent-key", "garbage"]).await;
+    assert_eq!(out.code, 2, "{out:?}");
+    assert_eq!(out.json_err()["code"], "usage");
+
+    // Revoke #0 with --db-only: database and TA, chain skipped; exit 0.
+    let r = admin(&env, &["--json", "revoke-agent-key", &key0, "--db-only"]).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = r.json();
+    assert_eq!(r["ok"], true);
+    let outcomes: Vec<&str> = r["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["revoked", "revoked", "skipped"], "{r}");
+    // The companion refuses the credential; the TA itself marks the key revoked.
+    let (s, v) = sign_agent(&env, &jwt0, &key0).await;
+    assert_eq!(s, 401, "{v}");
+    assert_eq!(v["code"], "credential_revoked", "{v}");
+    let wid: WalletId = wallet.parse().unwrap();
+    let tee = common::tee(&env);
+    let st = tee
+        .call_async(&GetAgentState {
+            wallet_id: wid,
+            agent_index: 0,
+        })
+        .await
+        .unwrap();
+    assert!(st.revoked);
+    let row = db.get_agent(&wallet, 0).await.unwrap().unwrap();
+    assert_eq!(row.status, kms_db::AgentStatus::Revoked);
+    assert_eq!(
+        row.generation,
+        Some(st.generation),
+        "the TA's generation recorded"
+    );
+    // The other key is untouched.
+    assert_eq!(sign_agent(&env, &jwt1, &key1).await.0, 200);
+
+    // Re-running is a success that changes nothing.
+    let out = admin(&env, &["revoke-agent-key", &key0, "--db-only"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.matches("already-revoked").count(), 2, "{out:?}");
+    let list = admin(&env, &["--json", "list-agent-keys", "--status", "revoked"])
+        .await
+        .json();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["keyId"], json!(key0));
+
+    // Key #1 has a recorded session: without a chain configured, the chain layer fails
+    // (exit 7) after the database and the TA are revoked, and says what to do.
+    let out = admin(&env, &["revoke-agent-key", &key1]).await;
+    assert_eq!(out.code, 7, "{out:?}");
+    assert!(out.stdout.contains("FAILED"), "{out:?}");
+    assert!(out.stdout.contains("--db-only"), "{out:?}");
+    assert_eq!(sign_agent(&env, &jwt1, &key1).await.0, 401);
+    // An unreachable node: exit 6, and the URL (which may hold an API key) is not printed.
+    let out = admin(
+        &env,
+        &[
+            "revoke-agent-key",
+            &key1,
+            "--rpc-url",
+            "http://127.0.0.1:9/?apikey=SECRET",
+            "--validator-address",
+            "0x5555555555555555555555555555555555555555",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 6, "{out:?}");
+    assert!(!out.stdout.contains("SECRET") && !out.stderr.contains("SECRET"));
+
+    // A run that fails in the TA layer is finished by the next run.
+    let (key2, jwt2, _) = owner.agent(&env).await;
+    env.sim.stop();
+    let out = admin(&env, &["revoke-agent-key", &key2, "--db-only"]).await;
+    assert_eq!(out.code, 5, "TA unreachable: {out:?}");
+    assert!(out.stdout.contains("database  revoked"), "{out:?}");
+    env.sim = Sim::start(env.dir.path());
+    let out = admin(&env, &["--json", "revoke-agent-key", &key2, "--db-only"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let outcomes: Vec<String> = out.json()["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["outcome"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(outcomes, ["already-revoked", "revoked", "skipped"]);
+    let tee = common::tee(&env);
+    let st = tee
+        .call_async(&GetAgentState {
+            wallet_id: wid,
+            agent_index: 2,
+        })
+        .await
+        .unwrap();
+    assert!(st.revoked, "the second run bumped the generation in the TA");
+    drop(jwt2);
+}
+
+// ------------------------------------------------------------------ API keys
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn api_keys_are_shown_once_stored_hashed_and_revocable() {
+    let env = Env::start().await;
+    let db = &env.server().state.db;
+
+    let out = admin(&env, &["--json", "api-key", "create", "--label", "ci"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let created = out.json();
+    let key = created["key"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(key.starts_with(kms_db::API_KEY_PREFIX), "{created}");
+    // Stored hashed: the database knows the key by its hash only.
+    assert_eq!(db.verify_api_key(&key).await.unwrap(), Some(id.clone()));
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM api_keys WHERE instr(id || secret_hash || label, ?) > 0",
+    )
+    .bind(&key)
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(n, 0, "the key itself is nowhere in the api_keys table");
+
+    // The companion accepts it.
+    let resp = env
+        .http
+        .post(env.url("/BeginRegistration"))
+        .header("x-api-key", &key)
+        .json(&json!({"Description": "w"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+
+    // Listed without the key.
+    let out = admin(&env, &["api-key", "list"]).await;
+    assert_eq!(out.code, 0);
+    assert!(
+        out.stdout.contains(&id) && out.stdout.contains("ci"),
+        "{out:?}"
+    );
+    assert!(!out.stdout.contains(&key));
+    let list = admin(&env, &["--json", "api-key", "list"]).await;
+    assert!(!list.stdout.contains(&key));
+    let row = list
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == json!(id))
+        .cloned()
+        .unwrap();
+    assert_eq!(row["status"], "active");
+
+    // Revoke: refused by the companion from then on; again is a no-op; unknown ids exit 3.
+    let out = admin(&env, &["api-key", "revoke", &id]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let resp = env
+        .http
+        .post(env.url("/BeginRegistration"))
+        .header("x-api-key", &key)
+        .json(&json!({"Description": "w"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let out = admin(&env, &["--json", "api-key", "revoke", &id]).await;
+    assert_eq!(out.code, 0);
+    assert_eq!(out.json()["alreadyRevoked"], true);
+    let out = admin(&env, &["--json", "api-key", "revoke", "00000000deadbeef"]).await;
+    assert_eq!(out.code, 3, "{out:?}");
+    assert_eq!(out.json_err()["code"], "unknown_key");
+}
+
+// ------------------------------------------------------------------ operator key
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operator_address_is_created_only_on_request() {
+    let env = Env::start().await;
+    let out = admin(&env, &["operator-address"]).await;
+    assert_eq!(out.code, 3, "no operator key yet: {out:?}");
+    assert!(out.stderr.contains("--create"), "{out:?}");
+
+    let out = admin(&env, &["--json", "operator-address", "--create"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let created = out.json();
+    assert_eq!(created["createdNow"], true);
+    assert_eq!(created["balanceWei"], json!(null), "no RPC configured");
+    let address = created["address"].as_str().unwrap().to_owned();
+    assert_eq!(address.len(), 42);
+
+    let out = admin(&env, &["operator-address"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains(&address), "{out:?}");
+    assert!(out.stdout.contains("no RPC URL configured"), "{out:?}");
+    let again = admin(&env, &["--json", "operator-address", "--create"])
+        .await
+        .json();
+    assert_eq!(
+        again["address"],
+        json!(address),
+        "--create keeps an existing key"
+    );
+    assert_eq!(again["createdNow"], false);
+
+    // A node that cannot be reached: the address is still printed, the exit code says 6.
+    let out = admin(
+        &env,
+        &["operator-address", "--rpc-url", "http://127.0.0.1:9/"],
+    )
+    .await;
+    assert_eq!(out.code, 6, "{out:?}");
+    assert!(out.stdout.contains(&address), "{out:?}");
+}
+
+// ------------------------------------------------------------------ failures
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn missing_database_and_unreachable_ta_have_their_exit_codes() {
+    // No database: exit 4, and nothing is created.
+    let empty = tempfile::tempdir().unwrap();
+    for args in [
+        &["list-agent-keys"][..],
+        &["api-key", "list"],
+        &["jwt-secret-status"],
+        &["rotate-jwt-secret"],
+    ] {
+        let out = admin_in(empty.path(), args).await;
+        assert_eq!(out.code, 4, "{args:?}: {out:?}");
+        assert!(out.stderr.contains("database not found"), "{out:?}");
+    }
+    let out = admin_in(empty.path(), &["--json", "api-key", "list"]).await;
+    assert_eq!(out.json_err()["code"], "database_unavailable");
+    assert!(!empty.path().join("kms.db").exists());
+
+    // Database present, TA gone: exit 5 for the commands that need the TA.
+    let mut env = Env::start().await;
+    env.sim.stop();
+    for args in [
+        &["jwt-secret-status"][..],
+        &["rotate-jwt-secret"],
+        &["operator-address"],
+    ] {
+        let out = admin(&env, args).await;
+        assert_eq!(out.code, 5, "{args:?}: {out:?}");
+    }
+    let out = admin(&env, &["--json", "rotate-jwt-secret"]).await;
+    assert_eq!(out.json_err()["code"], "tee_unreachable");
+    // Database-only commands still work.
+    assert_eq!(admin(&env, &["api-key", "list"]).await.code, 0);
+
+    // A malformed TEE backend is a configuration error.
+    let out = admin(&env, &["jwt-secret-status", "--tee", "tpm"]).await;
+    assert_eq!(out.code, 7, "{out:?}");
+
+    // --help documents the exit codes.
+    let out = admin(&env, &["revoke-agent-key", "--help"]).await;
+    assert_eq!(out.code, 0);
+    assert!(out.stdout.contains("Exit codes:"), "{out:?}");
+    assert!(out.stdout.contains("--db-only"), "{out:?}");
+}

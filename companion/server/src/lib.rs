@@ -8,7 +8,8 @@
 //! * [`routes`] — wallet (AWS-KMS style), agent, ceremony and health routes.
 //! * [`auth`], [`ratelimit`] — API keys and limits, before any TEE call.
 //! * [`error`] — one error type, one status mapping.
-//! * [`audit`], [`metrics`], [`openapi`], [`tasks`].
+//! * [`audit`], [`metrics`], [`openapi`], [`tasks`], [`reconcile`] (DB/TA
+//!   agreement after a crash).
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod ops;
 pub mod ratelimit;
+pub mod reconcile;
 pub mod routes;
 pub mod server;
 pub mod state;

@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::ratelimit::Limits;
 use crate::routes::{agent, ceremony, health, wallet};
 use crate::state::{AppState, CredentialCache, SharedState, Tee};
+use crate::reconcile::{self, Reconcile};
 use crate::{auth, tasks};
 
 /// A start-up error.
@@ -137,7 +138,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     .await?;
     let backend: TeeBackend = config.tee_backend().parse()?;
     let metrics = Arc::new(Metrics::default());
-    let tee = Tee::new(backend.lazy()?, metrics.clone());
+    let reconcile = Arc::new(Reconcile::default());
+    let tee = Tee::new(backend.lazy()?, metrics.clone(), reconcile.clone());
 
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
@@ -179,12 +181,20 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         audit,
         metrics,
         credentials: CredentialCache::default(),
+        reconcile,
     });
     if let Err(e) = tasks::sync_jwt_meta(&state).await {
         tracing::warn!(error = %e, "could not read the TA's JWT secret status at start-up");
     }
+    // Before serving: repair what a crash between a database write and a
+    // TA write left apart. If the TA is not reachable yet, the background
+    // task retries.
+    if let Err(e) = reconcile::run_once(&state, true).await {
+        tracing::warn!(error = %e, "could not reconcile agents with the TA at start-up; will retry");
+    }
     let (shutdown, rx) = watch::channel(false);
-    let tasks = tasks::spawn(state.clone(), rx.clone());
+    let mut tasks = tasks::spawn(state.clone(), rx.clone());
+    tasks.push(reconcile::spawn(state.clone(), rx.clone()));
     let app = router(state.clone());
     let mut stop = rx;
     let server = tokio::spawn(async move {

@@ -14,18 +14,30 @@ use crate::config::{ApiKeyMode, Config};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::ratelimit::Limits;
+use crate::reconcile::Reconcile;
 
 /// The TEE client with latency metrics and the one error mapping.
 #[derive(Clone)]
 pub struct Tee {
     client: TeeClient,
     metrics: Arc<Metrics>,
+    reconcile: Arc<Reconcile>,
 }
 
 impl Tee {
-    /// Wrap a client.
-    pub fn new(client: TeeClient, metrics: Arc<Metrics>) -> Self {
-        Self { client, metrics }
+    /// Wrap a client. A call that fails as unavailable after its request
+    /// may have reached the TA marks `reconcile` dirty.
+    pub fn new(client: TeeClient, metrics: Arc<Metrics>, reconcile: Arc<Reconcile>) -> Self {
+        Self {
+            client,
+            metrics,
+            reconcile,
+        }
+    }
+
+    /// The raw client (no metrics, no reconciliation trigger).
+    pub fn client(&self) -> &TeeClient {
+        &self.client
     }
 
     /// Call a TA command on the blocking pool; TA refusals and transport
@@ -40,7 +52,12 @@ impl Tee {
         let outcome = match &r {
             Ok(_) => "ok",
             Err(kms_tee_client::TeeError::Ta(_)) => "ta_error",
-            Err(kms_tee_client::TeeError::Unavailable { .. }) => "unavailable",
+            Err(kms_tee_client::TeeError::Unavailable { maybe_executed, .. }) => {
+                if *maybe_executed {
+                    self.reconcile.mark_dirty();
+                }
+                "unavailable"
+            }
             Err(_) => "error",
         };
         self.metrics
@@ -129,6 +146,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Active-credential cache.
     pub credentials: CredentialCache,
+    /// Database/TA reconciliation state (see [`crate::reconcile`]).
+    pub reconcile: Arc<Reconcile>,
 }
 
 /// The shared state handle.

@@ -27,7 +27,15 @@ pub fn ta_sim_bin() -> PathBuf {
         let exe = std::env::current_exe().unwrap();
         let profile_dir = exe.parent().unwrap().parent().unwrap().to_owned();
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-q", "--locked", "-p", "kms-ta-sim", "--bin", "ta-sim"]);
+        cmd.args([
+            "build",
+            "-q",
+            "--locked",
+            "-p",
+            "kms-ta-sim",
+            "--bin",
+            "ta-sim",
+        ]);
         if profile_dir.ends_with("release") {
             cmd.arg("--release");
         }

@@ -52,7 +52,12 @@ impl Api {
 
     /// POST `body` to `path` with the API key and, when given, a Bearer
     /// credential.
-    pub async fn post(&self, path: &str, bearer: Option<&str>, body: &Value) -> Result<Answer, Down> {
+    pub async fn post(
+        &self,
+        path: &str,
+        bearer: Option<&str>,
+        body: &Value,
+    ) -> Result<Answer, Down> {
         let mut rb = self
             .http
             .post(format!("{}{path}", self.base))
@@ -72,7 +77,11 @@ impl Api {
     pub async fn register(&self) -> Result<Owner, String> {
         let mut passkey = SoftPasskey::new(true);
         let (s, begin) = self
-            .post("/BeginRegistration", None, &json!({"Description": "loadgen"}))
+            .post(
+                "/BeginRegistration",
+                None,
+                &json!({"Description": "loadgen"}),
+            )
             .await
             .map_err(|e| e.0)?;
         if s != 200 {
@@ -146,7 +155,12 @@ impl Api {
     }
 
     /// `/kms/refresh-agent-credential` (Bearer `jwt`) after its ceremony.
-    pub async fn refresh(&self, owner: &mut Owner, key_id: &str, jwt: &str) -> Result<Answer, String> {
+    pub async fn refresh(
+        &self,
+        owner: &mut Owner,
+        key_id: &str,
+        jwt: &str,
+    ) -> Result<Answer, String> {
         let w = self
             .ceremony(owner, key_id, "RefreshAgentCredential", json!({}))
             .await?;
@@ -174,7 +188,13 @@ impl Api {
     }
 
     /// `/kms/sign-agent` with `jwt` over `hash` for `account`.
-    pub async fn sign(&self, key_id: &str, jwt: &str, hash: &[u8; 32], account: &[u8; 20]) -> Result<Answer, Down> {
+    pub async fn sign(
+        &self,
+        key_id: &str,
+        jwt: &str,
+        hash: &[u8; 32],
+        account: &[u8; 20],
+    ) -> Result<Answer, Down> {
         self.post(
             "/kms/sign-agent",
             Some(jwt),

@@ -41,12 +41,18 @@ impl Conn {
 
     /// POST a JSON `body` to `path` with the given extra header lines
     /// (each `name: value`), and read the response.
-    pub async fn post(&mut self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> io::Result<Response<'_>> {
+    pub async fn post(
+        &mut self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> io::Result<Response<'_>> {
         self.req.clear();
         self.req.extend_from_slice(b"POST ");
         self.req.extend_from_slice(path.as_bytes());
-        self.req
-            .extend_from_slice(b" HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n");
+        self.req.extend_from_slice(
+            b" HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n",
+        );
         for (k, v) in headers {
             self.req.extend_from_slice(k.as_bytes());
             self.req.extend_from_slice(b": ");

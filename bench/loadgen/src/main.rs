@@ -22,7 +22,10 @@ use kms_loadgen::procs::{self, CompanionOpts, Profile};
 use kms_loadgen::{http1, raw};
 
 #[derive(Parser, Debug)]
-#[command(name = "loadgen", about = "Sign-agent load driver for the key companion")]
+#[command(
+    name = "loadgen",
+    about = "Sign-agent load driver for the key companion"
+)]
 struct Cli {
     /// Agents to create through the API.
     #[arg(long, default_value_t = 200)]
@@ -93,7 +96,9 @@ async fn drive(
             match http1::Conn::connect(port).await {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
-                    *t.by_status.entry(format!("connect: {}", e.kind())).or_default() += 1;
+                    *t.by_status
+                        .entry(format!("connect: {}", e.kind()))
+                        .or_default() += 1;
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
@@ -119,7 +124,8 @@ async fn drive(
         let micros = started.elapsed().as_micros() as u64;
         match res {
             Ok(r) => {
-                let good = r.status == 200 && r.body.windows(16).any(|w| w == b"\"signature\":\"0x");
+                let good =
+                    r.status == 200 && r.body.windows(16).any(|w| w == b"\"signature\":\"0x");
                 if record {
                     if let Some(h) = t.hist.as_mut() {
                         let _ = h.record(micros.max(1));
@@ -230,7 +236,9 @@ fn main() -> Result<(), String> {
                 let mut owner = api.register().await?;
                 let mut out = Vec::new();
                 for k in 0..n {
-                    let (s, v) = api.create_agent(&mut owner, &format!("load-{w}-{k}")).await?;
+                    let (s, v) = api
+                        .create_agent(&mut owner, &format!("load-{w}-{k}"))
+                        .await?;
                     if s != 200 {
                         return Err(format!("create-agent-key: {s} {v}"));
                     }
@@ -256,7 +264,9 @@ fn main() -> Result<(), String> {
     let agents = Arc::new(agents);
 
     let raw_before = raw::sign_throughput(raw_threads, Duration::from_secs(cli.raw_secs));
-    println!("raw k256 sign_prehash_recoverable, {raw_threads} threads (before): {raw_before:.0}/s");
+    println!(
+        "raw k256 sign_prehash_recoverable, {raw_threads} threads (before): {raw_before:.0}/s"
+    );
 
     if cli.warmup > 0 {
         rt.block_on(phase(port, &agents, cli.concurrency, cli.warmup, false));
@@ -266,13 +276,7 @@ fn main() -> Result<(), String> {
         procs::cpu_ticks(sim.pid),
         procs::cpu_ticks(std::process::id()),
     );
-    let (tally, elapsed) = rt.block_on(phase(
-        port,
-        &agents,
-        cli.concurrency,
-        cli.duration,
-        true,
-    ));
+    let (tally, elapsed) = rt.block_on(phase(port, &agents, cli.concurrency, cli.duration, true));
     let cpu1 = (
         procs::cpu_ticks(companion.pid),
         procs::cpu_ticks(sim.pid),
@@ -325,7 +329,8 @@ fn main() -> Result<(), String> {
             println!("  errors by status {k}: {v}");
         }
     }
-    let kib = |v: Option<u64>| v.map_or("?".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+    let kib =
+        |v: Option<u64>| v.map_or("?".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
     println!(
         "  peak RSS         companion {} (now {})   ta-sim {}   (target companion <= 64 MB)",
         kib(rss_companion),

@@ -67,7 +67,12 @@ fn bins(tmp: &Path) -> Bins {
     // The fault-injection build of ta-sim (the crash hook is armed only by
     // its environment variable), copied aside so other tests' builds of
     // ta-sim do not replace it under us.
-    let out = procs::cargo_build("kms-ta-sim", &["ta-sim"], &["fault-injection"], Profile::Debug);
+    let out = procs::cargo_build(
+        "kms-ta-sim",
+        &["ta-sim"],
+        &["fault-injection"],
+        Profile::Debug,
+    );
     let sim = tmp.join("ta-sim-fi");
     std::fs::copy(out.join("ta-sim"), &sim).expect("copy ta-sim");
     let out = procs::cargo_build("kms-companion", &["companion"], &[], Profile::Debug);
@@ -215,7 +220,8 @@ async fn check(dir: &Path, api: &Api, model: &Model) -> Result<(), String> {
                         return Err(format!("{key_id}: DB address {a} != TA address {ta_addr}"));
                     }
                 }
-                if let Some(other) = addresses.insert((row.wallet_id.clone(), ta_addr.clone()), index)
+                if let Some(other) =
+                    addresses.insert((row.wallet_id.clone(), ta_addr.clone()), index)
                 {
                     return Err(format!("{key_id}: address {ta_addr} also at index {other}"));
                 }
@@ -266,15 +272,24 @@ async fn check(dir: &Path, api: &Api, model: &Model) -> Result<(), String> {
                     || row.and_then(|r| r.generation) != Some(claims.gen);
                 let kid = kms_proto::jwt::parse(jwt).unwrap().header.kid;
                 if must_die {
-                    if ta_accepts(&t, key_id, jwt).await.map_err(|e| e.to_string())? {
-                        return Err(format!("{key_id}: the TA accepts a dead JWT (gen {})", claims.gen));
+                    if ta_accepts(&t, key_id, jwt)
+                        .await
+                        .map_err(|e| e.to_string())?
+                    {
+                        return Err(format!(
+                            "{key_id}: the TA accepts a dead JWT (gen {})",
+                            claims.gen
+                        ));
                     }
                     let (s, _) = api
                         .sign(key_id, jwt, &[3; 32], &ACCOUNT)
                         .await
                         .map_err(|e| e.0)?;
                     if s == 200 {
-                        return Err(format!("{key_id}: the companion accepts a dead JWT (gen {})", claims.gen));
+                        return Err(format!(
+                            "{key_id}: the companion accepts a dead JWT (gen {})",
+                            claims.gen
+                        ));
                     }
                 } else if is_current && live_kids.contains(&kid) {
                     let (s, v) = api
@@ -353,7 +368,8 @@ async fn kill_9_at_random_points_keeps_the_invariants() {
     let mut sim = procs::start_sim(&b.sim, &dir, &[]).unwrap();
     let api_key = procs::create_api_key(&b.companion, &dir).unwrap();
     let port = procs::free_port();
-    let mut companion = procs::start_companion(&b.companion, &dir, port, &companion_opts()).unwrap();
+    let mut companion =
+        procs::start_companion(&b.companion, &dir, port, &companion_opts()).unwrap();
     let api = Api::new(port, &api_key);
     let mut owners = Vec::new();
     for _ in 0..OWNERS {

@@ -91,11 +91,33 @@ fn main() {
     }
     put(&dir, "jwt", "valid", jwt.as_bytes());
     put(&dir, "jwt", "three_parts", b"eyJhbGciOiJIUzI1NiJ9.e30.AAAA");
-    put(&dir, "der", "sig", &kms_props::der_encode(&[0x80; 32], &[0x01; 32]));
-    put(&dir, "der", "short", &kms_props::der_encode(&[0; 31].iter().chain(&[5]).copied().collect::<Vec<_>>().try_into().unwrap(), &[7; 32]));
+    put(
+        &dir,
+        "der",
+        "sig",
+        &kms_props::der_encode(&[0x80; 32], &[0x01; 32]),
+    );
+    put(
+        &dir,
+        "der",
+        "short",
+        &kms_props::der_encode(
+            &[0; 31]
+                .iter()
+                .chain(&[5])
+                .copied()
+                .collect::<Vec<_>>()
+                .try_into()
+                .unwrap(),
+            &[7; 32],
+        ),
+    );
     for (n, s) in [
         ("address", "0x00000000000000000000000000000000000a11ce"),
-        ("hash", "0x2222222222222222222222222222222222222222222222222222222222222222"),
+        (
+            "hash",
+            "0x2222222222222222222222222222222222222222222222222222222222222222",
+        ),
         ("decimal", "1000000000000000000"),
         ("quantity", "0x1f"),
         ("json_number", "12345"),

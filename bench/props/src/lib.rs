@@ -62,10 +62,20 @@ macro_rules! request_round_trip {
     ($bytes:expr, $t:ty) => {
         if let Ok(req) = decode_request::<$t>($bytes) {
             let again = encode_request(&req);
-            let back = decode_request::<$t>(&again)
-                .unwrap_or_else(|e| panic!("{} re-encoding does not decode: {e:?}", stringify!($t)));
-            assert!(back == req, "{} round trip changed the value", stringify!($t));
-            assert_eq!(encode_request(&back), again, "{} encoding not stable", stringify!($t));
+            let back = decode_request::<$t>(&again).unwrap_or_else(|e| {
+                panic!("{} re-encoding does not decode: {e:?}", stringify!($t))
+            });
+            assert!(
+                back == req,
+                "{} round trip changed the value",
+                stringify!($t)
+            );
+            assert_eq!(
+                encode_request(&back),
+                again,
+                "{} encoding not stable",
+                stringify!($t)
+            );
         }
     };
 }
@@ -104,11 +114,17 @@ pub fn check_jwt(data: &[u8]) {
         assert!(token.starts_with(p.signing_input));
         assert_eq!(token.as_bytes().get(p.signing_input.len()), Some(&b'.'));
         let mac = &token[p.signing_input.len() + 1..];
-        assert_eq!(URL_SAFE_NO_PAD.decode(mac).ok().as_deref(), Some(&p.mac[..]));
+        assert_eq!(
+            URL_SAFE_NO_PAD.decode(mac).ok().as_deref(),
+            Some(&p.mac[..])
+        );
     }
     ta::with_fixture(|f| {
         let ok = f.verify(token);
-        assert!(!ok || token == f.jwt, "a token the TA did not issue verified");
+        assert!(
+            !ok || token == f.jwt,
+            "a token the TA did not issue verified"
+        );
     });
 }
 
@@ -121,7 +137,10 @@ pub fn check_jwt_mutation(at: usize, xor: u8) {
         bytes[i] ^= xor.max(1);
         if let Ok(token) = String::from_utf8(bytes) {
             let _ = kms_proto::jwt::parse(&token);
-            assert!(!f.verify(&token), "a one-byte change of a valid JWT verified");
+            assert!(
+                !f.verify(&token),
+                "a one-byte change of a valid JWT verified"
+            );
         }
     });
 }
@@ -173,8 +192,15 @@ pub fn check_hex(data: &[u8]) {
     use kms_companion::extract::*;
     let s = String::from_utf8_lossy(data);
     if let Ok(b) = hex_bytes("f", &s) {
-        let digits = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(&s);
-        assert_eq!(hex0x(&b)[2..], digits.to_ascii_lowercase(), "hex round trip");
+        let digits = s
+            .strip_prefix("0x")
+            .or_else(|| s.strip_prefix("0X"))
+            .unwrap_or(&s);
+        assert_eq!(
+            hex0x(&b)[2..],
+            digits.to_ascii_lowercase(),
+            "hex round trip"
+        );
     }
     if let Ok(a) = hex_fixed::<20>("f", &s) {
         assert_eq!(hex_bytes("f", &s).ok().as_deref(), Some(&a[..]));
@@ -218,7 +244,10 @@ pub fn check_userop_json(data: &[u8]) {
     let json = serde_json::to_vec(&op.to_rpc()).expect("serialise");
     let back: RpcUserOperation = serde_json::from_slice(&json).expect("re-parse");
     let op2 = UserOperation::try_from(back).expect("re-convert");
-    assert_eq!(op2.hash(alloy::primitives::Address::ZERO, 1), op.hash(alloy::primitives::Address::ZERO, 1));
+    assert_eq!(
+        op2.hash(alloy::primitives::Address::ZERO, 1),
+        op.hash(alloy::primitives::Address::ZERO, 1)
+    );
     let _ = kms_chain::userop::v0_8::user_op_hash(&op, alloy::primitives::Address::ZERO, 1);
     let _ = op.to_packed();
 }

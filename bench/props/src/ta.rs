@@ -1,7 +1,7 @@
 //! A TA core holding a wallet (the anvil mnemonic) and one agent with its
 //! credential, for the properties that need a live TA.
 
-#[allow(dead_code, unreachable_pub, missing_docs)]
+#[allow(unreachable_pub, missing_docs)]
 #[path = "../../../ta/core/tests/common/mod.rs"]
 mod common;
 
@@ -88,11 +88,12 @@ impl Fixture {
             | CommandId::ExportPrivateKey => {
                 assert!(!ok, "{} succeeded without a proof", id.name());
             }
-            CommandId::SignAgentUserOp => {
-                if ok {
-                    let req = decode_request::<SignAgentUserOp>(input).expect("it decoded");
-                    assert_eq!(req.jwt, self.jwt, "signed for a credential the TA never issued");
-                }
+            CommandId::SignAgentUserOp if ok => {
+                let req = decode_request::<SignAgentUserOp>(input).expect("it decoded");
+                assert_eq!(
+                    req.jwt, self.jwt,
+                    "signed for a credential the TA never issued"
+                );
             }
             _ => {}
         }

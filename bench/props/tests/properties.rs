@@ -13,7 +13,7 @@ fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
 
 /// A valid encoded request of a few types, with one byte changed or cut.
 fn near_valid_request() -> impl Strategy<Value = Vec<u8>> {
-    let reqs = vec![
+    let reqs = [
         encode_request(&SignAgentUserOp {
             wallet_id: WalletId([7; 16]),
             agent_index: 3,
@@ -57,7 +57,8 @@ fn near_valid_request() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn jwt_like() -> impl Strategy<Value = String> {
-    let part = proptest::collection::vec(any::<u8>(), 0..80).prop_map(|b| URL_SAFE_NO_PAD.encode(b));
+    let part =
+        proptest::collection::vec(any::<u8>(), 0..80).prop_map(|b| URL_SAFE_NO_PAD.encode(b));
     let header = prop_oneof![
         Just(r#"{"alg":"HS256","typ":"JWT","kid":"k0011223344556677"}"#.to_string()),
         "[ -~]{0,60}",
@@ -75,16 +76,20 @@ fn jwt_like() -> impl Strategy<Value = String> {
 fn der_like() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         bytes(80),
-        (any::<[u8; 32]>(), any::<[u8; 32]>(), any::<usize>(), any::<u8>()).prop_map(
-            |(r, s, at, x)| {
+        (
+            any::<[u8; 32]>(),
+            any::<[u8; 32]>(),
+            any::<usize>(),
+            any::<u8>()
+        )
+            .prop_map(|(r, s, at, x)| {
                 let mut d = kms_props::der_encode(&r, &s);
                 if x & 1 == 1 {
                     let i = at % d.len();
                     d[i] ^= x;
                 }
                 d
-            }
-        ),
+            }),
     ]
 }
 
@@ -120,8 +125,19 @@ fn userop_json() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn intent_like() -> impl Strategy<Value = Vec<u8>> {
-    let call = (hex_like(), hex_like(), prop_oneof![Just("\"1\"".to_string()), Just("5".to_string()), "\"0x[0-9a-f]{0,70}\"", Just("-1".to_string())])
-        .prop_map(|(to, data, value)| format!(r#"{{"to":"{to}","value":{value},"data":"{data}"}}"#));
+    let call = (
+        hex_like(),
+        hex_like(),
+        prop_oneof![
+            Just("\"1\"".to_string()),
+            Just("5".to_string()),
+            "\"0x[0-9a-f]{0,70}\"",
+            Just("-1".to_string())
+        ],
+    )
+        .prop_map(|(to, data, value)| {
+            format!(r#"{{"to":"{to}","value":{value},"data":"{data}"}}"#)
+        });
     (proptest::collection::vec(call, 0..4), hex_like()).prop_map(|(calls, acct)| {
         format!(
             r#"{{"keyId":"00000000-0000-4000-8000-000000000000:1","accountAddress":"{acct}","calls":[{}]}}"#,

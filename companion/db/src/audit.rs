@@ -265,7 +265,13 @@ mod tests {
         db.append_audit(&events[..3]).await.unwrap();
         db.append_audit(&events[3..]).await.unwrap();
         let v = db.verify_audit_chain().await.unwrap();
-        assert_eq!(v, AuditVerification { rows: n as u64, first_bad: None });
+        assert_eq!(
+            v,
+            AuditVerification {
+                rows: n as u64,
+                first_bad: None
+            }
+        );
         let rows = db.audit_rows(0, n as u32 + 1).await.unwrap();
         assert_eq!(rows.len(), n);
         for (i, r) in rows.iter().enumerate() {

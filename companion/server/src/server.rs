@@ -21,9 +21,9 @@ use crate::audit::Audit;
 use crate::config::{ApiKeyMode, Config, MAX_BODY_BYTES};
 use crate::metrics::Metrics;
 use crate::ratelimit::Limits;
+use crate::reconcile::{self, Reconcile};
 use crate::routes::{agent, ceremony, health, wallet};
 use crate::state::{AppState, CredentialCache, SharedState, Tee};
-use crate::reconcile::{self, Reconcile};
 use crate::{auth, tasks};
 
 /// A start-up error.

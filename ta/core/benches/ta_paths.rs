@@ -91,7 +91,9 @@ fn main() {
 
     let mut g = c.benchmark_group("jwt_verification");
     g.bench_function("host_jwt_parse", |b| b.iter(|| host_parse(&s)));
-    g.bench_function("ta_jwt_hmac_verify_invoke", |b| b.iter(|| ta_verify(&mut s)));
+    g.bench_function("ta_jwt_hmac_verify_invoke", |b| {
+        b.iter(|| ta_verify(&mut s))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("bip32_derivation");

@@ -73,7 +73,11 @@ impl Passkey {
         }
     }
     fn public_key(&self) -> Vec<u8> {
-        self.key.verifying_key().to_encoded_point(false).as_bytes().to_vec()
+        self.key
+            .verifying_key()
+            .to_encoded_point(false)
+            .as_bytes()
+            .to_vec()
     }
     fn assert(&mut self, challenge: &[u8; 32]) -> PasskeyAssertion {
         use base64::Engine;
@@ -202,7 +206,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let est = bundler.estimate_user_operation_gas(&op, ep).await?;
     op = op.with_gas(GasLimits::try_from(&est)?);
     let hash = op.hash(ep, info.chain_id);
-    op = op.with_signature(owner.sign_message_sync(hash.as_slice())?.as_bytes().to_vec());
+    op = op.with_signature(
+        owner
+            .sign_message_sync(hash.as_slice())?
+            .as_bytes()
+            .to_vec(),
+    );
     bundler.send_user_operation(&op, ep).await?;
     let r = bundler
         .wait_for_receipt(hash, Duration::from_secs(60), Duration::from_millis(50))
@@ -267,7 +276,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         h_total.record(us(t4 - t0))?;
     }
     let moved = provider.get_balance(RECIPIENT).await? - before;
-    assert_eq!(moved, value * U256::from(cli.intents), "every intent moved its value");
+    assert_eq!(
+        moved,
+        value * U256::from(cli.intents),
+        "every intent moved its value"
+    );
     let total_us = h_total.mean() * h_total.len() as f64;
     println!(
         "pipeline: {} intents on anvil + Alto (EntryPoint v0.7), one after another, all included (recipient +{} wei)",
@@ -285,7 +298,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         h_own.mean() / 1000.0,
         h_total.mean() / 1000.0
     );
-    println!("  load average before {} after {}", load0.trim(), std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
+    println!(
+        "  load average before {} after {}",
+        load0.trim(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
     drop(stack);
     Ok(())
 }

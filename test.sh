@@ -55,6 +55,11 @@ stage "ta-sim crash-before-rename test (fault-injection hook compiled in)"
 cargo test -p kms-ta-sim --locked --features fault-injection --test crash
 stage "TA core tests with export-secrets compiled in"
 cargo test -p kms-ta --locked --features test-seed,export-secrets
+# The proptest versions of the fuzz properties (kms-props) and the kill -9
+# fault-injection test (kms-loadgen, tests/fault_injection.rs) run in the
+# workspace test stage above.
+stage "Fuzzing: a short cargo-fuzz run of each target (says so and skips without cargo-fuzz)"
+scripts/fuzz.sh "${FUZZ_SECS:-10}"
 
 stage "Browser test: the /ui page in headless Chromium with a virtual passkey"
 if [ "$QUICK" -eq 1 ]; then

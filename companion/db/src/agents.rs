@@ -307,6 +307,28 @@ impl Db {
         Ok(r.rows_affected() > 0)
     }
 
+    /// Set an active agent's generation to the TA's (reconciliation after
+    /// a crash between the TA's generation bump and the database update).
+    pub async fn set_agent_generation(
+        &self,
+        wallet_id: &str,
+        index: u32,
+        generation: u32,
+        now: i64,
+    ) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE agent_keys SET generation = ?, updated_at = ? \
+             WHERE wallet_id = ? AND agent_index = ? AND status = 'active'",
+        )
+        .bind(i64::from(generation))
+        .bind(now)
+        .bind(wallet_id)
+        .bind(i64::from(index))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
     /// One agent row.
     pub async fn get_agent(&self, wallet_id: &str, index: u32) -> Result<Option<AgentKey>> {
         let sql =

@@ -102,6 +102,9 @@ fn row_hash(prev: &str, seq: i64, e: &AuditEvent) -> String {
     hex::encode(h.finalize())
 }
 
+/// Rows per multi-row INSERT (10 parameters each; SQLite allows 32766).
+const AUDIT_ROWS_PER_INSERT: usize = 128;
+
 impl Db {
     /// Append events, in order, in one transaction.
     pub async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
@@ -114,26 +117,32 @@ impl Db {
                 .fetch_optional(&mut *tx)
                 .await?;
         let (mut seq, mut prev) = last.unwrap_or((0, GENESIS_HASH.to_owned()));
-        for e in events {
-            seq += 1;
-            let hash = row_hash(&prev, seq, e);
-            sqlx::query(
+        // Multi-row INSERTs: one statement per chunk instead of one per
+        // event (each statement is a round trip to the SQLite worker).
+        for chunk in events.chunks(AUDIT_ROWS_PER_INSERT) {
+            let mut rows = Vec::with_capacity(chunk.len());
+            for e in chunk {
+                seq += 1;
+                let hash = row_hash(&prev, seq, e);
+                rows.push((seq, e, std::mem::replace(&mut prev, hash.clone()), hash));
+            }
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO audit_log (seq, ts, actor, action, key_id, outcome, user_op_hash, \
-                 detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(seq)
-            .bind(e.ts)
-            .bind(&e.actor)
-            .bind(&e.action)
-            .bind(&e.key_id)
-            .bind(&e.outcome)
-            .bind(&e.user_op_hash)
-            .bind(&e.detail)
-            .bind(&prev)
-            .bind(&hash)
-            .execute(&mut *tx)
-            .await?;
-            prev = hash;
+                 detail, prev_hash, hash) ",
+            );
+            q.push_values(rows, |mut b, (seq, e, prev_hash, hash)| {
+                b.push_bind(seq)
+                    .push_bind(e.ts)
+                    .push_bind(e.actor.as_str())
+                    .push_bind(e.action.as_str())
+                    .push_bind(e.key_id.as_deref())
+                    .push_bind(e.outcome.as_str())
+                    .push_bind(e.user_op_hash.as_deref())
+                    .push_bind(e.detail.as_deref())
+                    .push_bind(prev_hash)
+                    .push_bind(hash);
+            });
+            q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -246,6 +255,29 @@ mod tests {
             .unwrap();
         let v = db.verify_audit_chain().await.unwrap();
         assert_eq!(v.first_bad.as_ref().map(|b| b.0), Some(2), "{v:?}");
+    }
+
+    #[tokio::test]
+    async fn batches_over_several_inserts_keep_order_and_chain() {
+        let (_d, db) = temp_db().await;
+        let n = 2 * AUDIT_ROWS_PER_INSERT + 7;
+        let events: Vec<AuditEvent> = (0..n).map(|i| ev(&format!("E{i}"))).collect();
+        db.append_audit(&events[..3]).await.unwrap();
+        db.append_audit(&events[3..]).await.unwrap();
+        let v = db.verify_audit_chain().await.unwrap();
+        assert_eq!(
+            v,
+            AuditVerification {
+                rows: n as u64,
+                first_bad: None
+            }
+        );
+        let rows = db.audit_rows(0, n as u32 + 1).await.unwrap();
+        assert_eq!(rows.len(), n);
+        for (i, r) in rows.iter().enumerate() {
+            assert_eq!(r.seq, i as i64 + 1);
+            assert_eq!(r.action, format!("E{i}"));
+        }
     }
 
     #[tokio::test]

@@ -10,7 +10,8 @@
 //! * [`chain`] — the chain client, nonce tracker, operator key, and chain error mapping for
 //!   `/kms/agent-sessions` and `/agent/intents`.
 //! * [`error`] — one error type, one status mapping.
-//! * [`audit`], [`metrics`], [`openapi`], [`tasks`].
+//! * [`audit`], [`metrics`], [`openapi`], [`tasks`], [`reconcile`] (DB/TA
+//!   agreement after a crash).
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -26,6 +27,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod ops;
 pub mod ratelimit;
+pub mod reconcile;
 pub mod routes;
 pub mod server;
 pub mod state;

@@ -21,6 +21,7 @@ use crate::audit::Audit;
 use crate::config::{ApiKeyMode, Config, MAX_BODY_BYTES};
 use crate::metrics::Metrics;
 use crate::ratelimit::Limits;
+use crate::reconcile::{self, Reconcile};
 use crate::routes::{agent, ceremony, health, intents, sessions, ui, wallet};
 use crate::state::{AppState, CredentialCache, SharedState, Tee};
 use crate::{auth, tasks};
@@ -146,7 +147,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     .await?;
     let backend: TeeBackend = config.tee_backend().parse()?;
     let metrics = Arc::new(Metrics::default());
-    let tee = Tee::new(backend.lazy()?, metrics.clone());
+    let reconcile = Arc::new(Reconcile::default());
+    let tee = Tee::new(backend.lazy()?, metrics.clone(), reconcile.clone());
 
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
@@ -209,6 +211,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         credentials: CredentialCache::default(),
         chain,
         operator: tokio::sync::OnceCell::new(),
+        reconcile,
     });
     match state.operator().await {
         Ok(op) => tracing::info!(
@@ -220,8 +223,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     if let Err(e) = tasks::sync_jwt_meta(&state).await {
         tracing::warn!(error = %e, "could not read the TA's JWT secret status at start-up");
     }
+    // Before serving: repair what a crash between a database write and a
+    // TA write left apart. If the TA is not reachable yet, the background
+    // task retries.
+    if let Err(e) = reconcile::run_once(&state, true).await {
+        tracing::warn!(error = %e, "could not reconcile agents with the TA at start-up; will retry");
+    }
     let (shutdown, rx) = watch::channel(false);
-    let tasks = tasks::spawn(state.clone(), rx.clone());
+    let mut tasks = tasks::spawn(state.clone(), rx.clone());
+    tasks.push(reconcile::spawn(state.clone(), rx.clone()));
     let app = router(state.clone());
     let mut stop = rx;
     let server = tokio::spawn(async move {

@@ -14,21 +14,28 @@ use crate::config::{ApiKeyMode, Config};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::ratelimit::Limits;
+use crate::reconcile::Reconcile;
 
 /// The TEE client with latency metrics and the one error mapping.
 #[derive(Clone)]
 pub struct Tee {
     client: TeeClient,
     metrics: Arc<Metrics>,
+    reconcile: Arc<Reconcile>,
 }
 
 impl Tee {
-    /// Wrap a client.
-    pub fn new(client: TeeClient, metrics: Arc<Metrics>) -> Self {
-        Self { client, metrics }
+    /// Wrap a client. A call that fails as unavailable after its request
+    /// may have reached the TA marks `reconcile` dirty.
+    pub fn new(client: TeeClient, metrics: Arc<Metrics>, reconcile: Arc<Reconcile>) -> Self {
+        Self {
+            client,
+            metrics,
+            reconcile,
+        }
     }
 
-    /// The underlying client (for helpers that take one, e.g. the operator key).
+    /// The raw client (no metrics, no reconciliation trigger).
     pub fn client(&self) -> &TeeClient {
         &self.client
     }
@@ -45,7 +52,12 @@ impl Tee {
         let outcome = match &r {
             Ok(_) => "ok",
             Err(kms_tee_client::TeeError::Ta(_)) => "ta_error",
-            Err(kms_tee_client::TeeError::Unavailable { .. }) => "unavailable",
+            Err(kms_tee_client::TeeError::Unavailable { maybe_executed, .. }) => {
+                if *maybe_executed {
+                    self.reconcile.mark_dirty();
+                }
+                "unavailable"
+            }
             Err(_) => "error",
         };
         self.metrics
@@ -139,6 +151,8 @@ pub struct AppState {
     /// The TA's operator key (created at start-up, or on first use if the TEE was not reachable
     /// then).
     pub operator: tokio::sync::OnceCell<kms_chain::operator::TaOperator>,
+    /// Database/TA reconciliation state (see [`crate::reconcile`]).
+    pub reconcile: Arc<Reconcile>,
 }
 
 impl AppState {

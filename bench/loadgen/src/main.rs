@@ -1,0 +1,365 @@
+//! `loadgen`: drive `/kms/sign-agent` on a real companion + ta-sim pair.
+//!
+//! Starts `ta-sim` and `companion` (release builds) on a free port with the
+//! rate limits set high, creates N agents through the real API (WebAuthn
+//! ceremonies with a software passkey), then drives `/kms/sign-agent` at
+//! concurrency C for T seconds over keep-alive connections. Prints
+//! throughput, latency percentiles (hdrhistogram), errors by status, peak
+//! RSS of both processes, and the ratio of HTTP throughput to raw
+//! in-process k256 signing measured in the same run on the same cores.
+//!
+//! `cargo run --release -p kms-loadgen -- --agents 200 --concurrency 32 --duration 20`
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+use kms_loadgen::api::{self, Agent, Api};
+use kms_loadgen::procs::{self, CompanionOpts, Profile};
+use kms_loadgen::{http1, raw};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "loadgen",
+    about = "Sign-agent load driver for the key companion"
+)]
+struct Cli {
+    /// Agents to create through the API.
+    #[arg(long, default_value_t = 200)]
+    agents: usize,
+    /// Wallets the agents are spread over (each with its own passkey).
+    #[arg(long, default_value_t = 8)]
+    wallets: usize,
+    /// Concurrent keep-alive connections driving /kms/sign-agent.
+    #[arg(long, short = 'c', default_value_t = 32)]
+    concurrency: usize,
+    /// Measured seconds.
+    #[arg(long, short = 'd', default_value_t = 20)]
+    duration: u64,
+    /// Unmeasured warm-up seconds before the measurement.
+    #[arg(long, default_value_t = 3)]
+    warmup: u64,
+    /// Seconds of each raw k256 baseline (one before, one after).
+    #[arg(long, default_value_t = 3)]
+    raw_secs: u64,
+    /// Threads of the raw baseline [default: the number of cores].
+    #[arg(long)]
+    raw_threads: Option<usize>,
+    /// Directory with `companion` and `ta-sim` (skips `cargo build`).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Use debug builds (for a quick functional check only).
+    #[arg(long)]
+    debug: bool,
+    /// Extra flags for the companion (repeatable), e.g. `--companion-arg=--db-max-connections=4`.
+    #[arg(long = "companion-arg", allow_hyphen_values = true)]
+    companion_args: Vec<String>,
+    /// Also write the figures as one JSON object to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Default)]
+struct Tally {
+    hist: Option<Histogram<u64>>,
+    ok: u64,
+    by_status: BTreeMap<String, u64>,
+}
+
+fn new_hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram")
+}
+
+async fn drive(
+    port: u16,
+    agents: Arc<Vec<Agent>>,
+    account: [u8; 20],
+    worker: usize,
+    workers: usize,
+    until: Instant,
+    record: bool,
+) -> Tally {
+    let mut t = Tally {
+        hist: Some(new_hist()),
+        ..Tally::default()
+    };
+    let mut conn = None;
+    let mut n: u64 = 0;
+    let mut i = worker;
+    let mut body = Vec::with_capacity(256);
+    let mut auth = String::with_capacity(1024);
+    while Instant::now() < until {
+        if conn.is_none() {
+            match http1::Conn::connect(port).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    *t.by_status
+                        .entry(format!("connect: {}", e.kind()))
+                        .or_default() += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            }
+        }
+        let a = &agents[i % agents.len()];
+        i += workers;
+        n += 1;
+        let mut hash = [0u8; 32];
+        hash[..8].copy_from_slice(&(worker as u64).to_be_bytes());
+        hash[8..16].copy_from_slice(&n.to_be_bytes());
+        body.clear();
+        serde_json::to_writer(&mut body, &api::sign_body(&a.key_id, &hash, &account))
+            .expect("json");
+        auth.clear();
+        auth.push_str("Bearer ");
+        auth.push_str(&a.jwt);
+        let started = Instant::now();
+        let c = conn.as_mut().expect("connected");
+        let res = c
+            .post("/kms/sign-agent", &[("authorization", &auth)], &body)
+            .await;
+        let micros = started.elapsed().as_micros() as u64;
+        match res {
+            Ok(r) => {
+                let good =
+                    r.status == 200 && r.body.windows(16).any(|w| w == b"\"signature\":\"0x");
+                if record {
+                    if let Some(h) = t.hist.as_mut() {
+                        let _ = h.record(micros.max(1));
+                    }
+                    if good {
+                        t.ok += 1;
+                    } else {
+                        *t.by_status.entry(r.status.to_string()).or_default() += 1;
+                    }
+                }
+            }
+            Err(e) => {
+                if record {
+                    *t.by_status.entry(format!("io: {}", e.kind())).or_default() += 1;
+                }
+                conn = None;
+            }
+        }
+    }
+    t
+}
+
+async fn phase(
+    port: u16,
+    agents: &Arc<Vec<Agent>>,
+    c: usize,
+    secs: u64,
+    record: bool,
+) -> (Tally, Duration) {
+    let account = [0xA1; 20];
+    let started = Instant::now();
+    let until = started + Duration::from_secs(secs);
+    let tasks: Vec<_> = (0..c)
+        .map(|w| tokio::spawn(drive(port, agents.clone(), account, w, c, until, record)))
+        .collect();
+    let mut total = Tally {
+        hist: Some(new_hist()),
+        ..Tally::default()
+    };
+    for t in tasks {
+        let r = t.await.expect("driver task");
+        total.ok += r.ok;
+        for (k, v) in r.by_status {
+            *total.by_status.entry(k).or_default() += v;
+        }
+        if let (Some(h), Some(rh)) = (total.hist.as_mut(), r.hist.as_ref()) {
+            h.add(rh).expect("merge histograms");
+        }
+    }
+    (total, started.elapsed())
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn main() -> Result<(), String> {
+    let cli = Cli::parse();
+    let profile = if cli.debug {
+        Profile::Debug
+    } else {
+        Profile::Release
+    };
+    let bins = match &cli.bin_dir {
+        Some(d) => d.clone(),
+        None => {
+            eprintln!("loadgen: building companion and ta-sim ({profile:?})");
+            procs::cargo_build("kms-ta-sim", &["ta-sim"], &[], profile);
+            procs::cargo_build("kms-companion", &["companion"], &[], profile)
+        }
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let raw_threads = cli.raw_threads.unwrap_or(cores);
+    let dir = tempfile::Builder::new()
+        .prefix("kms-loadgen-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    let mut sim = procs::start_sim(&bins.join("ta-sim"), dir.path(), &[])?;
+    let api_key = procs::create_api_key(&bins.join("companion"), dir.path())?;
+    let port = procs::free_port();
+    let mut args = vec![
+        "--rate-limit".to_string(),
+        "1000000000".into(),
+        "--agent-rate-limit".into(),
+        "1000000000".into(),
+    ];
+    args.extend(cli.companion_args.iter().cloned());
+    let mut companion = procs::start_companion(
+        &bins.join("companion"),
+        dir.path(),
+        port,
+        &CompanionOpts { args },
+    )?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+
+    let api = Api::new(port, &api_key);
+    let setup = Instant::now();
+    let agents = rt.block_on(async {
+        let wallets = cli.wallets.max(1).min(cli.agents.max(1));
+        let mut tasks = Vec::new();
+        for w in 0..wallets {
+            let api = api.clone();
+            let n = cli.agents / wallets + usize::from(w < cli.agents % wallets);
+            tasks.push(tokio::spawn(async move {
+                let mut owner = api.register().await?;
+                let mut out = Vec::new();
+                for k in 0..n {
+                    let (s, v) = api
+                        .create_agent(&mut owner, &format!("load-{w}-{k}"))
+                        .await?;
+                    if s != 200 {
+                        return Err(format!("create-agent-key: {s} {v}"));
+                    }
+                    out.push(Agent::from_answer(&v).ok_or("bad create answer")?);
+                }
+                Ok::<_, String>(out)
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.map_err(|e| e.to_string())??);
+        }
+        Ok::<_, String>(all)
+    })?;
+    let setup_secs = setup.elapsed().as_secs_f64();
+    println!(
+        "setup: {} wallets, {} agents created through the API (real ceremonies) in {:.1} s ({:.1} agents/s)",
+        cli.wallets.min(cli.agents.max(1)),
+        agents.len(),
+        setup_secs,
+        agents.len() as f64 / setup_secs
+    );
+    let agents = Arc::new(agents);
+
+    let raw_before = raw::sign_throughput(raw_threads, Duration::from_secs(cli.raw_secs));
+    println!(
+        "raw k256 sign_prehash_recoverable, {raw_threads} threads (before): {raw_before:.0}/s"
+    );
+
+    if cli.warmup > 0 {
+        rt.block_on(phase(port, &agents, cli.concurrency, cli.warmup, false));
+    }
+    let cpu0 = (
+        procs::cpu_ticks(companion.pid),
+        procs::cpu_ticks(sim.pid),
+        procs::cpu_ticks(std::process::id()),
+    );
+    let (tally, elapsed) = rt.block_on(phase(port, &agents, cli.concurrency, cli.duration, true));
+    let cpu1 = (
+        procs::cpu_ticks(companion.pid),
+        procs::cpu_ticks(sim.pid),
+        procs::cpu_ticks(std::process::id()),
+    );
+    let rss_companion_now = procs::rss_kib(companion.pid);
+    let rss_companion = procs::peak_rss_kib(companion.pid);
+    let rss_sim = procs::peak_rss_kib(sim.pid);
+
+    let raw_after = raw::sign_throughput(raw_threads, Duration::from_secs(cli.raw_secs));
+    println!("raw k256 sign_prehash_recoverable, {raw_threads} threads (after):  {raw_after:.0}/s");
+    let raw_mean = (raw_before + raw_after) / 2.0;
+
+    let h = tally.hist.as_ref().expect("hist");
+    let secs = elapsed.as_secs_f64();
+    let tput = tally.ok as f64 / secs;
+    let errors: u64 = tally.by_status.values().sum();
+    let pct = |q: f64| ms(h.value_at_quantile(q));
+    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let cpu = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => (b - a) as f64 / 100.0 / secs,
+        _ => f64::NAN,
+    };
+    let (cpu_c, cpu_s, cpu_d) = (
+        cpu(cpu0.0, cpu1.0),
+        cpu(cpu0.1, cpu1.1),
+        cpu(cpu0.2, cpu1.2),
+    );
+    println!();
+    println!(
+        "sign-agent: C={} T={:.1}s agents={} ok={} errors={}",
+        cli.concurrency,
+        secs,
+        agents.len(),
+        tally.ok,
+        errors
+    );
+    println!("  throughput       {tput:.0} sign-agent/s   (target >= 5000)");
+    println!(
+        "  latency          p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms   (target p99 <= 5 ms)",
+        pct(0.50),
+        pct(0.90),
+        pct(0.99),
+        ms(h.max())
+    );
+    if tally.by_status.is_empty() {
+        println!("  errors by status none");
+    } else {
+        for (k, v) in &tally.by_status {
+            println!("  errors by status {k}: {v}");
+        }
+    }
+    let kib =
+        |v: Option<u64>| v.map_or("?".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+    println!(
+        "  peak RSS         companion {} (now {})   ta-sim {}   (target companion <= 64 MB)",
+        kib(rss_companion),
+        kib(rss_companion_now),
+        kib(rss_sim)
+    );
+    println!(
+        "  CPU (cores used) companion {cpu_c:.2}  ta-sim {cpu_s:.2}  loadgen {cpu_d:.2}  of {cores}"
+    );
+    println!(
+        "  ratio            HTTP sign-agent / raw in-process k256 ({raw_threads} threads, mean of before {raw_before:.0}/s and after {raw_after:.0}/s) = {:.3}",
+        tput / raw_mean
+    );
+    println!("  load average     {}", loadavg.trim());
+    if let Some(path) = &cli.json {
+        let v = serde_json::json!({
+            "agents": agents.len(), "concurrency": cli.concurrency, "seconds": secs,
+            "ok": tally.ok, "errors": tally.by_status, "throughput": tput,
+            "p50_ms": pct(0.5), "p90_ms": pct(0.9), "p99_ms": pct(0.99), "max_ms": ms(h.max()),
+            "rss_companion_kib": rss_companion, "rss_sim_kib": rss_sim,
+            "raw_before": raw_before, "raw_after": raw_after, "ratio": tput / raw_mean,
+            "cpu_companion": cpu_c, "cpu_sim": cpu_s, "cpu_loadgen": cpu_d,
+            "setup_secs": setup_secs, "loadavg": loadavg.trim(),
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&v).expect("json"))
+            .map_err(|e| e.to_string())?;
+    }
+    drop(rt);
+    companion.kill9();
+    sim.kill9();
+    Ok(())
+}

@@ -55,6 +55,9 @@ stage "ta-sim crash-before-rename test (fault-injection hook compiled in)"
 cargo test -p kms-ta-sim --locked --features fault-injection --test crash
 stage "TA core tests with export-secrets compiled in"
 cargo test -p kms-ta --locked --features test-seed,export-secrets
+stage "kms-admin with export-secrets (the export_key binary, still passkey-gated)"
+cargo clippy -p kms-admin --all-targets --locked --features export-secrets -- -D warnings
+cargo test -p kms-admin --locked --features export-secrets --test export_key
 # The proptest versions of the fuzz properties (kms-props) and the kill -9
 # fault-injection test (kms-loadgen, tests/fault_injection.rs) run in the
 # workspace test stage above.

@@ -355,7 +355,31 @@ async fn api_keys_are_shown_once_stored_hashed_and_revocable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn operator_address_is_created_only_on_request() {
-    let env = Env::start().await;
+    let mut env = Env::start().await;
+    // The companion creates the operator key at start-up: kms-admin reads the same key.
+    let (status, health) = env.get("/health").await;
+    assert_eq!(status, 200, "{health}");
+    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    let companion_operator = health["operatorAddress"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no operator address in /health: {health}"))
+        .to_owned();
+    let out = admin(&env, &["--json", "operator-address"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.json()["address"]
+            .as_str()
+            .unwrap()
+            .eq_ignore_ascii_case(&companion_operator),
+        "{out:?} vs {companion_operator}"
+    );
+
+    // A TA without an operator key (fresh sealed store, same database): kms-admin does not
+    // create one unless asked.
+    env.stop_server().await;
+    env.sim.stop();
+    std::fs::remove_dir_all(env.dir.path().join("ta")).unwrap();
+    env.sim = Sim::start(env.dir.path());
     let out = admin(&env, &["operator-address"]).await;
     assert_eq!(out.code, 3, "no operator key yet: {out:?}");
     assert!(out.stderr.contains("--create"), "{out:?}");

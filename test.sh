@@ -27,15 +27,18 @@ cargo fmt --all -- --check
 
 stage "cargo clippy (workspace, all targets, -D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The variant builds below add `-p workspace-hack` (see workspace-hack/Cargo.toml): it
+# unifies the dependencies' features with the workspace build above, so each variant
+# recompiles only our crates whose features change, never alloy, tokio or the crypto crates.
 stage "cargo clippy (TA core with its development features)"
-cargo clippy -p kms-ta --all-targets --locked --features test-seed,export-secrets -- -D warnings
+cargo clippy -p kms-ta -p workspace-hack --all-targets --locked \
+  --features kms-ta/test-seed,kms-ta/export-secrets -- -D warnings
 
-stage "OP-TEE type checks (TA entry points and libteec client, without OP-TEE libraries)"
-cargo check -p kms-ta-optee --locked --features optee-doc
-cargo check -p kms-tee-client --locked --features optee-doc
-cargo clippy -p kms-ta-optee --all-targets --locked --features optee-doc -- -D warnings
-cargo clippy -p kms-tee-client --all-targets --locked --features optee-doc -- -D warnings
-cargo clippy -p kms-ta-sim --all-targets --locked --features fault-injection -- -D warnings
+stage "OP-TEE type checks and clippy (TA entry points and libteec client, without OP-TEE libraries)"
+cargo clippy -p kms-ta-optee -p kms-tee-client -p workspace-hack --all-targets --locked \
+  --features kms-ta-optee/optee-doc,kms-tee-client/optee-doc -- -D warnings
+cargo clippy -p kms-ta-sim -p workspace-hack --all-targets --locked \
+  --features kms-ta-sim/fault-injection -- -D warnings
 
 if [ "$QUICK" -eq 0 ]; then
   stage "Node.js for the local chain tools"
@@ -52,12 +55,13 @@ else
   cargo test --workspace --locked
 fi
 stage "ta-sim crash-before-rename test (fault-injection hook compiled in)"
-cargo test -p kms-ta-sim --locked --features fault-injection --test crash
+cargo test -p kms-ta-sim -p workspace-hack --locked --features kms-ta-sim/fault-injection --test crash
 stage "TA core tests with export-secrets compiled in"
-cargo test -p kms-ta --locked --features test-seed,export-secrets
+cargo test -p kms-ta -p workspace-hack --locked --features kms-ta/test-seed,kms-ta/export-secrets
 stage "kms-admin with export-secrets (the export_key binary, still passkey-gated)"
-cargo clippy -p kms-admin --all-targets --locked --features export-secrets -- -D warnings
-cargo test -p kms-admin --locked --features export-secrets --test export_key
+cargo clippy -p kms-admin -p workspace-hack --all-targets --locked \
+  --features kms-admin/export-secrets -- -D warnings
+cargo test -p kms-admin -p workspace-hack --locked --features kms-admin/export-secrets --test export_key
 # The proptest versions of the fuzz properties (kms-props) and the kill -9
 # fault-injection test (kms-loadgen, tests/fault_injection.rs) run in the
 # workspace test stage above.

@@ -63,18 +63,11 @@ struct Bins {
     companion: PathBuf,
 }
 
-fn bins(tmp: &Path) -> Bins {
+fn bins() -> Bins {
     // The fault-injection build of ta-sim (the crash hook is armed only by
-    // its environment variable), copied aside so other tests' builds of
+    // its environment variable), as its own copy so other tests' builds of
     // ta-sim do not replace it under us.
-    let out = procs::cargo_build(
-        "kms-ta-sim",
-        &["ta-sim"],
-        &["fault-injection"],
-        Profile::Debug,
-    );
-    let sim = tmp.join("ta-sim-fi");
-    std::fs::copy(out.join("ta-sim"), &sim).expect("copy ta-sim");
+    let sim = kms_test_support::ta_sim_bin_with_features("fault-injection");
     let out = procs::cargo_build("kms-companion", &["companion"], &[], Profile::Debug);
     Bins {
         sim,
@@ -357,12 +350,7 @@ async fn kill_9_at_random_points_keeps_the_invariants() {
     eprintln!("fault injection: seed {seed} ({rounds} rounds; re-run with KMS_FAULT_SEED={seed})");
     let mut rng = SmallRng::seed_from_u64(seed);
     let tmp = tempfile::tempdir().unwrap();
-    let b = tokio::task::spawn_blocking({
-        let p = tmp.path().to_owned();
-        move || bins(&p)
-    })
-    .await
-    .unwrap();
+    let b = tokio::task::spawn_blocking(bins).await.unwrap();
     let dir = tmp.path().join("data");
     std::fs::create_dir_all(&dir).unwrap();
     let mut sim = procs::start_sim(&b.sim, &dir, &[]).unwrap();

@@ -397,6 +397,34 @@ impl Companion {
         .await
     }
 
+    /// [`Companion::intent`] without an idempotency key, also returning the response's
+    /// `Server-Timing` header (the companion's time per phase).
+    pub async fn intent_timed(
+        &self,
+        agent: &AgentKey,
+        calls: Value,
+    ) -> Result<(u16, Value, Option<String>), CompanionError> {
+        let resp = self
+            .http
+            .post(self.url("/agent/intents"))
+            .bearer_auth(&agent.jwt)
+            .json(&json!({"calls": calls}))
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let timing = resp
+            .headers()
+            .get("server-timing")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = resp.text().await?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            timing,
+        ))
+    }
+
     /// Polls `GET /agent/intents/{hash}` until the intent is `included` or `failed`.
     pub async fn wait_intent(&self, agent: &AgentKey, hash: &str) -> Result<Value, CompanionError> {
         let start = Instant::now();

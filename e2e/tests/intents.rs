@@ -244,11 +244,25 @@ async fn intent_within_policy_lands(version: EntryPointVersion) {
     let account = f.session(&agent, 0, &[to], eth("1"), window).await;
     assert_eq!(f.env.balance(to).await.unwrap(), U256::ZERO);
 
-    let (status, first) =
-        f.c.intent(&agent, transfer(to, "0.25"), None)
-            .await
-            .unwrap();
+    let (status, first, timing) = f.c.intent_timed(&agent, transfer(to, "0.25")).await.unwrap();
     assert_eq!(status, 202, "{first}");
+    // Server-Timing names every phase once, in order, each with a duration, then the total.
+    let timing = timing.expect("a Server-Timing header");
+    let phases: Vec<(&str, f64)> = timing
+        .split(", ")
+        .map(|p| {
+            let (name, dur) = p.split_once(";dur=").expect(&timing);
+            (name, dur.parse().expect(&timing))
+        })
+        .collect();
+    let names: Vec<&str> = phases.iter().map(|p| p.0).collect();
+    assert_eq!(
+        names,
+        ["auth", "queue", "nonce", "policy", "prepare", "sign", "record", "submit", "total"]
+    );
+    let sum: f64 = phases[..phases.len() - 1].iter().map(|p| p.1).sum();
+    assert!((phases[8].1 - sum).abs() < 0.05, "{timing}");
+    assert!(phases.iter().all(|p| p.1 >= 0.0), "{timing}");
     assert_eq!(
         first["account"]
             .as_str()

@@ -221,6 +221,9 @@ mod tests {
         );
     }
 
+    // `call_async` exists with the `tokio` feature, which every user of this crate in the
+    // workspace enables (so the workspace test run always has it).
+    #[cfg(feature = "tokio")]
     #[tokio::test]
     async fn call_async_runs_on_the_blocking_pool() {
         let client = TeeClient::new(Scripted {

@@ -13,12 +13,20 @@
 //! `Idempotency-Key`: a retried POST with the same key returns the recorded intent instead of
 //! submitting again. Nothing is ever re-built for an intent: a transient bundler failure leaves
 //! the signed operation recorded (`signed`), and the background task re-submits exactly it.
+//!
+//! The 202 answer carries a `Server-Timing` header (W3C Server Timing) with the time of each
+//! phase: `auth` (credential), `queue` (agent record, this agent's lock, idempotency),
+//! `nonce` (EntryPoint nonce, waiting for the agent's previous operation), `policy` (intents in
+//! flight and the on-chain session), `prepare` (fees, gas estimate, build, userOpHash), `sign`
+//! (the TA), `record` (database), `submit` (bundler) and `total`, in milliseconds.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, Bytes, B256, U256};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::Json;
 use kms_chain::account::{total_value, Call};
 use kms_chain::bundler::UserOperationReceipt;
@@ -209,6 +217,45 @@ fn calls_json(calls: &[Call]) -> Value {
     )
 }
 
+/// The phases of one request and their durations, for the `Server-Timing` header.
+#[derive(Debug)]
+struct Phases {
+    start: Instant,
+    last: Instant,
+    done: Vec<(&'static str, Duration)>,
+}
+
+impl Phases {
+    fn start() -> Self {
+        let now = Instant::now();
+        Phases {
+            start: now,
+            last: now,
+            done: Vec::with_capacity(9),
+        }
+    }
+
+    /// Ends phase `name` (which began where the previous one ended).
+    fn end(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.done.push((name, now - self.last));
+        self.last = now;
+    }
+
+    /// `name;dur=<ms>, ...` with the total last.
+    fn header(&self) -> HeaderValue {
+        let mut v = String::new();
+        let total = self.last - self.start;
+        for (name, d) in self.done.iter().chain([&("total", total)]) {
+            if !v.is_empty() {
+                v.push_str(", ");
+            }
+            let _ = write!(v, "{name};dur={:.3}", d.as_secs_f64() * 1000.0);
+        }
+        HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("total"))
+    }
+}
+
 fn hash_hex(h: B256) -> String {
     format!("{h:#x}")
 }
@@ -216,7 +263,9 @@ fn hash_hex(h: B256) -> String {
 /// Submit an intent: pre-check, build, TA signature, bundler (Bearer agent credential).
 #[utoipa::path(post, path = "/agent/intents", tag = "intents", request_body = IntentRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request return the first result")),
-    responses((status = 202, body = IntentResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    responses((status = 202, body = IntentResponse, headers(("Server-Timing" = String,
+            description = "Milliseconds per phase: auth, queue, nonce, policy, prepare, sign, record, submit, total"))),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "Policy refusal: target_not_allowed, over_budget, session_expired, session_not_yet_valid, session_revoked, no_session"),
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody),
         (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)),
@@ -225,13 +274,15 @@ pub async fn submit_intent(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
     JsonBody(r): JsonBody<IntentRequest>,
-) -> Result<(StatusCode, Json<IntentResponse>), ApiError> {
+) -> Result<(StatusCode, [(header::HeaderName, HeaderValue); 1], Json<IntentResponse>), ApiError> {
+    let mut phases = Phases::start();
     let chain = s.chain()?;
     let auth = authenticate_agent(&s, &headers, r.key_id.as_deref(), true).await?;
     let idem = idempotency_key(&headers)?;
     let calls = parse_calls(&r.calls)?;
+    phases.end("auth");
     let mut hash = None;
-    let res = submit_checked(&s, chain, &auth, idem, calls, &mut hash).await;
+    let res = submit_checked(&s, chain, &auth, idem, calls, &mut hash, &mut phases).await;
     let outcome = crate::routes::outcome(&res);
     let actor = format!("agent:{}", auth.key_id);
     let hash_hex = hash.map(hash_hex);
@@ -244,7 +295,11 @@ pub async fn submit_intent(
         detail: None,
     });
     let intent = res?;
-    Ok((StatusCode::ACCEPTED, Json(IntentResponse::from(&intent))))
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::SERVER_TIMING, phases.header())],
+        Json(IntentResponse::from(&intent)),
+    ))
 }
 
 async fn submit_checked(
@@ -254,6 +309,7 @@ async fn submit_checked(
     idem: Option<String>,
     calls: Vec<Call>,
     hash_out: &mut Option<B256>,
+    phases: &mut Phases,
 ) -> Result<Intent, ApiError> {
     let wallet_str = auth.wallet.to_uuid_string();
     let row =
@@ -281,12 +337,14 @@ async fn submit_checked(
             return Ok(existing);
         }
     }
+    phases.end("queue");
     let nonce = chain
         .client
         .next_nonce(&mut guard, chain.receipt_wait)
         .await
         .map_err(|e| chain_error(e, Some(account)))?;
     let (_, seq) = NonceKey::split(nonce);
+    phases.end("nonce");
 
     // Value of this agent's intents still in flight (recorded, not settled, not passed by the
     // chain's nonce).
@@ -314,6 +372,7 @@ async fn submit_checked(
         .map_err(|e| chain_error(e, Some(account)))?;
     let now = u64::try_from(kms_db::now_secs()).unwrap_or(0);
     precheck(&snapshot, &calls, in_flight, now, chain.margins).map_err(|r| refusal(&r))?;
+    phases.end("policy");
 
     let prepared = chain
         .client
@@ -322,6 +381,7 @@ async fn submit_checked(
         .map_err(|e| chain_error(e, Some(account)))?;
     let user_op_hash = prepared.user_op_hash;
     *hash_out = Some(user_op_hash);
+    phases.end("prepare");
     let sig = s
         .tee
         .call(&SignAgentUserOp {
@@ -341,6 +401,7 @@ async fn submit_checked(
         .map_err(|e| ApiError::internal(format!("agent signature: {e}")))?;
     s.metrics.count_signature("agent_intent");
     let op = prepared.signed(sig.signature);
+    phases.end("sign");
 
     let entry_point = chain.client.entry_point();
     let hash_str = hash_hex(user_op_hash);
@@ -363,6 +424,7 @@ async fn submit_checked(
         now: kms_db::now_secs(),
     })
     .await?;
+    phases.end("record");
 
     match chain.client.submit(&op).await {
         Ok(_) => {
@@ -394,9 +456,12 @@ async fn submit_checked(
             return Err(err);
         }
     }
-    s.db.get_intent(&hash_str)
-        .await?
-        .ok_or_else(|| ApiError::internal("intent vanished"))
+    let intent =
+        s.db.get_intent(&hash_str)
+            .await?
+            .ok_or_else(|| ApiError::internal("intent vanished"))?;
+    phases.end("submit");
+    Ok(intent)
 }
 
 /// An intent's status and receipt (Bearer credential of the agent that submitted it).
@@ -510,6 +575,28 @@ pub(crate) async fn refresh(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_timing_lists_each_phase_then_the_total() {
+        let mut p = Phases::start();
+        std::thread::sleep(Duration::from_millis(2));
+        p.end("auth");
+        p.end("sign");
+        let h = p.header();
+        let parts: Vec<(String, f64)> = h
+            .to_str()
+            .unwrap()
+            .split(", ")
+            .map(|x| {
+                let (n, d) = x.split_once(";dur=").unwrap();
+                (n.to_owned(), d.parse().unwrap())
+            })
+            .collect();
+        let names: Vec<&str> = parts.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["auth", "sign", "total"]);
+        assert!(parts[0].1 >= 2.0, "{h:?}");
+        assert!((parts[2].1 - parts[0].1 - parts[1].1).abs() < 0.01, "{h:?}");
+    }
 
     #[test]
     fn calls_are_parsed_strictly() {

@@ -244,7 +244,10 @@ async fn intent_within_policy_lands(version: EntryPointVersion) {
     let account = f.session(&agent, 0, &[to], eth("1"), window).await;
     assert_eq!(f.env.balance(to).await.unwrap(), U256::ZERO);
 
-    let (status, first, timing) = f.c.intent_timed(&agent, transfer(to, "0.25")).await.unwrap();
+    let (status, first, timing) =
+        f.c.intent_timed(&agent, transfer(to, "0.25"))
+            .await
+            .unwrap();
     assert_eq!(status, 202, "{first}");
     // Server-Timing names every phase once, in order, each with a duration, then the total.
     let timing = timing.expect("a Server-Timing header");

@@ -200,7 +200,11 @@ async fn measure(cli: &Cli, c: &Companion, env: &ChainEnv) -> Result<(), Error> 
     }
     let moved = env.balance(recipient).await? - before;
     if moved != value * U256::from(cli.intents) {
-        return Err(format!("the recipient received {moved} wei, not {} intents' worth", cli.intents).into());
+        return Err(format!(
+            "the recipient received {moved} wei, not {} intents' worth",
+            cli.intents
+        )
+        .into());
     }
     let total_us = h_total.mean() * h_total.len() as f64;
     println!(

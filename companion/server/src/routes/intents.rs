@@ -274,7 +274,14 @@ pub async fn submit_intent(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
     JsonBody(r): JsonBody<IntentRequest>,
-) -> Result<(StatusCode, [(header::HeaderName, HeaderValue); 1], Json<IntentResponse>), ApiError> {
+) -> Result<
+    (
+        StatusCode,
+        [(header::HeaderName, HeaderValue); 1],
+        Json<IntentResponse>,
+    ),
+    ApiError,
+> {
     let mut phases = Phases::start();
     let chain = s.chain()?;
     let auth = authenticate_agent(&s, &headers, r.key_id.as_deref(), true).await?;

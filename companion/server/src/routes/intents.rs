@@ -304,7 +304,7 @@ pub async fn submit_intent(
     let intent = res?;
     Ok((
         StatusCode::ACCEPTED,
-        [(header::SERVER_TIMING, phases.header())],
+        [(header::HeaderName::from_static("server-timing"), phases.header())],
         Json(IntentResponse::from(&intent)),
     ))
 }

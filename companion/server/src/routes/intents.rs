@@ -304,7 +304,10 @@ pub async fn submit_intent(
     let intent = res?;
     Ok((
         StatusCode::ACCEPTED,
-        [(header::HeaderName::from_static("server-timing"), phases.header())],
+        [(
+            header::HeaderName::from_static("server-timing"),
+            phases.header(),
+        )],
         Json(IntentResponse::from(&intent)),
     ))
 }

@@ -94,6 +94,15 @@ impl Companion {
         info: &StackInfo,
         version: EntryPointVersion,
     ) -> Result<Self, CompanionError> {
+        Self::start_with(info, version, &[]).await
+    }
+
+    /// [`Companion::start`] with extra companion flags (e.g. `--agent-rate-limit=1000`).
+    pub async fn start_with(
+        info: &StackInfo,
+        version: EntryPointVersion,
+        extra_args: &[&str],
+    ) -> Result<Self, CompanionError> {
         let sim = TaSim::start()?;
         let dir = tempfile::Builder::new()
             .prefix("kms-companion-")
@@ -117,6 +126,7 @@ impl Companion {
             "1".into(),
         ];
         args.extend(chain_args(info, version));
+        args.extend(extra_args.iter().map(|a| (*a).to_owned()));
         let config = <kms_companion::Config as clap::Parser>::try_parse_from(args)
             .map_err(|e| CompanionError::Start(e.to_string()))?;
         let server = kms_companion::start(config)

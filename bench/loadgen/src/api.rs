@@ -213,6 +213,16 @@ pub fn sign_body(key_id: &str, hash: &[u8; 32], account: &[u8; 20]) -> Value {
     })
 }
 
+/// Whether a `/kms/sign-agent` answer body carries a 106-byte session signature
+/// (`"signature":"0x` followed by 212 hex digits and the closing quote).
+pub fn has_session_signature(body: &[u8]) -> bool {
+    const FIELD: &[u8] = b"\"signature\":\"0x";
+    body.windows(FIELD.len())
+        .position(|w| w == FIELD)
+        .and_then(|at| body.get(at + FIELD.len()..at + FIELD.len() + 213))
+        .is_some_and(|sig| sig[..212].iter().all(u8::is_ascii_hexdigit) && sig[212] == b'"')
+}
+
 /// An agent as the load driver holds it.
 #[derive(Clone, Debug)]
 pub struct Agent {
@@ -232,5 +242,22 @@ impl Agent {
             jwt: v["agentCredential"].as_str()?.to_owned(),
             address: v["agentAddress"].as_str()?.to_owned(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_session_signature;
+
+    #[test]
+    fn a_session_signature_is_recognised_and_nothing_else() {
+        let sig = format!("08{}", "ab".repeat(105));
+        let good = format!(r#"{{"keyId":"w:1","agentAddress":"0x01","signature":"0x{sig}"}}"#);
+        assert!(has_session_signature(good.as_bytes()));
+        let short = format!(r#"{{"signature":"0x{}"}}"#, &sig[..210]);
+        assert!(!has_session_signature(short.as_bytes()));
+        let not_hex = format!(r#"{{"signature":"0x{}zz"}}"#, &sig[..210]);
+        assert!(!has_session_signature(not_hex.as_bytes()));
+        assert!(!has_session_signature(br#"{"code":"credential_revoked"}"#));
     }
 }

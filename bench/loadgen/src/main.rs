@@ -124,8 +124,7 @@ async fn drive(
         let micros = started.elapsed().as_micros() as u64;
         match res {
             Ok(r) => {
-                let good =
-                    r.status == 200 && r.body.windows(16).any(|w| w == b"\"signature\":\"0x");
+                let good = r.status == 200 && api::has_session_signature(r.body);
                 if record {
                     if let Some(h) = t.hist.as_mut() {
                         let _ = h.record(micros.max(1));

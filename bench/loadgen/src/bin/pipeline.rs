@@ -104,7 +104,13 @@ async fn run(cli: Cli) -> Result<(), Error> {
     eprintln!("pipeline: starting anvil + Alto (anvil/stack.sh), ta-sim and the companion");
     let stack = tokio::task::spawn_blocking(Stack::start).await??;
     let info = stack.info().clone();
-    let c = Companion::start(&info, EntryPointVersion::V07).await?;
+    // One agent sends every intent: lift its per-credential rate limit out of the way.
+    let c = Companion::start_with(
+        &info,
+        EntryPointVersion::V07,
+        &["--agent-rate-limit", "1000000"],
+    )
+    .await?;
     let env = ChainEnv::connect(&info, EntryPointVersion::V07).await?;
     let result = measure(&cli, &c, &env).await;
     c.shutdown().await;

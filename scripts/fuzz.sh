@@ -52,6 +52,11 @@ unset CARGO_TARGET_DIR
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+# cargo fuzz has no --locked: check the committed lock file first, so a stale one fails here
+# instead of being rewritten silently by the build.
+cargo metadata --manifest-path fuzz/Cargo.toml --locked --format-version 1 >/dev/null ||
+  die "fuzz/Cargo.lock is out of date: run 'cargo update -w --manifest-path fuzz/Cargo.toml' and commit it"
+
 stage "Building the fuzz targets"
 (cd fuzz && "${fuzz[@]}" build -O)
 

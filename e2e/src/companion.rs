@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use alloy::primitives::{Address, B256};
+use alloy::primitives::{Address, B256, U256};
 use kms_chain::userop::EntryPointVersion;
 use serde_json::{json, Value};
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
@@ -33,6 +33,29 @@ pub enum CompanionError {
     /// An answer was not what the step needs.
     #[error("{0}")]
     Unexpected(String),
+}
+
+/// A `/kms/agent-sessions` session (without keyId) for `targets` with spend cap `cap` wei,
+/// valid from a minute before `now` (chain seconds) for 24 hours; the operator is the revoker.
+pub fn day_session(targets: &[Address], cap: U256, now: u64) -> Value {
+    json!({
+        "targets": targets,
+        "spendCap": cap.to_string(),
+        "validAfter": now - 60,
+        "validUntil": now + 24 * 3600,
+    })
+}
+
+/// A `Server-Timing` header (`name;dur=<ms>, ...`) as (name, milliseconds) in order; `None`
+/// when an entry is not of that form.
+pub fn server_timing(header: &str) -> Option<Vec<(String, f64)>> {
+    header
+        .split(", ")
+        .map(|p| {
+            let (name, dur) = p.split_once(";dur=")?;
+            Some((name.to_owned(), dur.parse().ok()?))
+        })
+        .collect()
 }
 
 /// The companion's command-line arguments for the chain of `info` and `version`.
@@ -177,12 +200,23 @@ impl Companion {
     }
 
     async fn send(&self, rb: reqwest::RequestBuilder) -> Result<(u16, Value), CompanionError> {
+        let (status, body, _) = self.send_full(rb).await?;
+        Ok((status, body))
+    }
+
+    /// [`Companion::send`], also returning the response headers.
+    async fn send_full(
+        &self,
+        rb: reqwest::RequestBuilder,
+    ) -> Result<(u16, Value, reqwest::header::HeaderMap), CompanionError> {
         let resp = rb.send().await?;
         let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
         let text = resp.text().await?;
         Ok((
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            headers,
         ))
     }
 
@@ -414,25 +448,19 @@ impl Companion {
         agent: &AgentKey,
         calls: Value,
     ) -> Result<(u16, Value, Option<String>), CompanionError> {
-        let resp = self
-            .http
-            .post(self.url("/agent/intents"))
-            .bearer_auth(&agent.jwt)
-            .json(&json!({"calls": calls}))
-            .send()
+        let (status, body, headers) = self
+            .send_full(
+                self.http
+                    .post(self.url("/agent/intents"))
+                    .bearer_auth(&agent.jwt)
+                    .json(&json!({"calls": calls})),
+            )
             .await?;
-        let status = resp.status().as_u16();
-        let timing = resp
-            .headers()
+        let timing = headers
             .get("server-timing")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let text = resp.text().await?;
-        Ok((
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-            timing,
-        ))
+        Ok((status, body, timing))
     }
 
     /// Polls `GET /agent/intents/{hash}` until the intent is `included` or `failed`.

@@ -251,14 +251,8 @@ async fn intent_within_policy_lands(version: EntryPointVersion) {
     assert_eq!(status, 202, "{first}");
     // Server-Timing names every phase once, in order, each with a duration, then the total.
     let timing = timing.expect("a Server-Timing header");
-    let phases: Vec<(&str, f64)> = timing
-        .split(", ")
-        .map(|p| {
-            let (name, dur) = p.split_once(";dur=").expect(&timing);
-            (name, dur.parse().expect(&timing))
-        })
-        .collect();
-    let names: Vec<&str> = phases.iter().map(|p| p.0).collect();
+    let phases = kms_e2e::companion::server_timing(&timing).expect(&timing);
+    let names: Vec<&str> = phases.iter().map(|p| p.0.as_str()).collect();
     assert_eq!(
         names,
         ["auth", "queue", "nonce", "policy", "prepare", "sign", "record", "submit", "total"]

@@ -14,7 +14,7 @@ use alloy::primitives::utils::{format_ether, parse_ether};
 use alloy::primitives::{keccak256, Address, U256};
 use kms_chain::userop::EntryPointVersion;
 use kms_e2e::chain::ChainEnv;
-use kms_e2e::companion::Companion;
+use kms_e2e::companion::{day_session, Companion};
 use kms_e2e::stack::Stack;
 use serde_json::json;
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
@@ -175,16 +175,7 @@ async fn demo(c: &Companion, env: &ChainEnv) -> Result<Demo, Error> {
     let now = env.now().await?;
     let cap = parse_ether("1")?;
     let (status, grant) = c
-        .grant_session(
-            &mut user,
-            &agent,
-            json!({
-                "targets": [recipient],
-                "spendCap": cap.to_string(),
-                "validAfter": now - 60,
-                "validUntil": now + 24 * 3600,
-            }),
-        )
+        .grant_session(&mut user, &agent, day_session(&[recipient], cap, now))
         .await?;
     if status != 200 {
         return Err(fail(format!("/kms/agent-sessions: HTTP {status}: {grant}")));

@@ -29,7 +29,7 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use kms_chain::userop::EntryPointVersion;
 use kms_e2e::chain::ChainEnv;
-use kms_e2e::companion::Companion;
+use kms_e2e::companion::{day_session, server_timing, Companion};
 use kms_e2e::stack::Stack;
 use serde_json::json;
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
@@ -72,20 +72,6 @@ fn line(name: &str, h: &Histogram<u64>, total_us: f64) {
         h.mean() / 1000.0,
         100.0 * sum / total_us
     );
-}
-
-/// `name;dur=<ms>, ...` into microseconds per name.
-fn server_timing(header: &str) -> Result<BTreeMap<String, u64>, Error> {
-    header
-        .split(", ")
-        .map(|p| {
-            let (name, dur) = p
-                .split_once(";dur=")
-                .ok_or_else(|| format!("bad Server-Timing entry {p:?}"))?;
-            let ms: f64 = dur.parse()?;
-            Ok((name.to_owned(), (ms * 1000.0).round().max(1.0) as u64))
-        })
-        .collect()
 }
 
 fn main() -> Result<(), Error> {
@@ -134,12 +120,7 @@ async fn measure(cli: &Cli, c: &Companion, env: &ChainEnv) -> Result<(), Error> 
         .grant_session(
             &mut user,
             &agent,
-            json!({
-                "targets": [recipient],
-                "spendCap": parse_ether("5")?.to_string(),
-                "validAfter": now - 60,
-                "validUntil": now + 24 * 3600,
-            }),
+            day_session(&[recipient], parse_ether("5")?, now),
         )
         .await?;
     if status != 200 {
@@ -169,7 +150,13 @@ async fn measure(cli: &Cli, c: &Companion, env: &ChainEnv) -> Result<(), Error> 
         if status != 202 {
             return Err(format!("intent {i}: HTTP {status}: {body}").into());
         }
-        let timing = server_timing(&timing.ok_or("no Server-Timing header")?)?;
+        let timing = timing.ok_or("no Server-Timing header")?;
+        // Microseconds per phase.
+        let timing: BTreeMap<String, u64> = server_timing(&timing)
+            .ok_or_else(|| format!("bad Server-Timing header {timing:?}"))?
+            .into_iter()
+            .map(|(name, ms)| (name, (ms * 1000.0).round().max(1.0) as u64))
+            .collect();
         let hash = body["userOpHash"]
             .as_str()
             .ok_or_else(|| format!("intent {i}: no userOpHash in {body}"))?

@@ -20,7 +20,11 @@ done
 
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
+# One full build, not an edit loop: incremental compilation data would more than
+# double the target directory's size (it filled a CI machine's disk) for no gain.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 start=$(date +%s)
+echo "Free on the target directory's disk at the start: $(df -h --output=avail . | tail -1 | tr -d ' ')"
 
 stage "cargo fmt --check"
 cargo fmt --all -- --check
@@ -76,4 +80,5 @@ else
 fi
 
 echo
+echo "Target directory: $(du -sh target 2>/dev/null | cut -f1); free on its disk: $(df -h --output=avail . | tail -1 | tr -d ' ')"
 echo "All checks passed in $(( $(date +%s) - start )) s."

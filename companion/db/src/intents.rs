@@ -149,6 +149,19 @@ impl Db {
         .await?)
     }
 
+    /// Agent `key_id`'s `limit` most recent intents, whatever their status, newest first
+    /// (ties in `created_at` by insertion order, newest first).
+    pub async fn recent_intents_of(&self, key_id: &str, limit: u32) -> Result<Vec<Intent>> {
+        Ok(sqlx::query_as::<_, Intent>(&format!(
+            "SELECT {INTENT_COLUMNS} FROM intents WHERE key_id = ? \
+             ORDER BY created_at DESC, rowid DESC LIMIT ?"
+        ))
+        .bind(key_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Up to `limit` intents, oldest first, that are `signed` or `pending`.
     pub async fn open_intents(&self, limit: u32) -> Result<Vec<Intent>> {
         Ok(sqlx::query_as::<_, Intent>(&format!(
@@ -317,5 +330,32 @@ mod tests {
             ("included", Some("0xtx"), Some("{}"))
         );
         assert_eq!(db.open_intents_of("w:0").await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn recent_intents_are_the_agents_own_newest_first_and_limited() {
+        let (_d, db) = temp_db().await;
+        for (hash, key, now) in [
+            ("0x01", "w:0", 10),
+            ("0x02", "w:1", 20),
+            ("0x03", "w:0", 30),
+            ("0x04", "w:0", 30),
+            ("0x05", "w:0", 5),
+        ] {
+            let mut i = new_intent(hash, key, "included", None);
+            i.now = now;
+            db.insert_intent(&i).await.unwrap();
+        }
+        let hashes = |v: Vec<Intent>| v.into_iter().map(|i| i.user_op_hash).collect::<Vec<_>>();
+        // Newest first; equal times by insertion order, newest first; never another agent's.
+        assert_eq!(
+            hashes(db.recent_intents_of("w:0", 10).await.unwrap()),
+            ["0x04", "0x03", "0x01", "0x05"]
+        );
+        assert_eq!(
+            hashes(db.recent_intents_of("w:0", 2).await.unwrap()),
+            ["0x04", "0x03"]
+        );
+        assert!(db.recent_intents_of("w:9", 10).await.unwrap().is_empty());
     }
 }

@@ -294,19 +294,6 @@ pub struct ListAgentIntentsResponse {
     pub intents: Vec<ListedIntent>,
 }
 
-#[derive(sqlx::FromRow)]
-struct IntentRow {
-    user_op_hash: String,
-    status: String,
-    account: Option<String>,
-    chain_id: Option<i64>,
-    calls_json: Option<String>,
-    tx_hash: Option<String>,
-    error: Option<String>,
-    created_at: i64,
-    updated_at: i64,
-}
-
 /// An agent's recent intents and their status (read-only).
 #[utoipa::path(post, path = "/kms/list-agent-intents", tag = "agent", request_body = ListAgentIntentsRequest,
     responses((status = 200, body = ListAgentIntentsResponse), (status = 400, body = ErrorBody),
@@ -332,16 +319,7 @@ pub async fn list_agent_intents(
     {
         return Err(ApiError::not_found("agent_not_found", "unknown agent key"));
     }
-    let rows = sqlx::query_as::<_, IntentRow>(
-        "SELECT user_op_hash, status, account, chain_id, calls_json, tx_hash, error, \
-         created_at, updated_at FROM intents WHERE key_id = ? \
-         ORDER BY created_at DESC, rowid DESC LIMIT ?",
-    )
-    .bind(&key_id)
-    .bind(i64::from(limit))
-    .fetch_all(s.db.pool())
-    .await
-    .map_err(|e| ApiError::Internal(format!("database: {e}")))?;
+    let rows = s.db.recent_intents_of(&key_id, limit).await?;
     Ok(Json(ListAgentIntentsResponse {
         key_id,
         intents: rows

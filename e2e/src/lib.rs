@@ -16,7 +16,6 @@
 
 #![warn(missing_docs)]
 
-pub mod bins;
 pub mod chain;
 pub mod companion;
 pub mod owner;

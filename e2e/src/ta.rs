@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use kms_tee_client::{SimConfig, SimTransport, TeeClient};
 
-use crate::bins::{workspace_bin, BinError};
+use kms_test_bins::{workspace_bin, BinError};
 
 /// How long [`TaSim::start`] waits for the ready line.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);

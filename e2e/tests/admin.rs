@@ -17,10 +17,10 @@ use kms_chain::client::ChainError;
 use kms_chain::session::SessionGrant;
 use kms_chain::userop::v0_7::UserOperation;
 use kms_chain::userop::EntryPointVersion::V07;
-use kms_e2e::bins::workspace_bin;
 use kms_e2e::chain::ChainEnv;
 use kms_e2e::owner::Owner;
 use kms_e2e::stack::{Stack, StackInfo};
+use kms_test_bins::workspace_bin;
 use kms_test_support::{Env, Soft};
 use serde_json::{json, Value};
 

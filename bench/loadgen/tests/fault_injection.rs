@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use kms_db::AgentStatus;
 use kms_loadgen::api::{Agent, Api, Owner};
-use kms_loadgen::procs::{self, CompanionOpts, Proc, Profile};
+use kms_loadgen::procs::{self, CompanionOpts, Proc};
 use kms_proto::{
     GetAgentState, JwtSecretStatus, KidStatus, RotationMode, SignAgentUserOp, TaError, WalletId,
 };
@@ -68,11 +68,9 @@ fn bins() -> Bins {
     // its environment variable), as its own copy so other tests' builds of
     // ta-sim do not replace it under us.
     let sim = kms_test_support::ta_sim_bin_with_features("fault-injection");
-    let out = procs::cargo_build("kms-companion", &["companion"], &[], Profile::Debug);
-    Bins {
-        sim,
-        companion: out.join("companion"),
-    }
+    let companion = kms_test_bins::workspace_bin("kms-companion", "companion", "KMS_COMPANION_BIN")
+        .unwrap_or_else(|e| panic!("{e}"));
+    Bins { sim, companion }
 }
 
 fn tee(dir: &Path) -> TeeClient {

@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -20,95 +20,18 @@ use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 use webauthn_authenticator_rs::WebauthnAuthenticator;
 use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, Url};
 
-/// The running test's profile directory (`<target>/<profile>`).
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // <target>/<profile>/deps/<test>
-    exe.parent().unwrap().parent().unwrap().to_owned()
-}
-
-/// Held while a test process builds a binary into the shared target directory, so that
-/// concurrent test processes never see a feature variant in place of the default binary.
-struct BuildLock(std::fs::File);
-
-impl BuildLock {
-    fn take(profile_dir: &Path) -> BuildLock {
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(profile_dir.join(".kms-test-bins.lock"))
-            .expect("open the test build lock");
-        f.lock().expect("take the test build lock");
-        BuildLock(f)
-    }
-}
-
-impl Drop for BuildLock {
-    fn drop(&mut self) {
-        let _ = self.0.unlock();
-    }
-}
-
-/// `cargo build -p <package> --bin <bin> [--features <features>]` into the running test's
-/// target directory and profile. The workspace-hack crate unifies dependency features, so
-/// this rebuilds only the workspace crates the features touch.
-fn cargo_build(profile_dir: &Path, package: &str, bin: &str, features: Option<&str>) {
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["build", "-q", "--locked", "-p", package, "--bin", bin])
-        .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap());
-    if let Some(f) = features {
-        cmd.args(["--features", f]);
-    }
-    if profile_dir.ends_with("release") {
-        cmd.arg("--release");
-    }
-    let status = cmd.status().expect("run cargo build");
-    assert!(
-        status.success(),
-        "cargo build -p {package} --bin {bin} --features {features:?} failed"
-    );
-    let path = profile_dir.join(bin);
-    assert!(path.is_file(), "{} missing", path.display());
-}
-
-/// The ta-sim binary, built once per test process with the same cargo.
+/// The ta-sim binary, built once per test process with the same cargo, target directory and
+/// profile (`KMS_TA_SIM_BIN` may name a prebuilt one); see [`kms_test_bins`].
 pub fn ta_sim_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let profile_dir = profile_dir();
-        let _lock = BuildLock::take(&profile_dir);
-        cargo_build(&profile_dir, "kms-ta-sim", "ta-sim", None);
-        profile_dir.join("ta-sim")
-    })
-    .clone()
+    kms_test_bins::workspace_bin("kms-ta-sim", "ta-sim", "KMS_TA_SIM_BIN")
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Binary `bin` of `package` built with `features` (comma-separated cargo features), once per
-/// test process, as a copy at `<target>/<profile>/<bin>-<features>`. It is built in the same
-/// target directory as everything else (so only the crates the features change are
-/// recompiled), then the default binary is put back in place for other tests.
+/// Binary `bin` of `package` built with `features` (comma-separated cargo features), as its
+/// own copy; see [`kms_test_bins::workspace_bin_with_features`].
 pub fn workspace_bin_with_features(package: &str, bin: &str, features: &str) -> PathBuf {
-    static BINS: OnceLock<Mutex<std::collections::HashMap<String, PathBuf>>> = OnceLock::new();
-    let bins = BINS.get_or_init(|| Mutex::new(std::collections::HashMap::new()));
-    let mut bins = bins.lock().unwrap_or_else(|p| p.into_inner());
-    let key = format!("{package}/{bin}/{features}");
-    if let Some(b) = bins.get(&key) {
-        return b.clone();
-    }
-    let profile_dir = profile_dir();
-    let variant = profile_dir.join(format!("{bin}-{}", features.replace(',', "-")));
-    {
-        let _lock = BuildLock::take(&profile_dir);
-        cargo_build(&profile_dir, package, bin, Some(features));
-        // Copy, then rename over: a process still running an older copy keeps its inode.
-        let tmp = variant.with_extension("tmp");
-        std::fs::copy(profile_dir.join(bin), &tmp).expect("copy the feature build");
-        std::fs::rename(&tmp, &variant).expect("move the feature build in place");
-        cargo_build(&profile_dir, package, bin, None);
-    }
-    bins.insert(key, variant.clone());
-    variant
+    kms_test_bins::workspace_bin_with_features(package, bin, features)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The ta-sim binary built with `features` (comma-separated cargo features of `kms-ta-sim`,

@@ -275,13 +275,17 @@ async fn revoke_agent_key_kills_the_jwt_and_a_presigned_operation() {
     let to = address("kms-admin revoke");
     let account = f.account(0, &[&agent, &other], to, operator).await;
 
-    // list-agent-keys reads the live sessions from the chain.
+    // list-agent-keys reads the live sessions from the chain, each row its own key's.
     let list = f.admin(&["list-agent-keys"]).await;
     assert_eq!(list.code, 0, "{list:?}");
     let rows = list.json();
-    assert_eq!(rows[0]["session"]["source"], "chain");
-    assert_eq!(rows[0]["session"]["active"], true);
-    assert_eq!(rows[0]["session"]["spendCap"], eth("1").to_string());
+    assert_eq!(rows.as_array().map(Vec::len), Some(2), "{rows}");
+    for (row, minted) in rows.as_array().unwrap().iter().zip([&agent, &other]) {
+        assert_eq!(row["keyId"], minted.key_id.as_str(), "{rows}");
+        assert_eq!(row["session"]["source"], "chain", "{rows}");
+        assert_eq!(row["session"]["active"], true, "{rows}");
+        assert_eq!(row["session"]["spendCap"], eth("1").to_string(), "{rows}");
+    }
 
     // An operation the agent signed (through the companion) while its session was live: the
     // EntryPoint would accept it now.

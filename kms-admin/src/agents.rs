@@ -1,6 +1,7 @@
 //! `list-agent-keys`.
 
 use alloy::primitives::{Address, U256};
+use futures_util::stream::{self, StreamExt, TryStreamExt};
 use kms_chain::node::NodeClient;
 use kms_chain::session::OnChainSession;
 use kms_db::{AgentKey, AgentStatus};
@@ -11,6 +12,9 @@ use crate::ctx::{chain_error, Ctx};
 use crate::error::{AdminError, Exit, Result};
 use crate::fmt::{ether, ether_str, ts, ts_opt, window, Table};
 use crate::Report;
+
+/// How many on-chain session reads `list-agent-keys` keeps in flight.
+const SESSION_READS_IN_FLIGHT: usize = 8;
 
 /// Where a row's session facts come from.
 enum Session {
@@ -55,10 +59,12 @@ pub async fn list(
     } else {
         None
     };
-    let mut sessions = Vec::with_capacity(agents.len());
-    for a in &agents {
-        sessions.push(session_of(node.as_ref(), a).await?);
-    }
+    // Several reads in flight at once (a wallet may have many agents), answers kept in order.
+    let sessions: Vec<Session> = stream::iter(&agents)
+        .map(|a| session_of(node.as_ref(), a))
+        .buffered(SESSION_READS_IN_FLIGHT)
+        .try_collect()
+        .await?;
     Ok(render(&agents, &sessions, node.is_some()))
 }
 

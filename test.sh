@@ -24,9 +24,10 @@ export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
 # double the target directory's size (it filled a CI machine's disk) for no gain.
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 start=$(date +%s)
-echo "Free on the target directory's disk at the start: $(df -h --output=avail . | tail -1 | tr -d ' ')"
+free_kib=$(df -k --output=avail . | tail -1)
+echo "Free on the target directory's disk at the start: $((free_kib / 1024 / 1024)) GB"
 # A cold run needs about 3 GB in target/ and 2 GB of tools (crates, npm packages, Chromium).
-if [ "$(df -k --output=avail . | tail -1)" -lt $((6 * 1024 * 1024)) ]; then
+if [ "$free_kib" -lt $((6 * 1024 * 1024)) ]; then
   echo "warning: less than 6 GB free here; a cold run needs about 5 GB (target/ ~3 GB)" >&2
 fi
 

@@ -192,8 +192,7 @@ fn main() -> Result<(), String> {
         Some(d) => d.clone(),
         None => {
             eprintln!("loadgen: building companion and ta-sim ({profile:?})");
-            procs::cargo_build("kms-ta-sim", &["ta-sim"], &[], profile);
-            procs::cargo_build("kms-companion", &["companion"], &[], profile)
+            procs::build_bins(profile)?
         }
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -24,27 +24,17 @@ pub fn target_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target")
 }
 
-/// Build `bins` of `package` with `features` in `profile` (quietly, with
-/// `--locked`) and return the profile's output directory.
-pub fn cargo_build(package: &str, bins: &[&str], features: &[&str], profile: Profile) -> PathBuf {
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args(["build", "-q", "--locked", "-p", package]);
-    for b in bins {
-        cmd.args(["--bin", b]);
-    }
-    if !features.is_empty() {
-        cmd.args(["--features", &features.join(",")]);
-    }
-    if profile == Profile::Release {
-        cmd.arg("--release");
-    }
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
-    let status = cmd.status().expect("run cargo build");
-    assert!(status.success(), "cargo build -p {package} failed");
-    target_dir().join(match profile {
+/// Build `ta-sim` and `companion` in `profile` (with `--locked`, under the tests' build lock;
+/// see [`kms_test_bins::build_into`]) and return the profile's output directory.
+pub fn build_bins(profile: Profile) -> Result<PathBuf, String> {
+    let dir = target_dir().join(match profile {
         Profile::Debug => "debug",
         Profile::Release => "release",
-    })
+    });
+    for (package, bin) in [("kms-ta-sim", "ta-sim"), ("kms-companion", "companion")] {
+        kms_test_bins::build_into(&dir, package, bin).map_err(|e| e.to_string())?;
+    }
+    Ok(dir)
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; the caller binds it

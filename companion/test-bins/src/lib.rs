@@ -100,10 +100,15 @@ pub fn workspace_bin(package: &str, bin: &str, override_var: &str) -> Result<Pat
         return Ok(path);
     }
     once(&format!("{package}/{bin}"), || {
-        let dir = profile_dir()?;
-        let _lock = BuildLock::take(&dir)?;
-        cargo_build(&dir, package, bin, None)
+        build_into(&profile_dir()?, package, bin)
     })
+}
+
+/// Build binary `bin` of `package` into `profile_dir` (`<target>/<profile>`, e.g. a load
+/// driver's choice of `target/release`) under the build lock, and return its path.
+pub fn build_into(profile_dir: &Path, package: &str, bin: &str) -> Result<PathBuf, BinError> {
+    let _lock = BuildLock::take(profile_dir)?;
+    cargo_build(profile_dir, package, bin, None)
 }
 
 /// Binary `bin` of `package` built with `features` (comma-separated cargo features), once per
@@ -157,6 +162,8 @@ struct BuildLock(File);
 
 impl BuildLock {
     fn take(profile_dir: &Path) -> Result<BuildLock, BinError> {
+        std::fs::create_dir_all(profile_dir)
+            .map_err(io("creating the profile directory", profile_dir))?;
         let path = profile_dir.join(".kms-test-bins.lock");
         let f = OpenOptions::new()
             .create(true)

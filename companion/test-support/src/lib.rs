@@ -27,17 +27,12 @@ pub fn ta_sim_bin() -> PathBuf {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Binary `bin` of `package` built with `features` (comma-separated cargo features), as its
-/// own copy; see [`kms_test_bins::workspace_bin_with_features`].
-pub fn workspace_bin_with_features(package: &str, bin: &str, features: &str) -> PathBuf {
-    kms_test_bins::workspace_bin_with_features(package, bin, features)
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
 /// The ta-sim binary built with `features` (comma-separated cargo features of `kms-ta-sim`,
-/// e.g. `export-secrets`); see [`workspace_bin_with_features`].
+/// e.g. `export-secrets`), as its own copy; see
+/// [`kms_test_bins::workspace_bin_with_features`].
 pub fn ta_sim_bin_with_features(features: &str) -> PathBuf {
-    workspace_bin_with_features("kms-ta-sim", "ta-sim", features)
+    kms_test_bins::workspace_bin_with_features("kms-ta-sim", "ta-sim", features)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A ta-sim process over a data directory.

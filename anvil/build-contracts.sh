@@ -16,11 +16,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 kms_require jq
 kms_ensure_packages
 
-CONTRACTS=(SessionKeyValidator AgentAccount AgentAccountFactory)
+CONTRACTS=(SessionKeyValidator AgentAccount AgentAccountFactory TestToken)
 
 start=$SECONDS
 kms_log "forge build (contracts/)"
-(cd "$KMS_CONTRACTS_DIR" && kms_locked "$KMS_BIN/forge" build --skip test --quiet)
+(cd "$KMS_CONTRACTS_DIR" && kms_locked "$KMS_BIN/forge" build --skip test --skip "test/**" --quiet)
 
 out="$KMS_CONTRACTS_DIR/artifacts"
 mkdir -p "$out"

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.28;
 
-import {IERC1271} from "@openzeppelin/contracts/interfaces/IERC1271.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
-import {MessageHashUtils} from "@openzeppelin/contracts/utils/cryptography/MessageHashUtils.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {ERC7739} from "@openzeppelin/contracts/utils/cryptography/signers/draft-ERC7739.sol";
 
 import {IAccount, PackedUserOperation, SIG_VALIDATION_FAILED, SIG_VALIDATION_SUCCESS} from "./interfaces/IERC4337.sol";
 import {Call, IAgentAccount} from "./interfaces/IAgentAccount.sol";
@@ -14,20 +14,22 @@ import {ISessionKeyValidator} from "./interfaces/ISessionKeyValidator.sol";
 /// whose agent keys act through {SessionKeyValidator} (DESIGN.md §5.3).
 ///
 /// Signatures accepted by {validateUserOp}:
-/// - 65 bytes `r ‖ s ‖ v`: the owner's ECDSA signature over the EIP-191 hash of the userOpHash;
+/// - 65 bytes `r ‖ s ‖ v`: the owner's ECDSA signature over the userOpHash itself (no prefix; the
+///   userOpHash already binds the EntryPoint, the chain and the sender);
 /// - 106 bytes starting with 0x08: a session signature, handed to the validator, which enforces
 ///   the session's policy (and reverts with a named error when the operation breaks it);
 /// - anything else: SIG_VALIDATION_FAILED (never a revert).
 ///
+/// ERC-1271 ({isValidSignature}) follows ERC-7739: the owner signs the hash wrapped in this account's
+/// EIP-712 domain (`name = "AgentAccount"`, `version = "1"`, the chain id, this account), either as
+/// `PersonalSign(bytes prefixed)` or as a nested `TypedDataSign`. A message signature is therefore
+/// bound to one account on one chain, and it never equals an operation signature (an EIP-712 digest
+/// is not a userOpHash), nor does a personal-message signature (EIP-191) pass either check. Session
+/// keys have no ERC-1271 power.
+///
 /// Deployed as an EIP-1167 clone by {AgentAccountFactory}; the owner lives in the clone's storage,
 /// the EntryPoint and the validator are immutables of the implementation.
-contract AgentAccount is IAccount, IAgentAccount, IERC1271 {
-    /// @notice The ERC-1271 magic value for a valid signature.
-    bytes4 internal constant ERC1271_MAGIC_VALUE = 0x1626ba7e;
-
-    /// @notice The ERC-1271 value for an invalid signature.
-    bytes4 internal constant ERC1271_INVALID = 0xffffffff;
-
+contract AgentAccount is IAccount, IAgentAccount, ERC7739 {
     /// @notice The EntryPoint this account trusts.
     address public immutable entryPoint;
 
@@ -62,7 +64,7 @@ contract AgentAccount is IAccount, IAgentAccount, IERC1271 {
 
     /// @param entryPoint_ The EntryPoint (v0.7 or v0.8).
     /// @param validator_ The session key validator.
-    constructor(address entryPoint_, ISessionKeyValidator validator_) {
+    constructor(address entryPoint_, ISessionKeyValidator validator_) EIP712("AgentAccount", "1") {
         entryPoint = entryPoint_;
         validator = validator_;
         _self = address(this);
@@ -90,7 +92,7 @@ contract AgentAccount is IAccount, IAgentAccount, IERC1271 {
 
         bytes calldata sig = userOp.signature;
         if (sig.length == 65) {
-            validationData = _isOwnerSignature(userOpHash, sig) ? SIG_VALIDATION_SUCCESS : SIG_VALIDATION_FAILED;
+            validationData = _rawSignatureValidation(userOpHash, sig) ? SIG_VALIDATION_SUCCESS : SIG_VALIDATION_FAILED;
         } else if (sig.length == 106 && sig[0] == 0x08) {
             validationData = validator.validateSessionUserOp(userOp, userOpHash);
         } else {
@@ -119,22 +121,11 @@ contract AgentAccount is IAccount, IAgentAccount, IERC1271 {
         }
     }
 
-    /// @notice ERC-1271: whether `signature` is the owner's over `hash`.
-    /// @dev The owner signs EIP-191 style, `keccak256("\x19Ethereum Signed Message:\n32" ‖ hash)`, as for
-    /// user operations; a raw ECDSA signature over `hash` itself is not accepted, so a signature made
-    /// for some other purpose cannot be replayed here. Session keys cannot sign for the account here.
-    /// @param hash The hash the signature is claimed to sign.
-    /// @param signature A 65-byte `r ‖ s ‖ v` signature.
-    /// @return magicValue 0x1626ba7e when valid, 0xffffffff otherwise.
-    function isValidSignature(bytes32 hash, bytes calldata signature) external view returns (bytes4 magicValue) {
-        return _isOwnerSignature(hash, signature) ? ERC1271_MAGIC_VALUE : ERC1271_INVALID;
-    }
-
-    /// @dev True when `signature` is the owner's ECDSA signature over the EIP-191 hash of `hash`.
-    /// Never reverts.
-    function _isOwnerSignature(bytes32 hash, bytes calldata signature) private view returns (bool) {
-        (address signer, ECDSA.RecoverError err,) =
-            ECDSA.tryRecover(MessageHashUtils.toEthSignedMessageHash(hash), signature);
+    /// @dev True when `signature` is the owner's 65-byte ECDSA signature over `hash` itself (low s).
+    /// Used for operations (over the userOpHash) and, through {ERC7739}, for ERC-1271 (over the
+    /// account-bound EIP-712 wrapping of the hash). Never reverts.
+    function _rawSignatureValidation(bytes32 hash, bytes calldata signature) internal view override returns (bool) {
+        (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(hash, signature);
         return err == ECDSA.RecoverError.NoError && signer == owner;
     }
 

@@ -10,15 +10,27 @@ import {ISessionKeyValidator} from "./interfaces/ISessionKeyValidator.sol";
 
 /// @title SessionKeyValidator
 /// @notice Holds the on-chain policy of agent (session) keys and validates their user operations
-/// for {AgentAccount}s (DESIGN.md §5.2).
+/// for {AgentAccount}s. Whatever an agent signs, what its account can lose is bounded by its session:
+///
+/// - **lane**: the operation's nonce key must be the key's own, `uint192(uint160(key))`, so an agent
+///   can neither use the owner's lane (0) nor another agent's;
+/// - **gas**: unless the session's one allowed paymaster pays, each operation is charged its maximum
+///   cost `(preVerificationGas + verificationGasLimit + callGasLimit) × maxFeePerGas` (what the
+///   EntryPoint prefunds) against the gas budget; unused gas is not credited back;
+/// - **usage**: an optional cap on the number of operations;
+/// - **calls**: every call goes to a listed target (never the account, this validator or an
+///   EntryPoint) and, when it carries data, to a listed function of it (or any function, only when
+///   granted explicitly); the calls' native value counts against the spend cap;
+/// - **tokens**: on a listed token, `transfer`, `approve`, `increaseAllowance` and
+///   `transferFrom(account, …)` count against that token's cap (an approval counts in full).
 ///
 /// Session signature (106 bytes): `0x08 ‖ account (20) ‖ key (20) ‖ r (32) ‖ s (32) ‖ v (1)`, an ECDSA
 /// signature by `key` over the EIP-191 hash `keccak256("\x19Ethereum Signed Message:\n32" ‖ userOpHash)`,
 /// with `v ∈ {27, 28}` and a low `s`.
 ///
 /// ERC-7562: validation reads no block environment (no TIMESTAMP/NUMBER; the window goes into the
-/// validation data) and every storage slot it touches is keyed with the account as the innermost
-/// mapping key (storage "associated with the sender"), so unstaked accounts can use it.
+/// validation data), calls nothing, and every storage slot it touches is keyed with the account as
+/// the innermost mapping key (storage "associated with the sender"), so unstaked accounts can use it.
 contract SessionKeyValidator is ISessionKeyValidator {
     /// @notice First byte of every session signature.
     bytes1 public constant SESSION_MARKER = 0x08;
@@ -26,46 +38,91 @@ contract SessionKeyValidator is ISessionKeyValidator {
     /// @notice Exact length of a session signature.
     uint256 public constant SESSION_SIGNATURE_LENGTH = 106;
 
+    /// @dev The canonical EntryPoints v0.7 and v0.8, never session targets (their `withdrawTo` and
+    /// `withdrawStake` would move the account's deposit uncounted).
+    address private constant ENTRY_POINT_V07 = 0x0000000071727De22E5E9d8BAf0edAc6f37da032;
+    address private constant ENTRY_POINT_V08 = 0x4337084D9E255Ff0702461CF8895CE9E3b5Ff108;
+
+    /// @dev ERC-20 functions counted against a token cap.
+    bytes4 private constant TRANSFER = 0xa9059cbb; // transfer(address,uint256)
+    bytes4 private constant APPROVE = 0x095ea7b3; // approve(address,uint256)
+    bytes4 private constant INCREASE_ALLOWANCE = 0x39509351; // increaseAllowance(address,uint256)
+    bytes4 private constant TRANSFER_FROM = 0x23b872dd; // transferFrom(address,address,uint256)
+
     /// @dev Sessions by key, then account (the account is the innermost key).
     mapping(address key => mapping(address account => Session)) internal _sessions;
 
-    /// @dev Allowed targets by target, key and grant epoch, then account (innermost). Keying by epoch
-    /// means a re-grant starts with an empty allowlist without clearing the old one.
-    mapping(address target => mapping(address key => mapping(uint256 epoch => mapping(address account => bool))))
-        internal _allowedTargets;
+    /// @dev Permissions by target, key and grant epoch, then account (innermost). Keying by epoch
+    /// means a re-grant starts empty without clearing the old grant.
+    mapping(
+        address target => mapping(address key => mapping(uint256 epoch => mapping(address account => Permission)))
+    ) internal _permissions;
+
+    /// @dev Listed selectors by target, selector, key and epoch, then account (innermost).
+    mapping(
+        address target
+            => mapping(
+            bytes4 selector => mapping(address key => mapping(uint256 epoch => mapping(address account => bool)))
+        )
+    ) internal _selectors;
 
     /// @inheritdoc ISessionKeyValidator
-    function grantSession(
-        address key,
-        address[] calldata targets,
-        uint128 spendCap,
-        uint48 validAfter,
-        uint48 validUntil,
-        address revoker
-    ) external {
+    function grantSession(SessionGrant calldata grant) external {
+        address key = grant.key;
         if (key == address(0)) revert InvalidSessionKey();
-        if (validUntil != 0 && validUntil <= validAfter) revert InvalidValidityWindow(validAfter, validUntil);
+        if (grant.validUntil != 0 && grant.validUntil <= grant.validAfter) {
+            revert InvalidValidityWindow(grant.validAfter, grant.validUntil);
+        }
 
         address account = msg.sender;
-        Session storage session = _sessions[key][account];
-        uint64 epoch = session.epoch + 1;
+        uint64 epoch = _sessions[key][account].epoch + 1;
         _sessions[key][account] = Session({
-            validAfter: validAfter,
-            validUntil: validUntil,
-            revoker: revoker,
-            spendCap: spendCap,
+            validAfter: grant.validAfter,
+            validUntil: grant.validUntil,
+            revoker: grant.revoker,
+            spendCap: grant.spendCap,
             spent: 0,
+            gasCap: grant.gasCap,
+            gasSpent: 0,
+            maxOps: grant.maxOps,
+            opsUsed: 0,
+            paymaster: grant.paymaster,
             epoch: epoch,
             active: true
         });
 
-        for (uint256 i; i < targets.length; ++i) {
-            address target = targets[i];
-            if (target == account || target == address(this)) revert ForbiddenTarget(target);
-            _allowedTargets[target][key][epoch][account] = true;
+        address entryPoint = _entryPointOf(account);
+        for (uint256 i; i < grant.targets.length; ++i) {
+            TargetPermission calldata t = grant.targets[i];
+            address target = t.target;
+            _requireGrantable(target, account, entryPoint);
+            Permission storage p = _permissions[target][key][epoch][account];
+            if (p.allowed) revert DuplicateTarget(target);
+            if (t.anySelector && t.selectors.length != 0) revert ConflictingPermission(target);
+            if (t.selectors.length != 0 && target.code.length == 0) revert NotAContract(target);
+            p.allowed = true;
+            p.anySelector = t.anySelector;
+            for (uint256 j; j < t.selectors.length; ++j) {
+                mapping(address => bool) storage listed = _selectors[target][t.selectors[j]][key][epoch];
+                if (listed[account]) revert DuplicateSelector(target, t.selectors[j]);
+                listed[account] = true;
+            }
+        }
+        for (uint256 i; i < grant.tokens.length; ++i) {
+            TokenLimit calldata limit = grant.tokens[i];
+            address token = limit.token;
+            _requireGrantable(token, account, entryPoint);
+            if (limit.cap == 0) revert ZeroTokenCap(token);
+            if (token.code.length == 0) revert NotAContract(token);
+            Permission storage p = _permissions[token][key][epoch][account];
+            if (p.isToken) revert DuplicateTarget(token);
+            if (p.anySelector) revert ConflictingPermission(token);
+            p.allowed = true;
+            p.isToken = true;
+            p.tokenCap = limit.cap;
         }
 
-        emit SessionGranted(account, key, epoch, targets, spendCap, validAfter, validUntil, revoker);
+        emit SessionGranted(account, key, epoch, grant);
     }
 
     /// @inheritdoc ISessionKeyValidator
@@ -98,8 +155,11 @@ contract SessionKeyValidator is ISessionKeyValidator {
         Session storage session = _sessions[key][account];
         _requireActive(session, account, key);
 
-        // Policy: targets and cumulative value. Runs whatever the signature, so that estimation
-        // with a stub signature takes the path (and the gas) of the real operation.
+        // Policy. Runs whatever the signature, so that estimation with a stub signature takes the
+        // path (and the gas) of the real operation.
+        uint192 lane = uint192(uint160(key));
+        if (uint192(userOp.nonce >> 64) != lane) revert NonceLaneNotAllowed(uint192(userOp.nonce >> 64), lane);
+        _chargeOperation(session, _gasCharge(session, userOp));
         uint256 value = _checkCalls(userOp.callData, account, key, session.epoch, session.spendCap - session.spent);
         if (value != 0) {
             // Cannot overflow or truncate: _checkCalls keeps value <= spendCap - spent < 2^128.
@@ -125,6 +185,37 @@ contract SessionKeyValidator is ISessionKeyValidator {
     }
 
     /// @inheritdoc ISessionKeyValidator
+    function getPermission(address account, address key, address target) external view returns (Permission memory) {
+        return _permissions[target][key][_sessions[key][account].epoch][account];
+    }
+
+    /// @inheritdoc ISessionKeyValidator
+    function isSelectorAllowed(address account, address key, address target, bytes4 selector)
+        external
+        view
+        returns (bool)
+    {
+        Session storage session = _sessions[key][account];
+        return session.active && _selectors[target][selector][key][session.epoch][account];
+    }
+
+    /// @inheritdoc ISessionKeyValidator
+    function readSession(address account, address key, address[] calldata targets, bytes4[] calldata selectors)
+        external
+        view
+        returns (Session memory session, Permission[] memory permissions, bool[] memory selectorAllowed)
+    {
+        if (targets.length != selectors.length) revert LengthMismatch(targets.length, selectors.length);
+        session = _sessions[key][account];
+        permissions = new Permission[](targets.length);
+        selectorAllowed = new bool[](targets.length);
+        for (uint256 i; i < targets.length; ++i) {
+            permissions[i] = _permissions[targets[i]][key][session.epoch][account];
+            selectorAllowed[i] = _selectors[targets[i]][selectors[i]][key][session.epoch][account];
+        }
+    }
+
+    /// @inheritdoc ISessionKeyValidator
     function isSessionActive(address account, address key) external view returns (bool) {
         Session storage session = _sessions[key][account];
         // A view for off-chain pre-checks, never called in validation; mirrors EntryPoint v0.7's test.
@@ -142,7 +233,7 @@ contract SessionKeyValidator is ISessionKeyValidator {
     /// @inheritdoc ISessionKeyValidator
     function isTargetAllowed(address account, address key, address target) external view returns (bool) {
         Session storage session = _sessions[key][account];
-        return session.active && _allowedTargets[target][key][session.epoch][account];
+        return session.active && _permissions[target][key][session.epoch][account].allowed;
     }
 
     /// @dev Reverts unless the session has been granted and not revoked.
@@ -153,24 +244,70 @@ contract SessionKeyValidator is ISessionKeyValidator {
         }
     }
 
+    /// @dev Reverts when `target` may never be a session target of `account`.
+    function _requireGrantable(address target, address account, address entryPoint) private view {
+        if (
+            target == account || target == address(this) || target == entryPoint || target == ENTRY_POINT_V07
+                || target == ENTRY_POINT_V08
+        ) revert ForbiddenTarget(target);
+    }
+
+    /// @dev The account's EntryPoint when it tells (`entryPoint()`), else 0. Called at grant time only.
+    function _entryPointOf(address account) private view returns (address entryPoint) {
+        (bool ok, bytes memory ret) = account.staticcall(abi.encodeWithSignature("entryPoint()"));
+        if (ok && ret.length >= 32) entryPoint = abi.decode(ret, (address));
+    }
+
+    /// @dev What the operation is charged against the gas budget: 0 when the session's paymaster
+    /// pays, else its maximum cost. Reverts when it names a paymaster the session does not allow.
+    function _gasCharge(Session storage session, PackedUserOperation calldata userOp) private view returns (uint256) {
+        bytes calldata paymasterAndData = userOp.paymasterAndData;
+        if (paymasterAndData.length != 0) {
+            address paymaster = paymasterAndData.length >= 20 ? address(bytes20(paymasterAndData[:20])) : address(0);
+            if (paymaster == address(0) || paymaster != session.paymaster) revert PaymasterNotAllowed(paymaster);
+            return 0;
+        }
+        // The EntryPoint refuses gas values above 120 bits before validation (AA94); the checked
+        // arithmetic reverts on overflow anyway. The casts take the packed halves on purpose:
+        // accountGasLimits = verificationGasLimit ‖ callGasLimit, gasFees = maxPriorityFee ‖ maxFee.
+        uint256 limits = uint256(userOp.accountGasLimits);
+        // forge-lint: disable-next-line(unsafe-typecast)
+        return (userOp.preVerificationGas + (limits >> 128) + uint128(limits)) * uint128(uint256(userOp.gasFees));
+    }
+
+    /// @dev Counts one operation and `gasCost` (one storage write: the counters share a slot, so the
+    /// write costs the same whatever the amounts, and estimation matches the real operation).
+    function _chargeOperation(Session storage session, uint256 gasCost) private {
+        uint32 maxOps = session.maxOps;
+        uint32 opsUsed = session.opsUsed;
+        if (maxOps != 0 && opsUsed >= maxOps) revert UsageLimitReached(maxOps);
+        uint96 gasSpent = session.gasSpent;
+        uint256 remaining = session.gasCap - gasSpent;
+        if (gasCost > remaining) revert GasBudgetExceeded(gasCost, remaining);
+        // Cannot truncate: gasCost <= gasCap - gasSpent < 2^96.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        session.gasSpent = gasSpent + uint96(gasCost);
+        session.opsUsed = opsUsed + 1;
+    }
+
     /// @dev Checks every call of `callData` (the account's `execute` or `executeBatch`) against the
-    /// allowlist of `epoch` and the remaining budget; returns the operation's total native value.
+    /// permissions of `epoch` and counts token amounts; returns the operation's total native value,
+    /// kept within `remaining`.
     function _checkCalls(bytes calldata callData, address account, address key, uint64 epoch, uint256 remaining)
         private
-        view
         returns (uint256 total)
     {
         bytes4 selector = callData.length >= 4 ? bytes4(callData[:4]) : bytes4(0);
         if (selector == IAgentAccount.execute.selector) {
-            (address target, uint256 value,) = abi.decode(callData[4:], (address, uint256, bytes));
-            _checkTarget(target, account, key, epoch);
+            (address target, uint256 value, bytes memory data) = abi.decode(callData[4:], (address, uint256, bytes));
+            _checkCall(target, data, account, key, epoch);
             if (value > remaining) revert SpendCapExceeded(value, remaining);
             return value;
         }
         if (selector == IAgentAccount.executeBatch.selector) {
             Call[] memory calls = abi.decode(callData[4:], (Call[]));
             for (uint256 i; i < calls.length; ++i) {
-                _checkTarget(calls[i].target, account, key, epoch);
+                _checkCall(calls[i].target, calls[i].data, account, key, epoch);
                 uint256 value = calls[i].value;
                 if (value > remaining) revert SpendCapExceeded(value, remaining);
                 remaining -= value;
@@ -181,9 +318,63 @@ contract SessionKeyValidator is ISessionKeyValidator {
         revert UnsupportedCall(selector);
     }
 
-    /// @dev Reverts unless `target` may be called by the session of `epoch`.
-    function _checkTarget(address target, address account, address key, uint64 epoch) private view {
+    /// @dev Reverts unless the session of `epoch` may make this call; counts a capped token's amount.
+    function _checkCall(address target, bytes memory data, address account, address key, uint64 epoch) private {
         if (target == account || target == address(this)) revert ForbiddenTarget(target);
-        if (!_allowedTargets[target][key][epoch][account]) revert TargetNotAllowed(target);
+        Permission storage p = _permissions[target][key][epoch][account];
+        if (!p.allowed) revert TargetNotAllowed(target);
+        if (data.length == 0) return; // a plain transfer
+        // The first four bytes (zero-padded when shorter): the function selector.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        bytes4 selector = bytes4(data);
+        if (p.isToken && _countTokenCall(p, target, selector, data, account, key)) return;
+        if (p.anySelector) return;
+        if (data.length < 4 || !_selectors[target][selector][key][epoch][account]) {
+            revert SelectorNotAllowed(target, selector);
+        }
+    }
+
+    /// @dev For a capped token: counts `transfer`, `approve`, `increaseAllowance` and
+    /// `transferFrom(account, …)` against the cap and returns true; returns false for any other call
+    /// (which then needs its selector listed).
+    function _countTokenCall(
+        Permission storage p,
+        address token,
+        bytes4 selector,
+        bytes memory data,
+        address account,
+        address key
+    ) private returns (bool) {
+        uint256 amount;
+        if (selector == TRANSFER || selector == APPROVE || selector == INCREASE_ALLOWANCE) {
+            if (data.length < 68) revert MalformedTokenCall(token, selector);
+            amount = _word(data, 36);
+        } else if (selector == TRANSFER_FROM) {
+            if (data.length < 100) revert MalformedTokenCall(token, selector);
+            uint256 from = _word(data, 4);
+            if (from >> 160 != 0) revert MalformedTokenCall(token, selector);
+            // Cannot truncate: the upper 96 bits were checked to be zero.
+            // forge-lint: disable-next-line(unsafe-typecast)
+            if (address(uint160(from)) != account) return false;
+            amount = _word(data, 68);
+        } else {
+            return false;
+        }
+        uint128 spent = p.tokenSpent;
+        uint256 remaining = p.tokenCap - spent;
+        if (amount > remaining) revert TokenCapExceeded(token, amount, remaining);
+        // Cannot truncate: amount <= tokenCap - spent < 2^128.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        uint128 total = spent + uint128(amount);
+        p.tokenSpent = total;
+        emit TokenSpent(account, key, token, amount, total);
+        return true;
+    }
+
+    /// @dev The 32-byte word of `data` at byte `offset` (the caller checks the length).
+    function _word(bytes memory data, uint256 offset) private pure returns (uint256 word) {
+        assembly ("memory-safe") {
+            word := mload(add(add(data, 0x20), offset))
+        }
     }
 }

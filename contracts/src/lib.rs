@@ -1,6 +1,7 @@
 //! Rust access to the project's contracts and to the canonical ERC-4337 EntryPoints.
 //!
-//! - [`SessionKeyValidator`], [`AgentAccount`] and [`AgentAccountFactory`]: alloy `sol!` bindings
+//! - [`SessionKeyValidator`], [`AgentAccount`], [`AgentAccountFactory`] and [`TestToken`] (an ERC-20
+//!   with free minting that only local chains deploy, for token-cap tests): alloy `sol!` bindings
 //!   generated from the committed forge artifacts in `contracts/artifacts` (ABI and bytecode). Each
 //!   has `BYTECODE`/`DEPLOYED_BYTECODE`, typed calls, events and errors, and (with a provider)
 //!   `deploy` and instance methods.
@@ -38,8 +39,7 @@ pub const SESSION_MARKER: u8 = 0x08;
 pub const SESSION_SIGNATURE_LENGTH: usize = 106;
 
 sol!(
-    // grantSession has eight parameters (the Solidity API is fixed).
-    #[allow(missing_docs, clippy::too_many_arguments)]
+    #[allow(missing_docs)]
     #[sol(rpc)]
     #[derive(Debug, PartialEq, Eq)]
     SessionKeyValidator,
@@ -60,6 +60,14 @@ sol!(
     #[derive(Debug, PartialEq, Eq)]
     AgentAccountFactory,
     "artifacts/AgentAccountFactory.json"
+);
+
+sol!(
+    #[allow(missing_docs)]
+    #[sol(rpc)]
+    #[derive(Debug, PartialEq, Eq)]
+    TestToken,
+    "artifacts/TestToken.json"
 );
 
 sol! {
@@ -201,7 +209,7 @@ mod tests {
         let sel = |sig: &str| <[u8; 4]>::try_from(&keccak256(sig)[..4]).unwrap();
         assert_eq!(
             SessionKeyValidator::grantSessionCall::SELECTOR,
-            sel("grantSession(address,address[],uint128,uint48,uint48,address)")
+            sel("grantSession((address,uint48,uint48,address,uint128,uint96,address,uint32,(address,bool,bytes4[])[],(address,uint128)[]))")
         );
         assert_eq!(
             SessionKeyValidator::revokeSessionCall::SELECTOR,

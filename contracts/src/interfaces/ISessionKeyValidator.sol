@@ -4,18 +4,79 @@ pragma solidity ^0.8.28;
 import {PackedUserOperation} from "./IERC4337.sol";
 
 /// @title ISessionKeyValidator
-/// @notice On-chain policy for agent (session) keys of ERC-4337 accounts: per (account, key) a call
-/// target allowlist, a cumulative native-value spend cap, a validity window, revocation and sender
-/// binding. See DESIGN.md §5.2.
+/// @notice On-chain policy for agent (session) keys of ERC-4337 accounts. Per (account, key): call
+/// targets with the functions allowed on each, a cumulative native-value cap, a gas budget in wei
+/// (the operation's maximum cost), per-token ERC-20 caps, an optional usage limit, an optional
+/// paymaster, a validity window, the key's own nonce lane, revocation and sender binding.
+///
+/// Whatever the key signs, the account's outflow is bounded by what the session grants: native value
+/// by `spendCap`, gas by `gasCap` (unless the named paymaster pays), each listed token by its cap
+/// (`transfer`, `approve`, `increaseAllowance` and `transferFrom(account, …)` count), and nothing else
+/// moves because every call goes to a listed target and, with data, to an allowed function.
 interface ISessionKeyValidator {
-    /// @notice The stored state of one session, i.e. one (account, key) pair.
+    /// @notice The functions a session may call on one target (grant input).
+    /// @param target The contract or address called.
+    /// @param anySelector Every function may be called (must come with an empty `selectors`; never on
+    /// a token with a cap, whose other functions would then move tokens uncounted).
+    /// @param selectors The function selectors that may be called. Empty calldata (a plain transfer)
+    /// is always allowed on a listed target; with neither `anySelector` nor `selectors`, only plain
+    /// transfers are.
+    struct TargetPermission {
+        address target;
+        bool anySelector;
+        bytes4[] selectors;
+    }
+
+    /// @notice A cumulative cap on what a session may move of one ERC-20 token (grant input). Listing a
+    /// token allows its `transfer`, `approve`, `increaseAllowance` and `transferFrom(account, …)`, each
+    /// counted; its other functions need a `TargetPermission` with their selectors.
+    /// @param token The token contract.
+    /// @param cap The most the session may move or approve in total, in the token's units (> 0).
+    struct TokenLimit {
+        address token;
+        uint128 cap;
+    }
+
+    /// @notice Everything an account grants to one agent key ({grantSession} input).
+    /// @param key The agent key address.
+    /// @param validAfter First valid timestamp.
+    /// @param validUntil Last valid timestamp (0 = no end).
+    /// @param revoker An address that may also revoke the session (0 = only the account).
+    /// @param spendCap Cap on the cumulative native value of the calls, in wei.
+    /// @param gasCap Cap on the cumulative maximum gas cost of the operations the account pays for, in
+    /// wei: each operation is charged `(preVerificationGas + verificationGasLimit + callGasLimit) ×
+    /// maxFeePerGas`, the EntryPoint's prefund bound. Unused gas is not credited back.
+    /// @param paymaster The one paymaster the session's operations may use (then nothing is charged to
+    /// `gasCap`), or 0: no paymaster.
+    /// @param maxOps The most operations the session may make (0 = no limit).
+    /// @param targets The call targets and their functions (no duplicates).
+    /// @param tokens The ERC-20 caps (no duplicates).
+    struct SessionGrant {
+        address key;
+        uint48 validAfter;
+        uint48 validUntil;
+        address revoker;
+        uint128 spendCap;
+        uint96 gasCap;
+        address paymaster;
+        uint32 maxOps;
+        TargetPermission[] targets;
+        TokenLimit[] tokens;
+    }
+
+    /// @notice The stored state of one session, i.e. one (account, key) pair (four storage slots).
     /// @param validAfter First timestamp at which the key's operations are valid.
     /// @param validUntil Last timestamp at which the key's operations are valid (0 = no end).
     /// @param revoker An address that may revoke the session besides the account (0 = none).
     /// @param spendCap Cap on the cumulative native value the key may move, in wei.
     /// @param spent Native value moved so far in this grant, in wei.
+    /// @param gasCap Cap on the cumulative maximum gas cost charged, in wei.
+    /// @param gasSpent Maximum gas cost charged so far in this grant, in wei.
+    /// @param maxOps Most operations in this grant (0 = no limit).
+    /// @param opsUsed Operations validated so far in this grant.
+    /// @param paymaster The one paymaster allowed (0 = none).
     /// @param epoch Grant counter of this (account, key): 0 = never granted; every grant adds one.
-    /// Allowed targets are stored per epoch, so a new grant never inherits old targets.
+    /// Permissions are stored per epoch, so a new grant never inherits old targets, functions or tokens.
     /// @param active True from a grant until a revocation.
     struct Session {
         uint48 validAfter;
@@ -23,29 +84,35 @@ interface ISessionKeyValidator {
         address revoker;
         uint128 spendCap;
         uint128 spent;
+        uint96 gasCap;
+        uint96 gasSpent;
+        uint32 maxOps;
+        uint32 opsUsed;
+        address paymaster;
         uint64 epoch;
         bool active;
+    }
+
+    /// @notice What the current grant of a session allows on one target (two storage slots).
+    /// @param allowed The target is listed (as a target or as a token).
+    /// @param anySelector Every function of the target may be called.
+    /// @param isToken The target is an ERC-20 token with a cap.
+    /// @param tokenCap The token cap (0 unless `isToken`).
+    /// @param tokenSpent What was moved or approved of the token so far in this grant.
+    struct Permission {
+        bool allowed;
+        bool anySelector;
+        bool isToken;
+        uint128 tokenCap;
+        uint128 tokenSpent;
     }
 
     /// @notice Emitted when an account grants (or re-grants) a session to a key.
     /// @param account The account (the caller of {grantSession}).
     /// @param key The agent key address.
     /// @param epoch The new grant counter of the session.
-    /// @param targets The allowed call targets of this grant.
-    /// @param spendCap The native-value spend cap, in wei.
-    /// @param validAfter First valid timestamp.
-    /// @param validUntil Last valid timestamp (0 = no end).
-    /// @param revoker The additional revoker (0 = none).
-    event SessionGranted(
-        address indexed account,
-        address indexed key,
-        uint64 epoch,
-        address[] targets,
-        uint128 spendCap,
-        uint48 validAfter,
-        uint48 validUntil,
-        address revoker
-    );
+    /// @param grant The grant, as given.
+    event SessionGranted(address indexed account, address indexed key, uint64 epoch, SessionGrant grant);
 
     /// @notice Emitted when a session is revoked.
     /// @param account The account.
@@ -59,6 +126,16 @@ interface ISessionKeyValidator {
     /// @param amount The value of this operation, in wei.
     /// @param totalSpent The cumulative value spent in this grant after this operation, in wei.
     event SessionSpent(address indexed account, address indexed key, uint256 amount, uint256 totalSpent);
+
+    /// @notice Emitted when a validated session operation moves or approves a capped token.
+    /// @param account The account.
+    /// @param key The agent key address.
+    /// @param token The token.
+    /// @param amount The amount of this call.
+    /// @param totalSpent The cumulative amount counted in this grant after this call.
+    event TokenSpent(
+        address indexed account, address indexed key, address indexed token, uint256 amount, uint256 totalSpent
+    );
 
     /// @notice The session signature is not exactly 106 bytes long.
     /// @param length The length received.
@@ -84,11 +161,30 @@ interface ISessionKeyValidator {
     /// @param key The agent key address.
     error SessionIsRevoked(address account, address key);
 
+    /// @notice The operation's nonce key is not the key's own lane (`uint192(uint160(key))`).
+    /// @param nonceKey The nonce key of the operation (`nonce >> 64`).
+    /// @param expected The key's lane.
+    error NonceLaneNotAllowed(uint192 nonceKey, uint192 expected);
+
+    /// @notice The operation names a paymaster the session does not allow.
+    /// @param paymaster The paymaster named (0 when `paymasterAndData` is shorter than an address).
+    error PaymasterNotAllowed(address paymaster);
+
+    /// @notice The operation's maximum gas cost exceeds what is left of the session's gas budget.
+    /// @param maxCost `(preVerificationGas + verificationGasLimit + callGasLimit) × maxFeePerGas`.
+    /// @param remaining The gas budget left, in wei.
+    error GasBudgetExceeded(uint256 maxCost, uint256 remaining);
+
+    /// @notice The session has made all the operations its usage limit allows.
+    /// @param maxOps The limit.
+    error UsageLimitReached(uint32 maxOps);
+
     /// @notice The operation's callData calls neither `execute` nor `executeBatch` of the account.
     /// @param selector The selector found (zero when callData is shorter than four bytes).
     error UnsupportedCall(bytes4 selector);
 
-    /// @notice A call targets the account itself or this validator, which a session may never call.
+    /// @notice A call targets the account itself, this validator or an EntryPoint, which a session may
+    /// never call.
     /// @param target The target.
     error ForbiddenTarget(address target);
 
@@ -96,10 +192,32 @@ interface ISessionKeyValidator {
     /// @param target The target.
     error TargetNotAllowed(address target);
 
+    /// @notice A call's function is not allowed on its target (data shorter than four bytes included).
+    /// @param target The target.
+    /// @param selector The first four bytes of the call data (zero-padded when shorter).
+    error SelectorNotAllowed(address target, bytes4 selector);
+
+    /// @notice A counted token call (`transfer`, `approve`, `increaseAllowance`, `transferFrom`) is too
+    /// short for its arguments or names its `from` with dirty upper bits.
+    /// @param token The token.
+    /// @param selector The function.
+    error MalformedTokenCall(address token, bytes4 selector);
+
     /// @notice The operation's native value would take the session over its spend cap.
-    /// @param requested The value of the call that would pass the cap (or the total so far).
+    /// @param requested The value of the call that would pass the cap.
     /// @param remaining The budget left before that call, in wei.
     error SpendCapExceeded(uint256 requested, uint256 remaining);
+
+    /// @notice A token call would take the session over the token's cap.
+    /// @param token The token.
+    /// @param requested The amount of the call.
+    /// @param remaining What is left of the cap before that call.
+    error TokenCapExceeded(address token, uint256 requested, uint256 remaining);
+
+    /// @notice {readSession} was given lists of different lengths.
+    /// @param targets The number of targets.
+    /// @param selectors The number of selectors.
+    error LengthMismatch(uint256 targets, uint256 selectors);
 
     /// @notice The caller is neither the account nor the session's revoker.
     /// @param caller The caller.
@@ -113,31 +231,41 @@ interface ISessionKeyValidator {
     /// @param validUntil The window end given.
     error InvalidValidityWindow(uint48 validAfter, uint48 validUntil);
 
+    /// @notice A target or token is listed twice in one grant.
+    /// @param target The target.
+    error DuplicateTarget(address target);
+
+    /// @notice A selector is listed twice for one target.
+    /// @param target The target.
+    /// @param selector The selector.
+    error DuplicateSelector(address target, bytes4 selector);
+
+    /// @notice A target has both `anySelector` and a selector list, or a capped token is also given
+    /// `anySelector`.
+    /// @param target The target.
+    error ConflictingPermission(address target);
+
+    /// @notice A target with a selector list, or a token, has no code.
+    /// @param target The target.
+    error NotAContract(address target);
+
+    /// @notice A token is listed with a zero cap.
+    /// @param token The token.
+    error ZeroTokenCap(address token);
+
     /// @notice Grants (or re-grants, replacing the previous grant) a session on the caller's account.
-    /// @dev msg.sender is the account. Every grant starts a new epoch: `spent` restarts at zero and
-    /// only `targets` are allowed, never the targets of an earlier grant.
-    /// @param key The agent key address.
-    /// @param targets The allowed call targets (never the account itself nor this validator).
-    /// @param spendCap Cap on the cumulative native value, in wei.
-    /// @param validAfter First valid timestamp.
-    /// @param validUntil Last valid timestamp (0 = no end).
-    /// @param revoker An address that may also revoke the session (0 = only the account).
-    function grantSession(
-        address key,
-        address[] calldata targets,
-        uint128 spendCap,
-        uint48 validAfter,
-        uint48 validUntil,
-        address revoker
-    ) external;
+    /// @dev msg.sender is the account. Every grant starts a new epoch: the counters restart at zero and
+    /// only this grant's targets, functions and tokens are allowed.
+    /// @param grant The session.
+    function grantSession(SessionGrant calldata grant) external;
 
     /// @notice Revokes a session. Callable by the account or by the session's revoker.
     /// @param account The account.
     /// @param key The agent key address.
     function revokeSession(address account, address key) external;
 
-    /// @notice Validates a session-signed user operation and records its spend. Called by the account
-    /// from `validateUserOp` (msg.sender is the account).
+    /// @notice Validates a session-signed user operation and records what it may spend. Called by the
+    /// account from `validateUserOp` (msg.sender is the account).
     /// @dev Policy violations revert with a named error; a wrong signature returns SIG_VALIDATION_FAILED
     /// packed with the window, after the same policy work, so estimation with a stub signature costs
     /// what the real operation costs. Reads no block environment (ERC-7562): the window is returned in
@@ -155,6 +283,38 @@ interface ISessionKeyValidator {
     /// @return The session.
     function getSession(address account, address key) external view returns (Session memory);
 
+    /// @notice What the session's current grant allows on `target` (all zero when not listed).
+    /// @param account The account.
+    /// @param key The agent key address.
+    /// @param target The target.
+    /// @return The permission.
+    function getPermission(address account, address key, address target) external view returns (Permission memory);
+
+    /// @notice Whether the current grant lists `selector` for `target` (false once revoked).
+    /// @param account The account.
+    /// @param key The agent key address.
+    /// @param target The target.
+    /// @param selector The function selector.
+    /// @return True if listed explicitly (`anySelector` and counted token functions are not reported here).
+    function isSelectorAllowed(address account, address key, address target, bytes4 selector)
+        external
+        view
+        returns (bool);
+
+    /// @notice One read for an off-chain pre-check: the session, and for each `(targets[i],
+    /// selectors[i])` the target's permission and whether the selector is listed.
+    /// @param account The account.
+    /// @param key The agent key address.
+    /// @param targets The targets of the calls to check.
+    /// @param selectors The selector of each call (same length as `targets`; any value for plain transfers).
+    /// @return session The session.
+    /// @return permissions The permission of each target.
+    /// @return selectorAllowed Whether each selector is listed for its target.
+    function readSession(address account, address key, address[] calldata targets, bytes4[] calldata selectors)
+        external
+        view
+        returns (Session memory session, Permission[] memory permissions, bool[] memory selectorAllowed);
+
     /// @notice True when the session is granted, not revoked, and inside its validity window now
     /// (`validAfter <= block.timestamp` and, unless `validUntil` is 0, `block.timestamp <= validUntil`).
     /// @param account The account.
@@ -168,10 +328,10 @@ interface ISessionKeyValidator {
     /// @return The remaining budget, in wei.
     function remainingBudget(address account, address key) external view returns (uint256);
 
-    /// @notice Whether `target` is on the allowlist of the session's current grant.
+    /// @notice Whether `target` is listed (as a target or a token) by the session's current grant.
     /// @param account The account.
     /// @param key The agent key address.
     /// @param target The call target.
-    /// @return True if allowed in the current epoch (false once revoked).
+    /// @return True if listed in the current epoch (false once revoked).
     function isTargetAllowed(address account, address key, address target) external view returns (bool);
 }

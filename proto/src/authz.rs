@@ -80,6 +80,40 @@ mod tests {
     }
 
     #[test]
+    fn sign_for_account_digest_binds_chain_account_and_content() {
+        use crate::{AccountSignContent, SignForAccountBody};
+        let a = SignForAccountBody {
+            wallet_id: WalletId([1; 16]),
+            path: HdPath::OWNER,
+            chain_id: 31337,
+            account: [0xAA; 20],
+            content: AccountSignContent::Hash([7; 32]),
+        };
+        let da = a.payload_digest();
+        let mut chain = a.clone();
+        chain.chain_id = 1;
+        let mut account = a.clone();
+        account.account[19] ^= 1;
+        let mut content = a.clone();
+        content.content = AccountSignContent::Hash([8; 32]);
+        // The same 32 bytes as a message are another body.
+        let mut as_message = a.clone();
+        as_message.content = AccountSignContent::Message([7; 32].to_vec());
+        for other in [&chain, &account, &content, &as_message] {
+            assert_ne!(da, other.payload_digest());
+        }
+        // Not the SignHash body of the same hash, nor another command's digest.
+        let plain = SignHashBody {
+            wallet_id: a.wallet_id,
+            path: a.path,
+            hash: [7; 32],
+        };
+        assert_ne!(da, plain.payload_digest());
+        assert_ne!(da, payload_digest(CommandId::SignHash, &a));
+        assert_eq!(da, payload_digest(CommandId::SignForAccount, &a));
+    }
+
+    #[test]
     fn challenge_binds_nonce_and_digest() {
         let n1 = [1u8; 32];
         let n2 = [2u8; 32];

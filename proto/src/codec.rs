@@ -122,6 +122,29 @@ mod tests {
     }
 
     #[test]
+    fn sign_for_account_round_trips() {
+        for content in [
+            AccountSignContent::Message(b"hello".to_vec()),
+            AccountSignContent::Hash([5; 32]),
+        ] {
+            let req = SignForAccount {
+                body: SignForAccountBody {
+                    wallet_id: WalletId([9; 16]),
+                    path: HdPath::OWNER,
+                    chain_id: u64::MAX,
+                    account: [0xAB; 20],
+                    content,
+                },
+                assertion: sample_assertion(),
+            };
+            let bytes = encode_request(&req);
+            assert_eq!(decode_request::<SignForAccount>(&bytes).unwrap(), req);
+            // Not a SignHash request.
+            assert!(decode_request::<SignHash>(&bytes).is_err());
+        }
+    }
+
+    #[test]
     fn response_round_trips_ok_and_err() {
         let ok = AgentState {
             wallet_id: WalletId([1; 16]),

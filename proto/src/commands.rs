@@ -152,6 +152,55 @@ authorized!(SignHashBody, SignHash);
 pub type SignHash = Authorized<SignHashBody>;
 command!(SignHash => Signature65, SignHash);
 
+/// EIP-712 domain `name` of the project's smart account (`AgentAccount`).
+pub const AGENT_ACCOUNT_EIP712_NAME: &str = "AgentAccount";
+/// EIP-712 domain `version` of the project's smart account (`AgentAccount`).
+pub const AGENT_ACCOUNT_EIP712_VERSION: &str = "1";
+
+/// What [`SignForAccount`] wraps: the `hash` a dapp hands to the account's
+/// `isValidSignature(hash, signature)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccountSignContent {
+    /// A personal message: `hash` is its EIP-191 hash,
+    /// `keccak256("\x19Ethereum Signed Message:\n" ‖ len ‖ message)` (the TA refuses messages
+    /// longer than `SignMessage` accepts).
+    Message(Vec<u8>),
+    /// `hash` itself (e.g. an EIP-712 digest the dapp computed).
+    Hash(B256),
+}
+
+/// Body of [`SignForAccount`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignForAccountBody {
+    /// Wallet.
+    pub wallet_id: WalletId,
+    /// Signing key path (the account's owner key).
+    pub path: HdPath,
+    /// The chain the account lives on (the domain's `chainId`).
+    pub chain_id: u64,
+    /// The smart account (the domain's `verifyingContract`).
+    pub account: Address,
+    /// The message or hash.
+    pub content: AccountSignContent,
+}
+authorized!(SignForAccountBody, SignForAccount);
+/// Sign for ERC-1271 verification by one `AgentAccount` on one chain (ERC-7739, the
+/// `PersonalSign` nested form). The TA signs, raw (RFC 6979, low s, `v` = 27/28),
+///
+/// ```text
+/// digest = keccak256(0x19 ‖ 0x01 ‖ domainSeparator ‖ keccak256(PERSONAL_SIGN_TYPEHASH ‖ hash))
+/// domainSeparator = keccak256(keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
+///                             ‖ keccak256("AgentAccount") ‖ keccak256("1")
+///                             ‖ uint256(chain_id) ‖ uint256(uint160(account)))
+/// PERSONAL_SIGN_TYPEHASH = keccak256("PersonalSign(bytes prefixed)")
+/// ```
+///
+/// with `hash` from [`AccountSignContent`]: exactly what OpenZeppelin's `ERC7739`
+/// `isValidSignature(hash, signature)` recovers for that account. The result is valid for that
+/// account on that chain only, and is never a UserOperation signature.
+pub type SignForAccount = Authorized<SignForAccountBody>;
+command!(SignForAccount => Signature65, SignForAccount);
+
 /// Body of [`ExportPrivateKey`].
 #[cfg(feature = "export-secrets")]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

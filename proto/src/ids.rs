@@ -58,6 +58,10 @@ pub enum CommandId {
     OperatorSignRevokeSession = 21,
     /// Version and build facts of the TA.
     TaInfo = 22,
+    /// Sign a message or a hash for ERC-1271 verification by the owner's smart account: the
+    /// ERC-7739 `PersonalSign` digest in the `AgentAccount` EIP-712 domain of one account on
+    /// one chain, signed raw (passkey assertion).
+    SignForAccount = 23,
     /// Test only: seed a wallet from a given mnemonic. Exists in the
     /// simulator only; never in an OP-TEE build.
     SeedWalletForTest = 0x7E57,
@@ -65,7 +69,7 @@ pub enum CommandId {
 
 impl CommandId {
     /// Every command id, in numeric order.
-    pub const ALL: [CommandId; 24] = [
+    pub const ALL: [CommandId; 25] = [
         CommandId::CreateWallet,
         CommandId::RemoveWallet,
         CommandId::DeriveAddress,
@@ -89,6 +93,7 @@ impl CommandId {
         CommandId::OperatorKey,
         CommandId::OperatorSignRevokeSession,
         CommandId::TaInfo,
+        CommandId::SignForAccount,
         CommandId::SeedWalletForTest,
     ];
 
@@ -128,6 +133,7 @@ impl CommandId {
             CommandId::OperatorKey => "OperatorKey",
             CommandId::OperatorSignRevokeSession => "OperatorSignRevokeSession",
             CommandId::TaInfo => "TaInfo",
+            CommandId::SignForAccount => "SignForAccount",
             CommandId::SeedWalletForTest => "SeedWalletForTest",
         }
     }
@@ -178,6 +184,16 @@ mod tests {
                 assert!(v >= 17, "{c}");
             }
         }
+    }
+
+    #[test]
+    fn all_is_in_numeric_order_and_sign_for_account_is_23() {
+        for w in CommandId::ALL.windows(2) {
+            assert!(w[0].as_u32() < w[1].as_u32(), "{} before {}", w[0], w[1]);
+        }
+        assert_eq!(CommandId::SignForAccount.as_u32(), 23);
+        assert_eq!(CommandId::from_u32(23), Some(CommandId::SignForAccount));
+        assert_eq!(CommandId::SignForAccount.name(), "SignForAccount");
     }
 
     #[test]

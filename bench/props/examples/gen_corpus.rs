@@ -60,6 +60,19 @@ fn main() {
             }),
         ),
         (
+            CommandId::SignForAccount,
+            encode_request(&SignForAccount {
+                body: SignForAccountBody {
+                    wallet_id: wallet,
+                    path: HdPath::OWNER,
+                    chain_id: 31337,
+                    account: [0xAA; 20],
+                    content: AccountSignContent::Message(b"hello".to_vec()),
+                },
+                assertion: assertion(),
+            }),
+        ),
+        (
             CommandId::JwtHmacVerify,
             encode_request(&JwtHmacVerify { jwt: jwt.clone() }),
         ),

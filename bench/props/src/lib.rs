@@ -54,6 +54,7 @@ macro_rules! each_request {
         $m!($bytes, OperatorKey);
         $m!($bytes, OperatorSignRevokeSession);
         $m!($bytes, TaInfo);
+        $m!($bytes, SignForAccount);
         $m!($bytes, SeedWalletForTest);
     };
 }

@@ -80,6 +80,7 @@ impl Fixture {
             | CommandId::SignTransaction
             | CommandId::SignMessage
             | CommandId::SignHash
+            | CommandId::SignForAccount
             | CommandId::GetPublicKey
             | CommandId::ChangePasskey
             | CommandId::CreateAgentKey

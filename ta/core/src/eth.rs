@@ -121,3 +121,89 @@ pub(crate) fn revoke_session_calldata(account: &[u8; 20], agent_key: &[u8; 20]) 
     }
     data
 }
+
+/// The EIP-712 domain type of `AgentAccount` (no salt, no extensions).
+const EIP712_DOMAIN_TYPE: &[u8] =
+    b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)";
+/// ERC-7739's `PersonalSign` type (OpenZeppelin `ERC7739Utils.PERSONAL_SIGN_TYPEHASH`).
+const PERSONAL_SIGN_TYPE: &[u8] = b"PersonalSign(bytes prefixed)";
+
+/// The EIP-712 domain separator of `AgentAccount` at `account` on `chain_id` (OpenZeppelin
+/// `EIP712("AgentAccount", "1")._domainSeparatorV4()` as the account computes it):
+/// `keccak256(abi.encode(typeHash, keccak256(name), keccak256(version), chainId, account))`.
+pub(crate) fn agent_account_domain_separator(chain_id: u64, account: &[u8; 20]) -> [u8; 32] {
+    let mut enc = [0u8; 5 * 32];
+    enc[..32].copy_from_slice(&keccak256(EIP712_DOMAIN_TYPE).0);
+    enc[32..64].copy_from_slice(&keccak256(kms_proto::AGENT_ACCOUNT_EIP712_NAME.as_bytes()).0);
+    enc[64..96].copy_from_slice(&keccak256(kms_proto::AGENT_ACCOUNT_EIP712_VERSION.as_bytes()).0);
+    enc[120..128].copy_from_slice(&chain_id.to_be_bytes());
+    enc[140..160].copy_from_slice(account);
+    keccak256(enc).0
+}
+
+/// The digest `AgentAccount`'s ERC-7739 `isValidSignature(hash, signature)` recovers the owner
+/// from on its `PersonalSign` path (OpenZeppelin 5.4 `ERC7739._isValidNestedPersonalSignSignature`):
+/// `keccak256(0x1901 ‖ domainSeparator ‖ keccak256(abi.encode(PERSONAL_SIGN_TYPEHASH, hash)))`.
+pub(crate) fn erc7739_personal_sign_digest(
+    chain_id: u64,
+    account: &[u8; 20],
+    hash: &[u8; 32],
+) -> [u8; 32] {
+    let mut st = [0u8; 64];
+    st[..32].copy_from_slice(&keccak256(PERSONAL_SIGN_TYPE).0);
+    st[32..].copy_from_slice(hash);
+    let struct_hash = keccak256(st);
+    let mut buf = [0u8; 2 + 32 + 32];
+    buf[0] = 0x19;
+    buf[1] = 0x01;
+    buf[2..34].copy_from_slice(&agent_account_domain_separator(chain_id, account));
+    buf[34..].copy_from_slice(&struct_hash.0);
+    keccak256(buf).0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex32(s: &str) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
+        }
+        out
+    }
+
+    /// Known answers computed independently with Foundry's `cast` (1.7.1):
+    /// `cast keccak`, `cast abi-encode "f(bytes32,bytes32,bytes32,uint256,address)"`,
+    /// `cast hash-message "hello agent"`, `cast concat-hex 0x1901 …`.
+    #[test]
+    fn erc7739_personal_sign_known_answer() {
+        // 0x5FbDB2315678afecb367f032d93F642f64180aa3
+        let account = [
+            0x5f, 0xbd, 0xb2, 0x31, 0x56, 0x78, 0xaf, 0xec, 0xb3, 0x67, 0xf0, 0x32, 0xd9, 0x3f,
+            0x64, 0x2f, 0x64, 0x18, 0x0a, 0xa3,
+        ];
+        assert_eq!(
+            agent_account_domain_separator(31337, &account),
+            hex32("caa8046a5b7d3b49a25b0a969acdf4c9a8b7efd7308183fdbdd334f16b652d92")
+        );
+        let hash = crate::keys::eip191_hash(b"hello agent");
+        assert_eq!(
+            hash,
+            hex32("6af4a8cc01b96829bda5ca897a85f2500a16bfdcbd940dc031af5df81142eaef")
+        );
+        assert_eq!(
+            erc7739_personal_sign_digest(31337, &account, &hash),
+            hex32("95b7ec75ee7f70f1ab02687de571ad97181b262164a9bc2ec008fe5c7b8a1f97")
+        );
+        // Every input is bound.
+        let d = erc7739_personal_sign_digest(31337, &account, &hash);
+        assert_ne!(erc7739_personal_sign_digest(1, &account, &hash), d);
+        let mut other = account;
+        other[0] ^= 1;
+        assert_ne!(erc7739_personal_sign_digest(31337, &other, &hash), d);
+        let mut h2 = hash;
+        h2[31] ^= 1;
+        assert_ne!(erc7739_personal_sign_digest(31337, &account, &h2), d);
+    }
+}

@@ -82,7 +82,7 @@ pub const TEST_SEED_COMPILED: bool = cfg!(feature = "test-seed");
 
 /// Longest label of an agent key.
 pub const MAX_LABEL_LEN: usize = 128;
-/// Longest message `SignMessage` accepts.
+/// Longest message `SignMessage` and `SignForAccount` accept.
 pub const MAX_MESSAGE_LEN: usize = 64 * 1024;
 /// Most wallets whose public facts are cached.
 const WALLET_CACHE_CAP: usize = 4096;
@@ -165,6 +165,7 @@ impl<S: SealedStorage, E: Entropy, C: Clock> TaCore<S, E, C> {
                 self.run(input, Self::operator_sign_revoke_session)
             }
             CommandId::TaInfo => self.run(input, Self::ta_info),
+            CommandId::SignForAccount => self.run(input, Self::sign_for_account),
             #[cfg(feature = "test-seed")]
             CommandId::SeedWalletForTest => self.run(input, Self::seed_wallet_for_test),
             #[cfg(not(feature = "test-seed"))]
@@ -435,6 +436,28 @@ impl<S: SealedStorage, E: Entropy, C: Clock> TaCore<S, E, C> {
         let key = self.derived(&b.wallet_id, b.path)?;
         Ok(Signature65 {
             bytes: key.sign_digest(&b.hash)?.to_vec(),
+            address: key.address,
+        })
+    }
+
+    /// ERC-1271 signature for one `AgentAccount` on one chain: the ERC-7739 `PersonalSign`
+    /// digest of the content's hash (see [`kms_proto::SignForAccount`]), signed raw.
+    fn sign_for_account(&mut self, req: SignForAccount) -> Result<Signature65, TaError> {
+        let b = &req.body;
+        if let AccountSignContent::Message(m) = &b.content {
+            if m.len() > MAX_MESSAGE_LEN {
+                return Err(TaError::MessageTooLong);
+            }
+        }
+        self.authorize(&b.wallet_id, b, &req.assertion)?;
+        let hash = match &b.content {
+            AccountSignContent::Message(m) => keys::eip191_hash(m),
+            AccountSignContent::Hash(h) => *h,
+        };
+        let digest = eth::erc7739_personal_sign_digest(b.chain_id, &b.account, &hash);
+        let key = self.derived(&b.wallet_id, b.path)?;
+        Ok(Signature65 {
+            bytes: key.sign_digest(&digest)?.to_vec(),
             address: key.address,
         })
     }

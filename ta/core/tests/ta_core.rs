@@ -764,6 +764,324 @@ fn sign_message_is_eip191() {
     );
 }
 
+// ------------------------------------- ERC-1271 for the AgentAccount (ERC-7739)
+
+/// The ERC-7739 `PersonalSign` digest, computed here with alloy-sol-types' EIP-712
+/// machinery (not with the TA's code): the domain is `eip712_domain!`, the struct is a
+/// `sol!` `PersonalSign(bytes prefixed)`.
+mod erc7739 {
+    use alloy_primitives::{keccak256, Address};
+    use alloy_sol_types::{eip712_domain, sol, Eip712Domain, SolStruct};
+
+    sol! {
+        struct PersonalSign {
+            bytes prefixed;
+        }
+    }
+
+    pub fn domain(chain_id: u64, account: [u8; 20]) -> Eip712Domain {
+        eip712_domain! {
+            name: "AgentAccount",
+            version: "1",
+            chain_id: chain_id,
+            verifying_contract: Address::from(account),
+        }
+    }
+
+    /// For a personal message: the EIP-712 signing hash of
+    /// `PersonalSign { prefixed: "\x19Ethereum Signed Message:\n" ‖ len ‖ message }`
+    /// (EIP-712 hashes a `bytes` member, giving the EIP-191 hash inside the struct).
+    pub fn of_message(chain_id: u64, account: [u8; 20], message: &[u8]) -> [u8; 32] {
+        let mut prefixed = format!("\x19Ethereum Signed Message:\n{}", message.len()).into_bytes();
+        prefixed.extend_from_slice(message);
+        PersonalSign {
+            prefixed: prefixed.into(),
+        }
+        .eip712_signing_hash(&domain(chain_id, account))
+        .0
+    }
+
+    /// For a bare hash (no preimage): `keccak256(0x1901 ‖ separator ‖ keccak256(typeHash ‖ hash))`.
+    pub fn of_hash(chain_id: u64, account: [u8; 20], hash: [u8; 32]) -> [u8; 32] {
+        let type_hash = PersonalSign {
+            prefixed: Default::default(),
+        }
+        .eip712_type_hash();
+        assert_eq!(type_hash, keccak256("PersonalSign(bytes prefixed)"));
+        let struct_hash = keccak256([type_hash.0, hash].concat());
+        let separator = domain(chain_id, account).separator();
+        keccak256([&[0x19, 0x01][..], &separator[..], &struct_hash[..]].concat()).0
+    }
+}
+
+const CHAIN: u64 = 31337;
+
+fn sign_for_account_req(
+    h: &mut Harness,
+    pk: &mut SoftPasskey,
+    wallet: WalletId,
+    chain_id: u64,
+    account: [u8; 20],
+    content: AccountSignContent,
+) -> SignForAccount {
+    let body = SignForAccountBody {
+        wallet_id: wallet,
+        path: HdPath::OWNER,
+        chain_id,
+        account,
+        content,
+    };
+    let assertion = pk.authorize(h, wallet, &body);
+    SignForAccount { body, assertion }
+}
+
+#[test]
+fn independent_erc7739_digests_agree_with_each_other() {
+    // Sanity of the test's own reference: the message form and the hash form meet at the
+    // EIP-191 hash, and the domain is the AgentAccount one.
+    let m = b"hello agent";
+    assert_eq!(
+        erc7739::of_message(CHAIN, ACCOUNT, m),
+        erc7739::of_hash(CHAIN, ACCOUNT, eip191(m))
+    );
+    let d = erc7739::domain(CHAIN, ACCOUNT);
+    assert_eq!(d.name.as_deref(), Some("AgentAccount"));
+    assert_eq!(d.version.as_deref(), Some("1"));
+}
+
+#[test]
+fn sign_for_account_signs_the_erc7739_personal_sign_digest() {
+    let mut h = Harness::new();
+    let mut pk = SoftPasskey::new(1);
+    let w = seed_anvil_wallet(&mut h, &pk);
+    let message = b"Sign in to example.org".to_vec();
+    let req = sign_for_account_req(
+        &mut h,
+        &mut pk,
+        w.wallet_id,
+        CHAIN,
+        ACCOUNT,
+        AccountSignContent::Message(message.clone()),
+    );
+    let sig = h.call(&req).unwrap();
+    assert_eq!(sig.bytes.len(), 65);
+    assert!(sig.bytes[64] == 27 || sig.bytes[64] == 28);
+    assert_eq!(sig.address, w.owner.address);
+    let want = erc7739::of_message(CHAIN, ACCOUNT, &message);
+    assert_eq!(recover(&want, &sig.bytes), w.owner.address);
+    // RFC 6979: the same digest signed by the same key gives the same signature; the plain
+    // SignHash of the independent digest is therefore byte-identical.
+    let body = SignHashBody {
+        wallet_id: w.wallet_id,
+        path: HdPath::OWNER,
+        hash: want,
+    };
+    let assertion = pk.authorize(&mut h, w.wallet_id, &body);
+    assert_eq!(
+        h.call(&SignHash { body, assertion }).unwrap().bytes,
+        sig.bytes
+    );
+    // It is neither the EIP-191 signature of the message nor a raw signature of its hash.
+    for not in [eip191(&message), eip191(&eip191(&message))] {
+        assert_ne!(recover(&not, &sig.bytes), w.owner.address);
+    }
+
+    // The hash form: a dapp's 32-byte hash, wrapped the same way.
+    let hash = alloy_primitives::keccak256(b"some EIP-712 digest").0;
+    let req = sign_for_account_req(
+        &mut h,
+        &mut pk,
+        w.wallet_id,
+        CHAIN,
+        ACCOUNT,
+        AccountSignContent::Hash(hash),
+    );
+    let sig = h.call(&req).unwrap();
+    assert_eq!(
+        recover(&erc7739::of_hash(CHAIN, ACCOUNT, hash), &sig.bytes),
+        w.owner.address
+    );
+    assert_ne!(recover(&hash, &sig.bytes), w.owner.address);
+    // n/2 of secp256k1: low s.
+    let half_n: [u8; 32] = [
+        0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x5d, 0x57, 0x6e, 0x73, 0x57, 0xa4, 0x50, 0x1d, 0xdf, 0xe9, 0x2f, 0x46, 0x68, 0x1b,
+        0x20, 0xa0,
+    ];
+    assert!(sig.bytes[32..64] <= half_n[..], "high-S signature");
+}
+
+#[test]
+fn sign_for_account_binds_the_account_and_the_chain() {
+    let mut h = Harness::new();
+    let mut pk = SoftPasskey::new(1);
+    let w = create_wallet(&mut h, &pk);
+    let hash = [0x5a; 32];
+    let mut sign = |h: &mut Harness, chain_id: u64, account: [u8; 20]| {
+        let req = sign_for_account_req(
+            h,
+            &mut pk,
+            w.wallet_id,
+            chain_id,
+            account,
+            AccountSignContent::Hash(hash),
+        );
+        h.call(&req).unwrap().bytes
+    };
+    let base = sign(&mut h, CHAIN, ACCOUNT);
+    let other_account = sign(&mut h, CHAIN, [0xBB; 20]);
+    let other_chain = sign(&mut h, 1, ACCOUNT);
+    assert_ne!(base, other_account);
+    assert_ne!(base, other_chain);
+    assert_ne!(other_account, other_chain);
+    // Each recovers to the owner only over its own domain.
+    for (sig, chain_id, account) in [
+        (&base, CHAIN, ACCOUNT),
+        (&other_account, CHAIN, [0xBB; 20]),
+        (&other_chain, 1, ACCOUNT),
+    ] {
+        assert_eq!(
+            recover(&erc7739::of_hash(chain_id, account, hash), sig),
+            w.owner.address
+        );
+    }
+    assert_ne!(
+        recover(&erc7739::of_hash(CHAIN, [0xBB; 20], hash), &base),
+        w.owner.address
+    );
+    assert_ne!(
+        recover(&erc7739::of_hash(1, ACCOUNT, hash), &base),
+        w.owner.address
+    );
+    // Same domain, same content: deterministic (RFC 6979).
+    assert_eq!(sign(&mut h, CHAIN, ACCOUNT), base);
+}
+
+#[test]
+fn sign_for_account_needs_an_assertion_over_its_own_body() {
+    use kms_proto::authz::AuthorizedBody;
+    let mut h = Harness::new();
+    let mut pk = SoftPasskey::new(1);
+    let w = create_wallet(&mut h, &pk);
+    let content = AccountSignContent::Message(b"hi".to_vec());
+
+    // An assertion over nothing the TA issued (no nonce) is refused.
+    let body = SignForAccountBody {
+        wallet_id: w.wallet_id,
+        path: HdPath::OWNER,
+        chain_id: CHAIN,
+        account: ACCOUNT,
+        content: content.clone(),
+    };
+    let forged = pk.assert_challenge(
+        &kms_proto::authz::challenge(&[0; 32], &body.payload_digest()),
+        &AssertOpts::default(),
+    );
+    assert_eq!(
+        passkey_err(h.call(&SignForAccount {
+            body: body.clone(),
+            assertion: forged,
+        })),
+        PasskeyError::ChallengeMismatch
+    );
+
+    // Another passkey's assertion is refused.
+    let mut other = SoftPasskey::new(2);
+    let req = sign_for_account_req(
+        &mut h,
+        &mut other,
+        w.wallet_id,
+        CHAIN,
+        ACCOUNT,
+        content.clone(),
+    );
+    assert_eq!(passkey_err(h.call(&req)), PasskeyError::BadSignature);
+
+    // An assertion for one body never authorises another: other account, chain, content,
+    // or the SignHash / SignMessage of the same content.
+    let variants: [fn(&mut SignForAccountBody); 4] = [
+        |b| b.account = [0xBB; 20],
+        |b| b.chain_id = 1,
+        |b| b.content = AccountSignContent::Message(b"ho".to_vec()),
+        |b| b.path = HdPath::agent(0),
+    ];
+    for change in variants {
+        let mut req = sign_for_account_req(
+            &mut h,
+            &mut pk,
+            w.wallet_id,
+            CHAIN,
+            ACCOUNT,
+            content.clone(),
+        );
+        change(&mut req.body);
+        assert_eq!(passkey_err(h.call(&req)), PasskeyError::ChallengeMismatch);
+    }
+    let message_body = SignMessageBody {
+        wallet_id: w.wallet_id,
+        path: HdPath::OWNER,
+        message: b"hi".to_vec(),
+    };
+    let assertion = pk.authorize(&mut h, w.wallet_id, &message_body);
+    let cross = SignForAccount {
+        body: body.clone(),
+        assertion,
+    };
+    assert_eq!(passkey_err(h.call(&cross)), PasskeyError::ChallengeMismatch);
+    let req = sign_for_account_req(
+        &mut h,
+        &mut pk,
+        w.wallet_id,
+        CHAIN,
+        ACCOUNT,
+        content.clone(),
+    );
+    let as_message = SignMessage {
+        body: message_body,
+        assertion: req.assertion.clone(),
+    };
+    assert_eq!(
+        passkey_err(h.call(&as_message)),
+        PasskeyError::ChallengeMismatch
+    );
+
+    // The right assertion works once.
+    h.call(&req).unwrap();
+    assert_eq!(passkey_err(h.call(&req)), PasskeyError::ChallengeMismatch);
+}
+
+#[test]
+fn sign_for_account_bounds_the_message_length() {
+    let mut h = Harness::new();
+    let mut pk = SoftPasskey::new(1);
+    let w = create_wallet(&mut h, &pk);
+    let long = vec![0x61; kms_ta::MAX_MESSAGE_LEN + 1];
+    let req = sign_for_account_req(
+        &mut h,
+        &mut pk,
+        w.wallet_id,
+        CHAIN,
+        ACCOUNT,
+        AccountSignContent::Message(long),
+    );
+    assert_eq!(h.call(&req).unwrap_err(), TaError::MessageTooLong);
+    // The longest accepted message signs.
+    let max = vec![0x61; kms_ta::MAX_MESSAGE_LEN];
+    let req = sign_for_account_req(
+        &mut h,
+        &mut pk,
+        w.wallet_id,
+        CHAIN,
+        ACCOUNT,
+        AccountSignContent::Message(max.clone()),
+    );
+    let sig = h.call(&req).unwrap();
+    assert_eq!(
+        recover(&erc7739::of_message(CHAIN, ACCOUNT, &max), &sig.bytes),
+        w.owner.address
+    );
+}
+
 // ------------------------------------------------------- protocol bytes
 
 #[test]

@@ -545,7 +545,12 @@ impl ChainClient {
     ) -> Result<PreparedOp, ChainError> {
         let account = self.account_address(owner, salt).await?;
         for grant in grants {
-            grant.validate(account, self.validator())?;
+            grant.validate(account, self.validator(), self.entry_point().address)?;
+            for address in grant.needs_code() {
+                if !self.has_code(address).await? {
+                    return Err(InvalidGrant::NotAContract(address).into());
+                }
+            }
         }
         self.prepare(OpRequest {
             sender: account,
@@ -648,6 +653,20 @@ impl ChainClient {
         targets: &[Address],
     ) -> Result<SessionSnapshot, ChainError> {
         self.inner.node.read_session(account, key, targets).await
+    }
+
+    /// What the pre-check of `calls` needs, in one read (see
+    /// [`NodeClient::read_session_for_calls`]).
+    pub async fn read_session_for_calls(
+        &self,
+        account: Address,
+        key: Address,
+        calls: &[Call],
+    ) -> Result<SessionSnapshot, ChainError> {
+        self.inner
+            .node
+            .read_session_for_calls(account, key, calls)
+            .await
     }
 
     /// Revokes the session of `key` on `account` with the operator's `revokeSession`

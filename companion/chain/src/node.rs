@@ -16,11 +16,14 @@ use alloy::network::TransactionBuilder;
 use alloy::primitives::{Address, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::{BlockNumberOrTag, TransactionRequest};
-use kms_contracts::SessionKeyValidator;
+use kms_contracts::{AgentAccount, SessionKeyValidator};
 
+use crate::account::Call;
 use crate::client::{ChainError, Fees, RevokeOutcome};
 use crate::operator::{OperatorSigner, OperatorSignerError, RevokeSessionTx};
-use crate::session::{revoke_call_data, SessionSnapshot};
+use crate::session::{
+    revoke_call_data, selector_of, OnChainSession, Selector, SessionSnapshot, TargetState,
+};
 
 /// A node and the session key validator on it. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -122,6 +125,26 @@ impl NodeClient {
             .map_err(|e| self.node_err("reading a balance", e))
     }
 
+    /// The session validator `account` delegates session signatures to (`validator()` of an
+    /// `AgentAccount`), or `None` when it has no code or no such function. An account made by an
+    /// earlier factory keeps the validator it was built with.
+    pub async fn account_validator(&self, account: Address) -> Result<Option<Address>, ChainError> {
+        if self
+            .provider
+            .get_code_at(account)
+            .await
+            .map_err(|e| self.node_err("reading code", e))?
+            .is_empty()
+        {
+            return Ok(None);
+        }
+        Ok(AgentAccount::new(account, &self.provider)
+            .validator()
+            .call()
+            .await
+            .ok())
+    }
+
     /// Fees from the node: priority = `eth_maxPriorityFeePerGas`, max = 2 × latest base fee +
     /// priority.
     pub async fn node_fees(&self) -> Result<Fees, ChainError> {
@@ -143,13 +166,40 @@ impl NodeClient {
         })
     }
 
-    /// Reads the session of `key` on `account`, with `isTargetAllowed` for each of `targets`,
-    /// all at the latest block.
+    /// Reads the session of `key` on `account` with the permission of each of `targets`, at
+    /// the latest block (see [`NodeClient::read_session_for_calls`]).
     pub async fn read_session(
         &self,
         account: Address,
         key: Address,
         targets: &[Address],
+    ) -> Result<SessionSnapshot, ChainError> {
+        let probes: Vec<(Address, Selector)> =
+            targets.iter().map(|t| (*t, Selector::ZERO)).collect();
+        self.read_session_probes(account, key, &probes).await
+    }
+
+    /// Reads what the pre-check of `calls` needs, in one `readSession` call at the latest block:
+    /// the session of `key` on `account`, the permission of each call's target and whether each
+    /// call's selector is listed for it.
+    pub async fn read_session_for_calls(
+        &self,
+        account: Address,
+        key: Address,
+        calls: &[Call],
+    ) -> Result<SessionSnapshot, ChainError> {
+        let probes: Vec<(Address, Selector)> = calls
+            .iter()
+            .map(|c| (c.to, selector_of(&c.data).unwrap_or_default()))
+            .collect();
+        self.read_session_probes(account, key, &probes).await
+    }
+
+    async fn read_session_probes(
+        &self,
+        account: Address,
+        key: Address,
+        probes: &[(Address, Selector)],
     ) -> Result<SessionSnapshot, ChainError> {
         let block = self
             .provider
@@ -158,23 +208,31 @@ impl NodeClient {
             .map_err(|e| self.node_err("reading the latest block", e))?
             .ok_or_else(|| self.node_err("reading the latest block", "no latest block"))?;
         let at = BlockId::number(block.header.number);
-        let validator = SessionKeyValidator::new(self.validator, &self.provider);
-        let mut unique: Vec<Address> = targets.to_vec();
+        let mut unique: Vec<(Address, Selector)> = probes.to_vec();
         unique.sort();
         unique.dedup();
-        let session = validator.getSession(account, key).block(at);
-        let remaining = validator.remainingBudget(account, key).block(at);
-        let (session, remaining) = tokio::try_join!(session.call(), remaining.call())
+        let (targets, selectors): (Vec<Address>, Vec<Selector>) = unique.iter().copied().unzip();
+        let read = SessionKeyValidator::new(self.validator, &self.provider)
+            .readSession(account, key, targets, selectors)
+            .block(at)
+            .call()
+            .await
             .map_err(|e| self.node_err("reading the session", e))?;
+        let session = OnChainSession::from(read.session);
+        let mut permissions = std::collections::BTreeMap::new();
         let mut allowed_targets = std::collections::BTreeMap::new();
-        for t in unique {
-            let ok = validator
-                .isTargetAllowed(account, key, t)
-                .block(at)
-                .call()
-                .await
-                .map_err(|e| self.node_err("reading allowed targets", e))?;
-            allowed_targets.insert(t, ok);
+        let mut listed_selectors = std::collections::BTreeSet::new();
+        for (((target, selector), permission), listed) in unique
+            .iter()
+            .zip(read.permissions)
+            .zip(read.selectorAllowed)
+        {
+            let state = TargetState::from(permission);
+            allowed_targets.insert(*target, session.active && state.allowed);
+            permissions.insert(*target, state);
+            if listed {
+                listed_selectors.insert((*target, *selector));
+            }
         }
         Ok(SessionSnapshot {
             account,
@@ -182,9 +240,11 @@ impl NodeClient {
             validator: self.validator,
             block_number: block.header.number,
             block_timestamp: block.header.timestamp,
-            session: session.into(),
-            remaining_budget: remaining,
+            remaining_budget: session.remaining_value(),
+            session,
             allowed_targets,
+            permissions,
+            listed_selectors,
         })
     }
 

@@ -7,8 +7,9 @@
 //! - [`sign_agent_user_op`] asks the TA for the 106-byte session signature (`SignAgentUserOp`,
 //!   the TA checks the JWT) and verifies what comes back before anyone submits it.
 //! - [`owner_sign_body`] is the exact body the owner's passkey authorises for a UserOperation
-//!   (`SignMessage` over the 32-byte userOpHash at the owner path), and [`sign_owner_user_op`]
-//!   sends it with the assertion and verifies the 65-byte result.
+//!   (`SignHash` of the userOpHash itself at the owner path: `AgentAccount` takes the owner's raw
+//!   ECDSA signature over the userOpHash, so no EIP-191 personal message doubles as one), and
+//!   [`sign_owner_user_op`] sends it with the assertion and verifies the 65-byte result.
 //!
 //! Errors carry no JWT, assertion or signature bytes.
 
@@ -17,7 +18,7 @@ use std::future::Future;
 use alloy::primitives::{Address, Bytes, Signature, B256};
 use kms_proto::{
     Authorized, HdPath, OperatorKey, OperatorSignRevokeSession, PasskeyAssertion, SignAgentUserOp,
-    SignMessageBody, WalletId,
+    SignHashBody, WalletId,
 };
 use kms_tee_client::{TeeClient, TeeError};
 
@@ -212,18 +213,19 @@ pub async fn sign_agent_user_op(
     Ok((Bytes::from(out.signature), key))
 }
 
-/// The body the owner's passkey authorises to sign a UserOperation: `SignMessage` of the
-/// 32-byte `user_op_hash` at the owner path. The WebAuthn challenge is
-/// `SHA-256(TA nonce ‖ payload digest of this body)` (see `kms_proto::authz`).
-pub fn owner_sign_body(wallet_id: WalletId, user_op_hash: B256) -> SignMessageBody {
-    SignMessageBody {
+/// The body the owner's passkey authorises to sign a UserOperation: `SignHash` of
+/// `user_op_hash` itself at the owner path (the account verifies the owner's raw ECDSA signature
+/// over the userOpHash). The WebAuthn challenge is `SHA-256(TA nonce ‖ payload digest of this
+/// body)` (see `kms_proto::authz`).
+pub fn owner_sign_body(wallet_id: WalletId, user_op_hash: B256) -> SignHashBody {
+    SignHashBody {
         wallet_id,
         path: HdPath::OWNER,
-        message: user_op_hash.to_vec(),
+        hash: user_op_hash.0,
     }
 }
 
-/// Has the TA sign `user_op_hash` with the owner key (`SignMessage`, EIP-191), authorised by
+/// Has the TA sign `user_op_hash` with the owner key (`SignHash`, raw ECDSA), authorised by
 /// `assertion` (whose challenge must bind [`owner_sign_body`]), and checks that the 65-byte
 /// signature recovers to `expected_owner`.
 pub async fn sign_owner_user_op(
@@ -246,21 +248,39 @@ pub async fn sign_owner_user_op(
             got: from,
         });
     }
-    verify_eip191(&out.bytes, user_op_hash, expected_owner)?;
+    verify_raw(&out.bytes, user_op_hash, expected_owner)?;
     Ok(Bytes::from(out.bytes))
 }
 
-/// Checks that `rsv` (65 bytes, `v` = 27/28) is `signer`'s signature over the EIP-191 hash of
-/// `hash` (what owners and agents sign for a UserOperation).
-pub fn verify_eip191(rsv: &[u8], hash: B256, signer: Address) -> Result<(), OperatorSignerError> {
+/// Checks that `rsv` (65 bytes, `v` = 27/28) is `signer`'s ECDSA signature over `hash` itself
+/// (what owners sign for a UserOperation of their `AgentAccount`).
+pub fn verify_raw(rsv: &[u8], hash: B256, signer: Address) -> Result<(), OperatorSignerError> {
+    let sig = parse_rsv(rsv)?;
+    let recovered = sig
+        .recover_address_from_prehash(&hash)
+        .map_err(|_| OperatorSignerError::BadSignature("does not recover"))?;
+    if recovered != signer {
+        return Err(OperatorSignerError::BadSignature(
+            "does not recover to the expected key",
+        ));
+    }
+    Ok(())
+}
+
+fn parse_rsv(rsv: &[u8]) -> Result<Signature, OperatorSignerError> {
     let rsv: &[u8; 65] = rsv
         .try_into()
         .map_err(|_| OperatorSignerError::BadSignature("not 65 bytes"))?;
     if rsv[64] != 27 && rsv[64] != 28 {
         return Err(OperatorSignerError::BadSignature("v is not 27 or 28"));
     }
-    let sig = Signature::from_raw_array(rsv)
-        .map_err(|_| OperatorSignerError::BadSignature("unparseable"))?;
+    Signature::from_raw_array(rsv).map_err(|_| OperatorSignerError::BadSignature("unparseable"))
+}
+
+/// Checks that `rsv` (65 bytes, `v` = 27/28) is `signer`'s signature over the EIP-191 hash of
+/// `hash` (what agent keys sign for a UserOperation).
+pub fn verify_eip191(rsv: &[u8], hash: B256, signer: Address) -> Result<(), OperatorSignerError> {
+    let sig = parse_rsv(rsv)?;
     let recovered = sig
         .recover_address_from_msg(hash.as_slice())
         .map_err(|_| OperatorSignerError::BadSignature("does not recover"))?;
@@ -293,12 +313,24 @@ mod tests {
     }
 
     #[test]
+    fn raw_verification_is_not_eip191() {
+        let key = PrivateKeySigner::random();
+        let hash = b256!("0x6226d388b9eeafd16264b979d58847aaa287dd4c0724259f414ea468434dbf82");
+        let raw = key.sign_hash_sync(&hash).unwrap().as_bytes();
+        assert!(verify_raw(&raw, hash, key.address()).is_ok());
+        assert!(verify_eip191(&raw, hash, key.address()).is_err());
+        let personal = key.sign_message_sync(hash.as_slice()).unwrap().as_bytes();
+        assert!(verify_raw(&personal, hash, key.address()).is_err());
+        assert!(verify_raw(&raw[..64], hash, key.address()).is_err());
+    }
+
+    #[test]
     fn owner_body_is_the_hash_at_the_owner_path() {
         let w = WalletId([3; 16]);
         let h = B256::repeat_byte(9);
         let body = owner_sign_body(w, h);
         assert_eq!(body.path, HdPath::OWNER);
-        assert_eq!(body.message, h.to_vec());
+        assert_eq!(body.hash, h.0);
         assert_eq!(body.wallet_id, w);
     }
 

@@ -42,7 +42,14 @@ impl DecodedRevert {
         }
         Some(match self.name.as_str() {
             "TargetNotAllowed" | "ForbiddenTarget" => RefusalCode::TargetNotAllowed,
+            "SelectorNotAllowed" => RefusalCode::SelectorNotAllowed,
             "SpendCapExceeded" => RefusalCode::OverBudget,
+            "GasBudgetExceeded" => RefusalCode::GasOverBudget,
+            "TokenCapExceeded" => RefusalCode::TokenOverBudget,
+            "MalformedTokenCall" => RefusalCode::MalformedTokenCall,
+            "UsageLimitReached" => RefusalCode::UsageExhausted,
+            "PaymasterNotAllowed" => RefusalCode::PaymasterNotAllowed,
+            "NonceLaneNotAllowed" => RefusalCode::LaneNotAllowed,
             "SessionIsRevoked" => RefusalCode::SessionRevoked,
             "UnknownSession" => RefusalCode::NoSession,
             _ => return None,
@@ -242,6 +249,58 @@ mod tests {
                 }
                 .abi_encode(),
                 Some(RefusalCode::TargetNotAllowed),
+            ),
+            (
+                SessionKeyValidator::GasBudgetExceeded {
+                    maxCost: U256::from(9),
+                    remaining: U256::from(1),
+                }
+                .abi_encode(),
+                Some(RefusalCode::GasOverBudget),
+            ),
+            (
+                SessionKeyValidator::TokenCapExceeded {
+                    token: Default::default(),
+                    requested: U256::from(9),
+                    remaining: U256::from(1),
+                }
+                .abi_encode(),
+                Some(RefusalCode::TokenOverBudget),
+            ),
+            (
+                SessionKeyValidator::SelectorNotAllowed {
+                    target: Default::default(),
+                    selector: Default::default(),
+                }
+                .abi_encode(),
+                Some(RefusalCode::SelectorNotAllowed),
+            ),
+            (
+                SessionKeyValidator::MalformedTokenCall {
+                    token: Default::default(),
+                    selector: Default::default(),
+                }
+                .abi_encode(),
+                Some(RefusalCode::MalformedTokenCall),
+            ),
+            (
+                SessionKeyValidator::UsageLimitReached { maxOps: 3 }.abi_encode(),
+                Some(RefusalCode::UsageExhausted),
+            ),
+            (
+                SessionKeyValidator::PaymasterNotAllowed {
+                    paymaster: Default::default(),
+                }
+                .abi_encode(),
+                Some(RefusalCode::PaymasterNotAllowed),
+            ),
+            (
+                SessionKeyValidator::NonceLaneNotAllowed {
+                    nonceKey: Default::default(),
+                    expected: Default::default(),
+                }
+                .abi_encode(),
+                Some(RefusalCode::LaneNotAllowed),
             ),
             (
                 SessionKeyValidator::AccountMismatch {

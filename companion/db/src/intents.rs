@@ -33,6 +33,10 @@ pub struct NewIntent {
     pub nonce: Option<String>,
     /// Total native value of the calls (decimal wei).
     pub value_wei: Option<String>,
+    /// The operation's maximum gas cost charged to the session's gas budget (decimal wei).
+    pub max_gas_cost_wei: Option<String>,
+    /// Token amounts counted against the session's token caps (`{"0xtoken": "amount"}`).
+    pub token_amounts_json: Option<String>,
     /// The client's Idempotency-Key.
     pub idempotency_key: Option<String>,
     /// Now.
@@ -78,19 +82,24 @@ pub struct Intent {
     pub idempotency_key: Option<String>,
     /// The bundler's receipt (JSON) once included.
     pub receipt_json: Option<String>,
+    /// Maximum gas cost charged to the session (decimal wei).
+    pub max_gas_cost_wei: Option<String>,
+    /// Token amounts counted against token caps (JSON object).
+    pub token_amounts_json: Option<String>,
 }
 
 const INTENT_COLUMNS: &str = "user_op_hash, key_id, wallet_id, agent_index, account, status, \
      chain_id, entry_point, calls_json, user_op_json, tx_hash, error, created_at, updated_at, \
-     nonce, value_wei, idempotency_key, receipt_json";
+     nonce, value_wei, idempotency_key, receipt_json, max_gas_cost_wei, token_amounts_json";
 
 impl Db {
     /// Record an intent.
     pub async fn insert_intent(&self, i: &NewIntent) -> Result<()> {
         sqlx::query(
             "INSERT INTO intents (user_op_hash, key_id, wallet_id, agent_index, account, status, \
-             chain_id, entry_point, calls_json, user_op_json, nonce, value_wei, idempotency_key, \
-             created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             chain_id, entry_point, calls_json, user_op_json, nonce, value_wei, max_gas_cost_wei, \
+             token_amounts_json, idempotency_key, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(i.user_op_hash.to_ascii_lowercase())
         .bind(&i.key_id)
@@ -104,6 +113,8 @@ impl Db {
         .bind(&i.user_op_json)
         .bind(&i.nonce)
         .bind(&i.value_wei)
+        .bind(&i.max_gas_cost_wei)
+        .bind(&i.token_amounts_json)
         .bind(&i.idempotency_key)
         .bind(i.now)
         .bind(i.now)
@@ -245,6 +256,8 @@ mod tests {
             user_op_json: None,
             nonce: None,
             value_wei: None,
+            max_gas_cost_wei: None,
+            token_amounts_json: None,
             idempotency_key: None,
             now: 1,
         })
@@ -275,6 +288,8 @@ mod tests {
             user_op_json: Some("{}".into()),
             nonce: Some("0x1".into()),
             value_wei: Some("5".into()),
+            max_gas_cost_wei: Some("700".into()),
+            token_amounts_json: Some(r#"{"0xt":"9"}"#.into()),
             idempotency_key: idem.map(str::to_owned),
             now: 1,
         }
@@ -304,6 +319,8 @@ mod tests {
             .unwrap();
         assert_eq!(found.user_op_hash, "0x01");
         assert_eq!(found.value_wei.as_deref(), Some("5"));
+        assert_eq!(found.max_gas_cost_wei.as_deref(), Some("700"));
+        assert_eq!(found.token_amounts_json.as_deref(), Some(r#"{"0xt":"9"}"#));
         assert!(db
             .find_intent_by_idempotency_key("w:0", "k2")
             .await

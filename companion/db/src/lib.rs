@@ -30,7 +30,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub use agents::{AgentActivation, AgentKey, AgentStatus};
+pub use agents::{AgentActivation, AgentKey, AgentStatus, SessionRecord};
 pub use api_keys::{ApiKeyInfo, NewApiKey, API_KEY_PREFIX};
 pub use audit::{AuditEvent, AuditRecord, AuditVerification, GENESIS_HASH};
 pub use challenges::{Challenge, ChallengeKind, ChallengeRefusal, NewChallenge};

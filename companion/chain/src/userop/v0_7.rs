@@ -131,6 +131,24 @@ impl UserOperation {
         }
     }
 
+    /// The most this operation can cost: what EntryPoint v0.7 and v0.8 require as prefund,
+    /// `(preVerificationGas + verificationGasLimit + callGasLimit +
+    /// paymasterVerificationGasLimit + paymasterPostOpGasLimit) × maxFeePerGas` (the paymaster
+    /// limits count only with a paymaster). Without a paymaster it is what `SessionKeyValidator`
+    /// charges to a session's gas budget. Saturates instead of overflowing.
+    pub fn max_gas_cost(&self) -> U256 {
+        let mut gas = self
+            .pre_verification_gas
+            .saturating_add(U256::from(self.verification_gas_limit))
+            .saturating_add(U256::from(self.call_gas_limit));
+        if self.paymaster.is_some() {
+            gas = gas
+                .saturating_add(U256::from(self.paymaster_verification_gas_limit))
+                .saturating_add(U256::from(self.paymaster_post_op_gas_limit));
+        }
+        gas.saturating_mul(U256::from(self.max_fee_per_gas))
+    }
+
     /// `factory ‖ factoryData`, or empty without a factory.
     pub fn init_code(&self) -> Bytes {
         match self.factory {
@@ -381,6 +399,26 @@ pub(crate) mod tests {
             packed.paymasterAndData,
             bytes!("44444444444444444444444444444444444444440000000000000000000000000000ea6000000000000000000000000000009c40c0ffee")
         );
+    }
+
+    #[test]
+    fn max_gas_cost_is_the_prefund_bound() {
+        let op = vector_op();
+        let g = op.gas();
+        let limits = g.pre_verification_gas
+            + U256::from(g.verification_gas_limit + g.call_gas_limit)
+            + U256::from(g.paymaster_verification_gas_limit + g.paymaster_post_op_gas_limit);
+        assert_eq!(op.max_gas_cost(), limits * U256::from(op.max_fee_per_gas));
+        let mut no_paymaster = op.clone();
+        no_paymaster.paymaster = None;
+        assert_eq!(
+            no_paymaster.max_gas_cost(),
+            (g.pre_verification_gas + U256::from(g.verification_gas_limit + g.call_gas_limit))
+                * U256::from(op.max_fee_per_gas)
+        );
+        let mut huge = no_paymaster;
+        huge.pre_verification_gas = U256::MAX;
+        assert_eq!(huge.max_gas_cost(), U256::MAX, "saturates");
     }
 
     #[test]

@@ -115,6 +115,41 @@ pub fn refusal(r: &Refusal) -> ApiError {
             "remainingBudget": remaining.to_string(),
             "inFlight": in_flight.to_string(),
         }),
+        Refusal::UsageExhausted {
+            max_ops,
+            used,
+            in_flight,
+        } => json!({"maxOps": max_ops, "used": used, "inFlight": in_flight, "remaining": 0}),
+        Refusal::GasOverBudget {
+            max_cost,
+            available,
+            remaining,
+            in_flight,
+        } => json!({
+            "maxGasCost": max_cost.to_string(),
+            "available": available.to_string(),
+            "remainingGasBudget": remaining.to_string(),
+            "inFlight": in_flight.to_string(),
+        }),
+        Refusal::SelectorNotAllowed { target, selector } => {
+            json!({"target": target, "selector": selector})
+        }
+        Refusal::MalformedTokenCall { token, selector } => {
+            json!({"token": token, "selector": selector})
+        }
+        Refusal::TokenOverBudget {
+            token,
+            requested,
+            available,
+            remaining,
+            in_flight,
+        } => json!({
+            "token": token,
+            "requested": requested.to_string(),
+            "available": available.to_string(),
+            "remainingTokenBudget": remaining.to_string(),
+            "inFlight": in_flight.to_string(),
+        }),
     };
     ApiError::detailed(
         StatusCode::FORBIDDEN,

@@ -5,6 +5,7 @@
 //! the digest of the body the TA will act on.
 
 use kms_proto::authz::{self, AuthorizedBody};
+use kms_proto::{AccountSignContent, SignForAccountBody};
 use kms_proto::{
     ChangePasskeyBody, CommandId, DeriveAddressBody, GetPublicKeyBody, HdPath, MintAgentBody,
     RefreshAgentBody, RemoveWalletBody, RevokeAgentKey, SignHashBody, SignMessageBody,
@@ -28,7 +29,8 @@ pub const NEW_WALLET_REGISTRATION: &str = "Register";
 
 // ------------------------------------------------------------- requests
 
-/// `/SignHash`.
+/// `/SignHash`: a raw ECDSA signature over `Hash` as given, or, with `Account`, the
+/// ERC-7739 wrapping of `Hash` for that smart account (see the route's description).
 #[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct SignHashRequest {
@@ -42,8 +44,16 @@ pub struct SignHashRequest {
     /// `m/44'/60'/0'/<c>/<i>` [default: `m/44'/60'/0'/0/0`].
     #[serde(default)]
     pub derivation_path: Option<String>,
-    /// The 32-byte digest to sign, hex.
+    /// The 32-byte digest to sign, hex. Without `Account` it is signed as is (raw ECDSA): only
+    /// sign digests you computed yourself.
     pub hash: String,
+    /// The owner's smart account (`AgentAccount`, 20-byte hex). With it the signature is not
+    /// over `Hash` but over the ERC-7739 `PersonalSign` digest of `Hash` in that account's
+    /// EIP-712 domain (`name` "AgentAccount", `version` "1", the companion's chain id,
+    /// `verifyingContract` = `Account`): what the account's `isValidSignature(Hash, signature)`
+    /// accepts, on that account and chain only. Needs the companion's chain settings.
+    #[serde(default)]
+    pub account: Option<String>,
     /// The finished ceremony.
     #[serde(default, rename = "WebAuthn")]
     pub web_authn: Option<CeremonyResponse>,
@@ -94,7 +104,8 @@ pub struct TransactionRequest {
     pub data: Option<String>,
 }
 
-/// `/Sign`: a message (EIP-191 personal message) or a transaction.
+/// `/Sign`: a message (EIP-191 personal message, or with `Account` its ERC-7739 wrapping for
+/// that smart account) or a transaction (see the route's description).
 #[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct SignRequest {
@@ -113,6 +124,16 @@ pub struct SignRequest {
     /// `hex`, `utf8` or `base64` [default: hex if it starts with 0x, else utf8].
     #[serde(default)]
     pub message_encoding: Option<String>,
+    /// With `Message` only: the owner's smart account (`AgentAccount`, 20-byte hex). With it
+    /// the signature is the ERC-7739 `PersonalSign` one for that account on the companion's
+    /// chain (over `keccak256(0x1901 ‖ domainSeparator ‖ keccak256(abi.encode(
+    /// keccak256("PersonalSign(bytes prefixed)"), eip191Hash(Message))))`, domain `name`
+    /// "AgentAccount", `version` "1", the chain id, `verifyingContract` = `Account`): what the
+    /// account's `isValidSignature(eip191Hash(Message), signature)` accepts. Without it the
+    /// signature is a plain EIP-191 `personal_sign` of the key (an EOA signature). Needs the
+    /// companion's chain settings.
+    #[serde(default)]
+    pub account: Option<String>,
     /// The transaction.
     #[serde(default)]
     pub transaction: Option<TransactionRequest>,
@@ -250,12 +271,38 @@ pub struct RefreshAgentRequest {
 pub struct AgentSessionRequest {
     /// Agent key id `"{wallet}:{index}"`: the key the session is for.
     pub key_id: String,
-    /// The call targets the agent may call (20-byte addresses).
-    pub targets: Vec<String>,
+    /// The call targets and the functions allowed on each (at most 64, no duplicates; a session
+    /// needs at least one target or token). A plain address allows only plain transfers (empty
+    /// call data) to it; an object `{"target", "selectors", "anySelector"}` also allows the
+    /// listed functions (4-byte hex selectors or signatures such as
+    /// `"transfer(address,uint256)"`), or every function when `anySelector` is `true` (and
+    /// `selectors` empty).
+    #[schema(value_type = Vec<Object>)]
+    pub targets: Vec<TargetSpec>,
     /// Cap on the cumulative native value the agent may move, in wei (number, decimal string
     /// or `0x` hex; at most 2^128 - 1).
     #[schema(value_type = Object)]
     pub spend_cap: Value,
+    /// Cap on what the agent's operations may cost in gas, in wei (at most 2^96 - 1): each
+    /// operation is charged its maximum cost `(preVerificationGas + verificationGasLimit +
+    /// callGasLimit) × maxFeePerGas`, unused gas is not credited back. Required: `0` means the
+    /// account pays no gas for the agent (then only the named `paymaster` can).
+    #[schema(value_type = Object)]
+    pub gas_cap: Value,
+    /// ERC-20 caps: `[{"token", "cap"}]` (cap > 0, in the token's units). A listed token's
+    /// `transfer`, `approve`, `increaseAllowance` and `transferFrom(account, …)` are allowed and
+    /// counted against its cap; its other functions only with their selectors under `targets`
+    /// [default: none].
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub tokens: Vec<TokenSpec>,
+    /// The one paymaster the agent's operations may use (never the zero address); then the
+    /// account pays no gas and nothing is charged to `gasCap` [default: none].
+    #[serde(default)]
+    pub paymaster: Option<String>,
+    /// Most operations the agent may make in this grant [default: no limit].
+    #[serde(default)]
+    pub max_ops: Option<u32>,
     /// First valid time (unix seconds) [default: 0].
     #[serde(default)]
     pub valid_after: Option<u64>,
@@ -273,6 +320,35 @@ pub struct AgentSessionRequest {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub passkey_assertion: Option<Value>,
+}
+
+/// One entry of [`AgentSessionRequest::targets`]: an address (plain transfers only) or a
+/// target with its functions.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(untagged)]
+pub enum TargetSpec {
+    /// Plain transfers to this address only.
+    Address(String),
+    /// A target with the functions allowed on it.
+    Detailed {
+        /// The address called.
+        target: String,
+        /// Allowed functions: 4-byte hex selectors or signatures [default: none].
+        #[serde(default)]
+        selectors: Vec<String>,
+        /// Every function allowed (only with an empty `selectors`) [default: false].
+        #[serde(default, rename = "anySelector")]
+        any_selector: bool,
+    },
+}
+
+/// One entry of [`AgentSessionRequest::tokens`].
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct TokenSpec {
+    /// The ERC-20 token contract.
+    pub token: String,
+    /// The cap, in the token's units (number, decimal string or `0x` hex; 1 to 2^128 - 1).
+    pub cap: Value,
 }
 
 /// `/kms/revoke-agent-credential`.
@@ -376,11 +452,40 @@ fn ttl(state: &AppState, requested: Option<u64>) -> Result<u64, ApiError> {
 
 // ------------------------------------------------------------- builders
 
-/// The body of a `/SignHash`.
+/// The smart account of a `/Sign` or `/SignHash` with `Account`, and the companion's chain id
+/// (503 `chain_not_configured` without chain settings).
+fn account_domain(state: &AppState, account: &str) -> Result<(u64, [u8; 20]), ApiError> {
+    let account = hex_fixed::<20>("Account", account)?;
+    if account == [0; 20] {
+        return Err(ApiError::unprocessable(
+            "invalid_value",
+            "Account must be the smart account's address, not the zero address",
+        ));
+    }
+    let chain = state.chain.as_ref().ok_or_else(|| {
+        ApiError::detailed(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "chain_not_configured",
+            "Account asks for a signature bound to a smart account on this companion's chain, \
+             and this companion has no chain settings (--rpc-url, --bundler-url, \
+             --validator-address, --account-factory)",
+            serde_json::json!({}),
+        )
+    })?;
+    Ok((chain.client.chain_id(), account))
+}
+
+/// The body of a `/SignHash`: `SignHash` (raw), or `SignForAccount` with `Account`.
 pub async fn prepare_sign_hash(
     state: &AppState,
     r: &SignHashRequest,
-) -> Result<SignHashBody, ApiError> {
+) -> Result<SignBody, ApiError> {
+    let hash = hex_fixed::<32>("Hash", &r.hash)?;
+    let domain = r
+        .account
+        .as_deref()
+        .map(|a| account_domain(state, a))
+        .transpose()?;
     let (wallet_id, path) = resolve_signer(
         state,
         r.key_id.as_deref(),
@@ -388,20 +493,34 @@ pub async fn prepare_sign_hash(
         r.derivation_path.as_deref(),
     )
     .await?;
-    Ok(SignHashBody {
-        wallet_id,
-        path,
-        hash: hex_fixed::<32>("Hash", &r.hash)?,
+    Ok(match domain {
+        None => SignBody::Hash(SignHashBody {
+            wallet_id,
+            path,
+            hash,
+        }),
+        Some((chain_id, account)) => SignBody::ForAccount(SignForAccountBody {
+            wallet_id,
+            path,
+            chain_id,
+            account,
+            content: AccountSignContent::Hash(hash),
+        }),
     })
 }
 
-/// The body of a `/Sign`.
+/// The TA body of a `/Sign` or `/SignHash`: the one place that decides what is signed.
 #[derive(Clone, Debug)]
 pub enum SignBody {
-    /// A message.
+    /// `/Sign` message: EIP-191 personal_sign (`SignMessage`).
     Message(SignMessageBody),
-    /// A transaction.
+    /// `/Sign` transaction (`SignTransaction`).
     Transaction(SignTransactionBody),
+    /// `/SignHash`: the digest as given (`SignHash`).
+    Hash(SignHashBody),
+    /// `/Sign` message or `/SignHash` with `Account`: the ERC-7739 `PersonalSign` wrapping for
+    /// one smart account on one chain (`SignForAccount`).
+    ForAccount(SignForAccountBody),
 }
 
 impl SignBody {
@@ -410,6 +529,8 @@ impl SignBody {
         match self {
             SignBody::Message(b) => b.payload_digest(),
             SignBody::Transaction(b) => b.payload_digest(),
+            SignBody::Hash(b) => b.payload_digest(),
+            SignBody::ForAccount(b) => b.payload_digest(),
         }
     }
     /// Its wallet.
@@ -417,6 +538,17 @@ impl SignBody {
         match self {
             SignBody::Message(b) => b.wallet_id,
             SignBody::Transaction(b) => b.wallet_id,
+            SignBody::Hash(b) => b.wallet_id,
+            SignBody::ForAccount(b) => b.wallet_id,
+        }
+    }
+    /// What the signature is (the answer's `SignatureFormat`).
+    pub fn format(&self) -> &'static str {
+        match self {
+            SignBody::Message(_) => "EIP191PersonalSign",
+            SignBody::Transaction(_) => "Transaction",
+            SignBody::Hash(_) => "RawDigest",
+            SignBody::ForAccount(_) => "ERC7739PersonalSign",
         }
     }
 }
@@ -550,6 +682,16 @@ pub async fn prepare_sign(state: &AppState, r: &SignRequest) -> Result<SignBody,
             ))
         }
     };
+    let domain = match (&r.account, &what) {
+        (None, _) => None,
+        (Some(a), What::Msg(_)) => Some(account_domain(state, a)?),
+        (Some(_), What::Tx(_)) => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "Account applies to Message only (a transaction carries its own chainId)",
+            ))
+        }
+    };
     let (wallet_id, path) = resolve_signer(
         state,
         r.key_id.as_deref(),
@@ -557,13 +699,22 @@ pub async fn prepare_sign(state: &AppState, r: &SignRequest) -> Result<SignBody,
         r.derivation_path.as_deref(),
     )
     .await?;
-    Ok(match what {
-        What::Msg(message) => SignBody::Message(SignMessageBody {
+    Ok(match (what, domain) {
+        (What::Msg(message), None) => SignBody::Message(SignMessageBody {
             wallet_id,
             path,
             message,
         }),
-        What::Tx(transaction) => SignBody::Transaction(SignTransactionBody {
+        (What::Msg(message), Some((chain_id, account))) => {
+            SignBody::ForAccount(SignForAccountBody {
+                wallet_id,
+                path,
+                chain_id,
+                account,
+                content: AccountSignContent::Message(message),
+            })
+        }
+        (What::Tx(transaction), _) => SignBody::Transaction(SignTransactionBody {
             wallet_id,
             path,
             transaction,
@@ -769,7 +920,7 @@ pub async fn ceremony_target(
     Ok(match purpose {
         Purpose::SignHash => {
             let b = prepare_sign_hash(state, &from_value(aws(payload)?)?).await?;
-            (b.wallet_id, b.payload_digest())
+            (b.wallet(), b.digest())
         }
         Purpose::Sign => {
             let b = prepare_sign(state, &from_value(aws(payload)?)?).await?;

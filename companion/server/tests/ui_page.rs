@@ -134,3 +134,190 @@ async fn listings_show_public_facts_only() {
         "{v}"
     );
 }
+
+/// A session recorded with the whole grant (`session_json`) lists its functions, token caps,
+/// gas cap, paymaster and usage limit; one recorded before (no `session_json`) still lists,
+/// with its addresses and spend cap only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listed_sessions_carry_the_whole_grant_when_recorded() {
+    use alloy::primitives::{address, Address};
+    use kms_chain::session::{
+        parse_selector, SessionGrant, TargetPermission, TokenLimit, TRANSFER,
+    };
+
+    const DAPP: Address = address!("0x1111111111111111111111111111111111111111");
+    const PAYEE: Address = address!("0x2222222222222222222222222222222222222222");
+    const ANY: Address = address!("0x5555555555555555555555555555555555555555");
+    const TOKEN: Address = address!("0x3333333333333333333333333333333333333333");
+    const PAYMASTER: Address = address!("0x4444444444444444444444444444444444444444");
+
+    let env = Env::start().await;
+    let mut owner = Soft::new();
+    let wallet = env.register(&mut owner).await;
+    let wallet_id = wallet["KeyId"].as_str().unwrap().to_owned();
+    for label in ["new", "old"] {
+        env.create_agent(
+            &mut owner,
+            &wallet_id,
+            json!({"label": label, "ttlSecs": 3600}),
+        )
+        .await;
+    }
+    let swap = parse_selector("swap(uint256)").unwrap();
+    let grant = SessionGrant {
+        key: address!("0x6666666666666666666666666666666666666666"),
+        targets: vec![
+            TargetPermission::with_selectors(DAPP, vec![TRANSFER, swap]),
+            TargetPermission::transfers_only(PAYEE),
+            TargetPermission::any(ANY),
+        ],
+        tokens: vec![TokenLimit {
+            token: TOKEN,
+            cap: 100_000_000_000_000_000_000,
+        }],
+        spend_cap: 500_000_000_000_000_000,
+        gas_cap: 10_000_000_000_000_000,
+        paymaster: Some(PAYMASTER),
+        max_ops: 7,
+        valid_after: 1_700_000_000,
+        valid_until: 1_900_000_000,
+        revoker: address!("0x7777777777777777777777777777777777777777"),
+    };
+    let grant_json = serde_json::to_string(&grant).unwrap();
+    let addresses = json!([DAPP, PAYEE, ANY, TOKEN]).to_string();
+    let db = &env.server().state.db;
+    fn record<'a>(targets: &'a str, grant_json: Option<&'a str>) -> kms_db::SessionRecord<'a> {
+        kms_db::SessionRecord {
+            account: "0x8888888888888888888888888888888888888888",
+            targets_json: targets,
+            spend_cap: "500000000000000000",
+            valid_after: 1_700_000_000,
+            valid_until: 1_900_000_000,
+            revoker: Some("0x7777777777777777777777777777777777777777"),
+            grant_json,
+            session_tx_hash: Some("0xabc"),
+        }
+    }
+    assert!(db
+        .set_agent_session(&wallet_id, 0, &record(&addresses, Some(&grant_json)), 1)
+        .await
+        .unwrap());
+    assert!(db
+        .set_agent_session(
+            &wallet_id,
+            1,
+            &record(r#"["0x2222222222222222222222222222222222222222"]"#, None),
+            1
+        )
+        .await
+        .unwrap());
+
+    let (s, v) = env
+        .post(
+            "/kms/list-agent-keys",
+            None,
+            &json!({"humanKeyId": wallet_id}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let keys = v["agentKeys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2, "{v}");
+
+    // Recorded with the grant: every field of it.
+    let new = &keys[0]["session"];
+    assert_eq!(keys[0]["label"], "new");
+    assert_eq!(new["account"], "0x8888888888888888888888888888888888888888");
+    assert_eq!(
+        new["targets"],
+        json!([DAPP, PAYEE, ANY, TOKEN]),
+        "the addresses, as before"
+    );
+    assert_eq!(
+        new["targetPermissions"],
+        json!([
+            {"target": DAPP.to_string(), "anySelector": false,
+             "selectors": ["0xa9059cbb", swap.to_string()]},
+            {"target": PAYEE.to_string(), "anySelector": false, "selectors": []},
+            {"target": ANY.to_string(), "anySelector": true, "selectors": []},
+        ]),
+        "{new}"
+    );
+    assert_eq!(
+        new["tokens"],
+        json!([{"token": TOKEN.to_string(), "cap": "100000000000000000000"}])
+    );
+    assert_eq!(new["spendCap"], "500000000000000000");
+    assert_eq!(new["gasCap"], "10000000000000000");
+    assert_eq!(new["paymaster"], PAYMASTER.to_string());
+    assert_eq!(new["maxOps"], 7);
+    assert_eq!(
+        (&new["validAfter"], &new["validUntil"]),
+        (&json!(1_700_000_000), &json!(1_900_000_000))
+    );
+    assert_eq!(new["transactionHash"], "0xabc");
+
+    // Recorded before grants carried all this: it still lists, with what it has.
+    let old = &keys[1]["session"];
+    assert_eq!(keys[1]["label"], "old");
+    assert_eq!(
+        old["targets"],
+        json!(["0x2222222222222222222222222222222222222222"])
+    );
+    assert_eq!(old["spendCap"], "500000000000000000");
+    assert_eq!(old["validUntil"], 1_900_000_000);
+    for field in [
+        "targetPermissions",
+        "tokens",
+        "gasCap",
+        "paymaster",
+        "maxOps",
+    ] {
+        assert!(old[field].is_null(), "{field}: {old}");
+    }
+
+    // A grant without a paymaster or usage limit: paymaster null, maxOps 0.
+    let plain = SessionGrant {
+        paymaster: None,
+        max_ops: 0,
+        tokens: Vec::new(),
+        ..grant
+    };
+    let plain_json = serde_json::to_string(&plain).unwrap();
+    assert!(db
+        .set_agent_session(&wallet_id, 1, &record(&addresses, Some(&plain_json)), 2)
+        .await
+        .unwrap());
+    let (_, v) = env
+        .post(
+            "/kms/list-agent-keys",
+            None,
+            &json!({"humanKeyId": wallet_id}),
+        )
+        .await;
+    let plain = &v["agentKeys"][1]["session"];
+    assert!(plain["paymaster"].is_null(), "{plain}");
+    assert_eq!(plain["maxOps"], 0);
+    assert_eq!(plain["tokens"], json!([]));
+    assert_eq!(plain["gasCap"], "10000000000000000");
+
+    // The OpenAPI document describes the new fields.
+    let (s, doc) = env.get("/openapi.json").await;
+    assert_eq!(s, 200);
+    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let props = &schemas["ListedSession"]["properties"];
+    for field in [
+        "targetPermissions",
+        "tokens",
+        "gasCap",
+        "paymaster",
+        "maxOps",
+    ] {
+        assert!(props[field].is_object(), "ListedSession.{field}: {props}");
+    }
+    assert!(
+        schemas["ListedTarget"]["properties"]["selectors"].is_object(),
+        "{schemas}"
+    );
+    assert!(schemas["ListedToken"]["properties"]["cap"].is_object());
+}

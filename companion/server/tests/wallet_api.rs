@@ -652,3 +652,561 @@ async fn uv_missing_and_sign_count_regression_are_refused() {
         "{e}"
     );
 }
+
+// ------------------------------------- ERC-1271 signatures for the AgentAccount
+
+/// The ERC-7739 `PersonalSign` digest `AgentAccount.isValidSignature` recovers from, computed
+/// here with alloy's EIP-712 support (not with the companion's or the TA's code).
+mod erc7739 {
+    use alloy::primitives::{keccak256, Address, B256};
+    use alloy::sol_types::{eip712_domain, SolStruct};
+
+    alloy::sol! {
+        struct PersonalSign {
+            bytes prefixed;
+        }
+    }
+
+    fn domain(chain_id: u64, account: Address) -> alloy::sol_types::Eip712Domain {
+        eip712_domain! {
+            name: "AgentAccount",
+            version: "1",
+            chain_id: chain_id,
+            verifying_contract: account,
+        }
+    }
+
+    /// For a personal message: EIP-712 hashes the `bytes prefixed` member, which gives the
+    /// message's EIP-191 hash inside the struct.
+    pub fn of_message(chain_id: u64, account: Address, message: &[u8]) -> [u8; 32] {
+        let mut prefixed = format!("\x19Ethereum Signed Message:\n{}", message.len()).into_bytes();
+        prefixed.extend_from_slice(message);
+        PersonalSign {
+            prefixed: prefixed.into(),
+        }
+        .eip712_signing_hash(&domain(chain_id, account))
+        .0
+    }
+
+    /// For a bare hash: `keccak256(0x1901 ‖ separator ‖ keccak256(typeHash ‖ hash))`.
+    pub fn of_hash(chain_id: u64, account: Address, hash: B256) -> [u8; 32] {
+        let type_hash = PersonalSign {
+            prefixed: Default::default(),
+        }
+        .eip712_type_hash();
+        let struct_hash = keccak256([type_hash.as_slice(), hash.as_slice()].concat());
+        let separator = domain(chain_id, account).separator();
+        keccak256(
+            [
+                &[0x19, 0x01][..],
+                separator.as_slice(),
+                struct_hash.as_slice(),
+            ]
+            .concat(),
+        )
+        .0
+    }
+}
+
+/// A stand-in node and bundler for the companion's chain settings: it answers the start-up
+/// checks (chain id, supported EntryPoint, code, the factory's EntryPoint and validator) and
+/// nothing else. The chain id is what `Account` signatures bind.
+struct FakeChain {
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+const FAKE_CHAIN_ID: u64 = 8453;
+const FAKE_FACTORY: &str = "0x00000000000000000000000000000000000fac70";
+const FAKE_VALIDATOR: &str = "0x0000000000000000000000000000000000005e55";
+
+impl FakeChain {
+    async fn start() -> FakeChain {
+        use alloy::sol_types::SolCall;
+        use kms_contracts::AgentAccountFactory::{entryPointCall, validatorCall};
+        fn word(address: &str) -> String {
+            format!("0x{:0>64}", address.trim_start_matches("0x"))
+        }
+        async fn rpc(axum::Json(req): axum::Json<Value>) -> axum::Json<Value> {
+            let id = req["id"].clone();
+            let call_data = req["params"][0]["input"]
+                .as_str()
+                .or_else(|| req["params"][0]["data"].as_str())
+                .unwrap_or_default()
+                .to_owned();
+            let result = match req["method"].as_str().unwrap_or_default() {
+                "eth_chainId" => json!(format!("{FAKE_CHAIN_ID:#x}")),
+                "eth_supportedEntryPoints" => json!([kms_contracts::ENTRY_POINT_V07]),
+                "eth_getCode" => json!("0x6000"),
+                "eth_call" if call_data.starts_with(&hex0x_of(&entryPointCall::SELECTOR)) => {
+                    json!(word(&kms_contracts::ENTRY_POINT_V07.to_string()))
+                }
+                "eth_call" if call_data.starts_with(&hex0x_of(&validatorCall::SELECTOR)) => {
+                    json!(word(FAKE_VALIDATOR))
+                }
+                _ => {
+                    return axum::Json(json!({"jsonrpc": "2.0", "id": id,
+                        "error": {"code": -32601, "message": "not served by the fake chain"}}))
+                }
+            };
+            axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": result}))
+        }
+        fn hex0x_of(b: &[u8]) -> String {
+            format!("0x{}", hex::encode(b))
+        }
+        let app = axum::Router::new().route("/", axum::routing::post(rpc));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        FakeChain { url, task }
+    }
+
+    fn args(&self) -> Vec<String> {
+        [
+            "--rpc-url",
+            &self.url,
+            "--bundler-url",
+            &self.url,
+            "--validator-address",
+            FAKE_VALIDATOR,
+            "--account-factory",
+            FAKE_FACTORY,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+}
+
+impl Drop for FakeChain {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+const ACCOUNT_A: &str = "0x00000000000000000000000000000000000a11ce";
+const ACCOUNT_B: &str = "0x00000000000000000000000000000000000b0b00";
+
+fn address(s: &str) -> alloy::primitives::Address {
+    s.parse().unwrap()
+}
+
+fn b256(s: &str) -> alloy::primitives::B256 {
+    s.parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn account_signatures_are_erc7739_for_that_account_and_the_companions_chain() {
+    let chain = FakeChain::start().await;
+    let env = Env::with(Opts {
+        args: chain.args(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        env.server()
+            .state
+            .chain
+            .as_ref()
+            .map(|c| c.client.chain_id()),
+        Some(FAKE_CHAIN_ID)
+    );
+    let mut alice = Soft::new();
+    let reg = env.register(&mut alice).await;
+    let key = reg["KeyId"].as_str().unwrap().to_owned();
+    let owner = reg["Address"].as_str().unwrap().to_owned();
+    let message = "Sign in to example.org";
+
+    // /Sign Message + Account: the ERC-7739 PersonalSign signature for A on the chain.
+    let payload = json!({"Message": message, "Account": ACCOUNT_A});
+    let w = env.ceremony(&mut alice, &key, "Sign", payload).await;
+    let (s, v) = env
+        .post(
+            "/Sign",
+            Some("Sign"),
+            &json!({"KeyId": key, "Message": message, "Account": ACCOUNT_A, "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["SignatureFormat"], "ERC7739PersonalSign");
+    assert_eq!(v["Account"], ACCOUNT_A);
+    assert_eq!(v["ChainId"], FAKE_CHAIN_ID);
+    assert_eq!(v["Address"], owner);
+    let verify_hash = eip191(message.as_bytes());
+    assert_eq!(hexs(&v["IsValidSignatureHash"]), verify_hash);
+    let sig_a = hexs(&v["Signature"]);
+    assert_eq!(sig_a.len(), 65);
+    let want = erc7739::of_message(FAKE_CHAIN_ID, address(ACCOUNT_A), message.as_bytes());
+    assert_eq!(recover(&want, &sig_a), owner);
+    assert_eq!(
+        want,
+        erc7739::of_hash(FAKE_CHAIN_ID, address(ACCOUNT_A), verify_hash.into())
+    );
+    // Not a personal_sign of the message, nor valid for B or on another chain.
+    assert_ne!(recover(&verify_hash, &sig_a), owner);
+    for other in [
+        erc7739::of_message(FAKE_CHAIN_ID, address(ACCOUNT_B), message.as_bytes()),
+        erc7739::of_message(1, address(ACCOUNT_A), message.as_bytes()),
+    ] {
+        assert_ne!(recover(&other, &sig_a), owner);
+    }
+
+    // The plain /Sign of the same message: EIP-191, said so, no account fields.
+    let w = env
+        .ceremony(&mut alice, &key, "Sign", json!({"Message": message}))
+        .await;
+    let (s, v) = env
+        .post(
+            "/Sign",
+            Some("Sign"),
+            &json!({"KeyId": key, "Message": message, "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["SignatureFormat"], "EIP191PersonalSign");
+    assert!(
+        v.get("Account").is_none() && v.get("ChainId").is_none(),
+        "{v}"
+    );
+    let plain = hexs(&v["Signature"]);
+    assert_eq!(recover(&verify_hash, &plain), owner);
+    assert_ne!(plain, sig_a);
+
+    // /SignHash + Account: the wrapping of the hash; plain /SignHash: the hash itself.
+    let w = env
+        .ceremony(
+            &mut alice,
+            &key,
+            "SignHash",
+            json!({"Hash": HASH, "Account": ACCOUNT_B}),
+        )
+        .await;
+    let (s, v) = env
+        .post(
+            "/SignHash",
+            Some("SignHash"),
+            &json!({"KeyId": key, "Hash": HASH, "Account": ACCOUNT_B, "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["SignatureFormat"], "ERC7739PersonalSign");
+    assert_eq!(v["Account"], ACCOUNT_B);
+    assert_eq!(v["ChainId"], FAKE_CHAIN_ID);
+    assert_eq!(v["IsValidSignatureHash"], HASH);
+    let wrapped = hexs(&v["Signature"]);
+    assert_eq!(
+        recover(
+            &erc7739::of_hash(FAKE_CHAIN_ID, address(ACCOUNT_B), b256(HASH)),
+            &wrapped
+        ),
+        owner
+    );
+    assert_ne!(recover(&b256(HASH).0, &wrapped), owner);
+    let w = env
+        .ceremony(&mut alice, &key, "SignHash", json!({"Hash": HASH}))
+        .await;
+    let (s, v) = env
+        .post(
+            "/SignHash",
+            Some("SignHash"),
+            &json!({"KeyId": key, "Hash": HASH, "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["SignatureFormat"], "RawDigest");
+    assert_eq!(recover(&b256(HASH).0, &hexs(&v["Signature"])), owner);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_account_ceremony_authorises_only_its_own_body() {
+    let chain = FakeChain::start().await;
+    let env = Env::with(Opts {
+        args: chain.args(),
+        ..Default::default()
+    })
+    .await;
+    let mut alice = Soft::new();
+    let reg = env.register(&mut alice).await;
+    let key = reg["KeyId"].as_str().unwrap().to_owned();
+    let owner = reg["Address"].as_str().unwrap().to_owned();
+    let message = "hello agent";
+    let mismatch = |(s, e): (u16, Value)| {
+        assert_eq!(
+            (s, e["code"].as_str()),
+            (403, Some("payload_mismatch")),
+            "{e}"
+        );
+    };
+
+    // Begun for Account A: completing for B, or without Account (EIP-191), is refused.
+    let w = env
+        .ceremony(
+            &mut alice,
+            &key,
+            "Sign",
+            json!({"Message": message, "Account": ACCOUNT_A}),
+        )
+        .await;
+    mismatch(
+        env.post(
+            "/Sign",
+            Some("Sign"),
+            &json!({"KeyId": key, "Message": message, "Account": ACCOUNT_B, "WebAuthn": w}),
+        )
+        .await,
+    );
+    mismatch(
+        env.post(
+            "/Sign",
+            Some("Sign"),
+            &json!({"KeyId": key, "Message": message, "WebAuthn": w}),
+        )
+        .await,
+    );
+    // A different message for A: refused too.
+    mismatch(
+        env.post(
+            "/Sign",
+            Some("Sign"),
+            &json!({"KeyId": key, "Message": "hello agenT", "Account": ACCOUNT_A, "WebAuthn": w}),
+        )
+        .await,
+    );
+    // The refusals consumed nothing: the body it was begun for signs, for A.
+    let (s, v) = env
+        .post(
+            "/Sign",
+            Some("Sign"),
+            &json!({"KeyId": key, "Message": message, "Account": ACCOUNT_A, "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        recover(
+            &erc7739::of_message(FAKE_CHAIN_ID, address(ACCOUNT_A), message.as_bytes()),
+            &hexs(&v["Signature"])
+        ),
+        owner
+    );
+
+    // Begun for a plain personal_sign: completing with an Account is refused.
+    let w = env
+        .ceremony(&mut alice, &key, "Sign", json!({"Message": message}))
+        .await;
+    mismatch(
+        env.post(
+            "/Sign",
+            Some("Sign"),
+            &json!({"KeyId": key, "Message": message, "Account": ACCOUNT_A, "WebAuthn": w}),
+        )
+        .await,
+    );
+
+    // SignHash begun for the wrapping for A: never a raw signature of the hash, nor B's.
+    let w = env
+        .ceremony(
+            &mut alice,
+            &key,
+            "SignHash",
+            json!({"Hash": HASH, "Account": ACCOUNT_A}),
+        )
+        .await;
+    mismatch(
+        env.post(
+            "/SignHash",
+            Some("SignHash"),
+            &json!({"KeyId": key, "Hash": HASH, "WebAuthn": w}),
+        )
+        .await,
+    );
+    mismatch(
+        env.post(
+            "/SignHash",
+            Some("SignHash"),
+            &json!({"KeyId": key, "Hash": HASH, "Account": ACCOUNT_B, "WebAuthn": w}),
+        )
+        .await,
+    );
+    // ...nor a /Sign of anything.
+    let (s, e) = env
+        .post(
+            "/Sign",
+            Some("Sign"),
+            &json!({"KeyId": key, "Message": HASH, "Account": ACCOUNT_A, "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (403, Some("challenge_wrong_purpose")),
+        "{e}"
+    );
+    // Begun for the raw hash: never the wrapping.
+    let w = env
+        .ceremony(&mut alice, &key, "SignHash", json!({"Hash": HASH}))
+        .await;
+    mismatch(
+        env.post(
+            "/SignHash",
+            Some("SignHash"),
+            &json!({"KeyId": key, "Hash": HASH, "Account": ACCOUNT_A, "WebAuthn": w}),
+        )
+        .await,
+    );
+
+    // Malformed accounts, and Account with a transaction.
+    for (account, want) in [
+        ("0xzz", (400, "invalid_hex")),
+        (
+            "0x00000000000000000000000000000000000a11",
+            (422, "invalid_length"),
+        ),
+        (
+            "0x0000000000000000000000000000000000000000",
+            (422, "invalid_value"),
+        ),
+    ] {
+        for (path, target, body) in [
+            (
+                "/Sign",
+                "Sign",
+                json!({"KeyId": key, "Message": message, "Account": account}),
+            ),
+            (
+                "/SignHash",
+                "SignHash",
+                json!({"KeyId": key, "Hash": HASH, "Account": account}),
+            ),
+        ] {
+            let (s, e) = env.post(path, Some(target), &body).await;
+            assert_eq!(
+                (s, e["code"].as_str()),
+                (want.0, Some(want.1)),
+                "{path} {e}"
+            );
+        }
+    }
+    let (s, e) = env
+        .post(
+            "/Sign",
+            Some("Sign"),
+            &json!({"KeyId": key, "Transaction": tx(ACCOUNT_B), "Account": ACCOUNT_A}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (400, Some("invalid_request")),
+        "{e}"
+    );
+    let (s, e) = env
+        .post(
+            "/BeginAuthentication",
+            None,
+            &json!({"KeyId": key, "Purpose": "Sign",
+                "Payload": {"Transaction": tx(ACCOUNT_B), "Account": ACCOUNT_A}}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (400, Some("invalid_request")),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn account_signatures_need_the_chain_settings() {
+    let env = Env::start().await;
+    assert!(env.server().state.chain.is_none());
+    let mut alice = Soft::new();
+    let reg = env.register(&mut alice).await;
+    let key = reg["KeyId"].as_str().unwrap().to_owned();
+    let unavailable = |(s, e): (u16, Value)| {
+        assert_eq!(
+            (s, e["code"].as_str()),
+            (503, Some("chain_not_configured")),
+            "{e}"
+        );
+        assert!(e["error"].as_str().unwrap().contains("Account"), "{e}");
+    };
+    unavailable(
+        env.post(
+            "/BeginAuthentication",
+            None,
+            &json!({"KeyId": key, "Purpose": "Sign",
+                "Payload": {"Message": "hi", "Account": ACCOUNT_A}}),
+        )
+        .await,
+    );
+    unavailable(
+        env.post(
+            "/BeginAuthentication",
+            None,
+            &json!({"KeyId": key, "Purpose": "SignHash",
+                "Payload": {"Hash": HASH, "Account": ACCOUNT_A}}),
+        )
+        .await,
+    );
+    unavailable(
+        env.post(
+            "/Sign",
+            Some("Sign"),
+            &json!({"KeyId": key, "Message": "hi", "Account": ACCOUNT_A}),
+        )
+        .await,
+    );
+    unavailable(
+        env.post(
+            "/SignHash",
+            Some("SignHash"),
+            &json!({"KeyId": key, "Hash": HASH, "Account": ACCOUNT_A}),
+        )
+        .await,
+    );
+    // Without Account the same companion signs as before.
+    let w = env
+        .ceremony(&mut alice, &key, "Sign", json!({"Message": "hi"}))
+        .await;
+    let (s, v) = env
+        .post(
+            "/Sign",
+            Some("Sign"),
+            &json!({"KeyId": key, "Message": "hi", "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["SignatureFormat"], "EIP191PersonalSign");
+
+    // The API description says what each route produces.
+    let (s, doc) = env.get("/openapi.json").await;
+    assert_eq!(s, 200);
+    let doc: Value = serde_json::from_str(&doc).unwrap();
+    let describe = |path: &str| {
+        doc["paths"][path]["post"]["description"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let sign = describe("/Sign");
+    for want in [
+        "EIP191PersonalSign",
+        "NOT valid as the owner's `AgentAccount`'s ERC-1271",
+        "NOT as its UserOperation",
+        "ERC7739PersonalSign",
+        "\"AgentAccount\"",
+    ] {
+        assert!(sign.contains(want), "/Sign does not say {want:?}: {sign}");
+    }
+    let sign_hash = describe("/SignHash");
+    for want in [
+        "RawDigest",
+        "userOpHash of an operation of the owner's own `AgentAccount`",
+        "Only sign digests you computed yourself",
+        "ERC7739PersonalSign",
+    ] {
+        assert!(
+            sign_hash.contains(want),
+            "/SignHash does not say {want:?}: {sign_hash}"
+        );
+    }
+}

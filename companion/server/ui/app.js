@@ -7,7 +7,20 @@
 
 import * as api from './api.js';
 import { createPasskey, assert, describeWebAuthnError } from './webauthn.js';
-import { isAddress, ethToWei, weiToEth, short, fmtTime, toLocalInput, fromLocalInput } from './eth.js';
+import {
+  isAddress,
+  ethToWei,
+  weiToEth,
+  toBaseUnits,
+  fromBaseUnits,
+  parseFunction,
+  describeSelector,
+  splitFunctions,
+  short,
+  fmtTime,
+  toLocalInput,
+  fromLocalInput,
+} from './eth.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -70,7 +83,12 @@ function showError(e, action) {
   $('notice-code').hidden = !code;
   const details = [];
   if (e instanceof api.ApiError && e.details) {
-    for (const [k, v] of Object.entries(e.details)) {
+    // The error body's other fields; its `details` object (e.g. what remains of a session's
+    // budgets) one field a line. Empty values say nothing and are left out.
+    const { details: inner, ...rest } = e.details;
+    const fields = inner && typeof inner === 'object' && !Array.isArray(inner) ? { ...rest, ...inner } : e.details;
+    for (const [k, v] of Object.entries(fields)) {
+      if (v === null || v === undefined || (typeof v === 'object' && !Object.keys(v).length)) continue;
       details.push(`${k}: ${typeof v === 'string' ? v : JSON.stringify(v)}`);
     }
   }
@@ -233,7 +251,9 @@ function facts(rows) {
     { class: 'facts' },
     rows
       .filter((r) => r)
-      .map(([k, v, cls]) => h('div', {}, h('dt', {}, k), h('dd', { class: cls || null }, v === null || v === undefined || v === '' ? '—' : v))),
+      .map(([k, v, cls, wide]) =>
+        h('div', { class: wide ? 'wide' : null }, h('dt', {}, k), h('dd', { class: cls || null }, v === null || v === undefined || v === '' ? '—' : v)),
+      ),
   );
 }
 
@@ -504,10 +524,7 @@ function renderAgent(focus) {
       ['Credential generation', a.generation],
       a.revokedAt && ['Revoked', fmtTime(a.revokedAt)],
       ['Smart account', s ? s.account : 'No session granted yet', s ? 'mono' : null],
-      s && ['Session targets', s.targets.join('\n'), 'mono pre'],
-      s && ['Spend cap', s.spendCap ? `${weiToEth(s.spendCap)} ETH` : '—'],
-      s && ['Valid', `${fmtTime(s.validAfter)} → ${s.validUntil ? fmtTime(s.validUntil) : 'no end'}`],
-      s && s.transactionHash && ['Granted in', s.transactionHash, 'mono'],
+      ...(s ? sessionFacts(s) : []),
     ]).children,
   );
   const active = a.status === 'active';
@@ -523,40 +540,257 @@ function renderAgent(focus) {
   if (focus) $('agent-h').focus();
 }
 
+// ------------------------------------------------------------------ the session, as granted
+
+/** What the agent may call on one target, in words. */
+function describeTarget(t) {
+  if (t.anySelector) return 'any function';
+  if (!t.selectors.length) return 'plain transfers only';
+  return t.selectors.map(describeSelector).join(', ');
+}
+
+/** A token cap in base units, with its whole-token value for the usual decimals. */
+function describeCap(cap) {
+  const c = BigInt(cap);
+  const whole = [18, 6].find((d) => c % 10n ** BigInt(d) === 0n && c > 0n);
+  return `${c} base units${whole ? ` (${fromBaseUnits(c, whole)} at ${whole} decimals)` : ''}`;
+}
+
+/** One address per item: `0x… — what`. */
+function addressList(items, cls) {
+  return h(
+    'ul',
+    { class: `plain ${cls}` },
+    items.map(([addr, what]) => h('li', {}, h('span', { class: 'mono' }, addr), ` — ${what}`)),
+  );
+}
+
+/**
+ * The agent panel's facts about a session: everything granted. A session recorded before
+ * grants carried functions, tokens and a gas cap lists its addresses and spend cap only.
+ */
+function sessionFacts(s) {
+  const detailed = Array.isArray(s.targetPermissions);
+  const targets = detailed
+    ? addressList(s.targetPermissions.map((t) => [t.target, describeTarget(t)]), 'session-targets')
+    : h('span', { class: 'mono pre session-targets' }, s.targets.join('\n'));
+  const tokens = s.tokens || [];
+  return [
+    ['Session targets', s.targetPermissions && !s.targetPermissions.length ? 'none (tokens only)' : targets, null, true],
+    detailed && [
+      'ERC-20 caps',
+      tokens.length ? addressList(tokens.map((t) => [t.token, `cap ${describeCap(t.cap)}`]), 'session-tokens') : 'none',
+      null,
+      true,
+    ],
+    ['Spend cap', s.spendCap ? `${weiToEth(s.spendCap)} ETH` : '—', 'session-spend-cap'],
+    ['Gas budget', s.gasCap ? `${weiToEth(s.gasCap)} ETH` : 'not recorded', 'session-gas-cap'],
+    detailed && ['Usage limit', s.maxOps ? `${s.maxOps} operation${s.maxOps === 1 ? '' : 's'}` : 'no limit', 'session-max-ops'],
+    detailed && ['Paymaster', s.paymaster || 'none: the account pays gas', s.paymaster ? 'mono session-paymaster' : 'session-paymaster'],
+    ['Valid', `${fmtTime(s.validAfter)} → ${s.validUntil ? fmtTime(s.validUntil) : 'no end'}`],
+    s.transactionHash && ['Granted in', s.transactionHash, 'mono'],
+  ];
+}
+
+// ------------------------------------------------------------------ the grant form
+
+const MAX_TARGETS = 64;
+const MAX_SELECTORS = 32;
+const MAX_TOKENS = 16;
+const U128 = 2n ** 128n;
+const U96 = 2n ** 96n;
+const ZERO_ADDRESS = /^0x0{40}$/;
+let tokenRowSeq = 0;
+
+/** Adds an ERC-20 cap row (token address, cap in whole tokens, decimals). */
+function addTokenRow(focus) {
+  const n = ++tokenRowSeq;
+  const id = (f) => `grant-token-${n}-${f}`;
+  const address = h('input', { id: id('address'), class: 'token-address', autocomplete: 'off', spellcheck: 'false', placeholder: '0x…' });
+  const cap = h('input', { id: id('cap'), class: 'token-cap', inputmode: 'decimal', autocomplete: 'off', placeholder: 'e.g. 100' });
+  const decimals = h('input', { id: id('decimals'), class: 'token-decimals', inputmode: 'numeric', autocomplete: 'off', value: '18' });
+  const title = h('p', { id: id('h'), class: 'token-h' });
+  const remove = h('button', { type: 'button', class: 'secondary' }, 'Remove');
+  const row = h(
+    'div',
+    { class: 'token-row', role: 'group', 'aria-labelledby': title.id },
+    title,
+    h(
+      'div',
+      { class: 'token-fields' },
+      h('div', { class: 'token-field-address' }, h('label', { for: address.id }, 'Token address'), address),
+      h('div', {}, h('label', { for: cap.id }, 'Cap (whole tokens)'), cap),
+      h('div', { class: 'token-field-decimals' }, h('label', { for: decimals.id }, 'Decimals'), decimals),
+      h('div', { class: 'token-field-remove' }, remove),
+    ),
+  );
+  remove.addEventListener('click', () => {
+    const next = row.nextElementSibling || row.previousElementSibling;
+    row.remove();
+    renumberTokenRows();
+    (next ? next.querySelector('input') : $('grant-token-add')).focus();
+  });
+  $('grant-tokens').append(row);
+  renumberTokenRows();
+  if (focus) address.focus();
+}
+
+function renumberTokenRows() {
+  const rows = [...$('grant-tokens').children];
+  rows.forEach((row, i) => {
+    row.querySelector('.token-h').textContent = `Token ${i + 1}`;
+    row.querySelector('button').setAttribute('aria-label', `Remove token ${i + 1}`);
+  });
+  $('grant-token-add').disabled = rows.length >= MAX_TOKENS;
+}
+
+/**
+ * The targets textarea → the API's `targets`: one target per line, `0xADDR` (plain transfers),
+ * `0xADDR: f(…), 0x12345678` (those functions) or `0xADDR: *` (any function). A line without a
+ * colon may hold several addresses. Throws a field error naming the line.
+ */
+function parseTargets(text) {
+  const out = [];
+  const seen = new Map(); // lowercase address → line
+  const add = (n, target, spec) => {
+    if (!isAddress(target)) throw fieldError('grant-targets', `Line ${n}: “${target}” is not a 20-byte address (0x and 40 hex digits).`);
+    const key = target.toLowerCase();
+    if (seen.has(key)) throw fieldError('grant-targets', `Line ${n}: ${target} is already listed on line ${seen.get(key)}.`);
+    seen.set(key, n);
+    out.push({ target, ...spec });
+  };
+  text.split('\n').forEach((raw, i) => {
+    const n = i + 1;
+    const line = raw.trim();
+    if (!line) return;
+    const colon = line.indexOf(':');
+    if (colon < 0) {
+      for (const a of line.split(/[\s,]+/).filter(Boolean)) add(n, a, { anySelector: false, selectors: [] });
+      return;
+    }
+    const target = line.slice(0, colon).trim();
+    const fns = splitFunctions(line.slice(colon + 1));
+    if (!fns.length) {
+      throw fieldError('grant-targets', `Line ${n}: list functions after the colon, or * for any function (an address alone allows plain transfers only).`);
+    }
+    if (fns.includes('*')) {
+      if (fns.length > 1) throw fieldError('grant-targets', `Line ${n}: * (any function) cannot be combined with a list of functions.`);
+      add(n, target, { anySelector: true, selectors: [] });
+      return;
+    }
+    if (fns.length > MAX_SELECTORS) throw fieldError('grant-targets', `Line ${n}: at most ${MAX_SELECTORS} functions per target.`);
+    const keys = new Set();
+    const selectors = fns.map((f) => {
+      const p = parseFunction(f);
+      if (!p) {
+        throw fieldError('grant-targets', `Line ${n}: “${f}” is not a function: write a signature like transfer(address,uint256) or a 4-byte selector like 0xa9059cbb.`);
+      }
+      if (keys.has(p.key)) throw fieldError('grant-targets', `Line ${n}: ${f} is listed twice.`);
+      keys.add(p.key);
+      return p.value;
+    });
+    add(n, target, { anySelector: false, selectors });
+  });
+  if (out.length > MAX_TARGETS) throw fieldError('grant-targets', `At most ${MAX_TARGETS} targets.`);
+  return out;
+}
+
+/** The ERC-20 cap rows → the API's `tokens` (rows left empty are ignored). */
+function parseTokens(targets) {
+  const out = [];
+  const seen = new Set();
+  [...$('grant-tokens').children].forEach((row, i) => {
+    const name = `Token ${i + 1}`;
+    const [address, cap, decimals] = ['.token-address', '.token-cap', '.token-decimals'].map((c) => row.querySelector(c));
+    const token = address.value.trim();
+    if (!token && !cap.value.trim()) return;
+    if (!isAddress(token)) throw fieldError(address.id, `${name}: “${token}” is not a 20-byte address (0x and 40 hex digits).`);
+    if (seen.has(token.toLowerCase())) throw fieldError(address.id, `${name}: ${token} already has a cap.`);
+    seen.add(token.toLowerCase());
+    const any = targets.find((t) => t.anySelector && t.target.toLowerCase() === token.toLowerCase());
+    if (any) {
+      throw fieldError(address.id, `${name}: ${token} is a target with * (any function): its other functions would move tokens uncounted. List its functions instead.`);
+    }
+    if (!/^\d{1,3}$/.test(decimals.value.trim()) || Number(decimals.value) > 255) {
+      throw fieldError(decimals.id, `${name}: decimals must be a whole number from 0 to 255 (most tokens have 18; USDC has 6).`);
+    }
+    let units;
+    try {
+      units = toBaseUnits(cap.value, decimals.value);
+    } catch (e) {
+      throw fieldError(cap.id, `${name}: ${e.message}.`);
+    }
+    if (units === 0n) throw fieldError(cap.id, `${name}: the cap must be more than 0 (remove the row instead).`);
+    if (units >= U128) throw fieldError(cap.id, `${name}: the cap is too large (at most 2^128 − 1 base units).`);
+    out.push({ token, cap: units.toString() });
+  });
+  return out;
+}
+
+/** The grant form → the session fields of `/kms/agent-sessions` (validated, exact amounts). */
+function grantPayload() {
+  const parsed = parseTargets($('grant-targets').value);
+  const tokens = parseTokens(parsed);
+  if (!parsed.length && !tokens.length) throw fieldError('grant-targets', 'Enter at least one target (or an ERC-20 cap).');
+  // Plain addresses stay strings (transfers only); the others say what they allow.
+  const targets = parsed.map((t) => {
+    if (t.anySelector) return { target: t.target, anySelector: true };
+    return t.selectors.length ? { target: t.target, selectors: t.selectors } : t.target;
+  });
+  let spendCap;
+  try {
+    spendCap = ethToWei($('grant-cap').value);
+  } catch (e) {
+    throw fieldError('grant-cap', `Spend cap: ${e.message}.`);
+  }
+  let gasCap;
+  try {
+    gasCap = ethToWei($('grant-gas').value, U96);
+  } catch (e) {
+    throw fieldError('grant-gas', `Gas budget: ${e.message}.`);
+  }
+  const maxOpsText = $('grant-max-ops').value.trim();
+  let maxOps;
+  if (maxOpsText) {
+    maxOps = Number(maxOpsText);
+    if (!/^\d+$/.test(maxOpsText) || maxOps < 1 || maxOps > 4294967295) {
+      throw fieldError('grant-max-ops', 'Usage limit: a whole number of operations from 1 to 4294967295, or empty for no limit.');
+    }
+  }
+  let validAfter;
+  let validUntil;
+  try {
+    validAfter = fromLocalInput($('grant-from').value);
+  } catch (e) {
+    throw fieldError('grant-from', e.message);
+  }
+  try {
+    validUntil = fromLocalInput($('grant-until').value);
+  } catch (e) {
+    throw fieldError('grant-until', e.message);
+  }
+  if (validUntil <= validAfter) throw fieldError('grant-until', 'The session must end after it starts.');
+  if (validUntil <= Date.now() / 1000) throw fieldError('grant-until', 'The session would already be over.');
+  const paymaster = $('grant-paymaster').value.trim();
+  if (paymaster && !isAddress(paymaster)) throw fieldError('grant-paymaster', `Paymaster: “${paymaster}” is not a 20-byte address.`);
+  if (paymaster && ZERO_ADDRESS.test(paymaster)) throw fieldError('grant-paymaster', 'Paymaster: not the zero address (leave it empty for none).');
+  if (gasCap === '0' && !paymaster) {
+    throw fieldError('grant-gas', 'Gas budget: with 0 the agent can act only through a paymaster. Enter a budget, or a paymaster.');
+  }
+  const payload = { targets, spendCap, gasCap, validAfter, validUntil };
+  if (tokens.length) payload.tokens = tokens;
+  if (paymaster) payload.paymaster = paymaster;
+  if (maxOps) payload.maxOps = maxOps;
+  return payload;
+}
+
 async function grantSession(ev) {
   ev.preventDefault();
   const found = findAgent(state.selected);
   if (!found) return;
   const a = found.agent;
   await run('Grant session', $('grant-submit'), async () => {
-    const targets = $('grant-targets')
-      .value.split(/[\s,]+/)
-      .map((t) => t.trim())
-      .filter(Boolean);
-    if (!targets.length) throw fieldError('grant-targets', 'Enter at least one target address.');
-    const bad = targets.find((t) => !isAddress(t));
-    if (bad) throw fieldError('grant-targets', `Not a 20-byte address: ${bad}`);
-    let spendCap;
-    try {
-      spendCap = ethToWei($('grant-cap').value);
-    } catch (e) {
-      throw fieldError('grant-cap', e.message);
-    }
-    let validAfter;
-    let validUntil;
-    try {
-      validAfter = fromLocalInput($('grant-from').value);
-    } catch (e) {
-      throw fieldError('grant-from', e.message);
-    }
-    try {
-      validUntil = fromLocalInput($('grant-until').value);
-    } catch (e) {
-      throw fieldError('grant-until', e.message);
-    }
-    if (validUntil <= validAfter) throw fieldError('grant-until', 'The session must end after it starts.');
-    if (validUntil <= Date.now() / 1000) throw fieldError('grant-until', 'The session would already be over.');
-    const payload = { targets, spendCap, validAfter, validUntil };
+    const payload = grantPayload();
     const { begin, webAuthn } = await ceremony(a.keyId, 'GrantSession', payload, 'Confirm with your passkey to sign the session’s UserOperation…');
     const op = begin.UserOperation || {};
     setStatus(
@@ -800,6 +1034,7 @@ function wire() {
   });
   $('agent-close').addEventListener('click', closeAgent);
   $('grant-form').addEventListener('submit', grantSession);
+  $('grant-token-add').addEventListener('click', () => addTokenRow(true));
   $('revoke').addEventListener('click', showRevokeConfirm);
   $('revoke-no').addEventListener('click', hideRevokeConfirm);
   $('revoke-yes').addEventListener('click', revokeAgent);

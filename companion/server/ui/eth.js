@@ -1,4 +1,5 @@
-// Small, exact helpers: addresses, ETH ↔ wei (BigInt, never floats), times.
+// Small, exact helpers: addresses, amounts ↔ base units (BigInt, never floats), function
+// selectors, times.
 
 const WEI = 10n ** 18n;
 
@@ -6,14 +7,26 @@ export function isAddress(s) {
   return /^0x[0-9a-fA-F]{40}$/.test(s);
 }
 
-/** "1.5" → "1500000000000000000" (decimal wei). Throws on anything else. */
-export function ethToWei(s) {
+/**
+ * An amount in whole units with `decimals` decimals → base units, exactly (BigInt, no floats):
+ * ("1.5", 6) → 1500000n. Throws, with a message for people, on anything else.
+ */
+export function toBaseUnits(s, decimals, unit = 'tokens') {
+  const ds = String(decimals).trim();
+  const d = Number(ds);
+  if (!/^\d{1,3}$/.test(ds) || d > 255) throw new Error('Decimals must be a whole number from 0 to 255');
   const t = String(s).trim();
-  if (!/^(\d+(\.\d*)?|\.\d+)$/.test(t)) throw new Error('Enter an amount in ETH, e.g. 0.5');
-  const [int, frac = ''] = t.split('.');
-  if (frac.length > 18) throw new Error('ETH has at most 18 decimals');
-  const wei = BigInt(int || '0') * WEI + BigInt((frac + '0'.repeat(18)).slice(0, 18));
-  if (wei >= 2n ** 128n) throw new Error('The cap is too large');
+  if (!/^(\d+(\.\d*)?|\.\d+)$/.test(t)) throw new Error(`Enter an amount in ${unit}, e.g. 0.5`);
+  const [int, rawFrac = ''] = t.split('.');
+  const frac = rawFrac.replace(/0+$/, '');
+  if (frac.length > d) throw new Error(`At most ${d} decimal${d === 1 ? '' : 's'} in ${unit}`);
+  return BigInt(int || '0') * 10n ** BigInt(d) + BigInt(frac.padEnd(d, '0') || '0');
+}
+
+/** "1.5" → "1500000000000000000" (decimal wei), below `limit` wei. Throws on anything else. */
+export function ethToWei(s, limit = 2n ** 128n) {
+  const wei = toBaseUnits(s, 18, 'ETH');
+  if (wei >= limit) throw new Error('The amount is too large');
   return wei.toString();
 }
 
@@ -23,6 +36,65 @@ export function weiToEth(wei) {
   const int = w / WEI;
   const frac = (w % WEI).toString().padStart(18, '0').replace(/0+$/, '');
   return frac ? `${int}.${frac}` : `${int}`;
+}
+
+/** Base units (decimal string or BigInt) → whole units with `decimals` decimals (exact). */
+export function fromBaseUnits(units, decimals) {
+  const u = BigInt(units);
+  const one = 10n ** BigInt(decimals);
+  const frac = decimals ? (u % one).toString().padStart(decimals, '0').replace(/0+$/, '') : '';
+  return frac ? `${u / one}.${frac}` : `${u / one}`;
+}
+
+// Function selectors: well-known ERC-20 functions by signature and by selector.
+const KNOWN = {
+  'transfer(address,uint256)': '0xa9059cbb',
+  'approve(address,uint256)': '0x095ea7b3',
+  'increaseAllowance(address,uint256)': '0x39509351',
+  'transferFrom(address,address,uint256)': '0x23b872dd',
+};
+const KNOWN_BY_SELECTOR = Object.fromEntries(Object.entries(KNOWN).map(([sig, sel]) => [sel, sig]));
+
+/**
+ * A function as the grant API takes it: a 4-byte selector (`0xa9059cbb`) or a signature
+ * (`transfer(address,uint256)`, spaces ignored). Returns `{value, key}`: what to send, and a
+ * key that is equal for the same function written either way (for the well-known ones) or
+ * `null` when `s` is neither.
+ */
+export function parseFunction(s) {
+  const t = String(s).trim();
+  if (/^0[xX][0-9a-fA-F]{8}$/.test(t)) {
+    const hex = `0x${t.slice(2).toLowerCase()}`;
+    return { value: hex, key: hex };
+  }
+  const sig = t.replace(/\s+/g, '');
+  if (/^[A-Za-z0-9_$]+\([A-Za-z0-9(),[\]]*\)$/.test(sig)) return { value: sig, key: KNOWN[sig] || sig };
+  return null;
+}
+
+/** A selector as people read it: `0xa9059cbb` → `transfer(address,uint256)` when well known. */
+export function describeSelector(sel) {
+  const s = String(sel).toLowerCase();
+  return KNOWN_BY_SELECTOR[s] || s;
+}
+
+/** Splits `a(b,c), d` at the commas outside parentheses: ["a(b,c)", "d"]. */
+export function splitFunctions(s) {
+  const out = [];
+  let depth = 0;
+  let cur = '';
+  for (const ch of s) {
+    if (ch === '(') depth++;
+    else if (ch === ')') depth = Math.max(0, depth - 1);
+    if ((ch === ',' || ch === ';') && depth === 0) {
+      out.push(cur);
+      cur = '';
+    } else {
+      cur += ch;
+    }
+  }
+  out.push(cur);
+  return out.map((x) => x.trim()).filter(Boolean);
 }
 
 /** 0x1234…abcd */

@@ -2,10 +2,12 @@
 //! credential).
 //!
 //! An intent is a list of calls the agent wants its session's account to make. The companion
-//! checks it against the on-chain session (targets, remaining budget minus the value of this
-//! agent's intents still in flight, validity window with the bundler's margin) and refuses what
-//! the chain would refuse (403 with a reason code); otherwise it builds the UserOperation (the
-//! agent's own nonce key, gas estimated with the 106-byte stub), has the TA sign it with the
+//! checks it against the on-chain session — every rule of `SessionKeyValidator`: targets and
+//! their functions, token caps, the value cap, the usage limit, the validity window (with the
+//! bundler's margin), each budget net of what this agent's intents still in flight will charge —
+//! and refuses what the chain would refuse (403 with a reason code and what remains); otherwise
+//! it builds the UserOperation (the agent's own nonce key, gas estimated with the 106-byte stub),
+//! checks its maximum gas cost against the gas budget, has the TA sign it with the
 //! presented credential (`SignAgentUserOp`: the TA checks the JWT), records it, submits it, and
 //! answers 202 with the userOpHash. One agent's intents are built one after another (each waits
 //! for the previous one's inclusion); different agents proceed in parallel.
@@ -20,6 +22,7 @@
 //! flight and the on-chain session), `prepare` (fees, gas estimate, build, userOpHash), `sign`
 //! (the TA), `record` (database), `submit` (bundler) and `total`, in milliseconds.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,12 +31,12 @@ use alloy::primitives::{Address, Bytes, B256, U256};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::Json;
-use kms_chain::account::{total_value, Call};
+use kms_chain::account::Call;
 use kms_chain::bundler::UserOperationReceipt;
 use kms_chain::client::ChainError;
 use kms_chain::nonce::NonceKey;
 use kms_chain::operator::verify_eip191;
-use kms_chain::session::precheck;
+use kms_chain::session::{precheck, InFlight, RefusalCode, SessionSnapshot};
 use kms_chain::signature::SessionSignature;
 use kms_chain::userop::v0_7::{RpcUserOperation, UserOperation};
 use kms_db::{Intent, NewIntent};
@@ -208,6 +211,102 @@ fn parse_calls(calls: &[IntentCall]) -> Result<Vec<Call>, ApiError> {
         .collect()
 }
 
+/// When the agent has no session on `account` because the account checks sessions with another
+/// validator than the companion's (an account of an earlier factory: its sessions predate the
+/// current session rules and are never widened to them), a `no_session` refusal that says so.
+async fn outdated_account(
+    chain: &ChainState,
+    account: Address,
+    agent: Address,
+) -> Result<(), ApiError> {
+    let validator = chain.client.validator();
+    match chain.client.node().account_validator(account).await {
+        Ok(Some(used)) if used != validator => Err(ApiError::detailed(
+            StatusCode::FORBIDDEN,
+            "no_session",
+            format!(
+                "account {account} checks sessions with validator {used}, not this companion's \
+                 {validator}: its sessions were granted under earlier rules and are not used; \
+                 grant the agent a session on an account of the current factory"
+            ),
+            json!({"account": account, "agentAddress": agent, "accountValidator": used,
+                "validator": validator}),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A failed build of the operation as HTTP. The bundler's gas estimation runs validation, which
+/// charges the session for the simulated operation: when even that exceeds the gas budget left,
+/// the agent gets the pre-check's `gas_over_budget` with what remains (the real operation's
+/// maximum cost is unknown without an estimate, so `maxGasCost` is null).
+fn estimate_error(
+    e: ChainError,
+    snapshot: &SessionSnapshot,
+    in_flight: &InFlight,
+    account: Address,
+) -> ApiError {
+    let gas_refusal = match &e {
+        ChainError::Bundler(b) => {
+            b.rejection()
+                .and_then(|r| r.revert)
+                .and_then(|r| r.refusal_code())
+                == Some(RefusalCode::GasOverBudget)
+        }
+        _ => false,
+    };
+    if !gas_refusal {
+        return chain_error(e, Some(account));
+    }
+    let remaining = snapshot.session.remaining_gas();
+    let available = remaining.saturating_sub(in_flight.gas);
+    ApiError::detailed(
+        StatusCode::FORBIDDEN,
+        RefusalCode::GasOverBudget.as_str(),
+        format!(
+            "only {available} wei of the gas budget are available (left {remaining}, in flight {}): \
+             less than even the bundler's gas estimation charges, so no operation of this agent \
+             can pass until the owner grants more gas",
+            in_flight.gas
+        ),
+        json!({
+            "maxGasCost": null,
+            "available": available.to_string(),
+            "remainingGasBudget": remaining.to_string(),
+            "inFlight": in_flight.gas.to_string(),
+        }),
+    )
+}
+
+/// What the open intents of one agent whose sequence is at least `seq` (those the chain has not
+/// passed yet) will charge its session: their value, maximum gas cost, count and token amounts.
+/// An unreadable field counts as zero (rows recorded before the field existed).
+fn in_flight(open: &[Intent], seq: u64) -> InFlight {
+    let mut total = InFlight::default();
+    for i in open {
+        let passed = i
+            .nonce
+            .as_deref()
+            .and_then(|n| n.parse::<U256>().ok())
+            .is_none_or(|n| NonceKey::split(n).1 < seq);
+        if passed {
+            continue;
+        }
+        let wei = |v: Option<&str>| v.and_then(|v| v.parse::<U256>().ok()).unwrap_or_default();
+        let tokens: BTreeMap<Address, U256> = i
+            .token_amounts_json
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or_default();
+        total.add(
+            wei(i.value_wei.as_deref()),
+            wei(i.max_gas_cost_wei.as_deref()),
+            &tokens,
+        );
+    }
+    total
+}
+
 fn calls_json(calls: &[Call]) -> Value {
     Value::Array(
         calls
@@ -266,7 +365,7 @@ fn hash_hex(h: B256) -> String {
     responses((status = 202, body = IntentResponse, headers(("Server-Timing" = String,
             description = "Milliseconds per phase: auth, queue, nonce, policy, prepare, sign, record, submit, total"))),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody, description = "Policy refusal: target_not_allowed, over_budget, session_expired, session_not_yet_valid, session_revoked, no_session"),
+        (status = 403, body = ErrorBody, description = "Policy refusal, with `details` saying what remains: target_not_allowed, selector_not_allowed, over_budget, gas_over_budget, token_over_budget, malformed_token_call, usage_exhausted, session_expired, session_not_yet_valid, session_revoked, no_session (also paymaster_not_allowed, lane_not_allowed when the chain refuses)"),
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody),
         (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -356,39 +455,37 @@ async fn submit_checked(
     let (_, seq) = NonceKey::split(nonce);
     phases.end("nonce");
 
-    // Value of this agent's intents still in flight (recorded, not settled, not passed by the
-    // chain's nonce).
-    let mut in_flight = U256::ZERO;
-    for i in s.db.open_intents_of(&auth.key_id).await? {
-        let open_seq = i
-            .nonce
-            .as_deref()
-            .and_then(|n| n.parse::<U256>().ok())
-            .map(|n| NonceKey::split(n).1);
-        if open_seq.is_some_and(|q| q >= seq) {
-            let v = i
-                .value_wei
-                .as_deref()
-                .and_then(|v| v.parse::<U256>().ok())
-                .unwrap_or_default();
-            in_flight = in_flight.saturating_add(v);
-        }
-    }
-    let targets: Vec<Address> = calls.iter().map(|c| c.to).collect();
+    // What this agent's intents still in flight (recorded, not settled, not passed by the
+    // chain's nonce) will charge the session when they validate.
+    let in_flight = in_flight(&s.db.open_intents_of(&auth.key_id).await?, seq);
     let snapshot = chain
         .client
-        .read_session(account, agent, &targets)
+        .read_session_for_calls(account, agent, &calls)
         .await
         .map_err(|e| chain_error(e, Some(account)))?;
+    if snapshot.session.epoch == 0 {
+        outdated_account(chain, account, agent).await?;
+    }
     let now = u64::try_from(kms_db::now_secs()).unwrap_or(0);
-    precheck(&snapshot, &calls, in_flight, now, chain.margins).map_err(|r| refusal(&r))?;
+    precheck(&snapshot, &calls, &in_flight, None, now, chain.margins).map_err(|r| refusal(&r))?;
     phases.end("policy");
 
     let prepared = chain
         .client
         .prepare_agent_op(account, agent, calls.clone(), Some(nonce))
         .await
-        .map_err(|e| chain_error(e, Some(account)))?;
+        .map_err(|e| estimate_error(e, &snapshot, &in_flight, account))?;
+    // The gas rule needs the estimate: the operation's maximum cost is what the validator charges.
+    let max_gas_cost = prepared.op.max_gas_cost();
+    let charges = precheck(
+        &snapshot,
+        &calls,
+        &in_flight,
+        Some(max_gas_cost),
+        now,
+        chain.margins,
+    )
+    .map_err(|r| refusal(&r))?;
     let user_op_hash = prepared.user_op_hash;
     *hash_out = Some(user_op_hash);
     phases.end("prepare");
@@ -429,7 +526,12 @@ async fn submit_checked(
             serde_json::to_string(&op.to_rpc()).map_err(|e| ApiError::internal(e.to_string()))?,
         ),
         nonce: Some(format!("{nonce:#x}")),
-        value_wei: Some(total_value(&calls).to_string()),
+        value_wei: Some(charges.value.to_string()),
+        max_gas_cost_wei: Some(max_gas_cost.to_string()),
+        token_amounts_json: Some(
+            serde_json::to_string(&charges.tokens)
+                .map_err(|e| ApiError::internal(e.to_string()))?,
+        ),
         idempotency_key: idem,
         now: kms_db::now_secs(),
     })
@@ -606,6 +708,55 @@ mod tests {
         assert_eq!(names, ["auth", "sign", "total"]);
         assert!(parts[0].1 >= 2.0, "{h:?}");
         assert!((parts[2].1 - parts[0].1 - parts[1].1).abs() < 0.01, "{h:?}");
+    }
+
+    fn open(nonce: &str, value: &str, gas: Option<&str>, tokens: Option<&str>) -> Intent {
+        Intent {
+            user_op_hash: "0x01".into(),
+            key_id: "w:0".into(),
+            wallet_id: None,
+            agent_index: None,
+            account: None,
+            status: "pending".into(),
+            chain_id: None,
+            entry_point: None,
+            calls_json: None,
+            user_op_json: None,
+            tx_hash: None,
+            error: None,
+            created_at: 0,
+            updated_at: 0,
+            nonce: Some(nonce.into()),
+            value_wei: Some(value.into()),
+            idempotency_key: None,
+            receipt_json: None,
+            max_gas_cost_wei: gas.map(str::to_owned),
+            token_amounts_json: tokens.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn in_flight_sums_what_the_chain_has_not_passed() {
+        let key = NonceKey::for_agent(Address::repeat_byte(7));
+        let token = "0x3333333333333333333333333333333333333333";
+        let rows = [
+            // Passed by the chain's nonce (sequence 4 < 5): not in flight.
+            open(&format!("{:#x}", key.nonce(4)), "100", Some("1000"), None),
+            open(
+                &format!("{:#x}", key.nonce(5)),
+                "10",
+                Some("700"),
+                Some(&format!(r#"{{"{token}":"9"}}"#)),
+            ),
+            // Recorded before gas and tokens were: counts its value and one operation.
+            open(&format!("{:#x}", key.nonce(6)), "1", None, None),
+        ];
+        let f = in_flight(&rows, 5);
+        assert_eq!(f.value, U256::from(11));
+        assert_eq!(f.gas, U256::from(700));
+        assert_eq!(f.ops, 2);
+        assert_eq!(f.tokens[&token.parse::<Address>().unwrap()], U256::from(9));
+        assert_eq!(in_flight(&rows, 7), InFlight::default());
     }
 
     #[test]

@@ -15,10 +15,10 @@ use alloy::primitives::{Address, B256, U256};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use kms_chain::operator::{owner_sign_body, verify_eip191, OperatorSigner};
-use kms_chain::session::SessionGrant;
+use kms_chain::operator::{owner_sign_body, verify_raw, OperatorSigner};
+use kms_chain::session::{parse_selector, SessionGrant, TargetPermission, TokenLimit};
 use kms_chain::userop::v0_7::{RpcUserOperation, UserOperation};
-use kms_db::{AgentStatus, ChallengeKind};
+use kms_db::{AgentStatus, ChallengeKind, SessionRecord};
 use kms_proto::authz::AuthorizedBody;
 use kms_proto::{Authorized, WalletId};
 use serde::Serialize;
@@ -29,18 +29,30 @@ use crate::audit::Event;
 use crate::chain::{bundler_error, chain_error};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{from_value, hex_fixed, uint128, uint256, JsonBody};
-use crate::ops::{agent_key_id, AgentSessionRequest};
+use crate::ops::{agent_key_id, AgentSessionRequest, TargetSpec};
 use crate::state::AppState;
 use crate::webauthn::{BeginAuthenticationResponse, Purpose};
 
-/// The session registered for an agent.
+/// The session registered for an agent: the grant as sent to `SessionKeyValidator`.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionFields {
-    /// Allowed call targets.
-    pub targets: Vec<String>,
+    /// Call targets and the functions allowed on each (`selectors` as 4-byte hex; an empty list
+    /// without `anySelector` allows plain transfers only).
+    #[schema(value_type = Vec<Object>)]
+    pub targets: Vec<TargetPermission>,
+    /// ERC-20 caps (`cap` in the token's units, decimal).
+    #[schema(value_type = Vec<Object>)]
+    pub tokens: Vec<TokenLimit>,
     /// Spend cap (decimal wei).
     pub spend_cap: String,
+    /// Gas cap (decimal wei): the most the agent's operations may cost in gas.
+    pub gas_cap: String,
+    /// The one paymaster allowed, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paymaster: Option<String>,
+    /// Most operations (0 = no limit).
+    pub max_ops: u32,
     /// First valid time (unix seconds).
     pub valid_after: u64,
     /// Last valid time (unix seconds; 0 = no end).
@@ -96,12 +108,17 @@ impl GrantPlan {
     }
 
     fn fields(&self) -> SessionFields {
+        let g = &self.grant;
         SessionFields {
-            targets: self.grant.targets.iter().map(|t| t.to_string()).collect(),
-            spend_cap: self.grant.spend_cap.to_string(),
-            valid_after: self.grant.valid_after,
-            valid_until: self.grant.valid_until,
-            revoker: self.grant.revoker.to_string(),
+            targets: g.targets.clone(),
+            tokens: g.tokens.clone(),
+            spend_cap: g.spend_cap.to_string(),
+            gas_cap: g.gas_cap.to_string(),
+            paymaster: g.paymaster.map(|p| p.to_string()),
+            max_ops: g.max_ops,
+            valid_after: g.valid_after,
+            valid_until: g.valid_until,
+            revoker: g.revoker.to_string(),
         }
     }
 }
@@ -135,36 +152,67 @@ async fn plan(s: &AppState, r: &AgentSessionRequest) -> Result<GrantPlan, ApiErr
             .await?
             .ok_or_else(|| ApiError::not_found("key_not_found", "key not found"))?;
     let owner = Address::from(hex_fixed::<20>("owner address", &wallet.address)?);
-    if r.targets.is_empty() || r.targets.len() > 64 {
-        return Err(ApiError::unprocessable(
-            "invalid_session",
-            "targets must list 1 to 64 addresses",
-        ));
-    }
-    let targets = r
-        .targets
-        .iter()
-        .map(|t| hex_fixed::<20>("targets", t).map(Address::from))
-        .collect::<Result<Vec<_>, _>>()?;
     let salt = match &r.salt {
         Some(v) => U256::from_be_bytes(uint256("salt", v)?),
         None => U256::ZERO,
     };
     let operator = s.operator().await?.address();
+    let grant = SessionGrant {
+        key: agent_address,
+        targets: r
+            .targets
+            .iter()
+            .map(target_permission)
+            .collect::<Result<_, _>>()?,
+        tokens: r
+            .tokens
+            .iter()
+            .map(|t| {
+                Ok(TokenLimit {
+                    token: Address::from(hex_fixed::<20>("tokens[].token", &t.token)?),
+                    cap: uint128("tokens[].cap", &t.cap)?,
+                })
+            })
+            .collect::<Result<_, ApiError>>()?,
+        spend_cap: uint128("spendCap", &r.spend_cap)?,
+        gas_cap: uint128("gasCap", &r.gas_cap)?,
+        paymaster: r
+            .paymaster
+            .as_deref()
+            .map(|p| hex_fixed::<20>("paymaster", p).map(Address::from))
+            .transpose()?,
+        max_ops: r.max_ops.unwrap_or(0),
+        valid_after: r.valid_after.unwrap_or(0),
+        valid_until: r.valid_until.unwrap_or(0),
+        revoker: operator,
+    };
     Ok(GrantPlan {
         wallet_id,
         agent_index,
         key_id,
         owner,
         salt,
-        grant: SessionGrant {
-            key: agent_address,
-            targets,
-            spend_cap: uint128("spendCap", &r.spend_cap)?,
-            valid_after: r.valid_after.unwrap_or(0),
-            valid_until: r.valid_until.unwrap_or(0),
-            revoker: operator,
-        },
+        grant,
+    })
+}
+
+/// One `targets` entry of the request as the validator's permission.
+fn target_permission(t: &TargetSpec) -> Result<TargetPermission, ApiError> {
+    let (target, selectors, any_selector) = match t {
+        TargetSpec::Address(a) => (a, &[][..], false),
+        TargetSpec::Detailed {
+            target,
+            selectors,
+            any_selector,
+        } => (target, &selectors[..], *any_selector),
+    };
+    Ok(TargetPermission {
+        target: Address::from(hex_fixed::<20>("targets[].target", target)?),
+        any_selector,
+        selectors: selectors
+            .iter()
+            .map(|s| parse_selector(s).map_err(|e| ApiError::unprocessable("invalid_session", e)))
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -321,7 +369,7 @@ pub async fn agent_sessions(
             )
             .await?;
         let signed = s.tee.call(&Authorized { body, assertion }).await?;
-        verify_eip191(&signed.bytes, stored.user_op_hash, plan.owner)
+        verify_raw(&signed.bytes, stored.user_op_hash, plan.owner)
             .map_err(|e| ApiError::internal(format!("owner signature: {e}")))?;
         let op = stored.op.clone().with_signature(signed.bytes);
         let account = op.sender;
@@ -331,29 +379,33 @@ pub async fn agent_sessions(
             .await
             .map_err(|e| chain_error(e, Some(account)))?;
         s.metrics.count_signature("owner_userop");
-        let targets_json = serde_json::to_string(&plan.fields().targets)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        let record = |tx: Option<String>| {
-            let s = s.clone();
-            let plan = plan.clone();
-            let targets_json = targets_json.clone();
-            async move {
-                s.db.set_agent_session(
-                    &plan.wallet_id.to_uuid_string(),
-                    plan.agent_index,
-                    &account.to_string().to_ascii_lowercase(),
-                    &targets_json,
-                    &plan.grant.spend_cap.to_string(),
-                    i64::try_from(plan.grant.valid_after).unwrap_or(i64::MAX),
-                    i64::try_from(plan.grant.valid_until).unwrap_or(i64::MAX),
-                    Some(&plan.grant.revoker.to_string().to_ascii_lowercase()),
-                    tx.as_deref(),
-                    kms_db::now_secs(),
-                )
-                .await
-            }
+        let g = &plan.grant;
+        let addresses: Vec<String> = g
+            .targets
+            .iter()
+            .map(|t| t.target)
+            .chain(g.tokens.iter().map(|l| l.token))
+            .map(|a| a.to_string())
+            .collect();
+        let targets_json =
+            serde_json::to_string(&addresses).map_err(|e| ApiError::internal(e.to_string()))?;
+        let grant_json =
+            serde_json::to_string(g).map_err(|e| ApiError::internal(e.to_string()))?;
+        let account_str = account.to_string().to_ascii_lowercase();
+        let spend_cap = g.spend_cap.to_string();
+        let revoker = g.revoker.to_string().to_ascii_lowercase();
+        let recorded = SessionRecord {
+            account: &account_str,
+            targets_json: &targets_json,
+            spend_cap: &spend_cap,
+            valid_after: i64::try_from(g.valid_after).unwrap_or(i64::MAX),
+            valid_until: i64::try_from(g.valid_until).unwrap_or(i64::MAX),
+            revoker: Some(&revoker),
+            grant_json: Some(&grant_json),
+            session_tx_hash: None,
         };
-        record(None).await?;
+        s.db.set_agent_session(&wallet_str, plan.agent_index, &recorded, kms_db::now_secs())
+            .await?;
         let (status, tx) = match chain
             .client
             .wait_for_receipt(stored.user_op_hash, chain.receipt_wait)
@@ -361,7 +413,12 @@ pub async fn agent_sessions(
         {
             Ok(receipt) if receipt.success => {
                 let tx = receipt.receipt.transaction_hash.to_string();
-                record(Some(tx.clone())).await?;
+                let included = SessionRecord {
+                    session_tx_hash: Some(&tx),
+                    ..recorded
+                };
+                s.db.set_agent_session(&wallet_str, plan.agent_index, &included, kms_db::now_secs())
+                    .await?;
                 ("included", Some(tx))
             }
             Ok(receipt) => {

@@ -10,6 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use kms_chain::session::SessionGrant;
 use kms_db::AgentKey;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -129,16 +130,30 @@ pub struct ListAgentKeysRequest {
     pub human_key_id: String,
 }
 
-/// An agent's on-chain session, as recorded when it was granted.
+/// An agent's on-chain session, as recorded when it was granted. Sessions recorded before
+/// grants carried functions, tokens and a gas cap have only `account`, `targets`, `spendCap`,
+/// the window, `revoker` and `transactionHash`; their `targetPermissions`, `tokens`, `gasCap`,
+/// `paymaster` and `maxOps` are `null`.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ListedSession {
     /// The owner's smart account.
     pub account: String,
-    /// Allowed call targets.
+    /// Every address the session may call: its targets, then its capped tokens.
     pub targets: Vec<String>,
+    /// The call targets and the functions allowed on each (`null` for a session recorded
+    /// before grants carried functions).
+    pub target_permissions: Option<Vec<ListedTarget>>,
+    /// ERC-20 caps (`null` for a session recorded before grants carried tokens).
+    pub tokens: Option<Vec<ListedToken>>,
     /// Cap on the cumulative native value (decimal wei).
     pub spend_cap: Option<String>,
+    /// Cap on the cumulative maximum gas cost of the agent's operations (decimal wei).
+    pub gas_cap: Option<String>,
+    /// The one paymaster the agent's operations may use (`null`: none, the account pays gas).
+    pub paymaster: Option<String>,
+    /// Most operations in this grant (0 = no limit).
+    pub max_ops: Option<u32>,
     /// First valid time (unix seconds).
     pub valid_after: Option<i64>,
     /// Last valid time (unix seconds; 0 = no end).
@@ -147,6 +162,29 @@ pub struct ListedSession {
     pub revoker: Option<String>,
     /// The transaction (or UserOperation) that registered it.
     pub transaction_hash: Option<String>,
+}
+
+/// One call target of a session and the functions allowed on it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedTarget {
+    /// The address called.
+    pub target: String,
+    /// Every function allowed.
+    pub any_selector: bool,
+    /// The functions allowed, as 4-byte selectors (`0x` + 8 hex digits). Empty without
+    /// `anySelector`: plain transfers (empty call data) only.
+    pub selectors: Vec<String>,
+}
+
+/// A cap on one ERC-20 token.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedToken {
+    /// The token contract.
+    pub token: String,
+    /// The most the agent may move or approve in total, in the token's base units (decimal).
+    pub cap: String,
 }
 
 /// One agent key (public facts only: never the credential or its hash).
@@ -192,18 +230,50 @@ pub struct ListAgentKeysResponse {
 }
 
 fn listed(a: AgentKey) -> ListedAgentKey {
-    let session = a.account.clone().map(|account| ListedSession {
-        account,
-        targets: a
-            .targets
+    let session = a.account.clone().map(|account| {
+        // The whole grant, when it was recorded (unreadable JSON lists like an older record).
+        let grant = a
+            .session_json
             .as_deref()
-            .and_then(|t| serde_json::from_str::<Vec<String>>(t).ok())
-            .unwrap_or_default(),
-        spend_cap: a.spend_cap.clone(),
-        valid_after: a.valid_after,
-        valid_until: a.valid_until,
-        revoker: a.revoker.clone(),
-        transaction_hash: a.session_tx_hash.clone(),
+            .and_then(|g| serde_json::from_str::<SessionGrant>(g).ok());
+        ListedSession {
+            account,
+            targets: a
+                .targets
+                .as_deref()
+                .and_then(|t| serde_json::from_str::<Vec<String>>(t).ok())
+                .unwrap_or_default(),
+            target_permissions: grant.as_ref().map(|g| {
+                g.targets
+                    .iter()
+                    .map(|t| ListedTarget {
+                        target: t.target.to_string(),
+                        any_selector: t.any_selector,
+                        selectors: t.selectors.iter().map(|s| s.to_string()).collect(),
+                    })
+                    .collect()
+            }),
+            tokens: grant.as_ref().map(|g| {
+                g.tokens
+                    .iter()
+                    .map(|l| ListedToken {
+                        token: l.token.to_string(),
+                        cap: l.cap.to_string(),
+                    })
+                    .collect()
+            }),
+            spend_cap: a.spend_cap.clone(),
+            gas_cap: grant.as_ref().map(|g| g.gas_cap.to_string()),
+            paymaster: grant
+                .as_ref()
+                .and_then(|g| g.paymaster)
+                .map(|p| p.to_string()),
+            max_ops: grant.as_ref().map(|g| g.max_ops),
+            valid_after: a.valid_after,
+            valid_until: a.valid_until,
+            revoker: a.revoker.clone(),
+            transaction_hash: a.session_tx_hash.clone(),
+        }
     });
     ListedAgentKey {
         key_id: a.key_id(),

@@ -10,8 +10,8 @@ use axum::{Extension, Json};
 use kms_db::WalletAddress;
 use kms_proto::authz::AuthorizedBody;
 use kms_proto::{
-    ChangePasskey, DeriveAddress, GetPublicKey, RemoveWallet, SignHash, SignMessage,
-    SignTransaction,
+    AccountSignContent, ChangePasskey, DeriveAddress, GetPublicKey, PasskeyAssertion, RemoveWallet,
+    SignForAccount, SignHash, SignMessage, SignTransaction,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -166,18 +166,34 @@ pub struct PublicKeyResponse {
     pub key_spec: String,
 }
 
-/// `/SignHash` and `/Sign` (message) answer.
+/// `/SignHash` and `/Sign` answer.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct SignResponse {
     /// Wallet id.
     pub key_id: String,
-    /// Signer address.
+    /// Signer address (the key at the path; for `Account`, the account's owner must be it).
     pub address: String,
     /// `r ‖ s ‖ v` (65 bytes, v = 27/28), hex without 0x (upstream shape).
     pub signature: String,
     /// Always `ECDSA_SECP256K1`.
     pub signing_algorithm: String,
+    /// What `Signature` is:
+    /// `EIP191PersonalSign` (`/Sign` message: the key's personal_sign, an EOA signature),
+    /// `ERC7739PersonalSign` (with `Account`: for that account's ERC-1271 `isValidSignature`
+    /// on `ChainId` only), `RawDigest` (`/SignHash`: ECDSA over `Hash` as given),
+    /// `Transaction`.
+    pub signature_format: String,
+    /// `ERC7739PersonalSign` only: the smart account the signature is bound to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// `ERC7739PersonalSign` only: the chain id bound into the signature.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chain_id: Option<u64>,
+    /// `ERC7739PersonalSign` only: the `hash` for which `Account.isValidSignature(hash,
+    /// Signature)` returns `0x1626ba7e` (the EIP-191 hash of `Message`, or `Hash`), 0x hex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_valid_signature_hash: Option<String>,
     /// Transactions: the signed raw transaction, 0x hex.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signed_transaction: Option<String>,
@@ -419,11 +435,110 @@ pub async fn derive_address(
     }))
 }
 
-/// Sign a raw 32-byte digest.
+/// What the TA produced for a `/Sign` or `/SignHash` body.
+struct Signed {
+    address: [u8; 20],
+    signature: Vec<u8>,
+    transaction: Option<(Vec<u8>, [u8; 32])>,
+}
+
+/// Has the TA sign `body`, authorised by `assertion`.
+async fn sign_in_ta(
+    s: &AppState,
+    body: SignBody,
+    assertion: PasskeyAssertion,
+) -> Result<Signed, ApiError> {
+    let plain = |sig: kms_proto::Signature65| Signed {
+        address: sig.address,
+        signature: sig.bytes,
+        transaction: None,
+    };
+    Ok(match body {
+        SignBody::Message(b) => plain(s.tee.call(&SignMessage { body: b, assertion }).await?),
+        SignBody::Hash(b) => plain(s.tee.call(&SignHash { body: b, assertion }).await?),
+        SignBody::ForAccount(b) => plain(s.tee.call(&SignForAccount { body: b, assertion }).await?),
+        SignBody::Transaction(b) => {
+            let tx = s.tee.call(&SignTransaction { body: b, assertion }).await?;
+            Signed {
+                address: tx.from,
+                signature: tx.signature,
+                transaction: Some((tx.raw, tx.tx_hash)),
+            }
+        }
+    })
+}
+
+/// The answer for `body` and what the TA produced.
+fn sign_response(key_id: String, body: &SignBody, signed: Signed) -> SignResponse {
+    let (account, chain_id, is_valid_signature_hash) = match body {
+        SignBody::ForAccount(b) => {
+            let hash = match &b.content {
+                AccountSignContent::Message(m) => alloy::primitives::eip191_hash_message(m).0,
+                AccountSignContent::Hash(h) => *h,
+            };
+            (
+                Some(hex0x(&b.account)),
+                Some(b.chain_id),
+                Some(hex0x(&hash)),
+            )
+        }
+        _ => (None, None, None),
+    };
+    SignResponse {
+        key_id,
+        address: hex0x(&signed.address),
+        signature: hex::encode(&signed.signature),
+        signing_algorithm: "ECDSA_SECP256K1".into(),
+        signature_format: body.format().into(),
+        account,
+        chain_id,
+        is_valid_signature_hash,
+        signed_transaction: signed.transaction.as_ref().map(|(raw, _)| hex0x(raw)),
+        transaction_hash: signed.transaction.as_ref().map(|(_, h)| hex0x(h)),
+    }
+}
+
+/// The audit action and detail of a `/Sign` or `/SignHash` body.
+fn audit_of(body: &SignBody) -> (&'static str, Option<String>) {
+    match body {
+        SignBody::Message(_) => ("SignMessage", None),
+        SignBody::Transaction(_) => ("SignTransaction", None),
+        SignBody::Hash(b) => ("SignHash", Some(hex0x(&b.hash))),
+        SignBody::ForAccount(b) => (
+            "SignForAccount",
+            Some(format!(
+                "account {} chain {}",
+                hex0x(&b.account),
+                b.chain_id
+            )),
+        ),
+    }
+}
+
+/// Sign a 32-byte digest: raw ECDSA over `Hash` as given, or, with `Account`, its ERC-7739
+/// wrapping for that smart account.
+///
+/// Without `Account` (`SignatureFormat` `RawDigest`): `r ‖ s ‖ v` over `Hash` itself, no
+/// prefix, by the key at the path. A raw digest can be anything: a transaction's signing hash,
+/// an EIP-712 digest, or the userOpHash of an operation of the owner's own `AgentAccount`,
+/// which the account accepts as the owner's UserOperation signature (it can move the
+/// account's funds). Only sign digests you computed yourself from data you checked.
+///
+/// With `Account` (`SignatureFormat` `ERC7739PersonalSign`, needs the companion's chain
+/// settings, else 503 `chain_not_configured`): the TA signs
+/// `keccak256(0x1901 ‖ domainSeparator ‖ keccak256(abi.encode(keccak256("PersonalSign(bytes
+/// prefixed)"), Hash)))`, where `domainSeparator` is the account's EIP-712 domain (`name`
+/// "AgentAccount", `version` "1", the companion's chain id, `verifyingContract` = `Account`):
+/// the ERC-7739 signature the account's ERC-1271 `isValidSignature(Hash, Signature)` accepts.
+/// It is valid for that account on that chain only, and is never a UserOperation signature.
+///
+/// The ceremony (`Purpose` `SignHash`, `Payload` = this request without `KeyId`/`WebAuthn`)
+/// commits to the exact body, `Account` and chain id included.
 #[utoipa::path(post, path = "/SignHash", tag = "wallet", request_body = SignHashRequest,
     params(("x-amz-target" = String, Header, description = "TrentService.SignHash")),
     responses((status = 200, body = SignResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 503, description = "`Account` given and the companion has no chain settings (`chain_not_configured`)", body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn sign_hash(
     State(s): State<Arc<AppState>>,
@@ -433,52 +548,58 @@ pub async fn sign_hash(
 ) -> Result<Json<SignResponse>, ApiError> {
     check_target(&headers, &["SignHash"], false)?;
     let body = ops::prepare_sign_hash(&s, &r).await?;
-    let key = body.wallet_id.to_uuid_string();
+    let wallet = body.wallet();
+    let key = wallet.to_uuid_string();
     let res = async {
         let assertion = s
             .finish_authentication(
-                &body.wallet_id,
+                &wallet,
                 Purpose::SignHash,
-                &body.payload_digest(),
+                &body.digest(),
                 r.web_authn.as_ref(),
                 r.passkey.is_some(),
                 "wallet id",
             )
             .await?;
-        s.tee
-            .call(&SignHash {
-                body: body.clone(),
-                assertion,
-            })
-            .await
+        sign_in_ta(&s, body.clone(), assertion).await
     }
     .await;
-    s.audit_durable(
-        &caller.actor,
-        "SignHash",
-        Some(&key),
-        &res,
-        Some(&hex0x(&body.hash)),
-    )
-    .await;
-    let sig = res?;
+    let (action, detail) = audit_of(&body);
+    s.audit_durable(&caller.actor, action, Some(&key), &res, detail.as_deref())
+        .await;
+    let signed = res?;
     s.metrics.count_signature("hash");
-    Ok(Json(SignResponse {
-        key_id: key,
-        address: hex0x(&sig.address),
-        signature: hex::encode(&sig.bytes),
-        signing_algorithm: "ECDSA_SECP256K1".into(),
-        signed_transaction: None,
-        transaction_hash: None,
-    }))
+    Ok(Json(sign_response(key, &body, signed)))
 }
 
-/// Sign an EIP-191 personal message or a transaction (`to` exactly 20
-/// bytes).
+/// Sign a personal message or a transaction (`to` exactly 20 bytes).
+///
+/// `Message` without `Account` (`SignatureFormat` `EIP191PersonalSign`): the EIP-191
+/// `personal_sign` of the message by the key at the path, `r ‖ s ‖ v` over
+/// `keccak256("\x19Ethereum Signed Message:\n" ‖ len ‖ message)`: an EOA signature, as
+/// `ecrecover`-based verifiers expect. It is NOT valid as the owner's `AgentAccount`'s ERC-1271
+/// signature (the account verifies ERC-7739, see `Account`), and NOT as its UserOperation
+/// signature (the account takes the owner's raw signature over the userOpHash, which this
+/// route never makes, even for a 32-byte message).
+///
+/// `Message` with `Account` (`SignatureFormat` `ERC7739PersonalSign`, needs the companion's
+/// chain settings, else 503 `chain_not_configured`): the ERC-7739 `PersonalSign` signature for
+/// that smart account on the companion's chain, over `keccak256(0x1901 ‖ domainSeparator ‖
+/// keccak256(abi.encode(keccak256("PersonalSign(bytes prefixed)"), eip191Hash(Message))))`
+/// with the account's EIP-712 domain (`name` "AgentAccount", `version` "1", the chain id,
+/// `verifyingContract` = `Account`): what the account's `isValidSignature(eip191Hash(Message),
+/// Signature)` accepts (answer field `IsValidSignatureHash`), for that account and chain only.
+///
+/// `Transaction` (`SignatureFormat` `Transaction`): the signed raw transaction for its own
+/// `chainId`; `Account` is refused with it.
+///
+/// The ceremony (`Purpose` `Sign`, `Payload` = this request without `KeyId`/`WebAuthn`)
+/// commits to the exact body, `Account` and chain id included.
 #[utoipa::path(post, path = "/Sign", tag = "wallet", request_body = SignRequest,
     params(("x-amz-target" = String, Header, description = "TrentService.Sign")),
     responses((status = 200, body = SignResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 503, description = "`Account` given and the companion has no chain settings (`chain_not_configured`)", body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn sign(
     State(s): State<Arc<AppState>>,
@@ -501,39 +622,19 @@ pub async fn sign(
                 "wallet id",
             )
             .await?;
-        Ok::<_, ApiError>(match body.clone() {
-            SignBody::Message(b) => {
-                let sig = s.tee.call(&SignMessage { body: b, assertion }).await?;
-                (sig.address, sig.bytes, None)
-            }
-            SignBody::Transaction(b) => {
-                let tx = s.tee.call(&SignTransaction { body: b, assertion }).await?;
-                (tx.from, tx.signature, Some((tx.raw, tx.tx_hash)))
-            }
-        })
+        sign_in_ta(&s, body.clone(), assertion).await
     }
     .await;
-    let action = if matches!(body, SignBody::Message(_)) {
-        "SignMessage"
-    } else {
-        "SignTransaction"
-    };
-    s.audit_durable(&caller.actor, action, Some(&key), &res, None)
+    let (action, detail) = audit_of(&body);
+    s.audit_durable(&caller.actor, action, Some(&key), &res, detail.as_deref())
         .await;
-    let (address, signature, tx) = res?;
-    s.metrics.count_signature(if tx.is_some() {
+    let signed = res?;
+    s.metrics.count_signature(if signed.transaction.is_some() {
         "transaction"
     } else {
         "message"
     });
-    Ok(Json(SignResponse {
-        key_id: key,
-        address: hex0x(&address),
-        signature: hex::encode(signature),
-        signing_algorithm: "ECDSA_SECP256K1".into(),
-        signed_transaction: tx.as_ref().map(|(raw, _)| hex0x(raw)),
-        transaction_hash: tx.as_ref().map(|(_, h)| hex0x(h)),
-    }))
+    Ok(Json(sign_response(key, &body, signed)))
 }
 
 /// Delete a wallet (immediately) in the TA and the database.

@@ -3,14 +3,14 @@
 use alloy::primitives::{Address, U256};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use kms_chain::node::NodeClient;
-use kms_chain::session::OnChainSession;
+use kms_chain::session::{SessionGrant, SessionSnapshot};
 use kms_db::{AgentKey, AgentStatus};
 use serde_json::{json, Value};
 
 use crate::cli::StatusFilter;
 use crate::ctx::{chain_error, Ctx};
 use crate::error::{AdminError, Exit, Result};
-use crate::fmt::{ether, ether_str, ts, ts_opt, window, Table};
+use crate::fmt::{ether_of, ops_of, ts, ts_opt, window, Table};
 use crate::Report;
 
 /// How many on-chain session reads `list-agent-keys` keeps in flight.
@@ -20,10 +20,15 @@ const SESSION_READS_IN_FLIGHT: usize = 8;
 enum Session {
     /// No session recorded in the database.
     None,
-    /// From the database only (no chain configured, or `--no-chain`).
-    Db,
-    /// Read from the chain at `block`.
-    Chain { session: OnChainSession, block: u64 },
+    /// From the database only (no chain configured, or `--no-chain`), with the whole grant
+    /// when it was recorded.
+    Db { grant: Option<SessionGrant> },
+    /// Read from the chain, with the grant as recorded (its targets' functions and its tokens,
+    /// whose caps and spending were read from the chain).
+    Chain {
+        snap: Box<SessionSnapshot>,
+        grant: Option<SessionGrant>,
+    },
 }
 
 /// `list-agent-keys [--wallet W] [--status S] [--no-chain]`.
@@ -72,6 +77,14 @@ fn parse_addr(s: Option<&str>) -> Option<Address> {
     s.and_then(|s| s.parse().ok())
 }
 
+/// The grant recorded with the session (`None` for sessions recorded before grants carried
+/// functions, tokens and a gas cap, or unreadable JSON).
+fn recorded_grant(a: &AgentKey) -> Option<SessionGrant> {
+    a.session_json
+        .as_deref()
+        .and_then(|g| serde_json::from_str(g).ok())
+}
+
 async fn session_of(node: Option<&NodeClient>, a: &AgentKey) -> Result<Session> {
     let (Some(account), Some(key)) = (
         parse_addr(a.account.as_deref()),
@@ -79,17 +92,48 @@ async fn session_of(node: Option<&NodeClient>, a: &AgentKey) -> Result<Session> 
     ) else {
         return Ok(Session::None);
     };
+    let grant = recorded_grant(a);
     let Some(node) = node else {
-        return Ok(Session::Db);
+        return Ok(Session::Db { grant });
     };
+    // The tokens' caps and spending come with the session, in the same call.
+    let tokens: Vec<Address> = grant
+        .iter()
+        .flat_map(|g| g.tokens.iter().map(|l| l.token))
+        .collect();
     let snap = node
-        .read_session(account, key, &[])
+        .read_session(account, key, &tokens)
         .await
         .map_err(chain_error)?;
     Ok(Session::Chain {
-        session: snap.session,
-        block: snap.block_number,
+        snap: Box::new(snap),
+        grant,
     })
+}
+
+/// A grant's targets and their functions, as JSON (`selectors` as 4-byte hex).
+fn targets_json(grant: Option<&SessionGrant>) -> Value {
+    match grant {
+        Some(g) => json!(g
+            .targets
+            .iter()
+            .map(|t| json!({
+                "target": t.target,
+                "anySelector": t.any_selector,
+                "selectors": t.selectors.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            }))
+            .collect::<Vec<_>>()),
+        None => Value::Null,
+    }
+}
+
+/// A zero address (the validator's "none") as `null`.
+fn nonzero(a: Address) -> Value {
+    if a == Address::ZERO {
+        Value::Null
+    } else {
+        json!(a)
+    }
 }
 
 fn status_name(s: AgentStatus) -> &'static str {
@@ -106,42 +150,58 @@ fn render(agents: &[AgentKey], sessions: &[Session], from_chain: bool) -> Report
         "CRED EXPIRES",
         "ACCOUNT",
         "SESSION",
-        "CAP",
-        "SPENT",
+        "VALUE",
+        "GAS",
+        "OPS",
         "WINDOW",
     ]);
     let mut rows = Vec::new();
     for (a, s) in agents.iter().zip(sessions) {
         let account = a.account.clone().unwrap_or_else(|| "-".into());
-        let (state, cap, spent, win, session_json) = match s {
-            Session::None => (
-                "-".to_owned(),
-                "-".to_owned(),
-                "-".to_owned(),
-                "-".to_owned(),
-                Value::Null,
-            ),
-            Session::Db => (
-                "recorded".to_owned(),
-                a.spend_cap.as_deref().map(ether_str).unwrap_or("-".into()),
-                // The database keeps no spend: only the chain knows it.
-                "? (no RPC)".to_owned(),
-                match (a.valid_after, a.valid_until) {
-                    (Some(f), Some(u)) => window(f, u),
-                    _ => "-".into(),
-                },
-                json!({
-                    "source": "database",
-                    "account": a.account,
-                    "spendCap": a.spend_cap,
-                    "spent": null,
-                    "validAfter": a.valid_after,
-                    "validUntil": a.valid_until,
-                    "revoker": a.revoker,
-                    "targets": a.targets.as_deref().and_then(|t| serde_json::from_str::<Value>(t).ok()),
-                }),
-            ),
-            Session::Chain { session, block } => {
+        let dash = || "-".to_owned();
+        let (state, value, gas, ops, win, session_json) = match s {
+            Session::None => (dash(), dash(), dash(), dash(), dash(), Value::Null),
+            Session::Db { grant } => {
+                let g = grant.as_ref();
+                (
+                    "recorded".to_owned(),
+                    // The database keeps no spending: only the chain knows it.
+                    match a.spend_cap.as_deref().map(str::parse::<U256>) {
+                        Some(Ok(cap)) => ether_of(None, Some(cap)),
+                        Some(Err(_)) => a.spend_cap.clone().unwrap_or_default(),
+                        None => "?".to_owned(),
+                    },
+                    ether_of(None, g.map(|g| U256::from(g.gas_cap))),
+                    ops_of(None, g.map(|g| g.max_ops)),
+                    match (a.valid_after, a.valid_until) {
+                        (Some(f), Some(u)) => window(f, u),
+                        _ => dash(),
+                    },
+                    json!({
+                        "source": "database",
+                        "account": a.account,
+                        "spendCap": a.spend_cap,
+                        "spent": null,
+                        "gasCap": g.map(|g| g.gas_cap.to_string()),
+                        "gasSpent": null,
+                        "maxOps": g.map(|g| g.max_ops),
+                        "opsUsed": null,
+                        "paymaster": g.and_then(|g| g.paymaster),
+                        "validAfter": a.valid_after,
+                        "validUntil": a.valid_until,
+                        "revoker": a.revoker,
+                        "targets": a.targets.as_deref().and_then(|t| serde_json::from_str::<Value>(t).ok()),
+                        "targetPermissions": targets_json(g),
+                        "tokens": g.map(|g| g
+                            .tokens
+                            .iter()
+                            .map(|l| json!({"token": l.token, "cap": l.cap.to_string(), "spent": null}))
+                            .collect::<Vec<_>>()),
+                    }),
+                )
+            }
+            Session::Chain { snap, grant } => {
+                let session = &snap.session;
                 let state = if session.epoch == 0 {
                     "none on chain"
                 } else if session.active {
@@ -149,25 +209,54 @@ fn render(agents: &[AgentKey], sessions: &[Session], from_chain: bool) -> Report
                 } else {
                     "revoked"
                 };
+                let g = grant.as_ref();
+                // Each recorded token as the chain counts it in the current grant.
+                let tokens = g.map(|g| {
+                    g.tokens
+                        .iter()
+                        .map(|l| {
+                            let p = snap.permissions.get(&l.token).copied().unwrap_or_default();
+                            json!({
+                                "token": l.token,
+                                "cap": p.token_cap.to_string(),
+                                "spent": p.token_spent.to_string(),
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                });
                 (
                     state.to_owned(),
-                    ether(U256::from(session.spend_cap)),
-                    ether(U256::from(session.spent)),
+                    ether_of(
+                        Some(U256::from(session.spent)),
+                        Some(U256::from(session.spend_cap)),
+                    ),
+                    ether_of(
+                        Some(U256::from(session.gas_spent)),
+                        Some(U256::from(session.gas_cap)),
+                    ),
+                    ops_of(Some(session.ops_used), Some(session.max_ops)),
                     window(
                         i64::try_from(session.valid_after).unwrap_or(i64::MAX),
                         i64::try_from(session.valid_until).unwrap_or(i64::MAX),
                     ),
                     json!({
                         "source": "chain",
-                        "block": block,
+                        "block": snap.block_number,
                         "account": a.account,
                         "active": session.active,
                         "epoch": session.epoch,
                         "spendCap": session.spend_cap.to_string(),
                         "spent": session.spent.to_string(),
+                        "gasCap": session.gas_cap.to_string(),
+                        "gasSpent": session.gas_spent.to_string(),
+                        "maxOps": session.max_ops,
+                        "opsUsed": session.ops_used,
+                        "paymaster": nonzero(session.paymaster),
                         "validAfter": session.valid_after,
                         "validUntil": session.valid_until,
                         "revoker": session.revoker,
+                        "targetPermissions": targets_json(g),
+                        "tokens": tokens,
                     }),
                 )
             }
@@ -181,8 +270,9 @@ fn render(agents: &[AgentKey], sessions: &[Session], from_chain: bool) -> Report
             ts_opt(a.expires_at),
             account,
             state,
-            cap,
-            spent,
+            value,
+            gas,
+            ops,
             win,
         ]);
         rows.push(json!({
@@ -205,7 +295,8 @@ fn render(agents: &[AgentKey], sessions: &[Session], from_chain: bool) -> Report
     } else {
         let count = |st: AgentStatus| agents.iter().filter(|a| a.status == st).count();
         format!(
-            "{}{} agent key(s): {} active, {} revoked, {} pending, {} failed. Sessions read {}.\n",
+            "{}{} agent key(s): {} active, {} revoked, {} pending, {} failed. Sessions read {}.\n\
+             VALUE and GAS: spent/cap; OPS: operations used/limit (∞: no limit{}).\n",
             t.render(),
             agents.len(),
             count(AgentStatus::Active),
@@ -216,7 +307,12 @@ fn render(agents: &[AgentKey], sessions: &[Session], from_chain: bool) -> Report
                 "from the chain"
             } else {
                 "from the database (no RPC URL/validator configured, or --no-chain)"
-            }
+            },
+            if from_chain {
+                ""
+            } else {
+                "; ?: known only on chain, or not recorded"
+            },
         )
     };
     Report::ok(human, Value::Array(rows))

@@ -121,9 +121,11 @@ pub enum Command {
 
     /// List agent keys with their credential and on-chain session.
     ///
-    /// The session's account, cap and window come from the database; when an RPC URL and the
-    /// validator address are configured, the session (spent, cap, window, active) is read from
-    /// the chain instead, at the latest block.
+    /// The session's account, caps (value, gas, usage, per token), paymaster and window come
+    /// from the database as granted; when an RPC URL and the validator address are configured,
+    /// the session (value, gas and token caps and what was spent of them, operations used of
+    /// the limit, window, active) is read from the chain instead, at the latest block. The
+    /// targets' functions always come from the database.
     #[command(after_help = EXIT_CODES)]
     ListAgentKeys {
         /// Only this wallet's agent keys (wallet UUID).

@@ -125,6 +125,46 @@ pub fn ether(wei: U256) -> String {
     format!("{s} ETH")
 }
 
+/// Wei as ether for a table cell: exact up to 6 decimals, else cut to 6 decimals with `~`
+/// (`~0.000337`), or `<0.000001` (`--json` has the exact amounts).
+pub fn ether_short(wei: U256) -> String {
+    let micro = U256::from(1_000_000_000_000u64); // 10^-6 ETH
+    let exact = ether(wei);
+    let exact = exact.strip_suffix(" ETH").unwrap_or(&exact);
+    if (wei % micro).is_zero() {
+        exact.to_owned()
+    } else if wei < micro {
+        "<0.000001".to_owned()
+    } else {
+        let cut = ether(wei - wei % micro);
+        format!("~{}", cut.strip_suffix(" ETH").unwrap_or(&cut))
+    }
+}
+
+/// What was used of a cap, compact: `0.2/1.5 ETH` (`?` for an unknown amount), or `?` when the
+/// cap itself is unknown. Amounts as [`ether_short`].
+pub fn ether_of(used: Option<U256>, cap: Option<U256>) -> String {
+    let Some(cap) = cap else {
+        return "?".into();
+    };
+    let used = used.map_or_else(|| "?".to_owned(), ether_short);
+    format!("{used}/{} ETH", ether_short(cap))
+}
+
+/// Operations used of a usage limit, compact: `3/10`, `3/∞` (no limit), `?/10` (unknown use),
+/// or `?` when the limit itself is unknown.
+pub fn ops_of(used: Option<u32>, max: Option<u32>) -> String {
+    let Some(max) = max else {
+        return "?".into();
+    };
+    let used = used.map_or_else(|| "?".to_owned(), |u| u.to_string());
+    if max == 0 {
+        format!("{used}/∞")
+    } else {
+        format!("{used}/{max}")
+    }
+}
+
 /// Wei given as a decimal string (as the database stores caps) as ether, or the string as
 /// it is if it does not parse.
 pub fn ether_str(wei: &str) -> String {
@@ -173,6 +213,35 @@ mod tests {
         assert_eq!(ether(U256::from(1u8)), "0.000000000000000001 ETH");
         assert_eq!(ether_str("2000000000000000000"), "2 ETH");
         assert_eq!(ether_str("n/a"), "n/a");
+    }
+
+    #[test]
+    fn compact_use_of_caps() {
+        let wei = |w: u128| Some(U256::from(w));
+        assert_eq!(
+            ether_of(wei(200_000_000_000_000_000), wei(1_500_000_000_000_000_000)),
+            "0.2/1.5 ETH"
+        );
+        assert_eq!(ether_of(wei(0), wei(10_000_000_000_000_000)), "0/0.01 ETH");
+        assert_eq!(ether_of(None, wei(1_000_000_000_000_000_000)), "?/1 ETH");
+        assert_eq!(ether_of(wei(5), None), "?");
+        assert_eq!(
+            ether_of(wei(337_687_827_698_796), wei(1_000_000_000_000_000_000)),
+            "~0.000337/1 ETH"
+        );
+        assert_eq!(
+            ether_of(wei(1), wei(1_000_000_000_000)),
+            "<0.000001/0.000001 ETH"
+        );
+        assert_eq!(
+            ether_short(U256::from(2_500_000_000_000_000_000u128)),
+            "2.5"
+        );
+        assert_eq!(ops_of(Some(3), Some(10)), "3/10");
+        assert_eq!(ops_of(Some(3), Some(0)), "3/∞");
+        assert_eq!(ops_of(None, Some(10)), "?/10");
+        assert_eq!(ops_of(None, Some(0)), "?/∞");
+        assert_eq!(ops_of(Some(1), None), "?");
     }
 
     #[test]

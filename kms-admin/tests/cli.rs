@@ -4,7 +4,9 @@
 
 mod common;
 
+use alloy::primitives::address;
 use common::{admin, admin_in, kid, sign_agent, Owner};
+use kms_chain::session::{SessionGrant, TargetPermission, TokenLimit, TRANSFER};
 use kms_db::JwtSecretState;
 use kms_proto::{GetAgentState, WalletId};
 use kms_test_support::{Env, Sim};
@@ -125,20 +127,45 @@ async fn list_and_revoke_agent_keys_db_only_and_idempotent() {
     let (key1, jwt1, addr1) = owner.agent(&env).await;
     let db = env.server().state.db.clone();
     let wallet = owner.wallet.clone();
-    db.set_agent_session(
-        &wallet,
-        1,
-        "0x2222222222222222222222222222222222222222",
-        "[\"0x3333333333333333333333333333333333333333\"]",
-        "1500000000000000000",
-        1_700_000_000,
-        1_900_000_000,
-        Some("0x4444444444444444444444444444444444444444"),
-        None,
-        kms_db::now_secs(),
-    )
-    .await
-    .unwrap();
+    // The whole grant, as the companion records it: functions, a token cap, gas cap, paymaster,
+    // usage limit.
+    let grant = SessionGrant {
+        key: addr1.parse().unwrap(),
+        targets: vec![
+            TargetPermission::transfers_only(address!(
+                "0x3333333333333333333333333333333333333333"
+            )),
+            TargetPermission::with_selectors(
+                address!("0x5555555555555555555555555555555555555555"),
+                vec![TRANSFER],
+            ),
+        ],
+        tokens: vec![TokenLimit {
+            token: address!("0x6666666666666666666666666666666666666666"),
+            cap: 250_000_000,
+        }],
+        spend_cap: 1_500_000_000_000_000_000,
+        gas_cap: 10_000_000_000_000_000,
+        paymaster: Some(address!("0x7777777777777777777777777777777777777777")),
+        max_ops: 5,
+        valid_after: 1_700_000_000,
+        valid_until: 1_900_000_000,
+        revoker: address!("0x4444444444444444444444444444444444444444"),
+    };
+    let grant_json = serde_json::to_string(&grant).unwrap();
+    let record = |grant_json| kms_db::SessionRecord {
+        account: "0x2222222222222222222222222222222222222222",
+        targets_json: "[\"0x3333333333333333333333333333333333333333\"]",
+        spend_cap: "1500000000000000000",
+        valid_after: 1_700_000_000,
+        valid_until: 1_900_000_000,
+        revoker: Some("0x4444444444444444444444444444444444444444"),
+        grant_json,
+        session_tx_hash: None,
+    };
+    db.set_agent_session(&wallet, 1, &record(Some(&grant_json)), kms_db::now_secs())
+        .await
+        .unwrap();
 
     // The table: both keys, the recorded session of #1 (no RPC: from the database).
     let out = admin(&env, &["list-agent-keys"]).await;
@@ -149,6 +176,14 @@ async fn list_and_revoke_agent_keys_db_only_and_idempotent() {
     }
     assert!(out.stdout.contains("1.5 ETH"), "{out:?}");
     assert!(out.stdout.contains("2 active"), "{out:?}");
+    // Caps from the database; what was spent or used needs the chain.
+    for cell in ["?/1.5 ETH", "?/0.01 ETH", "?/5"] {
+        assert!(out.stdout.contains(cell), "{cell} missing: {out:?}");
+    }
+    let header = out.stdout.lines().next().unwrap();
+    for col in ["VALUE", "GAS", "OPS", "WINDOW"] {
+        assert!(header.contains(col), "{col} missing: {header}");
+    }
     assert!(!out.stdout.contains(&jwt0) && !out.stdout.contains(&jwt1));
     let list = admin(&env, &["--json", "list-agent-keys", "--wallet", &wallet])
         .await
@@ -159,8 +194,60 @@ async fn list_and_revoke_agent_keys_db_only_and_idempotent() {
     assert_eq!(rows[0]["agentIndex"], 0);
     assert_eq!(rows[0]["session"], json!(null));
     assert!(rows[0]["credentialExpiresAt"].as_i64().unwrap() > kms_db::now_secs());
-    assert_eq!(rows[1]["session"]["source"], "database");
-    assert_eq!(rows[1]["session"]["spendCap"], "1500000000000000000");
+    let session = &rows[1]["session"];
+    assert_eq!(session["source"], "database");
+    assert_eq!(session["spendCap"], "1500000000000000000");
+    assert_eq!(session["gasCap"], "10000000000000000", "{session}");
+    assert_eq!(session["maxOps"], 5);
+    assert_eq!(
+        session["paymaster"],
+        "0x7777777777777777777777777777777777777777"
+    );
+    for unknown in ["spent", "gasSpent", "opsUsed"] {
+        assert!(session[unknown].is_null(), "{unknown}: {session}");
+    }
+    assert_eq!(
+        session["targets"],
+        json!(["0x3333333333333333333333333333333333333333"])
+    );
+    assert_eq!(
+        session["targetPermissions"],
+        json!([
+            {"target": "0x3333333333333333333333333333333333333333", "anySelector": false, "selectors": []},
+            {"target": "0x5555555555555555555555555555555555555555", "anySelector": false,
+             "selectors": ["0xa9059cbb"]},
+        ]),
+        "{session}"
+    );
+    assert_eq!(
+        session["tokens"],
+        json!([{"token": "0x6666666666666666666666666666666666666666", "cap": "250000000", "spent": null}])
+    );
+
+    // A session recorded before grants carried all this still lists, with what it has.
+    db.set_agent_session(&wallet, 1, &record(None), kms_db::now_secs())
+        .await
+        .unwrap();
+    let out = admin(&env, &["list-agent-keys"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("?/1.5 ETH"), "{out:?}");
+    assert!(!out.stdout.contains("?/0.01 ETH"), "{out:?}");
+    let old = admin(&env, &["--json", "list-agent-keys", "--wallet", &wallet])
+        .await
+        .json();
+    let session = &old[1]["session"];
+    assert_eq!(session["source"], "database");
+    assert_eq!(session["spendCap"], "1500000000000000000");
+    for absent in [
+        "gasCap",
+        "maxOps",
+        "paymaster",
+        "targetPermissions",
+        "tokens",
+    ] {
+        assert!(session[absent].is_null(), "{absent}: {session}");
+    }
+    assert_eq!(session["validUntil"], 1_900_000_000);
     assert!(
         !list.to_string().contains(&jwt0),
         "no credential in the output"

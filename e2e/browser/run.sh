@@ -129,6 +129,8 @@ if [ "$CHAIN" -eq 1 ]; then
     # Any address will do as the session's one target; the agent then sends it 1000 wei.
     "GRANT_TARGET=0x000000000000000000000000000000000000bEEF"
     "INTENT_TO=0x000000000000000000000000000000000000bEEF"
+    # An ERC-20 deployed by the stack: a target with listed functions, and a token cap.
+    "TEST_TOKEN=$(j testToken)"
   )
   echo "anvil $RPC_URL, bundler $(j bundlerUrl)"
 fi

@@ -13,6 +13,7 @@
 //   CHROMIUM        browser binary [default: /usr/bin/chromium]
 //   ARTIFACTS_DIR   where screenshots and result.json go [default: ./artifacts]
 //   GRANT_TARGET    when set, grant a session with this target and expect it included on-chain
+//   TEST_TOKEN      with GRANT_TARGET: an ERC-20 on that chain (functions listed and capped)
 //   INTENT_TO       when set (with GRANT_TARGET), submit an intent as the agent to this address
 //   INTENT_WEI      its value in wei [default: 1000]
 //   DOCS_SCREENSHOT when set, also write the README screenshot to this path
@@ -31,13 +32,14 @@ if (!ORIGIN || !API_KEY) {
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const ARTIFACTS = path.resolve(process.env.ARTIFACTS_DIR || 'artifacts');
 const GRANT_TARGET = process.env.GRANT_TARGET || '';
+const TEST_TOKEN = process.env.TEST_TOKEN || '';
 const INTENT_TO = process.env.INTENT_TO || '';
 const INTENT_WEI = process.env.INTENT_WEI || '1000';
 const DOCS_SCREENSHOT = process.env.DOCS_SCREENSHOT || '';
 const RPC_URL = process.env.RPC_URL || '';
 const ACCOUNT_FACTORY = process.env.ACCOUNT_FACTORY || '';
-if (GRANT_TARGET && (!RPC_URL || !ACCOUNT_FACTORY)) {
-  console.error('GRANT_TARGET needs RPC_URL and ACCOUNT_FACTORY (anvil)');
+if (GRANT_TARGET && (!RPC_URL || !ACCOUNT_FACTORY || !TEST_TOKEN)) {
+  console.error('GRANT_TARGET needs RPC_URL, ACCOUNT_FACTORY and TEST_TOKEN (anvil)');
   process.exit(2);
 }
 fs.mkdirSync(ARTIFACTS, { recursive: true });
@@ -285,14 +287,110 @@ try {
   assert.equal((await page.locator('#agent-h').textContent()).trim(), 'Agent “trading-bot”');
   await panel.getByText('No intents from this agent yet.').waitFor();
 
+  step('the page converts amounts exactly (BigInt, no floating point)');
+  const exact = await page.evaluate(async () => {
+    const m = await import('/ui/eth.js');
+    const err = (f) => {
+      try {
+        return String(f());
+      } catch (e) {
+        return `error: ${e.message}`;
+      }
+    };
+    return {
+      usdc: String(m.toBaseUnits('1.5', 6)),
+      hundred: String(m.toBaseUnits('100', 18)),
+      tiny: String(m.toBaseUnits('0.000000000000000001', 18)),
+      long: String(m.toBaseUnits('123456789012345678.123456789012345678', 18)),
+      zeros: String(m.toBaseUnits('2.500', 1)),
+      tooPrecise: err(() => m.toBaseUnits('0.1234567', 6)),
+      gas: m.ethToWei('0.01'),
+      gasTooBig: err(() => m.ethToWei('79228162514.264337593543950336', 2n ** 96n)),
+      back: m.fromBaseUnits('123456789012345678123456789012345678', 18),
+      selector: JSON.stringify(m.parseFunction(' transfer(address, uint256) ')),
+      split: JSON.stringify(m.splitFunctions('transfer(address,uint256), 0x12345678; f((uint8,address)[])')),
+    };
+  });
+  assert.deepEqual(exact, {
+    usdc: '1500000',
+    hundred: '100000000000000000000',
+    tiny: '1',
+    long: '123456789012345678123456789012345678',
+    zeros: '25',
+    tooPrecise: 'error: At most 6 decimals in tokens',
+    gas: '10000000000000000',
+    gasTooBig: 'error: The amount is too large',
+    back: '123456789012345678.123456789012345678',
+    selector: JSON.stringify({ value: 'transfer(address,uint256)', key: '0xa9059cbb' }),
+    split: JSON.stringify(['transfer(address,uint256)', '0x12345678', 'f((uint8,address)[])']),
+  });
+
   step('grant a session: invalid input is refused in the page');
-  await panel.getByLabel('Allowed targets (one address per line)').fill('0x1234');
-  await panel.getByRole('button', { name: 'Grant session' }).click();
-  await notice.waitFor({ state: 'visible' });
-  assert.match(await page.locator('#notice-text').textContent(), /Not a 20-byte address: 0x1234/);
-  assert.equal(await page.locator('#grant-targets').getAttribute('aria-invalid'), 'true');
+  const targetsField = panel.getByLabel('Allowed targets and functions (one target per line)');
+  /** Submits the grant form and expects the page's own error, on field `id`. */
+  const refused = async (message, id) => {
+    await panel.getByRole('button', { name: 'Grant session' }).click();
+    await notice.waitFor({ state: 'visible' });
+    assert.match(await page.locator('#notice-text').textContent(), message);
+    assert.equal(await page.locator(`#${id}`).getAttribute('aria-invalid'), 'true', `${id} marked invalid`);
+    assert.equal(await page.evaluate(() => document.activeElement.id), id, `focus on ${id}`);
+    assert.equal(await page.locator('#notice-code').textContent(), '', 'no API call: nothing to show but the message');
+  };
+  await targetsField.fill('0x1234');
+  await refused(/Line 1: “0x1234” is not a 20-byte address/, 'grant-targets');
   await assertInView(page, notice, 'the validation error is in view');
-  assert.equal(await page.evaluate(() => document.activeElement.id), 'grant-targets', 'focus on the bad field');
+  const DEAD = '0x000000000000000000000000000000000000dEaD';
+  await targetsField.fill(`${DEAD}: transfer(address,uint256), frobnicate`);
+  await refused(/Line 1: “frobnicate” is not a function: write a signature like transfer\(address,uint256\) or a 4-byte selector/, 'grant-targets');
+  await targetsField.fill(`${DEAD}: transfer(address, uint256), 0xA9059CBB`);
+  await refused(/Line 1: 0xA9059CBB is listed twice/, 'grant-targets');
+  await targetsField.fill(`${DEAD}: *, approve(address,uint256)`);
+  await refused(/Line 1: \* \(any function\) cannot be combined/, 'grant-targets');
+  await targetsField.fill(`${DEAD}\n\n${DEAD.toLowerCase()}: *`);
+  await refused(/Line 3: .* is already listed on line 1/i, 'grant-targets');
+  await targetsField.fill(DEAD);
+  const gasField = panel.getByLabel('Gas budget (ETH)');
+  assert.equal(await gasField.inputValue(), '0.01', 'a gas budget is proposed');
+  await gasField.fill('');
+  await refused(/Gas budget: Enter an amount in ETH/, 'grant-gas');
+  await gasField.fill('0');
+  await refused(/with 0 the agent can act only through a paymaster/, 'grant-gas');
+  await gasField.fill('0.01');
+  await panel.getByLabel('Usage limit (optional)').fill('0');
+  await refused(/Usage limit: a whole number of operations from 1/, 'grant-max-ops');
+  await panel.getByLabel('Usage limit (optional)').fill('');
+  await panel.getByLabel('Paymaster (optional)').fill(`0x${'0'.repeat(40)}`);
+  await refused(/Paymaster: not the zero address/, 'grant-paymaster');
+  await panel.getByLabel('Paymaster (optional)').fill('');
+  await panel.getByRole('button', { name: 'Add an ERC-20 cap' }).click();
+  const tokenRow = panel.locator('.token-row').first();
+  assert.equal(await page.evaluate(() => document.activeElement.className), 'token-address', 'focus on the new row');
+  const tokenAddress = await tokenRow.getByLabel('Token address').getAttribute('id');
+  const tokenCap = await tokenRow.getByLabel('Cap (whole tokens)').getAttribute('id');
+  assert.equal(await tokenRow.getByLabel('Decimals').inputValue(), '18', 'decimals default to 18');
+  await tokenRow.getByLabel('Token address').fill('0xnot-a-token');
+  await tokenRow.getByLabel('Cap (whole tokens)').fill('5');
+  await refused(/Token 1: “0xnot-a-token” is not a 20-byte address/, tokenAddress);
+  await tokenRow.getByLabel('Token address').fill(DEAD);
+  await tokenRow.getByLabel('Cap (whole tokens)').fill('0');
+  await refused(/Token 1: the cap must be more than 0/, tokenCap);
+  await tokenRow.getByLabel('Cap (whole tokens)').fill('0.5');
+  await tokenRow.getByLabel('Decimals').fill('0');
+  await refused(/Token 1: At most 0 decimals in tokens/, tokenCap);
+  await tokenRow.getByLabel('Decimals').fill('18');
+  await targetsField.fill(`${DEAD}: *`);
+  await refused(/Token 1: .* is a target with \* \(any function\)/, tokenAddress);
+  await panel.getByRole('button', { name: 'Add an ERC-20 cap' }).click();
+  await panel.locator('.token-row').nth(1).getByLabel('Token address').fill(DEAD.toLowerCase());
+  await panel.locator('.token-row').nth(1).getByLabel('Cap (whole tokens)').fill('1');
+  await targetsField.fill(DEAD);
+  await refused(/Token 2: .* already has a cap/i, await panel.locator('.token-row').nth(1).getByLabel('Token address').getAttribute('id'));
+  // Rows can be removed; the form is left with no token caps.
+  await panel.getByRole('button', { name: 'Remove token 2' }).click();
+  await panel.getByRole('button', { name: 'Remove token 1' }).click();
+  assert.equal(await panel.locator('.token-row').count(), 0);
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'grant-token-add', 'focus back on the add button');
+  await shot(page, '04a-grant-form-checks');
 
   if (GRANT_TARGET) {
     step('fund the owner\'s counterfactual account (it pays the gas) and the operator (the revoker) on anvil');
@@ -305,9 +403,15 @@ try {
     await rpc('anvil_setBalance', [operator, '0xde0b6b3a7640000']); // 1 ETH
     result.predictedAccount = predicted;
 
-    step('grant a session on-chain');
-    await panel.getByLabel('Allowed targets (one address per line)').fill(GRANT_TARGET);
+    step('grant a session on-chain: plain transfers, listed functions, a token cap, gas and usage limits');
+    // mint(address,uint256) is 0x40c10f19; 0x095ea7b3 is approve(address,uint256).
+    await targetsField.fill(`${GRANT_TARGET}\n${TEST_TOKEN}: mint(address, uint256), 0x095ea7b3`);
     await panel.getByLabel('Spend cap (ETH)').fill('0.5');
+    await panel.getByLabel('Gas budget (ETH)').fill('0.05');
+    await panel.getByLabel('Usage limit (optional)').fill('10');
+    await panel.getByRole('button', { name: 'Add an ERC-20 cap' }).click();
+    await panel.locator('.token-row').getByLabel('Token address').fill(TEST_TOKEN);
+    await panel.locator('.token-row').getByLabel('Cap (whole tokens)').fill('100');
     await panel.getByRole('button', { name: 'Grant session' }).click();
     const res = page.locator('#grant-result');
     await res.waitFor({ state: 'visible', timeout: 120_000 });
@@ -327,6 +431,22 @@ try {
     assert.equal(receipt.status, '0x1', 'the bundle transaction succeeded on anvil');
     assert.notEqual(await rpc('eth_getCode', [result.account, 'latest']), '0x', 'the account is deployed');
     await wallet.locator('.smart-account').filter({ hasText: new RegExp(result.account, 'i') }).waitFor();
+
+    step('the agent panel shows the session as granted');
+    const agentFacts = panel.locator('#agent-facts');
+    const targetItems = (await agentFacts.locator('.session-targets li').allTextContents()).map((t) => t.trim());
+    // Addresses as the API lists them (checksummed): compared without case.
+    assert.deepEqual(
+      targetItems.map((t) => t.toLowerCase()),
+      [`${GRANT_TARGET} — plain transfers only`, `${TEST_TOKEN} — 0x40c10f19, approve(address,uint256)`].map((t) => t.toLowerCase()),
+    );
+    const tokenItems = (await agentFacts.locator('.session-tokens li').allTextContents()).map((t) => t.trim());
+    assert.equal(tokenItems.length, 1, JSON.stringify(tokenItems));
+    assert.equal(tokenItems[0].toLowerCase(), `${TEST_TOKEN} — cap 100000000000000000000 base units (100 at 18 decimals)`.toLowerCase());
+    assert.equal((await agentFacts.locator('.session-spend-cap').textContent()).trim(), '0.5 ETH');
+    assert.equal((await agentFacts.locator('.session-gas-cap').textContent()).trim(), '0.05 ETH');
+    assert.equal((await agentFacts.locator('.session-max-ops').textContent()).trim(), '10 operations');
+    assert.equal((await agentFacts.locator('.session-paymaster').textContent()).trim(), 'none: the account pays gas');
     await shot(page, '04-session-granted');
 
     if (INTENT_TO) {
@@ -351,12 +471,17 @@ try {
     }
   } else {
     step('grant a session without a chain: the API refusal is shown');
-    await panel.getByLabel('Allowed targets (one address per line)').fill('0x000000000000000000000000000000000000dEaD');
+    await targetsField.fill(`${DEAD}\n0x000000000000000000000000000000000000bEEF: transfer(address,uint256)`);
+    await panel.getByRole('button', { name: 'Add an ERC-20 cap' }).click();
+    await panel.locator('.token-row').getByLabel('Token address').fill(DEAD);
+    await panel.locator('.token-row').getByLabel('Cap (whole tokens)').fill('1.5');
+    await panel.locator('.token-row').getByLabel('Decimals').fill('6');
     await panel.getByRole('button', { name: 'Grant session' }).click();
     await notice.waitFor({ state: 'visible' });
     assert.match(await page.locator('#notice-title').textContent(), /Grant session failed/);
     await assertInView(page, notice, 'the error is in view where the action was started');
     assert.match(await page.locator('#notice-code').textContent(), /code: \S+ · HTTP (4|5)\d\d/);
+    assert.ok(await page.locator('#notice-details').isHidden(), 'an empty `details` is not shown');
     await shot(page, '04-session-refused');
   }
 
@@ -425,6 +550,13 @@ try {
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, `page wider than the screen by ${overflow}px`);
   await shot(page, '07-narrow');
+  // The grant form of the other (active) agent, with a token cap row, fits too.
+  await other.getByRole('button', { name: 'Manage agent keyboard-bot' }).click();
+  await page.locator('#grant-form').waitFor({ state: 'visible' });
+  await panel.getByRole('button', { name: 'Add an ERC-20 cap' }).click();
+  const formOverflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(formOverflow <= 0, `the grant form is wider than the screen by ${formOverflow}px`);
+  await shot(page, '07b-narrow-grant-form');
 
   step('no CSP violations, no page errors, nothing logged but failed requests');
   assert.deepEqual(await page.evaluate(() => window.__csp), []);

@@ -5,9 +5,12 @@
 
 use std::time::Duration;
 
-use alloy::primitives::{Address, U256};
-use alloy::providers::Provider;
-use alloy::rpc::types::BlockNumberOrTag;
+use alloy::network::TransactionBuilder;
+use alloy::primitives::{Address, Bytes, U256};
+use alloy::providers::{Provider, ProviderBuilder};
+use alloy::rpc::types::{BlockNumberOrTag, TransactionReceipt, TransactionRequest};
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::SolCall;
 use kms_chain::account::Call;
 use kms_chain::bundler::UserOperationReceipt;
 use kms_chain::client::{ChainClient, ChainConfig, ChainError, NonceChoice, OpRequest, PreparedOp};
@@ -17,7 +20,7 @@ use kms_chain::session::SessionGrant;
 use kms_chain::signature::stub_session_signature;
 use kms_chain::userop::v0_7::{GasLimits, UserOperation};
 use kms_chain::userop::{EntryPoint, EntryPointVersion};
-use kms_contracts::IEntryPointV07;
+use kms_contracts::{IEntryPointV07, TestToken};
 
 use crate::owner::{Owner, OwnerError};
 use crate::stack::StackInfo;
@@ -207,5 +210,136 @@ impl ChainEnv {
                 gas: Some(FIXED_GAS),
             })
             .await?)
+    }
+
+    /// An agent operation built as given, past every estimate: `calls` from `account` under
+    /// `nonce`, with the session stub signature of `agent_key`, `gas` as the limits and, when
+    /// given, `fees` as (maxFeePerGas, maxPriorityFeePerGas) instead of the bundler's. The
+    /// userOpHash is that of the final operation.
+    pub async fn custom_agent_op(
+        &self,
+        account: Address,
+        agent_key: Address,
+        nonce: NonceChoice,
+        calls: Vec<Call>,
+        gas: GasLimits,
+        fees: Option<(u128, u128)>,
+    ) -> Result<PreparedOp, EnvError> {
+        let mut prepared = self
+            .client
+            .prepare(OpRequest {
+                sender: account,
+                init: None,
+                nonce,
+                calls,
+                stub_signature: stub_session_signature(account, agent_key),
+                gas: Some(gas),
+            })
+            .await?;
+        if let Some((max_fee, priority)) = fees {
+            prepared.op = prepared.op.with_fees(max_fee, priority);
+            prepared.user_op_hash = self
+                .client
+                .entry_point()
+                .user_op_hash(&prepared.op, self.client.chain_id())
+                .map_err(|e| EnvError::Node(e.to_string()))?;
+        }
+        Ok(prepared)
+    }
+
+    /// Mints `amount` of the stack's `TestToken` to `to` (anyone may mint it), from a fresh
+    /// funded EOA; fails unless the transaction succeeds.
+    pub async fn mint_test_token(&self, to: Address, amount: U256) -> Result<(), EnvError> {
+        let minter = self
+            .funded_signer(U256::from(10u64).pow(U256::from(18)))
+            .await?;
+        let data = TestToken::mintCall { to, amount }.abi_encode().into();
+        let receipt = self
+            .send_from(&minter, self.info.test_token, data, None)
+            .await?;
+        if !receipt.status() {
+            return Err(EnvError::Node(format!(
+                "TestToken.mint reverted: {receipt:?}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// `who`'s balance of the stack's `TestToken`.
+    pub async fn test_token_balance(&self, who: Address) -> Result<U256, EnvError> {
+        TestToken::new(self.info.test_token, self.client.provider())
+            .balanceOf(who)
+            .call()
+            .await
+            .map_err(|e| EnvError::Node(e.to_string()))
+    }
+
+    /// The EntryPoint deposit of `account` (`balanceOf`).
+    pub async fn deposit(&self, account: Address) -> Result<U256, EnvError> {
+        IEntryPointV07::new(self.client.entry_point().address, self.client.provider())
+            .balanceOf(account)
+            .call()
+            .await
+            .map_err(|e| EnvError::Node(e.to_string()))
+    }
+
+    /// A fresh EOA (random key held by the test) with a balance of `wei`.
+    pub async fn funded_signer(&self, wei: U256) -> Result<PrivateKeySigner, EnvError> {
+        let signer = PrivateKeySigner::random();
+        self.set_balance(signer.address(), wei).await?;
+        Ok(signer)
+    }
+
+    /// Sends a transaction from `signer` to `to` with `data` and waits for its receipt, whatever
+    /// its status. With `gas_limit` the transaction is sent without estimation, so one meant to
+    /// revert is mined (and its receipt says so) rather than refused by the estimate.
+    pub async fn send_from(
+        &self,
+        signer: &PrivateKeySigner,
+        to: Address,
+        data: Bytes,
+        gas_limit: Option<u64>,
+    ) -> Result<TransactionReceipt, EnvError> {
+        let provider = ProviderBuilder::new()
+            .wallet(signer.clone())
+            .connect_http(self.info.rpc_url.parse().expect("stack rpc url"));
+        let mut tx = TransactionRequest::default()
+            .with_from(signer.address())
+            .with_to(to)
+            .with_input(data);
+        if let Some(gas) = gas_limit {
+            tx = tx.with_gas_limit(gas);
+        }
+        provider
+            .send_transaction(tx)
+            .await
+            .map_err(|e| EnvError::Node(e.to_string()))?
+            .get_receipt()
+            .await
+            .map_err(|e| EnvError::Node(e.to_string()))
+    }
+
+    /// `handleOps(ops, beneficiary)` sent as a transaction by `signer` straight to the
+    /// EntryPoint, past any bundler, with `gas_limit` (no estimation); the receipt, whatever its
+    /// status.
+    pub async fn handle_ops_from(
+        &self,
+        signer: &PrivateKeySigner,
+        ops: &[UserOperation],
+        beneficiary: Address,
+        gas_limit: u64,
+    ) -> Result<TransactionReceipt, EnvError> {
+        let data = IEntryPointV07::handleOpsCall {
+            ops: ops.iter().map(UserOperation::to_packed).collect(),
+            beneficiary,
+        }
+        .abi_encode();
+        self.send_from(
+            signer,
+            self.client.entry_point().address,
+            data.into(),
+            Some(gas_limit),
+        )
+        .await
     }
 }

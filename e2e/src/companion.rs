@@ -35,12 +35,17 @@ pub enum CompanionError {
     Unexpected(String),
 }
 
-/// A `/kms/agent-sessions` session (without keyId) for `targets` with spend cap `cap` wei,
-/// valid from a minute before `now` (chain seconds) for 24 hours; the operator is the revoker.
+/// The gas cap of [`day_session`]: 0.1 ETH, hundreds of operations at a local chain's fees.
+pub const DAY_SESSION_GAS_CAP: u128 = 100_000_000_000_000_000;
+
+/// A `/kms/agent-sessions` session (without keyId) allowing plain transfers to `targets` with
+/// spend cap `cap` wei and gas cap [`DAY_SESSION_GAS_CAP`], valid from a minute before `now`
+/// (chain seconds) for 24 hours; the operator is the revoker.
 pub fn day_session(targets: &[Address], cap: U256, now: u64) -> Value {
     json!({
         "targets": targets,
         "spendCap": cap.to_string(),
+        "gasCap": DAY_SESSION_GAS_CAP.to_string(),
         "validAfter": now - 60,
         "validUntil": now + 24 * 3600,
     })

@@ -3,9 +3,12 @@
 //! [`SoftPasskey`] makes real WebAuthn assertions (P-256 over `authenticatorData ‖
 //! SHA-256(clientDataJSON)`, UP and UV set, rp id `localhost`) over challenges bound to TA
 //! nonces and payload digests, exactly as the TA checks them. [`Owner`] creates (or seeds) a
-//! wallet in the TA, creates, refreshes and revokes agents, and signs UserOperations with the
-//! owner key (`SignMessage` over the userOpHash). [`Agent`] holds an agent's JWT and signs
-//! userOpHashes with `SignAgentUserOp`.
+//! wallet in the TA, creates, refreshes and revokes agents, signs UserOperations with the
+//! owner key (`SignHash`: raw ECDSA over the userOpHash, what `AgentAccount` takes), signs for
+//! an account's ERC-1271 check (`SignForAccount`: ERC-7739 `PersonalSign` for one account on one
+//! chain) and, for tests that must show what does *not* work, makes EIP-191 personal-message
+//! signatures (`SignMessage`). [`Agent`] holds an agent's JWT and signs userOpHashes with
+//! `SignAgentUserOp`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -20,8 +23,10 @@ use kms_chain::operator::{
 };
 use kms_proto::authz::{self, AuthorizedBody};
 use kms_proto::{
-    AgentCredential, CreateAgentKey, CreateWallet, GetChallenge, JwtSignPayload, MintAgentBody,
-    PasskeyAssertion, RefreshAgentBody, RevokeAgentKey, SeedWalletForTest, WalletId,
+    AccountSignContent, AgentCredential, CreateAgentKey, CreateWallet, GetChallenge, HdPath,
+    JwtSignPayload, MintAgentBody, PasskeyAssertion, RefreshAgentBody, RevokeAgentKey,
+    SeedWalletForTest, SignForAccount, SignForAccountBody, SignMessage, SignMessageBody,
+    Signature65, WalletId,
 };
 use kms_tee_client::{TeeClient, TeeError};
 use p256::ecdsa::signature::Signer;
@@ -112,6 +117,12 @@ pub enum OwnerError {
     /// Signing through the TA failed its checks.
     #[error(transparent)]
     Signer(#[from] OperatorSignerError),
+    /// The TA answered with a signature that is not 65 bytes by the owner key.
+    #[error("the TA's signature is not 65 bytes by the owner {expected}")]
+    NotTheOwners {
+        /// The owner address.
+        expected: Address,
+    },
 }
 
 /// A wallet in the TA and the passkey bound to it.
@@ -287,8 +298,9 @@ impl Owner {
         Ok(())
     }
 
-    /// Signs a UserOperation hash with the owner key: `SignMessage` over the 32-byte hash,
-    /// authorised by the passkey over [`owner_sign_body`]; the 65-byte result is checked.
+    /// Signs a UserOperation hash with the owner key: `SignHash` (raw ECDSA) over the
+    /// userOpHash, authorised by the passkey over [`owner_sign_body`]; the 65-byte result is
+    /// checked.
     pub async fn sign_user_op(&self, user_op_hash: B256) -> Result<Bytes, OwnerError> {
         let assertion = self
             .authorize(&owner_sign_body(self.wallet_id, user_op_hash))
@@ -301,5 +313,55 @@ impl Owner {
             self.address,
         )
         .await?)
+    }
+
+    /// The owner key's ERC-1271 signature for `account` on `chain_id` (`SignForAccount`, the
+    /// ERC-7739 `PersonalSign` wrapping of `content`'s hash in the account's EIP-712 domain),
+    /// authorised by the passkey; checked to be 65 bytes by the owner key.
+    pub async fn sign_for_account(
+        &self,
+        chain_id: u64,
+        account: Address,
+        content: AccountSignContent,
+    ) -> Result<Bytes, OwnerError> {
+        let body = SignForAccountBody {
+            wallet_id: self.wallet_id,
+            path: HdPath::OWNER,
+            chain_id,
+            account: account.into_array(),
+            content,
+        };
+        let assertion = self.authorize(&body).await?;
+        let sig = self
+            .tee
+            .call_async(&SignForAccount { body, assertion })
+            .await?;
+        self.checked(sig)
+    }
+
+    /// The owner key's EIP-191 personal-message signature of `message` (`SignMessage`), which
+    /// is neither a UserOperation signature nor an ERC-1271 signature of its `AgentAccount`:
+    /// for tests showing that.
+    pub async fn sign_personal_message(&self, message: &[u8]) -> Result<Bytes, OwnerError> {
+        let body = SignMessageBody {
+            wallet_id: self.wallet_id,
+            path: HdPath::OWNER,
+            message: message.to_vec(),
+        };
+        let assertion = self.authorize(&body).await?;
+        let sig = self
+            .tee
+            .call_async(&SignMessage { body, assertion })
+            .await?;
+        self.checked(sig)
+    }
+
+    fn checked(&self, sig: Signature65) -> Result<Bytes, OwnerError> {
+        if sig.bytes.len() != 65 || Address::from(sig.address) != self.address {
+            return Err(OwnerError::NotTheOwners {
+                expected: self.address,
+            });
+        }
+        Ok(Bytes::from(sig.bytes))
     }
 }

@@ -51,6 +51,8 @@ pub struct StackInfo {
     /// The AgentAccountFactory for EntryPoint v0.8.
     #[serde(rename = "accountFactoryV08")]
     pub account_factory_v08: Address,
+    /// `TestToken`: an ERC-20 anyone can mint, for token-cap tests and the demo.
+    pub test_token: Address,
     /// anvil's first dev key, funded, for deploying and funding in tests.
     pub deployer_private_key: B256,
     /// PID of anvil.
@@ -288,6 +290,7 @@ mod tests {
             "sessionKeyValidator":"0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0",
             "accountFactoryV07":"0xCf7Ed3AccA5a467e9e704C703E8D87F634fB0Fc9",
             "accountFactoryV08":"0xDc64a140Aa3E981100a9becA4E685f962f0cF6C9",
+            "testToken":"0x5FC8d32690cc91D4c39d9d3abcBD16989F875707",
             "deployerPrivateKey":"0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
             "anvilPid":10,"bundlerPid":11}"#;
         let info: StackInfo = serde_json::from_str(json).unwrap();

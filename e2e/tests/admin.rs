@@ -14,7 +14,10 @@ use alloy::primitives::{keccak256, utils::parse_ether, Address, Bytes, B256, U25
 use alloy::providers::Provider;
 use kms_chain::account::Call;
 use kms_chain::client::ChainError;
-use kms_chain::session::SessionGrant;
+use kms_chain::session::{SessionGrant, TargetPermission, TokenLimit};
+
+/// The TestToken cap of the fixture's sessions.
+const TOKEN_CAP: u128 = 1000;
 use kms_chain::userop::v0_7::UserOperation;
 use kms_chain::userop::EntryPointVersion::V07;
 use kms_e2e::chain::ChainEnv;
@@ -167,8 +170,15 @@ impl Fixture {
             .iter()
             .map(|a| SessionGrant {
                 key: a.address,
-                targets: vec![to],
+                targets: vec![TargetPermission::transfers_only(to)],
+                tokens: vec![TokenLimit {
+                    token: self.info.test_token,
+                    cap: TOKEN_CAP,
+                }],
                 spend_cap: eth("1").to(),
+                gas_cap: eth("1").to(),
+                paymaster: None,
+                max_ops: 0,
                 valid_after: after,
                 valid_until: until,
                 revoker,
@@ -182,18 +192,22 @@ impl Fixture {
         assert!(receipt.success);
         assert_eq!(account, predicted);
         let db = &self.env.server().state.db;
-        for a in agents {
+        for (a, grant) in agents.iter().zip(&grants) {
+            let grant_json = serde_json::to_string(grant).unwrap();
             assert!(db
                 .set_agent_session(
                     &self.wallet,
                     a.index,
-                    &account.to_string(),
-                    &json!([to.to_string()]).to_string(),
-                    &eth("1").to_string(),
-                    after as i64,
-                    until as i64,
-                    Some(&revoker.to_string()),
-                    None,
+                    &kms_db::SessionRecord {
+                        account: &account.to_string(),
+                        targets_json: &json!([to.to_string()]).to_string(),
+                        spend_cap: &eth("1").to_string(),
+                        valid_after: after as i64,
+                        valid_until: until as i64,
+                        revoker: Some(&revoker.to_string()),
+                        grant_json: Some(&grant_json),
+                        session_tx_hash: None,
+                    },
                     kms_db::now_secs(),
                 )
                 .await
@@ -285,6 +299,21 @@ async fn revoke_agent_key_kills_the_jwt_and_a_presigned_operation() {
         assert_eq!(row["session"]["source"], "chain", "{rows}");
         assert_eq!(row["session"]["active"], true, "{rows}");
         assert_eq!(row["session"]["spendCap"], eth("1").to_string(), "{rows}");
+        // Gas and usage as the chain counts them (nothing spent or used yet; no usage limit,
+        // no paymaster).
+        assert_eq!(row["session"]["gasCap"], eth("1").to_string(), "{rows}");
+        assert_eq!(row["session"]["gasSpent"], "0", "{rows}");
+        assert_eq!(row["session"]["maxOps"], 0, "{rows}");
+        assert_eq!(row["session"]["opsUsed"], 0, "{rows}");
+        assert!(row["session"]["paymaster"].is_null(), "{rows}");
+        assert!(row["session"]["epoch"].as_u64() >= Some(1), "{rows}");
+        // The token cap, read from the chain for the token the recorded grant names.
+        assert_eq!(
+            row["session"]["tokens"],
+            json!([{"token": f.info.test_token.to_string().to_ascii_lowercase(),
+                "cap": TOKEN_CAP.to_string(), "spent": "0"}]),
+            "{rows}"
+        );
     }
 
     // An operation the agent signed (through the companion) while its session was live: the

@@ -1,6 +1,7 @@
 //! The README's demo (`./run.sh`) runs to completion: `demo --no-wait` brings up its own stack
 //! (anvil, EntryPoint v0.7, contracts, Alto, ta-sim, companion), walks wallet → agent →
-//! session → intent, and stops everything.
+//! bounded session → intents (an ETH and a token payment land, a token payment over the cap is
+//! refused with `token_over_budget`), and stops everything.
 
 use std::process::Command;
 
@@ -32,6 +33,9 @@ fn demo_runs_to_completion_and_stops() {
         "userOpHash",
         "status                 included",
         "recipient balance",
+        "recipient TEST         40.000000000000000000 TEST",
+        "code                   token_over_budget",
+        "available              60.000000000000000000 TEST",
         "Demo complete",
         "Stopped.",
     ] {

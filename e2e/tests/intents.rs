@@ -18,7 +18,7 @@ use kms_chain::userop::v0_7::UserOperation;
 use kms_chain::userop::EntryPointVersion::{self, V07, V08};
 use kms_contracts::IEntryPointV07;
 use kms_e2e::chain::ChainEnv;
-use kms_e2e::companion::{AgentKey, Companion, Wallet};
+use kms_e2e::companion::{AgentKey, Companion, Wallet, DAY_SESSION_GAS_CAP};
 use kms_e2e::stack::Stack;
 use serde_json::{json, Value};
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
@@ -98,6 +98,7 @@ impl Fixture {
                 json!({
                     "targets": targets,
                     "spendCap": cap.to_string(),
+                    "gasCap": DAY_SESSION_GAS_CAP.to_string(),
                     "validAfter": window.0,
                     "validUntil": window.1,
                     "salt": salt.to_string(),
@@ -721,6 +722,7 @@ async fn grant_session_requires_the_ceremony_for_exactly_this_session() {
         "keyId": agent.key_id,
         "targets": [to],
         "spendCap": eth("1").to_string(),
+        "gasCap": DAY_SESSION_GAS_CAP.to_string(),
         "validAfter": window.0,
         "validUntil": window.1,
     });
@@ -793,4 +795,96 @@ async fn grant_session_requires_the_ceremony_for_exactly_this_session() {
         .await
         .unwrap();
     assert_eq!(snapshot.remaining_budget, eth("1"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_account_of_an_earlier_validator_is_refused_with_the_reason() {
+    use alloy::providers::ProviderBuilder;
+    use kms_contracts::{AgentAccountFactory, SessionKeyValidator};
+
+    let mut f = fixture(V07).await;
+    let agent = f.agent("outdated").await;
+    // Another validator and a factory bound to it stand for the contracts of an earlier release.
+    let deployer = f.env.funded_signer(eth("1")).await.unwrap();
+    let provider = ProviderBuilder::new()
+        .wallet(deployer)
+        .connect_http(f.env.info.rpc_url.parse().unwrap());
+    let old_validator = SessionKeyValidator::deploy(&provider).await.unwrap();
+    let old_factory = AgentAccountFactory::deploy(
+        &provider,
+        f.env.client.entry_point().address,
+        *old_validator.address(),
+    )
+    .await
+    .unwrap();
+    let receipt = old_factory
+        .createAccount(f.wallet.address, U256::from(7))
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(receipt.status());
+    let account = old_factory
+        .getAddress(f.wallet.address, U256::from(7))
+        .call()
+        .await
+        .unwrap();
+    assert!(f.env.client.has_code(account).await.unwrap());
+    // The companion's record says the agent's session is on that account.
+    let (wallet, index) = agent.key_id.split_once(':').unwrap();
+    let account_str = account.to_string().to_ascii_lowercase();
+    assert!(f
+        .c
+        .server()
+        .state
+        .db
+        .set_agent_session(
+            wallet,
+            index.parse().unwrap(),
+            &kms_db::SessionRecord {
+                account: &account_str,
+                targets_json: "[]",
+                spend_cap: "1",
+                valid_after: 0,
+                valid_until: 0,
+                revoker: None,
+                grant_json: None,
+                session_tx_hash: None,
+            },
+            kms_db::now_secs(),
+        )
+        .await
+        .unwrap());
+
+    let body = f
+        .refused(
+            &agent,
+            transfer(address("to"), "0.01"),
+            RefusalCode::NoSession,
+        )
+        .await;
+    assert_eq!(
+        body["details"]["accountValidator"]
+            .as_str()
+            .unwrap()
+            .parse::<Address>()
+            .unwrap(),
+        *old_validator.address(),
+        "{body}"
+    );
+    assert_eq!(
+        body["details"]["validator"]
+            .as_str()
+            .unwrap()
+            .parse::<Address>()
+            .unwrap(),
+        f.env.client.validator(),
+        "{body}"
+    );
+    assert!(
+        body["error"].as_str().unwrap().contains("earlier rules"),
+        "{body}"
+    );
 }

@@ -151,8 +151,8 @@ async fn owner_op_deploys_account_and_transfers(version: Version) {
         }
     };
 
-    // Owner signature: 65 bytes, EIP-191 over the userOpHash, v = 27/28.
-    let signature = owner.sign_message_sync(hash.as_slice()).unwrap().as_bytes();
+    // Owner signature: 65 bytes, raw ECDSA over the userOpHash itself, v = 27/28.
+    let signature = owner.sign_hash_sync(&hash).unwrap().as_bytes();
     assert!(signature[64] == 27 || signature[64] == 28);
     op = op.with_signature(signature.to_vec());
 

@@ -14,7 +14,9 @@ use kms_chain::client::{ChainClient, ChainError, FeeSource, RevokeOutcome};
 use kms_chain::nonce::{NonceKey, NonceTracker};
 use kms_chain::operator::TaOperator;
 use kms_chain::revert::DecodedRevert;
-use kms_chain::session::{precheck, RefusalCode, SessionGrant, ValidityMargins};
+use kms_chain::session::{
+    precheck, InFlight, RefusalCode, SessionGrant, TargetPermission, ValidityMargins,
+};
 use kms_chain::signature::SessionSignature;
 use kms_chain::userop::EntryPointVersion::{self, V07, V08};
 use kms_contracts::{AgentAccount, IEntryPointV07, SessionKeyValidator};
@@ -72,8 +74,14 @@ fn grant(
 ) -> SessionGrant {
     SessionGrant {
         key: agent.address,
-        targets,
+        // Any function: these tests are about targets, value, windows and revocation (the
+        // function, token and gas rules have their own tests).
+        targets: targets.into_iter().map(TargetPermission::any).collect(),
+        tokens: Vec::new(),
         spend_cap: cap.to(),
+        gas_cap: eth("1").to(),
+        paymaster: None,
+        max_ops: 0,
         valid_after: window.0,
         valid_until: window.1,
         revoker,
@@ -114,17 +122,27 @@ impl Fixture {
         calls: &[Call],
         in_flight: U256,
     ) -> Result<U256, RefusalCode> {
-        let targets: Vec<Address> = calls.iter().map(|c| c.to).collect();
         let snapshot = self
             .env
             .client
-            .read_session(account, agent.address, &targets)
+            .read_session_for_calls(account, agent.address, calls)
             .await
             .unwrap();
         let now = self.env.now().await.unwrap();
-        precheck(&snapshot, calls, in_flight, now, ValidityMargins::default())
-            .map(|p| p.value)
-            .map_err(|r| r.code())
+        let in_flight = InFlight {
+            value: in_flight,
+            ..InFlight::default()
+        };
+        precheck(
+            &snapshot,
+            calls,
+            &in_flight,
+            None,
+            now,
+            ValidityMargins::default(),
+        )
+        .map(|p| p.value)
+        .map_err(|r| r.code())
     }
 
     /// Builds (with estimation), has the TA sign, submits and waits for an agent intent.

@@ -3,25 +3,30 @@
 //! anvil (canonical EntryPoint v0.7 and the project's contracts) and Alto through
 //! `anvil/stack.sh`, a `ta-sim` process, and the companion (SQLite, free port of 127.0.0.1);
 //! then a software-passkey owner registers a wallet through the real WebAuthn ceremony, creates
-//! an agent key, grants it a session on chain, and the agent submits an intent whose receipt and
-//! balance change are printed. The stack then stays up until Ctrl-C (or stops at once with
-//! `--no-wait`); everything started is stopped on the way out.
+//! an agent key, grants it a bounded session on chain (a payee, an ETH cap, a gas budget, a cap
+//! on a test ERC-20), and the agent submits intents: an ETH payment and a token payment land
+//! (receipts and balance changes printed), a token payment over the cap is refused. The stack
+//! then stays up until Ctrl-C (or stops at once with `--no-wait`); everything started is stopped
+//! on the way out.
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use alloy::primitives::utils::{format_ether, parse_ether};
 use alloy::primitives::{keccak256, Address, U256};
+use alloy::sol_types::SolCall;
 use kms_chain::userop::EntryPointVersion;
+use kms_contracts::TestToken;
 use kms_e2e::chain::ChainEnv;
-use kms_e2e::companion::{day_session, Companion};
+use kms_e2e::companion::{day_session, Companion, DAY_SESSION_GAS_CAP};
 use kms_e2e::stack::Stack;
 use serde_json::json;
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 
 const HELP: &str = "\
 demo: bring up the local stack (anvil + EntryPoint v0.7 + contracts, Alto, ta-sim, companion)
-and run the agent-key demo: wallet (software passkey) -> agent key -> session -> intent.
+and run the agent-key demo: wallet (software passkey) -> agent key -> bounded session ->
+intents (an ETH payment and a token payment land, a token payment over the cap is refused).
 
 usage: demo [--no-wait] [--help]
 
@@ -154,6 +159,9 @@ async fn demo(c: &Companion, env: &ChainEnv) -> Result<Demo, Error> {
         "account funded",
         "10 ETH (anvil_setBalance), for gas and the demo payment",
     );
+    let token = env.info.test_token;
+    env.mint_test_token(account, parse_ether("500")?).await?;
+    kv("and", format!("500 TEST (an ERC-20 at {token})"));
 
     step(
         4,
@@ -174,14 +182,29 @@ async fn demo(c: &Companion, env: &ChainEnv) -> Result<Demo, Error> {
     let recipient = Address::from_word(keccak256(b"agent key companion demo recipient"));
     let now = env.now().await?;
     let cap = parse_ether("1")?;
-    let (status, grant) = c
-        .grant_session(&mut user, &agent, day_session(&[recipient], cap, now))
-        .await?;
+    let token_cap = parse_ether("100")?;
+    let mut session = day_session(&[recipient], cap, now);
+    session["tokens"] = json!([{"token": token, "cap": token_cap.to_string()}]);
+    let (status, grant) = c.grant_session(&mut user, &agent, session).await?;
     if status != 200 {
         return Err(fail(format!("/kms/agent-sessions: HTTP {status}: {grant}")));
     }
-    kv("allowed target", recipient);
+    kv("allowed target", format!("{recipient} (plain transfers)"));
     kv("spend cap", format!("{} ETH", format_ether(cap)));
+    kv(
+        "gas budget",
+        format!(
+            "{} ETH (each operation is charged its maximum gas cost)",
+            format_ether(U256::from(DAY_SESSION_GAS_CAP))
+        ),
+    );
+    kv(
+        "token cap",
+        format!(
+            "{} TEST (transfer/approve counted)",
+            format_ether(token_cap)
+        ),
+    );
     kv("valid", "from a minute ago for 24 h");
     kv(
         "revoker",
@@ -268,7 +291,83 @@ async fn demo(c: &Companion, env: &ChainEnv) -> Result<Demo, Error> {
     if after_recipient.saturating_sub(before_recipient) != amount {
         return Err(fail("the recipient did not receive exactly 0.1 ETH"));
     }
-    println!("\nDemo complete: the payment landed through the agent's session.");
+
+    step(
+        8,
+        "The agent pays 40 TEST to the recipient (an ERC-20 transfer intent)",
+    );
+    let token_call = |wei: U256| {
+        let data = TestToken::transferCall {
+            to: recipient,
+            value: wei,
+        }
+        .abi_encode();
+        json!([{"to": token, "data": alloy::primitives::hex::encode_prefixed(data)}])
+    };
+    let (status, submitted) = c
+        .intent(&agent, token_call(parse_ether("40")?), Some("demo-token-1"))
+        .await?;
+    if status != 202 {
+        return Err(fail(format!("/agent/intents: HTTP {status}: {submitted}")));
+    }
+    let token_hash = submitted["userOpHash"].as_str().unwrap_or_default();
+    let done = c.wait_intent(&agent, token_hash).await?;
+    if done["status"] != "included" {
+        return Err(fail(format!("the token intent did not land: {done}")));
+    }
+    let received = env.test_token_balance(recipient).await?;
+    kv("status", done["status"].as_str().unwrap_or("?"));
+    kv("recipient TEST", format!("{} TEST", format_ether(received)));
+    if received != parse_ether("40")? {
+        return Err(fail("the recipient did not receive exactly 40 TEST"));
+    }
+
+    step(
+        9,
+        "The agent tries to pay 80 TEST more: over what is left of its 100 TEST cap",
+    );
+    let (status, refused) = c
+        .intent(&agent, token_call(parse_ether("80")?), None)
+        .await?;
+    if status != 403 || refused["code"] != "token_over_budget" {
+        return Err(fail(format!(
+            "expected 403 token_over_budget, got HTTP {status}: {refused}"
+        )));
+    }
+    kv("HTTP status", status);
+    kv("code", refused["code"].as_str().unwrap_or("?"));
+    kv(
+        "available",
+        refused["details"]["available"]
+            .as_str()
+            .and_then(|a| a.parse::<U256>().ok())
+            .map(|a| format!("{} TEST", format_ether(a)))
+            .unwrap_or_else(|| "?".into()),
+    );
+    kv(
+        "why it holds",
+        "the validator counts every transfer/approve on chain: signing it through \
+         /kms/sign-agent and sending it elsewhere is refused just the same",
+    );
+    let snapshot = env
+        .client
+        .read_session(account, agent.address, &[token])
+        .await?;
+    kv(
+        "session on chain",
+        format!(
+            "{} of {} ETH spent, {} of {} ETH gas charged, {} operations",
+            format_ether(U256::from(snapshot.session.spent)),
+            format_ether(U256::from(snapshot.session.spend_cap)),
+            format_ether(U256::from(snapshot.session.gas_spent)),
+            format_ether(U256::from(snapshot.session.gas_cap)),
+            snapshot.session.ops_used
+        ),
+    );
+    println!(
+        "\nDemo complete: the payments landed through the agent's session, and the chain \
+         holds it to its caps."
+    );
 
     let dir = tempfile::Builder::new().prefix("kms-demo-").tempdir()?;
     write_secret(&dir.path().join("agent.jwt"), &agent.jwt)?;

@@ -7,8 +7,10 @@ import {
 import {IEntryPointSimulations} from "@account-abstraction/contracts/interfaces/IEntryPointSimulations.sol";
 
 import {Clones} from "@openzeppelin/contracts/proxy/Clones.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 
 import {TestBase} from "./utils/TestBase.sol";
+import {Recorder} from "./utils/Mocks.sol";
 import {Simulator} from "./vendor/rhinestone-erc4337-validation/Simulator.sol";
 import {ERC4337SpecsParser} from "./vendor/rhinestone-erc4337-validation/SpecsParser.sol";
 import {ENTRYPOINT_ADDR, etchEntrypoint} from "./vendor/rhinestone-erc4337-validation/lib/ERC4337.sol";
@@ -16,7 +18,9 @@ import {AgentAccount} from "../src/AgentAccount.sol";
 import {AgentAccountFactory} from "../src/AgentAccountFactory.sol";
 import {SessionKeyValidator} from "../src/SessionKeyValidator.sol";
 import {PackedUserOperation, _packValidationData} from "../src/interfaces/IERC4337.sol";
+import {Call} from "../src/interfaces/IAgentAccount.sol";
 import {ISessionKeyValidator} from "../src/interfaces/ISessionKeyValidator.sol";
+import {TestToken} from "../src/testing/TestToken.sol";
 
 interface IEntryPointSim {
     function getUserOpHash(AAPackedUserOperation calldata userOp) external view returns (bytes32);
@@ -80,12 +84,49 @@ contract Erc7562Test is TestBase {
     using Simulator for AAPackedUserOperation;
 
     address internal target = makeAddr("target");
+    Recorder internal rec;
+    TestToken internal token;
 
     function setUp() public {
         _setUpKeys();
         etchEntrypoint();
         validator = new SessionKeyValidator();
         factory = new AgentAccountFactory(ENTRYPOINT_ADDR, validator);
+        rec = new Recorder();
+        token = new TestToken();
+    }
+
+    /// @dev Grants the agent, from `acct`: plain transfers to `target`, `hit` on `rec`, `token` capped,
+    /// with a gas budget (so every operation without a paymaster writes the gas counter).
+    function _grantFrom(address acct) internal {
+        ISessionKeyValidator.SessionGrant memory g = _grantOf(agent, _targets(target), 1 ether, 1 ether);
+        g.revoker = revoker;
+        _addTarget(g, address(rec), false, _sels(Recorder.hit.selector));
+        _addToken(g, address(token), 100e18);
+        vm.prank(acct);
+        validator.grantSession(g);
+    }
+
+    /// @dev The agent's operation on its own lane, signed, for a deployed account.
+    function _sessionOp(address acct, bytes memory callData) internal view returns (PackedUserOperation memory op) {
+        op = _op(acct, _lane(agent, 0), "", callData);
+        op.signature = _sessionSig(agentKey, acct, _hash(op));
+    }
+
+    /// @dev Simulates `op` and checks that validation charged the session (the simulation itself
+    /// leaves no state behind, so the charge is read from a plain run of simulateValidation).
+    function _simulateAndCheckCharged(PackedUserOperation memory op, uint256 tokenAmount) internal {
+        address acct = op.sender;
+        uint256 snap = vm.snapshotState();
+        (bool ok,) = ENTRYPOINT_ADDR.call(abi.encodeCall(IEntryPointSimulations.simulateValidation, (_aa(op))));
+        assertTrue(ok, "simulateValidation reverted");
+        // simulateValidation reverts nothing on success, so the validator's writes are visible here.
+        ISessionKeyValidator.Session memory s = validator.getSession(acct, agent);
+        assertEq(s.gasSpent, _maxCost(op), "gas charged");
+        assertEq(s.opsUsed, 1);
+        assertEq(validator.getPermission(acct, agent, address(token)).tokenSpent, tokenAmount);
+        vm.revertToState(snap);
+        assertTrue(_simulate(op), "ERC-7562 simulation failed");
     }
 
     function _aa(PackedUserOperation memory op) internal pure returns (AAPackedUserOperation memory) {
@@ -134,11 +175,34 @@ contract Erc7562Test is TestBase {
 
     function test_SessionOp_Deployed() public {
         address acct = _deployed(0);
-        vm.prank(acct);
-        validator.grantSession(agent, _targets(target), 1 ether, 0, 0, revoker);
-        PackedUserOperation memory op = _op(acct, uint256(uint160(agent)) << 64, "", _execute(target, 0.5 ether, ""));
-        op.signature = _sessionSig(agentKey, acct, _hash(op));
-        assertTrue(_simulate(op));
+        _grantFrom(acct);
+        _simulateAndCheckCharged(_sessionOp(acct, _execute(target, 0.5 ether, "")), 0);
+    }
+
+    function test_SessionOp_ListedFunction() public {
+        address acct = _deployed(0);
+        _grantFrom(acct);
+        _simulateAndCheckCharged(_sessionOp(acct, _execute(address(rec), 0, abi.encodeCall(Recorder.hit, (1)))), 0);
+    }
+
+    function test_SessionOp_CappedTokenTransfer() public {
+        address acct = _deployed(0);
+        _grantFrom(acct);
+        token.mint(acct, 1000e18);
+        bytes memory data = abi.encodeWithSelector(IERC20.transfer.selector, recipient, 30e18);
+        _simulateAndCheckCharged(_sessionOp(acct, _execute(address(token), 0, data)), 30e18);
+    }
+
+    function test_SessionOp_Batch() public {
+        address acct = _deployed(0);
+        _grantFrom(acct);
+        token.mint(acct, 1000e18);
+        Call[] memory calls = new Call[](4);
+        calls[0] = Call(target, 0.1 ether, "");
+        calls[1] = Call(address(rec), 0.1 ether, abi.encodeCall(Recorder.hit, (1)));
+        calls[2] = Call(address(token), 0, abi.encodeWithSelector(IERC20.approve.selector, recipient, 10e18));
+        calls[3] = Call(address(token), 0, abi.encodeWithSelector(IERC20.transfer.selector, recipient, 5e18));
+        _simulateAndCheckCharged(_sessionOp(acct, _executeBatch(calls)), 15e18);
     }
 
     /// A session op cannot deploy its account: a session is granted by the deployed account, and the
@@ -147,10 +211,8 @@ contract Erc7562Test is TestBase {
     function test_SessionOp_WithInitCode_NeedsStakedFactory() public {
         address acct = factory.getAddress(owner, 0);
         vm.deal(acct, 10 ether);
-        vm.prank(acct);
-        validator.grantSession(agent, _targets(target), 1 ether, 0, 0, revoker);
-        PackedUserOperation memory op =
-            _op(acct, uint256(uint160(agent)) << 64, _initCode(owner, 0), _execute(target, 0.5 ether, ""));
+        _grantFrom(acct);
+        PackedUserOperation memory op = _op(acct, _lane(agent, 0), _initCode(owner, 0), _execute(target, 0.5 ether, ""));
         op.signature = _sessionSig(agentKey, acct, _hash(op));
         vm.expectPartialRevert(ERC4337SpecsParser.InvalidStorageLocation.selector);
         this.simulateExternal(op);
@@ -160,8 +222,7 @@ contract Erc7562Test is TestBase {
     function test_SessionOp_WithInitCode_UnknownSession() public {
         address acct = factory.getAddress(owner, 0);
         vm.deal(acct, 10 ether);
-        PackedUserOperation memory op =
-            _op(acct, uint256(uint160(agent)) << 64, _initCode(owner, 0), _execute(target, 0.5 ether, ""));
+        PackedUserOperation memory op = _op(acct, _lane(agent, 0), _initCode(owner, 0), _execute(target, 0.5 ether, ""));
         op.signature = _sessionSig(agentKey, acct, _hash(op));
         (bool ok, bytes memory ret) = _rawValidation(op);
         assertFalse(ok);
@@ -179,9 +240,11 @@ contract Erc7562Test is TestBase {
 
     function test_SessionOp_StubSignature_SameRules() public {
         address acct = _deployed(0);
-        vm.prank(acct);
-        validator.grantSession(agent, _targets(target), 1 ether, 0, 0, revoker);
-        PackedUserOperation memory op = _op(acct, uint256(uint160(agent)) << 64, "", _execute(target, 0.5 ether, ""));
+        _grantFrom(acct);
+        Call[] memory calls = new Call[](2);
+        calls[0] = Call(address(rec), 0, abi.encodeCall(Recorder.hit, (1)));
+        calls[1] = Call(address(token), 0, abi.encodeWithSelector(IERC20.transfer.selector, recipient, 5e18));
+        PackedUserOperation memory op = _op(acct, _lane(agent, 0), "", _executeBatch(calls));
         op.signature = _stubSessionSig(acct, agent);
         // Validation itself does not revert: it reports a signature failure.
         (bool ok, bytes memory ret) = _rawValidation(op);

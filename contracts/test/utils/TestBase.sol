@@ -25,6 +25,10 @@ interface IEntryPoint {
         uint256 actualGasUsed
     );
 
+    event UserOperationRevertReason(
+        bytes32 indexed userOpHash, address indexed sender, uint256 nonce, bytes revertReason
+    );
+
     function handleOps(PackedUserOperation[] calldata ops, address payable beneficiary) external;
     function getUserOpHash(PackedUserOperation calldata userOp) external view returns (bytes32);
     function getNonce(address sender, uint192 key) external view returns (uint256);
@@ -76,8 +80,15 @@ abstract contract TestBase is Test {
         return IEntryPoint(expected);
     }
 
-    /// @dev A 65-byte owner signature: EIP-191 over `hash`.
+    /// @dev A 65-byte owner operation signature: the raw ECDSA signature over `hash` (the userOpHash).
     function _ownerSig(uint256 pk, bytes32 hash) internal pure returns (bytes memory) {
+        (uint8 v, bytes32 r, bytes32 s) = vm.sign(pk, hash);
+        return abi.encodePacked(r, s, v);
+    }
+
+    /// @dev A 65-byte personal-message (EIP-191) signature of `hash`, as `eth_sign`/`personal_sign` of
+    /// the 32 bytes would make it. Neither an operation signature nor an ERC-1271 signature any more.
+    function _personalSig(uint256 pk, bytes32 hash) internal pure returns (bytes memory) {
         (uint8 v, bytes32 r, bytes32 s) = vm.sign(pk, _ethSigned(hash));
         return abi.encodePacked(r, s, v);
     }
@@ -97,7 +108,13 @@ abstract contract TestBase is Test {
         return keccak256(abi.encodePacked("\x19Ethereum Signed Message:\n32", hash));
     }
 
-    /// @dev An operation with generous gas limits and a 1 gwei fee; no paymaster, no signature.
+    /// @dev The first nonce of `key`'s own lane (nonce key `uint192(uint160(key))`, sequence `seq`).
+    function _lane(address key, uint64 seq) internal pure returns (uint256) {
+        return (uint256(uint160(key)) << 64) | seq;
+    }
+
+    /// @dev An operation with generous gas limits and a 2 gwei max fee; no paymaster, no signature.
+    /// Its maximum cost, what a session is charged, is {MAX_COST}.
     function _op(address sender, uint256 nonce, bytes memory initCode, bytes memory callData)
         internal
         pure
@@ -112,6 +129,34 @@ abstract contract TestBase is Test {
         op.gasFees = bytes32((uint256(1 gwei) << 128) | uint256(2 gwei));
     }
 
+    /// @dev `_op`'s maximum cost: (60,000 + 1,500,000 + 300,000) gas × 2 gwei.
+    uint256 internal constant MAX_COST = 1_860_000 * 2 gwei;
+
+    /// @dev The maximum cost a session is charged for `op` (no paymaster): the EntryPoint's prefund.
+    function _maxCost(PackedUserOperation memory op) internal pure returns (uint256) {
+        uint256 limits = uint256(op.accountGasLimits);
+        return (op.preVerificationGas + (limits >> 128) + uint128(limits)) * uint128(uint256(op.gasFees));
+    }
+
+    /// @dev Sets the gas fields of `op`.
+    function _setGas(
+        PackedUserOperation memory op,
+        uint256 preVerificationGas,
+        uint256 verificationGasLimit,
+        uint256 callGasLimit,
+        uint256 maxPriorityFee,
+        uint256 maxFee
+    ) internal pure {
+        op.preVerificationGas = preVerificationGas;
+        op.accountGasLimits = bytes32((verificationGasLimit << 128) | callGasLimit);
+        op.gasFees = bytes32((maxPriorityFee << 128) | maxFee);
+    }
+
+    /// @dev EntryPoint v0.7/v0.8 paymasterAndData: paymaster ‖ verification gas ‖ postOp gas.
+    function _paymasterAndData(address paymaster) internal pure returns (bytes memory) {
+        return abi.encodePacked(paymaster, uint128(100_000), uint128(50_000));
+    }
+
     function _initCode(address owner_, uint256 salt) internal view returns (bytes memory) {
         return abi.encodePacked(address(factory), abi.encodeCall(AgentAccountFactory.createAccount, (owner_, salt)));
     }
@@ -122,6 +167,77 @@ abstract contract TestBase is Test {
 
     function _executeBatch(Call[] memory calls) internal pure returns (bytes memory) {
         return abi.encodeCall(IAgentAccount.executeBatch, (calls));
+    }
+
+    // ------------------------------------------------------------------ grants
+
+    /// @dev A grant of `key` with no end, no revoker, no paymaster, no usage limit, the given caps,
+    /// and plain-transfer permissions on `targets` (more can be set on the returned struct).
+    function _grantOf(address key, address[] memory targets, uint128 spendCap, uint96 gasCap)
+        internal
+        pure
+        returns (ISessionKeyValidator.SessionGrant memory g)
+    {
+        g.key = key;
+        g.spendCap = spendCap;
+        g.gasCap = gasCap;
+        g.targets = new ISessionKeyValidator.TargetPermission[](targets.length);
+        for (uint256 i; i < targets.length; ++i) {
+            g.targets[i].target = targets[i];
+        }
+        g.tokens = new ISessionKeyValidator.TokenLimit[](0);
+    }
+
+    /// @dev One target permission.
+    function _perm(address target, bool anySelector, bytes4[] memory selectors)
+        internal
+        pure
+        returns (ISessionKeyValidator.TargetPermission memory p)
+    {
+        p.target = target;
+        p.anySelector = anySelector;
+        p.selectors = selectors;
+    }
+
+    /// @dev Appends a target permission to `g`.
+    function _addTarget(
+        ISessionKeyValidator.SessionGrant memory g,
+        address target,
+        bool anySelector,
+        bytes4[] memory selectors
+    ) internal pure {
+        ISessionKeyValidator.TargetPermission[] memory t =
+            new ISessionKeyValidator.TargetPermission[](g.targets.length + 1);
+        for (uint256 i; i < g.targets.length; ++i) {
+            t[i] = g.targets[i];
+        }
+        t[g.targets.length] = _perm(target, anySelector, selectors);
+        g.targets = t;
+    }
+
+    /// @dev Appends a token cap to `g`.
+    function _addToken(ISessionKeyValidator.SessionGrant memory g, address token, uint128 cap) internal pure {
+        ISessionKeyValidator.TokenLimit[] memory t = new ISessionKeyValidator.TokenLimit[](g.tokens.length + 1);
+        for (uint256 i; i < g.tokens.length; ++i) {
+            t[i] = g.tokens[i];
+        }
+        t[g.tokens.length] = ISessionKeyValidator.TokenLimit(token, cap);
+        g.tokens = t;
+    }
+
+    function _sels(bytes4 a) internal pure returns (bytes4[] memory s) {
+        s = new bytes4[](1);
+        s[0] = a;
+    }
+
+    function _sels(bytes4 a, bytes4 b) internal pure returns (bytes4[] memory s) {
+        s = new bytes4[](2);
+        s[0] = a;
+        s[1] = b;
+    }
+
+    function _noSels() internal pure returns (bytes4[] memory) {
+        return new bytes4[](0);
     }
 
     function _targets(address a) internal pure returns (address[] memory t) {
@@ -135,16 +251,13 @@ abstract contract TestBase is Test {
         t[1] = b;
     }
 
-    function _grantCall(address key, address[] memory targets, uint128 cap, uint48 validAfter, uint48 validUntil)
-        internal
-        view
-        returns (bytes memory)
-    {
-        return _execute(
-            address(validator),
-            0,
-            abi.encodeCall(ISessionKeyValidator.grantSession, (key, targets, cap, validAfter, validUntil, revoker))
-        );
+    function _noTargets() internal pure returns (address[] memory) {
+        return new address[](0);
+    }
+
+    /// @dev The account's call of {ISessionKeyValidator.grantSession} with `g`.
+    function _grantCall(ISessionKeyValidator.SessionGrant memory g) internal view returns (bytes memory) {
+        return _execute(address(validator), 0, abi.encodeCall(ISessionKeyValidator.grantSession, (g)));
     }
 
     function _one(PackedUserOperation memory op) internal pure returns (PackedUserOperation[] memory ops) {

@@ -12,7 +12,7 @@
 //! - [`proxy::Proxy`]: a fault-injecting JSON-RPC proxy in front of the bundler.
 //! - [`bins`]: finding and building the workspace binaries the tests spawn.
 //!
-//! Tests live in `e2e/tests/`.
+//! The tests live in one binary, `e2e/tests/it/` (a module per area, one shared stack).
 
 #![warn(missing_docs)]
 

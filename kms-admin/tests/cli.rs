@@ -1,6 +1,6 @@
 //! Every `kms-admin` command, run as the real binary against the companion's real SQLite file
 //! and the TA simulator (`ta-sim`), while the companion itself runs in-process over both.
-//! The chain-side cases (on-chain revocation, balances) are in `e2e/tests/admin.rs` on anvil.
+//! The chain-side cases (on-chain revocation, balances) are in `e2e/tests/it/admin.rs` on anvil.
 
 mod common;
 

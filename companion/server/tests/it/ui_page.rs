@@ -2,9 +2,7 @@
 //! listings it uses (`/kms/list-agent-keys`, `/kms/list-agent-intents`). The
 //! page itself is driven in Chromium by `e2e/browser/run.sh`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,12 +1,10 @@
 //! End-to-end: restarts, audit chain, JWT rotation, health, metrics,
 //! OpenAPI, and the `companion --dev` binary.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::common::*;
 use kms_proto::{JwtSecretStatus, KidStatus};
 use kms_tee_client::TeeBackend;
 use serde_json::{json, Value};

@@ -1,13 +1,11 @@
 //! End-to-end: agent keys and credentials over HTTP, against the real
 //! ta-sim and a SQLite file.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 
+use crate::common::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::*;
 use kms_proto::{SignAgentUserOp, TaError};
 use kms_tee_client::{TeeBackend, TeeError};
 use serde_json::{json, Value};

@@ -1,9 +1,7 @@
 //! End-to-end: the wallet API and the WebAuthn ceremonies, over HTTP
 //! against the companion, the real ta-sim and a SQLite file.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 const HASH: &str = "0x1111111111111111111111111111111111111111111111111111111111111111";

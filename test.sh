@@ -31,6 +31,39 @@ if [ "$free_kib" -lt $((6 * 1024 * 1024)) ]; then
   echo "warning: less than 6 GB free here; a cold run needs about 5 GB (target/ ~3 GB)" >&2
 fi
 
+# What the later stages download (the npm packages of the chain tools and of the browser test,
+# Debian's Chromium) is fetched in the background from the start: network-bound work that
+# overlaps the CPU-bound builds instead of following them. Its output goes to a log shown if it
+# fails; `provisioned` waits for it before the first stage that needs it.
+PROVISION_PID=""
+PROVISION_LOG=""
+if [ "$QUICK" -eq 0 ]; then
+  PROVISION_LOG=$(mktemp "${TMPDIR:-/tmp}/kms-provision.XXXXXX")
+  (
+    set -e
+    need_node
+    need_debs flock:util-linux sha256sum:coreutils
+    # shellcheck source=anvil/lib.sh
+    . anvil/lib.sh
+    kms_ensure_packages
+    e2e/browser/run.sh --install-only
+  ) >"$PROVISION_LOG" 2>&1 &
+  PROVISION_PID=$!
+  # On an early failure, let it finish rather than leave an interrupted apt-get or npm behind.
+  trap '[ -z "$PROVISION_PID" ] || wait "$PROVISION_PID" 2>/dev/null; rm -f "$PROVISION_LOG"' EXIT
+fi
+provisioned() {
+  [ -n "$PROVISION_PID" ] || return 0
+  local started=$SECONDS
+  if ! wait "$PROVISION_PID"; then
+    cat "$PROVISION_LOG" >&2
+    die "installing the npm packages and Chromium failed (log above)"
+  fi
+  echo "(packages installed in the background; waited $((SECONDS - started)) s for them here)"
+  PROVISION_PID=""
+  rm -f "$PROVISION_LOG"
+}
+
 stage "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -50,9 +83,8 @@ cargo clippy -p kms-ta-sim -p workspace-hack --all-targets --locked \
   --features kms-ta-sim/fault-injection -- -D warnings
 
 if [ "$QUICK" -eq 0 ]; then
-  stage "Node.js for the local chain tools"
-  need_node
-  need_debs flock:util-linux sha256sum:coreutils
+  stage "Node.js, the chain tools and Chromium (installed in the background since the start)"
+  provisioned
   stage "Solidity tests (forge, through the pinned solc.js shim)"
   anvil/test-contracts.sh
 fi

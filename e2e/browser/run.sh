@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # e2e/browser/run.sh — drive the companion's /ui page in headless Chromium.
 #
-# usage: e2e/browser/run.sh [--no-chain] [--docs-screenshot FILE]
+# usage: e2e/browser/run.sh [--no-chain] [--docs-screenshot FILE] [--install-only]
 #
 # 1. installs what is missing: Debian's `chromium` (apt-get), Node.js >= 20, and the npm
 #    packages of e2e/browser/package-lock.json (`npm ci`, skipped when node_modules matches);
@@ -14,6 +14,7 @@
 #
 # The companion's API key goes from its stdout file to the test's environment; it is never
 # printed. --docs-screenshot FILE also writes the README screenshot (docs/ui.png).
+# --install-only does step 1 and exits (test.sh runs it early, in the background).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 ROOT="$(cd "$HERE/../.." && pwd -P)"
@@ -23,9 +24,11 @@ cd "$ROOT"
 
 CHAIN=1
 DOCS=""
+INSTALL_ONLY=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-chain) CHAIN=0; shift ;;
+    --install-only) INSTALL_ONLY=1; shift ;;
     --docs-screenshot) [ $# -ge 2 ] || die "--docs-screenshot needs a file"; DOCS="$(realpath -m "$2")"; shift 2 ;;
     -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
@@ -33,8 +36,6 @@ while [ $# -gt 0 ]; do
 done
 
 ARTIFACTS="$HERE/artifacts"
-rm -rf "$ARTIFACTS"
-mkdir -p "$ARTIFACTS"
 
 stage "browser test: Chromium, Node.js, npm packages"
 need_node
@@ -50,6 +51,9 @@ stamp="$HERE/node_modules/.kms-lock-sha256"
   fi
 ) 9>"$HERE/.install.lock"
 echo "chromium: $("$CHROMIUM" --version 2>/dev/null || echo "$CHROMIUM")"
+[ "$INSTALL_ONLY" -eq 1 ] && exit 0
+rm -rf "$ARTIFACTS"
+mkdir -p "$ARTIFACTS"
 
 stage "browser test: build ta-sim and the companion"
 cargo build --locked -p kms-ta-sim -p kms-companion

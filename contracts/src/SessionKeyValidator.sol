@@ -12,8 +12,9 @@ import {ISessionKeyValidator} from "./interfaces/ISessionKeyValidator.sol";
 /// @notice Holds the on-chain policy of agent (session) keys and validates their user operations
 /// for {AgentAccount}s. Whatever an agent signs, what its account can lose is bounded by its session:
 ///
-/// - **lane**: the operation's nonce key must be the key's own, `uint192(uint160(key))`, so an agent
-///   can neither use the owner's lane (0) nor another agent's;
+/// - **lane**: the operation's nonce key must be one of the key's own, `uint160(key)` in its low 160
+///   bits (above them only a period index), so an agent can neither use the owner's lane (0) nor
+///   another agent's;
 /// - **gas**: unless the session's one allowed paymaster pays, each operation is charged its maximum
 ///   cost `(preVerificationGas + verificationGasLimit + callGasLimit) × maxFeePerGas` (what the
 ///   EntryPoint prefunds) against the gas budget; unused gas is not credited back;
@@ -22,7 +23,12 @@ import {ISessionKeyValidator} from "./interfaces/ISessionKeyValidator.sol";
 ///   EntryPoint) and, when it carries data, to a listed function of it (or any function, only when
 ///   granted explicitly); the calls' native value counts against the spend cap;
 /// - **tokens**: on a listed token, `transfer`, `approve`, `increaseAllowance` and
-///   `transferFrom(account, …)` count against that token's cap (an approval counts in full).
+///   `transferFrom(account, …)` count against that token's cap (an approval counts in full);
+/// - **periods** (optional): the native value of the operations of one period counts against a
+///   periodic cap. The operation names its period `p` in the bits of its nonce key above the key's
+///   address, and the validator returns that period's window `[validAfter + p × period, … + period)`
+///   (within the session's window) as the validation data: the EntryPoint, not the validator, checks
+///   the time, so no clock is read in validation.
 ///
 /// Session signature (106 bytes): `0x08 ‖ account (20) ‖ key (20) ‖ r (32) ‖ s (32) ‖ v (1)`, an ECDSA
 /// signature by `key` over the EIP-191 hash `keccak256("\x19Ethereum Signed Message:\n32" ‖ userOpHash)`,
@@ -58,6 +64,14 @@ contract SessionKeyValidator is ISessionKeyValidator {
         address target => mapping(address key => mapping(uint256 epoch => mapping(address account => Permission)))
     ) internal _permissions;
 
+    /// @dev Native value spent per period by key, epoch and period index, then account (innermost).
+    mapping(
+        address key => mapping(uint256 epoch => mapping(uint256 period => mapping(address account => uint128)))
+    ) internal _periodSpent;
+
+    /// @notice Shortest budget period, in seconds.
+    uint32 public constant MIN_PERIOD = 60;
+
     /// @dev Listed selectors by target, selector, key and epoch, then account (innermost).
     mapping(
         address target
@@ -73,9 +87,12 @@ contract SessionKeyValidator is ISessionKeyValidator {
         if (grant.validUntil != 0 && grant.validUntil <= grant.validAfter) {
             revert InvalidValidityWindow(grant.validAfter, grant.validUntil);
         }
+        if ((grant.period == 0) != (grant.periodCap == 0) || (grant.period != 0 && grant.period < MIN_PERIOD)) {
+            revert InvalidPeriod(grant.period, grant.periodCap);
+        }
 
         address account = msg.sender;
-        uint64 epoch = _sessions[key][account].epoch + 1;
+        uint32 epoch = _sessions[key][account].epoch + 1;
         _sessions[key][account] = Session({
             validAfter: grant.validAfter,
             validUntil: grant.validUntil,
@@ -88,7 +105,9 @@ contract SessionKeyValidator is ISessionKeyValidator {
             opsUsed: 0,
             paymaster: grant.paymaster,
             epoch: epoch,
-            active: true
+            active: true,
+            period: grant.period,
+            periodCap: grant.periodCap
         });
 
         address entryPoint = _entryPointOf(account);
@@ -157,8 +176,7 @@ contract SessionKeyValidator is ISessionKeyValidator {
 
         // Policy. Runs whatever the signature, so that estimation with a stub signature takes the
         // path (and the gas) of the real operation.
-        uint192 lane = uint192(uint160(key));
-        if (uint192(userOp.nonce >> 64) != lane) revert NonceLaneNotAllowed(uint192(userOp.nonce >> 64), lane);
+        uint256 periodIndex = _periodOf(session, userOp.nonce >> 64, key);
         _chargeOperation(session, _gasCharge(session, userOp));
         uint256 value = _checkCalls(userOp.callData, account, key, session.epoch, session.spendCap - session.spent);
         if (value != 0) {
@@ -167,7 +185,9 @@ contract SessionKeyValidator is ISessionKeyValidator {
             uint128 totalSpent = session.spent + uint128(value);
             session.spent = totalSpent;
             emit SessionSpent(account, key, value, totalSpent);
+            if (session.period != 0) _chargePeriod(session, account, key, periodIndex, value);
         }
+        (uint48 validAfter, uint48 validUntil) = _window(session, periodIndex);
 
         (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(
             MessageHashUtils.toEthSignedMessageHash(userOpHash),
@@ -176,7 +196,7 @@ contract SessionKeyValidator is ISessionKeyValidator {
             bytes32(sig[73:105])
         );
         bool sigFailed = err != ECDSA.RecoverError.NoError || signer != key;
-        return _packValidationData(sigFailed, session.validUntil, session.validAfter);
+        return _packValidationData(sigFailed, validUntil, validAfter);
     }
 
     /// @inheritdoc ISessionKeyValidator
@@ -200,12 +220,26 @@ contract SessionKeyValidator is ISessionKeyValidator {
     }
 
     /// @inheritdoc ISessionKeyValidator
-    function readSession(address account, address key, address[] calldata targets, bytes4[] calldata selectors)
+    function readSession(
+        address account,
+        address key,
+        address[] calldata targets,
+        bytes4[] calldata selectors,
+        uint48 at
+    )
         external
         view
-        returns (Session memory session, Permission[] memory permissions, bool[] memory selectorAllowed)
+        returns (
+            Session memory session,
+            Permission[] memory permissions,
+            bool[] memory selectorAllowed,
+            uint256 periodIndex,
+            uint256 spentInPeriod
+        )
     {
-        if (targets.length != selectors.length) revert LengthMismatch(targets.length, selectors.length);
+        if (targets.length != selectors.length) {
+            revert LengthMismatch(targets.length, selectors.length);
+        }
         session = _sessions[key][account];
         permissions = new Permission[](targets.length);
         selectorAllowed = new bool[](targets.length);
@@ -213,6 +247,15 @@ contract SessionKeyValidator is ISessionKeyValidator {
             permissions[i] = _permissions[targets[i]][key][session.epoch][account];
             selectorAllowed[i] = _selectors[targets[i]][selectors[i]][key][session.epoch][account];
         }
+        if (session.period != 0 && at >= session.validAfter) {
+            periodIndex = (at - session.validAfter) / session.period;
+            spentInPeriod = _periodSpent[key][session.epoch][periodIndex][account];
+        }
+    }
+
+    /// @inheritdoc ISessionKeyValidator
+    function periodSpent(address account, address key, uint256 periodIndex) external view returns (uint256) {
+        return _periodSpent[key][_sessions[key][account].epoch][periodIndex][account];
     }
 
     /// @inheritdoc ISessionKeyValidator
@@ -258,6 +301,56 @@ contract SessionKeyValidator is ISessionKeyValidator {
         if (ok && ret.length >= 32) entryPoint = abi.decode(ret, (address));
     }
 
+    /// @dev The period an operation names in its nonce key, after checking the lane: the low 160 bits
+    /// must be the key, the 32 bits above them the period index (0 unless the session is periodic).
+    function _periodOf(Session storage session, uint256 nonceKey, address key) private view returns (uint256) {
+        uint192 lane = uint192(uint160(key));
+        uint256 periodIndex = nonceKey >> 160;
+        // The low 160 bits on purpose: they must name the key.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        if (address(uint160(nonceKey)) != key || (periodIndex != 0 && session.period == 0)) {
+            // Cannot truncate: a nonce key is 192 bits.
+            // forge-lint: disable-next-line(unsafe-typecast)
+            revert NonceLaneNotAllowed(uint192(nonceKey), lane);
+        }
+        return periodIndex;
+    }
+
+    /// @dev The validity window of an operation of `periodIndex`: the session's window, narrowed to
+    /// the period's for a periodic session. Reverts when the period lies outside the window.
+    function _window(Session storage session, uint256 periodIndex)
+        private
+        view
+        returns (uint48 validAfter, uint48 validUntil)
+    {
+        validAfter = session.validAfter;
+        validUntil = session.validUntil;
+        uint256 period = session.period;
+        if (period == 0) return (validAfter, validUntil);
+        uint256 start = validAfter + periodIndex * period;
+        uint256 end = start + period - 1;
+        if (validUntil != 0 && end > validUntil) end = validUntil;
+        if (start > end || end > type(uint48).max) revert PeriodOutsideWindow(periodIndex);
+        // Cannot truncate: start <= end <= 2^48 - 1.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        return (uint48(start), uint48(end));
+    }
+
+    /// @dev Counts `value` against the periodic cap of `periodIndex`.
+    function _chargePeriod(Session storage session, address account, address key, uint256 periodIndex, uint256 value)
+        private
+    {
+        mapping(address => uint128) storage spentIn = _periodSpent[key][session.epoch][periodIndex];
+        uint128 spent = spentIn[account];
+        uint256 remaining = session.periodCap - spent;
+        if (value > remaining) revert PeriodCapExceeded(periodIndex, value, remaining);
+        // Cannot truncate: value <= periodCap - spent < 2^128.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        uint128 total = spent + uint128(value);
+        spentIn[account] = total;
+        emit PeriodSpent(account, key, periodIndex, value, total);
+    }
+
     /// @dev What the operation is charged against the gas budget: 0 when the session's paymaster
     /// pays, else its maximum cost. Reverts when it names a paymaster the session does not allow.
     function _gasCharge(Session storage session, PackedUserOperation calldata userOp) private view returns (uint256) {
@@ -293,7 +386,7 @@ contract SessionKeyValidator is ISessionKeyValidator {
     /// @dev Checks every call of `callData` (the account's `execute` or `executeBatch`) against the
     /// permissions of `epoch` and counts token amounts; returns the operation's total native value,
     /// kept within `remaining`.
-    function _checkCalls(bytes calldata callData, address account, address key, uint64 epoch, uint256 remaining)
+    function _checkCalls(bytes calldata callData, address account, address key, uint32 epoch, uint256 remaining)
         private
         returns (uint256 total)
     {
@@ -319,7 +412,7 @@ contract SessionKeyValidator is ISessionKeyValidator {
     }
 
     /// @dev Reverts unless the session of `epoch` may make this call; counts a capped token's amount.
-    function _checkCall(address target, bytes memory data, address account, address key, uint64 epoch) private {
+    function _checkCall(address target, bytes memory data, address account, address key, uint32 epoch) private {
         if (target == account || target == address(this)) revert ForbiddenTarget(target);
         Permission storage p = _permissions[target][key][epoch][account];
         if (!p.allowed) revert TargetNotAllowed(target);
@@ -360,12 +453,12 @@ contract SessionKeyValidator is ISessionKeyValidator {
         } else {
             return false;
         }
-        uint128 spent = p.tokenSpent;
+        uint112 spent = p.tokenSpent;
         uint256 remaining = p.tokenCap - spent;
         if (amount > remaining) revert TokenCapExceeded(token, amount, remaining);
-        // Cannot truncate: amount <= tokenCap - spent < 2^128.
+        // Cannot truncate: amount <= tokenCap - spent < 2^112.
         // forge-lint: disable-next-line(unsafe-typecast)
-        uint128 total = spent + uint128(amount);
+        uint112 total = spent + uint112(amount);
         p.tokenSpent = total;
         emit TokenSpent(account, key, token, amount, total);
         return true;

@@ -209,7 +209,7 @@ mod tests {
         let sel = |sig: &str| <[u8; 4]>::try_from(&keccak256(sig)[..4]).unwrap();
         assert_eq!(
             SessionKeyValidator::grantSessionCall::SELECTOR,
-            sel("grantSession((address,uint48,uint48,address,uint128,uint96,address,uint32,(address,bool,bytes4[])[],(address,uint128)[]))")
+            sel("grantSession((address,uint48,uint48,address,uint128,uint96,address,uint32,uint32,uint128,(address,bool,bytes4[])[],(address,uint112)[]))")
         );
         assert_eq!(
             SessionKeyValidator::revokeSessionCall::SELECTOR,

@@ -12,7 +12,10 @@ import {PackedUserOperation} from "./IERC4337.sol";
 /// Whatever the key signs, the account's outflow is bounded by what the session grants: native value
 /// by `spendCap`, gas by `gasCap` (unless the named paymaster pays), each listed token by its cap
 /// (`transfer`, `approve`, `increaseAllowance` and `transferFrom(account, …)` count), and nothing else
-/// moves because every call goes to a listed target and, with data, to an allowed function.
+/// moves because every call goes to a listed target and, with data, to an allowed function. A periodic
+/// budget (`period`, `periodCap`) also caps the native value per period, without reading the clock in
+/// validation: the operation names its period in its nonce key and the validator returns that
+/// period's window as the validation data, which the EntryPoint enforces.
 interface ISessionKeyValidator {
     /// @notice The functions a session may call on one target (grant input).
     /// @param target The contract or address called.
@@ -31,10 +34,11 @@ interface ISessionKeyValidator {
     /// token allows its `transfer`, `approve`, `increaseAllowance` and `transferFrom(account, …)`, each
     /// counted; its other functions need a `TargetPermission` with their selectors.
     /// @param token The token contract.
-    /// @param cap The most the session may move or approve in total, in the token's units (> 0).
+    /// @param cap The most the session may move or approve in total, in the token's units (> 0; 112
+    /// bits, so that the cap and what was counted share one storage slot).
     struct TokenLimit {
         address token;
-        uint128 cap;
+        uint112 cap;
     }
 
     /// @notice Everything an account grants to one agent key ({grantSession} input).
@@ -49,6 +53,10 @@ interface ISessionKeyValidator {
     /// @param paymaster The one paymaster the session's operations may use (then nothing is charged to
     /// `gasCap`), or 0: no paymaster.
     /// @param maxOps The most operations the session may make (0 = no limit).
+    /// @param period Length of a budget period in seconds (0 = no periodic budget; else at least 60).
+    /// Period `p` runs from `validAfter + p × period` for `period` seconds (within the window).
+    /// @param periodCap Cap on the native value of the calls in one period, in wei (with a period only,
+    /// and then > 0). `spendCap` still caps the total.
     /// @param targets The call targets and their functions (no duplicates).
     /// @param tokens The ERC-20 caps (no duplicates).
     struct SessionGrant {
@@ -60,11 +68,14 @@ interface ISessionKeyValidator {
         uint96 gasCap;
         address paymaster;
         uint32 maxOps;
+        uint32 period;
+        uint128 periodCap;
         TargetPermission[] targets;
         TokenLimit[] tokens;
     }
 
-    /// @notice The stored state of one session, i.e. one (account, key) pair (four storage slots).
+    /// @notice The stored state of one session, i.e. one (account, key) pair (five storage slots; the
+    /// fifth, `periodCap`, is read only by periodic sessions).
     /// @param validAfter First timestamp at which the key's operations are valid.
     /// @param validUntil Last timestamp at which the key's operations are valid (0 = no end).
     /// @param revoker An address that may revoke the session besides the account (0 = none).
@@ -78,6 +89,8 @@ interface ISessionKeyValidator {
     /// @param epoch Grant counter of this (account, key): 0 = never granted; every grant adds one.
     /// Permissions are stored per epoch, so a new grant never inherits old targets, functions or tokens.
     /// @param active True from a grant until a revocation.
+    /// @param period Budget period in seconds (0 = none).
+    /// @param periodCap Native-value cap per period, in wei.
     struct Session {
         uint48 validAfter;
         uint48 validUntil;
@@ -89,11 +102,13 @@ interface ISessionKeyValidator {
         uint32 maxOps;
         uint32 opsUsed;
         address paymaster;
-        uint64 epoch;
+        uint32 epoch;
         bool active;
+        uint32 period;
+        uint128 periodCap;
     }
 
-    /// @notice What the current grant of a session allows on one target (two storage slots).
+    /// @notice What the current grant of a session allows on one target (one storage slot).
     /// @param allowed The target is listed (as a target or as a token).
     /// @param anySelector Every function of the target may be called.
     /// @param isToken The target is an ERC-20 token with a cap.
@@ -103,8 +118,8 @@ interface ISessionKeyValidator {
         bool allowed;
         bool anySelector;
         bool isToken;
-        uint128 tokenCap;
-        uint128 tokenSpent;
+        uint112 tokenCap;
+        uint112 tokenSpent;
     }
 
     /// @notice Emitted when an account grants (or re-grants) a session to a key.
@@ -126,6 +141,16 @@ interface ISessionKeyValidator {
     /// @param amount The value of this operation, in wei.
     /// @param totalSpent The cumulative value spent in this grant after this operation, in wei.
     event SessionSpent(address indexed account, address indexed key, uint256 amount, uint256 totalSpent);
+
+    /// @notice Emitted when a validated operation of a periodic session moves native value.
+    /// @param account The account.
+    /// @param key The agent key address.
+    /// @param periodIndex The period.
+    /// @param amount The value of this operation, in wei.
+    /// @param totalSpent The value spent in this period after this operation, in wei.
+    event PeriodSpent(
+        address indexed account, address indexed key, uint256 indexed periodIndex, uint256 amount, uint256 totalSpent
+    );
 
     /// @notice Emitted when a validated session operation moves or approves a capped token.
     /// @param account The account.
@@ -161,10 +186,26 @@ interface ISessionKeyValidator {
     /// @param key The agent key address.
     error SessionIsRevoked(address account, address key);
 
-    /// @notice The operation's nonce key is not the key's own lane (`uint192(uint160(key))`).
+    /// @notice The operation's nonce key is not one of the key's own lanes: `uint160(key)` in the low 160
+    /// bits, and above them the period index (0 unless the session has a period).
     /// @param nonceKey The nonce key of the operation (`nonce >> 64`).
-    /// @param expected The key's lane.
+    /// @param expected The key's lane for period 0.
     error NonceLaneNotAllowed(uint192 nonceKey, uint192 expected);
+
+    /// @notice The period the operation names lies outside the session's window (or past 2^48 − 1).
+    /// @param periodIndex The period named in the nonce key.
+    error PeriodOutsideWindow(uint256 periodIndex);
+
+    /// @notice The operation's native value would take its period over the periodic cap.
+    /// @param periodIndex The period.
+    /// @param requested The value of the operation.
+    /// @param remaining What is left of the period's cap, in wei.
+    error PeriodCapExceeded(uint256 periodIndex, uint256 requested, uint256 remaining);
+
+    /// @notice A period shorter than 60 seconds, a period without a cap, or a cap without a period.
+    /// @param period The period given.
+    /// @param periodCap The periodic cap given.
+    error InvalidPeriod(uint32 period, uint128 periodCap);
 
     /// @notice The operation names a paymaster the session does not allow.
     /// @param paymaster The paymaster named (0 when `paymasterAndData` is shorter than an address).
@@ -301,19 +342,41 @@ interface ISessionKeyValidator {
         view
         returns (bool);
 
-    /// @notice One read for an off-chain pre-check: the session, and for each `(targets[i],
-    /// selectors[i])` the target's permission and whether the selector is listed.
+    /// @notice One read for an off-chain pre-check: the session, for each `(targets[i], selectors[i])` the
+    /// target's permission and whether the selector is listed, and the period that contains `at`.
     /// @param account The account.
     /// @param key The agent key address.
     /// @param targets The targets of the calls to check.
     /// @param selectors The selector of each call (same length as `targets`; any value for plain transfers).
+    /// @param at A timestamp (the caller's "now").
     /// @return session The session.
     /// @return permissions The permission of each target.
     /// @return selectorAllowed Whether each selector is listed for its target.
-    function readSession(address account, address key, address[] calldata targets, bytes4[] calldata selectors)
+    /// @return periodIndex The period containing `at` (0 without a period, or before `validAfter`).
+    /// @return spentInPeriod The native value spent in that period, in wei.
+    function readSession(
+        address account,
+        address key,
+        address[] calldata targets,
+        bytes4[] calldata selectors,
+        uint48 at
+    )
         external
         view
-        returns (Session memory session, Permission[] memory permissions, bool[] memory selectorAllowed);
+        returns (
+            Session memory session,
+            Permission[] memory permissions,
+            bool[] memory selectorAllowed,
+            uint256 periodIndex,
+            uint256 spentInPeriod
+        );
+
+    /// @notice The native value spent by the session's current grant in period `periodIndex`.
+    /// @param account The account.
+    /// @param key The agent key address.
+    /// @param periodIndex The period.
+    /// @return The value spent, in wei.
+    function periodSpent(address account, address key, uint256 periodIndex) external view returns (uint256);
 
     /// @notice True when the session is granted, not revoked, and inside its validity window now
     /// (`validAfter <= block.timestamp` and, unless `validUntil` is 0, `block.timestamp <= validUntil`).

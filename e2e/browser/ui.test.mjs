@@ -3,9 +3,9 @@
 // (visible error), register a passkey and create a wallet, create an agent
 // (JWT shown once: a 3-part HS256 JWT whose claims match the agent shown, not
 // stored, not logged, gone once hidden), keyboard-only agent creation, grant
-// a session on-chain (or, without a chain, a visible refusal), see the
-// agent's intents, revoke (and the revoked JWT refused by the API), narrow
-// layout. Screenshots go to $ARTIFACTS_DIR (default ./artifacts).
+// a session on-chain with a periodic budget (or, without a chain, a visible
+// refusal), see the agent's intents, revoke (and the revoked JWT refused by
+// the API), narrow layout. Screenshots go to $ARTIFACTS_DIR (default ./artifacts).
 //
 // Environment:
 //   UI_ORIGIN       http://localhost:<port> of the companion (required; rp id localhost)
@@ -309,6 +309,7 @@ try {
       back: m.fromBaseUnits('123456789012345678123456789012345678', 18),
       selector: JSON.stringify(m.parseFunction(' transfer(address, uint256) ')),
       split: JSON.stringify(m.splitFunctions('transfer(address,uint256), 0x12345678; f((uint8,address)[])')),
+      periods: [3600, 86400, 604800, 172800, 5400, 75].map(m.describePeriod).join(', '),
     };
   });
   assert.deepEqual(exact, {
@@ -323,6 +324,7 @@ try {
     back: '123456789012345678.123456789012345678',
     selector: JSON.stringify({ value: 'transfer(address,uint256)', key: '0xa9059cbb' }),
     split: JSON.stringify(['transfer(address,uint256)', '0x12345678', 'f((uint8,address)[])']),
+    periods: 'hour, day, week, 2 days, 90 minutes, 75 seconds',
   });
 
   step('grant a session: invalid input is refused in the page');
@@ -362,6 +364,34 @@ try {
   await panel.getByLabel('Paymaster (optional)').fill(`0x${'0'.repeat(40)}`);
   await refused(/Paymaster: not the zero address/, 'grant-paymaster');
   await panel.getByLabel('Paymaster (optional)').fill('');
+  // The periodic budget: both or neither, a period of at least a minute, a cap above 0.
+  const periodChoice = panel.getByLabel('Period', { exact: true });
+  const periodCap = panel.getByLabel('Cap per period (ETH)');
+  const periodSecs = panel.getByLabel('Period length (seconds)');
+  assert.equal(await periodChoice.inputValue(), '', 'no periodic budget by default');
+  assert.ok(await periodSecs.isHidden(), 'the seconds field only for another period');
+  await periodChoice.selectOption({ label: 'Day' });
+  await refused(/Cap per period: enter the most ETH per day, or choose no period/, 'grant-period-cap');
+  await periodCap.fill('0');
+  await refused(/Cap per period: more than 0/, 'grant-period-cap');
+  await periodCap.fill('0.1.2');
+  await refused(/Cap per period: Enter an amount in ETH/, 'grant-period-cap');
+  await periodCap.fill('0.0000000000000000001');
+  await refused(/Cap per period: At most 18 decimals in ETH/, 'grant-period-cap');
+  await periodCap.fill('0.1');
+  await periodChoice.selectOption({ label: 'None' });
+  await refused(/Periodic budget: choose a period for the cap per period, or leave the cap empty/, 'grant-period');
+  await periodChoice.selectOption({ label: 'Other (seconds)' });
+  await periodSecs.waitFor({ state: 'visible' });
+  await periodSecs.fill('59');
+  await refused(/Period length: a whole number of seconds from 60 \(a minute\)/, 'grant-period-secs');
+  await periodSecs.fill('4294967296');
+  await refused(/Period length: a whole number of seconds from 60/, 'grant-period-secs');
+  await periodSecs.fill('');
+  await refused(/Period length: a whole number of seconds from 60/, 'grant-period-secs');
+  await periodChoice.selectOption({ label: 'None' });
+  assert.ok(await periodSecs.isHidden());
+  await periodCap.fill('');
   await panel.getByRole('button', { name: 'Add an ERC-20 cap' }).click();
   const tokenRow = panel.locator('.token-row').first();
   assert.equal(await page.evaluate(() => document.activeElement.className), 'token-address', 'focus on the new row');
@@ -403,16 +433,22 @@ try {
     await rpc('anvil_setBalance', [operator, '0xde0b6b3a7640000']); // 1 ETH
     result.predictedAccount = predicted;
 
-    step('grant a session on-chain: plain transfers, listed functions, a token cap, gas and usage limits');
+    step('grant a session on-chain: plain transfers, listed functions, a token cap, gas and usage limits, a periodic budget');
     // mint(address,uint256) is 0x40c10f19; 0x095ea7b3 is approve(address,uint256).
     await targetsField.fill(`${GRANT_TARGET}\n${TEST_TOKEN}: mint(address, uint256), 0x095ea7b3`);
     await panel.getByLabel('Spend cap (ETH)').fill('0.5');
     await panel.getByLabel('Gas budget (ETH)').fill('0.05');
     await panel.getByLabel('Usage limit (optional)').fill('10');
+    await periodChoice.selectOption({ label: 'Day' });
+    await periodCap.fill('0.2');
     await panel.getByRole('button', { name: 'Add an ERC-20 cap' }).click();
     await panel.locator('.token-row').getByLabel('Token address').fill(TEST_TOKEN);
     await panel.locator('.token-row').getByLabel('Cap (whole tokens)').fill('100');
+    const granting = page.waitForRequest((r) => r.url().endsWith('/kms/agent-sessions') && r.method() === 'POST');
     await panel.getByRole('button', { name: 'Grant session' }).click();
+    const grantBody = JSON.parse((await granting).postData());
+    assert.equal(grantBody.period, 86400, 'a day, in seconds');
+    assert.equal(grantBody.periodCap, '200000000000000000', '0.2 ETH, exactly');
     const res = page.locator('#grant-result');
     await res.waitFor({ state: 'visible', timeout: 120_000 });
     assert.ok(await notice.isHidden(), `no error: ${await page.locator('#notice-text').textContent()}`);
@@ -423,7 +459,7 @@ try {
     assert.ok(account, 'the smart account is shown');
     assert.equal(account.trim().toLowerCase(), predicted, 'the account is the factory\'s counterfactual address');
     assert.ok(hashes.length >= 2, 'the userOpHash and the transaction hash are shown');
-    await row.locator('.agent-session').filter({ hasText: '0.5 ETH' }).waitFor();
+    await row.locator('.agent-session').filter({ hasText: '0.5 ETH · 0.2 ETH per day · until' }).waitFor();
     result.account = account.trim();
     result.userOpHash = hashes[0].trim();
     result.transactionHash = hashes[1].trim();
@@ -446,6 +482,11 @@ try {
     assert.equal((await agentFacts.locator('.session-spend-cap').textContent()).trim(), '0.5 ETH');
     assert.equal((await agentFacts.locator('.session-gas-cap').textContent()).trim(), '0.05 ETH');
     assert.equal((await agentFacts.locator('.session-max-ops').textContent()).trim(), '10 operations');
+    assert.equal((await agentFacts.locator('.session-period').textContent()).trim(), '0.2 ETH per day');
+    const listed = await api('/kms/list-agent-keys', { humanKeyId: walletId }, { 'x-api-key': API_KEY });
+    const listedSession = listed.body.agentKeys.find((k) => k.keyId === credKeyId).session;
+    assert.equal(listedSession.period, 86400, JSON.stringify(listedSession));
+    assert.equal(listedSession.periodCap, '200000000000000000');
     assert.equal((await agentFacts.locator('.session-paymaster').textContent()).trim(), 'none: the account pays gas');
     await shot(page, '04-session-granted');
 
@@ -476,7 +517,17 @@ try {
     await panel.locator('.token-row').getByLabel('Token address').fill(DEAD);
     await panel.locator('.token-row').getByLabel('Cap (whole tokens)').fill('1.5');
     await panel.locator('.token-row').getByLabel('Decimals').fill('6');
+    // A period of 30 minutes given in seconds, 0.05 ETH each: what the page asks the passkey for.
+    await periodChoice.selectOption({ label: 'Other (seconds)' });
+    await periodSecs.fill('1800');
+    await periodCap.fill('0.05');
+    const asking = page.waitForRequest((r) => r.url().endsWith('/BeginAuthentication') && r.method() === 'POST');
     await panel.getByRole('button', { name: 'Grant session' }).click();
+    const asked = JSON.parse((await asking).postData());
+    assert.equal(asked.Purpose, 'GrantSession');
+    assert.equal(asked.Payload.period, 1800);
+    assert.equal(asked.Payload.periodCap, '50000000000000000', '0.05 ETH, exactly');
+    assert.deepEqual(asked.Payload.tokens, [{ token: DEAD, cap: '1500000' }]);
     await notice.waitFor({ state: 'visible' });
     assert.match(await page.locator('#notice-title').textContent(), /Grant session failed/);
     await assertInView(page, notice, 'the error is in view where the action was started');
@@ -554,6 +605,8 @@ try {
   await other.getByRole('button', { name: 'Manage agent keyboard-bot' }).click();
   await page.locator('#grant-form').waitFor({ state: 'visible' });
   await panel.getByRole('button', { name: 'Add an ERC-20 cap' }).click();
+  await periodChoice.selectOption({ label: 'Other (seconds)' });
+  await periodSecs.waitFor({ state: 'visible' });
   const formOverflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(formOverflow <= 0, `the grant form is wider than the screen by ${formOverflow}px`);
   await shot(page, '07b-narrow-grant-form');

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::cli::StatusFilter;
 use crate::ctx::{chain_error, Ctx};
 use crate::error::{AdminError, Exit, Result};
-use crate::fmt::{ether_of, ops_of, ts, ts_opt, window, Table};
+use crate::fmt::{ether_of, ops_of, per_period, ts, ts_opt, window, Table};
 use crate::Report;
 
 /// How many on-chain session reads `list-agent-keys` keeps in flight.
@@ -151,6 +151,7 @@ fn render(agents: &[AgentKey], sessions: &[Session], from_chain: bool) -> Report
         "ACCOUNT",
         "SESSION",
         "VALUE",
+        "PERIOD",
         "GAS",
         "OPS",
         "WINDOW",
@@ -159,8 +160,8 @@ fn render(agents: &[AgentKey], sessions: &[Session], from_chain: bool) -> Report
     for (a, s) in agents.iter().zip(sessions) {
         let account = a.account.clone().unwrap_or_else(|| "-".into());
         let dash = || "-".to_owned();
-        let (state, value, gas, ops, win, session_json) = match s {
-            Session::None => (dash(), dash(), dash(), dash(), dash(), Value::Null),
+        let (state, value, period, gas, ops, win, session_json) = match s {
+            Session::None => (dash(), dash(), dash(), dash(), dash(), dash(), Value::Null),
             Session::Db { grant } => {
                 let g = grant.as_ref();
                 (
@@ -171,6 +172,11 @@ fn render(agents: &[AgentKey], sessions: &[Session], from_chain: bool) -> Report
                         Some(Err(_)) => a.spend_cap.clone().unwrap_or_default(),
                         None => "?".to_owned(),
                     },
+                    per_period(
+                        None,
+                        g.map(|g| U256::from(g.period_cap)),
+                        g.map(|g| g.period),
+                    ),
                     ether_of(None, g.map(|g| U256::from(g.gas_cap))),
                     ops_of(None, g.map(|g| g.max_ops)),
                     match (a.valid_after, a.valid_until) {
@@ -186,6 +192,11 @@ fn render(agents: &[AgentKey], sessions: &[Session], from_chain: bool) -> Report
                         "gasSpent": null,
                         "maxOps": g.map(|g| g.max_ops),
                         "opsUsed": null,
+                        "period": g.map(|g| g.period),
+                        "periodCap": g.map(|g| g.period_cap.to_string()),
+                        "periodIndex": null,
+                        "periodSpent": null,
+                        "periodEndsAt": null,
                         "paymaster": g.and_then(|g| g.paymaster),
                         "validAfter": a.valid_after,
                         "validUntil": a.valid_until,
@@ -210,6 +221,10 @@ fn render(agents: &[AgentKey], sessions: &[Session], from_chain: bool) -> Report
                     "revoked"
                 };
                 let g = grant.as_ref();
+                // The period containing the block's time, and what it spent (none without a
+                // period).
+                let periodic = session.period != 0;
+                let current = |v: Value| if periodic { v } else { Value::Null };
                 // Each recorded token as the chain counts it in the current grant.
                 let tokens = g.map(|g| {
                     g.tokens
@@ -229,6 +244,11 @@ fn render(agents: &[AgentKey], sessions: &[Session], from_chain: bool) -> Report
                     ether_of(
                         Some(U256::from(session.spent)),
                         Some(U256::from(session.spend_cap)),
+                    ),
+                    per_period(
+                        Some(U256::from(snap.period_spent)),
+                        Some(U256::from(session.period_cap)),
+                        Some(session.period),
                     ),
                     ether_of(
                         Some(U256::from(session.gas_spent)),
@@ -251,6 +271,13 @@ fn render(agents: &[AgentKey], sessions: &[Session], from_chain: bool) -> Report
                         "gasSpent": session.gas_spent.to_string(),
                         "maxOps": session.max_ops,
                         "opsUsed": session.ops_used,
+                        "period": session.period,
+                        "periodCap": session.period_cap.to_string(),
+                        "periodIndex": current(json!(snap.period_index)),
+                        "periodSpent": current(json!(snap.period_spent.to_string())),
+                        "periodEndsAt": session
+                            .period_window(snap.period_index)
+                            .map(|(_, end)| end),
                         "paymaster": nonzero(session.paymaster),
                         "validAfter": session.valid_after,
                         "validUntil": session.valid_until,
@@ -271,6 +298,7 @@ fn render(agents: &[AgentKey], sessions: &[Session], from_chain: bool) -> Report
             account,
             state,
             value,
+            period,
             gas,
             ops,
             win,
@@ -296,7 +324,8 @@ fn render(agents: &[AgentKey], sessions: &[Session], from_chain: bool) -> Report
         let count = |st: AgentStatus| agents.iter().filter(|a| a.status == st).count();
         format!(
             "{}{} agent key(s): {} active, {} revoked, {} pending, {} failed. Sessions read {}.\n\
-             VALUE and GAS: spent/cap; OPS: operations used/limit (∞: no limit{}).\n",
+             VALUE and GAS: spent/cap; PERIOD: spent in the current budget period/cap per \
+             period (-: no periodic budget); OPS: operations used/limit (∞: no limit{}).\n",
             t.render(),
             agents.len(),
             count(AgentStatus::Active),
@@ -316,4 +345,131 @@ fn render(agents: &[AgentKey], sessions: &[Session], from_chain: bool) -> Report
         )
     };
     Report::ok(human, Value::Array(rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kms_chain::session::OnChainSession;
+
+    const ACCOUNT: &str = "0x2222222222222222222222222222222222222222";
+    const AGENT: &str = "0x3333333333333333333333333333333333333333";
+
+    fn agent(index: u32) -> AgentKey {
+        AgentKey {
+            wallet_id: "12345678-9abc-4def-8011-223344556677".into(),
+            agent_index: index,
+            label: format!("bot{index}"),
+            status: AgentStatus::Active,
+            agent_address: Some(AGENT.into()),
+            public_key: None,
+            credential_hash: None,
+            kid: None,
+            generation: Some(1),
+            issued_at: Some(1_700_000_000),
+            expires_at: Some(1_700_086_400),
+            failure: None,
+            created_at: 1_700_000_000,
+            updated_at: 1_700_000_000,
+            revoked_at: None,
+            account: Some(ACCOUNT.into()),
+            targets: Some(format!("[\"{AGENT}\"]")),
+            spend_cap: Some("1000000000000000000".into()),
+            valid_after: Some(1_700_000_000),
+            valid_until: Some(1_900_000_000),
+            revoker: None,
+            session_tx_hash: None,
+            session_json: None,
+        }
+    }
+
+    /// A session read from the chain at `1_700_000_000 + 3 days + 1 h`: 1 ETH in total, and
+    /// `period_cap` wei per `period` seconds (0: none), of which period 3 spent `period_spent`.
+    fn on_chain(period: u32, period_cap: u128, period_spent: u128) -> Session {
+        let session = OnChainSession {
+            valid_after: 1_700_000_000,
+            valid_until: 1_900_000_000,
+            spend_cap: 1_000_000_000_000_000_000,
+            spent: 250_000_000_000_000_000,
+            gas_cap: 10_000_000_000_000_000,
+            epoch: 1,
+            active: true,
+            period,
+            period_cap,
+            ..OnChainSession::default()
+        };
+        let at = 1_700_000_000 + 3 * 86_400 + 3600;
+        Session::Chain {
+            snap: Box::new(SessionSnapshot {
+                account: ACCOUNT.parse().unwrap(),
+                key: AGENT.parse().unwrap(),
+                validator: Address::repeat_byte(9),
+                block_number: 42,
+                block_timestamp: at,
+                session,
+                remaining_budget: U256::ZERO,
+                allowed_targets: Default::default(),
+                permissions: Default::default(),
+                listed_selectors: Default::default(),
+                at,
+                period_index: session.period_index(at),
+                period_spent,
+            }),
+            grant: None,
+        }
+    }
+
+    #[test]
+    fn chain_sessions_show_the_current_period() {
+        let agents = [agent(0), agent(1)];
+        // 0.1 ETH per day, 0.04 spent in period 3; and a session without a periodic budget.
+        let sessions = [
+            on_chain(86_400, 100_000_000_000_000_000, 40_000_000_000_000_000),
+            on_chain(0, 0, 0),
+        ];
+        let r = render(&agents, &sessions, true);
+        let lines: Vec<&str> = r.human.lines().collect();
+        let header = lines[0];
+        let titles: Vec<&str> = header.split_whitespace().collect();
+        let value = titles.iter().position(|t| *t == "VALUE").unwrap();
+        assert_eq!(
+            titles[value..value + 3],
+            ["VALUE", "PERIOD", "GAS"],
+            "{header}"
+        );
+        // The cell sits under its title.
+        assert_eq!(
+            header.find("PERIOD"),
+            lines[1].find("0.04/0.1 ETH per day"),
+            "{}",
+            r.human
+        );
+        assert!(
+            lines[1].contains("0.25/1 ETH  0.04/0.1 ETH per day  0/0.01 ETH"),
+            "{}",
+            r.human
+        );
+        assert!(lines[2].contains("0.25/1 ETH  -"), "{}", r.human);
+        assert!(r
+            .human
+            .contains("PERIOD: spent in the current budget period"));
+
+        let periodic = &r.json[0]["session"];
+        assert_eq!(periodic["source"], "chain");
+        assert_eq!(periodic["period"], 86_400, "{periodic}");
+        assert_eq!(periodic["periodCap"], "100000000000000000");
+        assert_eq!(periodic["periodIndex"], 3);
+        assert_eq!(periodic["periodSpent"], "40000000000000000");
+        assert_eq!(
+            periodic["periodEndsAt"],
+            1_700_000_000 + 4 * 86_400 - 1,
+            "the last second of period 3"
+        );
+        let plain = &r.json[1]["session"];
+        assert_eq!(plain["period"], 0, "{plain}");
+        assert_eq!(plain["periodCap"], "0");
+        for none in ["periodIndex", "periodSpent", "periodEndsAt"] {
+            assert!(plain[none].is_null(), "{none}: {plain}");
+        }
+    }
 }

@@ -165,6 +165,39 @@ pub fn ops_of(used: Option<u32>, max: Option<u32>) -> String {
     }
 }
 
+/// A budget period's length in words: `hour`, `day`, `week`, `2 days`, `90 minutes`, `75 s`
+/// (the largest of week, day, hour, minute that divides it; else seconds).
+pub fn period_name(secs: u32) -> String {
+    const UNITS: [(u32, &str); 4] = [
+        (604_800, "week"),
+        (86_400, "day"),
+        (3600, "hour"),
+        (60, "minute"),
+    ];
+    for (len, unit) in UNITS {
+        if secs != 0 && secs.is_multiple_of(len) {
+            let n = secs / len;
+            return if n == 1 {
+                unit.to_owned()
+            } else {
+                format!("{n} {unit}s")
+            };
+        }
+    }
+    format!("{secs} s")
+}
+
+/// A periodic budget, compact: what the current period spent of its cap and the period's length,
+/// `0.02/0.1 ETH per day` (`?` for an unknown amount, as [`ether_of`]); `-` without a period (0),
+/// `?` when the period itself is unknown.
+pub fn per_period(spent: Option<U256>, cap: Option<U256>, period: Option<u32>) -> String {
+    match period {
+        None => "?".into(),
+        Some(0) => "-".into(),
+        Some(p) => format!("{} per {}", ether_of(spent, cap), period_name(p)),
+    }
+}
+
 /// Wei given as a decimal string (as the database stores caps) as ether, or the string as
 /// it is if it does not parse.
 pub fn ether_str(wei: &str) -> String {
@@ -242,6 +275,32 @@ mod tests {
         assert_eq!(ops_of(None, Some(10)), "?/10");
         assert_eq!(ops_of(None, Some(0)), "?/∞");
         assert_eq!(ops_of(Some(1), None), "?");
+    }
+
+    #[test]
+    fn periodic_budgets() {
+        assert_eq!(period_name(3600), "hour");
+        assert_eq!(period_name(86_400), "day");
+        assert_eq!(period_name(604_800), "week");
+        assert_eq!(period_name(2 * 86_400), "2 days");
+        assert_eq!(period_name(5400), "90 minutes");
+        assert_eq!(period_name(60), "minute");
+        assert_eq!(period_name(75), "75 s");
+        let wei = |w: u128| Some(U256::from(w));
+        assert_eq!(
+            per_period(
+                wei(20_000_000_000_000_000),
+                wei(100_000_000_000_000_000),
+                Some(86_400)
+            ),
+            "0.02/0.1 ETH per day"
+        );
+        assert_eq!(
+            per_period(None, wei(100_000_000_000_000_000), Some(3 * 3600)),
+            "?/0.1 ETH per 3 hours"
+        );
+        assert_eq!(per_period(wei(0), wei(0), Some(0)), "-");
+        assert_eq!(per_period(None, None, None), "?");
     }
 
     #[test]

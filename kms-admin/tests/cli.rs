@@ -128,7 +128,7 @@ async fn list_and_revoke_agent_keys_db_only_and_idempotent() {
     let db = env.server().state.db.clone();
     let wallet = owner.wallet.clone();
     // The whole grant, as the companion records it: functions, a token cap, gas cap, paymaster,
-    // usage limit.
+    // usage limit, a periodic budget of 0.5 ETH per day.
     let grant = SessionGrant {
         key: addr1.parse().unwrap(),
         targets: vec![
@@ -148,6 +148,8 @@ async fn list_and_revoke_agent_keys_db_only_and_idempotent() {
         gas_cap: 10_000_000_000_000_000,
         paymaster: Some(address!("0x7777777777777777777777777777777777777777")),
         max_ops: 5,
+        period: 86_400,
+        period_cap: 500_000_000_000_000_000,
         valid_after: 1_700_000_000,
         valid_until: 1_900_000_000,
         revoker: address!("0x4444444444444444444444444444444444444444"),
@@ -177,11 +179,11 @@ async fn list_and_revoke_agent_keys_db_only_and_idempotent() {
     assert!(out.stdout.contains("1.5 ETH"), "{out:?}");
     assert!(out.stdout.contains("2 active"), "{out:?}");
     // Caps from the database; what was spent or used needs the chain.
-    for cell in ["?/1.5 ETH", "?/0.01 ETH", "?/5"] {
+    for cell in ["?/1.5 ETH", "?/0.5 ETH per day", "?/0.01 ETH", "?/5"] {
         assert!(out.stdout.contains(cell), "{cell} missing: {out:?}");
     }
     let header = out.stdout.lines().next().unwrap();
-    for col in ["VALUE", "GAS", "OPS", "WINDOW"] {
+    for col in ["VALUE", "PERIOD", "GAS", "OPS", "WINDOW"] {
         assert!(header.contains(col), "{col} missing: {header}");
     }
     assert!(!out.stdout.contains(&jwt0) && !out.stdout.contains(&jwt1));
@@ -199,11 +201,20 @@ async fn list_and_revoke_agent_keys_db_only_and_idempotent() {
     assert_eq!(session["spendCap"], "1500000000000000000");
     assert_eq!(session["gasCap"], "10000000000000000", "{session}");
     assert_eq!(session["maxOps"], 5);
+    assert_eq!(session["period"], 86_400, "{session}");
+    assert_eq!(session["periodCap"], "500000000000000000", "{session}");
     assert_eq!(
         session["paymaster"],
         "0x7777777777777777777777777777777777777777"
     );
-    for unknown in ["spent", "gasSpent", "opsUsed"] {
+    for unknown in [
+        "spent",
+        "gasSpent",
+        "opsUsed",
+        "periodIndex",
+        "periodSpent",
+        "periodEndsAt",
+    ] {
         assert!(session[unknown].is_null(), "{unknown}: {session}");
     }
     assert_eq!(
@@ -232,6 +243,7 @@ async fn list_and_revoke_agent_keys_db_only_and_idempotent() {
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("?/1.5 ETH"), "{out:?}");
     assert!(!out.stdout.contains("?/0.01 ETH"), "{out:?}");
+    assert!(!out.stdout.contains("per day"), "{out:?}");
     let old = admin(&env, &["--json", "list-agent-keys", "--wallet", &wallet])
         .await
         .json();
@@ -241,6 +253,8 @@ async fn list_and_revoke_agent_keys_db_only_and_idempotent() {
     for absent in [
         "gasCap",
         "maxOps",
+        "period",
+        "periodCap",
         "paymaster",
         "targetPermissions",
         "tokens",

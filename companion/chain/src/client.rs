@@ -591,30 +591,38 @@ impl ChainClient {
     }
 
     /// The nonce for the next operation under `guard` (see [`crate::nonce`]): the EntryPoint's
-    /// next nonce for the guard's key, after waiting up to `timeout` for the inclusion of the
-    /// operation the guard last submitted if the chain has not passed it yet. On timeout the
-    /// in-flight record is cleared (so a dropped operation does not block the key for ever) and
-    /// the receipt timeout is returned.
+    /// next nonce for the guard's key, once [`ChainClient::settle_in_flight`] has let the chain
+    /// pass (or the bundler include) the operation the guard last submitted.
     pub async fn next_nonce(
         &self,
         guard: &mut NonceGuard,
         timeout: Duration,
     ) -> Result<U256, ChainError> {
-        let on_chain = self.nonce(guard.sender(), guard.key()).await?;
-        let Some(pending) = guard.blocks(on_chain) else {
-            guard.clear();
-            return Ok(on_chain);
+        self.settle_in_flight(guard, timeout).await?;
+        self.nonce(guard.sender(), guard.key()).await
+    }
+
+    /// Waits up to `timeout` for the inclusion of the operation `guard` last submitted (under
+    /// whichever key) when the chain has not passed its nonce yet, then forgets it. On timeout the
+    /// record is cleared too (so a dropped operation does not block for ever) and the receipt
+    /// timeout is returned. Reading a session after this sees what that operation spent.
+    pub async fn settle_in_flight(
+        &self,
+        guard: &mut NonceGuard,
+        timeout: Duration,
+    ) -> Result<(), ChainError> {
+        let Some(in_flight) = guard.in_flight() else {
+            return Ok(());
         };
-        match self.wait_for_receipt(pending.user_op_hash, timeout).await {
-            Ok(_) => {
-                guard.clear();
-                self.nonce(guard.sender(), guard.key()).await
-            }
-            Err(e) => {
-                guard.clear();
-                Err(e)
-            }
+        let (key, _) = NonceKey::split(in_flight.nonce);
+        let on_chain = self.nonce(guard.sender(), key).await?;
+        if guard.blocks(on_chain).is_none() {
+            guard.clear();
+            return Ok(());
         }
+        let waited = self.wait_for_receipt(in_flight.user_op_hash, timeout).await;
+        guard.clear();
+        waited.map(|_| ())
     }
 
     /// Submits a signed operation (see [`BundlerClient::submit`]: transient failures are retried
@@ -662,10 +670,11 @@ impl ChainClient {
         account: Address,
         key: Address,
         calls: &[Call],
+        at: u64,
     ) -> Result<SessionSnapshot, ChainError> {
         self.inner
             .node
-            .read_session_for_calls(account, key, calls)
+            .read_session_for_calls(account, key, calls, at)
             .await
     }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use alloy::eips::BlockId;
 use alloy::network::TransactionBuilder;
-use alloy::primitives::{Address, U256};
+use alloy::primitives::{aliases::U48, Address, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::{BlockNumberOrTag, TransactionRequest};
 use kms_contracts::{AgentAccount, SessionKeyValidator};
@@ -23,6 +23,7 @@ use crate::client::{ChainError, Fees, RevokeOutcome};
 use crate::operator::{OperatorSigner, OperatorSignerError, RevokeSessionTx};
 use crate::session::{
     revoke_call_data, selector_of, OnChainSession, Selector, SessionSnapshot, TargetState,
+    MAX_UINT48,
 };
 
 /// A node and the session key validator on it. Cheap to clone.
@@ -167,7 +168,8 @@ impl NodeClient {
     }
 
     /// Reads the session of `key` on `account` with the permission of each of `targets`, at
-    /// the latest block (see [`NodeClient::read_session_for_calls`]).
+    /// the latest block, and the budget period containing that block's timestamp (see
+    /// [`NodeClient::read_session_for_calls`]).
     pub async fn read_session(
         &self,
         account: Address,
@@ -176,23 +178,27 @@ impl NodeClient {
     ) -> Result<SessionSnapshot, ChainError> {
         let probes: Vec<(Address, Selector)> =
             targets.iter().map(|t| (*t, Selector::ZERO)).collect();
-        self.read_session_probes(account, key, &probes).await
+        self.read_session_probes(account, key, &probes, None).await
     }
 
-    /// Reads what the pre-check of `calls` needs, in one `readSession` call at the latest block:
-    /// the session of `key` on `account`, the permission of each call's target and whether each
-    /// call's selector is listed for it.
+    /// Reads what the pre-check of `calls` at time `at` (unix seconds: the caller's "now", which
+    /// is what bundlers check validity windows against) needs, in one `readSession` call at the
+    /// latest block: the session of `key` on `account`, the permission of each call's target,
+    /// whether each call's selector is listed for it, and the budget period containing `at` with
+    /// what it has spent.
     pub async fn read_session_for_calls(
         &self,
         account: Address,
         key: Address,
         calls: &[Call],
+        at: u64,
     ) -> Result<SessionSnapshot, ChainError> {
         let probes: Vec<(Address, Selector)> = calls
             .iter()
             .map(|c| (c.to, selector_of(&c.data).unwrap_or_default()))
             .collect();
-        self.read_session_probes(account, key, &probes).await
+        self.read_session_probes(account, key, &probes, Some(at))
+            .await
     }
 
     async fn read_session_probes(
@@ -200,6 +206,7 @@ impl NodeClient {
         account: Address,
         key: Address,
         probes: &[(Address, Selector)],
+        at: Option<u64>,
     ) -> Result<SessionSnapshot, ChainError> {
         let block = self
             .provider
@@ -207,14 +214,15 @@ impl NodeClient {
             .await
             .map_err(|e| self.node_err("reading the latest block", e))?
             .ok_or_else(|| self.node_err("reading the latest block", "no latest block"))?;
-        let at = BlockId::number(block.header.number);
+        let block_id = BlockId::number(block.header.number);
         let mut unique: Vec<(Address, Selector)> = probes.to_vec();
         unique.sort();
         unique.dedup();
         let (targets, selectors): (Vec<Address>, Vec<Selector>) = unique.iter().copied().unzip();
+        let at = at.unwrap_or(block.header.timestamp).min(MAX_UINT48);
         let read = SessionKeyValidator::new(self.validator, &self.provider)
-            .readSession(account, key, targets, selectors)
-            .block(at)
+            .readSession(account, key, targets, selectors, U48::from(at))
+            .block(block_id)
             .call()
             .await
             .map_err(|e| self.node_err("reading the session", e))?;
@@ -245,6 +253,9 @@ impl NodeClient {
             allowed_targets,
             permissions,
             listed_selectors,
+            at,
+            period_index: read.periodIndex.saturating_to(),
+            period_spent: read.spentInPeriod.saturating_to(),
         })
     }
 

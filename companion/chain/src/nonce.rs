@@ -4,7 +4,9 @@
 //! sequence (`EntryPoint.getNonce(sender, key)`). The owner uses key 0 ([`NonceKey::OWNER`]); an
 //! agent uses a key derived from its key address ([`NonceKey::for_agent`]), so two agents of one
 //! account never compete for the same sequence, and an agent's key is the same whatever index or
-//! label the companion gives it.
+//! label the companion gives it. `SessionKeyValidator` refuses an agent's operation in any other
+//! lane. An agent whose session has a periodic budget names the period in the 32 bits above its
+//! address ([`NonceKey::for_agent_period`]): one lane per period.
 //!
 //! [`NonceTracker`] serialises the operations of one (sender, key) inside one process and
 //! remembers the last one submitted: the next operation of that key waits until it is included
@@ -31,6 +33,12 @@ impl NonceKey {
     /// distinct keys, and no agent address (never zero) gives the owner's key 0.
     pub fn for_agent(agent_key: Address) -> Self {
         NonceKey(U192::from_be_slice(agent_key.as_slice()))
+    }
+
+    /// The key of an agent's operations in budget period `period_index`: `period_index << 160 |
+    /// agent` (the key of period 0 is [`NonceKey::for_agent`]'s).
+    pub fn for_agent_period(agent_key: Address, period_index: u32) -> Self {
+        NonceKey(Self::for_agent(agent_key).0 | (U192::from(period_index) << 160))
     }
 
     /// The full nonce of `sequence` under this key: `key << 64 | sequence`.
@@ -117,11 +125,14 @@ impl NonceGuard {
     }
 
     /// Whether the in-flight operation (if any) still holds a sequence the chain has not passed:
-    /// `on_chain` is the EntryPoint's next nonce for this key.
+    /// `on_chain` is the EntryPoint's next nonce for the in-flight operation's key (an operation
+    /// under another key never blocks).
     pub fn blocks(&self, on_chain: U256) -> Option<InFlight> {
-        let (_, chain_seq) = NonceKey::split(on_chain);
-        self.in_flight
-            .filter(|f| NonceKey::split(f.nonce).1 >= chain_seq)
+        let (chain_key, chain_seq) = NonceKey::split(on_chain);
+        self.in_flight.filter(|f| {
+            let (key, seq) = NonceKey::split(f.nonce);
+            key == chain_key && seq >= chain_seq
+        })
     }
 
     /// Records that the operation with `nonce` and `user_op_hash` was accepted by the bundler.
@@ -163,8 +174,9 @@ mod tests {
             };
             // The chain has not passed it yet: it blocks the next one.
             assert_eq!(g.blocks(key.nonce(0)), Some(f));
-            // Once the chain is past it, it does not.
+            // Once the chain is past it, it does not; nor does another key's nonce.
             assert_eq!(g.blocks(key.nonce(1)), None);
+            assert_eq!(g.blocks(other.nonce(0)), None);
             assert_eq!(g.in_flight(), Some(f));
             g.clear();
             assert_eq!(g.in_flight(), None);
@@ -203,6 +215,24 @@ mod tests {
             a.0,
             U192::from_str_radix("4b39F7b0624b9dB86AD293686bc38B903142dbBc", 16).unwrap()
         );
+    }
+
+    #[test]
+    fn period_lanes_keep_the_agent_in_the_low_bits() {
+        let agent = address!("0x4b39F7b0624b9dB86AD293686bc38B903142dbBc");
+        assert_eq!(
+            NonceKey::for_agent_period(agent, 0),
+            NonceKey::for_agent(agent)
+        );
+        let p7 = NonceKey::for_agent_period(agent, 7);
+        assert_eq!(p7.0 >> 160, U192::from(7));
+        assert_eq!(
+            p7.0 & ((U192::from(1) << 160) - U192::from(1)),
+            NonceKey::for_agent(agent).0
+        );
+        let max = NonceKey::for_agent_period(agent, u32::MAX);
+        assert_eq!(max.0 >> 160, U192::from(u32::MAX));
+        assert_ne!(max, NonceKey::OWNER);
     }
 
     #[test]

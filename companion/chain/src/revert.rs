@@ -50,6 +50,8 @@ impl DecodedRevert {
             "UsageLimitReached" => RefusalCode::UsageExhausted,
             "PaymasterNotAllowed" => RefusalCode::PaymasterNotAllowed,
             "NonceLaneNotAllowed" => RefusalCode::LaneNotAllowed,
+            "PeriodCapExceeded" => RefusalCode::PeriodOverBudget,
+            "PeriodOutsideWindow" => RefusalCode::SessionExpired,
             "SessionIsRevoked" => RefusalCode::SessionRevoked,
             "UnknownSession" => RefusalCode::NoSession,
             _ => return None,
@@ -301,6 +303,22 @@ mod tests {
                 }
                 .abi_encode(),
                 Some(RefusalCode::LaneNotAllowed),
+            ),
+            (
+                SessionKeyValidator::PeriodCapExceeded {
+                    periodIndex: U256::from(1),
+                    requested: U256::from(9),
+                    remaining: U256::from(1),
+                }
+                .abi_encode(),
+                Some(RefusalCode::PeriodOverBudget),
+            ),
+            (
+                SessionKeyValidator::PeriodOutsideWindow {
+                    periodIndex: U256::from(9),
+                }
+                .abi_encode(),
+                Some(RefusalCode::SessionExpired),
             ),
             (
                 SessionKeyValidator::AccountMismatch {

@@ -28,6 +28,10 @@ use crate::account::{total_value, Call};
 pub const MAX_UINT48: u64 = (1 << 48) - 1;
 /// Largest gas cap the validator stores (`uint96`).
 pub const MAX_GAS_CAP: u128 = (1 << 96) - 1;
+/// Largest token cap the validator stores (`uint112`).
+pub const MAX_TOKEN_CAP: u128 = (1 << 112) - 1;
+/// Shortest budget period the validator accepts, in seconds.
+pub const MIN_PERIOD: u32 = 60;
 /// Most targets (and, separately, tokens) in one grant.
 pub const MAX_TARGETS: usize = 64;
 /// Most tokens in one grant.
@@ -141,7 +145,8 @@ impl TargetPermission {
 pub struct TokenLimit {
     /// The token contract.
     pub token: Address,
-    /// The most the session may move or approve in total, in the token's units (> 0).
+    /// The most the session may move or approve in total, in the token's units (1 to
+    /// [`MAX_TOKEN_CAP`]).
     #[serde(with = "u128_string")]
     pub cap: u128,
 }
@@ -169,6 +174,13 @@ pub struct SessionGrant {
     /// Most operations in this grant (0 = no limit).
     #[serde(default)]
     pub max_ops: u32,
+    /// Budget period in seconds (0 = none, else at least [`MIN_PERIOD`]); period `p` starts at
+    /// `valid_after + p × period`.
+    #[serde(default)]
+    pub period: u32,
+    /// Cap on the native value of one period, in wei (with a period only, then > 0).
+    #[serde(default, with = "u128_string")]
+    pub period_cap: u128,
     /// First valid timestamp (unix seconds).
     pub valid_after: u64,
     /// Last valid timestamp (unix seconds; 0 = no end).
@@ -256,6 +268,24 @@ pub enum InvalidGrant {
     /// A token with a zero cap.
     #[error("token {0} has a zero cap: leave it out instead")]
     ZeroTokenCap(Address),
+    /// A token cap over 112 bits.
+    #[error("token {token} has a cap of {cap}, over the validator's 112 bits")]
+    TokenCapTooLarge {
+        /// The token.
+        token: Address,
+        /// The cap given.
+        cap: u128,
+    },
+    /// A period without a cap, a cap without a period, or a period under [`MIN_PERIOD`].
+    #[error(
+        "period {period} s with periodCap {period_cap}: give both (a period of at least {MIN_PERIOD} s and a cap above 0) or neither"
+    )]
+    InvalidPeriod {
+        /// The period given.
+        period: u32,
+        /// The periodic cap given.
+        period_cap: u128,
+    },
     /// The gas cap does not fit 96 bits.
     #[error("gasCap {0} does not fit the validator's 96 bits")]
     GasCapTooLarge(u128),
@@ -296,6 +326,14 @@ impl SessionGrant {
         }
         if self.gas_cap > MAX_GAS_CAP {
             return Err(InvalidGrant::GasCapTooLarge(self.gas_cap));
+        }
+        if (self.period == 0) != (self.period_cap == 0)
+            || (self.period != 0 && self.period < MIN_PERIOD)
+        {
+            return Err(InvalidGrant::InvalidPeriod {
+                period: self.period,
+                period_cap: self.period_cap,
+            });
         }
         if self.paymaster == Some(Address::ZERO) {
             return Err(InvalidGrant::ZeroPaymaster);
@@ -359,6 +397,12 @@ impl SessionGrant {
             if l.cap == 0 {
                 return Err(InvalidGrant::ZeroTokenCap(l.token));
             }
+            if l.cap > MAX_TOKEN_CAP {
+                return Err(InvalidGrant::TokenCapTooLarge {
+                    token: l.token,
+                    cap: l.cap,
+                });
+            }
             if !tokens.insert(l.token) {
                 return Err(InvalidGrant::DuplicateTarget(l.token));
             }
@@ -398,6 +442,8 @@ impl SessionGrant {
                 gasCap: alloy::primitives::aliases::U96::from(self.gas_cap.min(MAX_GAS_CAP)),
                 paymaster: self.paymaster.unwrap_or(Address::ZERO),
                 maxOps: self.max_ops,
+                period: self.period,
+                periodCap: self.period_cap,
                 targets: self
                     .targets
                     .iter()
@@ -412,7 +458,7 @@ impl SessionGrant {
                     .iter()
                     .map(|l| ISessionKeyValidator::TokenLimit {
                         token: l.token,
-                        cap: l.cap,
+                        cap: alloy::primitives::aliases::U112::from(l.cap.min(MAX_TOKEN_CAP)),
                     })
                     .collect(),
             },
@@ -468,9 +514,39 @@ pub struct OnChainSession {
     pub epoch: u64,
     /// Granted and not revoked.
     pub active: bool,
+    /// Budget period in seconds (0 = none).
+    pub period: u32,
+    /// Native-value cap per period, in wei.
+    pub period_cap: u128,
 }
 
 impl OnChainSession {
+    /// The window of period `index` of a periodic session, `(start, end)` inclusive: from
+    /// `valid_after + index × period`, `period` seconds long, clipped to `valid_until`. `None`
+    /// without a period, or when the period lies outside the window (the validator's
+    /// `PeriodOutsideWindow`).
+    pub fn period_window(&self, index: u64) -> Option<(u64, u64)> {
+        if self.period == 0 {
+            return None;
+        }
+        let period = u64::from(self.period);
+        let start = self.valid_after.checked_add(index.checked_mul(period)?)?;
+        let mut end = start.checked_add(period - 1)?;
+        if self.valid_until != 0 {
+            end = end.min(self.valid_until);
+        }
+        (start <= end && end <= MAX_UINT48).then_some((start, end))
+    }
+
+    /// The index of the period containing `at` (0 before the window starts; 0 without a period).
+    pub fn period_index(&self, at: u64) -> u64 {
+        if self.period == 0 || at <= self.valid_after {
+            0
+        } else {
+            (at - self.valid_after) / u64::from(self.period)
+        }
+    }
+
     /// The native value the key may still move (0 unless active).
     pub fn remaining_value(&self) -> U256 {
         if self.active {
@@ -503,8 +579,10 @@ impl From<ISessionKeyValidator::Session> for OnChainSession {
             max_ops: s.maxOps,
             ops_used: s.opsUsed,
             paymaster: s.paymaster,
-            epoch: s.epoch,
+            epoch: u64::from(s.epoch),
             active: s.active,
+            period: s.period,
+            period_cap: s.periodCap,
         }
     }
 }
@@ -531,8 +609,8 @@ impl From<ISessionKeyValidator::Permission> for TargetState {
             allowed: p.allowed,
             any_selector: p.anySelector,
             is_token: p.isToken,
-            token_cap: p.tokenCap,
-            token_spent: p.tokenSpent,
+            token_cap: p.tokenCap.to::<u128>(),
+            token_spent: p.tokenSpent.to::<u128>(),
         }
     }
 }
@@ -561,6 +639,12 @@ pub struct SessionSnapshot {
     pub permissions: BTreeMap<Address, TargetState>,
     /// The (target, selector) pairs asked about that the current grant lists explicitly.
     pub listed_selectors: BTreeSet<(Address, Selector)>,
+    /// The time the period was chosen for (the caller's "now"; unix seconds).
+    pub at: u64,
+    /// The period containing `at` (0 without a period): an operation built now names it.
+    pub period_index: u64,
+    /// The native value spent in that period, in wei.
+    pub period_spent: u128,
 }
 
 /// What this agent already has in flight: intents recorded but neither settled nor passed by
@@ -575,11 +659,23 @@ pub struct InFlight {
     pub ops: u32,
     /// Token amounts, per token.
     pub tokens: BTreeMap<Address, U256>,
+    /// Native value of those in the period of the intent being checked (its nonce lane).
+    pub period_value: U256,
 }
 
 impl InFlight {
-    /// Adds one intent's charges.
-    pub fn add(&mut self, value: U256, gas: U256, tokens: &BTreeMap<Address, U256>) {
+    /// Adds one intent's charges; `same_period` when it is in the period (the lane) of the
+    /// intent being checked.
+    pub fn add(
+        &mut self,
+        value: U256,
+        gas: U256,
+        tokens: &BTreeMap<Address, U256>,
+        same_period: bool,
+    ) {
+        if same_period {
+            self.period_value = self.period_value.saturating_add(value);
+        }
         self.value = self.value.saturating_add(value);
         self.gas = self.gas.saturating_add(gas);
         self.ops = self.ops.saturating_add(1);
@@ -621,11 +717,15 @@ pub enum RefusalCode {
     PaymasterNotAllowed,
     /// The operation's nonce key is not the agent's own lane (from the chain).
     LaneNotAllowed,
+    /// The intent's value exceeds what is left of the current period's cap.
+    PeriodOverBudget,
+    /// The current budget period ends too soon for a bundler to accept the operation.
+    PeriodEnding,
 }
 
 impl RefusalCode {
     /// Every code, in declaration order.
-    pub const ALL: [RefusalCode; 13] = [
+    pub const ALL: [RefusalCode; 15] = [
         RefusalCode::NoSession,
         RefusalCode::SessionRevoked,
         RefusalCode::SessionNotYetValid,
@@ -639,12 +739,15 @@ impl RefusalCode {
         RefusalCode::UsageExhausted,
         RefusalCode::PaymasterNotAllowed,
         RefusalCode::LaneNotAllowed,
+        RefusalCode::PeriodOverBudget,
+        RefusalCode::PeriodEnding,
     ];
 
     /// The code's string: `"no_session"`, `"session_revoked"`, `"session_not_yet_valid"`,
     /// `"session_expired"`, `"target_not_allowed"`, `"selector_not_allowed"`, `"over_budget"`,
     /// `"gas_over_budget"`, `"token_over_budget"`, `"malformed_token_call"`,
-    /// `"usage_exhausted"`, `"paymaster_not_allowed"` or `"lane_not_allowed"`.
+    /// `"usage_exhausted"`, `"paymaster_not_allowed"`, `"lane_not_allowed"`,
+    /// `"period_over_budget"` or `"period_ending"`.
     pub fn as_str(self) -> &'static str {
         match self {
             RefusalCode::NoSession => "no_session",
@@ -660,6 +763,8 @@ impl RefusalCode {
             RefusalCode::UsageExhausted => "usage_exhausted",
             RefusalCode::PaymasterNotAllowed => "paymaster_not_allowed",
             RefusalCode::LaneNotAllowed => "lane_not_allowed",
+            RefusalCode::PeriodOverBudget => "period_over_budget",
+            RefusalCode::PeriodEnding => "period_ending",
         }
     }
 }
@@ -716,6 +821,20 @@ pub enum Refusal {
     SessionExpired {
         /// Window end.
         valid_until: u64,
+        /// The time checked.
+        now: u64,
+        /// The margin required.
+        margin_secs: u64,
+    },
+    /// The current budget period ends within the margin.
+    #[error(
+        "budget period {period_index} ends at {ends_at} (unix seconds); now is {now} and bundlers need {margin_secs} s of validity left: retry once the next period starts"
+    )]
+    PeriodEnding {
+        /// The current period.
+        period_index: u64,
+        /// Its last second.
+        ends_at: u64,
         /// The time checked.
         now: u64,
         /// The margin required.
@@ -787,6 +906,24 @@ pub enum Refusal {
         /// Token amounts of this agent's intents in flight.
         in_flight: U256,
     },
+    /// Too much value for the current period.
+    #[error(
+        "the intent moves {requested} wei but only {available} wei of budget period {period_index} are available (left {remaining}, in flight {in_flight}); the next period starts at {resets_at}"
+    )]
+    PeriodOverBudget {
+        /// The current period.
+        period_index: u64,
+        /// Total value of the intent.
+        requested: U256,
+        /// `remaining − in_flight` (saturating).
+        available: U256,
+        /// What is left of the period's cap on chain.
+        remaining: U256,
+        /// Value of this agent's intents in flight in this period.
+        in_flight: U256,
+        /// When the next period starts (unix seconds).
+        resets_at: u64,
+    },
     /// Too much value.
     #[error(
         "the intent moves {requested} wei but only {available} wei are available (remaining budget {remaining}, in flight {in_flight})"
@@ -811,6 +948,8 @@ impl Refusal {
             Refusal::SessionRevoked { .. } => RefusalCode::SessionRevoked,
             Refusal::SessionNotYetValid { .. } => RefusalCode::SessionNotYetValid,
             Refusal::SessionExpired { .. } => RefusalCode::SessionExpired,
+            Refusal::PeriodEnding { .. } => RefusalCode::PeriodEnding,
+            Refusal::PeriodOverBudget { .. } => RefusalCode::PeriodOverBudget,
             Refusal::UsageExhausted { .. } => RefusalCode::UsageExhausted,
             Refusal::GasOverBudget { .. } => RefusalCode::GasOverBudget,
             Refusal::TargetNotAllowed { .. } => RefusalCode::TargetNotAllowed,
@@ -935,6 +1074,28 @@ pub fn precheck(
             margin_secs: margins.min_remaining_secs,
         });
     }
+    // A periodic session: the operation names the period containing `now`, valid until its end.
+    let period = if s.period == 0 {
+        None
+    } else {
+        let index = snapshot.period_index;
+        let Some((_, end)) = s.period_window(index) else {
+            return Err(Refusal::SessionExpired {
+                valid_until: s.valid_until,
+                now,
+                margin_secs: margins.min_remaining_secs,
+            });
+        };
+        if end < now.saturating_add(margins.min_remaining_secs) {
+            return Err(Refusal::PeriodEnding {
+                period_index: index,
+                ends_at: end,
+                now,
+                margin_secs: margins.min_remaining_secs,
+            });
+        }
+        Some((index, end))
+    };
     if s.max_ops != 0 && u64::from(s.ops_used) + u64::from(in_flight.ops) >= u64::from(s.max_ops) {
         return Err(Refusal::UsageExhausted {
             max_ops: s.max_ops,
@@ -1028,6 +1189,20 @@ pub fn precheck(
             in_flight: in_flight.value,
         });
     }
+    if let Some((period_index, end)) = period {
+        let remaining = U256::from(s.period_cap.saturating_sub(snapshot.period_spent));
+        let available = remaining.saturating_sub(in_flight.period_value);
+        if requested > available {
+            return Err(Refusal::PeriodOverBudget {
+                period_index,
+                requested,
+                available,
+                remaining,
+                in_flight: in_flight.period_value,
+                resets_at: end.saturating_add(1),
+            });
+        }
+    }
     Ok(PrecheckPass {
         value: requested,
         budget_after: available - requested,
@@ -1069,6 +1244,8 @@ mod tests {
             paymaster: Address::ZERO,
             epoch: 1,
             active: true,
+            period: 0,
+            period_cap: 0,
         };
         let listed = TargetState {
             allowed: true,
@@ -1101,6 +1278,9 @@ mod tests {
             .into_iter()
             .collect(),
             listed_selectors: [(DAPP, SWAP)].into_iter().collect(),
+            at: NOW,
+            period_index: 0,
+            period_spent: 0,
         }
     }
 
@@ -1365,7 +1545,7 @@ mod tests {
                 in_flight: U256::ZERO,
             }
         );
-        in_flight.add(U256::ZERO, U256::from(8_000), &BTreeMap::new());
+        in_flight.add(U256::ZERO, U256::from(8_000), &BTreeMap::new(), true);
         assert_eq!(code(ok(&in_flight, 1_001)), RefusalCode::GasOverBudget);
         assert!(ok(&in_flight, 1_000).is_ok());
         // Without a known cost the gas rule waits for the second call.
@@ -1381,9 +1561,9 @@ mod tests {
         let mut in_flight = InFlight::default();
         assert!(precheck(&s, &[pay(ALLOWED, 1)], &in_flight, None, NOW, m).is_ok());
         // 3 made + 1 in flight: this one is the fifth and last.
-        in_flight.add(U256::ZERO, U256::ZERO, &BTreeMap::new());
+        in_flight.add(U256::ZERO, U256::ZERO, &BTreeMap::new(), true);
         assert!(precheck(&s, &[pay(ALLOWED, 1)], &in_flight, None, NOW, m).is_ok());
-        in_flight.add(U256::ZERO, U256::ZERO, &BTreeMap::new());
+        in_flight.add(U256::ZERO, U256::ZERO, &BTreeMap::new(), true);
         assert_eq!(
             precheck(&s, &[pay(ALLOWED, 1)], &in_flight, None, NOW, m).unwrap_err(),
             Refusal::UsageExhausted {
@@ -1468,6 +1648,115 @@ mod tests {
         );
     }
 
+    /// A snapshot of a session with 1-hour periods from NOW - 100, 300 wei per period, 120 of it
+    /// spent in the current period (0).
+    fn periodic() -> SessionSnapshot {
+        let mut s = snapshot();
+        s.session.period = 3600;
+        s.session.period_cap = 300;
+        s.period_index = s.session.period_index(NOW);
+        s.period_spent = 120;
+        s
+    }
+
+    #[test]
+    fn periods_and_their_windows() {
+        let s = periodic().session;
+        assert_eq!(s.period_index(NOW), 0);
+        assert_eq!(s.period_index(NOW - 1000), 0, "before the window: period 0");
+        assert_eq!(s.period_index(NOW - 100 + 3600), 1);
+        assert_eq!(s.period_window(0), Some((NOW - 100, NOW - 100 + 3599)));
+        assert_eq!(
+            s.period_window(1),
+            Some((NOW - 100 + 3600, NOW + 3600)),
+            "clipped to validUntil"
+        );
+        assert_eq!(s.period_window(2), None, "past validUntil");
+        assert_eq!(s.period_window(u64::MAX), None, "no overflow");
+        let mut open_ended = s;
+        open_ended.valid_until = 0;
+        assert_eq!(
+            open_ended.period_window(2),
+            Some((NOW - 100 + 7200, NOW - 100 + 10799))
+        );
+        assert_eq!(snapshot().session.period_window(0), None, "no period");
+    }
+
+    #[test]
+    fn periodic_cap_counts_the_period_and_its_in_flight() {
+        let m = ValidityMargins::default();
+        let s = periodic(); // 180 left in period 0
+        assert!(check(&s, &[pay(ALLOWED, 180)]).is_ok());
+        assert_eq!(
+            check(&s, &[pay(ALLOWED, 100), pay(ALLOWED, 81)]).unwrap_err(),
+            Refusal::PeriodOverBudget {
+                period_index: 0,
+                requested: U256::from(181),
+                available: U256::from(180),
+                remaining: U256::from(180),
+                in_flight: U256::ZERO,
+                resets_at: NOW - 100 + 3600,
+            }
+        );
+        // Intents in flight in this period count; those of other periods do not.
+        let mut in_flight = InFlight::default();
+        in_flight.add(U256::from(50), U256::ZERO, &BTreeMap::new(), true);
+        in_flight.add(U256::from(70), U256::ZERO, &BTreeMap::new(), false);
+        assert_eq!(in_flight.value, U256::from(120));
+        assert_eq!(in_flight.period_value, U256::from(50));
+        assert!(precheck(&s, &[pay(ALLOWED, 130)], &in_flight, None, NOW, m).is_ok());
+        assert_eq!(
+            code(precheck(&s, &[pay(ALLOWED, 131)], &in_flight, None, NOW, m)),
+            RefusalCode::PeriodOverBudget
+        );
+        // The overall cap still binds first (600 left, 120 in flight).
+        let mut big = periodic();
+        big.session.period_cap = 10_000;
+        assert_eq!(
+            code(precheck(
+                &big,
+                &[pay(ALLOWED, 481)],
+                &in_flight,
+                None,
+                NOW,
+                m
+            )),
+            RefusalCode::OverBudget
+        );
+        // Zero-value calls pass a spent period.
+        let mut spent = periodic();
+        spent.period_spent = 300;
+        assert!(check(&spent, &[pay(ALLOWED, 0)]).is_ok());
+        assert_eq!(
+            code(check(&spent, &[pay(ALLOWED, 1)])),
+            RefusalCode::PeriodOverBudget
+        );
+    }
+
+    #[test]
+    fn a_period_ending_within_the_margin_is_refused() {
+        let m = ValidityMargins::default();
+        let s = periodic();
+        let end = NOW - 100 + 3599;
+        let at = |now: u64| {
+            let mut s = s.clone();
+            s.period_index = s.session.period_index(now);
+            precheck(&s, &[pay(ALLOWED, 1)], &InFlight::default(), None, now, m)
+        };
+        assert!(at(end - 30).is_ok());
+        assert_eq!(
+            at(end - 29).unwrap_err(),
+            Refusal::PeriodEnding {
+                period_index: 0,
+                ends_at: end,
+                now: end - 29,
+                margin_secs: 30
+            }
+        );
+        // The next period is its own.
+        assert!(at(end + 1).is_ok());
+    }
+
     #[test]
     fn codes_are_stable_strings() {
         let expected = [
@@ -1484,6 +1773,8 @@ mod tests {
             "usage_exhausted",
             "paymaster_not_allowed",
             "lane_not_allowed",
+            "period_over_budget",
+            "period_ending",
         ];
         for (c, s) in RefusalCode::ALL.into_iter().zip(expected) {
             assert_eq!(c.as_str(), s);
@@ -1540,6 +1831,8 @@ mod tests {
             gas_cap: 20,
             paymaster: None,
             max_ops: 3,
+            period: 0,
+            period_cap: 0,
             valid_after: 5,
             valid_until: 0,
             revoker: OTHER,
@@ -1557,7 +1850,10 @@ mod tests {
         assert_eq!(c.targets[1].target, DAPP);
         assert_eq!(c.targets[1].selectors, vec![SWAP]);
         assert!(!c.targets[0].anySelector);
-        assert_eq!((c.tokens[0].token, c.tokens[0].cap), (TOKEN, 7));
+        assert_eq!(
+            (c.tokens[0].token, c.tokens[0].cap.to::<u128>()),
+            (TOKEN, 7)
+        );
         assert_eq!(c.spendCap, 10);
         assert_eq!(c.gasCap.to::<u128>(), 20);
         assert_eq!(c.maxOps, 3);
@@ -1647,6 +1943,29 @@ mod tests {
             bad(&|g| g.paymaster = Some(Address::ZERO)),
             InvalidGrant::ZeroPaymaster
         );
+        assert_eq!(
+            bad(&|g| g.tokens[0].cap = MAX_TOKEN_CAP + 1),
+            InvalidGrant::TokenCapTooLarge {
+                token: TOKEN,
+                cap: MAX_TOKEN_CAP + 1
+            }
+        );
+        for (period, period_cap) in [(3600, 0), (0, 5), (59, 5)] {
+            assert_eq!(
+                bad(&|g| {
+                    g.period = period;
+                    g.period_cap = period_cap;
+                }),
+                InvalidGrant::InvalidPeriod { period, period_cap }
+            );
+        }
+        let mut periodic = grant();
+        periodic.period = MIN_PERIOD;
+        periodic.period_cap = 1;
+        assert_eq!(periodic.validate(ACCOUNT, VALIDATOR, ENTRY), Ok(()));
+        let call =
+            SessionKeyValidator::grantSessionCall::abi_decode(&periodic.grant_call_data()).unwrap();
+        assert_eq!((call.grant.period, call.grant.periodCap), (MIN_PERIOD, 1));
         assert!(matches!(
             bad(&|g| g.valid_until = 1 << 48),
             InvalidGrant::TimestampTooLarge {

@@ -115,6 +115,28 @@ pub fn refusal(r: &Refusal) -> ApiError {
             "remainingBudget": remaining.to_string(),
             "inFlight": in_flight.to_string(),
         }),
+        Refusal::PeriodEnding {
+            period_index,
+            ends_at,
+            now,
+            margin_secs,
+        } => json!({"periodIndex": period_index, "endsAt": ends_at, "now": now,
+            "marginSecs": margin_secs, "retryAfterSecs": ends_at.saturating_add(1).saturating_sub(*now)}),
+        Refusal::PeriodOverBudget {
+            period_index,
+            requested,
+            available,
+            remaining,
+            in_flight,
+            resets_at,
+        } => json!({
+            "periodIndex": period_index,
+            "requested": requested.to_string(),
+            "available": available.to_string(),
+            "remainingPeriodBudget": remaining.to_string(),
+            "inFlight": in_flight.to_string(),
+            "resetsAt": resets_at,
+        }),
         Refusal::UsageExhausted {
             max_ops,
             used,

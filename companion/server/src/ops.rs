@@ -303,6 +303,15 @@ pub struct AgentSessionRequest {
     /// Most operations the agent may make in this grant [default: no limit].
     #[serde(default)]
     pub max_ops: Option<u32>,
+    /// A periodic budget: the length of a period in seconds (at least 60; e.g. 86400 for "per
+    /// day"), counted from `validAfter`; give `periodCap` with it [default: none].
+    #[serde(default)]
+    pub period: Option<u32>,
+    /// Cap on the native value the agent may move in one period, in wei (with `period`; the
+    /// total stays capped by `spendCap`) [default: none].
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub period_cap: Option<Value>,
     /// First valid time (unix seconds) [default: 0].
     #[serde(default)]
     pub valid_after: Option<u64>,

@@ -13,6 +13,7 @@ import {
   weiToEth,
   toBaseUnits,
   fromBaseUnits,
+  describePeriod,
   parseFunction,
   describeSelector,
   splitFunctions,
@@ -265,7 +266,13 @@ function sessionSummary(a) {
   const s = a.session;
   if (!s) return 'None';
   const cap = s.spendCap ? `${weiToEth(s.spendCap)} ETH` : '?';
-  return `${cap} · until ${s.validUntil ? fmtTime(s.validUntil) : 'no end'}`;
+  const periodic = s.period ? ` · ${periodicBudget(s)}` : '';
+  return `${cap}${periodic} · until ${s.validUntil ? fmtTime(s.validUntil) : 'no end'}`;
+}
+
+/** A session's periodic budget in words: "0.1 ETH per day". */
+function periodicBudget(s) {
+  return `${weiToEth(s.periodCap)} ETH per ${describePeriod(s.period)}`;
 }
 
 function agentName(a) {
@@ -496,6 +503,7 @@ function resetGrantForm() {
   $('grant-from').value = toLocalInput(now);
   $('grant-until').value = toLocalInput(new Date(now.getTime() + 7 * 24 * 3600 * 1000));
   $('grant-tz').textContent = `Times are in your local time zone (${Intl.DateTimeFormat().resolvedOptions().timeZone}).`;
+  syncPeriodChoice();
 }
 
 function renderAgent(focus) {
@@ -585,6 +593,7 @@ function sessionFacts(s) {
     ],
     ['Spend cap', s.spendCap ? `${weiToEth(s.spendCap)} ETH` : '—', 'session-spend-cap'],
     ['Gas budget', s.gasCap ? `${weiToEth(s.gasCap)} ETH` : 'not recorded', 'session-gas-cap'],
+    s.period !== null && s.period !== undefined && ['Periodic budget', s.period ? periodicBudget(s) : 'none', 'session-period'],
     detailed && ['Usage limit', s.maxOps ? `${s.maxOps} operation${s.maxOps === 1 ? '' : 's'}` : 'no limit', 'session-max-ops'],
     detailed && ['Paymaster', s.paymaster || 'none: the account pays gas', s.paymaster ? 'mono session-paymaster' : 'session-paymaster'],
     ['Valid', `${fmtTime(s.validAfter)} → ${s.validUntil ? fmtTime(s.validUntil) : 'no end'}`],
@@ -599,6 +608,8 @@ const MAX_SELECTORS = 32;
 const MAX_TOKENS = 16;
 const U128 = 2n ** 128n;
 const U96 = 2n ** 96n;
+const MIN_PERIOD = 60;
+const MAX_U32 = 4294967295;
 const ZERO_ADDRESS = /^0x0{40}$/;
 let tokenRowSeq = 0;
 
@@ -757,6 +768,7 @@ function grantPayload() {
       throw fieldError('grant-max-ops', 'Usage limit: a whole number of operations from 1 to 4294967295, or empty for no limit.');
     }
   }
+  const { period, periodCap } = parsePeriodicBudget();
   let validAfter;
   let validUntil;
   try {
@@ -781,7 +793,49 @@ function grantPayload() {
   if (tokens.length) payload.tokens = tokens;
   if (paymaster) payload.paymaster = paymaster;
   if (maxOps) payload.maxOps = maxOps;
+  if (period) {
+    payload.period = period;
+    payload.periodCap = periodCap;
+  }
   return payload;
+}
+
+/**
+ * The periodic budget fields → `{period, periodCap}` (seconds and decimal wei; `{period: 0}` when
+ * there is none): both or neither, a period of at least a minute, a cap above 0.
+ */
+function parsePeriodicBudget() {
+  const choice = $('grant-period').value;
+  const capText = $('grant-period-cap').value.trim();
+  let period = 0;
+  if (choice === 'custom') {
+    const t = $('grant-period-secs').value.trim();
+    if (!/^\d+$/.test(t) || Number(t) < MIN_PERIOD || Number(t) > MAX_U32) {
+      throw fieldError('grant-period-secs', `Period length: a whole number of seconds from ${MIN_PERIOD} (a minute) to ${MAX_U32}.`);
+    }
+    period = Number(t);
+  } else if (choice) {
+    period = Number(choice);
+  }
+  if (!period) {
+    if (capText) throw fieldError('grant-period', 'Periodic budget: choose a period for the cap per period, or leave the cap empty.');
+    return { period: 0 };
+  }
+  if (!capText) throw fieldError('grant-period-cap', `Cap per period: enter the most ETH per ${describePeriod(period)}, or choose no period.`);
+  let periodCap;
+  try {
+    periodCap = ethToWei(capText);
+  } catch (e) {
+    throw fieldError('grant-period-cap', `Cap per period: ${e.message}.`);
+  }
+  if (periodCap === '0') throw fieldError('grant-period-cap', 'Cap per period: more than 0 (or choose no period).');
+  return { period, periodCap };
+}
+
+/** Shows the seconds field only for a period other than an hour, a day or a week. */
+function syncPeriodChoice() {
+  const custom = $('grant-period').value === 'custom';
+  $('grant-period-secs-field').hidden = !custom;
 }
 
 async function grantSession(ev) {
@@ -1035,6 +1089,7 @@ function wire() {
   $('agent-close').addEventListener('click', closeAgent);
   $('grant-form').addEventListener('submit', grantSession);
   $('grant-token-add').addEventListener('click', () => addTokenRow(true));
+  $('grant-period').addEventListener('change', syncPeriodChoice);
   $('revoke').addEventListener('click', showRevokeConfirm);
   $('revoke-no').addEventListener('click', hideRevokeConfirm);
   $('revoke-yes').addEventListener('click', revokeAgent);

@@ -38,6 +38,22 @@ export function weiToEth(wei) {
   return frac ? `${int}.${frac}` : `${int}`;
 }
 
+/**
+ * A budget period's length in words: 3600 → "hour", 86400 → "day", 604800 → "week",
+ * 172800 → "2 days", 5400 → "90 minutes", 75 → "75 seconds" (the largest of week, day, hour,
+ * minute that divides it; else seconds).
+ */
+export function describePeriod(secs) {
+  const s = Number(secs);
+  for (const [len, unit] of [[604800, 'week'], [86400, 'day'], [3600, 'hour'], [60, 'minute']]) {
+    if (s > 0 && s % len === 0) {
+      const n = s / len;
+      return n === 1 ? unit : `${n} ${unit}s`;
+    }
+  }
+  return `${s} second${s === 1 ? '' : 's'}`;
+}
+
 /** Base units (decimal string or BigInt) → whole units with `decimals` decimals (exact). */
 export function fromBaseUnits(units, decimals) {
   const u = BigInt(units);

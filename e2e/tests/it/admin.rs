@@ -157,6 +157,20 @@ impl Fixture {
         to: Address,
         revoker: Address,
     ) -> Address {
+        self.account_with_periods(salt, agents, to, revoker, &[])
+            .await
+    }
+
+    /// [`Fixture::account`], the session of `agents[i]` with the periodic budget `periods[i]`
+    /// (`(period, periodCap)`; none for the agents past the end of `periods`).
+    async fn account_with_periods(
+        &self,
+        salt: u64,
+        agents: &[&Minted],
+        to: Address,
+        revoker: Address,
+        periods: &[(u32, u128)],
+    ) -> Address {
         let predicted = self
             .chain
             .client
@@ -168,7 +182,8 @@ impl Fixture {
         let (after, until) = (now - 3600, now + DAY);
         let grants: Vec<SessionGrant> = agents
             .iter()
-            .map(|a| SessionGrant {
+            .enumerate()
+            .map(|(i, a)| SessionGrant {
                 key: a.address,
                 targets: vec![TargetPermission::transfers_only(to)],
                 tokens: vec![TokenLimit {
@@ -179,6 +194,8 @@ impl Fixture {
                 gas_cap: eth("1").to(),
                 paymaster: None,
                 max_ops: 0,
+                period: periods.get(i).map_or(0, |p| p.0),
+                period_cap: periods.get(i).map_or(0, |p| p.1),
                 valid_after: after,
                 valid_until: until,
                 revoker,
@@ -287,7 +304,11 @@ async fn revoke_agent_key_kills_the_jwt_and_a_presigned_operation() {
     assert_eq!(op.json()["chainId"], f.info.chain_id);
 
     let to = address("kms-admin revoke");
-    let account = f.account(0, &[&agent, &other], to, operator).await;
+    // The other agent has a periodic budget: 0.5 ETH per day (its period 0 began an hour ago).
+    let per_day = (DAY as u32, eth("0.5").to::<u128>());
+    let account = f
+        .account_with_periods(0, &[&agent, &other], to, operator, &[(0, 0), per_day])
+        .await;
 
     // list-agent-keys reads the live sessions from the chain, each row its own key's.
     let list = f.admin(&["list-agent-keys"]).await;
@@ -315,6 +336,24 @@ async fn revoke_agent_key_kills_the_jwt_and_a_presigned_operation() {
             "{rows}"
         );
     }
+    // The periodic budget as the chain holds it, and its current period (none for the first).
+    let (plain, periodic) = (&rows[0]["session"], &rows[1]["session"]);
+    assert_eq!(
+        (&plain["period"], &plain["periodCap"]),
+        (&json!(0), &json!("0"))
+    );
+    for none in ["periodIndex", "periodSpent", "periodEndsAt"] {
+        assert!(plain[none].is_null(), "{none}: {plain}");
+    }
+    assert_eq!(periodic["period"], DAY, "{periodic}");
+    assert_eq!(periodic["periodCap"], eth("0.5").to_string(), "{periodic}");
+    assert_eq!(periodic["periodIndex"], 0, "{periodic}");
+    assert_eq!(periodic["periodSpent"], "0", "{periodic}");
+    assert_eq!(
+        periodic["periodEndsAt"].as_u64(),
+        periodic["validAfter"].as_u64().map(|a| a + DAY - 1),
+        "{periodic}"
+    );
 
     // An operation the agent signed (through the companion) while its session was live: the
     // EntryPoint would accept it now.
@@ -389,6 +428,16 @@ async fn revoke_agent_key_kills_the_jwt_and_a_presigned_operation() {
     let op = f.signed_op(&other, &other.jwt, account, to, "0.2").await;
     assert!(f.chain.submit_and_wait(&op).await.unwrap().success);
     assert_eq!(f.chain.balance(to).await.unwrap(), eth("0.2"));
+    // Counted in its period too.
+    let active = f
+        .admin(&["list-agent-keys", "--status", "active"])
+        .await
+        .json();
+    assert_eq!(active[0]["keyId"], other.key_id.as_str(), "{active}");
+    let session = &active[0]["session"];
+    assert_eq!(session["spent"], eth("0.2").to_string(), "{session}");
+    assert_eq!(session["periodIndex"], 0, "{session}");
+    assert_eq!(session["periodSpent"], eth("0.2").to_string(), "{session}");
     let list = f
         .admin(&["list-agent-keys", "--status", "revoked"])
         .await

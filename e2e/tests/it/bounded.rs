@@ -580,6 +580,7 @@ async fn token_cap_bounds_transfers_and_approvals() {
             account,
             agent.address,
             &[Call::new(token, U256::ZERO, mint.clone())],
+            f.env.now().await.unwrap(),
         )
         .await
         .unwrap();
@@ -1060,6 +1061,7 @@ async fn invalid_grants_are_refused_before_anything_is_sent() {
                 Call::transfer(other, U256::ZERO),
                 Call::new(token, U256::ZERO, mint_data(other, 1)),
             ],
+            f.env.now().await.unwrap(),
         )
         .await
         .unwrap();

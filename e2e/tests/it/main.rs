@@ -1,7 +1,8 @@
 //! The end-to-end tests, in one test binary: one build and link instead of one per file, and
 //! one shared anvil + Alto stack ([`kms_e2e::stack::Stack::shared`]) for every test that uses
-//! it (tests never move the chain's clock, so they run side by side on it). Each module is one
-//! area; run one with `cargo test -p kms-e2e --test it <module>::`.
+//! it (they never move the chain's clock, so they run side by side on it; `periods`, which
+//! does, starts a stack of its own). Each module is one area; run one with
+//! `cargo test -p kms-e2e --test it <module>::`.
 
 mod admin;
 mod bounded;
@@ -9,4 +10,5 @@ mod demo;
 mod erc1271;
 mod intents;
 mod owner_userop;
+mod periods;
 mod sessions;

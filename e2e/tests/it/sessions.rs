@@ -82,6 +82,8 @@ fn grant(
         gas_cap: eth("1").to(),
         paymaster: None,
         max_ops: 0,
+        period: 0,
+        period_cap: 0,
         valid_after: window.0,
         valid_until: window.1,
         revoker,
@@ -122,13 +124,13 @@ impl Fixture {
         calls: &[Call],
         in_flight: U256,
     ) -> Result<U256, RefusalCode> {
+        let now = self.env.now().await.unwrap();
         let snapshot = self
             .env
             .client
-            .read_session_for_calls(account, agent.address, calls)
+            .read_session_for_calls(account, agent.address, calls, now)
             .await
             .unwrap();
-        let now = self.env.now().await.unwrap();
         let in_flight = InFlight {
             value: in_flight,
             ..InFlight::default()

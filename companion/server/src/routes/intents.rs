@@ -278,18 +278,26 @@ fn estimate_error(
     )
 }
 
-/// What the open intents of one agent whose sequence is at least `seq` (those the chain has not
-/// passed yet) will charge its session: their value, maximum gas cost, count and token amounts.
-/// An unreadable field counts as zero (rows recorded before the field existed).
-fn in_flight(open: &[Intent], seq: u64) -> InFlight {
+/// What the open intents of one agent will charge its session when they validate, for an
+/// operation with `next` (the EntryPoint's next nonce of its lane): those of that lane whose
+/// sequence the chain has not passed, and, conservatively, every open one of its other lanes
+/// (other budget periods: their sequences are not compared) — their value, maximum gas cost,
+/// count and token amounts; the value of those in `next`'s lane also counts against its
+/// period's cap. An unreadable field counts as zero (rows recorded before the field existed).
+fn in_flight(open: &[Intent], next: U256) -> InFlight {
+    let (lane, seq) = NonceKey::split(next);
     let mut total = InFlight::default();
     for i in open {
-        let passed = i
+        let Some((key, open_seq)) = i
             .nonce
             .as_deref()
             .and_then(|n| n.parse::<U256>().ok())
-            .is_none_or(|n| NonceKey::split(n).1 < seq);
-        if passed {
+            .map(NonceKey::split)
+        else {
+            continue;
+        };
+        let same_lane = key == lane;
+        if same_lane && open_seq < seq {
             continue;
         }
         let wei = |v: Option<&str>| v.and_then(|v| v.parse::<U256>().ok()).unwrap_or_default();
@@ -302,6 +310,7 @@ fn in_flight(open: &[Intent], seq: u64) -> InFlight {
             wei(i.value_wei.as_deref()),
             wei(i.max_gas_cost_wei.as_deref()),
             &tokens,
+            same_lane,
         );
     }
     total
@@ -436,10 +445,10 @@ async fn submit_checked(
         ));
     };
     let account = Address::from(hex_fixed::<20>("account", account)?);
-    let key = NonceKey::for_agent(agent);
 
-    // One intent of this agent at a time, from the idempotency check to the submission.
-    let mut guard = chain.nonces.lock(account, key).await;
+    // One intent of this agent at a time (in any of its period lanes), from the idempotency
+    // check to the submission.
+    let mut guard = chain.nonces.lock(account, NonceKey::for_agent(agent)).await;
     if let Some(k) = &idem {
         if let Some(existing) = s.db.find_intent_by_idempotency_key(&auth.key_id, k).await? {
             *hash_out = existing.user_op_hash.parse().ok();
@@ -447,26 +456,37 @@ async fn submit_checked(
         }
     }
     phases.end("queue");
-    let nonce = chain
+    // Once the agent's previous operation is included (or passed), the session read sees what it
+    // spent; the operation names the lane of the period containing now (bundlers check windows
+    // against their clock).
+    chain
         .client
-        .next_nonce(&mut guard, chain.receipt_wait)
+        .settle_in_flight(&mut guard, chain.receipt_wait)
         .await
         .map_err(|e| chain_error(e, Some(account)))?;
-    let (_, seq) = NonceKey::split(nonce);
+    let now = u64::try_from(kms_db::now_secs()).unwrap_or(0);
+    let snapshot = chain
+        .client
+        .read_session_for_calls(account, agent, &calls, now)
+        .await
+        .map_err(|e| chain_error(e, Some(account)))?;
+    let lane = match u32::try_from(snapshot.period_index) {
+        Ok(p) if snapshot.session.period != 0 => NonceKey::for_agent_period(agent, p),
+        _ => NonceKey::for_agent(agent),
+    };
+    let nonce = chain
+        .client
+        .nonce(account, lane)
+        .await
+        .map_err(|e| chain_error(e, Some(account)))?;
     phases.end("nonce");
 
     // What this agent's intents still in flight (recorded, not settled, not passed by the
     // chain's nonce) will charge the session when they validate.
-    let in_flight = in_flight(&s.db.open_intents_of(&auth.key_id).await?, seq);
-    let snapshot = chain
-        .client
-        .read_session_for_calls(account, agent, &calls)
-        .await
-        .map_err(|e| chain_error(e, Some(account)))?;
+    let in_flight = in_flight(&s.db.open_intents_of(&auth.key_id).await?, nonce);
     if snapshot.session.epoch == 0 {
         outdated_account(chain, account, agent).await?;
     }
-    let now = u64::try_from(kms_db::now_secs()).unwrap_or(0);
     precheck(&snapshot, &calls, &in_flight, None, now, chain.margins).map_err(|r| refusal(&r))?;
     phases.end("policy");
 
@@ -737,7 +757,8 @@ mod tests {
 
     #[test]
     fn in_flight_sums_what_the_chain_has_not_passed() {
-        let key = NonceKey::for_agent(Address::repeat_byte(7));
+        let agent = Address::repeat_byte(7);
+        let key = NonceKey::for_agent(agent);
         let token = "0x3333333333333333333333333333333333333333";
         let rows = [
             // Passed by the chain's nonce (sequence 4 < 5): not in flight.
@@ -751,12 +772,35 @@ mod tests {
             // Recorded before gas and tokens were: counts its value and one operation.
             open(&format!("{:#x}", key.nonce(6)), "1", None, None),
         ];
-        let f = in_flight(&rows, 5);
+        let f = in_flight(&rows, key.nonce(5));
         assert_eq!(f.value, U256::from(11));
+        assert_eq!(f.period_value, U256::from(11));
         assert_eq!(f.gas, U256::from(700));
         assert_eq!(f.ops, 2);
         assert_eq!(f.tokens[&token.parse::<Address>().unwrap()], U256::from(9));
-        assert_eq!(in_flight(&rows, 7), InFlight::default());
+        assert_eq!(in_flight(&rows, key.nonce(7)), InFlight::default());
+        // From another period's lane, every open intent counts (sequences of different lanes
+        // are not compared), but none against that period's cap.
+        let next_period = NonceKey::for_agent_period(agent, 1);
+        let f = in_flight(&rows, next_period.nonce(0));
+        assert_eq!((f.value, f.ops), (U256::from(111), 3));
+        assert_eq!(f.period_value, U256::ZERO);
+        let mut rows = rows.to_vec();
+        rows.push(open(
+            &format!("{:#x}", next_period.nonce(0)),
+            "1000",
+            None,
+            None,
+        ));
+        let f = in_flight(&rows, next_period.nonce(0));
+        assert_eq!(
+            (f.value, f.period_value),
+            (U256::from(1111), U256::from(1000))
+        );
+        assert_eq!(
+            in_flight(&rows, next_period.nonce(1)).period_value,
+            U256::ZERO
+        );
     }
 
     #[test]

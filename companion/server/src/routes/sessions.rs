@@ -53,6 +53,10 @@ pub struct SessionFields {
     pub paymaster: Option<String>,
     /// Most operations (0 = no limit).
     pub max_ops: u32,
+    /// Budget period in seconds (0 = none).
+    pub period: u32,
+    /// Native-value cap per period (decimal wei; "0" without a period).
+    pub period_cap: String,
     /// First valid time (unix seconds).
     pub valid_after: u64,
     /// Last valid time (unix seconds; 0 = no end).
@@ -116,6 +120,8 @@ impl GrantPlan {
             gas_cap: g.gas_cap.to_string(),
             paymaster: g.paymaster.map(|p| p.to_string()),
             max_ops: g.max_ops,
+            period: g.period,
+            period_cap: g.period_cap.to_string(),
             valid_after: g.valid_after,
             valid_until: g.valid_until,
             revoker: g.revoker.to_string(),
@@ -182,6 +188,11 @@ async fn plan(s: &AppState, r: &AgentSessionRequest) -> Result<GrantPlan, ApiErr
             .map(|p| hex_fixed::<20>("paymaster", p).map(Address::from))
             .transpose()?,
         max_ops: r.max_ops.unwrap_or(0),
+        period: r.period.unwrap_or(0),
+        period_cap: match &r.period_cap {
+            Some(v) => uint128("periodCap", v)?,
+            None => 0,
+        },
         valid_after: r.valid_after.unwrap_or(0),
         valid_until: r.valid_until.unwrap_or(0),
         revoker: operator,

@@ -133,7 +133,7 @@ pub struct ListAgentKeysRequest {
 /// An agent's on-chain session, as recorded when it was granted. Sessions recorded before
 /// grants carried functions, tokens and a gas cap have only `account`, `targets`, `spendCap`,
 /// the window, `revoker` and `transactionHash`; their `targetPermissions`, `tokens`, `gasCap`,
-/// `paymaster` and `maxOps` are `null`.
+/// `paymaster`, `maxOps`, `period` and `periodCap` are `null`.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ListedSession {
@@ -154,6 +154,12 @@ pub struct ListedSession {
     pub paymaster: Option<String>,
     /// Most operations in this grant (0 = no limit).
     pub max_ops: Option<u32>,
+    /// Length of a budget period in seconds, periods counted from `validAfter` (0 = no periodic
+    /// budget; `null` for a session recorded before grants carried the whole grant).
+    pub period: Option<u32>,
+    /// Cap on the native value of one period (decimal wei; `"0"` without a period, `null` for a
+    /// session recorded before grants carried the whole grant). `spendCap` still caps the total.
+    pub period_cap: Option<String>,
     /// First valid time (unix seconds).
     pub valid_after: Option<i64>,
     /// Last valid time (unix seconds; 0 = no end).
@@ -269,6 +275,8 @@ fn listed(a: AgentKey) -> ListedAgentKey {
                 .and_then(|g| g.paymaster)
                 .map(|p| p.to_string()),
             max_ops: grant.as_ref().map(|g| g.max_ops),
+            period: grant.as_ref().map(|g| g.period),
+            period_cap: grant.as_ref().map(|g| g.period_cap.to_string()),
             valid_after: a.valid_after,
             valid_until: a.valid_until,
             revoker: a.revoker.clone(),

@@ -177,6 +177,9 @@ async fn listed_sessions_carry_the_whole_grant_when_recorded() {
         gas_cap: 10_000_000_000_000_000,
         paymaster: Some(PAYMASTER),
         max_ops: 7,
+        // 0.1 ETH per day.
+        period: 86_400,
+        period_cap: 100_000_000_000_000_000,
         valid_after: 1_700_000_000,
         valid_until: 1_900_000_000,
         revoker: address!("0x7777777777777777777777777777777777777777"),
@@ -248,6 +251,8 @@ async fn listed_sessions_carry_the_whole_grant_when_recorded() {
     assert_eq!(new["gasCap"], "10000000000000000");
     assert_eq!(new["paymaster"], PAYMASTER.to_string());
     assert_eq!(new["maxOps"], 7);
+    assert_eq!(new["period"], 86_400, "{new}");
+    assert_eq!(new["periodCap"], "100000000000000000", "{new}");
     assert_eq!(
         (&new["validAfter"], &new["validUntil"]),
         (&json!(1_700_000_000), &json!(1_900_000_000))
@@ -269,16 +274,21 @@ async fn listed_sessions_carry_the_whole_grant_when_recorded() {
         "gasCap",
         "paymaster",
         "maxOps",
+        "period",
+        "periodCap",
     ] {
         assert!(old[field].is_null(), "{field}: {old}");
     }
 
-    // A grant without a paymaster or usage limit: paymaster null, maxOps 0.
+    // A grant without a paymaster, usage limit or periodic budget: paymaster null, maxOps 0,
+    // period 0 and periodCap "0".
     let plain = SessionGrant {
         paymaster: None,
         max_ops: 0,
+        period: 0,
+        period_cap: 0,
         tokens: Vec::new(),
-        ..grant
+        ..grant.clone()
     };
     let plain_json = serde_json::to_string(&plain).unwrap();
     assert!(db
@@ -295,8 +305,35 @@ async fn listed_sessions_carry_the_whole_grant_when_recorded() {
     let plain = &v["agentKeys"][1]["session"];
     assert!(plain["paymaster"].is_null(), "{plain}");
     assert_eq!(plain["maxOps"], 0);
+    assert_eq!(plain["period"], 0, "{plain}");
+    assert_eq!(plain["periodCap"], "0", "{plain}");
     assert_eq!(plain["tokens"], json!([]));
     assert_eq!(plain["gasCap"], "10000000000000000");
+
+    // A grant recorded before grants carried a periodic budget (its JSON has no `period` or
+    // `periodCap`): no periodic budget, rather than an unreadable grant.
+    let mut before_periods = serde_json::to_value(&grant).unwrap();
+    let fields = before_periods.as_object_mut().unwrap();
+    assert!(fields.remove("period").is_some() && fields.remove("periodCap").is_some());
+    let before_periods = before_periods.to_string();
+    assert!(db
+        .set_agent_session(&wallet_id, 1, &record(&addresses, Some(&before_periods)), 3)
+        .await
+        .unwrap());
+    let (_, v) = env
+        .post(
+            "/kms/list-agent-keys",
+            None,
+            &json!({"humanKeyId": wallet_id}),
+        )
+        .await;
+    let before = &v["agentKeys"][1]["session"];
+    assert_eq!(
+        before["maxOps"], 7,
+        "the rest of the grant is read: {before}"
+    );
+    assert_eq!(before["period"], 0, "{before}");
+    assert_eq!(before["periodCap"], "0", "{before}");
 
     // The OpenAPI document describes the new fields.
     let (s, doc) = env.get("/openapi.json").await;
@@ -310,6 +347,8 @@ async fn listed_sessions_carry_the_whole_grant_when_recorded() {
         "gasCap",
         "paymaster",
         "maxOps",
+        "period",
+        "periodCap",
     ] {
         assert!(props[field].is_object(), "ListedSession.{field}: {props}");
     }

@@ -225,7 +225,7 @@ contract SessionKeyValidator is ISessionKeyValidator {
         address key,
         address[] calldata targets,
         bytes4[] calldata selectors,
-        uint48 at
+        uint48 timestamp
     )
         external
         view
@@ -247,8 +247,8 @@ contract SessionKeyValidator is ISessionKeyValidator {
             permissions[i] = _permissions[targets[i]][key][session.epoch][account];
             selectorAllowed[i] = _selectors[targets[i]][selectors[i]][key][session.epoch][account];
         }
-        if (session.period != 0 && at >= session.validAfter) {
-            periodIndex = (at - session.validAfter) / session.period;
+        if (session.period != 0 && timestamp >= session.validAfter) {
+            periodIndex = (timestamp - session.validAfter) / session.period;
             spentInPeriod = _periodSpent[key][session.epoch][periodIndex][account];
         }
     }

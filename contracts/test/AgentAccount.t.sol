@@ -207,6 +207,29 @@ contract AgentAccountTest is TestBase {
         assertEq(s.opsUsed, 1);
     }
 
+    /// A periodic session's validation data, through the account, is the window of the period the
+    /// nonce names; a period past the session's end reverts by name.
+    function test_Validate_PeriodicSessionReturnsThePeriodsWindow() public {
+        ISessionKeyValidator.SessionGrant memory g = _grantOf(agent, _targets(address(rec)), 1 ether, 1 ether);
+        (g.validAfter, g.validUntil) = (100, 1000);
+        _setPeriod(g, 60, 0.5 ether);
+        vm.prank(address(account));
+        validator.grantSession(g);
+        bytes32 hash = keccak256("op");
+        PackedUserOperation memory op =
+            _op(address(account), _periodLane(agent, 2, 0), "", _execute(address(rec), 0.1 ether, ""));
+        op.signature = _sessionSig(agentKey, address(account), hash);
+        assertEq(_validate(op, hash, 0), (uint256(279) << 160) | (uint256(220) << 208));
+        assertEq(validator.periodSpent(address(account), agent, 2), 0.1 ether);
+        // Period 15 is [1000, 1000] (cut at validUntil); 16 is past it.
+        op.nonce = _periodLane(agent, 15, 0);
+        assertEq(_validate(op, hash, 0), (uint256(1000) << 160) | (uint256(1000) << 208));
+        op.nonce = _periodLane(agent, 16, 0);
+        vm.prank(entryPoint);
+        vm.expectRevert(abi.encodeWithSelector(ISessionKeyValidator.PeriodOutsideWindow.selector, 16));
+        account.validateUserOp(op, hash, 0);
+    }
+
     function test_Validate_SessionPolicyErrorBubbles() public {
         bytes32 hash = keccak256("op");
         PackedUserOperation memory op = _op(address(account), _lane(agent, 0), "", _execute(address(rec), 0, ""));

@@ -544,6 +544,147 @@ abstract contract EntryPointFlowTest is TestBase {
         _handleAsAgent(op);
     }
 
+    // ------------------------------------------------------------------ periodic budget
+
+    /// @dev A daily budget of 0.1 ETH (within CAP) for ten days from AFTER: period p is
+    /// [AFTER + p days, AFTER + (p + 1) days - 1]; period 10 is the single second AFTER + 10 days.
+    function _dailyGrant() internal view returns (ISessionKeyValidator.SessionGrant memory g) {
+        g = _grantOf(agent, _targets(target), CAP, GAS_CAP);
+        (g.validAfter, g.validUntil, g.revoker) = (AFTER, AFTER + 10 days, revoker);
+        _setPeriod(g, 1 days, 0.1 ether);
+    }
+
+    /// @dev The start of period `p` of {_dailyGrant}.
+    function _dayStart(uint256 p) internal pure returns (uint256) {
+        return AFTER + p * 1 days;
+    }
+
+    /// @dev The agent's transfer of `value` to `target` in period `p` (its lane for p), signed.
+    function _periodTransfer(AgentAccount acct, uint256 p, uint256 value)
+        internal
+        view
+        returns (PackedUserOperation memory)
+    {
+        uint256 nonce = ep.getNonce(address(acct), _laneKey(agent, p));
+        return _signSession(_op(address(acct), nonce, "", _execute(target, value, "")), agentKey);
+    }
+
+    function _expectAA22() internal {
+        vm.expectRevert(abi.encodeWithSelector(IEntryPoint.FailedOp.selector, 0, "AA22 expired or not due"));
+    }
+
+    /// The agent spends 0.06 of its 0.1 daily budget, is refused 0.05 more the same day, signs an
+    /// operation for the next day that the EntryPoint holds back until that day begins, and cannot
+    /// spend the first day's rest once the day is over.
+    function test_Periodic_DailyBudget() public {
+        account = _deployAndGrant(0, _dailyGrant());
+        assertEq(block.timestamp, _dayStart(0) + 1);
+
+        _handle(_periodTransfer(account, 0, 0.06 ether));
+        assertEq(target.balance, 0.06 ether);
+        assertEq(validator.periodSpent(address(account), agent, 0), 0.06 ether);
+        PackedUserOperation memory op = _periodTransfer(account, 0, 0.05 ether);
+        _expectAA23(abi.encodeWithSelector(ISessionKeyValidator.PeriodCapExceeded.selector, 0, 0.05 ether, 0.04 ether));
+        _handle(op);
+
+        // Signed now for period 1: not due before period 1 begins, not even in period 0's last second.
+        PackedUserOperation memory next = _periodTransfer(account, 1, 0.05 ether);
+        _expectAA22();
+        _handle(next);
+        vm.warp(_dayStart(1) - 1);
+        _expectAA22();
+        _handle(next);
+        // EntryPoint v0.8 takes validAfter as exclusive: the period's first second is not yet due there.
+        vm.warp(_dayStart(1));
+        if (_v08()) {
+            _expectAA22();
+            _handle(next);
+            vm.warp(_dayStart(1) + 1);
+        }
+        _handle(next);
+        assertEq(target.balance, 0.11 ether, "the next day's operation landed");
+        assertEq(validator.periodSpent(address(account), agent, 1), 0.05 ether);
+        assertEq(validator.periodSpent(address(account), agent, 0), 0.06 ether);
+        assertEq(ep.getNonce(address(account), _laneKey(agent, 1)), _periodLane(agent, 1, 1));
+        assertEq(ep.getNonce(address(account), _laneKey(agent, 0)), _periodLane(agent, 0, 1), "own sequence per period");
+
+        // Period 0 is over: what it had left cannot be spent any more.
+        op = _periodTransfer(account, 0, 0.04 ether);
+        _expectAA22();
+        _handle(op);
+        vm.warp(_dayStart(2) + 5 hours);
+        _expectAA22();
+        _handle(op);
+        assertEq(target.balance, 0.11 ether);
+        assertEq(validator.periodSpent(address(account), agent, 0), 0.06 ether);
+        ISessionKeyValidator.Session memory s = validator.getSession(address(account), agent);
+        assertEq(s.spent, 0.11 ether);
+        assertEq(s.opsUsed, 2);
+    }
+
+    /// Each day gets the full budget, and spendCap (0.25 ETH here) still caps the total across days.
+    function test_Periodic_EachDayItsBudget_SpendCapOverall() public {
+        ISessionKeyValidator.SessionGrant memory g = _dailyGrant();
+        g.spendCap = 0.25 ether;
+        account = _deployAndGrant(0, g);
+        for (uint256 p; p < 3; ++p) {
+            vm.warp(_dayStart(p) + 2 hours);
+            uint256 value = p < 2 ? 0.1 ether : 0.05 ether;
+            _handle(_periodTransfer(account, p, value));
+            assertEq(validator.periodSpent(address(account), agent, p), value);
+        }
+        assertEq(target.balance, 0.25 ether);
+        vm.warp(_dayStart(3) + 2 hours);
+        PackedUserOperation memory op = _periodTransfer(account, 3, 1);
+        _expectAA23(abi.encodeWithSelector(ISessionKeyValidator.SpendCapExceeded.selector, 1, 0));
+        _handle(op);
+        // A zero-value operation still lands: the period window is the only time rule.
+        _handle(_periodTransfer(account, 3, 0));
+        assertEq(validator.getSession(address(account), agent).opsUsed, 4);
+    }
+
+    /// Past the session's end: the last period is cut at validUntil, a later one is refused in
+    /// validation (PeriodOutsideWindow), and an operation of the session's own window after it is AA22.
+    function test_Periodic_PeriodsEndWithTheSession() public {
+        account = _deployAndGrant(0, _dailyGrant());
+        PackedUserOperation memory op = _periodTransfer(account, 11, 1);
+        _expectAA23(abi.encodeWithSelector(ISessionKeyValidator.PeriodOutsideWindow.selector, 11));
+        _handle(op);
+
+        // Period 10 is the single second AFTER + 10 days (validUntil); v0.8 takes validAfter as
+        // exclusive, so there it never comes due.
+        op = _periodTransfer(account, 10, 1);
+        vm.warp(_dayStart(10) - 1);
+        _expectAA22();
+        _handle(op);
+        vm.warp(_dayStart(10));
+        if (_v08()) {
+            _expectAA22();
+            _handle(op);
+        } else {
+            _handle(op);
+            assertEq(target.balance, 1);
+        }
+        vm.warp(_dayStart(10) + 1);
+        op = _periodTransfer(account, 10, 1);
+        _expectAA22();
+        _handle(op);
+    }
+
+    /// A non-periodic session's operations naming a period are refused (the lane), at any time.
+    function test_Periodic_NonPeriodicSessionRefusesPeriodLanes() public {
+        account = _deployAndGrant(0, _targets(target));
+        PackedUserOperation memory op = _periodTransfer(account, 1, 1);
+        _expectAA23(
+            abi.encodeWithSelector(
+                ISessionKeyValidator.NonceLaneNotAllowed.selector, _laneKey(agent, 1), uint192(uint160(agent))
+            )
+        );
+        _handle(op);
+        _handle(_periodTransfer(account, 0, 1));
+        assertEq(target.balance, 1);
+    }
+
     function _tail(bytes memory b, uint256 from) internal pure returns (bytes memory out) {
         out = new bytes(b.length - from);
         for (uint256 i = from; i < b.length; ++i) {

@@ -116,6 +116,13 @@ contract Erc7562Test is TestBase {
     /// @dev Simulates `op` and checks that validation charged the session (the simulation itself
     /// leaves no state behind, so the charge is read from a plain run of simulateValidation).
     function _simulateAndCheckCharged(PackedUserOperation memory op, uint256 tokenAmount) internal {
+        _simulateAndCheckCharged(op, tokenAmount, 0);
+    }
+
+    /// @dev The same, and checks the value counted in the operation's period (its nonce's top 32 bits).
+    function _simulateAndCheckCharged(PackedUserOperation memory op, uint256 tokenAmount, uint256 periodAmount)
+        internal
+    {
         address acct = op.sender;
         uint256 snap = vm.snapshotState();
         (bool ok,) = ENTRYPOINT_ADDR.call(abi.encodeCall(IEntryPointSimulations.simulateValidation, (_aa(op))));
@@ -125,6 +132,7 @@ contract Erc7562Test is TestBase {
         assertEq(s.gasSpent, _maxCost(op), "gas charged");
         assertEq(s.opsUsed, 1);
         assertEq(validator.getPermission(acct, agent, address(token)).tokenSpent, tokenAmount);
+        assertEq(validator.periodSpent(acct, agent, op.nonce >> 224), periodAmount, "period charged");
         vm.revertToState(snap);
         assertTrue(_simulate(op), "ERC-7562 simulation failed");
     }
@@ -203,6 +211,39 @@ contract Erc7562Test is TestBase {
         calls[2] = Call(address(token), 0, abi.encodeWithSelector(IERC20.approve.selector, recipient, 10e18));
         calls[3] = Call(address(token), 0, abi.encodeWithSelector(IERC20.transfer.selector, recipient, 5e18));
         _simulateAndCheckCharged(_sessionOp(acct, _executeBatch(calls)), 15e18);
+    }
+
+    /// A periodic session: validation also writes the period's counter (`_periodSpent`, keyed with the
+    /// account innermost) and returns the period's window, without reading the clock.
+    function test_SessionOp_Periodic() public {
+        address acct = _deployed(0);
+        ISessionKeyValidator.SessionGrant memory g = _grantOf(agent, _targets(target), 1 ether, 1 ether);
+        _addTarget(g, address(rec), false, _sels(Recorder.hit.selector));
+        _addToken(g, address(token), 100e18);
+        _setPeriod(g, 1 days, 0.3 ether);
+        vm.prank(acct);
+        validator.grantSession(g);
+        token.mint(acct, 1000e18);
+        vm.warp(3 days + 5);
+
+        Call[] memory calls = new Call[](3);
+        calls[0] = Call(target, 0.1 ether, "");
+        calls[1] = Call(address(rec), 0.1 ether, abi.encodeCall(Recorder.hit, (1)));
+        calls[2] = Call(address(token), 0, abi.encodeWithSelector(IERC20.transfer.selector, recipient, 5e18));
+        PackedUserOperation memory op = _op(acct, _periodLane(agent, 3, 0), "", _executeBatch(calls));
+        op.signature = _sessionSig(agentKey, acct, _hash(op));
+        (bool ok, bytes memory ret) = _rawValidation(op);
+        assertTrue(ok);
+        IEntryPointSimulations.ValidationResult memory result =
+            abi.decode(ret, (IEntryPointSimulations.ValidationResult));
+        assertEq(result.returnInfo.accountValidationData, _packValidationData(false, 4 days - 1, 3 days));
+        _simulateAndCheckCharged(op, 5e18, 0.2 ether);
+
+        // Another period, in a later block: its own counter slot, still associated with the account.
+        vm.warp(10 days);
+        op = _op(acct, _periodLane(agent, 9, 0), "", _execute(target, 0.3 ether, ""));
+        op.signature = _sessionSig(agentKey, acct, _hash(op));
+        _simulateAndCheckCharged(op, 0, 0.3 ether);
     }
 
     /// A session op cannot deploy its account: a session is granted by the deployed account, and the

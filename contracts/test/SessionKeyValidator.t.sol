@@ -2,6 +2,7 @@
 pragma solidity ^0.8.28;
 
 import {stdError} from "forge-std/StdError.sol";
+import {Vm} from "forge-std/Vm.sol";
 
 import {TestBase} from "./utils/TestBase.sol";
 import {EntryPointReporter, Recorder} from "./utils/Mocks.sol";
@@ -25,7 +26,7 @@ contract SessionKeyValidatorTest is TestBase {
 
     uint128 internal constant CAP = 1 ether;
     uint96 internal constant GAS_CAP = 1 ether;
-    uint128 internal constant TOKEN_CAP = 100e18;
+    uint112 internal constant TOKEN_CAP = 100e18;
     uint48 internal constant AFTER = 1000;
     uint48 internal constant UNTIL = 2000;
 
@@ -154,6 +155,8 @@ contract SessionKeyValidatorTest is TestBase {
         assertEq(s.paymaster, paymaster);
         assertEq(s.epoch, 1);
         assertTrue(s.active);
+        assertEq(s.period, 0, "no period");
+        assertEq(s.periodCap, 0);
 
         ISessionKeyValidator.Permission memory p = validator.getPermission(account, agent, target);
         assertTrue(p.allowed);
@@ -191,12 +194,17 @@ contract SessionKeyValidatorTest is TestBase {
         uint128 spendCap,
         uint96 gasCap,
         address paymaster_,
-        uint32 maxOps
+        uint32 maxOps,
+        uint32 period,
+        uint128 periodCap
     ) public {
         vm.assume(validUntil == 0 || validUntil > validAfter);
+        if (period == 0 || periodCap == 0) (period, periodCap) = (0, 0);
+        else period = uint32(_bound(period, 60, type(uint32).max));
         ISessionKeyValidator.SessionGrant memory g = _grantOf(agent, _targets(target), spendCap, gasCap);
         (g.validAfter, g.validUntil, g.revoker, g.paymaster, g.maxOps) =
         (validAfter, validUntil, revoker_, paymaster_, maxOps);
+        _setPeriod(g, period, periodCap);
         _grantAs(account, g);
         ISessionKeyValidator.Session memory s = _session();
         assertEq(s.validAfter, validAfter);
@@ -206,6 +214,8 @@ contract SessionKeyValidatorTest is TestBase {
         assertEq(s.gasCap, gasCap);
         assertEq(s.paymaster, paymaster_);
         assertEq(s.maxOps, maxOps);
+        assertEq(s.period, period);
+        assertEq(s.periodCap, periodCap);
         assertEq(s.spent, 0);
         assertEq(s.gasSpent, 0);
         assertEq(s.opsUsed, 0);
@@ -687,7 +697,9 @@ contract SessionKeyValidatorTest is TestBase {
         (PackedUserOperation memory op, bytes32 hash) = _agentOp(_execute(target, 1, ""));
         op.nonce = nonce;
         uint192 lane = uint192(uint160(agent));
+        // A session without a period: the nonce key must be exactly the lane (period index 0).
         if (uint192(nonce >> 64) == lane) {
+            assertEq(nonce >> 224, 0);
             assertEq(_validate(op, hash), _window(false));
             assertEq(_session().opsUsed, 1);
         } else {
@@ -1094,11 +1106,12 @@ contract SessionKeyValidatorTest is TestBase {
 
     function test_Token_HugeAmountDoesNotOverflow() public {
         ISessionKeyValidator.SessionGrant memory g = _g(_noTargets(), CAP);
-        _addToken(g, address(token), type(uint128).max);
+        _addToken(g, address(token), type(uint112).max);
         _grantAs(account, g);
         (PackedUserOperation memory op, bytes32 hash) =
-            _agentOp(_execute(address(token), 0, _tokenCall(TRANSFER, recipient, type(uint128).max)));
+            _agentOp(_execute(address(token), 0, _tokenCall(TRANSFER, recipient, type(uint112).max)));
         _validate(op, hash);
+        assertEq(_tokenSpent(), type(uint112).max);
         (op, hash) = _agentOp(_execute(address(token), 0, _tokenCall(TRANSFER, recipient, type(uint256).max)));
         _expectValidateRevert(
             op,
@@ -1193,8 +1206,8 @@ contract SessionKeyValidatorTest is TestBase {
     }
 
     /// Any sequence of counted token calls: each is counted or refused; tokenSpent never exceeds the cap.
-    function testFuzz_TokenSpentNeverExceedsCap(uint128 cap, uint128[8] memory amounts, uint8[8] memory kinds) public {
-        cap = uint128(_bound(cap, 1, type(uint128).max));
+    function testFuzz_TokenSpentNeverExceedsCap(uint112 cap, uint128[8] memory amounts, uint8[8] memory kinds) public {
+        cap = uint112(_bound(cap, 1, type(uint112).max));
         ISessionKeyValidator.SessionGrant memory g = _g(_noTargets(), CAP);
         _addToken(g, address(token), cap);
         _grantAs(account, g);
@@ -1246,8 +1259,13 @@ contract SessionKeyValidatorTest is TestBase {
         (ts[2], ss[2]) = (address(rec), OTHER);
         (ts[3], ss[3]) = (address(token), TRANSFER);
         (ts[4], ss[4]) = (other, HIT);
-        (ISessionKeyValidator.Session memory s, ISessionKeyValidator.Permission[] memory ps, bool[] memory allowed) =
-            validator.readSession(account, agent, ts, ss);
+        (
+            ISessionKeyValidator.Session memory s,
+            ISessionKeyValidator.Permission[] memory ps,
+            bool[] memory allowed,
+            uint256 periodIndex,
+            uint256 periodSpent
+        ) = validator.readSession(account, agent, ts, ss, AFTER + 5000);
         assertEq(s.epoch, 1);
         assertEq(s.gasSpent, MAX_COST);
         assertEq(s.opsUsed, 1);
@@ -1265,16 +1283,18 @@ contract SessionKeyValidatorTest is TestBase {
         assertFalse(allowed[3], "counted functions are not listed selectors");
         assertFalse(ps[4].allowed);
         assertFalse(allowed[4]);
+        assertEq(periodIndex, 0, "no period: index 0 whatever the time");
+        assertEq(periodSpent, 0);
     }
 
     function test_ReadSession_LengthMismatch() public {
         vm.expectRevert(abi.encodeWithSelector(ISessionKeyValidator.LengthMismatch.selector, 2, 1));
-        validator.readSession(account, agent, _targets(target, other), _sels(HIT));
+        validator.readSession(account, agent, _targets(target, other), _sels(HIT), 0);
     }
 
     function test_ReadSession_UnknownRevokedAndRegranted() public {
-        (ISessionKeyValidator.Session memory s, ISessionKeyValidator.Permission[] memory ps, bool[] memory allowed) =
-            validator.readSession(account, agent, _targets(address(rec)), _sels(HIT));
+        (ISessionKeyValidator.Session memory s, ISessionKeyValidator.Permission[] memory ps, bool[] memory allowed,,) =
+            validator.readSession(account, agent, _targets(address(rec)), _sels(HIT), AFTER);
         assertEq(s.epoch, 0);
         assertFalse(s.active);
         assertFalse(ps[0].allowed);
@@ -1284,13 +1304,13 @@ contract SessionKeyValidatorTest is TestBase {
         vm.prank(account);
         validator.revokeSession(account, agent);
         // Revocation is reported in the session; the caller reads `active`.
-        (s, ps, allowed) = validator.readSession(account, agent, _targets(address(rec)), _sels(HIT));
+        (s, ps, allowed,,) = validator.readSession(account, agent, _targets(address(rec)), _sels(HIT), AFTER);
         assertFalse(s.active);
         assertEq(s.epoch, 1);
         assertTrue(allowed[0]);
 
         _grant(account, _targets(target), CAP);
-        (s, ps, allowed) = validator.readSession(account, agent, _targets(address(rec)), _sels(HIT));
+        (s, ps, allowed,,) = validator.readSession(account, agent, _targets(address(rec)), _sels(HIT), AFTER);
         assertTrue(s.active);
         assertEq(s.epoch, 2);
         assertFalse(ps[0].allowed, "old epoch");
@@ -1346,14 +1366,24 @@ contract SessionKeyValidatorTest is TestBase {
         assertEq(_tokenSpent(), 5e18);
     }
 
-    /// Whatever the operation (lane, gas, paymaster, calls), the stub signature gives the real
+    /// Whatever the operation (lane, period, gas, paymaster, calls), the stub signature gives the real
     /// signature's outcome: the same revert data, or the same validation data but the signature bit,
-    /// with the same state afterwards and the same gas within 500.
-    function testFuzz_StubAndRealTakeTheSamePath(uint8 shape, uint64 amount, uint32 fee, bool badLane, bool pm) public {
+    /// with the same state afterwards.
+    function testFuzz_StubAndRealTakeTheSamePath(
+        uint8 shape,
+        uint64 amount,
+        uint32 fee,
+        bool badLane,
+        bool pm,
+        bool periodic,
+        uint8 p
+    ) public {
         ISessionKeyValidator.SessionGrant memory g = _rich();
         g.gasCap = uint96(MAX_COST * 3);
         g.paymaster = paymaster;
+        if (periodic) _setPeriod(g, PERIOD, PERIOD_CAP);
         _grantAs(account, g);
+        stateHashPeriod = p % 16; // periods 0-9 inside the window, 10 clipped, 11-15 outside
         bytes memory callData;
         shape %= 4;
         if (shape == 0) callData = _execute(target, amount, "");
@@ -1362,6 +1392,7 @@ contract SessionKeyValidatorTest is TestBase {
         if (shape == 3) callData = _execute(address(rec), 0, hex"00");
         (PackedUserOperation memory op, bytes32 hash) = _agentOp(callData);
         _setGas(op, 60_000, 1_500_000, 300_000, 0, uint256(fee) * 1e3);
+        op.nonce = _periodLane(agent, stateHashPeriod, 0);
         if (badLane) op.nonce = 1;
         if (pm) op.paymasterAndData = _paymasterAndData(paymaster);
         _resign(op, hash, agentKey);
@@ -1379,8 +1410,9 @@ contract SessionKeyValidatorTest is TestBase {
 
         assertEq(okReal, okStub, "one reverted, the other did not");
         if (okReal) {
-            assertEq(abi.decode(retReal, (uint256)), _window(false));
-            assertEq(abi.decode(retStub, (uint256)), _window(true));
+            uint256 expected = periodic ? _periodWindow(stateHashPeriod, false) : _window(false);
+            assertEq(abi.decode(retReal, (uint256)), expected);
+            assertEq(abi.decode(retStub, (uint256)), expected | 1);
             assertEq(_stateHash(), stateReal, "different state");
         } else {
             assertEq(retStub, retReal, "different revert");
@@ -1405,8 +1437,17 @@ contract SessionKeyValidatorTest is TestBase {
         stubGas = before - gasleft();
     }
 
+    /// @dev The period whose counter {_stateHash} includes.
+    uint256 internal stateHashPeriod;
+
     function _stateHash() internal view returns (bytes32) {
-        return keccak256(abi.encode(_session(), validator.getPermission(account, agent, address(token))));
+        return keccak256(
+            abi.encode(
+                _session(),
+                validator.getPermission(account, agent, address(token)),
+                validator.periodSpent(account, agent, stateHashPeriod)
+            )
+        );
     }
 
     function test_Validate_HighS_ReturnsSigFailed() public {
@@ -1625,6 +1666,798 @@ contract SessionKeyValidatorTest is TestBase {
         _expectValidateRevert(
             op, hash, abi.encodeWithSelector(ISessionKeyValidator.SpendCapExceeded.selector, CAP + 1, CAP)
         );
+    }
+
+    // ------------------------------------------------------------------ periods
+
+    uint32 internal constant PERIOD = 100;
+
+    /// @dev The grant input with a 128-bit token cap (the ABI before the packing), to feed the decoder.
+    struct WideTokenLimit {
+        address token;
+        uint128 cap;
+    }
+
+    struct WideGrant {
+        address key;
+        uint48 validAfter;
+        uint48 validUntil;
+        address revoker;
+        uint128 spendCap;
+        uint96 gasCap;
+        address paymaster;
+        uint32 maxOps;
+        uint32 period;
+        uint128 periodCap;
+        ISessionKeyValidator.TargetPermission[] targets;
+        WideTokenLimit[] tokens;
+    }
+
+    uint128 internal constant PERIOD_CAP = 0.3 ether;
+
+    /// @dev The default grant (window [AFTER, UNTIL], CAP) with PERIOD_CAP per PERIOD seconds: period
+    /// p is [AFTER + 100p, AFTER + 100p + 99], period 10 is [2000, 2000] (clipped), 11 on are outside.
+    function _gp() internal view returns (ISessionKeyValidator.SessionGrant memory g) {
+        g = _g(_targets(target), CAP);
+        _setPeriod(g, PERIOD, PERIOD_CAP);
+    }
+
+    /// @dev `_agentOp` naming period `p` in its nonce key.
+    function _pOp(uint256 p, bytes memory callData)
+        internal
+        view
+        returns (PackedUserOperation memory op, bytes32 hash)
+    {
+        (op, hash) = _agentOp(callData);
+        op.nonce = _periodLane(agent, p, 0);
+    }
+
+    function _pTransfer(uint256 p, uint256 value) internal view returns (PackedUserOperation memory, bytes32) {
+        return _pOp(p, _execute(target, value, ""));
+    }
+
+    /// @dev Validation data with the window [validAfter, validUntil].
+    function _windowData(uint256 validAfter, uint256 validUntil, bool failed) internal pure returns (uint256) {
+        return (failed ? 1 : 0) | (validUntil << 160) | (validAfter << 208);
+    }
+
+    /// @dev The validation data of period `p` of {_gp} (a model for the fuzz tests; the unit tests
+    /// spell the numbers out).
+    function _periodWindow(uint256 p, bool failed) internal pure returns (uint256) {
+        uint256 start = AFTER + p * PERIOD;
+        uint256 end = start + PERIOD - 1;
+        if (end > UNTIL) end = UNTIL;
+        return _windowData(start, end, failed);
+    }
+
+    function _periodCapExceeded(uint256 p, uint256 requested, uint256 remaining) internal pure returns (bytes memory) {
+        return abi.encodeWithSelector(ISessionKeyValidator.PeriodCapExceeded.selector, p, requested, remaining);
+    }
+
+    function _outside(uint256 p) internal pure returns (bytes memory) {
+        return abi.encodeWithSelector(ISessionKeyValidator.PeriodOutsideWindow.selector, p);
+    }
+
+    function _periodSpent(uint256 p) internal view returns (uint256) {
+        return validator.periodSpent(account, agent, p);
+    }
+
+    /// @dev readSession's period outputs at `at` (no targets).
+    function _readPeriod(uint48 at) internal view returns (uint256 periodIndex, uint256 spent) {
+        (,,, periodIndex, spent) = validator.readSession(account, agent, _noTargets(), _noSels(), at);
+    }
+
+    function test_Period_MinPeriodIs60() public view {
+        assertEq(validator.MIN_PERIOD(), 60);
+    }
+
+    function test_Grant_InvalidPeriod_EachBadCombination() public {
+        uint32[5] memory periods = [uint32(3600), 0, 59, 1, 59];
+        uint128[5] memory caps = [uint128(0), 1 ether, 1 ether, 1, 0];
+        // A period without a cap, a cap without a period, periods under 60 s (with or without a cap).
+        for (uint256 i; i < periods.length; ++i) {
+            ISessionKeyValidator.SessionGrant memory g = _g(_targets(target), CAP);
+            _setPeriod(g, periods[i], caps[i]);
+            _expectGrantRevert(
+                account, g, abi.encodeWithSelector(ISessionKeyValidator.InvalidPeriod.selector, periods[i], caps[i])
+            );
+        }
+        assertEq(_session().epoch, 0, "nothing granted");
+    }
+
+    function test_Grant_Period_ValidOnesStored() public {
+        uint32[3] memory periods = [uint32(60), 1 days, type(uint32).max];
+        uint128[3] memory caps = [uint128(1), 0.1 ether, type(uint128).max];
+        for (uint256 i; i < periods.length; ++i) {
+            ISessionKeyValidator.SessionGrant memory g = _g(_targets(target), CAP);
+            _setPeriod(g, periods[i], caps[i]);
+            vm.expectEmit(true, true, false, true, address(validator));
+            emit ISessionKeyValidator.SessionGranted(account, agent, uint32(i + 1), g);
+            _grantAs(account, g);
+            ISessionKeyValidator.Session memory s = _session();
+            assertEq(s.period, periods[i]);
+            assertEq(s.periodCap, caps[i]);
+            assertEq(s.epoch, i + 1);
+            assertTrue(s.active);
+        }
+        // And no period at all.
+        _grant(account, _targets(target), CAP);
+        assertEq(_session().period, 0);
+        assertEq(_session().periodCap, 0);
+    }
+
+    /// Any (period, periodCap): granted iff both are zero, or the period is at least 60 s and the cap nonzero.
+    function testFuzz_Grant_PeriodRule(uint32 period, uint128 periodCap) public {
+        ISessionKeyValidator.SessionGrant memory g = _g(_targets(target), CAP);
+        _setPeriod(g, period, periodCap);
+        bool valid = (period == 0 && periodCap == 0) || (period >= 60 && periodCap != 0);
+        vm.prank(account);
+        (bool ok, bytes memory ret) = address(validator).call(abi.encodeCall(ISessionKeyValidator.grantSession, (g)));
+        assertEq(ok, valid);
+        if (valid) {
+            assertEq(_session().period, period);
+            assertEq(_session().periodCap, periodCap);
+        } else {
+            assertEq(ret, abi.encodeWithSelector(ISessionKeyValidator.InvalidPeriod.selector, period, periodCap));
+        }
+    }
+
+    // --- lane
+
+    /// A session without a period accepts period index 0 only, whatever the index.
+    function test_Period_NonPeriodicSessionRefusesNonZeroIndex() public {
+        _grant(account, _targets(target), CAP);
+        uint192 lane = uint192(uint160(agent));
+        uint32[3] memory ps = [uint32(1), 5, type(uint32).max];
+        for (uint256 i; i < ps.length; ++i) {
+            (PackedUserOperation memory op, bytes32 hash) = _pTransfer(ps[i], 1);
+            _expectValidateRevert(
+                op,
+                hash,
+                abi.encodeWithSelector(ISessionKeyValidator.NonceLaneNotAllowed.selector, _laneKey(agent, ps[i]), lane)
+            );
+        }
+        (PackedUserOperation memory op0, bytes32 hash0) = _pTransfer(0, 1);
+        assertEq(_validate(op0, hash0), _window(false));
+        assertEq(_session().opsUsed, 1);
+    }
+
+    /// A periodic session accepts any period index above the key, but the low 160 bits must still be
+    /// the key: not the owner's lane, not another agent's (granted) lane.
+    function test_Period_PeriodicSessionAcceptsIndex_KeyStillCounts() public {
+        _grantAs(account, _gp());
+        ISessionKeyValidator.SessionGrant memory g2 = _gp();
+        g2.key = agent2;
+        _grantAs(account, g2);
+        uint192 lane = uint192(uint160(agent));
+
+        (PackedUserOperation memory op, bytes32 hash) = _pTransfer(7, 1);
+        assertEq(op.nonce, (uint256(7) << 224) | (uint256(uint160(agent)) << 64));
+        assertEq(_validate(op, hash), _windowData(1700, 1799, false));
+
+        // Period 7 above the owner's lane (0) and above agent2's key.
+        op.nonce = uint256(7) << 224;
+        _expectValidateRevert(
+            op, hash, abi.encodeWithSelector(ISessionKeyValidator.NonceLaneNotAllowed.selector, uint192(7) << 160, lane)
+        );
+        op.nonce = _periodLane(agent2, 7, 0);
+        _expectValidateRevert(
+            op,
+            hash,
+            abi.encodeWithSelector(ISessionKeyValidator.NonceLaneNotAllowed.selector, _laneKey(agent2, 7), lane)
+        );
+        // The key in the period bits and the period in the key bits is no lane of the key either.
+        op.nonce = (uint256(uint160(agent)) << 224) | (uint256(7) << 64);
+        _expectValidateRevert(
+            op,
+            hash,
+            abi.encodeWithSelector(ISessionKeyValidator.NonceLaneNotAllowed.selector, uint192(op.nonce >> 64), lane)
+        );
+        assertEq(_session().opsUsed, 1);
+        assertEq(validator.getSession(account, agent2).opsUsed, 0);
+    }
+
+    /// Any nonce on a periodic session without an end: the key's lane for any period p validates with
+    /// p's window; anything else is refused by the lane.
+    function testFuzz_Period_Lane(uint256 nonce, bool ownKey) public {
+        ISessionKeyValidator.SessionGrant memory g = _gp();
+        g.validUntil = 0;
+        _grantAs(account, g);
+        if (ownKey) {
+            nonce = (nonce & ~(uint256(type(uint160).max) << 64)) | (uint256(uint160(agent)) << 64);
+        }
+        (PackedUserOperation memory op, bytes32 hash) = _pTransfer(0, 1);
+        op.nonce = nonce;
+        uint256 p = nonce >> 224;
+        if (address(uint160(nonce >> 64)) == agent) {
+            uint256 start = AFTER + p * PERIOD;
+            assertEq(_validate(op, hash), _windowData(start, start + PERIOD - 1, false));
+            assertEq(_periodSpent(p), 1);
+        } else {
+            _expectValidateRevert(
+                op,
+                hash,
+                abi.encodeWithSelector(
+                    ISessionKeyValidator.NonceLaneNotAllowed.selector, uint192(nonce >> 64), uint192(uint160(agent))
+                )
+            );
+        }
+    }
+
+    // --- validation data: the period's window
+
+    function test_Period_ValidationData_Period0() public {
+        _grantAs(account, _gp());
+        (PackedUserOperation memory op, bytes32 hash) = _pTransfer(0, 1);
+        assertEq(_validate(op, hash), _windowData(1000, 1099, false));
+        // With a bad signature: the same window and the failure bit.
+        op.signature = _stubSessionSig(account, agent);
+        assertEq(_validate(op, hash), _windowData(1000, 1099, true));
+    }
+
+    function test_Period_ValidationData_Period5() public {
+        _grantAs(account, _gp());
+        (PackedUserOperation memory op, bytes32 hash) = _pTransfer(5, 1);
+        uint256 data = _validate(op, hash);
+        assertEq(data, _windowData(1500, 1599, false));
+        assertEq(uint48(data >> 208), 1500, "validAfter");
+        assertEq(uint48(data >> 160), 1599, "validUntil");
+        assertEq(uint160(data), 0, "no aggregator, signature valid");
+    }
+
+    /// A session starting at 0 without an end: period 0 is [0, period - 1] (nonzero validation data).
+    function test_Period_ValidationData_NoWindow() public {
+        ISessionKeyValidator.SessionGrant memory g = _grantOf(agent, _targets(target), CAP, GAS_CAP);
+        _setPeriod(g, 1 days, 0.1 ether);
+        _grantAs(account, g);
+        (PackedUserOperation memory op, bytes32 hash) = _pTransfer(0, 1);
+        assertEq(_validate(op, hash), _windowData(0, 1 days - 1, false));
+        (op, hash) = _pTransfer(365, 1);
+        assertEq(_validate(op, hash), _windowData(365 days, 366 days - 1, false));
+    }
+
+    /// The last period ends at validUntil: its window is cut short.
+    function test_Period_ValidationData_ClippedByValidUntil() public {
+        // PERIOD 100 in [1000, 2000]: period 9 is whole, period 10 is the single second 2000.
+        _grantAs(account, _gp());
+        (PackedUserOperation memory op, bytes32 hash) = _pTransfer(9, 1);
+        assertEq(_validate(op, hash), _windowData(1900, 1999, false));
+        (op, hash) = _pTransfer(10, 1);
+        assertEq(_validate(op, hash), _windowData(2000, 2000, false));
+        // 150 s in [1000, 2000]: period 6 would be [1900, 2049], cut to [1900, 2000].
+        ISessionKeyValidator.SessionGrant memory g = _g(_targets(target), CAP);
+        _setPeriod(g, 150, PERIOD_CAP);
+        _grantAs(account, g);
+        (op, hash) = _pTransfer(6, 1);
+        assertEq(_validate(op, hash), _windowData(1900, 2000, false));
+    }
+
+    function test_Period_EntirelyPastValidUntil_Refused() public {
+        _grantAs(account, _gp());
+        (PackedUserOperation memory op, bytes32 hash) = _pTransfer(11, 1);
+        _expectValidateRevert(op, hash, _outside(11));
+        (op, hash) = _pTransfer(12, 0);
+        _expectValidateRevert(op, hash, _outside(12));
+        ISessionKeyValidator.SessionGrant memory g = _g(_targets(target), CAP);
+        _setPeriod(g, 150, PERIOD_CAP);
+        _grantAs(account, g);
+        (op, hash) = _pTransfer(7, 1); // would start at 2050
+        _expectValidateRevert(op, hash, _outside(7));
+        assertEq(_session().opsUsed, 0);
+        assertEq(_periodSpent(7), 0);
+    }
+
+    /// Huge period indices: past validUntil, or past the 48-bit timestamps of the validation data
+    /// (without validUntil); no overflow even with the longest period and the largest index.
+    function test_Period_HugeIndex_Refused() public {
+        _grantAs(account, _gp());
+        (PackedUserOperation memory op, bytes32 hash) = _pTransfer(type(uint32).max, 1);
+        _expectValidateRevert(op, hash, _outside(type(uint32).max));
+
+        ISessionKeyValidator.SessionGrant memory g = _g(_targets(target), CAP);
+        g.validUntil = 0;
+        _setPeriod(g, 1 days, PERIOD_CAP);
+        _grantAs(account, g);
+        // The last period that ends by 2^48 - 1, and the next one.
+        uint256 last = (uint256(type(uint48).max) + 1 - AFTER) / 1 days - 1;
+        uint256 lastEnd = AFTER + (last + 1) * 1 days - 1;
+        assertLe(lastEnd, type(uint48).max);
+        assertGt(lastEnd + 1 days, type(uint48).max);
+        (op, hash) = _pTransfer(last, 1);
+        assertEq(_validate(op, hash), _windowData(AFTER + last * 1 days, lastEnd, false));
+        (op, hash) = _pTransfer(last + 1, 1);
+        _expectValidateRevert(op, hash, _outside(last + 1));
+        (op, hash) = _pTransfer(type(uint32).max, 1);
+        _expectValidateRevert(op, hash, _outside(type(uint32).max));
+
+        _setPeriod(g, type(uint32).max, PERIOD_CAP);
+        _grantAs(account, g);
+        (op, hash) = _pTransfer(type(uint32).max, 1);
+        _expectValidateRevert(op, hash, _outside(type(uint32).max));
+    }
+
+    /// A period that starts by 2^48 - 1 but would end after it is refused as a whole (not cut at
+    /// 2^48 - 1): the validator refuses when the period's end, not only its start, is past 48 bits.
+    function test_Period_StraddlingTheEndOf48BitTime_Refused() public {
+        ISessionKeyValidator.SessionGrant memory g = _g(_targets(target), CAP);
+        g.validUntil = 0;
+        _setPeriod(g, 1 days, PERIOD_CAP);
+        _grantAs(account, g);
+        uint256 p = (uint256(type(uint48).max) + 1 - AFTER) / 1 days; // the first period past the edge
+        uint256 start = AFTER + p * 1 days;
+        assertLe(start, type(uint48).max, "it starts within 48 bits");
+        assertGt(start + 1 days - 1, type(uint48).max, "and ends past them");
+        (PackedUserOperation memory op, bytes32 hash) = _pTransfer(p, 1);
+        _expectValidateRevert(op, hash, _outside(p));
+    }
+
+    // --- caps
+
+    function test_Period_CapExceededWithinPeriod() public {
+        _grantAs(account, _gp());
+        (PackedUserOperation memory op, bytes32 hash) = _pTransfer(2, 0.2 ether);
+        _validate(op, hash);
+        _expectValidateRevert(op, hash, _periodCapExceeded(2, 0.2 ether, 0.1 ether));
+        (op, hash) = _pTransfer(2, 0.1 ether);
+        _validate(op, hash);
+        assertEq(_periodSpent(2), PERIOD_CAP, "exactly the cap");
+        (op, hash) = _pTransfer(2, 1);
+        _expectValidateRevert(op, hash, _periodCapExceeded(2, 1, 0));
+        // A zero-value operation still passes in a spent period.
+        (op, hash) = _pTransfer(2, 0);
+        assertEq(_validate(op, hash), _windowData(1200, 1299, false));
+        ISessionKeyValidator.Session memory s = _session();
+        assertEq(s.spent, 0.3 ether);
+        assertEq(s.opsUsed, 3);
+        assertEq(validator.remainingBudget(account, agent), 0.7 ether);
+    }
+
+    function test_Period_IndependentPeriods() public {
+        _grantAs(account, _gp());
+        (PackedUserOperation memory op, bytes32 hash) = _pTransfer(3, PERIOD_CAP);
+        assertEq(_validate(op, hash), _windowData(1300, 1399, false));
+        (op, hash) = _pTransfer(4, PERIOD_CAP);
+        assertEq(_validate(op, hash), _windowData(1400, 1499, false));
+        assertEq(_periodSpent(3), PERIOD_CAP);
+        assertEq(_periodSpent(4), PERIOD_CAP);
+        assertEq(_periodSpent(2), 0);
+        assertEq(_periodSpent(5), 0);
+        (op, hash) = _pTransfer(3, 1);
+        _expectValidateRevert(op, hash, _periodCapExceeded(3, 1, 0));
+        (op, hash) = _pTransfer(4, 1);
+        _expectValidateRevert(op, hash, _periodCapExceeded(4, 1, 0));
+        assertEq(_session().spent, 2 * PERIOD_CAP);
+    }
+
+    /// The period's cap counts the whole operation: a batch's values are summed.
+    function test_Period_BatchSumsValues() public {
+        ISessionKeyValidator.SessionGrant memory g = _gp();
+        _addTarget(g, address(rec), false, _sels(HIT));
+        _grantAs(account, g);
+        Call[] memory calls = new Call[](3);
+        calls[0] = Call(target, 0.1 ether, "");
+        calls[1] = Call(address(rec), 0.15 ether, abi.encodeCall(Recorder.hit, (1)));
+        calls[2] = Call(target, 0.1 ether, "");
+        (PackedUserOperation memory op, bytes32 hash) = _pOp(1, _executeBatch(calls));
+        _expectValidateRevert(op, hash, _periodCapExceeded(1, 0.35 ether, PERIOD_CAP));
+        calls[2] = Call(target, 0.05 ether, "");
+        (op, hash) = _pOp(1, _executeBatch(calls));
+        vm.expectEmit(true, true, true, true, address(validator));
+        emit ISessionKeyValidator.PeriodSpent(account, agent, 1, 0.3 ether, 0.3 ether);
+        assertEq(_validate(op, hash), _windowData(1100, 1199, false));
+        assertEq(_periodSpent(1), PERIOD_CAP);
+        // Each call within the period's cap, their sum over it.
+        calls = new Call[](2);
+        calls[0] = Call(target, 0.2 ether, "");
+        calls[1] = Call(target, 0.2 ether, "");
+        (op, hash) = _pOp(2, _executeBatch(calls));
+        _expectValidateRevert(op, hash, _periodCapExceeded(2, 0.4 ether, PERIOD_CAP));
+        assertEq(_periodSpent(2), 0);
+        assertEq(_session().spent, PERIOD_CAP);
+    }
+
+    /// The session's spendCap still caps the total across periods.
+    function test_Period_SpendCapStillBindsAcrossPeriods() public {
+        _grantAs(account, _gp());
+        for (uint256 p; p < 3; ++p) {
+            (PackedUserOperation memory full, bytes32 fullHash) = _pTransfer(p, PERIOD_CAP);
+            _validate(full, fullHash);
+        }
+        assertEq(_session().spent, 0.9 ether);
+        (PackedUserOperation memory op, bytes32 hash) = _pTransfer(3, 0.2 ether);
+        _expectValidateRevert(
+            op, hash, abi.encodeWithSelector(ISessionKeyValidator.SpendCapExceeded.selector, 0.2 ether, 0.1 ether)
+        );
+        assertEq(_periodSpent(3), 0);
+        (op, hash) = _pTransfer(3, 0.1 ether);
+        _validate(op, hash);
+        assertEq(_session().spent, CAP);
+        (op, hash) = _pTransfer(4, 1);
+        _expectValidateRevert(op, hash, abi.encodeWithSelector(ISessionKeyValidator.SpendCapExceeded.selector, 1, 0));
+        assertEq(_periodSpent(4), 0);
+        assertEq(validator.remainingBudget(account, agent), 0);
+    }
+
+    /// Rules of a periodic operation, in order: lane, ..., spend cap, period cap, then the period's window.
+    function test_Period_RuleOrder() public {
+        _grantAs(account, _gp());
+        ISessionKeyValidator.SessionGrant memory g2 = _gp();
+        g2.key = agent2;
+        _grantAs(account, g2);
+        // Period 50 is past the window; the value is over both caps; the lane is agent2's.
+        (PackedUserOperation memory op, bytes32 hash) = _pTransfer(50, CAP + 1);
+        op.nonce = _periodLane(agent2, 50, 0);
+        _expectValidateRevert(
+            op,
+            hash,
+            abi.encodeWithSelector(
+                ISessionKeyValidator.NonceLaneNotAllowed.selector, _laneKey(agent2, 50), uint192(uint160(agent))
+            )
+        );
+        op.nonce = _periodLane(agent, 50, 0);
+        _expectValidateRevert(
+            op, hash, abi.encodeWithSelector(ISessionKeyValidator.SpendCapExceeded.selector, CAP + 1, CAP)
+        );
+        (op, hash) = _pTransfer(50, PERIOD_CAP + 1);
+        _expectValidateRevert(op, hash, _periodCapExceeded(50, PERIOD_CAP + 1, PERIOD_CAP));
+        (op, hash) = _pTransfer(50, PERIOD_CAP);
+        _expectValidateRevert(op, hash, _outside(50));
+        (op, hash) = _pTransfer(5, PERIOD_CAP);
+        assertEq(_validate(op, hash), _windowData(1500, 1599, false));
+    }
+
+    /// A zero-value operation of a periodic session: the period's window, no period charge, no event.
+    function test_Period_ZeroValue_NoCharge() public {
+        ISessionKeyValidator.SessionGrant memory g = _rich();
+        _setPeriod(g, PERIOD, PERIOD_CAP);
+        _grantAs(account, g);
+        (PackedUserOperation memory op, bytes32 hash) =
+            _pOp(4, _execute(address(rec), 0, abi.encodeCall(Recorder.hit, (1))));
+        vm.recordLogs();
+        assertEq(_validate(op, hash), _windowData(1400, 1499, false));
+        assertEq(vm.getRecordedLogs().length, 0);
+        assertEq(_periodSpent(4), 0);
+        assertEq(_session().opsUsed, 1);
+    }
+
+    /// A session without a period keeps no period counter and emits no PeriodSpent.
+    function test_Period_NonPeriodicSession_NoPeriodCounter() public {
+        _grant(account, _targets(target), CAP);
+        (PackedUserOperation memory op, bytes32 hash) = _pTransfer(0, 0.5 ether);
+        vm.recordLogs();
+        _validate(op, hash);
+        Vm.Log[] memory logs = vm.getRecordedLogs();
+        assertEq(logs.length, 1);
+        assertEq(logs[0].topics[0], ISessionKeyValidator.SessionSpent.selector);
+        assertEq(_periodSpent(0), 0);
+        assertEq(_session().spent, 0.5 ether);
+        (uint256 p, uint256 spent) = _readPeriod(AFTER + 10);
+        assertEq(p, 0);
+        assertEq(spent, 0);
+    }
+
+    function test_Period_EmitsPeriodSpent() public {
+        _grantAs(account, _gp());
+        (PackedUserOperation memory op, bytes32 hash) = _pTransfer(4, 0.1 ether);
+        vm.expectEmit(true, true, false, true, address(validator));
+        emit ISessionKeyValidator.SessionSpent(account, agent, 0.1 ether, 0.1 ether);
+        vm.expectEmit(true, true, true, true, address(validator));
+        emit ISessionKeyValidator.PeriodSpent(account, agent, 4, 0.1 ether, 0.1 ether);
+        _validate(op, hash);
+        (op, hash) = _pTransfer(4, 0.15 ether);
+        vm.expectEmit(true, true, true, true, address(validator));
+        emit ISessionKeyValidator.PeriodSpent(account, agent, 4, 0.15 ether, 0.25 ether);
+        _validate(op, hash);
+        // Another period starts its own total; the session's total goes on.
+        (op, hash) = _pTransfer(6, 0.05 ether);
+        vm.expectEmit(true, true, false, true, address(validator));
+        emit ISessionKeyValidator.SessionSpent(account, agent, 0.05 ether, 0.3 ether);
+        vm.expectEmit(true, true, true, true, address(validator));
+        emit ISessionKeyValidator.PeriodSpent(account, agent, 6, 0.05 ether, 0.05 ether);
+        _validate(op, hash);
+    }
+
+    // --- views
+
+    function test_Period_PeriodSpentAndReadSession() public {
+        _grantAs(account, _gp());
+        (PackedUserOperation memory op, bytes32 hash) = _pTransfer(0, 0.1 ether);
+        _validate(op, hash);
+        (op, hash) = _pTransfer(5, 0.2 ether);
+        _validate(op, hash);
+        assertEq(_periodSpent(0), 0.1 ether);
+        assertEq(_periodSpent(5), 0.2 ether);
+        assertEq(_periodSpent(1), 0);
+        assertEq(validator.periodSpent(accountB, agent, 0), 0, "per account");
+        assertEq(validator.periodSpent(account, agent2, 0), 0, "per key");
+
+        uint48[10] memory ats =
+            [uint48(0), AFTER - 1, AFTER + 1, AFTER + 99, AFTER + 100, 1550, 1599, 1600, UNTIL, 5000];
+        uint256[10] memory idx = [uint256(0), 0, 0, 0, 1, 5, 5, 6, 10, 40];
+        uint256[10] memory spent = [uint256(0), 0, 0.1 ether, 0.1 ether, 0, 0.2 ether, 0.2 ether, 0, 0, 0];
+        for (uint256 i; i < ats.length; ++i) {
+            (uint256 p, uint256 s) = _readPeriod(ats[i]);
+            assertEq(p, idx[i], "period index");
+            assertEq(s, spent[i], "spent in the period");
+        }
+        (uint256 pMax,) = _readPeriod(type(uint48).max);
+        assertEq(pMax, (uint256(type(uint48).max) - AFTER) / PERIOD);
+        // The other outputs are as before.
+        (ISessionKeyValidator.Session memory sess,,,,) =
+            validator.readSession(account, agent, _noTargets(), _noSels(), 1550);
+        assertEq(sess.period, PERIOD);
+        assertEq(sess.periodCap, PERIOD_CAP);
+        assertEq(sess.spent, 0.3 ether);
+    }
+
+    /// `at` = validAfter is the first second of period 0: readSession reports period 0 and what it spent.
+    function test_Period_ReadSession_AtValidAfter() public {
+        _grantAs(account, _gp());
+        (PackedUserOperation memory op, bytes32 hash) = _pTransfer(0, 0.1 ether);
+        _validate(op, hash);
+        (uint256 p, uint256 s) = _readPeriod(AFTER);
+        assertEq(p, 0);
+        assertEq(s, 0.1 ether, "spent in period 0 at its first second");
+    }
+
+    // --- re-grant
+
+    /// A re-grant starts a new epoch: every period's counter starts from zero, with the new period.
+    function test_Period_RegrantResetsPeriodSpends() public {
+        _grantAs(account, _gp());
+        (PackedUserOperation memory op, bytes32 hash) = _pTransfer(0, PERIOD_CAP);
+        _validate(op, hash);
+        (op, hash) = _pTransfer(1, 0.2 ether);
+        _validate(op, hash);
+
+        _grantAs(account, _gp());
+        assertEq(_session().epoch, 2);
+        assertEq(_periodSpent(0), 0);
+        assertEq(_periodSpent(1), 0);
+        (uint256 p, uint256 s) = _readPeriod(AFTER + 10);
+        assertEq(p, 0);
+        assertEq(s, 0);
+        (op, hash) = _pTransfer(0, PERIOD_CAP);
+        _validate(op, hash);
+        assertEq(_periodSpent(0), PERIOD_CAP, "the full cap again");
+
+        // Revoked, then re-granted with another period and cap.
+        vm.prank(account);
+        validator.revokeSession(account, agent);
+        _expectValidateRevert(
+            op, hash, abi.encodeWithSelector(ISessionKeyValidator.SessionIsRevoked.selector, account, agent)
+        );
+        ISessionKeyValidator.SessionGrant memory g = _g(_targets(target), CAP);
+        _setPeriod(g, 200, 0.5 ether);
+        _grantAs(account, g);
+        assertEq(_periodSpent(0), 0);
+        (op, hash) = _pTransfer(0, 0.5 ether);
+        assertEq(_validate(op, hash), _windowData(1000, 1199, false));
+        (op, hash) = _pTransfer(0, 1);
+        _expectValidateRevert(op, hash, _periodCapExceeded(0, 1, 0));
+
+        // Re-granted without a period: period indices are refused again, period 0 is the whole window.
+        _grant(account, _targets(target), CAP);
+        (op, hash) = _pTransfer(1, 1);
+        _expectValidateRevert(
+            op,
+            hash,
+            abi.encodeWithSelector(
+                ISessionKeyValidator.NonceLaneNotAllowed.selector, _laneKey(agent, 1), uint192(uint160(agent))
+            )
+        );
+        (op, hash) = _pTransfer(0, 1);
+        assertEq(_validate(op, hash), _window(false));
+        assertEq(_periodSpent(0), 0);
+    }
+
+    // --- storage
+
+    /// A periodic operation with value writes the session's spent and counters slots and its period's
+    /// counter, keyed with the account innermost (ERC-7562: storage associated with the sender).
+    function test_Period_WritesItsCounterInItsOwnSlot() public {
+        _grantAs(account, _gp());
+        _grantAs(account, _gp()); // epoch 2, so that the epoch is part of the key
+        uint256 p = 7;
+        bytes32 base = keccak256(abi.encode(account, keccak256(abi.encode(agent, uint256(0)))));
+        bytes32 periodSlot = keccak256(
+            abi.encode(
+                account,
+                keccak256(abi.encode(p, keccak256(abi.encode(uint256(2), keccak256(abi.encode(agent, uint256(2)))))))
+            )
+        );
+        (PackedUserOperation memory op, bytes32 hash) = _pTransfer(p, 0.25 ether);
+        vm.record();
+        _validate(op, hash);
+        (, bytes32[] memory writes) = vm.accesses(address(validator));
+        assertGt(writes.length, 0);
+        bool wrotePeriod;
+        for (uint256 i; i < writes.length; ++i) {
+            bool known = writes[i] == bytes32(uint256(base) + 1) || writes[i] == bytes32(uint256(base) + 2)
+                || writes[i] == periodSlot;
+            assertTrue(known, "validation wrote another slot");
+            if (writes[i] == periodSlot) wrotePeriod = true;
+        }
+        assertTrue(wrotePeriod);
+        assertEq(uint256(vm.load(address(validator), periodSlot)), 0.25 ether);
+        // The session's fourth and fifth slots: (paymaster, epoch, active, period) and periodCap.
+        uint256 word = uint256(vm.load(address(validator), bytes32(uint256(base) + 3)));
+        assertEq(uint32(word >> 160), 2, "epoch");
+        assertEq(uint8(word >> 192), 1, "active");
+        assertEq(uint32(word >> 200), PERIOD, "period");
+        assertEq(uint256(vm.load(address(validator), bytes32(uint256(base) + 4))), PERIOD_CAP, "periodCap");
+    }
+
+    /// Any sequence of operations over a few periods: each validates and adds its value to its
+    /// period, or is refused by the spend cap or the period's cap; no period ever passes its cap and
+    /// the periods add up to the session's total.
+    function testFuzz_PeriodSpentNeverExceedsPeriodCap(
+        uint128 spendCap,
+        uint128 periodCap,
+        uint8[16] memory ps,
+        uint64[16] memory values
+    ) public {
+        spendCap = uint128(_bound(spendCap, 0, 1e20));
+        periodCap = uint128(_bound(periodCap, 1, 4e19));
+        ISessionKeyValidator.SessionGrant memory g = _g(_targets(target), spendCap);
+        g.validUntil = 0;
+        _setPeriod(g, PERIOD, periodCap);
+        _grantAs(account, g);
+        for (uint256 i; i < ps.length; ++i) {
+            _periodStep(spendCap, periodCap, ps[i] % 4, values[i]);
+            uint256 sum;
+            for (uint256 q; q < 4; ++q) {
+                assertEq(_periodSpent(q), ghostPeriodSpent[q]);
+                assertLe(_periodSpent(q), periodCap, "a period passed its cap");
+                sum += _periodSpent(q);
+            }
+            assertEq(_session().spent, ghostTotal);
+            assertEq(sum, _session().spent, "periods do not add up to the total");
+            assertLe(_session().spent, spendCap);
+        }
+    }
+
+    /// @dev What {testFuzz_PeriodSpentNeverExceedsPeriodCap} expects to have been counted.
+    uint256[4] internal ghostPeriodSpent;
+    uint256 internal ghostTotal;
+
+    /// @dev One transfer of `value` in period `p`: counted when it fits both caps, else refused by the
+    /// first one it breaks (the spend cap is checked first).
+    function _periodStep(uint256 spendCap, uint256 periodCap, uint256 p, uint256 value) internal {
+        (PackedUserOperation memory op, bytes32 hash) = _pTransfer(p, value);
+        if (value > spendCap - ghostTotal) {
+            _expectValidateRevert(
+                op,
+                hash,
+                abi.encodeWithSelector(ISessionKeyValidator.SpendCapExceeded.selector, value, spendCap - ghostTotal)
+            );
+        } else if (value > periodCap - ghostPeriodSpent[p]) {
+            _expectValidateRevert(op, hash, _periodCapExceeded(p, value, periodCap - ghostPeriodSpent[p]));
+        } else {
+            uint256 start = AFTER + p * PERIOD;
+            assertEq(_validate(op, hash), _windowData(start, start + PERIOD - 1, false));
+            ghostPeriodSpent[p] += value;
+            ghostTotal += value;
+        }
+    }
+
+    // ------------------------------------------------------------------ token caps: packing
+
+    /// The token's cap and counter share the permission's one slot: a capped token call writes the
+    /// counters' slot and that slot only.
+    function test_Token_CounterSharesThePermissionSlot() public {
+        _grantAs(account, _rich());
+        bytes32 base = keccak256(abi.encode(account, keccak256(abi.encode(agent, uint256(0)))));
+        bytes32 permSlot = keccak256(
+            abi.encode(
+                account,
+                keccak256(
+                    abi.encode(
+                        uint256(1), keccak256(abi.encode(agent, keccak256(abi.encode(address(token), uint256(1)))))
+                    )
+                )
+            )
+        );
+        (PackedUserOperation memory op, bytes32 hash) =
+            _agentOp(_execute(address(token), 0, _tokenCall(TRANSFER, recipient, 42e18)));
+        vm.record();
+        _validate(op, hash);
+        (, bytes32[] memory writes) = vm.accesses(address(validator));
+        bool wrotePerm;
+        for (uint256 i; i < writes.length; ++i) {
+            assertTrue(
+                writes[i] == bytes32(uint256(base) + 2) || writes[i] == permSlot, "validation wrote another slot"
+            );
+            if (writes[i] == permSlot) wrotePerm = true;
+        }
+        assertTrue(wrotePerm);
+        uint256 word = uint256(vm.load(address(validator), permSlot));
+        assertEq(uint8(word), 1, "allowed");
+        assertEq(uint8(word >> 8), 0, "anySelector");
+        assertEq(uint8(word >> 16), 1, "isToken");
+        assertEq(uint112(word >> 24), TOKEN_CAP, "tokenCap");
+        assertEq(uint112(word >> 136), 42e18, "tokenSpent");
+        assertEq(word >> 248, 0);
+        assertEq(vm.load(address(validator), bytes32(uint256(permSlot) + 1)), bytes32(0), "a second slot");
+    }
+
+    /// A cap of 2^112 - 1 counts up to itself exactly, and nothing more.
+    function test_Token_CapNearUint112Max() public {
+        uint112 max = type(uint112).max;
+        ISessionKeyValidator.SessionGrant memory g = _g(_noTargets(), CAP);
+        _addToken(g, address(token), max);
+        _grantAs(account, g);
+        (PackedUserOperation memory op, bytes32 hash) =
+            _agentOp(_execute(address(token), 0, _tokenCall(TRANSFER, recipient, uint256(1) << 112)));
+        _expectValidateRevert(
+            op,
+            hash,
+            abi.encodeWithSelector(
+                ISessionKeyValidator.TokenCapExceeded.selector, address(token), uint256(1) << 112, max
+            )
+        );
+        (op, hash) = _agentOp(_execute(address(token), 0, _tokenCall(APPROVE, recipient, max - 1)));
+        _validate(op, hash);
+        assertEq(_tokenSpent(), max - 1);
+        (op, hash) = _agentOp(_execute(address(token), 0, _tokenCall(INCREASE_ALLOWANCE, recipient, 2)));
+        _expectValidateRevert(
+            op, hash, abi.encodeWithSelector(ISessionKeyValidator.TokenCapExceeded.selector, address(token), 2, 1)
+        );
+        (op, hash) = _agentOp(_execute(address(token), 0, _tokenCall(TRANSFER, recipient, 1)));
+        _validate(op, hash);
+        assertEq(_tokenSpent(), max);
+        ISessionKeyValidator.Permission memory p = validator.getPermission(account, agent, address(token));
+        assertTrue(p.allowed && p.isToken && !p.anySelector, "flags intact next to full counters");
+        assertEq(p.tokenCap, max);
+        _expectValidateRevert(
+            op, hash, abi.encodeWithSelector(ISessionKeyValidator.TokenCapExceeded.selector, address(token), 1, 0)
+        );
+        (op, hash) = _agentOp(_execute(address(token), 0, _tokenCall(TRANSFER, recipient, 0)));
+        assertEq(_validate(op, hash), _window(false));
+    }
+
+    /// The grant's token cap is 112 bits: a larger value does not even decode.
+    function test_Token_CapAbove112BitsDoesNotDecode() public {
+        WideGrant memory w;
+        (w.key, w.validAfter, w.validUntil, w.spendCap, w.gasCap) = (agent, AFTER, UNTIL, CAP, GAS_CAP);
+        w.targets = new ISessionKeyValidator.TargetPermission[](0);
+        w.tokens = new WideTokenLimit[](1);
+        w.tokens[0] = WideTokenLimit(address(token), uint128(1) << 112);
+        // An account with code (forge rewrites an empty revert after a call to an address without code).
+        address acct = address(new EntryPointReporter(address(0)));
+        vm.prank(acct);
+        (bool ok, bytes memory ret) =
+            address(validator).call(abi.encodeWithSelector(ISessionKeyValidator.grantSession.selector, w));
+        assertFalse(ok);
+        assertEq(ret.length, 0, "the ABI decoder's revert");
+        // The same encoding with a 112-bit cap is a valid grant (the mirror struct is right).
+        w.tokens[0].cap = type(uint112).max;
+        vm.prank(acct);
+        (ok,) = address(validator).call(abi.encodeWithSelector(ISessionKeyValidator.grantSession.selector, w));
+        assertTrue(ok);
+        assertEq(validator.getPermission(acct, agent, address(token)).tokenCap, type(uint112).max);
+    }
+
+    /// Caps within 2^64 of 2^112 - 1 and amounts around them: counting never overflows, never passes the cap.
+    function testFuzz_Token_NearMaxCapNeverOverflows(uint64 below, uint256[6] memory amounts, uint8[6] memory kinds)
+        public
+    {
+        uint112 cap = type(uint112).max - below;
+        ISessionKeyValidator.SessionGrant memory g = _g(_noTargets(), CAP);
+        _addToken(g, address(token), cap);
+        _grantAs(account, g);
+        uint256 expected;
+        for (uint256 i; i < amounts.length; ++i) {
+            uint256 amount = _bound(amounts[i], 0, (uint256(1) << 112) + type(uint64).max);
+            if (i % 2 == 1) {
+                // The edge: what is left, one less or one more.
+                amount = cap - expected + amounts[i] % 3;
+                amount = amount == 0 ? 0 : amount - 1;
+            }
+            expected += _countedStep(cap - expected, amount, kinds[i]);
+            assertEq(_tokenSpent(), expected);
+            assertLe(_tokenSpent(), cap);
+        }
     }
 
     // ------------------------------------------------------------------ fuzz

@@ -1079,13 +1079,19 @@ pub fn precheck(
         None
     } else {
         let index = snapshot.period_index;
-        let Some((_, end)) = s.period_window(index) else {
+        let Some((start, end)) = s.period_window(index) else {
             return Err(Refusal::SessionExpired {
                 valid_until: s.valid_until,
                 now,
                 margin_secs: margins.min_remaining_secs,
             });
         };
+        if start.saturating_add(margins.min_elapsed_secs) > now {
+            return Err(Refusal::SessionNotYetValid {
+                valid_after: start,
+                now,
+            });
+        }
         if end < now.saturating_add(margins.min_remaining_secs) {
             return Err(Refusal::PeriodEnding {
                 period_index: index,
@@ -1755,6 +1761,37 @@ mod tests {
         );
         // The next period is its own.
         assert!(at(end + 1).is_ok());
+        // Where validAfter is exclusive (EntryPoint v0.8), a period's first second is not yet.
+        let v08 = ValidityMargins {
+            min_elapsed_secs: 1,
+            ..m
+        };
+        let mut next = s.clone();
+        next.period_index = 1;
+        assert_eq!(
+            precheck(
+                &next,
+                &[pay(ALLOWED, 1)],
+                &InFlight::default(),
+                None,
+                end + 1,
+                v08
+            )
+            .unwrap_err(),
+            Refusal::SessionNotYetValid {
+                valid_after: end + 1,
+                now: end + 1
+            }
+        );
+        assert!(precheck(
+            &next,
+            &[pay(ALLOWED, 1)],
+            &InFlight::default(),
+            None,
+            end + 2,
+            v08
+        )
+        .is_ok());
     }
 
     #[test]

@@ -69,7 +69,12 @@ impl ChainState {
             nonces: NonceTracker::new(),
             margins: ValidityMargins {
                 min_remaining_secs: config.session_margin_secs,
-                min_elapsed_secs: 0,
+                // EntryPoint v0.8 treats validAfter as exclusive (`block.timestamp <= validAfter`
+                // is not due yet), v0.7 as inclusive.
+                min_elapsed_secs: match version {
+                    EntryPointVersion::V07 => 0,
+                    EntryPointVersion::V08 => 1,
+                },
             },
             receipt_wait: Duration::from_secs(config.receipt_wait_secs),
         })

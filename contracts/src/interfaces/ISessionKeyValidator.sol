@@ -127,7 +127,7 @@ interface ISessionKeyValidator {
     /// @param key The agent key address.
     /// @param epoch The new grant counter of the session.
     /// @param grant The grant, as given.
-    event SessionGranted(address indexed account, address indexed key, uint64 epoch, SessionGrant grant);
+    event SessionGranted(address indexed account, address indexed key, uint32 epoch, SessionGrant grant);
 
     /// @notice Emitted when a session is revoked.
     /// @param account The account.
@@ -343,23 +343,24 @@ interface ISessionKeyValidator {
         returns (bool);
 
     /// @notice One read for an off-chain pre-check: the session, for each `(targets[i], selectors[i])` the
-    /// target's permission and whether the selector is listed, and the period that contains `at`.
+    /// target's permission and whether the selector is listed, and the period that contains `timestamp`.
     /// @param account The account.
     /// @param key The agent key address.
     /// @param targets The targets of the calls to check.
     /// @param selectors The selector of each call (same length as `targets`; any value for plain transfers).
-    /// @param at A timestamp (the caller's "now").
+    /// @param timestamp A timestamp (the caller's "now").
     /// @return session The session.
     /// @return permissions The permission of each target.
     /// @return selectorAllowed Whether each selector is listed for its target.
-    /// @return periodIndex The period containing `at` (0 without a period, or before `validAfter`).
+    /// @return periodIndex The period containing `timestamp` (0 without a period, or before
+    /// `validAfter`).
     /// @return spentInPeriod The native value spent in that period, in wei.
     function readSession(
         address account,
         address key,
         address[] calldata targets,
         bytes4[] calldata selectors,
-        uint48 at
+        uint48 timestamp
     )
         external
         view

@@ -54,7 +54,7 @@ abstract contract ValidationGasBase is Test {
 
     struct TokenLimit {
         address token;
-        uint128 cap;
+        uint112 cap;
     }
 
     struct SessionGrant {
@@ -66,6 +66,8 @@ abstract contract ValidationGasBase is Test {
         uint96 gasCap;
         address paymaster;
         uint32 maxOps;
+        uint32 period;
+        uint128 periodCap;
         TargetPermission[] targets;
         TokenLimit[] tokens;
     }
@@ -88,6 +90,11 @@ abstract contract ValidationGasBase is Test {
     uint256 internal agentKey;
     /// @dev True for the new contracts (session rules), false for b2bce1e.
     bool internal sessionRules;
+    /// @dev The grant's budget period in seconds (0: none) and its cap, set before `setUp` grants.
+    uint32 internal period;
+    uint128 internal periodCap;
+    /// @dev The period index the session operations name in their nonce key.
+    uint256 internal periodIndex;
 
     function setUp() public virtual {
         (owner, ownerKey) = makeAddrAndKey("owner");
@@ -119,6 +126,7 @@ abstract contract ValidationGasBase is Test {
     function _newGrant() internal view returns (bytes memory) {
         SessionGrant memory g;
         (g.key, g.spendCap, g.gasCap) = (agent, 1 ether, 1 ether);
+        (g.period, g.periodCap) = (period, periodCap);
         g.targets = new TargetPermission[](2);
         g.targets[0].target = target;
         g.targets[1].target = address(rec);
@@ -127,7 +135,7 @@ abstract contract ValidationGasBase is Test {
         g.tokens = new TokenLimit[](1);
         g.tokens[0] = TokenLimit(address(token), 1000e18);
         return abi.encodeWithSignature(
-            "grantSession((address,uint48,uint48,address,uint128,uint96,address,uint32,(address,bool,bytes4[])[],(address,uint128)[]))",
+            "grantSession((address,uint48,uint48,address,uint128,uint96,address,uint32,uint32,uint128,(address,bool,bytes4[])[],(address,uint112)[]))",
             g
         );
     }
@@ -153,7 +161,7 @@ abstract contract ValidationGasBase is Test {
     {
         PackedUserOperation memory op;
         op.sender = account;
-        op.nonce = session ? uint256(uint160(agent)) << 64 : 0;
+        op.nonce = session ? (periodIndex << 224) | (uint256(uint160(agent)) << 64) : 0;
         op.callData = callData;
         op.accountGasLimits = bytes32((uint256(1_500_000) << 128) | uint256(300_000));
         op.preVerificationGas = 60_000;
@@ -247,5 +255,44 @@ contract ValidationGasLaterTest is ValidationGasBase {
 
     function test_Gas_SessionTokenTransfer_Later() public {
         _measure("session token transfer, later in the grant", _tokenTransferOp(), true, false);
+    }
+}
+
+/// @dev A periodic session (1 day, 0.5 ETH per period), operations of period 3: a plain transfer also
+/// counts against the period's cap, in a counter slot of its own per period. Skipped on b2bce1e (no
+/// periods there).
+abstract contract ValidationGasPeriodicBase is ValidationGasBase {
+    function setUp() public virtual override {
+        (period, periodCap) = (1 days, 0.5 ether);
+        super.setUp();
+        // Period 3 runs from 3 days after validAfter (0) on.
+        vm.warp(3 days + 1);
+        periodIndex = 3;
+    }
+
+    function _plainTransfer() internal view returns (bytes memory) {
+        return abi.encodeCall(IAgentAccount.execute, (target, 1, ""));
+    }
+}
+
+/// @notice The first operation of a period: the period's counter is written from zero.
+contract ValidationGasPeriodicTest is ValidationGasPeriodicBase {
+    function test_Gas_SessionPlainTransfer_Periodic() public {
+        vm.skip(!sessionRules);
+        _measure("periodic session plain transfer, 1 wei, first of the period", _plainTransfer(), true, false);
+    }
+}
+
+/// @notice Later in the period: one operation of the period was validated before (setUp), so the
+/// period's counter is no longer written from zero.
+contract ValidationGasPeriodicLaterTest is ValidationGasPeriodicBase {
+    function setUp() public override {
+        super.setUp();
+        if (sessionRules) _measure("(warm-up in setUp, warm storage: not a figure)", _plainTransfer(), true, false);
+    }
+
+    function test_Gas_SessionPlainTransfer_Periodic_Later() public {
+        vm.skip(!sessionRules);
+        _measure("periodic session plain transfer, 1 wei, later in the period", _plainTransfer(), true, false);
     }
 }

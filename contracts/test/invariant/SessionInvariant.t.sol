@@ -21,9 +21,10 @@ import {TestToken} from "../../src/testing/TestToken.sol";
 /// @notice The agent, as an attacker: it holds a session key and signs whatever it likes (gas fields
 /// and fees up to uint120 and the account's funds, its own beneficiary, single calls and batches,
 /// counted and uncounted token calls, unlisted targets, the EntryPoint, the validator, the account,
-/// other nonce lanes, any paymasterAndData, bad signatures) and calls handleOps itself. It also makes
-/// honest, in-policy operations, so that successful paths are exercised, and plays accomplices that
-/// pull what the account approved to them.
+/// other nonce lanes, any paymasterAndData, bad signatures, any period index: the current period, the
+/// previous, the next, any 32-bit one) and calls handleOps itself, while time passes (a little, to a
+/// period's first or last second, or several periods). It also makes honest, in-policy operations, so
+/// that successful paths are exercised, and plays accomplices that pull what the account approved to them.
 contract AgentHandler is CommonBase, StdCheats, StdUtils {
     struct Env {
         IEntryPoint ep;
@@ -66,6 +67,16 @@ contract AgentHandler is CommonBase, StdCheats, StdUtils {
     address[] public spenders;
     mapping(address => bool) internal _isSpender;
 
+    /// @notice The handler's clock: every call first warps to it (time only moves forward, by {warp}).
+    uint256 public time;
+
+    /// @notice Every period index an operation on the agent's lane named (ghost, for the period invariant).
+    uint256[] public periods;
+    mapping(uint256 => bool) internal _isPeriod;
+
+    /// @notice Operations on the agent's lane that landed outside their period's window (must stay 0).
+    uint256 public windowViolations;
+
     constructor(Env memory env) {
         ep = env.ep;
         account = env.account;
@@ -80,10 +91,83 @@ contract AgentHandler is CommonBase, StdCheats, StdUtils {
         agentKey = env.agentKey;
         agent2 = env.agent2;
         _noteSpender(address(env.account));
+        time = block.timestamp;
     }
 
     function spendersLength() external view returns (uint256) {
         return spenders.length;
+    }
+
+    function periodsLength() external view returns (uint256) {
+        return periods.length;
+    }
+
+    // ------------------------------------------------------------------ time
+
+    /// @notice Time passes: up to a quarter period, to the next period's first second or this period's
+    /// last, or up to three periods (a session without a period moves in hours).
+    function warp(uint256 seed) external {
+        _clock();
+        calls++;
+        seed = _mix(seed, 7);
+        uint256 unit = _unit();
+        uint256 next = _periodStart(_currentPeriod() + 1);
+        uint256 m = seed % 4;
+        if (m == 0) time += (seed >> 8) % (unit / 4 + 1);
+        if (m == 1) time = next;
+        if (m == 2) time = next - 1;
+        if (m == 3) time += (seed >> 8) % (3 * unit + 1);
+        vm.warp(time);
+    }
+
+    /// @dev Forge does not carry a warp from one handler call to the next in every version: re-warp.
+    function _clock() internal {
+        vm.warp(time);
+    }
+
+    /// @dev An honest agent waits out the first second of a period: EntryPoint v0.8 takes validAfter as
+    /// exclusive, so no period's operation is due then (on v0.7 the new period's is). The rogue
+    /// operations do not wait.
+    function _pastPeriodStart() internal {
+        ISessionKeyValidator.Session memory s = validator.getSession(address(account), agent);
+        if (s.period != 0 && time >= s.validAfter && (time - s.validAfter) % s.period == 0) vm.warp(++time);
+    }
+
+    /// @dev The session's period, or an hour for a session without one (for {warp} only).
+    function _unit() internal view returns (uint256) {
+        uint256 period = validator.getSession(address(account), agent).period;
+        return period == 0 ? 1 hours : period;
+    }
+
+    function _periodStart(uint256 p) internal view returns (uint256) {
+        return validator.getSession(address(account), agent).validAfter + p * _unit();
+    }
+
+    /// @dev The period containing `time` (0 for a session without a period).
+    function _currentPeriod() internal view returns (uint256) {
+        ISessionKeyValidator.Session memory s = validator.getSession(address(account), agent);
+        if (s.period == 0 || time < s.validAfter) return 0;
+        return (time - s.validAfter) / s.period;
+    }
+
+    /// @dev The period an operation names: mostly the current one; else the previous one, the next
+    /// one, 0, or any 32-bit index (a session without a period accepts 0 only).
+    function _period(uint256 seed) internal view returns (uint256) {
+        uint256 current = _currentPeriod();
+        uint256 m = seed % 8;
+        if (m < 5) return current;
+        if (m == 5) return current == 0 ? 0 : current - 1;
+        if (m == 6) return current + 1;
+        return (seed >> 8) % 2 == 0 ? 0 : uint32(seed >> 16);
+    }
+
+    /// @dev The next nonce of the agent's lane for period `p` (noted for the period invariant).
+    function _agentNonce(uint256 p) internal returns (uint256) {
+        if (!_isPeriod[p]) {
+            _isPeriod[p] = true;
+            periods.push(p);
+        }
+        return ep.getNonce(address(account), _lane(agent, p));
     }
 
     // ------------------------------------------------------------------ honest operations
@@ -104,10 +188,12 @@ contract AgentHandler is CommonBase, StdCheats, StdUtils {
         _send(_one(op), agent);
     }
 
-    /// @notice The plainest operation the session allows: a zero-value transfer to the listed target,
-    /// paid by the session's paymaster. Called after each run (not by the fuzzer).
+    /// @notice The plainest operation the session allows: a zero-value transfer to the listed target in
+    /// the current period, paid by the session's paymaster. Called after each run (not by the fuzzer).
     function sponsoredPing() external {
-        PackedUserOperation memory op = _newOp(ep.getNonce(address(account), _lane(agent)), _execute(target, 0, ""));
+        _clock();
+        _pastPeriodStart();
+        PackedUserOperation memory op = _newOp(_agentNonce(_currentPeriod()), _execute(target, 0, ""));
         op.preVerificationGas = 50_000;
         op.accountGasLimits = bytes32((uint256(400_000) << 128) | 200_000);
         op.gasFees = bytes32((uint256(1 gwei) << 128) | 1 gwei);
@@ -118,6 +204,8 @@ contract AgentHandler is CommonBase, StdCheats, StdUtils {
     }
 
     function _honest(uint256 seed) internal returns (PackedUserOperation memory op) {
+        _clock();
+        _pastPeriodStart();
         calls++;
         seed = _mix(seed, 6);
         uint256 kind = seed % 3;
@@ -127,7 +215,7 @@ contract AgentHandler is CommonBase, StdCheats, StdUtils {
         if (kind == 2) {
             callData = _execute(address(token), 0, abi.encodeCall(IERC20.transfer, (recipient, seed % 1e18)));
         }
-        op = _newOp(ep.getNonce(address(account), _lane(agent)), callData);
+        op = _newOp(_agentNonce(_currentPeriod()), callData);
         op.preVerificationGas = 50_000;
         op.accountGasLimits = bytes32((uint256(400_000) << 128) | 200_000);
         op.gasFees = bytes32((uint256(1 gwei) << 128) | 1 gwei);
@@ -144,6 +232,7 @@ contract AgentHandler is CommonBase, StdCheats, StdUtils {
         address anyAddr,
         bytes calldata anyData
     ) external {
+        _clock();
         calls++;
         (gasSeed, callSeed, laneSeed, pmSeed) =
         (_mix(gasSeed, 1), _mix(callSeed, 2), _mix(laneSeed, 3), _mix(pmSeed, 4));
@@ -155,14 +244,15 @@ contract AgentHandler is CommonBase, StdCheats, StdUtils {
         _send(_one(op), _beneficiary(anyAddr));
     }
 
-    /// @notice Two operations of the agent's lane in one bundle (consecutive sequence numbers).
+    /// @notice Two operations of the agent's lane for one period in one bundle (consecutive sequence numbers).
     function rogueBundle(uint256 gasSeed, uint256 callSeed, uint256 pmSeed, address anyAddr, bytes calldata anyData)
         external
     {
+        _clock();
         calls++;
         (gasSeed, callSeed, pmSeed) = (_mix(gasSeed, 1), _mix(callSeed, 2), _mix(pmSeed, 4));
         _baseFee(gasSeed);
-        uint256 nonce = ep.getNonce(address(account), _lane(agent));
+        uint256 nonce = _agentNonce(_period(_mix(callSeed, 8)));
         PackedUserOperation[] memory ops = new PackedUserOperation[](2);
         for (uint256 i; i < 2; ++i) {
             uint256 s = uint256(keccak256(abi.encode(callSeed, i)));
@@ -175,15 +265,18 @@ contract AgentHandler is CommonBase, StdCheats, StdUtils {
     }
 
     /// @notice An operation that reaches for exactly what is left (or one more): the remaining native
-    /// budget, the remaining token cap (transfer, approve or transferFrom(account, …), or split over a
-    /// batch), with a fee that makes the maximum cost the remaining gas budget (or one step more).
+    /// budget (the lower of the session's and the period's), the remaining token cap (transfer, approve
+    /// or transferFrom(account, …), or split over a batch), with a fee that makes the maximum cost the
+    /// remaining gas budget (or one step more).
     function greedyOp(uint256 seed, address anyAddr) external {
+        _clock();
         calls++;
         seed = _mix(seed, 5);
         _baseFee(seed);
         ISessionKeyValidator.Session memory s = validator.getSession(address(account), agent);
+        uint256 period = _period(_mix(seed, 9));
         uint256 delta = seed % 3; // 0: one less, 1: exactly, 2: one more
-        uint256 spend = uint256(s.spendCap - s.spent) + delta;
+        uint256 spend = _nativeLeft(period) + delta;
         spend = spend == 0 ? 0 : spend - 1;
         ISessionKeyValidator.Permission memory p = validator.getPermission(address(account), agent, address(token));
         uint256 tokens = uint256(p.tokenCap - p.tokenSpent) + delta;
@@ -215,7 +308,7 @@ contract AgentHandler is CommonBase, StdCheats, StdUtils {
             batch[1] = Call(address(rec), spend, abi.encodeCall(Recorder.hit, (2)));
             callData = abi.encodeCall(IAgentAccount.executeBatch, (batch));
         }
-        PackedUserOperation memory op = _newOp(ep.getNonce(address(account), _lane(agent)), callData);
+        PackedUserOperation memory op = _newOp(_agentNonce(period), callData);
         uint256 totalGas = 50_000 + 400_000 + 300_000;
         uint256 fee = (uint256(s.gasCap - s.gasSpent) / totalGas) + (seed >> 12) % 2;
         op.preVerificationGas = 50_000;
@@ -225,8 +318,20 @@ contract AgentHandler is CommonBase, StdCheats, StdUtils {
         _send(_one(op), _beneficiary(anyAddr));
     }
 
+    /// @dev What is left of the native budget for an operation of period `p`: the session's remainder,
+    /// and for a periodic session at most the period's.
+    function _nativeLeft(uint256 p) internal view returns (uint256 left) {
+        ISessionKeyValidator.Session memory s = validator.getSession(address(account), agent);
+        left = s.spendCap - s.spent;
+        if (s.period != 0) {
+            uint256 periodLeft = s.periodCap - validator.periodSpent(address(account), agent, p);
+            if (periodLeft < left) left = periodLeft;
+        }
+    }
+
     /// @notice An accomplice pulls part of what the account approved to it.
     function pull(uint256 index, uint256 amountSeed) external {
+        _clock();
         calls++;
         address spender = spenders[index % spenders.length];
         if (spender == address(account)) return; // only the account acts as the account
@@ -343,15 +448,17 @@ contract AgentHandler is CommonBase, StdCheats, StdUtils {
         return anyAddr;
     }
 
-    /// @dev The nonce: mostly the agent's lane; else the owner's lane, another agent's, a random key,
-    /// or the agent's lane with a wrong sequence number.
-    function _nonce(uint256 seed) internal view returns (uint256) {
+    /// @dev The nonce: mostly the agent's lane for some period (see {_period}); else the owner's lane,
+    /// another agent's (with that period's index), a random key, or the agent's lane with a wrong
+    /// sequence number.
+    function _nonce(uint256 seed) internal returns (uint256) {
         uint256 m = seed % 16;
-        if (m < 12) return ep.getNonce(address(account), _lane(agent));
+        uint256 p = _period(seed >> 16);
+        if (m < 12) return _agentNonce(p);
         if (m == 12) return ep.getNonce(address(account), 0);
-        if (m == 13) return ep.getNonce(address(account), _lane(agent2));
+        if (m == 13) return ep.getNonce(address(account), _lane(agent2, (seed >> 8) % 2 == 0 ? 0 : p));
         if (m == 14) return uint256(keccak256(abi.encode(seed)));
-        return ep.getNonce(address(account), _lane(agent)) + 1 + (seed >> 8) % 3;
+        return _agentNonce(p) + 1 + (seed >> 8) % 3;
     }
 
     /// @dev Gas fields the EntryPoint accepts (each within uint120): sane; extreme but payable from the
@@ -469,14 +576,31 @@ contract AgentHandler is CommonBase, StdCheats, StdUtils {
                         && logs[i].topics[2] == bytes32(uint256(uint160(address(account))))
                 ) {
                     includedOps++;
-                    (, bool success,,) = abi.decode(logs[i].data, (uint256, bool, uint256, uint256));
+                    (uint256 nonce, bool success,,) = abi.decode(logs[i].data, (uint256, bool, uint256, uint256));
                     if (success) successfulOps++;
+                    _checkWindow(nonce);
                 }
             }
         } catch {
             vm.getRecordedLogs();
             revertedBundles++;
         }
+    }
+
+    /// @dev Counts an included operation on the agent's lane whose period's window does not contain
+    /// the block's time (or that names a period although the session has none).
+    function _checkWindow(uint256 nonce) internal {
+        if (address(uint160(nonce >> 64)) != agent) return;
+        ISessionKeyValidator.Session memory s = validator.getSession(address(account), agent);
+        uint256 p = nonce >> 224;
+        if (s.period == 0) {
+            if (p != 0) windowViolations++;
+            return;
+        }
+        uint256 start = s.validAfter + p * s.period;
+        uint256 end = start + s.period - 1;
+        if (s.validUntil != 0 && end > s.validUntil) end = s.validUntil;
+        if (block.timestamp < start || block.timestamp > end) windowViolations++;
     }
 
     function _topUp(SponsorPaymaster pm) internal {
@@ -501,8 +625,9 @@ contract AgentHandler is CommonBase, StdCheats, StdUtils {
         }
     }
 
-    function _lane(address key) internal pure returns (uint192) {
-        return uint192(uint160(key));
+    /// @dev The nonce key of `key`'s lane for period `p`.
+    function _lane(address key, uint256 p) internal pure returns (uint192) {
+        return uint192((p << 160) | uint160(key));
     }
 
     function _execute(address t, uint256 v, bytes memory d) internal pure returns (bytes memory) {
@@ -516,7 +641,8 @@ contract AgentHandler is CommonBase, StdCheats, StdUtils {
 }
 
 /// @notice Whatever the agent signs and submits, its account never loses more than its session grants.
-/// Run on the canonical EntryPoint v0.7 and v0.8 by the two contracts at the end.
+/// Run on the canonical EntryPoint v0.7 and v0.8, with a session without a period and with a periodic
+/// one (30 days of hours, 0.02 ETH per hour, under the 0.05 ETH spend cap), by the four contracts at the end.
 abstract contract SessionInvariantTest is TestBase {
     IEntryPoint internal ep;
     AgentAccount internal account;
@@ -530,7 +656,11 @@ abstract contract SessionInvariantTest is TestBase {
 
     uint128 internal constant SPEND_CAP = 0.05 ether;
     uint96 internal constant GAS_CAP = 0.02 ether;
-    uint128 internal constant TOKEN_CAP = 1000e18;
+    uint112 internal constant TOKEN_CAP = 1000e18;
+    /// @dev The periodic session: from T0 for 30 days, PERIOD_CAP per PERIOD.
+    uint48 internal constant T0 = 1_000;
+    uint32 internal constant PERIOD = 1 hours;
+    uint128 internal constant PERIOD_CAP = 0.02 ether;
 
     uint256 internal startHoldings;
     uint256 internal startTokens;
@@ -540,8 +670,11 @@ abstract contract SessionInvariantTest is TestBase {
 
     function _v08() internal pure virtual returns (bool);
 
+    function _periodic() internal pure virtual returns (bool);
+
     function setUp() public {
         _setUpKeys();
+        vm.warp(T0 + 1);
         (agent2,) = makeAddrAndKey("agent2");
         ep = _deployEntryPoint(_v08());
         validator = new SessionKeyValidator();
@@ -561,6 +694,12 @@ abstract contract SessionInvariantTest is TestBase {
         _addTarget(g, address(rec), false, _sels(Recorder.hit.selector));
         _addToken(g, address(token), TOKEN_CAP);
         g.paymaster = address(paymaster);
+        if (_periodic()) {
+            // Far past what a run reaches (50 calls of at most three periods each), so that the last
+            // checks still land; periods past it are refused.
+            (g.validAfter, g.validUntil) = (T0, T0 + 30 days);
+            _setPeriod(g, PERIOD, PERIOD_CAP);
+        }
         vm.prank(owner);
         account.execute(address(validator), 0, abi.encodeCall(ISessionKeyValidator.grantSession, (g)));
         vm.prank(owner);
@@ -590,13 +729,14 @@ abstract contract SessionInvariantTest is TestBase {
                 agent2: agent2
             })
         );
-        bytes4[] memory selectors = new bytes4[](6);
+        bytes4[] memory selectors = new bytes4[](7);
         selectors[0] = AgentHandler.honestOp.selector;
         selectors[1] = AgentHandler.honestSponsoredOp.selector;
         selectors[2] = AgentHandler.rogueOp.selector;
         selectors[3] = AgentHandler.rogueBundle.selector;
         selectors[4] = AgentHandler.pull.selector;
         selectors[5] = AgentHandler.greedyOp.selector;
+        selectors[6] = AgentHandler.warp.selector;
         targetSelector(StdInvariant.FuzzSelector({addr: address(handler), selectors: selectors}));
         targetContract(address(handler));
 
@@ -638,6 +778,7 @@ abstract contract SessionInvariantTest is TestBase {
         _checkTokenOutflow();
         _checkOtherLanes();
         _checkCounters();
+        _checkPeriods();
     }
 
     /// The account's ETH (balance + EntryPoint deposit) decreases by no more than what the session
@@ -687,7 +828,25 @@ abstract contract SessionInvariantTest is TestBase {
         assertEq(s.spendCap, SPEND_CAP);
         assertEq(s.gasCap, GAS_CAP);
         assertEq(s.paymaster, address(paymaster));
+        assertEq(s.period, _periodic() ? PERIOD : 0);
+        assertEq(s.periodCap, _periodic() ? PERIOD_CAP : 0);
         assertFalse(validator.isTargetAllowed(address(account), agent, address(ep)));
+    }
+
+    /// Every period an operation named stays within the periodic cap, and the periods add up to the
+    /// session's total (a session without a period counts none); every operation on the agent's lane
+    /// landed within its period's window.
+    function _checkPeriods() internal view {
+        uint256 n = handler.periodsLength();
+        uint256 sum;
+        for (uint256 i; i < n; ++i) {
+            uint256 spent = validator.periodSpent(address(account), agent, handler.periods(i));
+            if (_periodic()) assertLe(spent, PERIOD_CAP, "periodSpent above periodCap");
+            else assertEq(spent, 0, "a period counted without a period");
+            sum += spent;
+        }
+        if (_periodic()) assertEq(sum, _session().spent, "the periods do not add up to spent");
+        assertEq(handler.windowViolations(), 0, "an operation landed outside its period's window");
     }
 
     /// After each run: operations did land (the run exercised successful paths), and an honest
@@ -706,10 +865,38 @@ contract SessionInvariantV07Test is SessionInvariantTest {
     function _v08() internal pure override returns (bool) {
         return false;
     }
+
+    function _periodic() internal pure override returns (bool) {
+        return false;
+    }
 }
 
 contract SessionInvariantV08Test is SessionInvariantTest {
     function _v08() internal pure override returns (bool) {
+        return true;
+    }
+
+    function _periodic() internal pure override returns (bool) {
+        return false;
+    }
+}
+
+contract SessionInvariantPeriodicV07Test is SessionInvariantTest {
+    function _v08() internal pure override returns (bool) {
+        return false;
+    }
+
+    function _periodic() internal pure override returns (bool) {
+        return true;
+    }
+}
+
+contract SessionInvariantPeriodicV08Test is SessionInvariantTest {
+    function _v08() internal pure override returns (bool) {
+        return true;
+    }
+
+    function _periodic() internal pure override returns (bool) {
         return true;
     }
 }

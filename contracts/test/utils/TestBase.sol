@@ -113,6 +113,18 @@ abstract contract TestBase is Test {
         return (uint256(uint160(key)) << 64) | seq;
     }
 
+    /// @dev The nonce key of `key`'s lane for period `p`: `p << 160 | uint160(key)`.
+    function _laneKey(address key, uint256 p) internal pure returns (uint192) {
+        require(p <= type(uint32).max, "period index above 32 bits");
+        return uint192((p << 160) | uint160(key));
+    }
+
+    /// @dev A nonce of `key`'s lane for period `p` with sequence `seq`:
+    /// `(p << 224) | (uint160(key) << 64) | seq`.
+    function _periodLane(address key, uint256 p, uint64 seq) internal pure returns (uint256) {
+        return (uint256(_laneKey(key, p)) << 64) | seq;
+    }
+
     /// @dev An operation with generous gas limits and a 2 gwei max fee; no paymaster, no signature.
     /// Its maximum cost, what a session is charged, is {MAX_COST}.
     function _op(address sender, uint256 nonce, bytes memory initCode, bytes memory callData)
@@ -188,6 +200,12 @@ abstract contract TestBase is Test {
         g.tokens = new ISessionKeyValidator.TokenLimit[](0);
     }
 
+    /// @dev Makes `g` periodic: `periodCap` wei of native value per `period` seconds.
+    function _setPeriod(ISessionKeyValidator.SessionGrant memory g, uint32 period, uint128 periodCap) internal pure {
+        g.period = period;
+        g.periodCap = periodCap;
+    }
+
     /// @dev One target permission.
     function _perm(address target, bool anySelector, bytes4[] memory selectors)
         internal
@@ -216,7 +234,7 @@ abstract contract TestBase is Test {
     }
 
     /// @dev Appends a token cap to `g`.
-    function _addToken(ISessionKeyValidator.SessionGrant memory g, address token, uint128 cap) internal pure {
+    function _addToken(ISessionKeyValidator.SessionGrant memory g, address token, uint112 cap) internal pure {
         ISessionKeyValidator.TokenLimit[] memory t = new ISessionKeyValidator.TokenLimit[](g.tokens.length + 1);
         for (uint256 i; i < g.tokens.length; ++i) {
             t[i] = g.tokens[i];

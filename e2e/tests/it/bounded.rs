@@ -16,34 +16,22 @@
 //! the companion's pre-check, at the bundler and at the EntryPoint itself (`handleOps` as an
 //! `eth_call`).
 
-use alloy::primitives::{keccak256, utils::parse_ether, Address, Bytes, FixedBytes, B256, U256};
+use crate::common::*;
+use alloy::primitives::{Address, Bytes, FixedBytes, U256};
 use alloy::sol_types::{SolCall, SolError};
 use kms_chain::account::Call;
-use kms_chain::bundler::BundlerError;
-use kms_chain::client::{ChainError, NonceChoice};
+use kms_chain::client::NonceChoice;
 use kms_chain::nonce::NonceKey;
 use kms_chain::revert::DecodedRevert;
 use kms_chain::session::{RefusalCode, SessionSnapshot};
 use kms_chain::userop::v0_7::{GasLimits, UserOperation};
 use kms_chain::userop::EntryPointVersion::{self, V07, V08};
 use kms_contracts::{SessionKeyValidator, TestToken};
-use kms_e2e::chain::{ChainEnv, FIXED_GAS};
-use kms_e2e::companion::{AgentKey, Companion, Wallet, DAY_SESSION_GAS_CAP};
-use kms_e2e::stack::Stack;
+use kms_e2e::chain::FIXED_GAS;
+use kms_e2e::companion::{AgentKey, DAY_SESSION_GAS_CAP};
 use serde_json::{json, Value};
-use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 
-const DAY: u64 = 24 * 3600;
 const GWEI: u128 = 1_000_000_000;
-
-fn eth(s: &str) -> U256 {
-    parse_ether(s).unwrap()
-}
-
-/// A recipient address of its own for each test and purpose.
-fn address(tag: &str) -> Address {
-    Address::from_word(keccak256(tag.as_bytes()))
-}
 
 /// A session for the request body of `/kms/agent-sessions` (without keyId and salt): `targets`
 /// as given, spend cap 1 ETH, gas cap [`DAY_SESSION_GAS_CAP`], valid in `window`.
@@ -57,38 +45,7 @@ fn session(targets: Value, window: (u64, u64)) -> Value {
     })
 }
 
-/// One test's world: the shared chain, its own companion, one owner with a wallet.
-struct Fixture {
-    env: ChainEnv,
-    c: Companion,
-    user: SoftPasskey,
-    wallet: Wallet,
-}
-
-async fn fixture(version: EntryPointVersion) -> Fixture {
-    let stack = tokio::task::spawn_blocking(Stack::shared).await.unwrap();
-    let env = ChainEnv::connect(stack.info(), version)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", stack.output_tail()));
-    let c = Companion::start(stack.info(), version).await.unwrap();
-    let mut user = SoftPasskey::new(true);
-    let wallet = c.register(&mut user).await.unwrap();
-    Fixture {
-        env,
-        c,
-        user,
-        wallet,
-    }
-}
-
 impl Fixture {
-    async fn agent(&mut self, label: &str) -> AgentKey {
-        self.c
-            .create_agent(&mut self.user, &self.wallet, label)
-            .await
-            .unwrap()
-    }
-
     /// A window open since an hour ago for a day (chain time).
     async fn window(&self) -> (u64, u64) {
         let now = self.env.now().await.unwrap();
@@ -141,59 +98,6 @@ impl Fixture {
             .unwrap()
     }
 
-    /// Submits an intent and expects 202; returns the userOpHash.
-    async fn submit(&self, agent: &AgentKey, calls: Value) -> String {
-        let (status, body) = self.c.intent(agent, calls, None).await.unwrap();
-        assert_eq!(status, 202, "{body}");
-        body["userOpHash"].as_str().unwrap().to_owned()
-    }
-
-    /// Submits an intent and waits until it is included successfully; returns the final body.
-    async fn lands(&self, agent: &AgentKey, calls: Value) -> Value {
-        let hash = self.submit(agent, calls).await;
-        let done = self.c.wait_intent(agent, &hash).await.unwrap();
-        assert_eq!(done["status"], "included", "{done}");
-        assert_eq!(done["success"], true, "{done}");
-        done
-    }
-
-    /// Expects a 403 policy refusal with `code`; returns the body.
-    async fn refused(&self, agent: &AgentKey, calls: Value, code: RefusalCode) -> Value {
-        let (status, body) = self.c.intent(agent, calls, None).await.unwrap();
-        assert_eq!(
-            (status, body["code"].as_str()),
-            (403, Some(code.as_str())),
-            "{body}"
-        );
-        body
-    }
-
-    /// The agent's raw session signature of `hash` for `account`, through `/kms/sign-agent`.
-    async fn sign(&self, agent: &AgentKey, hash: B256, account: Address) -> Bytes {
-        let (status, body) = self.c.sign_agent(agent, hash, account).await.unwrap();
-        assert_eq!(status, 200, "{body}");
-        let sig: Bytes = body["signature"].as_str().unwrap().parse().unwrap();
-        assert_eq!(sig.len(), 106);
-        sig
-    }
-
-    /// An operation of `agent` on `account` in its own lane, built past the companion's
-    /// pre-check ([`FIXED_GAS`], the bundler's fees) and signed through `/kms/sign-agent`.
-    async fn presigned(
-        &self,
-        account: Address,
-        agent: &AgentKey,
-        calls: Vec<Call>,
-    ) -> UserOperation {
-        let prepared = self
-            .env
-            .unestimated_agent_op(account, agent.address, calls)
-            .await
-            .unwrap();
-        let sig = self.sign(agent, prepared.user_op_hash, account).await;
-        prepared.signed(sig)
-    }
-
     /// An operation of `agent` on `account` built exactly as given (nonce, gas, fees) and
     /// signed through `/kms/sign-agent`.
     async fn custom(
@@ -212,15 +116,6 @@ impl Fixture {
             .unwrap();
         let sig = self.sign(agent, prepared.user_op_hash, account).await;
         prepared.signed(sig)
-    }
-
-    /// Sends `op` straight to the bundler, expecting a refusal.
-    async fn bundler_refuses(&self, op: &UserOperation) -> BundlerError {
-        match self.env.client.submit(op).await {
-            Ok(s) => panic!("the bundler accepted {}", s.user_op_hash),
-            Err(ChainError::Bundler(e)) => e,
-            Err(e) => panic!("not a bundler refusal: {e}"),
-        }
     }
 
     /// Expects the bundler and the EntryPoint (`handleOps` as an `eth_call`) to refuse `op` in
@@ -272,10 +167,6 @@ impl Fixture {
     async fn token_balance(&self, who: Address) -> U256 {
         self.env.test_token_balance(who).await.unwrap()
     }
-}
-
-fn transfer(to: Address, wei: &str) -> Value {
-    json!([{"to": to, "value": eth(wei).to_string()}])
 }
 
 fn transfer_data(to: Address, amount: u64) -> Bytes {

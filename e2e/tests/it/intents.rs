@@ -7,65 +7,20 @@
 //! straight to the bundler past the companion (signed through `/kms/sign-agent`), at the bundler
 //! and at the EntryPoint itself (`handleOps` as an `eth_call`).
 
-use alloy::primitives::{keccak256, utils::parse_ether, Address, Bytes, B256, U256};
+use crate::common::*;
+use alloy::primitives::{Address, Bytes, U256};
 use alloy::providers::Provider;
 use alloy::sol_types::SolCall;
 use kms_chain::account::Call;
-use kms_chain::bundler::BundlerError;
-use kms_chain::client::ChainError;
 use kms_chain::session::RefusalCode;
 use kms_chain::userop::v0_7::UserOperation;
 use kms_chain::userop::EntryPointVersion::{self, V07, V08};
 use kms_contracts::IEntryPointV07;
 use kms_e2e::chain::ChainEnv;
-use kms_e2e::companion::{AgentKey, Companion, Wallet, DAY_SESSION_GAS_CAP};
-use kms_e2e::stack::Stack;
+use kms_e2e::companion::{AgentKey, DAY_SESSION_GAS_CAP};
 use serde_json::{json, Value};
-use webauthn_authenticator_rs::softpasskey::SoftPasskey;
-
-const DAY: u64 = 24 * 3600;
-
-fn eth(s: &str) -> U256 {
-    parse_ether(s).unwrap()
-}
-
-/// A recipient address of its own for each test and purpose.
-fn address(tag: &str) -> Address {
-    Address::from_word(keccak256(tag.as_bytes()))
-}
-
-/// One test's world: the shared chain, its own companion, one owner with a wallet.
-struct Fixture {
-    env: ChainEnv,
-    c: Companion,
-    user: SoftPasskey,
-    wallet: Wallet,
-}
-
-async fn fixture(version: EntryPointVersion) -> Fixture {
-    let stack = tokio::task::spawn_blocking(Stack::shared).await.unwrap();
-    let env = ChainEnv::connect(stack.info(), version)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", stack.output_tail()));
-    let c = Companion::start(stack.info(), version).await.unwrap();
-    let mut user = SoftPasskey::new(true);
-    let wallet = c.register(&mut user).await.unwrap();
-    Fixture {
-        env,
-        c,
-        user,
-        wallet,
-    }
-}
 
 impl Fixture {
-    async fn agent(&mut self, label: &str) -> AgentKey {
-        self.c
-            .create_agent(&mut self.user, &self.wallet, label)
-            .await
-            .unwrap()
-    }
-
     /// A window open since an hour ago for a day (chain time).
     async fn open_window(&self) -> (u64, u64) {
         let now = self.env.now().await.unwrap();
@@ -134,68 +89,6 @@ impl Fixture {
         account
     }
 
-    /// Submits an intent and expects 202; returns the userOpHash.
-    async fn submit(&self, agent: &AgentKey, calls: Value) -> String {
-        let (status, body) = self.c.intent(agent, calls, None).await.unwrap();
-        assert_eq!(status, 202, "{body}");
-        body["userOpHash"].as_str().unwrap().to_owned()
-    }
-
-    /// Submits an intent and waits until it is included successfully; returns the final body.
-    async fn lands(&self, agent: &AgentKey, calls: Value) -> Value {
-        let hash = self.submit(agent, calls).await;
-        let done = self.c.wait_intent(agent, &hash).await.unwrap();
-        assert_eq!(done["status"], "included", "{done}");
-        assert_eq!(done["success"], true, "{done}");
-        done
-    }
-
-    /// Expects a 403 policy refusal with `code`; returns the body.
-    async fn refused(&self, agent: &AgentKey, calls: Value, code: RefusalCode) -> Value {
-        let (status, body) = self.c.intent(agent, calls, None).await.unwrap();
-        assert_eq!(
-            (status, body["code"].as_str()),
-            (403, Some(code.as_str())),
-            "{body}"
-        );
-        body
-    }
-
-    /// An operation built past the companion's pre-check (fixed gas, no estimation) and signed
-    /// by the TA through `/kms/sign-agent` for `sign_for`.
-    async fn presigned(
-        &self,
-        account: Address,
-        agent: &AgentKey,
-        calls: Vec<Call>,
-        sign_for: Address,
-    ) -> UserOperation {
-        let prepared = self
-            .env
-            .unestimated_agent_op(account, agent.address, calls)
-            .await
-            .unwrap();
-        let sig = self.sign(agent, prepared.user_op_hash, sign_for).await;
-        prepared.signed(sig)
-    }
-
-    async fn sign(&self, agent: &AgentKey, hash: B256, account: Address) -> Bytes {
-        let (status, body) = self.c.sign_agent(agent, hash, account).await.unwrap();
-        assert_eq!(status, 200, "{body}");
-        let sig: Bytes = body["signature"].as_str().unwrap().parse().unwrap();
-        assert_eq!(sig.len(), 106);
-        sig
-    }
-
-    /// Sends `op` straight to the bundler, expecting a refusal.
-    async fn bundler_refuses(&self, op: &UserOperation) -> BundlerError {
-        match self.env.client.submit(op).await {
-            Ok(s) => panic!("the bundler accepted {}", s.user_op_hash),
-            Err(ChainError::Bundler(e)) => e,
-            Err(e) => panic!("not a bundler refusal: {e}"),
-        }
-    }
-
     /// The EntryPoint's own verdict on `op`, which must be a decodable refusal: its name.
     async fn entry_point_refuses(&self, op: &UserOperation) -> kms_chain::revert::DecodedRevert {
         match self.env.entry_point_verdict(op).await {
@@ -204,10 +97,6 @@ impl Fixture {
             Err(None) => panic!("handleOps reverted without a decodable error"),
         }
     }
-}
-
-fn transfer(to: Address, wei: &str) -> Value {
-    json!([{"to": to, "value": eth(wei).to_string()}])
 }
 
 /// The UserOperation of `account` in the bundle transaction `tx` (decoded `handleOps`).
@@ -441,7 +330,7 @@ async fn sender_binding_refuses_a_signature_made_for_another_account() {
 
     // B's operation, signed by the TA (through the companion) for account A.
     let forged = f
-        .presigned(b, &agent, vec![Call::transfer(to, eth("0.1"))], a)
+        .presigned_for(b, &agent, vec![Call::transfer(to, eth("0.1"))], a)
         .await;
     let err = f.bundler_refuses(&forged).await;
     assert_eq!(err.aa_code(), Some("AA23"), "{err}");
@@ -454,7 +343,7 @@ async fn sender_binding_refuses_a_signature_made_for_another_account() {
 
     // The same operation signed for B goes through.
     let genuine = f
-        .presigned(b, &agent, vec![Call::transfer(to, eth("0.1"))], b)
+        .presigned_for(b, &agent, vec![Call::transfer(to, eth("0.1"))], b)
         .await;
     assert!(f.env.submit_and_wait(&genuine).await.unwrap().success);
     assert_eq!(f.env.balance(to).await.unwrap(), eth("0.1"));
@@ -495,7 +384,7 @@ async fn disallowed_target_is_refused_by_companion_and_chain() {
     .await;
 
     let op = f
-        .presigned(
+        .presigned_for(
             account,
             &agent,
             vec![Call::transfer(other, eth("0.1"))],
@@ -544,7 +433,7 @@ async fn total_over_the_cap_across_intents_is_refused() {
 
     // Past the companion, the chain refuses too.
     let op = f
-        .presigned(
+        .presigned_for(
             account,
             &agent,
             vec![Call::transfer(to, eth("0.1"))],
@@ -578,7 +467,7 @@ async fn expired_window_is_refused_by_companion_and_chain() {
     assert_eq!(body["details"]["validUntil"], now - 60);
 
     let op = f
-        .presigned(
+        .presigned_for(
             account,
             &agent,
             vec![Call::transfer(to, eth("0.1"))],
@@ -613,7 +502,7 @@ async fn revocation_through_the_api_is_enforced_by_companion_and_chain() {
 
     // Signed before the revocation, kept for later.
     let presigned = f
-        .presigned(
+        .presigned_for(
             account,
             &agent,
             vec![Call::transfer(to, eth("0.1"))],

@@ -6,6 +6,7 @@
 
 mod admin;
 mod bounded;
+mod common;
 mod demo;
 mod erc1271;
 mod intents;

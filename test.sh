@@ -90,10 +90,12 @@ if [ "$QUICK" -eq 0 ]; then
 fi
 
 stage "Unit and integration tests (workspace; e2e tests start anvil + Alto themselves)"
+# Libraries, binaries and test targets; not rustdoc's doc-test pass, which costs a rustdoc run
+# per crate and would find no example to run (the docs' examples are text).
 if [ "$QUICK" -eq 1 ]; then
-  cargo test --workspace --locked --exclude kms-e2e
+  cargo test --workspace --locked --lib --bins --tests --exclude kms-e2e
 else
-  cargo test --workspace --locked
+  cargo test --workspace --locked --lib --bins --tests
 fi
 stage "ta-sim crash-before-rename test (fault-injection hook compiled in)"
 cargo test -p kms-ta-sim -p workspace-hack --locked --features kms-ta-sim/fault-injection --test crash

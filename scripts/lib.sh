@@ -1,7 +1,7 @@
 # Shared helpers for the project's scripts. Source it; do not run it.
 
-# Print a stage banner.
-stage() { printf '\n==> %s\n' "$*"; }
+# Print a stage banner, with the seconds since the calling script started.
+stage() { printf '\n==> [%ss] %s\n' "$SECONDS" "$*"; }
 
 # Fail with a message.
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

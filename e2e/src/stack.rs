@@ -1,10 +1,8 @@
 //! Runs the local chain stack (`anvil/stack.sh`) for a test.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), kms_e2e::stack::StackError> {
+//! ```text
 //! let stack = kms_e2e::stack::Stack::start()?;
 //! println!("anvil at {}, Alto at {}", stack.info().rpc_url, stack.info().bundler_url);
-//! # Ok(()) }
 //! ```
 //!
 //! Nothing is skipped: when node, npm or anything else the script needs is missing, [`Stack::start`]

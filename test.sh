@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Run every check and test of the project: formatting, lints, the OP-TEE
-# type checks, the Solidity tests, and all Rust tests (unit, simulator,
-# HTTP end-to-end, anvil + bundler end-to-end, and the /ui page in headless
-# Chromium). Installs what it needs.
+# type checks, the Solidity tests (forge, and halmos's symbolic tests in the
+# background), and all Rust tests (unit, simulator, HTTP end-to-end, anvil +
+# bundler end-to-end, and the /ui page in headless Chromium). Installs what it
+# needs.
 #
 # usage: ./test.sh [--quick]   (--quick: skip the Solidity and chain stages)
 set -euo pipefail
@@ -49,9 +50,17 @@ if [ "$QUICK" -eq 0 ]; then
     e2e/browser/run.sh --install-only
   ) >"$PROVISION_LOG" 2>&1 &
   PROVISION_PID=$!
-  # On an early failure, let it finish rather than leave an interrupted apt-get or npm behind.
-  trap '[ -z "$PROVISION_PID" ] || wait "$PROVISION_PID" 2>/dev/null; rm -f "$PROVISION_LOG"' EXIT
 fi
+HALMOS_PID=""
+HALMOS_LOG=""
+# On an early failure: let the provisioning finish rather than leave an interrupted apt-get or
+# npm behind; stop halmos.
+cleanup() {
+  [ -z "$HALMOS_PID" ] || kill -- "-$HALMOS_PID" 2>/dev/null || true
+  [ -z "$PROVISION_PID" ] || wait "$PROVISION_PID" 2>/dev/null || true
+  rm -f "$PROVISION_LOG" "$HALMOS_LOG"
+}
+trap cleanup EXIT
 provisioned() {
   [ -n "$PROVISION_PID" ] || return 0
   local started=$SECONDS
@@ -89,14 +98,28 @@ if [ "$QUICK" -eq 0 ]; then
   anvil/test-contracts.sh
 fi
 
-stage "Unit and integration tests (workspace; e2e tests start anvil + Alto themselves)"
 # Libraries, binaries and test targets; not rustdoc's doc-test pass, which costs a rustdoc run
 # per crate and would find no example to run (the docs' examples are text).
-if [ "$QUICK" -eq 1 ]; then
-  cargo test --workspace --locked --lib --bins --tests --exclude kms-e2e
-else
-  cargo test --workspace --locked --lib --bins --tests
+TEST_ARGS=(--workspace --locked --lib --bins --tests)
+[ "$QUICK" -eq 0 ] || TEST_ARGS+=(--exclude kms-e2e)
+stage "Build the tests"
+cargo test "${TEST_ARGS[@]}" --no-run
+
+if [ "$QUICK" -eq 0 ]; then
+  # The session accounting proven for all inputs within small bounds (contracts/test/halmos/):
+  # the gas charge against the EntryPoint's prefund bound and every shape of a single call, under
+  # a minute on 2 cores (the batch checks, about 4 more minutes, are the full run documented in
+  # BENCHMARKS.md). It runs in the background from here, beside the test runs, which mostly wait
+  # on the chain and the bundler; its verdict is read at the end.
+  stage "Symbolic tests (halmos): started in the background"
+  HALMOS_LOG=$(mktemp "${TMPDIR:-/tmp}/kms-halmos.XXXXXX")
+  # Its own process group (setsid), so that an early exit stops the solvers too.
+  setsid scripts/halmos.sh --quick >"$HALMOS_LOG" 2>&1 &
+  HALMOS_PID=$!
 fi
+
+stage "Unit and integration tests (workspace; e2e tests start anvil + Alto themselves)"
+cargo test "${TEST_ARGS[@]}"
 stage "ta-sim crash-before-rename test (fault-injection hook compiled in)"
 cargo test -p kms-ta-sim -p workspace-hack --locked --features kms-ta-sim/fault-injection --test crash
 stage "TA core tests with export-secrets compiled in"
@@ -116,6 +139,15 @@ if [ "$QUICK" -eq 1 ]; then
   e2e/browser/run.sh --no-chain
 else
   e2e/browser/run.sh   # with anvil + Alto: grants a session on-chain, an intent, revokes
+fi
+
+if [ -n "$HALMOS_PID" ]; then
+  stage "Symbolic tests (halmos): the verdict"
+  halmos_ok=1
+  wait "$HALMOS_PID" || halmos_ok=0
+  HALMOS_PID=""
+  cat "$HALMOS_LOG"
+  [ "$halmos_ok" -eq 1 ] || die "the symbolic tests failed (halmos output above)"
 fi
 
 echo

@@ -120,7 +120,7 @@ fi
 
 stage "Unit and integration tests (workspace; e2e tests start anvil + Alto themselves)"
 cargo test "${TEST_ARGS[@]}"
-stage "ta-sim crash-before-rename test (fault-injection hook compiled in)"
+stage "ta-sim fault-injection tests (crash before the rename or the counter, failed directory fsync; hooks compiled in)"
 cargo test -p kms-ta-sim -p workspace-hack --locked --features kms-ta-sim/fault-injection --test crash
 stage "TA core tests with export-secrets compiled in"
 cargo test -p kms-ta -p workspace-hack --locked --features kms-ta/test-seed,kms-ta/export-secrets

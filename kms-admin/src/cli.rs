@@ -105,8 +105,10 @@ pub enum Command {
     ///
     /// Normal: a new current kid signs new credentials; the previous current kid stays
     /// verify-only for the 7-day overlap (credentials it signed keep working until they
-    /// expire), and an older verify-only kid is purged. --force: every old kid is purged at
-    /// once, so every outstanding credential is refused from now on.
+    /// expire). Older verify-only kids are kept until their own retire time (only those past
+    /// it are purged), up to the TA's limit of 4: at the limit the TA refuses the rotation,
+    /// changes nothing, and the command fails (exit 1) saying when it can run. --force: every
+    /// old kid is purged at once, so every outstanding credential is refused from now on.
     #[command(after_help = EXIT_CODES)]
     RotateJwtSecret {
         /// Purge every old kid now: every outstanding agent credential dies.
@@ -154,6 +156,41 @@ pub enum Command {
         /// Revoke in the database and the TA only; do not touch the chain.
         #[arg(long)]
         db_only: bool,
+    },
+
+    /// Make the TA accept a restored (older) sealed state, and bring the database in line.
+    ///
+    /// The TA keeps a monotonic counter outside its sealed state (RPMB on OP-TEE, a file beside
+    /// sealed.bin in ta-sim). When the sealed state is older than the counter (an older copy of
+    /// it was put back: a backup restore, a copied file) the TA refuses every command that
+    /// touches state, and the companion answers 503 ta_rolled_back on every route that reaches
+    /// the TA; it does the same when the TA is behind its database. This command is the only
+    /// way out, once you have decided to run with the restored state.
+    ///
+    /// What it does: the TA re-seals the state it holds with a version past its counter and
+    /// serves it again; then the database follows the TA where the TA is behind it (an active
+    /// agent the TA does not know is revoked in the database; an active agent at an older
+    /// generation in the TA takes that generation, so its newest credential is refused until
+    /// the owner refreshes it), and agents revoked in the database but live in the restored TA
+    /// are revoked in the TA again. It is recorded in the audit log. The companion serves again
+    /// within seconds.
+    ///
+    /// CONSEQUENCES: everything the restored copy predates comes back in the TA. Agents
+    /// revoked since then are live again in the TA (those the database knows as revoked are
+    /// revoked again by this command, others are not); removed wallets and replaced passkeys
+    /// come back; an operator key created since is gone. Credentials do not come back: with a
+    /// rolled-back state the TA force-rotates its JWT secrets in the same write (superseded
+    /// credentials would otherwise verify again), so every agent credential dies and owners
+    /// refresh them. Revoke on chain the sessions of agents the TA no longer knows.
+    ///
+    /// Who can call it: whoever can open a session to the TA (ta-sim: the user owning its
+    /// socket, mode 0600; OP-TEE: any client allowed to open /dev/tee0). The intended gate is
+    /// the TA checking the caller's OP-TEE login. Without --yes nothing is changed (exit 2).
+    #[command(after_help = EXIT_CODES)]
+    AcceptRestore {
+        /// Confirm: accept the restored state with the consequences above.
+        #[arg(long)]
+        yes: bool,
     },
 
     /// Manage API keys (stored hashed; a new key is shown once).

@@ -111,6 +111,12 @@ impl AdminError {
                 | kms_proto::TaError::WalletNotFound
                 | kms_proto::TaError::OperatorKeyMissing,
             ) => Self::new(Exit::UnknownKey, e.to_string()),
+            TeeError::Ta(kms_proto::TaError::StateRolledBack { .. }) => {
+                Self::new(Exit::Failure, e.to_string()).hint(
+                    "an older copy of the TA's sealed state was put back; read `kms-admin \
+                     accept-restore --help` before accepting it",
+                )
+            }
             other => Self::new(Exit::Failure, other.to_string()),
         }
     }

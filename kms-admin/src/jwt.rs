@@ -1,7 +1,10 @@
 //! `rotate-jwt-secret` and `jwt-secret-status`.
 
 use kms_db::{JwtSecretMeta, JwtSecretState};
-use kms_proto::{JwtRotateSecret, JwtSecretStatus, KidStatus, RotationMode, TaInfo};
+use kms_proto::{
+    JwtRotateSecret, JwtSecretInfo, JwtSecretStatus, KidStatus, RotationMode, TaError, TaInfo,
+};
+use kms_tee_client::TeeError;
 use serde_json::{json, Value};
 
 use crate::ctx::Ctx;
@@ -21,7 +24,24 @@ pub async fn rotate(ctx: &Ctx, force: bool) -> Result<Report> {
     };
     let mode_name = if force { "force" } else { "normal" };
     let before = tee.call_async(&JwtSecretStatus {}).await?;
-    let r = tee.call_async(&JwtRotateSecret { mode }).await?;
+    let r = match tee.call_async(&JwtRotateSecret { mode }).await {
+        Ok(r) => r,
+        Err(TeeError::Ta(TaError::JwtRotationRefused { retry_at })) => {
+            // Nothing changed in the TA; the table is still brought in line with it.
+            let recorded = db
+                .sync_jwt_secret_meta_from_ta(&before, kms_db::now_secs())
+                .await;
+            audit(&db, "JwtRotateSecret", None, "refused", Some(mode_name)).await;
+            let ta_now = tee.call_async(&TaInfo {}).await.ok().map(|i| i.now);
+            return Err(rotation_refused(
+                &before,
+                retry_at,
+                ta_now,
+                recorded.is_ok(),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let now = kms_db::now_secs();
     let recorded = db.sync_jwt_secret_meta_from_ta(&r.secrets, now).await;
     audit(
@@ -63,10 +83,13 @@ pub async fn rotate(ctx: &Ctx, force: bool) -> Result<Report> {
             }
             Some(_) => {}
             None => {
-                human.push_str(&format!(
-                    "Previous kid {}: purged (every credential it signed is refused)\n",
-                    k.kid
-                ));
+                // A normal rotation removes only kids whose overlap has ended.
+                let why = if force {
+                    "every credential it signed is refused"
+                } else {
+                    "its overlap had ended"
+                };
+                human.push_str(&format!("Previous kid {}: purged ({why})\n", k.kid));
                 previous.push(json!({"kid": k.kid, "fate": "purged"}));
             }
         }
@@ -88,6 +111,52 @@ pub async fn rotate(ctx: &Ctx, force: bool) -> Result<Report> {
                 "retireAt": s.retire_at,
             })).collect::<Vec<_>>(),
         }),
+    ))
+}
+
+/// The error of a normal rotation the TA refused: which verify-only kids hold it up, from when
+/// it can run, and the forced alternative.
+fn rotation_refused(
+    before: &[JwtSecretInfo],
+    retry_at: u64,
+    ta_now: Option<u64>,
+    recorded: bool,
+) -> AdminError {
+    let secs = |t: u64| i64::try_from(t).unwrap_or(i64::MAX);
+    // The verify-only kids still within their overlap (an expired one is purged, not counted).
+    let mut live: Vec<&JwtSecretInfo> = before
+        .iter()
+        .filter(|k| k.status == KidStatus::VerifyOnly)
+        .filter(|k| match (k.retire_at, ta_now) {
+            (Some(t), Some(now)) => t > now,
+            _ => true,
+        })
+        .collect();
+    live.sort_by_key(|k| k.retire_at);
+    let kids: Vec<String> = live
+        .iter()
+        .map(|k| format!("{} until {}", k.kid, ts_opt(k.retire_at.map(secs))))
+        .collect();
+    let wait = ta_now
+        .map(|now| format!("; in {}", duration(secs(retry_at) - secs(now))))
+        .unwrap_or_default();
+    let mut message = format!(
+        "the TA refused the normal rotation: it keeps {} verify-only kid(s) within their overlap \
+         ({}), its limit of {}, and each may still verify live credentials until its retire \
+         time, so none is dropped early. Nothing changed. A normal rotation can run from {} (unix {retry_at}, TA \
+         clock{wait}).",
+        live.len(),
+        kids.join(", "),
+        kms_proto::jwt::MAX_VERIFY_ONLY_KIDS,
+        ts(secs(retry_at)),
+    );
+    if !recorded {
+        message.push_str(" (jwt_secret_meta could not be brought in line with the TA.)");
+    }
+    AdminError::new(Exit::Failure, message).hint(format!(
+        "run `kms-admin rotate-jwt-secret` again after {}; `kms-admin rotate-jwt-secret --force` \
+         rotates now but purges every old kid, so every outstanding agent credential dies",
+        ts(secs(retry_at))
     ))
 }
 

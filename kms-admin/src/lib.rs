@@ -8,7 +8,7 @@
 //! - [`ctx`]: opening the database, the TA session and the node, lazily, with failures mapped
 //!   to exit codes ([`error`]).
 //! - one module per command group: [`jwt`], [`agents`], [`revoke`], [`api_keys`],
-//!   [`operator`]; each returns a [`Report`] (human text, JSON, and an optional failure).
+//!   [`operator`], [`restore`]; each returns a [`Report`] (human text, JSON, and an optional failure).
 //! - [`export`] (feature `export-secrets`): the passkey-gated private key export of the
 //!   development-only `export_key` binary.
 #![warn(missing_docs)]
@@ -24,6 +24,7 @@ pub mod export;
 pub mod fmt;
 pub mod jwt;
 pub mod operator;
+pub mod restore;
 pub mod revoke;
 
 use std::io::Write;
@@ -107,6 +108,7 @@ pub async fn run(cli: &Cli) -> Result<Report, AdminError> {
         Command::ApiKey(ApiKeyCommand::List) => api_keys::list(&ctx).await,
         Command::ApiKey(ApiKeyCommand::Revoke { id }) => api_keys::revoke(&ctx, id).await,
         Command::OperatorAddress { create } => operator::address(&ctx, *create).await,
+        Command::AcceptRestore { yes } => restore::accept(&ctx, *yes).await,
     }
 }
 

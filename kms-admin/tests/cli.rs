@@ -117,6 +117,109 @@ async fn jwt_status_and_normal_then_forced_rotation() {
     assert_eq!(db.verify_audit_chain().await.unwrap().first_bad, None);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn normal_rotations_in_a_row_keep_every_verify_only_kid_then_refuse_at_the_limit() {
+    let env = Env::start().await;
+    let db = &env.server().state.db;
+    let mut owner = Owner::register(&env).await;
+    let (key_a, jwt_a, _) = owner.agent(&env).await;
+    let k1 = kid(&jwt_a);
+
+    // Two normal rotations in a row: the first kid stays verify-only (its credential has days
+    // to live), next to the second.
+    let r = admin(&env, &["--json", "rotate-jwt-secret"]).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let k2 = r.json()["newKid"].as_str().unwrap().to_owned();
+    let out = admin(&env, &["rotate-jwt-secret"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    for k in [&k1, &k2] {
+        assert!(
+            out.stdout
+                .contains(&format!("Previous kid {k}: verify-only until")),
+            "{out:?}"
+        );
+    }
+    assert!(!out.stdout.contains("purged"), "{out:?}");
+    let (s, v) = sign_agent(&env, &jwt_a, &key_a).await;
+    assert_eq!(s, 200, "the first kid's credential still works: {v}");
+
+    // jwt_secret_meta and jwt-secret-status show both verify-only kids with their retire times.
+    let meta = db.list_jwt_secret_meta().await.unwrap();
+    let row = |k: &str| meta.iter().find(|m| m.kid == k).unwrap().clone();
+    let (m1, m2) = (row(&k1), row(&k2));
+    assert_eq!(m1.status, JwtSecretState::VerifyOnly);
+    assert_eq!(m2.status, JwtSecretState::VerifyOnly);
+    let overlap = kms_proto::jwt::VERIFY_ONLY_OVERLAP_SECS as i64;
+    assert!(m1.retire_at.unwrap() >= m1.created_at + overlap, "{m1:?}");
+    assert!(m2.retire_at.unwrap() >= m1.retire_at.unwrap(), "{m2:?}");
+    let status = admin(&env, &["--json", "jwt-secret-status"]).await.json();
+    let verify_only: Vec<(&str, i64)> = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["status"] == "verify-only")
+        .map(|k| (k["kid"].as_str().unwrap(), k["retireAt"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(verify_only.len(), 2, "{status}");
+    assert!(verify_only.contains(&(k1.as_str(), m1.retire_at.unwrap())));
+    assert!(verify_only.contains(&(k2.as_str(), m2.retire_at.unwrap())));
+    let out = admin(&env, &["jwt-secret-status"]).await;
+    assert!(out.stdout.contains("3 in the TA, 0 retired"), "{out:?}");
+
+    // Up to the TA's limit of verify-only kids, then a normal rotation is refused: exit 1,
+    // nothing changed, and the message says from when it can run (the first kid's retire time).
+    for _ in 2..kms_proto::jwt::MAX_VERIFY_ONLY_KIDS {
+        assert_eq!(admin(&env, &["rotate-jwt-secret"]).await.code, 0);
+    }
+    let before = db.list_jwt_secret_meta().await.unwrap();
+    let retry_at = m1.retire_at.unwrap();
+    let out = admin(&env, &["rotate-jwt-secret"]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("refused the normal rotation")
+            && out.stderr.contains(&format!("unix {retry_at}"))
+            && out.stderr.contains(&k1)
+            && out.stderr.contains("--force"),
+        "{out:?}"
+    );
+    let err = admin(&env, &["--json", "rotate-jwt-secret"])
+        .await
+        .json_err();
+    assert_eq!(err["exitCode"], 1, "{err}");
+    assert!(err["hint"].as_str().unwrap().contains("--force"), "{err}");
+    let after = db.list_jwt_secret_meta().await.unwrap();
+    let live = |m: &[kms_db::JwtSecretMeta]| {
+        m.iter()
+            .map(|k| (k.kid.clone(), k.status, k.retire_at))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(live(&after), live(&before));
+    assert_eq!(
+        after
+            .iter()
+            .filter(|m| m.status == JwtSecretState::VerifyOnly)
+            .count(),
+        kms_proto::jwt::MAX_VERIFY_ONLY_KIDS
+    );
+    assert_eq!(sign_agent(&env, &jwt_a, &key_a).await.0, 200);
+    let audit = db.audit_rows(0, 1000).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "JwtRotateSecret" && e.outcome == "refused"),
+        "{audit:?}"
+    );
+
+    // A forced rotation still runs at the limit and kills every old kid.
+    let r = admin(&env, &["--json", "rotate-jwt-secret", "--force"]).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        r.json()["previous"].as_array().unwrap().len(),
+        kms_proto::jwt::MAX_VERIFY_ONLY_KIDS + 1
+    );
+    assert_eq!(sign_agent(&env, &jwt_a, &key_a).await.0, 401);
+}
+
 // ------------------------------------------------------------------ agent keys
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -562,4 +665,206 @@ async fn missing_database_and_unreachable_ta_have_their_exit_codes() {
     assert_eq!(out.code, 0);
     assert!(out.stdout.contains("Exit codes:"), "{out:?}");
     assert!(out.stdout.contains("--db-only"), "{out:?}");
+}
+
+// ------------------------------------------------------------------ accept-restore
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn accept_restore_accepts_a_rolled_back_ta_and_brings_the_database_in_line() {
+    let mut env = Env::start().await;
+    let mut owner = Owner::register(&env).await;
+    let (key_a, jwt_a1, _) = owner.agent(&env).await;
+    let (key_c, jwt_c, _) = owner.agent(&env).await;
+    let sealed = env.dir.path().join("ta").join("sealed.bin");
+
+    // A copy of the sealed state, taken with the simulator at rest.
+    env.stop_server().await;
+    env.sim.stop();
+    let old = std::fs::read(&sealed).unwrap();
+    env.sim = Sim::start(env.dir.path());
+    env.restart_server().await;
+
+    // Since that copy: A's credential superseded, B created, C revoked.
+    let w = env
+        .ceremony(
+            &mut owner.passkey,
+            &key_a,
+            "RefreshAgentCredential",
+            json!({}),
+        )
+        .await;
+    let (s, r, _) = env
+        .post_bearer(
+            "/kms/refresh-agent-credential",
+            &jwt_a1,
+            &json!({"keyId": key_a, "webAuthnAssertion": w}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let jwt_a2 = r["agentCredential"].as_str().unwrap().to_owned();
+    let (key_b, jwt_b, _) = owner.agent(&env).await;
+    assert_eq!(
+        admin(&env, &["revoke-agent-key", &key_c, "--db-only"])
+            .await
+            .code,
+        0
+    );
+
+    // The old copy is put back: the TA refuses it, the companion refuses the TA routes.
+    env.stop_server().await;
+    env.sim.stop();
+    std::fs::write(&sealed, &old).unwrap();
+    env.sim = Sim::start(env.dir.path());
+    env.restart_server().await;
+    let (s, v) = sign_agent(&env, &jwt_a2, &key_a).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (503, Some("ta_rolled_back")),
+        "{v}"
+    );
+    let out = admin(&env, &["list-agent-keys", "--no-chain"]).await;
+    assert_eq!(out.code, 0, "database-only commands still work: {out:?}");
+    let out = admin(&env, &["jwt-secret-status"]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("rolled back"), "{out:?}");
+
+    // --help explains the consequences; without --yes nothing changes (exit 2).
+    let help = admin(&env, &["accept-restore", "--help"]).await;
+    assert_eq!(help.code, 0);
+    for needle in ["revoked", "superseded", "OP-TEE login", "--yes"] {
+        assert!(help.stdout.contains(needle), "{needle}: {help:?}");
+    }
+    let out = admin(&env, &["accept-restore"]).await;
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("nothing was changed"), "{out:?}");
+    let (s, _) = sign_agent(&env, &jwt_a2, &key_a).await;
+    assert_eq!(s, 503, "still refused");
+    let db = &env.server().state.db;
+    let accepts = |rows: &[kms_db::AuditRecord]| {
+        rows.iter()
+            .filter(|r| r.action == "AcceptRestore")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert!(accepts(&db.audit_rows(0, 1000).await.unwrap()).is_empty());
+
+    // Accepted.
+    let out = admin(&env, &["--json", "accept-restore", "--yes"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let j = out.json();
+    assert_eq!(j["wasRolledBack"], true, "{j}");
+    let (sealed_v, counter) = (
+        j["sealedVersion"].as_u64().unwrap(),
+        j["counter"].as_u64().unwrap(),
+    );
+    assert!(sealed_v < counter, "{j}");
+    assert_eq!(j["newVersion"].as_u64(), Some(counter + 1), "{j}");
+    let actions: Vec<(String, String)> = j["database"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["keyId"].as_str().unwrap().to_owned(),
+                c["action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let mut want = vec![
+        (key_a.clone(), "generation-adopted".to_owned()),
+        (key_b.clone(), "revoked-in-database".to_owned()),
+        (key_c.clone(), "revoked-again-in-ta".to_owned()),
+    ];
+    want.sort();
+    let mut got = actions.clone();
+    got.sort();
+    assert_eq!(got, want, "{j}");
+
+    // The database follows the TA: A at the TA's generation, B revoked; C revoked in the TA.
+    let index = |k: &str| k.rsplit_once(':').unwrap().1.parse::<u32>().unwrap();
+    let row_a = db
+        .get_agent(&owner.wallet, index(&key_a))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row_a.generation, Some(1));
+    let row_b = db
+        .get_agent(&owner.wallet, index(&key_b))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row_b.status, kms_db::AgentStatus::Revoked);
+    let tee = common::tee(&env);
+    let st = tee
+        .call(&GetAgentState {
+            wallet_id: owner.wallet.parse::<WalletId>().unwrap(),
+            agent_index: index(&key_c),
+        })
+        .unwrap();
+    assert!(st.revoked, "C is revoked in the TA again");
+
+    // Recorded in the audit log, with the versions.
+    let rows = accepts(&db.audit_rows(0, 1000).await.unwrap());
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0].actor.as_str(), rows[0].outcome.as_str()),
+        ("kms-admin", "ok")
+    );
+    let detail = rows[0].detail.clone().unwrap_or_default();
+    assert!(
+        detail.contains("was_rolled_back=true")
+            && detail.contains("jwt_secrets_rotated=true")
+            && detail.contains(&format!("new_version={}", counter + 1)),
+        "{detail}"
+    );
+    assert_eq!(db.verify_audit_chain().await.unwrap().first_bad, None);
+
+    // The companion serves the TA routes again (it re-checks while it refuses).
+    let mut served = None;
+    for _ in 0..100 {
+        let (s, v) = sign_agent(&env, &jwt_a2, &key_a).await;
+        if s != 503 {
+            served = Some((s, v));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (s, v) = served.expect("the companion serves again after accept-restore");
+    // The JWT secrets were force-rotated with the acceptance: A's credentials are dead (its
+    // newest would only have been superseded in the restored TA, its older one would have
+    // verified again); B and C are revoked.
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (401, Some("credential_invalid")),
+        "{v}"
+    );
+    assert_eq!(sign_agent(&env, &jwt_a1, &key_a).await.0, 401);
+    assert_eq!(sign_agent(&env, &jwt_b, &key_b).await.0, 401);
+    assert_eq!(sign_agent(&env, &jwt_c, &key_c).await.0, 401);
+    // The owner refreshes A; its new credential signs.
+    let w = env
+        .ceremony(
+            &mut owner.passkey,
+            &key_a,
+            "RefreshAgentCredential",
+            json!({}),
+        )
+        .await;
+    let (s, r, _) = env
+        .post_bearer(
+            "/kms/refresh-agent-credential",
+            &jwt_a2,
+            &json!({"keyId": key_a, "webAuthnAssertion": w}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let jwt_a3 = r["agentCredential"].as_str().unwrap();
+    assert_eq!(sign_agent(&env, jwt_a3, &key_a).await.0, 200);
+
+    // On a TA that is not rolled back it only moves the version.
+    let j = admin(&env, &["--json", "accept-restore", "--yes"])
+        .await
+        .json();
+    assert_eq!(j["wasRolledBack"], false, "{j}");
+    assert_eq!(j["database"], json!([]), "{j}");
 }

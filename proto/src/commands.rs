@@ -517,6 +517,37 @@ pub struct TaInfoOutput {
 }
 command!(TaInfo => TaInfoOutput, TaInfo);
 
+/// Accept a restored sealed state (command id 24).
+///
+/// The TA refuses a sealed state older than its monotonic counter
+/// ([`crate::TaError::StateRolledBack`]) on every command that touches state. This command is the
+/// one way out: the TA re-seals the state it holds with a version past the counter (so the
+/// counter moves forward and the state is current again) and serves it from then on. Everything
+/// the restored copy predates comes back in the TA: agents revoked since, superseded credentials
+/// (an older generation is current again), rotated-out JWT secrets, removed wallets, replaced
+/// passkeys. When the state is not rolled back it still moves the version forward (harmless).
+///
+/// No passkey: it is an operator action on the host (`kms-admin accept-restore --yes`); the
+/// intended gate is the TA's check of the normal-world caller's OP-TEE login.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptRestore {}
+/// What [`AcceptRestore`] did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreAccepted {
+    /// The version the sealed state carried.
+    pub sealed_version: u64,
+    /// The monotonic counter before the call.
+    pub counter: u64,
+    /// The version the state now carries (and the counter's value, once advanced).
+    pub new_version: u64,
+    /// Whether the state was rolled back (`sealed_version < counter`).
+    pub was_rolled_back: bool,
+    /// Whether the JWT secrets were force-rotated with it (they are when it was rolled back):
+    /// every agent credential is dead and owners refresh them.
+    pub jwt_secrets_rotated: bool,
+}
+command!(AcceptRestore => RestoreAccepted, AcceptRestore);
+
 /// Test only: create a wallet from a given mnemonic (simulator builds only,
 /// and only when the simulator was started with test seeding enabled).
 #[cfg(feature = "test-seed")]

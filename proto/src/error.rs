@@ -195,4 +195,33 @@ pub enum TaError {
     /// An internal invariant failed (a bug; never secret-bearing).
     #[error("internal error")]
     Internal,
+    /// A normal JWT secret rotation was refused and nothing changed: the
+    /// store already keeps [`crate::jwt::MAX_VERIFY_ONLY_KIDS`] verify-only
+    /// kids within their overlap, and making room would drop one that may
+    /// still verify live credentials. It can run from `retry_at` (unix
+    /// seconds, TA clock), when enough of them have retired; a forced
+    /// rotation runs at any time and kills every outstanding credential.
+    #[error(
+        "normal JWT secret rotation refused: the verify-only secrets are at their limit \
+         (credentials they signed may still be live); it can run from {retry_at} \
+         (unix seconds, TA clock), or force the rotation to kill every credential now"
+    )]
+    JwtRotationRefused {
+        /// The first time (unix seconds, TA clock) the rotation can succeed.
+        retry_at: u64,
+    },
+    /// The sealed state is older than the TA's monotonic counter: it was rolled back (an older
+    /// copy of the sealed storage was put back). Every command that touches state is refused
+    /// until an operator accepts the restore (`AcceptRestore`, `kms-admin accept-restore`).
+    #[error(
+        "sealed state rolled back: its version {sealed} is behind the TA's monotonic counter \
+         {counter} (an older copy of the sealed storage was restored); refusing to use it until \
+         an operator accepts the restore (kms-admin accept-restore)"
+    )]
+    StateRolledBack {
+        /// The version the sealed state carries.
+        sealed: u64,
+        /// The monotonic counter kept outside the sealed state (the newest version written).
+        counter: u64,
+    },
 }

@@ -62,6 +62,10 @@ pub enum CommandId {
     /// ERC-7739 `PersonalSign` digest in the `AgentAccount` EIP-712 domain of one account on
     /// one chain, signed raw (passkey assertion).
     SignForAccount = 23,
+    /// Accept a restored (older) sealed state: re-seal it with a version past the TA's
+    /// monotonic counter, so the TA serves it again. Revoked agents and superseded credentials
+    /// of the restored state come back; see `kms_proto::AcceptRestore`.
+    AcceptRestore = 24,
     /// Test only: seed a wallet from a given mnemonic. Exists in the
     /// simulator only; never in an OP-TEE build.
     SeedWalletForTest = 0x7E57,
@@ -69,7 +73,7 @@ pub enum CommandId {
 
 impl CommandId {
     /// Every command id, in numeric order.
-    pub const ALL: [CommandId; 25] = [
+    pub const ALL: [CommandId; 26] = [
         CommandId::CreateWallet,
         CommandId::RemoveWallet,
         CommandId::DeriveAddress,
@@ -94,6 +98,7 @@ impl CommandId {
         CommandId::OperatorSignRevokeSession,
         CommandId::TaInfo,
         CommandId::SignForAccount,
+        CommandId::AcceptRestore,
         CommandId::SeedWalletForTest,
     ];
 
@@ -134,6 +139,7 @@ impl CommandId {
             CommandId::OperatorSignRevokeSession => "OperatorSignRevokeSession",
             CommandId::TaInfo => "TaInfo",
             CommandId::SignForAccount => "SignForAccount",
+            CommandId::AcceptRestore => "AcceptRestore",
             CommandId::SeedWalletForTest => "SeedWalletForTest",
         }
     }
@@ -194,6 +200,13 @@ mod tests {
         assert_eq!(CommandId::SignForAccount.as_u32(), 23);
         assert_eq!(CommandId::from_u32(23), Some(CommandId::SignForAccount));
         assert_eq!(CommandId::SignForAccount.name(), "SignForAccount");
+    }
+
+    #[test]
+    fn accept_restore_is_24() {
+        assert_eq!(CommandId::AcceptRestore.as_u32(), 24);
+        assert_eq!(CommandId::from_u32(24), Some(CommandId::AcceptRestore));
+        assert_eq!(CommandId::AcceptRestore.name(), "AcceptRestore");
     }
 
     #[test]

@@ -14,8 +14,21 @@ use serde::{Deserialize, Serialize};
 /// Longest credential lifetime the TA issues or accepts: 3 days.
 pub const MAX_TTL_SECS: u64 = 3 * 24 * 3600;
 /// How long a rotated-out kid keeps verifying: 7 days (≥ [`MAX_TTL_SECS`], so
-/// a normal rotation never kills a live credential).
+/// a normal rotation never kills a live credential: the last credential a kid
+/// signs is minted before the rotation and expires at most [`MAX_TTL_SECS`]
+/// after it, while the kid verifies until this long after it).
 pub const VERIFY_ONLY_OVERLAP_SECS: u64 = 7 * 24 * 3600;
+/// Most verify-only kids the TA keeps at once, besides the current one.
+///
+/// A normal rotation keeps every verify-only kid until its retire time; when
+/// this many are still within their overlap it is refused
+/// ([`crate::TaError::JwtRotationRefused`], with the time it can run) rather
+/// than drop one early. Rotations at the companion's allowed periods (at least
+/// the overlap) never leave more than one; the others are for an operator's
+/// manual rotations within one overlap window. Five secrets of 32 bytes with
+/// their kids are a few hundred bytes of heap and sealed record, and every
+/// verification scans them.
+pub const MAX_VERIFY_ONLY_KIDS: usize = 4;
 /// Longest compact JWT accepted.
 pub const MAX_JWT_LEN: usize = 2048;
 /// Clock skew tolerated on `iat`.

@@ -374,7 +374,10 @@ pub struct JwtSecretInfo {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RotationMode {
     /// New current kid; the previous current becomes verify-only for the
-    /// overlap; at most one verify-only kid is kept.
+    /// overlap. Every verify-only kid is kept until its retire time (expired
+    /// ones are purged), so no live credential dies; with
+    /// [`crate::jwt::MAX_VERIFY_ONLY_KIDS`] still within their overlap the
+    /// rotation is refused ([`crate::TaError::JwtRotationRefused`]).
     Normal,
     /// New current kid; every other kid is removed at once, so every
     /// outstanding credential dies.

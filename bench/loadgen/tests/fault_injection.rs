@@ -1,6 +1,7 @@
 //! Fault injection: `kill -9` the companion and the simulator at random
 //! points while owners create, refresh and revoke agent keys, agents sign,
-//! and the companion rotates its JWT secret every second; some rounds arm
+//! and the companion rotates its JWT secret every second (until the TA's
+//! limit of verify-only secrets refuses it; forced rotations reset it); some rounds arm
 //! ta-sim's crash hook so that a sealed-storage write dies half-way. After
 //! each restart the invariants are checked against the database and the TA:
 //!
@@ -97,6 +98,10 @@ fn companion_opts() -> CompanionOpts {
             "1",
             "--jwt-rotation-period-secs",
             "1",
+            // A period far below the 7-day overlap: the TA keeps every verify-only secret, so
+            // the rotations fill its limit and are then refused until a forced rotation (below)
+            // empties the store; both paths run under the kills.
+            "--allow-short-jwt-rotation-period",
         ]
         .iter()
         .map(|s| s.to_string())

@@ -12,8 +12,36 @@ pub const DEFAULT_JWT_TTL_SECS: u64 = kms_proto::jwt::MAX_TTL_SECS;
 pub const DEFAULT_ROTATION_PERIOD_SECS: u64 = 30 * 24 * 3600;
 /// Verify-only overlap of a rotated JWT secret: 7 days (enforced by the TA).
 pub const VERIFY_ONLY_SECS: u64 = kms_proto::jwt::VERIFY_ONLY_OVERLAP_SECS;
+
+/// The shortest `--jwt-rotation-period-secs` accepted with credentials of
+/// `jwt_ttl_secs`: `max(jwt_ttl_secs, VERIFY_ONLY_SECS)`, that is 7 days
+/// (`--jwt-ttl-secs` is at most 3 days).
+///
+/// The rule, derived: kid K is current from its creation `c` until the
+/// rotation `r` that retires it; the task rotates once the current kid is
+/// `period` old, so `r ≥ c + period`. Every credential K signs is minted in
+/// `[c, r]` and expires by `r + ttl`; K verifies until `r + overlap`, and
+/// `overlap ≥ ttl` (`kms_proto::jwt`), so K outlives its credentials as long
+/// as nothing drops it before its retire time. The TA never does: at its bound
+/// of verify-only kids it refuses a normal rotation instead. The task's next
+/// rotation, of K's successor (created at `r`), comes at `r + period` or
+/// later; with `period ≥ overlap` K has retired by then, so a task rotation
+/// never meets a verify-only kid still in its overlap: it is never refused,
+/// and the task alone never keeps more than one verify-only kid. (With the
+/// earlier "one verify-only kid kept" store, `period ≥ ttl` was what kept
+/// K's credentials alive at that rotation; `overlap ≥ ttl` makes it part of
+/// this rule.) `ttl + overlap` is not needed: the overlap is counted from the
+/// rotation, which comes after the last credential K signs, so the credential
+/// lifetime is already inside it. A shorter period cannot kill credentials
+/// (the TA refuses instead) but is not kept: rotations pile up verify-only
+/// kids until the TA refuses them for days.
+pub fn min_rotation_period_secs(jwt_ttl_secs: u64) -> u64 {
+    jwt_ttl_secs.max(VERIFY_ONLY_SECS)
+}
 /// Lifetime of a WebAuthn ceremony (and of the TA nonce it uses).
 pub const CEREMONY_TTL_SECS: i64 = 300;
+/// Default of `--client-rate-limit`: failed agent authentications per minute per client address.
+pub const DEFAULT_CLIENT_RATE_LIMIT: u32 = 120;
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
@@ -91,9 +119,18 @@ pub struct Config {
     pub rate_limit: u32,
 
     /// Signing requests per minute allowed per agent credential
-    /// (`/kms/sign-agent`), checked before any TEE call.
+    /// (`/kms/sign-agent`, `POST /agent/intents`), checked before any TEE
+    /// call and charged only once the presented credential is the agent's
+    /// current one.
     #[arg(long, env = "KMS_AGENT_RATE_LIMIT", default_value_t = 20)]
     pub agent_rate_limit: u32,
+
+    /// Failed agent authentications per minute allowed per client address
+    /// (the TCP peer; behind a reverse proxy, the proxy) on the Bearer
+    /// routes. Once spent, the address is refused 429 before any check until
+    /// its bucket refills. IPv6 addresses count per /64.
+    #[arg(long, env = "KMS_CLIENT_RATE_LIMIT", default_value_t = DEFAULT_CLIENT_RATE_LIMIT)]
+    pub client_rate_limit: u32,
 
     /// Default lifetime of agent credentials in seconds (at most 3 days).
     /// A request may ask for a shorter one with `ttlSecs`.
@@ -101,9 +138,21 @@ pub struct Config {
     pub jwt_ttl_secs: u64,
 
     /// Rotate the JWT secret when the current one is older than this many
-    /// seconds (30 days by default).
+    /// seconds (30 days by default). At least the 7-day verify-only overlap
+    /// (which covers --jwt-ttl-secs): a rotation then never meets a previous
+    /// secret still verifying credentials.
     #[arg(long, env = "KMS_JWT_ROTATION_PERIOD_SECS", default_value_t = DEFAULT_ROTATION_PERIOD_SECS)]
     pub jwt_rotation_period_secs: u64,
+
+    /// Development and tests only: accept a --jwt-rotation-period-secs
+    /// shorter than the 7-day overlap (warned at start). The TA still keeps
+    /// every verify-only secret until its retire time, so no credential dies
+    /// early, but rotations pile up verify-only secrets and the TA refuses
+    /// them at its bound until one retires. The variable takes 1/0,
+    /// true/false, yes/no, on/off.
+    #[arg(long, env = "KMS_ALLOW_SHORT_JWT_ROTATION_PERIOD", action = ArgAction::SetTrue,
+          value_parser = BoolishValueParser::new())]
+    pub allow_short_jwt_rotation_period: bool,
 
     /// How often the rotation task runs, in seconds (24 h by default). The
     /// verify-only overlap of a rotated secret is 7 days, enforced by the TA.
@@ -264,8 +313,20 @@ impl Config {
                 kms_proto::jwt::MAX_TTL_SECS
             ));
         }
-        if self.rate_limit == 0 || self.agent_rate_limit == 0 {
+        if self.rate_limit == 0 || self.agent_rate_limit == 0 || self.client_rate_limit == 0 {
             return Err("rate limits must be at least 1 per minute".into());
+        }
+        let min_period = min_rotation_period_secs(self.jwt_ttl_secs);
+        if self.jwt_rotation_period_secs < min_period && !self.allow_short_jwt_rotation_period {
+            return Err(format!(
+                "--jwt-rotation-period-secs ({}) must be at least {min_period} (7 days, the TA's \
+                 verify-only overlap, which covers --jwt-ttl-secs {}): a shorter period rotates \
+                 while the previous JWT secret still verifies live credentials, so rotations pile \
+                 up verify-only secrets until the TA refuses them. Use a period of at least \
+                 {min_period} (default {DEFAULT_ROTATION_PERIOD_SECS}), or, for development and \
+                 tests only, --allow-short-jwt-rotation-period",
+                self.jwt_rotation_period_secs, self.jwt_ttl_secs
+            ));
         }
         if self.jwt_rotation_tick_secs == 0 || self.challenge_cleanup_secs == 0 {
             return Err("task intervals must be at least 1 second".into());
@@ -349,6 +410,16 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:3000");
         assert_eq!(c.jwt_ttl_secs, 3 * 24 * 3600);
         assert_eq!(c.agent_rate_limit, 20);
+        assert_eq!(c.client_rate_limit, 120);
+        assert!(
+            Config::parse_from(["companion", "--client-rate-limit", "0"])
+                .validate()
+                .is_err()
+        );
+        assert_eq!(
+            Config::parse_from(["companion", "--client-rate-limit", "7"]).client_rate_limit,
+            7
+        );
         assert_eq!(c.api_key_mode(), ApiKeyMode::Required);
         assert!(c.tee_backend().starts_with("sim:"));
         assert!(c.database_url().ends_with("kms.db"));
@@ -371,6 +442,38 @@ mod tests {
             "https://a.example,https://b.example",
         ]);
         assert_eq!(o.origins.len(), 2);
+    }
+
+    #[test]
+    fn rotation_period_must_cover_the_overlap() {
+        const DAY: u64 = 24 * 3600;
+        let period = |p: u64, extra: &[&str]| {
+            let p = p.to_string();
+            let mut args = vec!["companion", "--jwt-rotation-period-secs", p.as_str()];
+            args.extend_from_slice(extra);
+            Config::parse_from(args).validate()
+        };
+        // The default and the exact minimum pass.
+        assert_eq!(Config::defaults().validate(), Ok(()));
+        assert_eq!(min_rotation_period_secs(DEFAULT_JWT_TTL_SECS), 7 * DAY);
+        assert_eq!(min_rotation_period_secs(3600), 7 * DAY);
+        assert_eq!(period(7 * DAY, &[]), Ok(()));
+        // Shorter than the overlap, even if longer than the credential lifetime:
+        // refused, naming the flags.
+        for p in [0, DAY, 3 * DAY, 4 * DAY, 7 * DAY - 1] {
+            let err = period(p, &[]).unwrap_err();
+            assert!(
+                err.contains("--jwt-rotation-period-secs")
+                    && err.contains("--jwt-ttl-secs")
+                    && err.contains("--allow-short-jwt-rotation-period")
+                    && err.contains(&(7 * DAY).to_string()),
+                "{err}"
+            );
+        }
+        let err = period(DAY, &["--jwt-ttl-secs", "3600"]).unwrap_err();
+        assert!(err.contains("--jwt-ttl-secs 3600"), "{err}");
+        // The development escape hatch.
+        assert_eq!(period(1, &["--allow-short-jwt-rotation-period"]), Ok(()));
     }
 
     #[test]

@@ -314,6 +314,19 @@ impl From<TaError> for ApiError {
                 scope: "tee capacity",
                 retry_after_secs: 5,
             },
+            // Only the rotation task asks for normal rotations, and handles this itself.
+            TaError::JwtRotationRefused { .. } => ApiError::Conflict {
+                code: "jwt_rotation_refused",
+                message: msg,
+            },
+            // The TA refuses its sealed state as older than its monotonic counter: the
+            // companion stops serving the TA routes (see `reconcile`).
+            TaError::StateRolledBack { sealed, counter } => ApiError::detailed(
+                StatusCode::SERVICE_UNAVAILABLE,
+                crate::reconcile::TA_ROLLED_BACK,
+                msg,
+                serde_json::json!({ "sealedVersion": sealed, "counter": counter }),
+            ),
             TaError::Protocol(_)
             | TaError::UnknownCommand(_)
             | TaError::Unsupported
@@ -360,6 +373,15 @@ mod tests {
             422
         );
         assert_eq!(s(TaError::WalletNotFound.into()), 404);
+        let rolled_back: ApiError = TaError::StateRolledBack {
+            sealed: 2,
+            counter: 3,
+        }
+        .into();
+        assert_eq!(
+            (rolled_back.status().as_u16(), rolled_back.code()),
+            (503, "ta_rolled_back")
+        );
         assert_eq!(
             s(TeeError::Unavailable {
                 reason: "x".into(),

@@ -15,13 +15,40 @@
 //! background after a TEE call failed as unavailable (the TA may have
 //! executed it), once the TA answers again. A live run leaves young
 //! `pending` rows alone (a create may be in flight).
+//!
+//! # A rolled-back TA
+//!
+//! No crash leaves the TA *behind* the database: the TA is written first
+//! when power is added (create, refresh), the database first when it is
+//! removed (revoke). So when the TA
+//!
+//! * refuses its sealed state as rolled back (`StateRolledBack`: an older
+//!   copy of the sealed storage was put back, caught by its monotonic
+//!   counter), or
+//! * knows an agent the database holds active at an older generation, or not
+//!   at all (both the sealed state and the TA's counter were put back),
+//!
+//! the companion does **not** adopt the older state (that would bring back
+//! superseded credentials). It logs an error and stops serving every route
+//! that reaches the TA: they answer 503 `ta_rolled_back` (see
+//! [`refuse_when_rolled_back`]; `/health` says why), while the
+//! database-only routes (`/health`, `/metrics`, listings, the page) keep
+//! answering. The background task re-checks every [`ROLLBACK_RECHECK`]; the
+//! way out is the operator's `kms-admin accept-restore --yes`, which makes
+//! the TA accept its state and brings the database in line with it, after
+//! which the next check finds them in agreement and the routes are served
+//! again.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
 use kms_db::AgentStatus;
-use kms_proto::{GetAgentState, RevokeAgentKey, TaError, WalletId};
+use kms_proto::{GetAgentState, JwtSecretStatus, RevokeAgentKey, TaError, WalletId};
 use kms_tee_client::TeeError;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
@@ -33,13 +60,39 @@ use crate::state::AppState;
 /// may be in flight: ceremony, TA call and activation).
 pub const PENDING_GRACE_SECS: i64 = 600;
 
-/// Shared flag: a TEE call failed as unavailable, so the two stores may
-/// disagree until the next reconciliation.
+/// How often a reconciliation runs again while the TA is found rolled back
+/// (so the routes are served again soon after `kms-admin accept-restore`).
+pub const ROLLBACK_RECHECK: Duration = Duration::from_secs(2);
+
+/// The stable code of the refusals while the TA is rolled back.
+pub const TA_ROLLED_BACK: &str = "ta_rolled_back";
+
+/// Routes served while the TA is rolled back: they read only the database
+/// (or nothing). Every other route, including any added later, answers 503
+/// [`TA_ROLLED_BACK`].
+pub const SERVED_WHILE_ROLLED_BACK: &[&str] = &[
+    "/health",
+    "/metrics",
+    "/openapi.json",
+    "/ui",
+    "/ui/",
+    "/ui/{file}",
+    "/ListKeys",
+    "/DescribeKey",
+    "/kms/list-agent-keys",
+    "/kms/list-agent-intents",
+    "/kms/operator",
+    "/agent/intents/{userOpHash}",
+];
+
+/// Shared flags: a TEE call failed as unavailable, so the two stores may
+/// disagree until the next reconciliation; the TA was found rolled back.
 #[derive(Default)]
 pub struct Reconcile {
     dirty: AtomicBool,
     notify: Notify,
     runs: AtomicU64,
+    rolled_back: Mutex<Option<String>>,
 }
 
 impl Reconcile {
@@ -59,6 +112,70 @@ impl Reconcile {
     pub fn runs(&self) -> u64 {
         self.runs.load(Ordering::SeqCst)
     }
+
+    /// Why the TA-dependent routes are refused, while the TA is found rolled
+    /// back (see the module docs).
+    pub fn rolled_back(&self) -> Option<String> {
+        self.rolled_back.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// The TA was found rolled back: refuse the TA-dependent routes until a
+    /// reconciliation finds the TA and the database in agreement.
+    pub fn set_rolled_back(&self, reason: String) {
+        let first = match self.rolled_back.lock() {
+            Ok(mut g) => g.replace(reason.clone()).is_none(),
+            Err(_) => false,
+        };
+        if first {
+            tracing::error!(
+                %reason,
+                "TA STATE ROLLED BACK: refusing every route that reaches the TA (503 \
+                 ta_rolled_back) instead of adopting the older state; an operator must accept \
+                 the restore with `kms-admin accept-restore --yes`"
+            );
+        }
+        // Make the background task re-check.
+        self.notify.notify_one();
+    }
+
+    fn clear_rolled_back(&self) {
+        let was = self.rolled_back.lock().ok().and_then(|mut g| g.take());
+        if let Some(reason) = was {
+            tracing::warn!(%reason, "the TA and the database agree again: serving the TA routes again");
+        }
+    }
+}
+
+/// The 503 answer of a TA-dependent request while the TA is rolled back.
+pub fn rolled_back_error(reason: &str) -> ApiError {
+    ApiError::detailed(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        TA_ROLLED_BACK,
+        "the TA's state is older than the companion's database (rolled back); the companion \
+         refuses to use it until an operator accepts the restore (kms-admin accept-restore)",
+        serde_json::json!({ "reason": reason }),
+    )
+}
+
+/// Middleware: while the TA is rolled back, every route not in
+/// [`SERVED_WHILE_ROLLED_BACK`] answers 503 [`TA_ROLLED_BACK`] before doing
+/// anything.
+pub async fn refuse_when_rolled_back(
+    State(s): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(reason) = s.reconcile.rolled_back() {
+        // Unmatched paths fall through to their 404.
+        let served = req
+            .extensions()
+            .get::<MatchedPath>()
+            .is_none_or(|m| SERVED_WHILE_ROLLED_BACK.contains(&m.as_str()));
+        if !served {
+            return rolled_back_error(&reason).into_response();
+        }
+    }
+    next.run(req).await
 }
 
 /// What one reconciliation changed.
@@ -75,6 +192,9 @@ pub struct Report {
     /// Pending/failed rows whose TA agent (never delivered) was revoked, or
     /// pending rows marked failed.
     pub abandoned: Vec<String>,
+    /// Active rows the TA is behind on (an older generation, or no such
+    /// agent): left as they are, and the TA routes refused (module docs).
+    pub ta_behind: Vec<String>,
 }
 
 impl Report {
@@ -112,6 +232,13 @@ async fn ta_state(
 pub async fn reconcile_agents(s: &AppState, startup: bool) -> Result<Report, ApiError> {
     let mut report = Report::default();
     let now = kms_db::now_secs();
+    // Whether the TA accepts its own state, whatever rows the database holds (a read that
+    // touches state: the TA answers `StateRolledBack` if it refuses its state).
+    s.tee
+        .client()
+        .call_async(&JwtSecretStatus {})
+        .await
+        .map_err(ApiError::from)?;
     for row in s.db.list_agents(None).await? {
         report.examined += 1;
         let Ok(wallet) = row.wallet_id.parse::<WalletId>() else {
@@ -122,7 +249,8 @@ pub async fn reconcile_agents(s: &AppState, startup: bool) -> Result<Report, Api
         match row.status {
             AgentStatus::Active => {
                 let Some(st) = ta_state(s, wallet, index).await? else {
-                    tracing::error!(%key_id, "active in the database but unknown to the TA (TA state rolled back?)");
+                    tracing::error!(%key_id, "active in the database but unknown to the TA: TA state rolled back");
+                    report.ta_behind.push(key_id);
                     continue;
                 };
                 if st.revoked {
@@ -132,8 +260,11 @@ pub async fn reconcile_agents(s: &AppState, startup: bool) -> Result<Report, Api
                     report.revoked_in_db.push(key_id);
                 } else if row.generation != Some(st.generation) {
                     if row.generation.is_some_and(|g| g > st.generation) {
+                        // Adopting it would make a superseded credential current again.
                         tracing::error!(%key_id, db = ?row.generation, ta = st.generation,
-                            "the TA's generation is behind the database (TA state rolled back?)");
+                            "the TA's generation is behind the database: TA state rolled back");
+                        report.ta_behind.push(key_id);
+                        continue;
                     }
                     s.db.set_agent_generation(&row.wallet_id, index, st.generation, now)
                         .await?;
@@ -197,6 +328,14 @@ pub async fn reconcile_agents(s: &AppState, startup: bool) -> Result<Report, Api
     if report.changed() {
         tracing::warn!(?report, "database and TA reconciled after an interruption");
     }
+    if report.ta_behind.is_empty() {
+        s.reconcile.clear_rolled_back();
+    } else {
+        s.reconcile.set_rolled_back(format!(
+            "the TA is behind the database for agent key(s) {}",
+            report.ta_behind.join(", ")
+        ));
+    }
     Ok(report)
 }
 
@@ -211,7 +350,12 @@ pub async fn run_once(s: &AppState, startup: bool) -> Result<Report, ApiError> {
             Ok(r)
         }
         Err(e) => {
-            s.reconcile.dirty.store(true, Ordering::SeqCst);
+            if e.code() == TA_ROLLED_BACK {
+                // The TA refused its own state (`StateRolledBack`).
+                s.reconcile.set_rolled_back(e.to_string());
+            } else {
+                s.reconcile.dirty.store(true, Ordering::SeqCst);
+            }
             Err(e)
         }
     }
@@ -223,6 +367,17 @@ pub fn spawn(s: Arc<AppState>, mut stop: watch::Receiver<bool>) -> JoinHandle<()
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
+            if s.reconcile.rolled_back().is_some() {
+                // Re-check now and then: the operator may have accepted the restore.
+                tokio::select! {
+                    _ = tokio::time::sleep(ROLLBACK_RECHECK) => {}
+                    _ = stop.changed() => return,
+                }
+                if let Err(e) = run_once(&s, false).await {
+                    tracing::debug!(error = %e, "TA still refused after a rollback");
+                }
+                continue;
+            }
             if !s.reconcile.is_dirty() {
                 tokio::select! {
                     _ = s.reconcile.notify.notified() => {}

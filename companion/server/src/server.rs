@@ -79,6 +79,11 @@ pub fn router(state: SharedState) -> Router {
         .merge(without)
         .fallback(health::not_found)
         .method_not_allowed_fallback(health::method_not_allowed)
+        // While the TA is found rolled back, the routes that reach it answer 503.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            reconcile::refuse_when_rolled_back,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -160,6 +165,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     let webauthn = builder.build()?;
 
+    if config.jwt_rotation_period_secs
+        < crate::config::min_rotation_period_secs(config.jwt_ttl_secs)
+    {
+        tracing::warn!(
+            period_secs = config.jwt_rotation_period_secs,
+            "--allow-short-jwt-rotation-period: the JWT secret rotation period is shorter than \
+             the 7-day verify-only overlap. Development and tests only: rotations pile up \
+             verify-only secrets and the TA refuses them at its bound until one retires."
+        );
+    }
     let api_key_mode = config.api_key_mode();
     match api_key_mode {
         ApiKeyMode::Open => tracing::warn!(
@@ -199,7 +214,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let (audit, audit_task) = Audit::start(db.clone(), metrics.clone());
     let state = Arc::new(AppState {
-        limits: Limits::new(config.rate_limit, config.agent_rate_limit),
+        limits: Limits::new(
+            config.rate_limit,
+            config.agent_rate_limit,
+            config.client_rate_limit,
+        ),
         config,
         db,
         tee,
@@ -212,6 +231,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         chain,
         operator: tokio::sync::OnceCell::new(),
         reconcile,
+        health: health::HealthCache::default(),
     });
     match state.operator().await {
         Ok(op) => tracing::info!(
@@ -235,11 +255,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let app = router(state.clone());
     let mut stop = rx;
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.changed().await;
-            })
-            .await
+        // With the peer address of each connection (`ConnectInfo`): the per-client-address
+        // limit of the agent routes keys on it.
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop.changed().await;
+        })
+        .await
     });
     tracing::info!(
         %addr,

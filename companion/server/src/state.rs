@@ -47,10 +47,31 @@ impl Tee {
         C: Command,
         C::Output: Send + 'static,
     {
+        // While the TA is found rolled back, nothing but TaInfo reaches it
+        // from a request (see `reconcile`).
+        if let Some(reason) = self.reconcile.rolled_back() {
+            if C::ID != kms_proto::CommandId::TaInfo {
+                return Err(crate::reconcile::rolled_back_error(&reason));
+            }
+        }
+        self.try_call(req).await.map_err(ApiError::from)
+    }
+
+    /// [`Tee::call`] keeping the client's error, for a caller that handles a
+    /// particular TA refusal itself (metrics and reconciliation as for `call`).
+    pub async fn try_call<C>(&self, req: &C) -> Result<C::Output, kms_tee_client::TeeError>
+    where
+        C: Command,
+        C::Output: Send + 'static,
+    {
         let started = Instant::now();
         let r = self.client.call_async(req).await;
         let outcome = match &r {
             Ok(_) => "ok",
+            Err(kms_tee_client::TeeError::Ta(e @ kms_proto::TaError::StateRolledBack { .. })) => {
+                self.reconcile.set_rolled_back(e.to_string());
+                "ta_error"
+            }
             Err(kms_tee_client::TeeError::Ta(_)) => "ta_error",
             Err(kms_tee_client::TeeError::Unavailable { maybe_executed, .. }) => {
                 if *maybe_executed {
@@ -62,7 +83,7 @@ impl Tee {
         };
         self.metrics
             .observe_tee(C::ID.name(), outcome, started.elapsed());
-        r.map_err(ApiError::from)
+        r
     }
 }
 
@@ -153,6 +174,8 @@ pub struct AppState {
     pub operator: tokio::sync::OnceCell<kms_chain::operator::TaOperator>,
     /// Database/TA reconciliation state (see [`crate::reconcile`]).
     pub reconcile: Arc<Reconcile>,
+    /// `/health`'s cached probe of the database and the TA.
+    pub health: crate::routes::health::HealthCache,
 }
 
 impl AppState {

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kms_proto::{JwtRotateSecret, JwtSecretStatus, KidStatus, RotationMode, TaInfo};
+use kms_proto::{JwtRotateSecret, JwtSecretStatus, KidStatus, RotationMode, TaError, TaInfo};
+use kms_tee_client::TeeError;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -27,36 +28,65 @@ pub struct RotationReport {
     pub rotated_to: Option<String>,
     /// Kids removed (verify-only kids past their overlap).
     pub purged: Vec<String>,
+    /// A rotation was due but the TA refused it (its verify-only kids are at
+    /// their limit and none may be dropped early): the time (unix seconds, TA
+    /// clock) from which it can run. A later tick tries again.
+    pub refused_until: Option<u64>,
 }
 
 /// One rotation tick: rotate when the current kid is older than the issue
 /// period (by the TA's clock), then purge expired verify-only kids, then
 /// rewrite `jwt_secret_meta` from the TA.
+///
+/// A normal rotation the TA refuses (`JwtRotationRefused`: it keeps every
+/// verify-only kid until its retire time, up to a bound) is not a failure of
+/// the tick: it is logged with the time it can run, the purge and the
+/// metadata sync still happen, and the next tick past that time rotates.
+/// With a rotation period of at least the overlap (the configuration's
+/// rule) the task never meets it; an operator's manual rotations can.
 pub async fn rotation_tick(s: &AppState) -> Result<RotationReport, ApiError> {
     let mut report = RotationReport::default();
     let status = s.tee.call(&JwtSecretStatus {}).await?;
     let now = s.tee.call(&TaInfo {}).await?.now;
     if let Some(current) = status.iter().find(|k| k.status == KidStatus::Current) {
         if now.saturating_sub(current.created_at) >= s.config.jwt_rotation_period_secs {
-            let r = s
+            match s
                 .tee
-                .call(&JwtRotateSecret {
+                .try_call(&JwtRotateSecret {
                     mode: RotationMode::Normal,
                 })
-                .await?;
-            report.rotated_to = r.current_kid.clone();
-            report.purged.extend(r.removed);
-            tracing::info!(new_kid = ?r.current_kid, retired = ?r.retired, "JWT secret rotated");
-            s.audit
-                .record_durable(Event {
-                    actor: "system",
-                    action: "JwtRotateSecret",
-                    key_id: r.current_kid.as_deref(),
-                    outcome: "ok",
-                    user_op_hash: None,
-                    detail: Some("normal"),
-                })
-                .await;
+                .await
+            {
+                Ok(r) => {
+                    report.rotated_to = r.current_kid.clone();
+                    report.purged.extend(r.removed);
+                    tracing::info!(new_kid = ?r.current_kid, retired = ?r.retired, "JWT secret rotated");
+                    s.audit
+                        .record_durable(Event {
+                            actor: "system",
+                            action: "JwtRotateSecret",
+                            key_id: r.current_kid.as_deref(),
+                            outcome: "ok",
+                            user_op_hash: None,
+                            detail: Some("normal"),
+                        })
+                        .await;
+                }
+                Err(TeeError::Ta(TaError::JwtRotationRefused { retry_at })) => {
+                    report.refused_until = Some(retry_at);
+                    tracing::warn!(
+                        current_kid = %current.kid,
+                        retry_at,
+                        retry_in_secs = retry_at.saturating_sub(now),
+                        max_verify_only = kms_proto::jwt::MAX_VERIFY_ONLY_KIDS,
+                        "JWT secret rotation due but refused by the TA: its verify-only secrets \
+                         are at their limit and may still verify live credentials; the task \
+                         retries at its next tick from retry_at (a forced rotation, \
+                         `kms-admin rotate-jwt-secret --force`, runs now and kills every credential)"
+                    );
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     let purge = s
@@ -121,8 +151,7 @@ pub fn spawn(s: Arc<AppState>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandl
                             Ok(_) => {}
                             Err(e) => tracing::warn!(error = %e, "ceremony cleanup failed"),
                         }
-                        s.limits.api.sweep();
-                        s.limits.agent.sweep();
+                        s.limits.sweep();
                     }
                     _ = stop.changed() => break,
                 }

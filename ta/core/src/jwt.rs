@@ -1,11 +1,29 @@
 //! The JWT secret store, credential minting and verification.
 //!
-//! The store holds one current secret and at most one verify-only secret.
-//! Normal rotation retires the current one for
-//! [`VERIFY_ONLY_OVERLAP_SECS`]; forced rotation removes every old kid at
-//! once. Minting builds header and payload here and MACs them with the
-//! current kid in the same call, so there is no kid-probe-then-sign race and
-//! no way to MAC caller-chosen bytes.
+//! The store holds one current secret and up to [`MAX_VERIFY_ONLY_KIDS`]
+//! verify-only secrets. Normal rotation retires the current one for
+//! [`VERIFY_ONLY_OVERLAP_SECS`] and keeps every other verify-only secret until
+//! its own retire time; forced rotation removes every old kid at once.
+//! Minting builds header and payload here and MACs them with the current kid
+//! in the same call, so there is no kid-probe-then-sign race and no way to MAC
+//! caller-chosen bytes.
+//!
+//! # Why normal rotation keeps several verify-only kids, and refuses at a bound
+//!
+//! A credential signed by kid K is minted while K is current, so it expires at
+//! most [`MAX_TTL_SECS`] after K is rotated out, and K verifies for
+//! [`VERIFY_ONLY_OVERLAP_SECS`] (≥ [`MAX_TTL_SECS`]) after that. Dropping K
+//! any earlier can kill a live credential: with "one verify-only kid" two
+//! rotations a day apart dropped the first kid while its credentials had two
+//! more days to live. So a normal rotation drops only kids past their retire
+//! time. Left unbounded, a rotation loop would grow the sealed record and the
+//! verification scan for a week; at [`MAX_VERIFY_ONLY_KIDS`] live verify-only
+//! kids a normal rotation is therefore refused with the time it can run
+//! ([`TaError::JwtRotationRefused`]) and changes nothing. Refusing every
+//! rotation while any verify-only kid is live would have been simpler, but it
+//! would block an operator's second planned rotation for a week; the bound
+//! keeps that possible and costs a few hundred bytes. Forced rotation is the
+//! tool for a suspected leak and still kills everything at once.
 
 use crate::records::{address_hex, JwtSecret, JwtStore, RECORD_VERSION};
 use alloc::string::String;
@@ -13,7 +31,7 @@ use alloc::vec::Vec;
 use hmac::{Hmac, Mac};
 use kms_proto::jwt::{
     self, AgentClaims, JwtHeader, ParsedJwt, MAX_CLOCK_SKEW_SECS, MAX_TTL_SECS,
-    VERIFY_ONLY_OVERLAP_SECS,
+    MAX_VERIFY_ONLY_KIDS, VERIFY_ONLY_OVERLAP_SECS,
 };
 use kms_proto::{
     AgentCredential, JwtError, JwtRotation, JwtSecretInfo, KidStatus, RotationMode, TaError,
@@ -47,9 +65,13 @@ impl JwtStore {
     }
 
     /// Apply a rotation. `fresh` is the new secret (unused by
-    /// `PurgeExpired`).
-    pub(crate) fn rotate(&mut self, mode: RotationMode, fresh: JwtSecret, now: u64) -> JwtRotation {
-        self.version = RECORD_VERSION;
+    /// `PurgeExpired`). A refused normal rotation leaves the store as it was.
+    pub(crate) fn rotate(
+        &mut self,
+        mode: RotationMode,
+        fresh: JwtSecret,
+        now: u64,
+    ) -> Result<JwtRotation, TaError> {
         let mut retired = Vec::new();
         let mut removed = Vec::new();
         match mode {
@@ -59,37 +81,59 @@ impl JwtStore {
                 self.entries.push(fresh);
             }
             RotationMode::Normal => {
-                // Drop the previous verify-only secret: at most one is kept.
-                self.entries.retain(|e| {
-                    if e.retire_at.is_some() {
-                        removed.push(e.kid.clone());
-                        false
-                    } else {
-                        true
-                    }
-                });
+                if let Some(retry_at) = self.normal_rotation_blocked_until(now) {
+                    return Err(TaError::JwtRotationRefused { retry_at });
+                }
+                // Only kids past their retire time go; every other
+                // verify-only kid keeps verifying until its own.
+                self.purge_expired(now, &mut removed);
                 for e in &mut self.entries {
-                    e.retire_at = Some(now + VERIFY_ONLY_OVERLAP_SECS);
-                    retired.push(e.kid.clone());
+                    if e.retire_at.is_none() {
+                        e.retire_at = Some(now.saturating_add(VERIFY_ONLY_OVERLAP_SECS));
+                        retired.push(e.kid.clone());
+                    }
                 }
                 self.entries.push(fresh);
             }
-            RotationMode::PurgeExpired => {
-                self.entries.retain(|e| match e.retire_at {
-                    Some(t) if t <= now => {
-                        removed.push(e.kid.clone());
-                        false
-                    }
-                    _ => true,
-                });
-            }
+            RotationMode::PurgeExpired => self.purge_expired(now, &mut removed),
         }
-        JwtRotation {
+        self.version = RECORD_VERSION;
+        Ok(JwtRotation {
             current_kid: self.current().map(|e| e.kid.clone()),
             retired,
             removed,
             secrets: self.info(),
+        })
+    }
+
+    /// Remove the verify-only kids whose retire time has come.
+    fn purge_expired(&mut self, now: u64, removed: &mut Vec<String>) {
+        self.entries.retain(|e| match e.retire_at {
+            Some(t) if t <= now => {
+                removed.push(e.kid.clone());
+                false
+            }
+            _ => true,
+        });
+    }
+
+    /// When a normal rotation at `now` would leave more than
+    /// [`MAX_VERIFY_ONLY_KIDS`] verify-only kids within their overlap: the
+    /// first time it would not (enough of them retired).
+    fn normal_rotation_blocked_until(&self, now: u64) -> Option<u64> {
+        let mut live: Vec<u64> = self
+            .entries
+            .iter()
+            .filter_map(|e| e.retire_at.filter(|&t| t > now))
+            .collect();
+        let after = live.len() + usize::from(self.current().is_some());
+        if after <= MAX_VERIFY_ONLY_KIDS {
+            return None;
         }
+        // `after - MAX` of them must retire first: the earliest such time is
+        // the retire time of the (after - MAX)-th to go.
+        live.sort_unstable();
+        live.get(after - MAX_VERIFY_ONLY_KIDS - 1).copied()
     }
 
     /// Check a parsed credential's MAC against the secret of its kid, in
@@ -206,51 +250,114 @@ mod tests {
         new_secret(&[n; 40], now)
     }
 
+    const DAY: u64 = 24 * 3600;
+
+    fn verify_only(s: &JwtStore) -> Vec<(String, u64)> {
+        s.entries
+            .iter()
+            .filter_map(|e| e.retire_at.map(|t| (e.kid.clone(), t)))
+            .collect()
+    }
+
     #[test]
-    fn normal_rotation_keeps_exactly_one_verify_only() {
+    fn normal_rotation_keeps_every_verify_only_kid_until_its_retire_time() {
         let mut s = JwtStore::default();
-        s.rotate(RotationMode::Normal, secret(1, 0), 0);
+        s.rotate(RotationMode::Normal, secret(1, 0), 0).unwrap();
         assert_eq!(s.entries.len(), 1);
-        let r = s.rotate(RotationMode::Normal, secret(2, 10), 10);
+        let r = s.rotate(RotationMode::Normal, secret(2, 0), 0).unwrap();
         assert_eq!(r.retired, [secret(1, 0).kid.clone()]);
         assert!(r.removed.is_empty());
-        let r = s.rotate(RotationMode::Normal, secret(3, 20), 20);
-        assert_eq!(r.removed, [secret(1, 0).kid.clone()]);
-        assert_eq!(s.entries.len(), 2);
+        // A day later: the first kid is still within its overlap and stays.
+        let r = s.rotate(RotationMode::Normal, secret(3, DAY), DAY).unwrap();
+        assert_eq!(r.retired, [secret(2, 0).kid.clone()]);
+        assert!(r.removed.is_empty(), "{:?}", r.removed);
         assert_eq!(s.current().unwrap().kid, secret(3, 0).kid);
-        let verify_only: Vec<_> = s.entries.iter().filter(|e| e.retire_at.is_some()).collect();
-        assert_eq!(verify_only.len(), 1);
         assert_eq!(
-            verify_only[0].retire_at,
-            Some(20 + VERIFY_ONLY_OVERLAP_SECS)
+            verify_only(&s),
+            [
+                (secret(1, 0).kid.clone(), VERIFY_ONLY_OVERLAP_SECS),
+                (secret(2, 0).kid.clone(), DAY + VERIFY_ONLY_OVERLAP_SECS),
+            ]
         );
+        // Once the first kid's overlap has ended, the next rotation drops it
+        // (and only it).
+        let r = s
+            .rotate(
+                RotationMode::Normal,
+                secret(4, VERIFY_ONLY_OVERLAP_SECS),
+                VERIFY_ONLY_OVERLAP_SECS,
+            )
+            .unwrap();
+        assert_eq!(r.removed, [secret(1, 0).kid.clone()]);
+        assert_eq!(verify_only(&s).len(), 2);
+    }
+
+    #[test]
+    fn normal_rotation_at_the_bound_is_refused_with_the_retry_time_and_changes_nothing() {
+        let mut s = JwtStore::default();
+        s.rotate(RotationMode::Normal, secret(0, 0), 0).unwrap();
+        for n in 1..=MAX_VERIFY_ONLY_KIDS as u8 {
+            let t = u64::from(n) * 60;
+            s.rotate(RotationMode::Normal, secret(n, t), t).unwrap();
+        }
+        assert_eq!(verify_only(&s).len(), MAX_VERIFY_ONLY_KIDS);
+        let before = s.info();
+        let now = 3 * DAY;
+        let err = s
+            .rotate(RotationMode::Normal, secret(99, now), now)
+            .unwrap_err();
+        // The oldest verify-only kid (retired at t = 60) frees the slot.
+        let retry_at = 60 + VERIFY_ONLY_OVERLAP_SECS;
+        assert_eq!(err, TaError::JwtRotationRefused { retry_at });
+        assert_eq!(s.info(), before);
+        // One second early: still refused; at the retry time: it runs.
+        assert!(s
+            .rotate(RotationMode::Normal, secret(99, 0), retry_at - 1)
+            .is_err());
+        let r = s
+            .rotate(RotationMode::Normal, secret(99, retry_at), retry_at)
+            .unwrap();
+        assert_eq!(r.removed, [secret(0, 0).kid.clone()]);
+        assert_eq!(verify_only(&s).len(), MAX_VERIFY_ONLY_KIDS);
+        // Forced rotation is never refused.
+        let r = s
+            .rotate(RotationMode::Force, secret(100, 0), retry_at)
+            .unwrap();
+        assert_eq!(r.removed.len(), MAX_VERIFY_ONLY_KIDS + 1);
+        assert_eq!(s.entries.len(), 1);
     }
 
     #[test]
     fn forced_rotation_removes_every_old_kid() {
         let mut s = JwtStore::default();
-        s.rotate(RotationMode::Normal, secret(1, 0), 0);
-        s.rotate(RotationMode::Normal, secret(2, 0), 0);
-        let r = s.rotate(RotationMode::Force, secret(3, 0), 0);
-        assert_eq!(r.removed.len(), 2);
+        s.rotate(RotationMode::Normal, secret(1, 0), 0).unwrap();
+        s.rotate(RotationMode::Normal, secret(2, 0), 0).unwrap();
+        s.rotate(RotationMode::Normal, secret(3, 0), 0).unwrap();
+        let r = s.rotate(RotationMode::Force, secret(4, 0), 0).unwrap();
+        assert_eq!(r.removed.len(), 3);
         assert_eq!(s.entries.len(), 1);
-        assert_eq!(r.current_kid, Some(secret(3, 0).kid.clone()));
+        assert_eq!(r.current_kid, Some(secret(4, 0).kid.clone()));
     }
 
     #[test]
     fn purge_removes_only_ended_overlaps() {
         let mut s = JwtStore::default();
-        s.rotate(RotationMode::Normal, secret(1, 0), 0);
-        s.rotate(RotationMode::Normal, secret(2, 0), 0);
-        let r = s.rotate(RotationMode::PurgeExpired, secret(9, 0), 5);
+        s.rotate(RotationMode::Normal, secret(1, 0), 0).unwrap();
+        s.rotate(RotationMode::Normal, secret(2, 0), 0).unwrap();
+        s.rotate(RotationMode::Normal, secret(3, DAY), DAY).unwrap();
+        let r = s
+            .rotate(RotationMode::PurgeExpired, secret(9, 0), 5)
+            .unwrap();
         assert!(r.removed.is_empty());
-        let r = s.rotate(
-            RotationMode::PurgeExpired,
-            secret(9, 0),
-            VERIFY_ONLY_OVERLAP_SECS,
-        );
+        let r = s
+            .rotate(
+                RotationMode::PurgeExpired,
+                secret(9, 0),
+                VERIFY_ONLY_OVERLAP_SECS,
+            )
+            .unwrap();
         assert_eq!(r.removed, [secret(1, 0).kid.clone()]);
-        assert_eq!(s.entries.len(), 1);
+        assert_eq!(s.entries.len(), 2);
     }
 
     #[test]

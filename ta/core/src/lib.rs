@@ -2,8 +2,10 @@
 //!
 //! Plain Rust with no OS: [`TaCore::invoke`] takes a command id and request
 //! bytes and returns response bytes (see [`kms_proto::codec`]). Sealed
-//! storage, randomness and the clock are injected through [`SealedStorage`],
-//! [`Entropy`] and [`Clock`]; the OP-TEE entry points (`ta/optee`) and the
+//! storage, randomness, the clock and the rollback counter are injected
+//! through [`SealedStorage`], [`Entropy`], [`Clock`] and [`MonotonicCounter`]
+//! (rollback detection: see [`rollback`]); the OP-TEE entry points
+//! (`ta/optee`) and the
 //! host simulator (`ta/sim`) are thin shells around this one core, so the
 //! same bytes go through both.
 //!
@@ -21,6 +23,7 @@ mod jwt;
 mod keys;
 mod passkey;
 mod records;
+pub mod rollback;
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -31,6 +34,7 @@ use records::{AgentRecord, JwtStore, OperatorRecord, WalletRecord, RECORD_VERSIO
 use zeroize::Zeroizing;
 
 pub use kms_proto::StorageFault;
+pub use rollback::{sealed_version, touches_state, MonotonicCounter, STATE_VERSION_KEY};
 
 /// One operation of an atomic storage write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,10 +102,12 @@ struct WalletPublic {
 }
 
 /// The TA core: one instance serves every session.
-pub struct TaCore<S, E, C> {
+pub struct TaCore<S, E, C, M> {
     storage: S,
     entropy: E,
     clock: C,
+    counter: M,
+    freshness: rollback::Freshness,
     config: Config,
     wallets: BTreeMap<WalletId, WalletPublic>,
     agents: BTreeMap<(WalletId, u32), AgentRecord>,
@@ -110,13 +116,17 @@ pub struct TaCore<S, E, C> {
     nonces: passkey::Nonces,
 }
 
-impl<S: SealedStorage, E: Entropy, C: Clock> TaCore<S, E, C> {
-    /// A core over the given storage, randomness and clock.
-    pub fn new(storage: S, entropy: E, clock: C, config: Config) -> Self {
+impl<S: SealedStorage, E: Entropy, C: Clock, M: MonotonicCounter> TaCore<S, E, C, M> {
+    /// A core over the given storage, randomness, clock and rollback counter (see
+    /// [`MonotonicCounter`]: the sealed state's version is checked against it before the first
+    /// command that touches state).
+    pub fn new(storage: S, entropy: E, clock: C, counter: M, config: Config) -> Self {
         TaCore {
             storage,
             entropy,
             clock,
+            counter,
+            freshness: rollback::Freshness::Unchecked,
             config,
             wallets: BTreeMap::new(),
             agents: BTreeMap::new(),
@@ -132,6 +142,12 @@ impl<S: SealedStorage, E: Entropy, C: Clock> TaCore<S, E, C> {
         let Some(id) = CommandId::from_u32(cmd) else {
             return encode_response::<Empty>(Err(&TaError::UnknownCommand(cmd)));
         };
+        // A rolled-back sealed state is refused before anything reads it (see `rollback`).
+        if touches_state(id) {
+            if let Err(e) = self.ensure_fresh() {
+                return encode_response::<Empty>(Err(&e));
+            }
+        }
         match id {
             CommandId::CreateWallet => self.run(input, Self::create_wallet),
             CommandId::RemoveWallet => self.run(input, Self::remove_wallet),
@@ -166,6 +182,7 @@ impl<S: SealedStorage, E: Entropy, C: Clock> TaCore<S, E, C> {
             }
             CommandId::TaInfo => self.run(input, Self::ta_info),
             CommandId::SignForAccount => self.run(input, Self::sign_for_account),
+            CommandId::AcceptRestore => self.run(input, Self::accept_restore),
             #[cfg(feature = "test-seed")]
             CommandId::SeedWalletForTest => self.run(input, Self::seed_wallet_for_test),
             #[cfg(not(feature = "test-seed"))]
@@ -290,7 +307,7 @@ impl<S: SealedStorage, E: Entropy, C: Clock> TaCore<S, E, C> {
         let mut store = self.jwt_store()?.clone();
         if needs_first {
             let random = self.random::<40>()?;
-            store.rotate(RotationMode::Normal, jwt::new_secret(&random, now), now);
+            store.rotate(RotationMode::Normal, jwt::new_secret(&random, now), now)?;
         }
         Ok((store, needs_first))
     }
@@ -344,8 +361,7 @@ impl<S: SealedStorage, E: Entropy, C: Clock> TaCore<S, E, C> {
         let root = keys::account_root(&record)?;
         let owner = keys::derive_below(&root, HdPath::OWNER)?.info(HdPath::OWNER);
         let bytes = records::encode(&record)?;
-        self.storage
-            .write(&[WriteOp::Put(&records::wallet_key(&wallet_id), &bytes)])?;
+        self.commit(&[WriteOp::Put(&records::wallet_key(&wallet_id), &bytes)])?;
         #[cfg(feature = "export-secrets")]
         let mnemonic = Some(keys::mnemonic_of(&record)?);
         #[cfg(not(feature = "export-secrets"))]
@@ -376,8 +392,7 @@ impl<S: SealedStorage, E: Entropy, C: Clock> TaCore<S, E, C> {
     fn remove_wallet(&mut self, req: RemoveWallet) -> Result<Empty, TaError> {
         let id = req.body.wallet_id;
         self.authorize(&id, &req.body, &req.assertion)?;
-        self.storage
-            .write(&[WriteOp::Delete(&records::wallet_key(&id))])?;
+        self.commit(&[WriteOp::Delete(&records::wallet_key(&id))])?;
         self.wallets.remove(&id);
         self.keys.forget_wallet(&id);
         self.nonces.forget_wallet(&id);
@@ -483,8 +498,7 @@ impl<S: SealedStorage, E: Entropy, C: Clock> TaCore<S, E, C> {
         record.passkey_public_key = b.new_passkey_public_key.clone();
         record.rp_id_hash = rp_id_hash;
         let bytes = records::encode(&record)?;
-        self.storage
-            .write(&[WriteOp::Put(&records::wallet_key(&b.wallet_id), &bytes)])?;
+        self.commit(&[WriteOp::Put(&records::wallet_key(&b.wallet_id), &bytes)])?;
         self.wallets.remove(&b.wallet_id);
         // Challenges issued for the old passkey are void.
         self.nonces.forget_wallet(&b.wallet_id);
@@ -574,14 +588,13 @@ impl<S: SealedStorage, E: Entropy, C: Clock> TaCore<S, E, C> {
         let agent_key = records::agent_key(&wallet, index);
         if store_changed {
             let store_bytes = records::encode(&store)?;
-            self.storage.write(&[
+            self.commit(&[
                 WriteOp::Put(records::JWT_STORE_KEY, &store_bytes),
                 WriteOp::Put(&agent_key, &agent_bytes),
             ])?;
             self.jwt = Some(store);
         } else {
-            self.storage
-                .write(&[WriteOp::Put(&agent_key, &agent_bytes)])?;
+            self.commit(&[WriteOp::Put(&agent_key, &agent_bytes)])?;
         }
         self.cache_agent(wallet, index, record);
         Ok(credential)
@@ -661,10 +674,9 @@ impl<S: SealedStorage, E: Entropy, C: Clock> TaCore<S, E, C> {
         let now = self.clock.now();
         let random = self.random::<40>()?;
         let mut store = self.jwt_store()?.clone();
-        let rotation = store.rotate(req.mode, jwt::new_secret(&random, now), now);
+        let rotation = store.rotate(req.mode, jwt::new_secret(&random, now), now)?;
         let bytes = records::encode(&store)?;
-        self.storage
-            .write(&[WriteOp::Put(records::JWT_STORE_KEY, &bytes)])?;
+        self.commit(&[WriteOp::Put(records::JWT_STORE_KEY, &bytes)])?;
         self.jwt = Some(store);
         Ok(rotation)
     }
@@ -702,7 +714,7 @@ impl<S: SealedStorage, E: Entropy, C: Clock> TaCore<S, E, C> {
             record.generation = record.generation.saturating_add(1);
             record.revoked_at = Some(self.clock.now());
             let bytes = records::encode(&record)?;
-            self.storage.write(&[WriteOp::Put(
+            self.commit(&[WriteOp::Put(
                 &records::agent_key(&req.wallet_id, req.agent_index),
                 &bytes,
             )])?;
@@ -748,8 +760,7 @@ impl<S: SealedStorage, E: Entropy, C: Clock> TaCore<S, E, C> {
                     }
                 };
                 let bytes = records::encode(&record)?;
-                self.storage
-                    .write(&[WriteOp::Put(records::OPERATOR_KEY, &bytes)])?;
+                self.commit(&[WriteOp::Put(records::OPERATOR_KEY, &bytes)])?;
                 record
             }
             None => return Err(TaError::OperatorKeyMissing),

@@ -47,7 +47,8 @@ pub(crate) struct JwtSecret {
     pub retire_at: Option<u64>,
 }
 
-/// The JWT secret store: one current secret and at most one verify-only.
+/// The JWT secret store: one current secret and at most
+/// [`kms_proto::jwt::MAX_VERIFY_ONLY_KIDS`] verify-only ones (see `jwt.rs`).
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub(crate) struct JwtStore {
     pub version: u8,

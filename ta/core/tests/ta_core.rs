@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use kms_proto::jwt::{MAX_TTL_SECS, VERIFY_ONLY_OVERLAP_SECS};
+use kms_proto::jwt::{MAX_TTL_SECS, MAX_VERIFY_ONLY_KIDS, VERIFY_ONLY_OVERLAP_SECS};
 use kms_proto::*;
 
 const TTL: u64 = 3600;
@@ -279,39 +279,134 @@ fn forced_rotation_kills_every_old_kid() {
     sign_op(&mut a.h, a.wallet, 0, &new.to_jwt(), [1; 32], ACCOUNT).unwrap();
 }
 
+const DAY: u64 = 24 * 3600;
+
+fn rotate(h: &mut Harness, mode: RotationMode) -> Result<JwtRotation, TaError> {
+    h.call(&JwtRotateSecret { mode })
+}
+
+fn verify_only(h: &mut Harness) -> Vec<(String, Option<u64>)> {
+    h.call(&JwtSecretStatus {})
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.status == KidStatus::VerifyOnly)
+        .map(|s| (s.kid, s.retire_at))
+        .collect()
+}
+
 #[test]
-fn normal_rotation_keeps_exactly_one_verify_only_kid() {
-    let mut a = agent();
-    let first = a.cred.to_jwt();
-    let r1 =
-        a.h.call(&JwtRotateSecret {
-            mode: RotationMode::Normal,
-        })
-        .unwrap();
-    assert_eq!(r1.retired, vec![a.cred.kid.clone()]);
-    // The old credential still verifies during the overlap.
-    sign_op(&mut a.h, a.wallet, 0, &first, [1; 32], ACCOUNT).unwrap();
-    // New credentials use the new kid.
-    create_agent(&mut a.h, &mut a.pk, a.wallet, 1, TTL).unwrap();
-    let second_kid = r1.current_kid.clone().unwrap();
-    let c1 = refresh_agent(&mut a.h, &mut a.pk, a.wallet, 1, TTL).unwrap();
-    assert_eq!(c1.kid, second_kid);
-    let r2 =
-        a.h.call(&JwtRotateSecret {
-            mode: RotationMode::Normal,
-        })
-        .unwrap();
-    assert_eq!(r2.removed, vec![a.cred.kid.clone()]);
-    let status = a.h.call(&JwtSecretStatus {}).unwrap();
-    assert_eq!(status.len(), 2);
-    assert_eq!(
-        status
-            .iter()
-            .filter(|s| s.status == KidStatus::VerifyOnly)
-            .count(),
-        1
+fn a_second_normal_rotation_a_day_later_keeps_the_first_kids_credentials_until_they_expire() {
+    let mut h = Harness::new();
+    let mut pk = SoftPasskey::new(1);
+    let w = create_wallet(&mut h, &pk);
+    // The longest credential there is, under kid A.
+    let minted_at = h.clock.get();
+    let cred = create_agent(&mut h, &mut pk, w.wallet_id, 0, MAX_TTL_SECS).unwrap();
+    let jwt = cred.to_jwt();
+    let kid_a = cred.kid.clone();
+    let r1 = rotate(&mut h, RotationMode::Normal).unwrap();
+    assert_eq!(r1.retired, vec![kid_a.clone()]);
+    let kid_b = r1.current_kid.clone().unwrap();
+    h.advance(DAY);
+    let r2 = rotate(&mut h, RotationMode::Normal).unwrap();
+    assert_eq!(r2.retired, vec![kid_b.clone()]);
+    assert!(
+        r2.removed.is_empty(),
+        "a live verify-only kid was dropped: {r2:?}"
     );
-    sign_op(&mut a.h, a.wallet, 1, &c1.to_jwt(), [1; 32], ACCOUNT).unwrap();
+    // Both old kids are verify-only, each until its own retire time.
+    assert_eq!(
+        verify_only(&mut h),
+        vec![
+            (kid_a.clone(), Some(minted_at + VERIFY_ONLY_OVERLAP_SECS)),
+            (kid_b, Some(minted_at + DAY + VERIFY_ONLY_OVERLAP_SECS)),
+        ]
+    );
+    assert_eq!(r2.secrets.len(), 3);
+    // The first credential verifies and signs until its expiry, across a TA restart too.
+    assert_eq!(
+        h.call(&JwtHmacVerify { jwt: jwt.clone() }).unwrap().kid,
+        kid_a
+    );
+    sign_op(&mut h, w.wallet_id, 0, &jwt, [1; 32], ACCOUNT).unwrap();
+    h.clock.set(minted_at + MAX_TTL_SECS - 1);
+    h.restart();
+    sign_op(&mut h, w.wallet_id, 0, &jwt, [2; 32], ACCOUNT).unwrap();
+    // Then it is refused: it expired (its kid is still there, until its retire time).
+    h.advance(1);
+    let r = sign_op(&mut h, w.wallet_id, 0, &jwt, [3; 32], ACCOUNT);
+    assert_eq!(jwt_err(r), JwtError::Expired);
+    assert_eq!(verify_only(&mut h).len(), 2);
+    // At A's retire time a purge drops A, and only A.
+    h.clock.set(minted_at + VERIFY_ONLY_OVERLAP_SECS);
+    let purged = rotate(&mut h, RotationMode::PurgeExpired).unwrap();
+    assert_eq!(purged.removed, vec![kid_a]);
+    assert_eq!(verify_only(&mut h).len(), 1);
+}
+
+#[test]
+fn normal_rotation_at_the_verify_only_limit_is_refused_with_its_retry_time() {
+    let mut h = Harness::new();
+    let mut pk = SoftPasskey::new(1);
+    let w = create_wallet(&mut h, &pk);
+    // One live credential under every kid: agent i is minted under the i-th kid.
+    let mut creds = vec![create_agent(&mut h, &mut pk, w.wallet_id, 0, MAX_TTL_SECS).unwrap()];
+    let first_rotation = h.clock.get();
+    for i in 1..=MAX_VERIFY_ONLY_KIDS as u32 {
+        rotate(&mut h, RotationMode::Normal).unwrap();
+        h.advance(3600);
+        creds.push(create_agent(&mut h, &mut pk, w.wallet_id, i, MAX_TTL_SECS).unwrap());
+    }
+    assert_eq!(verify_only(&mut h).len(), MAX_VERIFY_ONLY_KIDS);
+    // One more normal rotation would have to drop a kid within its overlap: refused, with the
+    // time the oldest verify-only kid retires, and nothing changes.
+    let retry_at = first_rotation + VERIFY_ONLY_OVERLAP_SECS;
+    let before = h.call(&JwtSecretStatus {}).unwrap();
+    assert_eq!(
+        rotate(&mut h, RotationMode::Normal).unwrap_err(),
+        TaError::JwtRotationRefused { retry_at }
+    );
+    assert_eq!(h.call(&JwtSecretStatus {}).unwrap(), before);
+    h.restart();
+    assert_eq!(
+        h.call(&JwtSecretStatus {}).unwrap(),
+        before,
+        "nothing was sealed"
+    );
+    for (i, c) in creds.iter().enumerate() {
+        sign_op(&mut h, w.wallet_id, i as u32, &c.to_jwt(), [1; 32], ACCOUNT).unwrap();
+    }
+    // Still refused a second before; at the retry time it runs and drops the oldest kid only.
+    h.clock.set(retry_at - 1);
+    assert_eq!(
+        rotate(&mut h, RotationMode::Normal).unwrap_err(),
+        TaError::JwtRotationRefused { retry_at }
+    );
+    h.clock.set(retry_at);
+    let r = rotate(&mut h, RotationMode::Normal).unwrap();
+    assert_eq!(r.removed, vec![creds[0].kid.clone()]);
+    assert_eq!(verify_only(&mut h).len(), MAX_VERIFY_ONLY_KIDS);
+}
+
+#[test]
+fn forced_rotation_kills_every_kid_even_several_verify_only_ones() {
+    let mut h = Harness::new();
+    let mut pk = SoftPasskey::new(1);
+    let w = create_wallet(&mut h, &pk);
+    let mut creds = vec![create_agent(&mut h, &mut pk, w.wallet_id, 0, MAX_TTL_SECS).unwrap()];
+    for i in 1..=MAX_VERIFY_ONLY_KIDS as u32 {
+        rotate(&mut h, RotationMode::Normal).unwrap();
+        h.advance(DAY / 4);
+        creds.push(create_agent(&mut h, &mut pk, w.wallet_id, i, MAX_TTL_SECS).unwrap());
+    }
+    // At the limit a forced rotation is not refused, and every old kid goes.
+    let r = rotate(&mut h, RotationMode::Force).unwrap();
+    assert_eq!(r.removed.len(), MAX_VERIFY_ONLY_KIDS + 1);
+    assert_eq!(r.secrets.len(), 1);
+    for (i, c) in creds.iter().enumerate() {
+        let res = sign_op(&mut h, w.wallet_id, i as u32, &c.to_jwt(), [1; 32], ACCOUNT);
+        assert_eq!(jwt_err(res), JwtError::UnknownKid, "agent {i}");
+    }
 }
 
 #[test]
@@ -1163,6 +1258,7 @@ fn test_seed_can_be_disabled_at_run_time() {
         storage,
         TestEntropyPublic::new(),
         TestClock(clock),
+        MemCounter::default(),
         kms_ta::Config {
             test_seed_enabled: false,
         },

@@ -33,6 +33,13 @@ pub trait SnapshotBackend {
     /// Replace the stored snapshot with `plaintext`, atomically: after a
     /// crash at any point the previous snapshot or the new one is stored,
     /// never a mix or nothing.
+    ///
+    /// `Err` must mean that the previous snapshot is still the stored one:
+    /// the store then undoes the batch in memory. Once the new snapshot is in
+    /// place a backend returns `Ok` (e.g. OP-TEE's marker object failing
+    /// afterwards), or, when it cannot tell whether the new snapshot will
+    /// survive (the simulator's directory fsync failing after the rename),
+    /// stops the TA rather than let memory and storage disagree.
     fn save(&mut self, plaintext: &[u8]) -> Result<(), StorageFault>;
 }
 

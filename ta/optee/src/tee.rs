@@ -8,7 +8,7 @@ use alloc::vec::Vec;
 
 use kms_optee_abi as abi;
 use kms_proto::StorageFault;
-use kms_ta::{Config, Entropy, EntropyError, TaCore};
+use kms_ta::{Config, Entropy, EntropyError, MonotonicCounter, TaCore};
 use optee_utee::{
     DataFlag, ErrorKind, ObjectStorageConstants, ParameterMemref, ParameterMemrefInput,
     ParameterMemrefOutput, ParameterMemrefRead, ParameterMemrefWrite, ParameterNone,
@@ -26,6 +26,10 @@ pub const STATE_OBJECT_ID: &[u8] = b"kms-ta/state";
 /// and the state object does not, the state was deleted and the TA refuses
 /// to start empty.
 pub const MARKER_OBJECT_ID: &[u8] = b"kms-ta/initialised";
+
+/// Id of the rollback counter's persistent object, always in RPMB
+/// (`TEE_STORAGE_PRIVATE_RPMB`), whatever storage holds the state (see [`RpmbCounter`]).
+pub const COUNTER_OBJECT_ID: &[u8] = b"kms-ta/rollback-counter";
 
 /// The TEE storage used: `TEE_STORAGE_PRIVATE` (OP-TEE's default: REE FS,
 /// or RPMB when OP-TEE is built that way), or explicitly
@@ -100,14 +104,85 @@ impl SnapshotBackend for PersistentObjectBackend {
         };
         PersistentObject::create(storage(), STATE_OBJECT_ID, flags(), None, plaintext)
             .map_err(|e| fault(&e))?;
+        // The new snapshot is stored: from here this save must not fail (an error makes the
+        // store undo the batch in memory, which would then disagree with storage).
         if !self.marker_present {
             // After the state object, so a crash in between leaves a state
-            // without marker (fine), never a marker without state.
-            PersistentObject::create(storage(), MARKER_OBJECT_ID, flags(), None, &[])
-                .map_err(|e| fault(&e))?;
-            self.marker_present = true;
+            // without marker (fine), never a marker without state. If it
+            // fails, the next save tries again.
+            if PersistentObject::create(storage(), MARKER_OBJECT_ID, flags(), None, &[]).is_ok() {
+                self.marker_present = true;
+            }
         }
         Ok(())
+    }
+}
+
+/// The rollback counter ([`MonotonicCounter`]) in an RPMB persistent object.
+///
+/// RPMB (the eMMC's Replay Protected Memory Block) authenticates every write with a key
+/// programmed into the device and a write counter kept by the eMMC itself, so the normal world
+/// can neither forge it nor put an older content back, unlike files of OP-TEE's REE FS. The
+/// object `kms-ta/rollback-counter` holds the counter as 8 bytes, big-endian, and is replaced
+/// with `TEE_DATA_FLAG_OVERWRITE` (atomic: the old value or the new one). A missing object
+/// reads as 0 (the first start, or a TA from before rollback detection).
+#[derive(Debug, Default)]
+pub struct RpmbCounter {
+    /// The value last read or written (`None` until first read).
+    cached: Option<u64>,
+}
+
+impl MonotonicCounter for RpmbCounter {
+    fn read(&mut self) -> Result<u64, StorageFault> {
+        if let Some(v) = self.cached {
+            return Ok(v);
+        }
+        let flags = DataFlag::ACCESS_READ | DataFlag::SHARE_READ;
+        let value = match PersistentObject::open(
+            ObjectStorageConstants::PrivateRpmb,
+            COUNTER_OBJECT_ID,
+            flags,
+        ) {
+            Ok(mut obj) => {
+                let bytes = obj.read_remaining_to_vec().map_err(|e| fault(&e))?;
+                let b: [u8; 8] = bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StorageFault::Corrupt)?;
+                u64::from_be_bytes(b)
+            }
+            Err(e) if e.kind() == ErrorKind::ItemNotFound => 0,
+            Err(e) => return Err(fault(&e)),
+        };
+        self.cached = Some(value);
+        Ok(value)
+    }
+
+    fn advance_to(&mut self, value: u64) -> Result<(), StorageFault> {
+        if self.read()? >= value {
+            return Ok(());
+        }
+        let flags = DataFlag::ACCESS_READ
+            | DataFlag::ACCESS_WRITE
+            | DataFlag::ACCESS_WRITE_META
+            | DataFlag::OVERWRITE;
+        match PersistentObject::create(
+            ObjectStorageConstants::PrivateRpmb,
+            COUNTER_OBJECT_ID,
+            flags,
+            None,
+            &value.to_be_bytes(),
+        ) {
+            Ok(_) => {
+                self.cached = Some(value);
+                Ok(())
+            }
+            Err(e) => {
+                // The write may or may not have landed: read it again next time.
+                self.cached = None;
+                Err(fault(&e))
+            }
+        }
     }
 }
 
@@ -138,7 +213,7 @@ impl TimeSource for ReeTime {
 
 /// The core as the OP-TEE TA runs it.
 pub type OpteeCore =
-    TaCore<SnapshotStore<PersistentObjectBackend>, TeeRandom, MonotonicClock<ReeTime>>;
+    TaCore<SnapshotStore<PersistentObjectBackend>, TeeRandom, MonotonicClock<ReeTime>, RpmbCounter>;
 
 /// The ONE core of this single-instance TA, shared by all sessions.
 static CORE: Exclusive<OpteeCore> = Exclusive::new();
@@ -162,6 +237,7 @@ pub fn create() -> optee_utee::Result<()> {
         store,
         TeeRandom,
         MonotonicClock::new(ReeTime, floor),
+        RpmbCounter::default(),
         // The test seeding command is never served by an OP-TEE TA (and the
         // build refuses the `test-seed` feature, see lib.rs).
         Config {

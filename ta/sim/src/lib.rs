@@ -32,12 +32,22 @@
 //! * `sealed.bin` — the whole TA state, sealed with XChaCha20-Poly1305
 //!   ([`sealed`]); a flipped or missing byte, or a wrong key, is refused at
 //!   start with an error naming the file;
+//! * `counter.bin` — the rollback counter ([`counter`]), sealed the same way:
+//!   the newest state version written. A `sealed.bin` behind it (an older
+//!   copy put back) is refused by the TA on every command that touches state
+//!   (`StateRolledBack`) until `kms-admin accept-restore --yes`. It stands in
+//!   for OP-TEE's RPMB counter: it catches an old `sealed.bin` restored on
+//!   its own, not a host that rolls back both files;
 //! * `ta-sim.lock` — held while running: one ta-sim per data directory;
 //! * `ta.sock` — the default socket, mode 0600.
 //!
 //! Every write batch of the core re-seals the whole map and replaces
 //! `sealed.bin` atomically (temp file, fsync, rename, fsync of the
-//! directory). The in-memory map and the plaintext buffers are zeroized.
+//! directory), then advances `counter.bin` the same way; a crash in between
+//! leaves the state ahead of the counter, which is accepted (the counter
+//! catches up). If a directory fsync fails after its rename, ta-sim stops
+//! (exit code 74) rather than let memory and disk disagree. The in-memory map
+//! and the plaintext buffers are zeroized.
 //!
 //! # Process
 //!
@@ -49,6 +59,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod counter;
 pub mod datadir;
 pub mod platform;
 pub mod sealed;
@@ -62,13 +73,15 @@ use kms_ta_optee::clock::{MonotonicClock, TimeFloor};
 use kms_ta_optee::store::SnapshotStore;
 use thiserror::Error;
 
+use crate::counter::CounterFile;
 use crate::datadir::{DataDir, DataDirError};
 use crate::platform::{OsEntropy, SystemClock};
 use crate::sealed::{SealError, SealedFile};
 use crate::server::{Server, ServerError};
 
 /// The core as the simulator runs it.
-pub type SimCore = TaCore<SnapshotStore<SealedFile>, OsEntropy, MonotonicClock<SystemClock>>;
+pub type SimCore =
+    TaCore<SnapshotStore<SealedFile>, OsEntropy, MonotonicClock<SystemClock>, CounterFile>;
 
 /// Name of the default socket in the data directory.
 pub const DEFAULT_SOCKET: &str = "ta.sock";
@@ -88,6 +101,14 @@ pub enum StartError {
     /// Writing the first (empty) snapshot failed.
     #[error("cannot write the first sealed snapshot to {0}")]
     FirstWrite(PathBuf),
+    /// Creating the rollback counter file failed.
+    #[error("cannot create the rollback counter {path}: {source}")]
+    CounterWrite {
+        /// The counter file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
 }
 
 /// Settings of one ta-sim.
@@ -133,7 +154,41 @@ pub fn start(settings: &Settings) -> Result<Started, StartError> {
             .flush()
             .map_err(|_| StartError::FirstWrite(store_path.clone()))?;
     }
-    tracing::info!(store = %store_path.display(), objects = store.len(), fresh, "sealed state loaded");
+    let mut counter = store.backend().open_counter()?;
+    let version = kms_ta::sealed_version(&mut store).map_err(|_| SealError::Tampered {
+        path: store_path.clone(),
+        reason: "its state version does not decode",
+    })?;
+    if !counter.is_present() {
+        if version > 0 {
+            tracing::warn!(
+                counter = %counter.path().display(),
+                version,
+                "the rollback counter file is missing: recreating it at the sealed state's \
+                 version (a rollback of sealed.bin before this start cannot be detected)"
+            );
+        }
+        counter
+            .store(version)
+            .map_err(|source| StartError::CounterWrite {
+                path: counter.path().to_owned(),
+                source,
+            })?;
+    }
+    tracing::info!(store = %store_path.display(), objects = store.len(), fresh, version,
+        counter = counter.value(), "sealed state loaded");
+    if version < counter.value() {
+        tracing::error!(
+            store = %store_path.display(),
+            version,
+            counter = counter.value(),
+            "the sealed state is OLDER than the rollback counter: an older copy of sealed.bin \
+             was put back. The TA refuses every command that touches state \
+             (StateRolledBack) until an operator accepts the restore with \
+             `kms-admin accept-restore --yes` (agents revoked and credentials superseded since \
+             that copy come back)"
+        );
+    }
     if settings.enable_test_seed {
         tracing::warn!("SeedWalletForTest is enabled: wallets can be created from known mnemonics (tests only)");
     }
@@ -141,6 +196,7 @@ pub fn start(settings: &Settings) -> Result<Started, StartError> {
         store,
         OsEntropy,
         MonotonicClock::new(SystemClock, floor),
+        counter,
         Config {
             test_seed_enabled: settings.enable_test_seed,
         },

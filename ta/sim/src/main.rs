@@ -24,6 +24,12 @@ The TA state is sealed in <DATA_DIR>/sealed.bin (XChaCha20-Poly1305) under the k
 <DATA_DIR>/sealed.key (32 random bytes, mode 0600, created on the first start). A tampered or \
 truncated store, a wrong key or a key file with a broader mode than 0600 makes the start fail; \
 the simulator never starts empty over state it cannot read.\n\n\
+Rollback detection: <DATA_DIR>/counter.bin (sealed with the same key) holds the newest state \
+version written, a stand-in for OP-TEE's RPMB counter. If sealed.bin is older than it (an older \
+copy put back), the TA refuses every command that touches state until an operator runs \
+`kms-admin accept-restore --yes`. The file catches a sealed.bin restored on its own, not a host \
+that rolls back both files. If a directory fsync fails after a rename, ta-sim exits with code 74 \
+so that memory never disagrees with the disk.\n\n\
 Prints `ta-sim ready on <SOCKET>` to stderr once it listens. SIGTERM/SIGINT: stops accepting, \
 finishes the calls in flight, removes the socket and exits 0.",
     after_help = "Wire frames (big-endian): request [u32 length][u32 command id][request], \

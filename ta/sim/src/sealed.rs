@@ -19,6 +19,16 @@
 //! directory, fsyncs it, renames it over `sealed.bin` and fsyncs the
 //! directory: a crash at any point leaves the previous `sealed.bin` (a
 //! leftover temp file is deleted at the next start).
+//!
+//! If the directory fsync fails *after* the rename, the new `sealed.bin` is
+//! in place but may not survive a power loss. Neither answer keeps memory and
+//! disk in agreement: failing the write would undo it in memory while the
+//! disk serves it from the next start on, and carrying on would build on a
+//! file that may vanish (and, with Linux's fsync semantics, a retried fsync
+//! proves nothing). So ta-sim stops at once (exit code [`EXIT_UNSYNCED`],
+//! with an error log): the caller sees the call fail as "may have executed",
+//! and the next start loads whatever the disk holds. The rollback counter
+//! file ([`crate::counter`]) is written the same way, with the same rule.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -52,6 +62,16 @@ const TAG_LEN: usize = 16;
 /// Environment variable of the crash hook (feature `fault-injection`).
 #[cfg(feature = "fault-injection")]
 pub const CRASH_BEFORE_RENAME_ENV: &str = "TA_SIM_CRASH_BEFORE_RENAME";
+
+/// Environment variable of the directory-fsync fault hook (feature
+/// `fault-injection`): `sealed` makes the directory fsync after the rename of
+/// `sealed.bin` fail, `counter` the one after the rename of the counter file.
+#[cfg(feature = "fault-injection")]
+pub const FAIL_DIR_FSYNC_ENV: &str = "TA_SIM_FAIL_DIR_FSYNC";
+
+/// Exit code of ta-sim when a directory fsync failed after a rename (see the
+/// module docs): `EX_IOERR`.
+pub const EXIT_UNSYNCED: i32 = 74;
 
 /// Why the sealed store cannot be opened. Every message names the file.
 #[derive(Debug, Error)]
@@ -129,7 +149,10 @@ pub enum SealError {
     },
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SealError + 'a {
+pub(crate) fn io_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> SealError + 'a {
     move |source| SealError::Io {
         op,
         path: path.to_owned(),
@@ -245,7 +268,15 @@ impl SealedFile {
             std::process::abort();
         }
         fs::rename(&self.temp, &self.store)?;
-        File::open(&self.dir)?.sync_all()
+        // The new snapshot is in place: from here this write must not fail.
+        sync_dir_after_rename(&self.dir, &self.store, "sealed");
+        Ok(())
+    }
+
+    /// Open the rollback counter file beside `sealed.bin`, sealed with the
+    /// same key (see [`crate::counter`]).
+    pub fn open_counter(&self) -> Result<crate::counter::CounterFile, SealError> {
+        crate::counter::CounterFile::open(&self.dir, &self.key)
     }
 }
 
@@ -270,6 +301,33 @@ impl SnapshotBackend for SealedFile {
             }
         })
     }
+}
+
+/// Fsync `dir` after `renamed` was renamed into it; if that fails, stop the
+/// process (see the module docs). `hook` names the fault-injection point
+/// (`sealed` or `counter`, see [`FAIL_DIR_FSYNC_ENV`]).
+pub(crate) fn sync_dir_after_rename(dir: &Path, renamed: &Path, hook: &str) {
+    if let Err(e) = sync_dir(dir, hook) {
+        tracing::error!(
+            file = %renamed.display(),
+            dir = %dir.display(),
+            error = %e,
+            "the directory fsync failed after {} was renamed into place: the new file may not \
+             survive a power loss, and memory cannot stay in agreement with the disk; stopping \
+             (restart ta-sim: it loads what the disk holds)",
+            renamed.display()
+        );
+        std::process::exit(EXIT_UNSYNCED);
+    }
+}
+
+fn sync_dir(dir: &Path, _hook: &str) -> io::Result<()> {
+    #[cfg(feature = "fault-injection")]
+    if std::env::var_os(FAIL_DIR_FSYNC_ENV).is_some_and(|v| v == _hook) {
+        tracing::error!(hook = _hook, "fault injection: failing the directory fsync");
+        return Err(io::Error::other("fault injection: directory fsync failed"));
+    }
+    File::open(dir)?.sync_all()
 }
 
 fn exists(path: &Path) -> Result<bool, SealError> {
@@ -341,7 +399,7 @@ pub enum UnsealError {
 }
 
 impl UnsealError {
-    fn at(self, path: &Path) -> SealError {
+    pub(crate) fn at(self, path: &Path) -> SealError {
         let path = path.to_owned();
         let reason = match self {
             UnsealError::Version(version) => {
@@ -364,11 +422,21 @@ fn cipher(key: &[u8; KEY_LEN]) -> XChaCha20Poly1305 {
 
 /// Seal `plaintext`: header ‖ random nonce ‖ AEAD(plaintext, aad = header).
 pub fn seal(key: &[u8; KEY_LEN], plaintext: &[u8]) -> io::Result<Vec<u8>> {
+    seal_with(&MAGIC, key, plaintext)
+}
+
+/// [`seal`] with another magic (the header is the associated data, so a file
+/// of one kind never unseals as another).
+pub(crate) fn seal_with(
+    magic: &[u8; 8],
+    key: &[u8; KEY_LEN],
+    plaintext: &[u8],
+) -> io::Result<Vec<u8>> {
     let mut nonce = [0u8; NONCE_LEN];
     getrandom::fill(&mut nonce)
         .map_err(|_| io::Error::other("the OS random number generator failed"))?;
     let mut header = [0u8; HEADER_LEN];
-    header[..MAGIC.len()].copy_from_slice(&MAGIC);
+    header[..MAGIC.len()].copy_from_slice(magic);
     header[MAGIC.len()] = FORMAT_VERSION;
     let ct = cipher(key)
         .encrypt(
@@ -388,11 +456,20 @@ pub fn seal(key: &[u8; KEY_LEN], plaintext: &[u8]) -> io::Result<Vec<u8>> {
 
 /// Unseal bytes produced by [`seal`].
 pub fn unseal(key: &[u8; KEY_LEN], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, UnsealError> {
+    unseal_with(&MAGIC, key, sealed)
+}
+
+/// Unseal bytes produced by [`seal_with`] with `magic`.
+pub(crate) fn unseal_with(
+    magic: &[u8; 8],
+    key: &[u8; KEY_LEN],
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, UnsealError> {
     if sealed.len() < HEADER_LEN + NONCE_LEN + TAG_LEN {
         return Err(UnsealError::Truncated);
     }
     let (header, rest) = sealed.split_at(HEADER_LEN);
-    if header[..MAGIC.len()] != MAGIC {
+    if header[..MAGIC.len()] != magic[..] {
         return Err(UnsealError::BadMagic);
     }
     if header[MAGIC.len()] != FORMAT_VERSION {

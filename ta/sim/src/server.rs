@@ -26,11 +26,12 @@ pub trait Handler: Send + 'static {
     fn invoke(&mut self, cmd: u32, input: &[u8]) -> Vec<u8>;
 }
 
-impl<S, E, C> Handler for kms_ta::TaCore<S, E, C>
+impl<S, E, C, M> Handler for kms_ta::TaCore<S, E, C, M>
 where
     S: kms_ta::SealedStorage + Send + 'static,
     E: kms_ta::Entropy + Send + 'static,
     C: kms_ta::Clock + Send + 'static,
+    M: kms_ta::MonotonicCounter + Send + 'static,
 {
     fn invoke(&mut self, cmd: u32, input: &[u8]) -> Vec<u8> {
         kms_ta::TaCore::invoke(self, cmd, input)

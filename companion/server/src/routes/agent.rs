@@ -20,6 +20,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{hex0x, hex_fixed, JsonBody};
 use crate::ops::{self, CreateAgentKeyRequest, RefreshAgentRequest, RevokeAgentRequest};
+use crate::ratelimit::ClientAddr;
 use crate::state::{AppState, CachedCredential};
 use crate::webauthn::Purpose;
 
@@ -298,22 +299,17 @@ pub async fn create_agent_key(
     )))
 }
 
-/// Sign a userOpHash with an agent key (Bearer agent credential).
-#[utoipa::path(post, path = "/kms/sign-agent", tag = "agent", request_body = SignAgentRequest,
-    responses((status = 200, body = SignAgentResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
-        (status = 503, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn sign_agent(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    JsonBody(r): JsonBody<SignAgentRequest>,
-) -> Result<Json<SignAgentResponse>, ApiError> {
-    let jwt = bearer(&headers)?;
+/// The Bearer JWT of a `/kms/sign-agent` request and the agent it names, checked against the
+/// request's `keyId` (403 when they differ): `(jwt, canonical keyId, wallet, index, exp)`.
+fn named_agent<'h>(
+    headers: &'h HeaderMap,
+    key_id: &str,
+) -> Result<(&'h str, String, kms_proto::WalletId, u32, u64), ApiError> {
+    let jwt = bearer(headers)?;
     let parsed = kms_proto::jwt::parse(jwt).map_err(|e| {
         ApiError::unauthorized("credential_malformed", format!("invalid credential: {e}"))
     })?;
-    let (wallet, index) = ops::agent_key_id(&r.key_id)?;
+    let (wallet, index) = ops::agent_key_id(key_id)?;
     // One canonical spelling for the limiter, the cache and the audit
     // trail (case or leading zeros must not open another bucket).
     let key_id = kms_proto::jwt::key_id(&wallet, index);
@@ -326,21 +322,45 @@ pub async fn sign_agent(
             "keyId does not match the credential",
         ));
     }
+    Ok((jwt, key_id, wallet, index, claims.exp))
+}
+
+/// Sign a userOpHash with an agent key (Bearer agent credential).
+#[utoipa::path(post, path = "/kms/sign-agent", tag = "agent", request_body = SignAgentRequest,
+    responses((status = 200, body = SignAgentResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn sign_agent(
+    State(s): State<Arc<AppState>>,
+    client: ClientAddr,
+    headers: HeaderMap,
+    JsonBody(r): JsonBody<SignAgentRequest>,
+) -> Result<Json<SignAgentResponse>, ApiError> {
+    // An address that spent its budget of failed authentications is refused before its
+    // credential is even read.
+    s.limits.clients.admit(client.0)?;
+    let (jwt, key_id, wallet, index, exp) =
+        named_agent(&headers, &r.key_id).map_err(|e| s.limits.refused(client, e))?;
     let user_op_hash = hex_fixed::<32>("payload", &r.payload)?;
     let account = hex_fixed::<20>("accountAddress", &r.account_address)?;
-    // Per-credential limit before any TEE call.
-    s.limits.agent.check(&key_id)?;
-    let res = sign_agent_checked(
-        &s,
-        &key_id,
-        wallet,
-        index,
-        jwt,
-        claims.exp,
-        user_op_hash,
-        account,
-    )
-    .await;
+    let res = match check_credential(&s, &key_id, wallet, index, jwt, exp).await {
+        // Not this agent's current credential: the request's address pays, never the agent.
+        Err(e) => Err(s.limits.refused(client, e)),
+        Ok(_) => {
+            // The credential matches: the agent's own bucket, before any TEE call.
+            s.limits.agent.check(&key_id)?;
+            s.tee
+                .call(&SignAgentUserOp {
+                    wallet_id: wallet,
+                    agent_index: index,
+                    jwt: jwt.to_owned(),
+                    user_op_hash,
+                    account,
+                })
+                .await
+        }
+    };
     let outcome = crate::routes::outcome(&res);
     let actor = format!("agent:{key_id}");
     let hash_hex = hex0x(&user_op_hash);
@@ -359,29 +379,6 @@ pub async fn sign_agent(
         agent_address: hex0x(&sig.agent_address),
         signature: hex0x(&sig.signature),
     }))
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn sign_agent_checked(
-    s: &AppState,
-    key_id: &str,
-    wallet: kms_proto::WalletId,
-    index: u32,
-    jwt: &str,
-    exp: u64,
-    user_op_hash: [u8; 32],
-    account: [u8; 20],
-) -> Result<kms_proto::AgentSignature, ApiError> {
-    check_credential(s, key_id, wallet, index, jwt, exp).await?;
-    s.tee
-        .call(&SignAgentUserOp {
-            wallet_id: wallet,
-            agent_index: index,
-            jwt: jwt.to_owned(),
-            user_op_hash,
-            account,
-        })
-        .await
 }
 
 /// The host's checks of a presented agent credential, before any TEE call: the agent exists
@@ -457,15 +454,34 @@ pub(crate) struct AgentAuth {
     pub agent_address: String,
 }
 
-/// Authenticates the Bearer agent credential of a request: parses the JWT, checks that
-/// `key_id` (when given) names the credential's agent (403 otherwise), applies the
-/// per-credential rate limit when `rate_limited` (requests that lead to a TEE call), then
-/// [`check_credential`].
+/// Authenticates the Bearer agent credential of a request: refuses `client` at once when its
+/// address has spent its budget of failed authentications (429), parses the JWT, checks that
+/// `key_id` (when given) names the credential's agent (403 otherwise), then
+/// [`check_credential`]; any refusal up to there charges `client`'s bucket. Once the credential
+/// matches, the agent's own rate limit is taken when `rate_limited` (requests that lead to a
+/// TEE call).
 pub(crate) async fn authenticate_agent(
     s: &AppState,
     headers: &HeaderMap,
     key_id: Option<&str>,
+    client: ClientAddr,
     rate_limited: bool,
+) -> Result<AgentAuth, ApiError> {
+    s.limits.clients.admit(client.0)?;
+    let auth = identify_agent(s, headers, key_id)
+        .await
+        .map_err(|e| s.limits.refused(client, e))?;
+    if rate_limited {
+        s.limits.agent.check(&auth.key_id)?;
+    }
+    Ok(auth)
+}
+
+/// [`authenticate_agent`] without the limits.
+async fn identify_agent(
+    s: &AppState,
+    headers: &HeaderMap,
+    key_id: Option<&str>,
 ) -> Result<AgentAuth, ApiError> {
     let jwt = bearer(headers)?;
     let parsed = kms_proto::jwt::parse(jwt).map_err(|e| {
@@ -486,9 +502,6 @@ pub(crate) async fn authenticate_agent(
         ));
     }
     let key_id = kms_proto::jwt::key_id(&wallet, index);
-    if rate_limited {
-        s.limits.agent.check(&key_id)?;
-    }
     let c = check_credential(s, &key_id, wallet, index, jwt, claims.exp).await?;
     Ok(AgentAuth {
         key_id,
@@ -504,50 +517,46 @@ pub(crate) async fn authenticate_agent(
 /// possibly expired) plus the owner's passkey ceremony.
 #[utoipa::path(post, path = "/kms/refresh-agent-credential", tag = "agent", request_body = RefreshAgentRequest,
     responses((status = 200, body = AgentCredentialResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody)),
+        (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn refresh_agent_credential(
     State(s): State<Arc<AppState>>,
+    client: ClientAddr,
     headers: HeaderMap,
     JsonBody(r): JsonBody<RefreshAgentRequest>,
 ) -> Result<Json<AgentCredentialResponse>, ApiError> {
-    let jwt = bearer(&headers)?;
-    let parsed = kms_proto::jwt::parse(jwt).map_err(|e| {
-        ApiError::unauthorized("credential_malformed", format!("invalid credential: {e}"))
-    })?;
-    let (wallet, index) = ops::agent_key_id(&r.key_id)?;
-    // One canonical spelling for the limiter, the cache and the audit
-    // trail (case or leading zeros must not open another bucket).
-    let key_id = kms_proto::jwt::key_id(&wallet, index);
-    if parsed.claims.agent_index != index
-        || parsed.claims.wallet_id.parse::<kms_proto::WalletId>().ok() != Some(wallet)
-    {
-        return Err(ApiError::forbidden(
-            "key_id_mismatch",
-            "keyId does not match the credential",
-        ));
-    }
-    let body = ops::prepare_refresh(&s, &r).await?;
+    // Failed credentials count against the client address, as on `/kms/sign-agent`.
+    s.limits.clients.admit(client.0)?;
+    let (jwt, key_id, wallet, index, _) =
+        named_agent(&headers, &r.key_id).map_err(|e| s.limits.refused(client, e))?;
+    let body = ops::prepare_refresh(&s, &r)
+        .await
+        .map_err(|e| s.limits.refused(client, e))?;
     let wallet_str = wallet.to_uuid_string();
     let actor = format!("agent:{key_id}");
     let res = async {
-        let row =
-            s.db.get_agent(&wallet_str, index)
-                .await?
-                .ok_or_else(|| ApiError::not_found("agent_not_found", "unknown agent key"))?;
-        if row.status == AgentStatus::Revoked {
-            return Err(ApiError::unauthorized(
-                "credential_revoked",
-                "the agent key is revoked",
-            ));
+        async {
+            let row =
+                s.db.get_agent(&wallet_str, index)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found("agent_not_found", "unknown agent key"))?;
+            if row.status == AgentStatus::Revoked {
+                return Err(ApiError::unauthorized(
+                    "credential_revoked",
+                    "the agent key is revoked",
+                ));
+            }
+            let stored = row.credential_hash.unwrap_or_default();
+            if !bool::from(credential_hash(jwt).as_bytes().ct_eq(stored.as_bytes())) {
+                return Err(ApiError::unauthorized(
+                    "credential_superseded",
+                    "this is not the current credential of the key",
+                ));
+            }
+            Ok(())
         }
-        let stored = row.credential_hash.unwrap_or_default();
-        if !bool::from(credential_hash(jwt).as_bytes().ct_eq(stored.as_bytes())) {
-            return Err(ApiError::unauthorized(
-                "credential_superseded",
-                "this is not the current credential of the key",
-            ));
-        }
+        .await
+        .map_err(|e| s.limits.refused(client, e))?;
         let assertion = s
             .finish_authentication(
                 &wallet,

@@ -49,6 +49,7 @@ use crate::audit::Event;
 use crate::chain::{chain_error, refusal, ChainState};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{hex_bytes, hex_fixed, uint256, JsonBody};
+use crate::ratelimit::ClientAddr;
 use crate::routes::agent::{authenticate_agent, AgentAuth};
 use crate::state::AppState;
 
@@ -380,6 +381,7 @@ fn hash_hex(h: B256) -> String {
     security(("bearer" = [])))]
 pub async fn submit_intent(
     State(s): State<Arc<AppState>>,
+    client: ClientAddr,
     headers: HeaderMap,
     JsonBody(r): JsonBody<IntentRequest>,
 ) -> Result<
@@ -392,7 +394,7 @@ pub async fn submit_intent(
 > {
     let mut phases = Phases::start();
     let chain = s.chain()?;
-    let auth = authenticate_agent(&s, &headers, r.key_id.as_deref(), true).await?;
+    let auth = authenticate_agent(&s, &headers, r.key_id.as_deref(), client, true).await?;
     let idem = idempotency_key(&headers)?;
     let calls = parse_calls(&r.calls)?;
     phases.end("auth");
@@ -600,15 +602,16 @@ async fn submit_checked(
 #[utoipa::path(get, path = "/agent/intents/{userOpHash}", tag = "intents",
     params(("userOpHash" = String, Path, description = "The intent's userOpHash")),
     responses((status = 200, body = IntentResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
+        (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get_intent(
     State(s): State<Arc<AppState>>,
+    client: ClientAddr,
     headers: HeaderMap,
     Path(user_op_hash): Path<String>,
 ) -> Result<Json<IntentResponse>, ApiError> {
     let chain = s.chain()?;
-    let auth = authenticate_agent(&s, &headers, None, false).await?;
+    let auth = authenticate_agent(&s, &headers, None, client, false).await?;
     let hash = B256::from(hex_fixed::<32>("userOpHash", &user_op_hash)?);
     let not_found = || {
         ApiError::not_found(

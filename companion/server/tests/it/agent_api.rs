@@ -447,16 +447,25 @@ async fn rate_limits_answer_429_with_retry_after_before_the_tee() {
         .post_bearer("/kms/sign-agent", jwt, &sign_body(&key_id.to_uppercase()))
         .await;
     assert_eq!(s, 429);
-    // The per-credential limit applies even to a forged credential of that
-    // key: refused 429 without reaching the TEE.
-    let (s, _, _) = env
+    // A forged credential of that key is not charged to the key's bucket
+    // (strangers cannot spend it): refused 401 by the host's hash check,
+    // without reaching the TEE.
+    let (s, e, _) = env
         .post_bearer(
             "/kms/sign-agent",
             &with_claim(jwt, "gen", json!(9)),
             &sign_body(key_id),
         )
         .await;
-    assert_eq!(s, 429);
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (401, Some("credential_superseded"))
+    );
+    assert_eq!(
+        env.server().state.metrics.signatures("agent_userop"),
+        before,
+        "no signature for a forged credential"
+    );
     // The per-API-key limit: 40/min in all (registration + ceremony above
     // used a few).
     let mut last = 0;

@@ -5,6 +5,9 @@
 mod common;
 
 mod agent_api;
+mod health;
+mod lockout;
 mod operations;
+mod rollback;
 mod ui_page;
 mod wallet_api;

@@ -154,7 +154,13 @@ async fn audit_chain_records_events_without_secrets_and_detects_edits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jwt_rotation_keeps_meta_true_to_the_ta() {
     let env = Env::with(Opts {
-        args: vec!["--jwt-rotation-period-secs".into(), "0".into()],
+        // Every tick rotates (the period is far below the 7-day overlap, which only the
+        // development flag lets through).
+        args: vec![
+            "--jwt-rotation-period-secs".into(),
+            "0".into(),
+            "--allow-short-jwt-rotation-period".into(),
+        ],
         ..Opts::default()
     })
     .await;
@@ -201,22 +207,46 @@ async fn jwt_rotation_keeps_meta_true_to_the_ta() {
         .post_bearer("/kms/sign-agent", &jwt, &sign_body(&key_id))
         .await;
     assert_eq!(s, 200);
-    // A second rotation drops the older verify-only kid: retired in the DB
-    // too, and its credentials die.
-    kms_companion::tasks::rotation_tick(state).await.unwrap();
+    // More rotations keep every verify-only kid until its retire time: the first kid stays,
+    // in the TA and in the table, and its credential still signs.
+    let mut verify_only = vec![first_kid.clone(), new_kid];
+    for _ in 1..kms_proto::jwt::MAX_VERIFY_ONLY_KIDS {
+        let report = kms_companion::tasks::rotation_tick(state).await.unwrap();
+        assert!(report.purged.is_empty(), "{report:?}");
+        assert_eq!(report.refused_until, None);
+        verify_only.push(report.rotated_to.expect("rotated"));
+    }
+    let current = verify_only.pop().unwrap();
     let meta = state.db.list_jwt_secret_meta().await.unwrap();
-    assert_eq!(
-        meta.iter().find(|m| m.kid == first_kid).unwrap().status,
-        kms_db::JwtSecretState::Retired
-    );
+    let ta = tee.call(&JwtSecretStatus {}).unwrap();
+    assert_eq!(ta.len(), kms_proto::jwt::MAX_VERIFY_ONLY_KIDS + 1);
+    for k in &ta {
+        let m = meta.iter().find(|m| m.kid == k.kid).expect("kid recorded");
+        let want = if k.kid == current {
+            kms_db::JwtSecretState::Current
+        } else {
+            assert!(verify_only.contains(&k.kid), "{k:?}");
+            kms_db::JwtSecretState::VerifyOnly
+        };
+        assert_eq!(m.status, want, "{}", k.kid);
+        assert_eq!(m.retire_at, k.retire_at.map(|t| t as i64));
+    }
     let (s, e, _) = env
         .post_bearer("/kms/sign-agent", &jwt, &sign_body(&key_id))
         .await;
-    assert_eq!(
-        (s, e["code"].as_str()),
-        (401, Some("credential_invalid")),
-        "{e}"
-    );
+    assert_eq!(s, 200, "{e}");
+    // At the TA's limit the due rotation is refused: the tick still succeeds (purge and
+    // metadata sync), reports when the rotation can run (the first kid's retire time) and
+    // changes nothing; the credential keeps working.
+    let first_retire = ta.iter().find(|k| k.kid == first_kid).unwrap().retire_at;
+    let report = kms_companion::tasks::rotation_tick(state).await.unwrap();
+    assert_eq!(report.rotated_to, None, "{report:?}");
+    assert_eq!(report.refused_until, first_retire);
+    assert_eq!(tee.call(&JwtSecretStatus {}).unwrap(), ta);
+    let (s, e, _) = env
+        .post_bearer("/kms/sign-agent", &jwt, &sign_body(&key_id))
+        .await;
+    assert_eq!(s, 200, "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -7,7 +7,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use kms_proto::authz::{self, AuthorizedBody};
 use kms_proto::*;
-use kms_ta::{Clock, Config, Entropy, EntropyError, SealedStorage, TaCore, WriteOp};
+use kms_ta::{
+    Clock, Config, Entropy, EntropyError, MonotonicCounter, SealedStorage, TaCore, WriteOp,
+};
 use p256::ecdsa::signature::Signer;
 use sha2::{Digest, Sha256};
 use std::cell::{Cell, RefCell};
@@ -45,6 +47,31 @@ impl SealedStorage for MemStorage {
     }
 }
 
+/// An in-memory monotonic counter (the rollback counter kept outside the sealed state), with
+/// switches to make its operations fail.
+#[derive(Clone, Default)]
+pub struct MemCounter {
+    pub value: Rc<Cell<u64>>,
+    pub fail_reads: Rc<Cell<bool>>,
+    pub fail_advances: Rc<Cell<bool>>,
+}
+
+impl MonotonicCounter for MemCounter {
+    fn read(&mut self) -> Result<u64, StorageFault> {
+        if self.fail_reads.get() {
+            return Err(StorageFault::Io);
+        }
+        Ok(self.value.get())
+    }
+    fn advance_to(&mut self, value: u64) -> Result<(), StorageFault> {
+        if self.fail_advances.get() {
+            return Err(StorageFault::Io);
+        }
+        self.value.set(self.value.get().max(value));
+        Ok(())
+    }
+}
+
 /// SHA-256 counter DRBG: deterministic, distinct outputs.
 pub struct TestEntropy {
     seed: u64,
@@ -74,12 +101,13 @@ impl Clock for TestClock {
     }
 }
 
-pub type Core = TaCore<MemStorage, TestEntropy, TestClock>;
+pub type Core = TaCore<MemStorage, TestEntropy, TestClock, MemCounter>;
 
 /// A TA core plus handles on its storage and clock.
 pub struct Harness {
     pub ta: Core,
     pub storage: MemStorage,
+    pub counter: MemCounter,
     pub clock: Rc<Cell<u64>>,
     seed: u64,
 }
@@ -93,11 +121,13 @@ impl Harness {
 
     pub fn with_seed(seed: u64) -> Self {
         let storage = MemStorage::default();
+        let counter = MemCounter::default();
         let clock = Rc::new(Cell::new(T0));
         let ta = TaCore::new(
             storage.clone(),
             TestEntropy { seed, counter: 0 },
             TestClock(clock.clone()),
+            counter.clone(),
             Config {
                 test_seed_enabled: true,
             },
@@ -105,6 +135,7 @@ impl Harness {
         Harness {
             ta,
             storage,
+            counter,
             clock,
             seed,
         }
@@ -120,6 +151,7 @@ impl Harness {
                 counter: 0,
             },
             TestClock(self.clock.clone()),
+            self.counter.clone(),
             Config {
                 test_seed_enabled: true,
             },

@@ -7,11 +7,14 @@
 #      userOpHash v0.7 / v0.8 vs one keccak;
 #   2. the sign-agent load driver (release companion + ta-sim, N agents
 #      created through the API, C connections for T seconds; raw k256
-#      baseline before and after, same cores);
+#      baseline before and after, same cores), then the cost of the audit
+#      log's durability: the same load with --audit-durability queued
+#      (baseline), commit and sync, alternating, ratios to the baseline;
 #   3. the intent pipeline on anvil + Alto (100 intents).
 #
 # usage: bench/run-all.sh [OUTDIR]     (default: bench/results/<date>)
 #   AGENTS=200 CONCURRENCY=32 DURATION=20 INTENTS=100 SKIP_PIPELINE=1
+#   AUDIT_DURATION=10 AUDIT_ROUNDS=3
 # Everything is written to OUTDIR/*.txt; the summary is OUTDIR/summary.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,6 +51,15 @@ echo "load before loadgen: $(cat /proc/loadavg)" | tee "$out/loadgen.txt"
   --agents "${AGENTS:-200}" --concurrency "${CONCURRENCY:-32}" --duration "${DURATION:-20}" \
   --json "$out/loadgen.json" 2>&1 | tee -a "$out/loadgen.txt"
 
+echo "==> load driver: audit durability (queued baseline, commit, sync; alternating rounds)"
+echo "load before loadgen (audit): $(cat /proc/loadavg)" | tee "$out/loadgen-audit.txt"
+"${CARGO_TARGET_DIR:-target}/release/loadgen" \
+  --bin-dir "${CARGO_TARGET_DIR:-target}/release" \
+  --agents "${AGENTS:-200}" --concurrency "${CONCURRENCY:-32}" \
+  --duration "${AUDIT_DURATION:-10}" --rounds "${AUDIT_ROUNDS:-3}" \
+  --compare-audit queued,commit,sync \
+  --json "$out/loadgen-audit.json" 2>&1 | tee -a "$out/loadgen-audit.txt"
+
 if [ "${SKIP_PIPELINE:-0}" != 1 ]; then
   echo "==> intent pipeline on anvil + Alto"
   "${CARGO_TARGET_DIR:-target}/release/pipeline" --intents "${INTENTS:-100}" 2>&1 | tee "$out/pipeline.txt"
@@ -58,6 +70,7 @@ fi
   cat "$out/machine.txt"
   grep -h -E "ratio|userOpHash|JWT:|BIP32:|SignAgentUserOp" "$out"/bench_*.txt | grep -v "^Benchmarking" || true
   grep -h -E "setup:|raw k256|sign-agent:|throughput|latency|errors by status|peak RSS|CPU|ratio|load average" "$out/loadgen.txt" || true
+  grep -h -E "audit durability|^  (queued|commit|sync) |ratio to" "$out/loadgen-audit.txt" || true
   [ -f "$out/pipeline.txt" ] && grep -h -E "^pipeline|^  " "$out/pipeline.txt" || true
   echo "load after: $(cat /proc/loadavg)"
 } | tee "$out/summary.txt"

@@ -15,7 +15,8 @@ Exit codes:
   4  database missing or unusable
   5  TEE (TA) unreachable
   6  RPC (node) unreachable or failing
-  7  configuration incomplete for this command (e.g. no RPC URL)";
+  7  configuration incomplete for this command (e.g. no RPC URL)
+  8  the audit log does not verify (audit verify, audit checkpoint)";
 
 /// Operator CLI of the key companion.
 #[derive(Debug, Parser)]
@@ -23,9 +24,9 @@ Exit codes:
     name = "kms-admin",
     version,
     about = "Operator CLI of the key companion: JWT secrets, agent keys (database, TA and \
-             chain), API keys, the operator key.",
+             chain), API keys, the operator key, the audit log.",
     long_about = "Operator CLI of the key companion: JWT secrets, agent keys (database, TA and \
-chain), API keys, the operator key.\n\n\
+chain), API keys, the operator key, the audit log.\n\n\
 It reads the same configuration as the companion (flags or the same KMS_* environment \
 variables) and works while the companion runs: the database is SQLite in WAL mode, and \
 kms-admin opens its own session to the TA. It never prints a secret, except the API key that \
@@ -197,6 +198,10 @@ pub enum Command {
     #[command(subcommand)]
     ApiKey(ApiKeyCommand),
 
+    /// The audit log: verify it against the checkpoints signed in the TA, or anchor it now.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+
     /// The operator key's address (the revoker of sessions) and its balance.
     ///
     /// The operator key lives in the TA and signs only revokeSession transactions. It is not
@@ -229,6 +234,49 @@ pub enum ApiKeyCommand {
         /// The key's id (16 hex digits).
         id: String,
     },
+}
+
+/// The `audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify the audit log against the TA: exit 0 if it verifies, 8 if not.
+    ///
+    /// The companion's audit log is a hash chain of rows; the TA keeps an anchor over the row
+    /// hashes in its sealed (rollback-protected) state and signs a checkpoint of it with a key
+    /// of its own every --audit-checkpoint-secs or --audit-checkpoint-events (the companion's
+    /// settings), stored in the table audit_checkpoints.
+    ///
+    /// This command recomputes every row's hash and the anchor over all of them, reads the
+    /// TA's audit public key and last checkpoint from the TA itself (never from the database),
+    /// and checks every stored checkpoint's signature and anchor. It reports, each with a
+    /// stable code: a broken chain (chain_broken: a row edited, inserted or deleted without
+    /// re-hashing); a log shorter than the TA anchored (log_truncated: its tail deleted); a
+    /// different anchor at the TA's row (anchor_mismatch: the log rewritten, even with every
+    /// hash recomputed); a checkpoint that does not match the rows (checkpoint_mismatch),
+    /// missing from the table (checkpoint_missing), or not signed by the TA's audit key
+    /// (checkpoint_bad_signature). Checkpoints the TA signed before its state was restored
+    /// with accept-restore (numbered past its last one, or twice) are checked like the
+    /// others and noted (ta_anchor_restored): the TA no longer pins the rows they cover.
+    ///
+    /// Rows after the TA's last checkpoint are not anchored yet: they are counted
+    /// (unanchoredRows), not judged; whoever controls the host could still change them. Run
+    /// `kms-admin audit checkpoint` first to anchor everything up to now. The check is as
+    /// trustworthy as the host it runs on and its channel to the TA: compare the audit key
+    /// id with one recorded elsewhere.
+    ///
+    /// --json prints the report: {ok, rows, lastSeq, anchoredSeq, unanchoredRows,
+    /// checkpoints, ta: {publicKey, keyId, index, seq, anchor, rowHead, taTime}, problems:
+    /// [{code, message, seq, index, count}], notes: [same]}. Read-only: changes nothing.
+    #[command(after_help = EXIT_CODES)]
+    Verify,
+    /// Have the TA sign a checkpoint of the audit log now, up to its last row.
+    ///
+    /// What the companion's checkpoint task does on its own: stores the TA's last checkpoint
+    /// if the table lacks it, checks that the rows after it chain from it, and has the TA fold
+    /// their hashes into its anchor and sign it (4096 rows per checkpoint). Refused (exit 8,
+    /// nothing sent to the TA) when the rows do not chain: run `audit verify`.
+    #[command(after_help = EXIT_CODES)]
+    Checkpoint,
 }
 
 /// `--status` of `list-agent-keys`.

@@ -13,6 +13,7 @@
 //! | 5 | TEE (TA) unreachable |
 //! | 6 | RPC (node) unreachable or failing |
 //! | 7 | configuration incomplete for this command (e.g. no RPC URL or validator address) |
+//! | 8 | the audit log does not verify (`audit verify`: truncated, rewritten, a checkpoint missing or not the TA's; `audit checkpoint`: the log does not chain from the TA's anchor) |
 
 use kms_tee_client::TeeError;
 
@@ -33,6 +34,8 @@ pub enum Exit {
     RpcUnreachable = 6,
     /// 7: configuration incomplete.
     NotConfigured = 7,
+    /// 8: the audit log does not verify against the TA's anchor.
+    AuditFailed = 8,
 }
 
 impl Exit {
@@ -51,6 +54,7 @@ impl Exit {
             Exit::TeeUnreachable => "tee_unreachable",
             Exit::RpcUnreachable => "rpc_unreachable",
             Exit::NotConfigured => "not_configured",
+            Exit::AuditFailed => "audit_verification_failed",
         }
     }
 }

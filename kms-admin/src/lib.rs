@@ -8,7 +8,7 @@
 //! - [`ctx`]: opening the database, the TA session and the node, lazily, with failures mapped
 //!   to exit codes ([`error`]).
 //! - one module per command group: [`jwt`], [`agents`], [`revoke`], [`api_keys`],
-//!   [`operator`], [`restore`]; each returns a [`Report`] (human text, JSON, and an optional failure).
+//!   [`operator`], [`restore`], [`audit_log`]; each returns a [`Report`] (human text, JSON, and an optional failure).
 //! - [`export`] (feature `export-secrets`): the passkey-gated private key export of the
 //!   development-only `export_key` binary.
 #![warn(missing_docs)]
@@ -16,6 +16,7 @@
 
 pub mod agents;
 pub mod api_keys;
+pub mod audit_log;
 pub mod cli;
 pub mod ctx;
 pub mod error;
@@ -30,7 +31,7 @@ pub mod revoke;
 use std::io::Write;
 use std::process::ExitCode;
 
-use cli::{ApiKeyCommand, Cli, Command};
+use cli::{ApiKeyCommand, AuditCommand, Cli, Command};
 use ctx::Ctx;
 use error::AdminError;
 use serde_json::{json, Value};
@@ -109,6 +110,8 @@ pub async fn run(cli: &Cli) -> Result<Report, AdminError> {
         Command::ApiKey(ApiKeyCommand::Revoke { id }) => api_keys::revoke(&ctx, id).await,
         Command::OperatorAddress { create } => operator::address(&ctx, *create).await,
         Command::AcceptRestore { yes } => restore::accept(&ctx, *yes).await,
+        Command::Audit(AuditCommand::Verify) => audit_log::verify(&ctx).await,
+        Command::Audit(AuditCommand::Checkpoint) => audit_log::checkpoint(&ctx).await,
     }
 }
 

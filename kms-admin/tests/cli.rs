@@ -868,3 +868,214 @@ async fn accept_restore_accepts_a_rolled_back_ta_and_brings_the_database_in_line
     assert_eq!(j["wasRolledBack"], false, "{j}");
     assert_eq!(j["database"], json!([]), "{j}");
 }
+
+// ------------------------------------------------------------------ the audit log
+
+/// A companion without its checkpoint task (the test decides when the TA checkpoints), a
+/// wallet, an agent and two signatures, anchored by `audit checkpoint` in two checkpoints,
+/// then one more signature (not anchored yet).
+async fn anchored_log() -> Env {
+    let env = Env::with(kms_test_support::Opts {
+        args: vec!["--audit-checkpoint-secs".into(), "0".into()],
+        ..Default::default()
+    })
+    .await;
+    let mut owner = Owner::register(&env).await;
+    let (key, jwt, _) = owner.agent(&env).await;
+    assert_eq!(sign_agent(&env, &jwt, &key).await.0, 200);
+    let out = admin(&env, &["--json", "audit", "checkpoint"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.json()["signed"].as_array().unwrap().len(), 1, "{out:?}");
+    assert_eq!(sign_agent(&env, &jwt, &key).await.0, 200);
+    assert_eq!(admin(&env, &["audit", "checkpoint"]).await.code, 0);
+    assert_eq!(sign_agent(&env, &jwt, &key).await.0, 200);
+    env
+}
+
+/// `audit verify --json`: (exit code, report, stderr error object if any).
+async fn audit_verify(env: &Env) -> (i32, serde_json::Value, Option<serde_json::Value>) {
+    let out = admin(env, &["audit", "verify", "--json"]).await;
+    let err = (!out.stderr.trim().is_empty()).then(|| out.json_err());
+    (out.code, out.json(), err)
+}
+
+fn codes(report: &serde_json::Value) -> Vec<String> {
+    report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["code"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn sql(env: &Env, q: &str) {
+    sqlx::query(q)
+        .execute(env.server().state.db.pool())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_verify_passes_on_an_intact_log_and_counts_what_is_not_anchored() {
+    let env = Env::with(kms_test_support::Opts {
+        args: vec!["--audit-checkpoint-secs".into(), "0".into()],
+        ..Default::default()
+    })
+    .await;
+    let mut owner = Owner::register(&env).await;
+    let (key, jwt, _) = owner.agent(&env).await;
+    assert_eq!(sign_agent(&env, &jwt, &key).await.0, 200);
+    // Nothing anchored yet: it verifies, every row counted as not anchored.
+    let (code, r, _) = audit_verify(&env).await;
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(
+        (r["ok"].as_bool(), r["anchoredSeq"].as_u64()),
+        (Some(true), Some(0))
+    );
+    let rows = r["rows"].as_u64().unwrap();
+    assert!(rows >= 3, "{r}");
+    assert_eq!(r["unanchoredRows"].as_u64(), Some(rows));
+    assert!(
+        r["ta"]["keyId"].is_null(),
+        "no audit key before the first checkpoint: {r}"
+    );
+
+    let env = anchored_log().await;
+    let (code, r, err) = audit_verify(&env).await;
+    assert_eq!(code, 0, "{r} {err:?}");
+    assert_eq!(r["ok"], true);
+    assert_eq!(r["checkpoints"], 2);
+    assert_eq!(r["ta"]["index"], 2);
+    assert_eq!(
+        r["unanchoredRows"], 1,
+        "the last signature is not anchored yet: {r}"
+    );
+    assert_eq!(r["problems"], json!([]));
+    // The table output says the same.
+    let out = admin(&env, &["audit", "verify"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("VERIFIED") && out.stdout.contains("Not yet anchored: 1 rows"),
+        "{out:?}"
+    );
+    // Anchored now; a second run has nothing to do.
+    let out = admin(&env, &["--json", "audit", "checkpoint"]).await;
+    assert_eq!(out.json()["signed"].as_array().unwrap().len(), 1, "{out:?}");
+    let out = admin(&env, &["audit", "checkpoint"]).await;
+    assert!(out.stdout.contains("Nothing new to anchor"), "{out:?}");
+    let (code, r, _) = audit_verify(&env).await;
+    assert_eq!((code, r["unanchoredRows"].as_u64()), (0, Some(0)), "{r}");
+    // The key is the TA's, not in the database: the report names it from the TA.
+    let ta = common::tee(&env).call(&kms_proto::AuditAnchor {}).unwrap();
+    assert_eq!(
+        r["ta"]["publicKey"].as_str(),
+        Some(hex::encode(ta.public_key.unwrap()).as_str())
+    );
+    // --help is honest about what is and is not anchored.
+    let help = admin(&env, &["audit", "verify", "--help"]).await;
+    for needle in [
+        "log_truncated",
+        "anchor_mismatch",
+        "checkpoint_missing",
+        "not anchored yet",
+    ] {
+        assert!(help.stdout.contains(needle), "{needle}: {help:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_verify_fails_on_a_deleted_tail() {
+    let env = anchored_log().await;
+    let anchored = env
+        .server()
+        .state
+        .db
+        .audit_checkpoint(2)
+        .await
+        .unwrap()
+        .unwrap()
+        .seq;
+    // Every row from one before the anchored head is deleted. The chain alone still verifies
+    // (a prefix of a chain is a chain): only the TA's anchor shows it.
+    sql(&env, "DROP TRIGGER audit_log_no_delete").await;
+    sql(
+        &env,
+        &format!("DELETE FROM audit_log WHERE seq >= {}", anchored - 1),
+    )
+    .await;
+    assert!(env
+        .server()
+        .state
+        .db
+        .verify_audit_chain()
+        .await
+        .unwrap()
+        .is_ok());
+    let (code, r, err) = audit_verify(&env).await;
+    assert_eq!(code, 8, "{r}");
+    assert_eq!(r["ok"], false);
+    assert!(codes(&r).contains(&"log_truncated".to_owned()), "{r}");
+    let err = err.unwrap();
+    assert_eq!(
+        (err["code"].as_str(), err["exitCode"].as_u64()),
+        (Some("audit_verification_failed"), Some(8))
+    );
+    // The table output names it too.
+    let out = admin(&env, &["audit", "verify"]).await;
+    assert_eq!(out.code, 8);
+    assert!(
+        out.stdout.contains("DOES NOT VERIFY") && out.stdout.contains("log_truncated"),
+        "{out:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_verify_fails_on_a_consistently_rewritten_log() {
+    let env = anchored_log().await;
+    let db = &env.server().state.db;
+    // The whole log rewritten with one outcome changed and every hash recomputed: the chain
+    // verifies, the TA's anchor does not match.
+    let rows = db.audit_rows(0, 1000).await.unwrap();
+    let events: Vec<kms_db::AuditEvent> = rows
+        .iter()
+        .map(|r| kms_db::AuditEvent {
+            ts: r.ts,
+            actor: r.actor.clone(),
+            action: r.action.clone(),
+            key_id: r.key_id.clone(),
+            outcome: if r.action == "SignAgentUserOp" {
+                "refused:credential_revoked".into()
+            } else {
+                r.outcome.clone()
+            },
+            user_op_hash: r.user_op_hash.clone(),
+            detail: r.detail.clone(),
+        })
+        .collect();
+    sql(&env, "DROP TRIGGER audit_log_no_delete").await;
+    sql(&env, "DELETE FROM audit_log").await;
+    db.append_audit(&events).await.unwrap();
+    assert!(db.verify_audit_chain().await.unwrap().is_ok());
+    assert_eq!(db.audit_last_seq().await.unwrap(), rows.last().unwrap().seq);
+    let (code, r, _) = audit_verify(&env).await;
+    assert_eq!(code, 8, "{r}");
+    let found = codes(&r);
+    assert!(found.contains(&"anchor_mismatch".to_owned()), "{r}");
+    assert!(found.contains(&"checkpoint_mismatch".to_owned()), "{r}");
+    assert!(!found.contains(&"chain_broken".to_owned()), "{r}");
+    // And nothing is anchored over it: the rows after the TA's anchor do not chain from the
+    // TA's row head, so `audit checkpoint` sends nothing to the TA.
+    let out = admin(&env, &["audit", "checkpoint"]).await;
+    assert_eq!(out.code, 8, "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_verify_fails_on_a_deleted_checkpoint() {
+    let env = anchored_log().await;
+    sql(&env, "DROP TRIGGER audit_checkpoints_no_delete").await;
+    sql(&env, "DELETE FROM audit_checkpoints WHERE idx = 1").await;
+    let (code, r, _) = audit_verify(&env).await;
+    assert_eq!(code, 8, "{r}");
+    assert_eq!(codes(&r), vec!["checkpoint_missing"], "{r}");
+    assert_eq!(r["problems"][0]["index"], 1);
+}

@@ -474,7 +474,9 @@ command!(OperatorKey => OperatorKeyInfo, OperatorKey);
 
 /// Sign an EIP-1559 transaction calling
 /// `SessionKeyValidator.revokeSession(account, agent_key)`. The TA builds the
-/// call data itself; the host chooses only the chain fields.
+/// call data itself; the host chooses only the chain fields, within the
+/// ceilings of [`crate::operator`] (gas limit, fees, spend budget), refused
+/// with [`crate::TaError::OperatorTxRefused`] above them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperatorSignRevokeSession {
     /// Chain id.
@@ -527,8 +529,8 @@ command!(TaInfo => TaInfoOutput, TaInfo);
 /// (an older generation is current again), rotated-out JWT secrets, removed wallets, replaced
 /// passkeys. When the state is not rolled back it still moves the version forward (harmless).
 ///
-/// No passkey: it is an operator action on the host (`kms-admin accept-restore --yes`); the
-/// intended gate is the TA's check of the normal-world caller's OP-TEE login.
+/// No passkey: it is an operator action on the host (`kms-admin accept-restore --yes`), open to
+/// the one normal-world identity the TA admits (on OP-TEE its login check, `KMS_TA_CLIENT_LOGIN`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AcceptRestore {}
 /// What [`AcceptRestore`] did.

@@ -224,4 +224,26 @@ pub enum TaError {
         /// The monotonic counter kept outside the sealed state (the newest version written).
         counter: u64,
     },
+    /// An operator transaction (`OperatorSignRevokeSession`) above a ceiling fixed in the TA
+    /// (gas limit, fee per gas, or the spend budget; see [`crate::operator`]). Nothing was signed
+    /// and nothing was charged.
+    #[error("operator transaction refused: {0}")]
+    OperatorTxRefused(#[from] crate::operator::OperatorLimit),
+    /// An [`crate::AuditCheckpoint`] that does not start where the TA's last checkpoint ends
+    /// (another checkpoint came first, or the host is out of step): nothing changed. Read the
+    /// TA's anchor ([`crate::AuditAnchor`]) and send the rows after its `seq`.
+    #[error(
+        "audit checkpoint out of step: the TA's last checkpoint covers rows up to {anchored_seq}"
+    )]
+    AuditCheckpointOutOfStep {
+        /// The `seq` of the TA's last checkpoint (0 before the first).
+        anchored_seq: u64,
+    },
+    /// An [`crate::AuditCheckpoint`] with no row hash, or more than
+    /// [`crate::audit::MAX_CHECKPOINT_ROWS`].
+    #[error("an audit checkpoint takes 1 to {max} row hashes")]
+    AuditBatchInvalid {
+        /// The most row hashes one checkpoint takes.
+        max: u32,
+    },
 }

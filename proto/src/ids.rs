@@ -66,6 +66,11 @@ pub enum CommandId {
     /// monotonic counter, so the TA serves it again. Revoked agents and superseded credentials
     /// of the restored state come back; see `kms_proto::AcceptRestore`.
     AcceptRestore = 24,
+    /// Anchor the host's audit log: fold the hashes of its new rows into the TA's anchor and
+    /// sign the checkpoint with the TA's audit key (see [`crate::audit`]).
+    AuditCheckpoint = 25,
+    /// The audit key's public key and the TA's last checkpoint (read-only).
+    AuditAnchor = 26,
     /// Test only: seed a wallet from a given mnemonic. Exists in the
     /// simulator only; never in an OP-TEE build.
     SeedWalletForTest = 0x7E57,
@@ -73,7 +78,7 @@ pub enum CommandId {
 
 impl CommandId {
     /// Every command id, in numeric order.
-    pub const ALL: [CommandId; 26] = [
+    pub const ALL: [CommandId; 28] = [
         CommandId::CreateWallet,
         CommandId::RemoveWallet,
         CommandId::DeriveAddress,
@@ -99,6 +104,8 @@ impl CommandId {
         CommandId::TaInfo,
         CommandId::SignForAccount,
         CommandId::AcceptRestore,
+        CommandId::AuditCheckpoint,
+        CommandId::AuditAnchor,
         CommandId::SeedWalletForTest,
     ];
 
@@ -140,6 +147,8 @@ impl CommandId {
             CommandId::TaInfo => "TaInfo",
             CommandId::SignForAccount => "SignForAccount",
             CommandId::AcceptRestore => "AcceptRestore",
+            CommandId::AuditCheckpoint => "AuditCheckpoint",
+            CommandId::AuditAnchor => "AuditAnchor",
             CommandId::SeedWalletForTest => "SeedWalletForTest",
         }
     }
@@ -207,6 +216,14 @@ mod tests {
         assert_eq!(CommandId::AcceptRestore.as_u32(), 24);
         assert_eq!(CommandId::from_u32(24), Some(CommandId::AcceptRestore));
         assert_eq!(CommandId::AcceptRestore.name(), "AcceptRestore");
+    }
+
+    #[test]
+    fn audit_commands_are_25_and_26() {
+        assert_eq!(CommandId::from_u32(25), Some(CommandId::AuditCheckpoint));
+        assert_eq!(CommandId::from_u32(26), Some(CommandId::AuditAnchor));
+        assert_eq!(CommandId::AuditCheckpoint.name(), "AuditCheckpoint");
+        assert_eq!(CommandId::AuditAnchor.name(), "AuditAnchor");
     }
 
     #[test]

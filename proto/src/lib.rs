@@ -10,6 +10,7 @@
 //! * [`codec`] — the single versioned encoding: `[version] ‖ postcard(body)` for
 //!   requests, `[version] ‖ [status] ‖ postcard(body or error)` for responses.
 //!   Decoding never panics; bad bytes give a [`ProtoError`].
+//! * [`audit`] — the anchor of the host's audit log that the TA chains and signs.
 //! * [`authz`] — the payload digests that passkey assertions are bound to:
 //!   `challenge = SHA-256(TA nonce ‖ payload digest)`.
 //!
@@ -20,14 +21,17 @@
 
 extern crate alloc;
 
+pub mod audit;
 pub mod authz;
 pub mod codec;
 pub mod commands;
 pub mod error;
 pub mod ids;
 pub mod jwt;
+pub mod operator;
 pub mod types;
 
+pub use audit::{AuditAnchor, AuditAnchorInfo, AuditCheckpoint, SignedCheckpoint};
 pub use codec::{
     decode_request, decode_response, encode_request, encode_response, MAX_MESSAGE_LEN,
     PROTOCOL_VERSION,
@@ -35,6 +39,7 @@ pub use codec::{
 pub use commands::*;
 pub use error::{JwtError, PasskeyError, ProtoError, StorageFault, TaError};
 pub use ids::CommandId;
+pub use operator::OperatorLimit;
 pub use types::*;
 
 /// The UUID of the Trusted Application (OP-TEE loads `<uuid>.ta`).

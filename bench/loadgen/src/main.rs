@@ -9,6 +9,11 @@
 //! in-process k256 signing measured in the same run on the same cores.
 //!
 //! `cargo run --release -p kms-loadgen -- --agents 200 --concurrency 32 --duration 20`
+//!
+//! `--compare-audit queued,sync` measures the cost of the audit log's durability in one run:
+//! the companion is restarted over the same database and TA with each `--audit-durability`
+//! in turn (alternating, `--rounds` times), and each mode's figures are printed with their
+//! ratio to the first mode's, the baseline, measured in the same run on the same agents.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -60,6 +65,16 @@ struct Cli {
     /// Also write the figures as one JSON object to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Compare the companion's `--audit-durability` modes in this run (comma-separated, the
+    /// first is the baseline), e.g. `queued,sync` or `queued,commit,sync`: the companion is
+    /// restarted over the same data for each mode, modes alternating, each measured
+    /// `--rounds` times for `--duration` seconds (after `--warmup`); prints each mode's
+    /// figures and their ratio to the baseline's.
+    #[arg(long, value_delimiter = ',')]
+    compare_audit: Vec<String>,
+    /// Rounds of `--compare-audit` (each mode measured once per round).
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
 }
 
 #[derive(Default)]
@@ -181,6 +196,160 @@ fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
+/// One mode of `--compare-audit`, accumulated over its rounds.
+struct ModeFigures {
+    mode: String,
+    tally: Tally,
+    secs: f64,
+    /// Audit batches committed and events committed (the companion's counters, summed over
+    /// its runs): events per commit shows the group commit.
+    commits: u64,
+    events: u64,
+}
+
+/// `kms_audit_commits_total` and `kms_audit_committed_events_total` of the companion on `port`.
+async fn audit_counters(port: u16) -> (u64, u64) {
+    let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await else {
+        return (0, 0);
+    };
+    let text = r.text().await.unwrap_or_default();
+    let get = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (
+        get("kms_audit_commits_total"),
+        get("kms_audit_committed_events_total"),
+    )
+}
+
+/// `--compare-audit`: restart the companion with each mode in turn and measure it.
+#[allow(clippy::too_many_arguments)]
+fn compare_audit(
+    cli: &Cli,
+    rt: &tokio::runtime::Runtime,
+    bins: &std::path::Path,
+    dir: &std::path::Path,
+    base_args: &[String],
+    agents: &Arc<Vec<Agent>>,
+    companion: &mut procs::Proc,
+) -> Result<Vec<ModeFigures>, String> {
+    let mut figures: Vec<ModeFigures> = cli
+        .compare_audit
+        .iter()
+        .map(|m| ModeFigures {
+            mode: m.clone(),
+            tally: Tally {
+                hist: Some(new_hist()),
+                ..Tally::default()
+            },
+            secs: 0.0,
+            commits: 0,
+            events: 0,
+        })
+        .collect();
+    for round in 0..cli.rounds.max(1) {
+        for f in figures.iter_mut() {
+            companion.kill9();
+            let port = procs::free_port();
+            let mut args = base_args.to_vec();
+            args.extend(["--audit-durability".to_string(), f.mode.clone()]);
+            *companion = procs::start_companion(
+                &bins.join("companion"),
+                dir,
+                port,
+                &CompanionOpts { args },
+            )?;
+            if cli.warmup > 0 {
+                rt.block_on(phase(port, agents, cli.concurrency, cli.warmup, false));
+            }
+            let before = rt.block_on(audit_counters(port));
+            let (t, elapsed) =
+                rt.block_on(phase(port, agents, cli.concurrency, cli.duration, true));
+            let after = rt.block_on(audit_counters(port));
+            eprintln!(
+                "loadgen: round {} mode {}: {} ok in {:.1} s",
+                round + 1,
+                f.mode,
+                t.ok,
+                elapsed.as_secs_f64()
+            );
+            f.tally.ok += t.ok;
+            for (k, v) in t.by_status {
+                *f.tally.by_status.entry(k).or_default() += v;
+            }
+            if let (Some(h), Some(th)) = (f.tally.hist.as_mut(), t.hist.as_ref()) {
+                h.add(th).map_err(|e| e.to_string())?;
+            }
+            f.secs += elapsed.as_secs_f64();
+            f.commits += after.0.saturating_sub(before.0);
+            f.events += after.1.saturating_sub(before.1);
+        }
+    }
+    Ok(figures)
+}
+
+/// Prints (and with `--json` writes) the `--compare-audit` figures, each mode against the
+/// first.
+fn print_comparison(cli: &Cli, agents: usize, figures: &[ModeFigures]) -> Result<(), String> {
+    let stats = |f: &ModeFigures| {
+        let h = f.tally.hist.as_ref().expect("hist");
+        (
+            f.tally.ok as f64 / f.secs.max(1e-9),
+            ms(h.value_at_quantile(0.5)),
+            ms(h.value_at_quantile(0.9)),
+            ms(h.value_at_quantile(0.99)),
+        )
+    };
+    let base = stats(&figures[0]);
+    println!();
+    println!(
+        "audit durability: C={} agents={} rounds={} x {} s per mode (modes alternating, same companion data and TA), baseline {}",
+        cli.concurrency,
+        agents,
+        cli.rounds.max(1),
+        cli.duration,
+        figures[0].mode
+    );
+    let mut out = Vec::new();
+    for f in figures {
+        let (tput, p50, p90, p99) = stats(f);
+        let errors: u64 = f.tally.by_status.values().sum();
+        let per_commit = f.events as f64 / f.commits.max(1) as f64;
+        println!(
+            "  {:<7} throughput {tput:>6.0}/s  p50 {p50:.2} ms  p90 {p90:.2} ms  p99 {p99:.2} ms  errors {errors}  audit {} events in {} commits ({per_commit:.1} per commit)",
+            f.mode, f.events, f.commits
+        );
+        println!(
+            "          ratio to {}: throughput {:.3}  p50 {:.2}x  p99 {:.2}x",
+            figures[0].mode,
+            tput / base.0,
+            p50 / base.1,
+            p99 / base.3
+        );
+        out.push(serde_json::json!({
+            "mode": f.mode, "seconds": f.secs, "ok": f.tally.ok, "errors": f.tally.by_status,
+            "throughput": tput, "p50_ms": p50, "p90_ms": p90, "p99_ms": p99,
+            "audit_commits": f.commits, "audit_events": f.events,
+            "events_per_commit": per_commit,
+            "throughput_ratio": tput / base.0, "p50_ratio": p50 / base.1, "p99_ratio": p99 / base.3,
+        }));
+    }
+    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("  load average     {}", loadavg.trim());
+    if let Some(path) = &cli.json {
+        let v = serde_json::json!({
+            "compare_audit": out, "concurrency": cli.concurrency, "agents": agents,
+            "rounds": cli.rounds.max(1), "duration": cli.duration, "loadavg": loadavg.trim(),
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&v).expect("json"))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 fn main() -> Result<(), String> {
     let cli = Cli::parse();
     let profile = if cli.debug {
@@ -211,6 +380,7 @@ fn main() -> Result<(), String> {
         "1000000000".into(),
     ];
     args.extend(cli.companion_args.iter().cloned());
+    let base_args = args.clone();
     let mut companion = procs::start_companion(
         &bins.join("companion"),
         dir.path(),
@@ -266,6 +436,22 @@ fn main() -> Result<(), String> {
         "raw k256 sign_prehash_recoverable, {raw_threads} threads (before): {raw_before:.0}/s"
     );
 
+    if !cli.compare_audit.is_empty() {
+        let figures = compare_audit(
+            &cli,
+            &rt,
+            &bins,
+            dir.path(),
+            &base_args,
+            &agents,
+            &mut companion,
+        )?;
+        print_comparison(&cli, agents.len(), &figures)?;
+        drop(rt);
+        companion.kill9();
+        sim.kill9();
+        return Ok(());
+    }
     if cli.warmup > 0 {
         rt.block_on(phase(port, &agents, cli.concurrency, cli.warmup, false));
     }

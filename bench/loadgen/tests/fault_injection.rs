@@ -16,7 +16,11 @@
 //!    agent is accepted when its kid is still in the TA;
 //! 4. `jwt_secret_meta` agrees with the TA's `JwtSecretStatus`;
 //! 5. the sealed store opens (ta-sim restarts), and a crash inside a sealed
-//!    write leaves `sealed.bin` byte-for-byte as it was.
+//!    write leaves `sealed.bin` byte-for-byte as it was;
+//! 6. the audit log, anchored up to its end, verifies against the TA's anchor
+//!    (the companion checkpoints every few events under the kills: a
+//!    checkpoint the TA signed but the killed companion never stored is
+//!    recovered from the TA, and no committed row is lost).
 //!
 //! Bounded: `KMS_FAULT_ROUNDS` rounds (default 6) of about two seconds
 //! each. The RNG seed is printed; re-run a failure with `KMS_FAULT_SEED=<n>`.
@@ -31,7 +35,8 @@ use kms_db::AgentStatus;
 use kms_loadgen::api::{Agent, Api, Owner};
 use kms_loadgen::procs::{self, CompanionOpts, Proc};
 use kms_proto::{
-    GetAgentState, JwtSecretStatus, KidStatus, RotationMode, SignAgentUserOp, TaError, WalletId,
+    AuditAnchor, GetAgentState, JwtSecretStatus, KidStatus, RotationMode, SignAgentUserOp, TaError,
+    WalletId,
 };
 use kms_tee_client::{SimTransport, TeeClient, TeeError};
 use rand::rngs::SmallRng;
@@ -102,6 +107,11 @@ fn companion_opts() -> CompanionOpts {
             // the rotations fill its limit and are then refused until a forced rotation (below)
             // empties the store; both paths run under the kills.
             "--allow-short-jwt-rotation-period",
+            // Audit checkpoints every few events, so that kills land around them.
+            "--audit-checkpoint-events",
+            "5",
+            "--audit-checkpoint-secs",
+            "1",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -327,6 +337,28 @@ async fn check(dir: &Path, api: &Api, model: &Model) -> Result<(), String> {
         meta.sort();
         if ta != meta {
             return Err(format!("jwt_secret_meta {meta:?} != TA {ta:?}"));
+        }
+        // The audit log, anchored up to its end (as `kms-admin audit checkpoint` does; a
+        // checkpoint of the running companion's task coming first is an error here, retried by
+        // the caller's poll), verifies against the TA.
+        let info = t
+            .call_async(&AuditAnchor {})
+            .await
+            .map_err(|e| format!("AuditAnchor: {e}"))?;
+        let tt = &t;
+        db.anchor_audit_log(&info, |req| async move { tt.call_async(&req).await })
+            .await
+            .map_err(|e| format!("anchoring the audit log: {e}"))?;
+        let info = t
+            .call_async(&AuditAnchor {})
+            .await
+            .map_err(|e| format!("AuditAnchor: {e}"))?;
+        let report = db.verify_anchored(&info).await.map_err(|e| e.to_string())?;
+        if !report.ok {
+            return Err(format!(
+                "the audit log does not verify against the TA: {:?}",
+                report.problems
+            ));
         }
         Ok(())
     }

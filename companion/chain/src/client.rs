@@ -28,7 +28,7 @@ use crate::account::{encode_calls, factory_data, Call, NoCalls};
 use crate::bundler::{BundlerClient, BundlerError, RetryPolicy, Submission, UserOperationReceipt};
 use crate::node::{redactions, NodeClient};
 use crate::nonce::{NonceGuard, NonceKey};
-use crate::operator::{OperatorSigner, OperatorSignerError};
+use crate::operator::{OperatorCeiling, OperatorSigner, OperatorSignerError};
 use crate::session::{InvalidGrant, SessionGrant, SessionSnapshot};
 use crate::userop::v0_7::{GasLimits, GasOverflow, UserOperation};
 use crate::userop::{EntryPoint, UnhashableOperation};
@@ -118,6 +118,10 @@ pub enum ChainError {
     /// The operator signer failed.
     #[error(transparent)]
     OperatorSigner(#[from] OperatorSignerError),
+    /// The operator's transaction cannot be made within the TA's ceilings (gas estimate or the
+    /// network's base fee above them).
+    #[error(transparent)]
+    OperatorCeiling(#[from] OperatorCeiling),
     /// The operator key is not the session's revoker, so the chain would refuse its
     /// `revokeSession`.
     #[error("operator {operator} is not the revoker of this session (revoker {revoker})")]

@@ -20,7 +20,7 @@ use kms_contracts::{AgentAccount, SessionKeyValidator};
 
 use crate::account::Call;
 use crate::client::{ChainError, Fees, RevokeOutcome};
-use crate::operator::{OperatorSigner, OperatorSignerError, RevokeSessionTx};
+use crate::operator::{revoke_fees, OperatorSigner, OperatorSignerError, RevokeSessionTx};
 use crate::session::{
     revoke_call_data, selector_of, OnChainSession, Selector, SessionSnapshot, TargetState,
     MAX_UINT48,
@@ -149,6 +149,15 @@ impl NodeClient {
     /// Fees from the node: priority = `eth_maxPriorityFeePerGas`, max = 2 × latest base fee +
     /// priority.
     pub async fn node_fees(&self) -> Result<Fees, ChainError> {
+        let (base, priority) = self.base_fee_and_priority().await?;
+        Ok(Fees {
+            max_fee_per_gas: base.saturating_mul(2).saturating_add(priority),
+            max_priority_fee_per_gas: priority,
+        })
+    }
+
+    /// The latest block's base fee and `eth_maxPriorityFeePerGas`.
+    async fn base_fee_and_priority(&self) -> Result<(u128, u128), ChainError> {
         let priority = self
             .provider
             .get_max_priority_fee_per_gas()
@@ -161,10 +170,7 @@ impl NodeClient {
             .map_err(|e| self.node_err("reading the latest block", e))?
             .ok_or_else(|| self.node_err("reading the latest block", "no latest block"))?;
         let base = u128::from(block.header.base_fee_per_gas.unwrap_or_default());
-        Ok(Fees {
-            max_fee_per_gas: base.saturating_mul(2).saturating_add(priority),
-            max_priority_fee_per_gas: priority,
-        })
+        Ok((base, priority))
     }
 
     /// Reads the session of `key` on `account` with the permission of each of `targets`, at
@@ -261,9 +267,11 @@ impl NodeClient {
 
     /// Revokes the session of `key` on `account` with the operator's `revokeSession`
     /// transaction: checks the session (already revoked: nothing sent; never granted, or another
-    /// revoker: an error), fetches the operator's nonce, the node's fees and a gas estimate, has
-    /// `signer` (the TA) sign, sends the raw transaction and waits up to `timeout` for a
-    /// successful receipt.
+    /// revoker: an error), fetches the operator's nonce, the node's fees and a gas estimate,
+    /// fits them under the TA's ceilings ([`revoke_fees`]: an estimate or a base fee above them
+    /// is [`ChainError::OperatorCeiling`]), has `signer` (the TA) sign (the TA may still refuse:
+    /// its spend budget), sends the raw transaction and waits up to `timeout` for a successful
+    /// receipt.
     pub async fn revoke_session<S: OperatorSigner + ?Sized>(
         &self,
         signer: &S,
@@ -290,7 +298,7 @@ impl NodeClient {
             .with_from(operator)
             .with_to(self.validator)
             .with_input(revoke_call_data(account, key));
-        let (nonce, fees, gas) = tokio::try_join!(
+        let (nonce, (base_fee, priority), gas) = tokio::try_join!(
             async {
                 self.provider
                     .get_transaction_count(operator)
@@ -298,7 +306,7 @@ impl NodeClient {
                     .await
                     .map_err(|e| self.node_err("reading the operator's nonce", e))
             },
-            self.node_fees(),
+            self.base_fee_and_priority(),
             async {
                 self.provider
                     .estimate_gas(request)
@@ -306,13 +314,14 @@ impl NodeClient {
                     .map_err(|e| self.node_err("estimating revokeSession gas", e))
             },
         )?;
+        let fees = revoke_fees(base_fee, priority, gas)?;
         let signed = signer
             .sign_revoke_session(RevokeSessionTx {
                 chain_id: self.chain_id,
                 nonce,
                 max_priority_fee_per_gas: fees.max_priority_fee_per_gas,
                 max_fee_per_gas: fees.max_fee_per_gas,
-                gas_limit: gas.saturating_add(gas / 5),
+                gas_limit: fees.gas_limit,
                 validator: self.validator,
                 account,
                 agent_key: key,

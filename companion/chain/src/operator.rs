@@ -46,6 +46,88 @@ pub struct RevokeSessionTx {
     pub agent_key: Address,
 }
 
+/// The gas limit and fees of a `revokeSession` transaction, within the TA's ceilings
+/// ([`kms_proto::operator`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevokeFees {
+    /// Gas limit.
+    pub gas_limit: u64,
+    /// Max fee per gas.
+    pub max_fee_per_gas: u128,
+    /// Max priority fee per gas.
+    pub max_priority_fee_per_gas: u128,
+}
+
+/// Why the operator's transaction cannot be made within the TA's ceilings (the TA would refuse
+/// to sign it, or it could not be included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OperatorCeiling {
+    /// The node's gas estimate is above the TA's gas-limit ceiling.
+    #[error(
+        "revokeSession needs {estimate} gas by the node's estimate, above the TA's gas-limit \
+         ceiling of {max}"
+    )]
+    Gas {
+        /// The node's estimate.
+        estimate: u64,
+        /// [`kms_proto::operator::MAX_GAS_LIMIT`].
+        max: u64,
+    },
+    /// The network's base fee is at or above the TA's fee ceiling: no transaction it signs
+    /// could be included now.
+    #[error(
+        "the network's base fee of {base_fee} wei per gas is not below the TA's ceiling of {max} \
+         wei per gas for the operator's transactions; retry when fees fall"
+    )]
+    BaseFee {
+        /// The latest block's base fee.
+        base_fee: u128,
+        /// [`kms_proto::operator::MAX_FEE_PER_GAS`].
+        max: u128,
+    },
+}
+
+/// Fits a `revokeSession` transaction under the TA's ceilings: the gas limit is the node's
+/// `estimate` plus 20 %, at most [`kms_proto::operator::MAX_GAS_LIMIT`]; the max fee is twice
+/// `base_fee` plus `priority`, at most [`kms_proto::operator::MAX_FEE_PER_GAS`]; the tip is at
+/// most what is left above the base fee. Fails when the estimate or the base fee alone is above
+/// a ceiling.
+pub fn revoke_fees(
+    base_fee: u128,
+    priority: u128,
+    estimate: u64,
+) -> Result<RevokeFees, OperatorCeiling> {
+    use kms_proto::operator::{MAX_FEE_PER_GAS, MAX_GAS_LIMIT};
+    if estimate > MAX_GAS_LIMIT {
+        return Err(OperatorCeiling::Gas {
+            estimate,
+            max: MAX_GAS_LIMIT,
+        });
+    }
+    if base_fee >= MAX_FEE_PER_GAS {
+        return Err(OperatorCeiling::BaseFee {
+            base_fee,
+            max: MAX_FEE_PER_GAS,
+        });
+    }
+    let max_fee_per_gas = base_fee
+        .saturating_mul(2)
+        .saturating_add(priority)
+        .min(MAX_FEE_PER_GAS);
+    let fees = RevokeFees {
+        gas_limit: estimate.saturating_add(estimate / 5).min(MAX_GAS_LIMIT),
+        max_fee_per_gas,
+        max_priority_fee_per_gas: priority.min(max_fee_per_gas - base_fee),
+    };
+    debug_assert!(kms_proto::operator::check_fees(
+        fees.gas_limit,
+        fees.max_fee_per_gas,
+        fees.max_priority_fee_per_gas
+    )
+    .is_ok());
+    Ok(fees)
+}
+
 /// A signed transaction, ready for `eth_sendRawTransaction`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedRevoke {
@@ -332,6 +414,57 @@ mod tests {
         assert_eq!(body.path, HdPath::OWNER);
         assert_eq!(body.hash, h.0);
         assert_eq!(body.wallet_id, w);
+    }
+
+    #[test]
+    fn revoke_fees_stay_under_the_tas_ceilings() {
+        use kms_proto::operator::{check_fees, MAX_FEE_PER_GAS, MAX_GAS_LIMIT};
+        let gwei = 1_000_000_000u128;
+        // The usual case: untouched.
+        assert_eq!(
+            revoke_fees(10 * gwei, gwei, 31_934),
+            Ok(RevokeFees {
+                gas_limit: 38_320,
+                max_fee_per_gas: 21 * gwei,
+                max_priority_fee_per_gas: gwei,
+            })
+        );
+        // High fees: the max fee is capped, the tip fits under it.
+        let f = revoke_fees(150 * gwei, 80 * gwei, 31_934).unwrap();
+        assert_eq!(f.max_fee_per_gas, MAX_FEE_PER_GAS);
+        assert_eq!(f.max_priority_fee_per_gas, 50 * gwei);
+        // A large estimate: the limit is capped, not the estimate's 20 % more.
+        assert_eq!(
+            revoke_fees(gwei, 0, MAX_GAS_LIMIT).unwrap().gas_limit,
+            MAX_GAS_LIMIT
+        );
+        for (base, tip, gas) in [
+            (0, 0, 21_000),
+            (gwei, 10 * MAX_FEE_PER_GAS, 90_000),
+            (MAX_FEE_PER_GAS - 1, MAX_FEE_PER_GAS, MAX_GAS_LIMIT),
+        ] {
+            let f = revoke_fees(base, tip, gas).unwrap();
+            assert!(
+                check_fees(f.gas_limit, f.max_fee_per_gas, f.max_priority_fee_per_gas).is_ok(),
+                "{f:?}"
+            );
+            assert!(f.max_fee_per_gas >= base + f.max_priority_fee_per_gas);
+        }
+        // Above the ceilings: a clear refusal, nothing to sign.
+        assert_eq!(
+            revoke_fees(gwei, gwei, MAX_GAS_LIMIT + 1),
+            Err(OperatorCeiling::Gas {
+                estimate: MAX_GAS_LIMIT + 1,
+                max: MAX_GAS_LIMIT
+            })
+        );
+        assert_eq!(
+            revoke_fees(MAX_FEE_PER_GAS, 0, 31_934),
+            Err(OperatorCeiling::BaseFee {
+                base_fee: MAX_FEE_PER_GAS,
+                max: MAX_FEE_PER_GAS
+            })
+        );
     }
 
     #[test]

@@ -8,10 +8,21 @@
 //! row breaks the chain, which [`Db::verify_audit_chain`] reports. Triggers
 //! also refuse UPDATE and DELETE on the table.
 //!
+//! The chain alone does not catch a deleted tail (a prefix of a chain is a
+//! chain) or a rewrite that recomputes every hash: the TA's anchor over the row
+//! hashes does (`anchor.rs`, [`Db::verify_anchored`]).
+//!
+//! Durability: the pool commits with `synchronous = NORMAL` (WAL): a commit
+//! survives a crash of the process, not a power loss. An [`AuditAppender`]
+//! opened with `full_sync` (the companion's writer with `--audit-durability
+//! sync`) commits under `synchronous = FULL`: the WAL is fsynced before the
+//! commit returns.
+//!
 //! Events must never carry secrets (no JWTs, API keys, assertions).
 
 use crate::{Db, Result};
 use sha2::{Digest, Sha256};
+use sqlx::{Connection, SqliteConnection};
 
 /// `prev_hash` of the first row.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -87,7 +98,7 @@ fn field(h: &mut Sha256, v: Option<&str>) {
     }
 }
 
-fn row_hash(prev: &str, seq: i64, e: &AuditEvent) -> String {
+pub(crate) fn row_hash(prev: &str, seq: i64, e: &AuditEvent) -> String {
     let mut h = Sha256::new();
     h.update(b"kms-audit/v1");
     field(&mut h, Some(prev));
@@ -105,47 +116,111 @@ fn row_hash(prev: &str, seq: i64, e: &AuditEvent) -> String {
 /// Rows per multi-row INSERT (10 parameters each; SQLite allows 32766).
 const AUDIT_ROWS_PER_INSERT: usize = 128;
 
-impl Db {
+/// Append `events` in one `BEGIN IMMEDIATE` transaction on `conn`.
+async fn append_on(conn: &mut SqliteConnection, events: &[AuditEvent]) -> Result<()> {
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let last: Option<(i64, String)> =
+        sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+    let (mut seq, mut prev) = last.unwrap_or((0, GENESIS_HASH.to_owned()));
+    // Multi-row INSERTs: one statement per chunk instead of one per
+    // event (each statement is a round trip to the SQLite worker).
+    for chunk in events.chunks(AUDIT_ROWS_PER_INSERT) {
+        let mut rows = Vec::with_capacity(chunk.len());
+        for e in chunk {
+            seq += 1;
+            let hash = row_hash(&prev, seq, e);
+            rows.push((seq, e, std::mem::replace(&mut prev, hash.clone()), hash));
+        }
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO audit_log (seq, ts, actor, action, key_id, outcome, user_op_hash, \
+             detail, prev_hash, hash) ",
+        );
+        q.push_values(rows, |mut b, (seq, e, prev_hash, hash)| {
+            b.push_bind(seq)
+                .push_bind(e.ts)
+                .push_bind(e.actor.as_str())
+                .push_bind(e.action.as_str())
+                .push_bind(e.key_id.as_deref())
+                .push_bind(e.outcome.as_str())
+                .push_bind(e.user_op_hash.as_deref())
+                .push_bind(e.detail.as_deref())
+                .push_bind(prev_hash)
+                .push_bind(hash);
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A connection of its own for one audit writer (outside the pool), set up once: with
+/// `full_sync` it commits under `PRAGMA synchronous = FULL` (see [`Db::append_audit_synced`])
+/// without switching the pragma for every batch.
+pub struct AuditAppender {
+    conn: SqliteConnection,
+}
+
+impl std::fmt::Debug for AuditAppender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditAppender")
+    }
+}
+
+impl AuditAppender {
     /// Append events, in order, in one transaction.
-    pub async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
+    pub async fn append(&mut self, events: &[AuditEvent]) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let last: Option<(i64, String)> =
-            sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *tx)
+        append_on(&mut self.conn, events).await
+    }
+}
+
+impl Db {
+    /// A dedicated connection for an audit writer (same file and settings as the pool's).
+    /// After a failed append, drop it and open another.
+    pub async fn audit_appender(&self, full_sync: bool) -> Result<AuditAppender> {
+        use sqlx::ConnectOptions;
+        let mut conn = self.pool.connect_options().connect().await?;
+        if full_sync {
+            sqlx::query("PRAGMA synchronous = FULL")
+                .execute(&mut conn)
                 .await?;
-        let (mut seq, mut prev) = last.unwrap_or((0, GENESIS_HASH.to_owned()));
-        // Multi-row INSERTs: one statement per chunk instead of one per
-        // event (each statement is a round trip to the SQLite worker).
-        for chunk in events.chunks(AUDIT_ROWS_PER_INSERT) {
-            let mut rows = Vec::with_capacity(chunk.len());
-            for e in chunk {
-                seq += 1;
-                let hash = row_hash(&prev, seq, e);
-                rows.push((seq, e, std::mem::replace(&mut prev, hash.clone()), hash));
-            }
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO audit_log (seq, ts, actor, action, key_id, outcome, user_op_hash, \
-                 detail, prev_hash, hash) ",
-            );
-            q.push_values(rows, |mut b, (seq, e, prev_hash, hash)| {
-                b.push_bind(seq)
-                    .push_bind(e.ts)
-                    .push_bind(e.actor.as_str())
-                    .push_bind(e.action.as_str())
-                    .push_bind(e.key_id.as_deref())
-                    .push_bind(e.outcome.as_str())
-                    .push_bind(e.user_op_hash.as_deref())
-                    .push_bind(e.detail.as_deref())
-                    .push_bind(prev_hash)
-                    .push_bind(hash);
-            });
-            q.build().execute(&mut *tx).await?;
         }
-        tx.commit().await?;
-        Ok(())
+        Ok(AuditAppender { conn })
+    }
+
+    /// Append events, in order, in one transaction (committed with the pool's
+    /// `synchronous = NORMAL`: durable once it returns against a crash of the process, not
+    /// against a power loss or an OS crash; see [`Db::append_audit_synced`]).
+    pub async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
+        self.append_audit_synced(events, false).await
+    }
+
+    /// [`Db::append_audit`], and with `full_sync` the transaction commits under
+    /// `PRAGMA synchronous = FULL`: in WAL mode SQLite then fsyncs the WAL before the commit
+    /// returns, so the events survive a power loss too (and so does everything committed
+    /// before them: the WAL is synced in order). Only this transaction pays the fsync; the
+    /// connection goes back to the pool's `NORMAL` afterwards.
+    pub async fn append_audit_synced(&self, events: &[AuditEvent], full_sync: bool) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.pool.acquire().await?;
+        if !full_sync {
+            return append_on(&mut conn, events).await;
+        }
+        sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut *conn)
+            .await?;
+        let appended = append_on(&mut conn, events).await;
+        // If this fails the connection stays FULL: slower, never less durable.
+        let _ = sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
+            .await;
+        appended
     }
 
     /// Rows with `seq > after`, at most `limit`, oldest first.

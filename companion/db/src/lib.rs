@@ -7,7 +7,8 @@
 //!
 //! Tables: wallets, passkey credentials, derived addresses, WebAuthn
 //! ceremonies (challenges), API keys (hashed), agent keys, JWT secret
-//! metadata, intents, and a hash-chained append-only audit log.
+//! metadata, intents, a hash-chained append-only audit log, and the checkpoints of that log
+//! signed in the TA (`audit_checkpoints`: the anchored audit, see [`Db::verify_anchored`]).
 //!
 //! Nothing secret is stored: API keys and agent credentials are kept as
 //! SHA-256 digests only.
@@ -15,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod agents;
+mod anchor;
 mod api_keys;
 mod audit;
 mod challenges;
@@ -31,8 +33,12 @@ use sqlx::sqlite::{
 };
 
 pub use agents::{AgentActivation, AgentKey, AgentStatus, SessionRecord};
+pub use anchor::{
+    checkpoint_signed_by, AnchorError, Anchored, AuditProblem, AuditReport, Stored,
+    StoredCheckpoint, TaAnchorSummary,
+};
 pub use api_keys::{ApiKeyInfo, NewApiKey, API_KEY_PREFIX};
-pub use audit::{AuditEvent, AuditRecord, AuditVerification, GENESIS_HASH};
+pub use audit::{AuditAppender, AuditEvent, AuditRecord, AuditVerification, GENESIS_HASH};
 pub use challenges::{Challenge, ChallengeKind, ChallengeRefusal, NewChallenge};
 pub use intents::{Intent, NewIntent};
 pub use jwt_meta::{jwt_secret_meta_from_ta, JwtSecretMeta, JwtSecretState};

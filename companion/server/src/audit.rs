@@ -1,22 +1,74 @@
-//! The audit trail: events go through a channel to one writer task that
-//! appends them to the hash-chained `audit_log` table in batches (one
-//! transaction per batch), so the signing hot path never waits on a
-//! database write lock. Credential and wallet events are recorded with
-//! [`Audit::record_durable`], which waits until the row is committed.
+//! The audit trail: events go through a channel to one writer task that appends them to the
+//! hash-chained `audit_log` table in batches (one transaction per batch).
 //!
-//! Events never carry secrets: no JWT, API key, assertion or signature
-//! input beyond the public userOpHash.
+//! **Group commit.** Whoever waits for an event ([`Audit::record_durable`]) waits for the
+//! commit of the batch that carries it; while one batch commits, the events of concurrent
+//! requests queue and go into the next one, so N concurrent signatures share one transaction
+//! (and, with `--audit-durability sync`, one fsync) instead of paying one each.
+//!
+//! **Durability** (`--audit-durability`, [`AuditDurability`]): `sync` commits every batch under
+//! `PRAGMA synchronous = FULL` (the WAL is fsynced before the commit returns: the rows survive
+//! a power loss), `commit` under the database's `NORMAL` (they survive a crash of the
+//! companion, not of the machine), `queued` does not make the signing routes wait at all.
+//! Routes that release a signature ([`crate::routes`]) record its event *before* answering and
+//! withhold the signature (503 `audit_unavailable`) when the event cannot be committed.
+//!
+//! **Checkpoints.** The writer counts committed events; once `--audit-checkpoint-events` have
+//! been committed since the last checkpoint it wakes the checkpoint task
+//! ([`crate::tasks`]), which has the TA sign the new head ([`kms_db::Db::anchor_audit_log`]).
+//!
+//! Events never carry secrets: no JWT, API key, assertion or signature input beyond the public
+//! userOpHash.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use kms_db::{AuditEvent, Db};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
+use crate::config::AuditDurability;
 use crate::metrics::Metrics;
 
+/// Most events in one transaction.
+const MAX_BATCH: usize = 512;
+
 enum Msg {
-    Event(AuditEvent, Option<oneshot::Sender<()>>),
-    Flush(oneshot::Sender<()>),
+    Event(AuditEvent, Option<oneshot::Sender<bool>>),
+    Flush(oneshot::Sender<bool>),
+}
+
+/// The audit event could not be committed (the database failed through every retry, or the
+/// writer is gone). Logged by the writer; the caller decides what it means for its answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the audit event could not be committed")]
+pub struct AuditUnavailable;
+
+/// When the checkpoint task is due: events committed since the last checkpoint.
+#[derive(Debug, Default)]
+pub struct CheckpointTrigger {
+    since: AtomicU64,
+    every: u64,
+    notify: Notify,
+}
+
+impl CheckpointTrigger {
+    /// Count `n` committed events; wake the task when `every` have accumulated.
+    fn committed(&self, n: u64) {
+        let total = self.since.fetch_add(n, Ordering::Relaxed) + n;
+        if self.every > 0 && total >= self.every {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Wait until enough events have been committed.
+    pub async fn due(&self) {
+        self.notify.notified().await;
+    }
+
+    /// A checkpoint is starting: count from zero.
+    pub fn reset(&self) {
+        self.since.store(0, Ordering::Relaxed);
+    }
 }
 
 /// Handle to the audit writer (cheap to clone).
@@ -24,6 +76,8 @@ enum Msg {
 pub struct Audit {
     tx: mpsc::Sender<Msg>,
     metrics: Arc<Metrics>,
+    durability: AuditDurability,
+    trigger: Arc<CheckpointTrigger>,
 }
 
 /// What one event says.
@@ -57,11 +111,40 @@ impl Event<'_> {
 }
 
 impl Audit {
-    /// Start the writer task.
-    pub fn start(db: Db, metrics: Arc<Metrics>) -> (Self, tokio::task::JoinHandle<()>) {
+    /// Start the writer task. `checkpoint_events`: wake the checkpoint task after this many
+    /// committed events (0: never by count).
+    pub fn start(
+        db: Db,
+        metrics: Arc<Metrics>,
+        durability: AuditDurability,
+        checkpoint_events: u64,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(65536);
-        let handle = tokio::spawn(writer(db, rx));
-        (Self { tx, metrics }, handle)
+        let trigger = Arc::new(CheckpointTrigger {
+            every: checkpoint_events,
+            ..CheckpointTrigger::default()
+        });
+        let full_sync = durability == AuditDurability::Sync;
+        let handle = tokio::spawn(writer(db, rx, full_sync, metrics.clone(), trigger.clone()));
+        (
+            Self {
+                tx,
+                metrics,
+                durability,
+                trigger,
+            },
+            handle,
+        )
+    }
+
+    /// The configured durability.
+    pub fn durability(&self) -> AuditDurability {
+        self.durability
+    }
+
+    /// The checkpoint task's trigger.
+    pub fn checkpoint_trigger(&self) -> &Arc<CheckpointTrigger> {
+        &self.trigger
     }
 
     /// Queue an event (never blocks; counts a drop if the queue is full).
@@ -72,8 +155,8 @@ impl Audit {
         }
     }
 
-    /// Record an event and wait until it is committed.
-    pub async fn record_durable(&self, e: Event<'_>) {
+    /// Record an event and wait until the batch carrying it is committed.
+    pub async fn record_durable(&self, e: Event<'_>) -> Result<(), AuditUnavailable> {
         let (done, wait) = oneshot::channel();
         if self
             .tx
@@ -82,12 +165,28 @@ impl Audit {
             .is_err()
         {
             self.metrics.count_audit_dropped();
-            return;
+            tracing::error!(action = e.action, "audit writer gone: event not recorded");
+            return Err(AuditUnavailable);
         }
-        let _ = wait.await;
+        match wait.await {
+            Ok(true) => Ok(()),
+            _ => Err(AuditUnavailable),
+        }
     }
 
-    /// Wait until every event queued before this call is committed.
+    /// The event of a signature about to be released: waited for ([`Audit::record_durable`])
+    /// unless the durability is `queued` (then queued, and `Ok`).
+    pub async fn record_for_release(&self, e: Event<'_>) -> Result<(), AuditUnavailable> {
+        match self.durability {
+            AuditDurability::Queued => {
+                self.record(e);
+                Ok(())
+            }
+            AuditDurability::Commit | AuditDurability::Sync => self.record_durable(e).await,
+        }
+    }
+
+    /// Wait until every event queued before this call is committed (or given up on).
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(Msg::Flush(done)).await.is_ok() {
@@ -96,10 +195,19 @@ impl Audit {
     }
 }
 
-async fn writer(db: Db, mut rx: mpsc::Receiver<Msg>) {
+async fn writer(
+    db: Db,
+    mut rx: mpsc::Receiver<Msg>,
+    full_sync: bool,
+    metrics: Arc<Metrics>,
+    trigger: Arc<CheckpointTrigger>,
+) {
     let mut batch = Vec::with_capacity(256);
     let mut waiters = Vec::new();
+    // Its own connection (opened on first use, reopened after a failure).
+    let mut appender: Option<kms_db::AuditAppender> = None;
     while let Some(first) = rx.recv().await {
+        // Everything queued while the previous batch committed goes into this one.
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
@@ -109,22 +217,45 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<Msg>) {
                 }
                 Msg::Flush(w) => waiters.push(w),
             }
-            if batch.len() < 512 {
+            if batch.len() < MAX_BATCH {
                 next = rx.try_recv().ok();
             }
         }
+        let mut committed = true;
         if !batch.is_empty() {
             let mut attempt = 0;
             loop {
-                match db.append_audit(&batch).await {
-                    Ok(()) => break,
-                    Err(e) if attempt < 5 => {
-                        attempt += 1;
-                        tracing::warn!(error = %e, attempt, "audit append failed; retrying");
-                        tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+                let appended = match appender.as_mut() {
+                    Some(a) => a.append(&batch).await,
+                    None => match db.audit_appender(full_sync).await {
+                        Ok(a) => appender.insert(a).append(&batch).await,
+                        Err(e) => Err(e),
+                    },
+                };
+                match appended {
+                    Ok(()) => {
+                        metrics.count_audit_commit(batch.len() as u64);
+                        trigger.committed(batch.len() as u64);
+                        break;
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, events = batch.len(), "audit append failed; events lost");
+                        // A fresh connection for the next attempt.
+                        appender = None;
+                        if attempt < 5 {
+                            attempt += 1;
+                            tracing::warn!(error = %e, attempt, "audit append failed; retrying");
+                            tokio::time::sleep(std::time::Duration::from_millis(50 * attempt))
+                                .await;
+                            continue;
+                        }
+                        committed = false;
+                        metrics.count_audit_lost(batch.len() as u64);
+                        tracing::error!(
+                            error = %e,
+                            events = batch.len(),
+                            "AUDIT APPEND FAILED: events lost; signatures waiting for them are \
+                             withheld (503 audit_unavailable)"
+                        );
                         break;
                     }
                 }
@@ -132,7 +263,7 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<Msg>) {
             batch.clear();
         }
         for w in waiters.drain(..) {
-            let _ = w.send(());
+            let _ = w.send(committed);
         }
     }
 }

@@ -240,6 +240,14 @@ pub fn chain_error(e: ChainError, account: Option<Address>) -> ApiError {
             message: e.to_string(),
         },
         ChainError::OperatorSigner(OperatorSignerError::Tee(t)) => t.into(),
+        // The network's fees (or the gas estimate) are above the TA's ceilings for the
+        // operator's transactions: nothing was signed.
+        ChainError::OperatorCeiling(_) => ApiError::detailed(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "operator_limit",
+            e.to_string(),
+            json!({}),
+        ),
         ChainError::TransactionReverted { .. } | ChainError::TransactionTimeout { .. } => {
             ApiError::detailed(
                 StatusCode::BAD_GATEWAY,

@@ -54,6 +54,20 @@ pub enum LogFormat {
     Json,
 }
 
+/// How the signing routes wait for their audit event (`--audit-durability`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AuditDurability {
+    /// The event is committed, and the WAL fsynced (`synchronous = FULL` for the audit
+    /// transaction), before the signature is released: it survives a power loss.
+    Sync,
+    /// The event is committed (`synchronous = NORMAL`) before the signature is released: it
+    /// survives a crash of the companion, not a power loss or an OS crash.
+    Commit,
+    /// The event is queued and the signature released at once: a crash loses the events not
+    /// yet committed (milliseconds' worth). For measurements (the baseline of the load driver).
+    Queued,
+}
+
 /// The key companion: an HTTP service in front of the TEE-held keys.
 ///
 /// Every option can also be set through the environment variable shown.
@@ -158,6 +172,27 @@ pub struct Config {
     /// verify-only overlap of a rotated secret is 7 days, enforced by the TA.
     #[arg(long, env = "KMS_JWT_ROTATION_TICK_SECS", default_value_t = 24 * 3600)]
     pub jwt_rotation_tick_secs: u64,
+
+    /// When the audit event of a signature is durable. `sync`: committed and fsynced before the
+    /// signature is answered (survives a power loss); `commit`: committed (survives a crash of
+    /// the companion, not of the machine); `queued`: not waited for (a crash loses the events
+    /// still queued). Concurrent requests share one commit (group commit). Applies to
+    /// /kms/sign-agent and POST /agent/intents; /Sign and /SignHash always wait for the commit.
+    /// With sync or commit, a signature whose event cannot be committed is withheld (503
+    /// audit_unavailable).
+    #[arg(long, env = "KMS_AUDIT_DURABILITY", value_enum, default_value = "sync")]
+    pub audit_durability: AuditDurability,
+
+    /// Seconds between audit checkpoints: the TA signs the head of the audit log (its anchor)
+    /// when rows were added since the last one. 0 turns the checkpoint task off (`kms-admin
+    /// audit checkpoint` still makes one).
+    #[arg(long, env = "KMS_AUDIT_CHECKPOINT_SECS", default_value_t = 60)]
+    pub audit_checkpoint_secs: u64,
+
+    /// Also checkpoint as soon as this many audit events were committed since the last
+    /// checkpoint (0: by time only).
+    #[arg(long, env = "KMS_AUDIT_CHECKPOINT_EVENTS", default_value_t = 1000)]
+    pub audit_checkpoint_events: u64,
 
     /// How often expired WebAuthn ceremonies are deleted, in seconds.
     #[arg(long, env = "KMS_CHALLENGE_CLEANUP_SECS", default_value_t = 600)]
@@ -411,6 +446,16 @@ mod tests {
         assert_eq!(c.jwt_ttl_secs, 3 * 24 * 3600);
         assert_eq!(c.agent_rate_limit, 20);
         assert_eq!(c.client_rate_limit, 120);
+        assert_eq!(c.audit_durability, AuditDurability::Sync);
+        assert_eq!(
+            (c.audit_checkpoint_secs, c.audit_checkpoint_events),
+            (60, 1000)
+        );
+        assert_eq!(
+            Config::parse_from(["companion", "--audit-durability", "queued"]).audit_durability,
+            AuditDurability::Queued
+        );
+        assert!(Config::try_parse_from(["companion", "--audit-durability", "never"]).is_err());
         assert!(
             Config::parse_from(["companion", "--client-rate-limit", "0"])
                 .validate()

@@ -4,7 +4,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kms_db::{ChallengeRefusal, DbError};
-use kms_proto::{JwtError, PasskeyError, TaError};
+use kms_proto::{JwtError, OperatorLimit, PasskeyError, TaError};
 use kms_tee_client::TeeError;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -327,6 +327,50 @@ impl From<TaError> for ApiError {
                 msg,
                 serde_json::json!({ "sealedVersion": sealed, "counter": counter }),
             ),
+            // The TA refused to sign an operator transaction above its ceilings (the companion
+            // keeps within the per-transaction ones, so in practice: the spend budget is used
+            // up until `retryAt`). Amounts in wei, as decimal strings.
+            TaError::OperatorTxRefused(limit) => {
+                let details = match limit {
+                    OperatorLimit::GasLimit { requested, max } => serde_json::json!({
+                        "limit": "gas_limit", "requested": requested, "max": max
+                    }),
+                    OperatorLimit::MaxFeePerGas { requested, max } => serde_json::json!({
+                        "limit": "max_fee_per_gas",
+                        "requested": requested.to_string(), "max": max.to_string()
+                    }),
+                    OperatorLimit::PriorityAboveMaxFee { priority, max_fee } => serde_json::json!({
+                        "limit": "priority_fee",
+                        "requested": priority.to_string(), "max": max_fee.to_string()
+                    }),
+                    OperatorLimit::SpendBudget {
+                        requested,
+                        available,
+                        budget,
+                        window_secs,
+                        retry_at,
+                    } => serde_json::json!({
+                        "limit": "spend_budget",
+                        "requested": requested.to_string(),
+                        "available": available.to_string(),
+                        "budget": budget.to_string(),
+                        "windowSecs": window_secs,
+                        "retryAt": retry_at,
+                    }),
+                };
+                ApiError::detailed(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "operator_limit",
+                    msg,
+                    details,
+                )
+            }
+            // Only the audit checkpoint task sends checkpoints, and handles these itself.
+            TaError::AuditCheckpointOutOfStep { .. } => ApiError::Conflict {
+                code: "audit_checkpoint_out_of_step",
+                message: msg,
+            },
+            TaError::AuditBatchInvalid { .. } => ApiError::Internal(format!("TA: {msg}")),
             TaError::Protocol(_)
             | TaError::UnknownCommand(_)
             | TaError::Unsupported
@@ -390,6 +434,19 @@ mod tests {
             .into()),
             503
         );
+        let budget: ApiError = TaError::OperatorTxRefused(OperatorLimit::SpendBudget {
+            requested: 3,
+            available: 2,
+            budget: 10,
+            window_secs: 86_400,
+            retry_at: 77,
+        })
+        .into();
+        assert_eq!(
+            (budget.status().as_u16(), budget.code()),
+            (503, "operator_limit")
+        );
+        assert!(budget.to_string().contains("spend budget"), "{budget}");
         assert_eq!(s(ChallengeRefusal::AlreadyUsed.into()), 401);
         assert_eq!(s(ChallengeRefusal::WrongPayload.into()), 403);
         assert_eq!(s(ApiError::TooLarge { limit: 1 }), 413);

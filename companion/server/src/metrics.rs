@@ -27,6 +27,12 @@ pub struct Metrics {
     tee: Mutex<BTreeMap<(&'static str, &'static str), Histogram>>,
     signatures: Mutex<BTreeMap<&'static str, u64>>,
     audit_dropped: AtomicU64,
+    audit_commits: AtomicU64,
+    audit_committed_events: AtomicU64,
+    audit_lost: AtomicU64,
+    audit_withheld: AtomicU64,
+    audit_checkpoints: Mutex<BTreeMap<&'static str, u64>>,
+    audit_anchored_seq: AtomicU64,
 }
 
 impl Metrics {
@@ -65,6 +71,42 @@ impl Metrics {
     /// Count an audit event that could not be queued.
     pub fn count_audit_dropped(&self) {
         self.audit_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count one committed audit batch of `events` events.
+    pub fn count_audit_commit(&self, events: u64) {
+        self.audit_commits.fetch_add(1, Ordering::Relaxed);
+        self.audit_committed_events
+            .fetch_add(events, Ordering::Relaxed);
+    }
+
+    /// Count audit events lost (their batch failed through every retry).
+    pub fn count_audit_lost(&self, events: u64) {
+        self.audit_lost.fetch_add(events, Ordering::Relaxed);
+    }
+
+    /// Count a signature withheld because its audit event could not be committed.
+    pub fn count_audit_withheld(&self) {
+        self.audit_withheld.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count an audit checkpoint run (`ok`, `error`) and, when it succeeded, the row the TA's
+    /// anchor is at.
+    pub fn observe_audit_checkpoint(&self, outcome: &'static str, anchored_seq: Option<u64>) {
+        if let Ok(mut m) = self.audit_checkpoints.lock() {
+            *m.entry(outcome).or_default() += 1;
+        }
+        if let Some(seq) = anchored_seq {
+            self.audit_anchored_seq.store(seq, Ordering::Relaxed);
+        }
+    }
+
+    /// (batches committed, events committed) so far.
+    pub fn audit_commits(&self) -> (u64, u64) {
+        (
+            self.audit_commits.load(Ordering::Relaxed),
+            self.audit_committed_events.load(Ordering::Relaxed),
+        )
     }
 
     /// Number of signatures of `kind` made so far.
@@ -135,6 +177,54 @@ impl Metrics {
             out,
             "kms_audit_events_dropped_total {}",
             self.audit_dropped.load(Ordering::Relaxed)
+        );
+        let counters = [
+            (
+                "kms_audit_commits_total",
+                "Audit batches committed (one transaction each; group commit).",
+                &self.audit_commits,
+            ),
+            (
+                "kms_audit_committed_events_total",
+                "Audit events committed (divided by kms_audit_commits_total: events per commit).",
+                &self.audit_committed_events,
+            ),
+            (
+                "kms_audit_events_lost_total",
+                "Audit events whose batch failed through every retry.",
+                &self.audit_lost,
+            ),
+            (
+                "kms_audit_signatures_withheld_total",
+                "Signatures not released because their audit event could not be committed.",
+                &self.audit_withheld,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+        }
+        out.push_str(
+            "# HELP kms_audit_checkpoints_total Audit checkpoint runs (TA-signed anchors) by outcome.\n",
+        );
+        out.push_str("# TYPE kms_audit_checkpoints_total counter\n");
+        if let Ok(m) = self.audit_checkpoints.lock() {
+            for (outcome, n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "kms_audit_checkpoints_total{{outcome=\"{outcome}\"}} {n}"
+                );
+            }
+        }
+        out.push_str(
+            "# HELP kms_audit_anchored_seq The last audit row the TA's anchor covers (as of the last successful checkpoint run).\n",
+        );
+        out.push_str("# TYPE kms_audit_anchored_seq gauge\n");
+        let _ = writeln!(
+            out,
+            "kms_audit_anchored_seq {}",
+            self.audit_anchored_seq.load(Ordering::Relaxed)
         );
         out
     }

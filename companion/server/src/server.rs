@@ -212,7 +212,29 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
     };
 
-    let (audit, audit_task) = Audit::start(db.clone(), metrics.clone());
+    let (audit, audit_task) = Audit::start(
+        db.clone(),
+        metrics.clone(),
+        config.audit_durability,
+        config.audit_checkpoint_events,
+    );
+    match config.audit_durability {
+        crate::config::AuditDurability::Sync => {}
+        crate::config::AuditDurability::Commit => tracing::info!(
+            "--audit-durability commit: signatures wait for their audit event's commit, not \
+             for an fsync (a power loss can lose the last events)"
+        ),
+        crate::config::AuditDurability::Queued => tracing::warn!(
+            "--audit-durability queued: signatures are released before their audit event is \
+             committed (a crash loses the events still queued)"
+        ),
+    }
+    if config.audit_checkpoint_secs == 0 {
+        tracing::warn!(
+            "--audit-checkpoint-secs 0: the audit checkpoint task is off; the audit log is not \
+             anchored in the TA unless `kms-admin audit checkpoint` runs"
+        );
+    }
     let state = Arc::new(AppState {
         limits: Limits::new(
             config.rate_limit,

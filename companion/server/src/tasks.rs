@@ -1,10 +1,13 @@
 //! Background tasks: JWT secret rotation (and keeping `jwt_secret_meta`
-//! true to the TA), expired-ceremony cleanup, and limiter sweeping.
+//! true to the TA), audit checkpoints signed in the TA, expired-ceremony
+//! cleanup, and limiter sweeping.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use kms_proto::{JwtRotateSecret, JwtSecretStatus, KidStatus, RotationMode, TaError, TaInfo};
+use kms_proto::{
+    AuditAnchor, JwtRotateSecret, JwtSecretStatus, KidStatus, RotationMode, TaError, TaInfo,
+};
 use kms_tee_client::TeeError;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -61,7 +64,9 @@ pub async fn rotation_tick(s: &AppState) -> Result<RotationReport, ApiError> {
                     report.rotated_to = r.current_kid.clone();
                     report.purged.extend(r.removed);
                     tracing::info!(new_kid = ?r.current_kid, retired = ?r.retired, "JWT secret rotated");
-                    s.audit
+                    // Already done: a failure to record it is logged by the writer.
+                    let _ = s
+                        .audit
                         .record_durable(Event {
                             actor: "system",
                             action: "JwtRotateSecret",
@@ -101,6 +106,73 @@ pub async fn rotation_tick(s: &AppState) -> Result<RotationReport, ApiError> {
     Ok(report)
 }
 
+/// One audit checkpoint run: the TA's anchor brought up to the end of the audit log
+/// ([`kms_db::Db::anchor_audit_log`]: the TA's last checkpoint stored if the table lacks it, then
+/// the rows after it signed by the TA, 4096 at a time). When another checkpointer (`kms-admin
+/// audit checkpoint`) came first, the TA refuses as out of step and the run starts again from
+/// the TA's new anchor.
+pub async fn audit_checkpoint(s: &AppState) -> Result<kms_db::Anchored, String> {
+    s.audit.checkpoint_trigger().reset();
+    let mut attempt = 0;
+    loop {
+        let info = s
+            .tee
+            .call(&AuditAnchor {})
+            .await
+            .map_err(|e| format!("reading the TA's audit anchor: {e}"))?;
+        let tee = &s.tee;
+        match s
+            .db
+            .anchor_audit_log(&info, |req| async move { tee.try_call(&req).await })
+            .await
+        {
+            Ok(done) => return Ok(done),
+            Err(kms_db::AnchorError::Ta(TeeError::Ta(TaError::AuditCheckpointOutOfStep {
+                ..
+            }))) if attempt < 3 => attempt += 1,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// [`audit_checkpoint`], logged and counted (a failure loudly: the log is not being anchored).
+pub async fn audit_checkpoint_logged(s: &AppState) {
+    match audit_checkpoint(s).await {
+        Ok(done) => {
+            s.metrics.observe_audit_checkpoint("ok", Some(done.seq));
+            if done.recovered {
+                tracing::warn!(
+                    "the TA's last audit checkpoint was missing from audit_checkpoints (a crash \
+                     after it was signed?); stored it now"
+                );
+            }
+            if done.forks > 0 {
+                tracing::warn!(
+                    forks = done.forks,
+                    "audit checkpoints stored beside older ones of the same number: the TA's \
+                     state was restored since those were signed (kms-admin audit verify notes it)"
+                );
+            }
+            if let Some(last) = done.signed.last() {
+                tracing::info!(
+                    index = last.index,
+                    seq = last.seq,
+                    checkpoints = done.signed.len(),
+                    "audit log anchored in the TA"
+                );
+            }
+        }
+        Err(e) => {
+            s.metrics.observe_audit_checkpoint("error", None);
+            tracing::error!(
+                error = %e,
+                "AUDIT CHECKPOINT FAILED: the audit log is not being anchored in the TA; \
+                 `kms-admin audit verify` says what is wrong"
+            );
+        }
+    }
+}
+
 /// Start the background tasks; they stop when `shutdown` becomes true.
 pub fn spawn(s: Arc<AppState>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
     let rotation = {
@@ -138,6 +210,29 @@ pub fn spawn(s: Arc<AppState>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandl
             }
         })
     };
+    let checkpoints = {
+        let s = s.clone();
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            if s.config.audit_checkpoint_secs == 0 {
+                return;
+            }
+            let trigger = s.audit.checkpoint_trigger().clone();
+            // The first tick is at once: it stores a checkpoint a crash left unstored and
+            // anchors what was logged before this start.
+            let period = Duration::from_secs(s.config.audit_checkpoint_secs);
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = trigger.due() => tick.reset(),
+                    _ = stop.changed() => break,
+                }
+                audit_checkpoint_logged(&s).await;
+            }
+        })
+    };
     let cleanup = {
         let mut stop = shutdown;
         tokio::spawn(async move {
@@ -158,7 +253,7 @@ pub fn spawn(s: Arc<AppState>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandl
             }
         })
     };
-    vec![rotation, intents, cleanup]
+    vec![rotation, intents, checkpoints, cleanup]
 }
 
 /// One tick of the intent task: bring up to 100 open intents up to date (receipts; re-submission

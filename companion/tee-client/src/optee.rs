@@ -4,13 +4,23 @@
 //! input memref, response in a temporary output memref of
 //! [`kms_optee_abi::RESPONSE_CAPACITY`] bytes, and a value output carrying
 //! the response length and the layout version.
+//!
+//! Sessions are opened with `TEEC_LOGIN_USER`: the kernel stamps them with
+//! this process's effective uid (as a UUIDv5 the process cannot forge), and
+//! the TA admits only the identity it was built for (`KMS_TA_CLIENT_LOGIN`,
+//! see `ta/optee/src/login.rs`); anyone else's session open fails with
+//! `TEEC_ERROR_ACCESS_DENIED`. A TA built for `group:<gid>` needs
+//! `TEEC_LOGIN_GROUP` with the gid as connection data, which `optee-teec`
+//! 0.10 cannot pass (it sends a null pointer that libteec would read), so
+//! this client speaks the user login only; run the companion and
+//! `kms-admin` as the service account the TA names.
 
 use std::sync::Mutex;
 
 use kms_optee_abi as abi;
 use optee_teec::{
-    Context, ErrorKind, ErrorOrigin, Operation, ParamNone, ParamTmpRef, ParamType, ParamValue,
-    Session, Uuid,
+    ConnectionMethods, Context, ErrorKind, ErrorOrigin, Operation, ParamNone, ParamTmpRef,
+    ParamType, ParamValue, Session, Uuid,
 };
 use zeroize::Zeroize;
 
@@ -18,6 +28,10 @@ use crate::{TeeError, TeeTransport};
 
 /// Idle sessions kept for reuse.
 const MAX_IDLE: usize = 32;
+
+/// Appended to the error when the TA refuses to open a session.
+const ACCESS_DENIED_HINT: &str = " (the TA admits one OS account or group only, the \
+     KMS_TA_CLIENT_LOGIN it was built with; run this as that account)";
 
 /// A pooled session with its response buffer (reused; wiped after each call).
 struct PooledSession {
@@ -88,12 +102,16 @@ impl OpteeTransport {
         let context = ctx
             .as_mut()
             .ok_or_else(|| TeeError::not_sent("no TEE context"))?;
-        let session = context.open_session(uuid()?).map_err(|e| {
-            TeeError::not_sent(teec(
-                &format!("cannot open a session to TA {}", kms_proto::TA_UUID),
-                &e,
-            ))
-        })?;
+        let session = context
+            .open_session_with_login(uuid()?, ConnectionMethods::LoginUser)
+            .map_err(|e| {
+                let what = format!("cannot open a session to TA {}", kms_proto::TA_UUID);
+                let mut reason = teec(&what, &e);
+                if e.kind() == ErrorKind::AccessDenied {
+                    reason.push_str(ACCESS_DENIED_HINT);
+                }
+                TeeError::not_sent(reason)
+            })?;
         Ok(PooledSession {
             session,
             out: vec![0u8; abi::RESPONSE_CAPACITY],

@@ -18,9 +18,11 @@
 
 extern crate alloc;
 
+mod audit;
 mod eth;
 mod jwt;
 mod keys;
+mod operator;
 mod passkey;
 mod records;
 pub mod rollback;
@@ -34,6 +36,9 @@ use records::{AgentRecord, JwtStore, OperatorRecord, WalletRecord, RECORD_VERSIO
 use zeroize::Zeroizing;
 
 pub use kms_proto::StorageFault;
+pub use passkey::{
+    NonceTableUsage, MAX_NONCES_PER_WALLET, MAX_PENDING_NONCES, NONCE_TABLE_MAX_BYTES,
+};
 pub use rollback::{sealed_version, touches_state, MonotonicCounter, STATE_VERSION_KEY};
 
 /// One operation of an atomic storage write.
@@ -136,6 +141,12 @@ impl<S: SealedStorage, E: Entropy, C: Clock, M: MonotonicCounter> TaCore<S, E, C
         }
     }
 
+    /// How much the table of pending passkey nonces holds (bounded: see
+    /// [`MAX_PENDING_NONCES`] and [`NONCE_TABLE_MAX_BYTES`]).
+    pub fn nonce_table_usage(&self) -> NonceTableUsage {
+        self.nonces.usage()
+    }
+
     /// Execute command `cmd` on request bytes `input`; returns the encoded
     /// response (success or typed error). Never panics on any input.
     pub fn invoke(&mut self, cmd: u32, input: &[u8]) -> Vec<u8> {
@@ -183,6 +194,8 @@ impl<S: SealedStorage, E: Entropy, C: Clock, M: MonotonicCounter> TaCore<S, E, C
             CommandId::TaInfo => self.run(input, Self::ta_info),
             CommandId::SignForAccount => self.run(input, Self::sign_for_account),
             CommandId::AcceptRestore => self.run(input, Self::accept_restore),
+            CommandId::AuditCheckpoint => self.run(input, Self::audit_checkpoint),
+            CommandId::AuditAnchor => self.run(input, Self::audit_anchor),
             #[cfg(feature = "test-seed")]
             CommandId::SeedWalletForTest => self.run(input, Self::seed_wallet_for_test),
             #[cfg(not(feature = "test-seed"))]
@@ -509,7 +522,7 @@ impl<S: SealedStorage, E: Entropy, C: Clock, M: MonotonicCounter> TaCore<S, E, C
         self.wallet_public(&req.wallet_id)?;
         let nonce = *self.random::<32>()?;
         let now = self.clock.now();
-        let expires_at = self.nonces.issue(req.wallet_id, nonce, now)?;
+        let expires_at = self.nonces.issue(req.wallet_id, nonce, now);
         Ok(ChallengeNonce { nonce, expires_at })
     }
 
@@ -779,6 +792,22 @@ impl<S: SealedStorage, E: Entropy, C: Clock, M: MonotonicCounter> TaCore<S, E, C
     ) -> Result<SignedTransaction, TaError> {
         let record = self.operator_record()?.ok_or(TaError::OperatorKeyMissing)?;
         let key = Self::operator_signer(&record)?;
+        // The ceilings, then the spend budget, charged durably before anything is signed.
+        let cost = kms_proto::operator::check_fees(
+            req.gas_limit,
+            req.max_fee_per_gas,
+            req.max_priority_fee_per_gas,
+        )?;
+        let bucket = match self.storage.read(operator::SPEND_KEY)? {
+            Some(bytes) => records::decode::<operator::SpendBucket>(&bytes)?,
+            None => operator::SpendBucket {
+                version: RECORD_VERSION,
+                ..Default::default()
+            },
+        };
+        let charged = bucket.charge(cost, self.clock.now())?;
+        let bytes = records::encode(&charged)?;
+        self.commit(&[WriteOp::Put(operator::SPEND_KEY, &bytes)])?;
         let tx = Transaction::Eip1559 {
             chain_id: req.chain_id,
             nonce: req.nonce,

@@ -9,6 +9,8 @@
 //! * [`snapshot`] — the snapshot's encoding.
 //! * [`clock`] — a clock that never goes backwards across restarts.
 //! * [`exclusive`] — the cell holding the TA's ONE global core.
+//! * [`login`] — which normal-world client may open a session (the check of
+//!   `open_session`, fixed at build time by `KMS_TA_CLIENT_LOGIN`).
 //! * `tee` (feature `optee`) — persistent objects, `TEE_GenerateRandom`, REE
 //!   time and the bodies of the entry points, whose `#[ta_*]` functions are
 //!   in the TA binary (`src/main.rs`).
@@ -32,6 +34,7 @@ compile_error!(
 
 pub mod clock;
 pub mod exclusive;
+pub mod login;
 pub mod snapshot;
 pub mod store;
 #[cfg(feature = "optee")]

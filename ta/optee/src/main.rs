@@ -22,11 +22,13 @@ fn create() -> Result<()> {
     tee::create()
 }
 
-/// A client opened a session (no parameters; every session shares the one
-/// core).
+/// A client opens a session (no parameters; every session shares the one
+/// core): only the normal-world identity the TA was built for
+/// (`KMS_TA_CLIENT_LOGIN`) is admitted, anyone else gets
+/// `TEE_ERROR_ACCESS_DENIED`.
 #[ta_open_session]
 fn open_session(_params: &mut ParametersNone) -> Result<()> {
-    Ok(())
+    tee::open_session()
 }
 
 /// A client closed its session. Nothing is per-session.

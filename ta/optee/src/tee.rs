@@ -18,6 +18,7 @@ use zeroize::Zeroizing;
 
 use crate::clock::{MonotonicClock, TimeFloor, TimeSource};
 use crate::exclusive::Exclusive;
+use crate::login;
 use crate::store::{SnapshotBackend, SnapshotStore};
 
 /// Id of the persistent object holding the sealed snapshot.
@@ -246,6 +247,24 @@ pub fn create() -> optee_utee::Result<()> {
     );
     CORE.with(|slot| *slot = Some(core))
         .ok_or_else(|| optee_utee::Error::from(ErrorKind::Busy))
+}
+
+/// `TA_OpenSessionEntryPoint`: admit only the client identity this TA was built for
+/// ([`crate::login::CLIENT_LOGIN`], from `KMS_TA_CLIENT_LOGIN`); every other session open is
+/// refused with `TEE_ERROR_ACCESS_DENIED` before it can send a command (see [`crate::login`]).
+pub fn open_session() -> optee_utee::Result<()> {
+    use alloc::string::ToString;
+    use optee_utee::property::{ClientIdentity, PropertyKey};
+
+    let identity = ClientIdentity.get()?;
+    let client = login::Client {
+        login: u32::from(identity.login_type()),
+        uuid: login::parse_uuid(&identity.uuid().to_string()).ok_or(ErrorKind::AccessDenied)?,
+    };
+    login::admit(login::CLIENT_LOGIN, &client).map_err(|refusal| {
+        optee_utee::trace_println!("[kms-ta] session refused: {:?}", refusal);
+        optee_utee::Error::from(ErrorKind::AccessDenied)
+    })
 }
 
 /// `TA_DestroyEntryPoint`: drop the core (its secrets are zeroized on drop).

@@ -158,7 +158,9 @@ async fn revoke_on_chain(
     } else {
         "ok".to_owned()
     };
-    s.audit
+    // Already done: a failure to record it is logged by the writer.
+    let _ = s
+        .audit
         .record_durable(Event {
             actor: "operator",
             action: "RevokeSessionOnChain",
@@ -364,14 +366,20 @@ pub async fn sign_agent(
     let outcome = crate::routes::outcome(&res);
     let actor = format!("agent:{key_id}");
     let hash_hex = hex0x(&user_op_hash);
-    s.audit.record(Event {
+    let event = Event {
         actor: &actor,
         action: "SignAgentUserOp",
         key_id: Some(&key_id),
         outcome: &outcome,
         user_op_hash: Some(&hash_hex),
         detail: None,
-    });
+    };
+    if res.is_ok() {
+        // Recorded (per --audit-durability) before the signature is answered.
+        s.audit_release(event).await?;
+    } else {
+        s.audit.record(event);
+    }
     let sig = res?;
     s.metrics.count_signature("agent_userop");
     Ok(Json(SignAgentResponse {

@@ -20,7 +20,8 @@
 //! phase: `auth` (credential), `queue` (agent record, this agent's lock, idempotency),
 //! `nonce` (EntryPoint nonce, waiting for the agent's previous operation), `policy` (intents in
 //! flight and the on-chain session), `prepare` (fees, gas estimate, build, userOpHash), `sign`
-//! (the TA), `record` (database), `submit` (bundler) and `total`, in milliseconds.
+//! (the TA), `record` (the signature's audit event, committed per `--audit-durability`, then the
+//! intent row), `submit` (bundler) and `total`, in milliseconds.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -403,14 +404,23 @@ pub async fn submit_intent(
     let outcome = crate::routes::outcome(&res);
     let actor = format!("agent:{}", auth.key_id);
     let hash_hex = hash.map(hash_hex);
-    s.audit.record(Event {
+    let event = Event {
         actor: &actor,
         action: "SubmitIntent",
         key_id: Some(&auth.key_id),
         outcome: &outcome,
         user_op_hash: hash_hex.as_deref(),
         detail: None,
-    });
+    };
+    if res.is_ok() {
+        // The signature's own event was committed before the operation left (see
+        // `submit_checked`); this one records the submission's outcome, waited for like it.
+        // The operation is with the bundler already: a failure here is logged (by the writer,
+        // and counted as lost), not answered.
+        let _ = s.audit.record_for_release(event).await;
+    } else {
+        s.audit.record(event);
+    }
     let intent = res?;
     Ok((
         StatusCode::ACCEPTED,
@@ -534,6 +544,19 @@ async fn submit_checked(
 
     let entry_point = chain.client.entry_point();
     let hash_str = hash_hex(user_op_hash);
+    // The signature's audit event is committed (per --audit-durability) before the signed
+    // operation is recorded or submitted; if it cannot be, nothing leaves (503
+    // audit_unavailable) and the agent may retry.
+    let actor = format!("agent:{}", auth.key_id);
+    s.audit_release(Event {
+        actor: &actor,
+        action: "SignAgentUserOp",
+        key_id: Some(&auth.key_id),
+        outcome: "ok",
+        user_op_hash: Some(&hash_str),
+        detail: Some("intent"),
+    })
+    .await?;
     s.db.insert_intent(&NewIntent {
         user_op_hash: hash_str.clone(),
         key_id: auth.key_id.clone(),

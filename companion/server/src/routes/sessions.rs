@@ -451,7 +451,9 @@ pub async fn agent_sessions(
     .await;
     let outcome = crate::routes::outcome(&res);
     let hash_hex = user_op_hash.map(|h| h.to_string());
-    s.audit
+    // Already done: a failure to record it is logged by the writer.
+    let _ = s
+        .audit
         .record_durable(Event {
             actor: "owner-passkey",
             action: "GrantSession",

@@ -538,7 +538,7 @@ fn audit_of(body: &SignBody) -> (&'static str, Option<String>) {
     params(("x-amz-target" = String, Header, description = "TrentService.SignHash")),
     responses((status = 200, body = SignResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
-        (status = 503, description = "`Account` given and the companion has no chain settings (`chain_not_configured`)", body = ErrorBody)),
+        (status = 503, description = "`Account` given and the companion has no chain settings (`chain_not_configured`), or the signature withheld because its audit event could not be committed (`audit_unavailable`)", body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn sign_hash(
     State(s): State<Arc<AppState>>,
@@ -565,8 +565,8 @@ pub async fn sign_hash(
     }
     .await;
     let (action, detail) = audit_of(&body);
-    s.audit_durable(&caller.actor, action, Some(&key), &res, detail.as_deref())
-        .await;
+    s.audit_wallet_signature(&caller.actor, action, Some(&key), &res, detail.as_deref())
+        .await?;
     let signed = res?;
     s.metrics.count_signature("hash");
     Ok(Json(sign_response(key, &body, signed)))
@@ -599,7 +599,7 @@ pub async fn sign_hash(
     params(("x-amz-target" = String, Header, description = "TrentService.Sign")),
     responses((status = 200, body = SignResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
-        (status = 503, description = "`Account` given and the companion has no chain settings (`chain_not_configured`)", body = ErrorBody)),
+        (status = 503, description = "`Account` given and the companion has no chain settings (`chain_not_configured`), or the signature withheld because its audit event could not be committed (`audit_unavailable`)", body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn sign(
     State(s): State<Arc<AppState>>,
@@ -626,8 +626,8 @@ pub async fn sign(
     }
     .await;
     let (action, detail) = audit_of(&body);
-    s.audit_durable(&caller.actor, action, Some(&key), &res, detail.as_deref())
-        .await;
+    s.audit_wallet_signature(&caller.actor, action, Some(&key), &res, detail.as_deref())
+        .await?;
     let signed = res?;
     s.metrics.count_signature(if signed.transaction.is_some() {
         "transaction"

@@ -5,6 +5,7 @@
 mod common;
 
 mod agent_api;
+mod audit;
 mod health;
 mod lockout;
 mod operations;

@@ -1,0 +1,222 @@
+//! The audit log's durability and anchoring: a signature is answered only once its audit event
+//! is committed (group commit through the one writer), a signature whose event cannot be
+//! committed is withheld, and the checkpoint task has the TA sign the log's head.
+
+use std::time::Duration;
+
+use crate::common::*;
+use kms_proto::AuditAnchor;
+use serde_json::{json, Value};
+use sqlx::{Connection, SqliteConnection};
+
+const OP: &str = "0x5555555555555555555555555555555555555555555555555555555555555555";
+
+fn sign_body(key_id: &str) -> Value {
+    json!({"keyId": key_id, "payload": OP, "accountAddress": "0x00000000000000000000000000000000000b0b00"})
+}
+
+/// A wallet and an agent: (wallet, keyId, JWT).
+async fn agent(env: &Env) -> (String, String, String) {
+    let mut owner = Soft::new();
+    agent_of(env, &mut owner).await
+}
+
+async fn agent_of(env: &Env, owner: &mut Soft) -> (String, String, String) {
+    let wallet = env.register(owner).await["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let a = env.create_agent(owner, &wallet, json!({})).await;
+    (
+        wallet,
+        a["keyId"].as_str().unwrap().to_owned(),
+        a["agentCredential"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn signed_rows(conn: &mut SqliteConnection) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_log WHERE action = 'SignAgentUserOp' AND user_op_hash = ?",
+    )
+    .bind(OP)
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
+fn metric(env: &Env, name: &str) -> u64 {
+    env.server()
+        .state
+        .metrics
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_signature_is_answered_only_once_its_audit_event_is_committed() {
+    let env = Env::start().await;
+    let (_, key_id, jwt) = agent(&env).await;
+    // Another connection to the database file takes the write lock: while it holds it, no
+    // audit event can be committed.
+    let url = kms_db::default_database_url(env.dir.path());
+    let mut lock = SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let body = sign_body(&key_id);
+    let request = env.post_bearer("/kms/sign-agent", &jwt, &body);
+    tokio::pin!(request);
+    // Whenever the answer comes, its audit event must already be committed. An answer while
+    // the lock is held could not have been.
+    tokio::select! {
+        (s, v, _) = &mut request => {
+            let committed = signed_rows(&mut lock).await;
+            panic!("answered {s} while its audit event could not be committed ({committed} rows): {v}");
+        }
+        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+    }
+    assert_eq!(signed_rows(&mut lock).await, 0);
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    let (s, v, _) = request.await;
+    assert_eq!(s, 200, "{v}");
+    // Committed by the time the answer arrived: visible at once, without a flush.
+    assert_eq!(signed_rows(&mut lock).await, 1);
+    let (commits, events) = env.server().state.metrics.audit_commits();
+    assert!(commits >= 1 && events >= commits, "{commits} {events}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_signature_whose_audit_event_cannot_be_committed_is_withheld() {
+    let env = Env::start().await;
+    let mut owner = Soft::new();
+    let (wallet, key_id, jwt) = agent_of(&env, &mut owner).await;
+    let db = &env.server().state.db;
+    // The audit table refuses every insert (the log is unavailable).
+    sqlx::query(
+        "CREATE TRIGGER audit_log_refuse BEFORE INSERT ON audit_log \
+         BEGIN SELECT RAISE(ABORT, 'audit log unavailable (test)'); END",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let (s, v, _) = env
+        .post_bearer("/kms/sign-agent", &jwt, &sign_body(&key_id))
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (503, Some("audit_unavailable")),
+        "{v}"
+    );
+    assert!(v.get("signature").is_none(), "{v}");
+    // A wallet signature (its own ceremony) is withheld too.
+    let hash = "0x6666666666666666666666666666666666666666666666666666666666666666";
+    let w = env
+        .ceremony(&mut owner, &wallet, "SignHash", json!({"Hash": hash}))
+        .await;
+    let (s, v) = env
+        .post(
+            "/SignHash",
+            Some("SignHash"),
+            &json!({"KeyId": wallet, "Hash": hash, "WebAuthn": w}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (503, Some("audit_unavailable")),
+        "{v}"
+    );
+    assert!(v.get("Signature").is_none(), "{v}");
+    assert_eq!(metric(&env, "kms_audit_signatures_withheld_total"), 2);
+    assert!(metric(&env, "kms_audit_events_lost_total") >= 1);
+
+    // The log is back: the same request is answered, and recorded.
+    sqlx::query("DROP TRIGGER audit_log_refuse")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let (s, v, _) = env
+        .post_bearer("/kms/sign-agent", &jwt, &sign_body(&key_id))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let mut conn = db.pool().acquire().await.unwrap();
+    assert_eq!(signed_rows(&mut conn).await, 1);
+    assert!(db.verify_audit_chain().await.unwrap().is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queued_durability_answers_without_waiting_for_the_audit_commit() {
+    let env = Env::with(Opts {
+        args: vec!["--audit-durability".into(), "queued".into()],
+        ..Opts::default()
+    })
+    .await;
+    let (_, key_id, jwt) = agent(&env).await;
+    let url = kms_db::default_database_url(env.dir.path());
+    let mut lock = SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    // The baseline of the load driver: answered while the event is still queued.
+    let (s, v, _) = env
+        .post_bearer("/kms/sign-agent", &jwt, &sign_body(&key_id))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(signed_rows(&mut lock).await, 0);
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    env.server().state.audit.flush().await;
+    assert_eq!(signed_rows(&mut lock).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_checkpoint_task_has_the_ta_sign_the_head_of_the_log() {
+    // A checkpoint once 3 events were committed (and every hour otherwise).
+    let env = Env::with(Opts {
+        args: vec![
+            "--audit-checkpoint-secs".into(),
+            "3600".into(),
+            "--audit-checkpoint-events".into(),
+            "3".into(),
+        ],
+        ..Opts::default()
+    })
+    .await;
+    let (_, key_id, jwt) = agent(&env).await;
+    for _ in 0..3 {
+        let (s, _, _) = env
+            .post_bearer("/kms/sign-agent", &jwt, &sign_body(&key_id))
+            .await;
+        assert_eq!(s, 200);
+    }
+    let state = &env.server().state;
+    let tee = kms_tee_client::TeeBackend::Simulator {
+        socket: env.sim.socket.clone(),
+    }
+    .connect()
+    .unwrap();
+    // The task runs on its own; wait (bounded) until the TA's anchor has moved.
+    let mut anchored = 0;
+    for _ in 0..200 {
+        anchored = tee.call(&AuditAnchor {}).unwrap().last.map_or(0, |l| l.seq);
+        if anchored >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(anchored >= 3, "the TA's anchor is at {anchored}");
+    // One more run anchors everything up to now; the whole log verifies against the TA.
+    let done = kms_companion::tasks::audit_checkpoint(state).await.unwrap();
+    let last = state.db.audit_last_seq().await.unwrap();
+    assert_eq!(done.seq, last as u64);
+    let report = state
+        .db
+        .verify_anchored(&tee.call(&AuditAnchor {}).unwrap())
+        .await
+        .unwrap();
+    assert!(report.ok && report.unanchored_rows == 0, "{report:#?}");
+    assert!(metric(&env, "kms_audit_anchored_seq") >= 3);
+}

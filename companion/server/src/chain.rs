@@ -61,6 +61,8 @@ impl ChainState {
             Address::from(settings.validator),
         );
         chain.expected_chain_id = settings.chain_id;
+        chain.http = config.chain_http_limits();
+        chain.ceilings = config.gas_ceilings();
         let client = ChainClient::connect(chain)
             .await
             .map_err(|e| format!("chain settings: {e}"))?;
@@ -239,6 +241,18 @@ pub fn chain_error(e: ChainError, account: Option<Address>) -> ApiError {
             code: "not_revoker",
             message: e.to_string(),
         },
+        ChainError::AboveCeiling {
+            ceiling,
+            value,
+            limit,
+        } => ApiError::detailed(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "gas_above_ceiling",
+            format!(
+                "the quoted {ceiling} ({value}) is over this companion's ceiling ({limit});                  nothing was signed: retry when fees fall, or ask the operator"
+            ),
+            json!({"field": ceiling.name(), "value": value.to_string(), "ceiling": limit.to_string()}),
+        ),
         ChainError::OperatorSigner(OperatorSignerError::Tee(t)) => t.into(),
         ChainError::TransactionReverted { .. } | ChainError::TransactionTimeout { .. } => {
             ApiError::detailed(

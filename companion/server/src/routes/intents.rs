@@ -644,10 +644,17 @@ pub(crate) async fn refresh(
         .parse()
         .map_err(|_| ApiError::internal("stored userOpHash"))?;
     let now = kms_db::now_secs();
+    let op: Option<UserOperation> = intent
+        .user_op_json
+        .as_deref()
+        .and_then(|j| serde_json::from_str::<RpcUserOperation>(j).ok())
+        .and_then(|r| UserOperation::try_from(r).ok());
+    let Some(op) = op else {
+        return Err(ApiError::internal("stored operation of an open intent"));
+    };
     match chain
         .client
-        .bundler()
-        .get_user_operation_receipt(hash)
+        .receipt(&chain.client.expected_receipt(&op, hash))
         .await
     {
         Ok(Some(receipt)) => {
@@ -670,36 +677,32 @@ pub(crate) async fn refresh(
             .await?;
         }
         Ok(None) if intent.status == "signed" && now - intent.updated_at >= RESUBMIT_AFTER_SECS => {
-            let op: Option<UserOperation> = intent
-                .user_op_json
-                .as_deref()
-                .and_then(|j| serde_json::from_str::<RpcUserOperation>(j).ok())
-                .and_then(|r| UserOperation::try_from(r).ok());
-            if let Some(op) = op {
-                match chain.client.submit(&op).await {
-                    Ok(_) => {
-                        s.db.update_intent_status(&intent.user_op_hash, "pending", None, None, now)
-                            .await?;
-                    }
-                    Err(ChainError::Bundler(e)) if e.is_transient() => {
-                        s.db.update_intent_status(&intent.user_op_hash, "signed", None, None, now)
-                            .await?;
-                    }
-                    Err(e) => {
-                        let msg = e.to_string();
-                        s.db.update_intent_status(
-                            &intent.user_op_hash,
-                            "failed",
-                            None,
-                            Some(&msg),
-                            now,
-                        )
+            match chain.client.submit(&op).await {
+                Ok(_) => {
+                    s.db.update_intent_status(&intent.user_op_hash, "pending", None, None, now)
                         .await?;
-                    }
+                }
+                Err(ChainError::Bundler(e)) if e.is_transient() => {
+                    s.db.update_intent_status(&intent.user_op_hash, "signed", None, None, now)
+                        .await?;
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    s.db.update_intent_status(
+                        &intent.user_op_hash,
+                        "failed",
+                        None,
+                        Some(&msg),
+                        now,
+                    )
+                    .await?;
                 }
             }
         }
         Ok(None) => {}
+        Err(ChainError::Bundler(e @ kms_chain::bundler::BundlerError::ReceiptMismatch { .. })) => {
+            tracing::warn!(error = %e, "the bundler answered with another operation's receipt; not settled")
+        }
         Err(e) => tracing::debug!(error = %e, "receipt lookup failed"),
     }
     s.db.get_intent(&intent.user_op_hash)

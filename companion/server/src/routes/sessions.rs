@@ -419,7 +419,10 @@ pub async fn agent_sessions(
             .await?;
         let (status, tx) = match chain
             .client
-            .wait_for_receipt(stored.user_op_hash, chain.receipt_wait)
+            .wait_for_receipt(
+                &chain.client.expected_receipt(&op, stored.user_op_hash),
+                chain.receipt_wait,
+            )
             .await
         {
             Ok(receipt) if receipt.success => {

@@ -125,6 +125,13 @@ pub struct Config {
     #[arg(long, env = "KMS_AGENT_RATE_LIMIT", default_value_t = 20)]
     pub agent_rate_limit: u32,
 
+    /// Intent status reads per minute allowed per agent credential
+    /// (`GET /agent/intents/{userOpHash}`), charged once the credential
+    /// matches. Between chain checks (--intent-poll-secs) a read is answered
+    /// from the database.
+    #[arg(long, env = "KMS_AGENT_READ_RATE_LIMIT", default_value_t = 120)]
+    pub agent_read_rate_limit: u32,
+
     /// Failed agent authentications per minute allowed per client address
     /// (the TCP peer; behind a reverse proxy, the proxy) on the Bearer
     /// routes. Once spent, the address is refused 429 before any check until
@@ -355,7 +362,11 @@ impl Config {
                 kms_proto::jwt::MAX_TTL_SECS
             ));
         }
-        if self.rate_limit == 0 || self.agent_rate_limit == 0 || self.client_rate_limit == 0 {
+        if self.rate_limit == 0
+            || self.agent_rate_limit == 0
+            || self.agent_read_rate_limit == 0
+            || self.client_rate_limit == 0
+        {
             return Err("rate limits must be at least 1 per minute".into());
         }
         let min_period = min_rotation_period_secs(self.jwt_ttl_secs);

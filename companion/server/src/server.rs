@@ -225,6 +225,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         limits: Limits::new(
             config.rate_limit,
             config.agent_rate_limit,
+            config.agent_read_rate_limit,
             config.client_rate_limit,
         ),
         config,

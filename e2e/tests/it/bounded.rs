@@ -718,28 +718,8 @@ async fn gas_cap_below_one_operation_is_refused_before_signing() {
 /// preVerificationGas would otherwise be paid from the session's gas budget or the owner's ETH).
 #[tokio::test(flavor = "multi_thread")]
 async fn quotes_over_the_ceilings_are_refused_before_signing() {
-    let stack = tokio::task::spawn_blocking(kms_e2e::stack::Stack::shared)
-        .await
-        .unwrap();
     // Alto quotes some 10^5 preVerificationGas for an operation deploying the account.
-    let c = kms_e2e::companion::Companion::start_with(
-        stack.info(),
-        V07,
-        &["--max-pre-verification-gas", "1000"],
-    )
-    .await
-    .unwrap();
-    let env = kms_e2e::chain::ChainEnv::connect(stack.info(), V07)
-        .await
-        .unwrap();
-    let mut user = webauthn_authenticator_rs::softpasskey::SoftPasskey::new(true);
-    let wallet = c.register(&mut user).await.unwrap();
-    let mut f = Fixture {
-        env,
-        c,
-        user,
-        wallet,
-    };
+    let mut f = fixture_with(V07, &["--max-pre-verification-gas", "1000"]).await;
     let to = address("ceilings");
     let window = f.window().await;
     let agent = f.agent("ceilings").await;
@@ -772,7 +752,7 @@ async fn quotes_over_the_ceilings_are_refused_before_signing() {
     let mut f = fixture(V07).await;
     let agent = f.agent("ceilings agent").await;
     let account = f.grant(&agent, 0, session(json!([to]), window)).await;
-    let mut config = kms_e2e::chain::chain_config(stack.info(), V07);
+    let mut config = kms_e2e::chain::chain_config(&f.env.info, V07);
     config.ceilings = kms_chain::client::GasCeilings {
         max_fee_per_gas: 1,
         ..kms_chain::client::GasCeilings::default()

@@ -13,7 +13,9 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolCall;
 use kms_chain::account::Call;
 use kms_chain::bundler::UserOperationReceipt;
-use kms_chain::client::{ChainClient, ChainConfig, ChainError, NonceChoice, OpRequest, PreparedOp};
+use kms_chain::client::{
+    ChainClient, ChainConfig, ChainError, GasCeilings, NonceChoice, OpRequest, PreparedOp,
+};
 use kms_chain::nonce::NonceKey;
 use kms_chain::revert::{self, DecodedRevert};
 use kms_chain::session::SessionGrant;
@@ -82,6 +84,9 @@ pub fn chain_config(info: &StackInfo, version: EntryPointVersion) -> ChainConfig
         info.session_key_validator,
     );
     config.expected_chain_id = Some(info.chain_id);
+    // The harness builds what an attacker would (absurd gas included) to show the chain refusing
+    // it; the companion's own ceilings are tested through the companion.
+    config.ceilings = GasCeilings::NONE;
     config
 }
 
@@ -180,7 +185,10 @@ impl ChainEnv {
         let submission = self.client.submit(op).await?;
         let receipt = self
             .client
-            .wait_for_receipt(submission.user_op_hash, RECEIPT_TIMEOUT)
+            .wait_for_receipt(
+                &self.client.expected_receipt(op, submission.user_op_hash),
+                RECEIPT_TIMEOUT,
+            )
             .await?;
         if !receipt.success {
             return Err(EnvError::OpFailed(

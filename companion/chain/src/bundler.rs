@@ -26,7 +26,14 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::http::{excerpt, excerpt_bytes, read_capped, truncate, BodyError, HttpLimits};
 use crate::userop::v0_7::{to_u128, GasLimits, GasOverflow, UserOperation};
+
+/// Most characters of a JSON-RPC error message kept (room for a revert's hex data, which
+/// bundlers often put in the message).
+const MAX_ERROR_MESSAGE_CHARS: usize = 4096;
+/// Largest JSON-RPC error `data` kept (as JSON text); larger data is dropped, the message kept.
+const MAX_ERROR_DATA_CHARS: usize = 16 * 1024;
 
 /// Everything that can go wrong talking to a bundler.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +79,26 @@ pub enum BundlerError {
         expected: B256,
         /// The hash the bundler returned.
         returned: B256,
+    },
+    /// The bundler's answer was longer than the body cap ([`HttpLimits::max_body_bytes`]).
+    #[error("the bundler's answer to {method} is over {limit} bytes")]
+    TooLarge {
+        /// The JSON-RPC method.
+        method: &'static str,
+        /// The cap.
+        limit: usize,
+    },
+    /// The bundler's receipt is not the one of the operation asked about.
+    #[error("the bundler's receipt for {user_op_hash} has {field} {got}, expected {expected}")]
+    ReceiptMismatch {
+        /// The userOpHash asked about.
+        user_op_hash: B256,
+        /// The field that differs.
+        field: &'static str,
+        /// What the operation has.
+        expected: String,
+        /// What the receipt says.
+        got: String,
     },
     /// No receipt arrived in time.
     #[error("no receipt for user operation {hash} within {waited:?}")]
@@ -417,26 +444,22 @@ pub struct BundlerClient {
     http: reqwest::Client,
     url: reqwest::Url,
     next_id: AtomicU64,
+    max_body_bytes: usize,
 }
 
 impl BundlerClient {
-    /// A client for the bundler at `url`, with a 30 s request timeout.
+    /// A client for the bundler at `url` with the default [`HttpLimits`].
     pub fn new(url: impl IntoUrl) -> Result<Self, BundlerError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()?;
-        Self::with_http_client(http, url)
+        Self::with_limits(url, HttpLimits::default())
     }
 
-    /// A client for the bundler at `url` using the given HTTP client.
-    pub fn with_http_client(
-        http: reqwest::Client,
-        url: impl IntoUrl,
-    ) -> Result<Self, BundlerError> {
+    /// A client for the bundler at `url` bounded by `limits` (timeouts, body cap).
+    pub fn with_limits(url: impl IntoUrl, limits: HttpLimits) -> Result<Self, BundlerError> {
         Ok(Self {
-            http,
+            http: limits.client()?,
             url: url.into_url()?,
             next_id: AtomicU64::new(1),
+            max_body_bytes: limits.max_body_bytes,
         })
     }
 
@@ -464,27 +487,34 @@ impl BundlerClient {
             .send()
             .await?;
         let status = response.status();
-        let body = response.bytes().await?;
+        let body = read_capped(response, self.max_body_bytes)
+            .await
+            .map_err(|e| match e {
+                BodyError::Transport(e) => BundlerError::from(e),
+                BodyError::TooLarge { limit } => BundlerError::TooLarge { method, limit },
+            })?;
         match serde_json::from_slice::<Response>(&body) {
             Ok(Response { error: Some(e), .. }) => Err(BundlerError::Rpc {
                 code: e.code,
-                message: e.message,
-                data: e.data,
+                message: truncate(&e.message, MAX_ERROR_MESSAGE_CHARS),
+                data: e
+                    .data
+                    .filter(|d| d.to_string().len() <= MAX_ERROR_DATA_CHARS),
             }),
             _ if !status.is_success() => Err(BundlerError::Http {
                 status: status.as_u16(),
-                body: String::from_utf8_lossy(&body[..body.len().min(2048)]).into_owned(),
+                body: excerpt_bytes(&body),
             }),
             Ok(Response {
                 result,
                 error: None,
             }) => serde_json::from_value(result).map_err(|e| BundlerError::Decode {
                 method,
-                reason: e.to_string(),
+                reason: excerpt(&e.to_string()),
             }),
             Err(e) => Err(BundlerError::Decode {
                 method,
-                reason: format!("{e}: {}", String::from_utf8_lossy(&body)),
+                reason: format!("{e}: {}", excerpt_bytes(&body)),
             }),
         }
     }
@@ -623,27 +653,108 @@ impl BundlerClient {
             .await
     }
 
-    /// Polls `eth_getUserOperationReceipt` every `poll` until the receipt arrives or `timeout`
-    /// passes.
+    /// `eth_getUserOperationReceipt`, with the receipt checked against `expected` (see
+    /// [`UserOperationReceipt::check`]): a receipt for another operation is an error, never a
+    /// settlement.
+    pub async fn checked_receipt(
+        &self,
+        expected: &ExpectedReceipt,
+    ) -> Result<Option<UserOperationReceipt>, BundlerError> {
+        let receipt = self
+            .get_user_operation_receipt(expected.user_op_hash)
+            .await?;
+        if let Some(r) = &receipt {
+            r.check(expected)?;
+        }
+        Ok(receipt)
+    }
+
+    /// Polls [`BundlerClient::checked_receipt`] every `poll` until the receipt arrives or
+    /// `timeout` passes.
     pub async fn wait_for_receipt(
         &self,
-        user_op_hash: B256,
+        expected: &ExpectedReceipt,
         timeout: Duration,
         poll: Duration,
     ) -> Result<UserOperationReceipt, BundlerError> {
         let start = Instant::now();
         loop {
-            if let Some(receipt) = self.get_user_operation_receipt(user_op_hash).await? {
+            if let Some(receipt) = self.checked_receipt(expected).await? {
                 return Ok(receipt);
             }
             if start.elapsed() >= timeout {
                 return Err(BundlerError::ReceiptTimeout {
-                    hash: user_op_hash,
+                    hash: expected.user_op_hash,
                     waited: start.elapsed(),
                 });
             }
             tokio::time::sleep(poll).await;
         }
+    }
+}
+
+/// What the receipt of one operation must say: its hash, EntryPoint, sender and nonce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpectedReceipt {
+    /// The userOpHash (computed locally).
+    pub user_op_hash: B256,
+    /// The EntryPoint the operation was sent to.
+    pub entry_point: Address,
+    /// The account.
+    pub sender: Address,
+    /// The operation's full nonce (key and sequence).
+    pub nonce: U256,
+}
+
+impl ExpectedReceipt {
+    /// The expectation for `op`, whose userOpHash for `entry_point` is `user_op_hash`.
+    pub fn of(op: &UserOperation, user_op_hash: B256, entry_point: Address) -> Self {
+        Self {
+            user_op_hash,
+            entry_point,
+            sender: op.sender,
+            nonce: op.nonce,
+        }
+    }
+}
+
+impl UserOperationReceipt {
+    /// Checks that the receipt is the one of `expected`'s operation (hash, EntryPoint, sender,
+    /// nonce); a bundler answering with another operation's receipt is refused.
+    pub fn check(&self, expected: &ExpectedReceipt) -> Result<(), BundlerError> {
+        let mismatch = |field: &'static str, expected: String, got: String| {
+            Err(BundlerError::ReceiptMismatch {
+                user_op_hash: self.user_op_hash,
+                field,
+                expected,
+                got,
+            })
+        };
+        if self.user_op_hash != expected.user_op_hash {
+            return mismatch(
+                "userOpHash",
+                expected.user_op_hash.to_string(),
+                self.user_op_hash.to_string(),
+            );
+        }
+        if self.entry_point != expected.entry_point {
+            return mismatch(
+                "entryPoint",
+                expected.entry_point.to_string(),
+                self.entry_point.to_string(),
+            );
+        }
+        if self.sender != expected.sender {
+            return mismatch(
+                "sender",
+                expected.sender.to_string(),
+                self.sender.to_string(),
+            );
+        }
+        if self.nonce != expected.nonce {
+            return mismatch("nonce", expected.nonce.to_string(), self.nonce.to_string());
+        }
+        Ok(())
     }
 }
 
@@ -1062,8 +1173,18 @@ mod tests {
         let hash: B256 = "0x6226d388b9eeafd16264b979d58847aaa287dd4c0724259f414ea468434dbf82"
             .parse()
             .unwrap();
+        let expected = ExpectedReceipt {
+            user_op_hash: hash,
+            entry_point: kms_contracts::ENTRY_POINT_V07,
+            sender: address!("1111111111111111111111111111111111111111"),
+            nonce: U256::ZERO,
+        };
         let r = client
-            .wait_for_receipt(hash, Duration::from_secs(10), Duration::from_millis(10))
+            .wait_for_receipt(
+                &expected,
+                Duration::from_secs(10),
+                Duration::from_millis(10),
+            )
             .await
             .unwrap();
         assert!(r.success);
@@ -1085,5 +1206,131 @@ mod tests {
         );
         let prices = client.user_operation_gas_price().await.unwrap();
         assert_eq!(prices.fast.as_u128s().unwrap(), (6, 3));
+    }
+
+    fn receipt_json(hash: &str, entry_point: &str, sender: &str, nonce: &str) -> String {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"result":{{"userOpHash":"{hash}","entryPoint":"{entry_point}",
+            "sender":"{sender}","nonce":"{nonce}","actualGasCost":"0x10","actualGasUsed":"0x20",
+            "success":true,"logs":[],"receipt":{{"transactionHash":"0x{tx}","blockNumber":"0x5"}}}}}}"#,
+            tx = "11".repeat(32)
+        )
+    }
+
+    #[tokio::test]
+    async fn a_receipt_for_another_operation_is_refused() {
+        let hash = format!("0x{}", "ab".repeat(32));
+        let ep = kms_contracts::ENTRY_POINT_V07.to_string();
+        let sender = "0x1111111111111111111111111111111111111111";
+        let expected = ExpectedReceipt {
+            user_op_hash: hash.parse().unwrap(),
+            entry_point: kms_contracts::ENTRY_POINT_V07,
+            sender: sender.parse().unwrap(),
+            nonce: U256::from(7),
+        };
+        // Each lie in turn: another hash, EntryPoint, sender, nonce; then the truth.
+        let (url, _server) = serve(vec![
+            (
+                200,
+                receipt_json(&format!("0x{}", "cd".repeat(32)), &ep, sender, "0x7"),
+            ),
+            (
+                200,
+                receipt_json(
+                    &hash,
+                    &kms_contracts::ENTRY_POINT_V08.to_string(),
+                    sender,
+                    "0x7",
+                ),
+            ),
+            (
+                200,
+                receipt_json(
+                    &hash,
+                    &ep,
+                    "0x2222222222222222222222222222222222222222",
+                    "0x7",
+                ),
+            ),
+            (200, receipt_json(&hash, &ep, sender, "0x8")),
+            (200, receipt_json(&hash, &ep, sender, "0x7")),
+        ])
+        .await;
+        let client = BundlerClient::new(url).unwrap();
+        for field in ["userOpHash", "entryPoint", "sender", "nonce"] {
+            let err = client.checked_receipt(&expected).await.unwrap_err();
+            assert!(
+                matches!(&err, BundlerError::ReceiptMismatch { field: f, .. } if *f == field),
+                "{field}: {err:?}"
+            );
+        }
+        let ok = client.checked_receipt(&expected).await.unwrap().unwrap();
+        assert_eq!(ok.nonce, U256::from(7));
+    }
+
+    #[tokio::test]
+    async fn a_flood_is_cut_at_the_cap_and_errors_quote_only_a_prefix() {
+        let limits = HttpLimits {
+            max_body_bytes: 64 * 1024,
+            ..HttpLimits::default()
+        };
+        let flood = "x".repeat(1 << 20);
+        let long_message = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"error":{{"code":-32500,"message":"AA23 {}"}}}}"#,
+            "y".repeat(40_000)
+        );
+        let (url, _server) = serve(vec![
+            (200, flood.clone()),
+            (502, "z".repeat(50_000)),
+            (200, long_message),
+        ])
+        .await;
+        let client = BundlerClient::with_limits(url, limits).unwrap();
+        let err = client.supported_entry_points().await.unwrap_err();
+        assert!(
+            matches!(err, BundlerError::TooLarge { limit: 65536, .. }),
+            "{err:?}"
+        );
+        let err = client.supported_entry_points().await.unwrap_err();
+        let BundlerError::Http { status: 502, body } = &err else {
+            panic!("{err:?}")
+        };
+        assert!(body.len() < 400, "{}", body.len());
+        assert!(body.ends_with("(50000 bytes in all)"), "{body}");
+        let err = client.supported_entry_points().await.unwrap_err();
+        assert_eq!(err.aa_code(), Some("AA23"));
+        assert!(
+            err.to_string().len() < MAX_ERROR_MESSAGE_CHARS + 100,
+            "{}",
+            err.to_string().len()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stalled_bundler_times_out() {
+        // Accepts the connection and never answers.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let _hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let (sock, _) = listener.accept().await.unwrap();
+                held.push(sock);
+            }
+        });
+        let limits = HttpLimits {
+            timeout: Duration::from_millis(300),
+            ..HttpLimits::default()
+        };
+        let client = BundlerClient::with_limits(url, limits).unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(30), client.supported_entry_points())
+            .await
+            .expect("the client's own timeout ends the request")
+            .unwrap_err();
+        let BundlerError::Transport(e) = &err else {
+            panic!("{err:?}")
+        };
+        assert!(e.is_timeout(), "{e:?}");
+        assert!(err.is_transient());
     }
 }

@@ -21,11 +21,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::primitives::{Address, Bytes, B256, U256};
-use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::providers::{DynProvider, Provider};
 use kms_contracts::{AgentAccountFactory, IEntryPointV07};
 
 use crate::account::{encode_calls, factory_data, Call, NoCalls};
-use crate::bundler::{BundlerClient, BundlerError, RetryPolicy, Submission, UserOperationReceipt};
+use crate::bundler::{
+    BundlerClient, BundlerError, ExpectedReceipt, RetryPolicy, Submission, UserOperationReceipt,
+};
+use crate::http::{node_provider, HttpLimits};
 use crate::node::{redactions, NodeClient};
 use crate::nonce::{NonceGuard, NonceKey};
 use crate::operator::{OperatorCeiling, OperatorSigner, OperatorSignerError};
@@ -139,6 +142,17 @@ pub enum ChainError {
         /// The agent key.
         key: Address,
     },
+    /// An operation's fee or gas, as quoted by the bundler or the node, is over a configured
+    /// ceiling ([`GasCeilings`]); nothing was signed.
+    #[error("{ceiling} {value} is over the ceiling {limit}")]
+    AboveCeiling {
+        /// Which ceiling.
+        ceiling: Ceiling,
+        /// The operation's value.
+        value: U256,
+        /// The ceiling.
+        limit: U256,
+    },
     /// A transaction was mined but reverted.
     #[error("transaction {tx_hash} reverted")]
     TransactionReverted {
@@ -153,6 +167,125 @@ pub enum ChainError {
         /// How long it waited.
         waited: Duration,
     },
+}
+
+/// Ceilings on every operation the companion builds (agent intents and owner operations alike),
+/// whatever the bundler or the node quotes: a hostile or broken bundler cannot make the
+/// companion sign an operation that pays it more than this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GasCeilings {
+    /// Highest `maxFeePerGas`, in wei.
+    pub max_fee_per_gas: u128,
+    /// Highest `preVerificationGas` (the part a bundler sets for itself).
+    pub max_pre_verification_gas: u128,
+    /// Highest sum of all gas limits of one operation.
+    pub max_total_gas: u128,
+    /// Highest `maxGasCost` (all gas limits × `maxFeePerGas`) of one operation, in wei.
+    pub max_cost_wei: U256,
+}
+
+impl Default for GasCeilings {
+    /// 1,000 gwei per gas; 1,000,000 pre-verification gas; 15,000,000 gas in all (half a
+    /// mainnet block); 0.5 ETH per operation.
+    fn default() -> Self {
+        Self {
+            max_fee_per_gas: 1_000_000_000_000,
+            max_pre_verification_gas: 1_000_000,
+            max_total_gas: 15_000_000,
+            max_cost_wei: U256::from(500_000_000_000_000_000u128),
+        }
+    }
+}
+
+/// Which ceiling of [`GasCeilings`] an operation went over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ceiling {
+    /// `maxFeePerGas`.
+    MaxFeePerGas,
+    /// `maxPriorityFeePerGas` above `maxFeePerGas`.
+    PriorityFee,
+    /// `preVerificationGas`.
+    PreVerificationGas,
+    /// The sum of the gas limits.
+    TotalGas,
+    /// The operation's maximum cost.
+    Cost,
+}
+
+impl Ceiling {
+    /// A stable name, for error bodies.
+    pub fn name(self) -> &'static str {
+        match self {
+            Ceiling::MaxFeePerGas => "maxFeePerGas",
+            Ceiling::PriorityFee => "maxPriorityFeePerGas",
+            Ceiling::PreVerificationGas => "preVerificationGas",
+            Ceiling::TotalGas => "totalGas",
+            Ceiling::Cost => "maxGasCost",
+        }
+    }
+}
+
+impl std::fmt::Display for Ceiling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl GasCeilings {
+    /// No ceiling at all: for harnesses that build the operations an attacker would (absurd gas
+    /// values included) to show the chain refusing them. Never for a companion.
+    pub const NONE: GasCeilings = GasCeilings {
+        max_fee_per_gas: u128::MAX,
+        max_pre_verification_gas: u128::MAX,
+        max_total_gas: u128::MAX,
+        max_cost_wei: U256::MAX,
+    };
+
+    /// Checks `op`'s fees and gas against the ceilings.
+    pub fn check(&self, op: &UserOperation) -> Result<(), ChainError> {
+        let over = |ceiling, value: U256, limit: U256| {
+            Err(ChainError::AboveCeiling {
+                ceiling,
+                value,
+                limit,
+            })
+        };
+        if op.max_fee_per_gas > self.max_fee_per_gas {
+            return over(
+                Ceiling::MaxFeePerGas,
+                U256::from(op.max_fee_per_gas),
+                U256::from(self.max_fee_per_gas),
+            );
+        }
+        if op.max_priority_fee_per_gas > op.max_fee_per_gas {
+            return over(
+                Ceiling::PriorityFee,
+                U256::from(op.max_priority_fee_per_gas),
+                U256::from(op.max_fee_per_gas),
+            );
+        }
+        if op.pre_verification_gas > U256::from(self.max_pre_verification_gas) {
+            return over(
+                Ceiling::PreVerificationGas,
+                op.pre_verification_gas,
+                U256::from(self.max_pre_verification_gas),
+            );
+        }
+        let total = op
+            .pre_verification_gas
+            .saturating_add(U256::from(op.verification_gas_limit))
+            .saturating_add(U256::from(op.call_gas_limit))
+            .saturating_add(U256::from(op.paymaster_verification_gas_limit))
+            .saturating_add(U256::from(op.paymaster_post_op_gas_limit));
+        if total > U256::from(self.max_total_gas) {
+            return over(Ceiling::TotalGas, total, U256::from(self.max_total_gas));
+        }
+        let cost = total.saturating_mul(U256::from(op.max_fee_per_gas));
+        if cost > self.max_cost_wei {
+            return over(Ceiling::Cost, cost, self.max_cost_wei);
+        }
+        Ok(())
+    }
 }
 
 /// Headroom added to the bundler's gas estimates, in percent of each estimate.
@@ -216,6 +349,10 @@ pub struct ChainConfig {
     pub gas_buffers: GasBuffers,
     /// Retries of `eth_sendUserOperation`.
     pub retry: RetryPolicy,
+    /// Timeouts and body cap of every node and bundler request.
+    pub http: HttpLimits,
+    /// Ceilings on the gas and fees of every operation built ([`ChainClient::prepare`]).
+    pub ceilings: GasCeilings,
 }
 
 impl ChainConfig {
@@ -236,6 +373,8 @@ impl ChainConfig {
             expected_chain_id: None,
             gas_buffers: GasBuffers::default(),
             retry: RetryPolicy::default(),
+            http: HttpLimits::default(),
+            ceilings: GasCeilings::default(),
         }
     }
 }
@@ -352,10 +491,12 @@ impl ChainClient {
     /// Connects to the node and the bundler and checks the set-up (chain ids, supported
     /// EntryPoint, factory and validator code, the factory's EntryPoint and validator).
     pub async fn connect(config: ChainConfig) -> Result<Self, ChainError> {
-        let provider = ProviderBuilder::new()
-            .connect_http(config.rpc_url.clone())
-            .erased();
-        let bundler = BundlerClient::new(config.bundler_url.clone())?;
+        let provider =
+            node_provider(config.rpc_url.clone(), config.http).map_err(|e| ChainError::Node {
+                during: "building the HTTP client",
+                message: e.without_url().to_string(),
+            })?;
+        let bundler = BundlerClient::with_limits(config.bundler_url.clone(), config.http)?;
         let redact = redactions(&[&config.rpc_url, &config.bundler_url]);
         let validator = config.validator;
         let provider_for_node = provider.clone();
@@ -529,6 +670,7 @@ impl ChainClient {
             }
         };
         op = op.with_gas(limits);
+        self.inner.config.ceilings.check(&op)?;
         let user_op_hash = self.entry_point().user_op_hash(&op, self.chain_id())?;
         Ok(PreparedOp {
             op,
@@ -624,7 +766,13 @@ impl ChainClient {
             guard.clear();
             return Ok(());
         }
-        let waited = self.wait_for_receipt(in_flight.user_op_hash, timeout).await;
+        let expected = ExpectedReceipt {
+            user_op_hash: in_flight.user_op_hash,
+            entry_point: self.entry_point().address,
+            sender: guard.sender(),
+            nonce: in_flight.nonce,
+        };
+        let waited = self.wait_for_receipt(&expected, timeout).await;
         guard.clear();
         waited.map(|_| ())
     }
@@ -644,15 +792,30 @@ impl ChainClient {
             .await?)
     }
 
-    /// Waits for the receipt of `user_op_hash`, polling every 100 ms for at most `timeout`.
+    /// What the receipt of `op` (userOpHash `user_op_hash`) must say on this EntryPoint.
+    pub fn expected_receipt(&self, op: &UserOperation, user_op_hash: B256) -> ExpectedReceipt {
+        ExpectedReceipt::of(op, user_op_hash, self.entry_point().address)
+    }
+
+    /// The receipt of the operation `expected` describes, checked against it (hash, EntryPoint,
+    /// sender, nonce), or `None` while there is none.
+    pub async fn receipt(
+        &self,
+        expected: &ExpectedReceipt,
+    ) -> Result<Option<UserOperationReceipt>, ChainError> {
+        Ok(self.bundler().checked_receipt(expected).await?)
+    }
+
+    /// Waits for the receipt of the operation `expected` describes, checked against it, polling
+    /// every 100 ms for at most `timeout`.
     pub async fn wait_for_receipt(
         &self,
-        user_op_hash: B256,
+        expected: &ExpectedReceipt,
         timeout: Duration,
     ) -> Result<UserOperationReceipt, ChainError> {
         Ok(self
             .bundler()
-            .wait_for_receipt(user_op_hash, timeout, Duration::from_millis(100))
+            .wait_for_receipt(expected, timeout, Duration::from_millis(100))
             .await?)
     }
 
@@ -774,6 +937,50 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ceilings_refuse_each_excess_and_accept_the_limit() {
+        let ceilings = GasCeilings {
+            max_fee_per_gas: 100,
+            max_pre_verification_gas: 1_000,
+            max_total_gas: 10_000,
+            max_cost_wei: U256::from(500_000),
+        };
+        let at_limit = UserOperation::new(Address::ZERO, U256::ZERO, Bytes::new())
+            .with_fees(50, 50)
+            .with_gas(GasLimits {
+                pre_verification_gas: U256::from(1_000),
+                verification_gas_limit: 4_000,
+                call_gas_limit: 5_000,
+                ..GasLimits::default()
+            });
+        ceilings.check(&at_limit).unwrap();
+        let refused = |op: &UserOperation| match ceilings.check(op) {
+            Err(ChainError::AboveCeiling { ceiling, .. }) => ceiling,
+            other => panic!("{other:?}"),
+        };
+        let mut op = at_limit.clone();
+        op.max_fee_per_gas = 101;
+        assert_eq!(refused(&op), Ceiling::MaxFeePerGas);
+        let mut op = at_limit.clone();
+        op.max_priority_fee_per_gas = 51;
+        assert_eq!(refused(&op), Ceiling::PriorityFee);
+        let mut op = at_limit.clone();
+        op.pre_verification_gas = U256::from(1_001);
+        assert_eq!(refused(&op), Ceiling::PreVerificationGas);
+        // Paymaster limits count in the total whether or not the op names a paymaster.
+        let mut op = at_limit.clone();
+        op.paymaster_post_op_gas_limit = 1;
+        assert_eq!(refused(&op), Ceiling::TotalGas);
+        let mut op = at_limit.clone();
+        op.max_fee_per_gas = 51;
+        assert_eq!(refused(&op), Ceiling::Cost);
+        // A bundler quoting a huge pre-verification gas that would overflow is refused, not
+        // wrapped.
+        let mut op = at_limit;
+        op.pre_verification_gas = U256::MAX;
+        assert_eq!(refused(&op), Ceiling::PreVerificationGas);
+    }
 
     #[test]
     fn buffers_add_percentages() {

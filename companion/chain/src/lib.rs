@@ -11,6 +11,7 @@
 //! - [`bundler`]: a small JSON-RPC client for ERC-4337 bundlers (Alto and others) with typed errors
 //!   that keep the bundler's code and message (e.g. `AA23 reverted`), and submission that retries
 //!   transient failures with the identical operation only.
+//! - [`http`]: timeouts and body caps on every request to the node and the bundler.
 //! - [`account`]: the account's callData (`execute`/`executeBatch`) and factoryData.
 //! - [`nonce`]: nonce keys (owner 0, one per agent key).
 //! - [`session`]: session grants, the on-chain session, and the pre-check of an intent with
@@ -31,6 +32,7 @@
 pub mod account;
 pub mod bundler;
 pub mod client;
+pub mod http;
 pub mod node;
 pub mod nonce;
 pub mod operator;

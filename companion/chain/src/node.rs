@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 use alloy::eips::BlockId;
 use alloy::network::TransactionBuilder;
 use alloy::primitives::{aliases::U48, Address, U256};
-use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::providers::{DynProvider, Provider};
 use alloy::rpc::types::{BlockNumberOrTag, TransactionRequest};
 use kms_contracts::{AgentAccount, SessionKeyValidator};
 
 use crate::account::Call;
 use crate::client::{ChainError, Fees, RevokeOutcome};
+use crate::http::HttpLimits;
 use crate::operator::{revoke_fees, OperatorSigner, OperatorSignerError, RevokeSessionTx};
 use crate::session::{
     revoke_call_data, selector_of, OnChainSession, Selector, SessionSnapshot, TargetState,
@@ -43,9 +44,21 @@ impl NodeClient {
         validator: Address,
         expected_chain_id: Option<u64>,
     ) -> Result<Self, ChainError> {
-        let provider = ProviderBuilder::new()
-            .connect_http(rpc_url.clone())
-            .erased();
+        Self::connect_with(rpc_url, validator, expected_chain_id, HttpLimits::default()).await
+    }
+
+    /// [`NodeClient::connect`] with the given request bounds (timeouts, body cap).
+    pub async fn connect_with(
+        rpc_url: reqwest::Url,
+        validator: Address,
+        expected_chain_id: Option<u64>,
+        limits: HttpLimits,
+    ) -> Result<Self, ChainError> {
+        let provider =
+            crate::http::node_provider(rpc_url.clone(), limits).map_err(|e| ChainError::Node {
+                during: "building the HTTP client",
+                message: e.without_url().to_string(),
+            })?;
         let mut node = Self {
             provider,
             validator,
@@ -115,6 +128,8 @@ impl NodeClient {
         for r in self.redact.iter() {
             message = message.replace(r.as_str(), "<url>");
         }
+        // Cut after redacting, so a URL is never cut in half and left partly in.
+        let message = crate::http::truncate(&message, 4096);
         ChainError::Node { during, message }
     }
 
@@ -417,5 +432,78 @@ mod tests {
             "{msg}"
         );
         assert!(!msg.contains("SECRET"), "{msg}");
+    }
+
+    /// A node on 127.0.0.1 that answers every connection with `reply` (or, with `None`, holds
+    /// it without answering).
+    async fn fake_node(reply: Option<String>) -> reqwest::Url {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/?key=SECRET", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                match &reply {
+                    None => held.push(sock),
+                    Some(body) => {
+                        let mut buf = [0u8; 8192];
+                        let _ = sock.read(&mut buf).await;
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = sock.write_all(head.as_bytes()).await;
+                        let _ = sock.write_all(body.as_bytes()).await;
+                    }
+                }
+            }
+        });
+        url.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_stalled_node_times_out() {
+        let url = fake_node(None).await;
+        let limits = HttpLimits {
+            timeout: std::time::Duration::from_millis(300),
+            ..HttpLimits::default()
+        };
+        let err = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            NodeClient::connect_with(url, Address::ZERO, None, limits),
+        )
+        .await
+        .expect("the client's own timeout ends the call")
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("timed out") || msg.contains("timeout"),
+            "{msg}"
+        );
+        assert!(!msg.contains("SECRET"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn a_flooding_or_lying_node_yields_a_short_error() {
+        let limits = HttpLimits {
+            max_body_bytes: 64 * 1024,
+            ..HttpLimits::default()
+        };
+        // Over the cap.
+        let url = fake_node(Some("x".repeat(1 << 20))).await;
+        let err = NodeClient::connect_with(url, Address::ZERO, None, limits)
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("over 65536 bytes"), "{msg}");
+        // Under the cap but not JSON-RPC: the error quotes a prefix only.
+        let url = fake_node(Some("y".repeat(60_000))).await;
+        let err = NodeClient::connect_with(url, Address::ZERO, None, limits)
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.len() < 1_000, "{}", msg.len());
+        assert!(msg.contains("60000 bytes in all"), "{msg}");
     }
 }

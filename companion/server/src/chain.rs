@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use alloy::primitives::Address;
+use alloy::primitives::{Address, B256};
 use axum::http::StatusCode;
 use kms_chain::bundler::BundlerError;
 use kms_chain::client::{ChainClient, ChainConfig, ChainError};
@@ -36,6 +36,56 @@ pub struct ChainState {
     pub margins: ValidityMargins,
     /// How long `/kms/agent-sessions` waits for inclusion.
     pub receipt_wait: Duration,
+    /// When status reads last looked each open intent up on chain.
+    pub intent_checks: IntentChecks,
+}
+
+/// When each open intent was last looked up on chain for `GET /agent/intents/{userOpHash}`:
+/// within [`IntentChecks::every`] of that, a read is answered from the database, so polling
+/// agents cost the bundler at most one request per intent per interval. Bounded: at most
+/// [`IntentChecks::MAX_TRACKED`] hashes are remembered.
+#[derive(Debug)]
+pub struct IntentChecks {
+    last: std::sync::Mutex<std::collections::HashMap<B256, std::time::Instant>>,
+    every: Duration,
+}
+
+impl IntentChecks {
+    /// Most hashes remembered; past it, the expired ones are forgotten (all, if none expired).
+    pub const MAX_TRACKED: usize = 16_384;
+
+    /// Look an intent up on chain at most once per `every`.
+    pub fn new(every: Duration) -> Self {
+        Self {
+            last: Default::default(),
+            every,
+        }
+    }
+
+    /// The interval.
+    pub fn every(&self) -> Duration {
+        self.every
+    }
+
+    /// Whether a read of `hash` should look on chain now; if so, records that it does.
+    pub fn due(&self, hash: B256) -> bool {
+        let now = std::time::Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last
+            .get(&hash)
+            .is_some_and(|t| now.duration_since(*t) < self.every)
+        {
+            return false;
+        }
+        if last.len() >= Self::MAX_TRACKED {
+            last.retain(|_, t| now.duration_since(*t) < self.every);
+            if last.len() >= Self::MAX_TRACKED {
+                last.clear();
+            }
+        }
+        last.insert(hash, now);
+        true
+    }
 }
 
 impl ChainState {
@@ -61,6 +111,8 @@ impl ChainState {
             Address::from(settings.validator),
         );
         chain.expected_chain_id = settings.chain_id;
+        chain.http = config.chain_http_limits();
+        chain.ceilings = config.gas_ceilings();
         let client = ChainClient::connect(chain)
             .await
             .map_err(|e| format!("chain settings: {e}"))?;
@@ -77,6 +129,7 @@ impl ChainState {
                 },
             },
             receipt_wait: Duration::from_secs(config.receipt_wait_secs),
+            intent_checks: IntentChecks::new(Duration::from_secs(config.intent_poll_secs)),
         })
     }
 }
@@ -239,6 +292,18 @@ pub fn chain_error(e: ChainError, account: Option<Address>) -> ApiError {
             code: "not_revoker",
             message: e.to_string(),
         },
+        ChainError::AboveCeiling {
+            ceiling,
+            value,
+            limit,
+        } => ApiError::detailed(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "gas_above_ceiling",
+            format!(
+                "the quoted {ceiling} ({value}) is over this companion's ceiling ({limit});                  nothing was signed: retry when fees fall, or ask the operator"
+            ),
+            json!({"field": ceiling.name(), "value": value.to_string(), "ceiling": limit.to_string()}),
+        ),
         ChainError::OperatorSigner(OperatorSignerError::Tee(t)) => t.into(),
         // The network's fees (or the gas estimate) are above the TA's ceilings for the
         // operator's transactions: nothing was signed.
@@ -263,6 +328,21 @@ pub fn chain_error(e: ChainError, account: Option<Address>) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn intent_checks_look_on_chain_once_per_interval_and_stay_bounded() {
+        let checks = IntentChecks::new(Duration::from_secs(3600));
+        let a = B256::repeat_byte(1);
+        assert!(checks.due(a));
+        assert!(!checks.due(a), "within the interval: from the database");
+        assert!(checks.due(B256::repeat_byte(2)), "each intent has its own");
+        for i in 0..IntentChecks::MAX_TRACKED as u64 + 10 {
+            checks.due(B256::from(U256::from(i + 1000)));
+        }
+        assert!(checks.last.lock().unwrap().len() <= IntentChecks::MAX_TRACKED);
+        let every_time = IntentChecks::new(Duration::ZERO);
+        assert!(every_time.due(a) && every_time.due(a));
+    }
     use alloy::primitives::{address, U256};
     use alloy::sol_types::SolError;
 

@@ -139,6 +139,13 @@ pub struct Config {
     #[arg(long, env = "KMS_AGENT_RATE_LIMIT", default_value_t = 20)]
     pub agent_rate_limit: u32,
 
+    /// Intent status reads per minute allowed per agent credential
+    /// (`GET /agent/intents/{userOpHash}`), charged once the credential
+    /// matches. Between chain checks (--intent-poll-secs) a read is answered
+    /// from the database.
+    #[arg(long, env = "KMS_AGENT_READ_RATE_LIMIT", default_value_t = 120)]
+    pub agent_read_rate_limit: u32,
+
     /// Failed agent authentications per minute allowed per client address
     /// (the TCP peer; behind a reverse proxy, the proxy) on the Bearer
     /// routes. Once spent, the address is refused 429 before any check until
@@ -240,6 +247,48 @@ pub struct Config {
     /// included before answering with status `pending`, in seconds.
     #[arg(long, env = "KMS_RECEIPT_WAIT_SECS", default_value_t = 60)]
     pub receipt_wait_secs: u64,
+
+    /// Timeout of each request to the node and the bundler, in seconds
+    /// (answers are also capped at 4 MiB).
+    #[arg(long, env = "KMS_CHAIN_TIMEOUT_SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub chain_timeout_secs: u64,
+
+    /// Highest maxFeePerGas of any operation the companion builds, in gwei;
+    /// a higher quote is refused (503 gas_above_ceiling), nothing signed.
+    #[arg(long, env = "KMS_MAX_FEE_PER_GAS_GWEI", default_value_t = 1_000)]
+    pub max_fee_per_gas_gwei: u64,
+
+    /// Highest preVerificationGas (the bundler's own share) of any operation
+    /// the companion builds.
+    #[arg(
+        long,
+        env = "KMS_MAX_PRE_VERIFICATION_GAS",
+        default_value_t = 1_000_000
+    )]
+    pub max_pre_verification_gas: u64,
+
+    /// Highest sum of the gas limits of any operation the companion builds.
+    #[arg(long, env = "KMS_MAX_OP_GAS", default_value_t = 15_000_000)]
+    pub max_op_gas: u64,
+
+    /// Highest maximum cost (gas limits × maxFeePerGas) of any operation the
+    /// companion builds, in gwei (0.5 ETH by default).
+    #[arg(long, env = "KMS_MAX_OP_COST_GWEI", default_value_t = 500_000_000)]
+    pub max_op_cost_gwei: u64,
+
+    /// Longest an HTTP request is answered after, in seconds: past it the
+    /// client gets 503 request_timeout (work already started, such as an
+    /// intent's submission, runs to its end and is recorded). Must exceed
+    /// --receipt-wait-secs.
+    #[arg(long, env = "KMS_REQUEST_TIMEOUT_SECS", default_value_t = 120)]
+    pub request_timeout_secs: u64,
+
+    /// Most HTTP requests in progress at once; one more is answered 503
+    /// overloaded at once.
+    #[arg(long, env = "KMS_MAX_CONCURRENT_REQUESTS", default_value_t = 512,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_concurrent_requests: u64,
 
     /// How often open intents are checked for their receipts, in seconds.
     #[arg(long, env = "KMS_INTENT_POLL_SECS", default_value_t = 2)]
@@ -348,7 +397,11 @@ impl Config {
                 kms_proto::jwt::MAX_TTL_SECS
             ));
         }
-        if self.rate_limit == 0 || self.agent_rate_limit == 0 || self.client_rate_limit == 0 {
+        if self.rate_limit == 0
+            || self.agent_rate_limit == 0
+            || self.agent_read_rate_limit == 0
+            || self.client_rate_limit == 0
+        {
             return Err("rate limits must be at least 1 per minute".into());
         }
         let min_period = min_rotation_period_secs(self.jwt_ttl_secs);
@@ -372,8 +425,43 @@ impl Config {
         if self.intent_poll_secs == 0 {
             return Err("--intent-poll-secs must be at least 1".into());
         }
+        if self.request_timeout_secs <= self.receipt_wait_secs {
+            return Err(format!(
+                "--request-timeout-secs ({}) must exceed --receipt-wait-secs ({}): a grant waits \
+                 that long for its receipt before answering",
+                self.request_timeout_secs, self.receipt_wait_secs
+            ));
+        }
+        if self.max_fee_per_gas_gwei == 0
+            || self.max_pre_verification_gas == 0
+            || self.max_op_gas == 0
+            || self.max_op_cost_gwei == 0
+        {
+            return Err("gas and fee ceilings must be above 0".into());
+        }
         self.chain_settings()?;
         Ok(())
+    }
+
+    /// Timeouts and body cap of node and bundler requests.
+    pub fn chain_http_limits(&self) -> kms_chain::http::HttpLimits {
+        let timeout = std::time::Duration::from_secs(self.chain_timeout_secs);
+        kms_chain::http::HttpLimits {
+            timeout,
+            connect_timeout: timeout.min(std::time::Duration::from_secs(5)),
+            ..kms_chain::http::HttpLimits::default()
+        }
+    }
+
+    /// Ceilings on the gas and fees of every operation built.
+    pub fn gas_ceilings(&self) -> kms_chain::client::GasCeilings {
+        const GWEI: u128 = 1_000_000_000;
+        kms_chain::client::GasCeilings {
+            max_fee_per_gas: u128::from(self.max_fee_per_gas_gwei) * GWEI,
+            max_pre_verification_gas: u128::from(self.max_pre_verification_gas),
+            max_total_gas: u128::from(self.max_op_gas),
+            max_cost_wei: alloy::primitives::U256::from(u128::from(self.max_op_cost_gwei) * GWEI),
+        }
     }
 
     /// The chain settings, when the chain routes are configured: all of
@@ -519,6 +607,38 @@ mod tests {
         assert!(err.contains("--jwt-ttl-secs 3600"), "{err}");
         // The development escape hatch.
         assert_eq!(period(1, &["--allow-short-jwt-rotation-period"]), Ok(()));
+    }
+
+    #[test]
+    fn bounds_and_ceilings_are_checked_and_converted() {
+        let c = Config::defaults();
+        let g = c.gas_ceilings();
+        assert_eq!(g.max_fee_per_gas, 1_000 * 1_000_000_000);
+        assert_eq!(
+            g.max_cost_wei,
+            alloy::primitives::U256::from(500_000_000u128 * 1_000_000_000)
+        );
+        assert_eq!(c.chain_http_limits().timeout.as_secs(), 15);
+        // The answer timeout must outlast the grant's receipt wait.
+        let err = Config::parse_from([
+            "companion",
+            "--request-timeout-secs",
+            "60",
+            "--receipt-wait-secs",
+            "60",
+        ])
+        .validate()
+        .unwrap_err();
+        assert!(
+            err.contains("--request-timeout-secs") && err.contains("--receipt-wait-secs"),
+            "{err}"
+        );
+        let err = Config::parse_from(["companion", "--max-op-gas", "0"])
+            .validate()
+            .unwrap_err();
+        assert!(err.contains("ceilings"), "{err}");
+        assert!(Config::try_parse_from(["companion", "--max-concurrent-requests", "0"]).is_err());
+        assert!(Config::try_parse_from(["companion", "--chain-timeout-secs", "0"]).is_err());
     }
 
     #[test]

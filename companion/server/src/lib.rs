@@ -7,6 +7,7 @@
 //! * [`ops`] — request types and the one builder of each TA body.
 //! * [`routes`] — wallet (AWS-KMS style), agent, ceremony and health routes.
 //! * [`auth`], [`ratelimit`] — API keys and limits, before any TEE call.
+//! * [`bounds`] — a cap on requests in progress and an answer timeout.
 //! * [`chain`] — the chain client, nonce tracker, operator key, and chain error mapping for
 //!   `/kms/agent-sessions` and `/agent/intents`.
 //! * [`error`] — one error type, one status mapping.
@@ -17,6 +18,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod bounds;
 pub mod chain;
 pub mod config;
 pub mod der;

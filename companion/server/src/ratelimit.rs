@@ -6,6 +6,8 @@
 //!   once the presented credential *is* that agent's current one (the host's cheap check:
 //!   SHA-256 of the JWT against the stored hash, constant time), so a stranger who knows a keyId
 //!   cannot spend the agent's budget with forged tokens;
+//! - per agent credential for intent status reads (`GET /agent/intents/{userOpHash}`), a bucket
+//!   of its own so that polling never eats the signing budget;
 //! - per client address ([`ClientLimiter`]): the agent routes' *failed* authentications (missing,
 //!   malformed, forged, superseded, expired or revoked credentials, keyId mismatches, unknown
 //!   agents). Once an address has spent its budget, every agent-route request from it is
@@ -207,16 +209,27 @@ pub struct Limits {
     pub api: KeyedLimiter,
     /// Per agent credential (keyId), charged once the credential matches.
     pub agent: KeyedLimiter,
+    /// Intent status reads per agent credential, charged once the credential matches.
+    pub agent_reads: KeyedLimiter,
     /// Failed agent authentications per client address.
     pub clients: ClientLimiter,
 }
 
 impl Limits {
     /// From the configured per-minute quotas.
-    pub fn new(api_per_minute: u32, agent_per_minute: u32, client_per_minute: u32) -> Self {
+    pub fn new(
+        api_per_minute: u32,
+        agent_per_minute: u32,
+        agent_reads_per_minute: u32,
+        client_per_minute: u32,
+    ) -> Self {
         Self {
             api: KeyedLimiter::per_minute(api_per_minute, "per API key"),
             agent: KeyedLimiter::per_minute(agent_per_minute, "per agent credential"),
+            agent_reads: KeyedLimiter::per_minute(
+                agent_reads_per_minute,
+                "intent reads per agent credential",
+            ),
             clients: ClientLimiter::per_minute(client_per_minute),
         }
     }
@@ -225,6 +238,7 @@ impl Limits {
     pub fn sweep(&self) {
         self.api.sweep();
         self.agent.sweep();
+        self.agent_reads.sweep();
         self.clients.sweep();
     }
 

@@ -18,6 +18,7 @@ use webauthn_rs::prelude::Url;
 use webauthn_rs::WebauthnBuilder;
 
 use crate::audit::Audit;
+use crate::bounds::{self, RequestBounds};
 use crate::config::{ApiKeyMode, Config, MAX_BODY_BYTES};
 use crate::metrics::Metrics;
 use crate::ratelimit::Limits;
@@ -86,6 +87,13 @@ pub fn router(state: SharedState) -> Router {
         ))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            RequestBounds::new(
+                usize::try_from(state.config.max_concurrent_requests).unwrap_or(usize::MAX),
+                std::time::Duration::from_secs(state.config.request_timeout_secs),
+            ),
+            bounds::bound,
+        ))
         .with_state(state)
 }
 
@@ -239,6 +247,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         limits: Limits::new(
             config.rate_limit,
             config.agent_rate_limit,
+            config.agent_read_rate_limit,
             config.client_rate_limit,
         ),
         config,

@@ -711,6 +711,78 @@ async fn gas_cap_below_one_operation_is_refused_before_signing() {
     assert_eq!(f.env.balance(to).await.unwrap(), U256::ZERO);
 }
 
+// ------------------------------------------------------------------ quote ceilings
+
+/// Quotes over the companion's gas and fee ceilings are refused before anything is signed, for
+/// the owner's grant and for an agent's operation alike (a hostile bundler quoting a huge
+/// preVerificationGas would otherwise be paid from the session's gas budget or the owner's ETH).
+#[tokio::test(flavor = "multi_thread")]
+async fn quotes_over_the_ceilings_are_refused_before_signing() {
+    // Alto quotes some 10^5 preVerificationGas for an operation deploying the account.
+    let mut f = fixture_with(V07, &["--max-pre-verification-gas", "1000"]).await;
+    let to = address("ceilings");
+    let window = f.window().await;
+    let agent = f.agent("ceilings").await;
+    let account = f.account(0).await;
+    f.env.set_balance(account, eth("10")).await.unwrap();
+    let mut s = session(json!([to]), window);
+    s["salt"] = json!("0");
+    // The grant's operation is built when its ceremony begins: refused there, so the owner is
+    // never asked to approve it.
+    let (status, body) =
+        f.c.post(
+            "/BeginAuthentication",
+            &json!({"KeyId": agent.key_id, "Purpose": "GrantSession", "Payload": s}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("gas_above_ceiling")),
+        "{body}"
+    );
+    assert_eq!(body["details"]["field"], "preVerificationGas", "{body}");
+    assert_eq!(body["details"]["ceiling"], "1000", "{body}");
+    let quoted: u64 = body["details"]["value"].as_str().unwrap().parse().unwrap();
+    assert!(quoted > 1000, "{body}");
+    assert!(!f.env.client.has_code(account).await.unwrap());
+
+    // An agent's operation built by the same code on the same real quotes: a maxFeePerGas
+    // ceiling below the chain's fees refuses it (the companion's intents go through `prepare`).
+    let mut f = fixture(V07).await;
+    let agent = f.agent("ceilings agent").await;
+    let account = f.grant(&agent, 0, session(json!([to]), window)).await;
+    let mut config = kms_e2e::chain::chain_config(&f.env.info, V07);
+    config.ceilings = kms_chain::client::GasCeilings {
+        max_fee_per_gas: 1,
+        ..kms_chain::client::GasCeilings::default()
+    };
+    let strict = kms_chain::client::ChainClient::connect(config)
+        .await
+        .unwrap();
+    let err = strict
+        .prepare_agent_op(
+            account,
+            agent.address,
+            vec![Call::transfer(to, eth("0.01"))],
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            kms_chain::client::ChainError::AboveCeiling {
+                ceiling: kms_chain::client::Ceiling::MaxFeePerGas,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // With the default ceilings the same intent lands.
+    f.lands(&agent, transfer(to, "0.01")).await;
+}
+
 // ------------------------------------------------------------------ nonce lanes
 
 #[tokio::test(flavor = "multi_thread")]

@@ -42,11 +42,18 @@ pub struct Fixture {
 
 /// A fresh [`Fixture`] on the shared stack for EntryPoint `version`.
 pub async fn fixture(version: EntryPointVersion) -> Fixture {
+    fixture_with(version, &[]).await
+}
+
+/// [`fixture`] with extra companion flags.
+pub async fn fixture_with(version: EntryPointVersion, companion_args: &[&str]) -> Fixture {
     let stack = tokio::task::spawn_blocking(Stack::shared).await.unwrap();
     let env = ChainEnv::connect(stack.info(), version)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", stack.output_tail()));
-    let c = Companion::start(stack.info(), version).await.unwrap();
+    let c = Companion::start_with(stack.info(), version, companion_args)
+        .await
+        .unwrap();
     let mut user = SoftPasskey::new(true);
     let wallet = c.register(&mut user).await.unwrap();
     Fixture {

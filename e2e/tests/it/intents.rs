@@ -253,6 +253,18 @@ async fn idempotency_key_returns_the_first_result() {
         "{late}"
     );
     assert_eq!(f.env.balance(to).await.unwrap(), eth("0.1"));
+    // The same key with different calls is refused, naming the key and the recorded intent.
+    let (s4, reused) =
+        f.c.intent(&agent, transfer(to, "0.2"), Some("pay-42"))
+            .await
+            .unwrap();
+    assert_eq!(
+        (s4, reused["code"].as_str()),
+        (422, Some("idempotency_key_reused")),
+        "{reused}"
+    );
+    assert_eq!(reused["details"]["idempotencyKey"], "pay-42", "{reused}");
+    assert_eq!(reused["details"]["userOpHash"], hash, "{reused}");
     // A different key is a different intent.
     let other =
         f.c.intent(&agent, transfer(to, "0.1"), Some("pay-43"))
@@ -313,6 +325,39 @@ async fn idempotency_key_returns_the_first_result() {
     let stored = db.get_intent(hash).await.unwrap().unwrap();
     assert_eq!(stored.idempotency_key.as_deref(), Some("pay-42"));
     assert_eq!(stored.status, "included");
+}
+
+/// Status reads have a per-agent limit of their own: an agent polling past it gets 429 on reads
+/// while its signing budget is untouched.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_reads_are_limited_per_agent_apart_from_signing() {
+    let mut f = fixture_with(V07, &["--agent-read-rate-limit", "3"]).await;
+    let agent = f.agent("reads").await;
+    let to = address("reads");
+    let window = f.open_window().await;
+    f.session(&agent, 0, &[to], eth("1"), window).await;
+    let hash = f.submit(&agent, transfer(to, "0.01")).await;
+    let path = format!("/agent/intents/{hash}");
+    for _ in 0..3 {
+        let (status, body) = f.c.get_bearer(&path, &agent.jwt).await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = f.c.get_bearer(&path, &agent.jwt).await.unwrap();
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (429, Some("rate_limited")),
+        "{body}"
+    );
+    assert!(
+        body["error"].as_str().unwrap().contains("intent reads"),
+        "{body}"
+    );
+    // Signing is a budget of its own.
+    let (status, body) =
+        f.c.intent(&agent, transfer(to, "0.01"), None)
+            .await
+            .unwrap();
+    assert_eq!(status, 202, "{body}");
 }
 
 // ------------------------------------------------------------------ sender binding
@@ -648,6 +693,51 @@ async fn grant_session_requires_the_ceremony_for_exactly_this_session() {
         account
     );
     assert_eq!(begin["UserOperation"]["deploysAccount"], true);
+    // The begin answer carries the whole operation: a client recomputes the userOpHash from it
+    // and reads what it does (one call, to the validator, granting exactly this session).
+    let shown = &begin["UserOperation"];
+    let op = UserOperation::try_from(
+        serde_json::from_value::<kms_chain::userop::v0_7::RpcUserOperation>(
+            shown["userOp"].clone(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let recomputed = f
+        .env
+        .client
+        .entry_point()
+        .user_op_hash(&op, shown["chainId"].as_u64().unwrap())
+        .unwrap();
+    assert_eq!(
+        shown["userOpHash"]
+            .as_str()
+            .unwrap()
+            .parse::<alloy::primitives::B256>()
+            .unwrap(),
+        recomputed,
+        "{shown}"
+    );
+    assert_eq!(op.sender, account);
+    assert!(op.max_fee_per_gas > 0 && op.call_gas_limit > 0, "{shown}");
+    assert_eq!(
+        shown["maxGasCost"],
+        op.max_gas_cost().to_string(),
+        "{shown}"
+    );
+    let calls: Vec<Call> = serde_json::from_value(shown["calls"].clone()).unwrap();
+    assert_eq!(calls.len(), 1, "{shown}");
+    assert_eq!(calls[0].to, f.env.info.session_key_validator);
+    assert_eq!(
+        kms_chain::account::encode_calls(&calls).unwrap(),
+        op.call_data,
+        "the calls shown are the operation's"
+    );
+    assert_eq!(
+        shown["session"]["spendCap"],
+        eth("1").to_string(),
+        "{shown}"
+    );
     let mut bigger = session.clone();
     bigger["spendCap"] = json!(eth("5").to_string());
     bigger["webAuthnAssertion"] = web_authn.clone();

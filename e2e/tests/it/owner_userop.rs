@@ -164,7 +164,11 @@ async fn owner_op_deploys_account_and_transfers(version: Version) {
     assert_eq!(submitted, hash, "bundler's userOpHash");
 
     let receipt = bundler
-        .wait_for_receipt(hash, Duration::from_secs(60), Duration::from_millis(100))
+        .wait_for_receipt(
+            &kms_chain::bundler::ExpectedReceipt::of(&op, hash, entry_point),
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", stack.output_tail()));
     assert!(receipt.success, "{receipt:?}");

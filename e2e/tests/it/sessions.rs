@@ -1147,7 +1147,11 @@ async fn lost_bundler_answer_is_retried_with_the_identical_op_and_lands_once() {
     );
     let receipt = env
         .client
-        .wait_for_receipt(submission.user_op_hash, kms_e2e::chain::RECEIPT_TIMEOUT)
+        .wait_for_receipt(
+            &env.client
+                .expected_receipt(&prepared.op, submission.user_op_hash),
+            kms_e2e::chain::RECEIPT_TIMEOUT,
+        )
         .await
         .unwrap();
     assert!(receipt.success);
@@ -1201,7 +1205,11 @@ async fn unavailable_bundler_is_retried_with_backoff() {
     assert_eq!((submission.attempts, submission.already_known), (3, false));
     assert!(
         env.client
-            .wait_for_receipt(submission.user_op_hash, kms_e2e::chain::RECEIPT_TIMEOUT)
+            .wait_for_receipt(
+                &env.client
+                    .expected_receipt(&prepared.op, submission.user_op_hash),
+                kms_e2e::chain::RECEIPT_TIMEOUT,
+            )
             .await
             .unwrap()
             .success
@@ -1260,13 +1268,17 @@ async fn one_agent_back_to_back(version: EntryPointVersion) {
             .unwrap();
         let sub = f.env.client.submit(&prepared.signed(sig)).await.unwrap();
         guard.submitted(nonce, sub.user_op_hash);
-        hashes.push(sub.user_op_hash);
+        hashes.push(
+            f.env
+                .client
+                .expected_receipt(&prepared.op, sub.user_op_hash),
+        );
     }
     for h in hashes {
         let r = f
             .env
             .client
-            .wait_for_receipt(h, kms_e2e::chain::RECEIPT_TIMEOUT)
+            .wait_for_receipt(&h, kms_e2e::chain::RECEIPT_TIMEOUT)
             .await
             .unwrap();
         assert!(r.success);

@@ -13,8 +13,13 @@
 //! for the previous one's inclusion); different agents proceed in parallel.
 //!
 //! `Idempotency-Key`: a retried POST with the same key returns the recorded intent instead of
-//! submitting again. Nothing is ever re-built for an intent: a transient bundler failure leaves
+//! submitting again; the same key with different calls is refused (422 `idempotency_key_reused`,
+//! naming the key and the recorded intent). Nothing is ever re-built for an intent: a transient bundler failure leaves
 //! the signed operation recorded (`signed`), and the background task re-submits exactly it.
+//!
+//! `GET /agent/intents/{userOpHash}` has a rate limit per agent of its own
+//! (`--agent-read-rate-limit`) and looks an open intent up on chain at most once per
+//! `--intent-poll-secs`; in between, and once the intent is settled, the database answers.
 //!
 //! The 202 answer carries a `Server-Timing` header (W3C Server Timing) with the time of each
 //! phase: `auth` (credential), `queue` (agent record, this agent's lock, idempotency),
@@ -464,6 +469,7 @@ async fn submit_checked(
     if let Some(k) = &idem {
         if let Some(existing) = s.db.find_intent_by_idempotency_key(&auth.key_id, k).await? {
             *hash_out = existing.user_op_hash.parse().ok();
+            same_calls(&existing, &calls, k)?;
             return Ok(existing);
         }
     }
@@ -621,6 +627,43 @@ async fn submit_checked(
     Ok(intent)
 }
 
+/// Refuses a retry under `key` whose calls are not those of the intent recorded under it (the
+/// recorded operation's callData is what these calls encode to): a reused key must not make a
+/// different request look accepted.
+fn same_calls(existing: &Intent, calls: &[Call], key: &str) -> Result<(), ApiError> {
+    let recorded = stored_op(existing)?.call_data;
+    let asked = kms_chain::account::encode_calls(calls)
+        .map_err(|e| ApiError::unprocessable("no_calls", e.to_string()))?;
+    if recorded == asked {
+        return Ok(());
+    }
+    Err(ApiError::detailed(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+        format!(
+            "Idempotency-Key {key:?} was used for another intent ({}) with different calls; use \
+             a new key for a new intent",
+            existing.user_op_hash
+        ),
+        json!({"idempotencyKey": key, "userOpHash": existing.user_op_hash}),
+    ))
+}
+
+/// The operation recorded for `intent` (a row without a readable one is corrupt).
+fn stored_op(intent: &Intent) -> Result<UserOperation, ApiError> {
+    intent
+        .user_op_json
+        .as_deref()
+        .and_then(|j| serde_json::from_str::<RpcUserOperation>(j).ok())
+        .and_then(|r| UserOperation::try_from(r).ok())
+        .ok_or_else(|| {
+            ApiError::internal(format!(
+                "intent {}: no readable stored operation",
+                intent.user_op_hash
+            ))
+        })
+}
+
 /// An intent's status and receipt (Bearer credential of the agent that submitted it).
 #[utoipa::path(get, path = "/agent/intents/{userOpHash}", tag = "intents",
     params(("userOpHash" = String, Path, description = "The intent's userOpHash")),
@@ -635,6 +678,7 @@ pub async fn get_intent(
 ) -> Result<Json<IntentResponse>, ApiError> {
     let chain = s.chain()?;
     let auth = authenticate_agent(&s, &headers, None, client, false).await?;
+    s.limits.agent_reads.check(&auth.key_id)?;
     let hash = B256::from(hex_fixed::<32>("userOpHash", &user_op_hash)?);
     let not_found = || {
         ApiError::not_found(
@@ -647,7 +691,14 @@ pub async fn get_intent(
             .await?
             .filter(|i| i.key_id == auth.key_id)
             .ok_or_else(not_found)?;
-    let intent = refresh(&s, chain, intent).await?;
+    // An open intent is looked up on chain at most once per interval; otherwise (and once
+    // settled) the database answers.
+    let open = intent.status == "pending" || intent.status == "signed";
+    let intent = if open && chain.intent_checks.due(hash) {
+        refresh(&s, chain, intent).await?
+    } else {
+        intent
+    };
     Ok(Json(IntentResponse::from(&intent)))
 }
 
@@ -667,10 +718,10 @@ pub(crate) async fn refresh(
         .parse()
         .map_err(|_| ApiError::internal("stored userOpHash"))?;
     let now = kms_db::now_secs();
+    let op = stored_op(&intent)?;
     match chain
         .client
-        .bundler()
-        .get_user_operation_receipt(hash)
+        .receipt(&chain.client.expected_receipt(&op, hash))
         .await
     {
         Ok(Some(receipt)) => {
@@ -693,36 +744,32 @@ pub(crate) async fn refresh(
             .await?;
         }
         Ok(None) if intent.status == "signed" && now - intent.updated_at >= RESUBMIT_AFTER_SECS => {
-            let op: Option<UserOperation> = intent
-                .user_op_json
-                .as_deref()
-                .and_then(|j| serde_json::from_str::<RpcUserOperation>(j).ok())
-                .and_then(|r| UserOperation::try_from(r).ok());
-            if let Some(op) = op {
-                match chain.client.submit(&op).await {
-                    Ok(_) => {
-                        s.db.update_intent_status(&intent.user_op_hash, "pending", None, None, now)
-                            .await?;
-                    }
-                    Err(ChainError::Bundler(e)) if e.is_transient() => {
-                        s.db.update_intent_status(&intent.user_op_hash, "signed", None, None, now)
-                            .await?;
-                    }
-                    Err(e) => {
-                        let msg = e.to_string();
-                        s.db.update_intent_status(
-                            &intent.user_op_hash,
-                            "failed",
-                            None,
-                            Some(&msg),
-                            now,
-                        )
+            match chain.client.submit(&op).await {
+                Ok(_) => {
+                    s.db.update_intent_status(&intent.user_op_hash, "pending", None, None, now)
                         .await?;
-                    }
+                }
+                Err(ChainError::Bundler(e)) if e.is_transient() => {
+                    s.db.update_intent_status(&intent.user_op_hash, "signed", None, None, now)
+                        .await?;
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    s.db.update_intent_status(
+                        &intent.user_op_hash,
+                        "failed",
+                        None,
+                        Some(&msg),
+                        now,
+                    )
+                    .await?;
                 }
             }
         }
         Ok(None) => {}
+        Err(ChainError::Bundler(e @ kms_chain::bundler::BundlerError::ReceiptMismatch { .. })) => {
+            tracing::warn!(error = %e, "the bundler answered with another operation's receipt; not settled")
+        }
         Err(e) => tracing::debug!(error = %e, "receipt lookup failed"),
     }
     s.db.get_intent(&intent.user_op_hash)

@@ -265,12 +265,20 @@ pub async fn begin_grant(
         .map_err(|e| chain_error(e, None))?;
     let account = prepared.op.sender;
     let body = owner_sign_body(plan.wallet_id, prepared.user_op_hash);
+    // Everything the owner approves, so that a client can recompute the userOpHash from the
+    // operation (EntryPoint, chain id) and show what it does: the account's calls (the grant,
+    // decoded too), nonce, gas limits, fees and the most it can cost.
     let summary = json!({
         "userOpHash": prepared.user_op_hash,
         "account": account,
         "deploysAccount": prepared.deploys_account,
         "entryPoint": chain.client.entry_point().address,
+        "entryPointVersion": chain.client.entry_point().version.to_string(),
         "chainId": chain.client.chain_id(),
+        "userOp": prepared.op.to_rpc(),
+        "calls": [plan.grant.owner_call(chain.client.validator())],
+        "maxGasCost": prepared.op.max_gas_cost().to_string(),
+        "session": plan.grant,
     });
     let metadata = json!({
         "plan": plan.canonical(),
@@ -419,7 +427,10 @@ pub async fn agent_sessions(
             .await?;
         let (status, tx) = match chain
             .client
-            .wait_for_receipt(stored.user_op_hash, chain.receipt_wait)
+            .wait_for_receipt(
+                &chain.client.expected_receipt(&op, stored.user_op_hash),
+                chain.receipt_wait,
+            )
             .await
         {
             Ok(receipt) if receipt.success => {

@@ -444,8 +444,31 @@ try {
     await panel.getByRole('button', { name: 'Add an ERC-20 cap' }).click();
     await panel.locator('.token-row').getByLabel('Token address').fill(TEST_TOKEN);
     await panel.locator('.token-row').getByLabel('Cap (whole tokens)').fill('100');
+    // The operation is shown before the passkey is asked for; cancelling signs nothing.
+    const review = page.locator('#grant-review');
+    let sent = 0;
+    const countGrants = (r) => {
+      if (r.url().endsWith('/kms/agent-sessions')) sent += 1;
+    };
+    page.on('request', countGrants);
+    await panel.getByRole('button', { name: 'Grant session' }).click();
+    await review.waitFor({ state: 'visible', timeout: 60_000 });
+    const shown = await review.textContent();
+    assert.ok(shown.toLowerCase().includes(predicted.toLowerCase()), `the account is shown: ${shown}`);
+    assert.match(shown, /Most it can cost[\s\S]*ETH \(paid by the account\)/);
+    assert.match(shown, /Nonce/);
+    assert.match(shown, /0x[0-9a-fA-F]{64}/, 'the userOpHash is shown');
+    await shot(page, '04b-grant-review');
+    await review.getByRole('button', { name: 'Cancel' }).click();
+    await page.locator('#status', { hasText: 'Grant cancelled: nothing was signed.' }).waitFor({ timeout: 10_000 });
+    assert.ok(await review.isHidden());
+    assert.equal(sent, 0, 'a cancelled grant sends nothing');
+    page.off('request', countGrants);
+
     const granting = page.waitForRequest((r) => r.url().endsWith('/kms/agent-sessions') && r.method() === 'POST');
     await panel.getByRole('button', { name: 'Grant session' }).click();
+    await review.waitFor({ state: 'visible', timeout: 60_000 });
+    await review.getByRole('button', { name: 'Approve with passkey' }).click();
     const grantBody = JSON.parse((await granting).postData());
     assert.equal(grantBody.period, 86400, 'a day, in seconds');
     assert.equal(grantBody.periodCap, '200000000000000000', '0.2 ETH, exactly');

@@ -11,6 +11,7 @@ import {
   isAddress,
   ethToWei,
   weiToEth,
+  weiToGwei,
   toBaseUnits,
   fromBaseUnits,
   describePeriod,
@@ -175,13 +176,18 @@ function renderKeyState() {
 
 // ------------------------------------------------------------------ ceremonies
 
-/** `/BeginAuthentication` for `purpose` over `payload`, then the passkey; returns the `WebAuthn` object. */
-async function ceremony(keyId, purpose, payload, prompt) {
+/**
+ * `/BeginAuthentication` for `purpose` over `payload`, then the passkey; returns the `WebAuthn` object.
+ * With `review`, the begin answer is shown to the owner first (`review(begin)` resolves once approved
+ * and throws when cancelled), so nothing is signed unseen.
+ */
+async function ceremony(keyId, purpose, payload, prompt, review) {
   const { body: begin } = await api.post('/BeginAuthentication', {
     KeyId: keyId,
     Purpose: purpose,
     Payload: payload,
   });
+  if (review) await review(begin);
   setStatus(prompt || 'Confirm with your passkey…');
   const credential = await assert(begin.Options);
   return { begin, webAuthn: { ChallengeId: begin.ChallengeId, Credential: credential } };
@@ -845,7 +851,23 @@ async function grantSession(ev) {
   const a = found.agent;
   await run('Grant session', $('grant-submit'), async () => {
     const payload = grantPayload();
-    const { begin, webAuthn } = await ceremony(a.keyId, 'GrantSession', payload, 'Confirm with your passkey to sign the session’s UserOperation…');
+    let begin;
+    let webAuthn;
+    try {
+      ({ begin, webAuthn } = await ceremony(
+        a.keyId,
+        'GrantSession',
+        payload,
+        'Confirm with your passkey to sign the session’s UserOperation…',
+        reviewGrant,
+      ));
+    } catch (e) {
+      if (e && e.cancelled) {
+        setStatus('Grant cancelled: nothing was signed.');
+        return;
+      }
+      throw e;
+    }
     const op = begin.UserOperation || {};
     setStatus(
       `Submitting the UserOperation${op.userOpHash ? ` ${short(op.userOpHash)}` : ''} and waiting for it to be included…`,
@@ -872,6 +894,55 @@ async function grantSession(ev) {
         ? `Session granted on-chain for agent ${a.keyId}.`
         : `Session submitted for agent ${a.keyId}; not yet included.`,
     );
+  });
+}
+
+/**
+ * Shows the grant's UserOperation as the companion built it (account, calls, nonce, gas, fees, most it
+ * can cost, userOpHash) and waits for the owner: resolves on “Approve with passkey”, throws on “Cancel”.
+ */
+function reviewGrant(begin) {
+  const u = begin.UserOperation || {};
+  const op = u.userOp || {};
+  const num = (x) => (x == null ? '' : BigInt(x).toString());
+  const calls = (u.calls || []).map((c, i) => [
+    `Call ${i + 1}`,
+    `${c.to} · ${weiToEth(BigInt(c.value || 0))} ETH · ${(c.data || '0x').slice(0, 10)}… (${Math.max(0, ((c.data || '0x').length - 2) / 2)} bytes)`,
+    'mono',
+  ]);
+  $('grant-review-facts').replaceChildren(
+    facts([
+      ['Smart account', u.account, 'mono'],
+      ['Deploys the account', u.deploysAccount ? 'yes' : 'no'],
+      ['EntryPoint', `${u.entryPoint} (${u.entryPointVersion || ''}, chain ${u.chainId})`, 'mono'],
+      ...calls,
+      ['Nonce', num(op.nonce), 'mono'],
+      ['Gas limits', `verification ${num(op.verificationGasLimit)} · call ${num(op.callGasLimit)} · pre-verification ${num(op.preVerificationGas)}`],
+      ['Fees per gas', `max ${weiToGwei(op.maxFeePerGas || 0)} gwei · priority ${weiToGwei(op.maxPriorityFeePerGas || 0)} gwei`],
+      ['Most it can cost', u.maxGasCost != null ? `${weiToEth(BigInt(u.maxGasCost))} ETH (paid by the account)` : ''],
+      ['UserOperation hash', u.userOpHash, 'mono'],
+    ]),
+  );
+  const panel = $('grant-review');
+  panel.setAttribute('tabindex', '-1');
+  panel.hidden = false;
+  panel.focus();
+  setStatus('Review the operation, then approve it with your passkey or cancel.');
+  return new Promise((resolve, reject) => {
+    const done = (ok) => {
+      panel.hidden = true;
+      $('grant-approve').onclick = null;
+      $('grant-cancel').onclick = null;
+      if (ok) {
+        resolve();
+      } else {
+        const e = new Error('Cancelled: nothing was signed.');
+        e.cancelled = true;
+        reject(e);
+      }
+    };
+    $('grant-approve').onclick = () => done(true);
+    $('grant-cancel').onclick = () => done(false);
   });
 }
 

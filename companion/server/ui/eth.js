@@ -31,6 +31,14 @@ export function ethToWei(s, limit = 2n ** 128n) {
 }
 
 /** Decimal wei → "1.5" (exact). */
+/** Wei → gwei as an exact decimal string (fees per gas read better in gwei). */
+export function weiToGwei(wei) {
+  const w = BigInt(wei);
+  const g = 10n ** 9n;
+  const frac = (w % g).toString().padStart(9, '0').replace(/0+$/, '');
+  return frac ? `${w / g}.${frac}` : `${w / g}`;
+}
+
 export function weiToEth(wei) {
   const w = BigInt(wei);
   const int = w / WEI;

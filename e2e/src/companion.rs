@@ -125,7 +125,9 @@ impl Companion {
         Self::start_with(info, version, &[]).await
     }
 
-    /// [`Companion::start`] with extra companion flags (e.g. `--agent-rate-limit=1000`).
+    /// [`Companion::start`] with extra companion flags (e.g. `--agent-rate-limit=1000`); a chain
+    /// flag among them (e.g. `--bundler-url` of a [`crate::proxy::Proxy`]) replaces the
+    /// stack's.
     pub async fn start_with(
         info: &StackInfo,
         version: EntryPointVersion,
@@ -148,12 +150,24 @@ impl Companion {
             "localhost".into(),
             "--log".into(),
             "warn".into(),
-            "--receipt-wait-secs".into(),
-            "60".into(),
-            "--intent-poll-secs".into(),
-            "1".into(),
         ];
-        args.extend(chain_args(info, version));
+        // A chain flag among the extra ones (e.g. `--bundler-url` of a fault proxy) replaces
+        // the stack's; so do the harness's waits (e.g. `--receipt-wait-secs=0`).
+        let overridden = |flag: &str| {
+            extra_args
+                .iter()
+                .any(|a| *a == flag || a.starts_with(&format!("{flag}=")))
+        };
+        for (flag, value) in [("--receipt-wait-secs", "60"), ("--intent-poll-secs", "1")] {
+            if !overridden(flag) {
+                args.extend([flag.to_owned(), value.to_owned()]);
+            }
+        }
+        for pair in chain_args(info, version).chunks(2) {
+            if !overridden(&pair[0]) {
+                args.extend(pair.iter().cloned());
+            }
+        }
         args.extend(extra_args.iter().map(|a| (*a).to_owned()));
         let config = <kms_companion::Config as clap::Parser>::try_parse_from(args)
             .map_err(|e| CompanionError::Start(e.to_string()))?;
@@ -468,7 +482,8 @@ impl Companion {
         Ok((status, body, timing))
     }
 
-    /// Polls `GET /agent/intents/{hash}` until the intent is `included` or `failed`.
+    /// Polls `GET /agent/intents/{hash}` until the intent has a final status (anything but
+    /// `signed` and `pending`: `included`, `failed`, `replaced`, `dropped`, `cancelled`).
     pub async fn wait_intent(&self, agent: &AgentKey, hash: &str) -> Result<Value, CompanionError> {
         let start = Instant::now();
         loop {
@@ -480,7 +495,7 @@ impl Companion {
                     "GET intent: HTTP {status}: {v}"
                 )));
             }
-            if v["status"] == "included" || v["status"] == "failed" {
+            if !matches!(v["status"].as_str(), Some("signed" | "pending")) {
                 return Ok(v);
             }
             if start.elapsed() > INTENT_TIMEOUT {

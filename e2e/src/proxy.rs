@@ -1,12 +1,18 @@
 //! A fault-injecting JSON-RPC proxy in front of a bundler, to test what the client does when the
 //! bundler lacks a method, answers 503, or the answer to a request that *did* reach it is lost.
 //!
+//! Two ways to script it: standing [`Fault`]s per method (given at start), and a queue of
+//! [`Step`]s per method ([`Proxy::script`], at any time): each request of the method takes the
+//! next step (answer a scripted JSON-RPC error or result, 503, forward and then lie, forward and
+//! drop the answer, stall); once the queue is empty the standing fault, else pass-through.
+//!
 //! Minimal HTTP/1.1: one request per connection (`connection: close`), `content-length` bodies,
 //! which is what `reqwest` sends to it. Every request is recorded ([`Proxy::seen`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,6 +30,59 @@ pub enum Fault {
     LoseAnswer(u32),
 }
 
+/// One scripted answer to one request of a method (see [`Proxy::script`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Forward it and pass the bundler's answer back.
+    Pass,
+    /// Answer HTTP 503 without forwarding.
+    Unavailable,
+    /// Forward it, then answer HTTP 503 (the bundler acted; the client cannot know).
+    ForwardThenUnavailable,
+    /// Forward it, then close the connection without answering.
+    ForwardThenDrop,
+    /// Answer this JSON-RPC error without forwarding.
+    Error {
+        /// JSON-RPC code.
+        code: i64,
+        /// Message.
+        message: String,
+    },
+    /// Forward it, then answer this JSON-RPC error instead of the bundler's answer.
+    ForwardThenError {
+        /// JSON-RPC code.
+        code: i64,
+        /// Message.
+        message: String,
+    },
+    /// Answer this JSON-RPC result without forwarding.
+    Result(Value),
+    /// Forward it, then answer this JSON-RPC result instead of the bundler's.
+    ForwardThenResult(Value),
+    /// Hold the connection this long without forwarding, then close it (a timeout for a client
+    /// with a shorter one).
+    Stall(Duration),
+}
+
+impl Step {
+    /// The bundler's "already known" (Alto's words and code).
+    pub fn already_known() -> Self {
+        Step::Error {
+            code: -32602,
+            message: "Already known".into(),
+        }
+    }
+
+    /// An AA25 refusal (Alto's words and code).
+    pub fn aa25() -> Self {
+        Step::Error {
+            code: -32500,
+            message: "UserOperation failed validation with reason: AA25 invalid account nonce"
+                .into(),
+        }
+    }
+}
+
 /// A request the proxy saw.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Seen {
@@ -33,12 +92,17 @@ pub struct Seen {
     pub params: Value,
     /// Whether it was forwarded to the bundler.
     pub forwarded: bool,
+    /// The scripted step it took, if any.
+    pub step: Option<Step>,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 #[derive(Debug, Default)]
 struct State {
     faults: HashMap<String, Fault>,
     counts: HashMap<String, u32>,
+    scripts: HashMap<String, VecDeque<Step>>,
     seen: Vec<Seen>,
 }
 
@@ -75,6 +139,24 @@ impl Proxy {
         Ok(Self { addr, state, task })
     }
 
+    /// Appends `steps` to the queue of `method`: its next requests take them in order (then the
+    /// standing fault, else pass-through).
+    pub fn script(&self, method: &str, steps: impl IntoIterator<Item = Step>) {
+        if let Ok(mut st) = self.state.lock() {
+            st.scripts
+                .entry(method.to_owned())
+                .or_default()
+                .extend(steps);
+        }
+    }
+
+    /// Forgets the steps of `method` not taken yet.
+    pub fn clear_script(&self, method: &str) {
+        if let Ok(mut st) = self.state.lock() {
+            st.scripts.remove(method);
+        }
+    }
+
     /// The proxy's URL.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
@@ -107,6 +189,7 @@ enum Action {
     Hide,
     Unavailable,
     Forward { answer: bool },
+    Scripted(Step),
 }
 
 async fn serve(
@@ -127,18 +210,43 @@ async fn serve(
             *c += 1;
             *c
         };
-        let action = match st.faults.get(&method) {
-            Some(Fault::Hide) => Action::Hide,
-            Some(Fault::Unavailable(k)) if n <= *k => Action::Unavailable,
-            Some(Fault::LoseAnswer(k)) if n <= *k => Action::Forward { answer: false },
+        let scripted = st.scripts.get_mut(&method).and_then(VecDeque::pop_front);
+        let action = match (scripted, st.faults.get(&method)) {
+            (Some(step), _) => Action::Scripted(step),
+            (None, Some(Fault::Hide)) => Action::Hide,
+            (None, Some(Fault::Unavailable(k))) if n <= *k => Action::Unavailable,
+            (None, Some(Fault::LoseAnswer(k))) if n <= *k => Action::Forward { answer: false },
             _ => Action::Forward { answer: true },
+        };
+        let forwarded = match &action {
+            Action::Forward { .. } => true,
+            Action::Scripted(step) => matches!(
+                step,
+                Step::Pass
+                    | Step::ForwardThenUnavailable
+                    | Step::ForwardThenDrop
+                    | Step::ForwardThenError { .. }
+                    | Step::ForwardThenResult(_)
+            ),
+            _ => false,
         };
         st.seen.push(Seen {
             method: method.clone(),
             params: json["params"].clone(),
-            forwarded: matches!(action, Action::Forward { .. }),
+            forwarded,
+            step: match &action {
+                Action::Scripted(step) => Some(step.clone()),
+                _ => None,
+            },
+            at: Instant::now(),
         });
         action
+    };
+    let error_reply = |code: i64, message: &str| {
+        serde_json::json!({
+            "jsonrpc": "2.0", "id": json["id"],
+            "error": {"code": code, "message": message}
+        })
     };
     match action {
         Action::Hide => {
@@ -150,15 +258,7 @@ async fn serve(
         }
         Action::Unavailable => write_response(&mut sock, 503, b"busy").await,
         Action::Forward { answer } => {
-            let response = http
-                .post(upstream)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .map_err(std::io::Error::other)?;
-            let status = response.status().as_u16();
-            let bytes = response.bytes().await.map_err(std::io::Error::other)?;
+            let (status, bytes) = forward(&http, upstream, body).await?;
             if answer {
                 write_response(&mut sock, status, &bytes).await
             } else {
@@ -167,7 +267,61 @@ async fn serve(
                 Ok(())
             }
         }
+        Action::Scripted(step) => {
+            let forwarded = match &step {
+                Step::Pass
+                | Step::ForwardThenUnavailable
+                | Step::ForwardThenDrop
+                | Step::ForwardThenError { .. }
+                | Step::ForwardThenResult(_) => Some(forward(&http, upstream, body).await?),
+                _ => None,
+            };
+            match step {
+                Step::Pass => {
+                    let (status, bytes) = forwarded.unwrap_or_default();
+                    write_response(&mut sock, status, &bytes).await
+                }
+                Step::Unavailable | Step::ForwardThenUnavailable => {
+                    write_response(&mut sock, 503, b"busy").await
+                }
+                Step::ForwardThenDrop => {
+                    drop(sock);
+                    Ok(())
+                }
+                Step::Error { code, message } | Step::ForwardThenError { code, message } => {
+                    let reply = error_reply(code, &message);
+                    write_response(&mut sock, 200, &serde_json::to_vec(&reply)?).await
+                }
+                Step::Result(result) | Step::ForwardThenResult(result) => {
+                    let reply =
+                        serde_json::json!({"jsonrpc": "2.0", "id": json["id"], "result": result});
+                    write_response(&mut sock, 200, &serde_json::to_vec(&reply)?).await
+                }
+                Step::Stall(d) => {
+                    tokio::time::sleep(d).await;
+                    drop(sock);
+                    Ok(())
+                }
+            }
+        }
     }
+}
+
+async fn forward(
+    http: &reqwest::Client,
+    upstream: reqwest::Url,
+    body: Vec<u8>,
+) -> std::io::Result<(u16, Vec<u8>)> {
+    let response = http
+        .post(upstream)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(std::io::Error::other)?;
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.map_err(std::io::Error::other)?;
+    Ok((status, bytes.to_vec()))
 }
 
 async fn read_request(sock: &mut TcpStream) -> std::io::Result<Vec<u8>> {

@@ -1,10 +1,11 @@
-//! `list-agent-keys`.
+//! `list-agent-keys`: every agent key, and every session of each (one row per grant, on
+//! whichever account).
 
 use alloy::primitives::{Address, U256};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use kms_chain::node::NodeClient;
 use kms_chain::session::{SessionGrant, SessionSnapshot};
-use kms_db::{AgentKey, AgentStatus};
+use kms_db::{AgentKey, AgentSession, AgentStatus, SessionStatus};
 use serde_json::{json, Value};
 
 use crate::cli::StatusFilter;
@@ -16,19 +17,16 @@ use crate::Report;
 /// How many on-chain session reads `list-agent-keys` keeps in flight.
 const SESSION_READS_IN_FLIGHT: usize = 8;
 
-/// Where a row's session facts come from.
-enum Session {
-    /// No session recorded in the database.
-    None,
-    /// From the database only (no chain configured, or `--no-chain`), with the whole grant
-    /// when it was recorded.
-    Db { grant: Option<SessionGrant> },
-    /// Read from the chain, with the grant as recorded (its targets' functions and its tokens,
-    /// whose caps and spending were read from the chain).
-    Chain {
-        snap: Box<SessionSnapshot>,
-        grant: Option<SessionGrant>,
-    },
+/// One session row and where its facts come from.
+#[derive(Clone)]
+struct Listed {
+    row: AgentSession,
+    /// The whole grant, when it was recorded.
+    grant: Option<SessionGrant>,
+    /// Read from the chain (active, revoked or revoke_failed sessions, when the chain is
+    /// configured): the grant as recorded gives its targets' functions and its tokens, whose
+    /// caps and spending were read from the chain.
+    snap: Option<Box<SessionSnapshot>>,
 }
 
 /// `list-agent-keys [--wallet W] [--status S] [--no-chain]`.
@@ -59,42 +57,79 @@ pub async fn list(
     if let Some(f) = status {
         agents.retain(|a| a.status == f.status());
     }
+    let rows = db.sessions_of_wallet(wallet.as_deref()).await?;
     let node = if !no_chain && ctx.chain_configured() {
         Some(ctx.node().await?)
     } else {
         None
     };
-    // Several reads in flight at once (a wallet may have many agents), answers kept in order.
-    let sessions: Vec<Session> = stream::iter(&agents)
-        .map(|a| session_of(node.as_ref(), a))
+    // Each agent's session rows, newest first.
+    let mut per_agent: Vec<Vec<AgentSession>> = agents
+        .iter()
+        .map(|a| {
+            rows.iter()
+                .filter(|s| s.wallet_id == a.wallet_id && s.agent_index == a.agent_index)
+                .cloned()
+                .collect()
+        })
+        .collect();
+    // Several reads in flight at once (a wallet may have many sessions), answers kept in order.
+    let jobs: Vec<(Option<Address>, AgentSession)> = agents
+        .iter()
+        .zip(per_agent.iter_mut())
+        .flat_map(|(a, sessions)| {
+            let key = parse_addr(a.agent_address.as_deref());
+            std::mem::take(sessions).into_iter().map(move |s| (key, s))
+        })
+        .collect();
+    let counts: Vec<usize> = agents
+        .iter()
+        .map(|a| {
+            jobs.iter()
+                .filter(|(_, s)| s.wallet_id == a.wallet_id && s.agent_index == a.agent_index)
+                .count()
+        })
+        .collect();
+    let mut listed: Vec<Listed> = stream::iter(jobs)
+        .map(|(key, row)| listed(node.as_ref(), key, row))
         .buffered(SESSION_READS_IN_FLIGHT)
         .try_collect()
         .await?;
-    Ok(render(&agents, &sessions, node.is_some()))
+    let mut grouped = Vec::with_capacity(agents.len());
+    for n in counts {
+        let rest = listed.split_off(n);
+        grouped.push(std::mem::replace(&mut listed, rest));
+    }
+    Ok(render(&agents, &grouped, node.is_some()))
 }
 
 fn parse_addr(s: Option<&str>) -> Option<Address> {
     s.and_then(|s| s.parse().ok())
 }
 
-/// The grant recorded with the session (`None` for sessions recorded before grants carried
-/// functions, tokens and a gas cap, or unreadable JSON).
-fn recorded_grant(a: &AgentKey) -> Option<SessionGrant> {
-    a.session_json
+async fn listed(
+    node: Option<&NodeClient>,
+    key: Option<Address>,
+    row: AgentSession,
+) -> Result<Listed> {
+    // The grant recorded with the session (`None` for sessions recorded before grants carried
+    // functions, tokens and a gas cap, or unreadable JSON).
+    let grant: Option<SessionGrant> = row
+        .grant_json
         .as_deref()
-        .and_then(|g| serde_json::from_str(g).ok())
-}
-
-async fn session_of(node: Option<&NodeClient>, a: &AgentKey) -> Result<Session> {
-    let (Some(account), Some(key)) = (
-        parse_addr(a.account.as_deref()),
-        parse_addr(a.agent_address.as_deref()),
-    ) else {
-        return Ok(Session::None);
-    };
-    let grant = recorded_grant(a);
-    let Some(node) = node else {
-        return Ok(Session::Db { grant });
+        .and_then(|g| serde_json::from_str(g).ok());
+    let on_chain = matches!(
+        row.status,
+        SessionStatus::Active | SessionStatus::Revoked | SessionStatus::RevokeFailed
+    );
+    let (Some(node), Some(key), Some(account), true) =
+        (node, key, parse_addr(Some(&row.account)), on_chain)
+    else {
+        return Ok(Listed {
+            row,
+            grant,
+            snap: None,
+        });
     };
     // The tokens' caps and spending come with the session, in the same call.
     let tokens: Vec<Address> = grant
@@ -105,9 +140,29 @@ async fn session_of(node: Option<&NodeClient>, a: &AgentKey) -> Result<Session> 
         .read_session(account, key, &tokens)
         .await
         .map_err(chain_error)?;
-    Ok(Session::Chain {
-        snap: Box::new(snap),
+    Ok(Listed {
+        row,
         grant,
+        snap: Some(Box::new(snap)),
+    })
+}
+
+/// The agent's current session among its rows: the most recently activated active one, else the
+/// most recently activated of those it had (as the companion's `/kms/list-agent-keys`).
+fn current(sessions: &[Listed]) -> Option<&Listed> {
+    let latest = |status: &[SessionStatus]| {
+        sessions
+            .iter()
+            .filter(|l| status.contains(&l.row.status))
+            .max_by_key(|l| (l.row.activated_at, l.row.id))
+    };
+    latest(&[SessionStatus::Active]).or_else(|| {
+        latest(&[
+            SessionStatus::Revoked,
+            SessionStatus::RevokeFailed,
+            SessionStatus::Superseded,
+        ])
+        .filter(|l| l.row.activated_at.is_some())
     })
 }
 
@@ -140,7 +195,158 @@ fn status_name(s: AgentStatus) -> &'static str {
     s.as_str()
 }
 
-fn render(agents: &[AgentKey], sessions: &[Session], from_chain: bool) -> Report {
+/// The table cells of one session (`SESSION`, `VALUE`, `PERIOD`, `GAS`, `OPS`, `WINDOW`) and its
+/// JSON.
+fn session_cells(l: &Listed) -> ([String; 6], Value) {
+    let r = &l.row;
+    let g = l.grant.as_ref();
+    let cells;
+    let mut json = match &l.snap {
+        None => {
+            cells = [
+                r.status.to_string(),
+                // The database keeps no spending: only the chain knows it.
+                match r.spend_cap.as_deref().map(str::parse::<U256>) {
+                    Some(Ok(cap)) => ether_of(None, Some(cap)),
+                    Some(Err(_)) => r.spend_cap.clone().unwrap_or_default(),
+                    None => "?".to_owned(),
+                },
+                per_period(
+                    None,
+                    g.map(|g| U256::from(g.period_cap)),
+                    g.map(|g| g.period),
+                ),
+                ether_of(None, g.map(|g| U256::from(g.gas_cap))),
+                ops_of(None, g.map(|g| g.max_ops)),
+                match (r.valid_after, r.valid_until) {
+                    (Some(f), Some(u)) => window(f, u),
+                    _ => "-".to_owned(),
+                },
+            ];
+            json!({
+                "source": "database",
+                "account": r.account,
+                "spendCap": r.spend_cap,
+                "spent": null,
+                "gasCap": g.map(|g| g.gas_cap.to_string()),
+                "gasSpent": null,
+                "maxOps": g.map(|g| g.max_ops),
+                "opsUsed": null,
+                "period": g.map(|g| g.period),
+                "periodCap": g.map(|g| g.period_cap.to_string()),
+                "periodIndex": null,
+                "periodSpent": null,
+                "periodEndsAt": null,
+                "paymaster": g.and_then(|g| g.paymaster),
+                "validAfter": r.valid_after,
+                "validUntil": r.valid_until,
+                "revoker": r.revoker,
+                "targets": r.targets.as_deref().and_then(|t| serde_json::from_str::<Value>(t).ok()),
+                "targetPermissions": targets_json(g),
+                "tokens": g.map(|g| g
+                    .tokens
+                    .iter()
+                    .map(|l| json!({"token": l.token, "cap": l.cap.to_string(), "spent": null}))
+                    .collect::<Vec<_>>()),
+            })
+        }
+        Some(snap) => {
+            let session = &snap.session;
+            let chain_state = if session.epoch == 0 {
+                "none on chain"
+            } else if session.active {
+                "active"
+            } else {
+                "revoked"
+            };
+            // The row's status, and what the chain says when it says otherwise.
+            let state = if chain_state == r.status.as_str() {
+                chain_state.to_owned()
+            } else {
+                format!("{} (chain: {chain_state})", r.status)
+            };
+            // The period containing the block's time, and what it spent (none without a
+            // period).
+            let periodic = session.period != 0;
+            let current = |v: Value| if periodic { v } else { Value::Null };
+            // Each recorded token as the chain counts it in the current grant.
+            let tokens = g.map(|g| {
+                g.tokens
+                    .iter()
+                    .map(|l| {
+                        let p = snap.permissions.get(&l.token).copied().unwrap_or_default();
+                        json!({
+                            "token": l.token,
+                            "cap": p.token_cap.to_string(),
+                            "spent": p.token_spent.to_string(),
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            });
+            cells = [
+                state,
+                ether_of(
+                    Some(U256::from(session.spent)),
+                    Some(U256::from(session.spend_cap)),
+                ),
+                per_period(
+                    Some(U256::from(snap.period_spent)),
+                    Some(U256::from(session.period_cap)),
+                    Some(session.period),
+                ),
+                ether_of(
+                    Some(U256::from(session.gas_spent)),
+                    Some(U256::from(session.gas_cap)),
+                ),
+                ops_of(Some(session.ops_used), Some(session.max_ops)),
+                window(
+                    i64::try_from(session.valid_after).unwrap_or(i64::MAX),
+                    i64::try_from(session.valid_until).unwrap_or(i64::MAX),
+                ),
+            ];
+            json!({
+                "source": "chain",
+                "block": snap.block_number,
+                "account": r.account,
+                "active": session.active,
+                "epoch": session.epoch,
+                "spendCap": session.spend_cap.to_string(),
+                "spent": session.spent.to_string(),
+                "gasCap": session.gas_cap.to_string(),
+                "gasSpent": session.gas_spent.to_string(),
+                "maxOps": session.max_ops,
+                "opsUsed": session.ops_used,
+                "period": session.period,
+                "periodCap": session.period_cap.to_string(),
+                "periodIndex": current(json!(snap.period_index)),
+                "periodSpent": current(json!(snap.period_spent.to_string())),
+                "periodEndsAt": session
+                    .period_window(snap.period_index)
+                    .map(|(_, end)| end),
+                "paymaster": nonzero(session.paymaster),
+                "validAfter": session.valid_after,
+                "validUntil": session.valid_until,
+                "revoker": session.revoker,
+                "targetPermissions": targets_json(g),
+                "tokens": tokens,
+            })
+        }
+    };
+    if let Some(o) = json.as_object_mut() {
+        o.insert("id".into(), json!(r.id));
+        o.insert("status".into(), json!(r.status.as_str()));
+        o.insert("userOpHash".into(), json!(r.user_op_hash));
+        o.insert("transactionHash".into(), json!(r.tx_hash));
+        o.insert("revokeTransactionHash".into(), json!(r.revoke_tx_hash));
+        o.insert("error".into(), json!(r.error));
+        o.insert("createdAt".into(), json!(r.created_at));
+        o.insert("activatedAt".into(), json!(r.activated_at));
+        o.insert("revokedAt".into(), json!(r.revoked_at));
+    }
+    (cells, json)
+}
+
+fn render(agents: &[AgentKey], sessions: &[Vec<Listed>], from_chain: bool) -> Report {
     let mut t = Table::new(&[
         "KEY ID",
         "IDX",
@@ -157,152 +363,37 @@ fn render(agents: &[AgentKey], sessions: &[Session], from_chain: bool) -> Report
         "WINDOW",
     ]);
     let mut rows = Vec::new();
-    for (a, s) in agents.iter().zip(sessions) {
-        let account = a.account.clone().unwrap_or_else(|| "-".into());
-        let dash = || "-".to_owned();
-        let (state, value, period, gas, ops, win, session_json) = match s {
-            Session::None => (dash(), dash(), dash(), dash(), dash(), dash(), Value::Null),
-            Session::Db { grant } => {
-                let g = grant.as_ref();
-                (
-                    "recorded".to_owned(),
-                    // The database keeps no spending: only the chain knows it.
-                    match a.spend_cap.as_deref().map(str::parse::<U256>) {
-                        Some(Ok(cap)) => ether_of(None, Some(cap)),
-                        Some(Err(_)) => a.spend_cap.clone().unwrap_or_default(),
-                        None => "?".to_owned(),
-                    },
-                    per_period(
-                        None,
-                        g.map(|g| U256::from(g.period_cap)),
-                        g.map(|g| g.period),
-                    ),
-                    ether_of(None, g.map(|g| U256::from(g.gas_cap))),
-                    ops_of(None, g.map(|g| g.max_ops)),
-                    match (a.valid_after, a.valid_until) {
-                        (Some(f), Some(u)) => window(f, u),
-                        _ => dash(),
-                    },
-                    json!({
-                        "source": "database",
-                        "account": a.account,
-                        "spendCap": a.spend_cap,
-                        "spent": null,
-                        "gasCap": g.map(|g| g.gas_cap.to_string()),
-                        "gasSpent": null,
-                        "maxOps": g.map(|g| g.max_ops),
-                        "opsUsed": null,
-                        "period": g.map(|g| g.period),
-                        "periodCap": g.map(|g| g.period_cap.to_string()),
-                        "periodIndex": null,
-                        "periodSpent": null,
-                        "periodEndsAt": null,
-                        "paymaster": g.and_then(|g| g.paymaster),
-                        "validAfter": a.valid_after,
-                        "validUntil": a.valid_until,
-                        "revoker": a.revoker,
-                        "targets": a.targets.as_deref().and_then(|t| serde_json::from_str::<Value>(t).ok()),
-                        "targetPermissions": targets_json(g),
-                        "tokens": g.map(|g| g
-                            .tokens
-                            .iter()
-                            .map(|l| json!({"token": l.token, "cap": l.cap.to_string(), "spent": null}))
-                            .collect::<Vec<_>>()),
-                    }),
-                )
-            }
-            Session::Chain { snap, grant } => {
-                let session = &snap.session;
-                let state = if session.epoch == 0 {
-                    "none on chain"
-                } else if session.active {
-                    "active"
-                } else {
-                    "revoked"
-                };
-                let g = grant.as_ref();
-                // The period containing the block's time, and what it spent (none without a
-                // period).
-                let periodic = session.period != 0;
-                let current = |v: Value| if periodic { v } else { Value::Null };
-                // Each recorded token as the chain counts it in the current grant.
-                let tokens = g.map(|g| {
-                    g.tokens
-                        .iter()
-                        .map(|l| {
-                            let p = snap.permissions.get(&l.token).copied().unwrap_or_default();
-                            json!({
-                                "token": l.token,
-                                "cap": p.token_cap.to_string(),
-                                "spent": p.token_spent.to_string(),
-                            })
-                        })
-                        .collect::<Vec<_>>()
-                });
-                (
-                    state.to_owned(),
-                    ether_of(
-                        Some(U256::from(session.spent)),
-                        Some(U256::from(session.spend_cap)),
-                    ),
-                    per_period(
-                        Some(U256::from(snap.period_spent)),
-                        Some(U256::from(session.period_cap)),
-                        Some(session.period),
-                    ),
-                    ether_of(
-                        Some(U256::from(session.gas_spent)),
-                        Some(U256::from(session.gas_cap)),
-                    ),
-                    ops_of(Some(session.ops_used), Some(session.max_ops)),
-                    window(
-                        i64::try_from(session.valid_after).unwrap_or(i64::MAX),
-                        i64::try_from(session.valid_until).unwrap_or(i64::MAX),
-                    ),
-                    json!({
-                        "source": "chain",
-                        "block": snap.block_number,
-                        "account": a.account,
-                        "active": session.active,
-                        "epoch": session.epoch,
-                        "spendCap": session.spend_cap.to_string(),
-                        "spent": session.spent.to_string(),
-                        "gasCap": session.gas_cap.to_string(),
-                        "gasSpent": session.gas_spent.to_string(),
-                        "maxOps": session.max_ops,
-                        "opsUsed": session.ops_used,
-                        "period": session.period,
-                        "periodCap": session.period_cap.to_string(),
-                        "periodIndex": current(json!(snap.period_index)),
-                        "periodSpent": current(json!(snap.period_spent.to_string())),
-                        "periodEndsAt": session
-                            .period_window(snap.period_index)
-                            .map(|(_, end)| end),
-                        "paymaster": nonzero(session.paymaster),
-                        "validAfter": session.valid_after,
-                        "validUntil": session.valid_until,
-                        "revoker": session.revoker,
-                        "targetPermissions": targets_json(g),
-                        "tokens": tokens,
-                    }),
-                )
-            }
-        };
-        t.row(vec![
+    for (a, listed) in agents.iter().zip(sessions) {
+        let agent_cells = vec![
             a.key_id(),
             a.agent_index.to_string(),
             a.agent_address.clone().unwrap_or_else(|| "-".into()),
             status_name(a.status).into(),
             ts(a.created_at),
             ts_opt(a.expires_at),
-            account,
-            state,
-            value,
-            period,
-            gas,
-            ops,
-            win,
-        ]);
+        ];
+        let mut all = Vec::new();
+        if listed.is_empty() {
+            let mut cells = agent_cells.clone();
+            cells.extend(std::iter::repeat_n("-".to_owned(), 7));
+            t.row(cells);
+        }
+        for (i, l) in listed.iter().enumerate() {
+            let (session, json) = session_cells(l);
+            // The key's own columns on its first line only.
+            let mut cells = if i == 0 {
+                agent_cells.clone()
+            } else {
+                let mut c = vec![a.key_id()];
+                c.extend(std::iter::repeat_n(String::new(), 5));
+                c
+            };
+            cells.push(l.row.account.clone());
+            cells.extend(session);
+            t.row(cells);
+            all.push(json);
+        }
+        let current = current(listed).and_then(|c| listed.iter().position(|l| std::ptr::eq(l, c)));
         rows.push(json!({
             "keyId": a.key_id(),
             "walletId": a.wallet_id,
@@ -315,25 +406,35 @@ fn render(agents: &[AgentKey], sessions: &[Session], from_chain: bool) -> Report
             "createdAt": a.created_at,
             "credentialExpiresAt": a.expires_at,
             "revokedAt": a.revoked_at,
-            "session": session_json,
+            "session": current.map_or(Value::Null, |i| all[i].clone()),
+            "sessions": all,
         }));
     }
     let human = if agents.is_empty() {
         "No agent keys.\n".to_owned()
     } else {
         let count = |st: AgentStatus| agents.iter().filter(|a| a.status == st).count();
+        let live = sessions
+            .iter()
+            .flatten()
+            .filter(|l| l.row.status == SessionStatus::Active)
+            .count();
         format!(
-            "{}{} agent key(s): {} active, {} revoked, {} pending, {} failed. Sessions read {}.\n\
-             VALUE and GAS: spent/cap; PERIOD: spent in the current budget period/cap per \
-             period (-: no periodic budget); OPS: operations used/limit (∞: no limit{}).\n",
+            "{}{} agent key(s): {} active, {} revoked, {} pending, {} failed; {} active \
+             session(s). Sessions read {}.\n\
+             One line per session (a key on several accounts has several). VALUE and GAS: \
+             spent/cap; PERIOD: spent in the current budget period/cap per period (-: no \
+             periodic budget); OPS: operations used/limit (∞: no limit{}).\n",
             t.render(),
             agents.len(),
             count(AgentStatus::Active),
             count(AgentStatus::Revoked),
             count(AgentStatus::Pending),
             count(AgentStatus::Failed),
+            live,
             if from_chain {
-                "from the chain"
+                "from the chain (active, revoked and revoke_failed ones; the others from the \
+                 database)"
             } else {
                 "from the database (no RPC URL/validator configured, or --no-chain)"
             },
@@ -372,20 +473,38 @@ mod tests {
             created_at: 1_700_000_000,
             updated_at: 1_700_000_000,
             revoked_at: None,
-            account: Some(ACCOUNT.into()),
+        }
+    }
+
+    /// A session row of agent `index` on `account`.
+    fn row(id: i64, index: u32, account: &str, status: SessionStatus) -> AgentSession {
+        AgentSession {
+            id,
+            wallet_id: "12345678-9abc-4def-8011-223344556677".into(),
+            agent_index: index,
+            account: account.into(),
+            status,
+            grant_json: None,
             targets: Some(format!("[\"{AGENT}\"]")),
             spend_cap: Some("1000000000000000000".into()),
             valid_after: Some(1_700_000_000),
             valid_until: Some(1_900_000_000),
             revoker: None,
-            session_tx_hash: None,
-            session_json: None,
+            user_op_hash: Some(format!("0x{id:064x}")),
+            user_op_json: None,
+            tx_hash: None,
+            error: None,
+            revoke_tx_hash: None,
+            created_at: 1_700_000_000 + id,
+            updated_at: 1_700_000_000 + id,
+            activated_at: (status != SessionStatus::Pending).then_some(1_700_000_000 + id),
+            revoked_at: None,
         }
     }
 
     /// A session read from the chain at `1_700_000_000 + 3 days + 1 h`: 1 ETH in total, and
     /// `period_cap` wei per `period` seconds (0: none), of which period 3 spent `period_spent`.
-    fn on_chain(period: u32, period_cap: u128, period_spent: u128) -> Session {
+    fn on_chain(period: u32, period_cap: u128, period_spent: u128) -> Listed {
         let session = OnChainSession {
             valid_after: 1_700_000_000,
             valid_until: 1_900_000_000,
@@ -399,8 +518,9 @@ mod tests {
             ..OnChainSession::default()
         };
         let at = 1_700_000_000 + 3 * 86_400 + 3600;
-        Session::Chain {
-            snap: Box::new(SessionSnapshot {
+        Listed {
+            row: row(1, 0, ACCOUNT, SessionStatus::Active),
+            snap: Some(Box::new(SessionSnapshot {
                 account: ACCOUNT.parse().unwrap(),
                 key: AGENT.parse().unwrap(),
                 validator: Address::repeat_byte(9),
@@ -414,7 +534,7 @@ mod tests {
                 at,
                 period_index: session.period_index(at),
                 period_spent,
-            }),
+            })),
             grant: None,
         }
     }
@@ -424,8 +544,12 @@ mod tests {
         let agents = [agent(0), agent(1)];
         // 0.1 ETH per day, 0.04 spent in period 3; and a session without a periodic budget.
         let sessions = [
-            on_chain(86_400, 100_000_000_000_000_000, 40_000_000_000_000_000),
-            on_chain(0, 0, 0),
+            vec![on_chain(
+                86_400,
+                100_000_000_000_000_000,
+                40_000_000_000_000_000,
+            )],
+            vec![on_chain(0, 0, 0)],
         ];
         let r = render(&agents, &sessions, true);
         let lines: Vec<&str> = r.human.lines().collect();
@@ -471,5 +595,70 @@ mod tests {
         for none in ["periodIndex", "periodSpent", "periodEndsAt"] {
             assert!(plain[none].is_null(), "{none}: {plain}");
         }
+    }
+
+    /// One key granted on two accounts (and a grant still pending on a third): a line each,
+    /// every one in `sessions`, the most recently activated as `session`.
+    #[test]
+    fn every_session_of_a_key_is_listed() {
+        let agents = [agent(0)];
+        let other = "0x4444444444444444444444444444444444444444";
+        let third = "0x5555555555555555555555555555555555555555";
+        let sessions = [vec![
+            Listed {
+                row: row(3, 0, third, SessionStatus::Pending),
+                grant: None,
+                snap: None,
+            },
+            Listed {
+                row: row(2, 0, other, SessionStatus::Active),
+                grant: None,
+                snap: None,
+            },
+            Listed {
+                row: row(1, 0, ACCOUNT, SessionStatus::Revoked),
+                grant: None,
+                snap: None,
+            },
+        ]];
+        let r = render(&agents, &sessions, false);
+        let lines: Vec<&str> = r.human.lines().collect();
+        assert!(
+            lines[1].contains(third) && lines[1].contains("pending"),
+            "{}",
+            r.human
+        );
+        assert!(
+            lines[2].contains(other) && lines[2].contains("active"),
+            "{}",
+            r.human
+        );
+        assert!(
+            lines[3].contains(ACCOUNT) && lines[3].contains("revoked"),
+            "{}",
+            r.human
+        );
+        assert!(r.human.contains("1 active session(s)"), "{}", r.human);
+        let key = &r.json[0];
+        let listed = key["sessions"].as_array().unwrap();
+        assert_eq!(
+            listed
+                .iter()
+                .map(|s| (
+                    s["account"].as_str().unwrap(),
+                    s["status"].as_str().unwrap()
+                ))
+                .collect::<Vec<_>>(),
+            [(third, "pending"), (other, "active"), (ACCOUNT, "revoked")]
+        );
+        assert_eq!(key["session"]["account"], other, "{key}");
+        assert_eq!(key["session"]["source"], "database");
+        assert_eq!(key["session"]["userOpHash"], format!("0x{:064x}", 2));
+        // Without an active one, the most recently activated it had.
+        let r = render(&agents, &[sessions[0][2..].to_vec()], false);
+        assert_eq!(r.json[0]["session"]["status"], "revoked");
+        let r = render(&agents, &[Vec::new()], false);
+        assert!(r.json[0]["session"].is_null());
+        assert_eq!(r.json[0]["sessions"], json!([]));
     }
 }

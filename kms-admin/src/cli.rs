@@ -122,13 +122,15 @@ pub enum Command {
     #[command(after_help = EXIT_CODES)]
     JwtSecretStatus,
 
-    /// List agent keys with their credential and on-chain session.
+    /// List agent keys with their credential and on-chain sessions.
     ///
-    /// The session's account, caps (value, gas, usage, per token), paymaster and window come
-    /// from the database as granted; when an RPC URL and the validator address are configured,
-    /// the session (value, gas and token caps and what was spent of them, operations used of
-    /// the limit, window, active) is read from the chain instead, at the latest block. The
-    /// targets' functions always come from the database.
+    /// One line per session (a key granted on several accounts has several; a pending, failed
+    /// or superseded grant is listed with that status). Each session's account, caps (value,
+    /// gas, usage, per token), paymaster and window come from the database as granted; when an
+    /// RPC URL and the validator address are configured, an active, revoked or revoke_failed
+    /// session is read from the chain instead (value, gas and token caps and what was spent of
+    /// them, operations used of the limit, window, active), at the latest block. The targets'
+    /// functions always come from the database.
     #[command(after_help = EXIT_CODES)]
     ListAgentKeys {
         /// Only this wallet's agent keys (wallet UUID).
@@ -146,9 +148,11 @@ pub enum Command {
     ///
     /// The database row is revoked first (the companion refuses the key at once), then the TA
     /// bumps the key's generation and refuses every credential of it, then the operator key
-    /// sends SessionKeyValidator.revokeSession for the key's recorded session. Each layer's
-    /// outcome is printed; a layer already revoked is a success with a note, so re-running
-    /// finishes what a failed run left undone. Exits non-zero if any layer failed.
+    /// sends SessionKeyValidator.revokeSession on every account where the key has a live
+    /// session (each account's outcome printed). Each layer's outcome is printed; a layer
+    /// already revoked is a success with a note, so re-running finishes what a failed run left
+    /// undone. Exits non-zero if any layer (or account) failed. The same code path as the
+    /// companion's POST /kms/revoke-agent-credential.
     #[command(after_help = EXIT_CODES)]
     RevokeAgentKey {
         /// The agent key: `<wallet_uuid>:<agent_index>`.

@@ -1,18 +1,20 @@
-//! `revoke-agent-key`: database, TA, chain — each layer idempotent, each outcome reported.
+//! `revoke-agent-key`: database, TA, chain (every account where the agent has a live session) —
+//! each layer idempotent, each outcome reported. The layers themselves are the companion's
+//! ([`kms_companion::revocation`]): one code path for the HTTP route and this command.
 
 use std::time::Duration;
 
-use alloy::primitives::Address;
-use kms_chain::client::{ChainError, RevokeOutcome};
 use kms_chain::operator::TaOperator;
-use kms_db::{AgentKey, AgentStatus, Db};
-use kms_proto::{GetAgentState, RevokeAgentKey, TaError, WalletId};
+use kms_companion::revocation::{
+    describe, revoke_agent, AccountOutcome, AccountRevocation, ChainAccess, ChainSide, Layer,
+    RevokeFailure, TaAccess, TaCallError, Unavailable,
+};
+use kms_proto::{TaError, WalletId};
 use kms_tee_client::{TeeClient, TeeError};
 use serde_json::json;
 
-use crate::ctx::{chain_error, Ctx};
+use crate::ctx::{rpc_unreachable, Ctx};
 use crate::error::{AdminError, Exit, Result};
-use crate::fmt::ts;
 use crate::{audit, Report};
 
 /// What became of one layer.
@@ -66,7 +68,8 @@ pub fn parse_key_id(s: &str) -> Result<(WalletId, u32)> {
     })
 }
 
-/// `revoke-agent-key <wallet:index> [--db-only]`.
+/// `revoke-agent-key <wallet:index> [--db-only]`: the companion's one revocation path
+/// ([`kms_companion::revocation::revoke_agent`]) through this host's own TA session and node.
 pub async fn revoke(ctx: &Ctx, key_id: &str, db_only: bool) -> Result<Report> {
     let (wallet, index) = parse_key_id(key_id)?;
     let key_id = kms_proto::jwt::key_id(&wallet, index);
@@ -80,29 +83,40 @@ pub async fn revoke(ctx: &Ctx, key_id: &str, db_only: bool) -> Result<Report> {
         .hint("`kms-admin list-agent-keys` shows the known keys")
     })?;
 
-    let db_layer = db_layer(&db, &row).await;
     let tee = ctx.tee();
-    let tee_layer = match &tee {
-        Ok(tee) => tee_layer(&db, tee, &row, wallet).await,
-        Err(e) => Outcome::Failed(e.clone()),
+    let ta = AdminTa(tee.as_ref().ok().cloned());
+    let chain = AdminChain {
+        ctx,
+        tee: tee.as_ref().ok(),
     };
-    let chain_layer = if db_only {
-        Outcome::Skipped("--db-only".into())
-    } else {
-        chain_layer(ctx, tee.as_ref().ok(), &row).await
-    };
+    let done = revoke_agent(&db, &ta, (!db_only).then_some(&chain), wallet, &row, || {}).await;
 
+    let db_layer = outcome(&done.database);
+    // A TA session that could not even be opened fails the layer with its own error.
+    let tee_layer = match &tee {
+        Err(e) => Outcome::Failed(e.clone()),
+        Ok(_) => outcome(&done.tee),
+    };
+    let chain_layer = outcome(&done.chain);
     let layers = [
         ("database", &db_layer),
         ("tee", &tee_layer),
         ("chain", &chain_layer),
     ];
+    let accounts: Vec<(&AccountRevocation, Option<AdminError>)> = done
+        .accounts
+        .iter()
+        .map(|a| (a, a.outcome.failure().map(admin_error)))
+        .collect();
     let failure = layers.iter().find_map(|(_, o)| o.failure()).cloned();
-    let detail = layers
+    let mut detail = layers
         .iter()
         .map(|(n, o)| format!("{n}={}", o.word()))
         .collect::<Vec<_>>()
         .join(" ");
+    for (a, _) in &accounts {
+        detail.push_str(&format!(" {}={}", a.account, a.outcome.status()));
+    }
     audit(
         &db,
         "RevokeAgentKey",
@@ -115,7 +129,29 @@ pub async fn revoke(ctx: &Ctx, key_id: &str, db_only: bool) -> Result<Report> {
     let address = row.agent_address.clone().unwrap_or_else(|| "-".into());
     let mut human = format!("Agent key {key_id} ({address})\n");
     for (name, o) in &layers {
-        human.push_str(&format!("  {name:<9} {:<16} {}\n", o.word(), o.detail()));
+        let text = match (name, &accounts[..]) {
+            (&"chain", [_, ..]) if o.failure().is_none() => {
+                format!("{} account(s), each below", accounts.len())
+            }
+            _ => o.detail(),
+        };
+        human.push_str(&format!("  {name:<9} {:<16} {text}\n", o.word()));
+    }
+    for (a, err) in &accounts {
+        let word = match a.outcome {
+            AccountOutcome::Failed(_) => "FAILED".to_owned(),
+            ref o => o.status().replace('_', "-"),
+        };
+        let text = match err {
+            Some(e) => failed_detail(e),
+            None => describe(&a.outcome),
+        };
+        let pending = if a.pending_grant {
+            " (a pending grant, found included)"
+        } else {
+            ""
+        };
+        human.push_str(&format!("    {} {word:<16} {text}{pending}\n", a.account));
     }
     let failed = layers.iter().filter(|(_, o)| o.failure().is_some()).count();
     if failed == 0 {
@@ -131,11 +167,23 @@ pub async fn revoke(ctx: &Ctx, key_id: &str, db_only: bool) -> Result<Report> {
         "keyId": key_id,
         "address": row.agent_address,
         "ok": failure.is_none(),
+        "generation": done.generation,
         "layers": layers.iter().map(|(name, o)| json!({
             "layer": name,
             "outcome": o.word().to_ascii_lowercase(),
             "detail": o.detail(),
             "exitCode": o.failure().map(|e| e.exit.code()),
+        })).collect::<Vec<_>>(),
+        "sessions": accounts.iter().map(|(a, err)| json!({
+            "account": a.account,
+            "outcome": a.outcome.status(),
+            "transactionHash": a.outcome.tx_hash().map(|h| format!("{h:#x}")),
+            "detail": match err {
+                Some(e) => failed_detail(e),
+                None => describe(&a.outcome),
+            },
+            "exitCode": err.as_ref().map(|e| e.exit.code()),
+            "pendingGrant": a.pending_grant,
         })).collect::<Vec<_>>(),
     });
     Ok(Report {
@@ -150,169 +198,120 @@ pub async fn revoke(ctx: &Ctx, key_id: &str, db_only: bool) -> Result<Report> {
     })
 }
 
-async fn db_layer(db: &Db, row: &AgentKey) -> Outcome {
-    match row.status {
-        AgentStatus::Revoked => Outcome::AlreadyDone(format!(
-            "already revoked at {}",
-            row.revoked_at.map(ts).unwrap_or_else(|| "?".into())
-        )),
-        AgentStatus::Failed => {
-            Outcome::AlreadyDone("never issued (creation failed): nothing to revoke".into())
+fn failed_detail(e: &AdminError) -> String {
+    match &e.hint {
+        Some(h) => format!("{} ({h})", e.message),
+        None => e.message.clone(),
+    }
+}
+
+fn outcome(layer: &Layer) -> Outcome {
+    match layer {
+        Layer::Revoked(d) => Outcome::Revoked(d.clone()),
+        Layer::AlreadyDone(d) => Outcome::AlreadyDone(d.clone()),
+        Layer::Skipped(d) => Outcome::Skipped(d.clone()),
+        Layer::Failed(f) => Outcome::Failed(admin_error(f)),
+    }
+}
+
+/// A revocation failure with its exit code (and hint).
+fn admin_error(f: &RevokeFailure) -> AdminError {
+    let e = match f {
+        RevokeFailure::Database(m) => {
+            AdminError::new(Exit::Database, format!("database unusable: {m}"))
         }
-        AgentStatus::Active | AgentStatus::Pending => {
-            let now = kms_db::now_secs();
-            match db
-                .revoke_agent(&row.wallet_id, row.agent_index, None, now)
-                .await
-            {
-                Ok(true) => Outcome::Revoked(format!("status revoked at {}", ts(now))),
-                // Revoked concurrently (e.g. by the owner through the companion).
-                Ok(false) => Outcome::AlreadyDone("already revoked".into()),
-                Err(e) => Outcome::Failed(AdminError::db(e)),
-            }
+        RevokeFailure::Tee(t) => AdminError::tee(t.clone()),
+        RevokeFailure::UnknownToTa(_) | RevokeFailure::OperatorMissing => {
+            AdminError::new(Exit::UnknownKey, f.to_string())
+        }
+        RevokeFailure::ChainUnavailable { kind, .. } => AdminError::new(
+            match kind {
+                Unavailable::NotConfigured => Exit::NotConfigured,
+                Unavailable::Node => Exit::RpcUnreachable,
+                Unavailable::Tee => Exit::TeeUnreachable,
+                Unavailable::Other => Exit::Failure,
+            },
+            f.to_string(),
+        ),
+        RevokeFailure::Chain { node: true, .. } => rpc_unreachable(f.to_string()),
+        RevokeFailure::TaRolledBack(_)
+        | RevokeFailure::BadRecord
+        | RevokeFailure::NotRevoker { .. }
+        | RevokeFailure::Chain { .. } => AdminError::new(Exit::Failure, f.to_string()),
+    };
+    match (f.hint(), &e.hint) {
+        (Some(h), None) => e.hint(h),
+        _ => e,
+    }
+}
+
+/// The TA as `kms-admin` reaches it: its own session (none when it could not be opened).
+struct AdminTa(Option<TeeClient>);
+
+impl TaAccess for AdminTa {
+    async fn call_ta<C>(&self, req: &C) -> std::result::Result<C::Output, TaCallError>
+    where
+        C: kms_proto::Command + Sync,
+        C::Output: Send + 'static,
+    {
+        match &self.0 {
+            Some(tee) => tee.call_ta(req).await,
+            None => Err(TaCallError::Tee(TeeError::Unavailable {
+                reason: "no TA session".into(),
+                maybe_executed: false,
+            })),
         }
     }
 }
 
-async fn tee_layer(db: &Db, tee: &TeeClient, row: &AgentKey, wallet: WalletId) -> Outcome {
-    let index = row.agent_index;
-    let state = match tee
-        .call_async(&GetAgentState {
-            wallet_id: wallet,
-            agent_index: index,
-        })
-        .await
-    {
-        Ok(s) => s,
-        Err(TeeError::Ta(TaError::AgentNotFound | TaError::WalletNotFound))
-            if matches!(row.status, AgentStatus::Pending | AgentStatus::Failed) =>
-        {
-            return Outcome::AlreadyDone("the TA never created this key: nothing to revoke".into())
-        }
-        Err(TeeError::Ta(e @ (TaError::AgentNotFound | TaError::WalletNotFound))) => {
-            return Outcome::Failed(AdminError::new(
-                Exit::UnknownKey,
-                format!("the TA does not know this key ({e}); is this the companion's TA?"),
-            ))
-        }
-        Err(e) => return Outcome::Failed(AdminError::tee(e)),
-    };
-    let (outcome, generation) = if state.revoked {
-        (
-            Outcome::AlreadyDone(format!(
-                "already revoked at {} (generation {})",
-                state
-                    .revoked_at
-                    .map(|t| ts(i64::try_from(t).unwrap_or(i64::MAX)))
-                    .unwrap_or_else(|| "?".into()),
-                state.generation
-            )),
-            state.generation,
-        )
-    } else {
-        match tee
-            .call_async(&RevokeAgentKey {
-                wallet_id: wallet,
-                agent_index: index,
-            })
-            .await
-        {
-            Ok(after) => (
-                Outcome::Revoked(format!(
-                    "generation {} → {}: every credential of the key is refused",
-                    state.generation, after.generation
-                )),
-                after.generation,
-            ),
-            Err(e) => return Outcome::Failed(AdminError::tee(e)),
-        }
-    };
-    // Record the TA's generation; the DB status is already revoked (or was).
-    if let Err(e) = db
-        .revoke_agent(&row.wallet_id, index, Some(generation), kms_db::now_secs())
-        .await
-    {
-        return Outcome::Failed(AdminError::db(e));
-    }
-    outcome
+/// The chain as `kms-admin` reaches it: the configured node, the TA's operator key (never
+/// created here), `--tx-timeout-secs`.
+struct AdminChain<'a> {
+    ctx: &'a Ctx,
+    tee: Option<&'a TeeClient>,
 }
 
-async fn chain_layer(ctx: &Ctx, tee: Option<&TeeClient>, row: &AgentKey) -> Outcome {
-    let (Some(account), Some(key)) = (row.account.as_deref(), row.agent_address.as_deref()) else {
-        return Outcome::AlreadyDone(
-            "no on-chain session recorded for this key: nothing to revoke".into(),
-        );
-    };
-    let (Ok(account), Ok(key)) = (account.parse::<Address>(), key.parse::<Address>()) else {
-        return Outcome::Failed(AdminError::new(
-            Exit::Failure,
-            "the recorded session account or key address is not an address",
-        ));
-    };
-    let Some(tee) = tee else {
-        return Outcome::Failed(AdminError::new(
-            Exit::TeeUnreachable,
-            "the operator key is in the TA, which is unreachable",
-        ));
-    };
-    let node = match ctx.node().await {
-        Ok(n) => n,
-        Err(e) => {
-            let e = if e.exit == Exit::NotConfigured {
-                e.hint(
+impl ChainAccess for AdminChain<'_> {
+    async fn open(&self) -> std::result::Result<ChainSide, RevokeFailure> {
+        let Some(tee) = self.tee else {
+            return Err(RevokeFailure::ChainUnavailable {
+                message: "the operator key is in the TA, which is unreachable".into(),
+                hint: None,
+                kind: Unavailable::Tee,
+            });
+        };
+        let node = self.ctx.node().await.map_err(|e| {
+            let kind = match e.exit {
+                Exit::NotConfigured => Unavailable::NotConfigured,
+                Exit::RpcUnreachable => Unavailable::Node,
+                _ => Unavailable::Other,
+            };
+            let hint = if kind == Unavailable::NotConfigured {
+                Some(
                     "set --rpc-url / KMS_RPC_URL and --validator-address / \
-                     KMS_VALIDATOR_ADDRESS, or pass --db-only to leave the chain alone",
+                     KMS_VALIDATOR_ADDRESS, or pass --db-only to leave the chain alone"
+                        .to_owned(),
                 )
             } else {
-                e
+                e.hint.clone()
             };
-            return Outcome::Failed(e);
-        }
-    };
-    let operator = match TaOperator::open(tee.clone(), false).await {
-        Ok(o) => o,
-        Err(TeeError::Ta(TaError::OperatorKeyMissing)) => {
-            return Outcome::Failed(
-                AdminError::new(
-                    Exit::UnknownKey,
-                    "the TA has no operator key, so it cannot be this session's revoker",
-                )
-                .hint("the account owner must revoke the session"),
-            )
-        }
-        Err(e) => return Outcome::Failed(AdminError::tee(e)),
-    };
-    let timeout = Duration::from_secs(ctx.config.tx_timeout_secs);
-    match node.revoke_session(&operator, account, key, timeout).await {
-        Ok(RevokeOutcome::Revoked {
-            tx_hash,
-            block_number,
-        }) => Outcome::Revoked(format!(
-            "revokeSession({account}, {key}) sent by the operator {}: tx {tx_hash} mined in \
-             block {block_number}",
-            operator_address(&operator)
-        )),
-        Ok(RevokeOutcome::AlreadyRevoked) => Outcome::AlreadyDone(format!(
-            "the session of {key} on {account} is already revoked on chain"
-        )),
-        Err(ChainError::NoSession { .. }) => Outcome::AlreadyDone(format!(
-            "no session of {key} on {account} on chain: nothing to revoke"
-        )),
-        Err(ChainError::NotRevoker { operator, revoker }) => Outcome::Failed(
-            AdminError::new(
-                Exit::Failure,
-                format!(
-                    "the operator {operator} is not this session's revoker ({revoker}), so the \
-                     chain would refuse its revokeSession"
-                ),
-            )
-            .hint("the account owner must revoke the session"),
-        ),
-        Err(e) => Outcome::Failed(chain_error(e)),
+            RevokeFailure::ChainUnavailable {
+                message: e.message,
+                hint,
+                kind,
+            }
+        })?;
+        let operator = match TaOperator::open(tee.clone(), false).await {
+            Ok(o) => o,
+            Err(TeeError::Ta(TaError::OperatorKeyMissing)) => {
+                return Err(RevokeFailure::OperatorMissing)
+            }
+            Err(e) => return Err(RevokeFailure::Tee(e)),
+        };
+        Ok(ChainSide {
+            node,
+            operator,
+            timeout: Duration::from_secs(self.ctx.config.tx_timeout_secs),
+        })
     }
-}
-
-fn operator_address(o: &TaOperator) -> Address {
-    use kms_chain::operator::OperatorSigner;
-    o.address()
 }

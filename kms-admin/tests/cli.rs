@@ -258,19 +258,37 @@ async fn list_and_revoke_agent_keys_db_only_and_idempotent() {
         revoker: address!("0x4444444444444444444444444444444444444444"),
     };
     let grant_json = serde_json::to_string(&grant).unwrap();
-    let record = |grant_json| kms_db::SessionRecord {
-        account: "0x2222222222222222222222222222222222222222",
-        targets_json: "[\"0x3333333333333333333333333333333333333333\"]",
-        spend_cap: "1500000000000000000",
-        valid_after: 1_700_000_000,
-        valid_until: 1_900_000_000,
-        revoker: Some("0x4444444444444444444444444444444444444444"),
-        grant_json,
-        session_tx_hash: None,
+    // Recorded as the companion's grant route records an included grant: pending, then active.
+    let record = |account: &'static str, grant_json: Option<String>| {
+        let db = db.clone();
+        let wallet = wallet.clone();
+        async move {
+            let id = db
+                .insert_session(&kms_db::NewSession {
+                    wallet_id: &wallet,
+                    agent_index: 1,
+                    account,
+                    targets_json: "[\"0x3333333333333333333333333333333333333333\"]",
+                    spend_cap: "1500000000000000000",
+                    valid_after: 1_700_000_000,
+                    valid_until: 1_900_000_000,
+                    revoker: Some("0x4444444444444444444444444444444444444444"),
+                    grant_json: grant_json.as_deref(),
+                    user_op_hash: None,
+                    user_op_json: None,
+                    now: kms_db::now_secs(),
+                })
+                .await
+                .unwrap();
+            assert!(db
+                .activate_session(id, None, kms_db::now_secs())
+                .await
+                .unwrap());
+            id
+        }
     };
-    db.set_agent_session(&wallet, 1, &record(Some(&grant_json)), kms_db::now_secs())
-        .await
-        .unwrap();
+    const ACCOUNT: &str = "0x2222222222222222222222222222222222222222";
+    record(ACCOUNT, Some(grant_json.clone())).await;
 
     // The table: both keys, the recorded session of #1 (no RPC: from the database).
     let out = admin(&env, &["list-agent-keys"]).await;
@@ -338,20 +356,19 @@ async fn list_and_revoke_agent_keys_db_only_and_idempotent() {
         json!([{"token": "0x6666666666666666666666666666666666666666", "cap": "250000000", "spent": null}])
     );
 
-    // A session recorded before grants carried all this still lists, with what it has.
-    db.set_agent_session(&wallet, 1, &record(None), kms_db::now_secs())
-        .await
-        .unwrap();
+    // A session recorded before grants carried all this still lists, with what it has: here
+    // a later grant on the same account, which supersedes the first.
+    record(ACCOUNT, None).await;
     let out = admin(&env, &["list-agent-keys"]).await;
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("?/1.5 ETH"), "{out:?}");
-    assert!(!out.stdout.contains("?/0.01 ETH"), "{out:?}");
-    assert!(!out.stdout.contains("per day"), "{out:?}");
+    assert!(out.stdout.contains("superseded"), "{out:?}");
     let old = admin(&env, &["--json", "list-agent-keys", "--wallet", &wallet])
         .await
         .json();
     let session = &old[1]["session"];
     assert_eq!(session["source"], "database");
+    assert_eq!(session["status"], "active");
     assert_eq!(session["spendCap"], "1500000000000000000");
     for absent in [
         "gasCap",
@@ -364,6 +381,13 @@ async fn list_and_revoke_agent_keys_db_only_and_idempotent() {
     ] {
         assert!(session[absent].is_null(), "{absent}: {session}");
     }
+    let statuses: Vec<&str> = old[1]["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["active", "superseded"], "{old}");
     assert_eq!(session["validUntil"], 1_900_000_000);
     assert!(
         !list.to_string().contains(&jwt0),
@@ -429,13 +453,54 @@ async fn list_and_revoke_agent_keys_db_only_and_idempotent() {
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["keyId"], json!(key0));
 
-    // Key #1 has a recorded session: without a chain configured, the chain layer fails
-    // (exit 7) after the database and the TA are revoked, and says what to do.
+    // Key #1 has sessions on two accounts: without a chain configured, the chain layer fails
+    // (exit 7) after the database and the TA are revoked, for each account, and says what to
+    // do; the sessions stay live (`revoke_failed`) for the next run.
+    const OTHER_ACCOUNT: &str = "0x8888888888888888888888888888888888888888";
+    record(OTHER_ACCOUNT, Some(grant_json.clone())).await;
     let out = admin(&env, &["revoke-agent-key", &key1]).await;
     assert_eq!(out.code, 7, "{out:?}");
     assert!(out.stdout.contains("FAILED"), "{out:?}");
     assert!(out.stdout.contains("--db-only"), "{out:?}");
+    for account in [ACCOUNT, OTHER_ACCOUNT] {
+        assert!(out.stdout.contains(account), "{account}: {out:?}");
+    }
     assert_eq!(sign_agent(&env, &jwt1, &key1).await.0, 401);
+    let live: Vec<(String, kms_db::SessionStatus)> = db
+        .sessions_of_agent(&wallet, 1)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.status.is_live())
+        .map(|s| (s.account, s.status))
+        .collect();
+    assert_eq!(
+        live,
+        [
+            (
+                OTHER_ACCOUNT.to_owned(),
+                kms_db::SessionStatus::RevokeFailed
+            ),
+            (ACCOUNT.to_owned(), kms_db::SessionStatus::RevokeFailed),
+        ]
+    );
+    // --db-only reports each account as skipped.
+    let r = admin(&env, &["--json", "revoke-agent-key", &key1, "--db-only"]).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let sessions = r.json()["sessions"].clone();
+    assert_eq!(
+        sessions
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (
+                s["account"].as_str().unwrap(),
+                s["outcome"].as_str().unwrap()
+            ))
+            .collect::<Vec<_>>(),
+        [(OTHER_ACCOUNT, "skipped"), (ACCOUNT, "skipped")],
+        "{sessions}"
+    );
     // An unreachable node: exit 6, and the URL (which may hold an API key) is not printed.
     let out = admin(
         &env,

@@ -165,6 +165,34 @@ impl BundlerError {
         matches!(self, BundlerError::Rpc { message, .. } if message.to_ascii_lowercase().contains("already known"))
     }
 
+    /// What this error, as the answer to `eth_sendUserOperation` of a signed operation, says
+    /// about the operation (see [`SendVerdict`]). Only [`SendVerdict::Rejected`],
+    /// [`SendVerdict::OutOfTime`] and [`SendVerdict::SessionRevoked`] are verdicts on the
+    /// operation itself, and even they are final only once the operation is known to be neither
+    /// held by the bundler nor on chain.
+    pub fn send_verdict(&self) -> SendVerdict {
+        if self.is_already_known() {
+            return SendVerdict::AlreadyKnown;
+        }
+        if self.is_transient() {
+            return SendVerdict::Unreachable;
+        }
+        let Some(rejection) = self.rejection() else {
+            return SendVerdict::Unusable;
+        };
+        let refusal = rejection.revert.as_ref().and_then(|r| r.refusal_code());
+        match (rejection.aa_code.as_deref(), rejection.rpc_code, refusal) {
+            (Some("AA25"), _, _) => SendVerdict::Nonce,
+            (_, _, Some(crate::session::RefusalCode::SessionRevoked)) => {
+                SendVerdict::SessionRevoked
+            }
+            (Some("AA22"), _, _)
+            | (_, -32503, _)
+            | (_, _, Some(crate::session::RefusalCode::SessionExpired)) => SendVerdict::OutOfTime,
+            _ => SendVerdict::Rejected,
+        }
+    }
+
     /// The parts of a bundler's refusal that an HTTP error body carries, or `None` when the
     /// bundler gave no verdict (transport or decoding problems).
     pub fn rejection(&self) -> Option<BundlerRejection> {
@@ -183,6 +211,31 @@ impl BundlerError {
             revert: crate::revert::decode_from_rpc_error(message, data.as_ref()),
         })
     }
+}
+
+/// What a failed `eth_sendUserOperation` says about the operation sent
+/// ([`BundlerError::send_verdict`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendVerdict {
+    /// "Already known": the bundler holds this very operation.
+    AlreadyKnown,
+    /// The request may not have reached the bundler, or the bundler was briefly unavailable
+    /// ([`BundlerError::is_transient`]): nothing is known.
+    Unreachable,
+    /// An answer that says nothing about the operation (another userOpHash, an unreadable or
+    /// oversized answer, an HTTP error without a JSON-RPC error): nothing is known.
+    Unusable,
+    /// AA25, invalid account nonce: the chain's nonce may have passed the operation's (it may be
+    /// the operation itself, included at the last moment), or another operation with its nonce
+    /// is ahead of it. Look the nonce and the operation up before judging.
+    Nonce,
+    /// Out of its validity (AA22 "expired or not due", ERC-7769 -32503, the validator's
+    /// `PeriodOutsideWindow`).
+    OutOfTime,
+    /// The validator refused it because the session is revoked.
+    SessionRevoked,
+    /// Any other refusal in validation (signature, policy, funds, gas, ...).
+    Rejected,
 }
 
 /// A bundler's refusal of an operation, ready to be put in an HTTP error body.
@@ -327,6 +380,16 @@ impl UserOperationStatus {
     pub fn is_known(&self) -> bool {
         self.status != "not_found"
     }
+}
+
+/// Whether a bundler holds an operation ([`BundlerClient::holding`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holding {
+    /// Whether it holds it (mempool, queue, bundle being sent, or included).
+    pub held: bool,
+    /// The bundler's word for it (`pimlico_getUserOperationStatus`'s status, or `in_mempool`,
+    /// `included`, `not_found` from `eth_getUserOperationByHash`).
+    pub status: String,
 }
 
 /// How [`BundlerClient::submit`] retries transient failures.
@@ -592,6 +655,39 @@ impl BundlerClient {
             return true;
         }
         matches!(self.user_operation_status(hash).await, Ok(s) if s.is_known())
+    }
+
+    /// Whether the bundler holds the operation `hash` now (in its mempool, queued, or in a bundle
+    /// being sent): `pimlico_getUserOperationStatus` where the bundler offers it (`not_submitted`,
+    /// `queued`, `submitted` and `included` hold it; `not_found`, `rejected` and `failed` do
+    /// not), else `eth_getUserOperationByHash` (ERC-4337: it answers for operations in the
+    /// mempool too). Errors are returned: "not held" is never guessed from a failed request.
+    pub async fn holding(&self, hash: B256) -> Result<Holding, BundlerError> {
+        match self.user_operation_status(hash).await {
+            Ok(s) => {
+                let held = matches!(
+                    s.status.as_str(),
+                    "not_submitted" | "queued" | "submitted" | "included"
+                );
+                Ok(Holding {
+                    held,
+                    status: s.status,
+                })
+            }
+            Err(e) if e.is_method_not_found() => {
+                let found = self.get_user_operation_by_hash(hash).await?;
+                Ok(Holding {
+                    held: found.is_some(),
+                    status: match found {
+                        Some(f) if f.transaction_hash.is_some() => "included",
+                        Some(_) => "in_mempool",
+                        None => "not_found",
+                    }
+                    .to_owned(),
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// `eth_getUserOperationByHash`: the operation, or `None` when the bundler does not know it
@@ -1052,6 +1148,137 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, BundlerError::HashMismatch { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn send_verdicts_tell_a_refusal_from_no_answer() {
+        let rpc = |code: i64, message: &str| BundlerError::Rpc {
+            code,
+            message: message.into(),
+            data: None,
+        };
+        assert_eq!(
+            rpc(-32602, "Already known").send_verdict(),
+            SendVerdict::AlreadyKnown
+        );
+        assert_eq!(
+            rpc(
+                -32500,
+                "UserOperation failed validation with reason: AA25 invalid account nonce"
+            )
+            .send_verdict(),
+            SendVerdict::Nonce
+        );
+        assert_eq!(
+            rpc(-32500, "AA22 expired or not due").send_verdict(),
+            SendVerdict::OutOfTime
+        );
+        assert_eq!(
+            rpc(-32503, "out of time range").send_verdict(),
+            SendVerdict::OutOfTime
+        );
+        assert_eq!(
+            rpc(-32507, "AA24 signature error").send_verdict(),
+            SendVerdict::Rejected
+        );
+        let revoked = alloy::sol_types::SolError::abi_encode(
+            &kms_contracts::SessionKeyValidator::SessionIsRevoked {
+                account: Address::repeat_byte(1),
+                key: Address::repeat_byte(2),
+            },
+        );
+        assert_eq!(
+            rpc(
+                -32500,
+                &format!(
+                    "UserOperation reverted with reason: AA23 reverted 0x{}",
+                    alloy::primitives::hex::encode(&revoked)
+                )
+            )
+            .send_verdict(),
+            SendVerdict::SessionRevoked
+        );
+        for unusable in [
+            BundlerError::HashMismatch {
+                expected: B256::ZERO,
+                returned: B256::repeat_byte(1),
+            },
+            BundlerError::Decode {
+                method: "eth_sendUserOperation",
+                reason: "x".into(),
+            },
+            BundlerError::Http {
+                status: 500,
+                body: String::new(),
+            },
+        ] {
+            assert_eq!(unusable.send_verdict(), SendVerdict::Unusable, "{unusable}");
+        }
+        assert_eq!(
+            BundlerError::Http {
+                status: 503,
+                body: String::new()
+            }
+            .send_verdict(),
+            SendVerdict::Unreachable
+        );
+    }
+
+    #[tokio::test]
+    async fn holding_reads_the_status_or_falls_back_to_by_hash() {
+        let status = |s: &str| {
+            (
+                200,
+                format!(
+                    r#"{{"jsonrpc":"2.0","id":1,"result":{{"status":"{s}","transactionHash":null}}}}"#
+                ),
+            )
+        };
+        let by_hash = r#"{"jsonrpc":"2.0","id":1,"result":{"userOperation":{},"entryPoint":"0x0000000071727De22E5E9d8BAf0edAc6f37da032","transactionHash":null,"blockHash":null,"blockNumber":null}}"#
+            .to_string();
+        let (url, server) = serve(vec![
+            status("not_submitted"),
+            status("rejected"),
+            status("not_found"),
+            rpc_error(-32601, "Method not found"),
+            (200, by_hash),
+            rpc_error(-32601, "Method not found"),
+            (200, r#"{"jsonrpc":"2.0","id":1,"result":null}"#.to_string()),
+            (503, "busy".into()),
+        ])
+        .await;
+        let client = BundlerClient::new(url).unwrap();
+        let hash: B256 = HASH.parse().unwrap();
+        let held = |h: Holding| (h.held, h.status);
+        assert_eq!(
+            held(client.holding(hash).await.unwrap()),
+            (true, "not_submitted".into())
+        );
+        assert_eq!(
+            held(client.holding(hash).await.unwrap()),
+            (false, "rejected".into())
+        );
+        assert_eq!(
+            held(client.holding(hash).await.unwrap()),
+            (false, "not_found".into())
+        );
+        assert_eq!(
+            held(client.holding(hash).await.unwrap()),
+            (true, "in_mempool".into())
+        );
+        assert_eq!(
+            held(client.holding(hash).await.unwrap()),
+            (false, "not_found".into())
+        );
+        // No answer is never "not held".
+        assert!(client.holding(hash).await.is_err());
+        let methods: Vec<_> = server
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b["method"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(methods[4], "eth_getUserOperationByHash");
     }
 
     #[test]

@@ -466,6 +466,63 @@ pub enum RevokeOutcome {
     AlreadyRevoked,
 }
 
+/// How far back [`ChainClient::user_operation_events`] looks without a starting block: about a
+/// day and a half of 12-second blocks (node providers often cap a log query's range near this).
+pub const EVENT_LOOKBACK_BLOCKS: u64 = 10_000;
+
+/// One `UserOperationEvent` of the EntryPoint: an operation executed on chain (see
+/// [`ChainClient::user_operation_events`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OpEvent {
+    /// The operation's userOpHash.
+    pub user_op_hash: B256,
+    /// The account.
+    pub sender: Address,
+    /// The paymaster (zero without one).
+    pub paymaster: Address,
+    /// The operation's nonce.
+    pub nonce: U256,
+    /// Whether its execution succeeded.
+    pub success: bool,
+    /// What it paid, in wei.
+    pub actual_gas_cost: U256,
+    /// Gas it used.
+    pub actual_gas_used: U256,
+    /// The bundle transaction.
+    pub transaction_hash: Option<B256>,
+    /// Its block.
+    pub block_number: Option<u64>,
+    /// Its block hash.
+    pub block_hash: Option<B256>,
+}
+
+impl OpEvent {
+    /// The event as a receipt of the operation on `entry_point` (without the transaction's logs
+    /// and revert data, which the event does not carry), or `None` without a transaction.
+    pub fn to_receipt(&self, entry_point: Address) -> Option<UserOperationReceipt> {
+        Some(UserOperationReceipt {
+            user_op_hash: self.user_op_hash,
+            entry_point,
+            sender: self.sender,
+            nonce: self.nonce,
+            paymaster: Some(self.paymaster),
+            actual_gas_cost: self.actual_gas_cost,
+            actual_gas_used: self.actual_gas_used,
+            success: self.success,
+            reason: None,
+            logs: Vec::new(),
+            receipt: crate::bundler::TransactionReceipt {
+                transaction_hash: self.transaction_hash?,
+                block_number: U256::from(self.block_number?),
+                block_hash: self.block_hash,
+                status: None,
+                other: Default::default(),
+            },
+        })
+    }
+}
+
 const BUNDLER_FEES_UNKNOWN: u8 = 0;
 const BUNDLER_FEES_YES: u8 = 1;
 const BUNDLER_FEES_NO: u8 = 2;
@@ -804,6 +861,62 @@ impl ChainClient {
         expected: &ExpectedReceipt,
     ) -> Result<Option<UserOperationReceipt>, ChainError> {
         Ok(self.bundler().checked_receipt(expected).await?)
+    }
+
+    /// The EntryPoint's `UserOperationEvent`s from block `from_block` on (the latest block when
+    /// `None`: the last [`EVENT_LOOKBACK_BLOCKS`]) for userOpHash `user_op_hash` (when given) of
+    /// `sender`, read through the node: what was executed on chain, whatever bundler included
+    /// it. Events of another sender, or without a readable body, are left out.
+    pub async fn user_operation_events(
+        &self,
+        sender: Address,
+        user_op_hash: Option<B256>,
+        from_block: Option<u64>,
+    ) -> Result<Vec<OpEvent>, ChainError> {
+        use alloy::sol_types::SolEvent;
+        let from = match from_block {
+            Some(b) => b,
+            None => self
+                .provider()
+                .get_block_number()
+                .await
+                .map_err(|e| self.node_err("reading the latest block number", e))?
+                .saturating_sub(EVENT_LOOKBACK_BLOCKS),
+        };
+        let mut filter = alloy::rpc::types::Filter::new()
+            .address(self.entry_point().address)
+            .event_signature(IEntryPointV07::UserOperationEvent::SIGNATURE_HASH)
+            .topic2(sender.into_word())
+            .from_block(from)
+            .to_block(alloy::rpc::types::BlockNumberOrTag::Latest);
+        if let Some(hash) = user_op_hash {
+            filter = filter.topic1(hash);
+        }
+        let logs = self
+            .provider()
+            .get_logs(&filter)
+            .await
+            .map_err(|e| self.node_err("reading UserOperationEvent logs", e))?;
+        Ok(logs
+            .iter()
+            .filter(|l| !l.removed && l.address() == self.entry_point().address)
+            .filter_map(|l| {
+                let ev = l.log_decode::<IEntryPointV07::UserOperationEvent>().ok()?;
+                let d = ev.inner.data;
+                (d.sender == sender).then_some(OpEvent {
+                    user_op_hash: d.userOpHash,
+                    sender: d.sender,
+                    paymaster: d.paymaster,
+                    nonce: d.nonce,
+                    success: d.success,
+                    actual_gas_cost: d.actualGasCost,
+                    actual_gas_used: d.actualGasUsed,
+                    transaction_hash: l.transaction_hash,
+                    block_number: l.block_number,
+                    block_hash: l.block_hash,
+                })
+            })
+            .collect())
     }
 
     /// Waits for the receipt of the operation `expected` describes, checked against it, polling

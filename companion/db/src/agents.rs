@@ -72,23 +72,6 @@ pub struct AgentKey {
     pub updated_at: i64,
     /// Revoked.
     pub revoked_at: Option<i64>,
-    /// On-chain session: the smart account.
-    pub account: Option<String>,
-    /// On-chain session: allowed targets (JSON).
-    pub targets: Option<String>,
-    /// On-chain session: spend cap (decimal wei).
-    pub spend_cap: Option<String>,
-    /// On-chain session: valid after.
-    pub valid_after: Option<i64>,
-    /// On-chain session: valid until.
-    pub valid_until: Option<i64>,
-    /// On-chain session: revoker address.
-    pub revoker: Option<String>,
-    /// On-chain session: registration transaction hash.
-    pub session_tx_hash: Option<String>,
-    /// On-chain session: the whole grant (JSON of `kms_chain::session::SessionGrant`); absent
-    /// for sessions recorded before grants carried functions, tokens and a gas cap.
-    pub session_json: Option<String>,
 }
 
 impl AgentKey {
@@ -115,14 +98,6 @@ struct AgentRow {
     created_at: i64,
     updated_at: i64,
     revoked_at: Option<i64>,
-    account: Option<String>,
-    targets: Option<String>,
-    spend_cap: Option<String>,
-    valid_after: Option<i64>,
-    valid_until: Option<i64>,
-    revoker: Option<String>,
-    session_tx_hash: Option<String>,
-    session_json: Option<String>,
 }
 
 impl TryFrom<AgentRow> for AgentKey {
@@ -145,22 +120,13 @@ impl TryFrom<AgentRow> for AgentKey {
             created_at: r.created_at,
             updated_at: r.updated_at,
             revoked_at: r.revoked_at,
-            account: r.account,
-            targets: r.targets,
-            spend_cap: r.spend_cap,
-            valid_after: r.valid_after,
-            valid_until: r.valid_until,
-            revoker: r.revoker,
-            session_tx_hash: r.session_tx_hash,
-            session_json: r.session_json,
         })
     }
 }
 
 const AGENT_COLS: &str = "wallet_id, agent_index, label, status, agent_address, public_key, \
     credential_hash, kid, generation, issued_at, expires_at, failure, created_at, updated_at, \
-    revoked_at, account, targets, spend_cap, valid_after, valid_until, revoker, session_tx_hash, \
-    session_json";
+    revoked_at";
 
 /// What the TA returned for a newly issued credential.
 #[derive(Clone, Debug)]
@@ -363,56 +329,6 @@ impl Db {
             .map(AgentKey::try_from)
             .collect()
     }
-
-    /// Record the on-chain session of an agent.
-    pub async fn set_agent_session(
-        &self,
-        wallet_id: &str,
-        index: u32,
-        session: &SessionRecord<'_>,
-        now: i64,
-    ) -> Result<bool> {
-        let r = sqlx::query(
-            "UPDATE agent_keys SET account = ?, targets = ?, spend_cap = ?, valid_after = ?, \
-             valid_until = ?, revoker = ?, session_tx_hash = ?, session_json = ?, updated_at = ? \
-             WHERE wallet_id = ? AND agent_index = ?",
-        )
-        .bind(session.account)
-        .bind(session.targets_json)
-        .bind(session.spend_cap)
-        .bind(session.valid_after)
-        .bind(session.valid_until)
-        .bind(session.revoker)
-        .bind(session.session_tx_hash)
-        .bind(session.grant_json)
-        .bind(now)
-        .bind(wallet_id)
-        .bind(i64::from(index))
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() > 0)
-    }
-}
-
-/// The on-chain session of an agent as [`Db::set_agent_session`] records it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SessionRecord<'a> {
-    /// The smart account (`0x` lowercase).
-    pub account: &'a str,
-    /// The addresses the session may call (targets and tokens), JSON array.
-    pub targets_json: &'a str,
-    /// Native-value cap (decimal wei).
-    pub spend_cap: &'a str,
-    /// Window start (unix seconds).
-    pub valid_after: i64,
-    /// Window end (unix seconds; 0 = no end).
-    pub valid_until: i64,
-    /// The revoker (`0x` lowercase).
-    pub revoker: Option<&'a str>,
-    /// The whole grant (JSON).
-    pub grant_json: Option<&'a str>,
-    /// The registration transaction, once included.
-    pub session_tx_hash: Option<&'a str>,
 }
 
 #[cfg(test)]
@@ -431,42 +347,6 @@ mod tests {
             expires_at: 20,
             now: 10,
         }
-    }
-
-    #[tokio::test]
-    async fn session_records_keep_the_whole_grant() {
-        let (_d, db) = temp_db().await;
-        wallet(&db, "w").await;
-        db.reserve_agent_index("w", "a", 1).await.unwrap();
-        let record = SessionRecord {
-            account: "0xacc",
-            targets_json: r#"["0x11"]"#,
-            spend_cap: "10",
-            valid_after: 1,
-            valid_until: 0,
-            revoker: Some("0x44"),
-            grant_json: Some(r#"{"gasCap":"5"}"#),
-            session_tx_hash: None,
-        };
-        assert!(db.set_agent_session("w", 0, &record, 2).await.unwrap());
-        let a = db.get_agent("w", 0).await.unwrap().unwrap();
-        assert_eq!(a.session_json.as_deref(), Some(r#"{"gasCap":"5"}"#));
-        assert_eq!(
-            (
-                a.account.as_deref(),
-                a.spend_cap.as_deref(),
-                a.session_tx_hash
-            ),
-            (Some("0xacc"), Some("10"), None)
-        );
-        let included = SessionRecord {
-            session_tx_hash: Some("0xtx"),
-            ..record
-        };
-        assert!(db.set_agent_session("w", 0, &included, 3).await.unwrap());
-        let a = db.get_agent("w", 0).await.unwrap().unwrap();
-        assert_eq!(a.session_tx_hash.as_deref(), Some("0xtx"));
-        assert!(!db.set_agent_session("w", 9, &record, 3).await.unwrap());
     }
 
     #[tokio::test]

@@ -1,10 +1,219 @@
-//! Agent intents (ERC-4337 UserOperations) submitted through `/agent/intents`.
+//! Agent intents (ERC-4337 UserOperations) submitted through `/agent/intents`, and the state
+//! machine of their statuses ([`IntentStatus`]).
 //!
-//! Status: `signed` (recorded, about to be submitted, or to be re-submitted as is), `pending`
-//! (accepted by the bundler), `included` (receipt, execution succeeded), `failed` (refused by the
-//! bundler, or included with a failed execution).
+//! Open statuses: `signed` (recorded; not yet known to be accepted by the bundler: about to be
+//! submitted, or to be re-submitted as is), `pending` (accepted by the bundler, not yet on
+//! chain). Terminal statuses, each set only with evidence ([`Intent::evidence_json`]):
+//! `included` (executed successfully), `failed` (cannot execute: its execution reverted, or the
+//! bundler refused the identical operation in validation), `replaced` (the chain's nonce passed
+//! it without it: another operation used its nonce), `dropped` (no longer held by the bundler,
+//! not on chain, and its validity ended), `cancelled` (the companion withdrew it: its agent or
+//! session was revoked before it reached the chain).
+//!
+//! Every status change is an UPDATE guarded by `status IN (<allowed predecessors>)` that reports
+//! whether it applied ([`Db::transition_intent`]); triggers of migration 0006 refuse any other
+//! change as a backstop. A terminal status never changes.
 
-use crate::{Db, Result};
+use crate::{Db, DbError, Result};
+
+/// The status of an intent (stored as its [`IntentStatus::as_str`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IntentStatus {
+    /// Recorded and signed; not yet known to be accepted by the bundler.
+    Signed,
+    /// Accepted by the bundler; not on chain yet.
+    Pending,
+    /// On chain, execution succeeded.
+    Included,
+    /// Cannot execute: on chain with a reverted execution, or refused by the bundler in
+    /// validation (the identical operation, after checking it is neither held nor included).
+    Failed,
+    /// Not held by the bundler, not on chain, and no longer valid (its validity window or budget
+    /// period ended): it can never be included.
+    Dropped,
+    /// The chain's nonce passed it without it: another operation used its nonce. It can never
+    /// be included.
+    Replaced,
+    /// Withdrawn by the companion (its agent or session was revoked) before it reached the
+    /// chain; never re-submitted.
+    Cancelled,
+}
+
+impl IntentStatus {
+    /// Every status.
+    pub const ALL: [IntentStatus; 7] = [
+        IntentStatus::Signed,
+        IntentStatus::Pending,
+        IntentStatus::Included,
+        IntentStatus::Failed,
+        IntentStatus::Dropped,
+        IntentStatus::Replaced,
+        IntentStatus::Cancelled,
+    ];
+
+    /// The open statuses (what may still change; what counts as in flight).
+    pub const OPEN: [IntentStatus; 2] = [IntentStatus::Signed, IntentStatus::Pending];
+
+    /// The stored string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntentStatus::Signed => "signed",
+            IntentStatus::Pending => "pending",
+            IntentStatus::Included => "included",
+            IntentStatus::Failed => "failed",
+            IntentStatus::Dropped => "dropped",
+            IntentStatus::Replaced => "replaced",
+            IntentStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// The status stored as `s`.
+    pub fn parse(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| DbError::Invalid(format!("intent status {s:?}")))
+    }
+
+    /// Whether the status may still change (`signed`, `pending`).
+    pub fn is_open(self) -> bool {
+        matches!(self, IntentStatus::Signed | IntentStatus::Pending)
+    }
+
+    /// Whether the status is final.
+    pub fn is_terminal(self) -> bool {
+        !self.is_open()
+    }
+
+    /// The statuses an intent may move to this one from (none for `signed`, the first).
+    pub fn predecessors(self) -> &'static [IntentStatus] {
+        match self {
+            IntentStatus::Signed => &[],
+            IntentStatus::Pending => &[IntentStatus::Signed],
+            _ => &Self::OPEN,
+        }
+    }
+
+    /// Whether an intent may move from `from` to this status.
+    pub fn can_follow(self, from: IntentStatus) -> bool {
+        self.predecessors().contains(&from)
+    }
+}
+
+impl std::fmt::Display for IntentStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for IntentStatus {
+    type Err = DbError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::parse(s)
+    }
+}
+
+/// Why an intent has its status (stored in `status_reason` as [`IntentReason::as_str`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IntentReason {
+    /// `signed`: recorded, about to be submitted.
+    Recorded,
+    /// `signed`: the bundler could not be reached (or answered 429/5xx); the identical operation
+    /// is re-submitted.
+    BundlerUnreachable,
+    /// Open: the bundler's answer could not be used (another userOpHash, an unreadable answer);
+    /// the operation is looked up, never judged on such an answer.
+    BundlerAnswerUnusable,
+    /// Open: the bundler refused it for its nonce (AA25) while the chain has not passed that
+    /// nonce (another operation with the nonce is ahead of it, or one before it is missing).
+    NonceConflict,
+    /// `pending`: accepted by the bundler.
+    Accepted,
+    /// `pending`: the bundler already held it ("already known").
+    AlreadyKnown,
+    /// `pending`: the bundler no longer held it and accepted it again.
+    Resubmitted,
+    /// `pending`: its agent was revoked while the bundler held it and its session is still active
+    /// on chain: watched, never re-submitted.
+    RevokedInMempool,
+    /// `included`: the bundler's receipt (checked against the operation).
+    Receipt,
+    /// `included` or `failed`: the EntryPoint's `UserOperationEvent` for its hash (found through
+    /// the node when the bundler had no receipt).
+    EntryPointEvent,
+    /// `failed`: included, but its execution reverted (receipt or event).
+    ExecutionReverted,
+    /// `failed`: the bundler refused the identical operation in validation.
+    BundlerRejected,
+    /// `replaced`: the chain's nonce passed it without it.
+    NoncePassed,
+    /// `dropped`: its validity (session window or budget period) ended before it was included.
+    Expired,
+    /// `cancelled`: its agent was revoked.
+    AgentRevoked,
+    /// `cancelled`: its session was revoked on chain.
+    SessionRevoked,
+}
+
+impl IntentReason {
+    /// Every reason.
+    pub const ALL: [IntentReason; 16] = [
+        IntentReason::Recorded,
+        IntentReason::BundlerUnreachable,
+        IntentReason::BundlerAnswerUnusable,
+        IntentReason::NonceConflict,
+        IntentReason::Accepted,
+        IntentReason::AlreadyKnown,
+        IntentReason::Resubmitted,
+        IntentReason::RevokedInMempool,
+        IntentReason::Receipt,
+        IntentReason::EntryPointEvent,
+        IntentReason::ExecutionReverted,
+        IntentReason::BundlerRejected,
+        IntentReason::NoncePassed,
+        IntentReason::Expired,
+        IntentReason::AgentRevoked,
+        IntentReason::SessionRevoked,
+    ];
+
+    /// The stored string (snake case).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntentReason::Recorded => "recorded",
+            IntentReason::BundlerUnreachable => "bundler_unreachable",
+            IntentReason::BundlerAnswerUnusable => "bundler_answer_unusable",
+            IntentReason::NonceConflict => "nonce_conflict",
+            IntentReason::Accepted => "accepted",
+            IntentReason::AlreadyKnown => "already_known",
+            IntentReason::Resubmitted => "resubmitted",
+            IntentReason::RevokedInMempool => "revoked_in_mempool",
+            IntentReason::Receipt => "receipt",
+            IntentReason::EntryPointEvent => "entry_point_event",
+            IntentReason::ExecutionReverted => "execution_reverted",
+            IntentReason::BundlerRejected => "bundler_rejected",
+            IntentReason::NoncePassed => "nonce_passed",
+            IntentReason::Expired => "expired",
+            IntentReason::AgentRevoked => "agent_revoked",
+            IntentReason::SessionRevoked => "session_revoked",
+        }
+    }
+}
+
+impl std::fmt::Display for IntentReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `'signed', 'pending'`: the open statuses as an SQL list.
+fn sql_list(statuses: &[IntentStatus]) -> String {
+    statuses
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// An intent to record.
 #[derive(Clone, Debug)]
@@ -19,8 +228,8 @@ pub struct NewIntent {
     pub agent_index: Option<u32>,
     /// Smart account.
     pub account: Option<String>,
-    /// Status.
-    pub status: String,
+    /// Status (`signed` for a new intent; tests record others).
+    pub status: IntentStatus,
     /// Chain id.
     pub chain_id: Option<i64>,
     /// EntryPoint.
@@ -39,6 +248,11 @@ pub struct NewIntent {
     pub token_amounts_json: Option<String>,
     /// The client's Idempotency-Key.
     pub idempotency_key: Option<String>,
+    /// When the background task first looks at it (unix seconds).
+    pub next_check_at: i64,
+    /// The latest block when the operation was built (where the search for its inclusion
+    /// starts).
+    pub first_block: Option<i64>,
     /// Now.
     pub now: i64,
 }
@@ -56,7 +270,7 @@ pub struct Intent {
     pub agent_index: Option<i64>,
     /// Smart account.
     pub account: Option<String>,
-    /// Status.
+    /// Status, as stored ([`Intent::state`] parses it).
     pub status: String,
     /// Chain id.
     pub chain_id: Option<i64>,
@@ -68,11 +282,11 @@ pub struct Intent {
     pub user_op_json: Option<String>,
     /// Transaction hash once included.
     pub tx_hash: Option<String>,
-    /// Failure reason.
+    /// Why it did not (or will not) execute, in words.
     pub error: Option<String>,
     /// Created.
     pub created_at: i64,
-    /// Updated.
+    /// Last change of status, reason or evidence.
     pub updated_at: i64,
     /// Nonce (`0x` hex).
     pub nonce: Option<String>,
@@ -86,11 +300,55 @@ pub struct Intent {
     pub max_gas_cost_wei: Option<String>,
     /// Token amounts counted against token caps (JSON object).
     pub token_amounts_json: Option<String>,
+    /// Why it has its status ([`IntentReason::as_str`]).
+    pub status_reason: Option<String>,
+    /// What showed it (JSON).
+    pub evidence_json: Option<String>,
+    /// When the background task looks at it next (open intents).
+    pub next_check_at: i64,
+    /// Checks in a row that changed nothing (the backoff exponent).
+    pub idle_checks: i64,
+    /// When it reached a terminal status.
+    pub settled_at: Option<i64>,
+    /// The latest block when the operation was built.
+    pub first_block: Option<i64>,
+}
+
+impl Intent {
+    /// The status (an unknown stored string is an error: the triggers never let one in).
+    pub fn state(&self) -> Result<IntentStatus> {
+        IntentStatus::parse(&self.status)
+    }
+
+    /// Whether the intent is open (`signed` or `pending`).
+    pub fn is_open(&self) -> bool {
+        self.state().is_ok_and(IntentStatus::is_open)
+    }
+}
+
+/// A status change and its evidence (see [`Db::transition_intent`]).
+#[derive(Clone, Copy, Debug)]
+pub struct IntentChange<'a> {
+    /// Why.
+    pub reason: IntentReason,
+    /// What showed it (JSON), kept in the row.
+    pub evidence_json: Option<&'a str>,
+    /// The bundle transaction, when on chain.
+    pub tx_hash: Option<&'a str>,
+    /// The receipt (JSON), when on chain.
+    pub receipt_json: Option<&'a str>,
+    /// Why it did not (or will not) execute, in words; `None` clears it.
+    pub error: Option<&'a str>,
+    /// When the background task looks at it next (ignored once terminal).
+    pub next_check_at: i64,
+    /// Now.
+    pub now: i64,
 }
 
 const INTENT_COLUMNS: &str = "user_op_hash, key_id, wallet_id, agent_index, account, status, \
      chain_id, entry_point, calls_json, user_op_json, tx_hash, error, created_at, updated_at, \
-     nonce, value_wei, idempotency_key, receipt_json, max_gas_cost_wei, token_amounts_json";
+     nonce, value_wei, idempotency_key, receipt_json, max_gas_cost_wei, token_amounts_json, \
+     status_reason, evidence_json, next_check_at, idle_checks, settled_at, first_block";
 
 impl Db {
     /// Record an intent.
@@ -98,15 +356,16 @@ impl Db {
         sqlx::query(
             "INSERT INTO intents (user_op_hash, key_id, wallet_id, agent_index, account, status, \
              chain_id, entry_point, calls_json, user_op_json, nonce, value_wei, max_gas_cost_wei, \
-             token_amounts_json, idempotency_key, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             token_amounts_json, idempotency_key, created_at, updated_at, status_reason, \
+             next_check_at, first_block) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(i.user_op_hash.to_ascii_lowercase())
         .bind(&i.key_id)
         .bind(&i.wallet_id)
         .bind(i.agent_index.map(i64::from))
         .bind(&i.account)
-        .bind(&i.status)
+        .bind(i.status.as_str())
         .bind(i.chain_id)
         .bind(&i.entry_point)
         .bind(&i.calls_json)
@@ -118,6 +377,9 @@ impl Db {
         .bind(&i.idempotency_key)
         .bind(i.now)
         .bind(i.now)
+        .bind(IntentReason::Recorded.as_str())
+        .bind(i.next_check_at)
+        .bind(i.first_block)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -148,12 +410,12 @@ impl Db {
         .await?)
     }
 
-    /// Intents of agent `key_id` that are `signed` or `pending` (not known to be included or
-    /// failed).
+    /// Intents of agent `key_id` that are open (`signed` or `pending`): what is in flight.
     pub async fn open_intents_of(&self, key_id: &str) -> Result<Vec<Intent>> {
         Ok(sqlx::query_as::<_, Intent>(&format!(
             "SELECT {INTENT_COLUMNS} FROM intents WHERE key_id = ? \
-             AND status IN ('signed', 'pending') ORDER BY created_at"
+             AND status IN ({}) ORDER BY created_at",
+            sql_list(&IntentStatus::OPEN)
         ))
         .bind(key_id)
         .fetch_all(&self.pool)
@@ -173,62 +435,106 @@ impl Db {
         .await?)
     }
 
-    /// Up to `limit` intents, oldest first, that are `signed` or `pending`.
-    pub async fn open_intents(&self, limit: u32) -> Result<Vec<Intent>> {
+    /// Up to `limit` open intents due at `now` (`next_check_at <= now`), the longest overdue
+    /// first: the background task's batch. Each intent it looks at is rescheduled (see
+    /// [`Db::reschedule_intent`]), so no set of intents can hold the head of the queue.
+    pub async fn due_intents(&self, now: i64, limit: u32) -> Result<Vec<Intent>> {
         Ok(sqlx::query_as::<_, Intent>(&format!(
-            "SELECT {INTENT_COLUMNS} FROM intents WHERE status IN ('signed', 'pending') \
-             ORDER BY updated_at LIMIT ?"
+            "SELECT {INTENT_COLUMNS} FROM intents WHERE status IN ({}) AND next_check_at <= ? \
+             ORDER BY next_check_at, created_at, rowid LIMIT ?",
+            sql_list(&IntentStatus::OPEN)
         ))
+        .bind(now)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?)
     }
 
-    /// Record the outcome of an intent from its receipt: `included` or `failed`, the
-    /// transaction hash and the receipt. Only an open (`signed`/`pending`) intent changes.
-    pub async fn settle_intent(
+    /// How many intents have each status (statuses without one are left out).
+    pub async fn count_intents_by_status(&self) -> Result<Vec<(IntentStatus, i64)>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM intents GROUP BY status ORDER BY status")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(s, n)| Ok((IntentStatus::parse(&s)?, n)))
+            .collect()
+    }
+
+    /// Moves intent `user_op_hash` to status `to` with `change` (its reason, evidence, receipt,
+    /// ...), only from one of `to`'s [`IntentStatus::predecessors`]. Returns whether it applied:
+    /// `false` when the intent is unknown or already has a status `to` may not follow (a
+    /// terminal one, above all: whoever settled it first wins, and `included` is never
+    /// overwritten). The backoff restarts (`idle_checks = 0`); a terminal status records
+    /// `settled_at`.
+    pub async fn transition_intent(
         &self,
         user_op_hash: &str,
-        status: &str,
-        tx_hash: &str,
-        receipt_json: &str,
-        error: Option<&str>,
-        now: i64,
+        to: IntentStatus,
+        change: &IntentChange<'_>,
     ) -> Result<bool> {
-        let r = sqlx::query(
-            "UPDATE intents SET status = ?, tx_hash = ?, receipt_json = ?, \
-             error = COALESCE(?, error), updated_at = ? \
-             WHERE user_op_hash = ? AND status IN ('signed', 'pending')",
-        )
-        .bind(status)
-        .bind(tx_hash)
-        .bind(receipt_json)
-        .bind(error)
-        .bind(now)
+        let from = to.predecessors();
+        if from.is_empty() {
+            return Ok(false);
+        }
+        let r = sqlx::query(&format!(
+            "UPDATE intents SET status = ?, status_reason = ?, \
+             evidence_json = COALESCE(?, evidence_json), tx_hash = COALESCE(?, tx_hash), \
+             receipt_json = COALESCE(?, receipt_json), error = ?, updated_at = ?, \
+             next_check_at = ?, idle_checks = 0, settled_at = ? \
+             WHERE user_op_hash = ? AND status IN ({})",
+            sql_list(from)
+        ))
+        .bind(to.as_str())
+        .bind(change.reason.as_str())
+        .bind(change.evidence_json)
+        .bind(change.tx_hash)
+        .bind(change.receipt_json)
+        .bind(change.error)
+        .bind(change.now)
+        .bind(change.next_check_at)
+        .bind(to.is_terminal().then_some(change.now))
         .bind(user_op_hash.to_ascii_lowercase())
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() > 0)
     }
 
-    /// Update an intent's status (and tx hash / error when given).
-    pub async fn update_intent_status(
+    /// Records a look at open intent `user_op_hash` that left its status `status`: when it is
+    /// looked at next, and either a change of reason and evidence (`note`: the backoff restarts,
+    /// `updated_at` moves) or nothing new (`idle_checks` grows by one). Applies only while the
+    /// intent still has `status`; returns whether it did.
+    pub async fn reschedule_intent(
         &self,
         user_op_hash: &str,
-        status: &str,
-        tx_hash: Option<&str>,
-        error: Option<&str>,
+        status: IntentStatus,
+        next_check_at: i64,
+        note: Option<(IntentReason, Option<&str>)>,
         now: i64,
     ) -> Result<bool> {
+        if !status.is_open() {
+            return Ok(false);
+        }
+        let (reason, evidence) = match note {
+            Some((r, e)) => (Some(r.as_str()), e),
+            None => (None, None),
+        };
         let r = sqlx::query(
-            "UPDATE intents SET status = ?, tx_hash = COALESCE(?, tx_hash), \
-             error = COALESCE(?, error), updated_at = ? WHERE user_op_hash = ?",
+            "UPDATE intents SET next_check_at = ?, \
+             idle_checks = CASE WHEN ? THEN 0 ELSE idle_checks + 1 END, \
+             status_reason = COALESCE(?, status_reason), \
+             evidence_json = COALESCE(?, evidence_json), \
+             updated_at = CASE WHEN ? THEN ? ELSE updated_at END \
+             WHERE user_op_hash = ? AND status = ?",
         )
-        .bind(status)
-        .bind(tx_hash)
-        .bind(error)
+        .bind(next_check_at)
+        .bind(reason.is_some())
+        .bind(reason)
+        .bind(evidence)
+        .bind(reason.is_some())
         .bind(now)
         .bind(user_op_hash.to_ascii_lowercase())
+        .bind(status.as_str())
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() > 0)
@@ -240,48 +546,26 @@ mod tests {
     use super::*;
     use crate::test_support::*;
 
-    #[tokio::test]
-    async fn insert_get_update() {
-        let (_d, db) = temp_db().await;
-        db.insert_intent(&NewIntent {
-            user_op_hash: "0xAB".into(),
-            key_id: "w:0".into(),
-            wallet_id: None,
-            agent_index: Some(0),
-            account: None,
-            status: "submitted".into(),
-            chain_id: Some(31337),
-            entry_point: None,
-            calls_json: None,
-            user_op_json: None,
-            nonce: None,
-            value_wei: None,
-            max_gas_cost_wei: None,
-            token_amounts_json: None,
-            idempotency_key: None,
-            now: 1,
-        })
-        .await
-        .unwrap();
-        assert!(db
-            .update_intent_status("0xab", "included", Some("0xtx"), None, 2)
-            .await
-            .unwrap());
-        let i = db.get_intent("0xAB").await.unwrap().unwrap();
-        assert_eq!(
-            (i.status.as_str(), i.tx_hash.as_deref()),
-            ("included", Some("0xtx"))
-        );
+    fn change(reason: IntentReason, now: i64) -> IntentChange<'static> {
+        IntentChange {
+            reason,
+            evidence_json: Some(r#"{"source":"test"}"#),
+            tx_hash: None,
+            receipt_json: None,
+            error: None,
+            next_check_at: now + 10,
+            now,
+        }
     }
 
-    fn new_intent(hash: &str, key: &str, status: &str, idem: Option<&str>) -> NewIntent {
+    fn new_intent(hash: &str, key: &str, status: IntentStatus, idem: Option<&str>) -> NewIntent {
         NewIntent {
             user_op_hash: hash.into(),
             key_id: key.into(),
             wallet_id: Some("w".into()),
             agent_index: Some(0),
             account: Some("0xacc".into()),
-            status: status.into(),
+            status,
             chain_id: Some(31337),
             entry_point: Some("0xep".into()),
             calls_json: Some("[]".into()),
@@ -291,25 +575,252 @@ mod tests {
             max_gas_cost_wei: Some("700".into()),
             token_amounts_json: Some(r#"{"0xt":"9"}"#.into()),
             idempotency_key: idem.map(str::to_owned),
+            next_check_at: 0,
+            first_block: Some(7),
             now: 1,
         }
     }
 
+    #[test]
+    fn statuses_round_trip_and_only_open_ones_move() {
+        for s in IntentStatus::ALL {
+            assert_eq!(IntentStatus::parse(s.as_str()).unwrap(), s);
+            assert_eq!(s.as_str().parse::<IntentStatus>().unwrap(), s);
+            assert_eq!(s.is_open(), IntentStatus::OPEN.contains(&s));
+            // Nothing ever follows a terminal status.
+            for to in IntentStatus::ALL {
+                if s.is_terminal() {
+                    assert!(!to.can_follow(s), "{s} -> {to}");
+                }
+            }
+        }
+        assert!(IntentStatus::parse("submitted").is_err());
+        assert!(IntentStatus::Pending.can_follow(IntentStatus::Signed));
+        assert!(!IntentStatus::Signed.can_follow(IntentStatus::Pending));
+        assert!(IntentStatus::Replaced.can_follow(IntentStatus::Pending));
+        let reasons: std::collections::HashSet<_> =
+            IntentReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(reasons.len(), IntentReason::ALL.len());
+    }
+
     #[tokio::test]
-    async fn idempotency_keys_open_intents_and_settling() {
+    async fn insert_get_transition() {
         let (_d, db) = temp_db().await;
-        db.insert_intent(&new_intent("0x01", "w:0", "pending", Some("k1")))
+        db.insert_intent(&new_intent("0xAB", "w:0", IntentStatus::Signed, None))
             .await
             .unwrap();
-        db.insert_intent(&new_intent("0x02", "w:0", "signed", None))
+        let i = db.get_intent("0xab").await.unwrap().unwrap();
+        assert_eq!(i.state().unwrap(), IntentStatus::Signed);
+        assert_eq!(i.status_reason.as_deref(), Some("recorded"));
+        assert!(i.is_open());
+        assert!(db
+            .transition_intent(
+                "0xab",
+                IntentStatus::Pending,
+                &change(IntentReason::Accepted, 2)
+            )
+            .await
+            .unwrap());
+        let receipt = IntentChange {
+            tx_hash: Some("0xtx"),
+            receipt_json: Some("{}"),
+            ..change(IntentReason::Receipt, 3)
+        };
+        assert!(db
+            .transition_intent("0xab", IntentStatus::Included, &receipt)
+            .await
+            .unwrap());
+        let i = db.get_intent("0xAB").await.unwrap().unwrap();
+        assert_eq!(
+            (
+                i.state().unwrap(),
+                i.tx_hash.as_deref(),
+                i.status_reason.as_deref(),
+                i.evidence_json.as_deref(),
+                i.settled_at,
+                i.updated_at
+            ),
+            (
+                IntentStatus::Included,
+                Some("0xtx"),
+                Some("receipt"),
+                Some(r#"{"source":"test"}"#),
+                Some(3),
+                3
+            )
+        );
+        // Signed is only ever the first status.
+        assert!(!db
+            .transition_intent(
+                "0xab",
+                IntentStatus::Signed,
+                &change(IntentReason::Recorded, 4)
+            )
+            .await
+            .unwrap());
+        // Unknown statuses are refused by the database itself.
+        assert!(sqlx::query(
+            "INSERT INTO intents (user_op_hash, key_id, status, created_at, updated_at) \
+             VALUES ('0xee', 'w:0', 'submitted', 1, 1)"
+        )
+        .execute(db.pool())
+        .await
+        .is_err());
+    }
+
+    /// Two refreshes race on one intent: one sees the receipt, the other an older, failing
+    /// answer. Whatever the order, `included` stands, and a settled intent never changes.
+    #[tokio::test]
+    async fn a_racing_refresh_cannot_overwrite_included() {
+        let (_d, db) = temp_db().await;
+        db.insert_intent(&new_intent("0x01", "w:0", IntentStatus::Pending, None))
             .await
             .unwrap();
-        db.insert_intent(&new_intent("0x03", "w:1", "pending", Some("k1")))
+        let included = IntentChange {
+            tx_hash: Some("0xtx"),
+            receipt_json: Some(r#"{"success":true}"#),
+            ..change(IntentReason::Receipt, 2)
+        };
+        let failed = IntentChange {
+            error: Some("the bundler refused it"),
+            evidence_json: Some(r#"{"source":"bundlerRefusal"}"#),
+            ..change(IntentReason::BundlerRejected, 2)
+        };
+        let (a, b) = tokio::join!(
+            db.transition_intent("0x01", IntentStatus::Included, &included),
+            db.transition_intent("0x01", IntentStatus::Failed, &failed),
+        );
+        assert!(a.unwrap() ^ b.unwrap(), "exactly one applies");
+        // Whichever came first, a later attempt to fail it does not apply once included.
+        db.insert_intent(&new_intent("0x02", "w:0", IntentStatus::Pending, None))
             .await
             .unwrap();
+        assert!(db
+            .transition_intent("0x02", IntentStatus::Included, &included)
+            .await
+            .unwrap());
+        for to in [
+            IntentStatus::Failed,
+            IntentStatus::Dropped,
+            IntentStatus::Replaced,
+            IntentStatus::Cancelled,
+            IntentStatus::Pending,
+        ] {
+            assert!(
+                !db.transition_intent("0x02", to, &failed).await.unwrap(),
+                "{to}"
+            );
+        }
+        assert!(!db
+            .reschedule_intent("0x02", IntentStatus::Pending, 99, None, 5)
+            .await
+            .unwrap());
+        let i = db.get_intent("0x02").await.unwrap().unwrap();
+        assert_eq!(i.state().unwrap(), IntentStatus::Included);
+        assert_eq!(i.error, None);
+        assert_eq!(i.receipt_json.as_deref(), Some(r#"{"success":true}"#));
+        // The database refuses it too, whatever the query.
+        let raw = sqlx::query("UPDATE intents SET status = 'failed' WHERE user_op_hash = '0x02'")
+            .execute(db.pool())
+            .await;
+        assert!(raw.is_err(), "{raw:?}");
+        assert_eq!(
+            db.get_intent("0x02")
+                .await
+                .unwrap()
+                .unwrap()
+                .state()
+                .unwrap(),
+            IntentStatus::Included
+        );
+    }
+
+    #[tokio::test]
+    async fn due_intents_come_longest_overdue_first_and_rescheduling_moves_them_back() {
+        let (_d, db) = temp_db().await;
+        for (hash, status, due) in [
+            ("0x01", IntentStatus::Pending, 5),
+            ("0x02", IntentStatus::Signed, 1),
+            ("0x03", IntentStatus::Pending, 50),
+            ("0x04", IntentStatus::Included, 0),
+        ] {
+            let mut i = new_intent(hash, "w:0", status, None);
+            i.next_check_at = due;
+            db.insert_intent(&i).await.unwrap();
+        }
+        let hashes = |v: Vec<Intent>| v.into_iter().map(|i| i.user_op_hash).collect::<Vec<_>>();
+        assert_eq!(
+            hashes(db.due_intents(10, 10).await.unwrap()),
+            ["0x02", "0x01"]
+        );
+        assert_eq!(hashes(db.due_intents(10, 1).await.unwrap()), ["0x02"]);
+        // A look that changed nothing: later, and one more idle check.
+        assert!(db
+            .reschedule_intent("0x02", IntentStatus::Signed, 20, None, 10)
+            .await
+            .unwrap());
+        assert_eq!(hashes(db.due_intents(10, 10).await.unwrap()), ["0x01"]);
+        assert_eq!(
+            hashes(db.due_intents(60, 10).await.unwrap()),
+            ["0x01", "0x02", "0x03"]
+        );
+        let i = db.get_intent("0x02").await.unwrap().unwrap();
+        assert_eq!((i.idle_checks, i.updated_at), (1, 1));
+        // A look that found something new: the backoff restarts, the change is dated.
+        assert!(db
+            .reschedule_intent(
+                "0x02",
+                IntentStatus::Signed,
+                30,
+                Some((IntentReason::BundlerUnreachable, Some("{}"))),
+                12
+            )
+            .await
+            .unwrap());
+        let i = db.get_intent("0x02").await.unwrap().unwrap();
+        assert_eq!(
+            (i.idle_checks, i.updated_at, i.status_reason.as_deref()),
+            (0, 12, Some("bundler_unreachable"))
+        );
+        // Only while the status is the one looked at.
+        assert!(!db
+            .reschedule_intent("0x02", IntentStatus::Pending, 30, None, 12)
+            .await
+            .unwrap());
+        let counts = db.count_intents_by_status().await.unwrap();
+        assert!(counts.contains(&(IntentStatus::Pending, 2)), "{counts:?}");
+    }
+
+    #[tokio::test]
+    async fn idempotency_keys_and_open_intents() {
+        let (_d, db) = temp_db().await;
+        db.insert_intent(&new_intent(
+            "0x01",
+            "w:0",
+            IntentStatus::Pending,
+            Some("k1"),
+        ))
+        .await
+        .unwrap();
+        db.insert_intent(&new_intent("0x02", "w:0", IntentStatus::Signed, None))
+            .await
+            .unwrap();
+        db.insert_intent(&new_intent(
+            "0x03",
+            "w:1",
+            IntentStatus::Pending,
+            Some("k1"),
+        ))
+        .await
+        .unwrap();
         // One Idempotency-Key per agent key.
         assert!(db
-            .insert_intent(&new_intent("0x04", "w:0", "pending", Some("k1")))
+            .insert_intent(&new_intent(
+                "0x04",
+                "w:0",
+                IntentStatus::Pending,
+                Some("k1")
+            ))
             .await
             .is_err());
         let found = db
@@ -327,26 +838,19 @@ mod tests {
             .unwrap()
             .is_none());
         assert_eq!(db.open_intents_of("w:0").await.unwrap().len(), 2);
-        assert_eq!(db.open_intents(10).await.unwrap().len(), 3);
-        assert!(db
-            .settle_intent("0x01", "included", "0xtx", "{}", None, 2)
-            .await
-            .unwrap());
-        // Settled once.
-        assert!(!db
-            .settle_intent("0x01", "failed", "0xtx", "{}", Some("x"), 3)
-            .await
-            .unwrap());
-        let i = db.get_intent("0x01").await.unwrap().unwrap();
-        assert_eq!(
-            (
-                i.status.as_str(),
-                i.tx_hash.as_deref(),
-                i.receipt_json.as_deref()
-            ),
-            ("included", Some("0xtx"), Some("{}"))
-        );
-        assert_eq!(db.open_intents_of("w:0").await.unwrap().len(), 1);
+        assert_eq!(db.due_intents(10, 10).await.unwrap().len(), 3);
+        // Every terminal status stops counting as in flight.
+        for (hash, to, reason) in [
+            ("0x01", IntentStatus::Replaced, IntentReason::NoncePassed),
+            ("0x02", IntentStatus::Cancelled, IntentReason::AgentRevoked),
+        ] {
+            assert!(db
+                .transition_intent(hash, to, &change(reason, 2))
+                .await
+                .unwrap());
+        }
+        assert!(db.open_intents_of("w:0").await.unwrap().is_empty());
+        assert_eq!(db.due_intents(10, 10).await.unwrap().len(), 1);
     }
 
     #[tokio::test]
@@ -359,7 +863,7 @@ mod tests {
             ("0x04", "w:0", 30),
             ("0x05", "w:0", 5),
         ] {
-            let mut i = new_intent(hash, key, "included", None);
+            let mut i = new_intent(hash, key, IntentStatus::Included, None);
             i.now = now;
             db.insert_intent(&i).await.unwrap();
         }

@@ -6,8 +6,8 @@
 //! [`Db::open`]. All queries are runtime queries (no compile-time database).
 //!
 //! Tables: wallets, passkey credentials, derived addresses, WebAuthn
-//! ceremonies (challenges), API keys (hashed), agent keys, JWT secret
-//! metadata, intents, a hash-chained append-only audit log, and the checkpoints of that log
+//! ceremonies (challenges), API keys (hashed), agent keys and their sessions (one row per grant
+//! on an account: [`AgentSession`]), JWT secret metadata, intents, a hash-chained append-only audit log, and the checkpoints of that log
 //! signed in the TA (`audit_checkpoints`: the anchored audit, see [`Db::verify_anchored`]).
 //!
 //! Nothing secret is stored: API keys and agent credentials are kept as
@@ -22,6 +22,7 @@ mod audit;
 mod challenges;
 mod intents;
 mod jwt_meta;
+mod sessions;
 mod wallets;
 
 use std::str::FromStr;
@@ -32,7 +33,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub use agents::{AgentActivation, AgentKey, AgentStatus, SessionRecord};
+pub use agents::{AgentActivation, AgentKey, AgentStatus};
 pub use anchor::{
     checkpoint_signed_by, AnchorError, Anchored, AuditProblem, AuditReport, Stored,
     StoredCheckpoint, TaAnchorSummary,
@@ -40,8 +41,9 @@ pub use anchor::{
 pub use api_keys::{ApiKeyInfo, NewApiKey, API_KEY_PREFIX};
 pub use audit::{AuditAppender, AuditEvent, AuditRecord, AuditVerification, GENESIS_HASH};
 pub use challenges::{Challenge, ChallengeKind, ChallengeRefusal, NewChallenge};
-pub use intents::{Intent, NewIntent};
+pub use intents::{Intent, IntentChange, IntentReason, IntentStatus, NewIntent};
 pub use jwt_meta::{jwt_secret_meta_from_ta, JwtSecretMeta, JwtSecretState};
+pub use sessions::{AgentSession, NewSession, SessionStatus};
 pub use wallets::{NewWallet, PasskeyCredential, Wallet, WalletAddress};
 
 /// The embedded migrations.

@@ -11,6 +11,9 @@
 //! * [`chain`] — the chain client, nonce tracker, operator key, and chain error mapping for
 //!   `/kms/agent-sessions` and `/agent/intents`.
 //! * [`error`] — one error type, one status mapping.
+//! * [`lifecycle`] — agent intents' statuses: looked up before judged, settled with evidence.
+//! * [`revocation`] — revoking an agent in every layer (database, TA, each account's session
+//!   on chain): the one code path of the HTTP route and `kms-admin revoke-agent-key`.
 //! * [`audit`], [`metrics`], [`openapi`], [`tasks`], [`reconcile`] (DB/TA
 //!   agreement after a crash).
 #![warn(missing_docs)]
@@ -25,11 +28,13 @@ pub mod der;
 pub mod dev;
 pub mod error;
 pub mod extract;
+pub mod lifecycle;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
 pub mod ratelimit;
 pub mod reconcile;
+pub mod revocation;
 pub mod routes;
 pub mod server;
 pub mod state;

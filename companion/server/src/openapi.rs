@@ -116,8 +116,35 @@ mod tests {
             "AgentSessionResponse",
             "IntentRequest",
             "IntentResponse",
+            "RevokeAgentResponse",
+            "OnChainRevocation",
+            "ListAgentKeysResponse",
+            "ListedSession",
         ] {
             assert!(schemas.contains_key(s), "{s} missing");
         }
+    }
+
+    /// Sessions are rows of their own: the revoke answer reports each account, the listing every
+    /// session with its status, and an intent may name its account.
+    #[test]
+    fn sessions_per_account_are_documented() {
+        let doc = serde_json::to_value(super::document()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let props = |name: &str| schemas[name]["properties"].clone();
+        assert!(
+            props("RevokeAgentResponse")["sessions"].is_object(),
+            "{schemas}"
+        );
+        assert!(props("RevokeAgentResponse")["onChain"].is_object());
+        for field in ["status", "account", "transactionHash", "error"] {
+            assert!(props("OnChainRevocation")[field].is_object(), "{field}");
+        }
+        assert!(props("ListedAgentKey")["sessions"].is_object());
+        assert!(props("ListedAgentKey")["session"].is_object());
+        for field in ["status", "account", "userOpHash", "revokeTransactionHash"] {
+            assert!(props("ListedSession")[field].is_object(), "{field}");
+        }
+        assert!(props("IntentRequest")["account"].is_object());
     }
 }

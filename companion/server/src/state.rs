@@ -40,6 +40,11 @@ impl Tee {
         &self.client
     }
 
+    /// Why the TA is found rolled back, while it is (every TA call but `TaInfo` is then refused).
+    pub fn rolled_back(&self) -> Option<String> {
+        self.reconcile.rolled_back()
+    }
+
     /// Call a TA command on the blocking pool; TA refusals and transport
     /// failures become [`ApiError`]s.
     pub async fn call<C>(&self, req: &C) -> Result<C::Output, ApiError>

@@ -1,6 +1,7 @@
 //! Background tasks: JWT secret rotation (and keeping `jwt_secret_meta`
-//! true to the TA), audit checkpoints signed in the TA, expired-ceremony
-//! cleanup, and limiter sweeping.
+//! true to the TA), pending session grants settled from the chain
+//! ([`crate::routes::sessions::grant_tick`]), audit checkpoints signed in the TA,
+//! expired-ceremony cleanup, and limiter sweeping.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -173,6 +174,30 @@ pub async fn audit_checkpoint_logged(s: &AppState) {
     }
 }
 
+/// A task running `f` at once and then every `period` (a late tick is delayed, not bunched),
+/// until `stop` changes.
+fn every<F, Fut>(
+    period: Duration,
+    mut stop: watch::Receiver<bool>,
+    s: Arc<AppState>,
+    f: F,
+) -> JoinHandle<()>
+where
+    F: Fn(Arc<AppState>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => f(s.clone()).await,
+                _ = stop.changed() => break,
+            }
+        }
+    })
+}
+
 /// Start the background tasks; they stop when `shutdown` becomes true.
 pub fn spawn(s: Arc<AppState>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
     let rotation = {
@@ -193,23 +218,19 @@ pub fn spawn(s: Arc<AppState>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandl
             }
         })
     };
-    let intents = {
-        let s = s.clone();
-        let mut stop = shutdown.clone();
-        tokio::spawn(async move {
-            if s.chain.is_none() {
-                return;
-            }
-            let period = Duration::from_secs(s.config.intent_poll_secs);
-            let mut tick = tokio::time::interval(period);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => intent_tick(&s).await,
-                    _ = stop.changed() => break,
-                }
-            }
-        })
-    };
+    // Open intents, and pending session grants (settled from their receipts, or given up as
+    // dropped), each every --intent-poll-secs when the chain is configured.
+    let poll = Duration::from_secs(s.config.intent_poll_secs);
+    let intents = every(poll, shutdown.clone(), s.clone(), |s| async move {
+        if s.chain.is_some() {
+            intent_tick(&s).await;
+        }
+    });
+    let grants = every(poll, shutdown.clone(), s.clone(), |s| async move {
+        if s.chain.is_some() {
+            crate::routes::sessions::grant_tick(&s).await;
+        }
+    });
     let checkpoints = {
         let s = s.clone();
         let mut stop = shutdown.clone();
@@ -253,30 +274,54 @@ pub fn spawn(s: Arc<AppState>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandl
             }
         })
     };
-    vec![rotation, intents, checkpoints, cleanup]
+    vec![rotation, intents, grants, checkpoints, cleanup]
 }
 
-/// One tick of the intent task: bring up to 100 open intents up to date (receipts; re-submission
-/// of signed operations whose submission failed transiently).
-pub async fn intent_tick(s: &AppState) {
+/// What one tick of the intent task did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct IntentTickReport {
+    /// Intents looked at.
+    pub looked_at: usize,
+    /// Of those, intents that reached a final status.
+    pub settled: usize,
+}
+
+/// One tick of the intent task: the open intents that are due (`next_check_at` passed), the
+/// longest overdue first, at most [`crate::lifecycle::TASK_BATCH`] of them and for at most
+/// twice `--intent-poll-secs` (10 s at least), each brought up to date by
+/// [`crate::lifecycle::refresh`] (lookups, re-submission of the identical operation, settlement
+/// with evidence) and rescheduled with its own backoff. Intents that never settle therefore
+/// wait longer and longer and never keep the others from their turn.
+pub async fn intent_tick(s: &AppState) -> IntentTickReport {
+    let mut report = IntentTickReport::default();
     let Some(chain) = s.chain.as_ref() else {
-        return;
+        return report;
     };
-    let open = match s.db.open_intents(100).await {
-        Ok(o) => o,
+    let started = std::time::Instant::now();
+    let budget = Duration::from_secs(s.config.intent_poll_secs.saturating_mul(2).max(10));
+    let due = match s
+        .db
+        .due_intents(kms_db::now_secs(), crate::lifecycle::TASK_BATCH)
+        .await
+    {
+        Ok(d) => d,
         Err(e) => {
-            tracing::warn!(error = %e, "reading open intents failed");
-            return;
+            tracing::warn!(error = %e, "reading due intents failed");
+            return report;
         }
     };
-    for intent in open {
+    for intent in due {
+        if started.elapsed() > budget {
+            // The rest stay due and come first next time.
+            break;
+        }
         let hash = intent.user_op_hash.clone();
-        match crate::routes::intents::refresh(s, chain, intent).await {
-            Ok(i) if i.status == "included" || i.status == "failed" => {
-                tracing::info!(user_op_hash = %hash, status = %i.status, "intent settled");
-            }
+        report.looked_at += 1;
+        match crate::lifecycle::refresh(s, chain, intent).await {
+            Ok(i) if !i.is_open() => report.settled += 1,
             Ok(_) => {}
             Err(e) => tracing::warn!(user_op_hash = %hash, error = %e, "intent refresh failed"),
         }
     }
+    report
 }

@@ -268,12 +268,18 @@ function badge(status) {
   return h('span', { class: `badge badge-${status}` }, status);
 }
 
+/** The agent's sessions that are live on chain (one per account). */
+function activeSessions(a) {
+  return (a.sessions || []).filter((s) => s.status === 'active');
+}
+
 function sessionSummary(a) {
   const s = a.session;
   if (!s) return 'None';
   const cap = s.spendCap ? `${weiToEth(s.spendCap)} ETH` : '?';
   const periodic = s.period ? ` · ${periodicBudget(s)}` : '';
-  return `${cap}${periodic} · until ${s.validUntil ? fmtTime(s.validUntil) : 'no end'}`;
+  const more = activeSessions(a).length > 1 ? ` · on ${activeSessions(a).length} accounts` : '';
+  return `${cap}${periodic} · until ${s.validUntil ? fmtTime(s.validUntil) : 'no end'}${more}`;
 }
 
 /** A session's periodic budget in words: "0.1 ETH per day". */
@@ -539,6 +545,7 @@ function renderAgent(focus) {
       a.revokedAt && ['Revoked', fmtTime(a.revokedAt)],
       ['Smart account', s ? s.account : 'No session granted yet', s ? 'mono' : null],
       ...(s ? sessionFacts(s) : []),
+      (a.sessions || []).length > 0 && ['Sessions', sessionList(a.sessions), null, true],
     ]).children,
   );
   const active = a.status === 'active';
@@ -555,6 +562,33 @@ function renderAgent(focus) {
 }
 
 // ------------------------------------------------------------------ the session, as granted
+
+/**
+ * Every session of the agent, one per grant (newest first): its account and status — active (live
+ * on chain), pending (not included yet), failed (reverted, refused or dropped: never a session),
+ * superseded, revoked, revoke_failed — with the transaction or the reason.
+ */
+function sessionList(sessions) {
+  return h(
+    'ul',
+    { class: 'plain agent-sessions' },
+    sessions.map((s) =>
+      h(
+        'li',
+        { 'data-account': s.account, 'data-status': s.status },
+        h('span', { class: 'mono' }, s.account),
+        ' ',
+        badge(s.status),
+        s.revokeTransactionHash
+          ? h('span', { class: 'small block' }, `revoked in ${short(s.revokeTransactionHash)}`)
+          : s.transactionHash && s.status !== 'failed'
+            ? h('span', { class: 'small block' }, `granted in ${short(s.transactionHash)}`)
+            : null,
+        s.error ? h('span', { class: 'small block' }, s.error) : null,
+      ),
+    ),
+  );
+}
 
 /** What the agent may call on one target, in words. */
 function describeTarget(t) {
@@ -964,27 +998,32 @@ function showGrantResult(r, httpStatus) {
   el.hidden = false;
 }
 
-/** What the revocation did: always the companion and the TEE; on-chain when the agent had a session. */
+/**
+ * What the revocation did: always the companion and the TEE; on-chain for each account where the
+ * agent had a session (`sessions`; older companions answer `onChain` alone).
+ */
 function showRevokeResult(r) {
   const el = $('revoke-result');
-  const chain = r.onChain;
-  const failed = chain && chain.status === 'failed';
+  const chains = Array.isArray(r.sessions) ? r.sessions : r.onChain ? [r.onChain] : [];
+  const failed = chains.some((c) => c.status === 'failed');
   el.className = `result ${failed ? 'bad' : 'ok'}`;
   el.replaceChildren(
     h(
       'p',
       { class: 'result-title' },
       failed
-        ? 'Revoked in the companion and the TEE. The on-chain revocation FAILED: the session is still registered on the SessionKeyValidator.'
+        ? 'Revoked in the companion and the TEE. An on-chain revocation FAILED: that session is still registered on the SessionKeyValidator (revoke again to retry).'
         : 'Revoked: the credential is dead in the companion and the TEE.',
     ),
     facts([
       ['Credential', 'revoked'],
-      chain && ['On-chain session', badge(chain.status)],
-      chain && ['Smart account', chain.account, 'mono'],
-      chain && chain.transactionHash && ['Revocation transaction', chain.transactionHash, 'mono'],
-      chain && chain.error && ['Error', chain.error],
-      !chain && ['On-chain session', 'none granted, nothing to revoke'],
+      ...chains.flatMap((chain) => [
+        ['On-chain session', badge(chain.status)],
+        ['Smart account', chain.account, 'mono'],
+        chain.transactionHash && ['Revocation transaction', chain.transactionHash, 'mono'],
+        chain.error && ['Error', chain.error],
+      ]),
+      !chains.length && ['On-chain session', 'none granted, nothing to revoke'],
     ]),
   );
   el.setAttribute('role', failed ? 'alert' : 'status');
@@ -1013,11 +1052,12 @@ async function revokeAgent() {
     const { body } = await api.post('/kms/revoke-agent-credential', { keyId: a.keyId, webAuthnAssertion: webAuthn });
     await loadWallets();
     showRevokeResult(body || {});
-    const chain = body && body.onChain;
-    if (chain && chain.status === 'failed') {
-      setStatus(`Agent ${a.keyId} revoked in the companion and the TEE, but NOT on-chain.`);
+    const chains = body && Array.isArray(body.sessions) ? body.sessions : body && body.onChain ? [body.onChain] : [];
+    if (chains.some((c) => c.status === 'failed')) {
+      setStatus(`Agent ${a.keyId} revoked in the companion and the TEE, but NOT on-chain on every account.`);
     } else {
-      setStatus(`Agent ${a.keyId} revoked${chain ? ' (also on-chain)' : ''}.`);
+      const where = chains.length > 1 ? ` on ${chains.length} accounts` : '';
+      setStatus(`Agent ${a.keyId} revoked${chains.length ? ` (also on-chain${where})` : ''}.`);
     }
     $('agent-h').focus();
   });

@@ -149,7 +149,7 @@ impl Fixture {
 
     /// Deploys account `salt` (funded with 10 ETH) with a session for each of `agents` (one
     /// target, 1 ETH cap, revoker `revoker`), and records the sessions in the companion's
-    /// database as its session route does.
+    /// database as its session route does (pending, then active once included).
     async fn account(
         &self,
         salt: u64,
@@ -211,22 +211,25 @@ impl Fixture {
         let db = &self.env.server().state.db;
         for (a, grant) in agents.iter().zip(&grants) {
             let grant_json = serde_json::to_string(grant).unwrap();
+            let id = db
+                .insert_session(&kms_db::NewSession {
+                    wallet_id: &self.wallet,
+                    agent_index: a.index,
+                    account: &account.to_string(),
+                    targets_json: &json!([to.to_string()]).to_string(),
+                    spend_cap: &eth("1").to_string(),
+                    valid_after: after as i64,
+                    valid_until: until as i64,
+                    revoker: Some(&revoker.to_string()),
+                    grant_json: Some(&grant_json),
+                    user_op_hash: None,
+                    user_op_json: None,
+                    now: kms_db::now_secs(),
+                })
+                .await
+                .unwrap();
             assert!(db
-                .set_agent_session(
-                    &self.wallet,
-                    a.index,
-                    &kms_db::SessionRecord {
-                        account: &account.to_string(),
-                        targets_json: &json!([to.to_string()]).to_string(),
-                        spend_cap: &eth("1").to_string(),
-                        valid_after: after as i64,
-                        valid_until: until as i64,
-                        revoker: Some(&revoker.to_string()),
-                        grant_json: Some(&grant_json),
-                        session_tx_hash: None,
-                    },
-                    kms_db::now_secs(),
-                )
+                .activate_session(id, None, kms_db::now_secs())
                 .await
                 .unwrap());
         }
@@ -518,4 +521,86 @@ async fn normal_rotation_keeps_old_jwts_in_the_overlap_and_forced_rotation_kills
         .collect();
     assert_eq!(live.len(), 1, "{status}");
     assert_eq!(live[0]["kid"], json!(k3));
+}
+
+/// An agent with sessions on two accounts of its owner: `revoke-agent-key` revokes both on chain
+/// (each account reported), so an operation it signed before on either is refused, and
+/// `list-agent-keys` shows both sessions revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revoke_agent_key_revokes_the_session_on_every_account() {
+    let mut f = fixture().await;
+    let agent = f.mint().await;
+    let op = f.admin(&["operator-address", "--create"]).await;
+    assert_eq!(op.code, 0, "{op:?}");
+    let operator: Address = op.json()["address"].as_str().unwrap().parse().unwrap();
+    f.chain.set_balance(operator, eth("1")).await.unwrap();
+    let to = address("kms-admin two accounts");
+    let first = f.account(0, &[&agent], to, operator).await;
+    let second = f.account(1, &[&agent], to, operator).await;
+
+    let list = f.admin(&["list-agent-keys"]).await.json();
+    let sessions = list[0]["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2, "{list}");
+    for s in sessions {
+        assert_eq!(
+            (s["status"].as_str(), s["active"].as_bool()),
+            (Some("active"), Some(true)),
+            "{list}"
+        );
+    }
+
+    let on_first = f.signed_op(&agent, &agent.jwt, first, to, "0.1").await;
+    let on_second = f.signed_op(&agent, &agent.jwt, second, to, "0.1").await;
+    for op in [&on_first, &on_second] {
+        assert!(matches!(f.chain.entry_point_verdict(op).await, Ok(())));
+    }
+
+    let r = f.admin(&["revoke-agent-key", &agent.key_id]).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let report = r.json();
+    assert_eq!(
+        outcomes(&report),
+        ["revoked", "revoked", "revoked"],
+        "{report}"
+    );
+    let mut accounts: Vec<Address> = report["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            assert_eq!(s["outcome"], "revoked", "{report}");
+            assert!(s["transactionHash"].as_str().is_some(), "{report}");
+            s["account"].as_str().unwrap().parse().unwrap()
+        })
+        .collect();
+    accounts.sort();
+    let mut expected = vec![first, second];
+    expected.sort();
+    assert_eq!(accounts, expected, "{report}");
+
+    for op in [&on_first, &on_second] {
+        match f.chain.client.submit(op).await {
+            Err(ChainError::Bundler(e)) => assert_eq!(e.aa_code(), Some("AA23"), "{e}"),
+            other => panic!("the bundler did not refuse: {other:?}"),
+        }
+        match f.chain.entry_point_verdict(op).await {
+            Err(Some(d)) => assert_eq!(d.name, "SessionIsRevoked"),
+            other => panic!("the EntryPoint did not refuse as expected: {other:?}"),
+        }
+    }
+    assert_eq!(f.chain.balance(to).await.unwrap(), U256::ZERO);
+
+    // Listed: both sessions revoked, on chain too.
+    let list = f.admin(&["list-agent-keys"]).await.json();
+    let sessions = list[0]["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2, "{list}");
+    for s in sessions {
+        assert_eq!(s["status"], "revoked", "{list}");
+        assert_eq!(s["active"], false, "{list}");
+        assert!(s["revokeTransactionHash"].as_str().is_some(), "{list}");
+    }
+    // Re-running sends nothing.
+    let again = f.admin(&["revoke-agent-key", &agent.key_id]).await;
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(again.json()["sessions"], json!([]), "{again:?}");
 }

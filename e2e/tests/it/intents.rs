@@ -814,26 +814,26 @@ async fn an_account_of_an_earlier_validator_is_refused_with_the_reason() {
     // The companion's record says the agent's session is on that account.
     let (wallet, index) = agent.key_id.split_once(':').unwrap();
     let account_str = account.to_string().to_ascii_lowercase();
-    assert!(f
-        .c
-        .server()
-        .state
-        .db
-        .set_agent_session(
-            wallet,
-            index.parse().unwrap(),
-            &kms_db::SessionRecord {
-                account: &account_str,
-                targets_json: "[]",
-                spend_cap: "1",
-                valid_after: 0,
-                valid_until: 0,
-                revoker: None,
-                grant_json: None,
-                session_tx_hash: None,
-            },
-            kms_db::now_secs(),
-        )
+    let db = &f.c.server().state.db;
+    let id = db
+        .insert_session(&kms_db::NewSession {
+            wallet_id: wallet,
+            agent_index: index.parse().unwrap(),
+            account: &account_str,
+            targets_json: "[]",
+            spend_cap: "1",
+            valid_after: 0,
+            valid_until: 0,
+            revoker: None,
+            grant_json: None,
+            user_op_hash: None,
+            user_op_json: None,
+            now: kms_db::now_secs(),
+        })
+        .await
+        .unwrap();
+    assert!(db
+        .activate_session(id, None, kms_db::now_secs())
         .await
         .unwrap());
 

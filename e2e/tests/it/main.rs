@@ -5,11 +5,13 @@
 //! `cargo test -p kms-e2e --test it <module>::`.
 
 mod admin;
+mod agent_sessions;
 mod bounded;
 mod common;
 mod demo;
 mod erc1271;
 mod intents;
+mod lifecycle;
 mod owner_userop;
 mod periods;
 mod sessions;

@@ -7,9 +7,7 @@ use axum::http::{header, HeaderMap};
 use axum::{Extension, Json};
 use kms_db::{AgentActivation, AgentStatus};
 use kms_proto::authz::AuthorizedBody;
-use kms_proto::{
-    AgentCredential, CreateAgentKey, HdPath, JwtSignPayload, RevokeAgentKey, SignAgentUserOp,
-};
+use kms_proto::{AgentCredential, CreateAgentKey, HdPath, JwtSignPayload, SignAgentUserOp};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -21,6 +19,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::{hex0x, hex_fixed, JsonBody};
 use crate::ops::{self, CreateAgentKeyRequest, RefreshAgentRequest, RevokeAgentRequest};
 use crate::ratelimit::ClientAddr;
+use crate::revocation::{AccountRevocation, CompanionChain, RevokeFailure};
 use crate::state::{AppState, CachedCredential};
 use crate::webauthn::Purpose;
 
@@ -83,17 +82,24 @@ pub struct RevokeAgentResponse {
     pub revoked_at: i64,
     /// The TA's generation after the revoke.
     pub generation: u32,
-    /// The on-chain layer: present when the agent has a session recorded and the companion has
-    /// chain settings.
+    /// The on-chain layer for the agent's most recently activated session (the one account a
+    /// client of one session knows); `sessions` has every account. Absent when the agent had no
+    /// session.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_chain: Option<OnChainRevocation>,
+    /// The on-chain layer for each account where the agent had a live session (the most recently
+    /// activated first), and for an account of a pending grant where a live session was found and
+    /// revoked (or the check failed). Empty when there was nothing to revoke on chain.
+    pub sessions: Vec<OnChainRevocation>,
 }
 
-/// What became of the agent's on-chain session.
-#[derive(Debug, Serialize, ToSchema)]
+/// What became of the agent's session on one account.
+#[derive(Clone, Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OnChainRevocation {
-    /// `revoked` (transaction mined), `already_revoked`, or `failed`.
+    /// `revoked` (the operator's revokeSession mined), `already_revoked`, `not_on_chain` (no
+    /// session of the agent there: nothing to revoke), or `failed` (the session may still be
+    /// live: revoking again retries it).
     pub status: String,
     /// The smart account.
     pub account: String,
@@ -103,62 +109,37 @@ pub struct OnChainRevocation {
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Whether the account had only a pending grant (checked because it may be included
+    /// already): reported when a live session was found and revoked there, or the check failed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pending_grant: bool,
 }
 
-/// Revokes the agent's session on chain with the operator key, if it has one and the chain is
-/// configured. Never fails the request: the outcome is reported (and audited).
-async fn revoke_on_chain(
-    s: &AppState,
-    key_id: &str,
-    row: &kms_db::AgentKey,
-) -> Option<OnChainRevocation> {
-    let chain = s.chain.as_ref()?;
-    let account = row.account.as_deref()?;
-    let parse = |v: &str| {
-        hex_fixed::<20>("address", v)
-            .ok()
-            .map(alloy::primitives::Address::from)
-    };
-    let (Some(account_addr), Some(agent)) =
-        (parse(account), row.agent_address.as_deref().and_then(parse))
-    else {
-        return None;
-    };
-    let outcome = async {
-        let operator = s.operator().await.map_err(|e| e.to_string())?;
-        chain
-            .client
-            .revoke_session(operator, account_addr, agent, chain.receipt_wait)
-            .await
-            .map_err(|e| e.to_string())
+impl From<&AccountRevocation> for OnChainRevocation {
+    fn from(a: &AccountRevocation) -> Self {
+        OnChainRevocation {
+            status: a.outcome.status().to_owned(),
+            account: a.account.clone(),
+            transaction_hash: a.outcome.tx_hash().map(|h| format!("{h:#x}")),
+            error: a.outcome.failure().map(|f| f.to_string()),
+            pending_grant: a.pending_grant,
+        }
     }
-    .await;
-    let result = match outcome {
-        Ok(kms_chain::client::RevokeOutcome::Revoked { tx_hash, .. }) => OnChainRevocation {
-            status: "revoked".into(),
-            account: account.to_owned(),
-            transaction_hash: Some(format!("{tx_hash:#x}")),
-            error: None,
-        },
-        Ok(kms_chain::client::RevokeOutcome::AlreadyRevoked) => OnChainRevocation {
-            status: "already_revoked".into(),
-            account: account.to_owned(),
-            transaction_hash: None,
-            error: None,
-        },
-        Err(e) => OnChainRevocation {
-            status: "failed".into(),
-            account: account.to_owned(),
-            transaction_hash: None,
-            error: Some(e),
-        },
+}
+
+/// Records the operator's on-chain revocation of one account in the audit log (already done: a
+/// failure to record it is logged by the writer).
+pub(crate) async fn audit_account_revocation(s: &AppState, key_id: &str, a: &AccountRevocation) {
+    let outcome = match a.outcome.failure() {
+        Some(_) => "refused:chain_revoke_failed".to_owned(),
+        None => "ok".to_owned(),
     };
-    let outcome = if result.status == "failed" {
-        "refused:chain_revoke_failed".to_owned()
-    } else {
-        "ok".to_owned()
-    };
-    // Already done: a failure to record it is logged by the writer.
+    let detail = format!(
+        "account={} status={} {}",
+        a.account,
+        a.outcome.status(),
+        crate::revocation::describe(&a.outcome)
+    );
     let _ = s
         .audit
         .record_durable(Event {
@@ -167,13 +148,21 @@ async fn revoke_on_chain(
             key_id: Some(key_id),
             outcome: &outcome,
             user_op_hash: None,
-            detail: result
-                .transaction_hash
-                .as_deref()
-                .or(result.error.as_deref()),
+            detail: Some(&detail),
         })
         .await;
-    Some(result)
+}
+
+impl From<RevokeFailure> for ApiError {
+    fn from(f: RevokeFailure) -> Self {
+        match f {
+            RevokeFailure::Database(m) => ApiError::Internal(format!("database: {m}")),
+            RevokeFailure::Tee(e) => e.into(),
+            RevokeFailure::UnknownToTa(e) => kms_tee_client::TeeError::Ta(e).into(),
+            RevokeFailure::TaRolledBack(reason) => crate::reconcile::rolled_back_error(&reason),
+            other => ApiError::internal(other.to_string()),
+        }
+    }
 }
 
 fn credential_hash(jwt: &str) -> String {
@@ -598,8 +587,8 @@ pub async fn refresh_agent_credential(
     Ok(Json(response(key_id, &c)))
 }
 
-/// Revoke an agent key in the database and the TA (idempotent); requires
-/// the owner's passkey ceremony.
+/// Revoke an agent key in the database, the TA and on chain (every account where it has a live
+/// session; idempotent); requires the owner's passkey ceremony.
 #[utoipa::path(post, path = "/kms/revoke-agent-credential", tag = "agent", request_body = RevokeAgentRequest,
     responses((status = 200, body = RevokeAgentResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
@@ -610,8 +599,8 @@ pub async fn revoke_agent_credential(
     let req = ops::prepare_revoke(&s, &r).await?;
     let key_id = kms_proto::jwt::key_id(&req.wallet_id, req.agent_index);
     let wallet_str = req.wallet_id.to_uuid_string();
-    let res = async {
-        s.finish_authentication(
+    let ceremony = s
+        .finish_authentication(
             &req.wallet_id,
             Purpose::RevokeAgentCredential,
             &ops::revoke_digest(&req),
@@ -619,25 +608,42 @@ pub async fn revoke_agent_credential(
             r.passkey_assertion.is_some(),
             "agent keyId",
         )
-        .await?;
-        // Database first (the host refuses at once even if the TEE is
-        // unreachable), then the TA's generation bump.
-        let now = kms_db::now_secs();
-        s.db.revoke_agent(&wallet_str, req.agent_index, None, now)
-            .await?;
-        s.credentials.invalidate(&key_id);
-        let st = s
-            .tee
-            .call(&RevokeAgentKey {
-                wallet_id: req.wallet_id,
-                agent_index: req.agent_index,
-            })
-            .await?;
-        s.db.revoke_agent(&wallet_str, req.agent_index, Some(st.generation), now)
-            .await?;
-        Ok(st)
+        .await;
+    if ceremony.is_err() {
+        s.audit_durable(
+            "owner-passkey",
+            "RevokeAgentCredential",
+            Some(&key_id),
+            &ceremony,
+            None,
+        )
+        .await;
     }
+    ceremony?;
+    let row =
+        s.db.get_agent(&wallet_str, req.agent_index)
+            .await?
+            .ok_or_else(|| ApiError::not_found("agent_not_found", "unknown agent key"))?;
+    // The one revocation path (kms-admin's too): database first (the host refuses at once even
+    // if the TEE is unreachable), then the TA's generation bump, then every live session's
+    // account on chain.
+    let done = crate::revocation::revoke_agent(
+        &s.db,
+        &s.tee,
+        Some(&CompanionChain(&s)),
+        req.wallet_id,
+        &row,
+        || s.credentials.invalidate(&key_id),
+    )
     .await;
+    let res: Result<u32, ApiError> = match (
+        done.database.failure().or(done.tee.failure()),
+        done.generation,
+    ) {
+        (Some(f), _) => Err(f.clone().into()),
+        (None, Some(g)) => Ok(g),
+        (None, None) => Err(ApiError::internal("the TA reported no generation")),
+    };
     s.audit_durable(
         "owner-passkey",
         "RevokeAgentCredential",
@@ -646,19 +652,20 @@ pub async fn revoke_agent_credential(
         None,
     )
     .await;
-    let st = res?;
+    for a in &done.accounts {
+        audit_account_revocation(&s, &key_id, a).await;
+    }
+    let generation = res?;
     let row = s.db.get_agent(&wallet_str, req.agent_index).await?;
-    let on_chain = match &row {
-        Some(r) => revoke_on_chain(&s, &key_id, r).await,
-        None => None,
-    };
+    let sessions: Vec<OnChainRevocation> = done.accounts.iter().map(Into::into).collect();
     Ok(Json(RevokeAgentResponse {
         success: true,
         key_id,
         revoked_at: row
             .and_then(|a| a.revoked_at)
             .unwrap_or_else(kms_db::now_secs),
-        generation: st.generation,
-        on_chain,
+        generation,
+        on_chain: sessions.first().cloned(),
+        sessions,
     }))
 }

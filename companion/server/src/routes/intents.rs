@@ -16,6 +16,10 @@
 //! submitting again; the same key with different calls is refused (422 `idempotency_key_reused`,
 //! naming the key and the recorded intent). Nothing is ever re-built for an intent: a transient bundler failure leaves
 //! the signed operation recorded (`signed`), and the background task re-submits exactly it.
+//! A bundler's error is judged only on evidence ([`crate::lifecycle`]): "already known" is
+//! `pending`, an AA25 is looked up on chain first, an answer that says nothing about the
+//! operation (another userOpHash, an unreadable answer) leaves it open, and only a validation
+//! refusal of an operation neither on chain nor held by the bundler is `failed`.
 //!
 //! `GET /agent/intents/{userOpHash}` has a rate limit per agent of its own
 //! (`--agent-read-rate-limit`) and looks an open intent up on chain at most once per
@@ -44,8 +48,7 @@ use kms_chain::nonce::NonceKey;
 use kms_chain::operator::verify_eip191;
 use kms_chain::session::{precheck, InFlight, RefusalCode, SessionSnapshot};
 use kms_chain::signature::SessionSignature;
-use kms_chain::userop::v0_7::{RpcUserOperation, UserOperation};
-use kms_db::{Intent, NewIntent};
+use kms_db::{Intent, IntentReason, IntentStatus, NewIntent};
 use kms_proto::SignAgentUserOp;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -55,6 +58,7 @@ use crate::audit::Event;
 use crate::chain::{chain_error, refusal, ChainState};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{hex_bytes, hex_fixed, uint256, JsonBody};
+use crate::lifecycle;
 use crate::ratelimit::ClientAddr;
 use crate::routes::agent::{authenticate_agent, AgentAuth};
 use crate::state::AppState;
@@ -63,7 +67,9 @@ use crate::state::AppState;
 pub const MAX_CALLS: usize = 16;
 /// Longest `Idempotency-Key`.
 pub const MAX_IDEMPOTENCY_KEY: usize = 128;
-/// A `signed` intent is re-submitted by the background task once it is this old (seconds).
+/// How long the background task leaves a new intent to the request that records it (seconds):
+/// the request submits it and schedules what follows; only a request that never got that far
+/// (a crash) leaves it to the task.
 pub const RESUBMIT_AFTER_SECS: i64 = 30;
 
 /// One call of an intent.
@@ -88,6 +94,11 @@ pub struct IntentRequest {
     /// The agent key id; optional (the credential names it), must match when given.
     #[serde(default)]
     pub key_id: Option<String>,
+    /// The smart account to act from: one where the agent has an active session [default: the
+    /// account of its most recently activated session]. An account without an active session
+    /// of the agent is refused (403 `no_session`).
+    #[serde(default)]
+    pub account: Option<String>,
     /// The calls, in order (one: `execute`; several: `executeBatch`).
     pub calls: Vec<IntentCall>,
 }
@@ -102,9 +113,27 @@ pub struct IntentResponse {
     pub key_id: String,
     /// The account making the calls.
     pub account: Option<String>,
-    /// `signed` (recorded, submission being retried), `pending` (with the bundler), `included`
-    /// (executed successfully) or `failed`.
+    /// Open: `signed` (recorded; not yet known to be with the bundler, re-submitted as is) or
+    /// `pending` (with the bundler). Final, each with `evidence`: `included` (executed
+    /// successfully), `failed` (cannot execute: execution reverted, or the bundler refused the
+    /// operation in validation), `replaced` (another operation used its nonce), `dropped` (its
+    /// validity ended before inclusion), `cancelled` (its agent or session was revoked before it
+    /// reached the chain). Only `included` moved anything; after any other final status the same
+    /// calls may be submitted again as a new intent.
     pub status: String,
+    /// Why it has its status: `recorded`, `bundler_unreachable`, `bundler_answer_unusable`,
+    /// `nonce_conflict` (open); `accepted`, `already_known`, `resubmitted`,
+    /// `revoked_in_mempool` (pending); `receipt`, `entry_point_event` (included);
+    /// `execution_reverted`, `bundler_rejected` (failed); `nonce_passed` (replaced); `expired`
+    /// (dropped); `agent_revoked`, `session_revoked` (cancelled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    /// What showed the status (`source`: `bundlerReceipt`, `entryPointEvent`, `entryPointNonce`
+    /// with the operation that used the nonce, `bundlerRefusal` with the bundler's answer and
+    /// what was checked before, `bundlerAnswer`, `agentRevoked`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub evidence: Option<Value>,
     /// The operation's nonce (`0x` hex).
     pub nonce: Option<String>,
     /// Total native value of the calls (decimal wei).
@@ -130,13 +159,16 @@ pub struct IntentResponse {
     /// Revert data of a failed execution.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// Why it failed (bundler refusal or execution failure).
+    /// Why it did not (or will not) execute, in words (failed, replaced, dropped, cancelled).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Recorded (unix seconds).
     pub created_at: i64,
     /// Last change (unix seconds).
     pub updated_at: i64,
+    /// When it reached its final status (unix seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settled_at: Option<i64>,
 }
 
 impl From<&Intent> for IntentResponse {
@@ -150,6 +182,11 @@ impl From<&Intent> for IntentResponse {
             key_id: i.key_id.clone(),
             account: i.account.clone(),
             status: i.status.clone(),
+            status_reason: i.status_reason.clone(),
+            evidence: i
+                .evidence_json
+                .as_deref()
+                .and_then(|e| serde_json::from_str(e).ok()),
             nonce: i.nonce.clone(),
             value: i.value_wei.clone(),
             calls: i
@@ -169,6 +206,7 @@ impl From<&Intent> for IntentResponse {
             error: i.error.clone(),
             created_at: i.created_at,
             updated_at: i.updated_at,
+            settled_at: i.settled_at,
         }
     }
 }
@@ -383,7 +421,8 @@ fn hash_hex(h: B256) -> String {
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "Policy refusal, with `details` saying what remains: target_not_allowed, selector_not_allowed, over_budget, gas_over_budget, token_over_budget, malformed_token_call, usage_exhausted, session_expired, session_not_yet_valid, session_revoked, no_session (also paymaster_not_allowed, lane_not_allowed when the chain refuses)"),
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody),
-        (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)),
+        (status = 502, body = ErrorBody, description = "bundler_unavailable: the bundler could not be reached or its answer said nothing about the operation; the signed operation is kept (`details`: `userOpHash`, `status` `signed`, `statusReason`), re-submitted as is and settled with evidence: follow it with GET /agent/intents/{userOpHash}, do not submit the same calls again"),
+        (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn submit_intent(
     State(s): State<Arc<AppState>>,
@@ -405,7 +444,17 @@ pub async fn submit_intent(
     let calls = parse_calls(&r.calls)?;
     phases.end("auth");
     let mut hash = None;
-    let res = submit_checked(&s, chain, &auth, idem, calls, &mut hash, &mut phases).await;
+    let res = submit_checked(
+        &s,
+        chain,
+        &auth,
+        r.account.as_deref(),
+        idem,
+        calls,
+        &mut hash,
+        &mut phases,
+    )
+    .await;
     let outcome = crate::routes::outcome(&res);
     let actor = format!("agent:{}", auth.key_id);
     let hash_hex = hash.map(hash_hex);
@@ -437,31 +486,29 @@ pub async fn submit_intent(
     ))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn submit_checked(
     s: &AppState,
     chain: &ChainState,
     auth: &AgentAuth,
+    requested_account: Option<&str>,
     idem: Option<String>,
     calls: Vec<Call>,
     hash_out: &mut Option<B256>,
     phases: &mut Phases,
 ) -> Result<Intent, ApiError> {
     let wallet_str = auth.wallet.to_uuid_string();
-    let row =
-        s.db.get_agent(&wallet_str, auth.index)
-            .await?
-            .ok_or_else(|| ApiError::not_found("agent_not_found", "unknown agent key"))?;
     let agent = Address::from(hex_fixed::<20>("agent address", &auth.agent_address)?);
-    let Some(account) = row.account.as_deref() else {
-        return Err(ApiError::detailed(
-            StatusCode::FORBIDDEN,
-            "no_session",
-            "this agent has no session on any account: the owner registers one with \
-             POST /kms/agent-sessions",
-            json!({"agentAddress": agent}),
-        ));
-    };
-    let account = Address::from(hex_fixed::<20>("account", account)?);
+    // The account of one of the agent's active sessions (the one asked for, or the most
+    // recently activated), else 403 no_session.
+    let account = crate::routes::sessions::intent_account(
+        s,
+        &wallet_str,
+        auth.index,
+        agent,
+        requested_account,
+    )
+    .await?;
 
     // One intent of this agent at a time (in any of its period lanes), from the idempotency
     // check to the submission.
@@ -569,7 +616,7 @@ async fn submit_checked(
         wallet_id: Some(wallet_str),
         agent_index: Some(auth.index),
         account: Some(account.to_string().to_ascii_lowercase()),
-        status: "signed".into(),
+        status: IntentStatus::Signed,
         chain_id: i64::try_from(chain.client.chain_id()).ok(),
         entry_point: Some(entry_point.address.to_string().to_ascii_lowercase()),
         calls_json: Some(calls_json(&calls).to_string()),
@@ -584,39 +631,42 @@ async fn submit_checked(
                 .map_err(|e| ApiError::internal(e.to_string()))?,
         ),
         idempotency_key: idem,
+        // The background task leaves it to this request until then (a crash in between).
+        next_check_at: kms_db::now_secs() + RESUBMIT_AFTER_SECS,
+        first_block: i64::try_from(snapshot.block_number).ok(),
         now: kms_db::now_secs(),
     })
     .await?;
     phases.end("record");
 
+    let recorded =
+        s.db.get_intent(&hash_str)
+            .await?
+            .ok_or_else(|| ApiError::internal("intent vanished"))?;
     match chain.client.submit(&op).await {
-        Ok(_) => {
+        Ok(sub) => {
             guard.submitted(nonce, user_op_hash);
-            s.db.update_intent_status(&hash_str, "pending", None, None, kms_db::now_secs())
-                .await?;
-        }
-        Err(ChainError::Bundler(e)) if e.is_transient() => {
-            // It may have reached the bundler: keep it open (the background task re-submits
-            // exactly this operation) and let the next intent of this agent wait for it.
-            guard.submitted(nonce, user_op_hash);
-            return Err(ApiError::detailed(
-                StatusCode::BAD_GATEWAY,
-                "bundler_unavailable",
-                format!("the bundler could not be reached; the signed operation is kept and will be re-submitted as is: {e}"),
-                json!({"userOpHash": hash_str, "status": "signed"}),
-            ));
+            let reason = if sub.already_known {
+                IntentReason::AlreadyKnown
+            } else {
+                IntentReason::Accepted
+            };
+            lifecycle::accepted(s, &recorded, Some(&sub), reason, kms_db::now_secs()).await?;
         }
         Err(e) => {
-            let err = chain_error(e, Some(account));
-            s.db.update_intent_status(
-                &hash_str,
-                "failed",
-                None,
-                Some(&err.to_string()),
-                kms_db::now_secs(),
-            )
-            .await?;
-            return Err(err);
+            // Judged only on evidence (lookups first): see `lifecycle::after_send_error`.
+            let (status, reason) =
+                lifecycle::after_send_error(s, chain, &recorded, &op, user_op_hash, &e).await?;
+            if status.is_open() {
+                // It may be with the bundler: the next intent of this agent waits for it.
+                guard.submitted(nonce, user_op_hash);
+            }
+            if status == IntentStatus::Included || status == IntentStatus::Pending {
+                tracing::info!(user_op_hash = %hash_str, %status, %reason, error = %e,
+                    "the bundler's error turned out not to be a refusal of the operation");
+            } else {
+                return Err(submit_error(e, account, &hash_str, status, reason));
+            }
         }
     }
     let intent =
@@ -627,11 +677,62 @@ async fn submit_checked(
     Ok(intent)
 }
 
+/// A submission that did not end with the bundler holding the operation, as HTTP: a verdict on
+/// the operation (the intent `failed`, `dropped`, `cancelled` or `replaced`, or kept open after
+/// an AA25 while the chain has not passed its nonce) is the bundler's refusal as usual (403 with
+/// a policy code, 422 `bundler_rejected` / `account_unfunded`); no verdict (unreachable
+/// bundler, an answer that says nothing about the operation) is 502 `bundler_unavailable`, the
+/// signed operation kept. `details` always carry `userOpHash`, `status` and `statusReason`.
+fn submit_error(
+    e: ChainError,
+    account: Address,
+    hash: &str,
+    status: IntentStatus,
+    reason: IntentReason,
+) -> ApiError {
+    let err = match reason {
+        IntentReason::BundlerUnreachable | IntentReason::BundlerAnswerUnusable => {
+            ApiError::detailed(
+                StatusCode::BAD_GATEWAY,
+                "bundler_unavailable",
+                format!(
+                    "the bundler could not be reached or its answer could not be used; the \
+                     signed operation is kept, re-submitted as is and looked up until it settles \
+                     (GET /agent/intents/{hash}): {e}"
+                ),
+                json!({}),
+            )
+        }
+        _ => chain_error(e, Some(account)),
+    };
+    match err {
+        ApiError::Detailed {
+            status: http,
+            code,
+            message,
+            mut details,
+        } => {
+            if let Some(d) = details.as_object_mut() {
+                d.insert("userOpHash".into(), json!(hash));
+                d.insert("status".into(), json!(status.as_str()));
+                d.insert("statusReason".into(), json!(reason.as_str()));
+            }
+            ApiError::Detailed {
+                status: http,
+                code,
+                message,
+                details,
+            }
+        }
+        other => other,
+    }
+}
+
 /// Refuses a retry under `key` whose calls are not those of the intent recorded under it (the
 /// recorded operation's callData is what these calls encode to): a reused key must not make a
 /// different request look accepted.
 fn same_calls(existing: &Intent, calls: &[Call], key: &str) -> Result<(), ApiError> {
-    let recorded = stored_op(existing)?.call_data;
+    let recorded = lifecycle::stored_op(existing)?.call_data;
     let asked = kms_chain::account::encode_calls(calls)
         .map_err(|e| ApiError::unprocessable("no_calls", e.to_string()))?;
     if recorded == asked {
@@ -649,25 +750,11 @@ fn same_calls(existing: &Intent, calls: &[Call], key: &str) -> Result<(), ApiErr
     ))
 }
 
-/// The operation recorded for `intent` (a row without a readable one is corrupt).
-fn stored_op(intent: &Intent) -> Result<UserOperation, ApiError> {
-    intent
-        .user_op_json
-        .as_deref()
-        .and_then(|j| serde_json::from_str::<RpcUserOperation>(j).ok())
-        .and_then(|r| UserOperation::try_from(r).ok())
-        .ok_or_else(|| {
-            ApiError::internal(format!(
-                "intent {}: no readable stored operation",
-                intent.user_op_hash
-            ))
-        })
-}
-
 /// An intent's status and receipt (Bearer credential of the agent that submitted it).
 #[utoipa::path(get, path = "/agent/intents/{userOpHash}", tag = "intents",
     params(("userOpHash" = String, Path, description = "The intent's userOpHash")),
-    responses((status = 200, body = IntentResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    responses((status = 200, body = IntentResponse, description = "The intent: open (`signed`, `pending`) or final (`included`, `failed`, `replaced`, `dropped`, `cancelled`), with `statusReason` and `evidence`"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get_intent(
@@ -693,88 +780,12 @@ pub async fn get_intent(
             .ok_or_else(not_found)?;
     // An open intent is looked up on chain at most once per interval; otherwise (and once
     // settled) the database answers.
-    let open = intent.status == "pending" || intent.status == "signed";
-    let intent = if open && chain.intent_checks.due(hash) {
-        refresh(&s, chain, intent).await?
+    let intent = if intent.is_open() && chain.intent_checks.due(hash) {
+        lifecycle::refresh(&s, chain, intent).await?
     } else {
         intent
     };
     Ok(Json(IntentResponse::from(&intent)))
-}
-
-/// Brings an open intent up to date: settles it from its receipt (`included`, or `failed` when
-/// the execution failed), and re-submits a `signed` one older than [`RESUBMIT_AFTER_SECS`]
-/// exactly as recorded. Settled intents are returned as they are.
-pub(crate) async fn refresh(
-    s: &AppState,
-    chain: &ChainState,
-    intent: Intent,
-) -> Result<Intent, ApiError> {
-    if intent.status != "pending" && intent.status != "signed" {
-        return Ok(intent);
-    }
-    let hash: B256 = intent
-        .user_op_hash
-        .parse()
-        .map_err(|_| ApiError::internal("stored userOpHash"))?;
-    let now = kms_db::now_secs();
-    let op = stored_op(&intent)?;
-    match chain
-        .client
-        .receipt(&chain.client.expected_receipt(&op, hash))
-        .await
-    {
-        Ok(Some(receipt)) => {
-            let status = if receipt.success {
-                "included"
-            } else {
-                "failed"
-            };
-            let error = (!receipt.success).then(|| "the operation's execution reverted".to_owned());
-            let json =
-                serde_json::to_string(&receipt).map_err(|e| ApiError::internal(e.to_string()))?;
-            s.db.settle_intent(
-                &intent.user_op_hash,
-                status,
-                &hash_hex(receipt.receipt.transaction_hash),
-                &json,
-                error.as_deref(),
-                now,
-            )
-            .await?;
-        }
-        Ok(None) if intent.status == "signed" && now - intent.updated_at >= RESUBMIT_AFTER_SECS => {
-            match chain.client.submit(&op).await {
-                Ok(_) => {
-                    s.db.update_intent_status(&intent.user_op_hash, "pending", None, None, now)
-                        .await?;
-                }
-                Err(ChainError::Bundler(e)) if e.is_transient() => {
-                    s.db.update_intent_status(&intent.user_op_hash, "signed", None, None, now)
-                        .await?;
-                }
-                Err(e) => {
-                    let msg = e.to_string();
-                    s.db.update_intent_status(
-                        &intent.user_op_hash,
-                        "failed",
-                        None,
-                        Some(&msg),
-                        now,
-                    )
-                    .await?;
-                }
-            }
-        }
-        Ok(None) => {}
-        Err(ChainError::Bundler(e @ kms_chain::bundler::BundlerError::ReceiptMismatch { .. })) => {
-            tracing::warn!(error = %e, "the bundler answered with another operation's receipt; not settled")
-        }
-        Err(e) => tracing::debug!(error = %e, "receipt lookup failed"),
-    }
-    s.db.get_intent(&intent.user_op_hash)
-        .await?
-        .ok_or_else(|| ApiError::internal("intent vanished"))
 }
 
 #[cfg(test)]
@@ -825,6 +836,12 @@ mod tests {
             receipt_json: None,
             max_gas_cost_wei: gas.map(str::to_owned),
             token_amounts_json: tokens.map(str::to_owned),
+            status_reason: None,
+            evidence_json: None,
+            next_check_at: 0,
+            idle_checks: 0,
+            settled_at: None,
+            first_block: None,
         }
     }
 

@@ -6,8 +6,17 @@
 //! builds the UserOperation (deploying the account in the same operation if it has no code yet)
 //! and keeps it with the ceremony; the WebAuthn challenge commits to `SignMessage` of its
 //! userOpHash at the owner path. `/kms/agent-sessions` then checks that the request asks for the
-//! same session, has the TA sign exactly that operation, submits it, records the session in
-//! `agent_keys`, and waits (bounded) for its inclusion.
+//! same session, has the TA sign exactly that operation, records the grant as a `pending` row of
+//! `agent_sessions`, submits it, and waits (bounded) for its inclusion.
+//!
+//! A grant is one of the agent's sessions only once included with a successful execution
+//! (`active`); a reverted one is `failed` (422 `grant_failed`), one refused by the bundler too.
+//! One not included within `--receipt-wait-secs` stays `pending` (202) and the background task
+//! ([`grant_tick`]) settles it: `active` when its receipt comes, `failed` when the owner's nonce
+//! passed without it or after [`GRANT_DROP_AFTER_SECS`]. A grant on an account where the agent
+//! already has a session supersedes it (the validator keeps one per agent and account); one on
+//! another account adds a session. A grant that becomes active for an agent revoked in the
+//! meantime is revoked on chain at once (the operator's `revokeSession`).
 
 use std::sync::Arc;
 
@@ -15,10 +24,11 @@ use alloy::primitives::{Address, B256, U256};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use kms_chain::nonce::NonceKey;
 use kms_chain::operator::{owner_sign_body, verify_raw, OperatorSigner};
 use kms_chain::session::{parse_selector, SessionGrant, TargetPermission, TokenLimit};
 use kms_chain::userop::v0_7::{RpcUserOperation, UserOperation};
-use kms_db::{AgentStatus, ChallengeKind, SessionRecord};
+use kms_db::{AgentSession, AgentStatus, ChallengeKind, NewSession, SessionStatus};
 use kms_proto::authz::AuthorizedBody;
 use kms_proto::{Authorized, WalletId};
 use serde::Serialize;
@@ -26,10 +36,11 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use crate::audit::Event;
-use crate::chain::{bundler_error, chain_error};
+use crate::chain::{bundler_error, chain_error, ChainState};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{from_value, hex_fixed, uint128, uint256, JsonBody};
 use crate::ops::{agent_key_id, AgentSessionRequest, TargetSpec};
+use crate::revocation::{revoke_account, AccountOutcome, AccountRevocation, CompanionChain};
 use crate::state::AppState;
 use crate::webauthn::{BeginAuthenticationResponse, Purpose};
 
@@ -77,8 +88,9 @@ pub struct AgentSessionResponse {
     pub account: String,
     /// The owner's UserOperation.
     pub user_op_hash: String,
-    /// `included` (200) or `pending` (202: not included within the wait; the session is
-    /// recorded and the operation stays with the bundler).
+    /// `included` (200: the agent's session on `account` is active) or `pending` (202: not
+    /// included within the wait; the grant is recorded as pending, the operation stays with the
+    /// bundler, and it becomes the agent's session once included).
     pub status: String,
     /// The bundle transaction, once included.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -392,12 +404,6 @@ pub async fn agent_sessions(
             .map_err(|e| ApiError::internal(format!("owner signature: {e}")))?;
         let op = stored.op.clone().with_signature(signed.bytes);
         let account = op.sender;
-        chain
-            .client
-            .submit(&op)
-            .await
-            .map_err(|e| chain_error(e, Some(account)))?;
-        s.metrics.count_signature("owner_userop");
         let g = &plan.grant;
         let addresses: Vec<String> = g
             .targets
@@ -410,21 +416,52 @@ pub async fn agent_sessions(
             serde_json::to_string(&addresses).map_err(|e| ApiError::internal(e.to_string()))?;
         let grant_json =
             serde_json::to_string(g).map_err(|e| ApiError::internal(e.to_string()))?;
+        let op_json = serde_json::to_string(&op.to_rpc())
+            .map_err(|e| ApiError::internal(e.to_string()))?;
         let account_str = account.to_string().to_ascii_lowercase();
+        let hash_str = format!("{:#x}", stored.user_op_hash);
         let spend_cap = g.spend_cap.to_string();
-        let revoker = g.revoker.to_string().to_ascii_lowercase();
-        let recorded = SessionRecord {
-            account: &account_str,
-            targets_json: &targets_json,
-            spend_cap: &spend_cap,
-            valid_after: i64::try_from(g.valid_after).unwrap_or(i64::MAX),
-            valid_until: i64::try_from(g.valid_until).unwrap_or(i64::MAX),
-            revoker: Some(&revoker),
-            grant_json: Some(&grant_json),
-            session_tx_hash: None,
-        };
-        s.db.set_agent_session(&wallet_str, plan.agent_index, &recorded, kms_db::now_secs())
+        let revoker = g.revoker.to_string();
+        // Recorded `pending` before it leaves: a grant is one of the agent's sessions only once
+        // it is included (below, or the background task), and one that never is replaces
+        // nothing.
+        let session_id = s
+            .db
+            .insert_session(&NewSession {
+                wallet_id: &wallet_str,
+                agent_index: plan.agent_index,
+                account: &account_str,
+                targets_json: &targets_json,
+                spend_cap: &spend_cap,
+                valid_after: i64::try_from(g.valid_after).unwrap_or(i64::MAX),
+                valid_until: i64::try_from(g.valid_until).unwrap_or(i64::MAX),
+                revoker: Some(&revoker),
+                grant_json: Some(&grant_json),
+                user_op_hash: Some(&hash_str),
+                user_op_json: Some(&op_json),
+                now: kms_db::now_secs(),
+            })
             .await?;
+        match chain.client.submit(&op).await {
+            Ok(_) => {}
+            // It may have reached the bundler: the row stays pending, and the background task
+            // settles it (its receipt, or the owner's nonce passing without it).
+            Err(kms_chain::client::ChainError::Bundler(e)) if e.is_transient() => {
+                return Err(bundler_error(&e, Some(account)))
+            }
+            Err(e) => {
+                let err = chain_error(e, Some(account));
+                s.db.fail_session(
+                    session_id,
+                    &format!("refused: {err}"),
+                    None,
+                    kms_db::now_secs(),
+                )
+                .await?;
+                return Err(err);
+            }
+        }
+        s.metrics.count_signature("owner_userop");
         let (status, tx) = match chain
             .client
             .wait_for_receipt(
@@ -434,23 +471,26 @@ pub async fn agent_sessions(
             .await
         {
             Ok(receipt) if receipt.success => {
-                let tx = receipt.receipt.transaction_hash.to_string();
-                let included = SessionRecord {
-                    session_tx_hash: Some(&tx),
-                    ..recorded
-                };
-                s.db.set_agent_session(&wallet_str, plan.agent_index, &included, kms_db::now_secs())
-                    .await?;
+                let tx = format!("{:#x}", receipt.receipt.transaction_hash);
+                activated(&s, session_id, &tx).await?;
                 ("included", Some(tx))
             }
             Ok(receipt) => {
+                s.db.fail_session(
+                    session_id,
+                    "the owner's operation was included but its execution reverted",
+                    Some(&format!("{:#x}", receipt.receipt.transaction_hash)),
+                    kms_db::now_secs(),
+                )
+                .await?;
                 return Err(ApiError::detailed(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "grant_failed",
                     "the owner's operation was included but its execution failed",
                     json!({"userOpHash": stored.user_op_hash, "transactionHash": receipt.receipt.transaction_hash, "reason": receipt.reason}),
-                ))
+                ));
             }
+            // Not included within the wait: pending, settled later by the background task.
             Err(kms_chain::client::ChainError::Bundler(
                 kms_chain::bundler::BundlerError::ReceiptTimeout { .. },
             )) => ("pending", None),
@@ -493,4 +533,263 @@ pub async fn agent_sessions(
             session: plan.fields(),
         }),
     ))
+}
+
+/// A pending grant with no receipt this long after it was recorded is given up as dropped
+/// (`failed`), unless the owner's nonce passed without it first (then at once).
+pub const GRANT_DROP_AFTER_SECS: i64 = 3600;
+
+/// Most pending grants one tick of the background task looks at.
+const GRANTS_PER_TICK: u32 = 100;
+
+/// A grant was included with a successful execution: its row becomes `active` (superseding the
+/// agent's earlier session on the same account). If the agent was revoked in the meantime, the
+/// new session is revoked on chain at once.
+async fn activated(s: &AppState, session_id: i64, tx: &str) -> Result<(), ApiError> {
+    if !s
+        .db
+        .activate_session(
+            session_id,
+            Some(tx).filter(|t| !t.is_empty()),
+            kms_db::now_secs(),
+        )
+        .await?
+    {
+        return Ok(());
+    }
+    let Some(session) = s.db.get_session(session_id).await? else {
+        return Ok(());
+    };
+    let agent =
+        s.db.get_agent(&session.wallet_id, session.agent_index)
+            .await?;
+    let Some(agent) = agent.filter(|a| a.status == AgentStatus::Revoked) else {
+        return Ok(());
+    };
+    let key_id = session.key_id();
+    tracing::warn!(key_id = %key_id, account = %session.account,
+        "a grant was included after its agent was revoked: revoking the session on chain");
+    let outcome = match (
+        crate::revocation::ChainAccess::open(&CompanionChain(s)).await,
+        agent
+            .agent_address
+            .as_deref()
+            .and_then(|a| a.parse::<Address>().ok()),
+    ) {
+        (Ok(side), Some(key)) => {
+            revoke_account(&s.db, &side, key, &session.account, &[session.id]).await
+        }
+        (Err(f), _) => AccountOutcome::Failed(f),
+        (_, None) => AccountOutcome::Failed(crate::revocation::RevokeFailure::BadRecord),
+    };
+    if let AccountOutcome::Failed(f) = &outcome {
+        let _ =
+            s.db.session_revoke_failed(session.id, &f.to_string(), kms_db::now_secs())
+                .await;
+        tracing::error!(key_id = %key_id, account = %session.account, error = %f,
+            "the session of a revoked agent could not be revoked on chain: revoke the agent again");
+    }
+    let revocation = AccountRevocation {
+        account: session.account.clone(),
+        outcome,
+        sessions: vec![session.id],
+        pending_grant: false,
+    };
+    crate::routes::agent::audit_account_revocation(s, &key_id, &revocation).await;
+    Ok(())
+}
+
+/// A grant's operation was included: `active` when its execution succeeded, `failed` when it
+/// reverted.
+async fn settled(s: &AppState, id: i64, success: bool, tx: &str) -> Result<(), ApiError> {
+    if success {
+        activated(s, id, tx).await
+    } else {
+        s.db.fail_session(
+            id,
+            "the owner's operation was included but its execution reverted",
+            Some(tx).filter(|t| !t.is_empty()),
+            kms_db::now_secs(),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Settles one pending grant from the chain: `active` when its receipt (from the bundler, or,
+/// once the owner's nonce passed, the EntryPoint's `UserOperationEvent` read from the node) shows
+/// a successful execution, `failed` when it shows a reverted one, when the owner's nonce passed
+/// without it (dropped: another operation took its nonce), or after [`GRANT_DROP_AFTER_SECS`]. Returns the
+/// row's status afterwards.
+pub async fn settle_grant(
+    s: &AppState,
+    chain: &ChainState,
+    grant: &AgentSession,
+) -> Result<SessionStatus, ApiError> {
+    if grant.status != SessionStatus::Pending {
+        return Ok(grant.status);
+    }
+    let now = kms_db::now_secs();
+    let op = grant
+        .user_op_json
+        .as_deref()
+        .and_then(|j| serde_json::from_str::<RpcUserOperation>(j).ok())
+        .and_then(|r| UserOperation::try_from(r).ok());
+    let hash = grant
+        .user_op_hash
+        .as_deref()
+        .and_then(|h| h.parse::<B256>().ok());
+    let (Some(op), Some(hash)) = (op, hash) else {
+        s.db.fail_session(grant.id, "no readable operation recorded", None, now)
+            .await?;
+        return Ok(SessionStatus::Failed);
+    };
+    // The nonce first: if it had passed before the receipt lookup found nothing, the operation
+    // can no longer be included.
+    let (key, _) = NonceKey::split(op.nonce);
+    let passed = match chain.client.nonce(op.sender, key).await {
+        Ok(on_chain) => on_chain > op.nonce,
+        Err(e) => {
+            tracing::debug!(error = %e, "reading the owner's nonce failed");
+            return Ok(SessionStatus::Pending);
+        }
+    };
+    match chain
+        .client
+        .receipt(&chain.client.expected_receipt(&op, hash))
+        .await
+    {
+        Ok(Some(receipt)) => {
+            let tx = format!("{:#x}", receipt.receipt.transaction_hash);
+            settled(s, grant.id, receipt.success, &tx).await?;
+        }
+        Ok(None) if passed => {
+            // The bundler may not know (or not yet) the receipt of an operation another bundler
+            // included: the EntryPoint's events, read from the node, decide.
+            match chain
+                .client
+                .user_operation_events(op.sender, Some(hash), None)
+                .await
+            {
+                Ok(events) => match events
+                    .iter()
+                    .find(|e| e.user_op_hash == hash && e.nonce == op.nonce)
+                {
+                    Some(e) => {
+                        let tx = e
+                            .transaction_hash
+                            .map(|t| format!("{t:#x}"))
+                            .unwrap_or_default();
+                        settled(s, grant.id, e.success, &tx).await?;
+                    }
+                    None => {
+                        s.db.fail_session(
+                            grant.id,
+                            &format!(
+                                "dropped: the owner's nonce {:#x} was used by another operation",
+                                op.nonce
+                            ),
+                            None,
+                            now,
+                        )
+                        .await?;
+                    }
+                },
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading the grant's UserOperationEvent failed")
+                }
+            }
+        }
+        Ok(None) if now - grant.created_at >= GRANT_DROP_AFTER_SECS => {
+            s.db.fail_session(
+                grant.id,
+                &format!(
+                    "dropped: not included within {GRANT_DROP_AFTER_SECS} s (grant again: the \
+                     new operation takes its nonce, so this one can never be included)"
+                ),
+                None,
+                now,
+            )
+            .await?;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::debug!(error = %e, "grant receipt lookup failed");
+        }
+    }
+    Ok(s.db
+        .get_session(grant.id)
+        .await?
+        .map_or(SessionStatus::Pending, |g| g.status))
+}
+
+/// One tick of the grant task: settles up to 100 pending grants ([`settle_grant`]).
+pub async fn grant_tick(s: &AppState) {
+    let Some(chain) = s.chain.as_ref() else {
+        return;
+    };
+    let pending = match s.db.pending_sessions(GRANTS_PER_TICK).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading pending grants failed");
+            return;
+        }
+    };
+    for grant in pending {
+        match settle_grant(s, chain, &grant).await {
+            Ok(SessionStatus::Pending) => {}
+            Ok(status) => tracing::info!(key_id = %grant.key_id(), account = %grant.account,
+                user_op_hash = ?grant.user_op_hash, %status, "grant settled"),
+            Err(e) => tracing::warn!(session = grant.id, error = %e, "grant settlement failed"),
+        }
+    }
+}
+
+/// The account an agent's intent acts from: `requested` when the agent has an active session on
+/// it, else (none requested) the account of its most recently activated active session; 403
+/// `no_session` otherwise (a pending, failed, superseded or revoked grant is not a session).
+pub(crate) async fn intent_account(
+    s: &AppState,
+    wallet_id: &str,
+    index: u32,
+    agent: Address,
+    requested: Option<&str>,
+) -> Result<Address, ApiError> {
+    let requested = requested
+        .map(|a| hex_fixed::<20>("account", a).map(Address::from))
+        .transpose()?;
+    let active = s.db.active_sessions_of_agent(wallet_id, index).await?;
+    let accounts: Vec<Address> = active
+        .iter()
+        .filter_map(|a| a.account.parse::<Address>().ok())
+        .collect();
+    match requested {
+        None => accounts.first().copied().ok_or_else(|| {
+            ApiError::detailed(
+                StatusCode::FORBIDDEN,
+                "no_session",
+                "this agent has no active session on any account: the owner registers one with \
+                 POST /kms/agent-sessions (a grant counts once it is included)",
+                json!({"agentAddress": agent, "accounts": []}),
+            )
+        }),
+        Some(account) if accounts.contains(&account) => Ok(account),
+        Some(account) => Err(ApiError::detailed(
+            StatusCode::FORBIDDEN,
+            "no_session",
+            format!(
+                "this agent has no active session on account {account}: its sessions are on {}",
+                if accounts.is_empty() {
+                    "no account".to_owned()
+                } else {
+                    accounts
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ),
+            json!({"agentAddress": agent, "account": account, "accounts": accounts}),
+        )),
+    }
 }

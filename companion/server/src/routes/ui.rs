@@ -11,7 +11,7 @@ use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kms_chain::session::SessionGrant;
-use kms_db::AgentKey;
+use kms_db::{AgentKey, AgentSession, SessionStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -130,13 +130,20 @@ pub struct ListAgentKeysRequest {
     pub human_key_id: String,
 }
 
-/// An agent's on-chain session, as recorded when it was granted. Sessions recorded before
-/// grants carried functions, tokens and a gas cap have only `account`, `targets`, `spendCap`,
-/// the window, `revoker` and `transactionHash`; their `targetPermissions`, `tokens`, `gasCap`,
-/// `paymaster`, `maxOps`, `period` and `periodCap` are `null`.
+/// One session of an agent on one account (a row per grant), as recorded when it was granted.
+/// Sessions recorded before grants carried functions, tokens and a gas cap have only `account`,
+/// `targets`, `spendCap`, the window, `revoker` and `transactionHash`; their
+/// `targetPermissions`, `tokens`, `gasCap`, `paymaster`, `maxOps`, `period` and `periodCap` are
+/// `null`.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ListedSession {
+    /// `pending` (the owner's operation submitted, not known to be included: not a session
+    /// yet), `active` (included: a live session), `failed` (refused, reverted or dropped: never
+    /// a session; `error` says why), `superseded` (replaced by a later grant on the same
+    /// account), `revoked` (revoked on chain, `revokeTransactionHash`) or `revoke_failed` (the
+    /// revocation failed: still live; revoking again retries it).
+    pub status: String,
     /// The owner's smart account.
     pub account: String,
     /// Every address the session may call: its targets, then its capped tokens.
@@ -166,8 +173,21 @@ pub struct ListedSession {
     pub valid_until: Option<i64>,
     /// Who may revoke besides the account.
     pub revoker: Option<String>,
-    /// The transaction (or UserOperation) that registered it.
+    /// The transaction that included the grant.
     pub transaction_hash: Option<String>,
+    /// The owner's UserOperation that granted it (`null` for sessions recorded before grants
+    /// were rows of their own).
+    pub user_op_hash: Option<String>,
+    /// Why it failed, or why its revocation failed (or a note on it, e.g. `not on chain`).
+    pub error: Option<String>,
+    /// The operator's `revokeSession` transaction.
+    pub revoke_transaction_hash: Option<String>,
+    /// Recorded (unix seconds).
+    pub created_at: i64,
+    /// Became active (unix seconds).
+    pub activated_at: Option<i64>,
+    /// Revoked (unix seconds).
+    pub revoked_at: Option<i64>,
 }
 
 /// One call target of a session and the functions allowed on it.
@@ -221,8 +241,13 @@ pub struct ListedAgentKey {
     pub created_at: i64,
     /// Revoked (unix seconds).
     pub revoked_at: Option<i64>,
-    /// The on-chain session, once granted.
+    /// The agent's current session: its most recently activated active one (what an intent
+    /// without `account` uses), else the most recently activated of those it had (revoked,
+    /// superseded); `null` when no grant was ever included. `sessions` lists all.
     pub session: Option<ListedSession>,
+    /// Every session row of the agent, one per grant, newest first: on each account, whatever
+    /// its status (pending and failed grants too).
+    pub sessions: Vec<ListedSession>,
 }
 
 /// `/kms/list-agent-keys` answer.
@@ -235,54 +260,81 @@ pub struct ListAgentKeysResponse {
     pub agent_keys: Vec<ListedAgentKey>,
 }
 
-fn listed(a: AgentKey) -> ListedAgentKey {
-    let session = a.account.clone().map(|account| {
-        // The whole grant, when it was recorded (unreadable JSON lists like an older record).
-        let grant = a
-            .session_json
+/// One session row as listed.
+pub fn listed_session(a: &AgentSession) -> ListedSession {
+    // The whole grant, when it was recorded (unreadable JSON lists like an older record).
+    let grant = a
+        .grant_json
+        .as_deref()
+        .and_then(|g| serde_json::from_str::<SessionGrant>(g).ok());
+    ListedSession {
+        status: a.status.as_str().to_owned(),
+        account: a.account.clone(),
+        targets: a
+            .targets
             .as_deref()
-            .and_then(|g| serde_json::from_str::<SessionGrant>(g).ok());
-        ListedSession {
-            account,
-            targets: a
-                .targets
-                .as_deref()
-                .and_then(|t| serde_json::from_str::<Vec<String>>(t).ok())
-                .unwrap_or_default(),
-            target_permissions: grant.as_ref().map(|g| {
-                g.targets
-                    .iter()
-                    .map(|t| ListedTarget {
-                        target: t.target.to_string(),
-                        any_selector: t.any_selector,
-                        selectors: t.selectors.iter().map(|s| s.to_string()).collect(),
-                    })
-                    .collect()
-            }),
-            tokens: grant.as_ref().map(|g| {
-                g.tokens
-                    .iter()
-                    .map(|l| ListedToken {
-                        token: l.token.to_string(),
-                        cap: l.cap.to_string(),
-                    })
-                    .collect()
-            }),
-            spend_cap: a.spend_cap.clone(),
-            gas_cap: grant.as_ref().map(|g| g.gas_cap.to_string()),
-            paymaster: grant
-                .as_ref()
-                .and_then(|g| g.paymaster)
-                .map(|p| p.to_string()),
-            max_ops: grant.as_ref().map(|g| g.max_ops),
-            period: grant.as_ref().map(|g| g.period),
-            period_cap: grant.as_ref().map(|g| g.period_cap.to_string()),
-            valid_after: a.valid_after,
-            valid_until: a.valid_until,
-            revoker: a.revoker.clone(),
-            transaction_hash: a.session_tx_hash.clone(),
-        }
-    });
+            .and_then(|t| serde_json::from_str::<Vec<String>>(t).ok())
+            .unwrap_or_default(),
+        target_permissions: grant.as_ref().map(|g| {
+            g.targets
+                .iter()
+                .map(|t| ListedTarget {
+                    target: t.target.to_string(),
+                    any_selector: t.any_selector,
+                    selectors: t.selectors.iter().map(|s| s.to_string()).collect(),
+                })
+                .collect()
+        }),
+        tokens: grant.as_ref().map(|g| {
+            g.tokens
+                .iter()
+                .map(|l| ListedToken {
+                    token: l.token.to_string(),
+                    cap: l.cap.to_string(),
+                })
+                .collect()
+        }),
+        spend_cap: a.spend_cap.clone(),
+        gas_cap: grant.as_ref().map(|g| g.gas_cap.to_string()),
+        paymaster: grant
+            .as_ref()
+            .and_then(|g| g.paymaster)
+            .map(|p| p.to_string()),
+        max_ops: grant.as_ref().map(|g| g.max_ops),
+        period: grant.as_ref().map(|g| g.period),
+        period_cap: grant.as_ref().map(|g| g.period_cap.to_string()),
+        valid_after: a.valid_after,
+        valid_until: a.valid_until,
+        revoker: a.revoker.clone(),
+        transaction_hash: a.tx_hash.clone(),
+        user_op_hash: a.user_op_hash.clone(),
+        error: a.error.clone(),
+        revoke_transaction_hash: a.revoke_tx_hash.clone(),
+        created_at: a.created_at,
+        activated_at: a.activated_at,
+        revoked_at: a.revoked_at,
+    }
+}
+
+/// The agent's current session among `sessions` (see [`ListedAgentKey::session`]).
+pub fn current_session(sessions: &[AgentSession]) -> Option<&AgentSession> {
+    let latest = |status: &[SessionStatus]| {
+        sessions
+            .iter()
+            .filter(|s| status.contains(&s.status))
+            .max_by_key(|s| (s.activated_at, s.id))
+    };
+    latest(&[SessionStatus::Active]).or_else(|| {
+        latest(&[
+            SessionStatus::Revoked,
+            SessionStatus::RevokeFailed,
+            SessionStatus::Superseded,
+        ])
+        .filter(|s| s.activated_at.is_some())
+    })
+}
+
+fn listed(a: AgentKey, sessions: &[AgentSession]) -> ListedAgentKey {
     ListedAgentKey {
         key_id: a.key_id(),
         agent_index: a.agent_index,
@@ -302,7 +354,8 @@ fn listed(a: AgentKey) -> ListedAgentKey {
         expires_at: a.expires_at,
         created_at: a.created_at,
         revoked_at: a.revoked_at,
-        session,
+        session: current_session(sessions).map(listed_session),
+        sessions: sessions.iter().map(listed_session).collect(),
     }
 }
 
@@ -320,9 +373,20 @@ pub async fn list_agent_keys(
         return Err(ApiError::not_found("key_not_found", "key not found"));
     }
     let agent_keys = s.db.list_agents(Some(&id)).await?;
+    let sessions = s.db.sessions_of_wallet(Some(&id)).await?;
     Ok(Json(ListAgentKeysResponse {
         human_key_id: id,
-        agent_keys: agent_keys.into_iter().map(listed).collect(),
+        agent_keys: agent_keys
+            .into_iter()
+            .map(|a| {
+                let mine: Vec<AgentSession> = sessions
+                    .iter()
+                    .filter(|s| s.agent_index == a.agent_index)
+                    .cloned()
+                    .collect();
+                listed(a, &mine)
+            })
+            .collect(),
     }))
 }
 

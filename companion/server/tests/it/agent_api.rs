@@ -527,3 +527,114 @@ async fn api_keys_fail_closed_and_open_mode_is_explicit() {
     let (s, _) = f.post("/ListKeys", Some("ListKeys"), &json!({})).await;
     assert_eq!(s, 401);
 }
+
+/// Revocation over HTTP reports each account where the agent has a session: here the companion
+/// has no chain settings, so each one's on-chain layer fails (the sessions stay live,
+/// `revoke_failed`, for a later revocation) while the database and the TA are revoked; a pending
+/// grant is not reported, and the shape keeps `onChain` for one-session clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revocation_reports_every_account_of_the_agent() {
+    let env = Env::start().await;
+    let mut owner = Soft::new();
+    let wallet = env.register(&mut owner).await["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let created = env
+        .create_agent(&mut owner, &wallet, json!({"label": "two"}))
+        .await;
+    let key_id = created["keyId"].as_str().unwrap().to_owned();
+    let db = &env.server().state.db;
+    let mut ids = Vec::new();
+    for (account, included) in [
+        ("0xaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", true),
+        ("0xbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", true),
+        ("0xcccccccccccccccccccccccccccccccccccccccc", false),
+    ] {
+        let id = db
+            .insert_session(&kms_db::NewSession {
+                wallet_id: &wallet,
+                agent_index: 0,
+                account,
+                targets_json: "[]",
+                spend_cap: "1",
+                valid_after: 0,
+                valid_until: 0,
+                revoker: None,
+                grant_json: None,
+                user_op_hash: None,
+                user_op_json: None,
+                now: 10,
+            })
+            .await
+            .unwrap();
+        if included {
+            db.activate_session(id, None, 10 + id).await.unwrap();
+        }
+        ids.push(id);
+    }
+    let w = env
+        .ceremony(&mut owner, &key_id, "RevokeAgentCredential", json!({}))
+        .await;
+    let (s, v) = env
+        .post(
+            "/kms/revoke-agent-credential",
+            None,
+            &json!({"keyId": key_id, "webAuthnAssertion": w}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["success"], true);
+    let sessions = v["sessions"].as_array().unwrap();
+    // The live sessions, the most recently activated first, then the pending grant's account,
+    // which could not be checked either (a grant may be included before its receipt is seen).
+    let reported: Vec<(&str, &str, bool)> = sessions
+        .iter()
+        .map(|s| {
+            (
+                s["account"].as_str().unwrap(),
+                s["status"].as_str().unwrap(),
+                s["pendingGrant"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reported,
+        [
+            (
+                "0xbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+                "failed",
+                false
+            ),
+            (
+                "0xaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                "failed",
+                false
+            ),
+            ("0xcccccccccccccccccccccccccccccccccccccccc", "failed", true),
+        ],
+        "{v}"
+    );
+    assert!(
+        sessions[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no chain settings"),
+        "{v}"
+    );
+    assert_eq!(v["onChain"], sessions[0], "{v}");
+    let rows = db.sessions_of_agent(&wallet, 0).await.unwrap();
+    let status = |id: i64| rows.iter().find(|r| r.id == id).unwrap().status;
+    assert_eq!(status(ids[0]), kms_db::SessionStatus::RevokeFailed);
+    assert_eq!(status(ids[1]), kms_db::SessionStatus::RevokeFailed);
+    assert_eq!(
+        status(ids[2]),
+        kms_db::SessionStatus::Pending,
+        "a pending grant stays pending"
+    );
+    // The credential is revoked all the same.
+    assert_eq!(
+        db.get_agent(&wallet, 0).await.unwrap().unwrap().status,
+        kms_db::AgentStatus::Revoked
+    );
+}

@@ -133,8 +133,8 @@ async fn listings_show_public_facts_only() {
     );
 }
 
-/// A session recorded with the whole grant (`session_json`) lists its functions, token caps,
-/// gas cap, paymaster and usage limit; one recorded before (no `session_json`) still lists,
+/// A session recorded with the whole grant (`grant_json`) lists its functions, token caps,
+/// gas cap, paymaster and usage limit; one recorded before (no `grant_json`) still lists,
 /// with its addresses and spend cap only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn listed_sessions_carry_the_whole_grant_when_recorded() {
@@ -187,31 +187,36 @@ async fn listed_sessions_carry_the_whole_grant_when_recorded() {
     let grant_json = serde_json::to_string(&grant).unwrap();
     let addresses = json!([DAPP, PAYEE, ANY, TOKEN]).to_string();
     let db = &env.server().state.db;
-    fn record<'a>(targets: &'a str, grant_json: Option<&'a str>) -> kms_db::SessionRecord<'a> {
-        kms_db::SessionRecord {
-            account: "0x8888888888888888888888888888888888888888",
-            targets_json: targets,
-            spend_cap: "500000000000000000",
-            valid_after: 1_700_000_000,
-            valid_until: 1_900_000_000,
-            revoker: Some("0x7777777777777777777777777777777777777777"),
-            grant_json,
-            session_tx_hash: Some("0xabc"),
-        }
+    // Recorded as the grant route records an included grant: pending, then active.
+    async fn record(db: &kms_db::Db, wallet: &str, index: u32, targets: &str, grant: Option<&str>) {
+        let id = db
+            .insert_session(&kms_db::NewSession {
+                wallet_id: wallet,
+                agent_index: index,
+                account: "0x8888888888888888888888888888888888888888",
+                targets_json: targets,
+                spend_cap: "500000000000000000",
+                valid_after: 1_700_000_000,
+                valid_until: 1_900_000_000,
+                revoker: Some("0x7777777777777777777777777777777777777777"),
+                grant_json: grant,
+                user_op_hash: None,
+                user_op_json: None,
+                now: 1,
+            })
+            .await
+            .unwrap();
+        assert!(db.activate_session(id, Some("0xabc"), 1).await.unwrap());
     }
-    assert!(db
-        .set_agent_session(&wallet_id, 0, &record(&addresses, Some(&grant_json)), 1)
-        .await
-        .unwrap());
-    assert!(db
-        .set_agent_session(
-            &wallet_id,
-            1,
-            &record(r#"["0x2222222222222222222222222222222222222222"]"#, None),
-            1
-        )
-        .await
-        .unwrap());
+    record(db, &wallet_id, 0, &addresses, Some(&grant_json)).await;
+    record(
+        db,
+        &wallet_id,
+        1,
+        r#"["0x2222222222222222222222222222222222222222"]"#,
+        None,
+    )
+    .await;
 
     let (s, v) = env
         .post(
@@ -291,10 +296,7 @@ async fn listed_sessions_carry_the_whole_grant_when_recorded() {
         ..grant.clone()
     };
     let plain_json = serde_json::to_string(&plain).unwrap();
-    assert!(db
-        .set_agent_session(&wallet_id, 1, &record(&addresses, Some(&plain_json)), 2)
-        .await
-        .unwrap());
+    record(db, &wallet_id, 1, &addresses, Some(&plain_json)).await;
     let (_, v) = env
         .post(
             "/kms/list-agent-keys",
@@ -316,10 +318,7 @@ async fn listed_sessions_carry_the_whole_grant_when_recorded() {
     let fields = before_periods.as_object_mut().unwrap();
     assert!(fields.remove("period").is_some() && fields.remove("periodCap").is_some());
     let before_periods = before_periods.to_string();
-    assert!(db
-        .set_agent_session(&wallet_id, 1, &record(&addresses, Some(&before_periods)), 3)
-        .await
-        .unwrap());
+    record(db, &wallet_id, 1, &addresses, Some(&before_periods)).await;
     let (_, v) = env
         .post(
             "/kms/list-agent-keys",
@@ -357,4 +356,106 @@ async fn listed_sessions_carry_the_whole_grant_when_recorded() {
         "{schemas}"
     );
     assert!(schemas["ListedToken"]["properties"]["cap"].is_object());
+}
+
+/// Sessions are rows of their own: an agent granted on two accounts lists both (`sessions`),
+/// the most recently activated as `session`; a pending grant and a failed one are listed with
+/// their status and are neither `session`; a later grant on the same account supersedes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_session_of_an_agent_is_listed_with_its_status() {
+    let env = Env::start().await;
+    let mut owner = Soft::new();
+    let wallet = env.register(&mut owner).await;
+    let wallet_id = wallet["KeyId"].as_str().unwrap().to_owned();
+    env.create_agent(
+        &mut owner,
+        &wallet_id,
+        json!({"label": "two", "ttlSecs": 3600}),
+    )
+    .await;
+    let db = &env.server().state.db;
+    let grant = |account: &'static str, op: &'static str| kms_db::NewSession {
+        wallet_id: &wallet_id,
+        agent_index: 0,
+        account,
+        targets_json: r#"["0x2222222222222222222222222222222222222222"]"#,
+        spend_cap: "1",
+        valid_after: 0,
+        valid_until: 0,
+        revoker: None,
+        grant_json: None,
+        user_op_hash: Some(op),
+        user_op_json: None,
+        now: 10,
+    };
+    const A: &str = "0xaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "0xbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    const C: &str = "0xcccccccccccccccccccccccccccccccccccccccc";
+    let list = || async {
+        let (s, v) = env
+            .post(
+                "/kms/list-agent-keys",
+                None,
+                &json!({"humanKeyId": wallet_id}),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        v["agentKeys"][0].clone()
+    };
+    // A grant submitted but not included: listed as pending, not the agent's session.
+    let a = db.insert_session(&grant(A, "0x01")).await.unwrap();
+    let key = list().await;
+    assert!(key["session"].is_null(), "{key}");
+    assert_eq!(key["sessions"][0]["status"], "pending");
+    assert_eq!(key["sessions"][0]["userOpHash"], "0x01");
+    db.activate_session(a, Some("0xt1"), 11).await.unwrap();
+    let b = db.insert_session(&grant(B, "0x02")).await.unwrap();
+    db.activate_session(b, Some("0xt2"), 12).await.unwrap();
+    // A grant on a third account that reverted: failed, with why.
+    let c = db.insert_session(&grant(C, "0x03")).await.unwrap();
+    db.fail_session(c, "execution reverted", Some("0xt3"), 13)
+        .await
+        .unwrap();
+    let key = list().await;
+    assert_eq!(
+        key["session"]["account"], B,
+        "the most recently activated: {key}"
+    );
+    let statuses: Vec<(&str, &str)> = key["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["account"].as_str().unwrap(),
+                s["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(statuses, [(C, "failed"), (B, "active"), (A, "active")]);
+    assert_eq!(key["sessions"][0]["error"], "execution reverted");
+    assert_eq!(key["sessions"][1]["transactionHash"], "0xt2");
+    // A new grant on the first account supersedes the session there.
+    let again = db.insert_session(&grant(A, "0x04")).await.unwrap();
+    db.activate_session(again, Some("0xt4"), 14).await.unwrap();
+    let key = list().await;
+    assert_eq!(key["session"]["userOpHash"], "0x04");
+    let statuses: Vec<&str> = key["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["active", "failed", "active", "superseded"]);
+    // Revoked: every session closed; `session` is the last one activated.
+    db.revoke_session(again, Some("0xr1"), None, 15)
+        .await
+        .unwrap();
+    db.revoke_session(b, None, Some("not on chain"), 15)
+        .await
+        .unwrap();
+    let key = list().await;
+    assert_eq!(key["session"]["status"], "revoked", "{key}");
+    assert_eq!(key["session"]["revokeTransactionHash"], "0xr1");
+    assert_eq!(key["sessions"][2]["error"], "not on chain");
 }

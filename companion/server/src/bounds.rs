@@ -2,6 +2,10 @@
 //! more is answered `503 overloaded` at once, not queued), and an answer within
 //! [`RequestBounds::timeout`] (`503 request_timeout` past it).
 //!
+//! The body is read first (within [`BODY_READ_TIMEOUT`], at most the body limit; `408
+//! body_timeout` or `413` otherwise), before the request takes a slot: a client trickling its
+//! body cannot hold slots.
+//!
 //! A request that times out is **not cancelled**: its handler runs on in its own task to the end
 //! and records what it did (an intent already signed is still submitted and stored; its status
 //! tells the outcome). Cancelling a handler half-way could lose that record. The task keeps its
@@ -18,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
+use crate::config::MAX_BODY_BYTES;
 use crate::error::ApiError;
 
 /// The server's request bounds (shared by all requests).
@@ -49,8 +54,41 @@ impl RequestBounds {
     }
 }
 
+/// Longest a client may take to send its request body. The body is read whole (at most
+/// [`MAX_BODY_BYTES`]) before the request takes a slot, so a client trickling its body holds a
+/// connection for at most this long and never a slot.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Middleware applying [`RequestBounds`].
 pub async fn bound(State(b): State<RequestBounds>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = match tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        axum::body::to_bytes(body, MAX_BODY_BYTES),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => {
+            return ApiError::TooLarge {
+                limit: MAX_BODY_BYTES,
+            }
+            .into_response()
+        }
+        Err(_) => {
+            return ApiError::detailed(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    BODY_READ_TIMEOUT.as_secs()
+                ),
+                json!({"timeoutSecs": BODY_READ_TIMEOUT.as_secs()}),
+            )
+            .into_response()
+        }
+    };
+    let req = Request::from_parts(parts, axum::body::Body::from(body));
     let Ok(slot) = b.slots.clone().try_acquire_owned() else {
         let mut resp = ApiError::detailed(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -126,6 +164,10 @@ mod tests {
                 }),
             )
             .route("/fast", get(|| async { "ok" }))
+            .route(
+                "/echo",
+                axum::routing::post(|body: String| async move { body }),
+            )
             .layer(axum::middleware::from_fn_with_state(bounds, bound))
     }
 
@@ -159,6 +201,63 @@ mod tests {
         release.notify_one();
         assert_eq!(events.recv().await, Some("finished"));
         assert_eq!(call(&app, "/fast").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_refused_before_any_slot() {
+        let (tx, _events) = mpsc::unbounded_channel();
+        let app = app(
+            RequestBounds::new(1, Duration::from_secs(600)),
+            tx,
+            Arc::new(Notify::new()),
+        );
+        let resp = app
+            .clone()
+            .oneshot(
+                Request::post("/echo")
+                    .body(Body::from(vec![b'x'; MAX_BODY_BYTES + 1]))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trickling_body_times_out_without_holding_a_slot() {
+        let (tx, _events) = mpsc::unbounded_channel();
+        let app = app(
+            RequestBounds::new(1, Duration::from_secs(600)),
+            tx,
+            Arc::new(Notify::new()),
+        );
+        // A body that never ends.
+        let (_sender, body) = {
+            let (s, r) = mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(1);
+            (s, Body::from_stream(tokio_stream_from(r)))
+        };
+        let slow = tokio::spawn({
+            let app = app.clone();
+            async move {
+                app.oneshot(Request::post("/echo").body(body).unwrap())
+                    .await
+                    .unwrap()
+                    .status()
+            }
+        });
+        // While it trickles, the only slot is free.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(call(&app, "/fast").await.0, StatusCode::OK);
+        assert_eq!(slow.await.unwrap(), StatusCode::REQUEST_TIMEOUT);
+    }
+
+    /// A stream of a channel's items (without a tokio-stream dependency).
+    fn tokio_stream_from<T: Send + 'static>(
+        mut r: mpsc::Receiver<T>,
+    ) -> impl futures_util::Stream<Item = T> + Send {
+        futures_util::stream::poll_fn(move |cx| r.poll_recv(cx))
     }
 
     #[tokio::test]

@@ -44,8 +44,6 @@ if [ "$QUICK" -eq 0 ]; then
     set -e
     need_node
     need_debs flock:util-linux sha256sum:coreutils
-    # shellcheck source=anvil/lib.sh
-    . anvil/lib.sh
     kms_ensure_packages
     e2e/browser/run.sh --install-only
   ) >"$PROVISION_LOG" 2>&1 &

@@ -11,8 +11,8 @@ if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
     exit 0
 fi
 
-# shellcheck source=anvil/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 kms_require jq
 kms_ensure_packages
 
@@ -28,7 +28,7 @@ mkdir -p "$out"
 rm -f "$out/sources.sha256"
 for name in "${CONTRACTS[@]}"; do
     src="$KMS_CONTRACTS_DIR/out/$name.sol/$name.json"
-    [[ -f "$src" ]] || kms_die "forge produced no $src"
+    [[ -f "$src" ]] || die "forge produced no $src"
     jq --arg name "$name" '{contractName: $name, abi: .abi, bytecode: .bytecode.object, deployedBytecode: .deployedBytecode.object}' \
         "$src" >"$out/$name.json.tmp"
     mv "$out/$name.json.tmp" "$out/$name.json"

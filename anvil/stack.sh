@@ -46,8 +46,8 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
-# shellcheck source=anvil/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 
 PARENT_PID=$PPID
 [[ "$PARENT_PID" != 1 ]] || echo "[anvil] warning: started without a parent process (ppid 1): stops only on SIGINT/SIGTERM" >&2
@@ -131,8 +131,8 @@ rpc() {
 wait_rpc() { # URL METHOD NAME PID LOG TIMEOUT_S
     local deadline=$((SECONDS + $6))
     until rpc "$1" "$2" '[]' >/dev/null 2>&1; do
-        kill -0 "$4" 2>/dev/null || { tail -n 30 "$5" >&2; kms_die "$3 exited during start-up (log: $5)"; }
-        ((SECONDS < deadline)) || { tail -n 30 "$5" >&2; kms_die "$3 did not answer within $6 s (log: $5)"; }
+        kill -0 "$4" 2>/dev/null || { tail -n 30 "$5" >&2; die "$3 exited during start-up (log: $5)"; }
+        ((SECONDS < deadline)) || { tail -n 30 "$5" >&2; die "$3 did not answer within $6 s (log: $5)"; }
         sleep 0.1
     done
 }
@@ -143,7 +143,7 @@ CAST=("$KMS_BIN/cast")
 send_tx() {
     local receipt
     receipt="$("${CAST[@]}" send --rpc-url "$RPC_URL" --private-key "$DEPLOYER_KEY" --json "$1" "$2")"
-    [[ "$(jq -r '.status' <<<"$receipt")" == "0x1" ]] || kms_die "transaction to $1 failed: $receipt"
+    [[ "$(jq -r '.status' <<<"$receipt")" == "0x1" ]] || die "transaction to $1 failed: $receipt"
 }
 
 # deploy NAME CONSTRUCTOR_ARGS_HEX -> prints the new contract's address
@@ -151,14 +151,14 @@ deploy() {
     local receipt
     receipt="$("${CAST[@]}" send --rpc-url "$RPC_URL" --private-key "$DEPLOYER_KEY" --json \
         --create "$(bytecode "$1")${2#0x}")"
-    [[ "$(jq -r '.status' <<<"$receipt")" == "0x1" ]] || kms_die "deploying $1 failed: $receipt"
+    [[ "$(jq -r '.status' <<<"$receipt")" == "0x1" ]] || die "deploying $1 failed: $receipt"
     jq -r '.contractAddress' <<<"$receipt"
 }
 
 require_code() { # ADDRESS NAME
     local code
     code="$(rpc "$RPC_URL" eth_getCode "[\"$1\",\"latest\"]")"
-    [[ "$code" != "0x" && -n "$code" ]] || kms_die "$2: no code at $1 after deployment"
+    [[ "$code" != "0x" && -n "$code" ]] || die "$2: no code at $1 after deployment"
 }
 
 deploy_entry_point() { # ARTIFACT SALT ADDRESS NAME
@@ -217,7 +217,7 @@ kms_log "alto pid $ALTO_PID on $BUNDLER_URL (Alto binds 0.0.0.0:$ALTO_PORT), log
 wait_rpc "$BUNDLER_URL" eth_supportedEntryPoints alto "$ALTO_PID" "$ALTO_LOG" 60
 supported="$(rpc "$BUNDLER_URL" eth_supportedEntryPoints '[]' | jq -r 'map(ascii_downcase) | join(",")')"
 for ep in "$ENTRY_POINT_V07" "$ENTRY_POINT_V08"; do
-    [[ ",$supported," == *",${ep,,},"* ]] || kms_die "alto does not list $ep (it lists: $supported)"
+    [[ ",$supported," == *",${ep,,},"* ]] || die "alto does not list $ep (it lists: $supported)"
 done
 
 # ---------------------------------------------------------------- stack.json
@@ -251,8 +251,8 @@ while true; do
         kms_log "parent process $PARENT_PID is gone; stopping"
         exit 0
     fi
-    kill -0 "$ANVIL_PID" 2>/dev/null || kms_die "anvil (pid $ANVIL_PID) exited; see $ANVIL_LOG"
-    kill -0 "$ALTO_PID" 2>/dev/null || kms_die "alto (pid $ALTO_PID) exited; see $ALTO_LOG"
+    kill -0 "$ANVIL_PID" 2>/dev/null || die "anvil (pid $ANVIL_PID) exited; see $ANVIL_LOG"
+    kill -0 "$ALTO_PID" 2>/dev/null || die "alto (pid $ALTO_PID) exited; see $ALTO_LOG"
     sleep 1 &
     wait $! || true
 done

@@ -8,8 +8,8 @@ if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
     exit 0
 fi
 
-# shellcheck source=anvil/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 kms_ensure_packages
 if ! kms_artifacts_fresh; then
     echo "warning: contracts/artifacts is stale (contracts/src changed); run anvil/build-contracts.sh" >&2

@@ -23,8 +23,8 @@ if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
     exit 0
 fi
 
-# shellcheck source=anvil/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../anvil/lib.sh"
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ROOT="$KMS_ROOT"
 REQUIREMENTS="$ROOT/scripts/halmos-requirements.txt"
@@ -45,7 +45,7 @@ find_python() {
             return 0
         fi
     done
-    kms_die "halmos needs Python >= 3.11 with venv (Debian: apt-get install python3 python3-venv); none found${HALMOS_PYTHON:+ (HALMOS_PYTHON=$HALMOS_PYTHON)}"
+    die "halmos needs Python >= 3.11 with venv (Debian: apt-get install python3 python3-venv); none found${HALMOS_PYTHON:+ (HALMOS_PYTHON=$HALMOS_PYTHON)}"
 }
 
 # Creates or refreshes the virtualenv unless its stamp matches the requirements and the Python.
@@ -66,9 +66,9 @@ ensure_venv() {
         local start=$SECONDS
         rm -rf "$VENV"
         "$python" -m venv "$VENV" ||
-            kms_die "could not create a virtualenv with $python (Debian: apt-get install python3-venv)"
+            die "could not create a virtualenv with $python (Debian: apt-get install python3-venv)"
         "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input --prefer-binary \
-            -r "$REQUIREMENTS" >&2 || kms_die "pip install -r scripts/halmos-requirements.txt failed"
+            -r "$REQUIREMENTS" >&2 || die "pip install -r scripts/halmos-requirements.txt failed"
         echo "$want" >"$STAMP"
         log "virtualenv ready in $((SECONDS - start)) s"
     ) 9>"$ROOT/target/halmos-venv.lock"

@@ -11,7 +11,7 @@ import {ISessionKeyValidator} from "./interfaces/ISessionKeyValidator.sol";
 
 /// @title AgentAccount
 /// @notice ERC-4337 smart account (EntryPoint v0.7; the same code works with v0.8) owned by one EOA,
-/// whose agent keys act through {SessionKeyValidator} (DESIGN.md §5.3).
+/// whose agent keys act through {SessionKeyValidator} (docs/ARCHITECTURE.md, "The contracts").
 ///
 /// Signatures accepted by {validateUserOp}:
 /// - 65 bytes `r ‖ s ‖ v`: the owner's ECDSA signature over the userOpHash itself (no prefix; the

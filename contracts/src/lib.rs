@@ -32,11 +32,14 @@ pub const ENTRY_POINT_V08: Address = address!("0x4337084D9E255Ff0702461CF8895CE9
 /// The deterministic deployment proxy (Arachnid) through which the EntryPoints are deployed.
 pub const DETERMINISTIC_DEPLOYER: Address = address!("0x4e59b44847b379578588920cA78FbF26c0B4956C");
 
-/// First byte of a session signature (DESIGN.md §5.1).
-pub const SESSION_MARKER: u8 = 0x08;
+/// First byte of a session signature (`SessionKeyValidator.SESSION_MARKER`), defined once in
+/// [`kms_proto::session_signature`].
+pub use kms_proto::session_signature::SESSION_MARKER;
 
-/// Length of a session signature: `0x08 ‖ account (20) ‖ key (20) ‖ r (32) ‖ s (32) ‖ v (1)`.
-pub const SESSION_SIGNATURE_LENGTH: usize = 106;
+/// Length of a session signature (`SessionKeyValidator.SESSION_SIGNATURE_LENGTH`):
+/// `marker ‖ account (20) ‖ key (20) ‖ r (32) ‖ s (32) ‖ v (1)`, defined once in
+/// [`kms_proto::session_signature`].
+pub use kms_proto::session_signature::SESSION_SIGNATURE_LEN as SESSION_SIGNATURE_LENGTH;
 
 sol!(
     #[allow(missing_docs)]

@@ -10,7 +10,9 @@
 //! - [`companion::Companion`]: the companion server (in-process, free port) over its own
 //!   `ta-sim`, with the stack's chain settings, and an HTTP client doing real WebAuthn ceremonies.
 //! - [`proxy::Proxy`]: a fault-injecting JSON-RPC proxy in front of the bundler.
-//! - [`bins`]: finding and building the workspace binaries the tests spawn.
+//!
+//! The workspace binaries the tests spawn (`ta-sim`, `companion`, `kms-admin`) are found or built
+//! by `kms-test-bins` (`companion/test-bins`).
 //!
 //! The tests live in one binary, `e2e/tests/it/` (a module per area, one shared stack).
 

@@ -35,7 +35,7 @@ use sha2::{Digest, Sha256};
 /// The relying party id of the test passkeys.
 pub const RP_ID: &str = "localhost";
 
-/// anvil's test mnemonic (DESIGN §3.3): owner `0xf39F…2266`, agent 0 `0x4b39…dbBc`, agent 1
+/// anvil's test mnemonic (docs/ARCHITECTURE.md#key-derivation): owner `0xf39F…2266`, agent 0 `0x4b39…dbBc`, agent 1
 /// `0x71b4…3de7`.
 pub const ANVIL_MNEMONIC: &str = "test test test test test test test test test test test junk";
 

@@ -1,4 +1,4 @@
-//! `kms-admin`: the key companion's operator CLI (DESIGN §8, issue 6).
+//! `kms-admin`: the key companion's operator CLI (see `kms-admin/README.md`).
 //!
 //! It works beside a running companion: the same configuration (flags or the same `KMS_*`
 //! environment variables), the same SQLite database (WAL mode, so both write safely), and its

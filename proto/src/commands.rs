@@ -347,10 +347,11 @@ impl core::fmt::Debug for SignAgentUserOp {
     }
 }
 
-/// The 106-byte session signature.
+/// A session signature ([`crate::session_signature`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentSignature {
-    /// `0x08 ‖ account (20) ‖ agent key (20) ‖ r (32) ‖ s (32) ‖ v (1)`.
+    /// `marker ‖ account (20) ‖ agent key (20) ‖ r (32) ‖ s (32) ‖ v (1)`,
+    /// [`crate::session_signature::SESSION_SIGNATURE_LEN`] bytes.
     pub signature: Vec<u8>,
     /// The agent key's address.
     pub agent_address: Address,

@@ -13,6 +13,10 @@
 //! * [`audit`] — the anchor of the host's audit log that the TA chains and signs.
 //! * [`authz`] — the payload digests that passkey assertions are bound to:
 //!   `challenge = SHA-256(TA nonce ‖ payload digest)`.
+//! * [`session_signature`] — the 106-byte session signature the TA produces
+//!   and `SessionKeyValidator` checks (marker, length, encode, parse).
+//! * `wire` (feature `std`) — the frames of `ta-sim`'s Unix socket, used by
+//!   the simulator and by the host client.
 //!
 //! The crate is `no_std` (with `alloc`) so the TA can use it.
 #![no_std]
@@ -20,6 +24,8 @@
 #![warn(missing_docs)]
 
 extern crate alloc;
+#[cfg(any(feature = "std", test))]
+extern crate std;
 
 pub mod audit;
 pub mod authz;
@@ -29,7 +35,10 @@ pub mod error;
 pub mod ids;
 pub mod jwt;
 pub mod operator;
+pub mod session_signature;
 pub mod types;
+#[cfg(any(feature = "std", test))]
+pub mod wire;
 
 pub use audit::{AuditAnchor, AuditAnchorInfo, AuditCheckpoint, SignedCheckpoint};
 pub use codec::{

@@ -12,6 +12,7 @@ use alloy::primitives::{address, keccak256, Address, Bytes, U256};
 use criterion::Criterion;
 use kms_chain::userop::v0_7::{GasLimits, UserOperation};
 use kms_chain::userop::v0_8;
+use kms_proto::session_signature::SESSION_SIGNATURE_LEN;
 
 const EP7: Address = address!("0000000071727De22E5E9d8BAf0edAc6f37da032");
 const EP8: Address = address!("4337084D9E255Ff0702461CF8895CE9E3b5Ff108");
@@ -36,7 +37,7 @@ fn op() -> UserOperation {
         ..GasLimits::default()
     })
     .with_fees(2_000_000_000, 1_000_000_000)
-    .with_signature(vec![0u8; 106])
+    .with_signature(vec![0u8; SESSION_SIGNATURE_LEN])
 }
 
 fn median(rounds: usize, per: u32, mut f: impl FnMut()) -> Duration {

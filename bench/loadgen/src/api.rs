@@ -1,6 +1,7 @@
 //! The companion's HTTP API as a client sees it, with real WebAuthn
 //! ceremonies answered by a software passkey.
 
+use kms_proto::session_signature::SESSION_SIGNATURE_LEN;
 use serde_json::{json, Value};
 use url::Url;
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
@@ -213,14 +214,15 @@ pub fn sign_body(key_id: &str, hash: &[u8; 32], account: &[u8; 20]) -> Value {
     })
 }
 
-/// Whether a `/kms/sign-agent` answer body carries a 106-byte session signature
-/// (`"signature":"0x` followed by 212 hex digits and the closing quote).
+/// Whether a `/kms/sign-agent` answer body carries a session signature
+/// (`"signature":"0x` followed by 2 × [`SESSION_SIGNATURE_LEN`] hex digits and the closing quote).
 pub fn has_session_signature(body: &[u8]) -> bool {
     const FIELD: &[u8] = b"\"signature\":\"0x";
+    const HEX: usize = 2 * SESSION_SIGNATURE_LEN;
     body.windows(FIELD.len())
         .position(|w| w == FIELD)
-        .and_then(|at| body.get(at + FIELD.len()..at + FIELD.len() + 213))
-        .is_some_and(|sig| sig[..212].iter().all(u8::is_ascii_hexdigit) && sig[212] == b'"')
+        .and_then(|at| body.get(at + FIELD.len()..at + FIELD.len() + HEX + 1))
+        .is_some_and(|sig| sig[..HEX].iter().all(u8::is_ascii_hexdigit) && sig[HEX] == b'"')
 }
 
 /// An agent as the load driver holds it.
@@ -230,7 +232,7 @@ pub struct Agent {
     pub key_id: String,
     /// Its current credential.
     pub jwt: String,
-    /// Its address (`0x` lowercase).
+    /// Its address (`0x`, EIP-55 checksummed as the companion answers it).
     pub address: String,
 }
 

@@ -6,8 +6,9 @@
 //!   packed EntryPoint form, its userOpHash computed locally exactly as EntryPoint v0.7 does, and
 //!   its ERC-4337 JSON-RPC form for bundlers.
 //! - [`userop::v0_8`]: the EIP-712 userOpHash of EntryPoint v0.8 for the same operation.
-//! - [`signature`]: the 106-byte session signature layout (DESIGN.md §5.1) and stub signatures for
-//!   gas estimation.
+//! - [`signature`]: the session signature (layout defined once in
+//!   [`kms_proto::session_signature`], see `docs/ARCHITECTURE.md#session-signature`) in alloy's
+//!   types, and stub signatures for gas estimation.
 //! - [`bundler`]: a small JSON-RPC client for ERC-4337 bundlers (Alto and others) with typed errors
 //!   that keep the bundler's code and message (e.g. `AA23 reverted`), and submission that retries
 //!   transient failures with the identical operation only.

@@ -1,4 +1,4 @@
-//! The key companion's database (DESIGN §7).
+//! The key companion's database (docs/ARCHITECTURE.md#the-database).
 //!
 //! SQLite through sqlx, opened in WAL mode with foreign keys on and a busy
 //! timeout, so the running companion and `kms-admin` can use one file at

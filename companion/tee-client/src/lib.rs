@@ -9,7 +9,8 @@
 //!   decodes its output; [`TeeClient::call_async`] (feature `tokio`, on by
 //!   default) runs the same call on tokio's blocking pool.
 //! * Backends: [`SimTransport`] connects to the `ta-sim` process over a Unix
-//!   socket (the wire frames are defined in [`wire`]); `OpteeTransport`
+//!   socket (the wire frames are defined once, in [`kms_proto::wire`], which
+//!   `ta-sim` uses too); `OpteeTransport`
 //!   (feature `optee`) opens libteec sessions to [`kms_proto::TA_UUID`] with
 //!   the parameter layout of `kms-optee-abi`.
 //! * [`TeeBackend`] — which backend to use, parsed from `sim:/path/ta.sock`
@@ -37,7 +38,9 @@ mod error;
 #[cfg(feature = "optee")]
 mod optee;
 mod sim;
-pub mod wire;
+
+/// The `ta-sim` wire frames (defined in `kms-proto`, shared with `ta-sim`).
+pub use kms_proto::wire;
 
 use std::fmt;
 use std::sync::Arc;

@@ -10,8 +10,8 @@ use std::time::Duration;
 use rustix::net::RecvFlags;
 use zeroize::Zeroize;
 
-use crate::wire::{self, FrameError};
 use crate::{TeeError, TeeTransport};
+use kms_proto::wire::{self, FrameError};
 
 /// Tuning of a [`SimTransport`].
 #[derive(Clone, Debug)]
@@ -78,7 +78,7 @@ impl Drop for Session {
 /// The `ta-sim` backend: a pool of sessions to the simulator's Unix socket.
 ///
 /// Each call checks out an idle session (or opens a new one), sends one
-/// request frame (see [`crate::wire`]) and reads one response frame. A
+/// request frame (see [`kms_proto::wire`]) and reads one response frame. A
 /// session that fails in any way is dropped; the failed call is *not*
 /// retried and the next call uses another session.
 pub struct SimTransport {

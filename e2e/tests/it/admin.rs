@@ -15,6 +15,7 @@ use alloy::providers::Provider;
 use kms_chain::account::Call;
 use kms_chain::client::ChainError;
 use kms_chain::session::{SessionGrant, TargetPermission, TokenLimit};
+use kms_chain::signature::SESSION_SIGNATURE_LEN;
 
 /// The TestToken cap of the fixture's sessions.
 const TOKEN_CAP: u128 = 1000;
@@ -276,7 +277,7 @@ impl Fixture {
         let (s, v) = self.sign(a, jwt, prepared.user_op_hash, account).await;
         assert_eq!(s, 200, "{v}");
         let sig: Bytes = v["signature"].as_str().unwrap().parse().unwrap();
-        assert_eq!(sig.len(), 106);
+        assert_eq!(sig.len(), SESSION_SIGNATURE_LEN);
         prepared.signed(sig)
     }
 }

@@ -6,6 +6,7 @@ use kms_chain::account::Call;
 use kms_chain::bundler::BundlerError;
 use kms_chain::client::ChainError;
 use kms_chain::session::RefusalCode;
+use kms_chain::signature::SESSION_SIGNATURE_LEN;
 use kms_chain::userop::v0_7::UserOperation;
 use kms_chain::userop::EntryPointVersion;
 use kms_e2e::chain::ChainEnv;
@@ -134,7 +135,7 @@ impl Fixture {
         let (status, body) = self.c.sign_agent(agent, hash, account).await.unwrap();
         assert_eq!(status, 200, "{body}");
         let sig: Bytes = body["signature"].as_str().unwrap().parse().unwrap();
-        assert_eq!(sig.len(), 106);
+        assert_eq!(sig.len(), SESSION_SIGNATURE_LEN);
         sig
     }
 

@@ -13,6 +13,7 @@ use alloy::providers::Provider;
 use alloy::sol_types::SolCall;
 use kms_chain::account::Call;
 use kms_chain::session::RefusalCode;
+use kms_chain::signature::{SESSION_MARKER, SESSION_SIGNATURE_LEN};
 use kms_chain::userop::v0_7::UserOperation;
 use kms_chain::userop::EntryPointVersion::{self, V07, V08};
 use kms_contracts::IEntryPointV07;
@@ -176,8 +177,8 @@ async fn intent_within_policy_lands(version: EntryPointVersion) {
     let tx = done["transactionHash"].as_str().unwrap();
     let op = op_in_bundle(&f.env, tx, account).await;
     let sig = &op.signature;
-    assert_eq!(sig.len(), 106);
-    assert_eq!(sig[0], 0x08);
+    assert_eq!(sig.len(), SESSION_SIGNATURE_LEN);
+    assert_eq!(sig[0], SESSION_MARKER);
     assert_eq!(&sig[1..21], account.as_slice());
     assert_eq!(&sig[21..41], agent.address.as_slice());
     let ep = IEntryPointV07::new(f.env.client.entry_point().address, f.env.client.provider());

@@ -7,7 +7,7 @@
 //! apply: the companion's pre-check (reason code), the bundler (sent straight to it), and the
 //! EntryPoint itself (`handleOps` as an `eth_call`).
 
-use alloy::primitives::{keccak256, utils::parse_ether, Address, Bytes, U256};
+use alloy::primitives::{keccak256, utils::parse_ether, Address, Bytes, FixedBytes, U256};
 use kms_chain::account::Call;
 use kms_chain::bundler::{BundlerError, RetryPolicy};
 use kms_chain::client::{ChainClient, ChainError, FeeSource, RevokeOutcome};
@@ -17,7 +17,7 @@ use kms_chain::revert::DecodedRevert;
 use kms_chain::session::{
     precheck, InFlight, RefusalCode, SessionGrant, TargetPermission, ValidityMargins,
 };
-use kms_chain::signature::SessionSignature;
+use kms_chain::signature::{SessionSignature, SESSION_MARKER, SESSION_SIGNATURE_LEN};
 use kms_chain::userop::EntryPointVersion::{self, V07, V08};
 use kms_contracts::{AgentAccount, IEntryPointV07, SessionKeyValidator};
 use kms_e2e::chain::{chain_config, ChainEnv};
@@ -265,7 +265,7 @@ async fn owner_op_deploys_and_grants(version: EntryPointVersion) {
     let env = ChainEnv::connect(stack.info(), version).await.unwrap();
     let sim = TaSim::start().unwrap();
     let tee = sim.client();
-    // The anvil mnemonic: the known owner and agent addresses of DESIGN §3.3.
+    // The anvil mnemonic: the known owner and agent addresses (docs/ARCHITECTURE.md#key-derivation).
     let owner = Owner::seed(&tee, ANVIL_MNEMONIC).await.unwrap();
     assert_eq!(
         owner.address,
@@ -438,6 +438,16 @@ async fn agent_op_moves_value(version: EntryPointVersion) {
         .unwrap();
     let parsed = SessionSignature::parse(&sig).expect("106-byte session layout");
     assert_eq!((parsed.account, parsed.key), (account, agent.address));
+    // The deployed validator checks the layout the TA produced, defined once in kms_proto.
+    let validator = SessionKeyValidator::new(f.env.client.validator(), f.env.client.provider());
+    assert_eq!(
+        validator.SESSION_MARKER().call().await.unwrap(),
+        FixedBytes([SESSION_MARKER])
+    );
+    assert_eq!(
+        validator.SESSION_SIGNATURE_LENGTH().call().await.unwrap(),
+        U256::from(SESSION_SIGNATURE_LEN)
+    );
     let before = f.env.balance(to_a).await.unwrap();
     let receipt = f.env.submit_and_wait(&prepared.signed(sig)).await.unwrap();
     assert!(receipt.success);

@@ -7,7 +7,13 @@
 //! (rollback detection: see [`rollback`]); the OP-TEE entry points
 //! (`ta/optee`) and the
 //! host simulator (`ta/sim`) are thin shells around this one core, so the
-//! same bytes go through both.
+//! same bytes go through both. What both shells share lives here too:
+//!
+//! * [`store`] — [`SealedStorage`] as one sealed snapshot of the whole map,
+//!   replaced atomically on every write batch; each shell plugs in its
+//!   backend (an OP-TEE persistent object, the simulator's AEAD file).
+//! * [`snapshot`] — the snapshot's encoding.
+//! * [`clock`] — a clock that never goes backwards across restarts.
 //!
 //! Key material is generated from [`Entropy`] inside the core and never
 //! leaves it: no command returns a seed, a private key or an HMAC secret
@@ -19,6 +25,7 @@
 extern crate alloc;
 
 mod audit;
+pub mod clock;
 mod eth;
 mod jwt;
 mod keys;
@@ -26,11 +33,14 @@ mod operator;
 mod passkey;
 mod records;
 pub mod rollback;
+pub mod snapshot;
+pub mod store;
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 use kms_proto::authz::AuthorizedBody;
+use kms_proto::session_signature::SessionSignature;
 use kms_proto::*;
 use records::{AgentRecord, JwtStore, OperatorRecord, WalletRecord, RECORD_VERSION};
 use zeroize::Zeroizing;
@@ -668,13 +678,13 @@ impl<S: SealedStorage, E: Entropy, C: Clock, M: MonotonicCounter> TaCore<S, E, C
             return Err(TaError::Internal);
         }
         let rsv = key.sign_digest(&digest)?;
-        let mut signature = Vec::with_capacity(106);
-        signature.push(0x08);
-        signature.extend_from_slice(&req.account);
-        signature.extend_from_slice(&key.address);
-        signature.extend_from_slice(&rsv);
+        let signature = SessionSignature {
+            account: req.account,
+            key: key.address,
+            rsv,
+        };
         Ok(AgentSignature {
-            signature,
+            signature: signature.encode().to_vec(),
             agent_address: key.address,
         })
     }

@@ -12,7 +12,7 @@
 //! The bucket is kept in sealed storage ([`SPEND_KEY`]) and written, in the state's version
 //! order like every other write, *before* the signature is returned: a TA restart, a crash or a
 //! lost answer never gives budget back. Limits of the clock: the TA's time is the host's REE
-//! time, which cannot go backwards past a time the TA has seen (see `ta/optee`'s clock) but can
+//! time, which cannot go backwards past a time the TA has seen (see [`crate::clock`]) but can
 //! be moved forward. Moving it forward by a window refills at most one budget, and does so for
 //! good (the time floor is sealed): every credential and pending nonce ages with it. Restoring an
 //! older sealed state brings back that state's bucket, but only through `AcceptRestore`.

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use kms_proto::jwt::{MAX_TTL_SECS, MAX_VERIFY_ONLY_KIDS, VERIFY_ONLY_OVERLAP_SECS};
+use kms_proto::session_signature::{SessionSignature, SESSION_MARKER, SESSION_SIGNATURE_LEN};
 use kms_proto::*;
 
 const TTL: u64 = 3600;
@@ -97,14 +98,19 @@ fn agent_signature_layout_and_recovery() {
         let hash = alloy_primitives::keccak256([i]).0;
         let out = sign_op(&mut h, w.wallet_id, 0, &cred.to_jwt(), hash, ACCOUNT).unwrap();
         let sig = &out.signature;
-        assert_eq!(sig.len(), 106);
-        assert_eq!(sig[0], 0x08);
+        assert_eq!(sig.len(), SESSION_SIGNATURE_LEN);
+        assert_eq!(sig[0], SESSION_MARKER);
         assert_eq!(&sig[1..21], &ACCOUNT);
         assert_eq!(&sig[21..41], &cred.address);
         assert_eq!(out.agent_address, cred.address);
         assert!(sig[105] == 27 || sig[105] == 28);
         assert!(sig[73..105] <= half_n[..], "high-S signature");
-        assert_eq!(recover(&eip191(&hash), &sig[41..106]), cred.address);
+        assert_eq!(
+            recover(&eip191(&hash), &sig[41..SESSION_SIGNATURE_LEN]),
+            cred.address
+        );
+        let parsed = SessionSignature::parse(sig).expect("session layout");
+        assert_eq!((parsed.account, parsed.key), (ACCOUNT, cred.address));
         assert_eq!(
             checksum(&cred.address),
             "0x4b39F7b0624b9dB86AD293686bc38B903142dbBc"

@@ -3,17 +3,13 @@
 //! The TA logic is the `kms-ta` core; this crate only connects it to OP-TEE,
 //! like the simulator (`ta-sim`) connects the same core to a Unix socket:
 //!
-//! * [`store`] — `SealedStorage` as one sealed snapshot of the whole map,
-//!   replaced atomically on every write batch (shared with the simulator,
-//!   which plugs in its AEAD-file backend).
-//! * [`snapshot`] — the snapshot's encoding.
-//! * [`clock`] — a clock that never goes backwards across restarts.
 //! * [`exclusive`] — the cell holding the TA's ONE global core.
 //! * [`login`] — which normal-world client may open a session (the check of
 //!   `open_session`, fixed at build time by `KMS_TA_CLIENT_LOGIN`).
-//! * `tee` (feature `optee`) — persistent objects, `TEE_GenerateRandom`, REE
-//!   time and the bodies of the entry points, whose `#[ta_*]` functions are
-//!   in the TA binary (`src/main.rs`).
+//! * `tee` (feature `optee`) — persistent objects (the backend of
+//!   [`kms_ta::store`]), `TEE_GenerateRandom`, REE time (read through
+//!   [`kms_ta::clock`]) and the bodies of the entry points, whose `#[ta_*]`
+//!   functions are in the TA binary (`src/main.rs`).
 //!
 //! The parameter layout of the entry points is defined once, in
 //! [`kms_optee_abi`], and used by the client (`kms-tee-client`, feature
@@ -32,11 +28,8 @@ compile_error!(
      (SeedWalletForTest is for the simulator only)"
 );
 
-pub mod clock;
 pub mod exclusive;
 pub mod login;
-pub mod snapshot;
-pub mod store;
 #[cfg(feature = "optee")]
 pub mod tee;
 

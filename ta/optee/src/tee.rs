@@ -16,10 +16,10 @@ use optee_utee::{
 };
 use zeroize::Zeroizing;
 
-use crate::clock::{MonotonicClock, TimeFloor, TimeSource};
 use crate::exclusive::Exclusive;
 use crate::login;
-use crate::store::{SnapshotBackend, SnapshotStore};
+use kms_ta::clock::{MonotonicClock, TimeFloor, TimeSource};
+use kms_ta::store::{SnapshotBackend, SnapshotStore};
 
 /// Id of the persistent object holding the sealed snapshot.
 pub const STATE_OBJECT_ID: &[u8] = b"kms-ta/state";
@@ -200,7 +200,7 @@ impl Entropy for TeeRandom {
 }
 
 /// REE time (`TEE_GetREETime`): host-controlled; used through
-/// [`MonotonicClock`] so it never goes backwards (see [`crate::clock`]).
+/// [`MonotonicClock`] so it never goes backwards (see [`kms_ta::clock`]).
 #[derive(Debug, Default)]
 pub struct ReeTime;
 

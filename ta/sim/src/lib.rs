@@ -9,8 +9,8 @@
 //!
 //! # Wire frames
 //!
-//! Defined once in [`kms_tee_client::wire`] (the client backend uses the
-//! same code):
+//! Defined once in [`kms_proto::wire`] (the host client's simulator backend
+//! uses the same code):
 //!
 //! ```text
 //! request:  [u32 BE length][u32 BE command id][request bytes]    length = 4 + len(request)
@@ -68,9 +68,9 @@ pub mod server;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use kms_ta::clock::{MonotonicClock, TimeFloor};
+use kms_ta::store::SnapshotStore;
 use kms_ta::{Config, TaCore};
-use kms_ta_optee::clock::{MonotonicClock, TimeFloor};
-use kms_ta_optee::store::SnapshotStore;
 use thiserror::Error;
 
 use crate::counter::CounterFile;

@@ -2,8 +2,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use kms_ta::clock::TimeSource;
 use kms_ta::{Entropy, EntropyError};
-use kms_ta_optee::clock::TimeSource;
 
 /// [`Entropy`] from the OS CSPRNG (`getrandom`).
 #[derive(Debug, Default)]
@@ -16,7 +16,7 @@ impl Entropy for OsEntropy {
 }
 
 /// The system clock (used through
-/// [`kms_ta_optee::clock::MonotonicClock`], so the TA's time never goes
+/// [`kms_ta::clock::MonotonicClock`], so the TA's time never goes
 /// backwards even if the host's clock does).
 #[derive(Debug, Default)]
 pub struct SystemClock;

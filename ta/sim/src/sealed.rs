@@ -3,7 +3,7 @@
 //! * `<data-dir>/sealed.key` — 32 random bytes (an XChaCha20-Poly1305 key),
 //!   created with mode 0600 on the first start. A key file readable or
 //!   writable by group or others is refused.
-//! * `<data-dir>/sealed.bin` — the whole map ([`kms_ta_optee::snapshot`]
+//! * `<data-dir>/sealed.bin` — the whole map ([`kms_ta::snapshot`]
 //!   encoding), sealed:
 //!
 //!   ```text
@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use kms_proto::StorageFault;
-use kms_ta_optee::store::SnapshotBackend;
+use kms_ta::store::SnapshotBackend;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
@@ -491,9 +491,9 @@ pub(crate) fn unseal_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kms_ta::clock::TimeFloor;
+    use kms_ta::store::SnapshotStore;
     use kms_ta::{SealedStorage, WriteOp};
-    use kms_ta_optee::clock::TimeFloor;
-    use kms_ta_optee::store::SnapshotStore;
     use std::sync::Arc;
 
     fn open_store(dir: &Path) -> Result<SnapshotStore<SealedFile>, SealError> {

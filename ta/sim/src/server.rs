@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use kms_proto::wire::{self, FrameError};
 use kms_proto::{CommandId, ProtoError, TaError};
-use kms_tee_client::wire::{self, FrameError};
 use rustix::event::{PollFd, PollFlags};
 use thiserror::Error;
 use zeroize::{Zeroize, Zeroizing};

@@ -16,7 +16,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-/// Anvil's test mnemonic (DESIGN §3.3).
+/// Anvil's test mnemonic (docs/ARCHITECTURE.md#key-derivation).
 pub const ANVIL_MNEMONIC: &str = "test test test test test test test test test test test junk";
 pub const RP_ID: &str = "localhost";
 

@@ -128,6 +128,7 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, StorageFault> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
 
     fn sample() -> Entries {
         let mut e = Entries::new();

@@ -1,4 +1,4 @@
-//! A TA clock that never goes backwards.
+//! A TA clock that never goes backwards (used by the OP-TEE TA and `ta-sim`).
 //!
 //! The only wall-clock time an OP-TEE TA can read is the REE time
 //! (`TEE_GetREETime`): the normal world's clock, which the host controls.
@@ -44,7 +44,7 @@ pub trait TimeSource {
     fn unix_seconds(&self) -> Option<u64>;
 }
 
-/// [`kms_ta::Clock`] over a [`TimeSource`], clamped to a [`TimeFloor`].
+/// [`crate::Clock`] over a [`TimeSource`], clamped to a [`TimeFloor`].
 #[derive(Debug)]
 pub struct MonotonicClock<T> {
     source: T,
@@ -58,7 +58,7 @@ impl<T: TimeSource> MonotonicClock<T> {
     }
 }
 
-impl<T: TimeSource> kms_ta::Clock for MonotonicClock<T> {
+impl<T: TimeSource> crate::Clock for MonotonicClock<T> {
     fn now(&self) -> u64 {
         let t = self.source.unix_seconds().unwrap_or(0);
         self.floor.raise(t)
@@ -68,9 +68,9 @@ impl<T: TimeSource> kms_ta::Clock for MonotonicClock<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Clock;
     use alloc::sync::Arc;
     use core::cell::Cell;
-    use kms_ta::Clock;
 
     struct Fake(Cell<Option<u64>>);
     impl TimeSource for Fake {

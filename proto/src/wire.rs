@@ -1,5 +1,7 @@
-//! The `ta-sim` wire frames: the single definition used by the simulator
-//! backend of this crate and by the `ta-sim` server.
+//! The `ta-sim` wire frames: the single definition used by the `ta-sim`
+//! server and by the simulator backend of the host client
+//! (`kms-tee-client`). Needs the `std` feature (it reads and writes
+//! `std::io` streams); the TA core never sees it.
 //!
 //! One Unix-socket connection is one TA session. On it the client sends
 //! requests and reads responses strictly in turn (one call in flight per
@@ -14,16 +16,18 @@
 //!
 //! The length counts the bytes after the length field, so a whole frame is
 //! at most [`MAX_FRAME_LEN`] = `MAX_MESSAGE_LEN + 8` bytes. The request and
-//! response bytes are exactly what [`kms_proto::codec`] produces; they are
+//! response bytes are exactly what [`crate::codec`] produces; they are
 //! never interpreted by the framing. A frame whose length is out of bounds
 //! is malformed: the server closes that session (only that one) without
 //! answering. A request that frames correctly but does not decode is
 //! answered by the TA with a typed error.
 
+use alloc::vec::Vec;
 use std::io::{self, Read, Write};
 
-use kms_proto::MAX_MESSAGE_LEN;
 use thiserror::Error;
+
+use crate::MAX_MESSAGE_LEN;
 
 /// Size of the length prefix.
 pub const LEN_PREFIX: usize = 4;
@@ -151,6 +155,7 @@ pub fn write_frame<W: Write>(w: &mut W, frame: &[u8]) -> Result<(), FrameError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
     use std::io::Cursor;
 
     #[test]

@@ -15,8 +15,8 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
+use crate::{SealedStorage, WriteOp};
 use kms_proto::StorageFault;
-use kms_ta::{SealedStorage, WriteOp};
 use zeroize::Zeroizing;
 
 use crate::clock::TimeFloor;
@@ -163,8 +163,9 @@ fn rollback(entries: &mut Entries, undo: Vec<(String, Option<Zeroizing<Vec<u8>>>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::RefCell;
-    use std::rc::Rc;
+    use alloc::rc::Rc;
+    use alloc::vec;
+    use core::cell::RefCell;
 
     /// An in-memory backend that can be told to fail.
     #[derive(Clone, Default)]

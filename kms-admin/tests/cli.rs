@@ -294,8 +294,13 @@ async fn list_and_revoke_agent_keys_db_only_and_idempotent() {
     let out = admin(&env, &["list-agent-keys"]).await;
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.starts_with("KEY ID"), "{out:?}");
+    // The companion answers addresses EIP-55 checksummed (#15 item 7); the table shows the
+    // database's lowercase spelling.
     for s in [&key0, &key1, &addr0, &addr1] {
-        assert!(out.stdout.contains(s.as_str()), "{s} missing: {out:?}");
+        assert!(
+            out.stdout.contains(s.to_ascii_lowercase().as_str()),
+            "{s} missing: {out:?}"
+        );
     }
     assert!(out.stdout.contains("1.5 ETH"), "{out:?}");
     assert!(out.stdout.contains("2 active"), "{out:?}");

@@ -1,5 +1,5 @@
 //! The one error type of the HTTP API and its one mapping to statuses
-//! (DESIGN §6): every error body is `{"error": "...", "code": "..."}`.
+//! (companion/README.md, *Errors*): every error body is `{"error": "...", "code": "..."}`.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -205,7 +205,9 @@ impl IntoResponse for ApiError {
             tracing::error!(%detail, "internal error");
         }
         let details = match &self {
-            ApiError::Detailed { details, .. } => Some(details.clone()),
+            ApiError::Detailed { details, .. } => {
+                Some(crate::extract::checksummed(details.clone()))
+            }
             _ => None,
         };
         let body = ErrorBody {

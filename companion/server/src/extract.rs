@@ -1,6 +1,6 @@
 //! Request parsing: the JSON body extractor (256 KiB limit enforced while
 //! reading, Content-Type not required, empty body = `{}`), hex and number
-//! parsing with the statuses of DESIGN §6 (400 malformed, 422 invalid).
+//! parsing with the statuses of companion/README.md's *Errors* (400 malformed, 422 invalid).
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -39,6 +39,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         bytes
     };
     serde_json::from_slice(bytes).map_err(|e| {
+        if let Some(refused) = unknown_field(&e) {
+            return refused;
+        }
         let code = if e.is_data() {
             "invalid_request"
         } else {
@@ -48,10 +51,36 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-/// Deserialize a JSON value into a request type (400 on mismatch).
+/// A field the request type does not know (every request type denies unknown fields, so that a
+/// misspelt field, such as `ttl` for `ttlSecs`, is refused instead of silently ignored): 422
+/// `unknown_field` naming it (`details.field`, and the fields expected there).
+fn unknown_field(e: &serde_json::Error) -> Option<ApiError> {
+    let msg = e.to_string();
+    let rest = msg.strip_prefix("unknown field `")?;
+    let (field, tail) = rest.split_once('`')?;
+    let expected: Vec<&str> = tail
+        .split(" at line ")
+        .next()
+        .unwrap_or("")
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .collect();
+    Some(ApiError::detailed(
+        axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown_field",
+        format!("unknown field {field:?}: {msg}"),
+        serde_json::json!({ "field": field, "expected": expected }),
+    ))
+}
+
+/// Deserialize a JSON value into a request type (400 on mismatch, 422 on an unknown field).
 pub fn from_value<T: DeserializeOwned>(v: Value) -> Result<T, ApiError> {
-    serde_json::from_value(v)
-        .map_err(|e| ApiError::bad_request("invalid_request", format!("invalid request: {e}")))
+    serde_json::from_value(v).map_err(|e| {
+        unknown_field(&e).unwrap_or_else(|| {
+            ApiError::bad_request("invalid_request", format!("invalid request: {e}"))
+        })
+    })
 }
 
 /// Hex bytes, `0x` optional. Malformed → 400.
@@ -81,6 +110,48 @@ pub fn hex0x(b: &[u8]) -> String {
     s.push_str("0x");
     s.push_str(&hex::encode(b));
     s
+}
+
+/// An address as EIP-55 checksummed `0x` hex (every address in an answer).
+/// (Bytes that are not 20 long come back as plain `0x` hex.)
+pub fn checksum(b: &[u8]) -> String {
+    match <[u8; 20]>::try_from(b) {
+        Ok(a) => alloy::primitives::Address::from(a).to_checksum(None),
+        Err(_) => hex0x(b),
+    }
+}
+
+/// A stored `0x` address (the database keeps them lowercase) as EIP-55 checksummed hex; a value
+/// that is not a 20-byte hex address is returned as it is.
+pub fn checksum_str(s: &str) -> String {
+    match s.parse::<alloy::primitives::Address>() {
+        Ok(a) if s.len() == 42 => a.to_checksum(None),
+        _ => s.to_owned(),
+    }
+}
+
+/// Every address in a JSON value (a string of `0x` + 40 hex digits) as EIP-55 checksummed hex.
+/// Only the case of hex digits changes, so nothing else in the value changes meaning.
+pub fn checksum_json(v: &mut Value) {
+    match v {
+        Value::String(s)
+            if s.len() == 42
+                && s.starts_with("0x")
+                && s[2..].bytes().all(|c| c.is_ascii_hexdigit()) =>
+        {
+            *s = checksum_str(s);
+        }
+        Value::Array(a) => a.iter_mut().for_each(checksum_json),
+        Value::Object(o) => o.values_mut().for_each(checksum_json),
+        _ => {}
+    }
+}
+
+/// [`checksum_json`] of an owned value.
+#[must_use]
+pub fn checksummed(mut v: Value) -> Value {
+    checksum_json(&mut v);
+    v
 }
 
 /// A non-negative integer given as a JSON number, a decimal string, or a
@@ -209,5 +280,35 @@ mod tests {
             parse_json::<R>(b"{\"a\":\"x\"}").unwrap_err().code(),
             "invalid_request"
         );
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Strict {
+            ttl_secs: Option<u64>,
+        }
+        let e = parse_json::<Strict>(b"{\"ttl\":60}").unwrap_err();
+        assert_eq!((e.status().as_u16(), e.code()), (422, "unknown_field"));
+        let body = serde_json::to_value(match &e {
+            ApiError::Detailed { details, .. } => details.clone(),
+            _ => Value::Null,
+        })
+        .unwrap();
+        assert_eq!(body, json!({"field": "ttl", "expected": ["ttlSecs"]}));
+        let e = from_value::<Strict>(json!({"ttlSecs": 1, "x": 2})).unwrap_err();
+        assert_eq!((e.status().as_u16(), e.code()), (422, "unknown_field"));
+    }
+
+    #[test]
+    fn addresses_are_checksummed() {
+        let lower = "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed";
+        let want = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+        assert_eq!(checksum_str(lower), want);
+        assert_eq!(checksum(&hex::decode(&lower[2..]).unwrap()), want);
+        assert_eq!(checksum_str("not an address"), "not an address");
+        let mut v = json!({"a": [lower, {"b": lower}], "hash": format!("0x{}", "11".repeat(32))});
+        checksum_json(&mut v);
+        assert_eq!(v["a"][0], want);
+        assert_eq!(v["a"][1]["b"], want);
+        assert_eq!(v["hash"], format!("0x{}", "11".repeat(32)));
     }
 }

@@ -32,7 +32,7 @@ pub const NEW_WALLET_REGISTRATION: &str = "Register";
 /// `/SignHash`: a raw ECDSA signature over `Hash` as given, or, with `Account`, the
 /// ERC-7739 wrapping of `Hash` for that smart account (see the route's description).
 #[derive(Clone, Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct SignHashRequest {
     /// Wallet id (or give `Address`).
     #[serde(default)]
@@ -65,7 +65,7 @@ pub struct SignHashRequest {
 
 /// A transaction to sign (`/Sign`).
 #[derive(Clone, Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TransactionRequest {
     /// `legacy` or `eip1559` [default: eip1559 if maxFeePerGas is given].
     #[serde(default, rename = "type")]
@@ -107,7 +107,7 @@ pub struct TransactionRequest {
 /// `/Sign`: a message (EIP-191 personal message, or with `Account` its ERC-7739 wrapping for
 /// that smart account) or a transaction (see the route's description).
 #[derive(Clone, Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct SignRequest {
     /// Wallet id (or give `Address`).
     #[serde(default)]
@@ -151,7 +151,7 @@ pub struct SignRequest {
 
 /// `/DeriveAddress`.
 #[derive(Clone, Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct DeriveAddressRequest {
     /// Wallet id.
     pub key_id: String,
@@ -168,7 +168,7 @@ pub struct DeriveAddressRequest {
 
 /// `/GetPublicKey`.
 #[derive(Clone, Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct GetPublicKeyRequest {
     /// Wallet id.
     pub key_id: String,
@@ -187,7 +187,7 @@ pub struct GetPublicKeyRequest {
 
 /// `/DeleteKey`.
 #[derive(Clone, Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct DeleteKeyRequest {
     /// Wallet id.
     pub key_id: String,
@@ -205,7 +205,7 @@ pub struct DeleteKeyRequest {
 
 /// `/ChangePasskey`.
 #[derive(Clone, Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct ChangePasskeyRequest {
     /// Wallet id.
     pub key_id: String,
@@ -227,7 +227,7 @@ pub struct ChangePasskeyRequest {
 
 /// `/kms/create-agent-key`.
 #[derive(Clone, Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateAgentKeyRequest {
     /// The owner's wallet id.
     pub human_key_id: String,
@@ -248,7 +248,7 @@ pub struct CreateAgentKeyRequest {
 
 /// `/kms/refresh-agent-credential`.
 #[derive(Clone, Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RefreshAgentRequest {
     /// Agent key id `"{wallet}:{index}"`.
     pub key_id: String,
@@ -267,7 +267,7 @@ pub struct RefreshAgentRequest {
 /// `/kms/agent-sessions` (and the `Payload` of its `GrantSession` ceremony, without
 /// `webAuthnAssertion`).
 #[derive(Clone, Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AgentSessionRequest {
     /// Agent key id `"{wallet}:{index}"`: the key the session is for.
     pub key_id: String,
@@ -353,6 +353,7 @@ pub enum TargetSpec {
 
 /// One entry of [`AgentSessionRequest::tokens`].
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct TokenSpec {
     /// The ERC-20 token contract.
     pub token: String,
@@ -362,7 +363,7 @@ pub struct TokenSpec {
 
 /// `/kms/revoke-agent-credential`.
 #[derive(Clone, Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RevokeAgentRequest {
     /// Agent key id `"{wallet}:{index}"`.
     pub key_id: String,

@@ -30,51 +30,184 @@ use crate::{auth, tasks};
 /// A start-up error.
 pub type StartError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The router over `state`.
+/// Which shared layer authenticates a route before its handler runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// `x-api-key` ([`auth::require_api_key`]: 401, 429 per API key).
+    ApiKey,
+    /// An agent's Bearer credential (401, 429 per agent key and per client address).
+    Bearer,
+    /// No shared authentication (a ceremony or nothing).
+    Open,
+}
+
+/// One route of the router.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteSpec {
+    /// `GET` or `POST`.
+    pub method: &'static str,
+    /// The path, as routed (and as in the OpenAPI document).
+    pub path: &'static str,
+    /// Its shared authentication layer.
+    pub access: Access,
+    /// Whether it reads a JSON body ([`crate::extract::JsonBody`]: 400, 422).
+    pub json_body: bool,
+    /// Whether it is described in `/openapi.json` (the `/ui` page and assets are not).
+    pub documented: bool,
+    /// Whether it reaches the TA (then the TA's refusals are its answers too; the others answer
+    /// from the database while the TA is found rolled back).
+    pub reaches_ta: bool,
+}
+
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    access: Access,
+    json_body: bool,
+) -> RouteSpec {
+    RouteSpec {
+        method,
+        path,
+        access,
+        json_body,
+        documented: true,
+        reaches_ta: true,
+    }
+}
+
+/// A route answered from the database (or nothing) alone.
+const fn db_only(
+    method: &'static str,
+    path: &'static str,
+    access: Access,
+    json_body: bool,
+) -> RouteSpec {
+    RouteSpec {
+        reaches_ta: false,
+        ..route(method, path, access, json_body)
+    }
+}
+
+/// Every route the router serves: [`router`] is built from this list, so a route exists only
+/// once listed here (and the OpenAPI test checks each one's declared statuses).
+pub const ROUTES: &[RouteSpec] = &[
+    route("POST", "/BeginRegistration", Access::ApiKey, true),
+    route("POST", "/CompleteRegistration", Access::ApiKey, true),
+    route("POST", "/BeginAuthentication", Access::ApiKey, true),
+    route("POST", "/CreateKey", Access::ApiKey, true),
+    db_only("POST", "/DescribeKey", Access::ApiKey, true),
+    db_only("POST", "/ListKeys", Access::ApiKey, true),
+    route("POST", "/GetPublicKey", Access::ApiKey, true),
+    route("POST", "/DeriveAddress", Access::ApiKey, true),
+    route("POST", "/Sign", Access::ApiKey, true),
+    route("POST", "/SignHash", Access::ApiKey, true),
+    route("POST", "/DeleteKey", Access::ApiKey, true),
+    route("POST", "/ChangePasskey", Access::ApiKey, true),
+    route("POST", "/kms/create-agent-key", Access::ApiKey, true),
+    db_only("POST", "/kms/list-agent-keys", Access::ApiKey, true),
+    db_only("POST", "/kms/list-agent-intents", Access::ApiKey, true),
+    route("POST", "/kms/sign-agent", Access::Bearer, true),
+    route(
+        "POST",
+        "/kms/refresh-agent-credential",
+        Access::Bearer,
+        true,
+    ),
+    route("POST", "/kms/revoke-agent-credential", Access::Open, true),
+    route("POST", "/kms/agent-sessions", Access::Open, true),
+    route("GET", "/kms/operator", Access::Open, false),
+    route("POST", "/agent/intents", Access::Bearer, true),
+    db_only("GET", "/agent/intents/{userOpHash}", Access::Bearer, false),
+    db_only("GET", "/health", Access::Open, false),
+    db_only("GET", "/metrics", Access::Open, false),
+    db_only("GET", "/openapi.json", Access::Open, false),
+    RouteSpec {
+        documented: false,
+        ..db_only("GET", "/ui", Access::Open, false)
+    },
+    RouteSpec {
+        documented: false,
+        ..db_only("GET", "/ui/", Access::Open, false)
+    },
+    RouteSpec {
+        documented: false,
+        ..db_only("GET", "/ui/{file}", Access::Open, false)
+    },
+];
+
+impl RouteSpec {
+    /// The statuses the shared layers can answer on this route, whatever its handler does:
+    /// 408 and 413 (the body read by [`bounds::bound`]), 500, 503 (`overloaded`,
+    /// `request_timeout`, and `ta_rolled_back`/TEE unreachable where the TA is reached), 400 and
+    /// 422 (a JSON body: malformed, unknown field), 401 and 429 (API key or agent credential),
+    /// and where the TA is reached its refusals (`From<TaError> for ApiError`: 401 credential
+    /// or passkey, 403 keyId mismatch, 404 unknown key or agent, 422 invalid value, 429 TEE
+    /// capacity).
+    pub fn shared_statuses(&self) -> Vec<u16> {
+        let mut v = vec![408, 413, 500, 503];
+        if self.json_body {
+            v.extend([400, 422]);
+        }
+        if self.access != Access::Open {
+            v.extend([401, 429]);
+        }
+        if self.reaches_ta {
+            v.extend([401, 403, 404, 422, 429]);
+        }
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}
+
+/// The handler of a listed route.
+fn handler(path: &str) -> axum::routing::MethodRouter<SharedState> {
+    match path {
+        "/BeginRegistration" => post(ceremony::begin_registration),
+        "/CompleteRegistration" => post(ceremony::complete_registration),
+        "/BeginAuthentication" => post(ceremony::begin_authentication),
+        "/CreateKey" => post(ceremony::create_key),
+        "/DescribeKey" => post(wallet::describe_key),
+        "/ListKeys" => post(wallet::list_keys),
+        "/GetPublicKey" => post(wallet::get_public_key),
+        "/DeriveAddress" => post(wallet::derive_address),
+        "/Sign" => post(wallet::sign),
+        "/SignHash" => post(wallet::sign_hash),
+        "/DeleteKey" => post(wallet::delete_key),
+        "/ChangePasskey" => post(wallet::change_passkey),
+        "/kms/create-agent-key" => post(agent::create_agent_key),
+        "/kms/list-agent-keys" => post(ui::list_agent_keys),
+        "/kms/list-agent-intents" => post(ui::list_agent_intents),
+        "/kms/sign-agent" => post(agent::sign_agent),
+        "/kms/refresh-agent-credential" => post(agent::refresh_agent_credential),
+        "/kms/revoke-agent-credential" => post(agent::revoke_agent_credential),
+        "/kms/agent-sessions" => post(sessions::agent_sessions),
+        "/kms/operator" => get(health::operator),
+        "/agent/intents" => post(intents::submit_intent),
+        "/agent/intents/{userOpHash}" => get(intents::get_intent),
+        "/health" => get(health::health),
+        "/metrics" => get(health::metrics),
+        "/openapi.json" => get(health::openapi),
+        "/ui" | "/ui/" => get(ui::index),
+        "/ui/{file}" => get(ui::file),
+        other => unreachable!("route {other} is listed in ROUTES without a handler"),
+    }
+}
+
+/// The router over `state`: every route of [`ROUTES`].
 pub fn router(state: SharedState) -> Router {
-    let with_api_key = Router::new()
-        .route("/BeginRegistration", post(ceremony::begin_registration))
-        .route(
-            "/CompleteRegistration",
-            post(ceremony::complete_registration),
-        )
-        .route("/BeginAuthentication", post(ceremony::begin_authentication))
-        .route("/CreateKey", post(ceremony::create_key))
-        .route("/DescribeKey", post(wallet::describe_key))
-        .route("/ListKeys", post(wallet::list_keys))
-        .route("/GetPublicKey", post(wallet::get_public_key))
-        .route("/DeriveAddress", post(wallet::derive_address))
-        .route("/Sign", post(wallet::sign))
-        .route("/SignHash", post(wallet::sign_hash))
-        .route("/DeleteKey", post(wallet::delete_key))
-        .route("/ChangePasskey", post(wallet::change_passkey))
-        .route("/kms/create-agent-key", post(agent::create_agent_key))
-        .route("/kms/list-agent-keys", post(ui::list_agent_keys))
-        .route("/kms/list-agent-intents", post(ui::list_agent_intents))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_api_key,
-        ));
-    let without = Router::new()
-        .route("/kms/sign-agent", post(agent::sign_agent))
-        .route(
-            "/kms/refresh-agent-credential",
-            post(agent::refresh_agent_credential),
-        )
-        .route(
-            "/kms/revoke-agent-credential",
-            post(agent::revoke_agent_credential),
-        )
-        .route("/kms/agent-sessions", post(sessions::agent_sessions))
-        .route("/kms/operator", get(health::operator))
-        .route("/agent/intents", post(intents::submit_intent))
-        .route("/agent/intents/{userOpHash}", get(intents::get_intent))
-        .route("/health", get(health::health))
-        .route("/metrics", get(health::metrics))
-        .route("/openapi.json", get(health::openapi))
-        .route("/ui", get(ui::index))
-        .route("/ui/", get(ui::index))
-        .route("/ui/{file}", get(ui::file));
+    let (mut with_api_key, mut without) = (Router::new(), Router::new());
+    for r in ROUTES {
+        if r.access == Access::ApiKey {
+            with_api_key = with_api_key.route(r.path, handler(r.path));
+        } else {
+            without = without.route(r.path, handler(r.path));
+        }
+    }
+    let with_api_key = with_api_key.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_api_key,
+    ));
     Router::new()
         .merge(with_api_key)
         .merge(without)

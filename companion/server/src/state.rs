@@ -110,6 +110,8 @@ pub struct CachedCredential {
     pub expires_at: i64,
     /// Agent address (`0x` lowercase).
     pub agent_address: String,
+    /// The current credential's generation.
+    pub generation: u32,
     /// When it was read from the database.
     pub cached_at: Instant,
 }

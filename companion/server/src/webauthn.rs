@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 use webauthn_rs::prelude::{
-    COSEKeyType, Passkey, PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential,
-    RegisterPublicKeyCredential, Uuid, WebauthnError,
+    COSEAlgorithm, COSEKeyType, Passkey, PasskeyAuthentication, PasskeyRegistration,
+    PublicKeyCredential, RegisterPublicKeyCredential, Uuid, WebauthnError,
 };
 
 use crate::config::CEREMONY_TTL_SECS;
@@ -117,6 +117,7 @@ impl FromStr for Purpose {
 /// A finished ceremony as sent with an operation: upstream's `WebAuthn`
 /// (`webAuthnAssertion` on `/kms/*`) object.
 #[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CeremonyResponse {
     /// The id returned by `/BeginAuthentication` (or `/BeginRegistration`).
     #[serde(rename = "ChallengeId", alias = "challengeId")]
@@ -409,10 +410,27 @@ impl AppState {
         display_name: &str,
         metadata: Option<Value>,
     ) -> Result<BeginRegistrationResponse, ApiError> {
-        let (ccr, reg_state) = self
+        let (mut ccr, reg_state) = self
             .webauthn
             .start_passkey_registration(Uuid::new_v4(), user_name, display_name, None)
             .map_err(internal("start registration"))?;
+        // Offer only what the TA verifies (ES256, P-256): an authenticator must not create a
+        // passkey that the registration would then refuse. webauthn-rs offers ES256, ES384 and
+        // RS256 and has no setting for it, so both the options and the ceremony's state (which
+        // finish_passkey_registration checks the credential's algorithm against) are narrowed.
+        ccr.public_key
+            .pub_key_cred_params
+            .retain(|p| p.alg == COSEAlgorithm::ES256 as i64);
+        let mut state_json = serde_json::to_value(&reg_state).map_err(internal("state"))?;
+        match state_json
+            .get_mut("rs")
+            .and_then(|rs| rs.get_mut("credential_algorithms"))
+        {
+            Some(algs) => {
+                *algs = serde_json::to_value([COSEAlgorithm::ES256]).map_err(internal("state"))?
+            }
+            None => return Err(ApiError::internal("registration state without algorithms")),
+        }
         let now = kms_db::now_secs();
         let id = new_ceremony_id();
         let expires_at = now + CEREMONY_TTL_SECS;
@@ -423,7 +441,7 @@ impl AppState {
                 wallet_id: wallet.map(str::to_owned),
                 purpose: purpose.to_owned(),
                 payload_digest: None,
-                state_json: serde_json::to_string(&reg_state).map_err(internal("state"))?,
+                state_json: state_json.to_string(),
                 metadata_json: metadata.map(|m| m.to_string()),
                 now,
                 expires_at,
@@ -494,6 +512,10 @@ pub fn map_webauthn_error(e: WebauthnError) -> ApiError {
             "the authenticator's signature counter did not advance (possible clone)",
         ),
         WebauthnError::InvalidRPOrigin => ApiError::unauthorized("origin_not_allowed", msg),
+        WebauthnError::CredentialAlteredAlgFromRequest => ApiError::unprocessable(
+            "unsupported_passkey",
+            "the passkey's algorithm was not offered: the TEE verifies P-256 (ES256) passkeys only",
+        ),
         WebauthnError::MismatchedChallenge => ApiError::unauthorized("challenge_mismatch", msg),
         WebauthnError::ParseNOMFailure
         | WebauthnError::ParseCBORFailure(_)

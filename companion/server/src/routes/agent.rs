@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use crate::audit::Event;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{hex0x, hex_fixed, JsonBody};
+use crate::extract::{checksum, checksum_str, hex0x, hex_fixed, JsonBody};
 use crate::ops::{self, CreateAgentKeyRequest, RefreshAgentRequest, RevokeAgentRequest};
 use crate::ratelimit::ClientAddr;
 use crate::revocation::{AccountRevocation, CompanionChain, RevokeFailure};
@@ -45,7 +45,7 @@ pub struct AgentCredentialResponse {
 
 /// `/kms/sign-agent`.
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SignAgentRequest {
     /// `"{wallet}:{index}"`; must match the credential.
     pub key_id: String,
@@ -66,7 +66,14 @@ pub struct SignAgentResponse {
     pub key_id: String,
     /// Agent key address.
     pub agent_address: String,
-    /// `0x` + 106 bytes: `0x08 ‖ account ‖ agent ‖ r ‖ s ‖ v`.
+    /// `0x` + 106 bytes, the session signature `SessionKeyValidator` checks: the marker byte
+    /// `0x08` (1 byte) ‖ `account` (20) ‖ the agent key's address (20) ‖ `r` (32) ‖ `s` (32) ‖
+    /// `v` (1). `r ‖ s ‖ v` is the agent key's ECDSA secp256k1 signature (low `s`, `v` 27 or 28)
+    /// over the EIP-191 hash of the 32-byte userOpHash:
+    /// `keccak256("\x19Ethereum Signed Message:\n32" ‖ userOpHash)`, so
+    /// `ecrecover(that digest, v, r, s)` is `agentAddress`. The account routes a signature of
+    /// this length starting with the marker to `SessionKeyValidator`; any other is an owner
+    /// signature.
     pub signature: String,
 }
 
@@ -119,7 +126,7 @@ impl From<&AccountRevocation> for OnChainRevocation {
     fn from(a: &AccountRevocation) -> Self {
         OnChainRevocation {
             status: a.outcome.status().to_owned(),
-            account: a.account.clone(),
+            account: checksum_str(&a.account),
             transaction_hash: a.outcome.tx_hash().map(|h| format!("{h:#x}")),
             error: a.outcome.failure().map(|f| f.to_string()),
             pending_grant: a.pending_grant,
@@ -194,7 +201,7 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
 fn response(key_id: String, c: &AgentCredential) -> AgentCredentialResponse {
     AgentCredentialResponse {
         key_id,
-        agent_address: hex0x(&c.address),
+        agent_address: checksum(&c.address),
         public_key: hex0x(&c.public_key),
         derivation_path: HdPath::agent(c.agent_index).to_string(),
         agent_credential: c.to_jwt(),
@@ -224,7 +231,8 @@ fn activation<'a>(
 /// Create an agent key and its first credential (passkey ceremony).
 #[utoipa::path(post, path = "/kms/create-agent-key", tag = "agent", request_body = CreateAgentKeyRequest,
     responses((status = 200, body = AgentCredentialResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "`agent_exists`"),
+        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn create_agent_key(
     State(s): State<Arc<AppState>>,
@@ -295,7 +303,16 @@ pub async fn create_agent_key(
 fn named_agent<'h>(
     headers: &'h HeaderMap,
     key_id: &str,
-) -> Result<(&'h str, String, kms_proto::WalletId, u32, u64), ApiError> {
+) -> Result<
+    (
+        &'h str,
+        String,
+        kms_proto::WalletId,
+        u32,
+        kms_proto::jwt::AgentClaims,
+    ),
+    ApiError,
+> {
     let jwt = bearer(headers)?;
     let parsed = kms_proto::jwt::parse(jwt).map_err(|e| {
         ApiError::unauthorized("credential_malformed", format!("invalid credential: {e}"))
@@ -313,11 +330,16 @@ fn named_agent<'h>(
             "keyId does not match the credential",
         ));
     }
-    Ok((jwt, key_id, wallet, index, claims.exp))
+    Ok((jwt, key_id, wallet, index, claims.clone()))
 }
 
 /// Sign a userOpHash with an agent key (Bearer agent credential).
 #[utoipa::path(post, path = "/kms/sign-agent", tag = "agent", request_body = SignAgentRequest,
+    description = "Signs a userOpHash with the agent key for `SessionKeyValidator` (Bearer agent credential). \
+        The answer's `signature` is `0x08 ‖ account (20 bytes) ‖ agent address (20) ‖ r (32) ‖ s (32) ‖ v (1)` \
+        (106 bytes): the marker byte `0x08`, then the agent key's ECDSA signature (low s, v ∈ {27, 28}) over \
+        the EIP-191 hash of the 32-byte userOpHash, `keccak256(\"\\x19Ethereum Signed Message:\\n32\" ‖ userOpHash)` \
+        (not over the userOpHash itself).",
     responses((status = 200, body = SignAgentResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
         (status = 503, body = ErrorBody)),
@@ -331,11 +353,11 @@ pub async fn sign_agent(
     // An address that spent its budget of failed authentications is refused before its
     // credential is even read.
     s.limits.clients.admit(client.0)?;
-    let (jwt, key_id, wallet, index, exp) =
+    let (jwt, key_id, wallet, index, claims) =
         named_agent(&headers, &r.key_id).map_err(|e| s.limits.refused(client, e))?;
     let user_op_hash = hex_fixed::<32>("payload", &r.payload)?;
     let account = hex_fixed::<20>("accountAddress", &r.account_address)?;
-    let res = match check_credential(&s, &key_id, wallet, index, jwt, exp).await {
+    let res = match check_credential(&s, &key_id, wallet, index, jwt, &claims).await {
         // Not this agent's current credential: the request's address pays, never the agent.
         Err(e) => Err(s.limits.refused(client, e)),
         Ok(_) => {
@@ -373,7 +395,7 @@ pub async fn sign_agent(
     s.metrics.count_signature("agent_userop");
     Ok(Json(SignAgentResponse {
         key_id,
-        agent_address: hex0x(&sig.agent_address),
+        agent_address: checksum(&sig.agent_address),
         signature: hex0x(&sig.signature),
     }))
 }
@@ -388,8 +410,9 @@ pub(crate) async fn check_credential(
     wallet: kms_proto::WalletId,
     index: u32,
     jwt: &str,
-    exp: u64,
+    claims: &kms_proto::jwt::AgentClaims,
 ) -> Result<CachedCredential, ApiError> {
+    let exp = claims.exp;
     let presented = credential_hash(jwt);
     let current = match s.credentials.get(key_id) {
         Some(c) => c,
@@ -414,6 +437,7 @@ pub(crate) async fn check_credential(
                 hash: row.credential_hash.unwrap_or_default(),
                 expires_at: row.expires_at.unwrap_or(0),
                 agent_address: row.agent_address.unwrap_or_default(),
+                generation: row.generation.unwrap_or(0),
                 cached_at: std::time::Instant::now(),
             };
             s.credentials.put(key_id, c.clone());
@@ -421,9 +445,10 @@ pub(crate) async fn check_credential(
         }
     };
     if !bool::from(presented.as_bytes().ct_eq(current.hash.as_bytes())) {
-        return Err(ApiError::unauthorized(
-            "credential_superseded",
-            "this is not the current credential of the key (superseded by a refresh, or invalid)",
+        return Err(not_current(
+            claims,
+            current.generation,
+            &current.agent_address,
         ));
     }
     let now = u64::try_from(kms_db::now_secs()).unwrap_or(0);
@@ -434,6 +459,31 @@ pub(crate) async fn check_credential(
         ));
     }
     Ok(current)
+}
+
+/// Why a presented credential that is not the agent's current one is refused (401): one of an
+/// earlier generation, for the agent's own address, was superseded (by a refresh or a revoke);
+/// anything else (the current generation or a later one, another address: a forged or tampered
+/// token) is invalid. The host cannot check the HMAC (its secret is in the TA), so a tampered
+/// copy of an earlier credential still reads as superseded; it is refused all the same.
+fn not_current(
+    claims: &kms_proto::jwt::AgentClaims,
+    current_generation: u32,
+    agent_address: &str,
+) -> ApiError {
+    if claims.gen < current_generation && claims.agent_address.eq_ignore_ascii_case(agent_address) {
+        ApiError::unauthorized(
+            "credential_superseded",
+            "this credential was superseded (by a refresh or a revoke): it is not the key's \
+             current credential",
+        )
+    } else {
+        ApiError::unauthorized(
+            "credential_invalid",
+            "invalid credential: it is not a credential the companion issued for this key \
+             (forged or tampered)",
+        )
+    }
 }
 
 /// An agent authenticated by its Bearer credential (host checks done; the TA checks again
@@ -499,7 +549,7 @@ async fn identify_agent(
         ));
     }
     let key_id = kms_proto::jwt::key_id(&wallet, index);
-    let c = check_credential(s, &key_id, wallet, index, jwt, claims.exp).await?;
+    let c = check_credential(s, &key_id, wallet, index, jwt, claims).await?;
     Ok(AgentAuth {
         key_id,
         wallet,
@@ -509,13 +559,21 @@ async fn identify_agent(
     })
 }
 
-/// Issue a new credential for an agent; the previous one is superseded in
-/// the database and in the TA (generation). Bearer credential (current,
-/// possibly expired) plus the owner's passkey ceremony.
+/// Issue a new credential for an agent; the previous one is superseded in the database and in
+/// the TA (generation). The owner's passkey ceremony (Purpose `RefreshAgentCredential`, bound
+/// to `keyId` and `ttlSecs`) authorises it: with it alone a lost credential is re-issued. A
+/// request may also carry the agent's current credential as a Bearer (possibly expired); one
+/// that is not the current credential is refused (401), as on the other agent routes.
 #[utoipa::path(post, path = "/kms/refresh-agent-credential", tag = "agent", request_body = RefreshAgentRequest,
+    description = "Re-issues the agent's credential (a new JWT at the next generation; the previous \
+        one is dead in the database and in the TA). The owner's passkey ceremony (`/BeginAuthentication` \
+        with Purpose `RefreshAgentCredential`, KeyId = the agent key id, Payload `{\"ttlSecs\"}` when \
+        given) is the authorisation: no Bearer is needed, so a lost credential can be re-issued with the \
+        passkey alone. An `Authorization: Bearer` header, when sent, must be the agent's current \
+        credential (an expired one is accepted).",
     responses((status = 200, body = AgentCredentialResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
-    security(("bearer" = [])))]
+    security((), ("bearer" = [])))]
 pub async fn refresh_agent_credential(
     State(s): State<Arc<AppState>>,
     client: ClientAddr,
@@ -524,13 +582,24 @@ pub async fn refresh_agent_credential(
 ) -> Result<Json<AgentCredentialResponse>, ApiError> {
     // Failed credentials count against the client address, as on `/kms/sign-agent`.
     s.limits.clients.admit(client.0)?;
-    let (jwt, key_id, wallet, index, _) =
-        named_agent(&headers, &r.key_id).map_err(|e| s.limits.refused(client, e))?;
+    // The Bearer is optional: the passkey ceremony authorises the refresh.
+    let presented = if headers.contains_key(header::AUTHORIZATION) {
+        let (jwt, _, _, _, claims) =
+            named_agent(&headers, &r.key_id).map_err(|e| s.limits.refused(client, e))?;
+        Some((jwt, claims))
+    } else {
+        None
+    };
+    let (wallet, index) = ops::agent_key_id(&r.key_id)?;
+    let key_id = kms_proto::jwt::key_id(&wallet, index);
     let body = ops::prepare_refresh(&s, &r)
         .await
         .map_err(|e| s.limits.refused(client, e))?;
     let wallet_str = wallet.to_uuid_string();
-    let actor = format!("agent:{key_id}");
+    let actor = match presented {
+        Some(_) => format!("agent:{key_id}"),
+        None => "owner-passkey".to_owned(),
+    };
     let res = async {
         async {
             let row =
@@ -543,12 +612,15 @@ pub async fn refresh_agent_credential(
                     "the agent key is revoked",
                 ));
             }
-            let stored = row.credential_hash.unwrap_or_default();
-            if !bool::from(credential_hash(jwt).as_bytes().ct_eq(stored.as_bytes())) {
-                return Err(ApiError::unauthorized(
-                    "credential_superseded",
-                    "this is not the current credential of the key",
-                ));
+            if let Some((jwt, claims)) = &presented {
+                let stored = row.credential_hash.unwrap_or_default();
+                if !bool::from(credential_hash(jwt).as_bytes().ct_eq(stored.as_bytes())) {
+                    return Err(not_current(
+                        claims,
+                        row.generation.unwrap_or(0),
+                        row.agent_address.as_deref().unwrap_or_default(),
+                    ));
+                }
             }
             Ok(())
         }

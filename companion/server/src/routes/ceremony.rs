@@ -28,7 +28,7 @@ use crate::webauthn::{
 
 /// `/BeginRegistration`.
 #[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct BeginRegistrationRequest {
     /// Set to register a NEW passkey for this existing wallet (the first
     /// step of `/ChangePasskey`); absent for a new wallet.
@@ -56,7 +56,7 @@ pub struct BeginRegistrationRequest {
 
 /// `/CompleteRegistration` and `/CreateKey`.
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct CompleteRegistrationRequest {
     /// From `/BeginRegistration`.
     #[serde(default)]
@@ -110,7 +110,7 @@ pub struct CreateKeyResponse {
 
 /// `/BeginAuthentication`.
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct BeginAuthenticationRequest {
     /// The operation's key: the wallet id for wallet operations and
     /// CreateAgentKey, the agent key id `"{wallet}:{index}"` for
@@ -267,7 +267,7 @@ pub async fn complete_registration(
     Ok(Json(CompleteRegistrationResponse {
         key_id: w.key_id,
         credential_id,
-        address: w.address,
+        address: crate::extract::checksum_str(&w.address),
         public_key: w.public_key,
         derivation_path: w.derivation_path,
         status: "ready".into(),
@@ -301,7 +301,10 @@ pub async fn create_key(
 #[utoipa::path(post, path = "/BeginAuthentication", tag = "ceremonies",
     request_body = BeginAuthenticationRequest,
     responses((status = 200, body = BeginAuthenticationResponse), (status = 400, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "GrantSession: `agent_revoked`, the agent key is revoked"),
+        (status = 422, body = ErrorBody),
+        (status = 502, body = ErrorBody, description = "GrantSession: the node or the bundler failed while the owner's operation was built")),
     security(("api_key" = [])))]
 pub async fn begin_authentication(
     State(s): State<Arc<AppState>>,

@@ -57,7 +57,7 @@ use utoipa::ToSchema;
 use crate::audit::Event;
 use crate::chain::{chain_error, refusal, ChainState};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{hex_bytes, hex_fixed, uint256, JsonBody};
+use crate::extract::{checksum_str, checksummed, hex_bytes, hex_fixed, uint256, JsonBody};
 use crate::lifecycle;
 use crate::ratelimit::ClientAddr;
 use crate::routes::agent::{authenticate_agent, AgentAuth};
@@ -74,7 +74,7 @@ pub const RESUBMIT_AFTER_SECS: i64 = 30;
 
 /// One call of an intent.
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IntentCall {
     /// The address called (20 bytes hex).
     pub to: String,
@@ -89,7 +89,7 @@ pub struct IntentCall {
 
 /// `POST /agent/intents`.
 #[derive(Clone, Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IntentRequest {
     /// The agent key id; optional (the credential names it), must match when given.
     #[serde(default)]
@@ -180,19 +180,21 @@ impl From<&Intent> for IntentResponse {
         IntentResponse {
             user_op_hash: i.user_op_hash.clone(),
             key_id: i.key_id.clone(),
-            account: i.account.clone(),
+            account: i.account.as_deref().map(checksum_str),
             status: i.status.clone(),
             status_reason: i.status_reason.clone(),
             evidence: i
                 .evidence_json
                 .as_deref()
-                .and_then(|e| serde_json::from_str(e).ok()),
+                .and_then(|e| serde_json::from_str(e).ok())
+                .map(checksummed),
             nonce: i.nonce.clone(),
             value: i.value_wei.clone(),
             calls: i
                 .calls_json
                 .as_deref()
-                .and_then(|c| serde_json::from_str(c).ok()),
+                .and_then(|c| serde_json::from_str(c).ok())
+                .map(checksummed),
             transaction_hash: i.tx_hash.clone(),
             block_number: receipt.as_ref().map(|r| r.receipt.block_number.to_string()),
             success: receipt.as_ref().map(|r| r.success),

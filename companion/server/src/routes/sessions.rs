@@ -38,7 +38,7 @@ use utoipa::ToSchema;
 use crate::audit::Event;
 use crate::chain::{bundler_error, chain_error, ChainState};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{from_value, hex_fixed, uint128, uint256, JsonBody};
+use crate::extract::{checksummed, from_value, hex_fixed, uint128, uint256, JsonBody};
 use crate::ops::{agent_key_id, AgentSessionRequest, TargetSpec};
 use crate::revocation::{revoke_account, AccountOutcome, AccountRevocation, CompanionChain};
 use crate::state::AppState;
@@ -51,10 +51,10 @@ pub struct SessionFields {
     /// Call targets and the functions allowed on each (`selectors` as 4-byte hex; an empty list
     /// without `anySelector` allows plain transfers only).
     #[schema(value_type = Vec<Object>)]
-    pub targets: Vec<TargetPermission>,
+    pub targets: Value,
     /// ERC-20 caps (`cap` in the token's units, decimal).
     #[schema(value_type = Vec<Object>)]
-    pub tokens: Vec<TokenLimit>,
+    pub tokens: Value,
     /// Spend cap (decimal wei).
     pub spend_cap: String,
     /// Gas cap (decimal wei): the most the agent's operations may cost in gas.
@@ -126,8 +126,9 @@ impl GrantPlan {
     fn fields(&self) -> SessionFields {
         let g = &self.grant;
         SessionFields {
-            targets: g.targets.clone(),
-            tokens: g.tokens.clone(),
+            // Addresses EIP-55 checksummed, as everywhere in answers.
+            targets: checksummed(serde_json::to_value(&g.targets).unwrap_or_default()),
+            tokens: checksummed(serde_json::to_value(&g.tokens).unwrap_or_default()),
             spend_cap: g.spend_cap.to_string(),
             gas_cap: g.gas_cap.to_string(),
             paymaster: g.paymaster.map(|p| p.to_string()),
@@ -280,7 +281,7 @@ pub async fn begin_grant(
     // Everything the owner approves, so that a client can recompute the userOpHash from the
     // operation (EntryPoint, chain id) and show what it does: the account's calls (the grant,
     // decoded too), nonce, gas limits, fees and the most it can cost.
-    let summary = json!({
+    let summary = checksummed(json!({
         "userOpHash": prepared.user_op_hash,
         "account": account,
         "deploysAccount": prepared.deploys_account,
@@ -291,7 +292,7 @@ pub async fn begin_grant(
         "calls": [plan.grant.owner_call(chain.client.validator())],
         "maxGasCost": prepared.op.max_gas_cost().to_string(),
         "session": plan.grant,
-    });
+    }));
     let metadata = json!({
         "plan": plan.canonical(),
         "userOp": prepared.op.to_rpc(),

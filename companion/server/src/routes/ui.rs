@@ -17,7 +17,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::JsonBody;
+use crate::extract::{checksum_str, checksummed, JsonBody};
 use crate::ops;
 use crate::state::AppState;
 
@@ -124,7 +124,7 @@ pub async fn file(Path(name): Path<String>) -> Response {
 
 /// `/kms/list-agent-keys`.
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ListAgentKeysRequest {
     /// The owner's wallet id.
     pub human_key_id: String,
@@ -269,12 +269,15 @@ pub fn listed_session(a: &AgentSession) -> ListedSession {
         .and_then(|g| serde_json::from_str::<SessionGrant>(g).ok());
     ListedSession {
         status: a.status.as_str().to_owned(),
-        account: a.account.clone(),
+        account: checksum_str(&a.account),
         targets: a
             .targets
             .as_deref()
             .and_then(|t| serde_json::from_str::<Vec<String>>(t).ok())
-            .unwrap_or_default(),
+            .unwrap_or_default()
+            .iter()
+            .map(|t| checksum_str(t))
+            .collect(),
         target_permissions: grant.as_ref().map(|g| {
             g.targets
                 .iter()
@@ -305,7 +308,7 @@ pub fn listed_session(a: &AgentSession) -> ListedSession {
         period_cap: grant.as_ref().map(|g| g.period_cap.to_string()),
         valid_after: a.valid_after,
         valid_until: a.valid_until,
-        revoker: a.revoker.clone(),
+        revoker: a.revoker.as_deref().map(checksum_str),
         transaction_hash: a.tx_hash.clone(),
         user_op_hash: a.user_op_hash.clone(),
         error: a.error.clone(),
@@ -341,7 +344,7 @@ fn listed(a: AgentKey, sessions: &[AgentSession]) -> ListedAgentKey {
         derivation_path: kms_proto::HdPath::agent(a.agent_index).to_string(),
         label: a.label,
         status: a.status.as_str().to_owned(),
-        agent_address: a.agent_address,
+        agent_address: a.agent_address.as_deref().map(checksum_str),
         public_key: a.public_key.map(|p| {
             if p.starts_with("0x") {
                 p
@@ -392,7 +395,7 @@ pub async fn list_agent_keys(
 
 /// `/kms/list-agent-intents`.
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ListAgentIntentsRequest {
     /// Agent key id `"{wallet}:{index}"`.
     pub key_id: String,
@@ -470,10 +473,11 @@ pub async fn list_agent_intents(
                 calls: i
                     .calls_json
                     .as_deref()
-                    .and_then(|c| serde_json::from_str(c).ok()),
+                    .and_then(|c| serde_json::from_str(c).ok())
+                    .map(checksummed),
                 user_op_hash: i.user_op_hash,
                 status: i.status,
-                account: i.account,
+                account: i.account.as_deref().map(checksum_str),
                 chain_id: i.chain_id,
                 transaction_hash: i.tx_hash,
                 error: i.error,

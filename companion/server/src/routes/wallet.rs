@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{hex0x, JsonBody};
+use crate::extract::{checksum, checksum_str, hex0x, JsonBody};
 use crate::ops::{
     self, ChangePasskeyRequest, DeleteKeyRequest, DeriveAddressRequest, GetPublicKeyRequest,
     SignBody, SignHashRequest, SignRequest, CHANGE_PASSKEY_REGISTRATION,
@@ -75,7 +75,7 @@ pub fn key_metadata(w: &kms_db::Wallet, credential_id: Option<String>) -> KeyMet
         key_spec: w.key_spec.clone(),
         origin: w.origin.clone(),
         key_state: "Enabled".into(),
-        address: w.address.clone(),
+        address: checksum_str(&w.address),
         public_key: w.public_key.clone(),
         derivation_path: w.derivation_path.clone(),
         rp_id: w.rp_id.clone(),
@@ -85,7 +85,7 @@ pub fn key_metadata(w: &kms_db::Wallet, credential_id: Option<String>) -> KeyMet
 
 /// `/DescribeKey`.
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct DescribeKeyRequest {
     /// Wallet id.
     pub key_id: String,
@@ -115,7 +115,7 @@ pub struct AddressEntry {
 
 /// `/ListKeys`.
 #[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct ListKeysRequest {
     /// Page size, 1..=1000 [default: 100].
     #[serde(default)]
@@ -248,7 +248,7 @@ pub async fn describe_key(
             .await?
             .into_iter()
             .map(|a| AddressEntry {
-                address: a.address,
+                address: checksum_str(&a.address),
                 derivation_path: a.derivation_path,
                 public_key: a.public_key,
             })
@@ -319,7 +319,7 @@ pub async fn get_public_key(
                 .ok_or_else(|| ApiError::not_found("key_not_found", "key not found"))?;
         return Ok(Json(PublicKeyResponse {
             key_id: w.key_id,
-            address: w.address,
+            address: checksum_str(&w.address),
             public_key: w.public_key,
             derivation_path: w.derivation_path,
             key_usage: w.key_usage,
@@ -362,7 +362,7 @@ pub async fn get_public_key(
             .ok_or_else(|| ApiError::not_found("key_not_found", "key not found"))?;
     Ok(Json(PublicKeyResponse {
         key_id: key,
-        address: hex0x(&info.address),
+        address: checksum(&info.address),
         public_key: hex0x(&info.public_key),
         derivation_path: info.path.to_string(),
         key_usage: w.key_usage,
@@ -427,7 +427,7 @@ pub async fn derive_address(
             .ok_or_else(|| ApiError::not_found("key_not_found", "key not found"))?;
     Ok(Json(PublicKeyResponse {
         key_id: key,
-        address: hex0x(&info.address),
+        address: checksum(&info.address),
         public_key: hex0x(&info.public_key),
         derivation_path: info.path.to_string(),
         key_usage: w.key_usage,
@@ -477,7 +477,7 @@ fn sign_response(key_id: String, body: &SignBody, signed: Signed) -> SignRespons
                 AccountSignContent::Hash(h) => *h,
             };
             (
-                Some(hex0x(&b.account)),
+                Some(checksum(&b.account)),
                 Some(b.chain_id),
                 Some(hex0x(&hash)),
             )
@@ -486,7 +486,7 @@ fn sign_response(key_id: String, body: &SignBody, signed: Signed) -> SignRespons
     };
     SignResponse {
         key_id,
-        address: hex0x(&signed.address),
+        address: checksum(&signed.address),
         signature: hex::encode(&signed.signature),
         signing_algorithm: "ECDSA_SECP256K1".into(),
         signature_format: body.format().into(),

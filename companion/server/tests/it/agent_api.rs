@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use crate::common::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use kms_proto::session_signature::{SESSION_MARKER, SESSION_SIGNATURE_LEN};
 use kms_proto::{SignAgentUserOp, TaError};
 use kms_tee_client::{TeeBackend, TeeError};
 use serde_json::{json, Value};
@@ -106,12 +107,19 @@ async fn agent_lifecycle_and_credential_refusals() {
         .await;
     assert_eq!(s, 200, "{sig}");
     let bytes = hexs(&sig["signature"]);
-    assert_eq!(bytes.len(), 106);
-    assert_eq!(bytes[0], 0x08);
+    assert_eq!(bytes.len(), SESSION_SIGNATURE_LEN);
+    assert_eq!(bytes[0], SESSION_MARKER);
     assert_eq!(format!("0x{}", hex::encode(&bytes[1..21])), ACCOUNT);
-    assert_eq!(format!("0x{}", hex::encode(&bytes[21..41])), agent_addr);
+    // Addresses are answered EIP-55 checksummed (#15 item 7; lowercase before).
+    assert_eq!(
+        format!("0x{}", hex::encode(&bytes[21..41])),
+        agent_addr.to_ascii_lowercase()
+    );
     let op: [u8; 32] = hexs(&json!(OP)).try_into().unwrap();
-    assert_eq!(recover(&eip191_32(&op), &bytes[41..]), agent_addr);
+    assert_eq!(
+        recover(&eip191_32(&op), &bytes[41..]),
+        agent_addr.to_ascii_lowercase()
+    );
 
     // Refusals: missing, garbage, forged MAC, keyId mismatch, unknown key.
     let (s, e, _) = env
@@ -457,10 +465,8 @@ async fn rate_limits_answer_429_with_retry_after_before_the_tee() {
             &sign_body(key_id),
         )
         .await;
-    assert_eq!(
-        (s, e["code"].as_str()),
-        (401, Some("credential_superseded"))
-    );
+    // A forged credential is invalid, not superseded (#15 item 7; superseded before).
+    assert_eq!((s, e["code"].as_str()), (401, Some("credential_invalid")));
     assert_eq!(
         env.server().state.metrics.signatures("agent_userop"),
         before,
@@ -588,11 +594,17 @@ async fn revocation_reports_every_account_of_the_agent() {
     let sessions = v["sessions"].as_array().unwrap();
     // The live sessions, the most recently activated first, then the pending grant's account,
     // which could not be checked either (a grant may be included before its receipt is seen).
+    // Accounts are answered EIP-55 checksummed (#15 item 7; lowercase before).
+    let accounts: Vec<String> = sessions
+        .iter()
+        .map(|s| s["account"].as_str().unwrap().to_ascii_lowercase())
+        .collect();
     let reported: Vec<(&str, &str, bool)> = sessions
         .iter()
-        .map(|s| {
+        .zip(&accounts)
+        .map(|(s, account)| {
             (
-                s["account"].as_str().unwrap(),
+                account.as_str(),
                 s["status"].as_str().unwrap(),
                 s["pendingGrant"].as_bool().unwrap_or(false),
             )

@@ -101,6 +101,7 @@ async fn forged_tokens_charge_their_senders_address_not_the_agent() {
     );
     let agent = client_from("127.0.0.1");
 
+    // (A forged token is `credential_invalid`, #15 item 7; `credential_superseded` before.)
     // 100 forged tokens naming the victim, 25 from each of four addresses (each under its
     // address's limit): every one refused 401 after the host's hash check, none reaching the
     // TEE, none answered 429 (today's code spent the victim's bucket on them).
@@ -120,7 +121,7 @@ async fn forged_tokens_charge_their_senders_address_not_the_agent() {
             .await;
             assert_eq!(
                 (s, e["code"].as_str()),
-                (401, Some("credential_superseded")),
+                (401, Some("credential_invalid")),
                 "forged token {n} from 127.0.0.{host}: {e}"
             );
         }
@@ -231,10 +232,7 @@ async fn forged_tokens_charge_their_senders_address_not_the_agent() {
         &sign_body(&victim),
     )
     .await;
-    assert_eq!(
-        (s, e["code"].as_str()),
-        (401, Some("credential_superseded"))
-    );
+    assert_eq!((s, e["code"].as_str()), (401, Some("credential_invalid")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

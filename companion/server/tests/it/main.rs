@@ -6,6 +6,7 @@ mod common;
 
 mod agent_api;
 mod audit;
+mod contract;
 mod health;
 mod lockout;
 mod operations;

@@ -417,21 +417,27 @@ async fn every_session_of_an_agent_is_listed_with_its_status() {
         .await
         .unwrap();
     let key = list().await;
+    // Accounts are answered EIP-55 checksummed (#15 item 7; lowercase before).
     assert_eq!(
-        key["session"]["account"], B,
+        key["session"]["account"]
+            .as_str()
+            .unwrap()
+            .to_ascii_lowercase(),
+        B,
         "the most recently activated: {key}"
     );
-    let statuses: Vec<(&str, &str)> = key["sessions"]
+    let statuses: Vec<(String, &str)> = key["sessions"]
         .as_array()
         .unwrap()
         .iter()
         .map(|s| {
             (
-                s["account"].as_str().unwrap(),
+                s["account"].as_str().unwrap().to_ascii_lowercase(),
                 s["status"].as_str().unwrap(),
             )
         })
         .collect();
+    let statuses: Vec<(&str, &str)> = statuses.iter().map(|(a, s)| (a.as_str(), *s)).collect();
     assert_eq!(statuses, [(C, "failed"), (B, "active"), (A, "active")]);
     assert_eq!(key["sessions"][0]["error"], "execution reverted");
     assert_eq!(key["sessions"][1]["transactionHash"], "0xt2");

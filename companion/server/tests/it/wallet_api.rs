@@ -68,7 +68,7 @@ async fn wallet_lifecycle_and_refusals() {
     let rsv = hexs(&sig["Signature"]);
     assert_eq!(rsv.len(), 65);
     let h: [u8; 32] = hexs(&json!(HASH)).try_into().unwrap();
-    assert_eq!(recover(&h, &rsv), owner);
+    assert_eq!(recover(&h, &rsv), owner.to_ascii_lowercase());
     // Replaying the same assertion is refused.
     let (s, e) = env
         .post(
@@ -232,7 +232,10 @@ async fn wallet_lifecycle_and_refusals() {
         )
         .await;
     assert_eq!(s, 200, "{m}");
-    assert_eq!(recover(&eip191(b"hello"), &hexs(&m["Signature"])), owner);
+    assert_eq!(
+        recover(&eip191(b"hello"), &hexs(&m["Signature"])),
+        owner.to_ascii_lowercase()
+    );
 
     // Sign a transaction; `to` must be 20 bytes (422 at ceremony start and at Sign).
     let to = "0x000000000000000000000000000000000000dEaD";
@@ -350,7 +353,10 @@ async fn wallet_lifecycle_and_refusals() {
         )
         .await;
     assert_eq!(s, 200, "{sig}");
-    assert_eq!(recover(&h, &hexs(&sig["Signature"])), addr1);
+    assert_eq!(
+        recover(&h, &hexs(&sig["Signature"])),
+        addr1.to_ascii_lowercase()
+    );
 
     // ListKeys pages.
     let mut bob = Soft::new();
@@ -829,7 +835,11 @@ async fn account_signatures_are_erc7739_for_that_account_and_the_companions_chai
         .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["SignatureFormat"], "ERC7739PersonalSign");
-    assert_eq!(v["Account"], ACCOUNT_A);
+    // Addresses are answered EIP-55 checksummed (#15 item 7; lowercase before).
+    assert_eq!(
+        v["Account"].as_str().unwrap().to_ascii_lowercase(),
+        ACCOUNT_A
+    );
     assert_eq!(v["ChainId"], FAKE_CHAIN_ID);
     assert_eq!(v["Address"], owner);
     let verify_hash = eip191(message.as_bytes());
@@ -837,18 +847,18 @@ async fn account_signatures_are_erc7739_for_that_account_and_the_companions_chai
     let sig_a = hexs(&v["Signature"]);
     assert_eq!(sig_a.len(), 65);
     let want = erc7739::of_message(FAKE_CHAIN_ID, address(ACCOUNT_A), message.as_bytes());
-    assert_eq!(recover(&want, &sig_a), owner);
+    assert_eq!(recover(&want, &sig_a), owner.to_ascii_lowercase());
     assert_eq!(
         want,
         erc7739::of_hash(FAKE_CHAIN_ID, address(ACCOUNT_A), verify_hash.into())
     );
     // Not a personal_sign of the message, nor valid for B or on another chain.
-    assert_ne!(recover(&verify_hash, &sig_a), owner);
+    assert_ne!(recover(&verify_hash, &sig_a), owner.to_ascii_lowercase());
     for other in [
         erc7739::of_message(FAKE_CHAIN_ID, address(ACCOUNT_B), message.as_bytes()),
         erc7739::of_message(1, address(ACCOUNT_A), message.as_bytes()),
     ] {
-        assert_ne!(recover(&other, &sig_a), owner);
+        assert_ne!(recover(&other, &sig_a), owner.to_ascii_lowercase());
     }
 
     // The plain /Sign of the same message: EIP-191, said so, no account fields.
@@ -869,7 +879,7 @@ async fn account_signatures_are_erc7739_for_that_account_and_the_companions_chai
         "{v}"
     );
     let plain = hexs(&v["Signature"]);
-    assert_eq!(recover(&verify_hash, &plain), owner);
+    assert_eq!(recover(&verify_hash, &plain), owner.to_ascii_lowercase());
     assert_ne!(plain, sig_a);
 
     // /SignHash + Account: the wrapping of the hash; plain /SignHash: the hash itself.
@@ -890,7 +900,10 @@ async fn account_signatures_are_erc7739_for_that_account_and_the_companions_chai
         .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["SignatureFormat"], "ERC7739PersonalSign");
-    assert_eq!(v["Account"], ACCOUNT_B);
+    assert_eq!(
+        v["Account"].as_str().unwrap().to_ascii_lowercase(),
+        ACCOUNT_B
+    );
     assert_eq!(v["ChainId"], FAKE_CHAIN_ID);
     assert_eq!(v["IsValidSignatureHash"], HASH);
     let wrapped = hexs(&v["Signature"]);
@@ -899,9 +912,9 @@ async fn account_signatures_are_erc7739_for_that_account_and_the_companions_chai
             &erc7739::of_hash(FAKE_CHAIN_ID, address(ACCOUNT_B), b256(HASH)),
             &wrapped
         ),
-        owner
+        owner.to_ascii_lowercase()
     );
-    assert_ne!(recover(&b256(HASH).0, &wrapped), owner);
+    assert_ne!(recover(&b256(HASH).0, &wrapped), owner.to_ascii_lowercase());
     let w = env
         .ceremony(&mut alice, &key, "SignHash", json!({"Hash": HASH}))
         .await;
@@ -914,7 +927,10 @@ async fn account_signatures_are_erc7739_for_that_account_and_the_companions_chai
         .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["SignatureFormat"], "RawDigest");
-    assert_eq!(recover(&b256(HASH).0, &hexs(&v["Signature"])), owner);
+    assert_eq!(
+        recover(&b256(HASH).0, &hexs(&v["Signature"])),
+        owner.to_ascii_lowercase()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -986,7 +1002,7 @@ async fn an_account_ceremony_authorises_only_its_own_body() {
             &erc7739::of_message(FAKE_CHAIN_ID, address(ACCOUNT_A), message.as_bytes()),
             &hexs(&v["Signature"])
         ),
-        owner
+        owner.to_ascii_lowercase()
     );
 
     // Begun for a plain personal_sign: completing with an Account is refused.

@@ -99,6 +99,13 @@ fn companion_opts() -> CompanionOpts {
             "1000000",
             "--agent-rate-limit",
             "1000000",
+            // The invariant checks present superseded and revoked credentials (which must be
+            // refused) again and again while they poll: each is a failed authentication of the
+            // harness's one address, which the per-address limit would soon refuse outright.
+            "--client-rate-limit",
+            "1000000",
+            "--agent-read-rate-limit",
+            "1000000",
             "--jwt-rotation-tick-secs",
             "1",
             "--jwt-rotation-period-secs",

@@ -1111,7 +1111,12 @@ function renderIntents(intents) {
               { 'data-user-op-hash': i.userOpHash, 'data-status': i.status },
               h('td', { 'data-label': 'Submitted' }, fmtTime(i.createdAt)),
               h('td', { 'data-label': 'UserOperation', class: 'mono', title: i.userOpHash }, short(i.userOpHash)),
-              h('td', { 'data-label': 'Status' }, badge(i.status)),
+              h(
+                'td',
+                { 'data-label': 'Status', title: i.evidence ? JSON.stringify(i.evidence) : null },
+                badge(i.status),
+                i.statusReason ? h('span', { class: 'hint status-reason' }, ` ${i.statusReason.replace(/_/g, ' ')}`) : null,
+              ),
               h('td', { 'data-label': 'Calls' }, callsSummary(i.calls)),
               h('td', { 'data-label': 'Transaction', class: 'mono', title: i.transactionHash || null }, i.transactionHash ? short(i.transactionHash) : '—'),
               h('td', { 'data-label': 'Error' }, i.error || '—'),

@@ -186,6 +186,22 @@ async fn already_known_on_resubmission_ends_included() {
     );
     assert_eq!(v["statusReason"], "receipt", "{v}");
     assert_eq!(v["evidence"]["source"], "bundlerReceipt", "{v}");
+    // And so does the owner's listing.
+    let (status, list) =
+        f.c.post("/kms/list-agent-intents", &json!({"keyId": agent.key_id}))
+            .await
+            .unwrap();
+    assert_eq!(status, 200, "{list}");
+    let listed = list["intents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["userOpHash"] == hash.as_str())
+        .unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(listed["status"], "included", "{listed}");
+    assert_eq!(listed["statusReason"], "receipt", "{listed}");
+    assert_eq!(listed["evidence"]["source"], "bundlerReceipt", "{listed}");
+    assert!(listed["settledAt"].as_i64().is_some(), "{listed}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -410,8 +410,17 @@ pub struct ListAgentIntentsRequest {
 pub struct ListedIntent {
     /// The UserOperation hash.
     pub user_op_hash: String,
-    /// `signed`, `pending`, `included` or `failed`.
+    /// `signed` or `pending` (open); `included`, `failed`, `dropped`, `replaced` or `cancelled`
+    /// (final).
     pub status: String,
+    /// Why it has its status (e.g. `receipt`, `nonce_passed`, `agent_revoked`).
+    pub status_reason: Option<String>,
+    /// What showed the status (the receipt or EntryPoint event, the bundler's answer, the nonce
+    /// seen and the operation that used it, …).
+    #[schema(value_type = Option<Object>)]
+    pub evidence: Option<Value>,
+    /// When it reached a final status (unix seconds).
+    pub settled_at: Option<i64>,
     /// The smart account.
     pub account: Option<String>,
     /// Chain id.
@@ -477,6 +486,13 @@ pub async fn list_agent_intents(
                     .map(checksummed),
                 user_op_hash: i.user_op_hash,
                 status: i.status,
+                status_reason: i.status_reason,
+                evidence: i
+                    .evidence_json
+                    .as_deref()
+                    .and_then(|e| serde_json::from_str(e).ok())
+                    .map(checksummed),
+                settled_at: i.settled_at,
                 account: i.account.as_deref().map(checksum_str),
                 chain_id: i.chain_id,
                 transaction_hash: i.tx_hash,

@@ -29,7 +29,7 @@ use kms_proto::audit::{
 use kms_proto::{AuditAnchorInfo, AuditCheckpoint, SignedCheckpoint, B256};
 use serde::Serialize;
 
-use crate::audit::{row_hash, AuditEvent, AuditRecord, GENESIS_HASH};
+use crate::audit::{row_fault, GENESIS_HASH};
 use crate::{Db, DbError, Result};
 
 /// A checkpoint as stored in `audit_checkpoints` (hex fields).
@@ -222,29 +222,6 @@ fn problem(code: &'static str, message: String) -> AuditProblem {
         index: None,
         count: None,
     }
-}
-
-/// The first reason `r` does not follow `prev` at `expect_seq`, if any.
-fn row_fault(r: &AuditRecord, expect_seq: i64, prev: &str) -> Option<&'static str> {
-    if r.seq != expect_seq {
-        return Some("sequence gap (a row was deleted or inserted)");
-    }
-    if r.prev_hash != prev {
-        return Some("prev_hash does not match the previous row");
-    }
-    let e = AuditEvent {
-        ts: r.ts,
-        actor: r.actor.clone(),
-        action: r.action.clone(),
-        key_id: r.key_id.clone(),
-        outcome: r.outcome.clone(),
-        user_op_hash: r.user_op_hash.clone(),
-        detail: r.detail.clone(),
-    };
-    if row_hash(prev, r.seq, &e) != r.hash {
-        return Some("row hash does not match its contents (edited)");
-    }
-    None
 }
 
 impl Db {
@@ -643,6 +620,7 @@ impl Db {
 mod tests {
     use super::*;
     use crate::test_support::temp_db;
+    use crate::AuditEvent;
 
     /// The TA's side of the anchor, as `ta/core/src/audit.rs` does it (the real TA is checked
     /// against this database by kms-admin's tests).

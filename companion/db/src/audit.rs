@@ -178,6 +178,29 @@ impl AuditAppender {
     }
 }
 
+/// The first reason `r` does not follow `prev` at `expect_seq`, if any.
+pub(crate) fn row_fault(r: &AuditRecord, expect_seq: i64, prev: &str) -> Option<&'static str> {
+    if r.seq != expect_seq {
+        return Some("sequence gap (a row was deleted or inserted)");
+    }
+    if r.prev_hash != prev {
+        return Some("prev_hash does not match the previous row");
+    }
+    let e = AuditEvent {
+        ts: r.ts,
+        actor: r.actor.clone(),
+        action: r.action.clone(),
+        key_id: r.key_id.clone(),
+        outcome: r.outcome.clone(),
+        user_op_hash: r.user_op_hash.clone(),
+        detail: r.detail.clone(),
+    };
+    if row_hash(prev, r.seq, &e) != r.hash {
+        return Some("row hash does not match its contents (edited)");
+    }
+    None
+}
+
 impl Db {
     /// A dedicated connection for an audit writer (same file and settings as the pool's).
     /// After a failed append, drop it and open another.
@@ -257,23 +280,8 @@ impl Db {
                         first_bad: Some((r.seq, why.to_owned())),
                     })
                 };
-                if r.seq != expect_seq {
-                    return bad("sequence gap (a row was deleted or inserted)");
-                }
-                if r.prev_hash != prev {
-                    return bad("prev_hash does not match the previous row");
-                }
-                let e = AuditEvent {
-                    ts: r.ts,
-                    actor: r.actor.clone(),
-                    action: r.action.clone(),
-                    key_id: r.key_id.clone(),
-                    outcome: r.outcome.clone(),
-                    user_op_hash: r.user_op_hash.clone(),
-                    detail: r.detail.clone(),
-                };
-                if row_hash(&prev, r.seq, &e) != r.hash {
-                    return bad("row hash does not match its contents (edited)");
+                if let Some(why) = row_fault(&r, expect_seq, &prev) {
+                    return bad(why);
                 }
                 prev = r.hash;
                 expect_seq += 1;

@@ -2,7 +2,7 @@
 # Builds the project's contracts with forge and refreshes the committed artifacts the Rust crate
 # kms-contracts embeds:
 #   contracts/artifacts/<Contract>.json   {contractName, abi, bytecode, deployedBytecode}
-#   contracts/artifacts/sources.sha256    SHA-256 of every contracts/src/**/*.sol at build time
+#   contracts/artifacts/sources.sha256    SHA-256 of every product .sol (contracts/*.sol, interfaces/, testing/)
 # contracts/build.rs refuses to build when a source no longer matches its recorded hash.
 set -euo pipefail
 

@@ -108,9 +108,9 @@ ARTIFACTS="$KMS_CONTRACTS_DIR/artifacts"
 if kms_artifacts_fresh; then
     bytecode() { jq -r '.bytecode' "$ARTIFACTS/$1.json"; }
 else
-    kms_log "contracts/src changed after contracts/artifacts: building with forge and deploying the fresh build"
+    kms_log "a contracts/ Solidity source changed after contracts/artifacts: building with forge and deploying the fresh build"
     kms_log "(run anvil/build-contracts.sh to refresh the committed artifacts)"
-    (cd "$KMS_CONTRACTS_DIR" && kms_locked "$KMS_BIN/forge" build --skip test --quiet)
+    (cd "$KMS_CONTRACTS_DIR" && kms_locked "$KMS_BIN/forge" build --skip test --skip "test/**" --quiet)
     bytecode() { jq -r '.bytecode.object' "$KMS_CONTRACTS_DIR/out/$1.sol/$1.json"; }
 fi
 

@@ -12,7 +12,7 @@ fi
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 kms_ensure_packages
 if ! kms_artifacts_fresh; then
-    echo "warning: contracts/artifacts is stale (contracts/src changed); run anvil/build-contracts.sh" >&2
+    echo "warning: contracts/artifacts is stale (a contracts/*.sol source changed); run anvil/build-contracts.sh" >&2
 fi
 cd "$KMS_CONTRACTS_DIR"
 kms_locked "$KMS_BIN/forge" build --quiet

@@ -13,7 +13,7 @@
 #   HALMOS_PYTHON=python3.12   the Python (>= 3.11) that makes the virtualenv (default: the first
 #                              of python3, python3.13, python3.12, python3.11 that is >= 3.11)
 #
-# Only src/ and test/halmos/ are compiled (FOUNDRY_TEST=test/halmos), into target/halmos/ rather than
+# Only the product sources and test/halmos/ are compiled (FOUNDRY_TEST=test/halmos), into target/halmos/ rather than
 # contracts/out, so the ordinary forge tests neither need to compile nor get rebuilt. Fails on a
 # counterexample, a timeout, a path that hit the loop bound, or a check whose every path reverts.
 set -euo pipefail

@@ -107,12 +107,15 @@ kms_locked() {
     ) 9>"$KMS_LOCK_FILE"
 }
 
-# Prints "<sha256>  src/<path>.sol" for every Solidity source under contracts/src, sorted.
+# Prints "<sha256>  <path>.sol" for every product Solidity source of contracts/ (its top level,
+# interfaces/, testing/: every .sol except under the top-level directories below, hidden entries and
+# symbolic links; the same set as NOT_SOURCES in contracts/build_support/manifest.rs), sorted.
 kms_source_hashes() {
-    (cd "$KMS_CONTRACTS_DIR" && find src -name '*.sol' -type f | LC_ALL=C sort | xargs sha256sum)
+    (cd "$KMS_CONTRACTS_DIR" && find . -mindepth 1 \( -name '.*' -o -regex '\./\(artifacts\|build_support\|builder\|cache\|node_modules\|out\|src\|target\|test\)' \) -prune \
+        -o -type f -name '*.sol' -print | sed 's#^\./##' | LC_ALL=C sort | xargs sha256sum)
 }
 
-# Exit status 0 when contracts/artifacts/sources.sha256 matches contracts/src exactly.
+# Exit status 0 when contracts/artifacts/sources.sha256 matches the product sources exactly.
 kms_artifacts_fresh() {
     local manifest="$KMS_CONTRACTS_DIR/artifacts/sources.sha256"
     [[ -f "$manifest" ]] && diff -q <(kms_source_hashes) "$manifest" >/dev/null

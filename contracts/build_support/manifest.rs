@@ -1,11 +1,13 @@
 //! Checks that the committed artifacts under `contracts/artifacts` were built from the current
-//! Solidity sources under `contracts/src`.
+//! Solidity sources of the product, which sit at the top of `contracts/`
+//! (`SessionKeyValidator.sol`, `AgentAccount.sol`, ..., `interfaces/`, `testing/`).
 //!
-//! `anvil/build-contracts.sh` records the SHA-256 of every `src/**/*.sol` in
-//! `artifacts/sources.sha256` (`sha256sum` format: `<hex>  src/<path>.sol`, one per line) when it
-//! writes the artifacts. This module recomputes the hashes and lists every difference, so that
-//! `build.rs` can refuse to build with stale bytecode. It is shared by `build.rs` and the crate's
-//! unit tests (included with `#[path]`), so it only uses `std` and `sha2`.
+//! `anvil/build-contracts.sh` (the `build-contracts` binary of `contracts/builder`) records the
+//! SHA-256 of every product source in `artifacts/sources.sha256` (`sha256sum` format:
+//! `<hex>  <path>.sol`, one per line, paths relative to `contracts/`) when it writes the
+//! artifacts. This module recomputes the hashes and lists every difference, so that `build.rs` can
+//! refuse to build with stale bytecode. It is shared by `build.rs`, the crate's unit tests and the
+//! builder (included with `#[path]`), so it only uses `std` and `sha2`.
 
 use std::fmt;
 use std::fs;
@@ -61,15 +63,40 @@ impl fmt::Display for Staleness {
     }
 }
 
-/// Lists every `.sol` file under `<contracts_dir>/src`, as paths relative to `contracts_dir`
-/// with `/` separators, sorted.
+/// Top-level directories of `contracts/` that hold no product Solidity: the forge tests, the npm
+/// packages, forge's and the builder's output, the Rust crate and its build support.
+pub const NOT_SOURCES: &[&str] = &[
+    "artifacts",
+    "build_support",
+    "builder",
+    "cache",
+    "node_modules",
+    "out",
+    "src",
+    "target",
+    "test",
+];
+
+/// Lists every product `.sol` file of `contracts_dir`: every `.sol` below it except under the
+/// top-level directories of [`NOT_SOURCES`], hidden entries and symbolic links. Paths are relative
+/// to `contracts_dir`, with `/` separators, sorted.
 pub fn solidity_sources(contracts_dir: &Path) -> io::Result<Vec<String>> {
     fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) -> io::Result<()> {
         for entry in fs::read_dir(dir)? {
-            let path = entry?.path();
-            if path.is_dir() {
+            let entry = entry?;
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') {
+                continue;
+            }
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                if dir == base && NOT_SOURCES.contains(&name.as_ref()) {
+                    continue;
+                }
                 walk(&path, base, out)?;
-            } else if path.extension().is_some_and(|e| e == "sol") {
+            } else if kind.is_file() && path.extension().is_some_and(|e| e == "sol") {
                 let rel = path.strip_prefix(base).expect("walked under base");
                 let parts: Vec<_> = rel
                     .iter()
@@ -81,7 +108,7 @@ pub fn solidity_sources(contracts_dir: &Path) -> io::Result<Vec<String>> {
         Ok(())
     }
     let mut out = Vec::new();
-    walk(&contracts_dir.join("src"), contracts_dir, &mut out)?;
+    walk(contracts_dir, contracts_dir, &mut out)?;
     out.sort();
     Ok(out)
 }
@@ -92,7 +119,7 @@ pub fn sha256_hex(path: &Path) -> io::Result<String> {
     Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Compares `<contracts_dir>/src` with `<contracts_dir>/artifacts/sources.sha256`.
+/// Compares the product sources of `contracts_dir` with `<contracts_dir>/artifacts/sources.sha256`.
 ///
 /// Returns the source files (for `cargo:rerun-if-changed`) when everything matches, or every
 /// difference found. I/O errors other than a missing manifest are returned as `Err` too.

@@ -10,8 +10,8 @@
 //! - Canonical addresses ([`ENTRY_POINT_V07`], [`ENTRY_POINT_V08`], [`DETERMINISTIC_DEPLOYER`]) and
 //!   the session signature layout ([`SESSION_MARKER`], [`SESSION_SIGNATURE_LENGTH`]).
 //!
-//! The build script refuses to build when a `.sol` file under `contracts/src` changed after the
-//! artifacts were made (run `anvil/build-contracts.sh`), so the bytecode here always matches the
+//! The build script refuses to build when a product `.sol` file (`contracts/*.sol`,
+//! `contracts/interfaces/`, `contracts/testing/`) changed after the artifacts were made (run `anvil/build-contracts.sh`), so the bytecode here always matches the
 //! sources.
 //!
 //! The structs generated from each artifact live in that contract's module (for example
@@ -265,18 +265,30 @@ mod tests {
         let sources = manifest::check(dir).expect("build.rs would have failed");
         assert!(sources
             .iter()
-            .any(|p| p.ends_with("src/SessionKeyValidator.sol")));
+            .any(|p| p.ends_with("contracts/SessionKeyValidator.sol")));
     }
 
     /// A copy of the real contracts dir layout in a temp dir, with a manifest made like
     /// anvil/build-contracts.sh makes it.
     fn fixture() -> tempfile::TempDir {
         let tmp = tempfile::tempdir().unwrap();
-        fs::create_dir_all(tmp.path().join("src/interfaces")).unwrap();
-        fs::create_dir_all(tmp.path().join("artifacts")).unwrap();
-        fs::write(tmp.path().join("src/A.sol"), "contract A {}").unwrap();
-        fs::write(tmp.path().join("src/interfaces/IA.sol"), "interface IA {}").unwrap();
+        for dir in [
+            "interfaces",
+            "artifacts",
+            "src",
+            "test",
+            "out/A.sol",
+            "node_modules/x",
+        ] {
+            fs::create_dir_all(tmp.path().join(dir)).unwrap();
+        }
+        fs::write(tmp.path().join("A.sol"), "contract A {}").unwrap();
+        fs::write(tmp.path().join("interfaces/IA.sol"), "interface IA {}").unwrap();
         fs::write(tmp.path().join("src/lib.rs"), "// not Solidity").unwrap();
+        // Not product sources: tests, packages, forge output.
+        fs::write(tmp.path().join("test/A.t.sol"), "contract T {}").unwrap();
+        fs::write(tmp.path().join("node_modules/x/X.sol"), "contract X {}").unwrap();
+        fs::write(tmp.path().join("out/A.sol/A.json"), "{}").unwrap();
         let manifest: String = manifest::solidity_sources(tmp.path())
             .unwrap()
             .iter()
@@ -299,37 +311,36 @@ mod tests {
     fn manifest_fresh() {
         let tmp = fixture();
         let sources = manifest::check(tmp.path()).unwrap();
-        assert_eq!(sources.len(), 2, "only .sol files, recursively");
+        assert_eq!(sources.len(), 2, "only product .sol files, recursively");
+        assert_eq!(
+            manifest::solidity_sources(tmp.path()).unwrap(),
+            ["A.sol", "interfaces/IA.sol"]
+        );
     }
 
     #[test]
     fn manifest_detects_a_changed_source() {
         let tmp = fixture();
-        fs::write(tmp.path().join("src/A.sol"), "contract A { uint x; }").unwrap();
+        fs::write(tmp.path().join("A.sol"), "contract A { uint x; }").unwrap();
         let problems = manifest::check(tmp.path()).unwrap_err();
-        assert_eq!(
-            problems,
-            vec![manifest::Staleness::Changed("src/A.sol".into())]
-        );
+        assert_eq!(problems, vec![manifest::Staleness::Changed("A.sol".into())]);
         assert_eq!(
             problems[0].to_string(),
-            "contracts/src/A.sol changed after its artifact; run anvil/build-contracts.sh"
+            "contracts/A.sol changed after its artifact; run anvil/build-contracts.sh"
         );
     }
 
     #[test]
     fn manifest_detects_added_removed_missing_and_malformed() {
         let tmp = fixture();
-        fs::write(tmp.path().join("src/B.sol"), "contract B {}").unwrap();
-        fs::remove_file(tmp.path().join("src/interfaces/IA.sol")).unwrap();
+        fs::write(tmp.path().join("B.sol"), "contract B {}").unwrap();
+        fs::remove_file(tmp.path().join("interfaces/IA.sol")).unwrap();
         let problems = manifest::check(tmp.path()).unwrap_err();
-        assert!(problems.contains(&manifest::Staleness::Added("src/B.sol".into())));
-        assert!(problems.contains(&manifest::Staleness::Removed(
-            "src/interfaces/IA.sol".into()
-        )));
+        assert!(problems.contains(&manifest::Staleness::Added("B.sol".into())));
+        assert!(problems.contains(&manifest::Staleness::Removed("interfaces/IA.sol".into())));
 
         let path = tmp.path().join("artifacts").join(manifest::MANIFEST);
-        fs::write(&path, "not a hash  src/A.sol\n").unwrap();
+        fs::write(&path, "not a hash  A.sol\n").unwrap();
         let problems = manifest::check(tmp.path()).unwrap_err();
         assert!(matches!(problems[0], manifest::Staleness::Malformed(_)));
 

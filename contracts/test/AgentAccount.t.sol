@@ -3,12 +3,12 @@ pragma solidity ^0.8.28;
 
 import {TestBase} from "./utils/TestBase.sol";
 import {Recorder} from "./utils/Mocks.sol";
-import {AgentAccount} from "../src/AgentAccount.sol";
-import {AgentAccountFactory} from "../src/AgentAccountFactory.sol";
-import {SessionKeyValidator} from "../src/SessionKeyValidator.sol";
-import {PackedUserOperation} from "../src/interfaces/IERC4337.sol";
-import {Call} from "../src/interfaces/IAgentAccount.sol";
-import {ISessionKeyValidator} from "../src/interfaces/ISessionKeyValidator.sol";
+import {AgentAccount} from "../AgentAccount.sol";
+import {AgentAccountFactory} from "../AgentAccountFactory.sol";
+import {SessionKeyValidator} from "../SessionKeyValidator.sol";
+import {PackedUserOperation} from "../interfaces/IERC4337.sol";
+import {Call} from "../interfaces/IAgentAccount.sol";
+import {ISessionKeyValidator} from "../interfaces/ISessionKeyValidator.sol";
 
 /// @notice Unit tests of AgentAccount and AgentAccountFactory (the EntryPoint is pranked).
 contract AgentAccountTest is TestBase {

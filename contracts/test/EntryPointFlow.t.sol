@@ -6,13 +6,13 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 
 import {IEntryPoint, TestBase} from "./utils/TestBase.sol";
 import {Recorder, SponsorPaymaster} from "./utils/Mocks.sol";
-import {AgentAccount} from "../src/AgentAccount.sol";
-import {AgentAccountFactory} from "../src/AgentAccountFactory.sol";
-import {SessionKeyValidator} from "../src/SessionKeyValidator.sol";
-import {PackedUserOperation} from "../src/interfaces/IERC4337.sol";
-import {Call} from "../src/interfaces/IAgentAccount.sol";
-import {ISessionKeyValidator} from "../src/interfaces/ISessionKeyValidator.sol";
-import {TestToken} from "../src/testing/TestToken.sol";
+import {AgentAccount} from "../AgentAccount.sol";
+import {AgentAccountFactory} from "../AgentAccountFactory.sol";
+import {SessionKeyValidator} from "../SessionKeyValidator.sol";
+import {PackedUserOperation} from "../interfaces/IERC4337.sol";
+import {Call} from "../interfaces/IAgentAccount.sol";
+import {ISessionKeyValidator} from "../interfaces/ISessionKeyValidator.sol";
+import {TestToken} from "../testing/TestToken.sol";
 
 /// @notice Full handleOps flows through the real, canonical EntryPoint (deployed from the npm
 /// artifact at its canonical address). Run for v0.7 and v0.8 by the two contracts at the end.

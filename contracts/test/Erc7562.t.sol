@@ -14,13 +14,13 @@ import {Recorder} from "./utils/Mocks.sol";
 import {Simulator} from "./vendor/rhinestone-erc4337-validation/Simulator.sol";
 import {ERC4337SpecsParser} from "./vendor/rhinestone-erc4337-validation/SpecsParser.sol";
 import {ENTRYPOINT_ADDR, etchEntrypoint} from "./vendor/rhinestone-erc4337-validation/lib/ERC4337.sol";
-import {AgentAccount} from "../src/AgentAccount.sol";
-import {AgentAccountFactory} from "../src/AgentAccountFactory.sol";
-import {SessionKeyValidator} from "../src/SessionKeyValidator.sol";
-import {PackedUserOperation, _packValidationData} from "../src/interfaces/IERC4337.sol";
-import {Call} from "../src/interfaces/IAgentAccount.sol";
-import {ISessionKeyValidator} from "../src/interfaces/ISessionKeyValidator.sol";
-import {TestToken} from "../src/testing/TestToken.sol";
+import {AgentAccount} from "../AgentAccount.sol";
+import {AgentAccountFactory} from "../AgentAccountFactory.sol";
+import {SessionKeyValidator} from "../SessionKeyValidator.sol";
+import {PackedUserOperation, _packValidationData} from "../interfaces/IERC4337.sol";
+import {Call} from "../interfaces/IAgentAccount.sol";
+import {ISessionKeyValidator} from "../interfaces/ISessionKeyValidator.sol";
+import {TestToken} from "../testing/TestToken.sol";
 
 interface IEntryPointSim {
     function getUserOpHash(AAPackedUserOperation calldata userOp) external view returns (bytes32);

@@ -6,11 +6,11 @@ import {Vm} from "forge-std/Vm.sol";
 
 import {TestBase} from "./utils/TestBase.sol";
 import {EntryPointReporter, Recorder} from "./utils/Mocks.sol";
-import {SessionKeyValidator} from "../src/SessionKeyValidator.sol";
-import {PackedUserOperation} from "../src/interfaces/IERC4337.sol";
-import {Call} from "../src/interfaces/IAgentAccount.sol";
-import {ISessionKeyValidator} from "../src/interfaces/ISessionKeyValidator.sol";
-import {TestToken} from "../src/testing/TestToken.sol";
+import {SessionKeyValidator} from "../SessionKeyValidator.sol";
+import {PackedUserOperation} from "../interfaces/IERC4337.sol";
+import {Call} from "../interfaces/IAgentAccount.sol";
+import {ISessionKeyValidator} from "../interfaces/ISessionKeyValidator.sol";
+import {TestToken} from "../testing/TestToken.sol";
 
 /// @notice Unit tests of SessionKeyValidator, called directly with the account pranked as caller.
 contract SessionKeyValidatorTest is TestBase {

@@ -4,8 +4,8 @@ pragma solidity ^0.8.28;
 import {Test, console} from "forge-std/Test.sol";
 import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
 
-import {PackedUserOperation} from "../../src/interfaces/IERC4337.sol";
-import {Call, IAgentAccount} from "../../src/interfaces/IAgentAccount.sol";
+import {PackedUserOperation} from "../../interfaces/IERC4337.sol";
+import {Call, IAgentAccount} from "../../interfaces/IAgentAccount.sol";
 
 // Validation gas of AgentAccount + SessionKeyValidator, one figure per kind of operation, for
 // BENCHMARKS.md. Self-contained on purpose: it imports only interfaces that did not change and deploys

@@ -3,11 +3,11 @@ pragma solidity ^0.8.28;
 
 import {Test} from "forge-std/Test.sol";
 
-import {SessionKeyValidator} from "../../src/SessionKeyValidator.sol";
-import {PackedUserOperation} from "../../src/interfaces/IERC4337.sol";
-import {Call, IAgentAccount} from "../../src/interfaces/IAgentAccount.sol";
-import {ISessionKeyValidator} from "../../src/interfaces/ISessionKeyValidator.sol";
-import {TestToken} from "../../src/testing/TestToken.sol";
+import {SessionKeyValidator} from "../../SessionKeyValidator.sol";
+import {PackedUserOperation} from "../../interfaces/IERC4337.sol";
+import {Call, IAgentAccount} from "../../interfaces/IAgentAccount.sol";
+import {ISessionKeyValidator} from "../../interfaces/ISessionKeyValidator.sol";
+import {TestToken} from "../../testing/TestToken.sol";
 
 /// @dev halmos's symbolic-value cheat codes (the `SVM` of halmos-cheatcodes, declared here so the
 /// project needs no extra library). Only halmos implements them; forge never runs `check_` functions.

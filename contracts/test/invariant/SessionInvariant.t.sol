@@ -10,13 +10,13 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 
 import {IEntryPoint, TestBase} from "../utils/TestBase.sol";
 import {Recorder, SponsorPaymaster} from "../utils/Mocks.sol";
-import {AgentAccount} from "../../src/AgentAccount.sol";
-import {AgentAccountFactory} from "../../src/AgentAccountFactory.sol";
-import {SessionKeyValidator} from "../../src/SessionKeyValidator.sol";
-import {PackedUserOperation} from "../../src/interfaces/IERC4337.sol";
-import {Call, IAgentAccount} from "../../src/interfaces/IAgentAccount.sol";
-import {ISessionKeyValidator} from "../../src/interfaces/ISessionKeyValidator.sol";
-import {TestToken} from "../../src/testing/TestToken.sol";
+import {AgentAccount} from "../../AgentAccount.sol";
+import {AgentAccountFactory} from "../../AgentAccountFactory.sol";
+import {SessionKeyValidator} from "../../SessionKeyValidator.sol";
+import {PackedUserOperation} from "../../interfaces/IERC4337.sol";
+import {Call, IAgentAccount} from "../../interfaces/IAgentAccount.sol";
+import {ISessionKeyValidator} from "../../interfaces/ISessionKeyValidator.sol";
+import {TestToken} from "../../testing/TestToken.sol";
 
 /// @notice The agent, as an attacker: it holds a session key and signs whatever it likes (gas fields
 /// and fees up to uint120 and the account's funds, its own beneficiary, single calls and batches,

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.28;
 
-import {PackedUserOperation} from "../../src/interfaces/IERC4337.sol";
+import {PackedUserOperation} from "../../interfaces/IERC4337.sol";
 
 /// @dev A call target that records calls and can revert with a custom error.
 contract Recorder {

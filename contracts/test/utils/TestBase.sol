@@ -3,12 +3,12 @@ pragma solidity ^0.8.28;
 
 import {Test} from "forge-std/Test.sol";
 
-import {AgentAccount} from "../../src/AgentAccount.sol";
-import {AgentAccountFactory} from "../../src/AgentAccountFactory.sol";
-import {SessionKeyValidator} from "../../src/SessionKeyValidator.sol";
-import {PackedUserOperation} from "../../src/interfaces/IERC4337.sol";
-import {Call, IAgentAccount} from "../../src/interfaces/IAgentAccount.sol";
-import {ISessionKeyValidator} from "../../src/interfaces/ISessionKeyValidator.sol";
+import {AgentAccount} from "../../AgentAccount.sol";
+import {AgentAccountFactory} from "../../AgentAccountFactory.sol";
+import {SessionKeyValidator} from "../../SessionKeyValidator.sol";
+import {PackedUserOperation} from "../../interfaces/IERC4337.sol";
+import {Call, IAgentAccount} from "../../interfaces/IAgentAccount.sol";
+import {ISessionKeyValidator} from "../../interfaces/ISessionKeyValidator.sol";
 
 /// @notice The parts of EntryPoint v0.7 / v0.8 the tests use (ABI-identical in both versions).
 interface IEntryPoint {

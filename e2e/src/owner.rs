@@ -17,10 +17,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use alloy::primitives::{Address, Bytes, B256};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use kms_chain::operator::{
-    owner_sign_body, sign_agent_user_op, sign_owner_user_op, AgentSigningRequest,
-    OperatorSignerError,
-};
+use kms_chain::operator::owner_sign_body;
+use kms_companion::tee::{AgentSigningRequest, SignError, Tee};
 use kms_proto::authz::{self, AuthorizedBody};
 use kms_proto::{
     AccountSignContent, AgentCredential, CreateAgentKey, CreateWallet, GetChallenge, HdPath,
@@ -116,7 +114,7 @@ pub enum OwnerError {
     Tee(#[from] TeeError),
     /// Signing through the TA failed its checks.
     #[error(transparent)]
-    Signer(#[from] OperatorSignerError),
+    Signer(#[from] SignError),
     /// The TA answered with a signature that is not 65 bytes by the owner key.
     #[error("the TA's signature is not 65 bytes by the owner {expected}")]
     NotTheOwners {
@@ -176,18 +174,16 @@ impl Agent {
         user_op_hash: B256,
         account: Address,
     ) -> Result<Bytes, OwnerError> {
-        let (sig, _) = sign_agent_user_op(
-            tee,
-            &AgentSigningRequest {
+        let (sig, _) = Tee::standalone(tee.clone())
+            .sign_agent_user_op(&AgentSigningRequest {
                 wallet_id: self.wallet_id,
                 agent_index: self.index,
                 jwt: &self.jwt,
                 user_op_hash,
                 account,
                 expected_key: Some(self.address),
-            },
-        )
-        .await?;
+            })
+            .await?;
         Ok(sig)
     }
 }
@@ -305,14 +301,9 @@ impl Owner {
         let assertion = self
             .authorize(&owner_sign_body(self.wallet_id, user_op_hash))
             .await?;
-        Ok(sign_owner_user_op(
-            &self.tee,
-            self.wallet_id,
-            user_op_hash,
-            assertion,
-            self.address,
-        )
-        .await?)
+        Ok(Tee::standalone(self.tee.clone())
+            .sign_owner_user_op(self.wallet_id, user_op_hash, assertion, self.address)
+            .await?)
     }
 
     /// The owner key's ERC-1271 signature for `account` on `chain_id` (`SignForAccount`, the

@@ -159,9 +159,10 @@ pub fn chain_error(e: kms_chain::client::ChainError) -> AdminError {
     use kms_chain::client::ChainError;
     match e {
         ChainError::Node { .. } => rpc_unreachable(e.to_string()),
-        ChainError::OperatorSigner(kms_chain::operator::OperatorSignerError::Tee(t)) => {
-            AdminError::tee(t)
-        }
+        ChainError::OperatorSigner(e) => match kms_companion::tee::tee_failure(e) {
+            Ok(t) => AdminError::tee(t),
+            Err(e) => AdminError::new(Exit::Failure, ChainError::OperatorSigner(e).to_string()),
+        },
         other => AdminError::new(Exit::Failure, other.to_string()),
     }
 }

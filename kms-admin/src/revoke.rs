@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use kms_chain::operator::TaOperator;
 use kms_companion::revocation::{
     describe, revoke_agent, AccountOutcome, AccountRevocation, ChainAccess, ChainSide, Layer,
     RevokeFailure, TaAccess, TaCallError, Unavailable,
 };
+use kms_companion::tee::{TaOperator, Tee};
 use kms_proto::{TaError, WalletId};
 use kms_tee_client::{TeeClient, TeeError};
 use serde_json::json;
@@ -301,7 +301,7 @@ impl ChainAccess for AdminChain<'_> {
                 kind,
             }
         })?;
-        let operator = match TaOperator::open(tee.clone(), false).await {
+        let operator = match TaOperator::open(Tee::standalone(tee.clone()), false).await {
             Ok(o) => o,
             Err(TeeError::Ta(TaError::OperatorKeyMissing)) => {
                 return Err(RevokeFailure::OperatorMissing)

@@ -23,8 +23,9 @@
 //! - [`client`]: [`ChainClient`](client::ChainClient), one EntryPoint on one chain: start-up
 //!   checks, building (nonce, factory, fees, gas, hash), submission, session reads, the
 //!   operator's `revokeSession` transaction.
-//! - [`operator`]: signing through the TA (operator key, agent session signatures, owner
-//!   signatures), with the answers verified.
+//! - [`operator`]: what the chain layer needs from a signer (the operator's `revokeSession`
+//!   transaction) and the checks of what signers return; the TA itself is reached only through
+//!   the companion's TEE handle.
 //!
 //! The contract bindings and canonical addresses are in the `kms-contracts` crate.
 

@@ -1,28 +1,21 @@
-//! Signing through the TA: the operator's `revokeSession` transaction, the agent's session
-//! signature, and the owner's UserOperation signature.
+//! What the chain layer needs from a signer, and how it checks what a signer returns.
 //!
 //! - [`OperatorSigner`] is what [`crate::client::ChainClient::revoke_session`] needs: the operator
-//!   address and a signed `revokeSession` transaction. [`TaOperator`] is the TA's operator key
-//!   (`OperatorKey`, `OperatorSignRevokeSession`: the TA builds the call data itself).
-//! - [`sign_agent_user_op`] asks the TA for the 106-byte session signature (`SignAgentUserOp`,
-//!   the TA checks the JWT) and verifies what comes back before anyone submits it.
+//!   address and a signed `revokeSession` transaction ([`RevokeSessionTx`] within the TA's
+//!   ceilings, [`revoke_fees`]). The companion implements it with the TA's operator key through
+//!   its one TEE handle (`kms_companion::tee`); this crate never talks to the TA itself.
 //! - [`owner_sign_body`] is the exact body the owner's passkey authorises for a UserOperation
 //!   (`SignHash` of the userOpHash itself at the owner path: `AgentAccount` takes the owner's raw
-//!   ECDSA signature over the userOpHash, so no EIP-191 personal message doubles as one), and
-//!   [`sign_owner_user_op`] sends it with the assertion and verifies the 65-byte result.
+//!   ECDSA signature over the userOpHash, so no EIP-191 personal message doubles as one).
+//! - [`verify_raw`] and [`verify_eip191`] check the signatures that come back (owner: raw ECDSA
+//!   over the userOpHash; agent: EIP-191 over it) before anyone submits them.
 //!
 //! Errors carry no JWT, assertion or signature bytes.
 
 use std::future::Future;
 
 use alloy::primitives::{Address, Bytes, Signature, B256};
-use kms_proto::{
-    Authorized, HdPath, OperatorKey, OperatorSignRevokeSession, PasskeyAssertion, SignAgentUserOp,
-    SignHashBody, WalletId,
-};
-use kms_tee_client::{TeeClient, TeeError};
-
-use crate::signature::SessionSignature;
+use kms_proto::{HdPath, SignHashBody, WalletId};
 
 /// The fields of the operator's `revokeSession` transaction that the host chooses (the TA
 /// builds the call data from `validator`, `account` and `agent_key`).
@@ -139,12 +132,16 @@ pub struct SignedRevoke {
     pub from: Address,
 }
 
-/// Why signing through the TA failed.
+/// A signer's own failure, kept as is for the caller that knows the signer (the companion's TEE
+/// handle gives its `TeeError`: a TA refusal or the way to the TA failing).
+pub type SignerFailure = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why signing failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorSignerError {
-    /// The TA (or the way to it) failed or refused.
+    /// The signer (for the companion: the TA, or the way to it) failed or refused.
     #[error("TA error: {0}")]
-    Tee(#[from] TeeError),
+    Signer(SignerFailure),
     /// The TA's answer names another signer than expected.
     #[error("signed by {got}, expected {expected}")]
     WrongSigner {
@@ -170,131 +167,6 @@ pub trait OperatorSigner: Send + Sync {
     ) -> impl Future<Output = Result<SignedRevoke, OperatorSignerError>> + Send;
 }
 
-/// The TA's operator key.
-#[derive(Debug, Clone)]
-pub struct TaOperator {
-    tee: TeeClient,
-    address: Address,
-}
-
-impl TaOperator {
-    /// Reads the operator key from the TA, creating it first if `create_if_missing` (at
-    /// start-up of the companion).
-    pub async fn open(tee: TeeClient, create_if_missing: bool) -> Result<Self, TeeError> {
-        let info = tee.call_async(&OperatorKey { create_if_missing }).await?;
-        Ok(Self {
-            tee,
-            address: Address::from(info.address),
-        })
-    }
-}
-
-impl OperatorSigner for TaOperator {
-    fn address(&self) -> Address {
-        self.address
-    }
-
-    async fn sign_revoke_session(
-        &self,
-        tx: RevokeSessionTx,
-    ) -> Result<SignedRevoke, OperatorSignerError> {
-        let signed = self
-            .tee
-            .call_async(&OperatorSignRevokeSession {
-                chain_id: tx.chain_id,
-                nonce: tx.nonce,
-                max_priority_fee_per_gas: tx.max_priority_fee_per_gas,
-                max_fee_per_gas: tx.max_fee_per_gas,
-                gas_limit: tx.gas_limit,
-                validator: tx.validator.into(),
-                account: tx.account.into(),
-                agent_key: tx.agent_key.into(),
-            })
-            .await?;
-        let from = Address::from(signed.from);
-        if from != self.address {
-            return Err(OperatorSignerError::WrongSigner {
-                expected: self.address,
-                got: from,
-            });
-        }
-        Ok(SignedRevoke {
-            raw: signed.raw.into(),
-            tx_hash: signed.tx_hash.into(),
-            from,
-        })
-    }
-}
-
-/// What the TA needs to sign a userOpHash with an agent key.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AgentSigningRequest<'a> {
-    /// The wallet the credential is for.
-    pub wallet_id: WalletId,
-    /// The agent index the credential is for.
-    pub agent_index: u32,
-    /// The agent's JWT as presented (the TA verifies it).
-    pub jwt: &'a str,
-    /// The userOpHash.
-    pub user_op_hash: B256,
-    /// The account the operation is for (`sender`).
-    pub account: Address,
-    /// The agent key address the caller expects (from the DB), checked against the TA's answer.
-    pub expected_key: Option<Address>,
-}
-
-impl std::fmt::Debug for AgentSigningRequest<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgentSigningRequest")
-            .field("wallet_id", &self.wallet_id)
-            .field("agent_index", &self.agent_index)
-            .field("jwt", &"<redacted>")
-            .field("user_op_hash", &self.user_op_hash)
-            .field("account", &self.account)
-            .finish()
-    }
-}
-
-/// Has the TA sign `req.user_op_hash` with the agent key (`SignAgentUserOp`) and checks the
-/// 106-byte answer: marker, the account it names, the key it names (against
-/// `req.expected_key` when given), and that the signature recovers to that key over the
-/// EIP-191 hash of the userOpHash. Returns the signature and the agent key address.
-pub async fn sign_agent_user_op(
-    tee: &TeeClient,
-    req: &AgentSigningRequest<'_>,
-) -> Result<(Bytes, Address), OperatorSignerError> {
-    let out = tee
-        .call_async(&SignAgentUserOp {
-            wallet_id: req.wallet_id,
-            agent_index: req.agent_index,
-            jwt: req.jwt.to_owned(),
-            user_op_hash: req.user_op_hash.0,
-            account: req.account.into(),
-        })
-        .await?;
-    let parsed = SessionSignature::parse(&out.signature).ok_or(
-        OperatorSignerError::BadSignature("not the 106-byte session layout"),
-    )?;
-    if parsed.account != req.account {
-        return Err(OperatorSignerError::BadSignature(
-            "names another account than requested",
-        ));
-    }
-    let key = Address::from(out.agent_address);
-    if parsed.key != key {
-        return Err(OperatorSignerError::BadSignature(
-            "names another key than the TA reported",
-        ));
-    }
-    if let Some(expected) = req.expected_key {
-        if key != expected {
-            return Err(OperatorSignerError::WrongSigner { expected, got: key });
-        }
-    }
-    verify_eip191(&parsed.rsv, req.user_op_hash, key)?;
-    Ok((Bytes::from(out.signature), key))
-}
-
 /// The body the owner's passkey authorises to sign a UserOperation: `SignHash` of
 /// `user_op_hash` itself at the owner path (the account verifies the owner's raw ECDSA signature
 /// over the userOpHash). The WebAuthn challenge is `SHA-256(TA nonce ‖ payload digest of this
@@ -305,33 +177,6 @@ pub fn owner_sign_body(wallet_id: WalletId, user_op_hash: B256) -> SignHashBody 
         path: HdPath::OWNER,
         hash: user_op_hash.0,
     }
-}
-
-/// Has the TA sign `user_op_hash` with the owner key (`SignHash`, raw ECDSA), authorised by
-/// `assertion` (whose challenge must bind [`owner_sign_body`]), and checks that the 65-byte
-/// signature recovers to `expected_owner`.
-pub async fn sign_owner_user_op(
-    tee: &TeeClient,
-    wallet_id: WalletId,
-    user_op_hash: B256,
-    assertion: PasskeyAssertion,
-    expected_owner: Address,
-) -> Result<Bytes, OperatorSignerError> {
-    let out = tee
-        .call_async(&Authorized {
-            body: owner_sign_body(wallet_id, user_op_hash),
-            assertion,
-        })
-        .await?;
-    let from = Address::from(out.address);
-    if from != expected_owner {
-        return Err(OperatorSignerError::WrongSigner {
-            expected: expected_owner,
-            got: from,
-        });
-    }
-    verify_raw(&out.bytes, user_op_hash, expected_owner)?;
-    Ok(Bytes::from(out.bytes))
 }
 
 /// Checks that `rsv` (65 bytes, `v` = 27/28) is `signer`'s ECDSA signature over `hash` itself
@@ -465,18 +310,5 @@ mod tests {
                 max: MAX_FEE_PER_GAS
             })
         );
-    }
-
-    #[test]
-    fn signing_request_debug_hides_the_jwt() {
-        let req = AgentSigningRequest {
-            wallet_id: WalletId([0; 16]),
-            agent_index: 1,
-            jwt: "eyJ.secret.jwt",
-            user_op_hash: B256::ZERO,
-            account: Address::ZERO,
-            expected_key: None,
-        };
-        assert!(!format!("{req:?}").contains("secret"));
     }
 }

@@ -17,7 +17,6 @@ use axum::http::StatusCode;
 use kms_chain::bundler::BundlerError;
 use kms_chain::client::{ChainClient, ChainConfig, ChainError};
 use kms_chain::nonce::NonceTracker;
-use kms_chain::operator::OperatorSignerError;
 use kms_chain::session::{Refusal, ValidityMargins};
 use kms_chain::userop::{EntryPoint, EntryPointVersion};
 use serde_json::json;
@@ -304,7 +303,10 @@ pub fn chain_error(e: ChainError, account: Option<Address>) -> ApiError {
             ),
             json!({"field": ceiling.name(), "value": value.to_string(), "ceiling": limit.to_string()}),
         ),
-        ChainError::OperatorSigner(OperatorSignerError::Tee(t)) => t.into(),
+        ChainError::OperatorSigner(e) => match crate::tee::tee_failure(e) {
+            Ok(t) => t.into(),
+            Err(e) => ApiError::internal(format!("operator signature: {e}")),
+        },
         // The network's fees (or the gas estimate) are above the TA's ceilings for the
         // operator's transactions: nothing was signed.
         ChainError::OperatorCeiling(_) => ApiError::detailed(

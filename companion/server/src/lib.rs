@@ -10,6 +10,7 @@
 //! * [`bounds`] — a cap on requests in progress and an answer timeout.
 //! * [`chain`] — the chain client, nonce tracker, operator key, and chain error mapping for
 //!   `/kms/agent-sessions` and `/agent/intents`.
+//! * [`tee`] — the one way to the TA: metered, rollback-guarded, and the checked signing steps.
 //! * [`error`] — one error type, one status mapping.
 //! * [`lifecycle`] — agent intents' statuses: looked up before judged, settled with evidence.
 //! * [`revocation`] — revoking an agent in every layer (database, TA, each account's session
@@ -39,6 +40,7 @@ pub mod routes;
 pub mod server;
 pub mod state;
 pub mod tasks;
+pub mod tee;
 pub mod webauthn;
 
 pub use config::Config;

@@ -214,8 +214,7 @@ async fn ta_state(
 ) -> Result<Option<kms_proto::AgentState>, ApiError> {
     match s
         .tee
-        .client()
-        .call_async(&GetAgentState {
+        .reconcile_call(&GetAgentState {
             wallet_id: wallet,
             agent_index: index,
         })
@@ -235,8 +234,7 @@ pub async fn reconcile_agents(s: &AppState, startup: bool) -> Result<Report, Api
     // Whether the TA accepts its own state, whatever rows the database holds (a read that
     // touches state: the TA answers `StateRolledBack` if it refuses its state).
     s.tee
-        .client()
-        .call_async(&JwtSecretStatus {})
+        .reconcile_call(&JwtSecretStatus {})
         .await
         .map_err(ApiError::from)?;
     for row in s.db.list_agents(None).await? {
@@ -277,8 +275,7 @@ pub async fn reconcile_agents(s: &AppState, startup: bool) -> Result<Report, Api
                     if !st.revoked {
                         let st = s
                             .tee
-                            .client()
-                            .call_async(&RevokeAgentKey {
+                            .reconcile_call(&RevokeAgentKey {
                                 wallet_id: wallet,
                                 agent_index: index,
                             })
@@ -304,8 +301,7 @@ pub async fn reconcile_agents(s: &AppState, startup: bool) -> Result<Report, Api
                 if let Some(st) = ta_state(s, wallet, index).await? {
                     if !st.revoked {
                         s.tee
-                            .client()
-                            .call_async(&RevokeAgentKey {
+                            .reconcile_call(&RevokeAgentKey {
                                 wallet_id: wallet,
                                 agent_index: index,
                             })

@@ -21,7 +21,7 @@
 //! (refused, reverted, dropped) never comes into it.
 //!
 //! The TA and the chain are reached through [`TaAccess`] and [`ChainAccess`]: the companion's
-//! [`crate::state::Tee`] and chain state, or `kms-admin`'s own TA session and node.
+//! [`crate::tee::Tee`] and chain state, or `kms-admin`'s own TA session and node.
 
 use std::future::Future;
 use std::time::Duration;
@@ -29,7 +29,8 @@ use std::time::Duration;
 use alloy::primitives::{Address, B256};
 use kms_chain::client::{ChainError, RevokeOutcome};
 use kms_chain::node::NodeClient;
-use kms_chain::operator::{OperatorSignerError, TaOperator};
+
+use crate::tee::TaOperator;
 use kms_db::{AgentKey, AgentSession, AgentStatus, Db, SessionStatus};
 use kms_proto::{AgentState, GetAgentState, RevokeAgentKey, TaError, WalletId};
 use kms_tee_client::{TeeClient, TeeError};
@@ -106,7 +107,13 @@ impl From<ChainError> for RevokeFailure {
                 message: e.to_string(),
                 node: true,
             },
-            ChainError::OperatorSigner(OperatorSignerError::Tee(t)) => RevokeFailure::Tee(t),
+            ChainError::OperatorSigner(e) => match crate::tee::tee_failure(e) {
+                Ok(t) => RevokeFailure::Tee(t),
+                Err(e) => RevokeFailure::Chain {
+                    message: ChainError::OperatorSigner(e).to_string(),
+                    node: false,
+                },
+            },
             ChainError::NotRevoker { operator, revoker } => {
                 RevokeFailure::NotRevoker { operator, revoker }
             }
@@ -294,7 +301,7 @@ impl TaAccess for TeeClient {
     }
 }
 
-impl TaAccess for crate::state::Tee {
+impl TaAccess for crate::tee::Tee {
     async fn call_ta<C>(&self, req: &C) -> Result<C::Output, TaCallError>
     where
         C: kms_proto::Command + Sync,

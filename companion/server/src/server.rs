@@ -24,7 +24,8 @@ use crate::metrics::Metrics;
 use crate::ratelimit::Limits;
 use crate::reconcile::{self, Reconcile};
 use crate::routes::{agent, ceremony, health, intents, sessions, ui, wallet};
-use crate::state::{AppState, CredentialCache, SharedState, Tee};
+use crate::state::{AppState, CredentialCache, SharedState};
+use crate::tee::Tee;
 use crate::{auth, tasks};
 
 /// A start-up error.

@@ -5,8 +5,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use kms_db::Db;
-use kms_proto::Command;
-use kms_tee_client::TeeClient;
 use webauthn_rs::Webauthn;
 
 use crate::audit::Audit;
@@ -15,82 +13,6 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::ratelimit::Limits;
 use crate::reconcile::Reconcile;
-
-/// The TEE client with latency metrics and the one error mapping.
-#[derive(Clone)]
-pub struct Tee {
-    client: TeeClient,
-    metrics: Arc<Metrics>,
-    reconcile: Arc<Reconcile>,
-}
-
-impl Tee {
-    /// Wrap a client. A call that fails as unavailable after its request
-    /// may have reached the TA marks `reconcile` dirty.
-    pub fn new(client: TeeClient, metrics: Arc<Metrics>, reconcile: Arc<Reconcile>) -> Self {
-        Self {
-            client,
-            metrics,
-            reconcile,
-        }
-    }
-
-    /// The raw client (no metrics, no reconciliation trigger).
-    pub fn client(&self) -> &TeeClient {
-        &self.client
-    }
-
-    /// Why the TA is found rolled back, while it is (every TA call but `TaInfo` is then refused).
-    pub fn rolled_back(&self) -> Option<String> {
-        self.reconcile.rolled_back()
-    }
-
-    /// Call a TA command on the blocking pool; TA refusals and transport
-    /// failures become [`ApiError`]s.
-    pub async fn call<C>(&self, req: &C) -> Result<C::Output, ApiError>
-    where
-        C: Command,
-        C::Output: Send + 'static,
-    {
-        // While the TA is found rolled back, nothing but TaInfo reaches it
-        // from a request (see `reconcile`).
-        if let Some(reason) = self.reconcile.rolled_back() {
-            if C::ID != kms_proto::CommandId::TaInfo {
-                return Err(crate::reconcile::rolled_back_error(&reason));
-            }
-        }
-        self.try_call(req).await.map_err(ApiError::from)
-    }
-
-    /// [`Tee::call`] keeping the client's error, for a caller that handles a
-    /// particular TA refusal itself (metrics and reconciliation as for `call`).
-    pub async fn try_call<C>(&self, req: &C) -> Result<C::Output, kms_tee_client::TeeError>
-    where
-        C: Command,
-        C::Output: Send + 'static,
-    {
-        let started = Instant::now();
-        let r = self.client.call_async(req).await;
-        let outcome = match &r {
-            Ok(_) => "ok",
-            Err(kms_tee_client::TeeError::Ta(e @ kms_proto::TaError::StateRolledBack { .. })) => {
-                self.reconcile.set_rolled_back(e.to_string());
-                "ta_error"
-            }
-            Err(kms_tee_client::TeeError::Ta(_)) => "ta_error",
-            Err(kms_tee_client::TeeError::Unavailable { maybe_executed, .. }) => {
-                if *maybe_executed {
-                    self.reconcile.mark_dirty();
-                }
-                "unavailable"
-            }
-            Err(_) => "error",
-        };
-        self.metrics
-            .observe_tee(C::ID.name(), outcome, started.elapsed());
-        r
-    }
-}
 
 /// A cache of active agent credentials: keyId → hex SHA-256 of the current
 /// JWT and its expiry. Filled on a DB read, invalidated by refresh and
@@ -158,8 +80,8 @@ pub struct AppState {
     pub config: Config,
     /// Database.
     pub db: Db,
-    /// TA client.
-    pub tee: Tee,
+    /// The one way to the TA.
+    pub tee: crate::tee::Tee,
     /// WebAuthn relying party.
     pub webauthn: Webauthn,
     /// Allowed origins (for logs and docs).
@@ -178,7 +100,7 @@ pub struct AppState {
     pub chain: Option<crate::chain::ChainState>,
     /// The TA's operator key (created at start-up, or on first use if the TEE was not reachable
     /// then).
-    pub operator: tokio::sync::OnceCell<kms_chain::operator::TaOperator>,
+    pub operator: tokio::sync::OnceCell<crate::tee::TaOperator>,
     /// Database/TA reconciliation state (see [`crate::reconcile`]).
     pub reconcile: Arc<Reconcile>,
     /// `/health`'s cached probe of the database and the TA.
@@ -192,10 +114,10 @@ impl AppState {
     }
 
     /// The TA's operator key, created in the TA if it does not exist yet.
-    pub async fn operator(&self) -> Result<&kms_chain::operator::TaOperator, ApiError> {
+    pub async fn operator(&self) -> Result<&crate::tee::TaOperator, ApiError> {
         self.operator
             .get_or_try_init(|| async {
-                kms_chain::operator::TaOperator::open(self.tee.client().clone(), true)
+                crate::tee::TaOperator::open(self.tee.clone(), true)
                     .await
                     .map_err(ApiError::from)
             })

@@ -9,7 +9,7 @@
 //!   the TA's `SignMessage`) put in a UserOperation is refused: the account returns
 //!   SIG_VALIDATION_FAILED, so the EntryPoint says `AA24 signature error` and the bundler refuses
 //!   it; the owner's raw `SignHash` signature of the same userOpHash (the companion's `/SignHash`,
-//!   or `kms_chain::operator::sign_owner_user_op` through the harness) is accepted.
+//!   or `Tee::sign_owner_user_op` through the harness) is accepted.
 
 use alloy::network::EthereumWallet;
 use alloy::primitives::{

@@ -12,13 +12,13 @@ use kms_chain::account::Call;
 use kms_chain::bundler::{BundlerError, RetryPolicy};
 use kms_chain::client::{ChainClient, ChainError, FeeSource, RevokeOutcome};
 use kms_chain::nonce::{NonceKey, NonceTracker};
-use kms_chain::operator::TaOperator;
 use kms_chain::revert::DecodedRevert;
 use kms_chain::session::{
     precheck, InFlight, RefusalCode, SessionGrant, TargetPermission, ValidityMargins,
 };
 use kms_chain::signature::{SessionSignature, SESSION_MARKER, SESSION_SIGNATURE_LEN};
 use kms_chain::userop::EntryPointVersion::{self, V07, V08};
+use kms_companion::tee::{TaOperator, Tee};
 use kms_contracts::{AgentAccount, IEntryPointV07, SessionKeyValidator};
 use kms_e2e::chain::{chain_config, ChainEnv};
 use kms_e2e::owner::{Agent, Owner, ANVIL_MNEMONIC};
@@ -46,7 +46,9 @@ async fn fixture(version: EntryPointVersion) -> Fixture {
     let sim = TaSim::start().unwrap();
     let tee = sim.client();
     let owner = Owner::create(&tee).await.unwrap();
-    let operator = TaOperator::open(tee.clone(), true).await.unwrap();
+    let operator = TaOperator::open(Tee::standalone(tee.clone()), true)
+        .await
+        .unwrap();
     Fixture {
         env,
         _sim: sim,
@@ -276,7 +278,9 @@ async fn owner_op_deploys_and_grants(version: EntryPointVersion) {
         agent.address,
         alloy::primitives::address!("0x4b39F7b0624b9dB86AD293686bc38B903142dbBc")
     );
-    let operator = TaOperator::open(tee.clone(), true).await.unwrap();
+    let operator = TaOperator::open(Tee::standalone(tee.clone()), true)
+        .await
+        .unwrap();
     assert_ne!(
         kms_chain::operator::OperatorSigner::address(&operator),
         Address::ZERO

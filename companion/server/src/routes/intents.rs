@@ -45,11 +45,8 @@ use kms_chain::account::Call;
 use kms_chain::bundler::UserOperationReceipt;
 use kms_chain::client::ChainError;
 use kms_chain::nonce::NonceKey;
-use kms_chain::operator::verify_eip191;
 use kms_chain::session::{precheck, InFlight, RefusalCode, SessionSnapshot};
-use kms_chain::signature::SessionSignature;
 use kms_db::{Intent, IntentReason, IntentStatus, NewIntent};
-use kms_proto::SignAgentUserOp;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -62,6 +59,7 @@ use crate::lifecycle;
 use crate::ratelimit::ClientAddr;
 use crate::routes::agent::{authenticate_agent, AgentAuth};
 use crate::state::AppState;
+use crate::tee::AgentSigningRequest;
 
 /// Most calls in one intent.
 pub const MAX_CALLS: usize = 16;
@@ -576,25 +574,19 @@ async fn submit_checked(
     let user_op_hash = prepared.user_op_hash;
     *hash_out = Some(user_op_hash);
     phases.end("prepare");
-    let sig = s
+    let (signature, _) = s
         .tee
-        .call(&SignAgentUserOp {
+        .sign_agent_user_op(&AgentSigningRequest {
             wallet_id: auth.wallet,
             agent_index: auth.index,
-            jwt: auth.jwt.clone(),
-            user_op_hash: user_op_hash.0,
-            account: account.into(),
+            jwt: &auth.jwt,
+            user_op_hash,
+            account,
+            expected_key: Some(agent),
         })
         .await?;
-    let parsed = SessionSignature::parse(&sig.signature)
-        .filter(|p| p.account == account && p.key == agent)
-        .ok_or_else(|| {
-            ApiError::internal("the TA's session signature does not have the expected layout")
-        })?;
-    verify_eip191(&parsed.rsv, user_op_hash, agent)
-        .map_err(|e| ApiError::internal(format!("agent signature: {e}")))?;
     s.metrics.count_signature("agent_intent");
-    let op = prepared.signed(sig.signature);
+    let op = prepared.signed(signature);
     phases.end("sign");
 
     let entry_point = chain.client.entry_point();

@@ -25,12 +25,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use kms_chain::nonce::NonceKey;
-use kms_chain::operator::{owner_sign_body, verify_raw, OperatorSigner};
+use kms_chain::operator::{owner_sign_body, OperatorSigner};
 use kms_chain::session::{parse_selector, SessionGrant, TargetPermission, TokenLimit};
 use kms_chain::userop::v0_7::{RpcUserOperation, UserOperation};
 use kms_db::{AgentSession, AgentStatus, ChallengeKind, NewSession, SessionStatus};
 use kms_proto::authz::AuthorizedBody;
-use kms_proto::{Authorized, WalletId};
+use kms_proto::WalletId;
 use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -400,10 +400,11 @@ pub async fn agent_sessions(
                 "agent keyId",
             )
             .await?;
-        let signed = s.tee.call(&Authorized { body, assertion }).await?;
-        verify_raw(&signed.bytes, stored.user_op_hash, plan.owner)
-            .map_err(|e| ApiError::internal(format!("owner signature: {e}")))?;
-        let op = stored.op.clone().with_signature(signed.bytes);
+        let signature = s
+            .tee
+            .sign_owner_user_op(plan.wallet_id, stored.user_op_hash, assertion, plan.owner)
+            .await?;
+        let op = stored.op.clone().with_signature(signature);
         let account = op.sender;
         let g = &plan.grant;
         let addresses: Vec<String> = g

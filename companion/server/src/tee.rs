@@ -1,0 +1,358 @@
+//! The one way to the TA: [`Tee`], the TEE client with latency metrics, the rollback guard and
+//! the reconciliation trigger, and the signing steps built on it whose answers are checked before
+//! anything leaves: the operator key ([`TaOperator`], the chain layer's
+//! [`OperatorSigner`]), the agent's 106-byte session signature
+//! ([`Tee::sign_agent_user_op`]) and the owner's UserOperation signature
+//! ([`Tee::sign_owner_user_op`]). The chain crate never reaches the TA itself.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use alloy::primitives::{Address, Bytes, B256};
+use kms_chain::operator::{
+    owner_sign_body, verify_eip191, verify_raw, OperatorSigner, OperatorSignerError,
+    RevokeSessionTx, SignedRevoke,
+};
+use kms_chain::signature::SessionSignature;
+use kms_proto::{
+    Authorized, Command, OperatorKey, OperatorSignRevokeSession, PasskeyAssertion, SignAgentUserOp,
+    WalletId,
+};
+use kms_tee_client::{TeeClient, TeeError};
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::reconcile::Reconcile;
+
+/// The TEE client with latency metrics and the one error mapping.
+#[derive(Clone)]
+pub struct Tee {
+    client: TeeClient,
+    metrics: Arc<Metrics>,
+    reconcile: Arc<Reconcile>,
+}
+
+impl Tee {
+    /// Wrap a client. A call that fails as unavailable after its request
+    /// may have reached the TA marks `reconcile` dirty.
+    pub fn new(client: TeeClient, metrics: Arc<Metrics>, reconcile: Arc<Reconcile>) -> Self {
+        Self {
+            client,
+            metrics,
+            reconcile,
+        }
+    }
+
+    /// A handle for a tool outside the companion's server (`kms-admin`, test harnesses): its own
+    /// metrics and reconciliation flags, which nothing reads.
+    pub fn standalone(client: TeeClient) -> Self {
+        Self::new(client, Arc::default(), Arc::default())
+    }
+
+    /// A call for the reconciliation itself ([`crate::reconcile`]): no rollback guard (the
+    /// reconciliation is what finds and clears it) and no reconciliation trigger; metered.
+    pub async fn reconcile_call<C>(&self, req: &C) -> Result<C::Output, TeeError>
+    where
+        C: Command,
+        C::Output: Send + 'static,
+    {
+        let started = Instant::now();
+        let r = self.client.call_async(req).await;
+        let outcome = if r.is_ok() { "ok" } else { "error" };
+        self.metrics
+            .observe_tee(C::ID.name(), outcome, started.elapsed());
+        r
+    }
+
+    /// Why the TA is found rolled back, while it is (every TA call but `TaInfo` is then refused).
+    pub fn rolled_back(&self) -> Option<String> {
+        self.reconcile.rolled_back()
+    }
+
+    /// Call a TA command on the blocking pool; TA refusals and transport
+    /// failures become [`ApiError`]s.
+    pub async fn call<C>(&self, req: &C) -> Result<C::Output, ApiError>
+    where
+        C: Command,
+        C::Output: Send + 'static,
+    {
+        // While the TA is found rolled back, nothing but TaInfo reaches it
+        // from a request (see `reconcile`).
+        if let Some(reason) = self.reconcile.rolled_back() {
+            if C::ID != kms_proto::CommandId::TaInfo {
+                return Err(crate::reconcile::rolled_back_error(&reason));
+            }
+        }
+        self.try_call(req).await.map_err(ApiError::from)
+    }
+
+    /// [`Tee::call`] keeping the client's error, for a caller that handles a
+    /// particular TA refusal itself (metrics and reconciliation as for `call`).
+    pub async fn try_call<C>(&self, req: &C) -> Result<C::Output, kms_tee_client::TeeError>
+    where
+        C: Command,
+        C::Output: Send + 'static,
+    {
+        let started = Instant::now();
+        let r = self.client.call_async(req).await;
+        let outcome = match &r {
+            Ok(_) => "ok",
+            Err(kms_tee_client::TeeError::Ta(e @ kms_proto::TaError::StateRolledBack { .. })) => {
+                self.reconcile.set_rolled_back(e.to_string());
+                "ta_error"
+            }
+            Err(kms_tee_client::TeeError::Ta(_)) => "ta_error",
+            Err(kms_tee_client::TeeError::Unavailable { maybe_executed, .. }) => {
+                if *maybe_executed {
+                    self.reconcile.mark_dirty();
+                }
+                "unavailable"
+            }
+            Err(_) => "error",
+        };
+        self.metrics
+            .observe_tee(C::ID.name(), outcome, started.elapsed());
+        r
+    }
+}
+
+/// The TA's failure inside a chain-layer signing error, when that is what it is.
+pub fn tee_failure(e: OperatorSignerError) -> Result<TeeError, OperatorSignerError> {
+    match e {
+        OperatorSignerError::Signer(f) => match f.downcast::<TeeError>() {
+            Ok(t) => Ok(*t),
+            Err(other) => Err(OperatorSignerError::Signer(other)),
+        },
+        other => Err(other),
+    }
+}
+
+fn signer(e: TeeError) -> OperatorSignerError {
+    OperatorSignerError::Signer(Box::new(e))
+}
+
+/// The TA's operator key: the session revoker, which signs only `revokeSession` transactions
+/// (the TA builds their call data itself, within its ceilings).
+#[derive(Clone)]
+pub struct TaOperator {
+    tee: Tee,
+    address: Address,
+}
+
+impl std::fmt::Debug for TaOperator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaOperator")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaOperator {
+    /// Reads the operator key from the TA, creating it first if `create_if_missing` (at
+    /// start-up of the companion).
+    pub async fn open(tee: Tee, create_if_missing: bool) -> Result<Self, TeeError> {
+        let info = tee.try_call(&OperatorKey { create_if_missing }).await?;
+        Ok(Self {
+            tee,
+            address: Address::from(info.address),
+        })
+    }
+}
+
+impl OperatorSigner for TaOperator {
+    fn address(&self) -> Address {
+        self.address
+    }
+
+    async fn sign_revoke_session(
+        &self,
+        tx: RevokeSessionTx,
+    ) -> Result<SignedRevoke, OperatorSignerError> {
+        let signed = self
+            .tee
+            .try_call(&OperatorSignRevokeSession {
+                chain_id: tx.chain_id,
+                nonce: tx.nonce,
+                max_priority_fee_per_gas: tx.max_priority_fee_per_gas,
+                max_fee_per_gas: tx.max_fee_per_gas,
+                gas_limit: tx.gas_limit,
+                validator: tx.validator.into(),
+                account: tx.account.into(),
+                agent_key: tx.agent_key.into(),
+            })
+            .await
+            .map_err(signer)?;
+        let from = Address::from(signed.from);
+        if from != self.address {
+            return Err(OperatorSignerError::WrongSigner {
+                expected: self.address,
+                got: from,
+            });
+        }
+        Ok(SignedRevoke {
+            raw: signed.raw.into(),
+            tx_hash: signed.tx_hash.into(),
+            from,
+        })
+    }
+}
+
+/// What the TA needs to sign a userOpHash with an agent key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AgentSigningRequest<'a> {
+    /// The wallet the credential is for.
+    pub wallet_id: WalletId,
+    /// The agent index the credential is for.
+    pub agent_index: u32,
+    /// The agent's JWT as presented (the TA verifies it).
+    pub jwt: &'a str,
+    /// The userOpHash.
+    pub user_op_hash: B256,
+    /// The account the operation is for (`sender`).
+    pub account: Address,
+    /// The agent key address the caller expects (from the DB), checked against the TA's answer.
+    pub expected_key: Option<Address>,
+}
+
+impl std::fmt::Debug for AgentSigningRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentSigningRequest")
+            .field("wallet_id", &self.wallet_id)
+            .field("agent_index", &self.agent_index)
+            .field("jwt", &"<redacted>")
+            .field("user_op_hash", &self.user_op_hash)
+            .field("account", &self.account)
+            .finish()
+    }
+}
+
+/// Why a checked signing step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// The TA is found rolled back: nothing but `TaInfo` reaches it (see [`crate::reconcile`]).
+    #[error("the TA is found rolled back: {0}")]
+    RolledBack(String),
+    /// The TA refused, or the way to it failed.
+    #[error(transparent)]
+    Tee(#[from] TeeError),
+    /// The TA's answer failed its checks (layout, signer, recovery).
+    #[error("the TA's signature failed its checks: {0}")]
+    Check(#[from] OperatorSignerError),
+}
+
+impl From<SignError> for ApiError {
+    fn from(e: SignError) -> Self {
+        match e {
+            SignError::RolledBack(reason) => crate::reconcile::rolled_back_error(&reason),
+            SignError::Tee(t) => t.into(),
+            SignError::Check(c) => ApiError::internal(c.to_string()),
+        }
+    }
+}
+
+impl Tee {
+    /// [`Tee::try_call`], refused while the TA is found rolled back (as [`Tee::call`]).
+    async fn guarded_call<C>(&self, req: &C) -> Result<C::Output, SignError>
+    where
+        C: Command,
+        C::Output: Send + 'static,
+    {
+        if let Some(reason) = self.reconcile.rolled_back() {
+            return Err(SignError::RolledBack(reason));
+        }
+        Ok(self.try_call(req).await?)
+    }
+
+    /// Has the TA sign `req.user_op_hash` with the agent key (`SignAgentUserOp`, the TA checks
+    /// the JWT) and checks the 106-byte answer: its layout, the account it names, the key it
+    /// names (against `req.expected_key` when given), and that the signature recovers to that
+    /// key over the EIP-191 hash of the userOpHash. Returns the signature and the agent key.
+    pub async fn sign_agent_user_op(
+        &self,
+        req: &AgentSigningRequest<'_>,
+    ) -> Result<(Bytes, Address), SignError> {
+        let out = self
+            .guarded_call(&SignAgentUserOp {
+                wallet_id: req.wallet_id,
+                agent_index: req.agent_index,
+                jwt: req.jwt.to_owned(),
+                user_op_hash: req.user_op_hash.0,
+                account: req.account.into(),
+            })
+            .await?;
+        let bad = |what| SignError::Check(OperatorSignerError::BadSignature(what));
+        let parsed = SessionSignature::parse(&out.signature)
+            .ok_or(bad("not the 106-byte session layout"))?;
+        if parsed.account != req.account {
+            return Err(bad("names another account than requested"));
+        }
+        let key = Address::from(out.agent_address);
+        if parsed.key != key {
+            return Err(bad("names another key than the TA reported"));
+        }
+        if let Some(expected) = req.expected_key {
+            if key != expected {
+                return Err(OperatorSignerError::WrongSigner { expected, got: key }.into());
+            }
+        }
+        verify_eip191(&parsed.rsv, req.user_op_hash, key)?;
+        Ok((Bytes::from(out.signature), key))
+    }
+
+    /// Has the TA sign `user_op_hash` with the owner key (`SignHash`, raw ECDSA), authorised by
+    /// `assertion` (whose challenge must bind [`owner_sign_body`]), and checks that the 65-byte
+    /// signature recovers to `expected_owner`.
+    pub async fn sign_owner_user_op(
+        &self,
+        wallet_id: WalletId,
+        user_op_hash: B256,
+        assertion: PasskeyAssertion,
+        expected_owner: Address,
+    ) -> Result<Bytes, SignError> {
+        let out = self
+            .guarded_call(&Authorized {
+                body: owner_sign_body(wallet_id, user_op_hash),
+                assertion,
+            })
+            .await?;
+        let from = Address::from(out.address);
+        if from != expected_owner {
+            return Err(OperatorSignerError::WrongSigner {
+                expected: expected_owner,
+                got: from,
+            }
+            .into());
+        }
+        verify_raw(&out.bytes, user_op_hash, expected_owner)?;
+        Ok(Bytes::from(out.bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signing_request_debug_hides_the_jwt() {
+        let req = AgentSigningRequest {
+            wallet_id: WalletId([0; 16]),
+            agent_index: 1,
+            jwt: "eyJ.secret.jwt",
+            user_op_hash: B256::ZERO,
+            account: Address::ZERO,
+            expected_key: None,
+        };
+        assert!(!format!("{req:?}").contains("secret"));
+    }
+
+    #[test]
+    fn a_ta_failure_comes_back_out_of_a_signing_error() {
+        let e = signer(TeeError::Ta(kms_proto::TaError::OperatorKeyMissing));
+        assert!(matches!(
+            tee_failure(e),
+            Ok(TeeError::Ta(kms_proto::TaError::OperatorKeyMissing))
+        ));
+        let other = OperatorSignerError::BadSignature("x");
+        assert!(tee_failure(other).is_err());
+    }
+}

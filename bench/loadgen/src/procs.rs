@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kms_test_bins::ta_sim::{self, TaSimProcess};
+
 /// Which cargo profile the binaries come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Profile {
@@ -122,37 +124,14 @@ impl Drop for Proc {
 /// the crash hook of a `fault-injection` build).
 pub fn start_sim(bin: &Path, dir: &Path, env: &[(&str, &str)]) -> Result<Proc, String> {
     let socket = dir.join("ta.sock");
-    let mut cmd = Command::new(bin);
-    cmd.arg("--data-dir")
-        .arg(dir.join("ta"))
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--log")
-        .arg("warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut cmd = ta_sim::command(bin, &dir.join("ta"), &socket);
+    cmd.arg("--log").arg("warn");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("spawn {}: {e}", bin.display()))?;
-    let stderr = child.stderr.take().ok_or("no stderr")?;
-    let mut lines = BufReader::new(stderr).lines();
-    let mut seen = Vec::new();
-    loop {
-        match lines.next() {
-            Some(Ok(line)) if line.contains("ready on") => break,
-            Some(Ok(line)) => seen.push(line),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("ta-sim exited before ready: {}", seen.join(" | ")));
-            }
-        }
-    }
-    std::thread::spawn(move || for _ in lines.by_ref() {});
+    let child = TaSimProcess::start(cmd, &socket, ta_sim::READY_TIMEOUT)
+        .map_err(|e| e.to_string())?
+        .into_child();
     let pid = child.id();
     Ok(Proc {
         child: Some(child),

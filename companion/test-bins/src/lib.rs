@@ -12,6 +12,11 @@
 //! aside as `<bin>-<features>`, and puts the default binary back. Every build in every test
 //! process holds one file lock in the profile directory, so no test ever finds a feature
 //! variant where the default binary belongs.
+//!
+//! [`ta_sim`] starts a `ta-sim` and waits for its ready line: the one launcher of the tests,
+//! the harnesses and the load drivers.
+
+pub mod ta_sim;
 
 use std::collections::HashMap;
 use std::env;

@@ -5,14 +5,13 @@
 //! authenticator for the assertions SoftPasskey cannot make).
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use kms_companion::{Config, Running};
+use kms_test_bins::ta_sim::{self, TaSimProcess};
 use p256::ecdsa::signature::Signer;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -35,9 +34,10 @@ pub fn ta_sim_bin_with_features(features: &str) -> PathBuf {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// A ta-sim process over a data directory.
+/// A ta-sim process over a data directory (state in `<dir>/ta`, socket `<dir>/ta.sock`),
+/// started by the one launcher, [`kms_test_bins::ta_sim`].
 pub struct Sim {
-    child: Option<Child>,
+    process: Option<TaSimProcess>,
     pub dir: PathBuf,
     pub socket: PathBuf,
 }
@@ -53,28 +53,11 @@ impl Sim {
     /// [`ta_sim_bin_with_features`]).
     pub fn start_with(dir: &Path, bin: &Path) -> Sim {
         let socket = dir.join("ta.sock");
-        let mut child = Command::new(bin)
-            .arg("--data-dir")
-            .arg(dir.join("ta"))
-            .arg("--socket")
-            .arg(&socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ta-sim");
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        loop {
-            let line = lines.next().expect("ta-sim exited before ready").unwrap();
-            if line.contains("ready on") {
-                break;
-            }
-        }
-        // Drain the rest in the background so the pipe never fills.
-        std::thread::spawn(move || for _ in lines.by_ref() {});
+        let cmd = ta_sim::command(bin, &dir.join("ta"), &socket);
+        let process = TaSimProcess::start(cmd, &socket, ta_sim::READY_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{e}"));
         Sim {
-            child: Some(child),
+            process: Some(process),
             dir: dir.to_owned(),
             socket,
         }
@@ -82,16 +65,9 @@ impl Sim {
 
     /// Kill the simulator (the child we started) and reap it.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(mut p) = self.process.take() {
+            p.kill();
         }
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -295,6 +271,29 @@ impl Env {
         json!({"ChallengeId": begin["ChallengeId"], "Credential": cred})
     }
 
+    /// Register a wallet with `user`; returns its id (`KeyId`).
+    pub async fn wallet(&self, user: &mut dyn Authenticator) -> String {
+        self.register(user).await["KeyId"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Create an agent key for `wallet` ([`Env::create_agent`]), its answer picked apart.
+    pub async fn agent(&self, user: &mut dyn Authenticator, wallet: &str, extra: Value) -> Agent {
+        Agent::from_answer(self.create_agent(user, wallet, extra).await)
+    }
+
+    /// `POST /kms/sign-agent` with `jwt` and [`sign_body`]`(key_id)`.
+    pub async fn sign_agent(
+        &self,
+        jwt: &str,
+        key_id: &str,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        self.post_bearer("/kms/sign-agent", jwt, &sign_body(key_id))
+            .await
+    }
+
     /// Create an agent key for `wallet`; returns the answer.
     pub async fn create_agent(
         &self,
@@ -312,6 +311,47 @@ impl Env {
         assert_eq!(s, 200, "{v}");
         v
     }
+}
+
+/// An agent key as `/kms/create-agent-key` answers it.
+#[derive(Clone, Debug)]
+pub struct Agent {
+    /// `<wallet>:<index>`.
+    pub key_id: String,
+    /// The agent credential (JWT).
+    pub jwt: String,
+    /// The agent's address.
+    pub address: String,
+    /// The whole answer.
+    pub answer: Value,
+}
+
+impl Agent {
+    /// Picks apart a `/kms/create-agent-key` answer.
+    pub fn from_answer(answer: Value) -> Agent {
+        let field = |k: &str| {
+            answer[k]
+                .as_str()
+                .unwrap_or_else(|| panic!("no {k} in {answer}"))
+                .to_owned()
+        };
+        Agent {
+            key_id: field("keyId"),
+            jwt: field("agentCredential"),
+            address: field("agentAddress"),
+            answer: answer.clone(),
+        }
+    }
+}
+
+/// The userOpHash of the tests' `/kms/sign-agent` bodies ([`sign_body`]).
+pub const USER_OP_HASH: &str = "0x2222222222222222222222222222222222222222222222222222222222222222";
+/// The account address of the tests' `/kms/sign-agent` bodies ([`sign_body`]).
+pub const ACCOUNT: &str = "0x00000000000000000000000000000000000a11ce";
+
+/// A `/kms/sign-agent` body: [`USER_OP_HASH`] for [`ACCOUNT`] with agent `key_id`.
+pub fn sign_body(key_id: &str) -> Value {
+    json!({"keyId": key_id, "payload": USER_OP_HASH, "accountAddress": ACCOUNT})
 }
 
 /// Something that answers WebAuthn ceremonies.

@@ -86,6 +86,10 @@ pub type SimCore =
 /// Name of the default socket in the data directory.
 pub const DEFAULT_SOCKET: &str = "ta.sock";
 
+/// What ta-sim prints on stderr, followed by a space and the socket path, once it listens
+/// (`ta-sim ready on <socket>`): the line its launchers wait for.
+pub const READY_LINE: &str = "ta-sim ready on";
+
 /// Why ta-sim cannot start.
 #[derive(Debug, Error)]
 pub enum StartError {

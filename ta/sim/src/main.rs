@@ -108,7 +108,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let started = start(&settings)?;
     started.server.stop_on_signals()?;
     let socket = started.server.path().to_owned();
-    eprintln!("ta-sim ready on {}", socket.display());
+    eprintln!("{} {}", kms_ta_sim::READY_LINE, socket.display());
     started.server.run()?;
     drop(started.data_dir);
     tracing::info!("stopped");

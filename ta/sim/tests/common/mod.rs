@@ -82,7 +82,7 @@ impl Sim {
 
     pub fn start_with(data_dir: &Path, socket: &Path, args: &[&str], env: &[(&str, &str)]) -> Sim {
         let (mut child, stderr, rx) = spawn(data_dir, socket, args, env);
-        let want = format!("ta-sim ready on {}", socket.display());
+        let want = format!("{} {}", kms_ta_sim::READY_LINE, socket.display());
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -125,7 +125,7 @@ cargo test -p kms-ta -p workspace-hack --locked --features kms-ta/test-seed,kms-
 stage "kms-admin with export-secrets (the export_key binary, still passkey-gated)"
 cargo clippy -p kms-admin -p workspace-hack --all-targets --locked \
   --features kms-admin/export-secrets -- -D warnings
-cargo test -p kms-admin -p workspace-hack --locked --features kms-admin/export-secrets --test export_key
+cargo test -p kms-admin -p workspace-hack --locked --features kms-admin/export-secrets --test it export_key::
 # The proptest versions of the fuzz properties (kms-props) and the kill -9
 # fault-injection test (kms-loadgen, tests/fault_injection.rs) run in the
 # workspace test stage above.

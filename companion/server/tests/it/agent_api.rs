@@ -11,13 +11,6 @@ use kms_proto::{SignAgentUserOp, TaError};
 use kms_tee_client::{TeeBackend, TeeError};
 use serde_json::{json, Value};
 
-const OP: &str = "0x2222222222222222222222222222222222222222222222222222222222222222";
-const ACCOUNT: &str = "0x00000000000000000000000000000000000a11ce";
-
-fn sign_body(key_id: &str) -> Value {
-    json!({"keyId": key_id, "payload": OP, "accountAddress": ACCOUNT})
-}
-
 /// Re-encode a JWT's payload with one claim changed (its MAC no longer
 /// matches).
 fn with_claim(jwt: &str, claim: &str, value: Value) -> String {
@@ -37,10 +30,7 @@ fn with_claim(jwt: &str, claim: &str, value: Value) -> String {
 async fn agent_lifecycle_and_credential_refusals() {
     let env = Env::start().await;
     let mut owner = Soft::new();
-    let wallet = env.register(&mut owner).await["KeyId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let wallet = env.wallet(&mut owner).await;
 
     // Create: ceremony bound to the mint payload.
     let a = env
@@ -102,9 +92,7 @@ async fn agent_lifecycle_and_credential_refusals() {
     assert!(e["error"].as_str().unwrap().contains("CreateAgentKey"));
 
     // Sign: 106 bytes, marker, account, agent address, ECDSA by the agent key.
-    let (s, sig, _) = env
-        .post_bearer("/kms/sign-agent", &jwt, &sign_body(&key_id))
-        .await;
+    let (s, sig, _) = env.sign_agent(&jwt, &key_id).await;
     assert_eq!(s, 200, "{sig}");
     let bytes = hexs(&sig["signature"]);
     assert_eq!(bytes.len(), SESSION_SIGNATURE_LEN);
@@ -115,7 +103,7 @@ async fn agent_lifecycle_and_credential_refusals() {
         format!("0x{}", hex::encode(&bytes[21..41])),
         agent_addr.to_ascii_lowercase()
     );
-    let op: [u8; 32] = hexs(&json!(OP)).try_into().unwrap();
+    let op: [u8; 32] = hexs(&json!(USER_OP_HASH)).try_into().unwrap();
     assert_eq!(
         recover(&eip191_32(&op), &bytes[41..]),
         agent_addr.to_ascii_lowercase()
@@ -131,33 +119,21 @@ async fn agent_lifecycle_and_credential_refusals() {
         )
         .await;
     assert_eq!((s, e["code"].as_str()), (401, Some("credential_missing")));
-    let (s, e, _) = env
-        .post_bearer("/kms/sign-agent", "not.a.jwt", &sign_body(&key_id))
-        .await;
+    let (s, e, _) = env.sign_agent("not.a.jwt", &key_id).await;
     assert_eq!((s, e["code"].as_str()), (401, Some("credential_malformed")));
     let mut forged = jwt.clone();
     let last = forged.pop().unwrap();
     forged.push(if last == 'A' { 'B' } else { 'A' });
-    let (s, e, _) = env
-        .post_bearer("/kms/sign-agent", &forged, &sign_body(&key_id))
-        .await;
+    let (s, e, _) = env.sign_agent(&forged, &key_id).await;
     assert_eq!(s, 401, "{e}");
-    let (s, e, _) = env
-        .post_bearer("/kms/sign-agent", &jwt, &sign_body(&format!("{wallet}:1")))
-        .await;
+    let (s, e, _) = env.sign_agent(&jwt, &format!("{wallet}:1")).await;
     assert_eq!((s, e["code"].as_str()), (403, Some("key_id_mismatch")));
     let ghost = with_claim(
         &with_claim(&jwt, "agent_index", json!(99)),
         "sub",
         json!(format!("{wallet}:99")),
     );
-    let (s, e, _) = env
-        .post_bearer(
-            "/kms/sign-agent",
-            &ghost,
-            &sign_body(&format!("{wallet}:99")),
-        )
-        .await;
+    let (s, e, _) = env.sign_agent(&ghost, &format!("{wallet}:99")).await;
     assert_eq!(
         (s, e["code"].as_str()),
         (404, Some("agent_not_found")),
@@ -196,17 +172,13 @@ async fn agent_lifecycle_and_credential_refusals() {
     assert_ne!(jwt2, jwt);
     assert_eq!(r["agentAddress"], json!(agent_addr));
     assert_eq!(r["generation"], 2);
-    let (s, e, _) = env
-        .post_bearer("/kms/sign-agent", &jwt, &sign_body(&key_id))
-        .await;
+    let (s, e, _) = env.sign_agent(&jwt, &key_id).await;
     assert_eq!(
         (s, e["code"].as_str()),
         (401, Some("credential_superseded")),
         "{e}"
     );
-    let (s, _, _) = env
-        .post_bearer("/kms/sign-agent", &jwt2, &sign_body(&key_id))
-        .await;
+    let (s, _, _) = env.sign_agent(&jwt2, &key_id).await;
     assert_eq!(s, 200);
     // The TA itself refuses the superseded credential (generation), even
     // from a host that skips its own checks.
@@ -257,9 +229,7 @@ async fn agent_lifecycle_and_credential_refusals() {
         .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["success"], true);
-    let (s, e, _) = env
-        .post_bearer("/kms/sign-agent", &jwt2, &sign_body(&key_id))
-        .await;
+    let (s, e, _) = env.sign_agent(&jwt2, &key_id).await;
     assert_eq!(
         (s, e["code"].as_str()),
         (401, Some("credential_revoked")),
@@ -321,9 +291,7 @@ async fn agent_lifecycle_and_credential_refusals() {
     while kms_db::now_secs() as u64 <= exp {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    let (s, e, _) = env
-        .post_bearer("/kms/sign-agent", &cjwt, &sign_body(&ckey))
-        .await;
+    let (s, e, _) = env.sign_agent(&cjwt, &ckey).await;
     assert_eq!(
         (s, e["code"].as_str()),
         (401, Some("credential_expired")),
@@ -350,10 +318,7 @@ async fn fifty_concurrent_creates_get_indices_0_to_49() {
     // authenticator that is rightly refused as a possible clone.
     let mut owner = Manual::new();
     owner.counting = false;
-    let wallet = env.register(&mut owner).await["KeyId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let wallet = env.wallet(&mut owner).await;
     let owner = Arc::new(Mutex::new(owner));
     // 50 ceremonies pending at once, then 50 concurrent creates.
     let mut ceremonies = Vec::new();
@@ -423,25 +388,15 @@ async fn rate_limits_answer_429_with_retry_after_before_the_tee() {
     })
     .await;
     let mut owner = Soft::new();
-    let wallet = env.register(&mut owner).await["KeyId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let a = env.create_agent(&mut owner, &wallet, json!({})).await;
-    let (jwt, key_id) = (
-        a["agentCredential"].as_str().unwrap(),
-        a["keyId"].as_str().unwrap(),
-    );
+    let wallet = env.wallet(&mut owner).await;
+    let a = env.agent(&mut owner, &wallet, json!({})).await;
+    let (jwt, key_id) = (a.jwt.as_str(), a.key_id.as_str());
     for _ in 0..3 {
-        let (s, v, _) = env
-            .post_bearer("/kms/sign-agent", jwt, &sign_body(key_id))
-            .await;
+        let (s, v, _) = env.sign_agent(jwt, key_id).await;
         assert_eq!(s, 200, "{v}");
     }
     let before = env.server().state.metrics.signatures("agent_userop");
-    let (s, e, h) = env
-        .post_bearer("/kms/sign-agent", jwt, &sign_body(key_id))
-        .await;
+    let (s, e, h) = env.sign_agent(jwt, key_id).await;
     assert_eq!((s, e["code"].as_str()), (429, Some("rate_limited")));
     let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
     assert!(retry >= 1);
@@ -451,19 +406,13 @@ async fn rate_limits_answer_429_with_retry_after_before_the_tee() {
         "no signature past the limit"
     );
     // Another spelling of the same key id shares the bucket.
-    let (s, _, _) = env
-        .post_bearer("/kms/sign-agent", jwt, &sign_body(&key_id.to_uppercase()))
-        .await;
+    let (s, _, _) = env.sign_agent(jwt, &key_id.to_uppercase()).await;
     assert_eq!(s, 429);
     // A forged credential of that key is not charged to the key's bucket
     // (strangers cannot spend it): refused 401 by the host's hash check,
     // without reaching the TEE.
     let (s, e, _) = env
-        .post_bearer(
-            "/kms/sign-agent",
-            &with_claim(jwt, "gen", json!(9)),
-            &sign_body(key_id),
-        )
+        .sign_agent(&with_claim(jwt, "gen", json!(9)), key_id)
         .await;
     // A forged credential is invalid, not superseded (#15 item 7; superseded before).
     assert_eq!((s, e["code"].as_str()), (401, Some("credential_invalid")));
@@ -542,10 +491,7 @@ async fn api_keys_fail_closed_and_open_mode_is_explicit() {
 async fn revocation_reports_every_account_of_the_agent() {
     let env = Env::start().await;
     let mut owner = Soft::new();
-    let wallet = env.register(&mut owner).await["KeyId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let wallet = env.wallet(&mut owner).await;
     let created = env
         .create_agent(&mut owner, &wallet, json!({"label": "two"}))
         .await;

@@ -6,14 +6,8 @@ use std::time::Duration;
 
 use crate::common::*;
 use kms_proto::AuditAnchor;
-use serde_json::{json, Value};
+use serde_json::json;
 use sqlx::{Connection, SqliteConnection};
-
-const OP: &str = "0x5555555555555555555555555555555555555555555555555555555555555555";
-
-fn sign_body(key_id: &str) -> Value {
-    json!({"keyId": key_id, "payload": OP, "accountAddress": "0x00000000000000000000000000000000000b0b00"})
-}
 
 /// A wallet and an agent: (wallet, keyId, JWT).
 async fn agent(env: &Env) -> (String, String, String) {
@@ -22,23 +16,16 @@ async fn agent(env: &Env) -> (String, String, String) {
 }
 
 async fn agent_of(env: &Env, owner: &mut Soft) -> (String, String, String) {
-    let wallet = env.register(owner).await["KeyId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let a = env.create_agent(owner, &wallet, json!({})).await;
-    (
-        wallet,
-        a["keyId"].as_str().unwrap().to_owned(),
-        a["agentCredential"].as_str().unwrap().to_owned(),
-    )
+    let wallet = env.wallet(owner).await;
+    let a = env.agent(owner, &wallet, json!({})).await;
+    (wallet, a.key_id, a.jwt)
 }
 
 async fn signed_rows(conn: &mut SqliteConnection) -> i64 {
     sqlx::query_scalar(
         "SELECT COUNT(*) FROM audit_log WHERE action = 'SignAgentUserOp' AND user_op_hash = ?",
     )
-    .bind(OP)
+    .bind(USER_OP_HASH)
     .fetch_one(conn)
     .await
     .unwrap()
@@ -103,9 +90,7 @@ async fn a_signature_whose_audit_event_cannot_be_committed_is_withheld() {
     .execute(db.pool())
     .await
     .unwrap();
-    let (s, v, _) = env
-        .post_bearer("/kms/sign-agent", &jwt, &sign_body(&key_id))
-        .await;
+    let (s, v, _) = env.sign_agent(&jwt, &key_id).await;
     assert_eq!(
         (s, v["code"].as_str()),
         (503, Some("audit_unavailable")),
@@ -138,9 +123,7 @@ async fn a_signature_whose_audit_event_cannot_be_committed_is_withheld() {
         .execute(db.pool())
         .await
         .unwrap();
-    let (s, v, _) = env
-        .post_bearer("/kms/sign-agent", &jwt, &sign_body(&key_id))
-        .await;
+    let (s, v, _) = env.sign_agent(&jwt, &key_id).await;
     assert_eq!(s, 200, "{v}");
     let mut conn = db.pool().acquire().await.unwrap();
     assert_eq!(signed_rows(&mut conn).await, 1);
@@ -162,9 +145,7 @@ async fn queued_durability_answers_without_waiting_for_the_audit_commit() {
         .await
         .unwrap();
     // The baseline of the load driver: answered while the event is still queued.
-    let (s, v, _) = env
-        .post_bearer("/kms/sign-agent", &jwt, &sign_body(&key_id))
-        .await;
+    let (s, v, _) = env.sign_agent(&jwt, &key_id).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(signed_rows(&mut lock).await, 0);
     sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
@@ -187,9 +168,7 @@ async fn the_checkpoint_task_has_the_ta_sign_the_head_of_the_log() {
     .await;
     let (_, key_id, jwt) = agent(&env).await;
     for _ in 0..3 {
-        let (s, _, _) = env
-            .post_bearer("/kms/sign-agent", &jwt, &sign_body(&key_id))
-            .await;
+        let (s, _, _) = env.sign_agent(&jwt, &key_id).await;
         assert_eq!(s, 200);
     }
     let state = &env.server().state;

@@ -9,13 +9,6 @@ use sha3::Digest;
 
 use crate::common::*;
 
-const OP: &str = "0x1111111111111111111111111111111111111111111111111111111111111111";
-const ACCOUNT: &str = "0x2222222222222222222222222222222222222222";
-
-fn sign_body(key_id: &str) -> Value {
-    json!({"keyId": key_id, "payload": OP, "accountAddress": ACCOUNT})
-}
-
 /// The EIP-55 spelling of an address (any case in).
 fn eip55(address: &str) -> String {
     let lower = address.trim_start_matches("0x").to_ascii_lowercase();
@@ -92,28 +85,32 @@ async fn addresses_in_answers_are_checksummed() {
     assert_checksummed("GetPublicKey Address", &p["Address"]);
 
     let w = env
-        .ceremony(&mut owner, &wallet, "SignHash", json!({"Hash": OP}))
+        .ceremony(
+            &mut owner,
+            &wallet,
+            "SignHash",
+            json!({"Hash": USER_OP_HASH}),
+        )
         .await;
     let (s, sig) = env
         .post(
             "/SignHash",
             Some("SignHash"),
-            &json!({"KeyId": wallet, "Hash": OP, "WebAuthn": w}),
+            &json!({"KeyId": wallet, "Hash": USER_OP_HASH, "WebAuthn": w}),
         )
         .await;
     assert_eq!(s, 200, "{sig}");
     assert_checksummed("SignHash Address", &sig["Address"]);
     assert_eq!(sig["Address"], reg["Address"]);
 
-    let a = env.create_agent(&mut owner, &wallet, json!({})).await;
+    let Agent {
+        key_id,
+        jwt,
+        answer: a,
+        ..
+    } = env.agent(&mut owner, &wallet, json!({})).await;
     assert_checksummed("create-agent-key agentAddress", &a["agentAddress"]);
-    let (key_id, jwt) = (
-        a["keyId"].as_str().unwrap().to_owned(),
-        a["agentCredential"].as_str().unwrap().to_owned(),
-    );
-    let (s, r, _) = env
-        .post_bearer("/kms/sign-agent", &jwt, &sign_body(&key_id))
-        .await;
+    let (s, r, _) = env.sign_agent(&jwt, &key_id).await;
     assert_eq!(s, 200, "{r}");
     assert_checksummed("sign-agent agentAddress", &r["agentAddress"]);
 
@@ -172,10 +169,7 @@ async fn registration_offers_es256_only() {
 async fn unknown_fields_are_refused_naming_the_field() {
     let env = Env::start().await;
     let mut owner = Soft::new();
-    let wallet = env.register(&mut owner).await["KeyId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let wallet = env.wallet(&mut owner).await;
 
     // The ceremony's payload is parsed as the request: refused there already.
     let (s, e) = env
@@ -255,7 +249,7 @@ async fn unknown_fields_are_refused_naming_the_field() {
         a["agentCredential"].as_str().unwrap().to_owned(),
     );
     let mut body = sign_body(&key_id);
-    body["userOpHash"] = json!(OP);
+    body["userOpHash"] = json!(USER_OP_HASH);
     let (s, e, _) = env.post_bearer("/kms/sign-agent", &jwt, &body).await;
     assert_eq!((s, e["code"].as_str()), (422, Some("unknown_field")), "{e}");
     assert_eq!(e["details"]["field"], "userOpHash");
@@ -267,15 +261,8 @@ async fn unknown_fields_are_refused_naming_the_field() {
 async fn forged_credentials_are_invalid_not_superseded() {
     let env = Env::start().await;
     let mut owner = Soft::new();
-    let wallet = env.register(&mut owner).await["KeyId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let a = env.create_agent(&mut owner, &wallet, json!({})).await;
-    let (key_id, jwt) = (
-        a["keyId"].as_str().unwrap().to_owned(),
-        a["agentCredential"].as_str().unwrap().to_owned(),
-    );
+    let wallet = env.wallet(&mut owner).await;
+    let Agent { key_id, jwt, .. } = env.agent(&mut owner, &wallet, json!({})).await;
     let parts: Vec<&str> = jwt.split('.').collect();
     // The MAC tampered with.
     let mut mac = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
@@ -292,9 +279,7 @@ async fn forged_credentials_are_invalid_not_superseded() {
         parts[2]
     );
     for (what, token) in [("mac", &tampered_mac), ("claims", &tampered_claims)] {
-        let (s, e, _) = env
-            .post_bearer("/kms/sign-agent", token, &sign_body(&key_id))
-            .await;
+        let (s, e, _) = env.sign_agent(token, &key_id).await;
         assert_eq!(
             (s, e["code"].as_str()),
             (401, Some("credential_invalid")),
@@ -326,9 +311,7 @@ async fn forged_credentials_are_invalid_not_superseded() {
         )
         .await;
     assert_eq!(s, 200, "{r}");
-    let (s, e, _) = env
-        .post_bearer("/kms/sign-agent", &jwt, &sign_body(&key_id))
-        .await;
+    let (s, e, _) = env.sign_agent(&jwt, &key_id).await;
     assert_eq!(
         (s, e["code"].as_str()),
         (401, Some("credential_superseded")),
@@ -342,15 +325,13 @@ async fn forged_credentials_are_invalid_not_superseded() {
 async fn a_lost_credential_is_reissued_with_the_passkey_alone() {
     let env = Env::start().await;
     let mut owner = Soft::new();
-    let wallet = env.register(&mut owner).await["KeyId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let a = env.create_agent(&mut owner, &wallet, json!({})).await;
-    let (key_id, lost) = (
-        a["keyId"].as_str().unwrap().to_owned(),
-        a["agentCredential"].as_str().unwrap().to_owned(),
-    );
+    let wallet = env.wallet(&mut owner).await;
+    let Agent {
+        key_id,
+        jwt: lost,
+        answer: a,
+        ..
+    } = env.agent(&mut owner, &wallet, json!({})).await;
     assert_eq!(a["generation"], 1);
 
     // Without a ceremony there is nothing to authorise it.
@@ -384,13 +365,9 @@ async fn a_lost_credential_is_reissued_with_the_passkey_alone() {
     let fresh = r["agentCredential"].as_str().unwrap().to_owned();
 
     // The new credential signs; the lost one is dead.
-    let (s, sig, _) = env
-        .post_bearer("/kms/sign-agent", &fresh, &sign_body(&key_id))
-        .await;
+    let (s, sig, _) = env.sign_agent(&fresh, &key_id).await;
     assert_eq!(s, 200, "{sig}");
-    let (s, e, _) = env
-        .post_bearer("/kms/sign-agent", &lost, &sign_body(&key_id))
-        .await;
+    let (s, e, _) = env.sign_agent(&lost, &key_id).await;
     assert_eq!(
         (s, e["code"].as_str()),
         (401, Some("credential_superseded")),

@@ -11,14 +11,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{json, Value};
 
-const OP: &str = "0x2222222222222222222222222222222222222222222222222222222222222222";
-const ACCOUNT: &str = "0x00000000000000000000000000000000000a11ce";
 const AGENT_LIMIT: usize = 4;
 const CLIENT_LIMIT: usize = 30;
-
-fn sign_body(key_id: &str) -> Value {
-    json!({"keyId": key_id, "payload": OP, "accountAddress": ACCOUNT})
-}
 
 /// An HTTP client whose connections come from `ip`.
 fn client_from(ip: &str) -> reqwest::Client {
@@ -90,15 +84,12 @@ async fn forged_tokens_charge_their_senders_address_not_the_agent() {
     })
     .await;
     let mut owner = Soft::new();
-    let wallet = env.register(&mut owner).await["KeyId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let a = env.create_agent(&mut owner, &wallet, json!({})).await;
-    let (jwt, victim) = (
-        a["agentCredential"].as_str().unwrap().to_owned(),
-        a["keyId"].as_str().unwrap().to_owned(),
-    );
+    let wallet = env.wallet(&mut owner).await;
+    let Agent {
+        jwt,
+        key_id: victim,
+        ..
+    } = env.agent(&mut owner, &wallet, json!({})).await;
     let agent = client_from("127.0.0.1");
 
     // (A forged token is `credential_invalid`, #15 item 7; `credential_superseded` before.)
@@ -243,15 +234,8 @@ async fn failed_refreshes_and_other_refusals_count_against_the_address() {
     })
     .await;
     let mut owner = Soft::new();
-    let wallet = env.register(&mut owner).await["KeyId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let a = env.create_agent(&mut owner, &wallet, json!({})).await;
-    let (jwt, key_id) = (
-        a["agentCredential"].as_str().unwrap().to_owned(),
-        a["keyId"].as_str().unwrap().to_owned(),
-    );
+    let wallet = env.wallet(&mut owner).await;
+    let Agent { jwt, key_id, .. } = env.agent(&mut owner, &wallet, json!({})).await;
     let agent = client_from("127.0.0.1");
     let stranger = client_from("127.0.0.9");
     // Every kind of refusal counts: a forged refresh, a malformed token, a missing one, a

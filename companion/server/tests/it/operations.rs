@@ -9,29 +9,15 @@ use kms_proto::{JwtSecretStatus, KidStatus};
 use kms_tee_client::TeeBackend;
 use serde_json::{json, Value};
 
-const OP: &str = "0x3333333333333333333333333333333333333333333333333333333333333333";
 const HASH: &str = "0x4444444444444444444444444444444444444444444444444444444444444444";
-
-fn sign_body(key_id: &str) -> Value {
-    json!({"keyId": key_id, "payload": OP, "accountAddress": "0x00000000000000000000000000000000000b0b00"})
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn state_survives_restarts_of_companion_and_simulator() {
     let mut env = Env::start().await;
     let mut owner = Soft::new();
-    let wallet = env.register(&mut owner).await["KeyId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let a = env.create_agent(&mut owner, &wallet, json!({})).await;
-    let (jwt, key_id) = (
-        a["agentCredential"].as_str().unwrap().to_owned(),
-        a["keyId"].as_str().unwrap().to_owned(),
-    );
-    let (s, before, _) = env
-        .post_bearer("/kms/sign-agent", &jwt, &sign_body(&key_id))
-        .await;
+    let wallet = env.wallet(&mut owner).await;
+    let Agent { jwt, key_id, .. } = env.agent(&mut owner, &wallet, json!({})).await;
+    let (s, before, _) = env.sign_agent(&jwt, &key_id).await;
     assert_eq!(s, 200);
 
     // Restart both processes over the same files.
@@ -42,9 +28,7 @@ async fn state_survives_restarts_of_companion_and_simulator() {
 
     // The JWT still signs (TA sealed state and DB row survived); RFC 6979
     // gives the same signature for the same key and hash.
-    let (s, after, _) = env
-        .post_bearer("/kms/sign-agent", &jwt, &sign_body(&key_id))
-        .await;
+    let (s, after, _) = env.sign_agent(&jwt, &key_id).await;
     assert_eq!(s, 200, "{after}");
     assert_eq!(after["signature"], before["signature"]);
     // The passkey (and its counter) survived: a new ceremony works.
@@ -65,9 +49,7 @@ async fn state_survives_restarts_of_companion_and_simulator() {
 
     // With the simulator down: 503, and health says so.
     env.sim.stop();
-    let (s, e, _) = env
-        .post_bearer("/kms/sign-agent", &jwt, &sign_body(&key_id))
-        .await;
+    let (s, e, _) = env.sign_agent(&jwt, &key_id).await;
     assert_eq!(
         (s, e["code"].as_str()),
         (503, Some("tee_unavailable")),
@@ -76,9 +58,7 @@ async fn state_survives_restarts_of_companion_and_simulator() {
     let (s, h) = env.get("/health").await;
     assert_eq!(s, 503, "{h}");
     env.sim = Sim::start(env.dir.path());
-    let (s, _, _) = env
-        .post_bearer("/kms/sign-agent", &jwt, &sign_body(&key_id))
-        .await;
+    let (s, _, _) = env.sign_agent(&jwt, &key_id).await;
     assert_eq!(s, 200);
 }
 
@@ -86,22 +66,11 @@ async fn state_survives_restarts_of_companion_and_simulator() {
 async fn audit_chain_records_events_without_secrets_and_detects_edits() {
     let env = Env::start().await;
     let mut owner = Soft::new();
-    let wallet = env.register(&mut owner).await["KeyId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let a = env.create_agent(&mut owner, &wallet, json!({})).await;
-    let (jwt, key_id) = (
-        a["agentCredential"].as_str().unwrap().to_owned(),
-        a["keyId"].as_str().unwrap().to_owned(),
-    );
-    let (s, _, _) = env
-        .post_bearer("/kms/sign-agent", &jwt, &sign_body(&key_id))
-        .await;
+    let wallet = env.wallet(&mut owner).await;
+    let Agent { jwt, key_id, .. } = env.agent(&mut owner, &wallet, json!({})).await;
+    let (s, _, _) = env.sign_agent(&jwt, &key_id).await;
     assert_eq!(s, 200);
-    let (s, _, _) = env
-        .post_bearer("/kms/sign-agent", &jwt, &sign_body(&format!("{wallet}:5")))
-        .await;
+    let (s, _, _) = env.sign_agent(&jwt, &format!("{wallet}:5")).await;
     assert_eq!(s, 403);
     let state = &env.server().state;
     state.audit.flush().await;
@@ -112,7 +81,7 @@ async fn audit_chain_records_events_without_secrets_and_detects_edits() {
     assert!(actions.contains(&"CreateAgentKey"));
     let sign = rows.iter().find(|r| r.action == "SignAgentUserOp").unwrap();
     assert_eq!(sign.outcome, "ok");
-    assert_eq!(sign.user_op_hash.as_deref(), Some(OP));
+    assert_eq!(sign.user_op_hash.as_deref(), Some(USER_OP_HASH));
     assert_eq!(sign.key_id.as_deref(), Some(key_id.as_str()));
     // No secret anywhere in the log.
     let mac = jwt.rsplit('.').next().unwrap();
@@ -165,15 +134,8 @@ async fn jwt_rotation_keeps_meta_true_to_the_ta() {
     })
     .await;
     let mut owner = Soft::new();
-    let wallet = env.register(&mut owner).await["KeyId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let a = env.create_agent(&mut owner, &wallet, json!({})).await;
-    let (jwt, key_id) = (
-        a["agentCredential"].as_str().unwrap().to_owned(),
-        a["keyId"].as_str().unwrap().to_owned(),
-    );
+    let wallet = env.wallet(&mut owner).await;
+    let Agent { jwt, key_id, .. } = env.agent(&mut owner, &wallet, json!({})).await;
     let state = &env.server().state;
     let first_kid = kms_proto::jwt::parse(&jwt).unwrap().header.kid;
 
@@ -203,9 +165,7 @@ async fn jwt_rotation_keeps_meta_true_to_the_ta() {
         old.retire_at.unwrap() - old.created_at >= kms_proto::jwt::VERIFY_ONLY_OVERLAP_SECS as i64
     );
     // A credential of the verify-only kid still signs.
-    let (s, _, _) = env
-        .post_bearer("/kms/sign-agent", &jwt, &sign_body(&key_id))
-        .await;
+    let (s, _, _) = env.sign_agent(&jwt, &key_id).await;
     assert_eq!(s, 200);
     // More rotations keep every verify-only kid until its retire time: the first kid stays,
     // in the TA and in the table, and its credential still signs.
@@ -231,9 +191,7 @@ async fn jwt_rotation_keeps_meta_true_to_the_ta() {
         assert_eq!(m.status, want, "{}", k.kid);
         assert_eq!(m.retire_at, k.retire_at.map(|t| t as i64));
     }
-    let (s, e, _) = env
-        .post_bearer("/kms/sign-agent", &jwt, &sign_body(&key_id))
-        .await;
+    let (s, e, _) = env.sign_agent(&jwt, &key_id).await;
     assert_eq!(s, 200, "{e}");
     // At the TA's limit the due rotation is refused: the tick still succeeds (purge and
     // metadata sync), reports when the rotation can run (the first kid's retire time) and
@@ -243,9 +201,7 @@ async fn jwt_rotation_keeps_meta_true_to_the_ta() {
     assert_eq!(report.rotated_to, None, "{report:?}");
     assert_eq!(report.refused_until, first_retire);
     assert_eq!(tee.call(&JwtSecretStatus {}).unwrap(), ta);
-    let (s, e, _) = env
-        .post_bearer("/kms/sign-agent", &jwt, &sign_body(&key_id))
-        .await;
+    let (s, e, _) = env.sign_agent(&jwt, &key_id).await;
     assert_eq!(s, 200, "{e}");
 }
 
@@ -260,18 +216,9 @@ async fn health_metrics_and_openapi() {
         (Some(true), Some(true))
     );
     let mut owner = Soft::new();
-    let wallet = env.register(&mut owner).await["KeyId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let a = env.create_agent(&mut owner, &wallet, json!({})).await;
-    let (s, _, _) = env
-        .post_bearer(
-            "/kms/sign-agent",
-            a["agentCredential"].as_str().unwrap(),
-            &sign_body(a["keyId"].as_str().unwrap()),
-        )
-        .await;
+    let wallet = env.wallet(&mut owner).await;
+    let a = env.agent(&mut owner, &wallet, json!({})).await;
+    let (s, _, _) = env.sign_agent(&a.jwt, &a.key_id).await;
     assert_eq!(s, 200);
     let (s, _) = env.post("/nope", None, &json!({})).await;
     assert_eq!(s, 404);
@@ -279,7 +226,7 @@ async fn health_metrics_and_openapi() {
     let (s, body, _) = env
         .post_bearer(
             "/agent/intents",
-            a["agentCredential"].as_str().unwrap(),
+            &a.jwt,
             &json!({"calls": [{"to": "0x1111111111111111111111111111111111111111"}]}),
         )
         .await;

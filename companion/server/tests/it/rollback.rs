@@ -11,13 +11,6 @@ use kms_proto::{GetAgentState, TaError, WalletId};
 use kms_tee_client::{TeeBackend, TeeError};
 use serde_json::{json, Value};
 
-const OP: &str = "0x2222222222222222222222222222222222222222222222222222222222222222";
-const ACCOUNT: &str = "0x00000000000000000000000000000000000a11ce";
-
-fn sign_body(key_id: &str) -> Value {
-    json!({"keyId": key_id, "payload": OP, "accountAddress": ACCOUNT})
-}
-
 fn ta_dir(env: &Env) -> PathBuf {
     env.dir.path().join("ta")
 }
@@ -53,9 +46,7 @@ async fn refresh(env: &Env, owner: &mut Soft, key_id: &str, jwt: &str) -> String
 /// The routes that reach the TA answer 503 `ta_rolled_back`; the database-only ones answer.
 async fn assert_ta_routes_refused(env: &Env, wallet: &str, key_id: &str, jwts: &[&str]) {
     for jwt in jwts {
-        let (s, e, _) = env
-            .post_bearer("/kms/sign-agent", jwt, &sign_body(key_id))
-            .await;
+        let (s, e, _) = env.sign_agent(jwt, key_id).await;
         assert_eq!(
             (s, e["code"].as_str()),
             (503, Some("ta_rolled_back")),
@@ -130,15 +121,12 @@ async fn assert_ta_routes_refused(env: &Env, wallet: &str, key_id: &str, jwts: &
 async fn a_ta_refusing_its_rolled_back_state_stops_the_ta_routes() {
     let mut env = Env::start().await;
     let mut owner = Soft::new();
-    let wallet = env.register(&mut owner).await["KeyId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let a = env
-        .create_agent(&mut owner, &wallet, json!({"label": "bot"}))
+    let wallet = env.wallet(&mut owner).await;
+    let Agent {
+        key_id, jwt: jwt1, ..
+    } = env
+        .agent(&mut owner, &wallet, json!({"label": "bot"}))
         .await;
-    let key_id = a["keyId"].as_str().unwrap().to_owned();
-    let jwt1 = a["agentCredential"].as_str().unwrap().to_owned();
 
     // A copy of the sealed state taken now (the simulator at rest)...
     stop_all(&mut env).await;
@@ -146,9 +134,7 @@ async fn a_ta_refusing_its_rolled_back_state_stops_the_ta_routes() {
     start_all(&mut env).await;
     // ...then the credential is superseded.
     let jwt2 = refresh(&env, &mut owner, &key_id, &jwt1).await;
-    let (s, v, _) = env
-        .post_bearer("/kms/sign-agent", &jwt2, &sign_body(&key_id))
-        .await;
+    let (s, v, _) = env.sign_agent(&jwt2, &key_id).await;
     assert_eq!(s, 200, "{v}");
 
     // The old sealed.bin is put back; the TA's counter is ahead of it.
@@ -196,15 +182,12 @@ async fn a_ta_refusing_its_rolled_back_state_stops_the_ta_routes() {
 async fn a_ta_behind_the_database_stops_the_ta_routes_instead_of_being_adopted() {
     let mut env = Env::start().await;
     let mut owner = Soft::new();
-    let wallet = env.register(&mut owner).await["KeyId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let a = env
-        .create_agent(&mut owner, &wallet, json!({"label": "bot"}))
+    let wallet = env.wallet(&mut owner).await;
+    let Agent {
+        key_id, jwt: jwt1, ..
+    } = env
+        .agent(&mut owner, &wallet, json!({"label": "bot"}))
         .await;
-    let key_id = a["keyId"].as_str().unwrap().to_owned();
-    let jwt1 = a["agentCredential"].as_str().unwrap().to_owned();
 
     // A copy of BOTH the sealed state and the TA's counter file: the TA cannot tell.
     stop_all(&mut env).await;
@@ -238,9 +221,7 @@ async fn a_ta_behind_the_database_stops_the_ta_routes_instead_of_being_adopted()
     assert_eq!(row.generation, Some(2));
     // Re-checks keep refusing while nothing changed.
     tokio::time::sleep(kms_companion::reconcile::ROLLBACK_RECHECK * 2).await;
-    let (s, e, _) = env
-        .post_bearer("/kms/sign-agent", &jwt1, &sign_body(&key_id))
-        .await;
+    let (s, e, _) = env.sign_agent(&jwt1, &key_id).await;
     assert_eq!(
         (s, e["code"].as_str()),
         (503, Some("ta_rolled_back")),
@@ -252,10 +233,7 @@ async fn a_ta_behind_the_database_stops_the_ta_routes_instead_of_being_adopted()
 async fn a_rolled_back_ta_is_found_even_without_agent_keys() {
     let mut env = Env::start().await;
     let mut owner = Soft::new();
-    let wallet = env.register(&mut owner).await["KeyId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let wallet = env.wallet(&mut owner).await;
     stop_all(&mut env).await;
     let old = fs::read(ta_dir(&env).join("sealed.bin")).unwrap();
     start_all(&mut env).await;

@@ -2,10 +2,8 @@
 //! and the TA simulator (`ta-sim`), while the companion itself runs in-process over both.
 //! The chain-side cases (on-chain revocation, balances) are in `e2e/tests/it/admin.rs` on anvil.
 
-mod common;
-
+use crate::common::{self, admin, admin_in, kid, sign_agent, Owner};
 use alloy::primitives::address;
-use common::{admin, admin_in, kid, sign_agent, Owner};
 use kms_chain::session::{SessionGrant, TargetPermission, TokenLimit, TRANSFER};
 use kms_db::JwtSecretState;
 use kms_proto::{GetAgentState, WalletId};

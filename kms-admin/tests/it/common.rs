@@ -1,10 +1,9 @@
 //! Running the real `kms-admin` binary beside a real companion (in-process), its `ta-sim`
 //! process and its SQLite file.
-#![allow(dead_code)]
 
 use std::path::Path;
 
-use kms_test_support::{Authenticator, Env, Soft};
+use kms_test_support::{Env, Soft};
 use serde_json::{json, Value};
 
 /// What one `kms-admin` run produced.
@@ -76,41 +75,22 @@ impl Owner {
     /// Registers a wallet.
     pub async fn register(env: &Env) -> Owner {
         let mut passkey = Soft::new();
-        let wallet = env.register(&mut passkey).await["KeyId"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let wallet = env.wallet(&mut passkey).await;
         Owner { passkey, wallet }
     }
 
     /// Creates an agent key through the companion: (keyId, JWT, address).
     pub async fn agent(&mut self, env: &Env) -> (String, String, String) {
         let a = env
-            .create_agent(
-                &mut self.passkey as &mut dyn Authenticator,
-                &self.wallet,
-                json!({"label": "bot"}),
-            )
+            .agent(&mut self.passkey, &self.wallet, json!({"label": "bot"}))
             .await;
-        (
-            a["keyId"].as_str().unwrap().to_owned(),
-            a["agentCredential"].as_str().unwrap().to_owned(),
-            a["agentAddress"].as_str().unwrap().to_owned(),
-        )
+        (a.key_id, a.jwt, a.address)
     }
 }
 
-/// An account address for `sign-agent` requests.
-pub const ACCOUNT: &str = "0x1111111111111111111111111111111111111111";
-
-/// `POST /kms/sign-agent` with `jwt`: (status, body).
+/// `POST /kms/sign-agent` with `jwt` ([`Env::sign_agent`]): (status, body).
 pub async fn sign_agent(env: &Env, jwt: &str, key_id: &str) -> (u16, Value) {
-    let body = json!({
-        "keyId": key_id,
-        "payload": format!("0x{}", "ab".repeat(32)),
-        "accountAddress": ACCOUNT,
-    });
-    let (s, v, _) = env.post_bearer("/kms/sign-agent", jwt, &body).await;
+    let (s, v, _) = env.sign_agent(jwt, key_id).await;
     (s, v)
 }
 

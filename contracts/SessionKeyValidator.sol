@@ -3,6 +3,13 @@ pragma solidity ^0.8.28;
 
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {MessageHashUtils} from "@openzeppelin/contracts/utils/cryptography/MessageHashUtils.sol";
+import {CallType, ERC7579Utils} from "@openzeppelin/contracts/account/utils/draft-ERC7579Utils.sol";
+import {
+    Execution,
+    IERC7579Execution,
+    IERC7579Module,
+    MODULE_TYPE_VALIDATOR
+} from "@openzeppelin/contracts/interfaces/draft-IERC7579.sol";
 
 import {PackedUserOperation, _packValidationData} from "./interfaces/IERC4337.sol";
 import {Call, IAgentAccount} from "./interfaces/IAgentAccount.sol";
@@ -10,11 +17,15 @@ import {ISessionKeyValidator} from "./interfaces/ISessionKeyValidator.sol";
 
 /// @title SessionKeyValidator
 /// @notice Holds the on-chain policy of agent (session) keys and validates their user operations
-/// for {AgentAccount}s. Whatever an agent signs, what its account can lose is bounded by its session:
+/// for {AgentAccount}s and, as an ERC-7579 validator module (type 1), for ERC-7579 accounts such as
+/// OpenZeppelin's `AccountERC7579`. Whatever an agent signs, what its account can lose is bounded by
+/// its session:
 ///
-/// - **lane**: the operation's nonce key must be one of the key's own, `uint160(key)` in its low 160
-///   bits (above them only a period index), so an agent can neither use the owner's lane (0) nor
-///   another agent's;
+/// - **lane**: the operation's nonce key must be one of the key's own, so an agent can neither use
+///   the owner's lane nor another agent's. On {AgentAccount}: `uint160(key)` in its low 160 bits
+///   (above them only a period index). On an ERC-7579 account, whose nonce key is `validator module
+///   (20 bytes) ‖ 4 bytes`: the session's `lane` (2 bytes, assigned at the key's first grant on the
+///   account, distinct per key) then the period index (2 bytes);
 /// - **gas**: unless the session's one allowed paymaster pays, each operation is charged its maximum
 ///   cost `(preVerificationGas + verificationGasLimit + callGasLimit) × maxFeePerGas` (what the
 ///   EntryPoint prefunds) against the gas budget; unused gas is not credited back;
@@ -30,9 +41,19 @@ import {ISessionKeyValidator} from "./interfaces/ISessionKeyValidator.sol";
 ///   (within the session's window) as the validation data: the EntryPoint, not the validator, checks
 ///   the time, so no clock is read in validation.
 ///
-/// Session signature (106 bytes): `0x08 ‖ account (20) ‖ key (20) ‖ r (32) ‖ s (32) ‖ v (1)`, an ECDSA
-/// signature by `key` over the EIP-191 hash `keccak256("\x19Ethereum Signed Message:\n32" ‖ userOpHash)`,
-/// with `v ∈ {27, 28}` and a low `s`.
+/// Session signature (106 bytes, the same on both paths): `0x08 ‖ account (20) ‖ key (20) ‖ r (32) ‖
+/// s (32) ‖ v (1)`, an ECDSA signature by `key` over the EIP-191 hash
+/// `keccak256("\x19Ethereum Signed Message:\n32" ‖ userOpHash)`, with `v ∈ {27, 28}` and a low `s`.
+///
+/// The two paths. {AgentAccount} calls {validateSessionUserOp} and its calls are its own `execute` and
+/// `executeBatch`. An ERC-7579 account calls {validateUserOp} (after `installModule(1, this, "")`, which
+/// calls {onInstall}); its calls are `execute(mode, executionCalldata)` with a single (0x00) or batch
+/// (0x01) call type and the default exec type, decoded by OpenZeppelin's `ERC7579Utils` as its
+/// `AccountERC7579` decodes them; delegatecall, the try exec type, `executeFromExecutor` and every other
+/// function of the account are refused, and so is a call to address 0 (which `AccountERC7579` makes
+/// to itself). {onUninstall} bumps the account's module generation: sessions granted before it stay
+/// refused on the module path, after a reinstallation too, until re-granted. Session keys have no
+/// ERC-1271 power on either path ({isValidSignatureWithSender} returns 0xffffffff).
 ///
 /// ERC-7562: validation reads no block environment (no TIMESTAMP/NUMBER; the window goes into the
 /// validation data), calls nothing, and every storage slot it touches is keyed with the account as
@@ -80,6 +101,19 @@ contract SessionKeyValidator is ISessionKeyValidator {
         )
     ) internal _selectors;
 
+    /// @dev Per account: the module's installation and the lanes given (one slot).
+    struct ModuleState {
+        bool installed;
+        uint32 generation;
+        uint16 lanes;
+    }
+
+    /// @dev Module state by account.
+    mapping(address account => ModuleState) internal _modules;
+
+    /// @dev ERC-7579 `execute(bytes32,bytes)`'s calldata head: selector, mode, offset, length.
+    uint256 private constant EXECUTE_HEAD = 100;
+
     /// @inheritdoc ISessionKeyValidator
     function grantSession(SessionGrant calldata grant) external {
         address key = grant.key;
@@ -93,6 +127,7 @@ contract SessionKeyValidator is ISessionKeyValidator {
 
         address account = msg.sender;
         uint32 epoch = _sessions[key][account].epoch + 1;
+        (uint16 lane, uint32 generation) = _laneOf(account, key);
         _sessions[key][account] = Session({
             validAfter: grant.validAfter,
             validUntil: grant.validUntil,
@@ -107,7 +142,9 @@ contract SessionKeyValidator is ISessionKeyValidator {
             epoch: epoch,
             active: true,
             period: grant.period,
-            periodCap: grant.periodCap
+            lane: lane,
+            periodCap: grant.periodCap,
+            generation: generation
         });
 
         address entryPoint = _entryPointOf(account);
@@ -160,6 +197,72 @@ contract SessionKeyValidator is ISessionKeyValidator {
         external
         returns (uint256 validationData)
     {
+        return _validate(userOp, userOpHash, false);
+    }
+
+    /// @inheritdoc ISessionKeyValidator
+    function validateUserOp(PackedUserOperation calldata userOp, bytes32 userOpHash)
+        external
+        returns (uint256 validationData)
+    {
+        return _validate(userOp, userOpHash, true);
+    }
+
+    /// @notice Installs the module on the caller, an ERC-7579 account (from its `installModule(1, this,
+    /// data)`). `data` is ignored: sessions are granted with {grantSession} (e.g. in the same batch).
+    /// Sessions granted before an earlier uninstallation stay ended.
+    /// @param data Ignored.
+    function onInstall(bytes calldata data) external {
+        data; // ignored
+        ModuleState storage m = _modules[msg.sender];
+        if (m.installed) revert ModuleAlreadyInstalled(msg.sender);
+        m.installed = true;
+        emit ModuleInstalled(msg.sender, m.generation);
+    }
+
+    /// @notice Uninstalls the module from the caller and ends every session it has granted: the
+    /// account's module generation is bumped (the epoch-bump way; nothing is cleared), and the module
+    /// path refuses any session of an older generation, after a reinstallation too (a re-grant starts a
+    /// session in the current one, on the key's same lane). Never reverts (an uninstallation must always
+    /// go through). {AgentAccount}'s path ({validateSessionUserOp}) does not look at the generation; its
+    /// sessions end with {revokeSession}.
+    /// @param data Ignored.
+    function onUninstall(bytes calldata data) external {
+        data; // ignored
+        ModuleState storage m = _modules[msg.sender];
+        uint32 generation = m.generation + 1;
+        m.installed = false;
+        m.generation = generation;
+        emit ModuleUninstalled(msg.sender, generation);
+    }
+
+    /// @inheritdoc IERC7579Module
+    function isModuleType(uint256 moduleTypeId) external pure returns (bool) {
+        return moduleTypeId == MODULE_TYPE_VALIDATOR;
+    }
+
+    /// @inheritdoc ISessionKeyValidator
+    function isInitialized(address account) external view returns (bool) {
+        return _modules[account].installed;
+    }
+
+    /// @inheritdoc ISessionKeyValidator
+    function moduleState(address account) external view returns (bool installed, uint32 generation, uint16 lanes) {
+        ModuleState storage m = _modules[account];
+        return (m.installed, m.generation, m.lanes);
+    }
+
+    /// @inheritdoc ISessionKeyValidator
+    /// @dev Session keys sign user operations only; no rule gives them ERC-1271 power.
+    function isValidSignatureWithSender(address, bytes32, bytes calldata) external pure returns (bytes4) {
+        return 0xffffffff;
+    }
+
+    /// @dev Both paths: {AgentAccount}'s (`asModule` false) and the ERC-7579 module's.
+    function _validate(PackedUserOperation calldata userOp, bytes32 userOpHash, bool asModule)
+        private
+        returns (uint256 validationData)
+    {
         bytes calldata sig = userOp.signature;
         if (sig.length != SESSION_SIGNATURE_LENGTH) revert InvalidSignatureLength(sig.length);
         if (sig[0] != SESSION_MARKER) revert InvalidSignatureMarker(sig[0]);
@@ -176,9 +279,18 @@ contract SessionKeyValidator is ISessionKeyValidator {
 
         // Policy. Runs whatever the signature, so that estimation with a stub signature takes the
         // path (and the gas) of the real operation.
-        uint256 periodIndex = _periodOf(session, userOp.nonce >> 64, key);
-        _chargeOperation(session, _gasCharge(session, userOp));
-        uint256 value = _checkCalls(userOp.callData, account, key, session.epoch, session.spendCap - session.spent);
+        uint256 periodIndex;
+        uint256 value;
+        if (asModule) {
+            _requireCurrentGeneration(session, account, key);
+            periodIndex = _modulePeriodOf(session, userOp.nonce >> 64);
+            _chargeOperation(session, _gasCharge(session, userOp));
+            value = _check7579Calls(userOp.callData, account, key, session.epoch, session.spendCap - session.spent);
+        } else {
+            periodIndex = _periodOf(session, userOp.nonce >> 64, key);
+            _chargeOperation(session, _gasCharge(session, userOp));
+            value = _checkCalls(userOp.callData, account, key, session.epoch, session.spendCap - session.spent);
+        }
         if (value != 0) {
             // Cannot overflow or truncate: _checkCalls keeps value <= spendCap - spent < 2^128.
             // forge-lint: disable-next-line(unsafe-typecast)
@@ -295,6 +407,47 @@ contract SessionKeyValidator is ISessionKeyValidator {
         ) revert ForbiddenTarget(target);
     }
 
+    /// @dev The key's lane on `account` (assigned at its first grant there) and the account's module
+    /// generation, for a grant.
+    function _laneOf(address account, address key) private returns (uint16 lane, uint32 generation) {
+        ModuleState storage m = _modules[account];
+        generation = m.generation;
+        lane = _sessions[key][account].lane;
+        if (lane == 0) {
+            uint16 lanes = m.lanes;
+            if (lanes == type(uint16).max) revert LanesExhausted(account);
+            lane = lanes + 1;
+            m.lanes = lane;
+            emit SessionLaneAssigned(account, key, lane);
+        }
+    }
+
+    /// @dev Module path: reverts unless the module is installed on the account and the session was
+    /// granted in the account's current module generation.
+    function _requireCurrentGeneration(Session storage session, address account, address key) private view {
+        ModuleState storage m = _modules[account];
+        if (!m.installed) revert ModuleNotInstalled(account);
+        if (session.generation != m.generation) revert SessionUninstalled(account, key);
+    }
+
+    /// @dev Module path: the period an operation names in its nonce key (`module ‖ lane ‖ period`),
+    /// after checking the lane: bits 16–31 must be the session's lane, bits 0–15 the period index (0
+    /// unless the session is periodic). The module's address above them is the account's (it picked this
+    /// validator by it).
+    function _modulePeriodOf(Session storage session, uint256 nonceKey) private view returns (uint256 periodIndex) {
+        uint16 lane = session.lane;
+        // The low 32 bits on purpose: the lane and the period index.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        periodIndex = uint16(nonceKey);
+        // forge-lint: disable-next-line(unsafe-typecast)
+        if (uint16(nonceKey >> 16) != lane || (periodIndex != 0 && session.period == 0)) {
+            // Cannot truncate: a nonce key is 192 bits.
+            // forge-lint: disable-next-line(unsafe-typecast)
+            uint192 named = uint192(nonceKey);
+            revert NonceLaneNotAllowed(named, (uint192(uint160(address(this))) << 32) | (uint192(lane) << 16));
+        }
+    }
+
     /// @dev The account's EntryPoint when it tells (`entryPoint()`), else 0. Called at grant time only.
     function _entryPointOf(address account) private view returns (address entryPoint) {
         (bool ok, bytes memory ret) = account.staticcall(abi.encodeWithSignature("entryPoint()"));
@@ -409,6 +562,63 @@ contract SessionKeyValidator is ISessionKeyValidator {
             return total;
         }
         revert UnsupportedCall(selector);
+    }
+
+    /// @dev Module path: checks every call of `callData`, an ERC-7579 `execute(mode, executionCalldata)`,
+    /// like {_checkCalls}. Only the canonical encoding (the bytes at offset 0x40) and a mode that is a
+    /// single or batch call type with every other byte zero (default exec type, no selector, no payload)
+    /// are accepted; the executions are decoded by `ERC7579Utils`, as `AccountERC7579` decodes them.
+    function _check7579Calls(bytes calldata callData, address account, address key, uint32 epoch, uint256 remaining)
+        private
+        returns (uint256)
+    {
+        (bytes32 mode, bytes calldata executions) = _executionOf(callData);
+        // Everything after the call type (exec type, unused bytes, selector, payload) must be zero.
+        if (uint256(mode) << 8 != 0) revert UnsupportedExecutionMode(mode);
+        CallType callType = CallType.wrap(mode[0]);
+        if (callType == ERC7579Utils.CALLTYPE_SINGLE) {
+            if (executions.length < 52) revert MalformedExecution();
+            (address target, uint256 value, bytes calldata data) = ERC7579Utils.decodeSingle(executions);
+            _check7579Call(target, data, account, key, epoch);
+            if (value > remaining) revert SpendCapExceeded(value, remaining);
+            return value;
+        }
+        if (callType == ERC7579Utils.CALLTYPE_BATCH) {
+            return _check7579Batch(ERC7579Utils.decodeBatch(executions), account, key, epoch, remaining);
+        }
+        revert UnsupportedExecutionMode(mode);
+    }
+
+    /// @dev The mode and execution calldata of an ERC-7579 `execute(bytes32 mode, bytes executionCalldata)`
+    /// call, canonically encoded (the bytes at offset 0x40, within the calldata); refuses any other call.
+    function _executionOf(bytes calldata callData) private pure returns (bytes32 mode, bytes calldata executions) {
+        bytes4 selector = callData.length >= 4 ? bytes4(callData[:4]) : bytes4(0);
+        if (selector != IERC7579Execution.execute.selector) revert UnsupportedCall(selector);
+        if (callData.length < EXECUTE_HEAD || uint256(bytes32(callData[36:68])) != 0x40) revert MalformedExecution();
+        mode = bytes32(callData[4:36]);
+        uint256 length = uint256(bytes32(callData[68:EXECUTE_HEAD]));
+        if (length > callData.length - EXECUTE_HEAD) revert MalformedExecution();
+        executions = callData[EXECUTE_HEAD:EXECUTE_HEAD + length];
+    }
+
+    /// @dev Module path: the calls of a batch, as {_checkCalls} checks `executeBatch`.
+    function _check7579Batch(Execution[] calldata batch, address account, address key, uint32 epoch, uint256 remaining)
+        private
+        returns (uint256 total)
+    {
+        for (uint256 i; i < batch.length; ++i) {
+            _check7579Call(batch[i].target, batch[i].callData, account, key, epoch);
+            uint256 value = batch[i].value;
+            if (value > remaining) revert SpendCapExceeded(value, remaining);
+            remaining -= value;
+            total += value;
+        }
+    }
+
+    /// @dev Module path: {_checkCall}, and never address 0, which `AccountERC7579` calls as itself.
+    function _check7579Call(address target, bytes memory data, address account, address key, uint32 epoch) private {
+        if (target == address(0)) revert ForbiddenTarget(target);
+        _checkCall(target, data, account, key, epoch);
     }
 
     /// @dev Reverts unless the session of `epoch` may make this call; counts a capped token's amount.

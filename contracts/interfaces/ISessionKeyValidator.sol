@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.28;
 
+import {IERC7579Module} from "@openzeppelin/contracts/interfaces/draft-IERC7579.sol";
+
 import {PackedUserOperation} from "./IERC4337.sol";
 
 /// @title ISessionKeyValidator
@@ -16,7 +18,18 @@ import {PackedUserOperation} from "./IERC4337.sol";
 /// budget (`period`, `periodCap`) also caps the native value per period, without reading the clock in
 /// validation: the operation names its period in its nonce key and the validator returns that
 /// period's window as the validation data, which the EntryPoint enforces.
-interface ISessionKeyValidator {
+///
+/// Two ways in, the same policy: {AgentAccount} calls {validateSessionUserOp}; an ERC-7579 account
+/// with this contract installed as its validator module (type 1) calls {validateUserOp}. The module
+/// path reads ERC-7579 `execute(mode, executionCalldata)` calldata (single and batch calls, default
+/// exec type), takes the agent's lane from the account's nonce key layout `module (20 bytes) ‖ lane
+/// (2) ‖ period (2)` (OpenZeppelin's `AccountERC7579` picks the validator by the first 20 bytes and
+/// leaves 4 for the key: the period index has 16 bits there, so a periodic session can be used on an
+/// ERC-7579 account for its first 65,536 periods), and accepts a session only if it was granted since
+/// the module's last uninstallation from the account. The views below ({isSessionActive},
+/// {remainingBudget}, …) do not look at the module generation: for an ERC-7579 account compare the
+/// session's `generation` with {moduleState}'s.
+interface ISessionKeyValidator is IERC7579Module {
     /// @notice The functions a session may call on one target (grant input).
     /// @param target The contract or address called.
     /// @param anySelector Every function may be called (must come with an empty `selectors`; never on
@@ -90,7 +103,12 @@ interface ISessionKeyValidator {
     /// Permissions are stored per epoch, so a new grant never inherits old targets, functions or tokens.
     /// @param active True from a grant until a revocation.
     /// @param period Budget period in seconds (0 = none).
+    /// @param lane The key's lane on ERC-7579 accounts (the 2 bytes after the module's address in the
+    /// nonce key): assigned at the key's first grant on the account (1, 2, … in grant order, never
+    /// reused on that account), kept by re-grants. Not used by {AgentAccount}, whose lanes are the keys.
     /// @param periodCap Native-value cap per period, in wei.
+    /// @param generation The account's module generation (its number of uninstallations of this
+    /// module) when the session was granted; the module path refuses it once the account's moves on.
     struct Session {
         uint48 validAfter;
         uint48 validUntil;
@@ -105,7 +123,9 @@ interface ISessionKeyValidator {
         uint32 epoch;
         bool active;
         uint32 period;
+        uint16 lane;
         uint128 periodCap;
+        uint32 generation;
     }
 
     /// @notice What the current grant of a session allows on one target (one storage slot).
@@ -128,6 +148,23 @@ interface ISessionKeyValidator {
     /// @param epoch The new grant counter of the session.
     /// @param grant The grant, as given.
     event SessionGranted(address indexed account, address indexed key, uint32 epoch, SessionGrant grant);
+
+    /// @notice Emitted at the first grant of a key on an account: the key's lane on ERC-7579 accounts.
+    /// @param account The account.
+    /// @param key The agent key address.
+    /// @param lane The lane (the nonce key's 2 bytes after the module's address).
+    event SessionLaneAssigned(address indexed account, address indexed key, uint16 lane);
+
+    /// @notice Emitted when an account installs this contract as its ERC-7579 validator module.
+    /// @param account The account.
+    /// @param generation The account's module generation (sessions granted in earlier ones stay ended).
+    event ModuleInstalled(address indexed account, uint32 generation);
+
+    /// @notice Emitted when an account uninstalls the module: every session it granted before ends on
+    /// the module path.
+    /// @param account The account.
+    /// @param generation The account's new module generation.
+    event ModuleUninstalled(address indexed account, uint32 generation);
 
     /// @notice Emitted when a session is revoked.
     /// @param account The account.
@@ -186,10 +223,12 @@ interface ISessionKeyValidator {
     /// @param key The agent key address.
     error SessionIsRevoked(address account, address key);
 
-    /// @notice The operation's nonce key is not one of the key's own lanes: `uint160(key)` in the low 160
-    /// bits, and above them the period index (0 unless the session has a period).
+    /// @notice The operation's nonce key is not one of the key's own lanes. On {AgentAccount}:
+    /// `uint160(key)` in the low 160 bits, and above them the period index (0 unless the session has a
+    /// period). On an ERC-7579 account (module path): the session's `lane` in bits 16–31 and the
+    /// period index in bits 0–15 (the bits above, the module's address, are the account's concern).
     /// @param nonceKey The nonce key of the operation (`nonce >> 64`).
-    /// @param expected The key's lane for period 0.
+    /// @param expected The key's lane for period 0 (module path: `module ‖ lane ‖ 0x0000`).
     error NonceLaneNotAllowed(uint192 nonceKey, uint192 expected);
 
     /// @notice The period the operation names lies outside the session's window (or past 2^48 − 1).
@@ -220,7 +259,9 @@ interface ISessionKeyValidator {
     /// @param maxOps The limit.
     error UsageLimitReached(uint32 maxOps);
 
-    /// @notice The operation's callData calls neither `execute` nor `executeBatch` of the account.
+    /// @notice The operation's callData calls neither `execute` nor `executeBatch` of the account (module
+    /// path: not ERC-7579 `execute(bytes32,bytes)`; `executeFromExecutor`, module management and the
+    /// rest are refused too).
     /// @param selector The selector found (zero when callData is shorter than four bytes).
     error UnsupportedCall(bytes4 selector);
 
@@ -254,6 +295,34 @@ interface ISessionKeyValidator {
     /// @param requested The amount of the call.
     /// @param remaining What is left of the cap before that call.
     error TokenCapExceeded(address token, uint256 requested, uint256 remaining);
+
+    /// @notice An ERC-7579 execution mode the module path refuses: anything but a single (0x00) or batch
+    /// (0x01) call with the default exec type and zero selector and payload (delegatecall 0xff and the
+    /// try exec type 0x01 included).
+    /// @param mode The mode.
+    error UnsupportedExecutionMode(bytes32 mode);
+
+    /// @notice ERC-7579 `execute` calldata that is not canonically encoded (the bytes argument at offset
+    /// 0x40, within the calldata) or a single execution shorter than its 52-byte head.
+    error MalformedExecution();
+
+    /// @notice The module is not installed on the account calling {validateUserOp}.
+    /// @param account The account.
+    error ModuleNotInstalled(address account);
+
+    /// @notice {onInstall} by an account that has the module installed already.
+    /// @param account The account.
+    error ModuleAlreadyInstalled(address account);
+
+    /// @notice The session was granted before the module was last uninstalled from the account
+    /// (re-grant it).
+    /// @param account The account.
+    /// @param key The agent key address.
+    error SessionUninstalled(address account, address key);
+
+    /// @notice The account has given lanes to 65,535 keys: no lane is left for a new key.
+    /// @param account The account.
+    error LanesExhausted(address account);
 
     /// @notice {readSession} was given lists of different lengths.
     /// @param targets The number of targets.
@@ -317,6 +386,41 @@ interface ISessionKeyValidator {
     function validateSessionUserOp(PackedUserOperation calldata userOp, bytes32 userOpHash)
         external
         returns (uint256 validationData);
+
+    /// @notice Validates a session-signed user operation for an ERC-7579 account that has this module
+    /// installed (IERC7579Validator.validateUserOp; msg.sender is the account). The rules of
+    /// {validateSessionUserOp}, with the module's calldata (ERC-7579 `execute(mode, executionCalldata)`:
+    /// single or batch calls, default exec type; delegatecall, try mode and any other call refused),
+    /// lane (`nonceKey = module ‖ lane (16 bits) ‖ period (16 bits)`), and a session of the account's
+    /// current module generation. A call to address 0 is refused (ERC-7579 accounts take it for
+    /// themselves). Same 106-byte signature.
+    /// @param userOp The operation (ABI-identical to the EntryPoint's `PackedUserOperation`).
+    /// @param userOpHash The hash the account passes (the EntryPoint's userOpHash for OpenZeppelin's
+    /// accounts).
+    /// @return validationData `_packValidationData(sigFailed, validUntil, validAfter)`.
+    function validateUserOp(PackedUserOperation calldata userOp, bytes32 userOpHash)
+        external
+        returns (uint256 validationData);
+
+    /// @notice ERC-7579 ERC-1271 validation through the module: session keys have no ERC-1271 power,
+    /// so this always returns the failure value 0xffffffff (whatever the signature).
+    /// @return The failure value 0xffffffff.
+    function isValidSignatureWithSender(address sender, bytes32 hash, bytes calldata signature)
+        external
+        view
+        returns (bytes4);
+
+    /// @notice Whether the module is installed on `account`.
+    /// @param account The account.
+    /// @return True between {onInstall} and {onUninstall}.
+    function isInitialized(address account) external view returns (bool);
+
+    /// @notice The module state of `account`.
+    /// @param account The account.
+    /// @return installed Whether the module is installed.
+    /// @return generation Its number of uninstallations (sessions of older generations are ended).
+    /// @return lanes The number of lanes assigned on the account (the last lane given).
+    function moduleState(address account) external view returns (bool installed, uint32 generation, uint16 lanes);
 
     /// @notice Returns the stored session of (account, key) (all zero if never granted).
     /// @param account The account.

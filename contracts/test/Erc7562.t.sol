@@ -7,10 +7,16 @@ import {
 import {IEntryPointSimulations} from "@account-abstraction/contracts/interfaces/IEntryPointSimulations.sol";
 
 import {Clones} from "@openzeppelin/contracts/proxy/Clones.sol";
+import {
+    Execution,
+    IERC7579Execution,
+    MODULE_TYPE_VALIDATOR
+} from "@openzeppelin/contracts/interfaces/draft-IERC7579.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 
 import {TestBase} from "./utils/TestBase.sol";
 import {Recorder} from "./utils/Mocks.sol";
+import {OzAccount7579} from "./utils/OzAccount7579.sol";
 import {Simulator} from "./vendor/rhinestone-erc4337-validation/Simulator.sol";
 import {ERC4337SpecsParser} from "./vendor/rhinestone-erc4337-validation/SpecsParser.sol";
 import {ENTRYPOINT_ADDR, etchEntrypoint} from "./vendor/rhinestone-erc4337-validation/lib/ERC4337.sol";
@@ -79,7 +85,8 @@ contract CountingFactory {
 
 /// @notice ERC-7562 validation rules (banned opcodes, storage access, calls, CREATE2) checked on
 /// validation of owner and session operations, with and without deployment, by the Rhinestone
-/// simulator (vendored under test/vendor) running EntryPointSimulations v0.7.
+/// simulator (vendored under test/vendor) running EntryPointSimulations v0.7; and on the module path:
+/// session operations of an OpenZeppelin `AccountERC7579` with the validator installed as its module.
 contract Erc7562Test is TestBase {
     using Simulator for AAPackedUserOperation;
 
@@ -123,6 +130,16 @@ contract Erc7562Test is TestBase {
     function _simulateAndCheckCharged(PackedUserOperation memory op, uint256 tokenAmount, uint256 periodAmount)
         internal
     {
+        _simulateAndCheckCharged(op, tokenAmount, op.nonce >> 224, periodAmount);
+    }
+
+    /// @dev The same, with the period given (on the module path the period is the nonce key's low 16 bits).
+    function _simulateAndCheckCharged(
+        PackedUserOperation memory op,
+        uint256 tokenAmount,
+        uint256 periodIndex,
+        uint256 periodAmount
+    ) internal {
         address acct = op.sender;
         uint256 snap = vm.snapshotState();
         (bool ok,) = ENTRYPOINT_ADDR.call(abi.encodeCall(IEntryPointSimulations.simulateValidation, (_aa(op))));
@@ -132,7 +149,7 @@ contract Erc7562Test is TestBase {
         assertEq(s.gasSpent, _maxCost(op), "gas charged");
         assertEq(s.opsUsed, 1);
         assertEq(validator.getPermission(acct, agent, address(token)).tokenSpent, tokenAmount);
-        assertEq(validator.periodSpent(acct, agent, op.nonce >> 224), periodAmount, "period charged");
+        assertEq(validator.periodSpent(acct, agent, periodIndex), periodAmount, "period charged");
         vm.revertToState(snap);
         assertTrue(_simulate(op), "ERC-7562 simulation failed");
     }
@@ -295,6 +312,89 @@ contract Erc7562Test is TestBase {
         assertEq(result.returnInfo.accountValidationData, _packValidationData(true, 0, 0));
         // The simulator then reports false because of the signature, after the rules passed
         // (a rule violation would revert instead).
+        assertFalse(_simulate(op));
+    }
+
+    // ------------------------------------------------------------------ module path (ERC-7579)
+
+    /// @dev An OpenZeppelin `AccountERC7579` (ECDSA owner) with the validator installed as its module.
+    function _moduleAccount() internal returns (address a) {
+        a = address(new OzAccount7579(ENTRYPOINT_ADDR, owner));
+        vm.deal(a, 10 ether);
+        vm.prank(ENTRYPOINT_ADDR);
+        OzAccount7579(payable(a)).installModule(MODULE_TYPE_VALIDATOR, address(validator), "");
+    }
+
+    /// @dev The agent's module-path operation on its lane, period `p`: nonce key `validator ‖ lane ‖ p`.
+    function _moduleOp(address a, uint16 p, bytes memory callData)
+        internal
+        view
+        returns (PackedUserOperation memory op)
+    {
+        uint192 key = (uint192(uint160(address(validator))) << 32)
+            | (uint192(validator.getSession(a, agent).lane) << 16) | p;
+        op = _op(a, uint256(key) << 64, "", callData);
+        op.signature = _sessionSig(agentKey, a, _hash(op));
+    }
+
+    function _exec7579(address to, uint256 value, bytes memory data) internal pure returns (bytes memory) {
+        return abi.encodeCall(IERC7579Execution.execute, (bytes32(0), abi.encodePacked(to, value, data)));
+    }
+
+    function test_ModuleOwnerOp_Deployed() public {
+        address a = _moduleAccount();
+        PackedUserOperation memory op = _op(a, 0, "", _exec7579(recipient, 1 ether, ""));
+        op.signature = _ownerSig(ownerKey, _hash(op));
+        assertTrue(_simulate(op));
+    }
+
+    function test_ModuleSessionOp_PlainTransfer() public {
+        address a = _moduleAccount();
+        _grantFrom(a);
+        _simulateAndCheckCharged(_moduleOp(a, 0, _exec7579(target, 0.5 ether, "")), 0);
+    }
+
+    function test_ModuleSessionOp_Batch() public {
+        address a = _moduleAccount();
+        _grantFrom(a);
+        token.mint(a, 1000e18);
+        Execution[] memory calls = new Execution[](4);
+        calls[0] = Execution(target, 0.1 ether, "");
+        calls[1] = Execution(address(rec), 0.1 ether, abi.encodeCall(Recorder.hit, (1)));
+        calls[2] = Execution(address(token), 0, abi.encodeWithSelector(IERC20.approve.selector, recipient, 10e18));
+        calls[3] = Execution(address(token), 0, abi.encodeWithSelector(IERC20.transfer.selector, recipient, 5e18));
+        bytes memory callData = abi.encodeCall(IERC7579Execution.execute, (bytes32(bytes1(0x01)), abi.encode(calls)));
+        _simulateAndCheckCharged(_moduleOp(a, 0, callData), 15e18);
+    }
+
+    /// A periodic session on the module path: the period's counter is written (account innermost) and
+    /// its window returned, without reading the clock.
+    function test_ModuleSessionOp_Periodic() public {
+        address a = _moduleAccount();
+        ISessionKeyValidator.SessionGrant memory g = _grantOf(agent, _targets(target), 1 ether, 1 ether);
+        _setPeriod(g, 1 days, 0.3 ether);
+        vm.prank(a);
+        validator.grantSession(g);
+        vm.warp(3 days + 5);
+        PackedUserOperation memory op = _moduleOp(a, 3, _exec7579(target, 0.2 ether, ""));
+        (bool ok, bytes memory ret) = _rawValidation(op);
+        assertTrue(ok);
+        IEntryPointSimulations.ValidationResult memory result =
+            abi.decode(ret, (IEntryPointSimulations.ValidationResult));
+        assertEq(result.returnInfo.accountValidationData, _packValidationData(false, 4 days - 1, 3 days));
+        _simulateAndCheckCharged(op, 0, 3, 0.2 ether);
+    }
+
+    function test_ModuleSessionOp_StubSignature_SameRules() public {
+        address a = _moduleAccount();
+        _grantFrom(a);
+        PackedUserOperation memory op = _moduleOp(a, 0, _exec7579(address(rec), 0, abi.encodeCall(Recorder.hit, (1))));
+        op.signature = _stubSessionSig(a, agent);
+        (bool ok, bytes memory ret) = _rawValidation(op);
+        assertTrue(ok);
+        IEntryPointSimulations.ValidationResult memory result =
+            abi.decode(ret, (IEntryPointSimulations.ValidationResult));
+        assertEq(result.returnInfo.accountValidationData, _packValidationData(true, 0, 0));
         assertFalse(_simulate(op));
     }
 

@@ -1,16 +1,17 @@
 //! The companion for HTTP end-to-end tests: the real server (in-process, on a free port of
 //! 127.0.0.1) over its own `ta-sim` process and SQLite file, with the chain settings of a running
-//! [`Stack`](crate::stack::Stack), and an HTTP client that does real WebAuthn ceremonies with
-//! `webauthn-authenticator-rs`'s software passkey.
+//! [`Stack`](crate::stack::Stack), and the tests' HTTP client ([`kms_test_support::Client`])
+//! doing real WebAuthn ceremonies with a software passkey ([`kms_test_support::Soft`]).
 
 use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, B256, U256};
 use kms_chain::userop::EntryPointVersion;
+/// The ceremonies' software passkey, and what answers them.
+pub use kms_test_support::{Authenticator, Soft};
+use kms_test_support::{Client, ClientError};
 use serde_json::{json, Value};
-use webauthn_authenticator_rs::softpasskey::SoftPasskey;
-use webauthn_authenticator_rs::WebauthnAuthenticator;
-use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, Url};
+use webauthn_rs::prelude::Url;
 
 use crate::stack::StackInfo;
 use crate::ta::{TaSim, TaSimError};
@@ -30,6 +31,9 @@ pub enum CompanionError {
     /// An HTTP exchange failed.
     #[error("HTTP: {0}")]
     Http(#[from] reqwest::Error),
+    /// A step of the HTTP client failed (the exchange, or an answer other than 200).
+    #[error(transparent)]
+    Client(#[from] ClientError),
     /// An answer was not what the step needs.
     #[error("{0}")]
     Unexpected(String),
@@ -104,7 +108,7 @@ pub struct Companion {
     pub sim: TaSim,
     _dir: tempfile::TempDir,
     api_key: String,
-    http: reqwest::Client,
+    client: Client,
 }
 
 impl std::fmt::Debug for Companion {
@@ -181,12 +185,17 @@ impl Companion {
             .await
             .map_err(|e| CompanionError::Start(e.to_string()))?
             .key;
+        let client = Client::new(
+            reqwest::Client::new(),
+            server.addr.port(),
+            Some(api_key.clone()),
+        );
         Ok(Self {
             server: Some(server),
             sim,
             _dir: dir,
             api_key,
-            http: reqwest::Client::new(),
+            client,
         })
     }
 
@@ -200,15 +209,19 @@ impl Companion {
         self.server.as_ref().expect("running")
     }
 
+    /// The HTTP client (with the harness's API key).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// `http://127.0.0.1:<port><path>`.
     pub fn url(&self, path: &str) -> String {
-        let port = self.server.as_ref().map(|s| s.addr.port()).unwrap_or(0);
-        format!("http://127.0.0.1:{port}{path}")
+        self.client.url(path)
     }
 
     /// The WebAuthn origin (`http://localhost:<port>`).
     pub fn origin(&self) -> Url {
-        Url::parse(&format!("http://localhost:{}", self.server().addr.port())).expect("origin")
+        self.client.origin()
     }
 
     /// Stops the server gracefully (then `ta-sim` when dropped).
@@ -218,36 +231,9 @@ impl Companion {
         }
     }
 
-    async fn send(&self, rb: reqwest::RequestBuilder) -> Result<(u16, Value), CompanionError> {
-        let (status, body, _) = self.send_full(rb).await?;
-        Ok((status, body))
-    }
-
-    /// [`Companion::send`], also returning the response headers.
-    async fn send_full(
-        &self,
-        rb: reqwest::RequestBuilder,
-    ) -> Result<(u16, Value, reqwest::header::HeaderMap), CompanionError> {
-        let resp = rb.send().await?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await?;
-        Ok((
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-            headers,
-        ))
-    }
-
     /// POST JSON with the harness's API key.
     pub async fn post(&self, path: &str, body: &Value) -> Result<(u16, Value), CompanionError> {
-        self.send(
-            self.http
-                .post(self.url(path))
-                .header("x-api-key", &self.api_key)
-                .json(body),
-        )
-        .await
+        Ok(self.client.post(path, body).await?)
     }
 
     /// POST JSON with a Bearer agent credential and extra headers.
@@ -258,22 +244,18 @@ impl Companion {
         body: &Value,
         headers: &[(&str, &str)],
     ) -> Result<(u16, Value), CompanionError> {
-        let mut rb = self.http.post(self.url(path)).bearer_auth(jwt).json(body);
-        for (k, v) in headers {
-            rb = rb.header(*k, *v);
-        }
-        self.send(rb).await
+        let (status, body, _) = self.client.post_bearer(path, jwt, body, headers).await?;
+        Ok((status, body))
     }
 
     /// GET with a Bearer agent credential.
     pub async fn get_bearer(&self, path: &str, jwt: &str) -> Result<(u16, Value), CompanionError> {
-        self.send(self.http.get(self.url(path)).bearer_auth(jwt))
-            .await
+        Ok(self.client.get(path, Some(jwt)).await?)
     }
 
     /// GET without credentials.
     pub async fn get(&self, path: &str) -> Result<(u16, Value), CompanionError> {
-        self.send(self.http.get(self.url(path))).await
+        Ok(self.client.get(path, None).await?)
     }
 
     fn expect(
@@ -291,27 +273,8 @@ impl Companion {
     }
 
     /// Registers a wallet for `user`: `/BeginRegistration` + `/CompleteRegistration`.
-    pub async fn register(&self, user: &mut SoftPasskey) -> Result<Wallet, CompanionError> {
-        let begin = Self::expect(
-            "BeginRegistration",
-            self.post("/BeginRegistration", &json!({"Description": "e2e wallet"}))
-                .await?,
-            200,
-        )?;
-        let ccr: CreationChallengeResponse = serde_json::from_value(begin["Options"].clone())
-            .map_err(|e| CompanionError::Unexpected(e.to_string()))?;
-        let cred = user
-            .do_registration(self.origin(), ccr)
-            .map_err(|e| CompanionError::Unexpected(format!("soft passkey: {e:?}")))?;
-        let done = Self::expect(
-            "CompleteRegistration",
-            self.post(
-                "/CompleteRegistration",
-                &json!({"ChallengeId": begin["ChallengeId"], "Credential": cred}),
-            )
-            .await?,
-            200,
-        )?;
+    pub async fn register(&self, user: &mut dyn Authenticator) -> Result<Wallet, CompanionError> {
+        let done = self.client.register(user, "e2e wallet").await?;
         let key_id = done["KeyId"].as_str().unwrap_or_default().to_owned();
         let address = done["Address"]
             .as_str()
@@ -324,50 +287,25 @@ impl Companion {
     /// object for the operation, and `/BeginAuthentication`'s answer.
     pub async fn ceremony(
         &self,
-        user: &mut SoftPasskey,
+        user: &mut dyn Authenticator,
         key_id: &str,
         purpose: &str,
         payload: Value,
     ) -> Result<(Value, Value), CompanionError> {
-        let begin = Self::expect(
-            &format!("BeginAuthentication {purpose}"),
-            self.post(
-                "/BeginAuthentication",
-                &json!({"KeyId": key_id, "Purpose": purpose, "Payload": payload}),
-            )
-            .await?,
-            200,
-        )?;
-        let rcr: RequestChallengeResponse = serde_json::from_value(begin["Options"].clone())
-            .map_err(|e| CompanionError::Unexpected(e.to_string()))?;
-        let cred = user
-            .do_authentication(self.origin(), rcr)
-            .map_err(|e| CompanionError::Unexpected(format!("soft passkey: {e:?}")))?;
-        Ok((
-            json!({"ChallengeId": begin["ChallengeId"], "Credential": cred}),
-            begin,
-        ))
+        Ok(self.client.ceremony(user, key_id, purpose, payload).await?)
     }
 
     /// Creates an agent key for `wallet` (ceremony `CreateAgentKey`).
     pub async fn create_agent(
         &self,
-        user: &mut SoftPasskey,
+        user: &mut dyn Authenticator,
         wallet: &Wallet,
         label: &str,
     ) -> Result<AgentKey, CompanionError> {
-        let payload = json!({"label": label});
-        let (web_authn, _) = self
-            .ceremony(user, &wallet.key_id, "CreateAgentKey", payload.clone())
+        let v = self
+            .client
+            .create_agent(user, &wallet.key_id, json!({"label": label}))
             .await?;
-        let mut body = payload;
-        body["humanKeyId"] = json!(wallet.key_id);
-        body["webAuthnAssertion"] = web_authn;
-        let v = Self::expect(
-            "create-agent-key",
-            self.post("/kms/create-agent-key", &body).await?,
-            200,
-        )?;
         AgentKey::from_json(&v)
     }
 
@@ -375,7 +313,7 @@ impl Companion {
     /// (ceremony `GrantSession`). Returns the status and body of `/kms/agent-sessions`.
     pub async fn grant_session(
         &self,
-        user: &mut SoftPasskey,
+        user: &mut dyn Authenticator,
         agent: &AgentKey,
         session: Value,
     ) -> Result<(u16, Value), CompanionError> {
@@ -391,7 +329,7 @@ impl Companion {
     /// Revokes `agent` (ceremony `RevokeAgentCredential`); returns the answer.
     pub async fn revoke_agent(
         &self,
-        user: &mut SoftPasskey,
+        user: &mut dyn Authenticator,
         agent: &AgentKey,
     ) -> Result<Value, CompanionError> {
         let (web_authn, _) = self
@@ -412,7 +350,7 @@ impl Companion {
     /// JWT); returns the agent with its new credential.
     pub async fn refresh_agent(
         &self,
-        user: &mut SoftPasskey,
+        user: &mut dyn Authenticator,
         agent: &AgentKey,
     ) -> Result<AgentKey, CompanionError> {
         let (web_authn, _) = self
@@ -468,12 +406,8 @@ impl Companion {
         calls: Value,
     ) -> Result<(u16, Value, Option<String>), CompanionError> {
         let (status, body, headers) = self
-            .send_full(
-                self.http
-                    .post(self.url("/agent/intents"))
-                    .bearer_auth(&agent.jwt)
-                    .json(&json!({"calls": calls})),
-            )
+            .client
+            .post_bearer("/agent/intents", &agent.jwt, &json!({"calls": calls}), &[])
             .await?;
         let timing = headers
             .get("server-timing")

@@ -1,7 +1,6 @@
 //! Processes under test: `ta-sim` and `companion`, started from built
 //! binaries, each in its own data directory, on free loopback ports.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -71,6 +71,210 @@ impl Sim {
     }
 }
 
+/// A step of [`Client`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The HTTP exchange itself.
+    #[error("HTTP: {0}")]
+    Http(#[from] reqwest::Error),
+    /// An answer other than 200.
+    #[error("{what}: HTTP {status} (expected 200): {body}")]
+    Status {
+        /// The step.
+        what: String,
+        /// The status.
+        status: u16,
+        /// The answer.
+        body: Value,
+    },
+}
+
+/// The tests' HTTP client of a companion on `127.0.0.1:<port>`: the API key it sends (when it
+/// has one), the WebAuthn origin of that port, and answers as JSON (a body that is not JSON
+/// comes back as a string). [`Env`] and the end-to-end harness (`kms_e2e::companion`) both
+/// talk through it.
+#[derive(Clone, Debug)]
+pub struct Client {
+    /// The underlying client (for requests of a shape of their own).
+    pub http: reqwest::Client,
+    /// The companion's port.
+    pub port: u16,
+    /// Sent as `x-api-key` by [`Client::post`] and [`Client::request`].
+    pub api_key: Option<String>,
+}
+
+impl Client {
+    /// A client of the companion on `127.0.0.1:port`.
+    pub fn new(http: reqwest::Client, port: u16, api_key: Option<String>) -> Client {
+        Client {
+            http,
+            port,
+            api_key,
+        }
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The WebAuthn origin (`http://localhost:<port>`).
+    pub fn origin(&self) -> Url {
+        Url::parse(&format!("http://localhost:{}", self.port)).unwrap()
+    }
+
+    /// Sends `rb`: (status, body as JSON or else as a string, headers).
+    pub async fn send(
+        &self,
+        rb: reqwest::RequestBuilder,
+    ) -> reqwest::Result<(u16, Value, reqwest::header::HeaderMap)> {
+        let resp = rb.send().await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await?;
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, v, headers))
+    }
+
+    /// A POST of `body` (JSON bytes, sent as they are) with the API key, `x-amz-target`
+    /// (`TrentService.<target>`) when given, and `headers`.
+    pub async fn request(
+        &self,
+        path: &str,
+        target: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> reqwest::Result<(u16, Value, reqwest::header::HeaderMap)> {
+        let mut rb = self
+            .http
+            .post(self.url(path))
+            .body(body)
+            .header("content-type", "application/json");
+        if let Some(k) = &self.api_key {
+            rb = rb.header("x-api-key", k);
+        }
+        if let Some(t) = target {
+            rb = rb.header("x-amz-target", format!("TrentService.{t}"));
+        }
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        self.send(rb).await
+    }
+
+    /// POST JSON with the API key.
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Result<(u16, Value)> {
+        let (s, v, _) = self
+            .request(path, None, &[], serde_json::to_vec(body).unwrap())
+            .await?;
+        Ok((s, v))
+    }
+
+    /// POST JSON with a Bearer agent credential (no API key) and `headers`.
+    pub async fn post_bearer(
+        &self,
+        path: &str,
+        jwt: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Result<(u16, Value, reqwest::header::HeaderMap)> {
+        let mut rb = self.http.post(self.url(path)).bearer_auth(jwt).json(body);
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        self.send(rb).await
+    }
+
+    fn ok(what: &str, (status, body): (u16, Value)) -> Result<Value, ClientError> {
+        if status == 200 {
+            Ok(body)
+        } else {
+            Err(ClientError::Status {
+                what: what.to_owned(),
+                status,
+                body,
+            })
+        }
+    }
+
+    /// Registers a wallet with `user` (`/BeginRegistration`, `/CompleteRegistration`); returns
+    /// the `/CompleteRegistration` answer.
+    pub async fn register(
+        &self,
+        user: &mut dyn Authenticator,
+        description: &str,
+    ) -> Result<Value, ClientError> {
+        let begin = Self::ok(
+            "BeginRegistration",
+            self.post("/BeginRegistration", &json!({"Description": description}))
+                .await?,
+        )?;
+        let cred = user.register(&self.origin(), &begin["Options"]);
+        Self::ok(
+            "CompleteRegistration",
+            self.post(
+                "/CompleteRegistration",
+                &json!({"ChallengeId": begin["ChallengeId"], "Credential": cred}),
+            )
+            .await?,
+        )
+    }
+
+    /// Starts an authentication ceremony and answers it with `user`: returns the `WebAuthn`
+    /// object for the operation, and `/BeginAuthentication`'s answer.
+    pub async fn ceremony(
+        &self,
+        user: &mut dyn Authenticator,
+        key_id: &str,
+        purpose: &str,
+        payload: Value,
+    ) -> Result<(Value, Value), ClientError> {
+        let begin = Self::ok(
+            &format!("BeginAuthentication {purpose}"),
+            self.post(
+                "/BeginAuthentication",
+                &json!({"KeyId": key_id, "Purpose": purpose, "Payload": payload}),
+            )
+            .await?,
+        )?;
+        let cred = user.authenticate(&self.origin(), &begin["Options"]);
+        Ok((
+            json!({"ChallengeId": begin["ChallengeId"], "Credential": cred}),
+            begin,
+        ))
+    }
+
+    /// Creates an agent key for `wallet` with the fields `extra` (ceremony `CreateAgentKey`);
+    /// returns the answer.
+    pub async fn create_agent(
+        &self,
+        user: &mut dyn Authenticator,
+        wallet: &str,
+        extra: Value,
+    ) -> Result<Value, ClientError> {
+        let (web_authn, _) = self
+            .ceremony(user, wallet, "CreateAgentKey", extra.clone())
+            .await?;
+        let mut body = extra;
+        body["humanKeyId"] = json!(wallet);
+        body["webAuthnAssertion"] = web_authn;
+        Self::ok(
+            "create-agent-key",
+            self.post("/kms/create-agent-key", &body).await?,
+        )
+    }
+
+    /// GET, with a Bearer agent credential when given.
+    pub async fn get(&self, path: &str, jwt: Option<&str>) -> reqwest::Result<(u16, Value)> {
+        let mut rb = self.http.get(self.url(path));
+        if let Some(jwt) = jwt {
+            rb = rb.bearer_auth(jwt);
+        }
+        let (s, v, _) = self.send(rb).await?;
+        Ok((s, v))
+    }
+}
+
 /// Extra settings of a test server.
 #[derive(Clone, Default)]
 pub struct Opts {
@@ -144,12 +348,17 @@ impl Env {
         self.server().addr.port()
     }
 
+    /// The HTTP client of the running companion (with the API key, if any).
+    pub fn client(&self) -> Client {
+        Client::new(self.http.clone(), self.port(), self.api_key.clone())
+    }
+
     pub fn origin(&self) -> Url {
-        Url::parse(&format!("http://localhost:{}", self.port())).unwrap()
+        self.client().origin()
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port())
+        self.client().url(path)
     }
 
     /// Stop the companion (graceful).
@@ -169,7 +378,7 @@ impl Env {
         self.server = Some(s);
     }
 
-    /// A raw request.
+    /// A raw request ([`Client::request`]).
     pub async fn request(
         &self,
         path: &str,
@@ -177,26 +386,10 @@ impl Env {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> (u16, Value, reqwest::header::HeaderMap) {
-        let mut rb = self
-            .http
-            .post(self.url(path))
-            .body(body)
-            .header("content-type", "application/json");
-        if let Some(k) = &self.api_key {
-            rb = rb.header("x-api-key", k);
-        }
-        if let Some(t) = target {
-            rb = rb.header("x-amz-target", format!("TrentService.{t}"));
-        }
-        for (k, v) in headers {
-            rb = rb.header(*k, *v);
-        }
-        let resp = rb.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap();
-        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, v, headers)
+        self.client()
+            .request(path, target, headers, body)
+            .await
+            .unwrap()
     }
 
     /// POST JSON with the API key (and `x-amz-target` when given).
@@ -231,24 +424,10 @@ impl Env {
 
     /// Register a wallet with `user`; returns the CompleteRegistration answer.
     pub async fn register(&self, user: &mut dyn Authenticator) -> Value {
-        let (s, begin) = self
-            .post(
-                "/BeginRegistration",
-                None,
-                &json!({"Description": "test wallet"}),
-            )
-            .await;
-        assert_eq!(s, 200, "{begin}");
-        let cred = user.register(&self.origin(), &begin["Options"]);
-        let (s, done) = self
-            .post(
-                "/CompleteRegistration",
-                None,
-                &json!({"ChallengeId": begin["ChallengeId"], "Credential": cred}),
-            )
-            .await;
-        assert_eq!(s, 200, "{done}");
-        done
+        self.client()
+            .register(user, "test wallet")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Run an authentication ceremony; returns the `WebAuthn` object.
@@ -259,16 +438,11 @@ impl Env {
         purpose: &str,
         payload: Value,
     ) -> Value {
-        let (s, begin) = self
-            .post(
-                "/BeginAuthentication",
-                None,
-                &json!({"KeyId": key_id, "Purpose": purpose, "Payload": payload}),
-            )
-            .await;
-        assert_eq!(s, 200, "BeginAuthentication {purpose}: {begin}");
-        let cred = user.authenticate(&self.origin(), &begin["Options"]);
-        json!({"ChallengeId": begin["ChallengeId"], "Credential": cred})
+        self.client()
+            .ceremony(user, key_id, purpose, payload)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .0
     }
 
     /// Register a wallet with `user`; returns its id (`KeyId`).
@@ -301,15 +475,10 @@ impl Env {
         wallet: &str,
         extra: Value,
     ) -> Value {
-        let w = self
-            .ceremony(user, wallet, "CreateAgentKey", extra.clone())
-            .await;
-        let mut body = extra;
-        body["humanKeyId"] = json!(wallet);
-        body["webAuthnAssertion"] = w;
-        let (s, v) = self.post("/kms/create-agent-key", None, &body).await;
-        assert_eq!(s, 200, "{v}");
-        v
+        self.client()
+            .create_agent(user, wallet, extra)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 }
 

@@ -20,8 +20,8 @@ use kms_contracts::TestToken;
 use kms_e2e::chain::ChainEnv;
 use kms_e2e::companion::{day_session, Companion, DAY_SESSION_GAS_CAP};
 use kms_e2e::stack::Stack;
+use kms_test_support::Soft;
 use serde_json::json;
-use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 
 const HELP: &str = "\
 demo: bring up the local stack (anvil + EntryPoint v0.7 + contracts, Alto, ta-sim, companion)
@@ -142,7 +142,7 @@ async fn demo(c: &Companion, env: &ChainEnv) -> Result<Demo, Error> {
         3,
         "The owner registers a wallet with a software passkey (WebAuthn ceremony)",
     );
-    let mut user = SoftPasskey::new(true);
+    let mut user = Soft::new();
     let wallet = c.register(&mut user).await?;
     kv("wallet keyId", &wallet.key_id);
     kv("owner address", wallet.address);

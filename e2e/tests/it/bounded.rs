@@ -29,6 +29,7 @@ use kms_chain::userop::EntryPointVersion::{self, V07, V08};
 use kms_contracts::{SessionKeyValidator, TestToken};
 use kms_e2e::chain::FIXED_GAS;
 use kms_e2e::companion::{AgentKey, DAY_SESSION_GAS_CAP};
+use rstest::rstest;
 use serde_json::{json, Value};
 
 const GWEI: u128 = 1_000_000_000;
@@ -217,7 +218,11 @@ fn addr(v: &Value) -> Address {
 /// The attack the gas cap closes: an agent with a 0.01 ETH spend cap signs, through
 /// `/kms/sign-agent`, a do-nothing `execute(allowedTarget, 0, "")` with preVerificationGas =
 /// 8,000,000 and 1000 gwei fees — an 8.6 ETH prefund — and submits it itself.
-async fn gas_drain_is_bounded(version: EntryPointVersion) {
+#[rstest]
+#[case::v07(V07)]
+#[case::v08(V08)]
+#[tokio::test(flavor = "multi_thread")]
+async fn gas_drain_through_sign_agent_is_bounded(#[case] version: EntryPointVersion) {
     let mut f = fixture(version).await;
     let agent = f.agent("drain").await;
     let to = address(&format!("drain target {version}"));
@@ -330,16 +335,6 @@ async fn gas_drain_is_bounded(version: EntryPointVersion) {
         .await;
     let args = SessionKeyValidator::GasBudgetExceeded::abi_decode(&revert.data).unwrap();
     assert_eq!(args.remaining, gas_cap - cost);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn gas_drain_through_sign_agent_is_bounded_v07() {
-    gas_drain_is_bounded(V07).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn gas_drain_through_sign_agent_is_bounded_v08() {
-    gas_drain_is_bounded(V08).await;
 }
 
 // ------------------------------------------------------------------ ERC-20 caps

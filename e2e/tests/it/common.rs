@@ -12,8 +12,8 @@ use kms_chain::userop::EntryPointVersion;
 use kms_e2e::chain::ChainEnv;
 use kms_e2e::companion::{AgentKey, Companion, Wallet};
 use kms_e2e::stack::Stack;
+use kms_test_support::Soft;
 use serde_json::{json, Value};
-use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 
 /// A day, in seconds.
 pub const DAY: u64 = 24 * 3600;
@@ -37,7 +37,7 @@ pub fn transfer(to: Address, wei: &str) -> Value {
 pub struct Fixture {
     pub env: ChainEnv,
     pub c: Companion,
-    pub user: SoftPasskey,
+    pub user: Soft,
     pub wallet: Wallet,
 }
 
@@ -55,7 +55,7 @@ pub async fn fixture_with(version: EntryPointVersion, companion_args: &[&str]) -
     let c = Companion::start_with(stack.info(), version, companion_args)
         .await
         .unwrap();
-    let mut user = SoftPasskey::new(true);
+    let mut user = Soft::new();
     let wallet = c.register(&mut user).await.unwrap();
     Fixture {
         env,

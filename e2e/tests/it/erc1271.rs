@@ -30,8 +30,8 @@ use kms_e2e::owner::Owner;
 use kms_e2e::stack::Stack;
 use kms_e2e::ta::TaSim;
 use kms_proto::AccountSignContent;
+use kms_test_support::Soft;
 use serde_json::{json, Value};
-use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 
 /// ERC-1271's magic value: the signature is valid.
 const MAGIC: FixedBytes<4> = FixedBytes([0x16, 0x26, 0xba, 0x7e]);
@@ -130,7 +130,7 @@ async fn deploy_directly(env: &ChainEnv, owner: Address, salt: U256) -> Address 
 /// `/Sign` or `/SignHash` (`route`) of `fields` for `wallet`, with its ceremony; the answer.
 async fn sign_route(
     c: &Companion,
-    user: &mut SoftPasskey,
+    user: &mut Soft,
     wallet: &Wallet,
     route: &str,
     fields: Value,
@@ -142,16 +142,16 @@ async fn sign_route(
     let mut body = fields;
     body["KeyId"] = json!(wallet.key_id);
     body["WebAuthn"] = web_authn;
-    let resp = reqwest::Client::new()
-        .post(c.url(&format!("/{route}")))
-        .header("x-api-key", c.api_key())
-        .header("x-amz-target", format!("TrentService.{route}"))
-        .json(&body)
-        .send()
+    let (status, v, _) = c
+        .client()
+        .request(
+            &format!("/{route}"),
+            Some(route),
+            &[],
+            serde_json::to_vec(&body).unwrap(),
+        )
         .await
         .unwrap();
-    let status = resp.status().as_u16();
-    let v: Value = resp.json().await.unwrap();
     assert_eq!(status, 200, "{route}: {v}");
     v
 }
@@ -165,7 +165,7 @@ async fn companion_account_signatures_pass_is_valid_signature_of_that_account_on
     let (stack, env) = stack_and_chain().await;
     let chain_id = stack.info().chain_id;
     let c = Companion::start(stack.info(), V07).await.unwrap();
-    let mut user = SoftPasskey::new(true);
+    let mut user = Soft::new();
     let wallet = c.register(&mut user).await.unwrap();
     let owner = wallet.address;
 

@@ -19,6 +19,7 @@ use kms_chain::userop::EntryPointVersion::{self, V07, V08};
 use kms_contracts::IEntryPointV07;
 use kms_e2e::chain::ChainEnv;
 use kms_e2e::companion::{AgentKey, DAY_SESSION_GAS_CAP};
+use rstest::rstest;
 use serde_json::{json, Value};
 
 impl Fixture {
@@ -127,7 +128,11 @@ async fn op_in_bundle(
 
 // ------------------------------------------------------------------ an intent lands
 
-async fn intent_within_policy_lands(version: EntryPointVersion) {
+#[rstest]
+#[case::v07(V07)]
+#[case::v08(V08)]
+#[tokio::test(flavor = "multi_thread")]
+async fn intent_within_policy_lands(#[case] version: EntryPointVersion) {
     let mut f = fixture(version).await;
     let agent = f.agent("lands").await;
     let to = address(&format!("intent lands {version}"));
@@ -207,16 +212,6 @@ async fn intent_within_policy_lands(version: EntryPointVersion) {
     // No session for that one: refused with its reason.
     f.refused(&other, transfer(to, "0.1"), RefusalCode::NoSession)
         .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn intent_within_policy_lands_v07() {
-    intent_within_policy_lands(V07).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn intent_within_policy_lands_v08() {
-    intent_within_policy_lands(V08).await;
 }
 
 // ------------------------------------------------------------------ idempotency

@@ -16,8 +16,8 @@ use kms_contracts::SessionKeyValidator;
 use kms_e2e::chain::{ChainEnv, FIXED_GAS};
 use kms_e2e::companion::{Companion, DAY_SESSION_GAS_CAP};
 use kms_e2e::stack::Stack;
+use kms_test_support::Soft;
 use serde_json::json;
-use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 
 const HOUR: u64 = 3600;
 
@@ -33,7 +33,7 @@ async fn periodic_budget_bounds_each_period_and_the_entry_point_keeps_the_time()
         .unwrap();
     let env = ChainEnv::connect(stack.info(), V07).await.unwrap();
     let c = Companion::start(stack.info(), V07).await.unwrap();
-    let mut user = SoftPasskey::new(true);
+    let mut user = Soft::new();
     let wallet = c.register(&mut user).await.unwrap();
     let agent = c
         .create_agent(&mut user, &wallet, "per hour")

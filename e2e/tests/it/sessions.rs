@@ -26,6 +26,7 @@ use kms_e2e::proxy::{Fault, Proxy};
 use kms_e2e::stack::Stack;
 use kms_e2e::ta::TaSim;
 use kms_tee_client::TeeClient;
+use rstest::rstest;
 
 const DAY: u64 = 24 * 3600;
 
@@ -262,7 +263,11 @@ async fn start_up_checks_chain_id_entry_point_and_factory() {
 
 // ------------------------------------------------------------------ owner grants a session
 
-async fn owner_op_deploys_and_grants(version: EntryPointVersion) {
+#[rstest]
+#[case::v07(V07)]
+#[case::v08(V08)]
+#[tokio::test(flavor = "multi_thread")]
+async fn owner_op_deploys_account_and_grants_session(#[case] version: EntryPointVersion) {
     let stack = tokio::task::spawn_blocking(Stack::shared).await.unwrap();
     let env = ChainEnv::connect(stack.info(), version).await.unwrap();
     let sim = TaSim::start().unwrap();
@@ -383,19 +388,13 @@ async fn owner_op_deploys_and_grants(version: EntryPointVersion) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn owner_op_deploys_account_and_grants_session_v07() {
-    owner_op_deploys_and_grants(V07).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn owner_op_deploys_account_and_grants_session_v08() {
-    owner_op_deploys_and_grants(V08).await;
-}
-
 // ------------------------------------------------------------------ an agent op moves value
 
-async fn agent_op_moves_value(version: EntryPointVersion) {
+#[rstest]
+#[case::v07(V07)]
+#[case::v08(V08)]
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_op_signed_by_the_ta_moves_value(#[case] version: EntryPointVersion) {
     let f = fixture(version).await;
     let agent = f.owner.create_agent(0, DAY).await.unwrap();
     let (to_a, to_b) = (
@@ -495,19 +494,15 @@ async fn agent_op_moves_value(version: EntryPointVersion) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn agent_op_signed_by_the_ta_moves_value_v07() {
-    agent_op_moves_value(V07).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn agent_op_signed_by_the_ta_moves_value_v08() {
-    agent_op_moves_value(V08).await;
-}
-
 // ------------------------------------------------------------------ sender binding
 
-async fn sender_binding(version: EntryPointVersion) {
+#[rstest]
+#[case::v07(V07)]
+#[case::v08(V08)]
+#[tokio::test(flavor = "multi_thread")]
+async fn sender_binding_refuses_a_signature_for_another_account(
+    #[case] version: EntryPointVersion,
+) {
     let f = fixture(version).await;
     let agent = f.owner.create_agent(0, DAY).await.unwrap();
     let to = address(&format!("binding {version}"));
@@ -593,19 +588,13 @@ async fn sender_binding(version: EntryPointVersion) {
     assert_eq!(f.env.balance(to).await.unwrap(), eth("0.2"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sender_binding_refuses_a_signature_for_another_account_v07() {
-    sender_binding(V07).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn sender_binding_refuses_a_signature_for_another_account_v08() {
-    sender_binding(V08).await;
-}
-
 // ------------------------------------------------------------------ disallowed target
 
-async fn disallowed_target(version: EntryPointVersion) {
+#[rstest]
+#[case::v07(V07)]
+#[case::v08(V08)]
+#[tokio::test(flavor = "multi_thread")]
+async fn disallowed_target_is_refused(#[case] version: EntryPointVersion) {
     let f = fixture(version).await;
     let agent = f.owner.create_agent(0, DAY).await.unwrap();
     let allowed = address(&format!("allowed {version}"));
@@ -684,19 +673,13 @@ async fn disallowed_target(version: EntryPointVersion) {
     assert_eq!(f.env.balance(other).await.unwrap(), U256::ZERO);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn disallowed_target_is_refused_v07() {
-    disallowed_target(V07).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn disallowed_target_is_refused_v08() {
-    disallowed_target(V08).await;
-}
-
 // ------------------------------------------------------------------ spend cap across ops
 
-async fn over_cap_across_ops(version: EntryPointVersion) {
+#[rstest]
+#[case::v07(V07)]
+#[case::v08(V08)]
+#[tokio::test(flavor = "multi_thread")]
+async fn total_over_the_cap_across_ops_is_refused(#[case] version: EntryPointVersion) {
     let f = fixture(version).await;
     let agent = f.owner.create_agent(0, DAY).await.unwrap();
     let to = address(&format!("cap {version}"));
@@ -765,19 +748,13 @@ async fn over_cap_across_ops(version: EntryPointVersion) {
     assert_eq!(f.env.balance(to).await.unwrap(), eth("1"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn total_over_the_cap_across_ops_is_refused_v07() {
-    over_cap_across_ops(V07).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn total_over_the_cap_across_ops_is_refused_v08() {
-    over_cap_across_ops(V08).await;
-}
-
 // ------------------------------------------------------------------ validity window
 
-async fn validity_window(version: EntryPointVersion) {
+#[rstest]
+#[case::v07(V07)]
+#[case::v08(V08)]
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_or_future_window_is_refused(#[case] version: EntryPointVersion) {
     let f = fixture(version).await;
     let expired = f.owner.create_agent(0, DAY).await.unwrap();
     let soon = f.owner.create_agent(1, DAY).await.unwrap();
@@ -824,19 +801,13 @@ async fn validity_window(version: EntryPointVersion) {
     assert_eq!(f.env.balance(to).await.unwrap(), U256::ZERO);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn expired_or_future_window_is_refused_v07() {
-    validity_window(V07).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn expired_or_future_window_is_refused_v08() {
-    validity_window(V08).await;
-}
-
 // ------------------------------------------------------------------ operator revocation
 
-async fn operator_revocation(version: EntryPointVersion) {
+#[rstest]
+#[case::v07(V07)]
+#[case::v08(V08)]
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_revocation_kills_a_presigned_op(#[case] version: EntryPointVersion) {
     let f = fixture(version).await;
     let operator_address = kms_chain::operator::OperatorSigner::address(&f.operator);
     let agent = f.owner.create_agent(0, DAY).await.unwrap();
@@ -953,19 +924,13 @@ async fn operator_revocation(version: EntryPointVersion) {
     assert_eq!(f.env.balance(to).await.unwrap(), eth("0.1"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn operator_revocation_kills_a_presigned_op_v07() {
-    operator_revocation(V07).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn operator_revocation_kills_a_presigned_op_v08() {
-    operator_revocation(V08).await;
-}
-
 // ------------------------------------------------------------------ two agents in parallel
 
-async fn two_agents_in_parallel(version: EntryPointVersion) {
+#[rstest]
+#[case::v07(V07)]
+#[case::v08(V08)]
+#[tokio::test(flavor = "multi_thread")]
+async fn two_agents_of_one_account_in_parallel_all_land(#[case] version: EntryPointVersion) {
     let f = fixture(version).await;
     let a0 = f.owner.create_agent(0, DAY).await.unwrap();
     let a1 = f.owner.create_agent(1, DAY).await.unwrap();
@@ -1013,16 +978,6 @@ async fn two_agents_in_parallel(version: EntryPointVersion) {
             (NonceKey::for_agent(agent.address), ROUNDS)
         );
     }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn two_agents_of_one_account_in_parallel_all_land_v07() {
-    two_agents_in_parallel(V07).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn two_agents_of_one_account_in_parallel_all_land_v08() {
-    two_agents_in_parallel(V08).await;
 }
 
 // ------------------------------------------------------------------ fees from the node
@@ -1239,7 +1194,11 @@ async fn unavailable_bundler_is_retried_with_backoff() {
 
 // ------------------------------------------------------------------ one agent, back to back
 
-async fn one_agent_back_to_back(version: EntryPointVersion) {
+#[rstest]
+#[case::v07(V07)]
+#[case::v08(V08)]
+#[tokio::test(flavor = "multi_thread")]
+async fn one_agent_back_to_back_gets_consecutive_nonces(#[case] version: EntryPointVersion) {
     let f = fixture(version).await;
     let agent = f.owner.create_agent(0, DAY).await.unwrap();
     let to = address(&format!("back to back {version}"));
@@ -1302,14 +1261,4 @@ async fn one_agent_back_to_back(version: EntryPointVersion) {
         NonceKey::split(f.env.client.nonce(account, key).await.unwrap()).1,
         3
     );
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn one_agent_back_to_back_gets_consecutive_nonces_v07() {
-    one_agent_back_to_back(V07).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn one_agent_back_to_back_gets_consecutive_nonces_v08() {
-    one_agent_back_to_back(V08).await;
 }

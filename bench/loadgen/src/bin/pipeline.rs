@@ -29,10 +29,9 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use kms_chain::userop::EntryPointVersion;
 use kms_e2e::chain::ChainEnv;
-use kms_e2e::companion::{day_session, server_timing, Companion};
+use kms_e2e::companion::{day_session, server_timing, Companion, Soft};
 use kms_e2e::stack::Stack;
 use serde_json::json;
-use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -106,7 +105,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
 
 async fn measure(cli: &Cli, c: &Companion, env: &ChainEnv) -> Result<(), Error> {
     // The owner, the agent and its session, all through the API.
-    let mut user = SoftPasskey::new(true);
+    let mut user = Soft::new();
     let wallet = c.register(&mut user).await?;
     let account = env
         .client

@@ -27,7 +27,7 @@ use kms_proto::{
     Signature65, WalletId,
 };
 use kms_tee_client::{TeeClient, TeeError};
-use p256::ecdsa::signature::Signer;
+use kms_test_support::Manual;
 use sha2::{Digest, Sha256};
 
 /// The relying party id of the test passkeys.
@@ -37,16 +37,18 @@ pub const RP_ID: &str = "localhost";
 /// `0x71b4…3de7`.
 pub const ANVIL_MNEMONIC: &str = "test test test test test test test test test test test junk";
 
-/// A software passkey (P-256) with its signature counter.
-pub struct SoftPasskey {
-    key: p256::ecdsa::SigningKey,
-    counter: u32,
-}
+/// The origin in the passkey's client data (the TA checks the challenge, the rp id hash, the
+/// flags and the signature, not the origin).
+const ORIGIN: &str = "http://localhost:3000";
+
+/// A software passkey (P-256) with its signature counter: the tests' one hand-made
+/// authenticator ([`kms_test_support::Manual`]), its assertions handed to the TA directly.
+pub struct SoftPasskey(Manual);
 
 impl std::fmt::Debug for SoftPasskey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SoftPasskey")
-            .field("counter", &self.counter)
+            .field("counter", &self.0.counter)
             .finish_non_exhaustive()
     }
 }
@@ -58,10 +60,9 @@ impl SoftPasskey {
         h.update(b"kms-e2e soft passkey");
         h.update(seed);
         let bytes: [u8; 32] = h.finalize().into();
-        Self {
-            key: p256::ecdsa::SigningKey::from_slice(&bytes).expect("a valid P-256 scalar"),
-            counter: 0,
-        }
+        Self(Manual::with_key(
+            p256::ecdsa::SigningKey::from_slice(&bytes).expect("a valid P-256 scalar"),
+        ))
     }
 
     /// A passkey distinct from every other made in this process.
@@ -77,31 +78,16 @@ impl SoftPasskey {
 
     /// The public key, SEC1 uncompressed (65 bytes).
     pub fn public_key(&self) -> Vec<u8> {
-        self.key
-            .verifying_key()
-            .to_encoded_point(false)
-            .as_bytes()
-            .to_vec()
+        self.0.public_key()
     }
 
     /// An assertion over `challenge` (UP and UV set, rp id [`RP_ID`]).
     pub fn assert_challenge(&mut self, challenge: &[u8; 32]) -> PasskeyAssertion {
-        self.counter += 1;
-        let mut ad = Sha256::digest(RP_ID.as_bytes()).to_vec();
-        ad.push(0x05);
-        ad.extend_from_slice(&self.counter.to_be_bytes());
-        let cdj = format!(
-            r#"{{"type":"webauthn.get","challenge":"{}","origin":"http://localhost:3000","crossOrigin":false}}"#,
-            URL_SAFE_NO_PAD.encode(challenge)
-        )
-        .into_bytes();
-        let mut signed = ad.clone();
-        signed.extend_from_slice(&Sha256::digest(&cdj));
-        let sig: p256::ecdsa::Signature = self.key.sign(&signed);
+        let a = self.0.assertion(ORIGIN, &URL_SAFE_NO_PAD.encode(challenge));
         PasskeyAssertion {
-            authenticator_data: ad,
-            client_data_json: cdj,
-            signature: sig.to_der().as_bytes().to_vec(),
+            authenticator_data: a.authenticator_data,
+            client_data_json: a.client_data_json,
+            signature: a.signature,
         }
     }
 }

@@ -244,6 +244,31 @@ impl Client {
         ))
     }
 
+    /// An owner operation of the AWS-style API (`/<op>`, target `TrentService.<op>`): a
+    /// ceremony over `fields`, then `fields` with `KeyId` and the `WebAuthn` object; returns
+    /// the answer, whatever its status.
+    pub async fn signed_op(
+        &self,
+        user: &mut dyn Authenticator,
+        key_id: &str,
+        op: &str,
+        fields: Value,
+    ) -> Result<(u16, Value), ClientError> {
+        let (web_authn, _) = self.ceremony(user, key_id, op, fields.clone()).await?;
+        let mut body = fields;
+        body["KeyId"] = json!(key_id);
+        body["WebAuthn"] = web_authn;
+        let (s, v, _) = self
+            .request(
+                &format!("/{op}"),
+                Some(op),
+                &[],
+                serde_json::to_vec(&body).unwrap(),
+            )
+            .await?;
+        Ok((s, v))
+    }
+
     /// Creates an agent key for `wallet` with the fields `extra` (ceremony `CreateAgentKey`);
     /// returns the answer.
     pub async fn create_agent(
@@ -468,6 +493,21 @@ impl Env {
             .await
     }
 
+    /// An owner operation of the AWS-style API (`/<op>`, target `TrentService.<op>`): a
+    /// ceremony over `fields`, then `fields` with `KeyId` and the `WebAuthn` object.
+    pub async fn signed_op(
+        &self,
+        user: &mut dyn Authenticator,
+        key_id: &str,
+        op: &str,
+        fields: Value,
+    ) -> (u16, Value) {
+        self.client()
+            .signed_op(user, key_id, op, fields)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// Create an agent key for `wallet`; returns the answer.
     pub async fn create_agent(
         &self,
@@ -608,9 +648,25 @@ impl Default for Manual {
     }
 }
 
+/// The parts of a WebAuthn assertion, as [`Manual::assertion`] makes them.
+pub struct Assertion {
+    /// `rpIdHash ‖ flags ‖ signCount`.
+    pub authenticator_data: Vec<u8>,
+    /// The client data JSON.
+    pub client_data_json: Vec<u8>,
+    /// P-256 over `authenticatorData ‖ SHA-256(clientDataJSON)`, DER.
+    pub signature: Vec<u8>,
+}
+
 impl Manual {
     pub fn new() -> Self {
-        let key = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+        Self::with_key(p256::ecdsa::SigningKey::random(
+            &mut p256::elliptic_curve::rand_core::OsRng,
+        ))
+    }
+
+    /// An authenticator with the key `key` (UP and UV set, counting, rp id `localhost`).
+    pub fn with_key(key: p256::ecdsa::SigningKey) -> Self {
         let cred_id =
             Sha256::digest(key.verifying_key().to_encoded_point(false).as_bytes())[..16].to_vec();
         Manual {
@@ -624,13 +680,46 @@ impl Manual {
         }
     }
 
+    /// The public key, SEC1 uncompressed (65 bytes).
+    pub fn public_key(&self) -> Vec<u8> {
+        self.key
+            .verifying_key()
+            .to_encoded_point(false)
+            .as_bytes()
+            .to_vec()
+    }
+
+    /// An assertion over `challenge` (base64url, as it stands in the client data) for
+    /// `origin`, with this authenticator's flags and the next counter value.
+    pub fn assertion(&mut self, origin: &str, challenge: &str) -> Assertion {
+        let cdj = Self::client_data("webauthn.get", origin, challenge);
+        let counter = match self.next_counter.take() {
+            Some(c) => c,
+            None if self.counting => {
+                self.counter += 1;
+                self.counter
+            }
+            None => self.counter,
+        };
+        let mut auth_data = Sha256::digest(self.rp_id.as_bytes()).to_vec();
+        auth_data.push(self.flags);
+        auth_data.extend(counter.to_be_bytes());
+        let mut signed = auth_data.clone();
+        signed.extend(Sha256::digest(&cdj));
+        let sig: p256::ecdsa::Signature = self.key.sign(&signed);
+        Assertion {
+            authenticator_data: auth_data,
+            client_data_json: cdj,
+            signature: sig.to_der().as_bytes().to_vec(),
+        }
+    }
+
     /// Clear the UV flag of the next assertions.
     pub fn without_uv(&mut self) {
         self.flags = UP;
     }
 
-    fn client_data(typ: &str, origin: &Url, challenge: &str) -> Vec<u8> {
-        let origin = origin.as_str().trim_end_matches('/');
+    fn client_data(typ: &str, origin: &str, challenge: &str) -> Vec<u8> {
         serde_json::to_vec(
             &json!({"type": typ, "challenge": challenge, "origin": origin, "crossOrigin": false}),
         )
@@ -641,7 +730,11 @@ impl Manual {
 impl Authenticator for Manual {
     fn register(&mut self, origin: &Url, options: &Value) -> Value {
         let challenge = options["publicKey"]["challenge"].as_str().unwrap();
-        let cdj = Self::client_data("webauthn.create", origin, challenge);
+        let cdj = Self::client_data(
+            "webauthn.create",
+            origin.as_str().trim_end_matches('/'),
+            challenge,
+        );
         let point = self.key.verifying_key().to_encoded_point(false);
         let mut cose = vec![0xA5, 0x01, 0x02, 0x03, 0x26, 0x20, 0x01, 0x21];
         cbor_bstr(&mut cose, point.x().unwrap());
@@ -670,28 +763,14 @@ impl Authenticator for Manual {
 
     fn authenticate(&mut self, origin: &Url, options: &Value) -> Value {
         let challenge = options["publicKey"]["challenge"].as_str().unwrap();
-        let cdj = Self::client_data("webauthn.get", origin, challenge);
-        let counter = match self.next_counter.take() {
-            Some(c) => c,
-            None if self.counting => {
-                self.counter += 1;
-                self.counter
-            }
-            None => self.counter,
-        };
-        let mut auth_data = Sha256::digest(self.rp_id.as_bytes()).to_vec();
-        auth_data.push(self.flags);
-        auth_data.extend(counter.to_be_bytes());
-        let mut signed = auth_data.clone();
-        signed.extend(Sha256::digest(&cdj));
-        let sig: p256::ecdsa::Signature = self.key.sign(&signed);
+        let a = self.assertion(origin.as_str().trim_end_matches('/'), challenge);
         let id = URL_SAFE_NO_PAD.encode(&self.cred_id);
         json!({
             "id": id, "rawId": id, "type": "public-key",
             "response": {
-                "authenticatorData": URL_SAFE_NO_PAD.encode(auth_data),
-                "clientDataJSON": URL_SAFE_NO_PAD.encode(cdj),
-                "signature": URL_SAFE_NO_PAD.encode(sig.to_der().as_bytes()),
+                "authenticatorData": URL_SAFE_NO_PAD.encode(a.authenticator_data),
+                "clientDataJSON": URL_SAFE_NO_PAD.encode(a.client_data_json),
+                "signature": URL_SAFE_NO_PAD.encode(a.signature),
                 "userHandle": null
             },
         })

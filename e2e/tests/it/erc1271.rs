@@ -135,21 +135,9 @@ async fn sign_route(
     route: &str,
     fields: Value,
 ) -> Value {
-    let (web_authn, _) = c
-        .ceremony(user, &wallet.key_id, route, fields.clone())
-        .await
-        .unwrap();
-    let mut body = fields;
-    body["KeyId"] = json!(wallet.key_id);
-    body["WebAuthn"] = web_authn;
-    let (status, v, _) = c
+    let (status, v) = c
         .client()
-        .request(
-            &format!("/{route}"),
-            Some(route),
-            &[],
-            serde_json::to_vec(&body).unwrap(),
-        )
+        .signed_op(user, &wallet.key_id, route, fields)
         .await
         .unwrap();
     assert_eq!(status, 200, "{route}: {v}");

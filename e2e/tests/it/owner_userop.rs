@@ -17,6 +17,7 @@ use kms_chain::userop::v0_7::{GasLimits, UserOperation};
 use kms_chain::userop::v0_8;
 use kms_contracts::{AgentAccount, AgentAccountFactory, IEntryPointV07, IEntryPointV08};
 use kms_e2e::stack::Stack;
+use rstest::rstest;
 
 /// A fixed test owner key (k256), not one of anvil's dev keys.
 const OWNER_KEY: B256 = b256!("0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6");
@@ -27,7 +28,11 @@ enum Version {
     V08,
 }
 
-async fn owner_op_deploys_account_and_transfers(version: Version) {
+#[rstest]
+#[case::v07(Version::V07)]
+#[case::v08(Version::V08)]
+#[tokio::test(flavor = "multi_thread")]
+async fn owner_userop_deploys_account_and_transfers(#[case] version: Version) {
     let stack = Stack::start().unwrap_or_else(|e| panic!("{e}"));
     let info = stack.info().clone();
     let (entry_point, factory_address, bundler_url) = match version {
@@ -188,14 +193,4 @@ async fn owner_op_deploys_account_and_transfers(version: Version) {
         provider.get_balance(recipient).await.unwrap() - balance_before,
         value
     );
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn owner_userop_v07_deploys_account_and_transfers() {
-    owner_op_deploys_account_and_transfers(Version::V07).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn owner_userop_v08_deploys_account_and_transfers() {
-    owner_op_deploys_account_and_transfers(Version::V08).await;
 }

@@ -99,15 +99,8 @@ async fn a_signature_whose_audit_event_cannot_be_committed_is_withheld() {
     assert!(v.get("signature").is_none(), "{v}");
     // A wallet signature (its own ceremony) is withheld too.
     let hash = "0x6666666666666666666666666666666666666666666666666666666666666666";
-    let w = env
-        .ceremony(&mut owner, &wallet, "SignHash", json!({"Hash": hash}))
-        .await;
     let (s, v) = env
-        .post(
-            "/SignHash",
-            Some("SignHash"),
-            &json!({"KeyId": wallet, "Hash": hash, "WebAuthn": w}),
-        )
+        .signed_op(&mut owner, &wallet, "SignHash", json!({"Hash": hash}))
         .await;
     assert_eq!(
         (s, v["code"].as_str()),

@@ -84,19 +84,12 @@ async fn addresses_in_answers_are_checksummed() {
     assert_eq!(s, 200, "{p}");
     assert_checksummed("GetPublicKey Address", &p["Address"]);
 
-    let w = env
-        .ceremony(
+    let (s, sig) = env
+        .signed_op(
             &mut owner,
             &wallet,
             "SignHash",
             json!({"Hash": USER_OP_HASH}),
-        )
-        .await;
-    let (s, sig) = env
-        .post(
-            "/SignHash",
-            Some("SignHash"),
-            &json!({"KeyId": wallet, "Hash": USER_OP_HASH, "WebAuthn": w}),
         )
         .await;
     assert_eq!(s, 200, "{sig}");

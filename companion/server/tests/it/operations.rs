@@ -32,15 +32,8 @@ async fn state_survives_restarts_of_companion_and_simulator() {
     assert_eq!(s, 200, "{after}");
     assert_eq!(after["signature"], before["signature"]);
     // The passkey (and its counter) survived: a new ceremony works.
-    let w = env
-        .ceremony(&mut owner, &wallet, "SignHash", json!({"Hash": HASH}))
-        .await;
     let (s, v) = env
-        .post(
-            "/SignHash",
-            Some("SignHash"),
-            &json!({"KeyId": wallet, "Hash": HASH, "WebAuthn": w}),
-        )
+        .signed_op(&mut owner, &wallet, "SignHash", json!({"Hash": HASH}))
         .await;
     assert_eq!(s, 200, "{v}");
     // Indices continue.

@@ -239,15 +239,8 @@ async fn wallet_lifecycle_and_refusals() {
 
     // Sign a transaction; `to` must be 20 bytes (422 at ceremony start and at Sign).
     let to = "0x000000000000000000000000000000000000dEaD";
-    let w = env
-        .ceremony(&mut alice, &key, "Sign", json!({"Transaction": tx(to)}))
-        .await;
     let (s, t) = env
-        .post(
-            "/Sign",
-            Some("Sign"),
-            &json!({"KeyId": key, "Transaction": tx(to), "WebAuthn": w}),
-        )
+        .signed_op(&mut alice, &key, "Sign", json!({"Transaction": tx(to)}))
         .await;
     assert_eq!(s, 200, "{t}");
     assert!(t["SignedTransaction"].as_str().unwrap().starts_with("0x"));
@@ -301,37 +294,23 @@ async fn wallet_lifecycle_and_refusals() {
 
     // DeriveAddress records the address; Sign by Address then works.
     let path = "m/44'/60'/0'/0/1";
-    let w = env
-        .ceremony(
+    let (s, a) = env
+        .signed_op(
             &mut alice,
             &key,
             "DeriveAddress",
             json!({"DerivationPath": path}),
         )
         .await;
-    let (s, a) = env
-        .post(
-            "/DeriveAddress",
-            Some("DeriveAddress"),
-            &json!({"KeyId": key, "DerivationPath": path, "WebAuthn": w}),
-        )
-        .await;
     assert_eq!(s, 200, "{a}");
     let addr1 = a["Address"].as_str().unwrap().to_owned();
     assert_ne!(addr1, owner);
-    let w = env
-        .ceremony(
+    let (s, p) = env
+        .signed_op(
             &mut alice,
             &key,
             "GetPublicKey",
             json!({"DerivationPath": path}),
-        )
-        .await;
-    let (s, p) = env
-        .post(
-            "/GetPublicKey",
-            Some("GetPublicKey"),
-            &json!({"KeyId": key, "DerivationPath": path, "WebAuthn": w}),
         )
         .await;
     assert_eq!((s, &p["Address"]), (200, &json!(addr1)), "{p}");
@@ -598,28 +577,14 @@ async fn uv_missing_and_sign_count_regression_are_refused() {
     let reg = env.register(&mut m).await;
     let key = reg["KeyId"].as_str().unwrap().to_owned();
     // A real assertion by the registered key works.
-    let w = env
-        .ceremony(&mut m, &key, "SignHash", json!({"Hash": HASH}))
-        .await;
     let (s, v) = env
-        .post(
-            "/SignHash",
-            Some("SignHash"),
-            &json!({"KeyId": key, "Hash": HASH, "WebAuthn": w}),
-        )
+        .signed_op(&mut m, &key, "SignHash", json!({"Hash": HASH}))
         .await;
     assert_eq!(s, 200, "{v}");
     // The same key, the same kind of assertion, UV flag cleared: refused.
     m.without_uv();
-    let w = env
-        .ceremony(&mut m, &key, "SignHash", json!({"Hash": HASH}))
-        .await;
     let (s, e) = env
-        .post(
-            "/SignHash",
-            Some("SignHash"),
-            &json!({"KeyId": key, "Hash": HASH, "WebAuthn": w}),
-        )
+        .signed_op(&mut m, &key, "SignHash", json!({"Hash": HASH}))
         .await;
     assert_eq!(
         (s, e["code"].as_str()),
@@ -628,27 +593,13 @@ async fn uv_missing_and_sign_count_regression_are_refused() {
     );
     // Counter going backwards (a cloned authenticator): refused.
     m.flags = 0x05;
-    let w = env
-        .ceremony(&mut m, &key, "SignHash", json!({"Hash": HASH}))
-        .await;
     let (s, _) = env
-        .post(
-            "/SignHash",
-            Some("SignHash"),
-            &json!({"KeyId": key, "Hash": HASH, "WebAuthn": w}),
-        )
+        .signed_op(&mut m, &key, "SignHash", json!({"Hash": HASH}))
         .await;
     assert_eq!(s, 200);
     m.next_counter = Some(1);
-    let w = env
-        .ceremony(&mut m, &key, "SignHash", json!({"Hash": HASH}))
-        .await;
     let (s, e) = env
-        .post(
-            "/SignHash",
-            Some("SignHash"),
-            &json!({"KeyId": key, "Hash": HASH, "WebAuthn": w}),
-        )
+        .signed_op(&mut m, &key, "SignHash", json!({"Hash": HASH}))
         .await;
     assert_eq!(
         (s, e["code"].as_str()),
@@ -862,15 +813,8 @@ async fn account_signatures_are_erc7739_for_that_account_and_the_companions_chai
     }
 
     // The plain /Sign of the same message: EIP-191, said so, no account fields.
-    let w = env
-        .ceremony(&mut alice, &key, "Sign", json!({"Message": message}))
-        .await;
     let (s, v) = env
-        .post(
-            "/Sign",
-            Some("Sign"),
-            &json!({"KeyId": key, "Message": message, "WebAuthn": w}),
-        )
+        .signed_op(&mut alice, &key, "Sign", json!({"Message": message}))
         .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["SignatureFormat"], "EIP191PersonalSign");
@@ -883,19 +827,12 @@ async fn account_signatures_are_erc7739_for_that_account_and_the_companions_chai
     assert_ne!(plain, sig_a);
 
     // /SignHash + Account: the wrapping of the hash; plain /SignHash: the hash itself.
-    let w = env
-        .ceremony(
+    let (s, v) = env
+        .signed_op(
             &mut alice,
             &key,
             "SignHash",
             json!({"Hash": HASH, "Account": ACCOUNT_B}),
-        )
-        .await;
-    let (s, v) = env
-        .post(
-            "/SignHash",
-            Some("SignHash"),
-            &json!({"KeyId": key, "Hash": HASH, "Account": ACCOUNT_B, "WebAuthn": w}),
         )
         .await;
     assert_eq!(s, 200, "{v}");
@@ -915,15 +852,8 @@ async fn account_signatures_are_erc7739_for_that_account_and_the_companions_chai
         owner.to_ascii_lowercase()
     );
     assert_ne!(recover(&b256(HASH).0, &wrapped), owner.to_ascii_lowercase());
-    let w = env
-        .ceremony(&mut alice, &key, "SignHash", json!({"Hash": HASH}))
-        .await;
     let (s, v) = env
-        .post(
-            "/SignHash",
-            Some("SignHash"),
-            &json!({"KeyId": key, "Hash": HASH, "WebAuthn": w}),
-        )
+        .signed_op(&mut alice, &key, "SignHash", json!({"Hash": HASH}))
         .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["SignatureFormat"], "RawDigest");

@@ -11,8 +11,8 @@
 //!   the session signature layout ([`SESSION_MARKER`], [`SESSION_SIGNATURE_LENGTH`]).
 //!
 //! The build script refuses to build when a product `.sol` file (`contracts/*.sol`,
-//! `contracts/interfaces/`, `contracts/testing/`) changed after the artifacts were made (run `anvil/build-contracts.sh`), so the bytecode here always matches the
-//! sources.
+//! `contracts/interfaces/`, `contracts/testing/`) changed after the artifacts were made (run
+//! `anvil/build-contracts.sh`), so the bytecode here always matches the sources.
 //!
 //! The structs generated from each artifact live in that contract's module (for example
 //! `SessionKeyValidator::PackedUserOperation`); they are ABI-identical to [`PackedUserOperation`],

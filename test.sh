@@ -74,6 +74,13 @@ provisioned() {
 stage "cargo fmt --check"
 cargo fmt --all -- --check
 
+# tokio's test-util (time control for tests) comes with the tests' software passkey; the release
+# companion must not carry it (.config/hakari.toml leaves the passkey out of workspace-hack).
+stage "The companion's own build has no tokio test-util"
+if cargo tree -p kms-companion -e normal,features -i tokio --locked | grep -q 'tokio feature "test-util"'; then
+  die "kms-companion's normal build enables tokio/test-util (see .config/hakari.toml): cargo tree -p kms-companion -e normal,features -i tokio"
+fi
+
 stage "cargo clippy (workspace, all targets, -D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The variant builds below add `-p workspace-hack` (see workspace-hack/Cargo.toml): it

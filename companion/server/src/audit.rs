@@ -27,7 +27,9 @@ use kms_db::{AuditEvent, Db};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::config::AuditDurability;
+use crate::error::{ApiError, ErrorCode};
 use crate::metrics::Metrics;
+use crate::state::AppState;
 
 /// Most events in one transaction.
 const MAX_BATCH: usize = 512;
@@ -266,4 +268,126 @@ async fn writer(
             let _ = w.send(committed);
         }
     }
+}
+
+/// What an audited operation is: who did what to which key (see [`AppState::audited`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Audited<'a> {
+    actor: &'a str,
+    action: &'a str,
+    key_id: Option<&'a str>,
+    user_op_hash: Option<&'a str>,
+    detail: Option<&'a str>,
+}
+
+impl<'a> Audited<'a> {
+    /// `actor` did `action`.
+    pub fn new(actor: &'a str, action: &'a str) -> Self {
+        Audited {
+            actor,
+            action,
+            key_id: None,
+            user_op_hash: None,
+            detail: None,
+        }
+    }
+    /// To key `key_id`.
+    pub fn key_id(mut self, key_id: impl Into<Option<&'a str>>) -> Self {
+        self.key_id = key_id.into();
+        self
+    }
+    /// For UserOperation `hash`.
+    pub fn user_op_hash(mut self, hash: impl Into<Option<&'a str>>) -> Self {
+        self.user_op_hash = hash.into();
+        self
+    }
+    /// With a non-secret `detail`.
+    pub fn detail(mut self, detail: impl Into<Option<&'a str>>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+    fn event(self, outcome: &'a str) -> Event<'a> {
+        Event {
+            actor: self.actor,
+            action: self.action,
+            key_id: self.key_id,
+            outcome,
+            user_op_hash: self.user_op_hash,
+            detail: self.detail,
+        }
+    }
+}
+
+/// How an audited operation's event is recorded, by what it did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditMode {
+    /// The operation already happened (in the TA and the database): its event (or its refusal)
+    /// is committed before the answer, and a failure to commit it does not change the answer
+    /// (the writer logs it loudly and counts it, `kms_audit_events_lost_total`).
+    Durable,
+    /// A signature is about to leave the companion: its event is recorded per
+    /// `--audit-durability` first (`sync`/`commit`: the commit of the batch carrying it, shared
+    /// by concurrent requests), and when it cannot be, the signature is withheld (503
+    /// `audit_unavailable`, counted). A refusal is queued (the hot path waits for nothing).
+    Release,
+    /// [`AuditMode::Release`] for the wallet routes (`/Sign`, `/SignHash`): the event of a
+    /// signature and of a refusal is always committed, whatever `--audit-durability`.
+    ReleaseCommitted,
+    /// What was signed already left (an intent with the bundler): the outcome is recorded per
+    /// `--audit-durability`, a failure to record it logged, not answered; a refusal is queued.
+    AfterRelease,
+}
+
+impl AppState {
+    /// Records the event of `what` with `result`'s outcome (`ok`, or `refused:<code>`) as
+    /// `mode` says, and returns `result`, or 503 `audit_unavailable` when a signature must be
+    /// withheld. The one way routes and services write the audit log.
+    pub async fn audited<T>(
+        &self,
+        what: Audited<'_>,
+        mode: AuditMode,
+        result: Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let outcome = match &result {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => format!("refused:{}", e.code()),
+        };
+        let event = what.event(&outcome);
+        let recorded = match (mode, result.is_ok()) {
+            (AuditMode::Durable, _) | (AuditMode::ReleaseCommitted, false) => {
+                let _ = self.audit.record_durable(event).await;
+                Ok(())
+            }
+            (AuditMode::Release | AuditMode::AfterRelease, false) => {
+                self.audit.record(event);
+                Ok(())
+            }
+            (AuditMode::Release, true) => self.audit.record_for_release(event).await,
+            (AuditMode::ReleaseCommitted, true) => self.audit.record_durable(event).await,
+            (AuditMode::AfterRelease, true) => {
+                let _ = self.audit.record_for_release(event).await;
+                Ok(())
+            }
+        };
+        if recorded.is_err() {
+            self.metrics.count_audit_withheld();
+            tracing::error!(
+                action = what.action,
+                "signature withheld: its audit event could not be committed"
+            );
+            return Err(audit_unavailable());
+        }
+        result
+    }
+}
+
+/// 503: a signature withheld because its audit event could not be committed.
+pub fn audit_unavailable() -> ApiError {
+    ApiError::detailed(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::AuditUnavailable,
+        "the signature was not released: its audit record could not be committed (the audit \
+         log is unavailable); nothing signed left the companion, retry later",
+        serde_json::json!({}),
+    )
 }

@@ -7,7 +7,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::config::ApiKeyMode;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::state::SharedState;
 
 /// The authenticated caller of an API-key route (a request extension).
@@ -34,7 +34,8 @@ pub async fn require_api_key(
         None => None,
         Some(Ok(v)) => Some(v),
         Some(Err(_)) => {
-            return ApiError::unauthorized("api_key_invalid", "invalid API key").into_response()
+            return ApiError::unauthorized(ErrorCode::ApiKeyInvalid, "invalid API key")
+                .into_response()
         }
     };
     match authenticate(&state, presented.as_deref()).await {
@@ -58,7 +59,7 @@ async fn authenticate(state: &SharedState, presented: Option<&str>) -> Result<Ca
         ApiKeyMode::Required => {
             let Some(presented) = presented else {
                 return Err(ApiError::unauthorized(
-                    "api_key_required",
+                    ErrorCode::ApiKeyRequired,
                     "missing x-api-key header",
                 ));
             };
@@ -72,12 +73,15 @@ async fn authenticate(state: &SharedState, presented: Option<&str>) -> Result<Ca
                 None => {
                     if state.db.count_active_api_keys().await? == 0 {
                         return Err(ApiError::unauthorized(
-                            "api_key_required",
+                            ErrorCode::ApiKeyRequired,
                             "no API key is provisioned and open mode is off: the service fails \
                              closed (create a key with `companion --create-api-key LABEL`)",
                         ));
                     }
-                    Err(ApiError::unauthorized("api_key_invalid", "invalid API key"))
+                    Err(ApiError::unauthorized(
+                        ErrorCode::ApiKeyInvalid,
+                        "invalid API key",
+                    ))
                 }
             }
         }

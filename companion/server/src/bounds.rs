@@ -23,7 +23,7 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 
 use crate::config::MAX_BODY_BYTES;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// The server's request bounds (shared by all requests).
 #[derive(Debug, Clone)]
@@ -78,7 +78,7 @@ pub async fn bound(State(b): State<RequestBounds>, req: Request, next: Next) -> 
         Err(_) => {
             return ApiError::detailed(
                 StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
+                ErrorCode::BodyTimeout,
                 format!(
                     "the request body did not arrive within {} s",
                     BODY_READ_TIMEOUT.as_secs()
@@ -92,7 +92,7 @@ pub async fn bound(State(b): State<RequestBounds>, req: Request, next: Next) -> 
     let Ok(slot) = b.slots.clone().try_acquire_owned() else {
         let mut resp = ApiError::detailed(
             StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
+            ErrorCode::Overloaded,
             format!(
                 "{} requests are in progress, the most this companion serves at once; retry shortly",
                 b.max_in_flight
@@ -121,7 +121,7 @@ pub async fn bound(State(b): State<RequestBounds>, req: Request, next: Next) -> 
             );
             ApiError::detailed(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "request_timeout",
+                ErrorCode::RequestTimeout,
                 format!(
                     "no answer within {} s (a chain service is slow); work already started goes \
                      on: look the outcome up (e.g. GET /agent/intents/{{userOpHash}}) before \

@@ -22,7 +22,7 @@ use kms_chain::userop::{EntryPoint, EntryPointVersion};
 use serde_json::json;
 
 use crate::config::{ChainSettings, Config};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// The chain routes' state (present when the chain settings are given).
 #[derive(Debug)]
@@ -137,7 +137,7 @@ impl ChainState {
 pub fn not_configured() -> ApiError {
     ApiError::detailed(
         StatusCode::SERVICE_UNAVAILABLE,
-        "chain_not_configured",
+        ErrorCode::ChainNotConfigured,
         "this companion has no chain settings (--rpc-url, --bundler-url, --validator-address, \
          --account-factory)",
         json!({}),
@@ -232,7 +232,7 @@ pub fn refusal(r: &Refusal) -> ApiError {
     };
     ApiError::detailed(
         StatusCode::FORBIDDEN,
-        r.code().as_str(),
+        ErrorCode::Refusal(r.code()),
         r.to_string(),
         details,
     )
@@ -245,7 +245,7 @@ pub fn bundler_error(e: &BundlerError, account: Option<Address>) -> ApiError {
         if let Some(code) = rej.revert.as_ref().and_then(|r| r.refusal_code()) {
             return ApiError::detailed(
                 StatusCode::FORBIDDEN,
-                code.as_str(),
+                ErrorCode::Refusal(code),
                 format!("the chain refuses the operation: {}", rej.message),
                 details,
             );
@@ -254,21 +254,21 @@ pub fn bundler_error(e: &BundlerError, account: Option<Address>) -> ApiError {
             let who = account.map(|a| format!(" {a}")).unwrap_or_default();
             return ApiError::detailed(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "account_unfunded",
+                ErrorCode::AccountUnfunded,
                 format!("the account{who} cannot pay for gas: fund it (AA21 didn't pay prefund)"),
                 details,
             );
         }
         return ApiError::detailed(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "bundler_rejected",
+            ErrorCode::BundlerRejected,
             format!("the bundler refused the operation: {}", rej.message),
             details,
         );
     }
     ApiError::detailed(
         StatusCode::BAD_GATEWAY,
-        "bundler_unavailable",
+        ErrorCode::BundlerUnavailable,
         format!("the bundler could not be used: {e}"),
         json!({}),
     )
@@ -280,15 +280,15 @@ pub fn chain_error(e: ChainError, account: Option<Address>) -> ApiError {
         ChainError::Bundler(b) => bundler_error(&b, account),
         ChainError::Node { .. } => ApiError::detailed(
             StatusCode::BAD_GATEWAY,
-            "chain_unavailable",
+            ErrorCode::ChainUnavailable,
             e.to_string(),
             json!({}),
         ),
-        ChainError::NoCalls(_) => ApiError::unprocessable("no_calls", e.to_string()),
-        ChainError::InvalidGrant(_) => ApiError::unprocessable("invalid_session", e.to_string()),
+        ChainError::NoCalls(_) => ApiError::unprocessable(ErrorCode::NoCalls, e.to_string()),
+        ChainError::InvalidGrant(_) => ApiError::unprocessable(ErrorCode::InvalidSession, e.to_string()),
         ChainError::NoSession { account, key } => refusal(&Refusal::NoSession { account, key }),
         ChainError::NotRevoker { .. } => ApiError::Conflict {
-            code: "not_revoker",
+            code: ErrorCode::NotRevoker,
             message: e.to_string(),
         },
         ChainError::AboveCeiling {
@@ -297,7 +297,7 @@ pub fn chain_error(e: ChainError, account: Option<Address>) -> ApiError {
             limit,
         } => ApiError::detailed(
             StatusCode::SERVICE_UNAVAILABLE,
-            "gas_above_ceiling",
+            ErrorCode::GasAboveCeiling,
             format!(
                 "the quoted {ceiling} ({value}) is over this companion's ceiling ({limit});                  nothing was signed: retry when fees fall, or ask the operator"
             ),
@@ -311,14 +311,14 @@ pub fn chain_error(e: ChainError, account: Option<Address>) -> ApiError {
         // operator's transactions: nothing was signed.
         ChainError::OperatorCeiling(_) => ApiError::detailed(
             StatusCode::SERVICE_UNAVAILABLE,
-            "operator_limit",
+            ErrorCode::OperatorLimit,
             e.to_string(),
             json!({}),
         ),
         ChainError::TransactionReverted { .. } | ChainError::TransactionTimeout { .. } => {
             ApiError::detailed(
                 StatusCode::BAD_GATEWAY,
-                "transaction_failed",
+                ErrorCode::TransactionFailed,
                 e.to_string(),
                 json!({}),
             )

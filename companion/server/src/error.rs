@@ -3,11 +3,397 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use kms_chain::session::RefusalCode;
 use kms_db::{ChallengeRefusal, DbError};
 use kms_proto::{JwtError, OperatorLimit, PasskeyError, TaError};
 use kms_tee_client::TeeError;
+
+use crate::service::credentials::CredentialError;
+use crate::service::intents::IntentError;
 use serde::Serialize;
 use utoipa::ToSchema;
+
+/// Every `code` the API answers: stable and machine-readable, one variant per code (the
+/// policy refusals are the validator's, [`RefusalCode`]). `/openapi.json` lists them as the
+/// values of [`ErrorBody::code`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// A policy refusal (403): what the session's rules on chain refuse, by rule.
+    Refusal(RefusalCode),
+    /// `account_unfunded`: The account cannot pay for its operation's gas (AA21).
+    AccountUnfunded,
+    /// `agent_exists`: The TA already holds an agent at this index.
+    AgentExists,
+    /// `agent_not_found`: No such agent key (or one whose creation did not complete).
+    AgentNotFound,
+    /// `agent_revoked`: The agent key is revoked: it gets no new session.
+    AgentRevoked,
+    /// `api_key_invalid`: The API key is unknown or revoked.
+    ApiKeyInvalid,
+    /// `api_key_required`: The route needs an API key.
+    ApiKeyRequired,
+    /// `assertion_invalid`: The WebAuthn assertion does not verify.
+    AssertionInvalid,
+    /// `audit_checkpoint_out_of_step`: An audit checkpoint does not extend the TA's anchor.
+    AuditCheckpointOutOfStep,
+    /// `audit_unavailable`: A signature withheld: its audit event could not be committed.
+    AuditUnavailable,
+    /// `body_timeout`: The request body was not received in time.
+    BodyTimeout,
+    /// `body_too_large`: The request body is over the limit (refused while reading).
+    BodyTooLarge,
+    /// `body_unreadable`: The request body could not be read.
+    BodyUnreadable,
+    /// `bundler_rejected`: The bundler refused the operation in validation.
+    BundlerRejected,
+    /// `bundler_unavailable`: The bundler could not be reached, or its answer said nothing usable.
+    BundlerUnavailable,
+    /// `ceremony_required`: The operation needs the owner's passkey ceremony.
+    CeremonyRequired,
+    /// `chain_not_configured`: The companion has no chain settings.
+    ChainNotConfigured,
+    /// `chain_revoke_failed`: The operator's on-chain revocation of a session failed.
+    ChainRevokeFailed,
+    /// `chain_unavailable`: The node could not be reached or answered with an error.
+    ChainUnavailable,
+    /// `challenge_expired`: The ceremony expired.
+    ChallengeExpired,
+    /// `challenge_mismatch`: The assertion was made for another challenge.
+    ChallengeMismatch,
+    /// `challenge_unknown`: No ceremony has this id.
+    ChallengeUnknown,
+    /// `challenge_used`: The ceremony was already used (a replay).
+    ChallengeUsed,
+    /// `challenge_wrong_key`: The ceremony was started for another key.
+    ChallengeWrongKey,
+    /// `challenge_wrong_kind`: A registration ceremony where an authentication one is needed, or the reverse.
+    ChallengeWrongKind,
+    /// `challenge_wrong_purpose`: The ceremony was started for another operation.
+    ChallengeWrongPurpose,
+    /// `credential_expired`: The agent credential has expired.
+    CredentialExpired,
+    /// `credential_invalid`: Not a credential the companion issued for this key (forged or tampered).
+    CredentialInvalid,
+    /// `credential_malformed`: The Bearer is not a credential of the companion's shape.
+    CredentialMalformed,
+    /// `credential_missing`: The route needs an agent credential (`Authorization: Bearer`).
+    CredentialMissing,
+    /// `credential_revoked`: The agent key is revoked.
+    CredentialRevoked,
+    /// `credential_superseded`: An earlier credential of the agent (refreshed or revoked since).
+    CredentialSuperseded,
+    /// `gas_above_ceiling`: The network's fees are over this companion's ceilings: nothing was signed.
+    GasAboveCeiling,
+    /// `grant_failed`: The owner's grant was included but its execution failed.
+    GrantFailed,
+    /// `idempotency_key_reused`: An `Idempotency-Key` reused for different calls.
+    IdempotencyKeyReused,
+    /// `intent_not_found`: No intent of this agent has this userOpHash.
+    IntentNotFound,
+    /// `internal`: A fault that is not the client's (details only logged).
+    Internal,
+    /// `invalid_assertion`: The assertion's authenticator data or client data is malformed.
+    InvalidAssertion,
+    /// `invalid_base64`: A field is not valid base64.
+    InvalidBase64,
+    /// `invalid_credential`: The ceremony's credential is not a WebAuthn response.
+    InvalidCredential,
+    /// `invalid_der`: A signature is not valid DER.
+    InvalidDer,
+    /// `invalid_derivation_path`: A derivation path that does not parse or is not allowed.
+    InvalidDerivationPath,
+    /// `invalid_hex`: A field is not valid hex.
+    InvalidHex,
+    /// `invalid_idempotency_key`: An `Idempotency-Key` that is empty, too long or not visible ASCII.
+    InvalidIdempotencyKey,
+    /// `invalid_key_id`: A key id that is not a wallet UUID (or `wallet:index`).
+    InvalidKeyId,
+    /// `invalid_label`: An agent label that is too long or not printable.
+    InvalidLabel,
+    /// `invalid_length`: A field of the wrong length.
+    InvalidLength,
+    /// `invalid_limit`: A list limit out of range.
+    InvalidLimit,
+    /// `invalid_number`: A number that does not parse.
+    InvalidNumber,
+    /// `invalid_purpose`: An unknown ceremony Purpose.
+    InvalidPurpose,
+    /// `invalid_recipient`: A transaction recipient that is not 20 bytes.
+    InvalidRecipient,
+    /// `invalid_request`: A structurally wrong request.
+    InvalidRequest,
+    /// `invalid_session`: A session grant the validator would refuse.
+    InvalidSession,
+    /// `invalid_target`: An `x-amz-target` header for another operation.
+    InvalidTarget,
+    /// `invalid_ttl`: A credential lifetime out of range.
+    InvalidTtl,
+    /// `invalid_value`: A well-formed but invalid value.
+    InvalidValue,
+    /// `jwt_rotation_refused`: The TA refused a JWT secret rotation (too soon).
+    JwtRotationRefused,
+    /// `key_id_mismatch`: The request names another agent than its credential.
+    KeyIdMismatch,
+    /// `key_not_found`: No such wallet key.
+    KeyNotFound,
+    /// `legacy_assertion_refused`: The legacy raw passkey assertion is refused: run the ceremony.
+    LegacyAssertionRefused,
+    /// `malformed_json`: The body is not JSON.
+    MalformedJson,
+    /// `method_not_allowed`: The route does not answer this method.
+    MethodNotAllowed,
+    /// `missing_key`: The request names no key.
+    MissingKey,
+    /// `missing_target`: The `x-amz-target` header is required.
+    MissingTarget,
+    /// `no_calls`: An intent without calls.
+    NoCalls,
+    /// `not_revoker`: The operator key is not the session's revoker.
+    NotRevoker,
+    /// `operator_limit`: The operator's transaction is over a ceiling of the TA.
+    OperatorLimit,
+    /// `origin_not_allowed`: The ceremony came from an origin the companion does not allow.
+    OriginNotAllowed,
+    /// `overloaded`: Too many requests in progress.
+    Overloaded,
+    /// `passkey_refused`: The TA refused the passkey assertion.
+    PasskeyRefused,
+    /// `payload_mismatch`: The assertion was made for a different payload than this request.
+    PayloadMismatch,
+    /// `purpose_required`: The ceremony needs a Purpose.
+    PurposeRequired,
+    /// `rate_limited`: A rate limit: retry after `Retry-After` seconds.
+    RateLimited,
+    /// `registration_required`: The operation needs a registration ceremony.
+    RegistrationRequired,
+    /// `request_timeout`: The answer took longer than the request timeout.
+    RequestTimeout,
+    /// `route_not_found`: No such route.
+    RouteNotFound,
+    /// `sign_count_regression`: The authenticator's signature counter went backwards (a cloned passkey).
+    SignCountRegression,
+    /// `ta_rolled_back`: The TA's state is older than the database: refused until a restore is accepted.
+    TaRolledBack,
+    /// `tee_unavailable`: The TEE cannot be reached.
+    TeeUnavailable,
+    /// `too_many_calls`: An intent with too many calls.
+    TooManyCalls,
+    /// `transaction_failed`: The operator's transaction failed or was not mined in time.
+    TransactionFailed,
+    /// `unknown_field`: A field the request type does not know.
+    UnknownField,
+    /// `unsupported_passkey`: A passkey of an algorithm the TA does not verify (only ES256).
+    UnsupportedPasskey,
+    /// `user_verification_missing`: The assertion lacks user verification.
+    UserVerificationMissing,
+}
+
+impl ErrorCode {
+    /// Every code but the policy refusals (see [`ErrorCode::all`]).
+    pub const OWN: [ErrorCode; 83] = [
+        ErrorCode::AccountUnfunded,
+        ErrorCode::AgentExists,
+        ErrorCode::AgentNotFound,
+        ErrorCode::AgentRevoked,
+        ErrorCode::ApiKeyInvalid,
+        ErrorCode::ApiKeyRequired,
+        ErrorCode::AssertionInvalid,
+        ErrorCode::AuditCheckpointOutOfStep,
+        ErrorCode::AuditUnavailable,
+        ErrorCode::BodyTimeout,
+        ErrorCode::BodyTooLarge,
+        ErrorCode::BodyUnreadable,
+        ErrorCode::BundlerRejected,
+        ErrorCode::BundlerUnavailable,
+        ErrorCode::CeremonyRequired,
+        ErrorCode::ChainNotConfigured,
+        ErrorCode::ChainRevokeFailed,
+        ErrorCode::ChainUnavailable,
+        ErrorCode::ChallengeExpired,
+        ErrorCode::ChallengeMismatch,
+        ErrorCode::ChallengeUnknown,
+        ErrorCode::ChallengeUsed,
+        ErrorCode::ChallengeWrongKey,
+        ErrorCode::ChallengeWrongKind,
+        ErrorCode::ChallengeWrongPurpose,
+        ErrorCode::CredentialExpired,
+        ErrorCode::CredentialInvalid,
+        ErrorCode::CredentialMalformed,
+        ErrorCode::CredentialMissing,
+        ErrorCode::CredentialRevoked,
+        ErrorCode::CredentialSuperseded,
+        ErrorCode::GasAboveCeiling,
+        ErrorCode::GrantFailed,
+        ErrorCode::IdempotencyKeyReused,
+        ErrorCode::IntentNotFound,
+        ErrorCode::Internal,
+        ErrorCode::InvalidAssertion,
+        ErrorCode::InvalidBase64,
+        ErrorCode::InvalidCredential,
+        ErrorCode::InvalidDer,
+        ErrorCode::InvalidDerivationPath,
+        ErrorCode::InvalidHex,
+        ErrorCode::InvalidIdempotencyKey,
+        ErrorCode::InvalidKeyId,
+        ErrorCode::InvalidLabel,
+        ErrorCode::InvalidLength,
+        ErrorCode::InvalidLimit,
+        ErrorCode::InvalidNumber,
+        ErrorCode::InvalidPurpose,
+        ErrorCode::InvalidRecipient,
+        ErrorCode::InvalidRequest,
+        ErrorCode::InvalidSession,
+        ErrorCode::InvalidTarget,
+        ErrorCode::InvalidTtl,
+        ErrorCode::InvalidValue,
+        ErrorCode::JwtRotationRefused,
+        ErrorCode::KeyIdMismatch,
+        ErrorCode::KeyNotFound,
+        ErrorCode::LegacyAssertionRefused,
+        ErrorCode::MalformedJson,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::MissingKey,
+        ErrorCode::MissingTarget,
+        ErrorCode::NoCalls,
+        ErrorCode::NotRevoker,
+        ErrorCode::OperatorLimit,
+        ErrorCode::OriginNotAllowed,
+        ErrorCode::Overloaded,
+        ErrorCode::PasskeyRefused,
+        ErrorCode::PayloadMismatch,
+        ErrorCode::PurposeRequired,
+        ErrorCode::RateLimited,
+        ErrorCode::RegistrationRequired,
+        ErrorCode::RequestTimeout,
+        ErrorCode::RouteNotFound,
+        ErrorCode::SignCountRegression,
+        ErrorCode::TaRolledBack,
+        ErrorCode::TeeUnavailable,
+        ErrorCode::TooManyCalls,
+        ErrorCode::TransactionFailed,
+        ErrorCode::UnknownField,
+        ErrorCode::UnsupportedPasskey,
+        ErrorCode::UserVerificationMissing,
+    ];
+
+    /// Every code, the policy refusals included.
+    pub fn all() -> impl Iterator<Item = ErrorCode> {
+        Self::OWN
+            .into_iter()
+            .chain(RefusalCode::ALL.into_iter().map(ErrorCode::Refusal))
+    }
+
+    /// The code as answered.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Refusal(r) => r.as_str(),
+            ErrorCode::AccountUnfunded => "account_unfunded",
+            ErrorCode::AgentExists => "agent_exists",
+            ErrorCode::AgentNotFound => "agent_not_found",
+            ErrorCode::AgentRevoked => "agent_revoked",
+            ErrorCode::ApiKeyInvalid => "api_key_invalid",
+            ErrorCode::ApiKeyRequired => "api_key_required",
+            ErrorCode::AssertionInvalid => "assertion_invalid",
+            ErrorCode::AuditCheckpointOutOfStep => "audit_checkpoint_out_of_step",
+            ErrorCode::AuditUnavailable => "audit_unavailable",
+            ErrorCode::BodyTimeout => "body_timeout",
+            ErrorCode::BodyTooLarge => "body_too_large",
+            ErrorCode::BodyUnreadable => "body_unreadable",
+            ErrorCode::BundlerRejected => "bundler_rejected",
+            ErrorCode::BundlerUnavailable => "bundler_unavailable",
+            ErrorCode::CeremonyRequired => "ceremony_required",
+            ErrorCode::ChainNotConfigured => "chain_not_configured",
+            ErrorCode::ChainRevokeFailed => "chain_revoke_failed",
+            ErrorCode::ChainUnavailable => "chain_unavailable",
+            ErrorCode::ChallengeExpired => "challenge_expired",
+            ErrorCode::ChallengeMismatch => "challenge_mismatch",
+            ErrorCode::ChallengeUnknown => "challenge_unknown",
+            ErrorCode::ChallengeUsed => "challenge_used",
+            ErrorCode::ChallengeWrongKey => "challenge_wrong_key",
+            ErrorCode::ChallengeWrongKind => "challenge_wrong_kind",
+            ErrorCode::ChallengeWrongPurpose => "challenge_wrong_purpose",
+            ErrorCode::CredentialExpired => "credential_expired",
+            ErrorCode::CredentialInvalid => "credential_invalid",
+            ErrorCode::CredentialMalformed => "credential_malformed",
+            ErrorCode::CredentialMissing => "credential_missing",
+            ErrorCode::CredentialRevoked => "credential_revoked",
+            ErrorCode::CredentialSuperseded => "credential_superseded",
+            ErrorCode::GasAboveCeiling => "gas_above_ceiling",
+            ErrorCode::GrantFailed => "grant_failed",
+            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
+            ErrorCode::IntentNotFound => "intent_not_found",
+            ErrorCode::Internal => "internal",
+            ErrorCode::InvalidAssertion => "invalid_assertion",
+            ErrorCode::InvalidBase64 => "invalid_base64",
+            ErrorCode::InvalidCredential => "invalid_credential",
+            ErrorCode::InvalidDer => "invalid_der",
+            ErrorCode::InvalidDerivationPath => "invalid_derivation_path",
+            ErrorCode::InvalidHex => "invalid_hex",
+            ErrorCode::InvalidIdempotencyKey => "invalid_idempotency_key",
+            ErrorCode::InvalidKeyId => "invalid_key_id",
+            ErrorCode::InvalidLabel => "invalid_label",
+            ErrorCode::InvalidLength => "invalid_length",
+            ErrorCode::InvalidLimit => "invalid_limit",
+            ErrorCode::InvalidNumber => "invalid_number",
+            ErrorCode::InvalidPurpose => "invalid_purpose",
+            ErrorCode::InvalidRecipient => "invalid_recipient",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidSession => "invalid_session",
+            ErrorCode::InvalidTarget => "invalid_target",
+            ErrorCode::InvalidTtl => "invalid_ttl",
+            ErrorCode::InvalidValue => "invalid_value",
+            ErrorCode::JwtRotationRefused => "jwt_rotation_refused",
+            ErrorCode::KeyIdMismatch => "key_id_mismatch",
+            ErrorCode::KeyNotFound => "key_not_found",
+            ErrorCode::LegacyAssertionRefused => "legacy_assertion_refused",
+            ErrorCode::MalformedJson => "malformed_json",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::MissingKey => "missing_key",
+            ErrorCode::MissingTarget => "missing_target",
+            ErrorCode::NoCalls => "no_calls",
+            ErrorCode::NotRevoker => "not_revoker",
+            ErrorCode::OperatorLimit => "operator_limit",
+            ErrorCode::OriginNotAllowed => "origin_not_allowed",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::PasskeyRefused => "passkey_refused",
+            ErrorCode::PayloadMismatch => "payload_mismatch",
+            ErrorCode::PurposeRequired => "purpose_required",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::RegistrationRequired => "registration_required",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::RouteNotFound => "route_not_found",
+            ErrorCode::SignCountRegression => "sign_count_regression",
+            ErrorCode::TaRolledBack => "ta_rolled_back",
+            ErrorCode::TeeUnavailable => "tee_unavailable",
+            ErrorCode::TooManyCalls => "too_many_calls",
+            ErrorCode::TransactionFailed => "transaction_failed",
+            ErrorCode::UnknownField => "unknown_field",
+            ErrorCode::UnsupportedPasskey => "unsupported_passkey",
+            ErrorCode::UserVerificationMissing => "user_verification_missing",
+        }
+    }
+}
+
+/// In `/openapi.json`: a string, one of every code.
+impl utoipa::PartialSchema for ErrorCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(ErrorCode::all().map(ErrorCode::as_str)))
+            .description(Some(
+                "Stable machine-readable code: one value per way a request can fail",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ErrorCode {}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The JSON body of every error.
 #[derive(Debug, Serialize, ToSchema)]
@@ -15,6 +401,7 @@ pub struct ErrorBody {
     /// Human-readable message (never contains secrets).
     pub error: String,
     /// Stable machine-readable code.
+    #[schema(value_type = ErrorCode)]
     pub code: String,
     /// Machine-readable particulars, where there are some: the refused target or amounts of a
     /// policy refusal, or the bundler's JSON-RPC code, `AAxx` code, message and decoded revert.
@@ -30,7 +417,7 @@ pub enum ApiError {
     #[error("{message}")]
     BadRequest {
         /// Code.
-        code: &'static str,
+        code: ErrorCode,
         /// Message.
         message: String,
     },
@@ -38,7 +425,7 @@ pub enum ApiError {
     #[error("{message}")]
     Unauthorized {
         /// Code.
-        code: &'static str,
+        code: ErrorCode,
         /// Message.
         message: String,
     },
@@ -46,7 +433,7 @@ pub enum ApiError {
     #[error("{message}")]
     Forbidden {
         /// Code.
-        code: &'static str,
+        code: ErrorCode,
         /// Message.
         message: String,
     },
@@ -54,7 +441,7 @@ pub enum ApiError {
     #[error("{message}")]
     NotFound {
         /// Code.
-        code: &'static str,
+        code: ErrorCode,
         /// Message.
         message: String,
     },
@@ -62,7 +449,7 @@ pub enum ApiError {
     #[error("{message}")]
     Conflict {
         /// Code.
-        code: &'static str,
+        code: ErrorCode,
         /// Message.
         message: String,
     },
@@ -76,7 +463,7 @@ pub enum ApiError {
     #[error("{message}")]
     Unprocessable {
         /// Code.
-        code: &'static str,
+        code: ErrorCode,
         /// Message.
         message: String,
     },
@@ -97,7 +484,7 @@ pub enum ApiError {
         /// The HTTP status.
         status: StatusCode,
         /// Code.
-        code: &'static str,
+        code: ErrorCode,
         /// Message.
         message: String,
         /// Details for the `details` field of the body.
@@ -110,35 +497,35 @@ pub enum ApiError {
 
 impl ApiError {
     /// 400.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::BadRequest {
             code,
             message: message.into(),
         }
     }
     /// 401.
-    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn unauthorized(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::Unauthorized {
             code,
             message: message.into(),
         }
     }
     /// 403.
-    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn forbidden(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::Forbidden {
             code,
             message: message.into(),
         }
     }
     /// 404.
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn not_found(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::NotFound {
             code,
             message: message.into(),
         }
     }
     /// 422.
-    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn unprocessable(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::Unprocessable {
             code,
             message: message.into(),
@@ -151,7 +538,7 @@ impl ApiError {
     /// Any status with `details`.
     pub fn detailed(
         status: StatusCode,
-        code: &'static str,
+        code: ErrorCode,
         message: impl Into<String>,
         details: serde_json::Value,
     ) -> Self {
@@ -181,7 +568,7 @@ impl ApiError {
     }
 
     /// The stable code.
-    pub fn code(&self) -> &'static str {
+    pub fn error_code(&self) -> ErrorCode {
         match self {
             ApiError::BadRequest { code, .. }
             | ApiError::Unauthorized { code, .. }
@@ -189,12 +576,17 @@ impl ApiError {
             | ApiError::NotFound { code, .. }
             | ApiError::Conflict { code, .. }
             | ApiError::Unprocessable { code, .. }
-            | ApiError::Detailed { code, .. } => code,
-            ApiError::TooLarge { .. } => "body_too_large",
-            ApiError::RateLimited { .. } => "rate_limited",
-            ApiError::TeeUnavailable => "tee_unavailable",
-            ApiError::Internal(_) => "internal",
+            | ApiError::Detailed { code, .. } => *code,
+            ApiError::TooLarge { .. } => ErrorCode::BodyTooLarge,
+            ApiError::RateLimited { .. } => ErrorCode::RateLimited,
+            ApiError::TeeUnavailable => ErrorCode::TeeUnavailable,
+            ApiError::Internal(_) => ErrorCode::Internal,
         }
+    }
+
+    /// The stable code as answered.
+    pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
     }
 }
 
@@ -239,25 +631,25 @@ impl From<ChallengeRefusal> for ApiError {
         let msg = r.to_string();
         match r {
             ChallengeRefusal::Unknown => ApiError::unauthorized(
-                "challenge_unknown",
+                ErrorCode::ChallengeUnknown,
                 "unknown ChallengeId: start a ceremony with /BeginAuthentication (or /BeginRegistration)",
             ),
             ChallengeRefusal::AlreadyUsed => ApiError::unauthorized(
-                "challenge_used",
+                ErrorCode::ChallengeUsed,
                 "this ceremony was already used (replayed assertion); start a new one",
             ),
             ChallengeRefusal::Expired => ApiError::unauthorized(
-                "challenge_expired",
+                ErrorCode::ChallengeExpired,
                 "the ceremony expired (300 s); start a new one",
             ),
-            ChallengeRefusal::WrongKind(_) => ApiError::unauthorized("challenge_wrong_kind", msg),
-            ChallengeRefusal::WrongWallet => ApiError::forbidden("challenge_wrong_key", msg),
+            ChallengeRefusal::WrongKind(_) => ApiError::unauthorized(ErrorCode::ChallengeWrongKind, msg),
+            ChallengeRefusal::WrongWallet => ApiError::forbidden(ErrorCode::ChallengeWrongKey, msg),
             ChallengeRefusal::WrongPurpose(p) => ApiError::forbidden(
-                "challenge_wrong_purpose",
+                ErrorCode::ChallengeWrongPurpose,
                 format!("the ceremony was started for Purpose {p}, not for this operation"),
             ),
             ChallengeRefusal::WrongPayload => ApiError::forbidden(
-                "payload_mismatch",
+                ErrorCode::PayloadMismatch,
                 "the assertion was made for a different payload than this request: start \
                  /BeginAuthentication with exactly this request's payload",
             ),
@@ -272,38 +664,44 @@ impl From<TaError> for ApiError {
         match e {
             TaError::Jwt(j) => {
                 let code = match j {
-                    JwtError::Malformed | JwtError::UnsupportedAlgorithm => "credential_malformed",
-                    JwtError::UnknownKid | JwtError::RetiredKid | JwtError::BadSignature => {
-                        "credential_invalid"
+                    JwtError::Malformed | JwtError::UnsupportedAlgorithm => {
+                        ErrorCode::CredentialMalformed
                     }
-                    JwtError::StaleGeneration => "credential_superseded",
-                    JwtError::Expired | JwtError::InvalidLifetime => "credential_expired",
-                    JwtError::AgentRevoked => "credential_revoked",
-                    JwtError::AgentUnknown => "credential_invalid",
+                    JwtError::UnknownKid | JwtError::RetiredKid | JwtError::BadSignature => {
+                        ErrorCode::CredentialInvalid
+                    }
+                    JwtError::StaleGeneration => ErrorCode::CredentialSuperseded,
+                    JwtError::Expired | JwtError::InvalidLifetime => ErrorCode::CredentialExpired,
+                    JwtError::AgentRevoked => ErrorCode::CredentialRevoked,
+                    JwtError::AgentUnknown => ErrorCode::CredentialInvalid,
                     JwtError::WalletMismatch | JwtError::IndexMismatch => {
-                        return ApiError::forbidden("key_id_mismatch", msg)
+                        return ApiError::forbidden(ErrorCode::KeyIdMismatch, msg)
                     }
                 };
                 ApiError::unauthorized(code, msg)
             }
             TaError::Passkey(p) => match p {
-                PasskeyError::MalformedSignature => ApiError::unprocessable("invalid_der", msg),
+                PasskeyError::MalformedSignature => {
+                    ApiError::unprocessable(ErrorCode::InvalidDer, msg)
+                }
                 PasskeyError::MalformedAuthenticatorData | PasskeyError::MalformedClientData => {
-                    ApiError::unprocessable("invalid_assertion", msg)
+                    ApiError::unprocessable(ErrorCode::InvalidAssertion, msg)
                 }
                 PasskeyError::UserVerificationMissing => {
-                    ApiError::unauthorized("user_verification_missing", msg)
+                    ApiError::unauthorized(ErrorCode::UserVerificationMissing, msg)
                 }
-                _ => ApiError::unauthorized("passkey_refused", msg),
+                _ => ApiError::unauthorized(ErrorCode::PasskeyRefused, msg),
             },
-            TaError::WalletNotFound => ApiError::not_found("key_not_found", "key not found"),
-            TaError::AgentNotFound => ApiError::not_found("agent_not_found", msg),
-            TaError::AgentRevoked => ApiError::unauthorized("credential_revoked", msg),
+            TaError::WalletNotFound => ApiError::not_found(ErrorCode::KeyNotFound, "key not found"),
+            TaError::AgentNotFound => ApiError::not_found(ErrorCode::AgentNotFound, msg),
+            TaError::AgentRevoked => ApiError::unauthorized(ErrorCode::CredentialRevoked, msg),
             TaError::AgentExists => ApiError::Conflict {
-                code: "agent_exists",
+                code: ErrorCode::AgentExists,
                 message: msg,
             },
-            TaError::InvalidRecipientLength(_) => ApiError::unprocessable("invalid_recipient", msg),
+            TaError::InvalidRecipientLength(_) => {
+                ApiError::unprocessable(ErrorCode::InvalidRecipient, msg)
+            }
             TaError::InvalidPasskeyKey
             | TaError::InvalidRpId
             | TaError::InvalidPath
@@ -311,21 +709,21 @@ impl From<TaError> for ApiError {
             | TaError::MessageTooLong
             | TaError::InvalidAgentIndex
             | TaError::InvalidTtl
-            | TaError::InvalidLabel => ApiError::unprocessable("invalid_value", msg),
+            | TaError::InvalidLabel => ApiError::unprocessable(ErrorCode::InvalidValue, msg),
             TaError::LimitReached => ApiError::RateLimited {
                 scope: "tee capacity",
                 retry_after_secs: 5,
             },
             // Only the rotation task asks for normal rotations, and handles this itself.
             TaError::JwtRotationRefused { .. } => ApiError::Conflict {
-                code: "jwt_rotation_refused",
+                code: ErrorCode::JwtRotationRefused,
                 message: msg,
             },
             // The TA refuses its sealed state as older than its monotonic counter: the
             // companion stops serving the TA routes (see `reconcile`).
             TaError::StateRolledBack { sealed, counter } => ApiError::detailed(
                 StatusCode::SERVICE_UNAVAILABLE,
-                crate::reconcile::TA_ROLLED_BACK,
+                ErrorCode::TaRolledBack,
                 msg,
                 serde_json::json!({ "sealedVersion": sealed, "counter": counter }),
             ),
@@ -362,14 +760,14 @@ impl From<TaError> for ApiError {
                 };
                 ApiError::detailed(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "operator_limit",
+                    ErrorCode::OperatorLimit,
                     msg,
                     details,
                 )
             }
             // Only the audit checkpoint task sends checkpoints, and handles these itself.
             TaError::AuditCheckpointOutOfStep { .. } => ApiError::Conflict {
-                code: "audit_checkpoint_out_of_step",
+                code: ErrorCode::AuditCheckpointOutOfStep,
                 message: msg,
             },
             TaError::AuditBatchInvalid { .. } => ApiError::Internal(format!("TA: {msg}")),
@@ -384,6 +782,198 @@ impl From<TaError> for ApiError {
             | TaError::Storage(_)
             | TaError::Internal => ApiError::Internal(format!("TA: {msg}")),
         }
+    }
+}
+
+impl From<crate::revocation::RevokeFailure> for ApiError {
+    fn from(f: crate::revocation::RevokeFailure) -> Self {
+        use crate::revocation::RevokeFailure;
+        match f {
+            RevokeFailure::Database(m) => ApiError::Internal(format!("database: {m}")),
+            RevokeFailure::Tee(e) => e.into(),
+            RevokeFailure::UnknownToTa(e) => TeeError::Ta(e).into(),
+            RevokeFailure::TaRolledBack(reason) => crate::reconcile::rolled_back_error(&reason),
+            other => ApiError::internal(other.to_string()),
+        }
+    }
+}
+
+/// The services' errors as HTTP: each service's typed error becomes its answer here, once.
+impl From<CredentialError> for ApiError {
+    fn from(e: CredentialError) -> Self {
+        let msg = e.to_string();
+        match e {
+            CredentialError::Missing | CredentialError::NotBearer => {
+                ApiError::unauthorized(ErrorCode::CredentialMissing, msg)
+            }
+            CredentialError::MalformedHeader | CredentialError::Malformed(_) => {
+                ApiError::unauthorized(ErrorCode::CredentialMalformed, msg)
+            }
+            CredentialError::KeyIdMismatch => ApiError::forbidden(ErrorCode::KeyIdMismatch, msg),
+            CredentialError::AgentNotFound => ApiError::not_found(ErrorCode::AgentNotFound, msg),
+            CredentialError::Revoked => ApiError::unauthorized(ErrorCode::CredentialRevoked, msg),
+            CredentialError::Superseded => {
+                ApiError::unauthorized(ErrorCode::CredentialSuperseded, msg)
+            }
+            CredentialError::Invalid => ApiError::unauthorized(ErrorCode::CredentialInvalid, msg),
+            CredentialError::Expired => ApiError::unauthorized(ErrorCode::CredentialExpired, msg),
+            CredentialError::Db(d) => d.into(),
+        }
+    }
+}
+
+impl From<IntentError> for ApiError {
+    fn from(e: IntentError) -> Self {
+        use axum::http::StatusCode;
+        use serde_json::json;
+        match e {
+            IntentError::NoSession {
+                agent,
+                requested: None,
+                ..
+            } => ApiError::detailed(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Refusal(kms_chain::session::RefusalCode::NoSession),
+                "this agent has no active session on any account: the owner registers one with \
+                 POST /kms/agent-sessions (a grant counts once it is included)",
+                json!({"agentAddress": agent, "accounts": []}),
+            ),
+            IntentError::NoSession {
+                agent,
+                requested: Some(account),
+                accounts,
+            } => ApiError::detailed(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Refusal(kms_chain::session::RefusalCode::NoSession),
+                format!(
+                    "this agent has no active session on account {account}: its sessions are on {}",
+                    if accounts.is_empty() {
+                        "no account".to_owned()
+                    } else {
+                        accounts
+                            .iter()
+                            .map(|a| a.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                ),
+                json!({"agentAddress": agent, "account": account, "accounts": accounts}),
+            ),
+            IntentError::OutdatedAccount {
+                account,
+                agent,
+                used,
+                validator,
+            } => ApiError::detailed(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Refusal(kms_chain::session::RefusalCode::NoSession),
+                format!(
+                    "account {account} checks sessions with validator {used}, not this \
+                     companion's {validator}: its sessions were granted under earlier rules and \
+                     are not used; grant the agent a session on an account of the current factory"
+                ),
+                json!({"account": account, "agentAddress": agent, "accountValidator": used,
+                    "validator": validator}),
+            ),
+            IntentError::Refused(r) => crate::chain::refusal(&r),
+            IntentError::GasBudgetExhausted {
+                available,
+                remaining,
+                in_flight,
+            } => ApiError::detailed(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Refusal(RefusalCode::GasOverBudget),
+                format!(
+                    "only {available} wei of the gas budget are available (left {remaining}, in \
+                     flight {in_flight}): less than even the bundler's gas estimation charges, so \
+                     no operation of this agent can pass until the owner grants more gas"
+                ),
+                json!({
+                    "maxGasCost": null,
+                    "available": available.to_string(),
+                    "remainingGasBudget": remaining.to_string(),
+                    "inFlight": in_flight.to_string(),
+                }),
+            ),
+            IntentError::IdempotencyKeyReused { key, user_op_hash } => ApiError::detailed(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::IdempotencyKeyReused,
+                format!(
+                    "Idempotency-Key {key:?} was used for another intent ({user_op_hash}) with \
+                     different calls; use a new key for a new intent"
+                ),
+                json!({"idempotencyKey": key, "userOpHash": user_op_hash}),
+            ),
+            IntentError::Chain { error, account } => {
+                crate::chain::chain_error(*error, Some(account))
+            }
+            IntentError::NotAccepted {
+                error,
+                account,
+                user_op_hash,
+                status,
+                reason,
+            } => not_accepted(*error, account, user_op_hash, status, reason),
+            IntentError::NotFound => ApiError::not_found(
+                ErrorCode::IntentNotFound,
+                "no intent of this agent has this userOpHash",
+            ),
+            IntentError::Db(d) => d.into(),
+            IntentError::Other(a) => a,
+        }
+    }
+}
+
+/// A submission that did not end with the bundler holding the operation: a verdict on the
+/// operation (the intent `failed`, `dropped`, `cancelled` or `replaced`, or kept open after an
+/// AA25 while the chain has not passed its nonce) is the bundler's refusal as usual (403 with a
+/// policy code, 422 `bundler_rejected` / `account_unfunded`); no verdict (unreachable bundler, an
+/// answer that says nothing about the operation) is 502 `bundler_unavailable`, the signed
+/// operation kept. `details` always carry `userOpHash`, `status` and `statusReason`.
+fn not_accepted(
+    e: kms_chain::client::ChainError,
+    account: alloy::primitives::Address,
+    user_op_hash: alloy::primitives::B256,
+    status: kms_db::IntentStatus,
+    reason: kms_db::IntentReason,
+) -> ApiError {
+    use kms_db::IntentReason;
+    let hash = format!("{user_op_hash:#x}");
+    let err = match reason {
+        IntentReason::BundlerUnreachable | IntentReason::BundlerAnswerUnusable => {
+            ApiError::detailed(
+                StatusCode::BAD_GATEWAY,
+                ErrorCode::BundlerUnavailable,
+                format!(
+                    "the bundler could not be reached or its answer could not be used; the \
+                     signed operation is kept, re-submitted as is and looked up until it settles \
+                     (GET /agent/intents/{hash}): {e}"
+                ),
+                serde_json::json!({}),
+            )
+        }
+        _ => crate::chain::chain_error(e, Some(account)),
+    };
+    match err {
+        ApiError::Detailed {
+            status: http,
+            code,
+            message,
+            mut details,
+        } => {
+            if let Some(d) = details.as_object_mut() {
+                d.insert("userOpHash".into(), serde_json::json!(hash));
+                d.insert("status".into(), serde_json::json!(status.as_str()));
+                d.insert("statusReason".into(), serde_json::json!(reason.as_str()));
+            }
+            ApiError::Detailed {
+                status: http,
+                code,
+                message,
+                details,
+            }
+        }
+        other => other,
     }
 }
 
@@ -469,5 +1059,25 @@ mod tests {
         }
         .into_response();
         assert_eq!(r.headers()[header::RETRY_AFTER], "7");
+    }
+
+    #[test]
+    fn every_code_is_unique_and_snake_case() {
+        let all: Vec<&str> = ErrorCode::all().map(ErrorCode::as_str).collect();
+        let unique: std::collections::BTreeSet<&str> = all.iter().copied().collect();
+        assert_eq!(
+            unique.len(),
+            all.len(),
+            "a code is answered by two variants"
+        );
+        for c in &all {
+            assert!(
+                c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{c} is not snake_case"
+            );
+        }
+        assert!(unique.contains("credential_superseded"));
+        assert!(unique.contains("target_not_allowed"));
     }
 }

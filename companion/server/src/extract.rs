@@ -9,7 +9,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::config::MAX_BODY_BYTES;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
+use crate::ratelimit::ClientAddr;
+use crate::service::credentials::{AgentAuth, AgentCredentials, CredentialError, Presented};
+use crate::state::AppState;
 
 /// A JSON request body.
 pub struct JsonBody<T>(pub T);
@@ -24,7 +27,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                     limit: MAX_BODY_BYTES,
                 }
             } else {
-                ApiError::bad_request("body_unreadable", rej.body_text())
+                ApiError::bad_request(ErrorCode::BodyUnreadable, rej.body_text())
             }
         })?;
         parse_json(&bytes).map(JsonBody)
@@ -43,9 +46,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             return refused;
         }
         let code = if e.is_data() {
-            "invalid_request"
+            ErrorCode::InvalidRequest
         } else {
-            "malformed_json"
+            ErrorCode::MalformedJson
         };
         ApiError::bad_request(code, format!("invalid JSON: {e}"))
     })
@@ -68,7 +71,7 @@ fn unknown_field(e: &serde_json::Error) -> Option<ApiError> {
         .collect();
     Some(ApiError::detailed(
         axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-        "unknown_field",
+        ErrorCode::UnknownField,
         format!("unknown field {field:?}: {msg}"),
         serde_json::json!({ "field": field, "expected": expected }),
     ))
@@ -78,7 +81,7 @@ fn unknown_field(e: &serde_json::Error) -> Option<ApiError> {
 pub fn from_value<T: DeserializeOwned>(v: Value) -> Result<T, ApiError> {
     serde_json::from_value(v).map_err(|e| {
         unknown_field(&e).unwrap_or_else(|| {
-            ApiError::bad_request("invalid_request", format!("invalid request: {e}"))
+            ApiError::bad_request(ErrorCode::InvalidRequest, format!("invalid request: {e}"))
         })
     })
 }
@@ -89,8 +92,9 @@ pub fn hex_bytes(field: &str, s: &str) -> Result<Vec<u8>, ApiError> {
         .strip_prefix("0x")
         .or_else(|| s.strip_prefix("0X"))
         .unwrap_or(s);
-    hex::decode(t)
-        .map_err(|_| ApiError::bad_request("invalid_hex", format!("{field} is not valid hex")))
+    hex::decode(t).map_err(|_| {
+        ApiError::bad_request(ErrorCode::InvalidHex, format!("{field} is not valid hex"))
+    })
 }
 
 /// Exactly `N` hex bytes. Malformed → 400, wrong length → 422.
@@ -98,7 +102,7 @@ pub fn hex_fixed<const N: usize>(field: &str, s: &str) -> Result<[u8; N], ApiErr
     let v = hex_bytes(field, s)?;
     v.as_slice().try_into().map_err(|_| {
         ApiError::unprocessable(
-            "invalid_length",
+            ErrorCode::InvalidLength,
             format!("{field} must be exactly {N} bytes, got {}", v.len()),
         )
     })
@@ -110,6 +114,70 @@ pub fn hex0x(b: &[u8]) -> String {
     s.push_str("0x");
     s.push_str(&hex::encode(b));
     s
+}
+
+/// The Bearer credential of a request, if it carries an `Authorization` header (parsed, not
+/// checked).
+pub fn bearer(headers: &axum::http::HeaderMap) -> Result<Option<Presented>, CredentialError> {
+    let Some(v) = headers.get(axum::http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let v = v.to_str().map_err(|_| CredentialError::MalformedHeader)?;
+    let token = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+        .ok_or(CredentialError::NotBearer)?;
+    Presented::parse(token.trim()).map(Some)
+}
+
+/// The agent of a request, authenticated by its Bearer credential
+/// ([`AgentCredentials::authenticate`]). A client address that spent its budget of failed
+/// authentications is refused (429) before its credential is read; every refusal of the
+/// credential charges that budget (`--client-auth-failures`), never the agent's. The agent's own
+/// rate limit is the handler's to take (the routes differ).
+#[derive(Debug)]
+pub struct Agent {
+    /// The authenticated agent.
+    pub auth: AgentAuth,
+    /// The client address (charged for a refusal that follows, e.g. a `keyId` mismatch).
+    pub client: ClientAddr,
+}
+
+impl Agent {
+    /// Refuses a request whose `keyId` (when given) names another agent than the credential
+    /// (403 `key_id_mismatch`, or 400 for a malformed keyId; the client's budget is charged).
+    pub fn require_key_id(&self, s: &AppState, key_id: Option<&str>) -> Result<(), ApiError> {
+        let Some(k) = key_id else { return Ok(()) };
+        let (wallet, index) =
+            crate::ops::agent_key_id(k).map_err(|e| s.limits.refused(self.client, e))?;
+        if (wallet, index) != (self.auth.wallet, self.auth.index) {
+            return Err(s
+                .limits
+                .refused(self.client, CredentialError::KeyIdMismatch.into()));
+        }
+        Ok(())
+    }
+}
+
+impl axum::extract::FromRequestParts<std::sync::Arc<AppState>> for Agent {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        s: &std::sync::Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let client = ClientAddr::from_request_parts(parts, s)
+            .await
+            .unwrap_or_else(|never| match never {});
+        s.limits.clients.admit(client.0)?;
+        let auth = async {
+            let presented = bearer(&parts.headers)?.ok_or(CredentialError::Missing)?;
+            AgentCredentials(s).authenticate(&presented, None).await
+        }
+        .await
+        .map_err(|e| s.limits.refused(client, e.into()))?;
+        Ok(Agent { auth, client })
+    }
 }
 
 /// An address as EIP-55 checksummed `0x` hex (every address in an answer).
@@ -159,11 +227,16 @@ pub fn checksummed(mut v: Value) -> Value {
 pub fn uint256(field: &str, v: &Value) -> Result<[u8; 32], ApiError> {
     let bad = || {
         ApiError::bad_request(
-            "invalid_number",
+            ErrorCode::InvalidNumber,
             format!("{field} is not a non-negative integer"),
         )
     };
-    let big = || ApiError::unprocessable("invalid_value", format!("{field} does not fit 256 bits"));
+    let big = || {
+        ApiError::unprocessable(
+            ErrorCode::InvalidValue,
+            format!("{field} does not fit 256 bits"),
+        )
+    };
     let mut out = [0u8; 32];
     match v {
         Value::Number(n) => {
@@ -178,7 +251,10 @@ pub fn uint256(field: &str, v: &Value) -> Result<[u8; 32], ApiError> {
                     h.to_owned()
                 };
                 let b = hex::decode(&h).map_err(|_| {
-                    ApiError::bad_request("invalid_hex", format!("{field} is not valid hex"))
+                    ApiError::bad_request(
+                        ErrorCode::InvalidHex,
+                        format!("{field} is not valid hex"),
+                    )
                 })?;
                 let b: &[u8] = {
                     let first = b.iter().position(|&x| x != 0).unwrap_or(b.len());
@@ -215,7 +291,7 @@ pub fn uint128(field: &str, v: &Value) -> Result<u128, ApiError> {
     let b = uint256(field, v)?;
     if b[..16].iter().any(|&x| x != 0) {
         return Err(ApiError::unprocessable(
-            "invalid_value",
+            ErrorCode::InvalidValue,
             format!("{field} does not fit 128 bits"),
         ));
     }
@@ -227,7 +303,10 @@ pub fn uint128(field: &str, v: &Value) -> Result<u128, ApiError> {
 /// [`uint256`] that must fit `u64`.
 pub fn uint64(field: &str, v: &Value) -> Result<u64, ApiError> {
     u64::try_from(uint128(field, v)?).map_err(|_| {
-        ApiError::unprocessable("invalid_value", format!("{field} does not fit 64 bits"))
+        ApiError::unprocessable(
+            ErrorCode::InvalidValue,
+            format!("{field} does not fit 64 bits"),
+        )
     })
 }
 

@@ -5,7 +5,8 @@
 //! * [`server`] — the router and start-up ([`server::start`]).
 //! * [`webauthn`] — ceremonies bound to TA nonces and payload digests.
 //! * [`ops`] — request types and the one builder of each TA body.
-//! * [`routes`] — wallet (AWS-KMS style), agent, ceremony and health routes.
+//! * [`routes`] — the HTTP adapters: extract, call a service, answer.
+//! * [`service`] — what the companion does: agent credentials, the intent pipeline.
 //! * [`auth`], [`ratelimit`] — API keys and limits, before any TEE call.
 //! * [`bounds`] — a cap on requests in progress and an answer timeout.
 //! * [`chain`] — the chain client, nonce tracker, operator key, and chain error mapping for
@@ -38,6 +39,7 @@ pub mod reconcile;
 pub mod revocation;
 pub mod routes;
 pub mod server;
+pub mod service;
 pub mod state;
 pub mod tasks;
 pub mod tee;

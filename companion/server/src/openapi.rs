@@ -119,6 +119,7 @@ fn shared_response(status: u16) -> utoipa::openapi::Response {
     ),
     components(schemas(
         crate::error::ErrorBody,
+        crate::error::ErrorCode,
         crate::webauthn::CeremonyResponse,
         crate::webauthn::Purpose,
     )),
@@ -311,5 +312,21 @@ mod tests {
             assert!(props("ListedSession")[field].is_object(), "{field}");
         }
         assert!(props("IntentRequest")["account"].is_object());
+    }
+
+    #[test]
+    fn error_codes_are_listed() {
+        let doc = serde_json::to_value(super::document()).unwrap();
+        let listed: Vec<String> =
+            serde_json::from_value(doc["components"]["schemas"]["ErrorCode"]["enum"].clone())
+                .unwrap();
+        let all: Vec<&str> = crate::error::ErrorCode::all()
+            .map(crate::error::ErrorCode::as_str)
+            .collect();
+        assert_eq!(listed, all);
+        assert_eq!(
+            doc["components"]["schemas"]["ErrorBody"]["properties"]["code"]["$ref"],
+            "#/components/schemas/ErrorCode"
+        );
     }
 }

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use webauthn_rs::prelude::Passkey;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::{from_value, hex_bytes, hex_fixed, uint128, uint256, uint64};
 use crate::state::AppState;
 use crate::webauthn::{CeremonyResponse, Purpose};
@@ -376,19 +376,32 @@ pub struct RevokeAgentRequest {
     pub passkey_assertion: Option<Value>,
 }
 
+crate::webauthn::carries_ceremony! {
+    SignHashRequest => web_authn, passkey;
+    SignRequest => web_authn, passkey;
+    DeriveAddressRequest => web_authn, passkey;
+    GetPublicKeyRequest => web_authn, passkey;
+    DeleteKeyRequest => web_authn, passkey;
+    ChangePasskeyRequest => web_authn, passkey;
+    CreateAgentKeyRequest => web_authn_assertion, passkey_assertion;
+    RefreshAgentRequest => web_authn_assertion, passkey_assertion;
+    AgentSessionRequest => web_authn_assertion, passkey_assertion;
+    RevokeAgentRequest => web_authn_assertion, passkey_assertion;
+}
+
 // -------------------------------------------------------------- parsing
 
 /// Parse a wallet id (400).
 pub fn wallet_id(s: &str) -> Result<WalletId, ApiError> {
     s.parse()
-        .map_err(|_| ApiError::bad_request("invalid_key_id", "KeyId must be a wallet UUID"))
+        .map_err(|_| ApiError::bad_request(ErrorCode::InvalidKeyId, "KeyId must be a wallet UUID"))
 }
 
 /// Parse an agent key id `"{wallet}:{index}"` (400).
 pub fn agent_key_id(s: &str) -> Result<(WalletId, u32), ApiError> {
     let bad = || {
         ApiError::bad_request(
-            "invalid_key_id",
+            ErrorCode::InvalidKeyId,
             "keyId must be \"{wallet_uuid}:{agent_index}\"",
         )
     };
@@ -398,14 +411,14 @@ pub fn agent_key_id(s: &str) -> Result<(WalletId, u32), ApiError> {
 /// Parse a derivation path (422).
 pub fn hd_path(s: &str) -> Result<HdPath, ApiError> {
     s.parse().map_err(|e: kms_proto::InvalidHdPath| {
-        ApiError::unprocessable("invalid_derivation_path", e.to_string())
+        ApiError::unprocessable(ErrorCode::InvalidDerivationPath, e.to_string())
     })
 }
 
 async fn existing_wallet(state: &AppState, key_id: &str) -> Result<WalletId, ApiError> {
     let id = wallet_id(key_id)?;
     if state.db.get_wallet(&id.to_uuid_string()).await?.is_none() {
-        return Err(ApiError::not_found("key_not_found", "key not found"));
+        return Err(ApiError::not_found(ErrorCode::KeyNotFound, "key not found"));
     }
     Ok(id)
 }
@@ -426,7 +439,7 @@ pub async fn resolve_signer(
     }
     let Some(a) = address else {
         return Err(ApiError::bad_request(
-            "missing_key",
+            ErrorCode::MissingKey,
             "KeyId or Address is required",
         ));
     };
@@ -435,11 +448,11 @@ pub async fn resolve_signer(
         .db
         .find_address(&crate::extract::hex0x(&bytes))
         .await?
-        .ok_or_else(|| ApiError::not_found("key_not_found", "no key has this address"))?;
+        .ok_or_else(|| ApiError::not_found(ErrorCode::KeyNotFound, "no key has this address"))?;
     let recorded = hd_path(&rec.derivation_path)?;
     if path.is_some_and(|p| p != recorded) {
         return Err(ApiError::unprocessable(
-            "invalid_derivation_path",
+            ErrorCode::InvalidDerivationPath,
             "DerivationPath does not match the path of Address",
         ));
     }
@@ -450,7 +463,7 @@ fn ttl(state: &AppState, requested: Option<u64>) -> Result<u64, ApiError> {
     let t = requested.unwrap_or(state.config.jwt_ttl_secs);
     if t == 0 || t > state.config.jwt_ttl_secs {
         return Err(ApiError::unprocessable(
-            "invalid_ttl",
+            ErrorCode::InvalidTtl,
             format!(
                 "ttlSecs must be between 1 and {}",
                 state.config.jwt_ttl_secs
@@ -468,14 +481,14 @@ fn account_domain(state: &AppState, account: &str) -> Result<(u64, [u8; 20]), Ap
     let account = hex_fixed::<20>("Account", account)?;
     if account == [0; 20] {
         return Err(ApiError::unprocessable(
-            "invalid_value",
+            ErrorCode::InvalidValue,
             "Account must be the smart account's address, not the zero address",
         ));
     }
     let chain = state.chain.as_ref().ok_or_else(|| {
         ApiError::detailed(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "chain_not_configured",
+            ErrorCode::ChainNotConfigured,
             "Account asks for a signature bound to a smart account on this companion's chain, \
              and this companion has no chain settings (--rpc-url, --bundler-url, \
              --validator-address, --account-factory)",
@@ -570,9 +583,11 @@ fn message_bytes(msg: &str, encoding: Option<&str>) -> Result<Vec<u8>, ApiError>
         Some("utf8") | Some("utf-8") | Some("raw") => Ok(msg.as_bytes().to_vec()),
         Some("base64") => base64::engine::general_purpose::STANDARD
             .decode(msg)
-            .map_err(|_| ApiError::bad_request("invalid_base64", "Message is not valid base64")),
+            .map_err(|_| {
+                ApiError::bad_request(ErrorCode::InvalidBase64, "Message is not valid base64")
+            }),
         Some(other) => Err(ApiError::unprocessable(
-            "invalid_value",
+            ErrorCode::InvalidValue,
             format!("unknown MessageEncoding {other:?} (hex, utf8, base64)"),
         )),
         None if msg.starts_with("0x") => hex_bytes("Message", msg),
@@ -588,7 +603,7 @@ pub fn transaction(t: &TransactionRequest) -> Result<Transaction, ApiError> {
             let b = hex_bytes("to", s)?;
             if b.len() != 20 {
                 return Err(ApiError::unprocessable(
-                    "invalid_recipient",
+                    ErrorCode::InvalidRecipient,
                     format!(
                         "transaction recipient must be exactly 20 bytes, got {}",
                         b.len()
@@ -618,7 +633,7 @@ pub fn transaction(t: &TransactionRequest) -> Result<Transaction, ApiError> {
         Some("eip1559") | Some("0x2") | Some("2") => "eip1559",
         Some(other) => {
             return Err(ApiError::unprocessable(
-                "invalid_value",
+                ErrorCode::InvalidValue,
                 format!("unknown transaction type {other:?}"),
             ))
         }
@@ -628,7 +643,7 @@ pub fn transaction(t: &TransactionRequest) -> Result<Transaction, ApiError> {
     Ok(if kind == "legacy" {
         let gp = t.gas_price.as_ref().ok_or_else(|| {
             ApiError::unprocessable(
-                "invalid_value",
+                ErrorCode::InvalidValue,
                 "gasPrice is required for a legacy transaction",
             )
         })?;
@@ -646,7 +661,7 @@ pub fn transaction(t: &TransactionRequest) -> Result<Transaction, ApiError> {
             v.as_ref()
                 .ok_or_else(|| {
                     ApiError::unprocessable(
-                        "invalid_value",
+                        ErrorCode::InvalidValue,
                         format!("{f} is required for an EIP-1559 transaction"),
                     )
                 })
@@ -678,7 +693,7 @@ pub async fn prepare_sign(state: &AppState, r: &SignRequest) -> Result<SignBody,
             let m = message_bytes(m, r.message_encoding.as_deref())?;
             if m.len() > 64 * 1024 {
                 return Err(ApiError::unprocessable(
-                    "invalid_value",
+                    ErrorCode::InvalidValue,
                     "Message exceeds 64 KiB",
                 ));
             }
@@ -687,7 +702,7 @@ pub async fn prepare_sign(state: &AppState, r: &SignRequest) -> Result<SignBody,
         (None, Some(t)) => What::Tx(transaction(t)?),
         _ => {
             return Err(ApiError::bad_request(
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "exactly one of Message or Transaction is required",
             ))
         }
@@ -697,7 +712,7 @@ pub async fn prepare_sign(state: &AppState, r: &SignRequest) -> Result<SignBody,
         (Some(a), What::Msg(_)) => Some(account_domain(state, a)?),
         (Some(_), What::Tx(_)) => {
             return Err(ApiError::bad_request(
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "Account applies to Message only (a transaction carries its own chainId)",
             ))
         }
@@ -756,7 +771,7 @@ pub async fn prepare_get_public_key(
         .transpose()?
         .ok_or_else(|| {
             ApiError::bad_request(
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "DerivationPath is required for a ceremony",
             )
         })?;
@@ -790,7 +805,7 @@ pub async fn prepare_change_passkey(
             "NewPasskey is required"
         };
         return Err(ApiError::bad_request(
-            "registration_required",
+            ErrorCode::RegistrationRequired,
             format!(
                 "{why}: register the new passkey with POST /BeginRegistration {{\"KeyId\": \
                  \"<wallet>\"}} and send {{ChallengeId, Credential}} as NewPasskey"
@@ -817,7 +832,7 @@ pub async fn prepare_mint(
     let label = r.label.clone().unwrap_or_default();
     if label.len() > 128 {
         return Err(ApiError::unprocessable(
-            "invalid_label",
+            ErrorCode::InvalidLabel,
             "label exceeds 128 bytes",
         ));
     }
@@ -878,7 +893,7 @@ async fn existing_agent(
                 kms_db::AgentStatus::Active | kms_db::AgentStatus::Revoked
             )
         })
-        .ok_or_else(|| ApiError::not_found("agent_not_found", "unknown agent key"))
+        .ok_or_else(|| ApiError::not_found(ErrorCode::AgentNotFound, "unknown agent key"))
 }
 
 // ---------------------------------------------------- BeginAuthentication
@@ -889,7 +904,7 @@ fn with_key(payload: Option<Value>, field: &str, key: Option<&str>) -> Result<Va
         Some(Value::Object(m)) => m,
         Some(_) => {
             return Err(ApiError::bad_request(
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "Payload must be a JSON object",
             ))
         }
@@ -898,7 +913,7 @@ fn with_key(payload: Option<Value>, field: &str, key: Option<&str>) -> Result<Va
         match map.get(field) {
             Some(Value::String(existing)) if existing != k => {
                 return Err(ApiError::bad_request(
-                    "invalid_request",
+                    ErrorCode::InvalidRequest,
                     format!("Payload.{field} differs from KeyId"),
                 ))
             }
@@ -968,7 +983,7 @@ pub async fn ceremony_target(
             (r.wallet_id, revoke_digest(&r))
         }
         Purpose::GrantSession => {
-            // Built (with its UserOperation) by routes::sessions::begin_grant.
+            // Built (with its UserOperation) by service::sessions::begin_grant.
             return Err(ApiError::internal(
                 "GrantSession ceremonies are started by begin_grant",
             ));

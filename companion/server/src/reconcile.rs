@@ -53,7 +53,7 @@ use kms_tee_client::TeeError;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
 
 /// A pending row younger than this is left alone by a live run (a create
@@ -64,12 +64,9 @@ pub const PENDING_GRACE_SECS: i64 = 600;
 /// (so the routes are served again soon after `kms-admin accept-restore`).
 pub const ROLLBACK_RECHECK: Duration = Duration::from_secs(2);
 
-/// The stable code of the refusals while the TA is rolled back.
-pub const TA_ROLLED_BACK: &str = "ta_rolled_back";
-
 /// Routes served while the TA is rolled back: they read only the database
 /// (or nothing). Every other route, including any added later, answers 503
-/// [`TA_ROLLED_BACK`].
+/// `ta_rolled_back` ([`ErrorCode::TaRolledBack`]).
 pub const SERVED_WHILE_ROLLED_BACK: &[&str] = &[
     "/health",
     "/metrics",
@@ -150,7 +147,7 @@ impl Reconcile {
 pub fn rolled_back_error(reason: &str) -> ApiError {
     ApiError::detailed(
         axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        TA_ROLLED_BACK,
+        ErrorCode::TaRolledBack,
         "the TA's state is older than the companion's database (rolled back); the companion \
          refuses to use it until an operator accepts the restore (kms-admin accept-restore)",
         serde_json::json!({ "reason": reason }),
@@ -158,7 +155,7 @@ pub fn rolled_back_error(reason: &str) -> ApiError {
 }
 
 /// Middleware: while the TA is rolled back, every route not in
-/// [`SERVED_WHILE_ROLLED_BACK`] answers 503 [`TA_ROLLED_BACK`] before doing
+/// [`SERVED_WHILE_ROLLED_BACK`] answers 503 `ta_rolled_back` ([`ErrorCode::TaRolledBack`]) before doing
 /// anything.
 pub async fn refuse_when_rolled_back(
     State(s): State<Arc<AppState>>,
@@ -346,7 +343,7 @@ pub async fn run_once(s: &AppState, startup: bool) -> Result<Report, ApiError> {
             Ok(r)
         }
         Err(e) => {
-            if e.code() == TA_ROLLED_BACK {
+            if e.error_code() == ErrorCode::TaRolledBack {
                 // The TA refused its own state (`StateRolledBack`).
                 s.reconcile.set_rolled_back(e.to_string());
             } else {

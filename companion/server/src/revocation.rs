@@ -17,7 +17,7 @@
 //! (its receipt not seen yet): its account is checked too, and reported only when a live session
 //! was found and revoked there (or the check failed). Its row stays pending; a grant included for
 //! an agent that is revoked by then is revoked on chain as soon as it is seen
-//! ([`crate::routes::sessions`]: the grant route and the background task). A grant that failed
+//! ([`crate::service::sessions`]: the grant route and the background task). A grant that failed
 //! (refused, reverted, dropped) never comes into it.
 //!
 //! The TA and the chain are reached through [`TaAccess`] and [`ChainAccess`]: the companion's

@@ -1,6 +1,6 @@
 //! Background tasks: JWT secret rotation (and keeping `jwt_secret_meta`
 //! true to the TA), pending session grants settled from the chain
-//! ([`crate::routes::sessions::grant_tick`]), audit checkpoints signed in the TA,
+//! ([`crate::service::sessions::grant_tick`]), audit checkpoints signed in the TA,
 //! expired-ceremony cleanup, and limiter sweeping.
 
 use std::sync::Arc;
@@ -228,7 +228,7 @@ pub fn spawn(s: Arc<AppState>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandl
     });
     let grants = every(poll, shutdown.clone(), s.clone(), |s| async move {
         if s.chain.is_some() {
-            crate::routes::sessions::grant_tick(&s).await;
+            crate::service::sessions::grant_tick(&s).await;
         }
     });
     let checkpoints = {

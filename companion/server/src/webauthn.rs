@@ -30,7 +30,7 @@ use webauthn_rs::prelude::{
 };
 
 use crate::config::CEREMONY_TTL_SECS;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
 
 /// The operation an authentication ceremony authorises.
@@ -107,12 +107,37 @@ impl FromStr for Purpose {
             .ok_or_else(|| {
                 let names: Vec<&str> = Purpose::ALL.iter().map(|p| p.as_str()).collect();
                 ApiError::bad_request(
-                    "invalid_purpose",
+                    ErrorCode::InvalidPurpose,
                     format!("unknown Purpose {s:?}; one of {}", names.join(", ")),
                 )
             })
     }
 }
+
+/// A request that carries the owner's passkey ceremony: its `CeremonyResponse` (if any) and
+/// whether it sent the legacy raw `passkeyAssertion` (refused, with a message that says how to
+/// run the ceremony instead).
+pub trait CarriesCeremony {
+    /// The ceremony's response, if the request carries one.
+    fn ceremony(&self) -> Option<&CeremonyResponse>;
+    /// Whether the request sent the legacy raw assertion.
+    fn legacy_assertion(&self) -> bool;
+}
+
+/// Implements [`CarriesCeremony`] for request types by their two fields.
+macro_rules! carries_ceremony {
+    ($($t:ty => $ceremony:ident, $legacy:ident;)*) => {$(
+        impl $crate::webauthn::CarriesCeremony for $t {
+            fn ceremony(&self) -> Option<&$crate::webauthn::CeremonyResponse> {
+                self.$ceremony.as_ref()
+            }
+            fn legacy_assertion(&self) -> bool {
+                self.$legacy.is_some()
+            }
+        }
+    )*};
+}
+pub(crate) use carries_ceremony;
 
 /// A finished ceremony as sent with an operation: upstream's `WebAuthn`
 /// (`webAuthnAssertion` on `/kms/*`) object.
@@ -190,7 +215,7 @@ pub fn passkey_sec1(passkey: &Passkey) -> Result<Vec<u8>, ApiError> {
             Ok(out)
         }
         _ => Err(ApiError::unprocessable(
-            "unsupported_passkey",
+            ErrorCode::UnsupportedPasskey,
             "the passkey is not a P-256 (ES256) key; the TEE verifies P-256 passkeys only",
         )),
     }
@@ -205,7 +230,7 @@ pub fn passkey_credential_id(passkey: &Passkey) -> String {
 pub fn ceremony_required(purpose: Purpose, legacy_present: bool, key_field: &str) -> ApiError {
     if legacy_present {
         ApiError::unauthorized(
-            "legacy_assertion_refused",
+            ErrorCode::LegacyAssertionRefused,
             format!(
                 "a bare passkey assertion without a server challenge is not accepted; start a \
                  ceremony with POST /BeginAuthentication {{\"KeyId\": <{key_field}>, \"Purpose\": \
@@ -215,7 +240,7 @@ pub fn ceremony_required(purpose: Purpose, legacy_present: bool, key_field: &str
         )
     } else {
         ApiError::unauthorized(
-            "ceremony_required",
+            ErrorCode::CeremonyRequired,
             format!(
                 "this operation requires a WebAuthn ceremony: POST /BeginAuthentication with \
                  Purpose \"{purpose}\", then send {{ChallengeId, Credential}}"
@@ -240,7 +265,7 @@ impl AppState {
             .db
             .get_passkey(&wallet_str)
             .await?
-            .ok_or_else(|| ApiError::not_found("key_not_found", "key not found"))?;
+            .ok_or_else(|| ApiError::not_found(ErrorCode::KeyNotFound, "key not found"))?;
         let passkey: Passkey =
             serde_json::from_str(&stored.passkey_json).map_err(internal("stored passkey"))?;
         let nonce = self.tee.call(&GetChallenge { wallet_id: *wallet }).await?;
@@ -293,22 +318,25 @@ impl AppState {
         wallet: &WalletId,
         purpose: Purpose,
         payload_digest: &[u8; 32],
-        ceremony: Option<&CeremonyResponse>,
-        legacy_present: bool,
+        request: &impl CarriesCeremony,
         key_field: &str,
     ) -> Result<PasskeyAssertion, ApiError> {
-        let Some(ceremony) = ceremony else {
-            return Err(ceremony_required(purpose, legacy_present, key_field));
+        let Some(ceremony) = request.ceremony() else {
+            return Err(ceremony_required(
+                purpose,
+                request.legacy_assertion(),
+                key_field,
+            ));
         };
         let credential: PublicKeyCredential = serde_json::from_value(ceremony.credential.clone())
             .map_err(|e| {
             ApiError::bad_request(
-                "invalid_credential",
+                ErrorCode::InvalidCredential,
                 format!("Credential is not a WebAuthn assertion response: {e}"),
             )
         })?;
         crate::der::parse_ecdsa_signature(&credential.response.signature).map_err(|e| {
-            ApiError::unprocessable("invalid_der", format!("assertion signature: {e}"))
+            ApiError::unprocessable(ErrorCode::InvalidDer, format!("assertion signature: {e}"))
         })?;
         let wallet_str = wallet.to_uuid_string();
         let digest_hex = hex::encode(payload_digest);
@@ -328,7 +356,7 @@ impl AppState {
             .db
             .get_passkey(&wallet_str)
             .await?
-            .ok_or_else(|| ApiError::not_found("key_not_found", "key not found"))?;
+            .ok_or_else(|| ApiError::not_found(ErrorCode::KeyNotFound, "key not found"))?;
         let mut passkey: Passkey =
             serde_json::from_str(&stored.passkey_json).map_err(internal("stored passkey"))?;
         // Verify against the credential as stored now (current counter), not
@@ -351,7 +379,7 @@ impl AppState {
             .map_err(map_webauthn_error)?;
         if !result.user_verified() {
             return Err(ApiError::unauthorized(
-                "user_verification_missing",
+                ErrorCode::UserVerificationMissing,
                 "the authenticator did not verify the user (UV flag not set)",
             ));
         }
@@ -387,7 +415,7 @@ impl AppState {
                 match current {
                     Some(c) if c < new_count && c != expected => expected = c,
                     _ => return Err(ApiError::unauthorized(
-                        "sign_count_regression",
+                        ErrorCode::SignCountRegression,
                         "the authenticator's signature counter did not advance (possible clone)",
                     )),
                 }
@@ -468,7 +496,7 @@ impl AppState {
         let credential: RegisterPublicKeyCredential =
             serde_json::from_value(ceremony.credential.clone()).map_err(|e| {
                 ApiError::bad_request(
-                    "invalid_credential",
+                    ErrorCode::InvalidCredential,
                     format!("Credential is not a WebAuthn registration response: {e}"),
                 )
             })?;
@@ -504,23 +532,27 @@ pub fn map_webauthn_error(e: WebauthnError) -> ApiError {
     let msg = format!("WebAuthn verification failed: {e}");
     match e {
         WebauthnError::UserNotVerified => ApiError::unauthorized(
-            "user_verification_missing",
+            ErrorCode::UserVerificationMissing,
             "the authenticator did not verify the user (UV flag not set)",
         ),
         WebauthnError::CredentialPossibleCompromise => ApiError::unauthorized(
-            "sign_count_regression",
+            ErrorCode::SignCountRegression,
             "the authenticator's signature counter did not advance (possible clone)",
         ),
-        WebauthnError::InvalidRPOrigin => ApiError::unauthorized("origin_not_allowed", msg),
+        WebauthnError::InvalidRPOrigin => ApiError::unauthorized(ErrorCode::OriginNotAllowed, msg),
         WebauthnError::CredentialAlteredAlgFromRequest => ApiError::unprocessable(
-            "unsupported_passkey",
+            ErrorCode::UnsupportedPasskey,
             "the passkey's algorithm was not offered: the TEE verifies P-256 (ES256) passkeys only",
         ),
-        WebauthnError::MismatchedChallenge => ApiError::unauthorized("challenge_mismatch", msg),
+        WebauthnError::MismatchedChallenge => {
+            ApiError::unauthorized(ErrorCode::ChallengeMismatch, msg)
+        }
         WebauthnError::ParseNOMFailure
         | WebauthnError::ParseCBORFailure(_)
         | WebauthnError::ParseJSONFailure(_)
-        | WebauthnError::ParseBase64Failure(_) => ApiError::bad_request("invalid_credential", msg),
-        _ => ApiError::unauthorized("assertion_invalid", msg),
+        | WebauthnError::ParseBase64Failure(_) => {
+            ApiError::bad_request(ErrorCode::InvalidCredential, msg)
+        }
+        _ => ApiError::unauthorized(ErrorCode::AssertionInvalid, msg),
     }
 }

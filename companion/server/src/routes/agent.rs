@@ -1,26 +1,26 @@
-//! The agent API: create, sign (hot path), refresh, revoke.
+//! The agent API, adapters of [`crate::service::credentials`]: `/kms/create-agent-key`,
+//! `/kms/sign-agent` (the hot path), `/kms/refresh-agent-credential`,
+//! `/kms/revoke-agent-credential`.
 
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use axum::{Extension, Json};
-use kms_db::{AgentActivation, AgentStatus};
 use kms_proto::authz::AuthorizedBody;
-use kms_proto::{AgentCredential, CreateAgentKey, HdPath, JwtSignPayload, SignAgentUserOp};
+use kms_proto::{AgentCredential, HdPath, SignAgentUserOp};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
-use crate::audit::Event;
+use crate::audit::{AuditMode, Audited};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{checksum, checksum_str, hex0x, hex_fixed, JsonBody};
+use crate::extract::{bearer, checksum, checksum_str, hex0x, hex_fixed, Agent, JsonBody};
 use crate::ops::{self, CreateAgentKeyRequest, RefreshAgentRequest, RevokeAgentRequest};
 use crate::ratelimit::ClientAddr;
-use crate::revocation::{AccountRevocation, CompanionChain, RevokeFailure};
-use crate::state::{AppState, CachedCredential};
+use crate::revocation::AccountRevocation;
+use crate::service::credentials::{audit_account_revocation, revoked_generation, AgentCredentials};
+use crate::state::AppState;
 use crate::webauthn::Purpose;
 
 /// A newly issued agent credential (shown once).
@@ -134,70 +134,6 @@ impl From<&AccountRevocation> for OnChainRevocation {
     }
 }
 
-/// Records the operator's on-chain revocation of one account in the audit log (already done: a
-/// failure to record it is logged by the writer).
-pub(crate) async fn audit_account_revocation(s: &AppState, key_id: &str, a: &AccountRevocation) {
-    let outcome = match a.outcome.failure() {
-        Some(_) => "refused:chain_revoke_failed".to_owned(),
-        None => "ok".to_owned(),
-    };
-    let detail = format!(
-        "account={} status={} {}",
-        a.account,
-        a.outcome.status(),
-        crate::revocation::describe(&a.outcome)
-    );
-    let _ = s
-        .audit
-        .record_durable(Event {
-            actor: "operator",
-            action: "RevokeSessionOnChain",
-            key_id: Some(key_id),
-            outcome: &outcome,
-            user_op_hash: None,
-            detail: Some(&detail),
-        })
-        .await;
-}
-
-impl From<RevokeFailure> for ApiError {
-    fn from(f: RevokeFailure) -> Self {
-        match f {
-            RevokeFailure::Database(m) => ApiError::Internal(format!("database: {m}")),
-            RevokeFailure::Tee(e) => e.into(),
-            RevokeFailure::UnknownToTa(e) => kms_tee_client::TeeError::Ta(e).into(),
-            RevokeFailure::TaRolledBack(reason) => crate::reconcile::rolled_back_error(&reason),
-            other => ApiError::internal(other.to_string()),
-        }
-    }
-}
-
-fn credential_hash(jwt: &str) -> String {
-    hex::encode(Sha256::digest(jwt.as_bytes()))
-}
-
-fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
-    let v = headers.get(header::AUTHORIZATION).ok_or_else(|| {
-        ApiError::unauthorized(
-            "credential_missing",
-            "Authorization: Bearer <agent credential> is required",
-        )
-    })?;
-    let v = v.to_str().map_err(|_| {
-        ApiError::unauthorized("credential_malformed", "malformed Authorization header")
-    })?;
-    let token = v
-        .strip_prefix("Bearer ")
-        .or_else(|| v.strip_prefix("bearer "))
-        .ok_or_else(|| {
-            ApiError::unauthorized(
-                "credential_missing",
-                "Authorization must be a Bearer credential",
-            )
-        })?;
-    Ok(token.trim())
-}
-
 fn response(key_id: String, c: &AgentCredential) -> AgentCredentialResponse {
     AgentCredentialResponse {
         key_id,
@@ -207,24 +143,6 @@ fn response(key_id: String, c: &AgentCredential) -> AgentCredentialResponse {
         agent_credential: c.to_jwt(),
         expires_at: c.exp,
         generation: c.generation,
-    }
-}
-
-fn activation<'a>(
-    c: &AgentCredential,
-    address: &'a str,
-    public_key: &'a str,
-    hash: &'a str,
-) -> AgentActivation<'a> {
-    AgentActivation {
-        agent_address: address,
-        public_key,
-        credential_hash: hash,
-        kid: "",
-        generation: c.generation,
-        issued_at: i64::try_from(c.iat).unwrap_or(i64::MAX),
-        expires_at: i64::try_from(c.exp).unwrap_or(i64::MAX),
-        now: kms_db::now_secs(),
     }
 }
 
@@ -248,89 +166,24 @@ pub async fn create_agent_key(
                 &body.wallet_id,
                 Purpose::CreateAgentKey,
                 &body.payload_digest(),
-                r.web_authn_assertion.as_ref(),
-                r.passkey_assertion.is_some(),
+                &r,
                 "wallet id",
             )
             .await?;
-        let index =
-            s.db.reserve_agent_index(&wallet, &body.label, kms_db::now_secs())
-                .await?;
-        key_id = Some(kms_proto::jwt::key_id(&body.wallet_id, index));
-        match s
-            .tee
-            .call(&CreateAgentKey {
-                agent_index: index,
-                body: body.clone(),
-                assertion,
+        AgentCredentials(&s)
+            .create(&body, assertion, |index| {
+                key_id = Some(kms_proto::jwt::key_id(&body.wallet_id, index))
             })
             .await
-        {
-            Ok(c) => {
-                let jwt = c.to_jwt();
-                let hash = credential_hash(&jwt);
-                let (address, public_key) = (hex0x(&c.address), hex0x(&c.public_key));
-                let mut act = activation(&c, &address, &public_key, &hash);
-                act.kid = &c.kid;
-                s.db.activate_agent(&wallet, index, &act).await?;
-                Ok(c)
-            }
-            Err(e) => {
-                s.db.fail_agent(&wallet, index, e.code(), kms_db::now_secs())
-                    .await?;
-                Err(e)
-            }
-        }
     }
     .await;
-    s.audit_durable(
-        &caller.actor,
-        "CreateAgentKey",
-        Some(key_id.as_deref().unwrap_or(&wallet)),
-        &res,
-        None,
-    )
-    .await;
-    let c = res?;
+    let audit =
+        Audited::new(&caller.actor, "CreateAgentKey").key_id(key_id.as_deref().unwrap_or(&wallet));
+    let c = s.audited(audit, AuditMode::Durable, res).await?;
     Ok(Json(response(
         kms_proto::jwt::key_id(&body.wallet_id, c.agent_index),
         &c,
     )))
-}
-
-/// The Bearer JWT of a `/kms/sign-agent` request and the agent it names, checked against the
-/// request's `keyId` (403 when they differ): `(jwt, canonical keyId, wallet, index, exp)`.
-fn named_agent<'h>(
-    headers: &'h HeaderMap,
-    key_id: &str,
-) -> Result<
-    (
-        &'h str,
-        String,
-        kms_proto::WalletId,
-        u32,
-        kms_proto::jwt::AgentClaims,
-    ),
-    ApiError,
-> {
-    let jwt = bearer(headers)?;
-    let parsed = kms_proto::jwt::parse(jwt).map_err(|e| {
-        ApiError::unauthorized("credential_malformed", format!("invalid credential: {e}"))
-    })?;
-    let (wallet, index) = ops::agent_key_id(key_id)?;
-    // One canonical spelling for the limiter, the cache and the audit
-    // trail (case or leading zeros must not open another bucket).
-    let key_id = kms_proto::jwt::key_id(&wallet, index);
-    let claims = &parsed.claims;
-    if claims.agent_index != index
-        || claims.wallet_id.parse::<kms_proto::WalletId>().ok() != Some(wallet)
-    {
-        return Err(ApiError::forbidden(
-            "key_id_mismatch",
-            "keyId does not match the credential",
-        ));
-    }
-    Ok((jwt, key_id, wallet, index, claims.clone()))
 }
 
 /// Sign a userOpHash with an agent key (Bearer agent credential).
@@ -346,217 +199,48 @@ fn named_agent<'h>(
     security(("bearer" = [])))]
 pub async fn sign_agent(
     State(s): State<Arc<AppState>>,
-    client: ClientAddr,
-    headers: HeaderMap,
+    agent: Result<Agent, ApiError>,
     JsonBody(r): JsonBody<SignAgentRequest>,
 ) -> Result<Json<SignAgentResponse>, ApiError> {
-    // An address that spent its budget of failed authentications is refused before its
-    // credential is even read.
-    s.limits.clients.admit(client.0)?;
-    let (jwt, key_id, wallet, index, claims) =
-        named_agent(&headers, &r.key_id).map_err(|e| s.limits.refused(client, e))?;
-    let user_op_hash = hex_fixed::<32>("payload", &r.payload)?;
-    let account = hex_fixed::<20>("accountAddress", &r.account_address)?;
-    let res = match check_credential(&s, &key_id, wallet, index, jwt, &claims).await {
-        // Not this agent's current credential: the request's address pays, never the agent.
-        Err(e) => Err(s.limits.refused(client, e)),
-        Ok(_) => {
-            // The credential matches: the agent's own bucket, before any TEE call.
-            s.limits.agent.check(&key_id)?;
-            s.tee
-                .call(&SignAgentUserOp {
-                    wallet_id: wallet,
-                    agent_index: index,
-                    jwt: jwt.to_owned(),
-                    user_op_hash,
-                    account,
-                })
-                .await
-        }
-    };
-    let outcome = crate::routes::outcome(&res);
-    let actor = format!("agent:{key_id}");
-    let hash_hex = hex0x(&user_op_hash);
-    let event = Event {
-        actor: &actor,
-        action: "SignAgentUserOp",
-        key_id: Some(&key_id),
-        outcome: &outcome,
-        user_op_hash: Some(&hash_hex),
-        detail: None,
-    };
-    if res.is_ok() {
-        // Recorded (per --audit-durability) before the signature is answered.
-        s.audit_release(event).await?;
-    } else {
-        s.audit.record(event);
+    // One canonical spelling of the key id for the audit trail (case or leading zeros must not
+    // read as another key).
+    let named = ops::agent_key_id(&r.key_id)
+        .map(|(w, i)| kms_proto::jwt::key_id(&w, i))
+        .unwrap_or_else(|_| r.key_id.clone());
+    let mut hash_hex = None;
+    let res = async {
+        let agent = agent?;
+        agent.require_key_id(&s, Some(&r.key_id))?;
+        let user_op_hash = hex_fixed::<32>("payload", &r.payload)?;
+        hash_hex = Some(hex0x(&user_op_hash));
+        let account = hex_fixed::<20>("accountAddress", &r.account_address)?;
+        // The credential matches: the agent's own bucket, before any TEE call.
+        s.limits.agent.check(&agent.auth.key_id)?;
+        // The hot path answers the TA's signature as is: the client checks it, and checking it
+        // here too would double the CPU of each request (the intent pipeline checks its own).
+        s.tee
+            .call(&SignAgentUserOp {
+                wallet_id: agent.auth.wallet,
+                agent_index: agent.auth.index,
+                jwt: agent.auth.jwt,
+                user_op_hash,
+                account,
+            })
+            .await
     }
-    let sig = res?;
+    .await;
+    let actor = format!("agent:{named}");
+    let audit = Audited::new(&actor, "SignAgentUserOp")
+        .key_id(named.as_str())
+        .user_op_hash(hash_hex.as_deref());
+    // Recorded (per --audit-durability) before the signature is answered.
+    let sig = s.audited(audit, AuditMode::Release, res).await?;
     s.metrics.count_signature("agent_userop");
     Ok(Json(SignAgentResponse {
-        key_id,
+        key_id: named,
         agent_address: checksum(&sig.agent_address),
         signature: hex0x(&sig.signature),
     }))
-}
-
-/// The host's checks of a presented agent credential, before any TEE call: the agent exists
-/// and is active, the JWT is its current credential (constant-time hash comparison, cached for
-/// a few seconds), and it has not expired. The TA checks the HMAC and claims itself when it
-/// signs. Returns the cached credential facts (the agent address among them).
-pub(crate) async fn check_credential(
-    s: &AppState,
-    key_id: &str,
-    wallet: kms_proto::WalletId,
-    index: u32,
-    jwt: &str,
-    claims: &kms_proto::jwt::AgentClaims,
-) -> Result<CachedCredential, ApiError> {
-    let exp = claims.exp;
-    let presented = credential_hash(jwt);
-    let current = match s.credentials.get(key_id) {
-        Some(c) => c,
-        None => {
-            let row =
-                s.db.get_agent(&wallet.to_uuid_string(), index)
-                    .await?
-                    .ok_or_else(|| ApiError::not_found("agent_not_found", "unknown agent key"))?;
-            match row.status {
-                AgentStatus::Active => {}
-                AgentStatus::Revoked => {
-                    return Err(ApiError::unauthorized(
-                        "credential_revoked",
-                        "the agent key is revoked",
-                    ))
-                }
-                AgentStatus::Pending | AgentStatus::Failed => {
-                    return Err(ApiError::not_found("agent_not_found", "unknown agent key"))
-                }
-            }
-            let c = CachedCredential {
-                hash: row.credential_hash.unwrap_or_default(),
-                expires_at: row.expires_at.unwrap_or(0),
-                agent_address: row.agent_address.unwrap_or_default(),
-                generation: row.generation.unwrap_or(0),
-                cached_at: std::time::Instant::now(),
-            };
-            s.credentials.put(key_id, c.clone());
-            c
-        }
-    };
-    if !bool::from(presented.as_bytes().ct_eq(current.hash.as_bytes())) {
-        return Err(not_current(
-            claims,
-            current.generation,
-            &current.agent_address,
-        ));
-    }
-    let now = u64::try_from(kms_db::now_secs()).unwrap_or(0);
-    if exp <= now || current.expires_at <= kms_db::now_secs() {
-        return Err(ApiError::unauthorized(
-            "credential_expired",
-            "the credential has expired",
-        ));
-    }
-    Ok(current)
-}
-
-/// Why a presented credential that is not the agent's current one is refused (401): one of an
-/// earlier generation, for the agent's own address, was superseded (by a refresh or a revoke);
-/// anything else (the current generation or a later one, another address: a forged or tampered
-/// token) is invalid. The host cannot check the HMAC (its secret is in the TA), so a tampered
-/// copy of an earlier credential still reads as superseded; it is refused all the same.
-fn not_current(
-    claims: &kms_proto::jwt::AgentClaims,
-    current_generation: u32,
-    agent_address: &str,
-) -> ApiError {
-    if claims.gen < current_generation && claims.agent_address.eq_ignore_ascii_case(agent_address) {
-        ApiError::unauthorized(
-            "credential_superseded",
-            "this credential was superseded (by a refresh or a revoke): it is not the key's \
-             current credential",
-        )
-    } else {
-        ApiError::unauthorized(
-            "credential_invalid",
-            "invalid credential: it is not a credential the companion issued for this key \
-             (forged or tampered)",
-        )
-    }
-}
-
-/// An agent authenticated by its Bearer credential (host checks done; the TA checks again
-/// when it signs).
-pub(crate) struct AgentAuth {
-    /// Canonical `"{wallet}:{index}"`.
-    pub key_id: String,
-    /// Wallet.
-    pub wallet: kms_proto::WalletId,
-    /// Agent index.
-    pub index: u32,
-    /// The presented JWT (for the TA).
-    pub jwt: String,
-    /// The agent key address (`0x` lowercase).
-    pub agent_address: String,
-}
-
-/// Authenticates the Bearer agent credential of a request: refuses `client` at once when its
-/// address has spent its budget of failed authentications (429), parses the JWT, checks that
-/// `key_id` (when given) names the credential's agent (403 otherwise), then
-/// [`check_credential`]; any refusal up to there charges `client`'s bucket. Once the credential
-/// matches, the agent's own rate limit is taken when `rate_limited` (requests that lead to a
-/// TEE call).
-pub(crate) async fn authenticate_agent(
-    s: &AppState,
-    headers: &HeaderMap,
-    key_id: Option<&str>,
-    client: ClientAddr,
-    rate_limited: bool,
-) -> Result<AgentAuth, ApiError> {
-    s.limits.clients.admit(client.0)?;
-    let auth = identify_agent(s, headers, key_id)
-        .await
-        .map_err(|e| s.limits.refused(client, e))?;
-    if rate_limited {
-        s.limits.agent.check(&auth.key_id)?;
-    }
-    Ok(auth)
-}
-
-/// [`authenticate_agent`] without the limits.
-async fn identify_agent(
-    s: &AppState,
-    headers: &HeaderMap,
-    key_id: Option<&str>,
-) -> Result<AgentAuth, ApiError> {
-    let jwt = bearer(headers)?;
-    let parsed = kms_proto::jwt::parse(jwt).map_err(|e| {
-        ApiError::unauthorized("credential_malformed", format!("invalid credential: {e}"))
-    })?;
-    let claims = &parsed.claims;
-    let claim_wallet: kms_proto::WalletId = claims.wallet_id.parse().map_err(|_| {
-        ApiError::unauthorized("credential_malformed", "invalid credential: wallet_id")
-    })?;
-    let (wallet, index) = match key_id {
-        Some(k) => ops::agent_key_id(k)?,
-        None => (claim_wallet, claims.agent_index),
-    };
-    if claims.agent_index != index || claim_wallet != wallet {
-        return Err(ApiError::forbidden(
-            "key_id_mismatch",
-            "keyId does not match the credential",
-        ));
-    }
-    let key_id = kms_proto::jwt::key_id(&wallet, index);
-    let c = check_credential(s, &key_id, wallet, index, jwt, claims).await?;
-    Ok(AgentAuth {
-        key_id,
-        wallet,
-        index,
-        jwt: jwt.to_owned(),
-        agent_address: c.agent_address,
-    })
 }
 
 /// Issue a new credential for an agent; the previous one is superseded in the database and in
@@ -582,80 +266,40 @@ pub async fn refresh_agent_credential(
 ) -> Result<Json<AgentCredentialResponse>, ApiError> {
     // Failed credentials count against the client address, as on `/kms/sign-agent`.
     s.limits.clients.admit(client.0)?;
+    let refused = |e: ApiError| s.limits.refused(client, e);
     // The Bearer is optional: the passkey ceremony authorises the refresh.
-    let presented = if headers.contains_key(header::AUTHORIZATION) {
-        let (jwt, _, _, _, claims) =
-            named_agent(&headers, &r.key_id).map_err(|e| s.limits.refused(client, e))?;
-        Some((jwt, claims))
-    } else {
-        None
-    };
-    let (wallet, index) = ops::agent_key_id(&r.key_id)?;
+    let presented = bearer(&headers).map_err(|e| refused(e.into()))?;
+    let (wallet, index) = ops::agent_key_id(&r.key_id).map_err(refused)?;
+    if let Some(p) = &presented {
+        p.require_agent(wallet, index)
+            .map_err(|e| refused(e.into()))?;
+    }
     let key_id = kms_proto::jwt::key_id(&wallet, index);
-    let body = ops::prepare_refresh(&s, &r)
-        .await
-        .map_err(|e| s.limits.refused(client, e))?;
-    let wallet_str = wallet.to_uuid_string();
+    let body = ops::prepare_refresh(&s, &r).await.map_err(refused)?;
     let actor = match presented {
         Some(_) => format!("agent:{key_id}"),
         None => "owner-passkey".to_owned(),
     };
+    let credentials = AgentCredentials(&s);
     let res = async {
-        async {
-            let row =
-                s.db.get_agent(&wallet_str, index)
-                    .await?
-                    .ok_or_else(|| ApiError::not_found("agent_not_found", "unknown agent key"))?;
-            if row.status == AgentStatus::Revoked {
-                return Err(ApiError::unauthorized(
-                    "credential_revoked",
-                    "the agent key is revoked",
-                ));
-            }
-            if let Some((jwt, claims)) = &presented {
-                let stored = row.credential_hash.unwrap_or_default();
-                if !bool::from(credential_hash(jwt).as_bytes().ct_eq(stored.as_bytes())) {
-                    return Err(not_current(
-                        claims,
-                        row.generation.unwrap_or(0),
-                        row.agent_address.as_deref().unwrap_or_default(),
-                    ));
-                }
-            }
-            Ok(())
-        }
-        .await
-        .map_err(|e| s.limits.refused(client, e))?;
+        credentials
+            .check_refreshable(wallet, index, presented.as_ref())
+            .await
+            .map_err(|e| refused(e.into()))?;
         let assertion = s
             .finish_authentication(
                 &wallet,
                 Purpose::RefreshAgentCredential,
                 &body.payload_digest(),
-                r.web_authn_assertion.as_ref(),
-                r.passkey_assertion.is_some(),
+                &r,
                 "agent keyId",
             )
             .await?;
-        let c = s
-            .tee
-            .call(&JwtSignPayload {
-                body: body.clone(),
-                assertion,
-            })
-            .await?;
-        let new_jwt = c.to_jwt();
-        let hash = credential_hash(&new_jwt);
-        let (address, public_key) = (hex0x(&c.address), hex0x(&c.public_key));
-        let mut act = activation(&c, &address, &public_key, &hash);
-        act.kid = &c.kid;
-        s.db.refresh_agent(&wallet_str, index, &act).await?;
-        s.credentials.invalidate(&key_id);
-        Ok(c)
+        credentials.refresh(&body, assertion).await
     }
     .await;
-    s.audit_durable(&actor, "RefreshAgentCredential", Some(&key_id), &res, None)
-        .await;
-    let c = res?;
+    let audit = Audited::new(&actor, "RefreshAgentCredential").key_id(key_id.as_str());
+    let c = s.audited(audit, AuditMode::Durable, res).await?;
     Ok(Json(response(key_id, &c)))
 }
 
@@ -670,72 +314,42 @@ pub async fn revoke_agent_credential(
 ) -> Result<Json<RevokeAgentResponse>, ApiError> {
     let req = ops::prepare_revoke(&s, &r).await?;
     let key_id = kms_proto::jwt::key_id(&req.wallet_id, req.agent_index);
-    let wallet_str = req.wallet_id.to_uuid_string();
-    let ceremony = s
-        .finish_authentication(
+    let audit = Audited::new("owner-passkey", "RevokeAgentCredential").key_id(key_id.as_str());
+    let mut done = None;
+    let res = async {
+        s.finish_authentication(
             &req.wallet_id,
             Purpose::RevokeAgentCredential,
             &ops::revoke_digest(&req),
-            r.web_authn_assertion.as_ref(),
-            r.passkey_assertion.is_some(),
+            &r,
             "agent keyId",
         )
-        .await;
-    if ceremony.is_err() {
-        s.audit_durable(
-            "owner-passkey",
-            "RevokeAgentCredential",
-            Some(&key_id),
-            &ceremony,
-            None,
-        )
-        .await;
+        .await?;
+        // The one revocation path (kms-admin's too): database, TA, every live session on chain.
+        let revocation = done.insert(
+            AgentCredentials(&s)
+                .revoke(req.wallet_id, req.agent_index)
+                .await?,
+        );
+        revoked_generation(revocation)
     }
-    ceremony?;
-    let row =
-        s.db.get_agent(&wallet_str, req.agent_index)
-            .await?
-            .ok_or_else(|| ApiError::not_found("agent_not_found", "unknown agent key"))?;
-    // The one revocation path (kms-admin's too): database first (the host refuses at once even
-    // if the TEE is unreachable), then the TA's generation bump, then every live session's
-    // account on chain.
-    let done = crate::revocation::revoke_agent(
-        &s.db,
-        &s.tee,
-        Some(&CompanionChain(&s)),
-        req.wallet_id,
-        &row,
-        || s.credentials.invalidate(&key_id),
-    )
     .await;
-    let res: Result<u32, ApiError> = match (
-        done.database.failure().or(done.tee.failure()),
-        done.generation,
-    ) {
-        (Some(f), _) => Err(f.clone().into()),
-        (None, Some(g)) => Ok(g),
-        (None, None) => Err(ApiError::internal("the TA reported no generation")),
-    };
-    s.audit_durable(
-        "owner-passkey",
-        "RevokeAgentCredential",
-        Some(&key_id),
-        &res,
-        None,
-    )
-    .await;
-    for a in &done.accounts {
+    let res = s.audited(audit, AuditMode::Durable, res).await;
+    let accounts = done.map(|d| d.accounts).unwrap_or_default();
+    for a in &accounts {
         audit_account_revocation(&s, &key_id, a).await;
     }
     let generation = res?;
-    let row = s.db.get_agent(&wallet_str, req.agent_index).await?;
-    let sessions: Vec<OnChainRevocation> = done.accounts.iter().map(Into::into).collect();
+    let revoked_at =
+        s.db.get_agent(&req.wallet_id.to_uuid_string(), req.agent_index)
+            .await?
+            .and_then(|a| a.revoked_at)
+            .unwrap_or_else(kms_db::now_secs);
+    let sessions: Vec<OnChainRevocation> = accounts.iter().map(Into::into).collect();
     Ok(Json(RevokeAgentResponse {
         success: true,
         key_id,
-        revoked_at: row
-            .and_then(|a| a.revoked_at)
-            .unwrap_or_else(kms_db::now_secs),
+        revoked_at,
         generation,
         on_chain: sessions.first().cloned(),
         sessions,

@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
+use crate::audit::{AuditMode, Audited};
 use crate::auth::Caller;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::extract::{hex0x, JsonBody};
 use crate::ops::{self, CHANGE_PASSKEY_REGISTRATION, NEW_WALLET_REGISTRATION};
 use crate::routes::check_target;
@@ -149,7 +150,7 @@ pub async fn begin_registration(
         let id = ops::wallet_id(k)?;
         let w = id.to_uuid_string();
         if s.db.get_wallet(&w).await?.is_none() {
-            return Err(ApiError::not_found("key_not_found", "key not found"));
+            return Err(ApiError::not_found(ErrorCode::KeyNotFound, "key not found"));
         }
         return Ok(Json(
             s.begin_registration(Some(&w), CHANGE_PASSKEY_REGISTRATION, &user, &display, None)
@@ -181,7 +182,7 @@ async fn register_wallet(
             "ChallengeId and Credential are required"
         };
         return Err(ApiError::bad_request(
-            "registration_required",
+            ErrorCode::RegistrationRequired,
             format!("{why}: POST /BeginRegistration, create the credential, then send {{ChallengeId, Credential}}"),
         ));
     };
@@ -261,9 +262,8 @@ pub async fn complete_registration(
 ) -> Result<Json<CompleteRegistrationResponse>, ApiError> {
     let res = register_wallet(&s, &caller, &r).await;
     let key = res.as_ref().ok().map(|(w, _)| w.key_id.clone());
-    s.audit_durable(&caller.actor, "RegisterWallet", key.as_deref(), &res, None)
-        .await;
-    let (w, credential_id) = res?;
+    let audit = Audited::new(&caller.actor, "RegisterWallet").key_id(key.as_deref());
+    let (w, credential_id) = s.audited(audit, AuditMode::Durable, res).await?;
     Ok(Json(CompleteRegistrationResponse {
         key_id: w.key_id,
         credential_id,
@@ -289,9 +289,8 @@ pub async fn create_key(
     check_target(&headers, &["CreateKey"], false)?;
     let res = register_wallet(&s, &caller, &r).await;
     let key = res.as_ref().ok().map(|(w, _)| w.key_id.clone());
-    s.audit_durable(&caller.actor, "CreateKey", key.as_deref(), &res, None)
-        .await;
-    let (w, credential_id) = res?;
+    let audit = Audited::new(&caller.actor, "CreateKey").key_id(key.as_deref());
+    let (w, credential_id) = s.audited(audit, AuditMode::Durable, res).await?;
     Ok(Json(CreateKeyResponse {
         key_metadata: key_metadata(&w, Some(credential_id)),
     }))
@@ -316,7 +315,7 @@ pub async fn begin_authentication(
         .ok_or_else(|| {
             let names: Vec<&str> = Purpose::ALL.iter().map(|p| p.as_str()).collect();
             ApiError::bad_request(
-                "purpose_required",
+                ErrorCode::PurposeRequired,
                 format!(
                     "Purpose is required (one of {}), with the operation's Payload",
                     names.join(", ")
@@ -326,14 +325,14 @@ pub async fn begin_authentication(
         .parse()?;
     if r.key_id.is_none() && r.address.is_none() {
         return Err(ApiError::bad_request(
-            "missing_key",
+            ErrorCode::MissingKey,
             "KeyId (or Address) is required",
         ));
     }
     if purpose == Purpose::GrantSession {
         // The payload is built into a UserOperation now; the ceremony keeps it.
         return Ok(Json(
-            crate::routes::sessions::begin_grant(&s, r.key_id.as_deref(), r.payload).await?,
+            crate::service::sessions::begin_grant(&s, r.key_id.as_deref(), r.payload).await?,
         ));
     }
     let (wallet, digest) = ops::ceremony_target(

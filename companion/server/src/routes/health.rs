@@ -12,7 +12,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::config::ApiKeyMode;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
 
 /// `/health` answer.
@@ -262,13 +262,16 @@ pub async fn openapi() -> Response {
 
 /// Unknown path.
 pub async fn not_found() -> ApiError {
-    ApiError::not_found("route_not_found", "no such route")
+    ApiError::not_found(ErrorCode::RouteNotFound, "no such route")
 }
 
 /// Known path, wrong method.
 pub async fn method_not_allowed() -> Response {
-    let mut r = ApiError::bad_request("method_not_allowed", "method not allowed on this route")
-        .into_response();
+    let mut r = ApiError::bad_request(
+        ErrorCode::MethodNotAllowed,
+        "method not allowed on this route",
+    )
+    .into_response();
     *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     r
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::extract::{checksum_str, checksummed, JsonBody};
 use crate::ops;
 use crate::state::AppState;
@@ -116,7 +116,7 @@ pub async fn file(Path(name): Path<String>) -> Response {
     match ASSETS.iter().find(|(n, _, _)| *n == name) {
         Some((_, ct, body)) => asset(ct, body),
         None if name.is_empty() || name == "index.html" => index().await,
-        None => ApiError::not_found("route_not_found", "no such file").into_response(),
+        None => ApiError::not_found(ErrorCode::RouteNotFound, "no such file").into_response(),
     }
 }
 
@@ -373,7 +373,7 @@ pub async fn list_agent_keys(
 ) -> Result<Json<ListAgentKeysResponse>, ApiError> {
     let id = ops::wallet_id(&r.human_key_id)?.to_uuid_string();
     if s.db.get_wallet(&id).await?.is_none() {
-        return Err(ApiError::not_found("key_not_found", "key not found"));
+        return Err(ApiError::not_found(ErrorCode::KeyNotFound, "key not found"));
     }
     let agent_keys = s.db.list_agents(Some(&id)).await?;
     let sessions = s.db.sessions_of_wallet(Some(&id)).await?;
@@ -461,7 +461,7 @@ pub async fn list_agent_intents(
     let limit = r.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
         return Err(ApiError::unprocessable(
-            "invalid_limit",
+            ErrorCode::InvalidLimit,
             "limit must be between 1 and 100",
         ));
     }
@@ -471,7 +471,10 @@ pub async fn list_agent_intents(
         .await?
         .is_none()
     {
-        return Err(ApiError::not_found("agent_not_found", "unknown agent key"));
+        return Err(ApiError::not_found(
+            ErrorCode::AgentNotFound,
+            "unknown agent key",
+        ));
     }
     let rows = s.db.recent_intents_of(&key_id, limit).await?;
     Ok(Json(ListAgentIntentsResponse {

@@ -16,8 +16,9 @@ use kms_proto::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::audit::{AuditMode, Audited};
 use crate::auth::Caller;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::extract::{checksum, checksum_str, hex0x, JsonBody};
 use crate::ops::{
     self, ChangePasskeyRequest, DeleteKeyRequest, DeriveAddressRequest, GetPublicKeyRequest,
@@ -241,7 +242,7 @@ pub async fn describe_key(
     let w =
         s.db.get_wallet(&id)
             .await?
-            .ok_or_else(|| ApiError::not_found("key_not_found", "key not found"))?;
+            .ok_or_else(|| ApiError::not_found(ErrorCode::KeyNotFound, "key not found"))?;
     let cred = s.db.get_passkey(&id).await?.map(|p| p.credential_id);
     let addresses =
         s.db.wallet_addresses(&id)
@@ -272,7 +273,7 @@ pub async fn list_keys(
     let limit = r.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::unprocessable(
-            "invalid_value",
+            ErrorCode::InvalidValue,
             "Limit must be between 1 and 1000",
         ));
     }
@@ -316,7 +317,7 @@ pub async fn get_public_key(
         let w =
             s.db.get_wallet(&id)
                 .await?
-                .ok_or_else(|| ApiError::not_found("key_not_found", "key not found"))?;
+                .ok_or_else(|| ApiError::not_found(ErrorCode::KeyNotFound, "key not found"))?;
         return Ok(Json(PublicKeyResponse {
             key_id: w.key_id,
             address: checksum_str(&w.address),
@@ -334,8 +335,7 @@ pub async fn get_public_key(
                 &body.wallet_id,
                 Purpose::GetPublicKey,
                 &body.payload_digest(),
-                r.web_authn.as_ref(),
-                r.passkey.is_some(),
+                &r,
                 "wallet id",
             )
             .await?;
@@ -347,19 +347,15 @@ pub async fn get_public_key(
             .await
     }
     .await;
-    s.audit_durable(
-        &caller.actor,
-        "GetPublicKey",
-        Some(&key),
-        &res,
-        Some(&body.path.to_string()),
-    )
-    .await;
-    let info = res?;
+    let path = body.path.to_string();
+    let audit = Audited::new(&caller.actor, "GetPublicKey")
+        .key_id(key.as_str())
+        .detail(path.as_str());
+    let info = s.audited(audit, AuditMode::Durable, res).await?;
     let w =
         s.db.get_wallet(&key)
             .await?
-            .ok_or_else(|| ApiError::not_found("key_not_found", "key not found"))?;
+            .ok_or_else(|| ApiError::not_found(ErrorCode::KeyNotFound, "key not found"))?;
     Ok(Json(PublicKeyResponse {
         key_id: key,
         address: checksum(&info.address),
@@ -391,8 +387,7 @@ pub async fn derive_address(
                 &body.wallet_id,
                 Purpose::DeriveAddress,
                 &body.payload_digest(),
-                r.web_authn.as_ref(),
-                r.passkey.is_some(),
+                &r,
                 "wallet id",
             )
             .await?;
@@ -404,15 +399,11 @@ pub async fn derive_address(
             .await
     }
     .await;
-    s.audit_durable(
-        &caller.actor,
-        "DeriveAddress",
-        Some(&key),
-        &res,
-        Some(&body.path.to_string()),
-    )
-    .await;
-    let info = res?;
+    let path = body.path.to_string();
+    let audit = Audited::new(&caller.actor, "DeriveAddress")
+        .key_id(key.as_str())
+        .detail(path.as_str());
+    let info = s.audited(audit, AuditMode::Durable, res).await?;
     s.db.upsert_address(&WalletAddress {
         address: hex0x(&info.address),
         wallet_id: key.clone(),
@@ -424,7 +415,7 @@ pub async fn derive_address(
     let w =
         s.db.get_wallet(&key)
             .await?
-            .ok_or_else(|| ApiError::not_found("key_not_found", "key not found"))?;
+            .ok_or_else(|| ApiError::not_found(ErrorCode::KeyNotFound, "key not found"))?;
     Ok(Json(PublicKeyResponse {
         key_id: key,
         address: checksum(&info.address),
@@ -552,22 +543,16 @@ pub async fn sign_hash(
     let key = wallet.to_uuid_string();
     let res = async {
         let assertion = s
-            .finish_authentication(
-                &wallet,
-                Purpose::SignHash,
-                &body.digest(),
-                r.web_authn.as_ref(),
-                r.passkey.is_some(),
-                "wallet id",
-            )
+            .finish_authentication(&wallet, Purpose::SignHash, &body.digest(), &r, "wallet id")
             .await?;
         sign_in_ta(&s, body.clone(), assertion).await
     }
     .await;
     let (action, detail) = audit_of(&body);
-    s.audit_wallet_signature(&caller.actor, action, Some(&key), &res, detail.as_deref())
-        .await?;
-    let signed = res?;
+    let audit = Audited::new(&caller.actor, action)
+        .key_id(key.as_str())
+        .detail(detail.as_deref());
+    let signed = s.audited(audit, AuditMode::ReleaseCommitted, res).await?;
     s.metrics.count_signature("hash");
     Ok(Json(sign_response(key, &body, signed)))
 }
@@ -613,22 +598,16 @@ pub async fn sign(
     let key = wallet.to_uuid_string();
     let res = async {
         let assertion = s
-            .finish_authentication(
-                &wallet,
-                Purpose::Sign,
-                &body.digest(),
-                r.web_authn.as_ref(),
-                r.passkey.is_some(),
-                "wallet id",
-            )
+            .finish_authentication(&wallet, Purpose::Sign, &body.digest(), &r, "wallet id")
             .await?;
         sign_in_ta(&s, body.clone(), assertion).await
     }
     .await;
     let (action, detail) = audit_of(&body);
-    s.audit_wallet_signature(&caller.actor, action, Some(&key), &res, detail.as_deref())
-        .await?;
-    let signed = res?;
+    let audit = Audited::new(&caller.actor, action)
+        .key_id(key.as_str())
+        .detail(detail.as_deref());
+    let signed = s.audited(audit, AuditMode::ReleaseCommitted, res).await?;
     s.metrics.count_signature(if signed.transaction.is_some() {
         "transaction"
     } else {
@@ -657,8 +636,7 @@ pub async fn delete_key(
                 &body.wallet_id,
                 Purpose::DeleteKey,
                 &body.payload_digest(),
-                r.web_authn.as_ref(),
-                r.passkey.is_some(),
+                &r,
                 "wallet id",
             )
             .await?;
@@ -673,9 +651,8 @@ pub async fn delete_key(
         Ok::<_, ApiError>(())
     }
     .await;
-    s.audit_durable(&caller.actor, "DeleteKey", Some(&key), &res, None)
-        .await;
-    res?;
+    let audit = Audited::new(&caller.actor, "DeleteKey").key_id(key.as_str());
+    s.audited(audit, AuditMode::Durable, res).await?;
     Ok(Json(DeleteKeyResponse {
         key_id: key,
         deletion_date: kms_db::now_secs(),
@@ -705,8 +682,7 @@ pub async fn change_passkey(
                 &body.wallet_id,
                 Purpose::ChangePasskey,
                 &body.payload_digest(),
-                r.web_authn.as_ref(),
-                r.passkey.is_some(),
+                &r,
                 "wallet id",
             )
             .await?;
@@ -720,7 +696,7 @@ pub async fn change_passkey(
             .await?;
         if crate::webauthn::passkey_sec1(&passkey)? != body.new_passkey_public_key {
             return Err(ApiError::forbidden(
-                "payload_mismatch",
+                ErrorCode::PayloadMismatch,
                 "the new passkey changed during the ceremony",
             ));
         }
@@ -746,11 +722,11 @@ pub async fn change_passkey(
         Ok(credential_id)
     }
     .await;
-    s.audit_durable(&caller.actor, "ChangePasskey", Some(&key), &res, None)
-        .await;
+    let audit = Audited::new(&caller.actor, "ChangePasskey").key_id(key.as_str());
+    let credential_id = s.audited(audit, AuditMode::Durable, res).await?;
     Ok(Json(ChangePasskeyResponse {
         key_id: key,
-        credential_id: res?,
+        credential_id,
         changed: true,
     }))
 }

@@ -1,0 +1,689 @@
+//! An agent's intent, from its calls to the bundler and on to its receipt:
+//! [`IntentPipeline::submit`] and [`IntentPipeline::status`].
+//!
+//! An intent is a list of calls the agent wants its session's account to make. The pipeline
+//! checks it against the on-chain session — every rule of `SessionKeyValidator`: targets and
+//! their functions, token caps, the value cap, the usage limit, the validity window (with the
+//! bundler's margin), each budget net of what this agent's intents still in flight will charge —
+//! and refuses what the chain would refuse ([`IntentError::Refused`]); otherwise it builds the
+//! UserOperation (the agent's own nonce key, gas estimated with the 106-byte stub), checks its
+//! maximum gas cost against the gas budget, has the TA sign it with the presented credential
+//! (the TA checks the JWT), commits the signature's audit event, records the intent, submits
+//! it, and returns the recorded intent. One agent's intents are built one after another (each
+//! waits for the previous one's inclusion); different agents proceed in parallel.
+//!
+//! `Idempotency-Key`: a retry with the same key returns the recorded intent instead of
+//! submitting again; the same key with different calls is refused
+//! ([`IntentError::IdempotencyKeyReused`]). Nothing is ever re-built for an intent: a transient
+//! bundler failure leaves the signed operation recorded (`signed`), and the background task
+//! re-submits exactly it. A bundler's error is judged only on evidence ([`crate::lifecycle`]).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{Address, B256, U256};
+use axum::http::HeaderValue;
+use kms_chain::account::Call;
+use kms_chain::client::ChainError;
+use kms_chain::nonce::NonceKey;
+use kms_chain::session::{precheck, InFlight, Refusal, SessionSnapshot};
+use kms_db::{DbError, Intent, IntentReason, IntentStatus, NewIntent};
+use serde_json::{json, Value};
+
+use crate::audit::{AuditMode, Audited};
+use crate::chain::ChainState;
+use crate::error::{ApiError, ErrorCode};
+use crate::lifecycle;
+use crate::service::credentials::AgentAuth;
+use crate::state::AppState;
+use crate::tee::AgentSigningRequest;
+
+/// How long the background task leaves a new intent to the request that records it (seconds):
+/// the request submits it and schedules what follows; only a request that never got that far
+/// (a crash) leaves it to the task.
+pub const RESUBMIT_AFTER_SECS: i64 = 30;
+
+/// Why an intent was not accepted (each maps to one HTTP answer, in [`crate::error`]).
+#[derive(Debug, thiserror::Error)]
+pub enum IntentError {
+    /// The agent has no active session on the account asked for (or on any account).
+    #[error("the agent has no active session on the account")]
+    NoSession {
+        /// The agent key.
+        agent: Address,
+        /// The account asked for, if any.
+        requested: Option<Address>,
+        /// The accounts of its active sessions.
+        accounts: Vec<Address>,
+    },
+    /// The account checks sessions with another validator than the companion's (an account of
+    /// an earlier factory): its sessions are not used.
+    #[error(
+        "account {account} checks sessions with validator {used}, not this companion's \
+         {validator}"
+    )]
+    OutdatedAccount {
+        /// The account.
+        account: Address,
+        /// The agent key.
+        agent: Address,
+        /// The validator the account uses.
+        used: Address,
+        /// The companion's validator.
+        validator: Address,
+    },
+    /// The session's rules refuse the intent (what the chain would refuse).
+    #[error(transparent)]
+    Refused(Box<Refusal>),
+    /// What remains of the gas budget is less than even the bundler's gas estimation charges.
+    #[error("the gas budget left is below what the bundler's gas estimation charges")]
+    GasBudgetExhausted {
+        /// Left net of what is in flight.
+        available: U256,
+        /// Left on chain.
+        remaining: U256,
+        /// Charged by intents in flight.
+        in_flight: U256,
+    },
+    /// An `Idempotency-Key` reused for different calls.
+    #[error("Idempotency-Key {key:?} was used for another intent ({user_op_hash})")]
+    IdempotencyKeyReused {
+        /// The key.
+        key: String,
+        /// The intent recorded under it.
+        user_op_hash: String,
+    },
+    /// The chain (node or bundler) failed or refused before anything was signed.
+    #[error("{error}")]
+    Chain {
+        /// The error.
+        error: Box<ChainError>,
+        /// The account.
+        account: Address,
+    },
+    /// The signed, recorded operation is not with the bundler: a verdict on it, or no verdict
+    /// (then the operation is kept and re-submitted).
+    #[error("{error}")]
+    NotAccepted {
+        /// The bundler's error.
+        error: Box<ChainError>,
+        /// The account.
+        account: Address,
+        /// The operation.
+        user_op_hash: B256,
+        /// The intent's status after the lookups.
+        status: IntentStatus,
+        /// Why.
+        reason: IntentReason,
+    },
+    /// No intent of this agent has this hash.
+    #[error("no intent of this agent has this userOpHash")]
+    NotFound,
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// Another layer's failure, already an HTTP answer (the TA, the audit log, the lifecycle's
+    /// lookups).
+    #[error(transparent)]
+    Other(#[from] ApiError),
+}
+
+impl IntentError {
+    fn chain(error: ChainError, account: Address) -> Self {
+        IntentError::Chain {
+            error: Box::new(error),
+            account,
+        }
+    }
+}
+
+impl From<crate::tee::SignError> for IntentError {
+    fn from(e: crate::tee::SignError) -> Self {
+        IntentError::Other(e.into())
+    }
+}
+
+/// A new intent: the calls, the account asked for (if any), the `Idempotency-Key` (if any).
+#[derive(Debug)]
+pub struct Submission {
+    /// The calls, in order.
+    pub calls: Vec<Call>,
+    /// The account to act from [default: the agent's most recently activated session].
+    pub account: Option<Address>,
+    /// The idempotency key.
+    pub idempotency_key: Option<String>,
+}
+
+/// What a submission came to: the intent (or the error), and the operation's hash once known.
+#[derive(Debug)]
+pub struct Submitted {
+    /// The recorded intent, or why not.
+    pub result: Result<Intent, IntentError>,
+    /// The userOpHash, once the operation was built (for the audit trail of a refusal).
+    pub user_op_hash: Option<B256>,
+}
+
+/// The pipeline of one companion: its state and chain.
+#[derive(Clone, Copy)]
+pub struct IntentPipeline<'a> {
+    s: &'a AppState,
+    chain: &'a ChainState,
+}
+
+impl<'a> IntentPipeline<'a> {
+    /// The pipeline of `s` on `chain`.
+    pub fn new(s: &'a AppState, chain: &'a ChainState) -> Self {
+        IntentPipeline { s, chain }
+    }
+
+    /// Submits `sub` for the authenticated agent (see the module docs); `phases` records the
+    /// time of each step.
+    pub async fn submit(
+        &self,
+        auth: &AgentAuth,
+        sub: Submission,
+        phases: &mut Phases,
+    ) -> Submitted {
+        let mut hash = None;
+        let result = self.submit_inner(auth, sub, &mut hash, phases).await;
+        Submitted {
+            result,
+            user_op_hash: hash,
+        }
+    }
+
+    async fn submit_inner(
+        &self,
+        auth: &AgentAuth,
+        sub: Submission,
+        hash_out: &mut Option<B256>,
+        phases: &mut Phases,
+    ) -> Result<Intent, IntentError> {
+        let (s, chain) = (self.s, self.chain);
+        let Submission {
+            calls,
+            account: requested_account,
+            idempotency_key: idem,
+        } = sub;
+        let wallet_str = auth.wallet.to_uuid_string();
+        let agent = auth.agent_address;
+        // The account of one of the agent's active sessions (the one asked for, or the most
+        // recently activated), else no_session.
+        let account = self.account(auth, requested_account).await?;
+
+        // One intent of this agent at a time (in any of its period lanes), from the idempotency
+        // check to the submission.
+        let mut guard = chain.nonces.lock(account, NonceKey::for_agent(agent)).await;
+        if let Some(k) = &idem {
+            if let Some(existing) = s.db.find_intent_by_idempotency_key(&auth.key_id, k).await? {
+                *hash_out = existing.user_op_hash.parse().ok();
+                same_calls(&existing, &calls, k)?;
+                return Ok(existing);
+            }
+        }
+        phases.end("queue");
+        // Once the agent's previous operation is included (or passed), the session read sees what it
+        // spent; the operation names the lane of the period containing now (bundlers check windows
+        // against their clock).
+        chain
+            .client
+            .settle_in_flight(&mut guard, chain.receipt_wait)
+            .await
+            .map_err(|e| IntentError::chain(e, account))?;
+        let now = u64::try_from(kms_db::now_secs()).unwrap_or(0);
+        let snapshot = chain
+            .client
+            .read_session_for_calls(account, agent, &calls, now)
+            .await
+            .map_err(|e| IntentError::chain(e, account))?;
+        let lane = match u32::try_from(snapshot.period_index) {
+            Ok(p) if snapshot.session.period != 0 => NonceKey::for_agent_period(agent, p),
+            _ => NonceKey::for_agent(agent),
+        };
+        let nonce = chain
+            .client
+            .nonce(account, lane)
+            .await
+            .map_err(|e| IntentError::chain(e, account))?;
+        phases.end("nonce");
+
+        // What this agent's intents still in flight (recorded, not settled, not passed by the
+        // chain's nonce) will charge the session when they validate.
+        let in_flight = in_flight(&s.db.open_intents_of(&auth.key_id).await?, nonce);
+        if snapshot.session.epoch == 0 {
+            self.outdated_account(account, agent).await?;
+        }
+        precheck(&snapshot, &calls, &in_flight, None, now, chain.margins)
+            .map_err(|r| IntentError::Refused(Box::new(r)))?;
+        phases.end("policy");
+
+        let prepared = chain
+            .client
+            .prepare_agent_op(account, agent, calls.clone(), Some(nonce))
+            .await
+            .map_err(|e| estimate_error(e, &snapshot, &in_flight, account))?;
+        // The gas rule needs the estimate: the operation's maximum cost is what the validator charges.
+        let max_gas_cost = prepared.op.max_gas_cost();
+        let charges = precheck(
+            &snapshot,
+            &calls,
+            &in_flight,
+            Some(max_gas_cost),
+            now,
+            chain.margins,
+        )
+        .map_err(|r| IntentError::Refused(Box::new(r)))?;
+        let user_op_hash = prepared.user_op_hash;
+        *hash_out = Some(user_op_hash);
+        phases.end("prepare");
+        let (signature, _) = s
+            .tee
+            .sign_agent_user_op(&AgentSigningRequest {
+                wallet_id: auth.wallet,
+                agent_index: auth.index,
+                jwt: &auth.jwt,
+                user_op_hash,
+                account,
+                expected_key: Some(agent),
+            })
+            .await?;
+        s.metrics.count_signature("agent_intent");
+        let op = prepared.signed(signature);
+        phases.end("sign");
+
+        let entry_point = chain.client.entry_point();
+        let hash_str = format!("{user_op_hash:#x}");
+        // The signature's audit event is committed (per --audit-durability) before the signed
+        // operation is recorded or submitted; if it cannot be, nothing leaves (503
+        // audit_unavailable) and the agent may retry.
+        let actor = format!("agent:{}", auth.key_id);
+        let audit = Audited::new(&actor, "SignAgentUserOp")
+            .key_id(auth.key_id.as_str())
+            .user_op_hash(hash_str.as_str())
+            .detail("intent");
+        s.audited(audit, AuditMode::Release, Ok(())).await?;
+        s.db.insert_intent(&NewIntent {
+            user_op_hash: hash_str.clone(),
+            key_id: auth.key_id.clone(),
+            wallet_id: Some(wallet_str),
+            agent_index: Some(auth.index),
+            account: Some(account.to_string().to_ascii_lowercase()),
+            status: IntentStatus::Signed,
+            chain_id: i64::try_from(chain.client.chain_id()).ok(),
+            entry_point: Some(entry_point.address.to_string().to_ascii_lowercase()),
+            calls_json: Some(calls_json(&calls).to_string()),
+            user_op_json: Some(
+                serde_json::to_string(&op.to_rpc())
+                    .map_err(|e| ApiError::internal(e.to_string()))?,
+            ),
+            nonce: Some(format!("{nonce:#x}")),
+            value_wei: Some(charges.value.to_string()),
+            max_gas_cost_wei: Some(max_gas_cost.to_string()),
+            token_amounts_json: Some(
+                serde_json::to_string(&charges.tokens)
+                    .map_err(|e| ApiError::internal(e.to_string()))?,
+            ),
+            idempotency_key: idem,
+            // The background task leaves it to this request until then (a crash in between).
+            next_check_at: kms_db::now_secs() + RESUBMIT_AFTER_SECS,
+            first_block: i64::try_from(snapshot.block_number).ok(),
+            now: kms_db::now_secs(),
+        })
+        .await?;
+        phases.end("record");
+
+        let recorded =
+            s.db.get_intent(&hash_str)
+                .await?
+                .ok_or_else(|| ApiError::internal("intent vanished"))?;
+        match chain.client.submit(&op).await {
+            Ok(sub) => {
+                guard.submitted(nonce, user_op_hash);
+                let reason = if sub.already_known {
+                    IntentReason::AlreadyKnown
+                } else {
+                    IntentReason::Accepted
+                };
+                lifecycle::accepted(s, &recorded, Some(&sub), reason, kms_db::now_secs()).await?;
+            }
+            Err(e) => {
+                // Judged only on evidence (lookups first): see `lifecycle::after_send_error`.
+                let (status, reason) =
+                    lifecycle::after_send_error(s, chain, &recorded, &op, user_op_hash, &e).await?;
+                if status.is_open() {
+                    // It may be with the bundler: the next intent of this agent waits for it.
+                    guard.submitted(nonce, user_op_hash);
+                }
+                if status == IntentStatus::Included || status == IntentStatus::Pending {
+                    tracing::info!(user_op_hash = %hash_str, %status, %reason, error = %e,
+                    "the bundler's error turned out not to be a refusal of the operation");
+                } else {
+                    return Err(IntentError::NotAccepted {
+                        error: Box::new(e),
+                        account,
+                        user_op_hash,
+                        status,
+                        reason,
+                    });
+                }
+            }
+        }
+        let intent =
+            s.db.get_intent(&hash_str)
+                .await?
+                .ok_or_else(|| ApiError::internal("intent vanished"))?;
+        phases.end("submit");
+        Ok(intent)
+    }
+
+    /// The intent `user_op_hash` of the agent: looked up on chain when it is open and due (at
+    /// most once per `--intent-poll-secs`), else as recorded.
+    pub async fn status(
+        &self,
+        auth: &AgentAuth,
+        user_op_hash: B256,
+    ) -> Result<Intent, IntentError> {
+        let intent = self
+            .s
+            .db
+            .get_intent(&format!("{user_op_hash:#x}"))
+            .await?
+            .filter(|i| i.key_id == auth.key_id)
+            .ok_or(IntentError::NotFound)?;
+        if intent.is_open() && self.chain.intent_checks.due(user_op_hash) {
+            Ok(lifecycle::refresh(self.s, self.chain, intent).await?)
+        } else {
+            Ok(intent)
+        }
+    }
+
+    /// The account an agent's intent acts from: `requested` when the agent has an active
+    /// session on it, else (none requested) the account of its most recently activated active
+    /// session; [`IntentError::NoSession`] otherwise (a pending, failed, superseded or revoked
+    /// grant is not a session).
+    pub async fn account(
+        &self,
+        auth: &AgentAuth,
+        requested: Option<Address>,
+    ) -> Result<Address, IntentError> {
+        let active = self
+            .s
+            .db
+            .active_sessions_of_agent(&auth.wallet.to_uuid_string(), auth.index)
+            .await?;
+        let accounts = active
+            .iter()
+            .map(|a| {
+                a.account
+                    .parse::<Address>()
+                    .map_err(|_| DbError::Invalid(format!("session account {:?}", a.account)))
+            })
+            .collect::<Result<Vec<Address>, DbError>>()?;
+        match requested {
+            None => accounts.first().copied(),
+            Some(account) => accounts.contains(&account).then_some(account),
+        }
+        .ok_or(IntentError::NoSession {
+            agent: auth.agent_address,
+            requested,
+            accounts,
+        })
+    }
+
+    /// When the agent has no session on `account` because the account checks sessions with
+    /// another validator than the companion's (an account of an earlier factory: its sessions
+    /// predate the current session rules and are never widened to them), the refusal that says
+    /// so.
+    async fn outdated_account(&self, account: Address, agent: Address) -> Result<(), IntentError> {
+        let validator = self.chain.client.validator();
+        match self.chain.client.node().account_validator(account).await {
+            Ok(Some(used)) if used != validator => Err(IntentError::OutdatedAccount {
+                account,
+                agent,
+                used,
+                validator,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Refuses a retry under `key` whose calls are not those of the intent recorded under it (the
+/// recorded operation's callData is what these calls encode to): a reused key must not make a
+/// different request look accepted.
+fn same_calls(existing: &Intent, calls: &[Call], key: &str) -> Result<(), IntentError> {
+    let recorded = lifecycle::stored_op(existing)?.call_data;
+    let asked = kms_chain::account::encode_calls(calls)
+        .map_err(|e| ApiError::unprocessable(ErrorCode::NoCalls, e.to_string()))?;
+    if recorded == asked {
+        return Ok(());
+    }
+    Err(IntentError::IdempotencyKeyReused {
+        key: key.to_owned(),
+        user_op_hash: existing.user_op_hash.clone(),
+    })
+}
+
+/// A failed build of the operation. The bundler's gas estimation runs validation, which charges
+/// the session for the simulated operation: when even that exceeds the gas budget left, the
+/// agent learns what remains ([`IntentError::GasBudgetExhausted`]; the real operation's maximum
+/// cost is unknown without an estimate).
+fn estimate_error(
+    e: ChainError,
+    snapshot: &SessionSnapshot,
+    in_flight: &InFlight,
+    account: Address,
+) -> IntentError {
+    let gas_refusal = match &e {
+        ChainError::Bundler(b) => {
+            b.rejection()
+                .and_then(|r| r.revert)
+                .and_then(|r| r.refusal_code())
+                == Some(kms_chain::session::RefusalCode::GasOverBudget)
+        }
+        _ => false,
+    };
+    if !gas_refusal {
+        return IntentError::chain(e, account);
+    }
+    let remaining = snapshot.session.remaining_gas();
+    IntentError::GasBudgetExhausted {
+        available: remaining.saturating_sub(in_flight.gas),
+        remaining,
+        in_flight: in_flight.gas,
+    }
+}
+
+/// What the open intents of one agent will charge its session when they validate, for an
+/// operation with `next` (the EntryPoint's next nonce of its lane): those of that lane whose
+/// sequence the chain has not passed, and, conservatively, every open one of its other lanes
+/// (other budget periods: their sequences are not compared) — their value, maximum gas cost,
+/// count and token amounts; the value of those in `next`'s lane also counts against its
+/// period's cap. An unreadable field counts as zero (rows recorded before the field existed).
+fn in_flight(open: &[Intent], next: U256) -> InFlight {
+    let (lane, seq) = NonceKey::split(next);
+    let mut total = InFlight::default();
+    for i in open {
+        let Some((key, open_seq)) = i
+            .nonce
+            .as_deref()
+            .and_then(|n| n.parse::<U256>().ok())
+            .map(NonceKey::split)
+        else {
+            continue;
+        };
+        let same_lane = key == lane;
+        if same_lane && open_seq < seq {
+            continue;
+        }
+        let wei = |v: Option<&str>| v.and_then(|v| v.parse::<U256>().ok()).unwrap_or_default();
+        let tokens: BTreeMap<Address, U256> = i
+            .token_amounts_json
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or_default();
+        total.add(
+            wei(i.value_wei.as_deref()),
+            wei(i.max_gas_cost_wei.as_deref()),
+            &tokens,
+            same_lane,
+        );
+    }
+    total
+}
+
+fn calls_json(calls: &[Call]) -> Value {
+    Value::Array(
+        calls
+            .iter()
+            .map(|c| json!({"to": c.to, "value": c.value.to_string(), "data": c.data}))
+            .collect(),
+    )
+}
+
+/// The phases of one request and their durations, for the `Server-Timing` header.
+#[derive(Debug)]
+pub struct Phases {
+    start: Instant,
+    last: Instant,
+    done: Vec<(&'static str, Duration)>,
+}
+
+impl Phases {
+    /// Starts the clock.
+    pub fn start() -> Self {
+        let now = Instant::now();
+        Phases {
+            start: now,
+            last: now,
+            done: Vec::with_capacity(9),
+        }
+    }
+
+    /// Ends phase `name` (which began where the previous one ended).
+    pub fn end(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.done.push((name, now - self.last));
+        self.last = now;
+    }
+
+    /// `name;dur=<ms>, ...` with the total last.
+    pub fn header(&self) -> HeaderValue {
+        let mut v = String::new();
+        let total = self.last - self.start;
+        for (name, d) in self.done.iter().chain([&("total", total)]) {
+            if !v.is_empty() {
+                v.push_str(", ");
+            }
+            let _ = write!(v, "{name};dur={:.3}", d.as_secs_f64() * 1000.0);
+        }
+        HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("total"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_timing_lists_each_phase_then_the_total() {
+        let mut p = Phases::start();
+        std::thread::sleep(Duration::from_millis(2));
+        p.end("auth");
+        p.end("sign");
+        let h = p.header();
+        let parts: Vec<(String, f64)> = h
+            .to_str()
+            .unwrap()
+            .split(", ")
+            .map(|x| {
+                let (n, d) = x.split_once(";dur=").unwrap();
+                (n.to_owned(), d.parse().unwrap())
+            })
+            .collect();
+        let names: Vec<&str> = parts.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["auth", "sign", "total"]);
+        assert!(parts[0].1 >= 2.0, "{h:?}");
+        assert!((parts[2].1 - parts[0].1 - parts[1].1).abs() < 0.01, "{h:?}");
+    }
+
+    fn open(nonce: &str, value: &str, gas: Option<&str>, tokens: Option<&str>) -> Intent {
+        Intent {
+            user_op_hash: "0x01".into(),
+            key_id: "w:0".into(),
+            wallet_id: None,
+            agent_index: None,
+            account: None,
+            status: "pending".into(),
+            chain_id: None,
+            entry_point: None,
+            calls_json: None,
+            user_op_json: None,
+            tx_hash: None,
+            error: None,
+            created_at: 0,
+            updated_at: 0,
+            nonce: Some(nonce.into()),
+            value_wei: Some(value.into()),
+            idempotency_key: None,
+            receipt_json: None,
+            max_gas_cost_wei: gas.map(str::to_owned),
+            token_amounts_json: tokens.map(str::to_owned),
+            status_reason: None,
+            evidence_json: None,
+            next_check_at: 0,
+            idle_checks: 0,
+            settled_at: None,
+            first_block: None,
+        }
+    }
+
+    #[test]
+    fn in_flight_sums_what_the_chain_has_not_passed() {
+        let agent = Address::repeat_byte(7);
+        let key = NonceKey::for_agent(agent);
+        let token = "0x3333333333333333333333333333333333333333";
+        let rows = [
+            // Passed by the chain's nonce (sequence 4 < 5): not in flight.
+            open(&format!("{:#x}", key.nonce(4)), "100", Some("1000"), None),
+            open(
+                &format!("{:#x}", key.nonce(5)),
+                "10",
+                Some("700"),
+                Some(&format!(r#"{{"{token}":"9"}}"#)),
+            ),
+            // Recorded before gas and tokens were: counts its value and one operation.
+            open(&format!("{:#x}", key.nonce(6)), "1", None, None),
+        ];
+        let f = in_flight(&rows, key.nonce(5));
+        assert_eq!(f.value, U256::from(11));
+        assert_eq!(f.period_value, U256::from(11));
+        assert_eq!(f.gas, U256::from(700));
+        assert_eq!(f.ops, 2);
+        assert_eq!(f.tokens[&token.parse::<Address>().unwrap()], U256::from(9));
+        assert_eq!(in_flight(&rows, key.nonce(7)), InFlight::default());
+        // From another period's lane, every open intent counts (sequences of different lanes
+        // are not compared), but none against that period's cap.
+        let next_period = NonceKey::for_agent_period(agent, 1);
+        let f = in_flight(&rows, next_period.nonce(0));
+        assert_eq!((f.value, f.ops), (U256::from(111), 3));
+        assert_eq!(f.period_value, U256::ZERO);
+        let mut rows = rows.to_vec();
+        rows.push(open(
+            &format!("{:#x}", next_period.nonce(0)),
+            "1000",
+            None,
+            None,
+        ));
+        let f = in_flight(&rows, next_period.nonce(0));
+        assert_eq!(
+            (f.value, f.period_value),
+            (U256::from(1111), U256::from(1000))
+        );
+        assert_eq!(
+            in_flight(&rows, next_period.nonce(1)).period_value,
+            U256::ZERO
+        );
+    }
+}

@@ -1,0 +1,663 @@
+//! Session grants: the owner registers an agent key's session on `SessionKeyValidator` (call
+//! targets, spend cap, validity window, the operator key as revoker) through a UserOperation
+//! from the owner's account, signed by the owner key in the TA; the background task settles the
+//! grants not included within the wait ([`grant_tick`]).
+//!
+//! The ceremony binds the exact operation: [`begin_grant`] builds the UserOperation (deploying
+//! the account in the same operation if it has no code yet) and keeps it with the ceremony; the
+//! WebAuthn challenge commits to signing its userOpHash at the owner path. [`grant`] then checks
+//! that the request asks for the same session, has the TA sign exactly that operation, records
+//! the grant as a `pending` row of `agent_sessions`, submits it, and waits (bounded) for its
+//! inclusion.
+//!
+//! A grant is one of the agent's sessions only once included with a successful execution
+//! (`active`); a reverted one is `failed` (422 `grant_failed`), one refused by the bundler too.
+//! One not included within `--receipt-wait-secs` stays `pending` and [`grant_tick`] settles it:
+//! `active` when its receipt comes, `failed` when the owner's nonce passed without it or after
+//! [`GRANT_DROP_AFTER_SECS`]. A grant on an account where the agent already has a session
+//! supersedes it (the validator keeps one per agent and account); one on another account adds a
+//! session. A grant that becomes active for an agent revoked in the meantime is revoked on chain
+//! at once (the operator's `revokeSession`).
+
+use alloy::primitives::{Address, B256, U256};
+use axum::http::StatusCode;
+use kms_chain::nonce::NonceKey;
+use kms_chain::operator::{owner_sign_body, OperatorSigner};
+use kms_chain::session::{parse_selector, SessionGrant, TargetPermission, TokenLimit};
+use kms_chain::userop::v0_7::{RpcUserOperation, UserOperation};
+use kms_db::{AgentSession, AgentStatus, ChallengeKind, NewSession, SessionStatus};
+use kms_proto::authz::AuthorizedBody;
+use kms_proto::WalletId;
+use serde_json::{json, Value};
+
+use crate::chain::{bundler_error, chain_error, ChainState};
+use crate::error::{ApiError, ErrorCode};
+use crate::extract::{checksummed, from_value, hex_fixed, uint128, uint256};
+use crate::ops::{agent_key_id, AgentSessionRequest, TargetSpec};
+use crate::revocation::{revoke_account, AccountOutcome, AccountRevocation, CompanionChain};
+use crate::state::AppState;
+use crate::webauthn::{BeginAuthenticationResponse, CarriesCeremony, Purpose};
+
+/// A session request resolved against the database and the TA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantPlan {
+    /// The wallet.
+    pub wallet_id: WalletId,
+    /// The agent index.
+    pub agent_index: u32,
+    /// `"{wallet}:{index}"`.
+    pub key_id: String,
+    /// The owner key's address (the account's owner).
+    pub owner: Address,
+    /// The account's CREATE2 salt.
+    pub salt: U256,
+    /// The session as sent to the validator.
+    pub grant: SessionGrant,
+}
+
+impl GrantPlan {
+    /// What the ceremony commits to besides the operation (compared at completion).
+    pub fn canonical(&self) -> Value {
+        json!({
+            "keyId": self.key_id,
+            "owner": self.owner,
+            "salt": self.salt.to_string(),
+            "grant": self.grant,
+        })
+    }
+}
+
+/// Resolves a session request against the database (the agent, active; the owner) and the TA
+/// (the operator key, the session's revoker).
+pub async fn plan(s: &AppState, r: &AgentSessionRequest) -> Result<GrantPlan, ApiError> {
+    let (wallet_id, agent_index) = agent_key_id(&r.key_id)?;
+    let key_id = kms_proto::jwt::key_id(&wallet_id, agent_index);
+    let wallet_str = wallet_id.to_uuid_string();
+    let agent =
+        s.db.get_agent(&wallet_str, agent_index)
+            .await?
+            .ok_or_else(|| ApiError::not_found(ErrorCode::AgentNotFound, "unknown agent key"))?;
+    match agent.status {
+        AgentStatus::Active => {}
+        AgentStatus::Revoked => {
+            return Err(ApiError::Conflict {
+                code: ErrorCode::AgentRevoked,
+                message: "the agent key is revoked; create a new agent".into(),
+            })
+        }
+        AgentStatus::Pending | AgentStatus::Failed => {
+            return Err(ApiError::not_found(
+                ErrorCode::AgentNotFound,
+                "unknown agent key",
+            ))
+        }
+    }
+    let agent_address = Address::from(hex_fixed::<20>(
+        "agent address",
+        agent.agent_address.as_deref().unwrap_or_default(),
+    )?);
+    let wallet =
+        s.db.get_wallet(&wallet_str)
+            .await?
+            .ok_or_else(|| ApiError::not_found(ErrorCode::KeyNotFound, "key not found"))?;
+    let owner = Address::from(hex_fixed::<20>("owner address", &wallet.address)?);
+    let salt = match &r.salt {
+        Some(v) => U256::from_be_bytes(uint256("salt", v)?),
+        None => U256::ZERO,
+    };
+    let operator = s.operator().await?.address();
+    let grant = SessionGrant {
+        key: agent_address,
+        targets: r
+            .targets
+            .iter()
+            .map(target_permission)
+            .collect::<Result<_, _>>()?,
+        tokens: r
+            .tokens
+            .iter()
+            .map(|t| {
+                Ok(TokenLimit {
+                    token: Address::from(hex_fixed::<20>("tokens[].token", &t.token)?),
+                    cap: uint128("tokens[].cap", &t.cap)?,
+                })
+            })
+            .collect::<Result<_, ApiError>>()?,
+        spend_cap: uint128("spendCap", &r.spend_cap)?,
+        gas_cap: uint128("gasCap", &r.gas_cap)?,
+        paymaster: r
+            .paymaster
+            .as_deref()
+            .map(|p| hex_fixed::<20>("paymaster", p).map(Address::from))
+            .transpose()?,
+        max_ops: r.max_ops.unwrap_or(0),
+        period: r.period.unwrap_or(0),
+        period_cap: match &r.period_cap {
+            Some(v) => uint128("periodCap", v)?,
+            None => 0,
+        },
+        valid_after: r.valid_after.unwrap_or(0),
+        valid_until: r.valid_until.unwrap_or(0),
+        revoker: operator,
+    };
+    Ok(GrantPlan {
+        wallet_id,
+        agent_index,
+        key_id,
+        owner,
+        salt,
+        grant,
+    })
+}
+
+/// One `targets` entry of the request as the validator's permission.
+fn target_permission(t: &TargetSpec) -> Result<TargetPermission, ApiError> {
+    let (target, selectors, any_selector) = match t {
+        TargetSpec::Address(a) => (a, &[][..], false),
+        TargetSpec::Detailed {
+            target,
+            selectors,
+            any_selector,
+        } => (target, &selectors[..], *any_selector),
+    };
+    Ok(TargetPermission {
+        target: Address::from(hex_fixed::<20>("targets[].target", target)?),
+        any_selector,
+        selectors: selectors
+            .iter()
+            .map(|s| {
+                parse_selector(s).map_err(|e| ApiError::unprocessable(ErrorCode::InvalidSession, e))
+            })
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// `/BeginAuthentication` with Purpose `GrantSession`: builds the owner's operation and starts a
+/// ceremony whose challenge commits to signing its userOpHash.
+pub async fn begin_grant(
+    s: &AppState,
+    key_id: Option<&str>,
+    payload: Option<Value>,
+) -> Result<BeginAuthenticationResponse, ApiError> {
+    let chain = s.chain()?;
+    let mut payload = match payload {
+        None | Some(Value::Null) => json!({}),
+        Some(v @ Value::Object(_)) => v,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidRequest,
+                "Payload must be a JSON object",
+            ))
+        }
+    };
+    if let Some(k) = key_id {
+        match payload.get("keyId") {
+            Some(Value::String(existing)) if existing != k => {
+                return Err(ApiError::bad_request(
+                    ErrorCode::InvalidRequest,
+                    "Payload.keyId differs from KeyId",
+                ))
+            }
+            _ => payload["keyId"] = Value::String(k.to_owned()),
+        }
+    }
+    let request: AgentSessionRequest = from_value(payload)?;
+    let plan = plan(s, &request).await?;
+    let prepared = chain
+        .client
+        .prepare_grants(plan.owner, plan.salt, std::slice::from_ref(&plan.grant))
+        .await
+        .map_err(|e| chain_error(e, None))?;
+    let account = prepared.op.sender;
+    let body = owner_sign_body(plan.wallet_id, prepared.user_op_hash);
+    // Everything the owner approves, so that a client can recompute the userOpHash from the
+    // operation (EntryPoint, chain id) and show what it does: the account's calls (the grant,
+    // decoded too), nonce, gas limits, fees and the most it can cost.
+    let summary = checksummed(json!({
+        "userOpHash": prepared.user_op_hash,
+        "account": account,
+        "deploysAccount": prepared.deploys_account,
+        "entryPoint": chain.client.entry_point().address,
+        "entryPointVersion": chain.client.entry_point().version.to_string(),
+        "chainId": chain.client.chain_id(),
+        "userOp": prepared.op.to_rpc(),
+        "calls": [plan.grant.owner_call(chain.client.validator())],
+        "maxGasCost": prepared.op.max_gas_cost().to_string(),
+        "session": plan.grant,
+    }));
+    let metadata = json!({
+        "plan": plan.canonical(),
+        "userOp": prepared.op.to_rpc(),
+        "userOpHash": prepared.user_op_hash,
+        "deploysAccount": prepared.deploys_account,
+    });
+    let mut resp = s
+        .begin_authentication(
+            &plan.wallet_id,
+            Purpose::GrantSession,
+            &body.payload_digest(),
+            Some(metadata),
+        )
+        .await?;
+    resp.user_operation = Some(summary);
+    Ok(resp)
+}
+
+/// The operation kept with a `GrantSession` ceremony.
+pub struct StoredGrant {
+    /// The owner's operation, unsigned.
+    pub op: UserOperation,
+    /// Its hash.
+    pub user_op_hash: B256,
+    /// Whether it deploys the account.
+    pub deploys_account: bool,
+}
+
+/// The operation kept with the ceremony `metadata`, checked to be for `plan` and to hash to its
+/// recorded userOpHash.
+fn stored_grant(
+    s: &AppState,
+    plan: &GrantPlan,
+    metadata: Option<&str>,
+) -> Result<StoredGrant, ApiError> {
+    let chain = s.chain()?;
+    let meta: Value = metadata
+        .and_then(|m| serde_json::from_str(m).ok())
+        .ok_or_else(|| ApiError::internal("GrantSession ceremony without its operation"))?;
+    if meta["plan"] != plan.canonical() {
+        return Err(ApiError::forbidden(
+            ErrorCode::PayloadMismatch,
+            "the ceremony was started for a different session: start /BeginAuthentication with \
+             exactly this request's fields",
+        ));
+    }
+    let rpc: RpcUserOperation = serde_json::from_value(meta["userOp"].clone())
+        .map_err(|e| ApiError::internal(format!("stored operation: {e}")))?;
+    let op = UserOperation::try_from(rpc).map_err(|e| ApiError::internal(e.to_string()))?;
+    let user_op_hash = chain
+        .client
+        .entry_point()
+        .user_op_hash(&op, chain.client.chain_id())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let stored_hash: Option<B256> = serde_json::from_value(meta["userOpHash"].clone()).ok();
+    if stored_hash != Some(user_op_hash) {
+        return Err(ApiError::internal(
+            "stored operation does not hash to its userOpHash",
+        ));
+    }
+    Ok(StoredGrant {
+        op,
+        user_op_hash,
+        deploys_account: meta["deploysAccount"].as_bool().unwrap_or(false),
+    })
+}
+
+/// What a grant came to.
+pub struct Granted {
+    /// The owner's operation.
+    pub stored: StoredGrant,
+    /// The account the session is on.
+    pub account: Address,
+    /// `included` (the session is active) or `pending` (not included within the wait).
+    pub status: &'static str,
+    /// The bundle transaction, once included.
+    pub transaction_hash: Option<String>,
+}
+
+/// Completes the owner's `GrantSession` ceremony `r` for `plan`: checks that it was started for
+/// this very session, has the TA sign the operation kept with it (the owner key, authorised by
+/// the passkey), records the grant `pending`, submits it and waits (bounded by
+/// `--receipt-wait-secs`) for its inclusion. `user_op_hash` learns the operation's hash as soon
+/// as it is known (for the audit trail).
+pub async fn grant(
+    s: &AppState,
+    chain: &ChainState,
+    plan: &GrantPlan,
+    r: &AgentSessionRequest,
+    user_op_hash: &mut Option<B256>,
+) -> Result<Granted, ApiError> {
+    let Some(ceremony) = r.ceremony() else {
+        return Err(crate::webauthn::ceremony_required(
+            Purpose::GrantSession,
+            r.legacy_assertion(),
+            "agent keyId",
+        ));
+    };
+    let wallet_str = plan.wallet_id.to_uuid_string();
+    let peeked =
+        s.db.peek_challenge(
+            &ceremony.challenge_id,
+            ChallengeKind::Authentication,
+            Some(&wallet_str),
+            Purpose::GrantSession.as_str(),
+            kms_db::now_secs(),
+        )
+        .await??;
+    let stored = stored_grant(s, plan, peeked.metadata_json.as_deref())?;
+    *user_op_hash = Some(stored.user_op_hash);
+    let body = owner_sign_body(plan.wallet_id, stored.user_op_hash);
+    let assertion = s
+        .finish_authentication(
+            &plan.wallet_id,
+            Purpose::GrantSession,
+            &body.payload_digest(),
+            r,
+            "agent keyId",
+        )
+        .await?;
+    let signature = s
+        .tee
+        .sign_owner_user_op(plan.wallet_id, stored.user_op_hash, assertion, plan.owner)
+        .await?;
+    let op = stored.op.clone().with_signature(signature);
+    let account = op.sender;
+    let g = &plan.grant;
+    let addresses: Vec<String> = g
+        .targets
+        .iter()
+        .map(|t| t.target)
+        .chain(g.tokens.iter().map(|l| l.token))
+        .map(|a| a.to_string())
+        .collect();
+    let targets_json =
+        serde_json::to_string(&addresses).map_err(|e| ApiError::internal(e.to_string()))?;
+    let grant_json = serde_json::to_string(g).map_err(|e| ApiError::internal(e.to_string()))?;
+    let op_json =
+        serde_json::to_string(&op.to_rpc()).map_err(|e| ApiError::internal(e.to_string()))?;
+    let account_str = account.to_string().to_ascii_lowercase();
+    let hash_str = format!("{:#x}", stored.user_op_hash);
+    let spend_cap = g.spend_cap.to_string();
+    let revoker = g.revoker.to_string();
+    // Recorded `pending` before it leaves: a grant is one of the agent's sessions only once
+    // it is included (below, or the background task), and one that never is replaces
+    // nothing.
+    let session_id =
+        s.db.insert_session(&NewSession {
+            wallet_id: &wallet_str,
+            agent_index: plan.agent_index,
+            account: &account_str,
+            targets_json: &targets_json,
+            spend_cap: &spend_cap,
+            valid_after: i64::try_from(g.valid_after).unwrap_or(i64::MAX),
+            valid_until: i64::try_from(g.valid_until).unwrap_or(i64::MAX),
+            revoker: Some(&revoker),
+            grant_json: Some(&grant_json),
+            user_op_hash: Some(&hash_str),
+            user_op_json: Some(&op_json),
+            now: kms_db::now_secs(),
+        })
+        .await?;
+    match chain.client.submit(&op).await {
+        Ok(_) => {}
+        // It may have reached the bundler: the row stays pending, and the background task
+        // settles it (its receipt, or the owner's nonce passing without it).
+        Err(kms_chain::client::ChainError::Bundler(e)) if e.is_transient() => {
+            return Err(bundler_error(&e, Some(account)))
+        }
+        Err(e) => {
+            let err = chain_error(e, Some(account));
+            s.db.fail_session(
+                session_id,
+                &format!("refused: {err}"),
+                None,
+                kms_db::now_secs(),
+            )
+            .await?;
+            return Err(err);
+        }
+    }
+    s.metrics.count_signature("owner_userop");
+    let (status, tx) = match chain
+        .client
+        .wait_for_receipt(
+            &chain.client.expected_receipt(&op, stored.user_op_hash),
+            chain.receipt_wait,
+        )
+        .await
+    {
+        Ok(receipt) if receipt.success => {
+            let tx = format!("{:#x}", receipt.receipt.transaction_hash);
+            activated(s, session_id, &tx).await?;
+            ("included", Some(tx))
+        }
+        Ok(receipt) => {
+            s.db.fail_session(
+                session_id,
+                "the owner's operation was included but its execution reverted",
+                Some(&format!("{:#x}", receipt.receipt.transaction_hash)),
+                kms_db::now_secs(),
+            )
+            .await?;
+            return Err(ApiError::detailed(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::GrantFailed,
+                "the owner's operation was included but its execution failed",
+                json!({"userOpHash": stored.user_op_hash, "transactionHash": receipt.receipt.transaction_hash, "reason": receipt.reason}),
+            ));
+        }
+        // Not included within the wait: pending, settled later by the background task.
+        Err(kms_chain::client::ChainError::Bundler(
+            kms_chain::bundler::BundlerError::ReceiptTimeout { .. },
+        )) => ("pending", None),
+        Err(kms_chain::client::ChainError::Bundler(e)) => {
+            return Err(bundler_error(&e, Some(account)))
+        }
+        Err(e) => return Err(chain_error(e, Some(account))),
+    };
+    Ok(Granted {
+        stored,
+        account,
+        status,
+        transaction_hash: tx,
+    })
+}
+
+/// A pending grant with no receipt this long after it was recorded is given up as dropped
+/// (`failed`), unless the owner's nonce passed without it first (then at once).
+pub const GRANT_DROP_AFTER_SECS: i64 = 3600;
+
+/// Most pending grants one tick of the background task looks at.
+const GRANTS_PER_TICK: u32 = 100;
+
+/// A grant was included with a successful execution: its row becomes `active` (superseding the
+/// agent's earlier session on the same account). If the agent was revoked in the meantime, the
+/// new session is revoked on chain at once.
+async fn activated(s: &AppState, session_id: i64, tx: &str) -> Result<(), ApiError> {
+    if !s
+        .db
+        .activate_session(
+            session_id,
+            Some(tx).filter(|t| !t.is_empty()),
+            kms_db::now_secs(),
+        )
+        .await?
+    {
+        return Ok(());
+    }
+    let Some(session) = s.db.get_session(session_id).await? else {
+        return Ok(());
+    };
+    let agent =
+        s.db.get_agent(&session.wallet_id, session.agent_index)
+            .await?;
+    let Some(agent) = agent.filter(|a| a.status == AgentStatus::Revoked) else {
+        return Ok(());
+    };
+    let key_id = session.key_id();
+    tracing::warn!(key_id = %key_id, account = %session.account,
+        "a grant was included after its agent was revoked: revoking the session on chain");
+    let outcome = match (
+        crate::revocation::ChainAccess::open(&CompanionChain(s)).await,
+        agent
+            .agent_address
+            .as_deref()
+            .and_then(|a| a.parse::<Address>().ok()),
+    ) {
+        (Ok(side), Some(key)) => {
+            revoke_account(&s.db, &side, key, &session.account, &[session.id]).await
+        }
+        (Err(f), _) => AccountOutcome::Failed(f),
+        (_, None) => AccountOutcome::Failed(crate::revocation::RevokeFailure::BadRecord),
+    };
+    if let AccountOutcome::Failed(f) = &outcome {
+        let _ =
+            s.db.session_revoke_failed(session.id, &f.to_string(), kms_db::now_secs())
+                .await;
+        tracing::error!(key_id = %key_id, account = %session.account, error = %f,
+            "the session of a revoked agent could not be revoked on chain: revoke the agent again");
+    }
+    let revocation = AccountRevocation {
+        account: session.account.clone(),
+        outcome,
+        sessions: vec![session.id],
+        pending_grant: false,
+    };
+    crate::service::credentials::audit_account_revocation(s, &key_id, &revocation).await;
+    Ok(())
+}
+
+/// A grant's operation was included: `active` when its execution succeeded, `failed` when it
+/// reverted.
+async fn settled(s: &AppState, id: i64, success: bool, tx: &str) -> Result<(), ApiError> {
+    if success {
+        activated(s, id, tx).await
+    } else {
+        s.db.fail_session(
+            id,
+            "the owner's operation was included but its execution reverted",
+            Some(tx).filter(|t| !t.is_empty()),
+            kms_db::now_secs(),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Settles one pending grant from the chain: `active` when its receipt (from the bundler, or,
+/// once the owner's nonce passed, the EntryPoint's `UserOperationEvent` read from the node) shows
+/// a successful execution, `failed` when it shows a reverted one, when the owner's nonce passed
+/// without it (dropped: another operation took its nonce), or after [`GRANT_DROP_AFTER_SECS`]. Returns the
+/// row's status afterwards.
+pub async fn settle_grant(
+    s: &AppState,
+    chain: &ChainState,
+    grant: &AgentSession,
+) -> Result<SessionStatus, ApiError> {
+    if grant.status != SessionStatus::Pending {
+        return Ok(grant.status);
+    }
+    let now = kms_db::now_secs();
+    let op = grant
+        .user_op_json
+        .as_deref()
+        .and_then(|j| serde_json::from_str::<RpcUserOperation>(j).ok())
+        .and_then(|r| UserOperation::try_from(r).ok());
+    let hash = grant
+        .user_op_hash
+        .as_deref()
+        .and_then(|h| h.parse::<B256>().ok());
+    let (Some(op), Some(hash)) = (op, hash) else {
+        s.db.fail_session(grant.id, "no readable operation recorded", None, now)
+            .await?;
+        return Ok(SessionStatus::Failed);
+    };
+    // The nonce first: if it had passed before the receipt lookup found nothing, the operation
+    // can no longer be included.
+    let (key, _) = NonceKey::split(op.nonce);
+    let passed = match chain.client.nonce(op.sender, key).await {
+        Ok(on_chain) => on_chain > op.nonce,
+        Err(e) => {
+            tracing::debug!(error = %e, "reading the owner's nonce failed");
+            return Ok(SessionStatus::Pending);
+        }
+    };
+    match chain
+        .client
+        .receipt(&chain.client.expected_receipt(&op, hash))
+        .await
+    {
+        Ok(Some(receipt)) => {
+            let tx = format!("{:#x}", receipt.receipt.transaction_hash);
+            settled(s, grant.id, receipt.success, &tx).await?;
+        }
+        Ok(None) if passed => {
+            // The bundler may not know (or not yet) the receipt of an operation another bundler
+            // included: the EntryPoint's events, read from the node, decide.
+            match chain
+                .client
+                .user_operation_events(op.sender, Some(hash), None)
+                .await
+            {
+                Ok(events) => match events
+                    .iter()
+                    .find(|e| e.user_op_hash == hash && e.nonce == op.nonce)
+                {
+                    Some(e) => {
+                        let tx = e
+                            .transaction_hash
+                            .map(|t| format!("{t:#x}"))
+                            .unwrap_or_default();
+                        settled(s, grant.id, e.success, &tx).await?;
+                    }
+                    None => {
+                        s.db.fail_session(
+                            grant.id,
+                            &format!(
+                                "dropped: the owner's nonce {:#x} was used by another operation",
+                                op.nonce
+                            ),
+                            None,
+                            now,
+                        )
+                        .await?;
+                    }
+                },
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading the grant's UserOperationEvent failed")
+                }
+            }
+        }
+        Ok(None) if now - grant.created_at >= GRANT_DROP_AFTER_SECS => {
+            s.db.fail_session(
+                grant.id,
+                &format!(
+                    "dropped: not included within {GRANT_DROP_AFTER_SECS} s (grant again: the \
+                     new operation takes its nonce, so this one can never be included)"
+                ),
+                None,
+                now,
+            )
+            .await?;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::debug!(error = %e, "grant receipt lookup failed");
+        }
+    }
+    Ok(s.db
+        .get_session(grant.id)
+        .await?
+        .map_or(SessionStatus::Pending, |g| g.status))
+}
+
+/// One tick of the grant task: settles up to 100 pending grants ([`settle_grant`]).
+pub async fn grant_tick(s: &AppState) {
+    let Some(chain) = s.chain.as_ref() else {
+        return;
+    };
+    let pending = match s.db.pending_sessions(GRANTS_PER_TICK).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading pending grants failed");
+            return;
+        }
+    };
+    for grant in pending {
+        match settle_grant(s, chain, &grant).await {
+            Ok(SessionStatus::Pending) => {}
+            Ok(status) => tracing::info!(key_id = %grant.key_id(), account = %grant.account,
+                user_op_hash = ?grant.user_op_hash, %status, "grant settled"),
+            Err(e) => tracing::warn!(session = grant.id, error = %e, "grant settlement failed"),
+        }
+    }
+}

@@ -10,6 +10,13 @@
 //! ([`ChainClient::read_session`]) and sends the operator's `revokeSession` transaction
 //! ([`ChainClient::revoke_session`]).
 //!
+//! Third-party ERC-7579 accounts ([`AccountKind::Erc7579`]) are driven too, once deployed by their
+//! own factories: [`ChainClient::prepare_for`] builds any operation with the kind's callData,
+//! [`ChainClient::prepare_erc7579_grants`] the owner's operation installing the validator module and
+//! granting in one batch, [`ChainClient::prepare_erc7579_uninstall`] the one ending every session,
+//! [`ChainClient::agent_lane`] and [`ChainClient::prepare_agent_op_on`] an agent's operation on its
+//! lane; [`NodeClient::account_kind`] detects the kind on chain.
+//!
 //! [`ChainClient::connect`] checks the set-up before anything is built: the node's and the
 //! bundler's chain ids agree (and match the expected one), the bundler serves the EntryPoint, and
 //! the factory and validator are deployed and belong to this EntryPoint.
@@ -24,17 +31,45 @@ use alloy::primitives::{Address, Bytes, B256, U256};
 use alloy::providers::{DynProvider, Provider};
 use kms_contracts::{AgentAccountFactory, IEntryPointV07};
 
-use crate::account::{encode_calls, factory_data, Call, NoCalls};
+use crate::account::{factory_data, AccountKind, Call, NoCalls};
 use crate::bundler::{
     BundlerClient, BundlerError, ExpectedReceipt, RetryPolicy, Submission, UserOperationReceipt,
 };
 use crate::http::{node_provider, HttpLimits};
 use crate::node::{redactions, NodeClient};
-use crate::nonce::{NonceGuard, NonceKey};
+use crate::nonce::{AgentLane, NonceGuard, NonceKey, PeriodOutOfRange};
 use crate::operator::{OperatorCeiling, OperatorSigner, OperatorSignerError};
-use crate::session::{InvalidGrant, SessionGrant, SessionSnapshot};
+use crate::session::{InvalidGrant, ModuleState, SessionGrant, SessionSnapshot};
 use crate::userop::v0_7::{GasLimits, GasOverflow, UserOperation};
 use crate::userop::{EntryPoint, UnhashableOperation};
+
+/// Why an ERC-7579 step cannot be built for an account (each a refusal with a reason, before
+/// anything is signed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Erc7579Error {
+    /// The account is not an ERC-7579 account supporting validator modules (no code, an
+    /// `AgentAccount`, or `supportsModule(1)` not true).
+    #[error("{account} is not an ERC-7579 account with validator modules (found: {found})")]
+    NotErc7579 {
+        /// The account.
+        account: Address,
+        /// What was found: `"no code"`, `"agent-account"` or `"unknown"`.
+        found: &'static str,
+    },
+    /// The validator module is not installed on the account (nothing to uninstall).
+    #[error("the session key validator is not installed on {account}")]
+    ModuleNotInstalled {
+        /// The account.
+        account: Address,
+    },
+    /// An ERC-7579 account is deployed by its own factory: [`OpRequest::init`] (the
+    /// `AgentAccount` factory's deployment) cannot apply.
+    #[error("an ERC-7579 account cannot be deployed by the AgentAccount factory")]
+    FactoryInit,
+    /// The period index does not fit the account kind's nonce key.
+    #[error(transparent)]
+    Period(#[from] PeriodOutOfRange),
+}
 
 /// Everything [`ChainClient`] can fail with. Messages never contain node or bundler URLs.
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +188,9 @@ pub enum ChainError {
         /// The ceiling.
         limit: U256,
     },
+    /// An ERC-7579 step that does not apply to the account.
+    #[error(transparent)]
+    Erc7579(#[from] Erc7579Error),
     /// A transaction was mined but reverted.
     #[error("transaction {tx_hash} reverted")]
     TransactionReverted {
@@ -688,7 +726,21 @@ impl ChainClient {
     /// the stub signature, plus the configured buffers), and its userOpHash. Sign
     /// [`PreparedOp::user_op_hash`] and put the signature in with [`PreparedOp::signed`].
     pub async fn prepare(&self, request: OpRequest) -> Result<PreparedOp, ChainError> {
-        let call_data = encode_calls(&request.calls)?;
+        self.prepare_for(AccountKind::AgentAccount, request).await
+    }
+
+    /// [`ChainClient::prepare`] for an account of `kind`: the calls encoded with the kind's
+    /// `execute` ([`AccountKind::encode_calls`]). An ERC-7579 account must already be deployed
+    /// (`request.init` is [`Erc7579Error::FactoryInit`]).
+    pub async fn prepare_for(
+        &self,
+        kind: AccountKind,
+        request: OpRequest,
+    ) -> Result<PreparedOp, ChainError> {
+        if kind == AccountKind::Erc7579 && request.init.is_some() {
+            return Err(Erc7579Error::FactoryInit.into());
+        }
+        let call_data = kind.encode_calls(&request.calls)?;
         let (deployed, nonce, (fees, _)) = tokio::try_join!(
             self.has_code(request.sender),
             async {
@@ -790,6 +842,154 @@ impl ChainClient {
             stub_signature: crate::signature::stub_session_signature(account, agent_key),
             gas: None,
         })
+        .await
+    }
+
+    /// The kind of `account`, detected on chain (see [`NodeClient::account_kind`]).
+    pub async fn account_kind(&self, account: Address) -> Result<Option<AccountKind>, ChainError> {
+        self.inner.node.account_kind(account).await
+    }
+
+    /// The validator's module state for `account` (see [`NodeClient::module_state`]).
+    pub async fn module_state(&self, account: Address) -> Result<ModuleState, ChainError> {
+        self.inner.node.module_state(account).await
+    }
+
+    /// Where `agent_key`'s operations go on `account` of `kind`: its own key on `AgentAccount`;
+    /// on an ERC-7579 account the lane the validator gave it at its first grant there (read on
+    /// chain; [`ChainError::NoSession`] when it was never granted one).
+    pub async fn agent_lane(
+        &self,
+        kind: AccountKind,
+        account: Address,
+        agent_key: Address,
+    ) -> Result<AgentLane, ChainError> {
+        match kind {
+            AccountKind::AgentAccount => Ok(AgentLane::Key(agent_key)),
+            AccountKind::Erc7579 => match self.inner.node.session_lane(account, agent_key).await? {
+                Some(lane) => Ok(AgentLane::Module {
+                    validator: self.validator(),
+                    lane,
+                }),
+                None => Err(ChainError::NoSession {
+                    account,
+                    key: agent_key,
+                }),
+            },
+        }
+    }
+
+    /// An agent's operation making `calls` from `account` on `lane` (which gives the account's
+    /// kind): callData of that kind, the lane's nonce key of period `period_index` (0 without a
+    /// period) unless `nonce` is given, and the 106-byte session stub signature naming `account`
+    /// and `agent_key`. [`ChainClient::prepare_agent_op`] is this on `AgentAccount`, period 0.
+    pub async fn prepare_agent_op_on(
+        &self,
+        account: Address,
+        agent_key: Address,
+        lane: AgentLane,
+        period_index: u64,
+        calls: Vec<Call>,
+        nonce: Option<U256>,
+    ) -> Result<PreparedOp, ChainError> {
+        let nonce = match nonce {
+            Some(n) => NonceChoice::Exact(n),
+            None => NonceChoice::Next(lane.key(period_index).map_err(Erc7579Error::from)?),
+        };
+        self.prepare_for(
+            lane.kind(),
+            OpRequest {
+                sender: account,
+                init: None,
+                nonce,
+                calls,
+                stub_signature: crate::signature::stub_session_signature(account, agent_key),
+                gas: None,
+            },
+        )
+        .await
+    }
+
+    /// Checks that `account` is an ERC-7579 account supporting validator modules.
+    async fn require_erc7579(&self, account: Address) -> Result<(), ChainError> {
+        let found = match self.account_kind(account).await? {
+            Some(AccountKind::Erc7579) => return Ok(()),
+            Some(AccountKind::AgentAccount) => "agent-account",
+            None if !self.has_code(account).await? => "no code",
+            None => "unknown",
+        };
+        Err(Erc7579Error::NotErc7579 { account, found }.into())
+    }
+
+    /// The owner's operation on the ERC-7579 account `account` that installs this validator as
+    /// its validator module (unless the account says it is installed already) and grants `grants`,
+    /// in one batch: `execute(batch, [installModule(1, validator, ""), validator.grantSession(g),
+    /// …])`. On the owner's nonce key 0 (which names no module, so the account checks the owner's
+    /// own signature) with the 65-byte owner stub signature. Refused before anything is built when
+    /// the account is not ERC-7579 ([`Erc7579Error::NotErc7579`]) or a grant is invalid for it.
+    /// Each key gets its lane at its first grant on the account ([`ChainClient::agent_lane`]).
+    pub async fn prepare_erc7579_grants(
+        &self,
+        account: Address,
+        grants: &[SessionGrant],
+    ) -> Result<PreparedOp, ChainError> {
+        self.require_erc7579(account).await?;
+        for grant in grants {
+            grant.validate(account, self.validator(), self.entry_point().address)?;
+            for address in grant.needs_code() {
+                if !self.has_code(address).await? {
+                    return Err(InvalidGrant::NotAContract(address).into());
+                }
+            }
+        }
+        let mut calls = Vec::with_capacity(grants.len() + 1);
+        if !self.inner.node.is_module_installed(account).await? {
+            calls.push(crate::erc7579::install_module_call(
+                account,
+                self.validator(),
+            ));
+        }
+        calls.extend(grants.iter().map(|g| g.owner_call(self.validator())));
+        self.prepare_for(
+            AccountKind::Erc7579,
+            OpRequest {
+                sender: account,
+                init: None,
+                nonce: NonceChoice::Next(NonceKey::OWNER),
+                calls,
+                stub_signature: crate::signature::stub_owner_signature(),
+                gas: None,
+            },
+        )
+        .await
+    }
+
+    /// The owner's operation uninstalling this validator from the ERC-7579 account `account`
+    /// (`execute(single, account.uninstallModule(1, validator, ""))`), which ends every session the
+    /// account granted on the module path. Owner's nonce key 0, 65-byte owner stub signature.
+    /// [`Erc7579Error::ModuleNotInstalled`] when the account does not have it installed.
+    pub async fn prepare_erc7579_uninstall(
+        &self,
+        account: Address,
+    ) -> Result<PreparedOp, ChainError> {
+        self.require_erc7579(account).await?;
+        if !self.inner.node.is_module_installed(account).await? {
+            return Err(Erc7579Error::ModuleNotInstalled { account }.into());
+        }
+        self.prepare_for(
+            AccountKind::Erc7579,
+            OpRequest {
+                sender: account,
+                init: None,
+                nonce: NonceChoice::Next(NonceKey::OWNER),
+                calls: vec![crate::erc7579::uninstall_module_call(
+                    account,
+                    self.validator(),
+                )],
+                stub_signature: crate::signature::stub_owner_signature(),
+                gas: None,
+            },
+        )
         .await
     }
 

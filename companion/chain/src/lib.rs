@@ -13,8 +13,13 @@
 //!   that keep the bundler's code and message (e.g. `AA23 reverted`), and submission that retries
 //!   transient failures with the identical operation only.
 //! - [`http`]: timeouts and body caps on every request to the node and the bundler.
-//! - [`account`]: the account's callData (`execute`/`executeBatch`) and factoryData.
-//! - [`nonce`]: nonce keys (owner 0, one per agent key).
+//! - [`account`]: the account's callData (`execute`/`executeBatch`) and factoryData, and the
+//!   [`AccountKind`](account::AccountKind) (`AgentAccount` or ERC-7579) that decides callData,
+//!   nonce keys and the validator's path.
+//! - [`erc7579`]: third-party ERC-7579 accounts with the validator as their module: `execute(mode,
+//!   executionCalldata)` and its decoding as the module path reads it, module installation.
+//! - [`nonce`]: nonce keys (owner 0, one per agent key; on ERC-7579 accounts `validator ‖ lane ‖
+//!   period`).
 //! - [`session`]: session grants, the on-chain session, and the pre-check of an intent with
 //!   machine-readable refusal codes.
 //! - [`revert`]: decoding the validator's and EntryPoint's errors out of bundler refusals.
@@ -34,6 +39,7 @@
 pub mod account;
 pub mod bundler;
 pub mod client;
+pub mod erc7579;
 pub mod http;
 pub mod node;
 pub mod nonce;

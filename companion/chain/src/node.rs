@@ -18,13 +18,14 @@ use alloy::providers::{DynProvider, Provider};
 use alloy::rpc::types::{BlockNumberOrTag, TransactionRequest};
 use kms_contracts::{AgentAccount, SessionKeyValidator};
 
-use crate::account::Call;
+use crate::account::{AccountKind, Call};
 use crate::client::{ChainError, Fees, RevokeOutcome};
+use crate::erc7579::{IERC7579Account, MODULE_TYPE_VALIDATOR};
 use crate::http::HttpLimits;
 use crate::operator::{revoke_fees, OperatorSigner, OperatorSignerError, RevokeSessionTx};
 use crate::session::{
-    revoke_call_data, selector_of, OnChainSession, Selector, SessionSnapshot, TargetState,
-    MAX_UINT48,
+    revoke_call_data, selector_of, ModuleState, OnChainSession, Selector, SessionSnapshot,
+    TargetState, MAX_UINT48,
 };
 
 /// A node and the session key validator on it. Cheap to clone.
@@ -159,6 +160,123 @@ impl NodeClient {
             .call()
             .await
             .ok())
+    }
+
+    /// The kind of the account at `account`, detected on chain: an ERC-7579 account when it
+    /// answers `supportsModule(1)` (validator modules) with true, an `AgentAccount` when it answers
+    /// `validator()`; `None` without code or when it answers neither. A node failure is an error;
+    /// a call the account reverts (or answers with nothing) only means "not this kind".
+    pub async fn account_kind(&self, account: Address) -> Result<Option<AccountKind>, ChainError> {
+        if !self.has_code(account).await? {
+            return Ok(None);
+        }
+        let erc7579 = IERC7579Account::new(account, &self.provider)
+            .supportsModule(MODULE_TYPE_VALIDATOR)
+            .call()
+            .await;
+        if self.answered("calling supportsModule", erc7579)? == Some(true) {
+            return Ok(Some(AccountKind::Erc7579));
+        }
+        let agent = AgentAccount::new(account, &self.provider)
+            .validator()
+            .call()
+            .await;
+        Ok(self
+            .answered("calling validator()", agent)?
+            .map(|_| AccountKind::AgentAccount))
+    }
+
+    /// The ERC-7579 `accountId()` of `account` (`vendor.account.semver`), or `None` when it does
+    /// not answer one.
+    pub async fn account_id(&self, account: Address) -> Result<Option<String>, ChainError> {
+        let id = IERC7579Account::new(account, &self.provider)
+            .accountId()
+            .call()
+            .await;
+        self.answered("calling accountId()", id)
+    }
+
+    /// Whether the ERC-7579 account `account` has this validator installed as its validator
+    /// module, by the account's own `isModuleInstalled(1, validator, "")` (false when it does not
+    /// answer).
+    pub async fn is_module_installed(&self, account: Address) -> Result<bool, ChainError> {
+        let installed = IERC7579Account::new(account, &self.provider)
+            .isModuleInstalled(MODULE_TYPE_VALIDATOR, self.validator, Default::default())
+            .call()
+            .await;
+        Ok(self
+            .answered("calling isModuleInstalled", installed)?
+            .unwrap_or(false))
+    }
+
+    /// The validator's module state for `account` (`moduleState`): installed, generation, lanes.
+    pub async fn module_state(&self, account: Address) -> Result<ModuleState, ChainError> {
+        let m = SessionKeyValidator::new(self.validator, &self.provider)
+            .moduleState(account)
+            .call()
+            .await
+            .map_err(|e| self.node_err("calling validator.moduleState", e))?;
+        Ok(ModuleState {
+            installed: m.installed,
+            generation: m.generation,
+            lanes: m.lanes,
+        })
+    }
+
+    /// The stored session of `key` on `account` (`getSession`; all zero if never granted).
+    pub async fn session(
+        &self,
+        account: Address,
+        key: Address,
+    ) -> Result<OnChainSession, ChainError> {
+        SessionKeyValidator::new(self.validator, &self.provider)
+            .getSession(account, key)
+            .call()
+            .await
+            .map(OnChainSession::from)
+            .map_err(|e| self.node_err("calling validator.getSession", e))
+    }
+
+    /// The lane the validator gave `key` on the ERC-7579 account `account` at its first grant
+    /// there (`getSession(…).lane`), or `None` when the key was never granted a session on it.
+    pub async fn session_lane(
+        &self,
+        account: Address,
+        key: Address,
+    ) -> Result<Option<u16>, ChainError> {
+        let lane = self.session(account, key).await?.lane;
+        Ok((lane != 0).then_some(lane))
+    }
+
+    /// Whether `address` has code.
+    async fn has_code(&self, address: Address) -> Result<bool, ChainError> {
+        self.provider
+            .get_code_at(address)
+            .await
+            .map(|c| !c.is_empty())
+            .map_err(|e| self.node_err("reading code", e))
+    }
+
+    /// A view call's answer: `Some` when it answered, `None` when the contract reverted or
+    /// answered nothing decodable, an error when the node failed (or answered an error other than
+    /// a revert).
+    fn answered<T>(
+        &self,
+        during: &'static str,
+        result: Result<T, alloy::contract::Error>,
+    ) -> Result<Option<T>, ChainError> {
+        match result {
+            Ok(v) => Ok(Some(v)),
+            Err(alloy::contract::Error::TransportError(e)) => match e.as_error_resp() {
+                // A revert: JSON-RPC code 3, or "execution reverted" (with or without data).
+                Some(p) if p.code == 3 || p.message.to_ascii_lowercase().contains("revert") => {
+                    Ok(None)
+                }
+                _ => Err(self.node_err(during, e)),
+            },
+            // No data, or data that does not decode as the answer.
+            Err(_) => Ok(None),
+        }
     }
 
     /// Fees from the node: priority = `eth_maxPriorityFeePerGas`, max = 2 × latest base fee +

@@ -8,6 +8,11 @@
 //! lane. An agent whose session has a periodic budget names the period in the 32 bits above its
 //! address ([`NonceKey::for_agent_period`]): one lane per period.
 //!
+//! On a third-party ERC-7579 account the account picks the validator module by the key's top 20
+//! bytes and leaves 4: an agent's key is `validator (160 bits) ‖ lane (16) ‖ period (16)`
+//! ([`NonceKey::for_module_lane`]), the lane given by the validator at the key's first grant on
+//! the account (`getSession(…).lane`). [`AgentLane`] is an agent's place on either kind.
+//!
 //! [`NonceTracker`] serialises the operations of one (sender, key) inside one process and
 //! remembers the last one submitted: the next operation of that key waits until it is included
 //! (see [`crate::client::ChainClient::next_nonce`]). Submitting the next sequence while the
@@ -20,6 +25,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use alloy::primitives::{aliases::U192, Address, B256, U256};
+
+use crate::account::AccountKind;
 
 /// A 192-bit EntryPoint nonce key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -41,6 +48,27 @@ impl NonceKey {
         NonceKey(Self::for_agent(agent_key).0 | (U192::from(period_index) << 160))
     }
 
+    /// The key of an agent's operations on an ERC-7579 account with `validator` as its module:
+    /// `validator << 32 | lane << 16 | period_index`. `lane` is the one the validator gave the
+    /// agent key on that account (never 0 once granted); the validator refuses any other lane, and
+    /// a period index other than 0 on a session without a period.
+    pub fn for_module_lane(validator: Address, lane: u16, period_index: u16) -> Self {
+        NonceKey(
+            (U192::from_be_slice(validator.as_slice()) << 32)
+                | (U192::from(lane) << 16)
+                | U192::from(period_index),
+        )
+    }
+
+    /// The parts of a module-path key: (module address, lane, period index). Meaningful only for
+    /// keys made by [`NonceKey::for_module_lane`] (ERC-7579 accounts), not for `AgentAccount`'s.
+    pub fn module_parts(self) -> (Address, u16, u16) {
+        let low = self.0.as_limbs()[0]; // the low 64 bits; the low 32 are kept
+        let top: U192 = self.0 >> 32;
+        let module = Address::from_slice(&top.to_be_bytes::<24>()[4..]);
+        (module, (low >> 16) as u16, low as u16)
+    }
+
     /// The full nonce of `sequence` under this key: `key << 64 | sequence`.
     pub fn nonce(self, sequence: u64) -> U256 {
         (U256::from(self.0) << 64) | U256::from(sequence)
@@ -57,6 +85,62 @@ impl NonceKey {
 impl From<NonceKey> for U192 {
     fn from(key: NonceKey) -> Self {
         key.0
+    }
+}
+
+/// A budget period index that does not fit the nonce key of the account's kind (32 bits on
+/// `AgentAccount`, 16 on an ERC-7579 account).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("budget period {period_index} does not fit a {kind} nonce key (at most {max})")]
+pub struct PeriodOutOfRange {
+    /// The period index asked for.
+    pub period_index: u64,
+    /// The largest one the kind's key holds.
+    pub max: u64,
+    /// The account kind.
+    pub kind: AccountKind,
+}
+
+/// An agent's place in an account's nonce space, by the account's kind: what its operations'
+/// nonce keys are made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AgentLane {
+    /// On `AgentAccount`: the agent key's own address ([`NonceKey::for_agent_period`]).
+    Key(Address),
+    /// On an ERC-7579 account: the validator module and the lane it gave the key there
+    /// ([`NonceKey::for_module_lane`]).
+    Module {
+        /// The validator module (`SessionKeyValidator`).
+        validator: Address,
+        /// The key's lane on the account (`getSession(account, key).lane`).
+        lane: u16,
+    },
+}
+
+impl AgentLane {
+    /// The account kind this lane belongs to.
+    pub fn kind(self) -> AccountKind {
+        match self {
+            AgentLane::Key(_) => AccountKind::AgentAccount,
+            AgentLane::Module { .. } => AccountKind::Erc7579,
+        }
+    }
+
+    /// The nonce key of period `period_index` (0 for a session without a period).
+    pub fn key(self, period_index: u64) -> Result<NonceKey, PeriodOutOfRange> {
+        let out_of_range = |max: u64| PeriodOutOfRange {
+            period_index,
+            max,
+            kind: self.kind(),
+        };
+        match self {
+            AgentLane::Key(agent) => u32::try_from(period_index)
+                .map(|p| NonceKey::for_agent_period(agent, p))
+                .map_err(|_| out_of_range(u32::MAX.into())),
+            AgentLane::Module { validator, lane } => u16::try_from(period_index)
+                .map(|p| NonceKey::for_module_lane(validator, lane, p))
+                .map_err(|_| out_of_range(u16::MAX.into())),
+        }
     }
 }
 
@@ -233,6 +317,51 @@ mod tests {
         let max = NonceKey::for_agent_period(agent, u32::MAX);
         assert_eq!(max.0 >> 160, U192::from(u32::MAX));
         assert_ne!(max, NonceKey::OWNER);
+    }
+
+    /// The forge tests' `_moduleKey(lane, period)`: `uint192(uint160(validator)) << 32 |
+    /// uint192(lane) << 16 | period`.
+    #[test]
+    fn module_lanes_are_validator_lane_period() {
+        let validator = address!("0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0");
+        let key = NonceKey::for_module_lane(validator, 2, 7);
+        assert_eq!(
+            key.0,
+            U192::from_str_radix("9fE46736679d2D9a65F0992F2272dE9f3c7fa6e000020007", 16).unwrap()
+        );
+        assert_eq!(key.module_parts(), (validator, 2, 7));
+        // The account reads the module from the nonce's top 20 bytes.
+        let nonce = key.nonce(5).to_be_bytes::<32>();
+        assert_eq!(&nonce[..20], validator.as_slice());
+        assert_eq!(&nonce[20..24], &[0, 2, 0, 7]);
+        assert_eq!(NonceKey::split(key.nonce(5)), (key, 5));
+        assert_ne!(
+            NonceKey::for_module_lane(validator, 1, 0),
+            NonceKey::for_module_lane(validator, 2, 0)
+        );
+        assert_eq!(
+            NonceKey::for_module_lane(validator, u16::MAX, u16::MAX).module_parts(),
+            (validator, u16::MAX, u16::MAX)
+        );
+    }
+
+    #[test]
+    fn agent_lanes_make_their_kinds_keys() {
+        let agent = address!("0x4b39F7b0624b9dB86AD293686bc38B903142dbBc");
+        let validator = address!("0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0");
+        let own = AgentLane::Key(agent);
+        assert_eq!(own.kind(), AccountKind::AgentAccount);
+        assert_eq!(own.key(0), Ok(NonceKey::for_agent(agent)));
+        assert_eq!(own.key(9), Ok(NonceKey::for_agent_period(agent, 9)));
+        assert_eq!(own.key(1 << 32).unwrap_err().max, u64::from(u32::MAX));
+        let module = AgentLane::Module { validator, lane: 3 };
+        assert_eq!(module.kind(), AccountKind::Erc7579);
+        assert_eq!(
+            module.key(4),
+            Ok(NonceKey::for_module_lane(validator, 3, 4))
+        );
+        let e = module.key(1 << 16).unwrap_err();
+        assert_eq!((e.max, e.kind), (u64::from(u16::MAX), AccountKind::Erc7579));
     }
 
     #[test]

@@ -35,7 +35,9 @@ pub struct DecodedRevert {
 }
 
 impl DecodedRevert {
-    /// The pre-check code matching a `SessionKeyValidator` error, if there is one.
+    /// The pre-check code matching a `SessionKeyValidator` error, if there is one. The module
+    /// path's calldata errors (`UnsupportedExecutionMode`, `UnsupportedCall`,
+    /// `MalformedExecution`) have none: the companion never builds such calldata.
     pub fn refusal_code(&self) -> Option<RefusalCode> {
         if self.source != "SessionKeyValidator" {
             return None;
@@ -52,7 +54,10 @@ impl DecodedRevert {
             "NonceLaneNotAllowed" => RefusalCode::LaneNotAllowed,
             "PeriodCapExceeded" => RefusalCode::PeriodOverBudget,
             "PeriodOutsideWindow" => RefusalCode::SessionExpired,
-            "SessionIsRevoked" => RefusalCode::SessionRevoked,
+            // On an ERC-7579 account an uninstallation ends the sessions like a revocation.
+            "SessionIsRevoked" | "SessionUninstalled" | "ModuleNotInstalled" => {
+                RefusalCode::SessionRevoked
+            }
             "UnknownSession" => RefusalCode::NoSession,
             _ => return None,
         })
@@ -244,6 +249,32 @@ mod tests {
                 }
                 .abi_encode(),
                 Some(RefusalCode::NoSession),
+            ),
+            (
+                SessionKeyValidator::SessionUninstalled {
+                    account: Default::default(),
+                    key: Default::default(),
+                }
+                .abi_encode(),
+                Some(RefusalCode::SessionRevoked),
+            ),
+            (
+                SessionKeyValidator::ModuleNotInstalled {
+                    account: Default::default(),
+                }
+                .abi_encode(),
+                Some(RefusalCode::SessionRevoked),
+            ),
+            (
+                SessionKeyValidator::UnsupportedExecutionMode {
+                    mode: Default::default(),
+                }
+                .abi_encode(),
+                None,
+            ),
+            (
+                SessionKeyValidator::MalformedExecution {}.abi_encode(),
+                None,
             ),
             (
                 SessionKeyValidator::ForbiddenTarget {

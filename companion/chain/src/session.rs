@@ -518,6 +518,14 @@ pub struct OnChainSession {
     pub period: u32,
     /// Native-value cap per period, in wei.
     pub period_cap: u128,
+    /// The key's lane on an ERC-7579 account (the nonce key's 2 bytes after the module's
+    /// address), given at its first grant there; unused on `AgentAccount`.
+    #[serde(default)]
+    pub lane: u16,
+    /// The account's module generation at the grant (ERC-7579 accounts: the session is ended once
+    /// the account's [`ModuleState::generation`] moves on, i.e. after an uninstallation).
+    #[serde(default)]
+    pub generation: u32,
 }
 
 impl OnChainSession {
@@ -583,8 +591,42 @@ impl From<ISessionKeyValidator::Session> for OnChainSession {
             active: s.active,
             period: s.period,
             period_cap: s.periodCap,
+            lane: s.lane,
+            generation: s.generation,
         }
     }
+}
+
+/// The validator module's state on an ERC-7579 account (`moduleState(account)`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModuleState {
+    /// Installed (between `onInstall` and `onUninstall`).
+    pub installed: bool,
+    /// The account's number of uninstallations: sessions granted in an older generation are
+    /// ended on the module path.
+    pub generation: u32,
+    /// Lanes given on the account (the last lane given).
+    pub lanes: u16,
+}
+
+impl ModuleState {
+    /// Whether `session` can validate on the module path: the module installed and the session
+    /// granted in the current generation.
+    pub fn admits(&self, session: &OnChainSession) -> bool {
+        self.installed && session.generation == self.generation
+    }
+}
+
+/// Which path of `SessionKeyValidator` an account's operations take, with what the path needs
+/// beyond the session: see [`precheck_on`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValidatorPath {
+    /// `AgentAccount` (`validateSessionUserOp`).
+    AgentAccount,
+    /// An ERC-7579 account with the validator as its module (`validateUserOp`), and the module's
+    /// state on it as read with the session.
+    Erc7579(ModuleState),
 }
 
 /// What the session's current grant allows on one target (`getPermission`).
@@ -785,6 +827,8 @@ pub enum TargetProblem {
     IsValidator,
     /// The target is not on the session's allowlist.
     NotListed,
+    /// Address 0 on an ERC-7579 account, which takes it for itself (`ForbiddenTarget`).
+    ZeroAddress,
 }
 
 /// An intent the on-chain session would reject, refused before signing.
@@ -1038,9 +1082,45 @@ fn token_call(selector: Selector, data: &[u8], account: Address) -> TokenCall {
 /// gas rule is then skipped; call again with it). The companion's operations name no paymaster,
 /// so the gas is always charged. `snapshot` must hold the permission of every target of `calls`
 /// and the selectors asked about; a missing target counts as not listed.
+///
+/// This is `AgentAccount`'s path; [`precheck_on`] takes the account's [`ValidatorPath`].
 // A refusal (about 160 bytes) is returned once per refused request; boxing it buys nothing.
 #[allow(clippy::result_large_err)]
 pub fn precheck(
+    snapshot: &SessionSnapshot,
+    calls: &[Call],
+    in_flight: &InFlight,
+    max_gas_cost: Option<U256>,
+    now: u64,
+    margins: ValidityMargins,
+) -> Result<PrecheckPass, Refusal> {
+    precheck_on(
+        ValidatorPath::AgentAccount,
+        snapshot,
+        calls,
+        in_flight,
+        max_gas_cost,
+        now,
+        margins,
+    )
+}
+
+/// [`precheck`] on the validator's `path`. On an ERC-7579 account's module path, as the
+/// validator: a session is refused as revoked ([`Refusal::SessionRevoked`]) when the module is
+/// not installed or the session was granted before its last uninstallation
+/// (`ModuleNotInstalled`, `SessionUninstalled`); a call to address 0 is refused
+/// ([`TargetProblem::ZeroAddress`]); a period index beyond the 16 bits of the module's nonce key
+/// cannot be named ([`Refusal::SessionExpired`]).
+///
+/// The pre-check takes calls, not callData: the companion encodes them itself with the kind's
+/// `execute` ([`crate::account::AccountKind::encode_calls`]), which only ever makes plain single
+/// and batch calls. To check a callData from elsewhere, decode it first with
+/// [`crate::account::AccountKind::decode_calls`], which refuses what the validator's path
+/// refuses (delegatecall, try mode, `executeFromExecutor`, non-canonical encoding: see
+/// [`crate::erc7579::decode_execute`]).
+#[allow(clippy::result_large_err)]
+pub fn precheck_on(
+    path: ValidatorPath,
     snapshot: &SessionSnapshot,
     calls: &[Call],
     in_flight: &InFlight,
@@ -1055,10 +1135,24 @@ pub fn precheck(
             key: snapshot.key,
         });
     }
-    if !s.active {
+    let ended = match path {
+        ValidatorPath::AgentAccount => false,
+        ValidatorPath::Erc7579(module) => !module.admits(s),
+    };
+    if !s.active || ended {
         return Err(Refusal::SessionRevoked {
             account: snapshot.account,
             key: snapshot.key,
+        });
+    }
+    if matches!(path, ValidatorPath::Erc7579(_))
+        && s.period != 0
+        && snapshot.period_index > u64::from(u16::MAX)
+    {
+        return Err(Refusal::SessionExpired {
+            valid_until: s.valid_until,
+            now,
+            margin_secs: margins.min_remaining_secs,
         });
     }
     if s.valid_after.saturating_add(margins.min_elapsed_secs) > now {
@@ -1123,7 +1217,9 @@ pub fn precheck(
     }
     let mut tokens: BTreeMap<Address, U256> = BTreeMap::new();
     for call in calls {
-        let problem = if call.to == snapshot.account {
+        let problem = if call.to == Address::ZERO && matches!(path, ValidatorPath::Erc7579(_)) {
+            Some(TargetProblem::ZeroAddress)
+        } else if call.to == snapshot.account {
             Some(TargetProblem::IsAccount)
         } else if call.to == snapshot.validator {
             Some(TargetProblem::IsValidator)
@@ -1222,7 +1318,7 @@ pub fn precheck(
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
-    use alloy::primitives::address;
+    use alloy::primitives::{address, bytes};
     use alloy::sol_types::SolValue;
 
     const ACCOUNT: Address = address!("0xAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
@@ -1252,6 +1348,8 @@ mod tests {
             active: true,
             period: 0,
             period_cap: 0,
+            lane: 1,
+            generation: 2,
         };
         let listed = TargetState {
             allowed: true,
@@ -1663,6 +1761,102 @@ mod tests {
         s.period_index = s.session.period_index(NOW);
         s.period_spent = 120;
         s
+    }
+
+    const MODULE: ModuleState = ModuleState {
+        installed: true,
+        generation: 2,
+        lanes: 1,
+    };
+
+    fn check_7579(
+        s: &SessionSnapshot,
+        module: ModuleState,
+        calls: &[Call],
+    ) -> Result<PrecheckPass, Refusal> {
+        precheck_on(
+            ValidatorPath::Erc7579(module),
+            s,
+            calls,
+            &InFlight::default(),
+            None,
+            NOW,
+            ValidityMargins::default(),
+        )
+    }
+
+    /// The module path: the same rules as AgentAccount's, plus the module's generation and
+    /// address 0 (which an ERC-7579 account takes for itself).
+    #[test]
+    fn module_path_adds_the_generation_and_address_zero() {
+        let s = snapshot();
+        let calls = [pay(ALLOWED, 10), token(TRANSFER, (OTHER, U256::from(5)))];
+        assert_eq!(
+            check_7579(&s, MODULE, &calls),
+            check(&s, &calls),
+            "same pass as on AgentAccount"
+        );
+        for calls in [
+            vec![pay(OTHER, 1)],
+            vec![pay(ALLOWED, 601)],
+            vec![pay(ACCOUNT, 0)],
+            vec![Call::new(DAPP, U256::ZERO, bytes!("deadbeef"))],
+        ] {
+            assert_eq!(check_7579(&s, MODULE, &calls), check(&s, &calls));
+        }
+        // Uninstalled, or uninstalled since the grant (reinstalled or not): ended, as revoked.
+        for module in [
+            ModuleState {
+                installed: false,
+                ..MODULE
+            },
+            ModuleState {
+                generation: 3,
+                ..MODULE
+            },
+        ] {
+            assert!(!module.admits(&s.session));
+            assert_eq!(
+                check_7579(&s, module, &[pay(ALLOWED, 1)]).unwrap_err(),
+                Refusal::SessionRevoked {
+                    account: ACCOUNT,
+                    key: KEY
+                }
+            );
+        }
+        assert!(MODULE.admits(&s.session));
+        // Address 0, even when listed: refused on the module path only.
+        let mut zero = s.clone();
+        zero.permissions.insert(
+            Address::ZERO,
+            TargetState {
+                allowed: true,
+                ..Default::default()
+            },
+        );
+        assert!(check(&zero, &[pay(Address::ZERO, 1)]).is_ok());
+        assert_eq!(
+            check_7579(&zero, MODULE, &[pay(ALLOWED, 1), pay(Address::ZERO, 1)]).unwrap_err(),
+            Refusal::TargetNotAllowed {
+                target: Address::ZERO,
+                problem: TargetProblem::ZeroAddress
+            }
+        );
+        // A period index the module's 16-bit key cannot name.
+        let mut late = periodic();
+        late.period_index = 1 << 16;
+        late.session.valid_until = 0;
+        assert_eq!(
+            code(check_7579(&late, MODULE, &[pay(ALLOWED, 1)])),
+            RefusalCode::SessionExpired
+        );
+        // No session is no session on either path.
+        let mut none = s.clone();
+        none.session.epoch = 0;
+        assert_eq!(
+            code(check_7579(&none, MODULE, &[pay(ALLOWED, 1)])),
+            RefusalCode::NoSession
+        );
     }
 
     #[test]

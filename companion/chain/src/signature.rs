@@ -5,6 +5,12 @@
 //!   key over the EIP-191 hash of the userOpHash, `v ∈ {27, 28}`, low s. The layout is defined
 //!   once, in [`kms_proto::session_signature`] (the TA produces it with the same code); this
 //!   module wraps it in alloy's types. See `docs/ARCHITECTURE.md#session-signature`.
+//!
+//! Both account kinds ([`crate::account::AccountKind`]) take the same session signature and stub:
+//! `AgentAccount` and an ERC-7579 account's validator module (`SessionKeyValidator` on both). On
+//! either, the owner's operations use nonce key 0 and a 65-byte `r ‖ s ‖ v` checked by the
+//! account's own signer (OpenZeppelin's `SignerECDSA` on its ERC-7579 account: raw ECDSA over the
+//! userOpHash, as `AgentAccount`), whose stub is [`stub_owner_signature`].
 
 use alloy::primitives::{Address, Bytes};
 use kms_proto::session_signature::{self as layout, RSV_LEN};

@@ -110,6 +110,7 @@ fn shared_response(status: u16) -> utoipa::openapi::Response {
         sessions::agent_sessions,
         intents::submit_intent,
         intents::get_intent,
+        crate::routes::agent_session::get_agent_session,
         health::operator,
         ui::list_agent_keys,
         ui::list_agent_intents,
@@ -119,6 +120,7 @@ fn shared_response(status: u16) -> utoipa::openapi::Response {
     ),
     components(schemas(
         crate::error::ErrorBody,
+        crate::routes::agent_session::AgentSessionResponse,
         crate::error::ErrorCode,
         crate::webauthn::CeremonyResponse,
         crate::webauthn::Purpose,
@@ -172,6 +174,7 @@ mod tests {
         ("/kms/operator", &[200]),
         ("/agent/intents", &[202, 400, 401, 403, 404, 422, 502]),
         ("/agent/intents/{userOpHash}", &[200, 400, 401, 404]),
+        ("/agent/session", &[200, 400, 401, 403, 502]),
         ("/health", &[200]),
         ("/metrics", &[200]),
         ("/openapi.json", &[200]),

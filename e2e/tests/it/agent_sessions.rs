@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use alloy::primitives::{Address, U256};
+use alloy::primitives::Address;
 use alloy::providers::Provider;
 use kms_chain::account::Call;
 use kms_chain::session::RefusalCode;
@@ -42,33 +42,12 @@ impl Fixture {
         })
     }
 
-    /// The owner's account `salt`, funded with 10 ETH (it pays the grant's gas).
-    async fn funded_account(&self, salt: u64) -> Address {
-        let account = self
-            .env
-            .client
-            .account_address(self.wallet.address, U256::from(salt))
-            .await
-            .unwrap();
-        self.env.set_balance(account, eth("10")).await.unwrap();
-        account
-    }
-
     /// Grants `agent` plain transfers to `to` on account `salt` through `/kms/agent-sessions`;
     /// expects it included. Returns the account.
     async fn grant_on(&mut self, agent: &AgentKey, salt: u64, to: Address) -> Address {
         let account = self.funded_account(salt).await;
         let fields = self.grant_fields(salt, json!([to])).await;
-        let (status, body) = self
-            .c
-            .grant_session(&mut self.user, agent, fields)
-            .await
-            .unwrap();
-        assert_eq!(
-            (status, body["status"].as_str()),
-            (200, Some("included")),
-            "{body}"
-        );
+        let body = self.grant_included(agent, fields).await;
         assert_eq!(
             body["account"]
                 .as_str()

@@ -47,21 +47,6 @@ fn session(targets: Value, window: (u64, u64)) -> Value {
 }
 
 impl Fixture {
-    /// A window open since an hour ago for a day (chain time).
-    async fn window(&self) -> (u64, u64) {
-        let now = self.env.now().await.unwrap();
-        (now - 3600, now + DAY)
-    }
-
-    /// The owner's account of `salt` (counterfactual or deployed).
-    async fn account(&self, salt: u64) -> Address {
-        self.env
-            .client
-            .account_address(self.wallet.address, U256::from(salt))
-            .await
-            .unwrap()
-    }
-
     /// Grants `agent` `session` on the owner's account `salt` through `/kms/agent-sessions`,
     /// funding the account with 10 ETH when it is not deployed yet; checks the answer and
     /// returns the account.
@@ -72,13 +57,7 @@ impl Fixture {
             self.env.set_balance(predicted, eth("10")).await.unwrap();
         }
         session["salt"] = json!(salt.to_string());
-        let (status, body) = self
-            .c
-            .grant_session(&mut self.user, agent, session)
-            .await
-            .unwrap();
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(body["status"], "included", "{body}");
+        let body = self.grant_included(agent, session).await;
         assert_eq!(body["deploysAccount"], !deployed, "{body}");
         let account: Address = body["account"].as_str().unwrap().parse().unwrap();
         assert_eq!(account, predicted);
@@ -226,7 +205,7 @@ async fn gas_drain_through_sign_agent_is_bounded(#[case] version: EntryPointVers
     let mut f = fixture(version).await;
     let agent = f.agent("drain").await;
     let to = address(&format!("drain target {version}"));
-    let window = f.window().await;
+    let window = f.open_window().await;
     let gas_cap = eth("0.005");
     let mut s = session(json!([to]), window);
     s["spendCap"] = json!(eth("0.01").to_string());
@@ -346,7 +325,7 @@ async fn token_cap_bounds_transfers_and_approvals() {
     let agent = f.agent("tokens").await;
     let recipient = address("token recipient");
     let spender = address("token spender");
-    let window = f.window().await;
+    let window = f.open_window().await;
     let mut s = session(json!([]), window);
     s["tokens"] = json!([{"token": token, "cap": "1000"}]);
     let account = f.grant(&agent, 0, s).await;
@@ -500,7 +479,7 @@ async fn selectors_bound_the_functions_an_agent_calls() {
     let dapp = f.env.info.test_token;
     let agent = f.agent("functions").await;
     let payee = address("functions payee");
-    let window = f.window().await;
+    let window = f.open_window().await;
     let account = f
         .grant(
             &agent,
@@ -588,7 +567,7 @@ async fn usage_limit_stops_the_third_operation() {
     let mut f = fixture(V07).await;
     let agent = f.agent("usage").await;
     let to = address("usage");
-    let window = f.window().await;
+    let window = f.open_window().await;
     let mut s = session(json!([to]), window);
     s["maxOps"] = json!(2);
     let account = f.grant(&agent, 0, s).await;
@@ -632,7 +611,7 @@ const GAS_CAP_BELOW_ONE_OP: u64 = 1_000_000_000_000;
 async fn gas_cap_below_one_operation_is_refused_before_signing() {
     let mut f = fixture(V07).await;
     let to = address("gas precheck");
-    let window = f.window().await;
+    let window = f.open_window().await;
     let agent = f.agent("gas precheck").await;
     let mut s = session(json!([to]), window);
     s["gasCap"] = json!(GAS_CAP_BELOW_ONE_OP.to_string());
@@ -716,7 +695,7 @@ async fn quotes_over_the_ceilings_are_refused_before_signing() {
     // Alto quotes some 10^5 preVerificationGas for an operation deploying the account.
     let mut f = fixture_with(V07, &["--max-pre-verification-gas", "1000"]).await;
     let to = address("ceilings");
-    let window = f.window().await;
+    let window = f.open_window().await;
     let agent = f.agent("ceilings").await;
     let account = f.account(0).await;
     f.env.set_balance(account, eth("10")).await.unwrap();
@@ -786,7 +765,7 @@ async fn agent_ops_outside_their_own_lane_are_refused() {
     let a = f.agent("lane a").await;
     let b = f.agent("lane b").await;
     let to = address("lanes");
-    let window = f.window().await;
+    let window = f.open_window().await;
     let account = f.grant(&a, 0, session(json!([to]), window)).await;
     assert_eq!(f.grant(&b, 0, session(json!([to]), window)).await, account);
     let owner_nonce = f.env.client.nonce(account, NonceKey::OWNER).await.unwrap();
@@ -855,7 +834,7 @@ async fn invalid_grants_are_refused_before_anything_is_sent() {
     let token = f.env.info.test_token;
     let eoa = address("grant input eoa");
     let other = address("grant input other");
-    let window = f.window().await;
+    let window = f.open_window().await;
     let account = f.account(0).await;
     f.env.set_balance(account, eth("10")).await.unwrap();
     let mint = "mint(address,uint256)";

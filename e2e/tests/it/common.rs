@@ -74,6 +74,41 @@ impl Fixture {
             .unwrap()
     }
 
+    /// A window open since an hour ago for a day (chain time).
+    pub async fn open_window(&self) -> (u64, u64) {
+        let now = self.env.now().await.unwrap();
+        (now - 3600, now + DAY)
+    }
+
+    /// The owner's account of `salt` (counterfactual or deployed).
+    pub async fn account(&self, salt: u64) -> Address {
+        self.env
+            .client
+            .account_address(self.wallet.address, U256::from(salt))
+            .await
+            .unwrap()
+    }
+
+    /// The owner's account `salt`, funded with 10 ETH (it pays the grant's gas).
+    pub async fn funded_account(&self, salt: u64) -> Address {
+        let account = self.account(salt).await;
+        self.env.set_balance(account, eth("10")).await.unwrap();
+        account
+    }
+
+    /// Grants `agent` the `/kms/agent-sessions` fields `session`; expects 200 and the session
+    /// included. Returns the answer.
+    pub async fn grant_included(&mut self, agent: &AgentKey, session: Value) -> Value {
+        let (status, body) = self
+            .c
+            .grant_session(&mut self.user, agent, session)
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "included", "{body}");
+        body
+    }
+
     /// Submits an intent; expects 202 and returns its userOpHash.
     pub async fn submit(&self, agent: &AgentKey, calls: Value) -> String {
         let (status, body) = self.c.intent(agent, calls, None).await.unwrap();

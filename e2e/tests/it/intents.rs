@@ -23,12 +23,6 @@ use rstest::rstest;
 use serde_json::{json, Value};
 
 impl Fixture {
-    /// A window open since an hour ago for a day (chain time).
-    async fn open_window(&self) -> (u64, u64) {
-        let now = self.env.now().await.unwrap();
-        (now - 3600, now + DAY)
-    }
-
     /// Grants `agent` a session on the owner's account `salt` through `/kms/agent-sessions`
     /// (funding the account first); checks the answer and returns the account.
     async fn session(
@@ -39,18 +33,11 @@ impl Fixture {
         cap: U256,
         window: (u64, u64),
     ) -> Address {
-        let predicted = self
-            .env
-            .client
-            .account_address(self.wallet.address, U256::from(salt))
-            .await
-            .unwrap();
+        let predicted = self.account(salt).await;
         let deployed = self.env.client.has_code(predicted).await.unwrap();
         self.env.set_balance(predicted, eth("10")).await.unwrap();
-        let (status, body) = self
-            .c
-            .grant_session(
-                &mut self.user,
+        let body = self
+            .grant_included(
                 agent,
                 json!({
                     "targets": targets,
@@ -61,10 +48,7 @@ impl Fixture {
                     "salt": salt.to_string(),
                 }),
             )
-            .await
-            .unwrap();
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(body["status"], "included", "{body}");
+            .await;
         assert_eq!(body["deploysAccount"], !deployed, "{body}");
         assert!(body["transactionHash"].as_str().is_some(), "{body}");
         let account: Address = body["account"].as_str().unwrap().parse().unwrap();

@@ -52,30 +52,19 @@ async fn proxied(version: EntryPointVersion) -> (Fixture, Proxy) {
 /// Grants `agent` plain transfers to `to` (1 ETH cap) on the owner's account of salt 0, valid
 /// from an hour ago for a day; returns the account.
 async fn grant(f: &mut Fixture, agent: &AgentKey, to: Address) -> Address {
-    let account = f
-        .env
-        .client
-        .account_address(f.wallet.address, U256::ZERO)
-        .await
-        .unwrap();
-    f.env.set_balance(account, eth("10")).await.unwrap();
+    let account = f.funded_account(0).await;
     let now = f.env.now().await.unwrap();
-    let (status, body) =
-        f.c.grant_session(
-            &mut f.user,
-            agent,
-            json!({
-                "targets": [to],
-                "spendCap": eth("1").to_string(),
-                "gasCap": DAY_SESSION_GAS_CAP.to_string(),
-                "validAfter": now - 3600,
-                "validUntil": now + DAY,
-            }),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["status"], "included", "{body}");
+    f.grant_included(
+        agent,
+        json!({
+            "targets": [to],
+            "spendCap": eth("1").to_string(),
+            "gasCap": DAY_SESSION_GAS_CAP.to_string(),
+            "validAfter": now - 3600,
+            "validUntil": now + DAY,
+        }),
+    )
+    .await;
     account
 }
 

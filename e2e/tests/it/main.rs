@@ -12,6 +12,7 @@ mod demo;
 mod erc1271;
 mod intents;
 mod lifecycle;
+mod mcp;
 mod owner_userop;
 mod periods;
 mod sessions;

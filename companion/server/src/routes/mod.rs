@@ -1,6 +1,7 @@
 //! HTTP routes.
 
 pub mod agent;
+pub mod agent_session;
 pub mod ceremony;
 pub mod health;
 pub mod intents;

@@ -1,8 +1,9 @@
-//! Test harness shared by the companion's tests and `kms-admin`'s: the real `ta-sim` process, the real companion server
-//! (in-process on an ephemeral 127.0.0.1 port, or the `companion` binary),
-//! a SQLite file, HTTP over reqwest, and real WebAuthn ceremonies with
-//! `webauthn-authenticator-rs`'s SoftPasskey (plus a hand-rolled P-256
-//! authenticator for the assertions SoftPasskey cannot make).
+//! Test harness shared by the companion's tests, `kms-admin`'s and the end-to-end harness
+//! (`kms-e2e`): the real `ta-sim` process (started by [`kms_test_bins::ta_sim`]), the real
+//! companion server (in-process on an ephemeral 127.0.0.1 port), a SQLite file, the tests' one
+//! HTTP client ([`Client`]), and real WebAuthn ceremonies with `webauthn-authenticator-rs`'s
+//! SoftPasskey ([`Soft`]) plus a hand-rolled P-256 authenticator ([`Manual`]) for the assertions
+//! SoftPasskey cannot make, and for the TA-level assertions of the e2e harness.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};

@@ -1,9 +1,11 @@
 //! Rust access to the project's contracts and to the canonical ERC-4337 EntryPoints.
 //!
-//! - [`SessionKeyValidator`], [`AgentAccount`], [`AgentAccountFactory`] and [`TestToken`] (an ERC-20
-//!   with free minting that only local chains deploy, for token-cap tests): alloy `sol!` bindings
-//!   generated from the committed forge artifacts in `contracts/artifacts` (ABI and bytecode). Each
-//!   has `BYTECODE`/`DEPLOYED_BYTECODE`, typed calls, events and errors, and (with a provider)
+//! - [`SessionKeyValidator`], [`AgentAccount`], [`AgentAccountFactory`], [`TestToken`] (an ERC-20
+//!   with free minting that only local chains deploy, for token-cap tests) and [`OzAccount7579`]
+//!   (OpenZeppelin's `AccountERC7579` with an ECDSA owner, `contracts/testing/`: the third-party
+//!   ERC-7579 account the module's tests install the validator on; test chains only): alloy `sol!`
+//!   bindings generated from the committed artifacts in `contracts/artifacts` (ABI and bytecode).
+//!   Each has `BYTECODE`/`DEPLOYED_BYTECODE`, typed calls, events and errors, and (with a provider)
 //!   `deploy` and instance methods.
 //! - [`IEntryPointV07`] and [`IEntryPointV08`]: the parts of the EntryPoints the project uses,
 //!   with one shared [`PackedUserOperation`] type.
@@ -71,6 +73,14 @@ sol!(
     #[derive(Debug, PartialEq, Eq)]
     TestToken,
     "artifacts/TestToken.json"
+);
+
+sol!(
+    #[allow(missing_docs)]
+    #[sol(rpc)]
+    #[derive(Debug, PartialEq, Eq)]
+    OzAccount7579,
+    "artifacts/OzAccount7579.json"
 );
 
 sol! {
@@ -183,7 +193,7 @@ macro_rules! packed_conversions {
     )*};
 }
 
-packed_conversions!(SessionKeyValidator, AgentAccount);
+packed_conversions!(SessionKeyValidator, AgentAccount, OzAccount7579);
 
 #[cfg(test)]
 #[path = "../build_support/manifest.rs"]
@@ -204,6 +214,7 @@ mod tests {
             "factory embeds the account"
         );
         assert!(!SessionKeyValidator::DEPLOYED_BYTECODE.is_empty());
+        assert!(OzAccount7579::BYTECODE.len() > 1000);
     }
 
     #[test]
@@ -229,6 +240,14 @@ mod tests {
         assert_eq!(
             AgentAccount::executeBatchCall::SELECTOR,
             sel("executeBatch((address,uint256,bytes)[])")
+        );
+        assert_eq!(
+            OzAccount7579::executeCall::SELECTOR,
+            sel("execute(bytes32,bytes)")
+        );
+        assert_eq!(
+            OzAccount7579::installModuleCall::SELECTOR,
+            sel("installModule(uint256,address,bytes)")
         );
         assert_eq!(
             AgentAccountFactory::createAccountCall::SELECTOR,

@@ -16,7 +16,7 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 
 import {TestBase} from "./utils/TestBase.sol";
 import {Recorder} from "./utils/Mocks.sol";
-import {OzAccount7579} from "./utils/OzAccount7579.sol";
+import {OzAccount7579} from "../testing/OzAccount7579.sol";
 import {Simulator} from "./vendor/rhinestone-erc4337-validation/Simulator.sol";
 import {ERC4337SpecsParser} from "./vendor/rhinestone-erc4337-validation/SpecsParser.sol";
 import {ENTRYPOINT_ADDR, etchEntrypoint} from "./vendor/rhinestone-erc4337-validation/lib/ERC4337.sol";

@@ -16,7 +16,7 @@ import {
 
 import {IEntryPoint, TestBase} from "./utils/TestBase.sol";
 import {Recorder} from "./utils/Mocks.sol";
-import {OzAccount7579} from "./utils/OzAccount7579.sol";
+import {OzAccount7579} from "../testing/OzAccount7579.sol";
 import {SessionKeyValidator} from "../SessionKeyValidator.sol";
 import {PackedUserOperation, _packValidationData} from "../interfaces/IERC4337.sol";
 import {ISessionKeyValidator} from "../interfaces/ISessionKeyValidator.sol";

@@ -37,6 +37,7 @@ const CONTRACTS: &[(&str, &str)] = &[
     ("AgentAccount", "AgentAccount.sol"),
     ("AgentAccountFactory", "AgentAccountFactory.sol"),
     ("TestToken", "testing/TestToken.sol"),
+    ("OzAccount7579", "testing/OzAccount7579.sol"),
 ];
 
 /// The solc version the project pins (`anvil/package.json`'s solc.js, `contracts/foundry.toml`).

@@ -10,6 +10,7 @@ mod bounded;
 mod common;
 mod demo;
 mod erc1271;
+mod erc7579;
 mod intents;
 mod lifecycle;
 mod mcp;

@@ -8,6 +8,11 @@
 //! (receipts and balance changes printed), a token payment over the cap is refused. The stack
 //! then stays up until Ctrl-C (or stops at once with `--no-wait`); everything started is stopped
 //! on the way out.
+//!
+//! What it started is also written as JSON, `stack.json` (URLs, chain, contracts, account, agent
+//! keyId and address, the paths of the agent credential and API-key files, the `kms-mcp`
+//! command), in the state directory: `--state-dir DIR` (kept after exit; the next run replaces
+//! its files), else a temporary directory removed on exit.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -28,11 +33,14 @@ demo: bring up the local stack (anvil + EntryPoint v0.7 + contracts, Alto, ta-si
 and run the agent-key demo: wallet (software passkey) -> agent key -> bounded session ->
 intents (an ETH payment and a token payment land, a token payment over the cap is refused).
 
-usage: demo [--no-wait] [--help]
+usage: demo [--no-wait] [--state-dir DIR] [--help]
 
-  --no-wait   stop everything and exit once the demo has run (default: keep the stack up
-              and print how to call it with curl, until Ctrl-C)
-  --help      this text
+  --no-wait         stop everything and exit once the demo has run (default: keep the stack
+                    up and print how to call it with curl, until Ctrl-C)
+  --state-dir DIR   write stack.json (what was started, machine-readable), agent.jwt and
+                    api.key (secrets, mode 0600) into DIR, created if missing and kept after
+                    exit (default: a temporary directory removed on exit)
+  --help            this text
 
 Everything listens on 127.0.0.1 on ports chosen at run time (Alto binds 0.0.0.0).";
 
@@ -46,9 +54,18 @@ fn kv(k: &str, v: impl std::fmt::Display) {
 
 fn main() -> ExitCode {
     let mut no_wait = false;
-    for arg in std::env::args().skip(1) {
+    let mut state_dir: Option<std::path::PathBuf> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--no-wait" => no_wait = true,
+            "--state-dir" => match args.next() {
+                Some(d) => state_dir = Some(d.into()),
+                None => {
+                    eprintln!("demo: --state-dir needs a directory\n\n{HELP}");
+                    return ExitCode::from(2);
+                }
+            },
             "-h" | "--help" => {
                 println!("{HELP}");
                 return ExitCode::SUCCESS;
@@ -69,7 +86,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(no_wait)) {
+    match rt.block_on(run(no_wait, state_dir)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("\ndemo failed: {e}");
@@ -84,7 +101,7 @@ fn fail(msg: impl Into<String>) -> Error {
     msg.into().into()
 }
 
-async fn run(no_wait: bool) -> Result<(), Error> {
+async fn run(no_wait: bool, state_dir: Option<std::path::PathBuf>) -> Result<(), Error> {
     step(
         1,
         "Starting anvil + EntryPoint v0.7 + contracts + Alto (anvil/stack.sh)",
@@ -110,7 +127,11 @@ async fn run(no_wait: bool) -> Result<(), Error> {
         "1 ETH (anvil_setBalance), to send revokeSession",
     );
 
-    let result = demo(&companion, &env).await;
+    let result = demo(&companion, &env, state_dir).await;
+    let result = match result {
+        Ok(d) => write_stack_json(&companion, &info, &d).map(|()| d),
+        Err(e) => Err(e),
+    };
     let outcome = match result {
         Ok(d) if !no_wait => {
             print_curl(&companion, &d)?;
@@ -129,15 +150,38 @@ async fn run(no_wait: bool) -> Result<(), Error> {
     outcome
 }
 
-/// What the walk-through produced, for the curl examples.
+/// Where the demo's files go: a directory kept after exit, or a temporary one.
+enum StateDir {
+    Kept(std::path::PathBuf),
+    Temp(tempfile::TempDir),
+}
+
+impl StateDir {
+    fn path(&self) -> &std::path::Path {
+        match self {
+            StateDir::Kept(p) => p,
+            StateDir::Temp(t) => t.path(),
+        }
+    }
+}
+
+/// What the walk-through produced, for the curl examples and `stack.json`.
 struct Demo {
-    dir: tempfile::TempDir,
+    dir: StateDir,
     key_id: String,
     recipient: Address,
     user_op_hash: String,
+    wallet_key_id: String,
+    owner: Address,
+    account: Address,
+    agent_address: Address,
 }
 
-async fn demo(c: &Companion, env: &ChainEnv) -> Result<Demo, Error> {
+async fn demo(
+    c: &Companion,
+    env: &ChainEnv,
+    state_dir: Option<std::path::PathBuf>,
+) -> Result<Demo, Error> {
     step(
         3,
         "The owner registers a wallet with a software passkey (WebAuthn ceremony)",
@@ -369,7 +413,20 @@ async fn demo(c: &Companion, env: &ChainEnv) -> Result<Demo, Error> {
          holds it to its caps."
     );
 
-    let dir = tempfile::Builder::new().prefix("kms-demo-").tempdir()?;
+    let dir = match state_dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d)?;
+            // The previous run's files describe a stack that is gone.
+            for f in [STACK_JSON, "agent.jwt", "api.key"] {
+                match std::fs::remove_file(d.join(f)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                    _ => {}
+                }
+            }
+            StateDir::Kept(std::path::absolute(&d)?)
+        }
+        None => StateDir::Temp(tempfile::Builder::new().prefix("kms-demo-").tempdir()?),
+    };
     write_secret(&dir.path().join("agent.jwt"), &agent.jwt)?;
     write_secret(&dir.path().join("api.key"), c.api_key())?;
     Ok(Demo {
@@ -377,8 +434,15 @@ async fn demo(c: &Companion, env: &ChainEnv) -> Result<Demo, Error> {
         key_id: agent.key_id,
         recipient,
         user_op_hash: hash,
+        wallet_key_id: wallet.key_id,
+        owner: wallet.address,
+        account,
+        agent_address: agent.address,
     })
 }
+
+/// The machine-readable description of the running stack, in the state directory.
+const STACK_JSON: &str = "stack.json";
 
 /// Writes a secret to a file readable by the user only.
 fn write_secret(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
@@ -387,6 +451,63 @@ fn write_secret(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
     opts.open(path)?.write_all(secret.as_bytes())
+}
+
+/// Writes `stack.json` (what was started: URLs, chain, contracts, account, agent, secret file
+/// paths, the `kms-mcp` command) into the state directory and says where it is.
+fn write_stack_json(
+    c: &Companion,
+    info: &kms_e2e::stack::StackInfo,
+    d: &Demo,
+) -> Result<(), Error> {
+    let dir = d.dir.path();
+    let credential_file = dir.join("agent.jwt");
+    let url = c.url("");
+    let kms_mcp = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|p| p.join("kms-mcp")))
+        .filter(|p| p.is_file())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "kms-mcp".to_owned());
+    let v = json!({
+        "version": 1,
+        "pid": std::process::id(),
+        "companion": {
+            "url": url,
+            "openapi": c.url("/openapi.json"),
+            "apiKeyFile": dir.join("api.key"),
+        },
+        "chain": {
+            "rpcUrl": info.rpc_url,
+            "bundlerUrl": info.bundler_url,
+            "chainId": info.chain_id,
+            "entryPointVersion": "0.7",
+            "entryPoint": info.entry_point_v07,
+            "sessionKeyValidator": info.session_key_validator,
+            "accountFactory": info.account_factory_v07,
+            "testToken": info.test_token,
+            "anvilPid": info.anvil_pid,
+            "bundlerPid": info.bundler_pid,
+        },
+        "wallet": {"keyId": d.wallet_key_id, "ownerAddress": d.owner},
+        "account": d.account,
+        "agent": {
+            "keyId": d.key_id,
+            "address": d.agent_address,
+            "credentialFile": credential_file,
+            "allowedTarget": d.recipient,
+        },
+        "lastIntent": d.user_op_hash,
+        "mcp": {
+            "command": kms_mcp,
+            "args": ["--credential-file", credential_file],
+            "env": {"KMS_URL": url, "KMS_RPC_URL": info.rpc_url},
+        },
+    });
+    let path = dir.join(STACK_JSON);
+    std::fs::write(&path, serde_json::to_string_pretty(&v)? + "\n")?;
+    println!("\nWhat was started, as JSON: {}", path.display());
+    Ok(())
 }
 
 fn print_curl(c: &Companion, d: &Demo) -> Result<(), Error> {
@@ -413,5 +534,9 @@ fn print_curl(c: &Companion, d: &Demo) -> Result<(), Error> {
     );
     println!("  (agent keyId {})", d.key_id);
     println!("  curl -s $KMS_URL/openapi.json | head -c 300");
+    println!(
+        "\nOr give an AI agent MCP tools over this session: the host configuration of kms-mcp is \
+         under \"mcp\" in {dir}/{STACK_JSON} (README: AI agents over MCP)."
+    );
     Ok(())
 }

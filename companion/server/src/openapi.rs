@@ -6,7 +6,9 @@ use utoipa::{Modify, OpenApi};
 
 use crate::server::ROUTES;
 
-use crate::routes::{agent, ceremony, health, intents, sessions, ui, wallet};
+use crate::routes::{
+    agent, ceremony, health, intents, metrics, openapi, operator, sessions, wallet,
+};
 
 struct Security;
 
@@ -94,7 +96,7 @@ fn shared_response(status: u16) -> utoipa::openapi::Response {
         ceremony::begin_registration,
         ceremony::complete_registration,
         ceremony::begin_authentication,
-        ceremony::create_key,
+        wallet::create_key,
         wallet::describe_key,
         wallet::list_keys,
         wallet::get_public_key,
@@ -110,17 +112,15 @@ fn shared_response(status: u16) -> utoipa::openapi::Response {
         sessions::agent_sessions,
         intents::submit_intent,
         intents::get_intent,
-        crate::routes::agent_session::get_agent_session,
-        health::operator,
-        ui::list_agent_keys,
-        ui::list_agent_intents,
+        operator::operator,
+        agent::list_agent_keys,
+        intents::list_agent_intents,
         health::health,
-        health::metrics,
-        health::openapi,
+        metrics::metrics,
+        openapi::openapi,
     ),
     components(schemas(
         crate::error::ErrorBody,
-        crate::routes::agent_session::AgentSessionResponse,
         crate::error::ErrorCode,
         crate::webauthn::CeremonyResponse,
         crate::webauthn::Purpose,
@@ -174,7 +174,6 @@ mod tests {
         ("/kms/operator", &[200]),
         ("/agent/intents", &[202, 400, 401, 403, 404, 422, 502]),
         ("/agent/intents/{userOpHash}", &[200, 400, 401, 404]),
-        ("/agent/session", &[200, 400, 401, 403, 502]),
         ("/health", &[200]),
         ("/metrics", &[200]),
         ("/openapi.json", &[200]),

@@ -23,7 +23,9 @@ use crate::config::{ApiKeyMode, Config, MAX_BODY_BYTES};
 use crate::metrics::Metrics;
 use crate::ratelimit::Limits;
 use crate::reconcile::{self, Reconcile};
-use crate::routes::{agent, ceremony, health, intents, sessions, ui, wallet};
+use crate::routes::{
+    agent, ceremony, health, intents, metrics, openapi, operator, sessions, ui, wallet,
+};
 use crate::state::{AppState, CredentialCache, SharedState};
 use crate::tee::Tee;
 use crate::{auth, tasks};
@@ -119,7 +121,6 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/kms/operator", Access::Open, false),
     route("POST", "/agent/intents", Access::Bearer, true),
     db_only("GET", "/agent/intents/{userOpHash}", Access::Bearer, false),
-    db_only("GET", "/agent/session", Access::Bearer, false),
     db_only("GET", "/health", Access::Open, false),
     db_only("GET", "/metrics", Access::Open, false),
     db_only("GET", "/openapi.json", Access::Open, false),
@@ -168,7 +169,7 @@ fn handler(path: &str) -> axum::routing::MethodRouter<SharedState> {
         "/BeginRegistration" => post(ceremony::begin_registration),
         "/CompleteRegistration" => post(ceremony::complete_registration),
         "/BeginAuthentication" => post(ceremony::begin_authentication),
-        "/CreateKey" => post(ceremony::create_key),
+        "/CreateKey" => post(wallet::create_key),
         "/DescribeKey" => post(wallet::describe_key),
         "/ListKeys" => post(wallet::list_keys),
         "/GetPublicKey" => post(wallet::get_public_key),
@@ -178,19 +179,18 @@ fn handler(path: &str) -> axum::routing::MethodRouter<SharedState> {
         "/DeleteKey" => post(wallet::delete_key),
         "/ChangePasskey" => post(wallet::change_passkey),
         "/kms/create-agent-key" => post(agent::create_agent_key),
-        "/kms/list-agent-keys" => post(ui::list_agent_keys),
-        "/kms/list-agent-intents" => post(ui::list_agent_intents),
+        "/kms/list-agent-keys" => post(agent::list_agent_keys),
+        "/kms/list-agent-intents" => post(intents::list_agent_intents),
         "/kms/sign-agent" => post(agent::sign_agent),
         "/kms/refresh-agent-credential" => post(agent::refresh_agent_credential),
         "/kms/revoke-agent-credential" => post(agent::revoke_agent_credential),
         "/kms/agent-sessions" => post(sessions::agent_sessions),
-        "/kms/operator" => get(health::operator),
+        "/kms/operator" => get(operator::operator),
         "/agent/intents" => post(intents::submit_intent),
         "/agent/intents/{userOpHash}" => get(intents::get_intent),
-        "/agent/session" => get(crate::routes::agent_session::get_agent_session),
         "/health" => get(health::health),
-        "/metrics" => get(health::metrics),
-        "/openapi.json" => get(health::openapi),
+        "/metrics" => get(metrics::metrics),
+        "/openapi.json" => get(openapi::openapi),
         "/ui" | "/ui/" => get(ui::index),
         "/ui/{file}" => get(ui::file),
         other => unreachable!("route {other} is listed in ROUTES without a handler"),
@@ -214,8 +214,8 @@ pub fn router(state: SharedState) -> Router {
     Router::new()
         .merge(with_api_key)
         .merge(without)
-        .fallback(health::not_found)
-        .method_not_allowed_fallback(health::method_not_allowed)
+        .fallback(crate::routes::not_found)
+        .method_not_allowed_fallback(crate::routes::method_not_allowed)
         // While the TA is found rolled back, the routes that reach it answer 503.
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -1,12 +1,14 @@
 //! The agent API, adapters of [`crate::service::credentials`]: `/kms/create-agent-key`,
 //! `/kms/sign-agent` (the hot path), `/kms/refresh-agent-credential`,
-//! `/kms/revoke-agent-credential`.
+//! `/kms/revoke-agent-credential`, and the owner's listing `/kms/list-agent-keys`.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::{Extension, Json};
+use kms_chain::session::SessionGrant;
+use kms_db::{AgentKey, AgentSession, SessionStatus};
 use kms_proto::authz::AuthorizedBody;
 use kms_proto::{AgentCredential, HdPath, SignAgentUserOp};
 use serde::{Deserialize, Serialize};
@@ -14,7 +16,7 @@ use utoipa::ToSchema;
 
 use crate::audit::{AuditMode, Audited};
 use crate::auth::Caller;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::extract::{bearer, checksum, checksum_str, hex0x, hex_fixed, Agent, JsonBody};
 use crate::ops::{self, CreateAgentKeyRequest, RefreshAgentRequest, RevokeAgentRequest};
 use crate::ratelimit::ClientAddr;
@@ -353,5 +355,278 @@ pub async fn revoke_agent_credential(
         generation,
         on_chain: sessions.first().cloned(),
         sessions,
+    }))
+}
+
+// ------------------------------------------------------------ listing
+
+/// `/kms/list-agent-keys`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListAgentKeysRequest {
+    /// The owner's wallet id.
+    pub human_key_id: String,
+}
+
+/// One session of an agent on one account (a row per grant), as recorded when it was granted.
+/// Sessions recorded before grants carried functions, tokens and a gas cap have only `account`,
+/// `targets`, `spendCap`, the window, `revoker` and `transactionHash`; their
+/// `targetPermissions`, `tokens`, `gasCap`, `paymaster`, `maxOps`, `period` and `periodCap` are
+/// `null`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedSession {
+    /// `pending` (the owner's operation submitted, not known to be included: not a session
+    /// yet), `active` (included: a live session), `failed` (refused, reverted or dropped: never
+    /// a session; `error` says why), `superseded` (replaced by a later grant on the same
+    /// account), `revoked` (revoked on chain, `revokeTransactionHash`) or `revoke_failed` (the
+    /// revocation failed: still live; revoking again retries it).
+    pub status: String,
+    /// The owner's smart account.
+    pub account: String,
+    /// Every address the session may call: its targets, then its capped tokens.
+    pub targets: Vec<String>,
+    /// The call targets and the functions allowed on each (`null` for a session recorded
+    /// before grants carried functions).
+    pub target_permissions: Option<Vec<ListedTarget>>,
+    /// ERC-20 caps (`null` for a session recorded before grants carried tokens).
+    pub tokens: Option<Vec<ListedToken>>,
+    /// Cap on the cumulative native value (decimal wei).
+    pub spend_cap: Option<String>,
+    /// Cap on the cumulative maximum gas cost of the agent's operations (decimal wei).
+    pub gas_cap: Option<String>,
+    /// The one paymaster the agent's operations may use (`null`: none, the account pays gas).
+    pub paymaster: Option<String>,
+    /// Most operations in this grant (0 = no limit).
+    pub max_ops: Option<u32>,
+    /// Length of a budget period in seconds, periods counted from `validAfter` (0 = no periodic
+    /// budget; `null` for a session recorded before grants carried the whole grant).
+    pub period: Option<u32>,
+    /// Cap on the native value of one period (decimal wei; `"0"` without a period, `null` for a
+    /// session recorded before grants carried the whole grant). `spendCap` still caps the total.
+    pub period_cap: Option<String>,
+    /// First valid time (unix seconds).
+    pub valid_after: Option<i64>,
+    /// Last valid time (unix seconds; 0 = no end).
+    pub valid_until: Option<i64>,
+    /// Who may revoke besides the account.
+    pub revoker: Option<String>,
+    /// The transaction that included the grant.
+    pub transaction_hash: Option<String>,
+    /// The owner's UserOperation that granted it (`null` for sessions recorded before grants
+    /// were rows of their own).
+    pub user_op_hash: Option<String>,
+    /// Why it failed, or why its revocation failed (or a note on it, e.g. `not on chain`).
+    pub error: Option<String>,
+    /// The operator's `revokeSession` transaction.
+    pub revoke_transaction_hash: Option<String>,
+    /// Recorded (unix seconds).
+    pub created_at: i64,
+    /// Became active (unix seconds).
+    pub activated_at: Option<i64>,
+    /// Revoked (unix seconds).
+    pub revoked_at: Option<i64>,
+}
+
+/// One call target of a session and the functions allowed on it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedTarget {
+    /// The address called.
+    pub target: String,
+    /// Every function allowed.
+    pub any_selector: bool,
+    /// The functions allowed, as 4-byte selectors (`0x` + 8 hex digits). Empty without
+    /// `anySelector`: plain transfers (empty call data) only.
+    pub selectors: Vec<String>,
+}
+
+/// A cap on one ERC-20 token.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedToken {
+    /// The token contract.
+    pub token: String,
+    /// The most the agent may move or approve in total, in the token's base units (decimal).
+    pub cap: String,
+}
+
+/// One agent key (public facts only: never the credential or its hash).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedAgentKey {
+    /// `"{wallet}:{index}"`.
+    pub key_id: String,
+    /// Index under the wallet.
+    pub agent_index: u32,
+    /// Label given at creation.
+    pub label: String,
+    /// `pending`, `active`, `revoked` or `failed`.
+    pub status: String,
+    /// The agent key's address.
+    pub agent_address: Option<String>,
+    /// SEC1 compressed public key, 0x hex.
+    pub public_key: Option<String>,
+    /// `m/44'/60'/0'/1/<index>`.
+    pub derivation_path: String,
+    /// Current credential generation.
+    pub generation: Option<u32>,
+    /// Current credential issued at (unix seconds).
+    pub issued_at: Option<i64>,
+    /// Current credential expires at (unix seconds).
+    pub expires_at: Option<i64>,
+    /// Created (unix seconds).
+    pub created_at: i64,
+    /// Revoked (unix seconds).
+    pub revoked_at: Option<i64>,
+    /// The agent's current session: its most recently activated active one (what an intent
+    /// without `account` uses), else the most recently activated of those it had (revoked,
+    /// superseded); `null` when no grant was ever included. `sessions` lists all.
+    pub session: Option<ListedSession>,
+    /// Every session row of the agent, one per grant, newest first: on each account, whatever
+    /// its status (pending and failed grants too).
+    pub sessions: Vec<ListedSession>,
+}
+
+/// `/kms/list-agent-keys` answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListAgentKeysResponse {
+    /// The wallet.
+    pub human_key_id: String,
+    /// Its agent keys, by index.
+    pub agent_keys: Vec<ListedAgentKey>,
+}
+
+/// One session row as listed.
+pub fn listed_session(a: &AgentSession) -> ListedSession {
+    // The whole grant, when it was recorded (unreadable JSON lists like an older record).
+    let grant = a
+        .grant_json
+        .as_deref()
+        .and_then(|g| serde_json::from_str::<SessionGrant>(g).ok());
+    ListedSession {
+        status: a.status.as_str().to_owned(),
+        account: checksum_str(&a.account),
+        targets: a
+            .targets
+            .as_deref()
+            .and_then(|t| serde_json::from_str::<Vec<String>>(t).ok())
+            .unwrap_or_default()
+            .iter()
+            .map(|t| checksum_str(t))
+            .collect(),
+        target_permissions: grant.as_ref().map(|g| {
+            g.targets
+                .iter()
+                .map(|t| ListedTarget {
+                    target: t.target.to_string(),
+                    any_selector: t.any_selector,
+                    selectors: t.selectors.iter().map(|s| s.to_string()).collect(),
+                })
+                .collect()
+        }),
+        tokens: grant.as_ref().map(|g| {
+            g.tokens
+                .iter()
+                .map(|l| ListedToken {
+                    token: l.token.to_string(),
+                    cap: l.cap.to_string(),
+                })
+                .collect()
+        }),
+        spend_cap: a.spend_cap.clone(),
+        gas_cap: grant.as_ref().map(|g| g.gas_cap.to_string()),
+        paymaster: grant
+            .as_ref()
+            .and_then(|g| g.paymaster)
+            .map(|p| p.to_string()),
+        max_ops: grant.as_ref().map(|g| g.max_ops),
+        period: grant.as_ref().map(|g| g.period),
+        period_cap: grant.as_ref().map(|g| g.period_cap.to_string()),
+        valid_after: a.valid_after,
+        valid_until: a.valid_until,
+        revoker: a.revoker.as_deref().map(checksum_str),
+        transaction_hash: a.tx_hash.clone(),
+        user_op_hash: a.user_op_hash.clone(),
+        error: a.error.clone(),
+        revoke_transaction_hash: a.revoke_tx_hash.clone(),
+        created_at: a.created_at,
+        activated_at: a.activated_at,
+        revoked_at: a.revoked_at,
+    }
+}
+
+/// The agent's current session among `sessions` (see [`ListedAgentKey::session`]).
+pub fn current_session(sessions: &[AgentSession]) -> Option<&AgentSession> {
+    let latest = |status: &[SessionStatus]| {
+        sessions
+            .iter()
+            .filter(|s| status.contains(&s.status))
+            .max_by_key(|s| (s.activated_at, s.id))
+    };
+    latest(&[SessionStatus::Active]).or_else(|| {
+        latest(&[
+            SessionStatus::Revoked,
+            SessionStatus::RevokeFailed,
+            SessionStatus::Superseded,
+        ])
+        .filter(|s| s.activated_at.is_some())
+    })
+}
+
+fn listed(a: AgentKey, sessions: &[AgentSession]) -> ListedAgentKey {
+    ListedAgentKey {
+        key_id: a.key_id(),
+        agent_index: a.agent_index,
+        derivation_path: kms_proto::HdPath::agent(a.agent_index).to_string(),
+        label: a.label,
+        status: a.status.as_str().to_owned(),
+        agent_address: a.agent_address.as_deref().map(checksum_str),
+        public_key: a.public_key.map(|p| {
+            if p.starts_with("0x") {
+                p
+            } else {
+                format!("0x{p}")
+            }
+        }),
+        generation: a.generation,
+        issued_at: a.issued_at,
+        expires_at: a.expires_at,
+        created_at: a.created_at,
+        revoked_at: a.revoked_at,
+        session: current_session(sessions).map(listed_session),
+        sessions: sessions.iter().map(listed_session).collect(),
+    }
+}
+
+/// List a wallet's agent keys (read-only; public facts, no credentials).
+#[utoipa::path(post, path = "/kms/list-agent-keys", tag = "agent", request_body = ListAgentKeysRequest,
+    responses((status = 200, body = ListAgentKeysResponse), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn list_agent_keys(
+    State(s): State<Arc<AppState>>,
+    JsonBody(r): JsonBody<ListAgentKeysRequest>,
+) -> Result<Json<ListAgentKeysResponse>, ApiError> {
+    let id = ops::wallet_id(&r.human_key_id)?.to_uuid_string();
+    if s.db.get_wallet(&id).await?.is_none() {
+        return Err(ApiError::not_found(ErrorCode::KeyNotFound, "key not found"));
+    }
+    let agent_keys = s.db.list_agents(Some(&id)).await?;
+    let sessions = s.db.sessions_of_wallet(Some(&id)).await?;
+    Ok(Json(ListAgentKeysResponse {
+        human_key_id: id,
+        agent_keys: agent_keys
+            .into_iter()
+            .map(|a| {
+                let mine: Vec<AgentSession> = sessions
+                    .iter()
+                    .filter(|s| s.agent_index == a.agent_index)
+                    .cloned()
+                    .collect();
+                listed(a, &mine)
+            })
+            .collect(),
     }))
 }

@@ -1,15 +1,13 @@
 //! WebAuthn ceremony endpoints: `/BeginRegistration`,
-//! `/CompleteRegistration` (creates the wallet in the TA),
-//! `/BeginAuthentication` (payload-bound challenges), and `/CreateKey`
-//! (AWS shape over the same registration ceremony).
+//! `/CompleteRegistration` (creates the wallet in the TA:
+//! [`crate::service::wallets::Wallets::register`]), and `/BeginAuthentication`
+//! (payload-bound challenges). `/CreateKey`, the AWS shape over the same
+//! registration ceremony, is in [`super::wallet`].
 
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::{Extension, Json};
-use kms_db::NewWallet;
-use kms_proto::CreateWallet;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -17,15 +15,11 @@ use utoipa::ToSchema;
 use crate::audit::{AuditMode, Audited};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
-use crate::extract::{hex0x, JsonBody};
+use crate::extract::JsonBody;
 use crate::ops::{self, CHANGE_PASSKEY_REGISTRATION, NEW_WALLET_REGISTRATION};
-use crate::routes::check_target;
-use crate::routes::wallet::{key_metadata, KeyMetadata};
+use crate::service::wallets::Wallets;
 use crate::state::AppState;
-use crate::webauthn::{
-    passkey_credential_id, passkey_sec1, BeginAuthenticationResponse, BeginRegistrationResponse,
-    CeremonyResponse, Purpose,
-};
+use crate::webauthn::{BeginAuthenticationResponse, BeginRegistrationResponse, Purpose};
 
 /// `/BeginRegistration`.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -101,14 +95,6 @@ pub struct CompleteRegistrationResponse {
     pub status: String,
 }
 
-/// `/CreateKey` answer.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "PascalCase")]
-pub struct CreateKeyResponse {
-    /// The new key.
-    pub key_metadata: KeyMetadata,
-}
-
 /// `/BeginAuthentication`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
@@ -169,85 +155,6 @@ pub async fn begin_registration(
     ))
 }
 
-async fn register_wallet(
-    s: &AppState,
-    caller: &Caller,
-    r: &CompleteRegistrationRequest,
-) -> Result<(kms_db::Wallet, String), ApiError> {
-    let (Some(challenge_id), Some(credential)) = (&r.challenge_id, &r.credential) else {
-        let why = if r.passkey_public_key.is_some() {
-            "a bare PasskeyPublicKey is not accepted: the passkey must prove possession in a \
-             registration ceremony"
-        } else {
-            "ChallengeId and Credential are required"
-        };
-        return Err(ApiError::bad_request(
-            ErrorCode::RegistrationRequired,
-            format!("{why}: POST /BeginRegistration, create the credential, then send {{ChallengeId, Credential}}"),
-        ));
-    };
-    let ceremony = CeremonyResponse {
-        challenge_id: challenge_id.clone(),
-        credential: credential.clone(),
-    };
-    let (passkey, meta) = s
-        .verify_registration(&ceremony, None, NEW_WALLET_REGISTRATION, true)
-        .await?;
-    let meta = meta.unwrap_or(Value::Null);
-    let pick = |over: &Option<String>, key: &str, default: &str| {
-        over.clone()
-            .or_else(|| meta.get(key).and_then(Value::as_str).map(str::to_owned))
-            .unwrap_or_else(|| default.to_owned())
-    };
-    let sec1 = passkey_sec1(&passkey)?;
-    let created = s
-        .tee
-        .call(&CreateWallet {
-            passkey_public_key: sec1.clone(),
-            rp_id: s.config.rp_id.clone(),
-        })
-        .await?;
-    let key_id = created.wallet_id.to_uuid_string();
-    let credential_id = passkey_credential_id(&passkey);
-    let now = kms_db::now_secs();
-    let new = NewWallet {
-        key_id: key_id.clone(),
-        description: pick(&r.description, "Description", ""),
-        key_usage: pick(&r.key_usage, "KeyUsage", "SIGN_VERIFY"),
-        key_spec: pick(&r.key_spec, "KeySpec", "ECC_SECG_P256K1"),
-        origin: pick(&r.origin, "Origin", "EXTERNAL_KMS"),
-        address: hex0x(&created.owner.address),
-        public_key: hex0x(&created.owner.public_key),
-        derivation_path: created.owner.path.to_string(),
-        rp_id: s.config.rp_id.clone(),
-        credential_id: credential_id.clone(),
-        passkey_public_key: hex::encode(&sec1),
-        passkey_json: serde_json::to_string(&passkey)
-            .map_err(|e| ApiError::internal(e.to_string()))?,
-        sign_count: i64::from(passkey_counter(&passkey)),
-        now,
-    };
-    if let Err(e) = s.db.insert_wallet(&new).await {
-        tracing::error!(wallet = %key_id, error = %e, "wallet created in the TA but not recorded");
-        return Err(e.into());
-    }
-    tracing::info!(wallet = %key_id, actor = %caller.actor, "wallet registered");
-    let w =
-        s.db.get_wallet(&key_id)
-            .await?
-            .ok_or_else(|| ApiError::internal("wallet vanished"))?;
-    Ok((w, credential_id))
-}
-
-/// The signature counter a passkey was registered with.
-pub fn passkey_counter(p: &webauthn_rs::prelude::Passkey) -> u32 {
-    serde_json::to_value(p)
-        .ok()
-        .and_then(|v| v.get("cred")?.get("counter")?.as_u64())
-        .and_then(|c| u32::try_from(c).ok())
-        .unwrap_or(0)
-}
-
 /// Finish a registration: create the wallet in the TA bound to the attested
 /// passkey and the configured rpId.
 #[utoipa::path(post, path = "/CompleteRegistration", tag = "ceremonies",
@@ -260,7 +167,7 @@ pub async fn complete_registration(
     Extension(caller): Extension<Caller>,
     JsonBody(r): JsonBody<CompleteRegistrationRequest>,
 ) -> Result<Json<CompleteRegistrationResponse>, ApiError> {
-    let res = register_wallet(&s, &caller, &r).await;
+    let res = Wallets(&s).register(&caller, &r).await;
     let key = res.as_ref().ok().map(|(w, _)| w.key_id.clone());
     let audit = Audited::new(&caller.actor, "RegisterWallet").key_id(key.as_deref());
     let (w, credential_id) = s.audited(audit, AuditMode::Durable, res).await?;
@@ -271,28 +178,6 @@ pub async fn complete_registration(
         public_key: w.public_key,
         derivation_path: w.derivation_path,
         status: "ready".into(),
-    }))
-}
-
-/// AWS `CreateKey`: only over a registration ceremony (proof of possession
-/// of the passkey); a bare `PasskeyPublicKey` is refused.
-#[utoipa::path(post, path = "/CreateKey", tag = "wallet",
-    request_body = CompleteRegistrationRequest,
-    responses((status = 200, body = CreateKeyResponse), (status = 400, body = ErrorBody)),
-    security(("api_key" = [])))]
-pub async fn create_key(
-    State(s): State<Arc<AppState>>,
-    Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
-    JsonBody(r): JsonBody<CompleteRegistrationRequest>,
-) -> Result<Json<CreateKeyResponse>, ApiError> {
-    check_target(&headers, &["CreateKey"], false)?;
-    let res = register_wallet(&s, &caller, &r).await;
-    let key = res.as_ref().ok().map(|(w, _)| w.key_id.clone());
-    let audit = Audited::new(&caller.actor, "CreateKey").key_id(key.as_deref());
-    let (w, credential_id) = s.audited(audit, AuditMode::Durable, res).await?;
-    Ok(Json(CreateKeyResponse {
-        key_metadata: key_metadata(&w, Some(credential_id)),
     }))
 }
 

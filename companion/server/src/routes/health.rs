@@ -1,18 +1,17 @@
-//! `/health`, `/metrics`, `/openapi.json`, and the JSON 404/405 answers.
+//! `/health`: the database and the TA probed (cached), the chain settings, the API-key mode.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::config::ApiKeyMode;
-use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
 
 /// `/health` answer.
@@ -62,18 +61,6 @@ pub struct ChainInfo {
     pub session_key_validator: String,
 }
 
-/// `/kms/operator` answer.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct OperatorResponse {
-    /// The operator key's address (created in the TA at start-up). Its only signing use is
-    /// `SessionKeyValidator.revokeSession`; name it as the revoker of sessions and fund it.
-    pub address: String,
-    /// Its balance in wei (decimal), when the chain is configured.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub balance: Option<String>,
-}
-
 fn chain_info(s: &AppState) -> Option<ChainInfo> {
     let c = &s.chain.as_ref()?.client;
     Some(ChainInfo {
@@ -83,27 +70,6 @@ fn chain_info(s: &AppState) -> Option<ChainInfo> {
         account_factory: c.factory().to_string(),
         session_key_validator: c.validator().to_string(),
     })
-}
-
-/// The operator key's address and balance.
-#[utoipa::path(get, path = "/kms/operator", tag = "operations",
-    responses((status = 200, body = OperatorResponse), (status = 503, body = crate::error::ErrorBody)))]
-pub async fn operator(State(s): State<Arc<AppState>>) -> Result<Json<OperatorResponse>, ApiError> {
-    let address = kms_chain::operator::OperatorSigner::address(s.operator().await?);
-    let balance = match s.chain.as_ref() {
-        Some(c) => Some(
-            c.client
-                .balance(address)
-                .await
-                .map_err(|e| crate::chain::chain_error(e, None))?
-                .to_string(),
-        ),
-        None => None,
-    };
-    Ok(Json(OperatorResponse {
-        address: address.to_string(),
-        balance,
-    }))
 }
 
 /// How long a probe of the database and the TA answers `/health` (the probe's start counts):
@@ -237,41 +203,4 @@ pub async fn health(State(s): State<Arc<AppState>>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
-}
-
-/// Prometheus metrics (text format 0.0.4).
-#[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
-pub async fn metrics(State(s): State<Arc<AppState>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        s.metrics.render(),
-    )
-        .into_response()
-}
-
-/// The OpenAPI document of this service.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations",
-    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
-pub async fn openapi() -> Response {
-    Json(crate::openapi::document()).into_response()
-}
-
-/// Unknown path.
-pub async fn not_found() -> ApiError {
-    ApiError::not_found(ErrorCode::RouteNotFound, "no such route")
-}
-
-/// Known path, wrong method.
-pub async fn method_not_allowed() -> Response {
-    let mut r = ApiError::bad_request(
-        ErrorCode::MethodNotAllowed,
-        "method not allowed on this route",
-    )
-    .into_response();
-    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    r
 }

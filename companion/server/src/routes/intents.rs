@@ -1,5 +1,6 @@
 //! The intent API, an adapter of [`crate::service::intents`]: `POST /agent/intents` and
-//! `GET /agent/intents/{userOpHash}` (Bearer agent credential).
+//! `GET /agent/intents/{userOpHash}` (Bearer agent credential), and the owner's listing
+//! `/kms/list-agent-intents` (API key).
 //!
 //! `POST` parses the calls and the `Idempotency-Key`, hands them to the
 //! [`IntentPipeline`], records the outcome in the audit log and answers 202 with the intent,
@@ -33,6 +34,7 @@ use utoipa::ToSchema;
 use crate::audit::{AuditMode, Audited};
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::extract::{checksum_str, checksummed, hex_bytes, hex_fixed, uint256, Agent, JsonBody};
+use crate::ops;
 use crate::service::intents::{IntentPipeline, Phases, Submission};
 use crate::state::AppState;
 
@@ -312,6 +314,122 @@ pub async fn get_intent(
         .status(&agent.auth, hash)
         .await?;
     Ok(Json(IntentResponse::from(&intent)))
+}
+
+// ------------------------------------------------------------ listing
+
+/// `/kms/list-agent-intents`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListAgentIntentsRequest {
+    /// Agent key id `"{wallet}:{index}"`.
+    pub key_id: String,
+    /// How many, newest first, 1..=100 [default: 20].
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// One intent.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedIntent {
+    /// The UserOperation hash.
+    pub user_op_hash: String,
+    /// `signed` or `pending` (open); `included`, `failed`, `dropped`, `replaced` or `cancelled`
+    /// (final).
+    pub status: String,
+    /// Why it has its status (e.g. `receipt`, `nonce_passed`, `agent_revoked`).
+    pub status_reason: Option<String>,
+    /// What showed the status (the receipt or EntryPoint event, the bundler's answer, the nonce
+    /// seen and the operation that used it, …).
+    #[schema(value_type = Option<Object>)]
+    pub evidence: Option<Value>,
+    /// When it reached a final status (unix seconds).
+    pub settled_at: Option<i64>,
+    /// The smart account.
+    pub account: Option<String>,
+    /// Chain id.
+    pub chain_id: Option<i64>,
+    /// The calls the agent asked for.
+    #[schema(value_type = Option<Object>)]
+    pub calls: Option<Value>,
+    /// The bundle transaction, once included.
+    pub transaction_hash: Option<String>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// Submitted (unix seconds).
+    pub created_at: i64,
+    /// Last status change (unix seconds).
+    pub updated_at: i64,
+}
+
+/// `/kms/list-agent-intents` answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListAgentIntentsResponse {
+    /// The agent key.
+    pub key_id: String,
+    /// Its most recent intents, newest first.
+    pub intents: Vec<ListedIntent>,
+}
+
+/// An agent's recent intents and their status (read-only).
+#[utoipa::path(post, path = "/kms/list-agent-intents", tag = "agent", request_body = ListAgentIntentsRequest,
+    responses((status = 200, body = ListAgentIntentsResponse), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn list_agent_intents(
+    State(s): State<Arc<AppState>>,
+    JsonBody(r): JsonBody<ListAgentIntentsRequest>,
+) -> Result<Json<ListAgentIntentsResponse>, ApiError> {
+    let (wallet, index) = ops::agent_key_id(&r.key_id)?;
+    let limit = r.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::unprocessable(
+            ErrorCode::InvalidLimit,
+            "limit must be between 1 and 100",
+        ));
+    }
+    let key_id = kms_proto::jwt::key_id(&wallet, index);
+    if s.db
+        .get_agent(&wallet.to_uuid_string(), index)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found(
+            ErrorCode::AgentNotFound,
+            "unknown agent key",
+        ));
+    }
+    let rows = s.db.recent_intents_of(&key_id, limit).await?;
+    Ok(Json(ListAgentIntentsResponse {
+        key_id,
+        intents: rows
+            .into_iter()
+            .map(|i| ListedIntent {
+                calls: i
+                    .calls_json
+                    .as_deref()
+                    .and_then(|c| serde_json::from_str(c).ok())
+                    .map(checksummed),
+                user_op_hash: i.user_op_hash,
+                status: i.status,
+                status_reason: i.status_reason,
+                evidence: i
+                    .evidence_json
+                    .as_deref()
+                    .and_then(|e| serde_json::from_str(e).ok())
+                    .map(checksummed),
+                settled_at: i.settled_at,
+                account: i.account.as_deref().map(checksum_str),
+                chain_id: i.chain_id,
+                transaction_hash: i.tx_hash,
+                error: i.error,
+                created_at: i.created_at,
+                updated_at: i.updated_at,
+            })
+            .collect(),
+    }))
 }
 
 #[cfg(test)]

@@ -1,15 +1,34 @@
-//! HTTP routes.
+//! The HTTP adapters: each extracts and checks a request, calls a service
+//! ([`crate::service`]) or the TA, and answers. One module per resource the URL names:
+//!
+//! | Routes | Module |
+//! |---|---|
+//! | `/BeginRegistration`, `/CompleteRegistration`, `/BeginAuthentication` | [`ceremony`] |
+//! | `/CreateKey`, `/DescribeKey`, `/ListKeys`, `/GetPublicKey`, `/DeriveAddress`, `/Sign`, `/SignHash`, `/DeleteKey`, `/ChangePasskey` | [`wallet`] |
+//! | `/kms/create-agent-key`, `/kms/list-agent-keys`, `/kms/sign-agent`, `/kms/refresh-agent-credential`, `/kms/revoke-agent-credential` | [`agent`] |
+//! | `/kms/agent-sessions` | [`sessions`] |
+//! | `/kms/operator` | [`operator`] |
+//! | `/agent/intents`, `/agent/intents/{userOpHash}`, `/kms/list-agent-intents` | [`intents`] |
+//! | `/health` | [`health`] |
+//! | `/metrics` | [`metrics`] |
+//! | `/openapi.json` | [`openapi`] |
+//! | `/ui`, `/ui/{file}` | [`ui`] |
+//!
+//! Unknown paths and methods get JSON answers ([`not_found`], [`method_not_allowed`]).
 
 pub mod agent;
-pub mod agent_session;
 pub mod ceremony;
 pub mod health;
 pub mod intents;
+pub mod metrics;
+pub mod openapi;
+pub mod operator;
 pub mod sessions;
 pub mod ui;
 pub mod wallet;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 
 use crate::error::{ApiError, ErrorCode};
 
@@ -37,4 +56,20 @@ pub fn check_target(headers: &HeaderMap, ops: &[&str], optional: bool) -> Result
             format!("x-amz-target must be TrentService.{} for this path", ops[0]),
         ))
     }
+}
+
+/// Unknown path.
+pub async fn not_found() -> ApiError {
+    ApiError::not_found(ErrorCode::RouteNotFound, "no such route")
+}
+
+/// Known path, wrong method.
+pub async fn method_not_allowed() -> Response {
+    let mut r = ApiError::bad_request(
+        ErrorCode::MethodNotAllowed,
+        "method not allowed on this route",
+    )
+    .into_response();
+    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    r
 }

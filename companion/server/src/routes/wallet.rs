@@ -9,10 +9,7 @@ use axum::http::HeaderMap;
 use axum::{Extension, Json};
 use kms_db::WalletAddress;
 use kms_proto::authz::AuthorizedBody;
-use kms_proto::{
-    AccountSignContent, ChangePasskey, DeriveAddress, GetPublicKey, PasskeyAssertion, RemoveWallet,
-    SignForAccount, SignHash, SignMessage, SignTransaction,
-};
+use kms_proto::{AccountSignContent, ChangePasskey, DeriveAddress, GetPublicKey, RemoveWallet};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -24,8 +21,10 @@ use crate::ops::{
     self, ChangePasskeyRequest, DeleteKeyRequest, DeriveAddressRequest, GetPublicKeyRequest,
     SignBody, SignHashRequest, SignRequest, CHANGE_PASSKEY_REGISTRATION,
 };
-use crate::routes::ceremony::passkey_counter;
+use crate::routes::ceremony::CompleteRegistrationRequest;
 use crate::routes::check_target;
+use crate::service::wallets::passkey_counter;
+use crate::service::wallets::{Signed, Wallets};
 use crate::state::AppState;
 use crate::webauthn::{passkey_credential_id, Purpose};
 
@@ -82,6 +81,14 @@ pub fn key_metadata(w: &kms_db::Wallet, credential_id: Option<String>) -> KeyMet
         rp_id: w.rp_id.clone(),
         passkey_credential_id: credential_id,
     }
+}
+
+/// `/CreateKey` answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateKeyResponse {
+    /// The new key.
+    pub key_metadata: KeyMetadata,
 }
 
 /// `/DescribeKey`.
@@ -225,6 +232,28 @@ pub struct ChangePasskeyResponse {
     pub credential_id: String,
     /// Always true.
     pub changed: bool,
+}
+
+/// AWS `CreateKey`: only over a registration ceremony (proof of possession
+/// of the passkey); a bare `PasskeyPublicKey` is refused.
+#[utoipa::path(post, path = "/CreateKey", tag = "wallet",
+    request_body = CompleteRegistrationRequest,
+    responses((status = 200, body = CreateKeyResponse), (status = 400, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn create_key(
+    State(s): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    JsonBody(r): JsonBody<CompleteRegistrationRequest>,
+) -> Result<Json<CreateKeyResponse>, ApiError> {
+    check_target(&headers, &["CreateKey"], false)?;
+    let res = Wallets(&s).register(&caller, &r).await;
+    let key = res.as_ref().ok().map(|(w, _)| w.key_id.clone());
+    let audit = Audited::new(&caller.actor, "CreateKey").key_id(key.as_deref());
+    let (w, credential_id) = s.audited(audit, AuditMode::Durable, res).await?;
+    Ok(Json(CreateKeyResponse {
+        key_metadata: key_metadata(&w, Some(credential_id)),
+    }))
 }
 
 /// Describe a key (database only; public facts).
@@ -426,39 +455,6 @@ pub async fn derive_address(
     }))
 }
 
-/// What the TA produced for a `/Sign` or `/SignHash` body.
-struct Signed {
-    address: [u8; 20],
-    signature: Vec<u8>,
-    transaction: Option<(Vec<u8>, [u8; 32])>,
-}
-
-/// Has the TA sign `body`, authorised by `assertion`.
-async fn sign_in_ta(
-    s: &AppState,
-    body: SignBody,
-    assertion: PasskeyAssertion,
-) -> Result<Signed, ApiError> {
-    let plain = |sig: kms_proto::Signature65| Signed {
-        address: sig.address,
-        signature: sig.bytes,
-        transaction: None,
-    };
-    Ok(match body {
-        SignBody::Message(b) => plain(s.tee.call(&SignMessage { body: b, assertion }).await?),
-        SignBody::Hash(b) => plain(s.tee.call(&SignHash { body: b, assertion }).await?),
-        SignBody::ForAccount(b) => plain(s.tee.call(&SignForAccount { body: b, assertion }).await?),
-        SignBody::Transaction(b) => {
-            let tx = s.tee.call(&SignTransaction { body: b, assertion }).await?;
-            Signed {
-                address: tx.from,
-                signature: tx.signature,
-                transaction: Some((tx.raw, tx.tx_hash)),
-            }
-        }
-    })
-}
-
 /// The answer for `body` and what the TA produced.
 fn sign_response(key_id: String, body: &SignBody, signed: Signed) -> SignResponse {
     let (account, chain_id, is_valid_signature_hash) = match body {
@@ -545,7 +541,7 @@ pub async fn sign_hash(
         let assertion = s
             .finish_authentication(&wallet, Purpose::SignHash, &body.digest(), &r, "wallet id")
             .await?;
-        sign_in_ta(&s, body.clone(), assertion).await
+        Wallets(&s).sign(body.clone(), assertion).await
     }
     .await;
     let (action, detail) = audit_of(&body);
@@ -600,7 +596,7 @@ pub async fn sign(
         let assertion = s
             .finish_authentication(&wallet, Purpose::Sign, &body.digest(), &r, "wallet id")
             .await?;
-        sign_in_ta(&s, body.clone(), assertion).await
+        Wallets(&s).sign(body.clone(), assertion).await
     }
     .await;
     let (action, detail) = audit_of(&body);

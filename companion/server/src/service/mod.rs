@@ -12,7 +12,10 @@
 //!   ([`intents::IntentPipeline`]).
 //! - [`sessions`]: session grants, from the owner's ceremony to the active session on chain,
 //!   and their settlement by the background task.
+//! - [`wallets`]: wallets registered over a passkey ceremony, and the TA's signatures with their
+//!   keys ([`wallets::Wallets`]).
 
 pub mod credentials;
 pub mod intents;
 pub mod sessions;
+pub mod wallets;

@@ -516,3 +516,125 @@ async fn sessions_on_openzeppelin_erc7579_accounts(#[case] version: EntryPointVe
     assert!(f.env.submit_and_wait(&regranted).await.unwrap().success);
     assert_eq!(f.env.balance(to).await.unwrap(), eth("0.4"));
 }
+
+/// A periodic session on the module path names its period in the low 16 bits of its lane's
+/// nonce key (`validator ‖ lane ‖ period`): the current period's operation lands, the period's
+/// cap holds (pre-check and chain), an operation naming an elapsed period is refused by the
+/// EntryPoint (its window is over). And the owner's `AgentAccount` is told apart on chain: the
+/// module cannot be installed there.
+#[rstest]
+#[case::v07(V07)]
+#[case::v08(V08)]
+#[tokio::test(flavor = "multi_thread")]
+async fn periodic_session_names_its_period_in_the_module_lane(#[case] version: EntryPointVersion) {
+    let f = fixture(version).await;
+    let client = &f.env.client;
+    let validator = client.validator();
+    let agent = f.owner.create_agent(0, DAY).await.unwrap();
+    let to = address(&format!("erc7579 periodic payee {version}"));
+    let now = f.env.now().await.unwrap();
+
+    // The owner's AgentAccount (deployed with a grant) is detected as such and refused.
+    let salt = U256::from(7579);
+    let agent_account = client.account_address(f.owner.address, salt).await.unwrap();
+    f.env.set_balance(agent_account, eth("1")).await.unwrap();
+    f.env
+        .grant(&f.owner, salt, &[grant(&agent, &[to], now)])
+        .await
+        .unwrap();
+    assert_eq!(
+        client.account_kind(agent_account).await.unwrap(),
+        Some(AccountKind::AgentAccount)
+    );
+    match client.prepare_erc7579_grants(agent_account, &[]).await {
+        Err(ChainError::Erc7579(Erc7579Error::NotErc7579 { found, .. })) => {
+            assert_eq!(found, "agent-account")
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A daily budget of 0.1 ETH whose window began a day and an hour ago: now is in period 1.
+    let account = f.oz_account().await;
+    let mut g = grant(&agent, &[to], now);
+    g.valid_after = now - DAY - 3600;
+    g.period = DAY as u32;
+    g.period_cap = eth("0.1").to();
+    f.install_and_grant(account, std::slice::from_ref(&g)).await;
+    let lane = f.lane(account, &agent).await;
+    let snapshot = client
+        .read_session(account, agent.address, &[])
+        .await
+        .unwrap();
+    assert_eq!(snapshot.period_index, 1);
+
+    let prepared = client
+        .prepare_agent_op_on(
+            account,
+            agent.address,
+            lane,
+            snapshot.period_index,
+            vec![Call::transfer(to, eth("0.06"))],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        NonceKey::split(prepared.op.nonce).0,
+        NonceKey::for_module_lane(validator, 1, 1)
+    );
+    let sig = agent
+        .sign(&f.tee, prepared.user_op_hash, account)
+        .await
+        .unwrap();
+    assert!(
+        f.env
+            .submit_and_wait(&prepared.signed(sig))
+            .await
+            .unwrap()
+            .success
+    );
+    assert_eq!(f.env.balance(to).await.unwrap(), eth("0.06"));
+
+    // 0.05 more in the same period: over its cap, for the pre-check and for the chain.
+    assert_eq!(
+        f.precheck(account, &agent, &[Call::transfer(to, eth("0.05"))])
+            .await,
+        Err(RefusalCode::PeriodOverBudget)
+    );
+    let over = f
+        .raw_agent_op(
+            account,
+            &agent,
+            lane.key(1).unwrap(),
+            vec![Call::transfer(to, eth("0.05"))],
+            account,
+        )
+        .await;
+    f.validator_refuses(
+        &over,
+        "PeriodCapExceeded",
+        Some(RefusalCode::PeriodOverBudget),
+    )
+    .await;
+
+    // Period 0 is over: its operation is valid only within it, so the EntryPoint refuses it.
+    let past = f
+        .raw_agent_op(
+            account,
+            &agent,
+            lane.key(0).unwrap(),
+            vec![Call::transfer(to, eth("0.01"))],
+            account,
+        )
+        .await;
+    match f.env.entry_point_verdict(&past).await {
+        Err(Some(d)) => assert!(
+            d.entry_point_reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("AA22")),
+            "{d:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(f.env.balance(to).await.unwrap(), eth("0.06"));
+}

@@ -10,7 +10,7 @@
 use alloy::primitives::{keccak256, utils::parse_ether, Address, Bytes, FixedBytes, U256};
 use kms_chain::account::Call;
 use kms_chain::bundler::{BundlerError, RetryPolicy};
-use kms_chain::client::{ChainClient, ChainError, FeeSource, RevokeOutcome};
+use kms_chain::client::{ChainClient, ChainError, FeeSource, PreparedOp, RevokeOutcome};
 use kms_chain::nonce::{NonceKey, NonceTracker};
 use kms_chain::revert::DecodedRevert;
 use kms_chain::session::{
@@ -150,6 +150,29 @@ impl Fixture {
         .map_err(|r| r.code())
     }
 
+    /// Builds `calls` of `agent` on `account` through `env`'s client (with estimation, at
+    /// `nonce` or the next one) and has the TA sign it: the prepared operation and the signed.
+    async fn signed_agent_op(
+        &self,
+        env: &ChainEnv,
+        account: Address,
+        agent: &Agent,
+        calls: Vec<Call>,
+        nonce: Option<U256>,
+    ) -> (PreparedOp, kms_chain::userop::v0_7::UserOperation) {
+        let prepared = env
+            .client
+            .prepare_agent_op(account, agent.address, calls, nonce)
+            .await
+            .unwrap();
+        let sig = agent
+            .sign(&self.tee, prepared.user_op_hash, account)
+            .await
+            .unwrap();
+        let signed = prepared.signed(sig);
+        (prepared, signed)
+    }
+
     /// Builds (with estimation), has the TA sign, submits and waits for an agent intent.
     async fn agent_intent(
         &self,
@@ -157,20 +180,10 @@ impl Fixture {
         agent: &Agent,
         calls: Vec<Call>,
     ) -> kms_chain::bundler::UserOperationReceipt {
-        let prepared = self
-            .env
-            .client
-            .prepare_agent_op(account, agent.address, calls, None)
-            .await
-            .unwrap();
-        let sig = agent
-            .sign(&self.tee, prepared.user_op_hash, account)
-            .await
-            .unwrap();
-        self.env
-            .submit_and_wait(&prepared.signed(sig))
-            .await
-            .unwrap()
+        let (_, op) = self
+            .signed_agent_op(&self.env, account, agent, calls, None)
+            .await;
+        self.env.submit_and_wait(&op).await.unwrap()
     }
 
     /// An agent operation built without estimation and signed by the TA: what an attacker
@@ -827,17 +840,9 @@ async fn operator_revocation_kills_a_presigned_op(#[case] version: EntryPointVer
 
     // An operation the agent signed while its session was live.
     let calls = vec![Call::transfer(to, eth("0.1"))];
-    let prepared = f
-        .env
-        .client
-        .prepare_agent_op(account, agent.address, calls.clone(), None)
-        .await
-        .unwrap();
-    let sig = agent
-        .sign(&f.tee, prepared.user_op_hash, account)
-        .await
-        .unwrap();
-    let presigned = prepared.signed(sig);
+    let (_, presigned) = f
+        .signed_agent_op(&f.env, account, &agent, calls.clone(), None)
+        .await;
 
     let outcome = f
         .env
@@ -1093,21 +1098,16 @@ async fn lost_bundler_answer_is_retried_with_the_identical_op_and_lands_once() {
         )
         .await;
 
-    let prepared = env
-        .client
-        .prepare_agent_op(
+    let (prepared, op) = f
+        .signed_agent_op(
+            &env,
             account,
-            agent.address,
+            &agent,
             vec![Call::transfer(to, eth("0.1"))],
             None,
         )
-        .await
-        .unwrap();
-    let sig = agent
-        .sign(&f.tee, prepared.user_op_hash, account)
-        .await
-        .unwrap();
-    let submission = env.client.submit(&prepared.signed(sig)).await.unwrap();
+        .await;
+    let submission = env.client.submit(&op).await.unwrap();
     assert_eq!(submission.user_op_hash, prepared.user_op_hash);
     assert_eq!(submission.attempts, 2);
     assert!(
@@ -1156,21 +1156,16 @@ async fn unavailable_bundler_is_retried_with_backoff() {
         )
         .await;
 
-    let prepared = env
-        .client
-        .prepare_agent_op(
+    let (prepared, op) = f
+        .signed_agent_op(
+            &env,
             account,
-            agent.address,
+            &agent,
             vec![Call::transfer(to, eth("0.1"))],
             None,
         )
-        .await
-        .unwrap();
-    let sig = agent
-        .sign(&f.tee, prepared.user_op_hash, account)
-        .await
-        .unwrap();
-    let submission = env.client.submit(&prepared.signed(sig)).await.unwrap();
+        .await;
+    let submission = env.client.submit(&op).await.unwrap();
     assert_eq!((submission.attempts, submission.already_known), (3, false));
     assert!(
         env.client
@@ -1224,22 +1219,16 @@ async fn one_agent_back_to_back_gets_consecutive_nonces(#[case] version: EntryPo
             .await
             .unwrap();
         assert_eq!(NonceKey::split(nonce), (key, i));
-        let prepared = f
-            .env
-            .client
-            .prepare_agent_op(
+        let (prepared, op) = f
+            .signed_agent_op(
+                &f.env,
                 account,
-                agent.address,
+                &agent,
                 vec![Call::transfer(to, eth("0.01"))],
                 Some(nonce),
             )
-            .await
-            .unwrap();
-        let sig = agent
-            .sign(&f.tee, prepared.user_op_hash, account)
-            .await
-            .unwrap();
-        let sub = f.env.client.submit(&prepared.signed(sig)).await.unwrap();
+            .await;
+        let sub = f.env.client.submit(&op).await.unwrap();
         guard.submitted(nonce, sub.user_op_hash);
         hashes.push(
             f.env

@@ -14,6 +14,8 @@
 //! whether it applied ([`Db::transition_intent`]); triggers of migration 0006 refuse any other
 //! change as a backstop. A terminal status never changes.
 
+use alloy::primitives::{Address, U256};
+
 use crate::{Db, DbError, Result};
 
 /// The status of an intent (stored as its [`IntentStatus::as_str`]).
@@ -200,6 +202,16 @@ impl IntentReason {
     }
 }
 
+impl IntentReason {
+    /// The reason stored as `s`.
+    pub fn parse(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| DbError::Invalid(format!("intent status reason {s:?}")))
+    }
+}
+
 impl std::fmt::Display for IntentReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -227,23 +239,23 @@ pub struct NewIntent {
     /// Agent index.
     pub agent_index: Option<u32>,
     /// Smart account.
-    pub account: Option<String>,
+    pub account: Option<Address>,
     /// Status (`signed` for a new intent; tests record others).
     pub status: IntentStatus,
     /// Chain id.
     pub chain_id: Option<i64>,
     /// EntryPoint.
-    pub entry_point: Option<String>,
+    pub entry_point: Option<Address>,
     /// The calls (JSON).
     pub calls_json: Option<String>,
     /// The UserOperation (JSON).
     pub user_op_json: Option<String>,
-    /// The operation's nonce (`0x` hex).
-    pub nonce: Option<String>,
-    /// Total native value of the calls (decimal wei).
-    pub value_wei: Option<String>,
-    /// The operation's maximum gas cost charged to the session's gas budget (decimal wei).
-    pub max_gas_cost_wei: Option<String>,
+    /// The operation's nonce.
+    pub nonce: Option<U256>,
+    /// Total native value of the calls (wei).
+    pub value_wei: Option<U256>,
+    /// The operation's maximum gas cost charged to the session's gas budget (wei).
+    pub max_gas_cost_wei: Option<U256>,
     /// Token amounts counted against the session's token caps (`{"0xtoken": "amount"}`).
     pub token_amounts_json: Option<String>,
     /// The client's Idempotency-Key.
@@ -257,10 +269,11 @@ pub struct NewIntent {
     pub now: i64,
 }
 
-/// An intent row.
-#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+/// An intent as recorded, its stored values parsed: a value that does not parse is a corrupt
+/// row (an error), never read as a default.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Intent {
-    /// userOpHash.
+    /// userOpHash (`0x` lowercase hex).
     pub user_op_hash: String,
     /// Agent key id.
     pub key_id: String,
@@ -269,13 +282,13 @@ pub struct Intent {
     /// Agent index.
     pub agent_index: Option<i64>,
     /// Smart account.
-    pub account: Option<String>,
-    /// Status, as stored ([`Intent::state`] parses it).
-    pub status: String,
+    pub account: Option<Address>,
+    /// Status.
+    pub status: IntentStatus,
     /// Chain id.
     pub chain_id: Option<i64>,
     /// EntryPoint.
-    pub entry_point: Option<String>,
+    pub entry_point: Option<Address>,
     /// Calls JSON.
     pub calls_json: Option<String>,
     /// UserOperation JSON.
@@ -288,20 +301,21 @@ pub struct Intent {
     pub created_at: i64,
     /// Last change of status, reason or evidence.
     pub updated_at: i64,
-    /// Nonce (`0x` hex).
-    pub nonce: Option<String>,
-    /// Total native value (decimal wei).
-    pub value_wei: Option<String>,
+    /// The operation's nonce.
+    pub nonce: Option<U256>,
+    /// Total native value (wei).
+    pub value_wei: Option<U256>,
     /// Idempotency-Key.
     pub idempotency_key: Option<String>,
     /// The bundler's receipt (JSON) once included.
     pub receipt_json: Option<String>,
-    /// Maximum gas cost charged to the session (decimal wei).
-    pub max_gas_cost_wei: Option<String>,
+    /// Maximum gas cost charged to the session (wei); absent on rows recorded before gas
+    /// budgets.
+    pub max_gas_cost_wei: Option<U256>,
     /// Token amounts counted against token caps (JSON object).
     pub token_amounts_json: Option<String>,
-    /// Why it has its status ([`IntentReason::as_str`]).
-    pub status_reason: Option<String>,
+    /// Why it has its status.
+    pub status_reason: Option<IntentReason>,
     /// What showed it (JSON).
     pub evidence_json: Option<String>,
     /// When the background task looks at it next (open intents).
@@ -315,14 +329,106 @@ pub struct Intent {
 }
 
 impl Intent {
-    /// The status (an unknown stored string is an error: the triggers never let one in).
-    pub fn state(&self) -> Result<IntentStatus> {
-        IntentStatus::parse(&self.status)
-    }
-
     /// Whether the intent is open (`signed` or `pending`).
     pub fn is_open(&self) -> bool {
-        self.state().is_ok_and(IntentStatus::is_open)
+        self.status.is_open()
+    }
+}
+
+/// An intents row as stored (TEXT columns), parsed into an [`Intent`].
+#[derive(sqlx::FromRow)]
+struct IntentRow {
+    user_op_hash: String,
+    key_id: String,
+    wallet_id: Option<String>,
+    agent_index: Option<i64>,
+    account: Option<String>,
+    status: String,
+    chain_id: Option<i64>,
+    entry_point: Option<String>,
+    calls_json: Option<String>,
+    user_op_json: Option<String>,
+    tx_hash: Option<String>,
+    error: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+    nonce: Option<String>,
+    value_wei: Option<String>,
+    idempotency_key: Option<String>,
+    receipt_json: Option<String>,
+    max_gas_cost_wei: Option<String>,
+    token_amounts_json: Option<String>,
+    status_reason: Option<String>,
+    evidence_json: Option<String>,
+    next_check_at: i64,
+    idle_checks: i64,
+    settled_at: Option<i64>,
+    first_block: Option<i64>,
+}
+
+/// A stored address (`0x` hex, any case).
+pub(crate) fn parse_address(field: &str, v: &str) -> Result<Address> {
+    v.parse()
+        .map_err(|_| DbError::Invalid(format!("{field} {v:?} is not an address")))
+}
+
+/// A stored amount (decimal, or `0x` hex).
+pub(crate) fn parse_u256(field: &str, v: &str) -> Result<U256> {
+    v.parse()
+        .map_err(|_| DbError::Invalid(format!("{field} {v:?} is not a 256-bit number")))
+}
+
+/// An address as stored (`0x` lowercase hex).
+pub(crate) fn stored_address(a: &Address) -> String {
+    format!("{a:#x}")
+}
+
+impl TryFrom<IntentRow> for Intent {
+    type Error = DbError;
+
+    fn try_from(r: IntentRow) -> Result<Self> {
+        let addr = |field, v: Option<String>| v.map(|v| parse_address(field, &v)).transpose();
+        let num = |field, v: Option<String>| v.map(|v| parse_u256(field, &v)).transpose();
+        Ok(Intent {
+            account: addr("account", r.account)?,
+            status: IntentStatus::parse(&r.status)?,
+            entry_point: addr("entry_point", r.entry_point)?,
+            nonce: num("nonce", r.nonce)?,
+            value_wei: num("value_wei", r.value_wei)?,
+            max_gas_cost_wei: num("max_gas_cost_wei", r.max_gas_cost_wei)?,
+            status_reason: r
+                .status_reason
+                .as_deref()
+                .map(IntentReason::parse)
+                .transpose()?,
+            user_op_hash: r.user_op_hash,
+            key_id: r.key_id,
+            wallet_id: r.wallet_id,
+            agent_index: r.agent_index,
+            chain_id: r.chain_id,
+            calls_json: r.calls_json,
+            user_op_json: r.user_op_json,
+            tx_hash: r.tx_hash,
+            error: r.error,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            idempotency_key: r.idempotency_key,
+            receipt_json: r.receipt_json,
+            token_amounts_json: r.token_amounts_json,
+            evidence_json: r.evidence_json,
+            next_check_at: r.next_check_at,
+            idle_checks: r.idle_checks,
+            settled_at: r.settled_at,
+            first_block: r.first_block,
+        })
+    }
+}
+
+impl<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> for Intent {
+    fn from_row(row: &'r sqlx::sqlite::SqliteRow) -> sqlx::Result<Self> {
+        IntentRow::from_row(row)?
+            .try_into()
+            .map_err(|e: DbError| sqlx::Error::Decode(Box::new(e)))
     }
 }
 
@@ -364,15 +470,15 @@ impl Db {
         .bind(&i.key_id)
         .bind(&i.wallet_id)
         .bind(i.agent_index.map(i64::from))
-        .bind(&i.account)
+        .bind(i.account.as_ref().map(stored_address))
         .bind(i.status.as_str())
         .bind(i.chain_id)
-        .bind(&i.entry_point)
+        .bind(i.entry_point.as_ref().map(stored_address))
         .bind(&i.calls_json)
         .bind(&i.user_op_json)
-        .bind(&i.nonce)
-        .bind(&i.value_wei)
-        .bind(&i.max_gas_cost_wei)
+        .bind(i.nonce.map(|n| format!("{n:#x}")))
+        .bind(i.value_wei.map(|v| v.to_string()))
+        .bind(i.max_gas_cost_wei.map(|v| v.to_string()))
         .bind(&i.token_amounts_json)
         .bind(&i.idempotency_key)
         .bind(i.now)
@@ -564,15 +670,15 @@ mod tests {
             key_id: key.into(),
             wallet_id: Some("w".into()),
             agent_index: Some(0),
-            account: Some("0xacc".into()),
+            account: Some(Address::repeat_byte(0xac)),
             status,
             chain_id: Some(31337),
-            entry_point: Some("0xep".into()),
+            entry_point: Some(Address::repeat_byte(0xe9)),
             calls_json: Some("[]".into()),
             user_op_json: Some("{}".into()),
-            nonce: Some("0x1".into()),
-            value_wei: Some("5".into()),
-            max_gas_cost_wei: Some("700".into()),
+            nonce: Some(U256::from(1)),
+            value_wei: Some(U256::from(5)),
+            max_gas_cost_wei: Some(U256::from(700)),
             token_amounts_json: Some(r#"{"0xt":"9"}"#.into()),
             idempotency_key: idem.map(str::to_owned),
             next_check_at: 0,
@@ -610,8 +716,8 @@ mod tests {
             .await
             .unwrap();
         let i = db.get_intent("0xab").await.unwrap().unwrap();
-        assert_eq!(i.state().unwrap(), IntentStatus::Signed);
-        assert_eq!(i.status_reason.as_deref(), Some("recorded"));
+        assert_eq!(i.status, IntentStatus::Signed);
+        assert_eq!(i.status_reason, Some(IntentReason::Recorded));
         assert!(i.is_open());
         assert!(db
             .transition_intent(
@@ -633,9 +739,9 @@ mod tests {
         let i = db.get_intent("0xAB").await.unwrap().unwrap();
         assert_eq!(
             (
-                i.state().unwrap(),
+                i.status,
                 i.tx_hash.as_deref(),
-                i.status_reason.as_deref(),
+                i.status_reason,
                 i.evidence_json.as_deref(),
                 i.settled_at,
                 i.updated_at
@@ -643,7 +749,7 @@ mod tests {
             (
                 IntentStatus::Included,
                 Some("0xtx"),
-                Some("receipt"),
+                Some(IntentReason::Receipt),
                 Some(r#"{"source":"test"}"#),
                 Some(3),
                 3
@@ -716,7 +822,7 @@ mod tests {
             .await
             .unwrap());
         let i = db.get_intent("0x02").await.unwrap().unwrap();
-        assert_eq!(i.state().unwrap(), IntentStatus::Included);
+        assert_eq!(i.status, IntentStatus::Included);
         assert_eq!(i.error, None);
         assert_eq!(i.receipt_json.as_deref(), Some(r#"{"success":true}"#));
         // The database refuses it too, whatever the query.
@@ -725,12 +831,7 @@ mod tests {
             .await;
         assert!(raw.is_err(), "{raw:?}");
         assert_eq!(
-            db.get_intent("0x02")
-                .await
-                .unwrap()
-                .unwrap()
-                .state()
-                .unwrap(),
+            db.get_intent("0x02").await.unwrap().unwrap().status,
             IntentStatus::Included
         );
     }
@@ -779,8 +880,8 @@ mod tests {
             .unwrap());
         let i = db.get_intent("0x02").await.unwrap().unwrap();
         assert_eq!(
-            (i.idle_checks, i.updated_at, i.status_reason.as_deref()),
-            (0, 12, Some("bundler_unreachable"))
+            (i.idle_checks, i.updated_at, i.status_reason),
+            (0, 12, Some(IntentReason::BundlerUnreachable))
         );
         // Only while the status is the one looked at.
         assert!(!db
@@ -829,8 +930,8 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(found.user_op_hash, "0x01");
-        assert_eq!(found.value_wei.as_deref(), Some("5"));
-        assert_eq!(found.max_gas_cost_wei.as_deref(), Some("700"));
+        assert_eq!(found.value_wei, Some(U256::from(5)));
+        assert_eq!(found.max_gas_cost_wei, Some(U256::from(700)));
         assert_eq!(found.token_amounts_json.as_deref(), Some(r#"{"0xt":"9"}"#));
         assert!(db
             .find_intent_by_idempotency_key("w:0", "k2")

@@ -329,12 +329,10 @@ async fn reschedule(
     reason: Option<(IntentReason, Value)>,
     now: i64,
 ) -> Result<(), ApiError> {
-    let Ok(status) = intent.state() else {
-        return Ok(());
-    };
+    let status = intent.status;
     let changed = reason
         .as_ref()
-        .filter(|(r, _)| intent.status_reason.as_deref() != Some(r.as_str()));
+        .filter(|(r, _)| intent.status_reason != Some(*r));
     let evidence = changed.map(|(_, e)| e.to_string());
     let idle = if changed.is_some() {
         0
@@ -366,7 +364,7 @@ pub(crate) async fn accepted(
         "attempts": submission.map(|s| s.attempts),
         "alreadyKnown": submission.map(|s| s.already_known),
     });
-    if intent.state().ok() == Some(IntentStatus::Signed) {
+    if intent.status == IntentStatus::Signed {
         transition(
             s,
             intent,
@@ -399,7 +397,7 @@ pub(crate) async fn after_send_error(
     err: &ChainError,
 ) -> Result<(IntentStatus, IntentReason), ApiError> {
     let now = kms_db::now_secs();
-    let current = intent.state()?;
+    let current = intent.status;
     let ChainError::Bundler(b) = err else {
         reschedule(
             s,
@@ -573,7 +571,7 @@ async fn revoked_agent(
     if session_active == Some(true) {
         // The bundler holds it and the chain would still take it: it may land. Watched, never
         // sent again.
-        if intent.state()? == IntentStatus::Signed {
+        if intent.status == IntentStatus::Signed {
             transition(
                 s,
                 intent,
@@ -631,7 +629,7 @@ pub async fn refresh(s: &AppState, chain: &ChainState, intent: Intent) -> Result
                 // Corrupt: looked at as rarely as possible, never judged.
                 s.db.reschedule_intent(
                     &intent.user_op_hash,
-                    intent.state()?,
+                    intent.status,
                     now + MAX_BACKOFF_SECS,
                     None,
                     now,
@@ -694,7 +692,7 @@ async fn act(
     }
     if let Ok(h) = chain.client.bundler().holding(hash).await {
         if h.held {
-            return if intent.state()? == IntentStatus::Signed {
+            return if intent.status == IntentStatus::Signed {
                 accepted(s, intent, None, IntentReason::AlreadyKnown, now).await
             } else {
                 reschedule(s, intent, None, now).await

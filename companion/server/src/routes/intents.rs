@@ -33,7 +33,7 @@ use utoipa::ToSchema;
 
 use crate::audit::{AuditMode, Audited};
 use crate::error::{ApiError, ErrorBody, ErrorCode};
-use crate::extract::{checksum_str, checksummed, hex_bytes, hex_fixed, uint256, Agent, JsonBody};
+use crate::extract::{checksummed, hex_bytes, hex_fixed, uint256, Agent, JsonBody};
 use crate::ops;
 use crate::service::intents::{IntentPipeline, Phases, Submission};
 use crate::state::AppState;
@@ -150,16 +150,16 @@ impl From<&Intent> for IntentResponse {
         IntentResponse {
             user_op_hash: i.user_op_hash.clone(),
             key_id: i.key_id.clone(),
-            account: i.account.as_deref().map(checksum_str),
-            status: i.status.clone(),
-            status_reason: i.status_reason.clone(),
+            account: i.account.map(|a| a.to_checksum(None)),
+            status: i.status.to_string(),
+            status_reason: i.status_reason.map(|r| r.to_string()),
             evidence: i
                 .evidence_json
                 .as_deref()
                 .and_then(|e| serde_json::from_str(e).ok())
                 .map(checksummed),
-            nonce: i.nonce.clone(),
-            value: i.value_wei.clone(),
+            nonce: i.nonce.map(|n| format!("{n:#x}")),
+            value: i.value_wei.map(|v| v.to_string()),
             calls: i
                 .calls_json
                 .as_deref()
@@ -413,15 +413,15 @@ pub async fn list_agent_intents(
                     .and_then(|c| serde_json::from_str(c).ok())
                     .map(checksummed),
                 user_op_hash: i.user_op_hash,
-                status: i.status,
-                status_reason: i.status_reason,
+                status: i.status.to_string(),
+                status_reason: i.status_reason.map(|r| r.to_string()),
                 evidence: i
                     .evidence_json
                     .as_deref()
                     .and_then(|e| serde_json::from_str(e).ok())
                     .map(checksummed),
                 settled_at: i.settled_at,
-                account: i.account.as_deref().map(checksum_str),
+                account: i.account.map(|a| a.to_checksum(None)),
                 chain_id: i.chain_id,
                 transaction_hash: i.tx_hash,
                 error: i.error,

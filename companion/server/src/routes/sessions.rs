@@ -19,7 +19,7 @@ use crate::audit::{AuditMode, Audited};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{checksummed, JsonBody};
 use crate::ops::AgentSessionRequest;
-use crate::service::sessions::{self, GrantPlan};
+use crate::service::sessions::{self, GrantOutcome, GrantPlan};
 use crate::state::AppState;
 
 /// The session registered for an agent: the grant as sent to `SessionKeyValidator`.
@@ -117,7 +117,7 @@ pub async fn agent_sessions(
         .key_id(plan.key_id.as_str())
         .user_op_hash(hash_hex.as_deref());
     let granted = s.audited(audit, AuditMode::Durable, res).await?;
-    let code = if granted.status == "included" {
+    let code = if granted.status == GrantOutcome::Included {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED
@@ -129,7 +129,7 @@ pub async fn agent_sessions(
             agent_address: plan.grant.key.to_string(),
             account: granted.account.to_string(),
             user_op_hash: granted.stored.user_op_hash.to_string(),
-            status: granted.status.to_owned(),
+            status: granted.status.as_str().to_owned(),
             transaction_hash: granted.transaction_hash,
             deploys_account: granted.stored.deploys_account,
             session: fields(&plan),

@@ -250,7 +250,7 @@ impl<'a> IntentPipeline<'a> {
 
         // What this agent's intents still in flight (recorded, not settled, not passed by the
         // chain's nonce) will charge the session when they validate.
-        let in_flight = in_flight(&s.db.open_intents_of(&auth.key_id).await?, nonce);
+        let in_flight = in_flight(&s.db.open_intents_of(&auth.key_id).await?, nonce)?;
         if snapshot.session.epoch == 0 {
             self.outdated_account(account, agent).await?;
         }
@@ -308,18 +308,18 @@ impl<'a> IntentPipeline<'a> {
             key_id: auth.key_id.clone(),
             wallet_id: Some(wallet_str),
             agent_index: Some(auth.index),
-            account: Some(account.to_string().to_ascii_lowercase()),
+            account: Some(account),
             status: IntentStatus::Signed,
             chain_id: i64::try_from(chain.client.chain_id()).ok(),
-            entry_point: Some(entry_point.address.to_string().to_ascii_lowercase()),
+            entry_point: Some(entry_point.address),
             calls_json: Some(calls_json(&calls).to_string()),
             user_op_json: Some(
                 serde_json::to_string(&op.to_rpc())
                     .map_err(|e| ApiError::internal(e.to_string()))?,
             ),
-            nonce: Some(format!("{nonce:#x}")),
-            value_wei: Some(charges.value.to_string()),
-            max_gas_cost_wei: Some(max_gas_cost.to_string()),
+            nonce: Some(nonce),
+            value_wei: Some(charges.value),
+            max_gas_cost_wei: Some(max_gas_cost),
             token_amounts_json: Some(
                 serde_json::to_string(&charges.tokens)
                     .map_err(|e| ApiError::internal(e.to_string()))?,
@@ -498,39 +498,37 @@ fn estimate_error(
 /// What the open intents of one agent will charge its session when they validate, for an
 /// operation with `next` (the EntryPoint's next nonce of its lane): those of that lane whose
 /// sequence the chain has not passed, and, conservatively, every open one of its other lanes
-/// (other budget periods: their sequences are not compared) — their value, maximum gas cost,
-/// count and token amounts; the value of those in `next`'s lane also counts against its
-/// period's cap. An unreadable field counts as zero (rows recorded before the field existed).
-fn in_flight(open: &[Intent], next: U256) -> InFlight {
+/// (other budget periods: their sequences are not compared) and any without a recorded nonce —
+/// their value, maximum gas cost, count and token amounts; the value of those in `next`'s lane
+/// also counts against its period's cap. A field absent from a row recorded before it existed
+/// counts as zero; a recorded value that does not parse is a corrupt row (an error).
+fn in_flight(open: &[Intent], next: U256) -> Result<InFlight, DbError> {
     let (lane, seq) = NonceKey::split(next);
     let mut total = InFlight::default();
     for i in open {
-        let Some((key, open_seq)) = i
-            .nonce
-            .as_deref()
-            .and_then(|n| n.parse::<U256>().ok())
-            .map(NonceKey::split)
-        else {
-            continue;
+        let same_lane = match i.nonce.map(NonceKey::split) {
+            Some((key, open_seq)) if key == lane => {
+                if open_seq < seq {
+                    continue;
+                }
+                true
+            }
+            _ => false,
         };
-        let same_lane = key == lane;
-        if same_lane && open_seq < seq {
-            continue;
-        }
-        let wei = |v: Option<&str>| v.and_then(|v| v.parse::<U256>().ok()).unwrap_or_default();
-        let tokens: BTreeMap<Address, U256> = i
-            .token_amounts_json
-            .as_deref()
-            .and_then(|t| serde_json::from_str(t).ok())
-            .unwrap_or_default();
+        let tokens: BTreeMap<Address, U256> = match i.token_amounts_json.as_deref() {
+            Some(t) => serde_json::from_str(t).map_err(|e| {
+                DbError::Invalid(format!("intent {} token amounts: {e}", i.user_op_hash))
+            })?,
+            None => BTreeMap::new(),
+        };
         total.add(
-            wei(i.value_wei.as_deref()),
-            wei(i.max_gas_cost_wei.as_deref()),
+            i.value_wei.unwrap_or_default(),
+            i.max_gas_cost_wei.unwrap_or_default(),
             &tokens,
             same_lane,
         );
     }
-    total
+    Ok(total)
 }
 
 fn calls_json(calls: &[Call]) -> Value {
@@ -608,14 +606,14 @@ mod tests {
         assert!((parts[2].1 - parts[0].1 - parts[1].1).abs() < 0.01, "{h:?}");
     }
 
-    fn open(nonce: &str, value: &str, gas: Option<&str>, tokens: Option<&str>) -> Intent {
+    fn open(nonce: U256, value: u64, gas: Option<u64>, tokens: Option<&str>) -> Intent {
         Intent {
             user_op_hash: "0x01".into(),
             key_id: "w:0".into(),
             wallet_id: None,
             agent_index: None,
             account: None,
-            status: "pending".into(),
+            status: kms_db::IntentStatus::Pending,
             chain_id: None,
             entry_point: None,
             calls_json: None,
@@ -624,11 +622,11 @@ mod tests {
             error: None,
             created_at: 0,
             updated_at: 0,
-            nonce: Some(nonce.into()),
-            value_wei: Some(value.into()),
+            nonce: Some(nonce),
+            value_wei: Some(U256::from(value)),
             idempotency_key: None,
             receipt_json: None,
-            max_gas_cost_wei: gas.map(str::to_owned),
+            max_gas_cost_wei: gas.map(U256::from),
             token_amounts_json: tokens.map(str::to_owned),
             status_reason: None,
             evidence_json: None,
@@ -646,44 +644,46 @@ mod tests {
         let token = "0x3333333333333333333333333333333333333333";
         let rows = [
             // Passed by the chain's nonce (sequence 4 < 5): not in flight.
-            open(&format!("{:#x}", key.nonce(4)), "100", Some("1000"), None),
+            open(key.nonce(4), 100, Some(1000), None),
             open(
-                &format!("{:#x}", key.nonce(5)),
-                "10",
-                Some("700"),
+                key.nonce(5),
+                10,
+                Some(700),
                 Some(&format!(r#"{{"{token}":"9"}}"#)),
             ),
             // Recorded before gas and tokens were: counts its value and one operation.
-            open(&format!("{:#x}", key.nonce(6)), "1", None, None),
+            open(key.nonce(6), 1, None, None),
         ];
-        let f = in_flight(&rows, key.nonce(5));
+        let f = in_flight(&rows, key.nonce(5)).unwrap();
         assert_eq!(f.value, U256::from(11));
         assert_eq!(f.period_value, U256::from(11));
         assert_eq!(f.gas, U256::from(700));
         assert_eq!(f.ops, 2);
         assert_eq!(f.tokens[&token.parse::<Address>().unwrap()], U256::from(9));
-        assert_eq!(in_flight(&rows, key.nonce(7)), InFlight::default());
+        assert_eq!(in_flight(&rows, key.nonce(7)).unwrap(), InFlight::default());
         // From another period's lane, every open intent counts (sequences of different lanes
         // are not compared), but none against that period's cap.
         let next_period = NonceKey::for_agent_period(agent, 1);
-        let f = in_flight(&rows, next_period.nonce(0));
+        let f = in_flight(&rows, next_period.nonce(0)).unwrap();
         assert_eq!((f.value, f.ops), (U256::from(111), 3));
         assert_eq!(f.period_value, U256::ZERO);
         let mut rows = rows.to_vec();
-        rows.push(open(
-            &format!("{:#x}", next_period.nonce(0)),
-            "1000",
-            None,
-            None,
-        ));
-        let f = in_flight(&rows, next_period.nonce(0));
+        rows.push(open(next_period.nonce(0), 1000, None, None));
+        let f = in_flight(&rows, next_period.nonce(0)).unwrap();
         assert_eq!(
             (f.value, f.period_value),
             (U256::from(1111), U256::from(1000))
         );
         assert_eq!(
-            in_flight(&rows, next_period.nonce(1)).period_value,
+            in_flight(&rows, next_period.nonce(1)).unwrap().period_value,
             U256::ZERO
         );
+    }
+
+    #[test]
+    fn a_corrupt_token_record_is_an_error_not_zero() {
+        let key = NonceKey::for_agent(Address::repeat_byte(7));
+        let rows = [open(key.nonce(5), 1, None, Some("not json"))];
+        assert!(in_flight(&rows, key.nonce(5)).is_err());
     }
 }

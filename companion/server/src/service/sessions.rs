@@ -292,14 +292,34 @@ fn stored_grant(
     })
 }
 
+/// Whether a grant's operation was included within the wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrantOutcome {
+    /// Included with a successful execution: the session is active.
+    Included,
+    /// Not included within `--receipt-wait-secs`: recorded `pending`, settled by
+    /// [`grant_tick`].
+    Pending,
+}
+
+impl GrantOutcome {
+    /// As answered (`included`, `pending`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantOutcome::Included => "included",
+            GrantOutcome::Pending => "pending",
+        }
+    }
+}
+
 /// What a grant came to.
 pub struct Granted {
     /// The owner's operation.
     pub stored: StoredGrant,
     /// The account the session is on.
     pub account: Address,
-    /// `included` (the session is active) or `pending` (not included within the wait).
-    pub status: &'static str,
+    /// Included (the session is active), or pending (not included within the wait).
+    pub status: GrantOutcome,
     /// The bundle transaction, once included.
     pub transaction_hash: Option<String>,
 }
@@ -418,7 +438,7 @@ pub async fn grant(
         Ok(receipt) if receipt.success => {
             let tx = format!("{:#x}", receipt.receipt.transaction_hash);
             activated(s, session_id, &tx).await?;
-            ("included", Some(tx))
+            (GrantOutcome::Included, Some(tx))
         }
         Ok(receipt) => {
             s.db.fail_session(
@@ -438,7 +458,7 @@ pub async fn grant(
         // Not included within the wait: pending, settled later by the background task.
         Err(kms_chain::client::ChainError::Bundler(
             kms_chain::bundler::BundlerError::ReceiptTimeout { .. },
-        )) => ("pending", None),
+        )) => (GrantOutcome::Pending, None),
         Err(kms_chain::client::ChainError::Bundler(e)) => {
             return Err(bundler_error(&e, Some(account)))
         }

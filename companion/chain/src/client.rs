@@ -1158,6 +1158,22 @@ impl ChainClient {
             .await
     }
 
+    /// What the pre-check of `calls` on an account of `kind` needs, in one block (see
+    /// [`NodeClient::read_session_for_calls_on`]): the snapshot and the validator's path.
+    pub async fn read_session_for_calls_on(
+        &self,
+        kind: AccountKind,
+        account: Address,
+        key: Address,
+        calls: &[Call],
+        at: u64,
+    ) -> Result<(SessionSnapshot, crate::session::ValidatorPath), ChainError> {
+        self.inner
+            .node
+            .read_session_for_calls_on(kind, account, key, calls, at)
+            .await
+    }
+
     /// Revokes the session of `key` on `account` with the operator's `revokeSession`
     /// transaction (see [`NodeClient::revoke_session`]: needs only the node).
     pub async fn revoke_session<S: OperatorSigner + ?Sized>(

@@ -25,7 +25,7 @@ use crate::http::HttpLimits;
 use crate::operator::{revoke_fees, OperatorSigner, OperatorSignerError, RevokeSessionTx};
 use crate::session::{
     revoke_call_data, selector_of, ModuleState, OnChainSession, Selector, SessionSnapshot,
-    TargetState, MAX_UINT48,
+    TargetState, ValidatorPath, MAX_UINT48,
 };
 
 /// A node and the session key validator on it. Cheap to clone.
@@ -340,6 +340,44 @@ impl NodeClient {
             .await
     }
 
+    /// [`NodeClient::read_session_for_calls`] on an account of `kind`, with what the validator's
+    /// path for that kind needs besides the session, read at the same block: for an ERC-7579
+    /// account the module's state ([`ValidatorPath::Erc7579`]). Give both to
+    /// [`crate::session::precheck_on`].
+    pub async fn read_session_for_calls_on(
+        &self,
+        kind: AccountKind,
+        account: Address,
+        key: Address,
+        calls: &[Call],
+        at: u64,
+    ) -> Result<(SessionSnapshot, ValidatorPath), ChainError> {
+        let probes: Vec<(Address, Selector)> = calls
+            .iter()
+            .map(|c| (c.to, selector_of(&c.data).unwrap_or_default()))
+            .collect();
+        let (snapshot, block_id) = self
+            .read_session_probes_at(account, key, &probes, Some(at))
+            .await?;
+        let path = match kind {
+            AccountKind::AgentAccount => ValidatorPath::AgentAccount,
+            AccountKind::Erc7579 => {
+                let m = SessionKeyValidator::new(self.validator, &self.provider)
+                    .moduleState(account)
+                    .block(block_id)
+                    .call()
+                    .await
+                    .map_err(|e| self.node_err("calling validator.moduleState", e))?;
+                ValidatorPath::Erc7579(ModuleState {
+                    installed: m.installed,
+                    generation: m.generation,
+                    lanes: m.lanes,
+                })
+            }
+        };
+        Ok((snapshot, path))
+    }
+
     async fn read_session_probes(
         &self,
         account: Address,
@@ -347,6 +385,20 @@ impl NodeClient {
         probes: &[(Address, Selector)],
         at: Option<u64>,
     ) -> Result<SessionSnapshot, ChainError> {
+        Ok(self
+            .read_session_probes_at(account, key, probes, at)
+            .await?
+            .0)
+    }
+
+    /// The snapshot, and the block it was read at.
+    async fn read_session_probes_at(
+        &self,
+        account: Address,
+        key: Address,
+        probes: &[(Address, Selector)],
+        at: Option<u64>,
+    ) -> Result<(SessionSnapshot, BlockId), ChainError> {
         let block = self
             .provider
             .get_block_by_number(BlockNumberOrTag::Latest)
@@ -381,7 +433,7 @@ impl NodeClient {
                 listed_selectors.insert((*target, *selector));
             }
         }
-        Ok(SessionSnapshot {
+        let snapshot = SessionSnapshot {
             account,
             key,
             validator: self.validator,
@@ -395,7 +447,8 @@ impl NodeClient {
             at,
             period_index: read.periodIndex.saturating_to(),
             period_spent: read.spentInPeriod.saturating_to(),
-        })
+        };
+        Ok((snapshot, block_id))
     }
 
     /// Revokes the session of `key` on `account` with the operator's `revokeSession`

@@ -1105,7 +1105,8 @@ pub fn precheck(
     )
 }
 
-/// [`precheck`] on the validator's `path`. On an ERC-7579 account's module path, as the
+/// [`precheck`] on the validator's `path` (read it with the snapshot, at one block, with
+/// [`crate::node::NodeClient::read_session_for_calls_on`]). On an ERC-7579 account's module path, as the
 /// validator: a session is refused as revoked ([`Refusal::SessionRevoked`]) when the module is
 /// not installed or the session was granted before its last uninstallation
 /// (`ModuleNotInstalled`, `SessionUninstalled`); a call to address 0 is refused

@@ -63,6 +63,25 @@ export type ToAgentSessionAccountParameters<version extends AgentEntryPointVersi
   fetch?: typeof fetch | undefined
 }
 
+/** What the account adds to viem's `SmartAccount`. */
+export type AgentSessionExtension = {
+  /** The agent key's address (whose lane the nonces are in). */
+  agentAddress: Address
+  /** The agent key id (`"<wallet>:<index>"`). */
+  keyId: string
+  /** The companion's base URL. */
+  companionUrl: string
+}
+
+/** The account `toAgentSessionAccount` returns. */
+export type AgentSessionAccount<version extends AgentEntryPointVersion = '0.7'> = SmartAccount<
+  SmartAccountImplementation<
+    version extends '0.7' ? typeof entryPoint07Abi : typeof entryPoint08Abi,
+    version,
+    AgentSessionExtension
+  >
+>
+
 /** An error from the companion: its HTTP status, and the `code` and `details` of its answer. */
 export class CompanionError extends BaseError {
   status: number
@@ -105,7 +124,7 @@ const NO_1271 =
  */
 export async function toAgentSessionAccount<version extends AgentEntryPointVersion = '0.7'>(
   parameters: ToAgentSessionAccountParameters<version>,
-): Promise<SmartAccount<SmartAccountImplementation<typeof entryPoint07Abi | typeof entryPoint08Abi, version>>> {
+): Promise<AgentSessionAccount<version>> {
   const { client, credential } = parameters
   const companionUrl = parameters.companionUrl.replace(/\/+$/, '')
   const doFetch = parameters.fetch ?? globalThis.fetch
@@ -163,7 +182,7 @@ export async function toAgentSessionAccount<version extends AgentEntryPointVersi
   return toSmartAccount({
     client,
     entryPoint,
-    extend: { agentAddress, keyId: agentKeyId, companionUrl },
+    extend: { agentAddress, keyId: agentKeyId, companionUrl } satisfies AgentSessionExtension,
 
     async getAddress() {
       return account

@@ -1,5 +1,7 @@
 export {
   type AgentEntryPointVersion,
+  type AgentSessionAccount,
+  type AgentSessionExtension,
   CompanionError,
   type ToAgentSessionAccountParameters,
   toAgentSessionAccount,

@@ -2,8 +2,8 @@
 # Run every check and test of the project: formatting, lints, the OP-TEE
 # type checks, the Solidity tests (forge, and halmos's symbolic tests in the
 # background), and all Rust tests (unit, simulator, HTTP end-to-end, anvil +
-# bundler end-to-end, and the /ui page in headless Chromium). Installs what it
-# needs.
+# bundler end-to-end, the /ui page in headless Chromium, and the viem account of
+# clients/viem through Alto). Installs what it needs.
 #
 # usage: ./test.sh [--quick]   (--quick: skip the Solidity and chain stages)
 set -euo pipefail
@@ -46,6 +46,7 @@ if [ "$QUICK" -eq 0 ]; then
     need_debs flock:util-linux sha256sum:coreutils
     kms_ensure_packages
     e2e/browser/run.sh --install-only
+    clients/viem/run.sh --install-only
   ) >"$PROVISION_LOG" 2>&1 &
   PROVISION_PID=$!
 fi
@@ -144,6 +145,13 @@ if [ "$QUICK" -eq 1 ]; then
   e2e/browser/run.sh --no-chain
 else
   e2e/browser/run.sh   # with anvil + Alto: grants a session on-chain, an intent, revokes
+fi
+
+stage "viem account (clients/viem): unit tests; through Alto on the demo's stack"
+if [ "$QUICK" -eq 1 ]; then
+  clients/viem/run.sh --unit-only
+else
+  clients/viem/run.sh   # the demo's session: an operation lands, a disallowed target is refused
 fi
 
 if [ -n "$HALMOS_PID" ]; then

@@ -9,13 +9,14 @@
 #    stub signature, callData, userOpHash vectors of the Rust implementation);
 # 3. builds ta-sim and the demo (cargo, --locked; honours CARGO_TARGET_DIR);
 # 4. runs the demo (./run.sh's binary) in the background with a temporary state directory: anvil +
-#    EntryPoint v0.7 + contracts, Alto, ta-sim and the companion on free 127.0.0.1 ports, a wallet
-#    with a software passkey, an agent credential and an active session on a deployed account,
-#    all written to stack.json;
+#    the canonical EntryPoints + contracts, Alto, ta-sim and the companion on free 127.0.0.1 ports,
+#    a wallet with a software passkey, an agent credential and an active session on a deployed
+#    account, all written to stack.json; once for EntryPoint v0.7 and, when the demo offers
+#    --entry-point-version, once for v0.8;
 # 5. runs the integration tests (vitest, test/integration) with KMS_STACK_JSON: viem's bundler
 #    client through Alto (an operation lands, a batch lands, a disallowed target is refused with
 #    the validator's error decoded);
-# 6. stops the demo (SIGINT, by PID; it stops what it started) and keeps its log in
+# 6. stops the demo (SIGINT, by PID; it stops what it started) and keeps its logs in
 #    clients/viem/artifacts/.
 # --unit-only stops after step 2; --install-only after step 1 (test.sh runs it early).
 set -euo pipefail
@@ -31,7 +32,7 @@ for arg in "$@"; do
   case "$arg" in
     --unit-only) UNIT_ONLY=1 ;;
     --install-only) INSTALL_ONLY=1 ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$HERE/run.sh" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $arg (see --help)" ;;
   esac
 done
@@ -66,9 +67,8 @@ TMP="$(mktemp -d "${TMPDIR:-/tmp}/kms-viem.XXXXXX")"
 chmod 700 "$TMP"
 DEMO_PID=""
 
-cleanup() {
-  local rc=$? i
-  trap - EXIT INT TERM
+stop_demo() {
+  local i
   if [ -n "$DEMO_PID" ] && kill -0 "$DEMO_PID" 2>/dev/null; then
     # The demo stops the companion, ta-sim, Alto and anvil on Ctrl-C (SIGINT).
     kill -INT "$DEMO_PID" 2>/dev/null || true
@@ -77,41 +77,60 @@ cleanup() {
       sleep 0.2
     done
     kill -0 "$DEMO_PID" 2>/dev/null && { echo "the demo ($DEMO_PID) did not stop; killing it" >&2; kill -KILL "$DEMO_PID" 2>/dev/null || true; }
-    wait "$DEMO_PID" 2>/dev/null || true
   fi
-  # The log never holds the credential or the API key (they go to 0600 files in $TMP).
-  [ -f "$TMP/demo.log" ] && cp "$TMP/demo.log" "$ARTIFACTS/demo.log"
+  [ -z "$DEMO_PID" ] || wait "$DEMO_PID" 2>/dev/null || true
+  DEMO_PID=""
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  stop_demo
+  # The logs never hold the credential or the API key (they go to 0600 files in $TMP).
+  cp "$TMP"/demo-*.log "$ARTIFACTS/" 2>/dev/null || true
   rm -rf "$TMP"
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-stage "viem account: the demo's stack (anvil + EntryPoint v0.7 + contracts, Alto, ta-sim, companion) and session"
-# setsid: its own session, so that a Ctrl-C at the terminal reaches it only through cleanup.
-KMS_TA_SIM_BIN="$BIN/ta-sim" setsid "$BIN/demo" --state-dir "$TMP/state" >"$TMP/demo.log" 2>&1 &
-DEMO_PID=$!
-# The demo prints this line once stack.json is written (after the grant and its own intents).
-ready='What was started, as JSON'
-for _ in $(seq 1 900); do
-  grep -q "$ready" "$TMP/demo.log" 2>/dev/null && break
-  kill -0 "$DEMO_PID" 2>/dev/null || { tail -n 60 "$TMP/demo.log" >&2; die "the demo exited before its stack was up"; }
-  sleep 0.2
-done
-grep -q "$ready" "$TMP/demo.log" || { tail -n 60 "$TMP/demo.log" >&2; die "the demo's stack was not up in 180 s"; }
-node -e 'const s=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8"));
-  console.log(`companion ${s.companion.url}, anvil ${s.chain.rpcUrl}, bundler ${s.chain.bundlerUrl}, account ${s.account}`)' \
-  "$TMP/state/stack.json"
+# One demo per EntryPoint version the demo binary offers (--entry-point-version; v0.7 alone
+# before it had the flag).
+VERSIONS=(0.7)
+"$BIN/demo" --help | grep -q -- '--entry-point-version' && VERSIONS=(0.7 0.8)
 
-stage "viem account: integration tests through Alto"
-set +e
-(cd "$HERE" && KMS_STACK_JSON="$TMP/state/stack.json" node_modules/.bin/vitest run test/integration)
-rc=$?
-set -e
-kill -0 "$DEMO_PID" 2>/dev/null || { echo "the demo's stack died during the tests" >&2; rc=1; }
-if [ "$rc" -ne 0 ]; then
-  echo "--- demo log (last 60 lines) ---" >&2
-  tail -n 60 "$TMP/demo.log" >&2 || true
-  die "viem account integration tests failed (log in ${ARTIFACTS#"$ROOT"/})"
-fi
-echo "viem account tests passed"
+for v in "${VERSIONS[@]}"; do
+  log="$TMP/demo-v$v.log"
+  state="$TMP/state-v$v"
+  stage "viem account, EntryPoint v$v: the demo's stack (anvil + EntryPoints + contracts, Alto, ta-sim, companion) and session"
+  args=(--state-dir "$state")
+  [ "$v" = 0.7 ] || args+=(--entry-point-version "$v")
+  # setsid: its own session, so that a Ctrl-C at the terminal reaches it only through stop_demo.
+  KMS_TA_SIM_BIN="$BIN/ta-sim" setsid "$BIN/demo" "${args[@]}" >"$log" 2>&1 &
+  DEMO_PID=$!
+  # The demo prints this line once stack.json is written (after the grant and its own intents).
+  ready='What was started, as JSON'
+  for _ in $(seq 1 900); do
+    grep -q "$ready" "$log" 2>/dev/null && break
+    kill -0 "$DEMO_PID" 2>/dev/null || { tail -n 60 "$log" >&2; die "the demo exited before its stack was up"; }
+    sleep 0.2
+  done
+  grep -q "$ready" "$log" || { tail -n 60 "$log" >&2; die "the demo's stack was not up in 180 s"; }
+  node -e 'const s=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8"));
+    console.log(`companion ${s.companion.url}, anvil ${s.chain.rpcUrl}, bundler ${s.chain.bundlerUrl}, EntryPoint ${s.chain.entryPointVersion} ${s.chain.entryPoint}, account ${s.account}`)' \
+    "$state/stack.json"
+
+  stage "viem account, EntryPoint v$v: integration tests through Alto"
+  set +e
+  (cd "$HERE" && KMS_STACK_JSON="$state/stack.json" node_modules/.bin/vitest run test/integration)
+  rc=$?
+  set -e
+  kill -0 "$DEMO_PID" 2>/dev/null || { echo "the demo's stack died during the tests" >&2; rc=1; }
+  if [ "$rc" -ne 0 ]; then
+    echo "--- demo log (last 60 lines) ---" >&2
+    tail -n 60 "$log" >&2 || true
+    die "viem account integration tests failed on EntryPoint v$v (logs in ${ARTIFACTS#"$ROOT"/})"
+  fi
+  stop_demo
+done
+echo "viem account tests passed (EntryPoint ${VERSIONS[*]})"

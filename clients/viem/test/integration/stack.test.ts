@@ -1,7 +1,8 @@
-// Against the real stack (anvil + canonical EntryPoint v0.7 + the project's contracts, Alto,
+// Against the real stack (anvil + the canonical EntryPoints + the project's contracts, Alto,
 // ta-sim, the companion), as ./run.sh's demo leaves it: an owner, an agent credential and an
-// active session on a deployed AgentAccount. clients/viem/run.sh starts it and passes its
-// stack.json (see the README's "The demo") as KMS_STACK_JSON.
+// active session on a deployed AgentAccount of the EntryPoint version it names.
+// clients/viem/run.sh starts it (once per version) and passes its stack.json (see the README's
+// "The demo") as KMS_STACK_JSON.
 import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
 import { type Address, createPublicClient, defineChain, getAddress, http, parseEther } from 'viem'
@@ -16,6 +17,7 @@ const stack = JSON.parse(readFileSync(stackFile, 'utf8'))
 const credential = readFileSync(stack.agent.credentialFile, 'utf8').trim()
 const allowed = getAddress(stack.agent.allowedTarget) as Address
 const agent = getAddress(stack.agent.address) as Address
+const version = stack.chain.entryPointVersion as '0.7' | '0.8'
 
 const chain = defineChain({ ...anvil, id: stack.chain.chainId, rpcUrls: { default: { http: [stack.chain.rpcUrl] } } })
 const client = createPublicClient({ chain, transport: http(stack.chain.rpcUrl) })
@@ -26,7 +28,7 @@ async function setup() {
     companionUrl: stack.companion.url,
     credential,
     account: stack.account,
-    entryPoint: { version: '0.7', address: stack.chain.entryPoint },
+    entryPoint: { version, address: stack.chain.entryPoint },
   })
   const bundler = createBundlerClient({
     client,
@@ -49,6 +51,7 @@ describe(`the agent's session through Alto (EntryPoint ${stack.chain.entryPointV
   it('learns the agent from the companion', async () => {
     const { account } = await setup()
     expect(account.address).toBe(getAddress(stack.account))
+    expect(account.entryPoint.version).toBe(version)
     expect(account.agentAddress).toBe(agent)
     expect(account.keyId).toBe(stack.agent.keyId)
     expect(await account.isDeployed()).toBe(true)

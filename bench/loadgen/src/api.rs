@@ -1,12 +1,11 @@
 //! The companion's HTTP API as a client sees it, with real WebAuthn
-//! ceremonies answered by a software passkey.
+//! ceremonies answered by a software passkey: the tests' HTTP client and passkey
+//! (`kms_test_support::{Client, Soft}`), with a timeout of its own and the transport failures
+//! told apart ([`Down`]).
 
 use kms_proto::session_signature::SESSION_SIGNATURE_LEN;
+use kms_test_support::{Client, Soft};
 use serde_json::{json, Value};
-use url::Url;
-use webauthn_authenticator_rs::softpasskey::SoftPasskey;
-use webauthn_authenticator_rs::WebauthnAuthenticator;
-use webauthn_rs_proto::{CreationChallengeResponse, RequestChallengeResponse};
 
 /// An HTTP answer: status and JSON body (or the text as a JSON string).
 pub type Answer = (u16, Value);
@@ -14,14 +13,8 @@ pub type Answer = (u16, Value);
 /// A client of one companion.
 #[derive(Clone)]
 pub struct Api {
-    /// `http://127.0.0.1:<port>`.
-    pub base: String,
-    /// The WebAuthn origin (`http://localhost:<port>`).
-    pub origin: Url,
-    /// The API key (sent as `x-api-key` on API-key routes).
-    pub api_key: String,
-    /// The HTTP client (keep-alive pool).
-    pub http: reqwest::Client,
+    /// The HTTP client (keep-alive pool; the API key sent as `x-api-key` on every request).
+    pub client: Client,
 }
 
 /// A wallet owner: the wallet's key id and the passkey bound to it.
@@ -29,7 +22,7 @@ pub struct Owner {
     /// Wallet UUID (`KeyId`).
     pub wallet: String,
     /// The software passkey (UV set).
-    pub passkey: SoftPasskey,
+    pub passkey: Soft,
 }
 
 /// A transport-level failure (connection refused or reset: the companion
@@ -40,14 +33,12 @@ pub struct Down(pub String);
 impl Api {
     /// A client for the companion on `port`.
     pub fn new(port: u16, api_key: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(120))
+            .build()
+            .expect("http client");
         Api {
-            base: format!("http://127.0.0.1:{port}"),
-            origin: Url::parse(&format!("http://localhost:{port}")).expect("origin"),
-            api_key: api_key.to_owned(),
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(120))
-                .build()
-                .expect("http client"),
+            client: Client::new(http, port, Some(api_key.to_owned())),
         }
     }
 
@@ -59,51 +50,25 @@ impl Api {
         bearer: Option<&str>,
         body: &Value,
     ) -> Result<Answer, Down> {
-        let mut rb = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("x-api-key", &self.api_key)
-            .json(body);
-        if let Some(jwt) = bearer {
-            rb = rb.header("authorization", format!("Bearer {jwt}"));
-        }
-        let resp = rb.send().await.map_err(|e| Down(e.to_string()))?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await.map_err(|e| Down(e.to_string()))?;
-        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        let auth = bearer.map(|jwt| format!("Bearer {jwt}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        let (status, v, _) = self
+            .client
+            .request(path, None, &headers, serde_json::to_vec(body).unwrap())
+            .await
+            .map_err(|e| Down(e.to_string()))?;
         Ok((status, v))
     }
 
     /// Register a new wallet with a fresh software passkey.
     pub async fn register(&self) -> Result<Owner, String> {
-        let mut passkey = SoftPasskey::new(true);
-        let (s, begin) = self
-            .post(
-                "/BeginRegistration",
-                None,
-                &json!({"Description": "loadgen"}),
-            )
+        let mut passkey = Soft::new();
+        let done = self
+            .client
+            .register(&mut passkey, "loadgen")
             .await
-            .map_err(|e| e.0)?;
-        if s != 200 {
-            return Err(format!("BeginRegistration: {s} {begin}"));
-        }
-        let ccr: CreationChallengeResponse =
-            serde_json::from_value(begin["Options"].clone()).map_err(|e| e.to_string())?;
-        let cred = passkey
-            .do_registration(self.origin.clone(), ccr)
-            .map_err(|e| format!("soft registration: {e:?}"))?;
-        let (s, done) = self
-            .post(
-                "/CompleteRegistration",
-                None,
-                &json!({"ChallengeId": begin["ChallengeId"], "Credential": cred}),
-            )
-            .await
-            .map_err(|e| e.0)?;
-        if s != 200 {
-            return Err(format!("CompleteRegistration: {s} {done}"));
-        }
+            .map_err(|e| e.to_string())?;
         let wallet = done["KeyId"]
             .as_str()
             .ok_or_else(|| format!("no KeyId in {done}"))?
@@ -120,24 +85,12 @@ impl Api {
         purpose: &str,
         payload: Value,
     ) -> Result<Value, String> {
-        let (s, begin) = self
-            .post(
-                "/BeginAuthentication",
-                None,
-                &json!({"KeyId": key_id, "Purpose": purpose, "Payload": payload}),
-            )
+        let (web_authn, _) = self
+            .client
+            .ceremony(&mut owner.passkey, key_id, purpose, payload)
             .await
-            .map_err(|e| e.0)?;
-        if s != 200 {
-            return Err(format!("BeginAuthentication {purpose}: {s} {begin}"));
-        }
-        let rcr: RequestChallengeResponse =
-            serde_json::from_value(begin["Options"].clone()).map_err(|e| e.to_string())?;
-        let cred = owner
-            .passkey
-            .do_authentication(self.origin.clone(), rcr)
-            .map_err(|e| format!("soft authentication: {e:?}"))?;
-        Ok(json!({"ChallengeId": begin["ChallengeId"], "Credential": cred}))
+            .map_err(|e| e.to_string())?;
+        Ok(web_authn)
     }
 
     /// `/kms/create-agent-key` after its ceremony; returns the raw answer.

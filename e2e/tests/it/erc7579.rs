@@ -235,7 +235,8 @@ impl Fixture {
         }
     }
 
-    /// Pre-checks `calls` of `agent` on the ERC-7579 `account` with the module's state.
+    /// Pre-checks `calls` of `agent` on the ERC-7579 `account` with the module's state, both read
+    /// at one block.
     async fn precheck(
         &self,
         account: Address,
@@ -243,15 +244,15 @@ impl Fixture {
         calls: &[Call],
     ) -> Result<U256, RefusalCode> {
         let now = self.env.now().await.unwrap();
-        let snapshot = self
+        let (snapshot, path) = self
             .env
             .client
-            .read_session_for_calls(account, agent.address, calls, now)
+            .read_session_for_calls_on(AccountKind::Erc7579, account, agent.address, calls, now)
             .await
             .unwrap();
-        let module = self.env.client.module_state(account).await.unwrap();
+        assert!(matches!(path, ValidatorPath::Erc7579(_)));
         precheck_on(
-            ValidatorPath::Erc7579(module),
+            path,
             &snapshot,
             calls,
             &InFlight::default(),

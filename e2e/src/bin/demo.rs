@@ -13,6 +13,9 @@
 //! keyId and address, the paths of the agent credential and API-key files, the `kms-mcp`
 //! command), in the state directory: `--state-dir DIR` (kept after exit; the next run replaces
 //! its files), else a temporary directory removed on exit.
+//!
+//! `--entry-point-version 0.8` runs it all on EntryPoint v0.8 instead (its companion, factory and
+//! account; `stack.json` names the version), as `clients/viem/run.sh` does for its v0.8 tests.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -33,13 +36,15 @@ demo: bring up the local stack (anvil + EntryPoint v0.7 + contracts, Alto, ta-si
 and run the agent-key demo: wallet (software passkey) -> agent key -> bounded session ->
 intents (an ETH payment and a token payment land, a token payment over the cap is refused).
 
-usage: demo [--no-wait] [--state-dir DIR] [--help]
+usage: demo [--no-wait] [--state-dir DIR] [--entry-point-version V] [--help]
 
   --no-wait         stop everything and exit once the demo has run (default: keep the stack
                     up and print how to call it with curl, until Ctrl-C)
   --state-dir DIR   write stack.json (what was started, machine-readable), agent.jwt and
                     api.key (secrets, mode 0600) into DIR, created if missing and kept after
                     exit (default: a temporary directory removed on exit)
+  --entry-point-version V
+                    the EntryPoint the companion and the account use: 0.7 (default) or 0.8
   --help            this text
 
 Everything listens on 127.0.0.1 on ports chosen at run time (Alto binds 0.0.0.0).";
@@ -55,6 +60,7 @@ fn kv(k: &str, v: impl std::fmt::Display) {
 fn main() -> ExitCode {
     let mut no_wait = false;
     let mut state_dir: Option<std::path::PathBuf> = None;
+    let mut version = EntryPointVersion::V07;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -63,6 +69,17 @@ fn main() -> ExitCode {
                 Some(d) => state_dir = Some(d.into()),
                 None => {
                     eprintln!("demo: --state-dir needs a directory\n\n{HELP}");
+                    return ExitCode::from(2);
+                }
+            },
+            "--entry-point-version" => match args.next().map(|v| v.parse()) {
+                Some(Ok(v)) => version = v,
+                Some(Err(e)) => {
+                    eprintln!("demo: {e}\n\n{HELP}");
+                    return ExitCode::from(2);
+                }
+                None => {
+                    eprintln!("demo: --entry-point-version needs 0.7 or 0.8\n\n{HELP}");
                     return ExitCode::from(2);
                 }
             },
@@ -86,7 +103,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(no_wait, state_dir)) {
+    match rt.block_on(run(no_wait, state_dir, version)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("\ndemo failed: {e}");
@@ -101,7 +118,11 @@ fn fail(msg: impl Into<String>) -> Error {
     msg.into().into()
 }
 
-async fn run(no_wait: bool, state_dir: Option<std::path::PathBuf>) -> Result<(), Error> {
+async fn run(
+    no_wait: bool,
+    state_dir: Option<std::path::PathBuf>,
+    version: EntryPointVersion,
+) -> Result<(), Error> {
     step(
         1,
         "Starting anvil + EntryPoint v0.7 + contracts + Alto (anvil/stack.sh)",
@@ -116,8 +137,12 @@ async fn run(no_wait: bool, state_dir: Option<std::path::PathBuf>) -> Result<(),
     kv("AgentAccountFactory", info.account_factory_v07);
 
     step(2, "Starting ta-sim and the companion (SQLite)");
-    let companion = Companion::start(&info, EntryPointVersion::V07).await?;
-    let env = ChainEnv::connect(&info, EntryPointVersion::V07).await?;
+    if version != EntryPointVersion::V07 {
+        kv("EntryPoint v0.8", info.entry_point_v08);
+        kv("AgentAccountFactory", info.account_factory_v08);
+    }
+    let companion = Companion::start(&info, version).await?;
+    let env = ChainEnv::connect(&info, version).await?;
     let operator = companion.operator_address().await?;
     kv("companion", companion.url(""));
     kv("operator key (in TA)", operator);
@@ -129,7 +154,7 @@ async fn run(no_wait: bool, state_dir: Option<std::path::PathBuf>) -> Result<(),
 
     let result = demo(&companion, &env, state_dir).await;
     let result = match result {
-        Ok(d) => write_stack_json(&companion, &info, &d).map(|()| d),
+        Ok(d) => write_stack_json(&companion, &info, version, &d).map(|()| d),
         Err(e) => Err(e),
     };
     let outcome = match result {
@@ -458,8 +483,23 @@ fn write_secret(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
 fn write_stack_json(
     c: &Companion,
     info: &kms_e2e::stack::StackInfo,
+    version: EntryPointVersion,
     d: &Demo,
 ) -> Result<(), Error> {
+    let (entry_point, factory, bundler_url) = match version {
+        EntryPointVersion::V07 => (
+            info.entry_point_v07,
+            info.account_factory_v07,
+            info.bundler_url.clone(),
+        ),
+        EntryPointVersion::V08 => (
+            info.entry_point_v08,
+            info.account_factory_v08,
+            info.bundler_url_v08
+                .clone()
+                .unwrap_or_else(|| info.bundler_url.clone()),
+        ),
+    };
     let dir = d.dir.path();
     let credential_file = dir.join("agent.jwt");
     let url = c.url("");
@@ -479,12 +519,12 @@ fn write_stack_json(
         },
         "chain": {
             "rpcUrl": info.rpc_url,
-            "bundlerUrl": info.bundler_url,
+            "bundlerUrl": bundler_url,
             "chainId": info.chain_id,
-            "entryPointVersion": "0.7",
-            "entryPoint": info.entry_point_v07,
+            "entryPointVersion": version.as_str().trim_start_matches('v'),
+            "entryPoint": entry_point,
             "sessionKeyValidator": info.session_key_validator,
-            "accountFactory": info.account_factory_v07,
+            "accountFactory": factory,
             "testToken": info.test_token,
             "anvilPid": info.anvil_pid,
             "bundlerPid": info.bundler_pid,

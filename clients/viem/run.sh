@@ -97,7 +97,8 @@ trap 'exit 130' INT TERM
 # One demo per EntryPoint version the demo binary offers (--entry-point-version; v0.7 alone
 # before it had the flag).
 VERSIONS=(0.7)
-"$BIN/demo" --help | grep -q -- '--entry-point-version' && VERSIONS=(0.7 0.8)
+demo_help="$("$BIN/demo" --help)"
+case "$demo_help" in *--entry-point-version*) VERSIONS=(0.7 0.8) ;; esac
 
 for v in "${VERSIONS[@]}"; do
   log="$TMP/demo-v$v.log"

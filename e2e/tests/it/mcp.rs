@@ -461,3 +461,36 @@ async fn mcp_reports_an_unreachable_companion() {
     client.cancel().await.unwrap();
     http.shutdown().await.unwrap();
 }
+
+#[test]
+fn kms_mcp_refuses_a_credential_file_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = kms_test_bins::workspace_bin("kms-mcp", "kms-mcp", "KMS_MCP_BIN").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agent.jwt");
+    std::fs::write(&file, "secret.credential.value").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(&bin)
+            .args(args)
+            .env_remove("KMS_AGENT_CREDENTIAL")
+            .env_remove("KMS_AGENT_CREDENTIAL_FILE")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--credential-file".as_ref(), file.as_os_str()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("readable by its group or by others"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+    assert!(!stderr.contains("secret.credential.value"), "{stderr}");
+    // No credential at all: says where to put one.
+    let out = run(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("KMS_AGENT_CREDENTIAL"), "{stderr}");
+}

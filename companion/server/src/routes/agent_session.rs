@@ -156,9 +156,10 @@ pub async fn get_agent_session(
     let active =
         s.db.active_sessions_of_agent(&auth.wallet.to_uuid_string(), auth.index)
             .await?;
+    // Rows' accounts are compared through their text form, whatever the row's field type.
     let grant: Option<SessionGrant> = active
         .iter()
-        .find(|r| r.account.parse::<Address>().ok() == Some(account))
+        .find(|r| r.account.to_string().parse::<Address>().ok() == Some(account))
         .and_then(|r| r.grant_json.as_deref())
         .and_then(|g| serde_json::from_str(g).ok());
     // One probe per (target, selector) of the grant (selector zero: the target itself), and one
@@ -242,7 +243,7 @@ pub async fn get_agent_session(
     let nonzero = |a: Address| (a != Address::ZERO).then(|| a.to_string());
     let accounts = active
         .iter()
-        .filter_map(|r| r.account.parse::<Address>().ok())
+        .filter_map(|r| r.account.to_string().parse::<Address>().ok())
         .map(|a| a.to_string())
         .collect();
     Ok(Json(AgentSessionResponse {

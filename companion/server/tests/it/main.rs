@@ -5,6 +5,7 @@
 mod common;
 
 mod agent_api;
+mod agent_session;
 mod audit;
 mod contract;
 mod health;

@@ -65,6 +65,7 @@ pub struct CallArg {
 #[serde(deny_unknown_fields)]
 pub struct SubmitIntentArgs {
     /// The calls, in order (1 to 16), executed atomically from the session's account.
+    #[schemars(example = serde_json::json!([{"to": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8", "value": "10000000000000000"}]))]
     pub calls: Vec<CallArg>,
     /// Makes a retried submission return the first result instead of paying twice (1 to 128
     /// visible ASCII characters).
@@ -92,6 +93,7 @@ pub struct TransferNativeArgs {
     #[serde(default)]
     pub idempotency_key: Option<String>,
     /// The smart account to pay from (default: the agent's most recently activated session).
+    #[schemars(example = "0x5FbDB2315678afecb367f032d93F642f64180aa3")]
     #[serde(default)]
     pub account: Option<String>,
 }
@@ -115,6 +117,7 @@ pub struct TransferTokenArgs {
     #[serde(default)]
     pub idempotency_key: Option<String>,
     /// The smart account to pay from (default: the agent's most recently activated session).
+    #[schemars(example = "0x5FbDB2315678afecb367f032d93F642f64180aa3")]
     #[serde(default)]
     pub account: Option<String>,
 }
@@ -657,11 +660,25 @@ mod tests {
 
     #[test]
     fn schemas_describe_every_field_with_examples() {
-        let s = schema_for_input::<TransferTokenArgs>().unwrap();
-        let props = s["properties"].as_object().unwrap();
-        for (name, p) in props {
+        let schemas = [
+            schema_for_input::<GetSessionArgs>().unwrap(),
+            schema_for_input::<SubmitIntentArgs>().unwrap(),
+            schema_for_input::<TransferNativeArgs>().unwrap(),
+            schema_for_input::<TransferTokenArgs>().unwrap(),
+            schema_for_input::<GetIntentArgs>().unwrap(),
+            schema_for_input::<WaitForIntentArgs>().unwrap(),
+        ];
+        let call = &schemas[1]["$defs"]["CallArg"]["properties"];
+        let fields = schemas
+            .iter()
+            .flat_map(|s| s["properties"].as_object().unwrap().iter())
+            .chain(call.as_object().unwrap().iter());
+        for (name, p) in fields {
             assert!(p.get("description").is_some(), "{name}: {p}");
+            assert!(
+                p["examples"].as_array().is_some_and(|e| !e.is_empty()),
+                "{name}: {p}"
+            );
         }
-        assert!(props["amount"].get("examples").is_some(), "{props:?}");
     }
 }

@@ -462,7 +462,8 @@ pub struct OpRequest {
     pub init: Option<AccountInit>,
     /// The nonce.
     pub nonce: NonceChoice,
-    /// The calls the account makes (`execute` for one, `executeBatch` for several).
+    /// The calls the account makes (on `AgentAccount` `execute` for one, `executeBatch` for
+    /// several; with [`ChainClient::prepare_for`] the kind's `execute`).
     pub calls: Vec<Call>,
     /// A stub signature of the final length and layout, for gas estimation (see
     /// [`crate::signature`]).

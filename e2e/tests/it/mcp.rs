@@ -372,6 +372,7 @@ async fn mcp_over_stdio_pays_waits_and_is_refused_with_codes() {
 async fn mcp_over_http_and_a_revoked_credential() {
     let mut w = World::new("mcp http").await;
     let host = Host::default();
+    let progress = host.progress.clone();
     let (http, client) = w.http(host).await;
     let tools = client.list_all_tools().await.unwrap();
     assert_eq!(tools.len(), TOOLS.len());
@@ -393,6 +394,10 @@ async fn mcp_over_http_and_a_revoked_credential() {
         )
         .await;
     assert_eq!(done["status"], "included", "{done}");
+    assert!(
+        progress.load(Ordering::SeqCst) >= 1,
+        "no progress notification over HTTP"
+    );
     assert_eq!(w.f.env.balance(w.payee).await.unwrap(), eth("0.2"));
 
     // The owner revokes the agent: every tool now says the credential is refused.

@@ -249,7 +249,9 @@ export function decodeSessionError(error: unknown): DecodedRevert | undefined {
   let best: DecodedRevert | undefined
   for (const t of texts) {
     for (const m of t.matchAll(/0x[0-9a-fA-F]{8,}/g)) {
-      const d = decodeRevert(m[0] as Hex)
+      // The EntryPoint's reason just before the bytes (Alto: "… reason: AA23 reverted 0x…").
+      const reason = /\b(AA\d\d(?: [A-Za-z ]*[A-Za-z])?)\s*:?\s*$/.exec(t.slice(0, m.index))?.[1]
+      const d = decodeRevert(m[0] as Hex, reason)
       if (!d) continue
       // The innermost error (the validator's) wins over an EntryPoint wrapper.
       if (d.source !== 'EntryPoint') return d

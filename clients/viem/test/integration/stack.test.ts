@@ -95,7 +95,14 @@ describe(`the agent's session through Alto (EntryPoint ${stack.chain.entryPointV
     )
     expect(err, 'the operation was accepted').toBeDefined()
     const decoded = decodeSessionError(err)
-    expect(decoded, String(err)).toMatchObject({ source: 'SessionKeyValidator', name: 'TargetNotAllowed' })
+    // viem: UserOperationExecutionError ← SmartAccountFunctionRevertedError ← Alto's
+    // "UserOperation reverted during simulation with reason: AA23 reverted 0x<TargetNotAllowed>".
+    expect((err as Error).name).toBe('UserOperationExecutionError')
+    expect(decoded, String(err)).toMatchObject({
+      source: 'SessionKeyValidator',
+      name: 'TargetNotAllowed',
+      entryPointReason: 'AA23 reverted',
+    })
     expect(decoded!.args).toEqual([dead])
   })
 })

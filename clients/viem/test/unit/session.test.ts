@@ -136,7 +136,11 @@ describe('refusals decoded (revert::decode, companion/chain/src/revert.rs)', () 
     const err = new Error('UserOperation reverted during simulation', {
       cause: { code: -32500, message: `UserOperation reverted during simulation with reason: AA23 reverted ${inner}` },
     })
-    expect(decodeSessionError(err)).toMatchObject({ source: 'SessionKeyValidator', name: 'TargetNotAllowed' })
+    expect(decodeSessionError(err)).toMatchObject({
+      source: 'SessionKeyValidator',
+      name: 'TargetNotAllowed',
+      entryPointReason: 'AA23 reverted',
+    })
     expect(decodeSessionError(new Error('nothing here 0x12'))).toBeUndefined()
   })
 })

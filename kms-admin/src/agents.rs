@@ -78,7 +78,7 @@ pub async fn list(
         .iter()
         .zip(per_agent.iter_mut())
         .flat_map(|(a, sessions)| {
-            let key = parse_addr(a.agent_address.as_deref());
+            let key = a.agent_address;
             std::mem::take(sessions).into_iter().map(move |s| (key, s))
         })
         .collect();
@@ -103,10 +103,6 @@ pub async fn list(
     Ok(render(&agents, &grouped, node.is_some()))
 }
 
-fn parse_addr(s: Option<&str>) -> Option<Address> {
-    s.and_then(|s| s.parse().ok())
-}
-
 async fn listed(
     node: Option<&NodeClient>,
     key: Option<Address>,
@@ -122,8 +118,7 @@ async fn listed(
         row.status,
         SessionStatus::Active | SessionStatus::Revoked | SessionStatus::RevokeFailed
     );
-    let (Some(node), Some(key), Some(account), true) =
-        (node, key, parse_addr(Some(&row.account)), on_chain)
+    let (Some(node), Some(key), Some(account), true) = (node, key, Some(row.account), on_chain)
     else {
         return Ok(Listed {
             row,
@@ -206,9 +201,8 @@ fn session_cells(l: &Listed) -> ([String; 6], Value) {
             cells = [
                 r.status.to_string(),
                 // The database keeps no spending: only the chain knows it.
-                match r.spend_cap.as_deref().map(str::parse::<U256>) {
-                    Some(Ok(cap)) => ether_of(None, Some(cap)),
-                    Some(Err(_)) => r.spend_cap.clone().unwrap_or_default(),
+                match r.spend_cap {
+                    Some(cap) => ether_of(None, Some(cap)),
                     None => "?".to_owned(),
                 },
                 per_period(
@@ -225,8 +219,8 @@ fn session_cells(l: &Listed) -> ([String; 6], Value) {
             ];
             json!({
                 "source": "database",
-                "account": r.account,
-                "spendCap": r.spend_cap,
+                "account": format!("{:#x}", r.account),
+                "spendCap": r.spend_cap.map(|c| c.to_string()),
                 "spent": null,
                 "gasCap": g.map(|g| g.gas_cap.to_string()),
                 "gasSpent": null,
@@ -240,7 +234,7 @@ fn session_cells(l: &Listed) -> ([String; 6], Value) {
                 "paymaster": g.and_then(|g| g.paymaster),
                 "validAfter": r.valid_after,
                 "validUntil": r.valid_until,
-                "revoker": r.revoker,
+                "revoker": r.revoker.map(|a| format!("{a:#x}")),
                 "targets": r.targets.as_deref().and_then(|t| serde_json::from_str::<Value>(t).ok()),
                 "targetPermissions": targets_json(g),
                 "tokens": g.map(|g| g
@@ -307,7 +301,7 @@ fn session_cells(l: &Listed) -> ([String; 6], Value) {
             json!({
                 "source": "chain",
                 "block": snap.block_number,
-                "account": r.account,
+                "account": format!("{:#x}", r.account),
                 "active": session.active,
                 "epoch": session.epoch,
                 "spendCap": session.spend_cap.to_string(),
@@ -367,7 +361,8 @@ fn render(agents: &[AgentKey], sessions: &[Vec<Listed>], from_chain: bool) -> Re
         let agent_cells = vec![
             a.key_id(),
             a.agent_index.to_string(),
-            a.agent_address.clone().unwrap_or_else(|| "-".into()),
+            a.agent_address
+                .map_or_else(|| "-".to_owned(), |a| format!("{a:#x}")),
             status_name(a.status).into(),
             ts(a.created_at),
             ts_opt(a.expires_at),
@@ -388,7 +383,7 @@ fn render(agents: &[AgentKey], sessions: &[Vec<Listed>], from_chain: bool) -> Re
                 c.extend(std::iter::repeat_n(String::new(), 5));
                 c
             };
-            cells.push(l.row.account.clone());
+            cells.push(format!("{:#x}", l.row.account));
             cells.extend(session);
             t.row(cells);
             all.push(json);
@@ -462,7 +457,7 @@ mod tests {
             agent_index: index,
             label: format!("bot{index}"),
             status: AgentStatus::Active,
-            agent_address: Some(AGENT.into()),
+            agent_address: Some(AGENT.parse().unwrap()),
             public_key: None,
             credential_hash: None,
             kid: None,
@@ -482,11 +477,11 @@ mod tests {
             id,
             wallet_id: "12345678-9abc-4def-8011-223344556677".into(),
             agent_index: index,
-            account: account.into(),
+            account: account.parse().unwrap(),
             status,
             grant_json: None,
             targets: Some(format!("[\"{AGENT}\"]")),
-            spend_cap: Some("1000000000000000000".into()),
+            spend_cap: Some("1000000000000000000".parse().unwrap()),
             valid_after: Some(1_700_000_000),
             valid_until: Some(1_900_000_000),
             revoker: None,

@@ -115,7 +115,7 @@ pub async fn revoke(ctx: &Ctx, key_id: &str, db_only: bool) -> Result<Report> {
         .collect::<Vec<_>>()
         .join(" ");
     for (a, _) in &accounts {
-        detail.push_str(&format!(" {}={}", a.account, a.outcome.status()));
+        detail.push_str(&format!(" {:#x}={}", a.account, a.outcome.status()));
     }
     audit(
         &db,
@@ -126,7 +126,9 @@ pub async fn revoke(ctx: &Ctx, key_id: &str, db_only: bool) -> Result<Report> {
     )
     .await;
 
-    let address = row.agent_address.clone().unwrap_or_else(|| "-".into());
+    let address = row
+        .agent_address
+        .map_or_else(|| "-".to_owned(), |a| format!("{a:#x}"));
     let mut human = format!("Agent key {key_id} ({address})\n");
     for (name, o) in &layers {
         let text = match (name, &accounts[..]) {
@@ -151,7 +153,10 @@ pub async fn revoke(ctx: &Ctx, key_id: &str, db_only: bool) -> Result<Report> {
         } else {
             ""
         };
-        human.push_str(&format!("    {} {word:<16} {text}{pending}\n", a.account));
+        human.push_str(&format!(
+            "    {:#x} {word:<16} {text}{pending}\n",
+            a.account
+        ));
     }
     let failed = layers.iter().filter(|(_, o)| o.failure().is_some()).count();
     if failed == 0 {
@@ -175,7 +180,7 @@ pub async fn revoke(ctx: &Ctx, key_id: &str, db_only: bool) -> Result<Report> {
             "exitCode": o.failure().map(|e| e.exit.code()),
         })).collect::<Vec<_>>(),
         "sessions": accounts.iter().map(|(a, err)| json!({
-            "account": a.account,
+            "account": format!("{:#x}", a.account),
             "outcome": a.outcome.status(),
             "transactionHash": a.outcome.tx_hash().map(|h| format!("{h:#x}")),
             "detail": match err {

@@ -229,7 +229,7 @@ async fn check(dir: &Path, api: &Api, model: &Model) -> Result<(), String> {
             if let Some(st) = &st {
                 let ta_addr = format!("0x{}", hex::encode(st.address));
                 if let Some(a) = &row.agent_address {
-                    if *a != ta_addr {
+                    if format!("{a:#x}") != ta_addr {
                         return Err(format!("{key_id}: DB address {a} != TA address {ta_addr}"));
                     }
                 }

@@ -2,6 +2,9 @@
 //! `BEGIN IMMEDIATE` transaction (`MAX(agent_index)+1`), so concurrent creates
 //! never collide; indices are never reused (failed and revoked rows stay).
 
+use alloy::primitives::Address;
+
+use crate::intents::{parse_address, stored_address};
 use crate::{Db, DbError, Result};
 
 /// Lifecycle of an agent key row.
@@ -51,7 +54,7 @@ pub struct AgentKey {
     /// Status.
     pub status: AgentStatus,
     /// Agent address (`0x` lowercase).
-    pub agent_address: Option<String>,
+    pub agent_address: Option<Address>,
     /// SEC1 compressed public key hex.
     pub public_key: Option<String>,
     /// Hex SHA-256 of the current JWT.
@@ -109,7 +112,10 @@ impl TryFrom<AgentRow> for AgentKey {
             agent_index: idx(r.agent_index)?,
             label: r.label,
             status: AgentStatus::parse(&r.status)?,
-            agent_address: r.agent_address,
+            agent_address: r
+                .agent_address
+                .map(|a| parse_address("agent_address", &a))
+                .transpose()?,
             public_key: r.public_key,
             credential_hash: r.credential_hash,
             kid: r.kid,
@@ -132,7 +138,7 @@ const AGENT_COLS: &str = "wallet_id, agent_index, label, status, agent_address, 
 #[derive(Clone, Debug)]
 pub struct AgentActivation<'a> {
     /// Agent address (`0x` lowercase).
-    pub agent_address: &'a str,
+    pub agent_address: Address,
     /// SEC1 compressed public key hex.
     pub public_key: &'a str,
     /// Hex SHA-256 of the JWT.
@@ -183,7 +189,7 @@ impl Db {
              expires_at = ?, updated_at = ? \
              WHERE wallet_id = ? AND agent_index = ? AND status = 'pending'",
         )
-        .bind(a.agent_address.to_ascii_lowercase())
+        .bind(stored_address(&a.agent_address))
         .bind(a.public_key)
         .bind(a.credential_hash)
         .bind(a.kid)
@@ -338,7 +344,7 @@ mod tests {
 
     fn act<'a>(hash: &'a str, generation: u32) -> AgentActivation<'a> {
         AgentActivation {
-            agent_address: "0xABCD",
+            agent_address: Address::repeat_byte(0xab),
             public_key: "02ff",
             credential_hash: hash,
             kid: "k1",
@@ -368,7 +374,7 @@ mod tests {
         );
         let a = db.get_agent("w", 0).await.unwrap().unwrap();
         assert_eq!(a.status, AgentStatus::Active);
-        assert_eq!(a.agent_address.as_deref(), Some("0xabcd"));
+        assert_eq!(a.agent_address, Some(Address::repeat_byte(0xab)));
         assert_eq!(a.key_id(), "w:0");
         assert!(db.refresh_agent("w", 0, &act("h1", 2)).await.unwrap());
         let a = db.get_agent("w", 0).await.unwrap().unwrap();

@@ -10,6 +10,9 @@
 //! per agent and account. Revocation closes a session as `revoked` (with the operator's
 //! transaction) or `revoke_failed` (with the error).
 
+use alloy::primitives::{Address, U256};
+
+use crate::intents::{parse_address, parse_u256, stored_address};
 use crate::{Db, DbError, Result};
 
 /// The state of one session row.
@@ -76,8 +79,8 @@ pub struct AgentSession {
     pub wallet_id: String,
     /// Agent index.
     pub agent_index: u32,
-    /// The owner's smart account (`0x` lowercase).
-    pub account: String,
+    /// The owner's smart account.
+    pub account: Address,
     /// Status.
     pub status: SessionStatus,
     /// The whole grant (JSON of `kms_chain::session::SessionGrant`); `None` for sessions recorded
@@ -85,14 +88,14 @@ pub struct AgentSession {
     pub grant_json: Option<String>,
     /// Every address it may call (targets then tokens), JSON array.
     pub targets: Option<String>,
-    /// Native-value cap (decimal wei).
-    pub spend_cap: Option<String>,
+    /// Native-value cap (wei).
+    pub spend_cap: Option<U256>,
     /// Window start (unix seconds).
     pub valid_after: Option<i64>,
     /// Window end (unix seconds; 0 = no end).
     pub valid_until: Option<i64>,
     /// The revoker.
-    pub revoker: Option<String>,
+    pub revoker: Option<Address>,
     /// The owner's UserOperation granting it.
     pub user_op_hash: Option<String>,
     /// That operation (ERC-4337 JSON-RPC form).
@@ -152,14 +155,20 @@ impl TryFrom<SessionRow> for AgentSession {
             wallet_id: r.wallet_id,
             agent_index: u32::try_from(r.agent_index)
                 .map_err(|_| DbError::Invalid(format!("index {}", r.agent_index)))?,
-            account: r.account,
+            account: parse_address("account", &r.account)?,
             status: SessionStatus::parse(&r.status)?,
             grant_json: r.grant_json,
             targets: r.targets,
-            spend_cap: r.spend_cap,
+            spend_cap: r
+                .spend_cap
+                .map(|v| parse_u256("spend_cap", &v))
+                .transpose()?,
             valid_after: r.valid_after,
             valid_until: r.valid_until,
-            revoker: r.revoker,
+            revoker: r
+                .revoker
+                .map(|v| parse_address("revoker", &v))
+                .transpose()?,
             user_op_hash: r.user_op_hash,
             user_op_json: r.user_op_json,
             tx_hash: r.tx_hash,
@@ -184,18 +193,18 @@ pub struct NewSession<'a> {
     pub wallet_id: &'a str,
     /// Agent index.
     pub agent_index: u32,
-    /// The smart account (stored lowercase).
-    pub account: &'a str,
+    /// The smart account.
+    pub account: Address,
     /// The addresses the session may call (targets and tokens), JSON array.
     pub targets_json: &'a str,
-    /// Native-value cap (decimal wei).
-    pub spend_cap: &'a str,
+    /// Native-value cap (wei).
+    pub spend_cap: U256,
     /// Window start (unix seconds).
     pub valid_after: i64,
     /// Window end (unix seconds; 0 = no end).
     pub valid_until: i64,
-    /// The revoker (stored lowercase).
-    pub revoker: Option<&'a str>,
+    /// The revoker.
+    pub revoker: Option<Address>,
     /// The whole grant (JSON).
     pub grant_json: Option<&'a str>,
     /// The owner's UserOperation granting it.
@@ -218,13 +227,13 @@ impl Db {
         )
         .bind(s.wallet_id)
         .bind(i64::from(s.agent_index))
-        .bind(s.account.to_ascii_lowercase())
+        .bind(stored_address(&s.account))
         .bind(s.grant_json)
         .bind(s.targets_json)
-        .bind(s.spend_cap)
+        .bind(s.spend_cap.to_string())
         .bind(s.valid_after)
         .bind(s.valid_until)
-        .bind(s.revoker.map(str::to_ascii_lowercase))
+        .bind(s.revoker.as_ref().map(stored_address))
         .bind(s.user_op_hash)
         .bind(s.user_op_json)
         .bind(s.now)
@@ -420,16 +429,26 @@ mod tests {
     use super::*;
     use crate::test_support::*;
 
+    /// Two accounts (one also spelt in upper case) and the revoker.
+    const A: &str = "0xaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const A_UPPER: &str = "0xAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    const B: &str = "0xbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    const REVOKER: &str = "0x4444444444444444444444444444444444444444";
+
+    fn addr(a: &str) -> Address {
+        a.parse().unwrap()
+    }
+
     fn grant<'a>(account: &'a str, op: &'a str, now: i64) -> NewSession<'a> {
         NewSession {
             wallet_id: "w",
             agent_index: 0,
-            account,
+            account: addr(account),
             targets_json: r#"["0x11"]"#,
-            spend_cap: "10",
+            spend_cap: U256::from(10),
             valid_after: 1,
             valid_until: 0,
-            revoker: Some("0x44"),
+            revoker: Some(addr(REVOKER)),
             grant_json: Some(r#"{"gasCap":"5"}"#),
             user_op_hash: Some(op),
             user_op_json: Some("{}"),
@@ -446,11 +465,11 @@ mod tests {
         let (_d, db) = temp_db().await;
         wallet(&db, "w").await;
         db.reserve_agent_index("w", "a", 1).await.unwrap();
-        let a = db.insert_session(&grant("0xAAA", "0x01", 2)).await.unwrap();
+        let a = db.insert_session(&grant(A_UPPER, "0x01", 2)).await.unwrap();
         let s = db.get_session(a).await.unwrap().unwrap();
         assert_eq!(
-            (s.status, s.account.as_str(), s.key_id().as_str()),
-            (SessionStatus::Pending, "0xaaa", "w:0")
+            (s.status, s.account, s.key_id().as_str()),
+            (SessionStatus::Pending, addr(A), "w:0")
         );
         assert_eq!(s.grant_json.as_deref(), Some(r#"{"gasCap":"5"}"#));
         assert!(
@@ -484,16 +503,16 @@ mod tests {
         let (_d, db) = temp_db().await;
         wallet(&db, "w").await;
         db.reserve_agent_index("w", "a", 1).await.unwrap();
-        let first = db.insert_session(&grant("0xaaa", "0x01", 2)).await.unwrap();
+        let first = db.insert_session(&grant(A, "0x01", 2)).await.unwrap();
         db.activate_session(first, Some("0xt1"), 3).await.unwrap();
         // A second grant on the same account that reverts, and one on another account that is
         // dropped: neither touches the first, nor becomes a session.
-        let reverted = db.insert_session(&grant("0xaaa", "0x02", 4)).await.unwrap();
+        let reverted = db.insert_session(&grant(A, "0x02", 4)).await.unwrap();
         assert!(db
             .fail_session(reverted, "execution reverted", Some("0xt2"), 5)
             .await
             .unwrap());
-        let dropped = db.insert_session(&grant("0xbbb", "0x03", 6)).await.unwrap();
+        let dropped = db.insert_session(&grant(B, "0x03", 6)).await.unwrap();
         assert!(db.fail_session(dropped, "dropped", None, 7).await.unwrap());
         assert!(
             !db.activate_session(dropped, None, 8).await.unwrap(),
@@ -501,7 +520,7 @@ mod tests {
         );
         let active = db.active_sessions_of_agent("w", 0).await.unwrap();
         assert_eq!(active.len(), 1);
-        assert_eq!((active[0].id, active[0].account.as_str()), (first, "0xaaa"));
+        assert_eq!((active[0].id, active[0].account), (first, addr(A)));
         let failed = db.get_session(reverted).await.unwrap().unwrap();
         assert_eq!(
             (
@@ -524,14 +543,14 @@ mod tests {
         wallet(&db, "w").await;
         db.reserve_agent_index("w", "a", 1).await.unwrap();
         db.reserve_agent_index("w", "b", 1).await.unwrap();
-        let a = db.insert_session(&grant("0xaaa", "0x01", 2)).await.unwrap();
-        let b = db.insert_session(&grant("0xbbb", "0x02", 3)).await.unwrap();
+        let a = db.insert_session(&grant(A, "0x01", 2)).await.unwrap();
+        let b = db.insert_session(&grant(B, "0x02", 3)).await.unwrap();
         db.activate_session(a, None, 4).await.unwrap();
         db.activate_session(b, None, 5).await.unwrap();
         let other_agent = db
             .insert_session(&NewSession {
                 agent_index: 1,
-                ..grant("0xaaa", "0x03", 5)
+                ..grant(A, "0x03", 5)
             })
             .await
             .unwrap();
@@ -544,7 +563,7 @@ mod tests {
             "{active:?}"
         );
         // A new grant on the first account supersedes the session there, and only there.
-        let again = db.insert_session(&grant("0xAAA", "0x04", 6)).await.unwrap();
+        let again = db.insert_session(&grant(A_UPPER, "0x04", 6)).await.unwrap();
         assert_eq!(
             status(&db, a).await,
             SessionStatus::Active,
@@ -565,8 +584,8 @@ mod tests {
         let (_d, db) = temp_db().await;
         wallet(&db, "w").await;
         db.reserve_agent_index("w", "a", 1).await.unwrap();
-        let a = db.insert_session(&grant("0xaaa", "0x01", 2)).await.unwrap();
-        let b = db.insert_session(&grant("0xbbb", "0x02", 2)).await.unwrap();
+        let a = db.insert_session(&grant(A, "0x01", 2)).await.unwrap();
+        let b = db.insert_session(&grant(B, "0x02", 2)).await.unwrap();
         db.activate_session(a, None, 3).await.unwrap();
         db.activate_session(b, None, 3).await.unwrap();
         assert!(db.revoke_session(a, Some("0xr1"), None, 4).await.unwrap());
@@ -610,7 +629,7 @@ mod tests {
         let (_d, db) = temp_db().await;
         wallet(&db, "w").await;
         db.reserve_agent_index("w", "a", 1).await.unwrap();
-        db.insert_session(&grant("0xaaa", "0x01", 2)).await.unwrap();
+        db.insert_session(&grant(A, "0x01", 2)).await.unwrap();
         sqlx::query("DELETE FROM wallets WHERE key_id = 'w'")
             .execute(db.pool())
             .await
@@ -652,22 +671,23 @@ mod tests {
             (
                 0,
                 "active",
-                Some("0xAAA"),
+                Some(A_UPPER),
                 Some("0xt0"),
                 Some(r#"{"gasCap":"5"}"#),
             ),
-            (1, "revoked", Some("0xbbb"), None, None),
+            (1, "revoked", Some(B), None, None),
             (2, "active", None, None, None),
         ] {
             sqlx::query(
                 "INSERT INTO agent_keys (wallet_id, agent_index, status, created_at, updated_at, \
                  account, targets, spend_cap, valid_after, valid_until, revoker, \
                  session_tx_hash, session_json) \
-                 VALUES ('w', ?, ?, 1, 7, ?, '[\"0x11\"]', '10', 2, 0, '0x44', ?, ?)",
+                 VALUES ('w', ?, ?, 1, 7, ?, '[\"0x11\"]', '10', 2, 0, ?, ?, ?)",
             )
             .bind(index)
             .bind(status)
             .bind(account)
+            .bind(REVOKER)
             .bind(tx)
             .bind(grant)
             .execute(&pool)
@@ -683,7 +703,7 @@ mod tests {
         assert_eq!(
             (
                 first.agent_index,
-                first.account.as_str(),
+                first.account,
                 first.status,
                 first.tx_hash.as_deref(),
                 first.grant_json.as_deref(),
@@ -691,7 +711,7 @@ mod tests {
             ),
             (
                 0,
-                "0xaaa",
+                addr(A),
                 SessionStatus::Active,
                 Some("0xt0"),
                 Some(r#"{"gasCap":"5"}"#),
@@ -700,14 +720,10 @@ mod tests {
         );
         assert_eq!(first.targets.as_deref(), Some(r#"["0x11"]"#));
         assert_eq!(
-            (
-                first.spend_cap.as_deref(),
-                first.valid_after,
-                first.valid_until
-            ),
-            (Some("10"), Some(2), Some(0))
+            (first.spend_cap, first.valid_after, first.valid_until),
+            (Some(U256::from(10)), Some(2), Some(0))
         );
-        assert_eq!(first.revoker.as_deref(), Some("0x44"));
+        assert_eq!(first.revoker, Some(addr(REVOKER)));
         // A revoked agent's session too: the next revocation settles it on chain.
         assert_eq!(
             (rows[1].agent_index, rows[1].status),

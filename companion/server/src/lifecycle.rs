@@ -509,7 +509,7 @@ pub(crate) async fn after_send_error(
 async fn agent_revocation(
     s: &AppState,
     intent: &Intent,
-) -> Result<Option<(Option<i64>, Option<String>)>, ApiError> {
+) -> Result<Option<(Option<i64>, Option<Address>)>, ApiError> {
     let (Some(wallet), Some(index)) = (
         intent.wallet_id.as_deref(),
         intent.agent_index.and_then(|i| u32::try_from(i).ok()),
@@ -532,7 +532,7 @@ async fn revoked_agent(
     intent: &Intent,
     op: &UserOperation,
     hash: B256,
-    (revoked_at, agent_address): (Option<i64>, Option<String>),
+    (revoked_at, agent_address): (Option<i64>, Option<Address>),
     chain_nonce: Option<U256>,
     now: i64,
 ) -> Result<(), ApiError> {
@@ -545,10 +545,7 @@ async fn revoked_agent(
         }
     };
     let session_active = if holding.held {
-        let agent = agent_address
-            .as_deref()
-            .and_then(|a| a.parse::<Address>().ok());
-        match agent {
+        match agent_address {
             Some(agent) => match chain.client.read_session(op.sender, agent, &[]).await {
                 Ok(snapshot) => Some(snapshot.session.active),
                 Err(e) => {

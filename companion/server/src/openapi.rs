@@ -112,6 +112,7 @@ fn shared_response(status: u16) -> utoipa::openapi::Response {
         sessions::agent_sessions,
         intents::submit_intent,
         intents::get_intent,
+        crate::routes::agent_session::get_agent_session,
         operator::operator,
         agent::list_agent_keys,
         intents::list_agent_intents,
@@ -122,6 +123,7 @@ fn shared_response(status: u16) -> utoipa::openapi::Response {
     components(schemas(
         crate::error::ErrorBody,
         crate::error::ErrorCode,
+        crate::routes::agent_session::AgentSessionResponse,
         crate::webauthn::CeremonyResponse,
         crate::webauthn::Purpose,
     )),
@@ -174,6 +176,7 @@ mod tests {
         ("/kms/operator", &[200]),
         ("/agent/intents", &[202, 400, 401, 403, 404, 422, 502]),
         ("/agent/intents/{userOpHash}", &[200, 400, 401, 404]),
+        ("/agent/session", &[200, 400, 401, 403, 502]),
         ("/health", &[200]),
         ("/metrics", &[200]),
         ("/openapi.json", &[200]),

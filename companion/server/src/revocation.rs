@@ -226,7 +226,7 @@ impl AccountOutcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccountRevocation {
     /// The smart account (`0x` lowercase).
-    pub account: String,
+    pub account: Address,
     /// What became of it.
     pub outcome: AccountOutcome,
     /// The session rows it closed (or marked `revoke_failed`).
@@ -522,14 +522,14 @@ async fn tee_layer<T: TaAccess>(
 
 /// The accounts to revoke on: those of live sessions (most recently activated first), then
 /// those of pending grants not among them. `(account, live rows, pending grant only)`.
-fn targets(sessions: &[AgentSession]) -> Vec<(String, Vec<i64>, bool)> {
+fn targets(sessions: &[AgentSession]) -> Vec<(Address, Vec<i64>, bool)> {
     let mut live: Vec<&AgentSession> = sessions.iter().filter(|s| s.status.is_live()).collect();
     live.sort_by_key(|s| std::cmp::Reverse((s.activated_at, s.id)));
-    let mut out: Vec<(String, Vec<i64>, bool)> = Vec::new();
+    let mut out: Vec<(Address, Vec<i64>, bool)> = Vec::new();
     for s in live {
         match out.iter_mut().find(|(a, _, _)| *a == s.account) {
             Some((_, ids, _)) => ids.push(s.id),
-            None => out.push((s.account.clone(), vec![s.id], false)),
+            None => out.push((s.account, vec![s.id], false)),
         }
     }
     for s in sessions
@@ -537,7 +537,7 @@ fn targets(sessions: &[AgentSession]) -> Vec<(String, Vec<i64>, bool)> {
         .filter(|s| s.status == SessionStatus::Pending)
     {
         if !out.iter().any(|(a, _, _)| *a == s.account) {
-            out.push((s.account.clone(), Vec::new(), true));
+            out.push((s.account, Vec::new(), true));
         }
     }
     out
@@ -583,10 +583,7 @@ async fn chain_layer<C: ChainAccess>(
             Vec::new(),
         );
     }
-    let agent = row
-        .agent_address
-        .as_deref()
-        .and_then(|a| a.parse::<Address>().ok());
+    let agent = row.agent_address;
     let side = match agent {
         None => Err(RevokeFailure::BadRecord),
         Some(agent) => chain.open().await.map(|side| (side, agent)),
@@ -594,7 +591,7 @@ async fn chain_layer<C: ChainAccess>(
     let mut accounts = Vec::new();
     for (account, live, pending_grant) in targets {
         let outcome = match &side {
-            Ok((side, agent)) => revoke_account(db, side, *agent, &account, &live).await,
+            Ok((side, agent)) => revoke_account(db, side, *agent, account, &live).await,
             Err(f) => {
                 record_failure(db, &live, f).await;
                 AccountOutcome::Failed(f.clone())
@@ -627,7 +624,7 @@ fn summary(accounts: &[AccountRevocation]) -> Layer {
     }
     let text = accounts
         .iter()
-        .map(|a| format!("{}: {}", a.account, describe(&a.outcome)))
+        .map(|a| format!("{:#x}: {}", a.account, describe(&a.outcome)))
         .collect::<Vec<_>>()
         .join("; ");
     if accounts.is_empty() {
@@ -672,20 +669,12 @@ pub async fn revoke_account(
     db: &Db,
     side: &ChainSide,
     agent: Address,
-    account: &str,
+    account: Address,
     live: &[i64],
 ) -> AccountOutcome {
-    let Ok(account_addr) = account.parse::<Address>() else {
-        let f = RevokeFailure::Chain {
-            message: format!("the recorded session account {account:?} is not an address"),
-            node: false,
-        };
-        record_failure(db, live, &f).await;
-        return AccountOutcome::Failed(f);
-    };
     let outcome = match side
         .node
-        .revoke_session(&side.operator, account_addr, agent, side.timeout)
+        .revoke_session(&side.operator, account, agent, side.timeout)
         .await
     {
         Ok(RevokeOutcome::Revoked {
@@ -729,7 +718,7 @@ mod tests {
 
     fn session(
         id: i64,
-        account: &str,
+        account: u8,
         status: SessionStatus,
         activated: Option<i64>,
     ) -> AgentSession {
@@ -737,7 +726,7 @@ mod tests {
             id,
             wallet_id: "w".into(),
             agent_index: 0,
-            account: account.into(),
+            account: Address::repeat_byte(account),
             status,
             grant_json: None,
             targets: None,
@@ -768,29 +757,29 @@ mod tests {
     fn every_live_account_once_then_pending_grants() {
         use SessionStatus::*;
         let rows = [
-            session(6, "0xc", Pending, None),
-            session(5, "0xa", Pending, None),
-            session(4, "0xb", Failed, None),
-            session(3, "0xb", RevokeFailed, Some(20)),
-            session(2, "0xa", Active, Some(30)),
-            session(1, "0xd", Revoked, Some(5)),
-            session(0, "0xe", Superseded, Some(1)),
+            session(6, 0xc, Pending, None),
+            session(5, 0xa, Pending, None),
+            session(4, 0xb, Failed, None),
+            session(3, 0xb, RevokeFailed, Some(20)),
+            session(2, 0xa, Active, Some(30)),
+            session(1, 0xd, Revoked, Some(5)),
+            session(0, 0xe, Superseded, Some(1)),
         ];
         assert_eq!(
             targets(&rows),
             [
-                ("0xa".to_owned(), vec![2], false),
-                ("0xb".to_owned(), vec![3], false),
-                ("0xc".to_owned(), vec![], true),
+                (Address::repeat_byte(0xa), vec![2], false),
+                (Address::repeat_byte(0xb), vec![3], false),
+                (Address::repeat_byte(0xc), vec![], true),
             ]
         );
-        assert!(targets(&[session(1, "0xb", Failed, None)]).is_empty());
+        assert!(targets(&[session(1, 0xb, Failed, None)]).is_empty());
     }
 
     #[test]
     fn the_chain_layer_reports_the_first_failure() {
-        let acc = |account: &str, outcome| AccountRevocation {
-            account: account.into(),
+        let acc = |account: u8, outcome| AccountRevocation {
+            account: Address::repeat_byte(account),
             outcome,
             sessions: vec![1],
             pending_grant: false,
@@ -801,22 +790,31 @@ mod tests {
         };
         assert!(matches!(summary(&[]), Layer::AlreadyDone(_)));
         match summary(&[
-            acc("0xa", revoked.clone()),
-            acc("0xb", AccountOutcome::NotOnChain),
+            acc(0xa, revoked.clone()),
+            acc(0xb, AccountOutcome::NotOnChain),
         ]) {
             Layer::Revoked(text) => {
-                assert!(text.contains("0xa: revokeSession tx"), "{text}");
-                assert!(text.contains("0xb: no session on chain"), "{text}");
+                assert!(
+                    text.contains(&format!("{:#x}: revokeSession tx", Address::repeat_byte(0xa))),
+                    "{text}"
+                );
+                assert!(
+                    text.contains(&format!(
+                        "{:#x}: no session on chain",
+                        Address::repeat_byte(0xb)
+                    )),
+                    "{text}"
+                );
             }
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            summary(&[acc("0xa", AccountOutcome::AlreadyRevoked)]),
+            summary(&[acc(0xa, AccountOutcome::AlreadyRevoked)]),
             Layer::AlreadyDone(_)
         ));
         let failed = AccountOutcome::Failed(RevokeFailure::OperatorMissing);
         assert_eq!(
-            summary(&[acc("0xa", revoked), acc("0xb", failed)]),
+            summary(&[acc(0xa, revoked), acc(0xb, failed)]),
             Layer::Failed(RevokeFailure::OperatorMissing)
         );
     }

@@ -30,8 +30,8 @@ pub struct CachedCredential {
     pub hash: String,
     /// Expiry (unix seconds).
     pub expires_at: i64,
-    /// Agent address (`0x` lowercase).
-    pub agent_address: String,
+    /// Agent address.
+    pub agent_address: alloy::primitives::Address,
     /// The current credential's generation.
     pub generation: u32,
     /// When it was read from the database.

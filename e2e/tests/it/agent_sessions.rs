@@ -371,9 +371,9 @@ async fn grants_that_revert_or_are_never_included_never_become_sessions() {
         .insert_session(&kms_db::NewSession {
             wallet_id: wallet,
             agent_index: index.parse().unwrap(),
-            account: late_op["account"].as_str().unwrap(),
+            account: late_op["account"].as_str().unwrap().parse().unwrap(),
             targets_json: "[]",
-            spend_cap: "1",
+            spend_cap: alloy::primitives::U256::from(1),
             valid_after: 0,
             valid_until: 0,
             revoker: None,

@@ -304,7 +304,7 @@ async fn idempotency_key_returns_the_first_result() {
     // The intent is recorded with its idempotency key.
     let stored = db.get_intent(hash).await.unwrap().unwrap();
     assert_eq!(stored.idempotency_key.as_deref(), Some("pay-42"));
-    assert_eq!(stored.status, "included");
+    assert_eq!(stored.status, kms_db::IntentStatus::Included);
 }
 
 /// Status reads have a per-agent limit of their own: an agent polling past it gets 429 on reads
@@ -793,15 +793,14 @@ async fn an_account_of_an_earlier_validator_is_refused_with_the_reason() {
     assert!(f.env.client.has_code(account).await.unwrap());
     // The companion's record says the agent's session is on that account.
     let (wallet, index) = agent.key_id.split_once(':').unwrap();
-    let account_str = account.to_string().to_ascii_lowercase();
     let db = &f.c.server().state.db;
     let id = db
         .insert_session(&kms_db::NewSession {
             wallet_id: wallet,
             agent_index: index.parse().unwrap(),
-            account: &account_str,
+            account,
             targets_json: "[]",
-            spend_cap: "1",
+            spend_cap: U256::from(1),
             valid_after: 0,
             valid_until: 0,
             revoker: None,

@@ -140,11 +140,11 @@ async fn already_known_on_resubmission_ends_included() {
     );
     let (status, body) = f.c.intent(&agent, transfer(to, "0.1"), None).await.unwrap();
     let hash = kept_open(status, &body, "bundler_unreachable");
-    assert_eq!(stored(&f, &hash).await.status, "signed");
+    assert_eq!(stored(&f, &hash).await.status, IntentStatus::Signed);
 
     let done = settled(&f, &hash).await;
     assert_eq!(
-        (done.status.as_str(), done.status_reason.as_deref()),
+        (done.status.as_str(), done.status_reason.map(|r| r.as_str())),
         ("included", Some("receipt")),
         "{done:?}"
     );
@@ -224,7 +224,7 @@ async fn aa25_on_resubmission_is_looked_up_on_chain_and_ends_included() {
     proxy.clear_script(RECEIPT);
     proxy.clear_script(STATUS);
     assert_eq!(
-        (done.status.as_str(), done.status_reason.as_deref()),
+        (done.status.as_str(), done.status_reason.map(|r| r.as_str())),
         ("included", Some("entry_point_event")),
         "{done:?}"
     );
@@ -277,7 +277,7 @@ async fn an_unusable_first_answer_is_not_failed() {
         let hash = kept_open(status, &body, "bundler_answer_unusable");
         let done = settled(&f, &hash).await;
         assert_eq!(
-            (done.status.as_str(), done.status_reason.as_deref()),
+            (done.status.as_str(), done.status_reason.map(|r| r.as_str())),
             ("included", Some("receipt")),
             "answer {i}: {done:?}"
         );
@@ -307,14 +307,14 @@ async fn orphans_never_starve_fresh_intents_and_are_settled_with_evidence() {
         key_id: agent.key_id.clone(),
         wallet_id: first_row.wallet_id.clone(),
         agent_index: first_row.agent_index.map(|i| i as u32),
-        account: Some(account.to_string().to_ascii_lowercase()),
+        account: Some(account),
         status: IntentStatus::Pending,
         chain_id: first_row.chain_id,
-        entry_point: first_row.entry_point.clone(),
+        entry_point: first_row.entry_point,
         calls_json: first_row.calls_json.clone(),
         user_op_json: Some(op.to_string()),
-        nonce: op["nonce"].as_str().map(str::to_owned),
-        value_wei: Some("1".into()),
+        nonce: op["nonce"].as_str().map(|n| n.parse().unwrap()),
+        value_wei: Some(U256::from(1)),
         max_gas_cost_wei: None,
         token_amounts_json: None,
         idempotency_key: None,
@@ -344,14 +344,14 @@ async fn orphans_never_starve_fresh_intents_and_are_settled_with_evidence() {
     // A fresh intent settles through the background task alone, orphans or not.
     let fresh = f.submit(&agent, transfer(to, "0.02")).await;
     let done = settled(&f, &fresh).await;
-    assert_eq!(done.status, "included", "{done:?}");
+    assert_eq!(done.status, IntentStatus::Included, "{done:?}");
     assert_eq!(f.env.balance(to).await.unwrap(), eth("0.03"));
 
     // And every orphan is settled, with its evidence; none counts as in flight any more.
     for hash in &passed {
         let i = settled(&f, hash).await;
         assert_eq!(
-            (i.status.as_str(), i.status_reason.as_deref()),
+            (i.status.as_str(), i.status_reason.map(|r| r.as_str())),
             ("replaced", Some("nonce_passed")),
             "{i:?}"
         );
@@ -363,7 +363,7 @@ async fn orphans_never_starve_fresh_intents_and_are_settled_with_evidence() {
     for hash in &unseen {
         let i = settled(&f, hash).await;
         assert_eq!(
-            (i.status.as_str(), i.status_reason.as_deref()),
+            (i.status.as_str(), i.status_reason.map(|r| r.as_str())),
             ("failed", Some("bundler_rejected")),
             "{i:?}"
         );
@@ -394,7 +394,7 @@ async fn a_revoked_agents_signed_intent_is_cancelled_not_resubmitted() {
 
     let done = settled(&f, &hash).await;
     assert_eq!(
-        (done.status.as_str(), done.status_reason.as_deref()),
+        (done.status.as_str(), done.status_reason.map(|r| r.as_str())),
         ("cancelled", Some("agent_revoked")),
         "{done:?}"
     );

@@ -265,12 +265,16 @@ async fn list_and_revoke_agent_keys_db_only_and_idempotent() {
                 .insert_session(&kms_db::NewSession {
                     wallet_id: &wallet,
                     agent_index: 1,
-                    account,
+                    account: account.parse().unwrap(),
                     targets_json: "[\"0x3333333333333333333333333333333333333333\"]",
-                    spend_cap: "1500000000000000000",
+                    spend_cap: "1500000000000000000".parse().unwrap(),
                     valid_after: 1_700_000_000,
                     valid_until: 1_900_000_000,
-                    revoker: Some("0x4444444444444444444444444444444444444444"),
+                    revoker: Some(
+                        "0x4444444444444444444444444444444444444444"
+                            .parse()
+                            .unwrap(),
+                    ),
                     grant_json: grant_json.as_deref(),
                     user_op_hash: None,
                     user_op_json: None,
@@ -475,7 +479,7 @@ async fn list_and_revoke_agent_keys_db_only_and_idempotent() {
         .unwrap()
         .into_iter()
         .filter(|s| s.status.is_live())
-        .map(|s| (s.account, s.status))
+        .map(|s| (format!("{:#x}", s.account), s.status))
         .collect();
     assert_eq!(
         live,

@@ -128,7 +128,7 @@ impl From<&AccountRevocation> for OnChainRevocation {
     fn from(a: &AccountRevocation) -> Self {
         OnChainRevocation {
             status: a.outcome.status().to_owned(),
-            account: checksum_str(&a.account),
+            account: a.account.to_checksum(None),
             transaction_hash: a.outcome.tx_hash().map(|h| format!("{h:#x}")),
             error: a.outcome.failure().map(|f| f.to_string()),
             pending_grant: a.pending_grant,
@@ -507,7 +507,7 @@ pub fn listed_session(a: &AgentSession) -> ListedSession {
         .and_then(|g| serde_json::from_str::<SessionGrant>(g).ok());
     ListedSession {
         status: a.status.as_str().to_owned(),
-        account: checksum_str(&a.account),
+        account: a.account.to_checksum(None),
         targets: a
             .targets
             .as_deref()
@@ -535,7 +535,7 @@ pub fn listed_session(a: &AgentSession) -> ListedSession {
                 })
                 .collect()
         }),
-        spend_cap: a.spend_cap.clone(),
+        spend_cap: a.spend_cap.map(|c| c.to_string()),
         gas_cap: grant.as_ref().map(|g| g.gas_cap.to_string()),
         paymaster: grant
             .as_ref()
@@ -546,7 +546,7 @@ pub fn listed_session(a: &AgentSession) -> ListedSession {
         period_cap: grant.as_ref().map(|g| g.period_cap.to_string()),
         valid_after: a.valid_after,
         valid_until: a.valid_until,
-        revoker: a.revoker.as_deref().map(checksum_str),
+        revoker: a.revoker.map(|r| r.to_checksum(None)),
         transaction_hash: a.tx_hash.clone(),
         user_op_hash: a.user_op_hash.clone(),
         error: a.error.clone(),
@@ -582,7 +582,7 @@ fn listed(a: AgentKey, sessions: &[AgentSession]) -> ListedAgentKey {
         derivation_path: kms_proto::HdPath::agent(a.agent_index).to_string(),
         label: a.label,
         status: a.status.as_str().to_owned(),
-        agent_address: a.agent_address.as_deref().map(checksum_str),
+        agent_address: a.agent_address.map(|a| a.to_checksum(None)),
         public_key: a.public_key.map(|p| {
             if p.starts_with("0x") {
                 p

@@ -9,6 +9,7 @@
 //! | `/kms/agent-sessions` | [`sessions`] |
 //! | `/kms/operator` | [`operator`] |
 //! | `/agent/intents`, `/agent/intents/{userOpHash}`, `/kms/list-agent-intents` | [`intents`] |
+//! | `/agent/session` | [`agent_session`] |
 //! | `/health` | [`health`] |
 //! | `/metrics` | [`metrics`] |
 //! | `/openapi.json` | [`openapi`] |
@@ -17,6 +18,7 @@
 //! Unknown paths and methods get JSON answers ([`not_found`], [`method_not_allowed`]).
 
 pub mod agent;
+pub mod agent_session;
 pub mod ceremony;
 pub mod health;
 pub mod intents;

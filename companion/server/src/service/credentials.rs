@@ -151,11 +151,11 @@ pub fn credential_hash(jwt: &str) -> String {
 fn activation<'a>(
     c: &'a AgentCredential,
     hash: &'a str,
-    addr: &'a AddrStrings,
+    public_key: &'a str,
 ) -> AgentActivation<'a> {
     AgentActivation {
-        agent_address: &addr.address,
-        public_key: &addr.public_key,
+        agent_address: Address::from(c.address),
+        public_key,
         credential_hash: hash,
         kid: &c.kid,
         generation: c.generation,
@@ -165,19 +165,9 @@ fn activation<'a>(
     }
 }
 
-/// The stored spellings of a credential's key (`0x` lowercase).
-struct AddrStrings {
-    address: String,
-    public_key: String,
-}
-
-impl AddrStrings {
-    fn of(c: &AgentCredential) -> Self {
-        AddrStrings {
-            address: format!("0x{}", hex::encode(c.address)),
-            public_key: format!("0x{}", hex::encode(&c.public_key)),
-        }
-    }
+/// The stored spelling of a credential's public key (`0x` hex).
+fn public_key_hex(c: &AgentCredential) -> String {
+    format!("0x{}", hex::encode(&c.public_key))
 }
 
 /// Why a presented credential that is not the agent's current one is refused: one of an earlier
@@ -188,9 +178,10 @@ impl AddrStrings {
 fn not_current(
     claims: &AgentClaims,
     current_generation: u32,
-    agent_address: &str,
+    agent_address: Address,
 ) -> CredentialError {
-    if claims.gen < current_generation && claims.agent_address.eq_ignore_ascii_case(agent_address) {
+    let same_key = claims.agent_address.parse::<Address>().ok() == Some(agent_address);
+    if claims.gen < current_generation && same_key {
         CredentialError::Superseded
     } else {
         CredentialError::Invalid
@@ -248,7 +239,7 @@ impl<'a> AgentCredentials<'a> {
             return Err(not_current(
                 &presented.claims,
                 current.generation,
-                &current.agent_address,
+                current.agent_address,
             ));
         }
         let now = kms_db::now_secs();
@@ -273,10 +264,7 @@ impl<'a> AgentCredentials<'a> {
             None => presented.agent()?,
         };
         let c = self.check(wallet, index, presented).await?;
-        let agent_address = c
-            .agent_address
-            .parse()
-            .map_err(|_| DbError::Invalid(format!("agent address {:?}", c.agent_address)))?;
+        let agent_address = c.agent_address;
         Ok(AgentAuth {
             key_id: kms_proto::jwt::key_id(&wallet, index),
             wallet,
@@ -313,8 +301,8 @@ impl<'a> AgentCredentials<'a> {
         {
             Ok(c) => {
                 let hash = credential_hash(&c.to_jwt());
-                let strings = AddrStrings::of(&c);
-                s.db.activate_agent(&wallet, index, &activation(&c, &hash, &strings))
+                let public_key = public_key_hex(&c);
+                s.db.activate_agent(&wallet, index, &activation(&c, &hash, &public_key))
                     .await?;
                 Ok(c)
             }
@@ -348,7 +336,7 @@ impl<'a> AgentCredentials<'a> {
             let (Some(stored), Some(generation), Some(address)) = (
                 row.credential_hash.as_deref(),
                 row.generation,
-                row.agent_address.as_deref(),
+                row.agent_address,
             ) else {
                 // No credential was ever issued: none can be presented.
                 return Err(CredentialError::Invalid);
@@ -376,10 +364,14 @@ impl<'a> AgentCredentials<'a> {
             })
             .await?;
         let hash = credential_hash(&c.to_jwt());
-        let strings = AddrStrings::of(&c);
+        let public_key = public_key_hex(&c);
         let wallet = body.wallet_id.to_uuid_string();
-        s.db.refresh_agent(&wallet, body.agent_index, &activation(&c, &hash, &strings))
-            .await?;
+        s.db.refresh_agent(
+            &wallet,
+            body.agent_index,
+            &activation(&c, &hash, &public_key),
+        )
+        .await?;
         s.credentials
             .invalidate(&kms_proto::jwt::key_id(&body.wallet_id, body.agent_index));
         Ok(c)
@@ -413,7 +405,7 @@ impl<'a> AgentCredentials<'a> {
 /// failure to record it is logged by the writer).
 pub async fn audit_account_revocation(s: &AppState, key_id: &str, a: &AccountRevocation) {
     let detail = format!(
-        "account={} status={} {}",
+        "account={:#x} status={} {}",
         a.account,
         a.outcome.status(),
         crate::revocation::describe(&a.outcome)

@@ -412,14 +412,7 @@ impl<'a> IntentPipeline<'a> {
             .db
             .active_sessions_of_agent(&auth.wallet.to_uuid_string(), auth.index)
             .await?;
-        let accounts = active
-            .iter()
-            .map(|a| {
-                a.account
-                    .parse::<Address>()
-                    .map_err(|_| DbError::Invalid(format!("session account {:?}", a.account)))
-            })
-            .collect::<Result<Vec<Address>, DbError>>()?;
+        let accounts: Vec<Address> = active.iter().map(|a| a.account).collect();
         match requested {
             None => accounts.first().copied(),
             Some(account) => accounts.contains(&account).then_some(account),

@@ -92,10 +92,12 @@ pub async fn plan(s: &AppState, r: &AgentSessionRequest) -> Result<GrantPlan, Ap
             ))
         }
     }
-    let agent_address = Address::from(hex_fixed::<20>(
-        "agent address",
-        agent.agent_address.as_deref().unwrap_or_default(),
-    )?);
+    // An active agent has its address (activation records it): a row without one is corrupt.
+    let agent_address = agent.agent_address.ok_or_else(|| {
+        ApiError::from(kms_db::DbError::Invalid(format!(
+            "active agent {key_id} has no address"
+        )))
+    })?;
     let wallet =
         s.db.get_wallet(&wallet_str)
             .await?
@@ -384,10 +386,7 @@ pub async fn grant(
     let grant_json = serde_json::to_string(g).map_err(|e| ApiError::internal(e.to_string()))?;
     let op_json =
         serde_json::to_string(&op.to_rpc()).map_err(|e| ApiError::internal(e.to_string()))?;
-    let account_str = account.to_string().to_ascii_lowercase();
     let hash_str = format!("{:#x}", stored.user_op_hash);
-    let spend_cap = g.spend_cap.to_string();
-    let revoker = g.revoker.to_string();
     // Recorded `pending` before it leaves: a grant is one of the agent's sessions only once
     // it is included (below, or the background task), and one that never is replaces
     // nothing.
@@ -395,12 +394,12 @@ pub async fn grant(
         s.db.insert_session(&NewSession {
             wallet_id: &wallet_str,
             agent_index: plan.agent_index,
-            account: &account_str,
+            account,
             targets_json: &targets_json,
-            spend_cap: &spend_cap,
+            spend_cap: U256::from(g.spend_cap),
             valid_after: i64::try_from(g.valid_after).unwrap_or(i64::MAX),
             valid_until: i64::try_from(g.valid_until).unwrap_or(i64::MAX),
-            revoker: Some(&revoker),
+            revoker: Some(g.revoker),
             grant_json: Some(&grant_json),
             user_op_hash: Some(&hash_str),
             user_op_json: Some(&op_json),
@@ -508,13 +507,10 @@ async fn activated(s: &AppState, session_id: i64, tx: &str) -> Result<(), ApiErr
         "a grant was included after its agent was revoked: revoking the session on chain");
     let outcome = match (
         crate::revocation::ChainAccess::open(&CompanionChain(s)).await,
-        agent
-            .agent_address
-            .as_deref()
-            .and_then(|a| a.parse::<Address>().ok()),
+        agent.agent_address,
     ) {
         (Ok(side), Some(key)) => {
-            revoke_account(&s.db, &side, key, &session.account, &[session.id]).await
+            revoke_account(&s.db, &side, key, session.account, &[session.id]).await
         }
         (Err(f), _) => AccountOutcome::Failed(f),
         (_, None) => AccountOutcome::Failed(crate::revocation::RevokeFailure::BadRecord),
@@ -527,7 +523,7 @@ async fn activated(s: &AppState, session_id: i64, tx: &str) -> Result<(), ApiErr
             "the session of a revoked agent could not be revoked on chain: revoke the agent again");
     }
     let revocation = AccountRevocation {
-        account: session.account.clone(),
+        account: session.account,
         outcome,
         sessions: vec![session.id],
         pending_grant: false,

@@ -507,9 +507,9 @@ async fn revocation_reports_every_account_of_the_agent() {
             .insert_session(&kms_db::NewSession {
                 wallet_id: &wallet,
                 agent_index: 0,
-                account,
+                account: account.parse().unwrap(),
                 targets_json: "[]",
-                spend_cap: "1",
+                spend_cap: "1".parse().unwrap(),
                 valid_after: 0,
                 valid_until: 0,
                 revoker: None,

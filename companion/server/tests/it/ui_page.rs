@@ -193,12 +193,18 @@ async fn listed_sessions_carry_the_whole_grant_when_recorded() {
             .insert_session(&kms_db::NewSession {
                 wallet_id: wallet,
                 agent_index: index,
-                account: "0x8888888888888888888888888888888888888888",
+                account: "0x8888888888888888888888888888888888888888"
+                    .parse()
+                    .unwrap(),
                 targets_json: targets,
-                spend_cap: "500000000000000000",
+                spend_cap: "500000000000000000".parse().unwrap(),
                 valid_after: 1_700_000_000,
                 valid_until: 1_900_000_000,
-                revoker: Some("0x7777777777777777777777777777777777777777"),
+                revoker: Some(
+                    "0x7777777777777777777777777777777777777777"
+                        .parse()
+                        .unwrap(),
+                ),
                 grant_json: grant,
                 user_op_hash: None,
                 user_op_json: None,
@@ -377,9 +383,9 @@ async fn every_session_of_an_agent_is_listed_with_its_status() {
     let grant = |account: &'static str, op: &'static str| kms_db::NewSession {
         wallet_id: &wallet_id,
         agent_index: 0,
-        account,
+        account: account.parse().unwrap(),
         targets_json: r#"["0x2222222222222222222222222222222222222222"]"#,
-        spend_cap: "1",
+        spend_cap: "1".parse().unwrap(),
         valid_after: 0,
         valid_until: 0,
         revoker: None,

@@ -5,8 +5,9 @@
 #
 # 1. installs what is missing: Node.js >= 20 and the npm packages of clients/viem/package-lock.json
 #    (`npm ci`, skipped when node_modules matches the lock file);
-# 2. type-checks the package (tsc) and runs the unit tests (vitest, test/unit: nonce keys, the
-#    stub signature, callData, userOpHash vectors of the Rust implementation);
+# 2. type-checks the package (tsc), builds dist/ and loads it in Node.js, and runs the unit tests
+#    (vitest, test/unit: nonce keys, the stub signature, callData, userOpHash vectors of the Rust
+#    implementation);
 # 3. builds ta-sim and the demo (cargo, --locked; honours CARGO_TARGET_DIR);
 # 4. runs the demo (./run.sh's binary) in the background with a temporary state directory: anvil +
 #    the canonical EntryPoints + contracts, Alto, ta-sim and the companion on free 127.0.0.1 ports,
@@ -32,7 +33,7 @@ for arg in "$@"; do
   case "$arg" in
     --unit-only) UNIT_ONLY=1 ;;
     --install-only) INSTALL_ONLY=1 ;;
-    -h|--help) sed -n '2,21p' "$HERE/run.sh" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$HERE/run.sh" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $arg (see --help)" ;;
   esac
 done
@@ -52,7 +53,16 @@ stamp="$HERE/node_modules/.kms-lock-sha256"
 [ "$INSTALL_ONLY" -eq 1 ] && exit 0
 
 stage "viem account: type check and unit tests"
-(cd "$HERE" && node_modules/.bin/tsc --noEmit && node_modules/.bin/vitest run test/unit)
+(
+  cd "$HERE"
+  node_modules/.bin/tsc --noEmit
+  # The build consumers import (dist/, ESM + declarations) loads in plain Node.js.
+  rm -rf dist
+  node_modules/.bin/tsc -p tsconfig.build.json
+  node --input-type=module -e 'const m = await import("./dist/index.js");
+    if (typeof m.toAgentSessionAccount !== "function") throw new Error("dist/ exports no toAgentSessionAccount")'
+  node_modules/.bin/vitest run test/unit
+)
 [ "$UNIT_ONLY" -eq 1 ] && exit 0
 
 stage "viem account: build ta-sim and the demo"

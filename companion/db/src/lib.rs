@@ -205,7 +205,7 @@ pub(crate) mod test_support {
             key_usage: "SIGN_VERIFY".into(),
             key_spec: "ECC_SECG_P256K1".into(),
             origin: "EXTERNAL_KMS".into(),
-            address: format!("0x{:0>40}", id.len()),
+            address: format!("0x{:0>40}", id.len()).parse().unwrap(),
             public_key: "02aa".into(),
             derivation_path: "m/44'/60'/0'/0/0".into(),
             rp_id: "localhost".into(),

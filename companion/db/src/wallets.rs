@@ -1,7 +1,11 @@
 //! Wallets, their passkey credential and derived addresses.
 
-use crate::{Db, Result};
+use alloy::primitives::Address;
+use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
+
+use crate::intents::{parse_address, stored_address};
+use crate::{Db, Result};
 
 /// A wallet to insert (with its passkey credential and owner address).
 #[derive(Clone, Debug)]
@@ -17,7 +21,7 @@ pub struct NewWallet {
     /// AWS-style key origin.
     pub origin: String,
     /// Owner address (`0x` lowercase hex).
-    pub address: String,
+    pub address: Address,
     /// Owner public key (SEC1 compressed hex).
     pub public_key: String,
     /// Owner derivation path.
@@ -37,7 +41,7 @@ pub struct NewWallet {
 }
 
 /// A wallet row.
-#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Wallet {
     /// Wallet UUID.
     pub key_id: String,
@@ -50,7 +54,7 @@ pub struct Wallet {
     /// Key origin.
     pub origin: String,
     /// Owner address.
-    pub address: String,
+    pub address: Address,
     /// Owner public key.
     pub public_key: String,
     /// Owner path.
@@ -85,10 +89,10 @@ pub struct PasskeyCredential {
 }
 
 /// An address derived for a wallet.
-#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WalletAddress {
     /// Address (`0x` lowercase).
-    pub address: String,
+    pub address: Address,
     /// Wallet UUID.
     pub wallet_id: String,
     /// Its path.
@@ -97,6 +101,47 @@ pub struct WalletAddress {
     pub public_key: String,
     /// Recorded.
     pub created_at: i64,
+}
+
+/// Column `col` of `row` as an address: one that does not parse is a decode error (a corrupt
+/// row), never a default.
+fn address_column(row: &SqliteRow, col: &str) -> sqlx::Result<Address> {
+    let v: String = row.try_get(col)?;
+    parse_address(col, &v).map_err(|e| sqlx::Error::ColumnDecode {
+        index: col.to_owned(),
+        source: Box::new(e),
+    })
+}
+
+impl<'r> sqlx::FromRow<'r, SqliteRow> for Wallet {
+    fn from_row(row: &'r SqliteRow) -> sqlx::Result<Self> {
+        Ok(Wallet {
+            key_id: row.try_get("key_id")?,
+            description: row.try_get("description")?,
+            key_usage: row.try_get("key_usage")?,
+            key_spec: row.try_get("key_spec")?,
+            origin: row.try_get("origin")?,
+            address: address_column(row, "address")?,
+            public_key: row.try_get("public_key")?,
+            derivation_path: row.try_get("derivation_path")?,
+            rp_id: row.try_get("rp_id")?,
+            status: row.try_get("status")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+impl<'r> sqlx::FromRow<'r, SqliteRow> for WalletAddress {
+    fn from_row(row: &'r SqliteRow) -> sqlx::Result<Self> {
+        Ok(WalletAddress {
+            address: address_column(row, "address")?,
+            wallet_id: row.try_get("wallet_id")?,
+            derivation_path: row.try_get("derivation_path")?,
+            public_key: row.try_get("public_key")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
 }
 
 const WALLET_COLS: &str = "key_id, description, key_usage, key_spec, origin, address, public_key, \
@@ -117,7 +162,7 @@ impl Db {
         .bind(&w.key_usage)
         .bind(&w.key_spec)
         .bind(&w.origin)
-        .bind(w.address.to_ascii_lowercase())
+        .bind(stored_address(&w.address))
         .bind(&w.public_key)
         .bind(&w.derivation_path)
         .bind(&w.rp_id)
@@ -142,7 +187,7 @@ impl Db {
             "INSERT OR REPLACE INTO wallet_addresses (address, wallet_id, derivation_path, \
              public_key, created_at) VALUES (?, ?, ?, ?, ?)",
         )
-        .bind(w.address.to_ascii_lowercase())
+        .bind(stored_address(&w.address))
         .bind(&w.key_id)
         .bind(&w.derivation_path)
         .bind(&w.public_key)
@@ -263,7 +308,7 @@ impl Db {
             "INSERT OR REPLACE INTO wallet_addresses (address, wallet_id, derivation_path, \
              public_key, created_at) VALUES (?, ?, ?, ?, ?)",
         )
-        .bind(a.address.to_ascii_lowercase())
+        .bind(stored_address(&a.address))
         .bind(&a.wallet_id)
         .bind(&a.derivation_path)
         .bind(&a.public_key)
@@ -273,13 +318,13 @@ impl Db {
         Ok(())
     }
 
-    /// Look up an address (case-insensitive).
-    pub async fn find_address(&self, address: &str) -> Result<Option<WalletAddress>> {
+    /// Look up an address.
+    pub async fn find_address(&self, address: Address) -> Result<Option<WalletAddress>> {
         Ok(sqlx::query_as::<_, WalletAddress>(
             "SELECT address, wallet_id, derivation_path, public_key, created_at \
              FROM wallet_addresses WHERE address = ?",
         )
-        .bind(address.to_ascii_lowercase())
+        .bind(stored_address(&address))
         .fetch_optional(&self.pool)
         .await?)
     }
@@ -323,15 +368,27 @@ mod tests {
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].key_id, "c");
         assert!(db.get_passkey("a").await.unwrap().is_some());
+        assert!(db.find_address(w.address).await.unwrap().is_some());
         assert!(db
-            .find_address(&w.address.to_uppercase().replace("0X", "0x"))
+            .find_address(alloy::primitives::Address::repeat_byte(0xee))
             .await
             .unwrap()
-            .is_some());
+            .is_none());
         assert!(db.delete_wallet("a").await.unwrap());
         assert!(!db.delete_wallet("a").await.unwrap());
         assert!(db.get_passkey("a").await.unwrap().is_none(), "cascade");
         assert_eq!(db.count_wallets().await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_address_is_an_error_not_a_default() {
+        let (_d, db) = temp_db().await;
+        wallet(&db, "a").await;
+        sqlx::query("UPDATE wallets SET address = 'not an address' WHERE key_id = 'a'")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        assert!(db.get_wallet("a").await.is_err());
     }
 
     #[tokio::test]

@@ -446,7 +446,7 @@ pub async fn resolve_signer(
     let bytes = hex_fixed::<20>("Address", a)?;
     let rec = state
         .db
-        .find_address(&crate::extract::hex0x(&bytes))
+        .find_address(alloy::primitives::Address::from(bytes))
         .await?
         .ok_or_else(|| ApiError::not_found(ErrorCode::KeyNotFound, "no key has this address"))?;
     let recorded = hd_path(&rec.derivation_path)?;

@@ -174,7 +174,7 @@ pub async fn complete_registration(
     Ok(Json(CompleteRegistrationResponse {
         key_id: w.key_id,
         credential_id,
-        address: crate::extract::checksum_str(&w.address),
+        address: w.address.to_checksum(None),
         public_key: w.public_key,
         derivation_path: w.derivation_path,
         status: "ready".into(),

@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use crate::audit::{AuditMode, Audited};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
-use crate::extract::{checksum, checksum_str, hex0x, JsonBody};
+use crate::extract::{checksum, hex0x, JsonBody};
 use crate::ops::{
     self, ChangePasskeyRequest, DeleteKeyRequest, DeriveAddressRequest, GetPublicKeyRequest,
     SignBody, SignHashRequest, SignRequest, CHANGE_PASSKEY_REGISTRATION,
@@ -75,7 +75,7 @@ pub fn key_metadata(w: &kms_db::Wallet, credential_id: Option<String>) -> KeyMet
         key_spec: w.key_spec.clone(),
         origin: w.origin.clone(),
         key_state: "Enabled".into(),
-        address: checksum_str(&w.address),
+        address: w.address.to_checksum(None),
         public_key: w.public_key.clone(),
         derivation_path: w.derivation_path.clone(),
         rp_id: w.rp_id.clone(),
@@ -278,7 +278,7 @@ pub async fn describe_key(
             .await?
             .into_iter()
             .map(|a| AddressEntry {
-                address: checksum_str(&a.address),
+                address: a.address.to_checksum(None),
                 derivation_path: a.derivation_path,
                 public_key: a.public_key,
             })
@@ -349,7 +349,7 @@ pub async fn get_public_key(
                 .ok_or_else(|| ApiError::not_found(ErrorCode::KeyNotFound, "key not found"))?;
         return Ok(Json(PublicKeyResponse {
             key_id: w.key_id,
-            address: checksum_str(&w.address),
+            address: w.address.to_checksum(None),
             public_key: w.public_key,
             derivation_path: w.derivation_path,
             key_usage: w.key_usage,
@@ -434,7 +434,7 @@ pub async fn derive_address(
         .detail(path.as_str());
     let info = s.audited(audit, AuditMode::Durable, res).await?;
     s.db.upsert_address(&WalletAddress {
-        address: hex0x(&info.address),
+        address: alloy::primitives::Address::from(info.address),
         wallet_id: key.clone(),
         derivation_path: info.path.to_string(),
         public_key: hex0x(&info.public_key),

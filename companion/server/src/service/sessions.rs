@@ -102,7 +102,7 @@ pub async fn plan(s: &AppState, r: &AgentSessionRequest) -> Result<GrantPlan, Ap
         s.db.get_wallet(&wallet_str)
             .await?
             .ok_or_else(|| ApiError::not_found(ErrorCode::KeyNotFound, "key not found"))?;
-    let owner = Address::from(hex_fixed::<20>("owner address", &wallet.address)?);
+    let owner = wallet.address;
     let salt = match &r.salt {
         Some(v) => U256::from_be_bytes(uint256("salt", v)?),
         None => U256::ZERO,

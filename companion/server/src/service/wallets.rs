@@ -84,7 +84,7 @@ impl Wallets<'_> {
             key_usage: pick(&r.key_usage, "KeyUsage", "SIGN_VERIFY"),
             key_spec: pick(&r.key_spec, "KeySpec", "ECC_SECG_P256K1"),
             origin: pick(&r.origin, "Origin", "EXTERNAL_KMS"),
-            address: hex0x(&created.owner.address),
+            address: created.owner.address.into(),
             public_key: hex0x(&created.owner.public_key),
             derivation_path: created.owner.path.to_string(),
             rp_id: s.config.rp_id.clone(),

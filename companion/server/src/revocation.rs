@@ -795,7 +795,10 @@ mod tests {
         ]) {
             Layer::Revoked(text) => {
                 assert!(
-                    text.contains(&format!("{:#x}: revokeSession tx", Address::repeat_byte(0xa))),
+                    text.contains(&format!(
+                        "{:#x}: revokeSession tx",
+                        Address::repeat_byte(0xa)
+                    )),
                     "{text}"
                 );
                 assert!(

@@ -22,6 +22,11 @@
 //! answering. A request that frames correctly but does not decode is
 //! answered by the TA with a typed error.
 
+/// What `ta-sim` prints on stderr, followed by a space and the socket path, once it listens
+/// (`ta-sim ready on <socket>`): the line its launchers (the companion's `--dev` mode, the test
+/// harnesses) wait for.
+pub const READY_LINE: &str = "ta-sim ready on";
+
 use alloc::vec::Vec;
 use std::io::{self, Read, Write};
 

@@ -69,7 +69,7 @@ pub async fn start_sim(
     let ready = tokio::time::timeout(Duration::from_secs(60), async {
         while let Ok(Some(line)) = lines.next_line().await {
             eprintln!("[ta-sim] {line}");
-            if line.contains("ready on") {
+            if line.starts_with(kms_proto::wire::READY_LINE) {
                 return true;
             }
         }

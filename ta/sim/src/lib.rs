@@ -88,7 +88,7 @@ pub const DEFAULT_SOCKET: &str = "ta.sock";
 
 /// What ta-sim prints on stderr, followed by a space and the socket path, once it listens
 /// (`ta-sim ready on <socket>`): the line its launchers wait for.
-pub const READY_LINE: &str = "ta-sim ready on";
+pub const READY_LINE: &str = kms_proto::wire::READY_LINE;
 
 /// Why ta-sim cannot start.
 #[derive(Debug, Error)]

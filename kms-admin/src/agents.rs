@@ -478,6 +478,8 @@ mod tests {
             wallet_id: "12345678-9abc-4def-8011-223344556677".into(),
             agent_index: index,
             account: account.parse().unwrap(),
+            account_kind: kms_db::AccountKind::AgentAccount,
+            lane: None,
             status,
             grant_json: None,
             targets: Some(format!("[\"{AGENT}\"]")),

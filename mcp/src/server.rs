@@ -33,8 +33,8 @@ pub const MAX_WAIT_SECS: u64 = 600;
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetSessionArgs {
-    /// The smart account whose session to read, when the agent has sessions on several
-    /// accounts (default: its most recently activated session).
+    /// The smart account whose session to read: required when the agent has sessions on
+    /// several accounts (default: its one session).
     #[schemars(example = "0x5FbDB2315678afecb367f032d93F642f64180aa3")]
     #[serde(default)]
     pub account: Option<String>,
@@ -72,7 +72,8 @@ pub struct SubmitIntentArgs {
     #[schemars(example = "invoice-2026-001")]
     #[serde(default)]
     pub idempotency_key: Option<String>,
-    /// The smart account to act from (default: the agent's most recently activated session).
+    /// The smart account to act from: required when the agent has sessions on several accounts
+    /// (default: the agent's one session).
     #[schemars(example = "0x5FbDB2315678afecb367f032d93F642f64180aa3")]
     #[serde(default)]
     pub account: Option<String>,
@@ -92,7 +93,8 @@ pub struct TransferNativeArgs {
     #[schemars(example = "rent-2026-11")]
     #[serde(default)]
     pub idempotency_key: Option<String>,
-    /// The smart account to pay from (default: the agent's most recently activated session).
+    /// The smart account to pay from: required when the agent has sessions on several accounts
+    /// (default: the agent's one session).
     #[schemars(example = "0x5FbDB2315678afecb367f032d93F642f64180aa3")]
     #[serde(default)]
     pub account: Option<String>,
@@ -116,7 +118,8 @@ pub struct TransferTokenArgs {
     #[schemars(example = "payout-42")]
     #[serde(default)]
     pub idempotency_key: Option<String>,
-    /// The smart account to pay from (default: the agent's most recently activated session).
+    /// The smart account to pay from: required when the agent has sessions on several accounts
+    /// (default: the agent's one session).
     #[schemars(example = "0x5FbDB2315678afecb367f032d93F642f64180aa3")]
     #[serde(default)]
     pub account: Option<String>,

@@ -43,7 +43,7 @@ pub use audit::{AuditAppender, AuditEvent, AuditRecord, AuditVerification, GENES
 pub use challenges::{Challenge, ChallengeKind, ChallengeRefusal, NewChallenge};
 pub use intents::{Intent, IntentChange, IntentReason, IntentStatus, NewIntent};
 pub use jwt_meta::{jwt_secret_meta_from_ta, JwtSecretMeta, JwtSecretState};
-pub use sessions::{AgentSession, NewSession, SessionStatus};
+pub use sessions::{AccountKind, AgentSession, NewSession, SessionStatus};
 pub use wallets::{NewWallet, PasskeyCredential, Wallet, WalletAddress};
 
 /// The embedded migrations.

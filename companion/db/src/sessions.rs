@@ -9,6 +9,9 @@
 //! already had an active session supersedes it (`superseded`): the validator keeps one session
 //! per agent and account. Revocation closes a session as `revoked` (with the operator's
 //! transaction) or `revoke_failed` (with the error).
+//!
+//! Each row records the kind of account the session is on ([`AccountKind`], migration 0007) and,
+//! on an ERC-7579 account, the agent's lane there ([`Db::set_session_lane`], once included).
 
 use alloy::primitives::{Address, U256};
 
@@ -70,6 +73,42 @@ impl std::fmt::Display for SessionStatus {
     }
 }
 
+/// The kind of account a session is on (`agent_sessions.account_kind`); the same names as
+/// `kms_chain::account::AccountKind`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum AccountKind {
+    /// The project's `AgentAccount` (every session recorded before migration 0007).
+    #[default]
+    AgentAccount,
+    /// A third-party ERC-7579 account with `SessionKeyValidator` as its validator module.
+    Erc7579,
+}
+
+impl AccountKind {
+    /// The stored string: `agent-account` or `erc7579`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountKind::AgentAccount => "agent-account",
+            AccountKind::Erc7579 => "erc7579",
+        }
+    }
+
+    /// The kind stored as `s`; anything else is a corrupt row.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "agent-account" => Ok(AccountKind::AgentAccount),
+            "erc7579" => Ok(AccountKind::Erc7579),
+            other => Err(DbError::Invalid(format!("session account kind {other:?}"))),
+        }
+    }
+}
+
+impl std::fmt::Display for AccountKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One session row.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AgentSession {
@@ -81,6 +120,10 @@ pub struct AgentSession {
     pub agent_index: u32,
     /// The owner's smart account.
     pub account: Address,
+    /// The account's kind, as detected at grant.
+    pub account_kind: AccountKind,
+    /// On an ERC-7579 account, the agent key's lane there (once the grant is included).
+    pub lane: Option<u16>,
     /// Status.
     pub status: SessionStatus,
     /// The whole grant (JSON of `kms_chain::session::SessionGrant`); `None` for sessions recorded
@@ -129,6 +172,8 @@ struct SessionRow {
     wallet_id: String,
     agent_index: i64,
     account: String,
+    account_kind: String,
+    lane: Option<i64>,
     status: String,
     grant_json: Option<String>,
     targets: Option<String>,
@@ -156,6 +201,16 @@ impl TryFrom<SessionRow> for AgentSession {
             agent_index: u32::try_from(r.agent_index)
                 .map_err(|_| DbError::Invalid(format!("index {}", r.agent_index)))?,
             account: parse_address("account", &r.account)?,
+            account_kind: AccountKind::parse(&r.account_kind)?,
+            lane: r
+                .lane
+                .map(|l| {
+                    u16::try_from(l)
+                        .ok()
+                        .filter(|l| *l != 0)
+                        .ok_or_else(|| DbError::Invalid(format!("session lane {l}")))
+                })
+                .transpose()?,
             status: SessionStatus::parse(&r.status)?,
             grant_json: r.grant_json,
             targets: r.targets,
@@ -182,7 +237,8 @@ impl TryFrom<SessionRow> for AgentSession {
     }
 }
 
-const SESSION_COLS: &str = "id, wallet_id, agent_index, account, status, grant_json, targets, \
+const SESSION_COLS: &str = "id, wallet_id, agent_index, account, account_kind, lane, status, \
+    grant_json, targets, \
     spend_cap, valid_after, valid_until, revoker, user_op_hash, user_op_json, tx_hash, error, \
     revoke_tx_hash, created_at, updated_at, activated_at, revoked_at";
 
@@ -195,6 +251,8 @@ pub struct NewSession<'a> {
     pub agent_index: u32,
     /// The smart account.
     pub account: Address,
+    /// The account's kind.
+    pub account_kind: AccountKind,
     /// The addresses the session may call (targets and tokens), JSON array.
     pub targets_json: &'a str,
     /// Native-value cap (wei).
@@ -220,14 +278,15 @@ impl Db {
     /// Returns its id.
     pub async fn insert_session(&self, s: &NewSession<'_>) -> Result<i64> {
         let (id,): (i64,) = sqlx::query_as(
-            "INSERT INTO agent_sessions (wallet_id, agent_index, account, status, grant_json, \
-             targets, spend_cap, valid_after, valid_until, revoker, user_op_hash, user_op_json, \
-             created_at, updated_at) \
-             VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO agent_sessions (wallet_id, agent_index, account, account_kind, status, \
+             grant_json, targets, spend_cap, valid_after, valid_until, revoker, user_op_hash, \
+             user_op_json, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(s.wallet_id)
         .bind(i64::from(s.agent_index))
         .bind(stored_address(&s.account))
+        .bind(s.account_kind.as_str())
         .bind(s.grant_json)
         .bind(s.targets_json)
         .bind(s.spend_cap.to_string())
@@ -340,6 +399,25 @@ impl Db {
         Ok(r.rows_affected() > 0)
     }
 
+    /// Records the lane the validator gave the agent key on the session's ERC-7579 account
+    /// (read once the grant is included). Lane 0 is never given: refused. Returns whether the row
+    /// exists.
+    pub async fn set_session_lane(&self, id: i64, lane: u16, now: i64) -> Result<bool> {
+        if lane == 0 {
+            return Err(DbError::Invalid("session lane 0".into()));
+        }
+        let r = sqlx::query(
+            "UPDATE agent_sessions SET lane = ?, updated_at = ? WHERE id = ? \
+             AND account_kind = 'erc7579'",
+        )
+        .bind(i64::from(lane))
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
     /// One session row.
     pub async fn get_session(&self, id: i64) -> Result<Option<AgentSession>> {
         let sql = format!("SELECT {SESSION_COLS} FROM agent_sessions WHERE id = ?");
@@ -444,6 +522,7 @@ mod tests {
             wallet_id: "w",
             agent_index: 0,
             account: addr(account),
+            account_kind: AccountKind::AgentAccount,
             targets_json: r#"["0x11"]"#,
             spend_cap: U256::from(10),
             valid_after: 1,
@@ -742,5 +821,76 @@ mod tests {
                 .any(|(c,)| c == "account" || c == "session_json"),
             "{columns:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_account_kind_and_lane_are_recorded_typed() {
+        let (_d, db) = temp_db().await;
+        wallet(&db, "w").await;
+        db.reserve_agent_index("w", "a", 1).await.unwrap();
+        let old = db.insert_session(&grant(A, "0x01", 2)).await.unwrap();
+        let s = db.get_session(old).await.unwrap().unwrap();
+        assert_eq!((s.account_kind, s.lane), (AccountKind::AgentAccount, None));
+        assert!(
+            !db.set_session_lane(old, 3, 3).await.unwrap(),
+            "an AgentAccount session has no lane"
+        );
+        let g = NewSession {
+            account_kind: AccountKind::Erc7579,
+            ..grant(B, "0x02", 4)
+        };
+        let id = db.insert_session(&g).await.unwrap();
+        assert_eq!(
+            db.get_session(id).await.unwrap().unwrap().account_kind,
+            AccountKind::Erc7579
+        );
+        assert!(
+            db.set_session_lane(id, 0, 5).await.is_err(),
+            "lane 0 is never given"
+        );
+        assert!(db.set_session_lane(id, 7, 5).await.unwrap());
+        let s = db.get_session(id).await.unwrap().unwrap();
+        assert_eq!((s.account_kind, s.lane), (AccountKind::Erc7579, Some(7)));
+        for k in [AccountKind::AgentAccount, AccountKind::Erc7579] {
+            assert_eq!(AccountKind::parse(k.as_str()).unwrap(), k);
+        }
+        // The column refuses other values; one written past the CHECK is a corrupt row.
+        assert!(
+            sqlx::query("UPDATE agent_sessions SET account_kind = 'safe' WHERE id = ?")
+                .bind(id)
+                .execute(&db.pool)
+                .await
+                .is_err()
+        );
+        let mut conn = db.pool.acquire().await.unwrap();
+        sqlx::query("PRAGMA ignore_check_constraints = ON")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE agent_sessions SET account_kind = 'safe' WHERE id = ?")
+            .bind(id)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        sqlx::query(
+            "UPDATE agent_sessions SET account_kind = 'erc7579', lane = 70000 WHERE id = ?",
+        )
+        .bind(old)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+        sqlx::query("PRAGMA ignore_check_constraints = OFF")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        drop(conn);
+        assert!(matches!(
+            db.get_session(id).await,
+            Err(DbError::Invalid(m)) if m.contains("account kind")
+        ));
+        assert!(matches!(
+            db.get_session(old).await,
+            Err(DbError::Invalid(m)) if m.contains("lane")
+        ));
     }
 }

@@ -7,7 +7,8 @@
 //! `session_not_yet_valid`, `session_revoked`, `no_session`) and details; any other verdict of the
 //! bundler on the operation is 422 `bundler_rejected` with the bundler's JSON-RPC code, `AAxx`
 //! code, message and decoded revert in `details`; an account without funds for gas is 422
-//! `account_unfunded`; a bundler or node that cannot be reached is 502; chain routes on a
+//! `account_unfunded`; an account that is not of the kind a step needs (not ERC-7579) is 422
+//! `unsupported_account`; a bundler or node that cannot be reached is 502; chain routes on a
 //! companion without chain settings are 503 `chain_not_configured`.
 
 use std::time::Duration;
@@ -15,7 +16,7 @@ use std::time::Duration;
 use alloy::primitives::{Address, B256};
 use axum::http::StatusCode;
 use kms_chain::bundler::BundlerError;
-use kms_chain::client::{ChainClient, ChainConfig, ChainError};
+use kms_chain::client::{ChainClient, ChainConfig, ChainError, Erc7579Error};
 use kms_chain::nonce::NonceTracker;
 use kms_chain::session::{Refusal, ValidityMargins};
 use kms_chain::userop::{EntryPoint, EntryPointVersion};
@@ -287,6 +288,23 @@ pub fn chain_error(e: ChainError, account: Option<Address>) -> ApiError {
         ChainError::NoCalls(_) => ApiError::unprocessable(ErrorCode::NoCalls, e.to_string()),
         ChainError::InvalidGrant(_) => ApiError::unprocessable(ErrorCode::InvalidSession, e.to_string()),
         ChainError::NoSession { account, key } => refusal(&Refusal::NoSession { account, key }),
+        // An ERC-7579 step the account cannot take (not a 7579 account, the module not installed,
+        // an AgentAccount factory deployment asked of one): refused before anything is signed.
+        ChainError::Erc7579(ref x) => {
+            let details = match x {
+                Erc7579Error::NotErc7579 { account, found } => {
+                    json!({"account": account, "found": found})
+                }
+                Erc7579Error::ModuleNotInstalled { account } => json!({"account": account}),
+                Erc7579Error::FactoryInit | Erc7579Error::Period(_) => json!({}),
+            };
+            ApiError::detailed(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::UnsupportedAccount,
+                e.to_string(),
+                details,
+            )
+        }
         ChainError::NotRevoker { .. } => ApiError::Conflict {
             code: ErrorCode::NotRevoker,
             message: e.to_string(),
@@ -412,6 +430,17 @@ mod tests {
         };
         assert_eq!(details["aaCode"], "AA25");
         assert_eq!(details["rpcCode"], -32602);
+        let not_7579 = chain_error(
+            ChainError::Erc7579(Erc7579Error::NotErc7579 {
+                account: Address::repeat_byte(1),
+                found: "agent-account",
+            }),
+            None,
+        );
+        assert_eq!(
+            (not_7579.status(), not_7579.code()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "unsupported_account")
+        );
         let down = BundlerError::Http {
             status: 503,
             body: String::new(),

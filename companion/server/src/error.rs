@@ -20,6 +20,9 @@ use utoipa::ToSchema;
 pub enum ErrorCode {
     /// A policy refusal (403): what the session's rules on chain refuse, by rule.
     Refusal(RefusalCode),
+    /// `account_required`: The agent holds sessions on several accounts: the intent must name
+    /// one (`account`).
+    AccountRequired,
     /// `account_unfunded`: The account cannot pay for its operation's gas (AA21).
     AccountUnfunded,
     /// `agent_exists`: The TA already holds an agent at this index.
@@ -148,6 +151,9 @@ pub enum ErrorCode {
     MissingTarget,
     /// `no_calls`: An intent without calls.
     NoCalls,
+    /// `not_account_signer`: The account's signer is not this wallet's owner key in the TA (the
+    /// account refuses the owner's signature: AA24).
+    NotAccountSigner,
     /// `not_revoker`: The operator key is not the session's revoker.
     NotRevoker,
     /// `operator_limit`: The operator's transaction is over a ceiling of the TA.
@@ -182,6 +188,9 @@ pub enum ErrorCode {
     TransactionFailed,
     /// `unknown_field`: A field the request type does not know.
     UnknownField,
+    /// `unsupported_account`: The account is not of a kind this grant needs (not an ERC-7579
+    /// account with validator modules, or an `AgentAccount` named for a module grant).
+    UnsupportedAccount,
     /// `unsupported_passkey`: A passkey of an algorithm the TA does not verify (only ES256).
     UnsupportedPasskey,
     /// `user_verification_missing`: The assertion lacks user verification.
@@ -190,7 +199,8 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code but the policy refusals (see [`ErrorCode::all`]).
-    pub const OWN: [ErrorCode; 83] = [
+    pub const OWN: [ErrorCode; 86] = [
+        ErrorCode::AccountRequired,
         ErrorCode::AccountUnfunded,
         ErrorCode::AgentExists,
         ErrorCode::AgentNotFound,
@@ -255,6 +265,7 @@ impl ErrorCode {
         ErrorCode::MissingKey,
         ErrorCode::MissingTarget,
         ErrorCode::NoCalls,
+        ErrorCode::NotAccountSigner,
         ErrorCode::NotRevoker,
         ErrorCode::OperatorLimit,
         ErrorCode::OriginNotAllowed,
@@ -272,6 +283,7 @@ impl ErrorCode {
         ErrorCode::TooManyCalls,
         ErrorCode::TransactionFailed,
         ErrorCode::UnknownField,
+        ErrorCode::UnsupportedAccount,
         ErrorCode::UnsupportedPasskey,
         ErrorCode::UserVerificationMissing,
     ];
@@ -287,6 +299,7 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::Refusal(r) => r.as_str(),
+            ErrorCode::AccountRequired => "account_required",
             ErrorCode::AccountUnfunded => "account_unfunded",
             ErrorCode::AgentExists => "agent_exists",
             ErrorCode::AgentNotFound => "agent_not_found",
@@ -351,6 +364,7 @@ impl ErrorCode {
             ErrorCode::MissingKey => "missing_key",
             ErrorCode::MissingTarget => "missing_target",
             ErrorCode::NoCalls => "no_calls",
+            ErrorCode::NotAccountSigner => "not_account_signer",
             ErrorCode::NotRevoker => "not_revoker",
             ErrorCode::OperatorLimit => "operator_limit",
             ErrorCode::OriginNotAllowed => "origin_not_allowed",
@@ -368,6 +382,7 @@ impl ErrorCode {
             ErrorCode::TooManyCalls => "too_many_calls",
             ErrorCode::TransactionFailed => "transaction_failed",
             ErrorCode::UnknownField => "unknown_field",
+            ErrorCode::UnsupportedAccount => "unsupported_account",
             ErrorCode::UnsupportedPasskey => "unsupported_passkey",
             ErrorCode::UserVerificationMissing => "user_verification_missing",
         }
@@ -858,6 +873,21 @@ impl From<IntentError> for ApiError {
                     }
                 ),
                 json!({"agentAddress": agent, "account": account, "accounts": accounts}),
+            ),
+            IntentError::AccountRequired { agent, accounts } => ApiError::detailed(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::AccountRequired,
+                format!(
+                    "this agent has sessions on {} accounts: name the one to act from \
+                     (`account`): {}",
+                    accounts.len(),
+                    accounts
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                json!({"agentAddress": agent, "accounts": accounts}),
             ),
             IntentError::OutdatedAccount {
                 account,

@@ -322,6 +322,14 @@ pub struct AgentSessionRequest {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub salt: Option<Value>,
+    /// An existing ERC-7579 account (OpenZeppelin's `AccountERC7579`, …) whose signer is this
+    /// wallet's owner key, to grant the session on instead of the owner's `AgentAccount`: the
+    /// owner's operation installs `SessionKeyValidator` as its validator module when it is not
+    /// installed yet, then grants, in one ERC-7579 batch. Not with `salt`. An account that is not
+    /// ERC-7579 (or an `AgentAccount`) is 422 `unsupported_account`; one whose signer is not the
+    /// owner key is 422 `not_account_signer` [default: the owner's `AgentAccount` of `salt`].
+    #[serde(default)]
+    pub account: Option<String>,
     /// The finished `GrantSession` ceremony.
     #[serde(default, alias = "WebAuthn")]
     pub web_authn_assertion: Option<CeremonyResponse>,

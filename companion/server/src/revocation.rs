@@ -727,6 +727,8 @@ mod tests {
             wallet_id: "w".into(),
             agent_index: 0,
             account: Address::repeat_byte(account),
+            account_kind: kms_db::AccountKind::AgentAccount,
+            lane: None,
             status,
             grant_json: None,
             targets: None,

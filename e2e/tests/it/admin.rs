@@ -217,6 +217,7 @@ impl Fixture {
                     wallet_id: &self.wallet,
                     agent_index: a.index,
                     account,
+                    account_kind: kms_db::AccountKind::AgentAccount,
                     targets_json: &json!([to.to_string()]).to_string(),
                     spend_cap: eth("1"),
                     valid_after: after as i64,

@@ -2,7 +2,7 @@
 //! on anvil + Alto + EntryPoint v0.7:
 //!
 //! - an agent granted on two accounts of its owner has two sessions: both listed, an intent may
-//!   name either (the most recently activated by default); revoked, neither account executes an
+//!   name either (it must: 422 `account_required` when it names none); revoked, neither account executes an
 //!   operation the agent signed before (bundler and EntryPoint refuse both), and the answer
 //!   reports each account;
 //! - a grant whose execution reverts, one the bundler refuses (its nonce taken), and one dropped
@@ -151,8 +151,29 @@ async fn an_agent_revoked_on_two_accounts_executes_on_neither() {
         second
     );
 
-    // An intent runs on the most recently activated session unless it names another.
-    let done = f.lands(&agent, transfer(to, "0.01")).await;
+    // With sessions on two accounts an intent names its account (422 account_required
+    // otherwise), and runs on either.
+    let (status, body) =
+        f.c.intent(&agent, transfer(to, "0.01"), None)
+            .await
+            .unwrap();
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("account_required")),
+        "{body}"
+    );
+    assert_eq!(
+        body["details"]["accounts"].as_array().unwrap().len(),
+        2,
+        "{body}"
+    );
+    let (status, body) = f.intent_on(&agent, second, transfer(to, "0.01")).await;
+    assert_eq!(status, 202, "{body}");
+    let done =
+        f.c.wait_intent(&agent, body["userOpHash"].as_str().unwrap())
+            .await
+            .unwrap();
+    assert_eq!(done["status"], "included", "{done}");
     assert_eq!(
         done["account"]
             .as_str()
@@ -372,6 +393,7 @@ async fn grants_that_revert_or_are_never_included_never_become_sessions() {
             wallet_id: wallet,
             agent_index: index.parse().unwrap(),
             account: late_op["account"].as_str().unwrap().parse().unwrap(),
+            account_kind: kms_db::AccountKind::AgentAccount,
             targets_json: "[]",
             spend_cap: alloy::primitives::U256::from(1),
             valid_after: 0,

@@ -799,6 +799,7 @@ async fn an_account_of_an_earlier_validator_is_refused_with_the_reason() {
             wallet_id: wallet,
             agent_index: index.parse().unwrap(),
             account,
+            account_kind: kms_db::AccountKind::AgentAccount,
             targets_json: "[]",
             spend_cap: U256::from(1),
             valid_after: 0,

@@ -266,6 +266,7 @@ async fn list_and_revoke_agent_keys_db_only_and_idempotent() {
                     wallet_id: &wallet,
                     agent_index: 1,
                     account: account.parse().unwrap(),
+                    account_kind: kms_db::AccountKind::AgentAccount,
                     targets_json: "[\"0x3333333333333333333333333333333333333333\"]",
                     spend_cap: "1500000000000000000".parse().unwrap(),
                     valid_after: 1_700_000_000,

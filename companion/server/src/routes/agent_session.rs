@@ -1,8 +1,11 @@
 //! `GET /agent/session` (Bearer agent credential): the agent's session as the chain has it.
 //!
 //! The account is the one asked for (`?account=0x…`, one of the agent's active sessions) or the
-//! account of its most recently activated active session, chosen as `POST /agent/intents`
-//! chooses it (403 `no_session` otherwise). The targets, functions and tokens probed are those of
+//! account of its one active session, chosen as `POST /agent/intents` chooses it (403
+//! `no_session` otherwise; 422 `account_required` when it has sessions on several and names
+//! none). The answer names the account's kind (`agent-account` or `erc7579`, recorded at grant)
+//! and, on an ERC-7579 account, the agent's lane there and the module's state (a session ended by
+//! the module's uninstallation reads `revoked`). The targets, functions and tokens probed are those of
 //! the grant recorded for that session; everything reported about them (allowed, every function,
 //! which functions are listed, token caps and what they have counted), the budgets and the window
 //! is read from `SessionKeyValidator.readSession` at the latest block, so what the answer says
@@ -14,8 +17,8 @@ use std::sync::Arc;
 use alloy::primitives::{Address, Bytes, U256};
 use axum::extract::{Query, State};
 use axum::Json;
-use kms_chain::account::Call;
-use kms_chain::session::SessionGrant;
+use kms_chain::account::{AccountKind, Call};
+use kms_chain::session::{SessionGrant, ValidatorPath};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -29,8 +32,8 @@ use crate::state::AppState;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AgentSessionQuery {
-    /// The smart account (one of the agent's active sessions) [default: the account of its
-    /// most recently activated active session].
+    /// The smart account (one of the agent's active sessions) [default: the account of its one
+    /// active session; required when it has several].
     #[serde(default)]
     pub account: Option<String>,
 }
@@ -75,6 +78,16 @@ pub struct AgentSessionResponse {
     pub agent_address: String,
     /// The smart account the session is on (intents act from it).
     pub account: String,
+    /// The account's kind, recorded at grant: `agent-account` (the project's `AgentAccount`) or
+    /// `erc7579` (an ERC-7579 account with the validator as its module).
+    pub account_kind: String,
+    /// On an `erc7579` account, the agent key's lane there (its operations' nonce key is
+    /// `validator ‖ lane ‖ period`); `null` on `agent-account`.
+    pub lane: Option<u16>,
+    /// On an `erc7579` account, whether the validator module is installed on it now (`null` on
+    /// `agent-account`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub module_installed: Option<bool>,
     /// The accounts of every active session of the agent, most recently activated first.
     pub accounts: Vec<String>,
     /// The validator read (`SessionKeyValidator`).
@@ -134,6 +147,7 @@ pub struct AgentSessionResponse {
     responses((status = 200, body = AgentSessionResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "no_session: no active session (on the account asked for)"),
+        (status = 422, body = ErrorBody, description = "account_required: sessions on several accounts and none asked for"),
         (status = 502, body = ErrorBody, description = "the node could not be read"),
         (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -150,9 +164,11 @@ pub async fn get_agent_session(
         .as_deref()
         .map(|a| hex_fixed::<20>("account", a).map(Address::from))
         .transpose()?;
-    let account = IntentPipeline::new(&s, chain)
-        .account(&auth, requested)
+    let session = IntentPipeline::new(&s, chain)
+        .session(&auth, requested)
         .await?;
+    let account = session.account;
+    let kind = crate::service::intents::account_kind(session.account_kind);
     let active =
         s.db.active_sessions_of_agent(&auth.wallet.to_uuid_string(), auth.index)
             .await?;
@@ -183,16 +199,22 @@ pub async fn get_agent_session(
         }
     }
     let now = u64::try_from(kms_db::now_secs()).unwrap_or(0);
-    let snap = chain
+    let (snap, path) = chain
         .client
-        .read_session_for_calls(account, auth.agent_address, &probes, now)
+        .read_session_for_calls_on(kind, account, auth.agent_address, &probes, now)
         .await
         .map_err(|e| crate::chain::chain_error(e, Some(account)))?;
     let on = &snap.session;
     let ts = snap.block_timestamp;
+    let module = match path {
+        ValidatorPath::Erc7579(m) => Some(m),
+        ValidatorPath::AgentAccount => None,
+    };
+    // On the module path a session is ended by the module's uninstallation too.
+    let ended = module.is_some_and(|m| !m.admits(on));
     let status = if on.epoch == 0 {
         "never_granted"
-    } else if !on.active {
+    } else if !on.active || ended {
         "revoked"
     } else if ts < on.valid_after {
         "not_yet_valid"
@@ -250,6 +272,12 @@ pub async fn get_agent_session(
         key_id: auth.key_id.clone(),
         agent_address: auth.agent_address.to_string(),
         account: account.to_string(),
+        account_kind: kind.as_str().to_owned(),
+        lane: match kind {
+            AccountKind::Erc7579 => session.lane.or(on_chain_lane(on.lane)),
+            AccountKind::AgentAccount => None,
+        },
+        module_installed: module.map(|m| m.installed),
         accounts,
         validator: snap.validator.to_string(),
         block_number: snap.block_number,
@@ -281,4 +309,9 @@ pub async fn get_agent_session(
         paymaster: nonzero(on.paymaster),
         revoker: nonzero(on.revoker),
     }))
+}
+
+/// A lane read on chain: 0 is never given (no grant yet).
+fn on_chain_lane(lane: u16) -> Option<u16> {
+    (lane != 0).then_some(lane)
 }

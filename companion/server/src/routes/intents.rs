@@ -65,11 +65,13 @@ pub struct IntentRequest {
     #[serde(default)]
     pub key_id: Option<String>,
     /// The smart account to act from: one where the agent has an active session [default: the
-    /// account of its most recently activated session]. An account without an active session
-    /// of the agent is refused (403 `no_session`).
+    /// account of its one active session]. Required when the agent has active sessions on
+    /// several accounts (else 422 `account_required`, `details.accounts` listing them). An
+    /// account without an active session of the agent is refused (403 `no_session`).
     #[serde(default)]
     pub account: Option<String>,
-    /// The calls, in order (one: `execute`; several: `executeBatch`).
+    /// The calls, in order (on `AgentAccount` one is `execute`, several `executeBatch`; on an
+    /// ERC-7579 account ERC-7579 `execute` in single or batch mode).
     pub calls: Vec<IntentCall>,
 }
 
@@ -235,7 +237,7 @@ fn parse_calls(calls: &[IntentCall]) -> Result<Vec<Call>, ApiError> {
             description = "Milliseconds per phase: auth, queue, nonce, policy, prepare, sign, record, submit, total"))),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "Policy refusal, with `details` saying what remains: target_not_allowed, selector_not_allowed, over_budget, gas_over_budget, token_over_budget, malformed_token_call, usage_exhausted, session_expired, session_not_yet_valid, session_revoked, no_session (also paymaster_not_allowed, lane_not_allowed when the chain refuses)"),
-        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody, description = "account_required: the agent has sessions on several accounts and the intent names none; bundler_rejected, account_unfunded, no_calls, …"), (status = 429, body = ErrorBody),
         (status = 502, body = ErrorBody, description = "bundler_unavailable: the bundler could not be reached or its answer said nothing about the operation; the signed operation is kept (`details`: `userOpHash`, `status` `signed`, `statusReason`), re-submitted as is and settled with evidence: follow it with GET /agent/intents/{userOpHash}, do not submit the same calls again"),
         (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]

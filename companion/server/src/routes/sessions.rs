@@ -64,6 +64,9 @@ pub struct AgentSessionResponse {
     pub agent_address: String,
     /// The owner's smart account the session is on.
     pub account: String,
+    /// Its kind: `agent-account` (the owner's `AgentAccount`) or `erc7579` (the ERC-7579 account
+    /// the request named).
+    pub account_kind: String,
     /// The owner's UserOperation.
     pub user_op_hash: String,
     /// `included` (200: the agent's session on `account` is active) or `pending` (202: not
@@ -128,6 +131,7 @@ pub async fn agent_sessions(
             key_id: plan.key_id.clone(),
             agent_address: plan.grant.key.to_string(),
             account: granted.account.to_string(),
+            account_kind: plan.kind().as_str().to_owned(),
             user_op_hash: granted.stored.user_op_hash.to_string(),
             status: granted.status.as_str().to_owned(),
             transaction_hash: granted.transaction_hash,

@@ -17,6 +17,14 @@
 //! ([`IntentError::IdempotencyKeyReused`]). Nothing is ever re-built for an intent: a transient
 //! bundler failure leaves the signed operation recorded (`signed`), and the background task
 //! re-submits exactly it. A bundler's error is judged only on evidence ([`crate::lifecycle`]).
+//!
+//! The session's account kind (recorded at grant) decides the rest: on `AgentAccount` the
+//! validator's own path, the agent's key address as its nonce key and `execute`/`executeBatch`
+//! callData; on an ERC-7579 account the module path (the module's state read with the session),
+//! the nonce key `validator ‖ lane ‖ period` of the agent's lane there, and ERC-7579
+//! `execute(mode, executionCalldata)` callData. An intent that names no account uses the
+//! agent's one active session; an agent with sessions on several accounts must name one
+//! ([`IntentError::AccountRequired`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -24,11 +32,11 @@ use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, B256, U256};
 use axum::http::HeaderValue;
-use kms_chain::account::Call;
-use kms_chain::client::ChainError;
-use kms_chain::nonce::NonceKey;
-use kms_chain::session::{precheck, InFlight, Refusal, SessionSnapshot};
-use kms_db::{DbError, Intent, IntentReason, IntentStatus, NewIntent};
+use kms_chain::account::{AccountKind, Call};
+use kms_chain::client::{ChainError, Erc7579Error};
+use kms_chain::nonce::{AgentLane, NonceKey};
+use kms_chain::session::{precheck_on, InFlight, Refusal, SessionSnapshot};
+use kms_db::{AgentSession, DbError, Intent, IntentReason, IntentStatus, NewIntent};
 use serde_json::{json, Value};
 
 use crate::audit::{AuditMode, Audited};
@@ -55,6 +63,14 @@ pub enum IntentError {
         /// The account asked for, if any.
         requested: Option<Address>,
         /// The accounts of its active sessions.
+        accounts: Vec<Address>,
+    },
+    /// The agent holds active sessions on several accounts and the intent names none.
+    #[error("the agent has sessions on several accounts: name one")]
+    AccountRequired {
+        /// The agent key.
+        agent: Address,
+        /// The accounts of its active sessions, most recently activated first.
         accounts: Vec<Address>,
     },
     /// The account checks sessions with another validator than the companion's (an account of
@@ -149,7 +165,8 @@ impl From<crate::tee::SignError> for IntentError {
 pub struct Submission {
     /// The calls, in order.
     pub calls: Vec<Call>,
-    /// The account to act from [default: the agent's most recently activated session].
+    /// The account to act from [default: the account of the agent's one active session; required
+    /// when it has several].
     pub account: Option<Address>,
     /// The idempotency key.
     pub idempotency_key: Option<String>,
@@ -208,17 +225,23 @@ impl<'a> IntentPipeline<'a> {
         } = sub;
         let wallet_str = auth.wallet.to_uuid_string();
         let agent = auth.agent_address;
-        // The account of one of the agent's active sessions (the one asked for, or the most
-        // recently activated), else no_session.
-        let account = self.account(auth, requested_account).await?;
+        // One of the agent's active sessions (the one on the account asked for, or its only
+        // one), else no_session / account_required.
+        let session = self.session(auth, requested_account).await?;
+        let account = session.account;
+        let kind = account_kind(session.account_kind);
+        let lane = self.lane(&session, agent).await?;
+        let base_key = lane
+            .key(0)
+            .map_err(|e| IntentError::chain(Erc7579Error::from(e).into(), account))?;
 
         // One intent of this agent at a time (in any of its period lanes), from the idempotency
         // check to the submission.
-        let mut guard = chain.nonces.lock(account, NonceKey::for_agent(agent)).await;
+        let mut guard = chain.nonces.lock(account, base_key).await;
         if let Some(k) = &idem {
             if let Some(existing) = s.db.find_intent_by_idempotency_key(&auth.key_id, k).await? {
                 *hash_out = existing.user_op_hash.parse().ok();
-                same_calls(&existing, &calls, k)?;
+                same_calls(&existing, &calls, k, kind)?;
                 return Ok(existing);
             }
         }
@@ -232,40 +255,76 @@ impl<'a> IntentPipeline<'a> {
             .await
             .map_err(|e| IntentError::chain(e, account))?;
         let now = u64::try_from(kms_db::now_secs()).unwrap_or(0);
-        let snapshot = chain
+        let (snapshot, path) = chain
             .client
-            .read_session_for_calls(account, agent, &calls, now)
+            .read_session_for_calls_on(kind, account, agent, &calls, now)
             .await
             .map_err(|e| IntentError::chain(e, account))?;
-        let lane = match u32::try_from(snapshot.period_index) {
-            Ok(p) if snapshot.session.period != 0 => NonceKey::for_agent_period(agent, p),
-            _ => NonceKey::for_agent(agent),
+        let period_index = if snapshot.session.period != 0 {
+            snapshot.period_index
+        } else {
+            0
+        };
+        let key = match lane.key(period_index) {
+            Ok(key) => key,
+            // AgentAccount: a period past 32 bits stays in the agent's base lane (as ever).
+            Err(_) if kind == AccountKind::AgentAccount => base_key,
+            // ERC-7579: a period past the key's 16 bits cannot be named (the pre-check says so).
+            Err(e) => {
+                precheck_on(
+                    path,
+                    &snapshot,
+                    &calls,
+                    &InFlight::default(),
+                    None,
+                    now,
+                    chain.margins,
+                )
+                .map_err(|r| IntentError::Refused(Box::new(r)))?;
+                return Err(IntentError::chain(Erc7579Error::from(e).into(), account));
+            }
         };
         let nonce = chain
             .client
-            .nonce(account, lane)
+            .nonce(account, key)
             .await
             .map_err(|e| IntentError::chain(e, account))?;
         phases.end("nonce");
 
-        // What this agent's intents still in flight (recorded, not settled, not passed by the
-        // chain's nonce) will charge the session when they validate.
-        let in_flight = in_flight(&s.db.open_intents_of(&auth.key_id).await?, nonce)?;
-        if snapshot.session.epoch == 0 {
+        // What this agent's intents on this account still in flight (recorded, not settled, not
+        // passed by the chain's nonce) will charge the session when they validate.
+        let in_flight = in_flight(&s.db.open_intents_of(&auth.key_id).await?, account, nonce)?;
+        if snapshot.session.epoch == 0 && kind == AccountKind::AgentAccount {
             self.outdated_account(account, agent).await?;
         }
-        precheck(&snapshot, &calls, &in_flight, None, now, chain.margins)
-            .map_err(|r| IntentError::Refused(Box::new(r)))?;
+        precheck_on(
+            path,
+            &snapshot,
+            &calls,
+            &in_flight,
+            None,
+            now,
+            chain.margins,
+        )
+        .map_err(|r| IntentError::Refused(Box::new(r)))?;
         phases.end("policy");
 
         let prepared = chain
             .client
-            .prepare_agent_op(account, agent, calls.clone(), Some(nonce))
+            .prepare_agent_op_on(
+                account,
+                agent,
+                lane,
+                period_index,
+                calls.clone(),
+                Some(nonce),
+            )
             .await
             .map_err(|e| estimate_error(e, &snapshot, &in_flight, account))?;
         // The gas rule needs the estimate: the operation's maximum cost is what the validator charges.
         let max_gas_cost = prepared.op.max_gas_cost();
-        let charges = precheck(
+        let charges = precheck_on(
+            path,
             &snapshot,
             &calls,
             &in_flight,
@@ -398,30 +457,62 @@ impl<'a> IntentPipeline<'a> {
         }
     }
 
-    /// The account an agent's intent acts from: `requested` when the agent has an active
-    /// session on it, else (none requested) the account of its most recently activated active
-    /// session; [`IntentError::NoSession`] otherwise (a pending, failed, superseded or revoked
-    /// grant is not a session).
-    pub async fn account(
+    /// The session an agent's intent acts on: its active session on `requested`, else (none
+    /// requested) its only active session; [`IntentError::NoSession`] when there is none (a
+    /// pending, failed, superseded or revoked grant is not a session),
+    /// [`IntentError::AccountRequired`] when none is requested and it has several.
+    pub async fn session(
         &self,
         auth: &AgentAuth,
         requested: Option<Address>,
-    ) -> Result<Address, IntentError> {
-        let active = self
+    ) -> Result<AgentSession, IntentError> {
+        let mut active = self
             .s
             .db
             .active_sessions_of_agent(&auth.wallet.to_uuid_string(), auth.index)
             .await?;
         let accounts: Vec<Address> = active.iter().map(|a| a.account).collect();
-        match requested {
-            None => accounts.first().copied(),
-            Some(account) => accounts.contains(&account).then_some(account),
-        }
-        .ok_or(IntentError::NoSession {
+        let found = match requested {
+            None if active.len() > 1 => {
+                return Err(IntentError::AccountRequired {
+                    agent: auth.agent_address,
+                    accounts,
+                })
+            }
+            None => active.pop(),
+            Some(account) => active.into_iter().find(|a| a.account == account),
+        };
+        found.ok_or(IntentError::NoSession {
             agent: auth.agent_address,
             requested,
             accounts,
         })
+    }
+
+    /// The agent's place in the nonce space of its session's account: its key on `AgentAccount`;
+    /// on an ERC-7579 account the lane recorded at grant, read from the validator (and recorded)
+    /// when the row has none yet (its grant settled while the node could not be read).
+    async fn lane(&self, session: &AgentSession, agent: Address) -> Result<AgentLane, IntentError> {
+        let kind = account_kind(session.account_kind);
+        if let (AccountKind::Erc7579, Some(lane)) = (kind, session.lane) {
+            return Ok(AgentLane::Module {
+                validator: self.chain.client.validator(),
+                lane,
+            });
+        }
+        let lane = self
+            .chain
+            .client
+            .agent_lane(kind, session.account, agent)
+            .await
+            .map_err(|e| IntentError::chain(e, session.account))?;
+        if let AgentLane::Module { lane: l, .. } = lane {
+            self.s
+                .db
+                .set_session_lane(session.id, l, kms_db::now_secs())
+                .await?;
+        }
+        Ok(lane)
     }
 
     /// When the agent has no session on `account` because the account checks sessions with
@@ -445,9 +536,15 @@ impl<'a> IntentPipeline<'a> {
 /// Refuses a retry under `key` whose calls are not those of the intent recorded under it (the
 /// recorded operation's callData is what these calls encode to): a reused key must not make a
 /// different request look accepted.
-fn same_calls(existing: &Intent, calls: &[Call], key: &str) -> Result<(), IntentError> {
+fn same_calls(
+    existing: &Intent,
+    calls: &[Call],
+    key: &str,
+    kind: AccountKind,
+) -> Result<(), IntentError> {
     let recorded = lifecycle::stored_op(existing)?.call_data;
-    let asked = kms_chain::account::encode_calls(calls)
+    let asked = kind
+        .encode_calls(calls)
         .map_err(|e| ApiError::unprocessable(ErrorCode::NoCalls, e.to_string()))?;
     if recorded == asked {
         return Ok(());
@@ -488,17 +585,31 @@ fn estimate_error(
     }
 }
 
-/// What the open intents of one agent will charge its session when they validate, for an
-/// operation with `next` (the EntryPoint's next nonce of its lane): those of that lane whose
+/// The chain's name of a session's recorded account kind.
+pub fn account_kind(kind: kms_db::AccountKind) -> AccountKind {
+    match kind {
+        kms_db::AccountKind::AgentAccount => AccountKind::AgentAccount,
+        kms_db::AccountKind::Erc7579 => AccountKind::Erc7579,
+    }
+}
+
+/// What the open intents of one agent on `account` will charge its session there when they
+/// validate (an intent recorded on another account charges another session; one recorded
+/// without its account counts), for an operation with `next` (the EntryPoint's next nonce of
+/// its lane: an `AgentAccount` key, or an ERC-7579 module key `validator ‖ lane ‖ period`, whose
+/// lane and period are compared whole): those of that lane whose
 /// sequence the chain has not passed, and, conservatively, every open one of its other lanes
 /// (other budget periods: their sequences are not compared) and any without a recorded nonce —
 /// their value, maximum gas cost, count and token amounts; the value of those in `next`'s lane
 /// also counts against its period's cap. A field absent from a row recorded before it existed
 /// counts as zero; a recorded value that does not parse is a corrupt row (an error).
-fn in_flight(open: &[Intent], next: U256) -> Result<InFlight, DbError> {
+fn in_flight(open: &[Intent], account: Address, next: U256) -> Result<InFlight, DbError> {
     let (lane, seq) = NonceKey::split(next);
     let mut total = InFlight::default();
     for i in open {
+        if i.account.is_some_and(|a| a != account) {
+            continue;
+        }
         let same_lane = match i.nonce.map(NonceKey::split) {
             Some((key, open_seq)) if key == lane => {
                 if open_seq < seq {
@@ -647,29 +758,86 @@ mod tests {
             // Recorded before gas and tokens were: counts its value and one operation.
             open(key.nonce(6), 1, None, None),
         ];
-        let f = in_flight(&rows, key.nonce(5)).unwrap();
+        let f = in_flight(&rows, Address::ZERO, key.nonce(5)).unwrap();
         assert_eq!(f.value, U256::from(11));
         assert_eq!(f.period_value, U256::from(11));
         assert_eq!(f.gas, U256::from(700));
         assert_eq!(f.ops, 2);
         assert_eq!(f.tokens[&token.parse::<Address>().unwrap()], U256::from(9));
-        assert_eq!(in_flight(&rows, key.nonce(7)).unwrap(), InFlight::default());
+        assert_eq!(
+            in_flight(&rows, Address::ZERO, key.nonce(7)).unwrap(),
+            InFlight::default()
+        );
         // From another period's lane, every open intent counts (sequences of different lanes
         // are not compared), but none against that period's cap.
         let next_period = NonceKey::for_agent_period(agent, 1);
-        let f = in_flight(&rows, next_period.nonce(0)).unwrap();
+        let f = in_flight(&rows, Address::ZERO, next_period.nonce(0)).unwrap();
         assert_eq!((f.value, f.ops), (U256::from(111), 3));
         assert_eq!(f.period_value, U256::ZERO);
         let mut rows = rows.to_vec();
         rows.push(open(next_period.nonce(0), 1000, None, None));
-        let f = in_flight(&rows, next_period.nonce(0)).unwrap();
+        let f = in_flight(&rows, Address::ZERO, next_period.nonce(0)).unwrap();
         assert_eq!(
             (f.value, f.period_value),
             (U256::from(1111), U256::from(1000))
         );
         assert_eq!(
-            in_flight(&rows, next_period.nonce(1)).unwrap().period_value,
+            in_flight(&rows, Address::ZERO, next_period.nonce(1))
+                .unwrap()
+                .period_value,
             U256::ZERO
+        );
+    }
+
+    #[test]
+    fn in_flight_on_an_erc7579_account_compares_module_lanes_and_periods() {
+        let validator = Address::repeat_byte(0x5c);
+        let (a, b) = (Address::repeat_byte(0xaa), Address::repeat_byte(0xbb));
+        let lane = AgentLane::Module { validator, lane: 3 };
+        let key = lane.key(0).unwrap();
+        assert_eq!(key.module_parts(), (validator, 3, 0));
+        let on = |account: Address, nonce: U256, value: u64| Intent {
+            account: Some(account),
+            ..open(nonce, value, Some(10), None)
+        };
+        let rows = [
+            // Passed on this lane: not in flight.
+            on(a, key.nonce(1), 1000),
+            on(a, key.nonce(2), 1),
+            // Period 1 of the same lane: another lane (counts, not against period 0's cap).
+            on(a, lane.key(1).unwrap().nonce(0), 20),
+            // Another agent lane of the module on the account (never this agent's, but counted
+            // conservatively like any other lane of its own).
+            on(
+                a,
+                AgentLane::Module { validator, lane: 4 }
+                    .key(0)
+                    .unwrap()
+                    .nonce(9),
+                300,
+            ),
+            // Another account: another session, not charged here.
+            on(b, key.nonce(2), 4000),
+        ];
+        let f = in_flight(&rows, a, key.nonce(2)).unwrap();
+        assert_eq!(
+            (f.value, f.period_value, f.ops),
+            (U256::from(321), U256::from(1), 3)
+        );
+        assert_eq!(f.gas, U256::from(30));
+        // From period 1: its own lane's intent counts against its cap, period 0's do not.
+        let p1 = lane.key(1).unwrap();
+        assert_eq!(p1.module_parts(), (validator, 3, 1));
+        let f = in_flight(&rows, a, p1.nonce(0)).unwrap();
+        assert_eq!(
+            (f.value, f.period_value),
+            (U256::from(1321), U256::from(20))
+        );
+        // On account B only its own intent counts.
+        let f = in_flight(&rows, b, key.nonce(0)).unwrap();
+        assert_eq!(
+            (f.value, f.period_value, f.ops),
+            (U256::from(4000), U256::from(4000), 1)
         );
     }
 
@@ -677,6 +845,6 @@ mod tests {
     fn a_corrupt_token_record_is_an_error_not_zero() {
         let key = NonceKey::for_agent(Address::repeat_byte(7));
         let rows = [open(key.nonce(5), 1, None, Some("not json"))];
-        assert!(in_flight(&rows, key.nonce(5)).is_err());
+        assert!(in_flight(&rows, Address::ZERO, key.nonce(5)).is_err());
     }
 }

@@ -18,9 +18,19 @@
 //! supersedes it (the validator keeps one per agent and account); one on another account adds a
 //! session. A grant that becomes active for an agent revoked in the meantime is revoked on chain
 //! at once (the operator's `revokeSession`).
+//!
+//! The account is the owner's `AgentAccount` (of the factory and `salt`), or an existing ERC-7579
+//! account the request names (`account`) whose signer is the wallet's owner key: its kind is
+//! detected on chain (`supportsModule(1)`), and the owner's operation installs the validator as
+//! its validator module when it is not installed yet, then grants, in one ERC-7579 batch. An
+//! account that is not ERC-7579 is 422 `unsupported_account`; one that refuses the owner key's
+//! signature (AA24: its signer is someone else) is 422 `not_account_signer`. The row records the
+//! kind, and on an ERC-7579 account the agent's lane there, read once the grant is included.
 
 use alloy::primitives::{Address, B256, U256};
 use axum::http::StatusCode;
+use kms_chain::account::AccountKind;
+use kms_chain::client::ChainError;
 use kms_chain::nonce::NonceKey;
 use kms_chain::operator::{owner_sign_body, OperatorSigner};
 use kms_chain::session::{parse_selector, SessionGrant, TargetPermission, TokenLimit};
@@ -49,8 +59,10 @@ pub struct GrantPlan {
     pub key_id: String,
     /// The owner key's address (the account's owner).
     pub owner: Address,
-    /// The account's CREATE2 salt.
+    /// The account's CREATE2 salt (of the owner's `AgentAccount`).
     pub salt: U256,
+    /// The existing ERC-7579 account named by the request, instead of the `AgentAccount`.
+    pub account: Option<Address>,
     /// The session as sent to the validator.
     pub grant: SessionGrant,
 }
@@ -62,8 +74,18 @@ impl GrantPlan {
             "keyId": self.key_id,
             "owner": self.owner,
             "salt": self.salt.to_string(),
+            "account": self.account,
             "grant": self.grant,
         })
+    }
+
+    /// The kind of account the grant is on: an ERC-7579 account when the request names one.
+    pub fn kind(&self) -> AccountKind {
+        if self.account.is_some() {
+            AccountKind::Erc7579
+        } else {
+            AccountKind::AgentAccount
+        }
     }
 }
 
@@ -107,6 +129,18 @@ pub async fn plan(s: &AppState, r: &AgentSessionRequest) -> Result<GrantPlan, Ap
         Some(v) => U256::from_be_bytes(uint256("salt", v)?),
         None => U256::ZERO,
     };
+    let account = r
+        .account
+        .as_deref()
+        .map(|a| hex_fixed::<20>("account", a).map(Address::from))
+        .transpose()?;
+    if account.is_some() && r.salt.is_some() {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidRequest,
+            "give `account` (an existing ERC-7579 account) or `salt` (the owner's AgentAccount), \
+             not both",
+        ));
+    }
     let operator = s.operator().await?.address();
     let grant = SessionGrant {
         key: agent_address,
@@ -148,6 +182,7 @@ pub async fn plan(s: &AppState, r: &AgentSessionRequest) -> Result<GrantPlan, Ap
         key_id,
         owner,
         salt,
+        account,
         grant,
     })
 }
@@ -205,12 +240,27 @@ pub async fn begin_grant(
     }
     let request: AgentSessionRequest = from_value(payload)?;
     let plan = plan(s, &request).await?;
-    let prepared = chain
-        .client
-        .prepare_grants(plan.owner, plan.salt, std::slice::from_ref(&plan.grant))
-        .await
-        .map_err(|e| chain_error(e, None))?;
+    let grants = std::slice::from_ref(&plan.grant);
+    let kind = plan.kind();
+    let prepared = match plan.account {
+        None => {
+            chain
+                .client
+                .prepare_grants(plan.owner, plan.salt, grants)
+                .await
+        }
+        // Detected on chain first: refused (422 unsupported_account) unless ERC-7579.
+        Some(account) => chain.client.prepare_erc7579_grants(account, grants).await,
+    }
+    .map_err(|e| owner_op_error(e, &plan))?;
     let account = prepared.op.sender;
+    let calls = match kind {
+        AccountKind::AgentAccount => vec![plan.grant.owner_call(chain.client.validator())],
+        // The module's installation (when missing) and the grant.
+        AccountKind::Erc7579 => kind
+            .decode_calls(&prepared.op.call_data)
+            .unwrap_or_default(),
+    };
     let body = owner_sign_body(plan.wallet_id, prepared.user_op_hash);
     // Everything the owner approves, so that a client can recompute the userOpHash from the
     // operation (EntryPoint, chain id) and show what it does: the account's calls (the grant,
@@ -219,11 +269,12 @@ pub async fn begin_grant(
         "userOpHash": prepared.user_op_hash,
         "account": account,
         "deploysAccount": prepared.deploys_account,
+        "accountKind": kind.as_str(),
         "entryPoint": chain.client.entry_point().address,
         "entryPointVersion": chain.client.entry_point().version.to_string(),
         "chainId": chain.client.chain_id(),
         "userOp": prepared.op.to_rpc(),
-        "calls": [plan.grant.owner_call(chain.client.validator())],
+        "calls": calls,
         "maxGasCost": prepared.op.max_gas_cost().to_string(),
         "session": plan.grant,
     }));
@@ -243,6 +294,29 @@ pub async fn begin_grant(
         .await?;
     resp.user_operation = Some(summary);
     Ok(resp)
+}
+
+/// A failure to build or submit the owner's operation as HTTP: on an ERC-7579 account, a refusal
+/// of the owner key's signature (AA24, or the bundler's signature-failure code) means the
+/// account's signer is not this wallet's owner key (422 `not_account_signer`); else
+/// [`chain_error`].
+fn owner_op_error(e: ChainError, plan: &GrantPlan) -> ApiError {
+    if let (Some(account), ChainError::Bundler(b)) = (plan.account, &e) {
+        if b.aa_code() == Some("AA24") || b.rpc_code() == Some(-32507) {
+            return ApiError::detailed(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::NotAccountSigner,
+                format!(
+                    "account {account} refuses the signature of this wallet's owner key {}: its \
+                     signer is not the owner key ({b})",
+                    plan.owner
+                ),
+                json!({"account": account, "owner": plan.owner, "aaCode": b.aa_code(),
+                    "rpcCode": b.rpc_code()}),
+            );
+        }
+    }
+    chain_error(e, plan.account)
 }
 
 /// The operation kept with a `GrantSession` ceremony.
@@ -395,6 +469,10 @@ pub async fn grant(
             wallet_id: &wallet_str,
             agent_index: plan.agent_index,
             account,
+            account_kind: match plan.kind() {
+                AccountKind::AgentAccount => kms_db::AccountKind::AgentAccount,
+                AccountKind::Erc7579 => kms_db::AccountKind::Erc7579,
+            },
             targets_json: &targets_json,
             spend_cap: U256::from(g.spend_cap),
             valid_after: i64::try_from(g.valid_after).unwrap_or(i64::MAX),
@@ -414,7 +492,7 @@ pub async fn grant(
             return Err(bundler_error(&e, Some(account)))
         }
         Err(e) => {
-            let err = chain_error(e, Some(account));
+            let err = owner_op_error(e, plan);
             s.db.fail_session(
                 session_id,
                 &format!("refused: {err}"),
@@ -479,8 +557,9 @@ pub const GRANT_DROP_AFTER_SECS: i64 = 3600;
 const GRANTS_PER_TICK: u32 = 100;
 
 /// A grant was included with a successful execution: its row becomes `active` (superseding the
-/// agent's earlier session on the same account). If the agent was revoked in the meantime, the
-/// new session is revoked on chain at once.
+/// agent's earlier session on the same account), and on an ERC-7579 account the agent's lane
+/// there is read and recorded (if the node cannot be read now, the agent's first intent reads
+/// it). If the agent was revoked in the meantime, the new session is revoked on chain at once.
 async fn activated(s: &AppState, session_id: i64, tx: &str) -> Result<(), ApiError> {
     if !s
         .db
@@ -499,6 +578,23 @@ async fn activated(s: &AppState, session_id: i64, tx: &str) -> Result<(), ApiErr
     let agent =
         s.db.get_agent(&session.wallet_id, session.agent_index)
             .await?;
+    if session.account_kind == kms_db::AccountKind::Erc7579 && session.lane.is_none() {
+        if let (Some(chain), Some(key)) = (
+            s.chain.as_ref(),
+            agent.as_ref().and_then(|a| a.agent_address),
+        ) {
+            match chain.client.node().session_lane(session.account, key).await {
+                Ok(Some(lane)) => {
+                    s.db.set_session_lane(session.id, lane, kms_db::now_secs())
+                        .await?;
+                }
+                Ok(None) => tracing::warn!(key_id = %session.key_id(), account = %session.account,
+                    "an included grant left the agent key no lane on the account"),
+                Err(e) => tracing::warn!(key_id = %session.key_id(), account = %session.account,
+                    error = %e, "reading the agent's lane failed: its first intent reads it"),
+            }
+        }
+    }
     let Some(agent) = agent.filter(|a| a.status == AgentStatus::Revoked) else {
         return Ok(());
     };

@@ -508,6 +508,7 @@ async fn revocation_reports_every_account_of_the_agent() {
                 wallet_id: &wallet,
                 agent_index: 0,
                 account: account.parse().unwrap(),
+                account_kind: kms_db::AccountKind::AgentAccount,
                 targets_json: "[]",
                 spend_cap: "1".parse().unwrap(),
                 valid_after: 0,

@@ -196,6 +196,7 @@ async fn listed_sessions_carry_the_whole_grant_when_recorded() {
                 account: "0x8888888888888888888888888888888888888888"
                     .parse()
                     .unwrap(),
+                account_kind: kms_db::AccountKind::AgentAccount,
                 targets_json: targets,
                 spend_cap: "500000000000000000".parse().unwrap(),
                 valid_after: 1_700_000_000,
@@ -384,6 +385,7 @@ async fn every_session_of_an_agent_is_listed_with_its_status() {
         wallet_id: &wallet_id,
         agent_index: 0,
         account: account.parse().unwrap(),
+        account_kind: kms_db::AccountKind::AgentAccount,
         targets_json: r#"["0x2222222222222222222222222222222222222222"]"#,
         spend_cap: "1".parse().unwrap(),
         valid_after: 0,

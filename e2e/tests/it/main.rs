@@ -11,6 +11,7 @@ mod common;
 mod demo;
 mod erc1271;
 mod erc7579;
+mod erc7579_companion;
 mod intents;
 mod lifecycle;
 mod mcp;

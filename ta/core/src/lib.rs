@@ -116,6 +116,54 @@ struct WalletPublic {
     created_at: u64,
 }
 
+/// Whether [`TaCore::begin`] may leave part of command `cmd` to run outside the core (only
+/// `SignAgentUserOp`, whose ECDSA needs no state).
+pub fn runs_in_parallel(cmd: u32) -> bool {
+    cmd == CommandId::SignAgentUserOp as u32
+}
+
+/// What [`TaCore::begin`] leaves to do.
+pub enum Begun {
+    /// The encoded response, complete.
+    Done(Vec<u8>),
+    /// A checked agent signature still to compute: [`PendingSignature::finish`].
+    Sign(PendingSignature),
+}
+
+/// An agent signature whose credential was checked against the state; holds a copy of the
+/// agent's key (wiped when dropped) and nothing else of the core.
+pub struct PendingSignature {
+    signing_key: k256::ecdsa::SigningKey,
+    address: [u8; 20],
+    account: [u8; 20],
+    digest: [u8; 32],
+}
+
+impl PendingSignature {
+    fn sign(self) -> Result<AgentSignature, TaError> {
+        let key = keys::DerivedKey {
+            signing_key: self.signing_key,
+            address: self.address,
+            public_key: [0; 33],
+        };
+        let rsv = key.sign_digest(&self.digest)?;
+        let signature = SessionSignature {
+            account: self.account,
+            key: key.address,
+            rsv,
+        };
+        Ok(AgentSignature {
+            signature: signature.encode().to_vec(),
+            agent_address: key.address,
+        })
+    }
+
+    /// Compute the ECDSA signature and encode the response (what `invoke` would have returned).
+    pub fn finish(self) -> Vec<u8> {
+        encode_response(self.sign().as_ref())
+    }
+}
+
 /// The TA core: one instance serves every session.
 pub struct TaCore<S, E, C, M> {
     storage: S,
@@ -670,6 +718,13 @@ impl<S: SealedStorage, E: Entropy, C: Clock, M: MonotonicCounter> TaCore<S, E, C
     }
 
     fn sign_agent_user_op(&mut self, req: SignAgentUserOp) -> Result<AgentSignature, TaError> {
+        self.check_agent_sign(req)?.sign()
+    }
+
+    /// The serialised phase of `SignAgentUserOp`: the credential checked against the state
+    /// (MAC by kid, claims, generation, revocation, lifetime) and what the signature needs
+    /// taken out of it. The ECDSA itself is [`PendingSignature::sign`].
+    fn check_agent_sign(&mut self, req: SignAgentUserOp) -> Result<PendingSignature, TaError> {
         let (_, wallet, record) =
             self.verify_credential(&req.jwt, Some((&req.wallet_id, req.agent_index)))?;
         let digest = keys::eip191_hash(&req.user_op_hash);
@@ -677,16 +732,35 @@ impl<S: SealedStorage, E: Entropy, C: Clock, M: MonotonicCounter> TaCore<S, E, C
         if key.address != record.address {
             return Err(TaError::Internal);
         }
-        let rsv = key.sign_digest(&digest)?;
-        let signature = SessionSignature {
+        Ok(PendingSignature {
+            signing_key: key.signing_key.clone(),
+            address: key.address,
             account: req.account,
-            key: key.address,
-            rsv,
-        };
-        Ok(AgentSignature {
-            signature: signature.encode().to_vec(),
-            agent_address: key.address,
+            digest,
         })
+    }
+
+    /// Start command `cmd`: either its whole response ([`Begun::Done`], every command but one)
+    /// or, for `SignAgentUserOp` whose credential passed every check, the ECDSA still to do
+    /// ([`Begun::Sign`]), which needs no state and may run outside whatever serialises calls
+    /// on this core. `invoke(cmd, input)` equals `begin(cmd, input)` followed by
+    /// [`PendingSignature::finish`]; a shell that runs the signature in parallel must make a
+    /// state change (revoke, refresh, rotation, ...) wait for signatures begun before it (see
+    /// [`runs_in_parallel`]).
+    pub fn begin(&mut self, cmd: u32, input: &[u8]) -> Begun {
+        if !runs_in_parallel(cmd) {
+            return Begun::Done(self.invoke(cmd, input));
+        }
+        if let Err(e) = self.ensure_fresh() {
+            return Begun::Done(encode_response::<Empty>(Err(&e)));
+        }
+        let checked = decode_request::<SignAgentUserOp>(input)
+            .map_err(TaError::from)
+            .and_then(|req| self.check_agent_sign(req));
+        match checked {
+            Ok(pending) => Begun::Sign(pending),
+            Err(e) => Begun::Done(encode_response::<AgentSignature>(Err(&e))),
+        }
     }
 
     fn jwt_hmac_verify(&mut self, req: JwtHmacVerify) -> Result<VerifiedCredential, TaError> {

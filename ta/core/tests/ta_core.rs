@@ -118,6 +118,57 @@ fn agent_signature_layout_and_recovery() {
     }
 }
 
+/// `begin` + `finish` answers exactly what `invoke` answers; the check is `begin`'s (a revoke
+/// between two `begin`s refuses the second), the ECDSA `finish`'s.
+#[test]
+fn begin_then_finish_is_invoke_and_checks_at_begin() {
+    let mut h = Harness::new();
+    let mut pk = SoftPasskey::new(1);
+    let w = seed_anvil_wallet(&mut h, &pk);
+    let cred = create_agent(&mut h, &mut pk, w.wallet_id, 0, TTL).unwrap();
+    let cmd = CommandId::SignAgentUserOp.as_u32();
+    assert!(kms_ta::runs_in_parallel(cmd));
+    assert!(!kms_ta::runs_in_parallel(
+        CommandId::RevokeAgentKey.as_u32()
+    ));
+    let req = encode_request(&SignAgentUserOp {
+        wallet_id: w.wallet_id,
+        agent_index: 0,
+        jwt: cred.to_jwt(),
+        user_op_hash: [7; 32],
+        account: ACCOUNT,
+    });
+    let whole = h.ta.invoke(cmd, &req);
+    let kms_ta::Begun::Sign(pending) = h.ta.begin(cmd, &req) else {
+        panic!("a valid credential leaves the signature to do");
+    };
+    // A signature begun before a revoke still completes (the shell orders it before the
+    // revoke); one begun after is refused.
+    h.call(&RevokeAgentKey {
+        wallet_id: w.wallet_id,
+        agent_index: 0,
+    })
+    .unwrap();
+    assert_eq!(pending.finish(), whole, "RFC 6979: same bytes as invoke");
+    let kms_ta::Begun::Done(refused) = h.ta.begin(cmd, &req) else {
+        panic!("a revoked agent's credential must not reach the signature");
+    };
+    assert_eq!(
+        decode_response::<AgentSignature>(&refused).unwrap(),
+        Err(TaError::Jwt(JwtError::AgentRevoked))
+    );
+    assert_eq!(h.ta.invoke(cmd, &req), refused);
+    // Any other command is done at once.
+    let get = encode_request(&GetAgentState {
+        wallet_id: w.wallet_id,
+        agent_index: 0,
+    });
+    assert!(matches!(
+        h.ta.begin(CommandId::GetAgentState.as_u32(), &get),
+        kms_ta::Begun::Done(_)
+    ));
+}
+
 // --------------------------------------------------- credential refusals
 
 struct Agent {

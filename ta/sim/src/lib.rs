@@ -5,7 +5,9 @@
 //! opening sessions to one TA. It hosts ONE [`kms_ta::TaCore`] behind a
 //! mutex — state such as pending nonces is shared by every session, as in a
 //! single-instance, multi-session OP-TEE TA — and serves each connection of
-//! its Unix socket as one session, on its own thread.
+//! its Unix socket as one session, on its own thread. The ECDSA of an agent
+//! signature runs outside that mutex, in parallel (see [`server`] for how a
+//! revoke still waits for the signatures checked before it).
 //!
 //! # Wire frames
 //!
@@ -77,6 +79,7 @@ use crate::counter::CounterFile;
 use crate::datadir::{DataDir, DataDirError};
 use crate::platform::{OsEntropy, SystemClock};
 use crate::sealed::{SealError, SealedFile};
+pub use crate::server::Locking;
 use crate::server::{Server, ServerError};
 
 /// The core as the simulator runs it.
@@ -124,6 +127,8 @@ pub struct Settings {
     pub socket: Option<PathBuf>,
     /// Serve `SeedWalletForTest`.
     pub enable_test_seed: bool,
+    /// How sessions share the core (agent signatures outside the lock by default).
+    pub locking: Locking,
 }
 
 /// A started simulator: data directory locked, state unsealed, socket bound.
@@ -206,7 +211,7 @@ pub fn start(settings: &Settings) -> Result<Started, StartError> {
         },
     );
     let socket = socket_path(settings);
-    let server = Server::bind(&socket, core)?;
+    let server = Server::bind(&socket, core)?.with_locking(settings.locking);
     Ok(Started { server, data_dir })
 }
 

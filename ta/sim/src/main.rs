@@ -50,6 +50,18 @@ struct Cli {
     #[arg(long)]
     enable_test_seed: bool,
 
+    /// How sessions share the TA core: `sign-outside` (agent signatures'
+    /// ECDSA runs in parallel outside the core's lock; state changes wait for
+    /// the signatures begun before them) or `global` (every call wholly under
+    /// one lock, the former behaviour; for comparisons).
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "sign-outside",
+        env = "TA_SIM_LOCKING"
+    )]
+    locking: kms_ta_sim::Locking,
+
     /// Log level or filter: error, warn, info, debug, trace, or a tracing
     /// filter directive such as `kms_ta_sim=debug`. Logs never contain
     /// request or response bytes.
@@ -104,6 +116,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         data_dir: cli.data_dir,
         socket: cli.socket,
         enable_test_seed: cli.enable_test_seed,
+        locking: cli.locking,
     };
     let started = start(&settings)?;
     started.server.stop_on_signals()?;

@@ -1,5 +1,17 @@
 //! The socket server: one connection is one TA session, served by its own
 //! thread; every session calls the ONE shared core behind a mutex.
+//!
+//! Signing outside the lock ([`Locking::SignOutside`], the default): the core's
+//! `SignAgentUserOp` is split by [`kms_ta::TaCore::begin`] into a short check against the
+//! state (under the mutex) and the ECDSA (after the mutex is released, in parallel across
+//! sessions). A gate, an `RwLock<()>` taken before the mutex, keeps the guarantee that once a
+//! revoke, refresh or rotation has returned no signature checked against the old state can
+//! still come out: a signature holds the gate shared from before its check until its
+//! response bytes exist; every other command holds it exclusively, so it starts only when the
+//! signatures begun before it are finished, and the signatures after it are checked against
+//! its result. (std's `RwLock` on Linux makes new readers wait behind a waiting writer, so a
+//! stream of signatures cannot starve a revoke.) [`Locking::Global`] is the old path, every
+//! call wholly under the mutex, kept so that `loadgen` can measure both in one run.
 
 use std::collections::HashMap;
 use std::fs;
@@ -9,7 +21,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -24,7 +36,52 @@ pub trait Handler: Send + 'static {
     /// Execute `cmd` on `input`; returns the encoded response. Must not
     /// panic (if it does, the process exits, like a TA that panicked).
     fn invoke(&mut self, cmd: u32, input: &[u8]) -> Vec<u8>;
+
+    /// Start `cmd` (see [`kms_ta::TaCore::begin`]): the response, or a checked signature
+    /// to finish outside the lock. Called only for commands of
+    /// [`kms_ta::runs_in_parallel`]; by default the whole call.
+    fn begin(&mut self, cmd: u32, input: &[u8]) -> kms_ta::Begun {
+        kms_ta::Begun::Done(self.invoke(cmd, input))
+    }
 }
+
+/// How sessions share the core.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Locking {
+    /// Every call wholly under the one mutex (the signature included).
+    Global,
+    /// State changes and credential checks under the mutex; the ECDSA of
+    /// `SignAgentUserOp` outside it, in parallel (see the module documentation).
+    #[default]
+    SignOutside,
+}
+
+impl std::str::FromStr for Locking {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "global" => Ok(Locking::Global),
+            "sign-outside" => Ok(Locking::SignOutside),
+            other => Err(format!(
+                "unknown locking {other:?} (expected global or sign-outside)"
+            )),
+        }
+    }
+}
+
+/// The core as sessions share it: the mutex and the signing gate.
+struct Shared<H> {
+    core: Mutex<H>,
+    /// Held shared by a signature from before its check until its bytes
+    /// exist, exclusively by every other call (in [`Locking::SignOutside`]).
+    gate: RwLock<()>,
+    locking: Locking,
+    /// Called between a signature's check and its ECDSA (tests only).
+    pause: Option<SignPause>,
+}
+
+/// See [`Server::with_pause_before_signature`].
+pub type SignPause = Arc<dyn Fn() + Send + Sync>;
 
 impl<S, E, C, M> Handler for kms_ta::TaCore<S, E, C, M>
 where
@@ -35,6 +92,10 @@ where
 {
     fn invoke(&mut self, cmd: u32, input: &[u8]) -> Vec<u8> {
         kms_ta::TaCore::invoke(self, cmd, input)
+    }
+
+    fn begin(&mut self, cmd: u32, input: &[u8]) -> kms_ta::Begun {
+        kms_ta::TaCore::begin(self, cmd, input)
     }
 }
 
@@ -81,7 +142,7 @@ pub struct Server<H> {
     path: PathBuf,
     /// (device, inode) of our socket file, so we only ever remove our own.
     identity: (u64, u64),
-    core: Arc<Mutex<H>>,
+    shared: Arc<Shared<H>>,
     wake_rx: UnixStream,
     wake_tx: UnixStream,
 }
@@ -143,10 +204,34 @@ impl<H: Handler> Server<H> {
             listener,
             path: path.to_owned(),
             identity: (meta.dev(), meta.ino()),
-            core: Arc::new(Mutex::new(core)),
+            shared: Arc::new(Shared {
+                core: Mutex::new(core),
+                gate: RwLock::new(()),
+                locking: Locking::default(),
+                pause: None,
+            }),
             wake_rx,
             wake_tx,
         })
+    }
+
+    /// Choose how sessions share the core (before [`Server::run`]).
+    pub fn with_locking(mut self, locking: Locking) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.locking = locking;
+        }
+        self
+    }
+
+    /// For tests: call `pause` in every agent signature after its check (the gate held
+    /// shared, the mutex released) and before its ECDSA, so a test can hold a signature in
+    /// flight and see what a concurrent revoke does.
+    #[doc(hidden)]
+    pub fn with_pause_before_signature(mut self, pause: SignPause) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.pause = Some(pause);
+        }
+        self
     }
 
     /// The socket path.
@@ -214,7 +299,7 @@ impl<H: Handler> Server<H> {
                 lock(&sessions).remove(&id);
                 continue;
             }
-            let core = Arc::clone(&self.core);
+            let core = Arc::clone(&self.shared);
             let sessions_for_thread = Arc::clone(&sessions);
             let spawned = thread::Builder::new()
                 .name(format!("ta-session-{id}"))
@@ -269,7 +354,47 @@ fn wipe(v: &mut Vec<u8>) {
     v.clear();
 }
 
-fn serve_session<H: Handler>(id: u64, mut stream: UnixStream, core: &Mutex<H>) {
+/// Run `f`; a panic ends the process, like a TA that panicked in OP-TEE (its instance is dead).
+fn or_exit<T>(id: u64, cmd: u32, f: impl FnOnce() -> T) -> T {
+    match panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(out) => out,
+        Err(_) => {
+            tracing::error!(session = id, cmd, "the TA core panicked; exiting");
+            std::process::exit(70);
+        }
+    }
+}
+
+/// One call on the shared core (see the module documentation for the locking).
+fn call<H: Handler>(id: u64, shared: &Shared<H>, cmd: u32, input: &[u8]) -> Vec<u8> {
+    if shared.locking == Locking::Global {
+        let mut core = lock(&shared.core);
+        return or_exit(id, cmd, || core.invoke(cmd, input));
+    }
+    // Poisoning cannot happen (a panic ends the process); the guard protects nothing but order.
+    if !kms_ta::runs_in_parallel(cmd) {
+        let _exclusive = shared.gate.write().unwrap_or_else(|p| p.into_inner());
+        let mut core = lock(&shared.core);
+        return or_exit(id, cmd, || core.invoke(cmd, input));
+    }
+    let _shared = shared.gate.read().unwrap_or_else(|p| p.into_inner());
+    let begun = {
+        let mut core = lock(&shared.core);
+        or_exit(id, cmd, || core.begin(cmd, input))
+    };
+    match begun {
+        kms_ta::Begun::Done(out) => out,
+        // Outside the mutex, inside the gate: a state change waits for this.
+        kms_ta::Begun::Sign(pending) => {
+            if let Some(pause) = &shared.pause {
+                pause();
+            }
+            or_exit(id, cmd, || pending.finish())
+        }
+    }
+}
+
+fn serve_session<H: Handler>(id: u64, mut stream: UnixStream, core: &Shared<H>) {
     let mut input = Zeroizing::new(Vec::new());
     let mut frame = Zeroizing::new(Vec::new());
     loop {
@@ -286,17 +411,7 @@ fn serve_session<H: Handler>(id: u64, mut stream: UnixStream, core: &Mutex<H>) {
             }
         };
         let started = Instant::now();
-        let output = {
-            let mut core = lock(core);
-            match panic::catch_unwind(AssertUnwindSafe(|| core.invoke(cmd, &input))) {
-                Ok(out) => Zeroizing::new(out),
-                Err(_) => {
-                    // Like OP-TEE after a TA panic: this instance is dead.
-                    tracing::error!(session = id, cmd, "the TA core panicked; exiting");
-                    std::process::exit(70);
-                }
-            }
-        };
+        let output = Zeroizing::new(call(id, core, cmd, &input));
         wipe(&mut input);
         if let Err(e) = wire::encode_response(&mut frame, &output) {
             tracing::error!(session = id, cmd, error = %e, "the TA core produced an oversize response");

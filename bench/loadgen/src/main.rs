@@ -72,7 +72,13 @@ struct Cli {
     /// figures and their ratio to the baseline's.
     #[arg(long, value_delimiter = ',')]
     compare_audit: Vec<String>,
-    /// Rounds of `--compare-audit` (each mode measured once per round).
+    /// Compare ta-sim's `--locking` modes in this run (comma-separated, the first is the
+    /// baseline), e.g. `global,sign-outside`: ta-sim and the companion are restarted over the
+    /// same data for each mode, modes alternating, each measured `--rounds` times; prints each
+    /// mode's figures and their ratio to the baseline's.
+    #[arg(long, value_delimiter = ',', conflicts_with = "compare_audit")]
+    compare_ta_locking: Vec<String>,
+    /// Rounds of `--compare-audit` or `--compare-ta-locking` (each mode measured once per round).
     #[arg(long, default_value_t = 2)]
     rounds: usize,
 }
@@ -225,7 +231,17 @@ async fn audit_counters(port: u16) -> (u64, u64) {
     )
 }
 
-/// `--compare-audit`: restart the companion with each mode in turn and measure it.
+/// What a comparison run varies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Compared {
+    /// The companion's `--audit-durability`.
+    Audit,
+    /// ta-sim's `--locking` (`TA_SIM_LOCKING`).
+    TaLocking,
+}
+
+/// `--compare-audit` / `--compare-ta-locking`: restart the companion (and for the TA's
+/// locking ta-sim first) with each mode in turn and measure it.
 #[allow(clippy::too_many_arguments)]
 fn compare_audit(
     cli: &Cli,
@@ -235,9 +251,14 @@ fn compare_audit(
     base_args: &[String],
     agents: &Arc<Vec<Agent>>,
     companion: &mut procs::Proc,
+    sim: &mut procs::Proc,
+    compared: Compared,
 ) -> Result<Vec<ModeFigures>, String> {
-    let mut figures: Vec<ModeFigures> = cli
-        .compare_audit
+    let modes = match compared {
+        Compared::Audit => &cli.compare_audit,
+        Compared::TaLocking => &cli.compare_ta_locking,
+    };
+    let mut figures: Vec<ModeFigures> = modes
         .iter()
         .map(|m| ModeFigures {
             mode: m.clone(),
@@ -253,9 +274,21 @@ fn compare_audit(
     for round in 0..cli.rounds.max(1) {
         for f in figures.iter_mut() {
             companion.kill9();
-            let port = procs::free_port();
             let mut args = base_args.to_vec();
-            args.extend(["--audit-durability".to_string(), f.mode.clone()]);
+            match compared {
+                Compared::Audit => {
+                    args.extend(["--audit-durability".to_string(), f.mode.clone()]);
+                }
+                Compared::TaLocking => {
+                    sim.kill9();
+                    *sim = procs::start_sim(
+                        &bins.join("ta-sim"),
+                        dir,
+                        &[("TA_SIM_LOCKING", f.mode.as_str())],
+                    )?;
+                }
+            }
+            let port = procs::free_port();
             *companion = procs::start_companion(
                 &bins.join("companion"),
                 dir,
@@ -293,7 +326,12 @@ fn compare_audit(
 
 /// Prints (and with `--json` writes) the `--compare-audit` figures, each mode against the
 /// first.
-fn print_comparison(cli: &Cli, agents: usize, figures: &[ModeFigures]) -> Result<(), String> {
+fn print_comparison(
+    cli: &Cli,
+    agents: usize,
+    figures: &[ModeFigures],
+    compared: Compared,
+) -> Result<(), String> {
     let stats = |f: &ModeFigures| {
         let h = f.tally.hist.as_ref().expect("hist");
         (
@@ -306,7 +344,11 @@ fn print_comparison(cli: &Cli, agents: usize, figures: &[ModeFigures]) -> Result
     let base = stats(&figures[0]);
     println!();
     println!(
-        "audit durability: C={} agents={} rounds={} x {} s per mode (modes alternating, same companion data and TA), baseline {}",
+        "{}: C={} agents={} rounds={} x {} s per mode (modes alternating, same companion data and TA state), baseline {}",
+        match compared {
+            Compared::Audit => "audit durability",
+            Compared::TaLocking => "ta-sim locking",
+        },
         cli.concurrency,
         agents,
         cli.rounds.max(1),
@@ -340,8 +382,12 @@ fn print_comparison(cli: &Cli, agents: usize, figures: &[ModeFigures]) -> Result
     let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("  load average     {}", loadavg.trim());
     if let Some(path) = &cli.json {
+        let key = match compared {
+            Compared::Audit => "compare_audit",
+            Compared::TaLocking => "compare_ta_locking",
+        };
         let v = serde_json::json!({
-            "compare_audit": out, "concurrency": cli.concurrency, "agents": agents,
+            key: out, "concurrency": cli.concurrency, "agents": agents,
             "rounds": cli.rounds.max(1), "duration": cli.duration, "loadavg": loadavg.trim(),
         });
         std::fs::write(path, serde_json::to_vec_pretty(&v).expect("json"))
@@ -436,7 +482,12 @@ fn main() -> Result<(), String> {
         "raw k256 sign_prehash_recoverable, {raw_threads} threads (before): {raw_before:.0}/s"
     );
 
-    if !cli.compare_audit.is_empty() {
+    if !cli.compare_audit.is_empty() || !cli.compare_ta_locking.is_empty() {
+        let compared = if cli.compare_audit.is_empty() {
+            Compared::TaLocking
+        } else {
+            Compared::Audit
+        };
         let figures = compare_audit(
             &cli,
             &rt,
@@ -445,8 +496,10 @@ fn main() -> Result<(), String> {
             &base_args,
             &agents,
             &mut companion,
+            &mut sim,
+            compared,
         )?;
-        print_comparison(&cli, agents.len(), &figures)?;
+        print_comparison(&cli, agents.len(), &figures, compared)?;
         drop(rt);
         companion.kill9();
         sim.kill9();

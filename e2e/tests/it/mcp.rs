@@ -31,6 +31,19 @@ const TOOLS: [&str; 6] = [
     "wait_for_intent",
 ];
 
+/// Whether at least one progress notification has reached the client, waiting (bounded) for
+/// one in flight: the client handles notifications apart from responses, so the last one sent
+/// before a tool's result may be counted just after the result is read.
+async fn progress_arrives(progress: &AtomicUsize) -> bool {
+    for _ in 0..100 {
+        if progress.load(Ordering::SeqCst) >= 1 {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
 /// A client that counts the progress notifications it receives.
 #[derive(Clone, Default)]
 struct Host {
@@ -286,7 +299,7 @@ async fn mcp_over_stdio_pays_waits_and_is_refused_with_codes() {
     assert_eq!(done["waitTimedOut"], false, "{done}");
     assert!(done["transactionHash"].as_str().is_some(), "{done}");
     assert!(
-        progress.load(Ordering::SeqCst) >= 1,
+        progress_arrives(&progress).await,
         "no progress notification"
     );
     assert_eq!(w.f.env.balance(w.payee).await.unwrap(), eth("0.1"));
@@ -395,7 +408,7 @@ async fn mcp_over_http_and_a_revoked_credential() {
         .await;
     assert_eq!(done["status"], "included", "{done}");
     assert!(
-        progress.load(Ordering::SeqCst) >= 1,
+        progress_arrives(&progress).await,
         "no progress notification over HTTP"
     );
     assert_eq!(w.f.env.balance(w.payee).await.unwrap(), eth("0.2"));

@@ -389,7 +389,7 @@ impl<'a> AgentCredentials<'a> {
             s.db.get_agent(&wallet.to_uuid_string(), index)
                 .await?
                 .ok_or(CredentialError::AgentNotFound)?;
-        Ok(crate::revocation::revoke_agent(
+        let done = crate::revocation::revoke_agent(
             &s.db,
             &s.tee,
             Some(&CompanionChain(s)),
@@ -397,7 +397,14 @@ impl<'a> AgentCredentials<'a> {
             &row,
             || s.credentials.invalidate(&key_id),
         )
-        .await)
+        .await;
+        if done.database.failure().is_none() && done.tee.failure().is_some() {
+            // Revoked in the database but perhaps not in the TA (unreachable, even before the
+            // call left): the background reconciliation revokes it there once the TA answers,
+            // without waiting for a restart.
+            s.reconcile.mark_dirty();
+        }
+        Ok(done)
     }
 }
 

@@ -123,7 +123,7 @@ async fn export_needs_a_passkey_assertion_for_that_wallet_and_path() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        owner.address.to_ascii_lowercase(),
+        format!("{:#x}", owner.address),
         line("address: ").to_ascii_lowercase()
     );
 

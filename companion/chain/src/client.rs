@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use alloy::eips::eip7702::{Authorization, SignedAuthorization};
 use alloy::primitives::{Address, Bytes, B256, U256};
 use alloy::providers::{DynProvider, Provider};
 use kms_contracts::{AgentAccountFactory, IEntryPointV07};
@@ -69,6 +70,45 @@ pub enum Erc7579Error {
     /// The period index does not fit the account kind's nonce key.
     #[error(transparent)]
     Period(#[from] PeriodOutOfRange),
+    /// An EOA can delegate with EIP-7702 only through EntryPoint v0.8 (v0.7 knows no 7702
+    /// sender), and only when an implementation to delegate to is configured.
+    #[error("an EIP-7702 delegation needs {needs}")]
+    Eip7702Unavailable {
+        /// What is missing: `"EntryPoint v0.8"` or `"a configured EIP-7702 account implementation"`.
+        needs: &'static str,
+    },
+    /// The address to delegate with EIP-7702 is not an EOA without code.
+    #[error("{account} cannot be delegated with EIP-7702: it has code ({found})")]
+    NotAnEoa {
+        /// The address.
+        account: Address,
+        /// What it has: `"a contract"` or `"a delegation to <address>"`.
+        found: String,
+    },
+}
+
+/// What an address holds as code, as far as EIP-7702 is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountCode {
+    /// No code: an EOA that has not delegated (or a counterfactual account).
+    Empty,
+    /// An EIP-7702 delegation designator `0xef0100 ‖ delegate`.
+    Delegated(Address),
+    /// Contract code.
+    Contract,
+}
+
+impl AccountCode {
+    /// Classifies `code`.
+    pub fn of(code: &[u8]) -> Self {
+        match code {
+            [] => AccountCode::Empty,
+            [0xef, 0x01, 0x00, delegate @ ..] if delegate.len() == 20 => {
+                AccountCode::Delegated(Address::from_slice(delegate))
+            }
+            _ => AccountCode::Contract,
+        }
+    }
 }
 
 /// Everything [`ChainClient`] can fail with. Messages never contain node or bundler URLs.
@@ -391,6 +431,9 @@ pub struct ChainConfig {
     pub http: HttpLimits,
     /// Ceilings on the gas and fees of every operation built ([`ChainClient::prepare`]).
     pub ceilings: GasCeilings,
+    /// The account implementation EOAs delegate to with EIP-7702 (`Eip7702Account`, an ERC-7579
+    /// account whose signer is the EOA itself); `None` turns EIP-7702 delegation off.
+    pub eip7702_delegate: Option<Address>,
 }
 
 impl ChainConfig {
@@ -413,6 +456,7 @@ impl ChainConfig {
             retry: RetryPolicy::default(),
             http: HttpLimits::default(),
             ceilings: GasCeilings::default(),
+            eip7702_delegate: None,
         }
     }
 }
@@ -674,6 +718,15 @@ impl ChainClient {
             .map_err(|e| self.node_err("reading code", e))
     }
 
+    /// What `address` holds as code ([`AccountCode`]).
+    pub async fn account_code(&self, address: Address) -> Result<AccountCode, ChainError> {
+        self.provider()
+            .get_code_at(address)
+            .await
+            .map(|c| AccountCode::of(&c))
+            .map_err(|e| self.node_err("reading code", e))
+    }
+
     /// `EntryPoint.getNonce(sender, key)`: key ‖ next sequence.
     pub async fn nonce(&self, sender: Address, key: NonceKey) -> Result<U256, ChainError> {
         IEntryPointV07::new(self.entry_point().address, self.provider())
@@ -738,6 +791,18 @@ impl ChainClient {
         kind: AccountKind,
         request: OpRequest,
     ) -> Result<PreparedOp, ChainError> {
+        self.prepare_delegating(kind, request, None).await
+    }
+
+    /// [`ChainClient::prepare_for`], the operation carrying `delegation` (an EIP-7702
+    /// authorisation of the sender, with a stub signature: estimation does not check it, and the
+    /// userOpHash binds only its delegate) when given.
+    async fn prepare_delegating(
+        &self,
+        kind: AccountKind,
+        request: OpRequest,
+        delegation: Option<SignedAuthorization>,
+    ) -> Result<PreparedOp, ChainError> {
         if kind == AccountKind::Erc7579 && request.init.is_some() {
             return Err(Erc7579Error::FactoryInit.into());
         }
@@ -755,6 +820,9 @@ impl ChainClient {
         let mut op = UserOperation::new(request.sender, nonce, call_data)
             .with_fees(fees.max_fee_per_gas, fees.max_priority_fee_per_gas)
             .with_signature(request.stub_signature);
+        if let Some(auth) = delegation {
+            op = op.with_eip7702(auth);
+        }
         let deploys_account = !deployed && request.init.is_some();
         if let (false, Some(init)) = (deployed, request.init) {
             let expected = self.account_address(init.owner, init.salt).await?;
@@ -963,6 +1031,95 @@ impl ChainClient {
             },
         )
         .await
+    }
+
+    /// The first operation of the owner's EOA `eoa` as an ERC-7579 account, delegating with
+    /// EIP-7702 to the configured implementation ([`ChainConfig::eip7702_delegate`]) in the same
+    /// operation: initCode is the EIP-7702 marker, the operation carries an authorisation of
+    /// `eoa` for this chain, the delegate and the EOA's current account nonce (with a stub
+    /// signature until the owner signs it; the userOpHash binds the delegate, not the
+    /// signature), and its calls install this validator as the account's validator module and
+    /// grant `grants`, in one ERC-7579 batch, on the owner's nonce key 0 (the EOA's own key
+    /// signs, raw ECDSA over the userOpHash). Only on EntryPoint v0.8; `eoa` must have no code
+    /// ([`Erc7579Error::NotAnEoa`]: once delegated it is an ERC-7579 account, granted on with
+    /// [`ChainClient::prepare_erc7579_grants`]). The EOA pays the operation's prefund.
+    pub async fn prepare_eip7702_grants(
+        &self,
+        eoa: Address,
+        grants: &[SessionGrant],
+    ) -> Result<(PreparedOp, Authorization), ChainError> {
+        if self.entry_point().version != crate::userop::EntryPointVersion::V08 {
+            return Err(Erc7579Error::Eip7702Unavailable {
+                needs: "EntryPoint v0.8",
+            }
+            .into());
+        }
+        let delegate =
+            self.inner
+                .config
+                .eip7702_delegate
+                .ok_or(Erc7579Error::Eip7702Unavailable {
+                    needs: "a configured EIP-7702 account implementation",
+                })?;
+        match self.account_code(eoa).await? {
+            AccountCode::Empty => {}
+            AccountCode::Delegated(to) => {
+                return Err(Erc7579Error::NotAnEoa {
+                    account: eoa,
+                    found: format!("a delegation to {to}"),
+                }
+                .into())
+            }
+            AccountCode::Contract => {
+                return Err(Erc7579Error::NotAnEoa {
+                    account: eoa,
+                    found: "a contract".into(),
+                }
+                .into())
+            }
+        }
+        for grant in grants {
+            grant.validate(eoa, self.validator(), self.entry_point().address)?;
+            for address in grant.needs_code() {
+                if !self.has_code(address).await? {
+                    return Err(InvalidGrant::NotAContract(address).into());
+                }
+            }
+        }
+        let account_nonce = self
+            .provider()
+            .get_transaction_count(eoa)
+            .await
+            .map_err(|e| self.node_err("reading the EOA's nonce", e))?;
+        let authorization = Authorization {
+            chain_id: U256::from(self.chain_id()),
+            address: delegate,
+            nonce: account_nonce,
+        };
+        // r = s = 1: a well-formed stand-in; nothing checks it before the owner signs.
+        let stub = SignedAuthorization::new_unchecked(
+            authorization.clone(),
+            0,
+            U256::from(1),
+            U256::from(1),
+        );
+        let mut calls = vec![crate::erc7579::install_module_call(eoa, self.validator())];
+        calls.extend(grants.iter().map(|g| g.owner_call(self.validator())));
+        let prepared = self
+            .prepare_delegating(
+                AccountKind::Erc7579,
+                OpRequest {
+                    sender: eoa,
+                    init: None,
+                    nonce: NonceChoice::Next(NonceKey::OWNER),
+                    calls,
+                    stub_signature: crate::signature::stub_owner_signature(),
+                    gas: None,
+                },
+                Some(stub),
+            )
+            .await?;
+        Ok((prepared, authorization))
     }
 
     /// The owner's operation uninstalling this validator from the ERC-7579 account `account`
@@ -1267,6 +1424,23 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn account_code_tells_a_delegation_from_a_contract() {
+        let d = Address::repeat_byte(0xd1);
+        assert_eq!(AccountCode::of(&[]), AccountCode::Empty);
+        let mut designator = vec![0xef, 0x01, 0x00];
+        designator.extend_from_slice(d.as_slice());
+        assert_eq!(AccountCode::of(&designator), AccountCode::Delegated(d));
+        // One byte short or long, another prefix: contract code.
+        assert_eq!(AccountCode::of(&designator[..22]), AccountCode::Contract);
+        designator.push(0);
+        assert_eq!(AccountCode::of(&designator), AccountCode::Contract);
+        let mut other = vec![0xef, 0x01, 0x01];
+        other.extend_from_slice(d.as_slice());
+        assert_eq!(AccountCode::of(&other), AccountCode::Contract);
+        assert_eq!(AccountCode::of(&[0x60, 0x80]), AccountCode::Contract);
+    }
 
     #[test]
     fn ceilings_refuse_each_excess_and_accept_the_limit() {

@@ -67,10 +67,11 @@ impl FromStr for EntryPointVersion {
     }
 }
 
-/// The operation cannot be hashed locally: an EIP-7702 operation on v0.8, whose hash depends on
-/// the sender's on-chain delegate (see [`v0_8`]).
+/// The operation cannot be hashed locally: an EIP-7702 operation without its authorisation on
+/// v0.8 (its hash binds the sender's delegate, see [`v0_8`]), or any EIP-7702 operation on v0.7
+/// (which knows no EIP-7702 marker).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("EIP-7702 user operations are not hashed locally")]
+#[error("an EIP-7702 user operation needs EntryPoint v0.8 and its authorisation to be hashed")]
 pub struct UnhashableOperation;
 
 /// One deployed EntryPoint: its version and address.
@@ -99,6 +100,7 @@ impl EntryPoint {
         chain_id: u64,
     ) -> Result<B256, UnhashableOperation> {
         match self.version {
+            EntryPointVersion::V07 if op.eip7702_auth.is_some() => Err(UnhashableOperation),
             EntryPointVersion::V07 => Ok(op.hash(self.address, chain_id)),
             EntryPointVersion::V08 => {
                 v0_8::user_op_hash(op, self.address, chain_id).ok_or(UnhashableOperation)

@@ -5,7 +5,8 @@
 //! ([`UserOperation::hash`], identical to `EntryPoint.getUserOpHash`), and converts to and from the
 //! ERC-4337 v0.7 JSON-RPC form ([`RpcUserOperation`]).
 
-use alloy::primitives::{keccak256, Address, Bytes, B256, U256};
+use alloy::eips::eip7702::SignedAuthorization;
+use alloy::primitives::{address, keccak256, Address, Bytes, B256, U256};
 use alloy::sol_types::SolValue;
 use kms_contracts::PackedUserOperation;
 use serde::{Deserialize, Serialize};
@@ -46,7 +47,16 @@ pub struct UserOperation {
     pub paymaster_data: Bytes,
     /// The account-specific signature.
     pub signature: Bytes,
+    /// The sender's EIP-7702 authorisation, carried beside the operation (JSON-RPC
+    /// `eip7702Auth`; the bundler puts it in the authorisation list of its bundle transaction).
+    /// Set with [`UserOperation::with_eip7702`], which also sets the initCode marker.
+    pub eip7702_auth: Option<SignedAuthorization>,
 }
+
+/// The factory field of an EIP-7702 operation: `0x7702` padded to 20 bytes. As initCode it tells
+/// EntryPoint v0.8 that the sender is an EOA delegating with EIP-7702, and that the userOpHash
+/// binds its delegate (see [`super::v0_8`]).
+pub const EIP7702_MARKER: Address = address!("0x7702000000000000000000000000000000000000");
 
 /// Gas limits of an operation, as `eth_estimateUserOperationGas` returns them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -111,6 +121,17 @@ impl UserOperation {
         self.paymaster_verification_gas_limit = verification_gas_limit;
         self.paymaster_post_op_gas_limit = post_op_gas_limit;
         self.paymaster_data = data.into();
+        self
+    }
+
+    /// Makes this the operation of an EOA delegating with EIP-7702: carries `auth` (whose
+    /// `address` is the delegate) and sets the initCode to [`EIP7702_MARKER`], so that the
+    /// userOpHash binds the delegate. The authorisation's own signature is not part of the hash: a
+    /// stub can stand in for estimation and the real one be put in after signing.
+    pub fn with_eip7702(mut self, auth: SignedAuthorization) -> Self {
+        self.factory = Some(EIP7702_MARKER);
+        self.factory_data = Bytes::new();
+        self.eip7702_auth = Some(auth);
         self
     }
 
@@ -244,6 +265,7 @@ impl UserOperation {
                 .then(|| U256::from(self.paymaster_post_op_gas_limit)),
             paymaster_data: paymaster.then(|| self.paymaster_data.clone()),
             signature: self.signature.clone(),
+            eip7702_auth: self.eip7702_auth.clone(),
         }
     }
 }
@@ -295,6 +317,7 @@ impl TryFrom<RpcUserOperation> for UserOperation {
             )?,
             paymaster_data: op.paymaster_data.unwrap_or_default(),
             signature: op.signature,
+            eip7702_auth: op.eip7702_auth,
         })
     }
 }
@@ -309,8 +332,13 @@ pub struct RpcUserOperation {
     pub sender: Address,
     /// Nonce.
     pub nonce: U256,
-    /// Factory, when the operation deploys the account.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Factory, when the operation deploys the account. [`EIP7702_MARKER`] is written `"0x7702"`
+    /// (the form bundlers expect; both forms are read).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "factory_field"
+    )]
     pub factory: Option<Address>,
     /// Factory call data, with a factory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -341,6 +369,31 @@ pub struct RpcUserOperation {
     pub paymaster_data: Option<Bytes>,
     /// Signature.
     pub signature: Bytes,
+    /// The sender's EIP-7702 authorisation, when it delegates in this operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eip7702_auth: Option<SignedAuthorization>,
+}
+
+/// The JSON form of the factory field: an address, or `"0x7702"` for [`EIP7702_MARKER`].
+mod factory_field {
+    use super::EIP7702_MARKER;
+    use alloy::primitives::Address;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Address>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(a) if *a == EIP7702_MARKER => s.serialize_str("0x7702"),
+            other => other.serialize(s),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Address>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(s) if s.eq_ignore_ascii_case("0x7702") => Ok(Some(EIP7702_MARKER)),
+            Some(s) => s.parse().map(Some).map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 fn pack_u128s(high: u128, low: u128) -> B256 {

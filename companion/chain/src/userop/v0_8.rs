@@ -6,8 +6,11 @@
 //! `structHash = keccak256(abi.encode(PACKED_USEROP_TYPEHASH, sender, nonce, keccak256(initCode),
 //! keccak256(callData), accountGasLimits, preVerificationGas, gasFees, keccak256(paymasterAndData)))`.
 //!
-//! Not covered: EIP-7702 operations (initCode starting with the `0x7702` marker), whose hash uses
-//! the sender's on-chain delegate address; [`user_op_hash`] returns `None` for them.
+//! EIP-7702 operations (initCode starting with the `0x7702` marker padded to 20 bytes): the
+//! EntryPoint hashes `keccak256(delegate ‖ initCode[20..])` in place of `keccak256(initCode)`,
+//! `delegate` being the sender's delegate when it validates. Locally that is the delegate of the
+//! authorisation the operation carries ([`UserOperation::eip7702_auth`]); [`user_op_hash`] returns
+//! `None` for a marked operation without one (its delegate is then whatever the chain holds).
 
 use alloy::primitives::{keccak256, Address, B256, U256};
 use alloy::sol_types::SolValue;
@@ -43,14 +46,15 @@ pub fn domain_separator(entry_point: Address, chain_id: u64) -> B256 {
     )
 }
 
-/// The EIP-712 struct hash of the operation.
-pub fn struct_hash(op: &UserOperation) -> B256 {
-    keccak256(
+/// The EIP-712 struct hash of the operation; `None` for an EIP-7702 operation without its
+/// authorisation (see the module docs).
+pub fn struct_hash(op: &UserOperation) -> Option<B256> {
+    Some(keccak256(
         (
             packed_user_op_type_hash(),
             op.sender,
             op.nonce,
-            keccak256(op.init_code()),
+            init_code_hash(op)?,
             keccak256(&op.call_data),
             op.account_gas_limits(),
             op.pre_verification_gas,
@@ -58,7 +62,19 @@ pub fn struct_hash(op: &UserOperation) -> B256 {
             keccak256(op.paymaster_and_data()),
         )
             .abi_encode(),
-    )
+    ))
+}
+
+/// What the EntryPoint hashes for the initCode: `keccak256(initCode)`, or for an EIP-7702
+/// operation `keccak256(delegate ‖ initCode[20..])` with the delegate of its authorisation
+/// (`None` without one).
+fn init_code_hash(op: &UserOperation) -> Option<B256> {
+    let init_code = op.init_code();
+    if !is_eip7702_init_code(op) {
+        return Some(keccak256(&init_code));
+    }
+    let delegate = op.eip7702_auth.as_ref()?.address;
+    Some(keccak256([delegate.as_slice(), &init_code[20..]].concat()))
 }
 
 /// True when the operation's initCode is an EIP-7702 authorisation marker (`0x7702` padded to 20
@@ -71,23 +87,22 @@ pub fn is_eip7702_init_code(op: &UserOperation) -> bool {
 }
 
 /// The userOpHash for EntryPoint v0.8 at `entry_point` on `chain_id`, as `getUserOpHash` computes
-/// it; `None` for EIP-7702 operations (see the module docs).
+/// it; `None` for an EIP-7702 operation that carries no authorisation (see the module docs).
 pub fn user_op_hash(op: &UserOperation, entry_point: Address, chain_id: u64) -> Option<B256> {
-    if is_eip7702_init_code(op) {
-        return None;
-    }
+    let struct_hash = struct_hash(op)?;
     let mut digest = Vec::with_capacity(66);
     digest.extend_from_slice(&[0x19, 0x01]);
     digest.extend_from_slice(domain_separator(entry_point, chain_id).as_slice());
-    digest.extend_from_slice(struct_hash(op).as_slice());
+    digest.extend_from_slice(struct_hash.as_slice());
     Some(keccak256(digest))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::userop::v0_7::tests::vector_op;
-    use alloy::primitives::b256;
+    use crate::userop::v0_7::{tests::vector_op, EIP7702_MARKER};
+    use alloy::eips::eip7702::{Authorization, SignedAuthorization};
+    use alloy::primitives::{b256, Bytes};
 
     /// userOpHash of `vector_op` by EntryPoint v0.8's own `getUserOpHash` (canonical bytecode on
     /// anvil, chain id 31337).
@@ -129,17 +144,83 @@ mod tests {
         );
     }
 
+    fn authorization(delegate: Address, nonce: u64, r: u64) -> SignedAuthorization {
+        SignedAuthorization::new_unchecked(
+            Authorization {
+                chain_id: U256::from(31337),
+                address: delegate,
+                nonce,
+            },
+            0,
+            U256::from(r),
+            U256::from(7),
+        )
+    }
+
     #[test]
-    fn eip7702_is_not_hashed_locally() {
-        let mut marker = [0u8; 20];
-        marker[..2].copy_from_slice(&[0x77, 0x02]);
-        let op = vector_op().with_factory(
-            alloy::primitives::Address::from(marker),
-            alloy::primitives::Bytes::new(),
+    fn eip7702_hash_binds_the_delegate_and_nothing_else_of_the_authorisation() {
+        let ep = kms_contracts::ENTRY_POINT_V08;
+        let d1 = Address::repeat_byte(0xd1);
+        let marked = vector_op().with_factory(EIP7702_MARKER, Bytes::new());
+        // Without its authorisation the delegate is unknown: not hashed.
+        assert_eq!(user_op_hash(&marked, ep, 31337), None);
+        let op = vector_op().with_eip7702(authorization(d1, 5, 1));
+        let h = user_op_hash(&op, ep, 31337).unwrap();
+        // keccak256(initCode) replaced by keccak256(delegate): recomputed by hand.
+        let mut plain = op.clone();
+        plain.factory = None;
+        plain.eip7702_auth = None;
+        let with_delegate_hash = |init: B256| {
+            let sh = keccak256(
+                (
+                    packed_user_op_type_hash(),
+                    op.sender,
+                    op.nonce,
+                    init,
+                    keccak256(&op.call_data),
+                    op.account_gas_limits(),
+                    op.pre_verification_gas,
+                    op.gas_fees(),
+                    keccak256(op.paymaster_and_data()),
+                )
+                    .abi_encode(),
+            );
+            keccak256([&[0x19, 0x01][..], &domain_separator(ep, 31337)[..], &sh[..]].concat())
+        };
+        assert_eq!(h, with_delegate_hash(keccak256(d1)));
+        assert_ne!(h, with_delegate_hash(keccak256(op.init_code())));
+        assert_ne!(h, user_op_hash(&plain, ep, 31337).unwrap());
+        // Another delegate, another hash; the authorisation's nonce and signature are not hashed.
+        let other = vector_op().with_eip7702(authorization(Address::repeat_byte(0xd2), 5, 1));
+        assert_ne!(user_op_hash(&other, ep, 31337).unwrap(), h);
+        let resigned = vector_op().with_eip7702(authorization(d1, 6, 2));
+        assert_eq!(user_op_hash(&resigned, ep, 31337).unwrap(), h);
+        // EntryPoint v0.7 knows no marker: refused rather than hashed wrongly.
+        assert!(
+            crate::userop::EntryPoint::canonical(crate::userop::EntryPointVersion::V07)
+                .user_op_hash(&op, 31337)
+                .is_err()
         );
+    }
+
+    #[test]
+    fn eip7702_rpc_form() {
+        let op = vector_op().with_eip7702(authorization(Address::repeat_byte(0xd1), 5, 1));
+        let v = serde_json::to_value(op.to_rpc()).unwrap();
+        assert_eq!(v["factory"], "0x7702", "{v}");
+        let auth = &v["eip7702Auth"];
+        assert_eq!(auth["chainId"], "0x7a69", "{v}");
+        assert_eq!(auth["nonce"], "0x5", "{v}");
+        assert_eq!(auth["yParity"], "0x0", "{v}");
         assert_eq!(
-            user_op_hash(&op, kms_contracts::ENTRY_POINT_V08, 31337),
-            None
+            auth["address"].as_str().unwrap().to_lowercase(),
+            format!("{:#x}", Address::repeat_byte(0xd1))
         );
+        let back = UserOperation::try_from(
+            serde_json::from_value::<crate::userop::v0_7::RpcUserOperation>(v).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(back, op);
+        assert!(is_eip7702_init_code(&back));
     }
 }

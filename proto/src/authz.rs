@@ -114,6 +114,44 @@ mod tests {
     }
 
     #[test]
+    fn eip7702_delegation_digest_binds_every_field() {
+        use crate::Eip7702DelegationBody;
+        let a = Eip7702DelegationBody {
+            wallet_id: WalletId([1; 16]),
+            chain_id: 31337,
+            delegate: [0xDE; 20],
+            nonce: 7,
+            user_op_hash: Some([9; 32]),
+        };
+        let da = a.payload_digest();
+        let mut wallet = a.clone();
+        wallet.wallet_id.0[15] ^= 1;
+        let mut chain = a.clone();
+        chain.chain_id = 1;
+        let mut delegate = a.clone();
+        delegate.delegate[0] ^= 1;
+        let mut nonce = a.clone();
+        nonce.nonce = 8;
+        let mut op = a.clone();
+        op.user_op_hash = Some([10; 32]);
+        // Without the userOpHash is another body than with it.
+        let mut no_op = a.clone();
+        no_op.user_op_hash = None;
+        for other in [&wallet, &chain, &delegate, &nonce, &op, &no_op] {
+            assert_ne!(da, other.payload_digest());
+        }
+        // Not the SignHash body of the same userOpHash, nor another command's digest.
+        let plain = SignHashBody {
+            wallet_id: a.wallet_id,
+            path: HdPath::OWNER,
+            hash: [9; 32],
+        };
+        assert_ne!(da, plain.payload_digest());
+        assert_ne!(da, payload_digest(CommandId::SignHash, &a));
+        assert_eq!(da, payload_digest(CommandId::SignEip7702Delegation, &a));
+    }
+
+    #[test]
     fn challenge_binds_nonce_and_digest() {
         let n1 = [1u8; 32];
         let n2 = [2u8; 32];

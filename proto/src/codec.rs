@@ -145,6 +145,49 @@ mod tests {
     }
 
     #[test]
+    fn sign_eip7702_delegation_round_trips() {
+        for user_op_hash in [None, Some([6; 32])] {
+            let req = SignEip7702Delegation {
+                body: Eip7702DelegationBody {
+                    wallet_id: WalletId([9; 16]),
+                    chain_id: u64::MAX,
+                    delegate: [0xDE; 20],
+                    nonce: u64::MAX - 1,
+                    user_op_hash,
+                },
+                assertion: sample_assertion(),
+            };
+            let bytes = encode_request(&req);
+            assert_eq!(
+                decode_request::<SignEip7702Delegation>(&bytes).unwrap(),
+                req
+            );
+            assert!(decode_request::<SignHash>(&bytes).is_err());
+        }
+        let sig = |b: u8| Signature65 {
+            bytes: vec![b; 65],
+            address: [b; 20],
+        };
+        for user_op in [None, Some(sig(2))] {
+            let out = Eip7702Signatures {
+                authorization: sig(1),
+                user_op,
+            };
+            let bytes = encode_response::<Eip7702Signatures>(Ok(&out));
+            assert_eq!(
+                decode_response::<Eip7702Signatures>(&bytes).unwrap(),
+                Ok(out)
+            );
+        }
+        let err = TaError::InvalidAuthorization;
+        let bytes = encode_response::<Eip7702Signatures>(Err(&err));
+        assert_eq!(
+            decode_response::<Eip7702Signatures>(&bytes).unwrap(),
+            Err(err)
+        );
+    }
+
+    #[test]
     fn response_round_trips_ok_and_err() {
         let ok = AgentState {
             wallet_id: WalletId([1; 16]),

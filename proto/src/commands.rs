@@ -201,6 +201,58 @@ authorized!(SignForAccountBody, SignForAccount);
 pub type SignForAccount = Authorized<SignForAccountBody>;
 command!(SignForAccount => Signature65, SignForAccount);
 
+/// Body of [`SignEip7702Delegation`]. Every field is bound into the passkey challenge (see
+/// [`crate::authz`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Eip7702DelegationBody {
+    /// Wallet; the TA signs with its owner key `m/44'/60'/0'/0/0` ([`HdPath::OWNER`]), the EOA
+    /// being delegated (the authorisation's authority).
+    pub wallet_id: WalletId,
+    /// The chain the authorisation is valid on. Must not be 0 (EIP-7702 accepts chain id 0 on
+    /// every chain): the TA refuses it with [`crate::TaError::InvalidAuthorization`].
+    pub chain_id: u64,
+    /// The account implementation the EOA's code is delegated to (the authorisation's
+    /// `address`).
+    pub delegate: Address,
+    /// The EOA's account nonce at the time the authorisation is processed. Must be below
+    /// `u64::MAX` (EIP-7702 bounds it to `2^64 - 2`): the TA refuses `u64::MAX` with
+    /// [`crate::TaError::InvalidAuthorization`].
+    pub nonce: u64,
+    /// The ERC-4337 userOpHash of the first UserOperation the delegated account sends, if the
+    /// owner signs it in the same ceremony: the TA then also signs it raw (no prefix) with the
+    /// owner key.
+    pub user_op_hash: Option<B256>,
+}
+authorized!(Eip7702DelegationBody, SignEip7702Delegation);
+/// Delegate the owner's EOA with an EIP-7702 authorisation (command id 27), and optionally sign
+/// the first UserOperation of the delegated account, in one passkey ceremony (one assertion
+/// authorises one command). The TA signs, always with the owner key ([`HdPath::OWNER`]), raw
+/// (RFC 6979, low s, `v` = 27/28):
+///
+/// ```text
+/// authorization = sign(keccak256(0x05 ‖ rlp([chain_id, delegate, nonce])))   // EIP-7702 MAGIC = 0x05
+/// user_op       = sign(user_op_hash)                                          // when asked
+/// ```
+///
+/// A delegation hands the EOA's code, and so everything the EOA holds, to `delegate` on that
+/// chain until it is replaced: that is why the command is passkey-gated and every field of
+/// [`Eip7702DelegationBody`] is bound into the challenge. Chain id 0 (valid on every chain) and
+/// nonce `u64::MAX` are refused with [`crate::TaError::InvalidAuthorization`] before the
+/// assertion is checked (its nonce is not spent).
+pub type SignEip7702Delegation = Authorized<Eip7702DelegationBody>;
+/// The signatures of [`SignEip7702Delegation`], both by the owner key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Eip7702Signatures {
+    /// `r ‖ s ‖ v` (`v` = 27/28 as in every [`Signature65`]) over the EIP-7702 authorisation
+    /// hash `keccak256(0x05 ‖ rlp([chain_id, delegate, nonce]))`; `address` is the owner (the
+    /// authority). An authorisation list item carries `y_parity = v - 27`.
+    pub authorization: Signature65,
+    /// The raw ECDSA signature over `user_op_hash` by the owner key, when the body carries one;
+    /// `None` otherwise.
+    pub user_op: Option<Signature65>,
+}
+command!(SignEip7702Delegation => Eip7702Signatures, SignEip7702Delegation);
+
 /// Body of [`ExportPrivateKey`].
 #[cfg(feature = "export-secrets")]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

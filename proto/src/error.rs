@@ -246,4 +246,12 @@ pub enum TaError {
         /// The most row hashes one checkpoint takes.
         max: u32,
     },
+    /// A [`crate::SignEip7702Delegation`] whose authorisation the TA will not sign: chain id 0
+    /// (EIP-7702 accepts it on every chain) or nonce `u64::MAX` (EIP-7702 bounds the nonce to
+    /// `2^64 - 2`). Nothing was signed and the passkey nonce was not spent.
+    #[error(
+        "EIP-7702 authorization refused: the chain id must not be 0 (valid on every chain) \
+         and the nonce must be below 2^64 - 1"
+    )]
+    InvalidAuthorization,
 }

@@ -71,6 +71,10 @@ pub enum CommandId {
     AuditCheckpoint = 25,
     /// The audit key's public key and the TA's last checkpoint (read-only).
     AuditAnchor = 26,
+    /// Sign an EIP-7702 authorisation delegating the owner's EOA to an account implementation,
+    /// and optionally the first UserOperation hash of the delegated account, with the owner key
+    /// in one passkey ceremony (passkey assertion).
+    SignEip7702Delegation = 27,
     /// Test only: seed a wallet from a given mnemonic. Exists in the
     /// simulator only; never in an OP-TEE build.
     SeedWalletForTest = 0x7E57,
@@ -78,7 +82,7 @@ pub enum CommandId {
 
 impl CommandId {
     /// Every command id, in numeric order.
-    pub const ALL: [CommandId; 28] = [
+    pub const ALL: [CommandId; 29] = [
         CommandId::CreateWallet,
         CommandId::RemoveWallet,
         CommandId::DeriveAddress,
@@ -106,6 +110,7 @@ impl CommandId {
         CommandId::AcceptRestore,
         CommandId::AuditCheckpoint,
         CommandId::AuditAnchor,
+        CommandId::SignEip7702Delegation,
         CommandId::SeedWalletForTest,
     ];
 
@@ -149,6 +154,7 @@ impl CommandId {
             CommandId::AcceptRestore => "AcceptRestore",
             CommandId::AuditCheckpoint => "AuditCheckpoint",
             CommandId::AuditAnchor => "AuditAnchor",
+            CommandId::SignEip7702Delegation => "SignEip7702Delegation",
             CommandId::SeedWalletForTest => "SeedWalletForTest",
         }
     }
@@ -224,6 +230,24 @@ mod tests {
         assert_eq!(CommandId::from_u32(26), Some(CommandId::AuditAnchor));
         assert_eq!(CommandId::AuditCheckpoint.name(), "AuditCheckpoint");
         assert_eq!(CommandId::AuditAnchor.name(), "AuditAnchor");
+    }
+
+    #[test]
+    fn sign_eip7702_delegation_is_27() {
+        assert_eq!(CommandId::SignEip7702Delegation.as_u32(), 27);
+        assert_eq!(
+            CommandId::from_u32(27),
+            Some(CommandId::SignEip7702Delegation)
+        );
+        assert_eq!(
+            CommandId::SignEip7702Delegation.name(),
+            "SignEip7702Delegation"
+        );
+        // The last real command; the test-only id stays last.
+        assert_eq!(
+            CommandId::ALL[CommandId::ALL.len() - 2],
+            CommandId::SignEip7702Delegation
+        );
     }
 
     #[test]

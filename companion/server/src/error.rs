@@ -724,7 +724,10 @@ impl From<TaError> for ApiError {
             | TaError::MessageTooLong
             | TaError::InvalidAgentIndex
             | TaError::InvalidTtl
-            | TaError::InvalidLabel => ApiError::unprocessable(ErrorCode::InvalidValue, msg),
+            | TaError::InvalidLabel
+            // An EIP-7702 authorisation with chain id 0 or nonce 2^64 - 1 (the message says which
+            // bounds).
+            | TaError::InvalidAuthorization => ApiError::unprocessable(ErrorCode::InvalidValue, msg),
             TaError::LimitReached => ApiError::RateLimited {
                 scope: "tee capacity",
                 retry_after_secs: 5,
@@ -1034,6 +1037,7 @@ mod tests {
         assert_eq!(s(TaError::Jwt(JwtError::StaleGeneration).into()), 401);
         assert_eq!(s(TaError::Jwt(JwtError::WalletMismatch).into()), 403);
         assert_eq!(s(TaError::InvalidRecipientLength(19).into()), 422);
+        assert_eq!(s(TaError::InvalidAuthorization.into()), 422);
         assert_eq!(
             s(TaError::Passkey(PasskeyError::MalformedSignature).into()),
             422

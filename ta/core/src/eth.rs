@@ -1,12 +1,16 @@
-//! Ethereum transactions, built and encoded with alloy's consensus types.
+//! Ethereum transactions, built and encoded with alloy's consensus types, and the other
+//! Ethereum digests the TA signs (ERC-7739 for the `AgentAccount`, EIP-7702 authorisations).
 
 use crate::keys::DerivedKey;
 use alloc::vec::Vec;
 use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope, TxLegacy};
 use alloy_eips::eip2718::Encodable2718;
 use alloy_eips::eip2930::{AccessList, AccessListItem as AlloyAccessListItem};
+use alloy_eips::eip7702::Authorization;
 use alloy_primitives::{keccak256, Address, Bytes, Signature, TxKind, B256, U256};
-use kms_proto::{SignedTransaction, TaError, Transaction};
+use kms_proto::{
+    Eip7702DelegationBody, Eip7702Signatures, Signature65, SignedTransaction, TaError, Transaction,
+};
 
 /// Largest call data the TA signs over.
 pub(crate) const MAX_TX_DATA: usize = 128 * 1024;
@@ -161,6 +165,46 @@ pub(crate) fn erc7739_personal_sign_digest(
     keccak256(buf).0
 }
 
+/// The EIP-7702 authorisation hash of `body`, `keccak256(0x05 ‖ rlp([chain_id, delegate,
+/// nonce]))` (alloy's `Authorization::signature_hash`), or
+/// [`TaError::InvalidAuthorization`] for chain id 0 (valid on every chain) or nonce `u64::MAX`
+/// (EIP-7702 bounds it to `2^64 - 2`).
+pub(crate) fn eip7702_authorization_hash(body: &Eip7702DelegationBody) -> Result<B256, TaError> {
+    if body.chain_id == 0 || body.nonce == u64::MAX {
+        return Err(TaError::InvalidAuthorization);
+    }
+    Ok(Authorization {
+        chain_id: U256::from(body.chain_id),
+        address: Address::from(body.delegate),
+        nonce: body.nonce,
+    }
+    .signature_hash())
+}
+
+/// Sign the EIP-7702 authorisation of `body` with `key` (the owner key), and its userOpHash raw
+/// when it carries one (RFC 6979, low s, `v` = 27/28).
+pub(crate) fn sign_eip7702_delegation(
+    key: &DerivedKey,
+    body: &Eip7702DelegationBody,
+) -> Result<Eip7702Signatures, TaError> {
+    let hash = eip7702_authorization_hash(body)?;
+    let authorization = Signature65 {
+        bytes: key.sign_digest(&hash.0)?.to_vec(),
+        address: key.address,
+    };
+    let user_op = match &body.user_op_hash {
+        Some(h) => Some(Signature65 {
+            bytes: key.sign_digest(h)?.to_vec(),
+            address: key.address,
+        }),
+        None => None,
+    };
+    Ok(Eip7702Signatures {
+        authorization,
+        user_op,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +215,40 @@ mod tests {
             *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
         }
         out
+    }
+
+    #[test]
+    fn eip7702_hash_refuses_chain_id_0_and_the_last_nonce() {
+        let body = Eip7702DelegationBody {
+            wallet_id: kms_proto::WalletId([0; 16]),
+            chain_id: 1,
+            delegate: [0xDE; 20],
+            nonce: u64::MAX - 1,
+            user_op_hash: None,
+        };
+        let ok = eip7702_authorization_hash(&body).unwrap();
+        assert_eq!(
+            eip7702_authorization_hash(&Eip7702DelegationBody {
+                chain_id: 0,
+                ..body.clone()
+            }),
+            Err(TaError::InvalidAuthorization)
+        );
+        assert_eq!(
+            eip7702_authorization_hash(&Eip7702DelegationBody {
+                nonce: u64::MAX,
+                ..body.clone()
+            }),
+            Err(TaError::InvalidAuthorization)
+        );
+        // The userOpHash is not part of the authorisation.
+        assert_eq!(
+            eip7702_authorization_hash(&Eip7702DelegationBody {
+                user_op_hash: Some([1; 32]),
+                ..body
+            }),
+            Ok(ok)
+        );
     }
 
     /// Known answers computed independently with Foundry's `cast` (1.7.1):

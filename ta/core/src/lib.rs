@@ -254,6 +254,7 @@ impl<S: SealedStorage, E: Entropy, C: Clock, M: MonotonicCounter> TaCore<S, E, C
             CommandId::AcceptRestore => self.run(input, Self::accept_restore),
             CommandId::AuditCheckpoint => self.run(input, Self::audit_checkpoint),
             CommandId::AuditAnchor => self.run(input, Self::audit_anchor),
+            CommandId::SignEip7702Delegation => self.run(input, Self::sign_eip7702_delegation),
             #[cfg(feature = "test-seed")]
             CommandId::SeedWalletForTest => self.run(input, Self::seed_wallet_for_test),
             #[cfg(not(feature = "test-seed"))]
@@ -546,6 +547,21 @@ impl<S: SealedStorage, E: Entropy, C: Clock, M: MonotonicCounter> TaCore<S, E, C
             bytes: key.sign_digest(&digest)?.to_vec(),
             address: key.address,
         })
+    }
+
+    /// An EIP-7702 delegation of the owner's EOA and, when asked, the delegated account's first
+    /// userOpHash, both signed by the owner key under one assertion (see
+    /// [`kms_proto::SignEip7702Delegation`]). An authorisation the TA will not sign is refused
+    /// before the assertion is checked, so its nonce stays usable.
+    fn sign_eip7702_delegation(
+        &mut self,
+        req: SignEip7702Delegation,
+    ) -> Result<Eip7702Signatures, TaError> {
+        let b = &req.body;
+        eth::eip7702_authorization_hash(b)?;
+        self.authorize(&b.wallet_id, b, &req.assertion)?;
+        let key = self.derived(&b.wallet_id, HdPath::OWNER)?;
+        eth::sign_eip7702_delegation(key, b)
     }
 
     #[cfg(feature = "export-secrets")]

@@ -1234,6 +1234,266 @@ fn sign_for_account_bounds_the_message_length() {
     );
 }
 
+// ------------------------------------------- EIP-7702 delegation of the owner's EOA
+
+const DELEGATE: [u8; 20] = [0xDE; 20];
+
+/// The EIP-7702 authorisation hash built by hand (not with the TA's code, nor alloy's):
+/// `keccak256(0x05 ‖ rlp([chain_id, address, nonce]))`, RLP integers big-endian without
+/// leading zeros (0 is the empty string 0x80), the address a 20-byte string (0x94 ‖ address).
+fn eip7702_hash_by_hand(chain_id: u64, address: [u8; 20], nonce: u64) -> [u8; 32] {
+    fn rlp_uint(v: u64, out: &mut Vec<u8>) {
+        let be = v.to_be_bytes();
+        let trimmed: Vec<u8> = be.iter().copied().skip_while(|b| *b == 0).collect();
+        match trimmed.as_slice() {
+            [] => out.push(0x80),
+            [b] if *b < 0x80 => out.push(*b),
+            bytes => {
+                out.push(0x80 + bytes.len() as u8);
+                out.extend_from_slice(bytes);
+            }
+        }
+    }
+    let mut payload = Vec::new();
+    rlp_uint(chain_id, &mut payload);
+    payload.push(0x80 + 20);
+    payload.extend_from_slice(&address);
+    rlp_uint(nonce, &mut payload);
+    assert!(payload.len() < 56, "a short list");
+    let mut buf = vec![0x05, 0xc0 + payload.len() as u8];
+    buf.extend_from_slice(&payload);
+    alloy_primitives::keccak256(&buf).0
+}
+
+fn delegation_req(
+    h: &mut Harness,
+    pk: &mut SoftPasskey,
+    body: Eip7702DelegationBody,
+) -> SignEip7702Delegation {
+    let assertion = pk.authorize(h, body.wallet_id, &body);
+    SignEip7702Delegation { body, assertion }
+}
+
+fn delegation_body(wallet: WalletId, user_op_hash: Option<[u8; 32]>) -> Eip7702DelegationBody {
+    Eip7702DelegationBody {
+        wallet_id: wallet,
+        chain_id: CHAIN,
+        delegate: DELEGATE,
+        nonce: 0,
+        user_op_hash,
+    }
+}
+
+#[test]
+fn eip7702_hash_by_hand_agrees_with_alloy() {
+    use alloy_eips::eip7702::Authorization;
+    for (chain_id, nonce) in [
+        (1, 0),
+        (CHAIN, 1),
+        (CHAIN, 0x7f),
+        (CHAIN, 0x80),
+        (u64::MAX, u64::MAX - 1),
+    ] {
+        let alloy = Authorization {
+            chain_id: alloy_primitives::U256::from(chain_id),
+            address: alloy_primitives::Address::from(DELEGATE),
+            nonce,
+        }
+        .signature_hash();
+        assert_eq!(eip7702_hash_by_hand(chain_id, DELEGATE, nonce), alloy.0);
+    }
+}
+
+#[test]
+fn sign_eip7702_delegation_signs_the_authorization_and_the_first_user_op() {
+    use alloy_eips::eip7702::{Authorization, SignedAuthorization};
+    use alloy_primitives::U256;
+    let mut h = Harness::new();
+    let mut pk = SoftPasskey::new(1);
+    let w = seed_anvil_wallet(&mut h, &pk);
+    // anvil's first account: the owner is the EOA being delegated.
+    assert_eq!(
+        checksum(&w.owner.address),
+        "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+    );
+    let op_hash = alloy_primitives::keccak256(b"the first user operation").0;
+    for (chain_id, nonce) in [(CHAIN, 0), (1, 5), (u64::MAX, u64::MAX - 1)] {
+        let body = Eip7702DelegationBody {
+            chain_id,
+            nonce,
+            ..delegation_body(w.wallet_id, Some(op_hash))
+        };
+        let req = delegation_req(&mut h, &mut pk, body);
+        let out = h.call(&req).unwrap();
+
+        let auth = &out.authorization;
+        assert_eq!(auth.address, w.owner.address);
+        assert_eq!(auth.bytes.len(), 65);
+        assert!(auth.bytes[64] == 27 || auth.bytes[64] == 28);
+        let want = eip7702_hash_by_hand(chain_id, DELEGATE, nonce);
+        assert_eq!(recover(&want, &auth.bytes), w.owner.address);
+        // Not a signature of the userOpHash, nor of the hash without the 0x05 prefix.
+        assert_ne!(recover(&op_hash, &auth.bytes), w.owner.address);
+        // As an authorisation list item: alloy recovers the owner as the authority (it also
+        // refuses a high s).
+        let signed = SignedAuthorization::new_unchecked(
+            Authorization {
+                chain_id: U256::from(chain_id),
+                address: DELEGATE.into(),
+                nonce,
+            },
+            auth.bytes[64] - 27,
+            U256::from_be_slice(&auth.bytes[..32]),
+            U256::from_be_slice(&auth.bytes[32..64]),
+        );
+        assert_eq!(
+            signed.recover_authority().unwrap(),
+            alloy_primitives::Address::from(w.owner.address)
+        );
+
+        let op = out.user_op.expect("a userOpHash was asked");
+        assert_eq!(op.address, w.owner.address);
+        assert_eq!(op.bytes.len(), 65);
+        assert_eq!(recover(&op_hash, &op.bytes), w.owner.address);
+        assert_ne!(recover(&eip191(&op_hash), &op.bytes), w.owner.address);
+        // RFC 6979: the same as SignHash of the userOpHash with the owner key.
+        let sh = SignHashBody {
+            wallet_id: w.wallet_id,
+            path: HdPath::OWNER,
+            hash: op_hash,
+        };
+        let assertion = pk.authorize(&mut h, w.wallet_id, &sh);
+        assert_eq!(
+            h.call(&SignHash {
+                body: sh,
+                assertion
+            })
+            .unwrap()
+            .bytes,
+            op.bytes
+        );
+    }
+}
+
+#[test]
+fn sign_eip7702_delegation_without_a_user_op_hash_signs_only_the_authorization() {
+    let mut h = Harness::new();
+    let mut pk = SoftPasskey::new(1);
+    let w = create_wallet(&mut h, &pk);
+    let req = delegation_req(&mut h, &mut pk, delegation_body(w.wallet_id, None));
+    let out = h.call(&req).unwrap();
+    assert_eq!(out.user_op, None);
+    assert_eq!(
+        recover(
+            &eip7702_hash_by_hand(CHAIN, DELEGATE, 0),
+            &out.authorization.bytes
+        ),
+        w.owner.address
+    );
+    // The same authorisation with a userOpHash asked: the same authorisation signature.
+    let req = delegation_req(&mut h, &mut pk, delegation_body(w.wallet_id, Some([3; 32])));
+    let with_op = h.call(&req).unwrap();
+    assert_eq!(with_op.authorization, out.authorization);
+    assert!(with_op.user_op.is_some());
+}
+
+#[test]
+fn sign_eip7702_delegation_refuses_chain_id_0_and_the_last_nonce_before_the_passkey() {
+    let mut h = Harness::new();
+    let mut pk = SoftPasskey::new(1);
+    let w = create_wallet(&mut h, &pk);
+    let bad: [fn(&mut Eip7702DelegationBody); 2] = [|b| b.chain_id = 0, |b| b.nonce = u64::MAX];
+    for change in bad {
+        let mut body = delegation_body(w.wallet_id, Some([3; 32]));
+        change(&mut body);
+        let req = delegation_req(&mut h, &mut pk, body);
+        let pending = h.ta.nonce_table_usage().entries;
+        assert_eq!(h.call(&req).unwrap_err(), TaError::InvalidAuthorization);
+        // Refused before the assertion was checked: its nonce is still pending.
+        assert_eq!(h.ta.nonce_table_usage().entries, pending);
+        assert!(pending > 0);
+    }
+    // Just inside the bounds signs.
+    let body = Eip7702DelegationBody {
+        chain_id: 1,
+        nonce: u64::MAX - 1,
+        ..delegation_body(w.wallet_id, None)
+    };
+    let req = delegation_req(&mut h, &mut pk, body);
+    let out = h.call(&req).unwrap();
+    assert_eq!(
+        recover(
+            &eip7702_hash_by_hand(1, DELEGATE, u64::MAX - 1),
+            &out.authorization.bytes
+        ),
+        w.owner.address
+    );
+}
+
+#[test]
+fn sign_eip7702_delegation_needs_an_assertion_over_its_own_body() {
+    let mut h = Harness::new();
+    let mut pk = SoftPasskey::new(1);
+    let w = create_wallet(&mut h, &pk);
+    let op_hash = [0x42; 32];
+
+    // An assertion for one body never authorises another: each field is bound.
+    let variants: [fn(&mut Eip7702DelegationBody); 5] = [
+        |b| b.chain_id = 1,
+        |b| b.delegate[19] ^= 1,
+        |b| b.nonce += 1,
+        |b| b.user_op_hash = Some([0x43; 32]),
+        |b| b.user_op_hash = None,
+    ];
+    for change in variants {
+        let mut req = delegation_req(&mut h, &mut pk, delegation_body(w.wallet_id, Some(op_hash)));
+        change(&mut req.body);
+        assert_eq!(passkey_err(h.call(&req)), PasskeyError::ChallengeMismatch);
+    }
+    // Adding a userOpHash to an assertion made without one is refused too.
+    let mut req = delegation_req(&mut h, &mut pk, delegation_body(w.wallet_id, None));
+    req.body.user_op_hash = Some(op_hash);
+    assert_eq!(passkey_err(h.call(&req)), PasskeyError::ChallengeMismatch);
+
+    // Another passkey's assertion is refused.
+    let mut other = SoftPasskey::new(2);
+    let req = delegation_req(
+        &mut h,
+        &mut other,
+        delegation_body(w.wallet_id, Some(op_hash)),
+    );
+    assert_eq!(passkey_err(h.call(&req)), PasskeyError::BadSignature);
+
+    // A SignHash assertion over the userOpHash does not authorise a delegation.
+    let sh = SignHashBody {
+        wallet_id: w.wallet_id,
+        path: HdPath::OWNER,
+        hash: op_hash,
+    };
+    let assertion = pk.authorize(&mut h, w.wallet_id, &sh);
+    let cross = SignEip7702Delegation {
+        body: delegation_body(w.wallet_id, Some(op_hash)),
+        assertion,
+    };
+    assert_eq!(passkey_err(h.call(&cross)), PasskeyError::ChallengeMismatch);
+
+    // Another wallet: one that does not exist, and one bound to the same passkey (its nonces
+    // and the body's digest differ).
+    let mut req = delegation_req(&mut h, &mut pk, delegation_body(w.wallet_id, Some(op_hash)));
+    req.body.wallet_id = WalletId([0x77; 16]);
+    assert_eq!(h.call(&req).unwrap_err(), TaError::WalletNotFound);
+    let w2 = create_wallet(&mut h, &pk);
+    let mut req = delegation_req(&mut h, &mut pk, delegation_body(w.wallet_id, Some(op_hash)));
+    req.body.wallet_id = w2.wallet_id;
+    assert_eq!(passkey_err(h.call(&req)), PasskeyError::ChallengeMismatch);
+
+    // The right assertion works once; the reused challenge is refused.
+    let req = delegation_req(&mut h, &mut pk, delegation_body(w.wallet_id, Some(op_hash)));
+    let out = h.call(&req).unwrap();
+    assert_eq!(out.authorization.address, w.owner.address);
+    assert_eq!(passkey_err(h.call(&req)), PasskeyError::ChallengeMismatch);
+}
+
 // ------------------------------------------------------- protocol bytes
 
 #[test]

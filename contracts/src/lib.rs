@@ -3,8 +3,10 @@
 //! - [`SessionKeyValidator`], [`AgentAccount`], [`AgentAccountFactory`], [`TestToken`] (an ERC-20
 //!   with free minting that only local chains deploy, for token-cap tests) and [`OzAccount7579`]
 //!   (OpenZeppelin's `AccountERC7579` with an ECDSA owner, `contracts/testing/`: the third-party
-//!   ERC-7579 account the module's tests install the validator on; test chains only): alloy `sol!`
-//!   bindings generated from the committed artifacts in `contracts/artifacts` (ABI and bytecode).
+//!   ERC-7579 account the module's tests install the validator on; test chains only) and
+//!   [`Eip7702Account`] (the implementation EOAs delegate to with EIP-7702: OpenZeppelin's
+//!   `AccountERC7579` with the EOA's own key as signer, EntryPoint v0.8): alloy `sol!` bindings
+//!   generated from the committed artifacts in `contracts/artifacts` (ABI and bytecode).
 //!   Each has `BYTECODE`/`DEPLOYED_BYTECODE`, typed calls, events and errors, and (with a provider)
 //!   `deploy` and instance methods.
 //! - [`IEntryPointV07`] and [`IEntryPointV08`]: the parts of the EntryPoints the project uses,
@@ -81,6 +83,14 @@ sol!(
     #[derive(Debug, PartialEq, Eq)]
     OzAccount7579,
     "artifacts/OzAccount7579.json"
+);
+
+sol!(
+    #[allow(missing_docs)]
+    #[sol(rpc)]
+    #[derive(Debug, PartialEq, Eq)]
+    Eip7702Account,
+    "artifacts/Eip7702Account.json"
 );
 
 sol! {
@@ -193,7 +203,12 @@ macro_rules! packed_conversions {
     )*};
 }
 
-packed_conversions!(SessionKeyValidator, AgentAccount, OzAccount7579);
+packed_conversions!(
+    SessionKeyValidator,
+    AgentAccount,
+    OzAccount7579,
+    Eip7702Account
+);
 
 #[cfg(test)]
 #[path = "../build_support/manifest.rs"]
@@ -215,6 +230,37 @@ mod tests {
         );
         assert!(!SessionKeyValidator::DEPLOYED_BYTECODE.is_empty());
         assert!(OzAccount7579::BYTECODE.len() > 1000);
+    }
+
+    /// The EIP-7702 implementation: no constructor (its creation code is the runtime code behind the
+    /// usual deployment prologue), an ERC-7579 account with the module management of OzAccount7579.
+    #[test]
+    fn eip7702_account_bytecode_and_api() {
+        use alloy::primitives::keccak256;
+        let sel = |sig: &str| <[u8; 4]>::try_from(&keccak256(sig)[..4]).unwrap();
+        let runtime = &Eip7702Account::DEPLOYED_BYTECODE;
+        assert!(runtime.len() > 1000);
+        assert!(
+            Eip7702Account::BYTECODE.ends_with(runtime),
+            "no constructor arguments, no immutables: the creation code returns the runtime code as is"
+        );
+        assert_ne!(Eip7702Account::BYTECODE, OzAccount7579::BYTECODE);
+        assert_eq!(
+            Eip7702Account::executeCall::SELECTOR,
+            sel("execute(bytes32,bytes)")
+        );
+        assert_eq!(
+            Eip7702Account::installModuleCall::SELECTOR,
+            OzAccount7579::installModuleCall::SELECTOR
+        );
+        assert_eq!(
+            Eip7702Account::isValidSignatureCall::SELECTOR,
+            [0x16, 0x26, 0xba, 0x7e]
+        );
+        assert_eq!(
+            Eip7702Account::entryPointCall::SELECTOR,
+            sel("entryPoint()")
+        );
     }
 
     #[test]

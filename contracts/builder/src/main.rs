@@ -38,6 +38,7 @@ const CONTRACTS: &[(&str, &str)] = &[
     ("AgentAccountFactory", "AgentAccountFactory.sol"),
     ("TestToken", "testing/TestToken.sol"),
     ("OzAccount7579", "testing/OzAccount7579.sol"),
+    ("Eip7702Account", "Eip7702Account.sol"),
 ];
 
 /// The solc version the project pins (`anvil/package.json`'s solc.js, `contracts/foundry.toml`).

@@ -7,14 +7,15 @@
 # 2. uses the committed contracts/artifacts, or builds contracts/ with forge when they are stale;
 # 3. starts anvil (automine) on a free port of 127.0.0.1;
 # 4. deploys EntryPoint v0.7 and v0.8 at their canonical addresses through the deterministic
-#    deployer, then SessionKeyValidator, one AgentAccountFactory per EntryPoint and TestToken
-#    (an ERC-20 with free minting, for token-cap tests and the demo);
+#    deployer, then SessionKeyValidator, one AgentAccountFactory per EntryPoint, Eip7702Account
+#    (the implementation EOAs delegate to with EIP-7702; EntryPoint v0.8) and TestToken (an ERC-20
+#    with free minting, for token-cap tests and the demo);
 # 5. starts the Alto bundler (one instance, both EntryPoints) on a free port (Alto listens on
 #    0.0.0.0, always);
 # 6. once both answer JSON-RPC, writes FILE (default anvil/.stack/stack.json) atomically:
 #      rpcUrl, bundlerUrl, bundlerUrlV08, chainId, entryPointV07, entryPointV08,
-#      sessionKeyValidator, accountFactoryV07, accountFactoryV08, testToken, deployerPrivateKey,
-#      anvilPid, bundlerPid
+#      sessionKeyValidator, accountFactoryV07, accountFactoryV08, eip7702Account, testToken,
+#      deployerPrivateKey, anvilPid, bundlerPid
 # 7. stays in the foreground until SIGINT/SIGTERM or until its parent process dies, then stops
 #    anvil and Alto by PID and removes FILE.
 #
@@ -193,8 +194,12 @@ VALIDATOR="$(deploy SessionKeyValidator "")"
 FACTORY_V07="$(deploy AgentAccountFactory "$("${CAST[@]}" abi-encode 'f(address,address)' "$ENTRY_POINT_V07" "$VALIDATOR")")"
 FACTORY_V08="$(deploy AgentAccountFactory "$("${CAST[@]}" abi-encode 'f(address,address)' "$ENTRY_POINT_V08" "$VALIDATOR")")"
 TEST_TOKEN="$(deploy TestToken "")"
-for a in "$VALIDATOR" "$FACTORY_V07" "$FACTORY_V08" "$TEST_TOKEN"; do require_code "$a" "project contract"; done
-kms_log "deployed: validator $VALIDATOR, factory v0.7 $FACTORY_V07, factory v0.8 $FACTORY_V08, test token $TEST_TOKEN"
+# Last, so that the addresses deployed before it (deployer nonces) stay what they were.
+EIP7702_ACCOUNT="$(deploy Eip7702Account "")"
+for a in "$VALIDATOR" "$FACTORY_V07" "$FACTORY_V08" "$EIP7702_ACCOUNT" "$TEST_TOKEN"; do
+    require_code "$a" "project contract"
+done
+kms_log "deployed: validator $VALIDATOR, factory v0.7 $FACTORY_V07, factory v0.8 $FACTORY_V08, EIP-7702 account $EIP7702_ACCOUNT, test token $TEST_TOKEN"
 
 # ---------------------------------------------------------------- alto
 ALTO_PORT="$(free_port)"
@@ -230,6 +235,7 @@ jq -n \
     --arg sessionKeyValidator "$("${CAST[@]}" to-check-sum-address "$VALIDATOR")" \
     --arg accountFactoryV07 "$("${CAST[@]}" to-check-sum-address "$FACTORY_V07")" \
     --arg accountFactoryV08 "$("${CAST[@]}" to-check-sum-address "$FACTORY_V08")" \
+    --arg eip7702Account "$("${CAST[@]}" to-check-sum-address "$EIP7702_ACCOUNT")" \
     --arg testToken "$("${CAST[@]}" to-check-sum-address "$TEST_TOKEN")" \
     --arg deployerPrivateKey "$DEPLOYER_KEY" \
     --argjson anvilPid "$ANVIL_PID" \
@@ -237,7 +243,8 @@ jq -n \
     '{rpcUrl: $rpcUrl, bundlerUrl: $bundlerUrl, bundlerUrlV08: $bundlerUrl, chainId: $chainId,
       entryPointV07: $entryPointV07, entryPointV08: $entryPointV08,
       sessionKeyValidator: $sessionKeyValidator, accountFactoryV07: $accountFactoryV07,
-      accountFactoryV08: $accountFactoryV08, testToken: $testToken, deployerPrivateKey: $deployerPrivateKey,
+      accountFactoryV08: $accountFactoryV08, eip7702Account: $eip7702Account, testToken: $testToken,
+      deployerPrivateKey: $deployerPrivateKey,
       anvilPid: $anvilPid, bundlerPid: $bundlerPid}' >"$OUT.tmp.$$"
 mv "$OUT.tmp.$$" "$OUT"
 WROTE_OUT=1

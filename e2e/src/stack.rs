@@ -49,6 +49,10 @@ pub struct StackInfo {
     /// The AgentAccountFactory for EntryPoint v0.8.
     #[serde(rename = "accountFactoryV08")]
     pub account_factory_v08: Address,
+    /// `Eip7702Account`: the account implementation EOAs delegate to with EIP-7702 (EntryPoint
+    /// v0.8; the EOA's key is its owner, `SessionKeyValidator` installed as an ERC-7579 module).
+    #[serde(rename = "eip7702Account")]
+    pub eip7702_account: Address,
     /// `TestToken`: an ERC-20 anyone can mint, for token-cap tests and the demo.
     pub test_token: Address,
     /// anvil's first dev key, funded, for deploying and funding in tests.
@@ -288,6 +292,7 @@ mod tests {
             "sessionKeyValidator":"0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0",
             "accountFactoryV07":"0xCf7Ed3AccA5a467e9e704C703E8D87F634fB0Fc9",
             "accountFactoryV08":"0xDc64a140Aa3E981100a9becA4E685f962f0cF6C9",
+            "eip7702Account":"0x0165878A594ca255338adfa4d48449f69242Eb8F",
             "testToken":"0x5FC8d32690cc91D4c39d9d3abcBD16989F875707",
             "deployerPrivateKey":"0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
             "anvilPid":10,"bundlerPid":11}"#;
@@ -295,6 +300,18 @@ mod tests {
         assert_eq!(info.chain_id, 31337);
         assert_eq!(info.bundler_url_v08, None);
         assert_eq!(info.entry_point_v07, kms_contracts::ENTRY_POINT_V07);
+        assert_eq!(
+            info.eip7702_account,
+            "0x0165878A594ca255338adfa4d48449f69242Eb8F"
+                .parse::<Address>()
+                .unwrap()
+        );
+        let missing = json.replace(
+            "\"eip7702Account\":\"0x0165878A594ca255338adfa4d48449f69242Eb8F\",",
+            "",
+        );
+        assert_ne!(missing, json);
+        assert!(serde_json::from_str::<StackInfo>(&missing).is_err());
         let extra = json.replace("\"anvilPid\"", "\"surprise\":1,\"anvilPid\"");
         assert!(serde_json::from_str::<StackInfo>(&extra).is_err());
     }

@@ -73,6 +73,19 @@ fn main() {
             }),
         ),
         (
+            CommandId::SignEip7702Delegation,
+            encode_request(&SignEip7702Delegation {
+                body: Eip7702DelegationBody {
+                    wallet_id: wallet,
+                    chain_id: 31337,
+                    delegate: [0xDE; 20],
+                    nonce: 0,
+                    user_op_hash: Some([0x42; 32]),
+                },
+                assertion: assertion(),
+            }),
+        ),
+        (
             CommandId::JwtHmacVerify,
             encode_request(&JwtHmacVerify { jwt: jwt.clone() }),
         ),

@@ -55,6 +55,7 @@ macro_rules! each_request {
         $m!($bytes, OperatorSignRevokeSession);
         $m!($bytes, TaInfo);
         $m!($bytes, SignForAccount);
+        $m!($bytes, SignEip7702Delegation);
         $m!($bytes, SeedWalletForTest);
     };
 }

@@ -81,6 +81,7 @@ impl Fixture {
             | CommandId::SignMessage
             | CommandId::SignHash
             | CommandId::SignForAccount
+            | CommandId::SignEip7702Delegation
             | CommandId::GetPublicKey
             | CommandId::ChangePasskey
             | CommandId::CreateAgentKey

@@ -2,21 +2,24 @@
 //! the reconciliation trigger, and the signing steps built on it whose answers are checked before
 //! anything leaves: the operator key ([`TaOperator`], the chain layer's
 //! [`OperatorSigner`]), the agent's 106-byte session signature
-//! ([`Tee::sign_agent_user_op`]) and the owner's UserOperation signature
-//! ([`Tee::sign_owner_user_op`]). The chain crate never reaches the TA itself.
+//! ([`Tee::sign_agent_user_op`]), the owner's UserOperation signature
+//! ([`Tee::sign_owner_user_op`]) and the owner's EIP-7702 delegation with the delegated
+//! account's first UserOperation ([`Tee::sign_eip7702_delegation`]). The chain crate never
+//! reaches the TA itself.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use alloy::primitives::{Address, Bytes, B256};
+use alloy::eips::eip7702::{Authorization, SignedAuthorization};
+use alloy::primitives::{Address, Bytes, B256, U256};
 use kms_chain::operator::{
     owner_sign_body, verify_eip191, verify_raw, OperatorSigner, OperatorSignerError,
     RevokeSessionTx, SignedRevoke,
 };
 use kms_chain::signature::SessionSignature;
 use kms_proto::{
-    Authorized, Command, OperatorKey, OperatorSignRevokeSession, PasskeyAssertion, SignAgentUserOp,
-    WalletId,
+    Authorized, Command, Eip7702DelegationBody, Eip7702Signatures, OperatorKey,
+    OperatorSignRevokeSession, PasskeyAssertion, SignAgentUserOp, SignEip7702Delegation, WalletId,
 };
 use kms_tee_client::{TeeClient, TeeError};
 
@@ -240,6 +243,18 @@ pub enum SignError {
     Check(#[from] OperatorSignerError),
 }
 
+/// The owner's EIP-7702 delegation and, when asked, the delegated account's first UserOperation
+/// signature, both checked against the owner ([`Tee::sign_eip7702_delegation`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Eip7702Signed {
+    /// The authorisation list item (chain id, delegate, nonce of the request; `y_parity` 0/1),
+    /// whose authority recovers to the owner.
+    pub authorization: SignedAuthorization,
+    /// The owner's 65-byte raw signature over the userOpHash (`r ‖ s ‖ v`, `v` = 27/28), exactly
+    /// when the request carried one.
+    pub user_op_signature: Option<Bytes>,
+}
+
 impl From<SignError> for ApiError {
     fn from(e: SignError) -> Self {
         match e {
@@ -326,6 +341,86 @@ impl Tee {
         verify_raw(&out.bytes, user_op_hash, expected_owner)?;
         Ok(Bytes::from(out.bytes))
     }
+
+    /// Has the TA sign the EIP-7702 authorisation of `body` (chain id, delegate, nonce) with the
+    /// owner key and, when `body.user_op_hash` is set, that userOpHash raw
+    /// (`SignEip7702Delegation`, one command), authorised by `assertion` (whose challenge must
+    /// bind `body`); then checks the answer: the authorisation's authority recovers to
+    /// `expected_owner` (and its `s` is low), the userOp signature is there exactly when asked
+    /// and recovers to `expected_owner` over the hash. The TA refuses chain id 0 and nonce
+    /// `u64::MAX` (`TaError::InvalidAuthorization`).
+    pub async fn sign_eip7702_delegation(
+        &self,
+        body: Eip7702DelegationBody,
+        assertion: PasskeyAssertion,
+        expected_owner: Address,
+    ) -> Result<Eip7702Signed, SignError> {
+        let out = self
+            .guarded_call(&SignEip7702Delegation {
+                body: body.clone(),
+                assertion,
+            })
+            .await?;
+        Ok(check_eip7702(&body, out, expected_owner)?)
+    }
+}
+
+/// The checks of [`Tee::sign_eip7702_delegation`] on the TA's answer `out` to `body`.
+fn check_eip7702(
+    body: &Eip7702DelegationBody,
+    out: Eip7702Signatures,
+    expected_owner: Address,
+) -> Result<Eip7702Signed, OperatorSignerError> {
+    let bad = OperatorSignerError::BadSignature;
+    for signer in std::iter::once(&out.authorization).chain(&out.user_op) {
+        let got = Address::from(signer.address);
+        if got != expected_owner {
+            return Err(OperatorSignerError::WrongSigner {
+                expected: expected_owner,
+                got,
+            });
+        }
+    }
+    let rsv: &[u8; 65] = out
+        .authorization
+        .bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| bad("authorization signature is not 65 bytes"))?;
+    let y_parity = match rsv[64] {
+        27 => 0,
+        28 => 1,
+        _ => return Err(bad("authorization signature's v is not 27 or 28")),
+    };
+    let authorization = SignedAuthorization::new_unchecked(
+        Authorization {
+            chain_id: U256::from(body.chain_id),
+            address: Address::from(body.delegate),
+            nonce: body.nonce,
+        },
+        y_parity,
+        U256::from_be_slice(&rsv[..32]),
+        U256::from_be_slice(&rsv[32..64]),
+    );
+    let authority = authorization
+        .recover_authority()
+        .map_err(|_| bad("authorization does not recover (or has a high s)"))?;
+    if authority != expected_owner {
+        return Err(bad("authorization does not recover to the owner"));
+    }
+    let user_op_signature = match (body.user_op_hash, out.user_op) {
+        (Some(hash), Some(sig)) => {
+            verify_raw(&sig.bytes, B256::from(hash), expected_owner)?;
+            Some(Bytes::from(sig.bytes))
+        }
+        (None, None) => None,
+        (Some(_), None) => return Err(bad("no userOp signature, though one was asked")),
+        (None, Some(_)) => return Err(bad("a userOp signature nobody asked for")),
+    };
+    Ok(Eip7702Signed {
+        authorization,
+        user_op_signature,
+    })
 }
 
 #[cfg(test)]
@@ -343,6 +438,111 @@ mod tests {
             expected_key: None,
         };
         assert!(!format!("{req:?}").contains("secret"));
+    }
+
+    /// A software owner key: its address and `r ‖ s ‖ v` (27/28) signatures over prehashes.
+    struct Owner(k256::ecdsa::SigningKey);
+
+    impl Owner {
+        fn new(b: u8) -> Self {
+            Self(k256::ecdsa::SigningKey::from_slice(&[b; 32]).unwrap())
+        }
+        fn address(&self) -> Address {
+            let point = self.0.verifying_key().to_encoded_point(false);
+            Address::from_raw_public_key(&point.as_bytes()[1..])
+        }
+        fn sign(&self, hash: B256) -> kms_proto::Signature65 {
+            let (sig, recid) = self.0.sign_prehash_recoverable(hash.as_slice()).unwrap();
+            let mut bytes = sig.to_bytes().to_vec();
+            bytes.push(27 + recid.to_byte());
+            kms_proto::Signature65 {
+                bytes,
+                address: self.address().into(),
+            }
+        }
+    }
+
+    fn body(user_op_hash: Option<[u8; 32]>) -> Eip7702DelegationBody {
+        Eip7702DelegationBody {
+            wallet_id: WalletId([1; 16]),
+            chain_id: 31337,
+            delegate: [0xDE; 20],
+            nonce: 3,
+            user_op_hash,
+        }
+    }
+
+    fn auth_hash(b: &Eip7702DelegationBody) -> B256 {
+        Authorization {
+            chain_id: U256::from(b.chain_id),
+            address: Address::from(b.delegate),
+            nonce: b.nonce,
+        }
+        .signature_hash()
+    }
+
+    #[test]
+    fn eip7702_answers_are_checked_against_the_owner_and_the_request() {
+        let owner = Owner::new(7);
+        let op = [0x42; 32];
+        let b = body(Some(op));
+        let good = Eip7702Signatures {
+            authorization: owner.sign(auth_hash(&b)),
+            user_op: Some(owner.sign(B256::from(op))),
+        };
+        let signed = check_eip7702(&b, good.clone(), owner.address()).unwrap();
+        assert_eq!(
+            signed.authorization.recover_authority().unwrap(),
+            owner.address()
+        );
+        assert_eq!(signed.authorization.inner().nonce, 3);
+        assert_eq!(
+            signed.authorization.y_parity(),
+            good.authorization.bytes[64] - 27
+        );
+        assert_eq!(
+            signed.user_op_signature.as_ref().map(|b| b.to_vec()),
+            Some(good.user_op.as_ref().unwrap().bytes.clone())
+        );
+
+        // Another owner expected.
+        let other = Owner::new(8);
+        assert!(matches!(
+            check_eip7702(&b, good.clone(), other.address()),
+            Err(OperatorSignerError::WrongSigner { .. })
+        ));
+        // An authorisation for another nonce (or delegate) than requested does not recover to
+        // the owner.
+        let mut moved = b.clone();
+        moved.nonce = 4;
+        assert!(check_eip7702(&moved, good.clone(), owner.address()).is_err());
+        // Signed by another key while naming the owner.
+        let mut forged = good.clone();
+        forged.authorization.bytes = other.sign(auth_hash(&b)).bytes;
+        assert!(check_eip7702(&b, forged, owner.address()).is_err());
+        let mut forged = good.clone();
+        forged.user_op.as_mut().unwrap().bytes = other.sign(B256::from(op)).bytes;
+        assert!(check_eip7702(&b, forged, owner.address()).is_err());
+        // A bad v.
+        let mut bad_v = good.clone();
+        bad_v.authorization.bytes[64] = 1;
+        assert!(check_eip7702(&b, bad_v, owner.address()).is_err());
+        // The userOp signature is there exactly when asked.
+        let mut missing = good.clone();
+        missing.user_op = None;
+        assert!(check_eip7702(&b, missing, owner.address()).is_err());
+        let unasked = body(None);
+        let with_op = Eip7702Signatures {
+            authorization: owner.sign(auth_hash(&unasked)),
+            user_op: Some(owner.sign(B256::from(op))),
+        };
+        assert!(check_eip7702(&unasked, with_op.clone(), owner.address()).is_err());
+        let without = Eip7702Signatures {
+            user_op: None,
+            ..with_op
+        };
+        let signed = check_eip7702(&unasked, without, owner.address()).unwrap();
+        assert_eq!(signed.user_op_signature, None);
     }
 
     #[test]

@@ -84,6 +84,7 @@ pub fn chain_config(info: &StackInfo, version: EntryPointVersion) -> ChainConfig
         info.session_key_validator,
     );
     config.expected_chain_id = Some(info.chain_id);
+    config.eip7702_delegate = Some(info.eip7702_account);
     // The harness builds what an attacker would (absurd gas included) to show the chain refusing
     // it; the companion's own ceilings are tested through the companion.
     config.ceilings = GasCeilings::NONE;

@@ -98,6 +98,8 @@ pub fn chain_args(info: &StackInfo, version: EntryPointVersion) -> Vec<String> {
         entry_point.to_string(),
         "--chain-id".into(),
         info.chain_id.to_string(),
+        "--eip7702-account".into(),
+        info.eip7702_account.to_string(),
     ]
 }
 

@@ -111,6 +111,7 @@ impl ChainState {
             Address::from(settings.validator),
         );
         chain.expected_chain_id = settings.chain_id;
+        chain.eip7702_delegate = settings.eip7702_account.map(Address::from);
         chain.http = config.chain_http_limits();
         chain.ceilings = config.gas_ceilings();
         let client = ChainClient::connect(chain)
@@ -296,6 +297,10 @@ pub fn chain_error(e: ChainError, account: Option<Address>) -> ApiError {
                     json!({"account": account, "found": found})
                 }
                 Erc7579Error::ModuleNotInstalled { account } => json!({"account": account}),
+                Erc7579Error::NotAnEoa { account, found } => {
+                    json!({"account": account, "found": found})
+                }
+                Erc7579Error::Eip7702Unavailable { needs } => json!({"needs": needs}),
                 Erc7579Error::FactoryInit | Erc7579Error::Period(_) => json!({}),
             };
             ApiError::detailed(

@@ -224,6 +224,13 @@ pub struct Config {
     #[arg(long, env = "KMS_ACCOUNT_FACTORY")]
     pub account_factory: Option<String>,
 
+    /// The account implementation owners' EOAs delegate to with EIP-7702
+    /// (`Eip7702Account`; EntryPoint v0.8 only). With it, a session grant naming
+    /// the wallet's owner address delegates that EOA in the same passkey
+    /// ceremony; without it such a grant is 422 `unsupported_account`.
+    #[arg(long, env = "KMS_EIP7702_ACCOUNT")]
+    pub eip7702_account: Option<String>,
+
     /// EntryPoint version: v0.7 or v0.8.
     #[arg(long, env = "KMS_ENTRY_POINT_VERSION", default_value = "v0.7")]
     pub entry_point_version: String,
@@ -331,6 +338,8 @@ pub struct ChainSettings {
     pub entry_point: Option<[u8; 20]>,
     /// Expected chain id.
     pub chain_id: Option<u64>,
+    /// The EIP-7702 account implementation, if configured.
+    pub eip7702_account: Option<[u8; 20]>,
 }
 
 /// Which API-key policy is in force.
@@ -519,6 +528,10 @@ impl Config {
             entry_point_version: version.to_owned(),
             entry_point,
             chain_id: self.chain_id,
+            eip7702_account: match self.eip7702_account.as_deref() {
+                Some(v) if !v.is_empty() => Some(addr("--eip7702-account", v)?),
+                _ => None,
+            },
         }))
     }
 }

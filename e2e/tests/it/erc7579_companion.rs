@@ -45,7 +45,7 @@ impl Fixture {
 
     /// Plain transfers to `to`, 1 ETH cap, open since an hour ago for a day, on `on` (the
     /// `/kms/agent-sessions` fields naming the account, or a salt).
-    async fn transfers_to(&self, to: Address, on: Value) -> Value {
+    pub(crate) async fn transfers_to(&self, to: Address, on: Value) -> Value {
         let (after, until) = self.open_window().await;
         let mut v = json!({
             "targets": [to],
@@ -61,7 +61,7 @@ impl Fixture {
     }
 
     /// A grant refused before the ceremony (by `/BeginAuthentication`): status and body.
-    async fn grant_refused(&mut self, agent: &AgentKey, session: Value) -> (u16, Value) {
+    pub(crate) async fn grant_refused(&mut self, agent: &AgentKey, session: Value) -> (u16, Value) {
         match self.c.grant_session(&mut self.user, agent, session).await {
             Err(CompanionError::Client(ClientError::Status { status, body, .. })) => (status, body),
             Ok((status, body)) => (status, body),
@@ -79,7 +79,7 @@ impl Fixture {
     }
 
     /// An intent of `agent` naming `account`; expects it included, returns the final body.
-    async fn lands_on(&self, agent: &AgentKey, account: Address, calls: Value) -> Value {
+    pub(crate) async fn lands_on(&self, agent: &AgentKey, account: Address, calls: Value) -> Value {
         let (status, body) = self
             .c
             .post_bearer(
@@ -105,7 +105,7 @@ impl Fixture {
     }
 }
 
-fn parsed(v: &Value) -> Address {
+pub(crate) fn parsed(v: &Value) -> Address {
     v.as_str().unwrap().parse().unwrap()
 }
 

@@ -9,6 +9,7 @@ mod agent_sessions;
 mod bounded;
 mod common;
 mod demo;
+mod eip7702;
 mod erc1271;
 mod erc7579;
 mod erc7579_companion;

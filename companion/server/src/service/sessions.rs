@@ -30,14 +30,14 @@
 use alloy::primitives::{Address, B256, U256};
 use axum::http::StatusCode;
 use kms_chain::account::AccountKind;
-use kms_chain::client::ChainError;
+use kms_chain::client::{AccountCode, ChainError};
 use kms_chain::nonce::NonceKey;
 use kms_chain::operator::{owner_sign_body, OperatorSigner};
 use kms_chain::session::{parse_selector, SessionGrant, TargetPermission, TokenLimit};
 use kms_chain::userop::v0_7::{RpcUserOperation, UserOperation};
 use kms_db::{AgentSession, AgentStatus, ChallengeKind, NewSession, SessionStatus};
 use kms_proto::authz::AuthorizedBody;
-use kms_proto::WalletId;
+use kms_proto::{Eip7702DelegationBody, WalletId};
 use serde_json::{json, Value};
 
 use crate::chain::{bundler_error, chain_error, ChainState};
@@ -242,6 +242,18 @@ pub async fn begin_grant(
     let plan = plan(s, &request).await?;
     let grants = std::slice::from_ref(&plan.grant);
     let kind = plan.kind();
+    // The owner's own EOA, without code yet: it delegates with EIP-7702 in this operation.
+    let delegates = match plan.account {
+        Some(account) if account == plan.owner => {
+            chain
+                .client
+                .account_code(account)
+                .await
+                .map_err(|e| chain_error(e, Some(account)))?
+                == AccountCode::Empty
+        }
+        _ => false,
+    };
     let prepared = match plan.account {
         None => {
             chain
@@ -249,7 +261,13 @@ pub async fn begin_grant(
                 .prepare_grants(plan.owner, plan.salt, grants)
                 .await
         }
-        // Detected on chain first: refused (422 unsupported_account) unless ERC-7579.
+        Some(account) if delegates => chain
+            .client
+            .prepare_eip7702_grants(account, grants)
+            .await
+            .map(|(prepared, _)| prepared),
+        // Detected on chain first: refused (422 unsupported_account) unless ERC-7579 (an EOA
+        // delegated to an ERC-7579 implementation is one).
         Some(account) => chain.client.prepare_erc7579_grants(account, grants).await,
     }
     .map_err(|e| owner_op_error(e, &plan))?;
@@ -261,7 +279,7 @@ pub async fn begin_grant(
             .decode_calls(&prepared.op.call_data)
             .unwrap_or_default(),
     };
-    let body = owner_sign_body(plan.wallet_id, prepared.user_op_hash);
+    let digest = owner_ceremony_digest(plan.wallet_id, &prepared.op, prepared.user_op_hash)?;
     // Everything the owner approves, so that a client can recompute the userOpHash from the
     // operation (EntryPoint, chain id) and show what it does: the account's calls (the grant,
     // decoded too), nonce, gas limits, fees and the most it can cost.
@@ -277,6 +295,13 @@ pub async fn begin_grant(
         "calls": calls,
         "maxGasCost": prepared.op.max_gas_cost().to_string(),
         "session": plan.grant,
+        // The EIP-7702 delegation the passkey also approves (its signature in `userOp` is a
+        // placeholder until the TA signs it).
+        "eip7702Authorization": prepared.op.eip7702_auth.as_ref().map(|a| json!({
+            "chainId": a.chain_id.to_string(),
+            "delegate": a.address,
+            "nonce": a.nonce,
+        })),
     }));
     let metadata = json!({
         "plan": plan.canonical(),
@@ -288,12 +313,48 @@ pub async fn begin_grant(
         .begin_authentication(
             &plan.wallet_id,
             Purpose::GrantSession,
-            &body.payload_digest(),
+            &digest,
             Some(metadata),
         )
         .await?;
     resp.user_operation = Some(summary);
     Ok(resp)
+}
+
+/// The TA command body of an operation that delegates the owner's EOA with EIP-7702 (the
+/// authorisation it carries, and `user_op_hash` signed by the same owner key in the same
+/// command); `None` for any other operation.
+fn delegation_body(
+    wallet_id: WalletId,
+    op: &UserOperation,
+    user_op_hash: B256,
+) -> Result<Option<Eip7702DelegationBody>, ApiError> {
+    let Some(auth) = op.eip7702_auth.as_ref() else {
+        return Ok(None);
+    };
+    let chain_id = u64::try_from(auth.chain_id)
+        .map_err(|_| ApiError::internal("authorisation chain id out of range"))?;
+    Ok(Some(Eip7702DelegationBody {
+        wallet_id,
+        chain_id,
+        delegate: auth.address.into_array(),
+        nonce: auth.nonce,
+        user_op_hash: Some(user_op_hash.0),
+    }))
+}
+
+/// The payload digest the owner's ceremony binds for `op`: the EIP-7702 delegation and the
+/// operation when `op` delegates the EOA ([`delegation_body`]), else the owner's signature of
+/// the userOpHash ([`owner_sign_body`]).
+fn owner_ceremony_digest(
+    wallet_id: WalletId,
+    op: &UserOperation,
+    user_op_hash: B256,
+) -> Result<[u8; 32], ApiError> {
+    Ok(match delegation_body(wallet_id, op, user_op_hash)? {
+        Some(body) => body.payload_digest(),
+        None => owner_sign_body(wallet_id, user_op_hash).payload_digest(),
+    })
 }
 
 /// A failure to build or submit the owner's operation as HTTP: on an ERC-7579 account, a refusal
@@ -431,21 +492,39 @@ pub async fn grant(
         .await??;
     let stored = stored_grant(s, plan, peeked.metadata_json.as_deref())?;
     *user_op_hash = Some(stored.user_op_hash);
-    let body = owner_sign_body(plan.wallet_id, stored.user_op_hash);
+    let digest = owner_ceremony_digest(plan.wallet_id, &stored.op, stored.user_op_hash)?;
     let assertion = s
         .finish_authentication(
             &plan.wallet_id,
             Purpose::GrantSession,
-            &body.payload_digest(),
+            &digest,
             r,
             "agent keyId",
         )
         .await?;
-    let signature = s
-        .tee
-        .sign_owner_user_op(plan.wallet_id, stored.user_op_hash, assertion, plan.owner)
-        .await?;
-    let op = stored.op.clone().with_signature(signature);
+    let op = match delegation_body(plan.wallet_id, &stored.op, stored.user_op_hash)? {
+        None => {
+            let signature = s
+                .tee
+                .sign_owner_user_op(plan.wallet_id, stored.user_op_hash, assertion, plan.owner)
+                .await?;
+            stored.op.clone().with_signature(signature)
+        }
+        Some(body) => {
+            let signed = s
+                .tee
+                .sign_eip7702_delegation(body, assertion, plan.owner)
+                .await?;
+            let signature = signed
+                .user_op_signature
+                .ok_or_else(|| ApiError::internal("the TA signed no operation"))?;
+            stored
+                .op
+                .clone()
+                .with_eip7702(signed.authorization)
+                .with_signature(signature)
+        }
+    };
     let account = op.sender;
     let g = &plan.grant;
     let addresses: Vec<String> = g

@@ -7,7 +7,8 @@
 //!
 //! Tables: wallets, passkey credentials, derived addresses, WebAuthn
 //! ceremonies (challenges), API keys (hashed), agent keys and their sessions (one row per grant
-//! on an account: [`AgentSession`]), JWT secret metadata, intents, a hash-chained append-only audit log, and the checkpoints of that log
+//! on an account: [`AgentSession`]), JWT secret metadata, intents, ERC-7715 permission requests
+//! ([`PermissionRequest`]), a hash-chained append-only audit log, and the checkpoints of that log
 //! signed in the TA (`audit_checkpoints`: the anchored audit, see [`Db::verify_anchored`]).
 //!
 //! Nothing secret is stored: API keys and agent credentials are kept as
@@ -22,6 +23,7 @@ mod audit;
 mod challenges;
 mod intents;
 mod jwt_meta;
+mod permission_requests;
 mod sessions;
 mod wallets;
 
@@ -43,6 +45,7 @@ pub use audit::{AuditAppender, AuditEvent, AuditRecord, AuditVerification, GENES
 pub use challenges::{Challenge, ChallengeKind, ChallengeRefusal, NewChallenge};
 pub use intents::{Intent, IntentChange, IntentReason, IntentStatus, NewIntent};
 pub use jwt_meta::{jwt_secret_meta_from_ta, JwtSecretMeta, JwtSecretState};
+pub use permission_requests::{NewPermissionRequest, PermissionRequest, PermissionRequestStatus};
 pub use sessions::{AccountKind, AgentSession, NewSession, SessionStatus};
 pub use wallets::{NewWallet, PasskeyCredential, Wallet, WalletAddress};
 

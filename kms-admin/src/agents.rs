@@ -329,6 +329,8 @@ fn session_cells(l: &Listed) -> ([String; 6], Value) {
     if let Some(o) = json.as_object_mut() {
         o.insert("id".into(), json!(r.id));
         o.insert("status".into(), json!(r.status.as_str()));
+        o.insert("accountKind".into(), json!(r.account_kind.as_str()));
+        o.insert("lane".into(), json!(r.lane));
         o.insert("userOpHash".into(), json!(r.user_op_hash));
         o.insert("transactionHash".into(), json!(r.tx_hash));
         o.insert("revokeTransactionHash".into(), json!(r.revoke_tx_hash));
@@ -383,7 +385,16 @@ fn render(agents: &[AgentKey], sessions: &[Vec<Listed>], from_chain: bool) -> Re
                 c.extend(std::iter::repeat_n(String::new(), 5));
                 c
             };
-            cells.push(format!("{:#x}", l.row.account));
+            // An ERC-7579 account says so, with the agent's lane there.
+            cells.push(match (l.row.account_kind, l.row.lane) {
+                (kms_db::AccountKind::Erc7579, Some(lane)) => {
+                    format!("{:#x} (erc7579, lane {lane})", l.row.account)
+                }
+                (kms_db::AccountKind::Erc7579, None) => {
+                    format!("{:#x} (erc7579)", l.row.account)
+                }
+                _ => format!("{:#x}", l.row.account),
+            });
             cells.extend(session);
             t.row(cells);
             all.push(json);

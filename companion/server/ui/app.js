@@ -579,6 +579,9 @@ function sessionList(sessions) {
         h('span', { class: 'mono' }, s.account),
         ' ',
         badge(s.status),
+        s.accountKind === 'erc7579'
+          ? h('span', { class: 'small block session-kind' }, `ERC-7579 account${s.lane !== null && s.lane !== undefined ? `, lane ${s.lane}` : ''}`)
+          : null,
         s.revokeTransactionHash
           ? h('span', { class: 'small block' }, `revoked in ${short(s.revokeTransactionHash)}`)
           : s.transactionHash && s.status !== 'failed'

@@ -139,6 +139,29 @@ async fn sessions_on_an_erc7579_account_through_the_companion() {
     assert_eq!(view["lane"], json!(lane), "{view}");
     assert_eq!(view["moduleInstalled"], true, "{view}");
     assert_eq!(view["status"], "active", "{view}");
+    // The owner's listing says the kind and the lane too.
+    let (status, list) =
+        f.c.post(
+            "/kms/list-agent-keys",
+            &json!({"humanKeyId": f.wallet.key_id}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{list}");
+    let listed = list["agentKeys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["keyId"] == json!(agent.key_id))
+        .unwrap();
+    assert_eq!(
+        (
+            &listed["session"]["accountKind"],
+            &listed["session"]["lane"]
+        ),
+        (&json!("erc7579"), &json!(lane)),
+        "{listed}"
+    );
 
     // An intent lands (ERC-7579 execute on the module lane); a target not granted is refused.
     let before = f.env.balance(to).await.unwrap();

@@ -363,6 +363,56 @@ async fn list_and_revoke_agent_keys_db_only_and_idempotent() {
         session["tokens"],
         json!([{"token": "0x6666666666666666666666666666666666666666", "cap": "250000000", "spent": null}])
     );
+    assert_eq!(
+        (&session["accountKind"], &session["lane"]),
+        (&json!("agent-account"), &json!(null)),
+        "{session}"
+    );
+    assert!(!out.stdout.contains("(erc7579"), "{out:?}");
+    // A session on an ERC-7579 account: its kind and lane, in the table and the JSON.
+    let id = db
+        .insert_session(&kms_db::NewSession {
+            wallet_id: &wallet,
+            agent_index: 0,
+            account: "0x8888888888888888888888888888888888888888"
+                .parse()
+                .unwrap(),
+            account_kind: kms_db::AccountKind::Erc7579,
+            targets_json: "[\"0x3333333333333333333333333333333333333333\"]",
+            spend_cap: "1".parse().unwrap(),
+            valid_after: 1_700_000_000,
+            valid_until: 1_900_000_000,
+            revoker: None,
+            grant_json: None,
+            user_op_hash: None,
+            user_op_json: None,
+            now: kms_db::now_secs(),
+        })
+        .await
+        .unwrap();
+    assert!(db
+        .activate_session(id, None, kms_db::now_secs())
+        .await
+        .unwrap());
+    assert!(db
+        .set_session_lane(id, 7, kms_db::now_secs())
+        .await
+        .unwrap());
+    let out = admin(&env, &["list-agent-keys"]).await;
+    assert!(
+        out.stdout
+            .contains("0x8888888888888888888888888888888888888888 (erc7579, lane 7)"),
+        "{out:?}"
+    );
+    let listed = admin(&env, &["--json", "list-agent-keys", "--wallet", &wallet])
+        .await
+        .json();
+    let s0 = &listed[0]["session"];
+    assert_eq!(
+        (&s0["accountKind"], &s0["lane"]),
+        (&json!("erc7579"), &json!(7)),
+        "{s0}"
+    );
 
     // A session recorded before grants carried all this still lists, with what it has: here
     // a later grant on the same account, which supersedes the first.

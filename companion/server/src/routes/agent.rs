@@ -384,6 +384,13 @@ pub struct ListedSession {
     pub status: String,
     /// The owner's smart account.
     pub account: String,
+    /// Its kind: `agent-account` (the project's `AgentAccount`) or `erc7579` (an ERC-7579
+    /// account with `SessionKeyValidator` as its module, an owner EOA delegated with EIP-7702
+    /// included).
+    pub account_kind: String,
+    /// On an ERC-7579 account, the agent's nonce lane there (`null` on an `AgentAccount`, or
+    /// until the grant is included).
+    pub lane: Option<u16>,
     /// Every address the session may call: its targets, then its capped tokens.
     pub targets: Vec<String>,
     /// The call targets and the functions allowed on each (`null` for a session recorded
@@ -508,6 +515,8 @@ pub fn listed_session(a: &AgentSession) -> ListedSession {
     ListedSession {
         status: a.status.as_str().to_owned(),
         account: a.account.to_checksum(None),
+        account_kind: a.account_kind.as_str().to_owned(),
+        lane: a.lane,
         targets: a
             .targets
             .as_deref()

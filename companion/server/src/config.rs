@@ -291,6 +291,13 @@ pub struct Config {
     #[arg(long, env = "KMS_REQUEST_TIMEOUT_SECS", default_value_t = 120)]
     pub request_timeout_secs: u64,
 
+    /// How long an ERC-7715 `wallet_grantPermissions` call (`POST /rpc`) waits for the owner
+    /// to approve or cancel it on /ui, in seconds; past it the request expires (JSON-RPC error
+    /// -32011). At most --request-timeout-secs minus 5 s is waited (the request's own bound).
+    #[arg(long, env = "KMS_PERMISSION_REQUEST_TIMEOUT_SECS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub permission_request_timeout_secs: u64,
+
     /// Most HTTP requests in progress at once; one more is answered 503
     /// overloaded at once.
     #[arg(long, env = "KMS_MAX_CONCURRENT_REQUESTS", default_value_t = 512,
@@ -691,5 +698,17 @@ mod tests {
             "0xCf7Ed3AccA5a467e9e704C703E8D87F634fB0Fc9",
         ]);
         assert!(bad.chain_settings().unwrap_err().contains("20 bytes"));
+    }
+}
+
+impl Config {
+    /// How long a `wallet_grantPermissions` call waits for the owner: the flag, within the
+    /// request timeout (5 s before it, so the call answers its own JSON-RPC error).
+    pub fn permission_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(
+            self.permission_request_timeout_secs
+                .min(self.request_timeout_secs.saturating_sub(5))
+                .max(1),
+        )
     }
 }

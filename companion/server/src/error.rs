@@ -166,6 +166,13 @@ pub enum ErrorCode {
     PasskeyRefused,
     /// `payload_mismatch`: The assertion was made for a different payload than this request.
     PayloadMismatch,
+    /// `permission_not_granted`: The agent holds no active session matching the ERC-7715
+    /// request (grant it the request's session first).
+    PermissionNotGranted,
+    /// `permission_request_closed`: The ERC-7715 request was already decided, or expired.
+    PermissionRequestClosed,
+    /// `permission_request_not_found`: No such ERC-7715 permission request.
+    PermissionRequestNotFound,
     /// `purpose_required`: The ceremony needs a Purpose.
     PurposeRequired,
     /// `rate_limited`: A rate limit: retry after `Retry-After` seconds.
@@ -199,7 +206,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code but the policy refusals (see [`ErrorCode::all`]).
-    pub const OWN: [ErrorCode; 86] = [
+    pub const OWN: [ErrorCode; 89] = [
         ErrorCode::AccountRequired,
         ErrorCode::AccountUnfunded,
         ErrorCode::AgentExists,
@@ -272,6 +279,9 @@ impl ErrorCode {
         ErrorCode::Overloaded,
         ErrorCode::PasskeyRefused,
         ErrorCode::PayloadMismatch,
+        ErrorCode::PermissionNotGranted,
+        ErrorCode::PermissionRequestClosed,
+        ErrorCode::PermissionRequestNotFound,
         ErrorCode::PurposeRequired,
         ErrorCode::RateLimited,
         ErrorCode::RegistrationRequired,
@@ -371,6 +381,9 @@ impl ErrorCode {
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::PasskeyRefused => "passkey_refused",
             ErrorCode::PayloadMismatch => "payload_mismatch",
+            ErrorCode::PermissionNotGranted => "permission_not_granted",
+            ErrorCode::PermissionRequestClosed => "permission_request_closed",
+            ErrorCode::PermissionRequestNotFound => "permission_request_not_found",
             ErrorCode::PurposeRequired => "purpose_required",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::RegistrationRequired => "registration_required",

@@ -7,7 +7,8 @@ use utoipa::{Modify, OpenApi};
 use crate::server::ROUTES;
 
 use crate::routes::{
-    agent, ceremony, health, intents, metrics, openapi, operator, sessions, wallet,
+    agent, ceremony, health, intents, metrics, openapi, operator, permissions, rpc, sessions,
+    wallet,
 };
 
 struct Security;
@@ -114,6 +115,9 @@ fn shared_response(status: u16) -> utoipa::openapi::Response {
         intents::get_intent,
         crate::routes::agent_session::get_agent_session,
         operator::operator,
+        permissions::list,
+        permissions::resolve,
+        rpc::rpc,
         agent::list_agent_keys,
         intents::list_agent_intents,
         health::health,
@@ -126,6 +130,8 @@ fn shared_response(status: u16) -> utoipa::openapi::Response {
         crate::routes::agent_session::AgentSessionResponse,
         crate::webauthn::CeremonyResponse,
         crate::webauthn::Purpose,
+        crate::routes::permissions::ListPermissionRequests,
+        crate::routes::permissions::ResolvePermissionRequest,
     )),
     modifiers(&Security, &SharedStatuses)
 )]
@@ -174,6 +180,13 @@ mod tests {
             &[200, 202, 400, 401, 403, 404, 409, 422, 502],
         ),
         ("/kms/operator", &[200]),
+        ("/kms/permission-requests", &[200, 400, 404]),
+        (
+            "/kms/permission-requests/resolve",
+            &[200, 400, 403, 404, 409, 422],
+        ),
+        // Every JSON-RPC answer (errors included) is 200.
+        ("/rpc", &[200]),
         ("/agent/intents", &[202, 400, 401, 403, 404, 422, 502]),
         ("/agent/intents/{userOpHash}", &[200, 400, 401, 404]),
         ("/agent/session", &[200, 400, 401, 403, 502]),

@@ -24,7 +24,8 @@ use crate::metrics::Metrics;
 use crate::ratelimit::Limits;
 use crate::reconcile::{self, Reconcile};
 use crate::routes::{
-    agent, ceremony, health, intents, metrics, openapi, operator, sessions, ui, wallet,
+    agent, ceremony, health, intents, metrics, openapi, operator, permissions, rpc, sessions, ui,
+    wallet,
 };
 use crate::state::{AppState, CredentialCache, SharedState};
 use crate::tee::Tee;
@@ -119,6 +120,15 @@ pub const ROUTES: &[RouteSpec] = &[
     route("POST", "/kms/revoke-agent-credential", Access::Open, true),
     route("POST", "/kms/agent-sessions", Access::Open, true),
     route("GET", "/kms/operator", Access::Open, false),
+    db_only("POST", "/kms/permission-requests", Access::ApiKey, true),
+    // Reaches the TA for the operator key (the session's revoker) when it checks the grant.
+    route(
+        "POST",
+        "/kms/permission-requests/resolve",
+        Access::ApiKey,
+        true,
+    ),
+    db_only("POST", "/rpc", Access::ApiKey, false),
     route("POST", "/agent/intents", Access::Bearer, true),
     db_only("GET", "/agent/intents/{userOpHash}", Access::Bearer, false),
     db_only("GET", "/agent/session", Access::Bearer, false),
@@ -187,6 +197,9 @@ fn handler(path: &str) -> axum::routing::MethodRouter<SharedState> {
         "/kms/revoke-agent-credential" => post(agent::revoke_agent_credential),
         "/kms/agent-sessions" => post(sessions::agent_sessions),
         "/kms/operator" => get(operator::operator),
+        "/kms/permission-requests" => post(permissions::list),
+        "/kms/permission-requests/resolve" => post(permissions::resolve),
+        "/rpc" => post(rpc::rpc),
         "/agent/intents" => post(intents::submit_intent),
         "/agent/intents/{userOpHash}" => get(intents::get_intent),
         "/agent/session" => get(crate::routes::agent_session::get_agent_session),

@@ -8,6 +8,8 @@
 //! | `/kms/create-agent-key`, `/kms/list-agent-keys`, `/kms/sign-agent`, `/kms/refresh-agent-credential`, `/kms/revoke-agent-credential` | [`agent`] |
 //! | `/kms/agent-sessions` | [`sessions`] |
 //! | `/kms/operator` | [`operator`] |
+//! | `/kms/permission-requests`, `/kms/permission-requests/resolve` | [`permissions`] |
+//! | `/rpc` (JSON-RPC: ERC-7715 `wallet_grantPermissions`) | [`rpc`] |
 //! | `/agent/intents`, `/agent/intents/{userOpHash}`, `/kms/list-agent-intents` | [`intents`] |
 //! | `/agent/session` | [`agent_session`] |
 //! | `/health` | [`health`] |
@@ -25,6 +27,8 @@ pub mod intents;
 pub mod metrics;
 pub mod openapi;
 pub mod operator;
+pub mod permissions;
+pub mod rpc;
 pub mod sessions;
 pub mod ui;
 pub mod wallet;

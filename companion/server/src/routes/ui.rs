@@ -25,6 +25,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../ui/app.js"),
     ),
     (
+        "permissions.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../ui/permissions.js"),
+    ),
+    (
         "webauthn.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../ui/webauthn.js"),

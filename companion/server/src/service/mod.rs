@@ -10,6 +10,8 @@
 //!   ([`credentials::AgentCredentials`]).
 //! - [`intents`]: an agent's intent from its calls to the bundler and on to its receipt
 //!   ([`intents::IntentPipeline`]).
+//! - [`permissions`]: ERC-7715 permission requests (`wallet_grantPermissions` on `/rpc`): mapped
+//!   onto a session, waiting for the owner, answered once the owner granted it.
 //! - [`sessions`]: session grants, from the owner's ceremony to the active session on chain,
 //!   and their settlement by the background task.
 //! - [`wallets`]: wallets registered over a passkey ceremony, and the TA's signatures with their
@@ -17,5 +19,6 @@
 
 pub mod credentials;
 pub mod intents;
+pub mod permissions;
 pub mod sessions;
 pub mod wallets;

@@ -14,6 +14,7 @@ async fn page_assets_are_served_with_a_strict_policy() {
         ("/ui/app.js", "text/javascript"),
         ("/ui/api.js", "text/javascript"),
         ("/ui/webauthn.js", "text/javascript"),
+        ("/ui/permissions.js", "text/javascript"),
         ("/ui/eth.js", "text/javascript"),
         ("/ui/style.css", "text/css"),
         ("/ui/icon.svg", "image/svg+xml"),

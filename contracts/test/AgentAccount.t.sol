@@ -6,7 +6,7 @@ import {Recorder} from "./utils/Mocks.sol";
 import {AgentAccount} from "../AgentAccount.sol";
 import {AgentAccountFactory} from "../AgentAccountFactory.sol";
 import {SessionKeyValidator} from "../SessionKeyValidator.sol";
-import {PackedUserOperation} from "../interfaces/IERC4337.sol";
+import {IAccount, PackedUserOperation} from "../interfaces/IERC4337.sol";
 import {Call} from "../interfaces/IAgentAccount.sol";
 import {ISessionKeyValidator} from "../interfaces/ISessionKeyValidator.sol";
 
@@ -34,7 +34,7 @@ contract AgentAccountTest is TestBase {
 
     function _validate(PackedUserOperation memory op, bytes32 hash, uint256 missing) internal returns (uint256) {
         vm.prank(entryPoint);
-        return account.validateUserOp(op, hash, missing);
+        return IAccount(address(account)).validateUserOp(op, hash, missing);
     }
 
     function _grantAgent() internal {
@@ -106,7 +106,7 @@ contract AgentAccountTest is TestBase {
         AgentAccount created = factory.createAccount(owner, 7);
         assertEq(address(created), predicted);
         assertEq(created.owner(), owner);
-        assertEq(created.entryPoint(), entryPoint);
+        assertEq(address(created.entryPoint()), entryPoint);
         assertEq(address(created.validator()), address(validator));
         assertEq(address(factory.accountImplementation().validator()), address(validator));
         assertEq(factory.entryPoint(), entryPoint);
@@ -144,7 +144,7 @@ contract AgentAccountTest is TestBase {
         PackedUserOperation memory op = _op(address(account), 0, "", "");
         vm.expectRevert(abi.encodeWithSelector(AgentAccount.NotFromEntryPoint.selector, owner));
         vm.prank(owner);
-        account.validateUserOp(op, bytes32(0), 0);
+        IAccount(address(account)).validateUserOp(op, bytes32(0), 0);
     }
 
     /// The owner signs the userOpHash itself (no EIP-191 prefix).
@@ -227,7 +227,7 @@ contract AgentAccountTest is TestBase {
         op.nonce = _periodLane(agent, 16, 0);
         vm.prank(entryPoint);
         vm.expectRevert(abi.encodeWithSelector(ISessionKeyValidator.PeriodOutsideWindow.selector, 16));
-        account.validateUserOp(op, hash, 0);
+        IAccount(address(account)).validateUserOp(op, hash, 0);
     }
 
     function test_Validate_SessionPolicyErrorBubbles() public {
@@ -236,7 +236,7 @@ contract AgentAccountTest is TestBase {
         op.signature = _sessionSig(agentKey, address(account), hash);
         vm.prank(entryPoint);
         vm.expectRevert(abi.encodeWithSelector(ISessionKeyValidator.UnknownSession.selector, address(account), agent));
-        account.validateUserOp(op, hash, 0);
+        IAccount(address(account)).validateUserOp(op, hash, 0);
 
         _grantAgent();
         op.nonce = 0;
@@ -244,7 +244,7 @@ contract AgentAccountTest is TestBase {
         vm.expectRevert(
             abi.encodeWithSelector(ISessionKeyValidator.NonceLaneNotAllowed.selector, 0, uint192(uint160(agent)))
         );
-        account.validateUserOp(op, hash, 0);
+        IAccount(address(account)).validateUserOp(op, hash, 0);
     }
 
     /// An account can never give a session its own EntryPoint as a target.
@@ -272,7 +272,7 @@ contract AgentAccountTest is TestBase {
         PackedUserOperation memory op = _op(address(account), _lane(agent, 0), "", _execute(address(rec), 1, ""));
         op.signature = sig;
         vm.prank(entryPoint);
-        try account.validateUserOp(op, hash, 0) returns (uint256 data) {
+        try IAccount(address(account)).validateUserOp(op, hash, 0) returns (uint256 data) {
             assertEq(data & 1, 1, "random bytes validated");
             if (!(sig.length == 106 && sig[0] == 0x08)) assertEq(data, 1);
         } catch (bytes memory err) {
@@ -309,6 +309,28 @@ contract AgentAccountTest is TestBase {
         vm.prank(agent);
         vm.expectRevert(abi.encodeWithSelector(AgentAccount.NotEntryPointOrOwner.selector, agent));
         account.executeBatch(calls);
+    }
+
+    /// The account itself is no caller of `execute` (unlike OpenZeppelin's `onlyEntryPointOrSelf`):
+    /// the hand-written account's rule, kept when it was rebuilt from the parts.
+    function test_Execute_NotBySelf() public {
+        vm.prank(address(account));
+        vm.expectRevert(abi.encodeWithSelector(AgentAccount.NotEntryPointOrOwner.selector, address(account)));
+        account.execute(recipient, 0, "");
+    }
+
+    /// What the OpenZeppelin parts add to the ABI: `signer()` is the owner (zero on the
+    /// implementation), `getNonce()` reads the EntryPoint's nonce of the account's default lane.
+    function test_Parts_SignerAndNonce() public {
+        assertEq(account.signer(), owner);
+        assertEq(factory.accountImplementation().signer(), address(0));
+        assertEq(factory.accountImplementation().owner(), address(0));
+        vm.mockCall(
+            entryPoint,
+            abi.encodeWithSignature("getNonce(address,uint192)", address(account), uint192(0)),
+            abi.encode(5)
+        );
+        assertEq(account.getNonce(), 5);
     }
 
     function test_Execute_BubblesRevertData() public {

@@ -9,7 +9,7 @@ import {SessionKeyValidator} from "../../SessionKeyValidator.sol";
 import {PackedUserOperation} from "../../interfaces/IERC4337.sol";
 import {ISessionKeyValidator} from "../../interfaces/ISessionKeyValidator.sol";
 import {TestToken} from "../../testing/TestToken.sol";
-import {OzAgentAccountFactory} from "./OzAgentAccount.sol";
+import {HandAgentAccountFactory} from "./HandAgentAccount.sol";
 
 interface IAccountGas {
     function validateUserOp(PackedUserOperation calldata userOp, bytes32 userOpHash, uint256 missingAccountFunds)
@@ -22,14 +22,14 @@ interface IFactoryGas {
     function createAccount(address owner, uint256 salt) external returns (address);
 }
 
-/// @notice Gas of the hand-written `AgentAccount` and of `OzAgentAccount` (the same account built from
-/// OpenZeppelin's parts), side by side on the canonical EntryPoint v0.7 and v0.8 with the same
+/// @notice Gas of `AgentAccount` (built from OpenZeppelin's parts since #16 item 6) and of
+/// `HandAgentAccount` (the hand-written account it replaced, kept as a test contract), side by side on the canonical EntryPoint v0.7 and v0.8 with the same
 /// validator, the same grant and the same state, for BENCHMARKS.md ("AgentAccount: hand-written vs
 /// OpenZeppelin parts"). Each case measures one path on both accounts from the same snapshot: the
 /// state is restored (`revertToState`) and every address involved cooled (`vm.cool`) before each,
 /// and restored again after the second, so each starts from the same state, cold as in a fresh
-/// transaction (`test_Method_SameAccountTwice` checks the method: the
-/// same account measured twice gives the same gas). Figures and ratios are logged, never asserted.
+/// transaction (`test_Method_SameAccountTwice` checks the method: the same account measured twice
+/// gives the same gas). Figures and ratios (OpenZeppelin / hand-written) are logged, never asserted.
 ///
 /// Paths: (a) an agent's session operation, a plain transfer of 1 wei; (b) an agent's capped ERC-20
 /// `transfer`; (c) an owner operation `execute(recipient, 1 wei)`: each as the account's
@@ -40,7 +40,7 @@ interface IFactoryGas {
 contract OzAgentAccountGasTest is TestBase {
     struct Deployed {
         IEntryPoint ep;
-        address[2] factories; // [hand-written, OpenZeppelin]
+        address[2] factories; // [hand-written (HandAgentAccount), OpenZeppelin parts (AgentAccount)]
         address[2] accounts;
     }
 
@@ -75,8 +75,8 @@ contract OzAgentAccountGasTest is TestBase {
         for (uint256 v; v < 2; ++v) {
             Deployed storage c = chains[v];
             c.ep = _deployEntryPoint(v == 1);
-            c.factories[0] = address(new AgentAccountFactory(address(c.ep), validator));
-            c.factories[1] = address(new OzAgentAccountFactory(address(c.ep), validator));
+            c.factories[0] = address(new HandAgentAccountFactory(address(c.ep), validator));
+            c.factories[1] = address(new AgentAccountFactory(address(c.ep), validator));
             touched.push(address(c.ep));
             for (uint256 k; k < 2; ++k) {
                 address account = IFactoryGas(c.factories[k]).createAccount(owner, 0);

@@ -217,7 +217,7 @@ impl Db {
         let sql = format!(
             "SELECT {COLS} FROM permission_requests WHERE (? IS NULL OR wallet_id = ?) AND \
              ((status = 'pending' AND expires_at > ?) OR (? AND status != 'pending')) \
-             ORDER BY created_at DESC, id LIMIT 100"
+             ORDER BY created_at DESC, rowid DESC LIMIT 100"
         );
         sqlx::query_as::<_, Row>(&sql)
             .bind(wallet_id)

@@ -11,6 +11,7 @@ mod common;
 mod demo;
 mod eip7702;
 mod erc1271;
+mod erc7715;
 mod erc7579;
 mod erc7579_companion;
 mod intents;

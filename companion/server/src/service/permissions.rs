@@ -38,6 +38,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::oneshot;
 
 use crate::error::{ApiError, ErrorCode};
+use crate::extract::checksummed;
 use crate::ops::{agent_key_id, AgentSessionRequest};
 use crate::service::credentials::credential_hash;
 use crate::state::AppState;
@@ -717,14 +718,14 @@ pub fn describe(r: &PermissionRequest, jwt_ttl_secs: u64) -> Value {
         "expiry": expiry,
         "permissions": parse(&r.granted_json),
         "dropped": parse(&r.dropped_json),
-        "session": parse(&r.session_json),
+        "session": checksummed(parse(&r.session_json)),
         "createAgent": {"label": format!("erc7715 {}", &r.id[..8.min(r.id.len())]), "ttlSecs": ttl},
     });
     if let Some(k) = &r.key_id {
         v["keyId"] = json!(k);
     }
     if let Some(a) = r.account {
-        v["account"] = json!(a);
+        v["account"] = json!(a.to_checksum(None));
     }
     if let Some(c) = &r.credential_to {
         v["credentialTo"] = json!(c);
@@ -852,7 +853,7 @@ pub async fn approve(
         "expiry": request["expiry"],
         "grantedPermissions": granted,
         "permissionsContext": permissions_context(account, agent_address, &key_id),
-        "signerData": signer_data,
+        "signerData": checksummed(Value::Object(signer_data)),
     });
     // The waiting call, taken first so that its own timeout cannot race the answer away.
     let waiter = take_waiter(id);

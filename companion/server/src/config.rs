@@ -543,6 +543,18 @@ impl Config {
     }
 }
 
+impl Config {
+    /// How long a `wallet_grantPermissions` call waits for the owner: the flag, within the
+    /// request timeout (5 s before it, so the call answers its own JSON-RPC error).
+    pub fn permission_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(
+            self.permission_request_timeout_secs
+                .min(self.request_timeout_secs.saturating_sub(5))
+                .max(1),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -698,17 +710,5 @@ mod tests {
             "0xCf7Ed3AccA5a467e9e704C703E8D87F634fB0Fc9",
         ]);
         assert!(bad.chain_settings().unwrap_err().contains("20 bytes"));
-    }
-}
-
-impl Config {
-    /// How long a `wallet_grantPermissions` call waits for the owner: the flag, within the
-    /// request timeout (5 s before it, so the call answers its own JSON-RPC error).
-    pub fn permission_wait(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(
-            self.permission_request_timeout_secs
-                .min(self.request_timeout_secs.saturating_sub(5))
-                .max(1),
-        )
     }
 }

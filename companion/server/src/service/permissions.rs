@@ -16,7 +16,7 @@
 //! | `erc20-token-transfer` / `erc20-token-limit` `{address}` + `token-allowance` | `tokens[{token, cap}]` |
 //! | `contract-call` `{address, calls}` | `targets[{target, selectors}]` (signatures → selectors) |
 //! | `gas-limit` `{limit}` (wei, as viem's type says) | `gasCap` (the smallest, when several) |
-//! | `expiry` (unix seconds) | `validUntil`; `validAfter` = when asked |
+//! | `expiry` (unix seconds) | `validUntil`; `validAfter` = when asked (the chain's latest block time) |
 //!
 //! Refused by name (`-32010`, `data.unsupported`): `rate-limit` (the validator counts operations
 //! over the whole session and value per period, not operations per interval), any other policy
@@ -572,7 +572,23 @@ pub async fn open(
     fallback: Option<&str>,
     timeout: Duration,
 ) -> Result<Opened, RpcError> {
-    let now = u64::try_from(kms_db::now_secs()).unwrap_or(0);
+    // "Now" is the chain's: the latest block's time (or the companion's clock, if earlier), so
+    // that a session valid from it is valid for the bundler's simulation at once.
+    let wall = u64::try_from(kms_db::now_secs()).unwrap_or(0);
+    let chain_now = match s.chain.as_ref() {
+        Some(c) => {
+            use alloy::providers::Provider;
+            c.client
+                .provider()
+                .get_block_by_number(alloy::rpc::types::BlockNumberOrTag::Latest)
+                .await
+                .ok()
+                .flatten()
+                .map(|b| b.header.timestamp)
+        }
+        None => None,
+    };
+    let now = chain_now.map_or(wall, |c| c.min(wall));
     let named = params
         .get("address")
         .and_then(Value::as_str)

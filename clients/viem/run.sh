@@ -16,7 +16,8 @@
 #    --entry-point-version, once for v0.8;
 # 5. runs the integration tests (vitest, test/integration) with KMS_STACK_JSON: viem's bundler
 #    client through Alto (an operation lands, a batch lands, a disallowed target is refused with
-#    the validator's error decoded);
+#    the validator's error decoded) and ERC-7715 (viem's erc7715Actions on the companion's /rpc,
+#    approved with a software passkey; an operation within the grant lands);
 # 6. stops the demo (SIGINT, by PID; it stops what it started) and keeps its logs in
 #    clients/viem/artifacts/.
 # --unit-only stops after step 2; --install-only after step 1 (test.sh runs it early).

@@ -4,7 +4,8 @@
 // (JWT shown once: a 3-part HS256 JWT whose claims match the agent shown, not
 // stored, not logged, gone once hidden), keyboard-only agent creation, grant
 // a session on-chain with a periodic budget (or, without a chain, a visible
-// refusal), see the agent's intents, revoke (and the revoked JWT refused by
+// refusal), see the agent's intents, approve a dapp's ERC-7715 request (the
+// answer carries the credential, as ticked), revoke (and the revoked JWT refused by
 // the API), narrow layout. Screenshots go to $ARTIFACTS_DIR (default ./artifacts).
 //
 // Environment:
@@ -533,6 +534,50 @@ try {
       assert.equal(BigInt(bal), BigInt(INTENT_WEI), 'the target received exactly the intent\'s value');
       await shot(page, '05-intents');
     }
+
+    step('a dapp asks with wallet_grantPermissions (ERC-7715); the page lists it; the owner approves with the passkey');
+    const expiry = Math.floor(Date.now() / 1000) + 86_400;
+    const asked = api(
+      `/rpc?address=${owner}`,
+      {
+        jsonrpc: '2.0',
+        id: 77,
+        method: 'wallet_grantPermissions',
+        params: [{
+          expiry,
+          permissions: [{
+            type: 'native-token-transfer',
+            data: { ticker: 'ETH', recipients: [GRANT_TARGET] },
+            policies: [
+              { type: 'token-allowance', data: { allowance: '0x2386f26fc10000' } }, // 0.01 ETH
+              { type: 'gas-limit', data: { limit: '0x11c37937e08000' } }, // 0.005 ETH
+            ],
+            required: true,
+          }],
+        }],
+      },
+      { 'x-api-key': API_KEY },
+    );
+    const card = page.locator('#permreq-list article.permreq');
+    await card.first().waitFor({ timeout: 20_000 });
+    const cardText = await card.first().textContent();
+    assert.match(cardText, /Spend cap\s*0\.01 ETH/, cardText);
+    assert.match(cardText, /Gas budget\s*0\.005 ETH/, cardText);
+    assert.ok(cardText.toLowerCase().includes(`${GRANT_TARGET.toLowerCase()}: plain transfers`), cardText);
+    await shot(page, '05a-erc7715-request');
+    await card.first().locator('.permreq-hand').check();
+    await card.first().getByRole('button', { name: 'Approve with passkey' }).click();
+    const answered = await asked;
+    assert.equal(answered.status, 200);
+    const granted = answered.body.result;
+    assert.ok(granted, `the dapp is answered: ${JSON.stringify(answered.body)}`);
+    assert.equal(granted.expiry, expiry);
+    assert.equal(granted.signerData.submitToAddress.toLowerCase(), result.account.toLowerCase());
+    assert.match(granted.signerData.credential, /^[\w-]+\.[\w-]+\.[\w-]+$/, 'handed to the requester, as ticked');
+    await page.locator('#permreq-status', { hasText: 'handed to the requester' }).waitFor({ timeout: 30_000 });
+    assert.ok(await page.locator('#credential-section').isHidden(), 'the credential went to the dapp, not the page');
+    result.erc7715 = { keyId: granted.signerData.keyId, account: granted.signerData.submitToAddress };
+    await shot(page, '05b-erc7715-approved');
   } else {
     step('grant a session without a chain: the API refusal is shown');
     await targetsField.fill(`${DEAD}\n0x000000000000000000000000000000000000bEEF: transfer(address,uint256)`);

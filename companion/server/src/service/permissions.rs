@@ -691,7 +691,13 @@ pub async fn wait(s: &AppState, opened: Opened, timeout: Duration) -> Answer {
             .and_then(|r| serde_json::from_str(r).ok())
             .ok_or_else(|| RpcError::internal("approved without an answer")),
         PermissionRequestStatus::Rejected => Err(rejected(&id)),
-        PermissionRequestStatus::Expired | PermissionRequestStatus::Pending => {
+        PermissionRequestStatus::Expired => Err(expired(&id, timeout)),
+        PermissionRequestStatus::Pending => {
+            // An approval took the call's end but could not record itself (the request ran out
+            // of time meanwhile): the request ends here.
+            let _ =
+                s.db.expire_permission_request(&id, kms_db::now_secs())
+                    .await;
             Err(expired(&id, timeout))
         }
     }

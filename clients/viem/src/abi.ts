@@ -55,6 +55,16 @@ export const agentAccountAbi = [
 export const agentAccountErrorsAbi = [
   {
     "type": "error",
+    "name": "AccountUnauthorized",
+    "inputs": [
+      {
+        "name": "sender",
+        "type": "address"
+      }
+    ]
+  },
+  {
+    "type": "error",
     "name": "AlreadyInitialized",
     "inputs": []
   },

@@ -10,10 +10,12 @@
 #      baseline before and after, same cores), then the cost of the audit
 #      log's durability: the same load with --audit-durability queued
 #      (baseline), commit and sync, alternating, ratios to the baseline;
-#   3. the intent pipeline on anvil + Alto (100 intents).
+#   3. the intent pipeline on anvil + Alto (100 intents), then many agents at
+#      once (50 agents over 5 accounts, 10 intents each, after one agent alone).
 #
 # usage: bench/run-all.sh [OUTDIR]     (default: bench/results/<date>)
 #   AGENTS=200 CONCURRENCY=32 DURATION=20 INTENTS=100 SKIP_PIPELINE=1
+#   PIPELINE_AGENTS=50 PIPELINE_ACCOUNTS=5 PIPELINE_AGENT_INTENTS=10
 #   AUDIT_DURATION=10 AUDIT_ROUNDS=3
 # Everything is written to OUTDIR/*.txt; the summary is OUTDIR/summary.txt.
 set -euo pipefail
@@ -63,6 +65,10 @@ echo "load before loadgen (audit): $(cat /proc/loadavg)" | tee "$out/loadgen-aud
 if [ "${SKIP_PIPELINE:-0}" != 1 ]; then
   echo "==> intent pipeline on anvil + Alto"
   "${CARGO_TARGET_DIR:-target}/release/pipeline" --intents "${INTENTS:-100}" 2>&1 | tee "$out/pipeline.txt"
+  echo "==> many agents at once on anvil + Alto"
+  "${CARGO_TARGET_DIR:-target}/release/pipeline" --agents "${PIPELINE_AGENTS:-50}" \
+    --accounts "${PIPELINE_ACCOUNTS:-5}" --intents "${PIPELINE_AGENT_INTENTS:-10}" --poll-ms 250 \
+    2>&1 | tee "$out/pipeline-agents.txt"
 fi
 
 {
@@ -72,6 +78,7 @@ fi
   grep -h -E "setup:|raw k256|sign-agent:|throughput|latency|errors by status|peak RSS|CPU|ratio|load average" "$out/loadgen.txt" || true
   grep -h -E "audit durability|^  (queued|commit|sync) |ratio to" "$out/loadgen-audit.txt" || true
   [ -f "$out/pipeline.txt" ] && grep -h -E "^pipeline|^  " "$out/pipeline.txt" || true
+  [ -f "$out/pipeline-agents.txt" ] && grep -h -E "^pipeline|^  " "$out/pipeline-agents.txt" || true
   echo "load after: $(cat /proc/loadavg)"
 } | tee "$out/summary.txt"
 echo "results in $out"

@@ -17,6 +17,16 @@
 //! userOpHash inside it are measured in-process by `cargo bench -p kms-loadgen --bench
 //! userop_hash`.
 //!
+//! With `--agents N` (N > 1) the agents run at once instead: N agents of one owner, spread
+//! round-robin over `--accounts K` of the owner's accounts (salts 0..K, so several agents share
+//! each account's gas and several accounts are in play), each sending `--intents` transfers one
+//! after another (one agent's operations are serialised by the companion), all agents
+//! concurrently (each intent counted included when the bundler has its receipt), after a baseline of the first agent alone (same intents, same run). Prints
+//! intents/s to inclusion over the whole run and its ratio to the baseline's, p50/p99 to receipt, the
+//! companion's share of that time (its `Server-Timing` total, and its own work without chain
+//! RPC), and the failures by reason (HTTP status and code, or the intent's final status and
+//! reason); a failure does not stop the run.
+//!
 //! Build it with `--release`; the `ta-sim` it starts is built in the same profile
 //! (`KMS_TA_SIM_BIN` points at another).
 
@@ -24,12 +34,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use alloy::primitives::utils::parse_ether;
-use alloy::primitives::{keccak256, Address, U256};
+use alloy::primitives::{keccak256, Address, B256, U256};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use kms_chain::userop::EntryPointVersion;
 use kms_e2e::chain::ChainEnv;
-use kms_e2e::companion::{day_session, server_timing, Companion, Soft};
+use kms_e2e::companion::{day_session, server_timing, AgentKey, Companion, Soft};
 use kms_e2e::stack::Stack;
 use serde_json::json;
 
@@ -39,9 +49,15 @@ use serde_json::json;
     about = "Intent pipeline figures through the companion's HTTP API on anvil + Alto"
 )]
 struct Cli {
-    /// Intents to run (one after another).
+    /// Intents to run (one after another), per agent.
     #[arg(long, default_value_t = 100)]
     intents: usize,
+    /// Agents sending at once (1: the sequential breakdown by phase).
+    #[arg(long, default_value_t = 1)]
+    agents: usize,
+    /// With several agents, how many of the owner's accounts they are spread over.
+    #[arg(long, default_value_t = 5)]
+    accounts: usize,
     /// Receipt polling interval (milliseconds) of `GET /agent/intents/{userOpHash}`.
     #[arg(long, default_value_t = 25)]
     poll_ms: u64,
@@ -75,8 +91,8 @@ fn line(name: &str, h: &Histogram<u64>, total_us: f64) {
 
 fn main() -> Result<(), Error> {
     let cli = Cli::parse();
-    if cli.intents == 0 {
-        return Err("--intents must be at least 1".into());
+    if cli.intents == 0 || cli.agents == 0 || cli.accounts == 0 {
+        return Err("--intents, --agents and --accounts must be at least 1".into());
     }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -89,15 +105,28 @@ async fn run(cli: Cli) -> Result<(), Error> {
     eprintln!("pipeline: starting anvil + Alto (anvil/stack.sh), ta-sim and the companion");
     let stack = tokio::task::spawn_blocking(Stack::start).await??;
     let info = stack.info().clone();
-    // One agent sends every intent: lift its per-credential rate limit out of the way.
+    // The agents send and poll as fast as they can: lift the rate limits out of the way.
     let c = Companion::start_with(
         &info,
         EntryPointVersion::V07,
-        &["--agent-rate-limit", "1000000"],
+        &[
+            "--agent-rate-limit",
+            "1000000",
+            "--agent-read-rate-limit",
+            "1000000",
+            "--rate-limit",
+            "1000000",
+            "--client-rate-limit",
+            "1000000",
+        ],
     )
     .await?;
     let env = ChainEnv::connect(&info, EntryPointVersion::V07).await?;
-    let result = measure(&cli, &c, &env).await;
+    let result = if cli.agents > 1 {
+        measure_many(&cli, &c, &env).await
+    } else {
+        measure(&cli, &c, &env).await
+    };
     c.shutdown().await;
     drop(stack);
     result
@@ -226,6 +255,238 @@ async fn measure(cli: &Cli, c: &Companion, env: &ChainEnv) -> Result<(), Error> 
             .sum::<f64>()
             / 1000.0
     );
+    println!(
+        "  load average before {} after {}",
+        load0.trim(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    Ok(())
+}
+
+/// What one intent of the concurrent run came to.
+struct Outcome {
+    /// `None` when included; else the reason it was not.
+    failure: Option<String>,
+    /// POST to included (or to the failure), microseconds.
+    to_receipt_us: u64,
+    /// The companion's `Server-Timing` total and its own phases (auth+queue+sign+record), µs.
+    server_us: Option<(u64, u64)>,
+}
+
+/// One agent's intents, one after another.
+async fn agent_run(
+    c: &Companion,
+    env: &ChainEnv,
+    agent: &AgentKey,
+    recipient: Address,
+    value: U256,
+    intents: usize,
+    poll: Duration,
+) -> Vec<Outcome> {
+    let mut out = Vec::with_capacity(intents);
+    for _ in 0..intents {
+        let t0 = Instant::now();
+        let us = || (t0.elapsed().as_micros() as u64).max(1);
+        let posted = c
+            .intent_timed(
+                agent,
+                json!([{"to": recipient, "value": value.to_string()}]),
+            )
+            .await;
+        let (status, body, timing) = match posted {
+            Ok(v) => v,
+            Err(e) => {
+                out.push(Outcome {
+                    failure: Some(format!("POST error: {e}")),
+                    to_receipt_us: us(),
+                    server_us: None,
+                });
+                continue;
+            }
+        };
+        let server_us = timing.as_deref().and_then(server_timing).map(|t| {
+            let t: BTreeMap<String, u64> = t
+                .into_iter()
+                .map(|(n, ms)| (n, (ms * 1000.0).round().max(1.0) as u64))
+                .collect();
+            (
+                t.get("total").copied().unwrap_or(1),
+                OWN.iter()
+                    .map(|p| t.get(*p).copied().unwrap_or(0))
+                    .sum::<u64>()
+                    .max(1),
+            )
+        });
+        let Some(hash) = body["userOpHash"].as_str().filter(|_| status == 202) else {
+            out.push(Outcome {
+                failure: Some(format!(
+                    "HTTP {status} {}",
+                    body["code"].as_str().unwrap_or("-")
+                )),
+                to_receipt_us: us(),
+                server_us,
+            });
+            continue;
+        };
+        // Inclusion as the chain sees it (the bundler's receipt): the companion's own
+        // `GET /agent/intents/{hash}` looks at the chain at most once per `--intent-poll-secs`,
+        // which would round every figure up to that cadence.
+        let Ok(hash) = hash.parse::<B256>() else {
+            out.push(Outcome {
+                failure: Some(format!("bad userOpHash {hash}")),
+                to_receipt_us: us(),
+                server_us,
+            });
+            continue;
+        };
+        let failure = loop {
+            match env.client.bundler().get_user_operation_receipt(hash).await {
+                Ok(Some(r)) if r.success => break None,
+                Ok(Some(_)) => break Some("included, execution reverted".to_owned()),
+                Ok(None) if t0.elapsed() > Duration::from_secs(120) => {
+                    break Some("not included in 120 s".to_owned())
+                }
+                Ok(None) => tokio::time::sleep(poll).await,
+                Err(e) => break Some(format!("receipt error: {e}")),
+            }
+        };
+        out.push(Outcome {
+            failure,
+            to_receipt_us: us(),
+            server_us,
+        });
+    }
+    out
+}
+
+/// `--agents N`: N agents over `--accounts` accounts, all sending at once.
+async fn measure_many(cli: &Cli, c: &Companion, env: &ChainEnv) -> Result<(), Error> {
+    let mut user = Soft::new();
+    let wallet = c.register(&mut user).await?;
+    let recipient = Address::from_word(keccak256(b"pipeline recipient"));
+    let accounts = cli.accounts.min(cli.agents);
+    let mut account_of = Vec::with_capacity(accounts);
+    for salt in 0..accounts {
+        let account = env
+            .client
+            .account_address(wallet.address, U256::from(salt))
+            .await?;
+        env.set_balance(account, parse_ether("100")?).await?;
+        account_of.push(account);
+    }
+    eprintln!(
+        "pipeline: creating {} agents and granting their sessions over {accounts} accounts",
+        cli.agents
+    );
+    let mut agents = Vec::with_capacity(cli.agents);
+    for i in 0..cli.agents {
+        let agent = c
+            .create_agent(&mut user, &wallet, &format!("pipeline {i}"))
+            .await?;
+        let now = env.now().await?;
+        let mut session = day_session(&[recipient], parse_ether("5")?, now);
+        session["salt"] = json!((i % accounts).to_string());
+        let (status, grant) = c.grant_session(&mut user, &agent, session).await?;
+        if status != 200 {
+            return Err(
+                format!("/kms/agent-sessions for agent {i}: HTTP {status}: {grant}").into(),
+            );
+        }
+        agents.push(agent);
+    }
+    eprintln!(
+        "pipeline: {} agents x {} intents, all agents at once",
+        cli.agents, cli.intents
+    );
+    let value = U256::from(1_000_000_000u64);
+    let poll = Duration::from_millis(cli.poll_ms);
+    // The baseline, in the same run: the first agent alone.
+    let started = Instant::now();
+    let alone = agent_run(c, env, &agents[0], recipient, value, cli.intents, poll).await;
+    let alone_wall = started.elapsed();
+    if let Some(f) = alone.iter().find_map(|o| o.failure.as_ref()) {
+        return Err(format!("the baseline agent's intent failed: {f}").into());
+    }
+    let mut h_alone = hist();
+    for o in &alone {
+        h_alone.record(o.to_receipt_us)?;
+    }
+    let alone_rate = alone.len() as f64 / alone_wall.as_secs_f64();
+    let before = env.balance(recipient).await?;
+    let load0 = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let started = Instant::now();
+    let runs = agents
+        .iter()
+        .map(|a| agent_run(c, env, a, recipient, value, cli.intents, poll));
+    let outcomes: Vec<Outcome> = futures_util::future::join_all(runs)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let wall = started.elapsed();
+    let (mut h_receipt, mut h_server, mut h_own) = (hist(), hist(), hist());
+    let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+    for o in &outcomes {
+        match &o.failure {
+            None => {
+                h_receipt.record(o.to_receipt_us)?;
+                if let Some((total, own)) = o.server_us {
+                    h_server.record(total)?;
+                    h_own.record(own)?;
+                }
+            }
+            Some(reason) => *failures.entry(reason.clone()).or_default() += 1,
+        }
+    }
+    let included = h_receipt.len();
+    let moved = env.balance(recipient).await? - before;
+    if moved != value * U256::from(included) {
+        return Err(format!(
+            "the recipient received {moved} wei, not the {included} included intents' worth"
+        )
+        .into());
+    }
+    let ms = |v: u64| v as f64 / 1000.0;
+    println!(
+        "pipeline: {} agents over {accounts} accounts, {} intents each, all agents at once, on anvil + Alto (EntryPoint v0.7)",
+        cli.agents, cli.intents
+    );
+    let rate = included as f64 / wall.as_secs_f64();
+    println!(
+        "  baseline, one agent alone: {} intents in {:.2} s: {alone_rate:.1} intents/s, POST -> included p50 {:.1} ms",
+        alone.len(),
+        alone_wall.as_secs_f64(),
+        ms(h_alone.value_at_quantile(0.5))
+    );
+    println!(
+        "  included {included} of {} in {:.2} s: {rate:.1} intents/s to inclusion = {:.1} x one agent alone",
+        outcomes.len(),
+        wall.as_secs_f64(),
+        rate / alone_rate
+    );
+    println!(
+        "  POST -> included       p50 {:>8.1} ms  p99 {:>8.1} ms  max {:>8.1} ms",
+        ms(h_receipt.value_at_quantile(0.5)),
+        ms(h_receipt.value_at_quantile(0.99)),
+        ms(h_receipt.max())
+    );
+    println!(
+        "  companion (Server-Timing total) p50 {:>8.1} ms  p99 {:>8.1} ms; share of the time to receipt {:.1}% (own work without chain RPC {:.1}%)",
+        ms(h_server.value_at_quantile(0.5)),
+        ms(h_server.value_at_quantile(0.99)),
+        100.0 * h_server.mean() / h_receipt.mean().max(1.0),
+        100.0 * h_own.mean() / h_receipt.mean().max(1.0)
+    );
+    if failures.is_empty() {
+        println!("  failures: none");
+    } else {
+        println!("  failures by reason:");
+        for (reason, n) in &failures {
+            println!("    {n:>6}  {reason}");
+        }
+    }
     println!(
         "  load average before {} after {}",
         load0.trim(),

@@ -29,6 +29,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
+use subtle::ConstantTimeEq;
 
 use alloy::primitives::{Address, U256};
 use alloy::sol_types::SolValue;
@@ -854,7 +855,8 @@ pub async fn approve(
         }
         (true, Some(c)) => {
             let stored = agent.credential_hash.as_deref().unwrap_or("");
-            if credential_hash(c) != stored {
+            // Compared in constant time, like every credential check.
+            if !bool::from(credential_hash(c).as_bytes().ct_eq(stored.as_bytes())) {
                 return Err(ApiError::unprocessable(
                     ErrorCode::CredentialInvalid,
                     "credential is not the agent's current credential",

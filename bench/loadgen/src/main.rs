@@ -81,6 +81,15 @@ struct Cli {
     /// Rounds of `--compare-audit` or `--compare-ta-locking` (each mode measured once per round).
     #[arg(long, default_value_t = 2)]
     rounds: usize,
+    /// Measure each of these connection counts in turn (comma-separated, e.g.
+    /// `1,2,4,8,16,32,64`), `--duration` seconds each after `--warmup`, on the same companion
+    /// and agents, instead of the one `--concurrency` run; prints throughput, p50 and p99 per
+    /// count with the throughput's ratio to the first count's and to raw signing.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["compare_audit", "compare_ta_locking"])]
+    sweep: Vec<u32>,
+    /// With `--sweep`: draw throughput and latency against connections into this SVG file.
+    #[arg(long, requires = "sweep")]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Default)]
@@ -396,6 +405,93 @@ fn print_comparison(
     Ok(())
 }
 
+/// `--sweep`: each connection count in turn on the same companion and agents; the raw baseline
+/// is measured again at the end, and the figures are printed (and drawn with `--plot`).
+fn sweep(
+    cli: &Cli,
+    rt: &tokio::runtime::Runtime,
+    port: u16,
+    agents: &Arc<Vec<Agent>>,
+    raw_before: f64,
+    raw_threads: usize,
+) -> Result<(), String> {
+    let mut points = Vec::with_capacity(cli.sweep.len());
+    let mut errors = Vec::with_capacity(cli.sweep.len());
+    for &c in &cli.sweep {
+        let c = c.max(1);
+        if cli.warmup > 0 {
+            rt.block_on(phase(port, agents, c as usize, cli.warmup, false));
+        }
+        let (t, elapsed) = rt.block_on(phase(port, agents, c as usize, cli.duration, true));
+        let h = t.hist.as_ref().expect("hist");
+        let point = kms_loadgen::plot::SweepPoint {
+            concurrency: c,
+            throughput: t.ok as f64 / elapsed.as_secs_f64(),
+            p50_ms: ms(h.value_at_quantile(0.5)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+        };
+        eprintln!(
+            "loadgen: C={c}: {:.0}/s p99 {:.2} ms",
+            point.throughput, point.p99_ms
+        );
+        errors.push(t.by_status.values().sum::<u64>());
+        points.push(point);
+    }
+    let raw_after = raw::sign_throughput(raw_threads, Duration::from_secs(cli.raw_secs));
+    let raw_mean = (raw_before + raw_after) / 2.0;
+    let base = points[0].throughput;
+    println!();
+    println!(
+        "sign-agent sweep: agents={} {} s per count after {} s warm-up; raw k256 ({raw_threads} threads) before {raw_before:.0}/s after {raw_after:.0}/s",
+        agents.len(),
+        cli.duration,
+        cli.warmup
+    );
+    let mut rows = Vec::new();
+    for (p, e) in points.iter().zip(&errors) {
+        println!(
+            "  C={:<4} throughput {:>7.0}/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {e}  ratio to C={} {:.2}  HTTP / raw {:.3}",
+            p.concurrency,
+            p.throughput,
+            p.p50_ms,
+            p.p99_ms,
+            points[0].concurrency,
+            p.throughput / base,
+            p.throughput / raw_mean
+        );
+        rows.push(serde_json::json!({
+            "concurrency": p.concurrency, "throughput": p.throughput, "p50_ms": p.p50_ms,
+            "p99_ms": p.p99_ms, "errors": e, "ratio_to_first": p.throughput / base,
+            "ratio_to_raw": p.throughput / raw_mean,
+        }));
+    }
+    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("  load average     {}", loadavg.trim());
+    if let Some(path) = &cli.plot {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        kms_loadgen::plot::concurrency(
+            path,
+            &format!(
+                "/kms/sign-agent over HTTP, {} agents, {cores} cores (one run)",
+                agents.len()
+            ),
+            &points,
+            raw_mean,
+        )
+        .map_err(|e| format!("--plot {}: {e}", path.display()))?;
+        println!("  picture          {}", path.display());
+    }
+    if let Some(path) = &cli.json {
+        let v = serde_json::json!({
+            "sweep": rows, "agents": agents.len(), "duration": cli.duration,
+            "raw_before": raw_before, "raw_after": raw_after, "loadavg": loadavg.trim(),
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&v).expect("json"))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 fn main() -> Result<(), String> {
     let cli = Cli::parse();
     let profile = if cli.debug {
@@ -504,6 +600,13 @@ fn main() -> Result<(), String> {
         companion.kill9();
         sim.kill9();
         return Ok(());
+    }
+    if !cli.sweep.is_empty() {
+        let result = sweep(&cli, &rt, port, &agents, raw_before, raw_threads);
+        drop(rt);
+        companion.kill9();
+        sim.kill9();
+        return result;
     }
     if cli.warmup > 0 {
         rt.block_on(phase(port, &agents, cli.concurrency, cli.warmup, false));

@@ -58,6 +58,10 @@ struct Cli {
     /// With several agents, how many of the owner's accounts they are spread over.
     #[arg(long, default_value_t = 5)]
     accounts: usize,
+    /// With one agent: draw where an intent's time to receipt goes (mean per phase) into this
+    /// SVG file.
+    #[arg(long)]
+    plot: Option<std::path::PathBuf>,
     /// Receipt polling interval (milliseconds) of `GET /agent/intents/{userOpHash}`.
     #[arg(long, default_value_t = 25)]
     poll_ms: u64,
@@ -262,6 +266,28 @@ async fn measure(cli: &Cli, c: &Companion, env: &ChainEnv) -> Result<(), Error> 
             .unwrap_or_default()
             .trim()
     );
+    if let Some(path) = &cli.plot {
+        let mut bars: Vec<(String, f64)> = PHASES
+            .iter()
+            .map(|p| (format!("companion: {p}"), phases[p].mean() / 1000.0))
+            .collect();
+        bars.push((
+            format!("202 -> included (GET every {} ms)", cli.poll_ms),
+            h_wait.mean() / 1000.0,
+        ));
+        kms_loadgen::plot::breakdown(
+            path,
+            &format!(
+                "One intent's time to receipt, mean of {} (anvil + Alto, EntryPoint v0.7): {:.1} ms",
+                cli.intents,
+                h_total.mean() / 1000.0
+            ),
+            &bars,
+            h_total.mean() / 1000.0,
+        )
+        .map_err(|e| format!("--plot {}: {e}", path.display()))?;
+        println!("  picture {}", path.display());
+    }
     Ok(())
 }
 

@@ -14,6 +14,10 @@
 //! the companion is restarted over the same database and TA with each `--audit-durability`
 //! in turn (alternating, `--rounds` times), and each mode's figures are printed with their
 //! ratio to the first mode's, the baseline, measured in the same run on the same agents.
+//!
+//! `--sweep 1,2,4,…` measures each connection count in turn (and `--plot` draws it);
+//! `--cpus 1,2` pins ta-sim and the companion to that many cores in turn (taskset) and prints
+//! the scaling factor.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -90,6 +94,13 @@ struct Cli {
     /// With `--sweep`: draw throughput and latency against connections into this SVG file.
     #[arg(long, requires = "sweep")]
     plot: Option<PathBuf>,
+    /// Measure with ta-sim and the companion pinned to each of these numbers of cores in turn
+    /// (comma-separated, e.g. `1,2`: cores 0..n-1, with `taskset`), both restarted over the
+    /// same data each time, `--rounds` times, at `--concurrency`; prints each count's figures
+    /// and the scaling factor to the first. While the server has fewer cores than the machine,
+    /// the driver is pinned to the others.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["compare_audit", "compare_ta_locking", "sweep"])]
+    cpus: Vec<usize>,
 }
 
 #[derive(Default)]
@@ -405,6 +416,125 @@ fn print_comparison(
     Ok(())
 }
 
+/// `--cpus`: ta-sim and the companion restarted pinned to each number of cores in turn
+/// (alternating over `--rounds`), measured at `--concurrency`; prints the scaling factor.
+#[allow(clippy::too_many_arguments)]
+fn cpu_scaling(
+    cli: &Cli,
+    rt: &tokio::runtime::Runtime,
+    bins: &std::path::Path,
+    dir: &std::path::Path,
+    base_args: &[String],
+    agents: &Arc<Vec<Agent>>,
+    companion: &mut procs::Proc,
+    sim: &mut procs::Proc,
+) -> Result<(), String> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if let Some(bad) = cli.cpus.iter().find(|&&n| n == 0 || n > cores) {
+        return Err(format!("--cpus {bad}: this machine has {cores} cores"));
+    }
+    let mut figures: Vec<(usize, Tally, f64, f64)> = cli
+        .cpus
+        .iter()
+        .map(|&n| {
+            let tally = Tally {
+                hist: Some(new_hist()),
+                ..Tally::default()
+            };
+            (n, tally, 0.0, 0.0)
+        })
+        .collect();
+    let me = std::process::id();
+    for _ in 0..cli.rounds.max(1) {
+        for (n, tally, secs, rss) in figures.iter_mut() {
+            companion.kill9();
+            sim.kill9();
+            let server = if *n == 1 {
+                "0".to_owned()
+            } else {
+                format!("0-{}", *n - 1)
+            };
+            *sim = procs::start_sim(&bins.join("ta-sim"), dir, &[])?;
+            procs::pin(sim.pid, &server)?;
+            let port = procs::free_port();
+            *companion = procs::start_companion(
+                &bins.join("companion"),
+                dir,
+                port,
+                &CompanionOpts {
+                    args: base_args.to_vec(),
+                },
+            )?;
+            procs::pin(companion.pid, &server)?;
+            // The driver on the cores the server does not have, when there are any.
+            let driver = if *n < cores {
+                format!("{}-{}", *n, cores - 1)
+            } else {
+                format!("0-{}", cores - 1)
+            };
+            procs::pin(me, &driver)?;
+            if cli.warmup > 0 {
+                rt.block_on(phase(port, agents, cli.concurrency, cli.warmup, false));
+            }
+            let (t, elapsed) =
+                rt.block_on(phase(port, agents, cli.concurrency, cli.duration, true));
+            eprintln!(
+                "loadgen: server on cores {server}: {} ok in {:.1} s",
+                t.ok,
+                elapsed.as_secs_f64()
+            );
+            tally.ok += t.ok;
+            for (k, v) in t.by_status {
+                *tally.by_status.entry(k).or_default() += v;
+            }
+            if let (Some(h), Some(th)) = (tally.hist.as_mut(), t.hist.as_ref()) {
+                h.add(th).map_err(|e| e.to_string())?;
+            }
+            *secs += elapsed.as_secs_f64();
+            *rss = rss.max(procs::peak_rss_kib(companion.pid).unwrap_or(0) as f64 / 1024.0);
+        }
+    }
+    procs::pin(me, &format!("0-{}", cores - 1))?;
+    println!();
+    println!(
+        "core scaling: C={} agents={} rounds={} x {} s per core count (alternating, same data)",
+        cli.concurrency,
+        agents.len(),
+        cli.rounds.max(1),
+        cli.duration
+    );
+    let base = figures[0].1.ok as f64 / figures[0].2.max(1e-9);
+    let mut rows = Vec::new();
+    for (n, tally, secs, rss) in &figures {
+        let h = tally.hist.as_ref().expect("hist");
+        let tput = tally.ok as f64 / secs.max(1e-9);
+        let errors: u64 = tally.by_status.values().sum();
+        println!(
+            "  {n} core(s)  throughput {tput:>6.0}/s  p50 {:.2} ms  p99 {:.2} ms  errors {errors}  companion peak RSS {rss:.1} MiB  scaling to {} core(s) {:.2}",
+            ms(h.value_at_quantile(0.5)),
+            ms(h.value_at_quantile(0.99)),
+            figures[0].0,
+            tput / base
+        );
+        rows.push(serde_json::json!({
+            "cores": n, "throughput": tput, "p50_ms": ms(h.value_at_quantile(0.5)),
+            "p99_ms": ms(h.value_at_quantile(0.99)), "errors": errors,
+            "companion_peak_rss_mib": rss, "scaling": tput / base,
+        }));
+    }
+    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("  load average     {}", loadavg.trim());
+    if let Some(path) = &cli.json {
+        let v = serde_json::json!({
+            "cpus": rows, "concurrency": cli.concurrency, "agents": agents.len(),
+            "rounds": cli.rounds.max(1), "duration": cli.duration, "loadavg": loadavg.trim(),
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&v).expect("json"))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 /// `--sweep`: each connection count in turn on the same companion and agents; the raw baseline
 /// is measured again at the end, and the figures are printed (and drawn with `--plot`).
 fn sweep(
@@ -600,6 +730,22 @@ fn main() -> Result<(), String> {
         companion.kill9();
         sim.kill9();
         return Ok(());
+    }
+    if !cli.cpus.is_empty() {
+        let result = cpu_scaling(
+            &cli,
+            &rt,
+            &bins,
+            dir.path(),
+            &base_args,
+            &agents,
+            &mut companion,
+            &mut sim,
+        );
+        drop(rt);
+        companion.kill9();
+        sim.kill9();
+        return result;
     }
     if !cli.sweep.is_empty() {
         let result = sweep(&cli, &rt, port, &agents, raw_before, raw_threads);

@@ -232,3 +232,19 @@ fn health_ok(port: u16) -> bool {
     let mut buf = [0u8; 12];
     s.read_exact(&mut buf).is_ok() && &buf[9..12] == b"200"
 }
+
+/// Pins every thread of process `pid` (and those it starts later) to the CPUs `cpus` (a
+/// `taskset` list such as `0` or `0-1`), with util-linux's `taskset -a -p -c`.
+pub fn pin(pid: u32, cpus: &str) -> Result<(), String> {
+    let out = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .output()
+        .map_err(|e| format!("taskset: {e} (util-linux's taskset is needed for --cpus)"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "taskset -c {cpus} {pid}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}

@@ -62,8 +62,11 @@ pub fn concurrency(
         .build_cartesian_2d(x_range(), 0f64..t_max)?;
     chart
         .configure_mesh()
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(BLACK.mix(0.1))
         .x_desc("connections")
         .y_desc("requests / s")
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()?;
     let line: Vec<(u32, f64)> = points
         .iter()
@@ -85,7 +88,7 @@ pub fn concurrency(
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(SeriesLabelPosition::MiddleRight)
         .border_style(BLACK)
         .background_style(WHITE.mix(0.8))
         .draw()?;
@@ -99,6 +102,8 @@ pub fn concurrency(
         .build_cartesian_2d(x_range(), 0f64..l_max.max(0.1))?;
     chart
         .configure_mesh()
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(BLACK.mix(0.1))
         .x_desc("connections")
         .y_desc("ms")
         .draw()?;
@@ -127,7 +132,7 @@ pub fn concurrency(
     Ok(())
 }
 
-/// One horizontal bar per phase (its mean, milliseconds), in order, labelled with the value and
+/// One horizontal bar per phase (its mean, milliseconds), in order from the top, labelled with the value and
 /// its share of `total_ms`. Written as SVG to `path`.
 pub fn breakdown(
     path: &Path,
@@ -148,10 +153,13 @@ pub fn breakdown(
         .x_label_area_size(35)
         .y_label_area_size(260)
         .build_cartesian_2d(0f64..max, (0u32..n).into_segmented())?;
-    let names: Vec<String> = phases.iter().map(|p| p.0.clone()).collect();
+    // The first phase at the top: row `n - 1 - i` holds phase `i`.
+    let names: Vec<String> = phases.iter().rev().map(|p| p.0.clone()).collect();
     chart
         .configure_mesh()
         .disable_y_mesh()
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(BLACK.mix(0.1))
         .x_desc("mean ms")
         .y_label_formatter(&|v| match v {
             SegmentValue::CenterOf(i) => names.get(*i as usize).cloned().unwrap_or_default(),
@@ -160,7 +168,7 @@ pub fn breakdown(
         .y_labels(n as usize)
         .draw()?;
     chart.draw_series(phases.iter().enumerate().map(|(i, (_, ms))| {
-        let i = i as u32;
+        let i = n - 1 - i as u32;
         let mut bar = Rectangle::new(
             [
                 (0.0, SegmentValue::Exact(i)),
@@ -174,7 +182,7 @@ pub fn breakdown(
     chart.draw_series(phases.iter().enumerate().map(|(i, (_, ms))| {
         Text::new(
             format!("{ms:.2} ms ({:.1} %)", 100.0 * ms / total_ms.max(1e-9)),
-            (*ms + max * 0.01, SegmentValue::CenterOf(i as u32)),
+            (*ms + max * 0.01, SegmentValue::CenterOf(n - 1 - i as u32)),
             ("sans-serif", 12),
         )
     }))?;

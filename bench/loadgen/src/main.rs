@@ -110,6 +110,20 @@ struct Tally {
     by_status: BTreeMap<String, u64>,
 }
 
+impl Tally {
+    /// Adds `other`'s successes, errors and latencies to this one.
+    fn absorb(&mut self, other: Tally) -> Result<(), String> {
+        self.ok += other.ok;
+        for (k, v) in other.by_status {
+            *self.by_status.entry(k).or_default() += v;
+        }
+        if let (Some(h), Some(oh)) = (self.hist.as_mut(), other.hist.as_ref()) {
+            h.add(oh).map_err(|e| format!("merging histograms: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
 fn new_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram")
 }
@@ -207,13 +221,7 @@ async fn phase(
     };
     for t in tasks {
         let r = t.await.expect("driver task");
-        total.ok += r.ok;
-        for (k, v) in r.by_status {
-            *total.by_status.entry(k).or_default() += v;
-        }
-        if let (Some(h), Some(rh)) = (total.hist.as_mut(), r.hist.as_ref()) {
-            h.add(rh).expect("merge histograms");
-        }
+        total.absorb(r).expect("merge histograms");
     }
     (total, started.elapsed())
 }
@@ -329,13 +337,7 @@ fn compare_audit(
                 t.ok,
                 elapsed.as_secs_f64()
             );
-            f.tally.ok += t.ok;
-            for (k, v) in t.by_status {
-                *f.tally.by_status.entry(k).or_default() += v;
-            }
-            if let (Some(h), Some(th)) = (f.tally.hist.as_mut(), t.hist.as_ref()) {
-                h.add(th).map_err(|e| e.to_string())?;
-            }
+            f.tally.absorb(t)?;
             f.secs += elapsed.as_secs_f64();
             f.commits += after.0.saturating_sub(before.0);
             f.events += after.1.saturating_sub(before.1);
@@ -483,13 +485,7 @@ fn cpu_scaling(
                 t.ok,
                 elapsed.as_secs_f64()
             );
-            tally.ok += t.ok;
-            for (k, v) in t.by_status {
-                *tally.by_status.entry(k).or_default() += v;
-            }
-            if let (Some(h), Some(th)) = (tally.hist.as_mut(), t.hist.as_ref()) {
-                h.add(th).map_err(|e| e.to_string())?;
-            }
+            tally.absorb(t)?;
             *secs += elapsed.as_secs_f64();
             *rss = rss.max(procs::peak_rss_kib(companion.pid).unwrap_or(0) as f64 / 1024.0);
         }

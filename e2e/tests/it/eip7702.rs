@@ -122,38 +122,29 @@ async fn the_owner_eoa_delegates_and_its_agents_act_for_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn delegation_is_refused_where_it_cannot_work() {
-    // EntryPoint v0.7 knows no EIP-7702 sender.
-    let mut f = fixture(V07).await;
-    let agent = f.agent("eip7702 v07").await;
-    let eoa = f.wallet.address;
-    let fields = f
-        .transfers_to(address("eip7702 v07: to"), json!({"account": eoa}))
-        .await;
-    let (status, body) = f.grant_refused(&agent, fields).await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (422, Some("unsupported_account")),
-        "{body}"
-    );
-    assert_eq!(body["details"]["needs"], "EntryPoint v0.8", "{body}");
-    assert!(code(&f, eoa).await.is_empty());
-
-    // A companion on v0.8 without an implementation to delegate to.
-    let mut f = fixture_with(V08, &["--eip7702-account", ""]).await;
-    let agent = f.agent("eip7702 off").await;
-    let eoa = f.wallet.address;
-    let fields = f
-        .transfers_to(address("eip7702 off: to"), json!({"account": eoa}))
-        .await;
-    let (status, body) = f.grant_refused(&agent, fields).await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (422, Some("unsupported_account")),
-        "{body}"
-    );
-    assert_eq!(
-        body["details"]["needs"], "a configured EIP-7702 account implementation",
-        "{body}"
-    );
-    assert!(code(&f, eoa).await.is_empty());
+    // EntryPoint v0.7 knows no EIP-7702 sender; a companion on v0.8 without an implementation
+    // has nothing to delegate to.
+    for (version, args, needs) in [
+        (V07, &[][..], "EntryPoint v0.8"),
+        (
+            V08,
+            &["--eip7702-account", ""][..],
+            "a configured EIP-7702 account implementation",
+        ),
+    ] {
+        let mut f = fixture_with(version, args).await;
+        let agent = f.agent("eip7702 refused").await;
+        let eoa = f.wallet.address;
+        let fields = f
+            .transfers_to(address("eip7702 refused: to"), json!({"account": eoa}))
+            .await;
+        let (status, body) = f.grant_refused(&agent, fields).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (422, Some("unsupported_account")),
+            "{body}"
+        );
+        assert_eq!(body["details"]["needs"], needs, "{body}");
+        assert!(code(&f, eoa).await.is_empty());
+    }
 }

@@ -1,5 +1,6 @@
-//! Agent keys. The index is chosen and reserved in the insert's own
-//! `BEGIN IMMEDIATE` transaction (`MAX(agent_index)+1`), so concurrent creates
+//! Agent keys. The index is chosen and reserved in the insert's own write transaction
+//! ([`Db::begin_write`]: SQLite's `BEGIN IMMEDIATE`, PostgreSQL's advisory write lock;
+//! `MAX(agent_index)+1`), so concurrent creates
 //! never collide; indices are never reused (failed and revoked rows stay).
 
 use alloy::primitives::Address;
@@ -157,13 +158,13 @@ pub struct AgentActivation<'a> {
 
 impl Db {
     /// Reserve the next agent index of `wallet_id` by inserting a `pending`
-    /// row, in one `BEGIN IMMEDIATE` transaction. Returns the index.
+    /// row, in one write transaction ([`Db::begin_write`]). Returns the index.
     pub async fn reserve_agent_index(&self, wallet_id: &str, label: &str, now: i64) -> Result<u32> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let (index,): (i64,) = sqlx::query_as(
             "INSERT INTO agent_keys (wallet_id, agent_index, label, status, created_at, updated_at) \
-             SELECT ?, COALESCE(MAX(agent_index) + 1, 0), ?, 'pending', ?, ? \
-             FROM agent_keys WHERE wallet_id = ? RETURNING agent_index",
+             SELECT $1, COALESCE(MAX(agent_index) + 1, 0), $2, 'pending', $3, $4 \
+             FROM agent_keys WHERE wallet_id = $5 RETURNING agent_index",
         )
         .bind(wallet_id)
         .bind(label)
@@ -184,10 +185,10 @@ impl Db {
         a: &AgentActivation<'_>,
     ) -> Result<bool> {
         let r = sqlx::query(
-            "UPDATE agent_keys SET status = 'active', agent_address = ?, public_key = ?, \
-             credential_hash = ?, credential_jwt = NULL, kid = ?, generation = ?, issued_at = ?, \
-             expires_at = ?, updated_at = ? \
-             WHERE wallet_id = ? AND agent_index = ? AND status = 'pending'",
+            "UPDATE agent_keys SET status = 'active', agent_address = $1, public_key = $2, \
+             credential_hash = $3, credential_jwt = NULL, kid = $4, generation = $5, issued_at = $6, \
+             expires_at = $7, updated_at = $8 \
+             WHERE wallet_id = $9 AND agent_index = $10 AND status = 'pending'",
         )
         .bind(stored_address(&a.agent_address))
         .bind(a.public_key)
@@ -213,8 +214,8 @@ impl Db {
         now: i64,
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE agent_keys SET status = 'failed', failure = ?, updated_at = ? \
-             WHERE wallet_id = ? AND agent_index = ? AND status = 'pending'",
+            "UPDATE agent_keys SET status = 'failed', failure = $1, updated_at = $2 \
+             WHERE wallet_id = $3 AND agent_index = $4 AND status = 'pending'",
         )
         .bind(reason)
         .bind(now)
@@ -234,9 +235,9 @@ impl Db {
         a: &AgentActivation<'_>,
     ) -> Result<bool> {
         let r = sqlx::query(
-            "UPDATE agent_keys SET credential_hash = ?, kid = ?, generation = ?, issued_at = ?, \
-             expires_at = ?, updated_at = ? \
-             WHERE wallet_id = ? AND agent_index = ? AND status = 'active'",
+            "UPDATE agent_keys SET credential_hash = $1, kid = $2, generation = $3, issued_at = $4, \
+             expires_at = $5, updated_at = $6 \
+             WHERE wallet_id = $7 AND agent_index = $8 AND status = 'active'",
         )
         .bind(a.credential_hash)
         .bind(a.kid)
@@ -261,8 +262,8 @@ impl Db {
         now: i64,
     ) -> Result<bool> {
         let r = sqlx::query(
-            "UPDATE agent_keys SET status = 'revoked', revoked_at = ?, updated_at = ? \
-             WHERE wallet_id = ? AND agent_index = ? AND status IN ('active', 'pending')",
+            "UPDATE agent_keys SET status = 'revoked', revoked_at = $1, updated_at = $2 \
+             WHERE wallet_id = $3 AND agent_index = $4 AND status IN ('active', 'pending')",
         )
         .bind(now)
         .bind(now)
@@ -272,8 +273,8 @@ impl Db {
         .await?;
         if let Some(g) = generation {
             sqlx::query(
-                "UPDATE agent_keys SET generation = ?, updated_at = ? \
-                 WHERE wallet_id = ? AND agent_index = ? AND status = 'revoked'",
+                "UPDATE agent_keys SET generation = $1, updated_at = $2 \
+                 WHERE wallet_id = $3 AND agent_index = $4 AND status = 'revoked'",
             )
             .bind(i64::from(g))
             .bind(now)
@@ -295,8 +296,8 @@ impl Db {
         now: i64,
     ) -> Result<bool> {
         let r = sqlx::query(
-            "UPDATE agent_keys SET generation = ?, updated_at = ? \
-             WHERE wallet_id = ? AND agent_index = ? AND status = 'active'",
+            "UPDATE agent_keys SET generation = $1, updated_at = $2 \
+             WHERE wallet_id = $3 AND agent_index = $4 AND status = 'active'",
         )
         .bind(i64::from(generation))
         .bind(now)
@@ -310,7 +311,7 @@ impl Db {
     /// One agent row.
     pub async fn get_agent(&self, wallet_id: &str, index: u32) -> Result<Option<AgentKey>> {
         let sql =
-            format!("SELECT {AGENT_COLS} FROM agent_keys WHERE wallet_id = ? AND agent_index = ?");
+            format!("SELECT {AGENT_COLS} FROM agent_keys WHERE wallet_id = $1 AND agent_index = $2");
         sqlx::query_as::<_, AgentRow>(&sql)
             .bind(wallet_id)
             .bind(i64::from(index))
@@ -323,7 +324,7 @@ impl Db {
     /// Agent rows, of one wallet or all, ordered by wallet and index.
     pub async fn list_agents(&self, wallet_id: Option<&str>) -> Result<Vec<AgentKey>> {
         let sql = format!(
-            "SELECT {AGENT_COLS} FROM agent_keys WHERE (? IS NULL OR wallet_id = ?) \
+            "SELECT {AGENT_COLS} FROM agent_keys WHERE ($1 IS NULL OR wallet_id = $2) \
              ORDER BY wallet_id, agent_index"
         );
         sqlx::query_as::<_, AgentRow>(&sql)

@@ -233,7 +233,7 @@ impl Db {
         let row = StoredCheckpoint::from_signed(cp, now);
         let done = sqlx::query(
             "INSERT INTO audit_checkpoints (idx, seq, anchor, row_head, ta_time, key_id, \
-             signature, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             signature, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT(idx, signature) DO NOTHING",
         )
         .bind(row.idx)
@@ -250,7 +250,7 @@ impl Db {
             return Ok(Stored::Present);
         }
         let same_number: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM audit_checkpoints WHERE idx = ?")
+            sqlx::query_scalar("SELECT COUNT(*) FROM audit_checkpoints WHERE idx = $1")
                 .bind(row.idx)
                 .fetch_one(&self.pool)
                 .await?;
@@ -265,7 +265,7 @@ impl Db {
     pub async fn audit_checkpoint(&self, idx: i64) -> Result<Option<StoredCheckpoint>> {
         Ok(sqlx::query_as::<_, StoredCheckpoint>(
             "SELECT idx, seq, anchor, row_head, ta_time, key_id, signature, created_at \
-             FROM audit_checkpoints WHERE idx = ? ORDER BY id LIMIT 1",
+             FROM audit_checkpoints WHERE idx = $1 ORDER BY id LIMIT 1",
         )
         .bind(idx)
         .fetch_optional(&self.pool)
@@ -715,7 +715,12 @@ mod tests {
     }
 
     async fn sql(db: &Db, q: &str) {
-        sqlx::query(q).execute(db.pool()).await.unwrap();
+        match q.strip_prefix("DROP TRIGGER ") {
+            Some(name) => crate::testing::drop_trigger(db, name).await,
+            None => {
+                sqlx::query(q).execute(db.pool()).await.unwrap();
+            }
+        }
     }
 
     fn codes(r: &AuditReport) -> Vec<&'static str> {
@@ -923,11 +928,20 @@ mod tests {
         db.append_audit_synced(&[ev(2)], false).await.unwrap();
         let v = db.verify_audit_chain().await.unwrap();
         assert!(v.is_ok() && v.rows == 3, "{v:?}");
-        // The pooled connection went back to NORMAL (1).
-        let mode: i64 = sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(db.pool())
-            .await
-            .unwrap();
-        assert_eq!(mode, 1);
+        if db.backend() == crate::Backend::Sqlite {
+            // The pooled connection went back to NORMAL (1).
+            let mode: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+            assert_eq!(mode, 1);
+        } else {
+            // PostgreSQL commits durably on every connection (never turned off here).
+            let mode: String = sqlx::query_scalar("SHOW synchronous_commit")
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+            assert_eq!(mode, "on");
+        }
     }
 }

@@ -56,7 +56,7 @@ impl Db {
         let secret = hex::encode(random_bytes::<32>()?);
         let hash = hex::encode(Sha256::digest(secret.as_bytes()));
         sqlx::query(
-            "INSERT INTO api_keys (id, secret_hash, label, created_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO api_keys (id, secret_hash, label, created_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(&id)
         .bind(&hash)
@@ -81,7 +81,7 @@ impl Db {
     /// Revoke a key by id. Returns whether an active key was revoked.
     pub async fn revoke_api_key(&self, id: &str, now: i64) -> Result<bool> {
         let r =
-            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(now)
                 .bind(id)
                 .execute(&self.pool)
@@ -103,7 +103,7 @@ impl Db {
             return Ok(None);
         };
         let row: Option<(String,)> =
-            sqlx::query_as("SELECT secret_hash FROM api_keys WHERE id = ? AND revoked_at IS NULL")
+            sqlx::query_as("SELECT secret_hash FROM api_keys WHERE id = $1 AND revoked_at IS NULL")
                 .bind(id.to_ascii_lowercase())
                 .fetch_optional(&self.pool)
                 .await?;

@@ -22,7 +22,10 @@
 
 use crate::{Db, Result};
 use sha2::{Digest, Sha256};
-use sqlx::{Connection, SqliteConnection};
+use sqlx::AnyConnection;
+use sqlx::Connection;
+
+use crate::{begin_write_on, write_begin, Backend};
 
 /// `prev_hash` of the first row.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -113,19 +116,22 @@ pub(crate) fn row_hash(prev: &str, seq: i64, e: &AuditEvent) -> String {
     hex::encode(h.finalize())
 }
 
-/// Rows per multi-row INSERT (10 parameters each; SQLite allows 32766).
+/// Rows per multi-row INSERT (10 parameters each; SQLite allows 32766, PostgreSQL 65535).
 const AUDIT_ROWS_PER_INSERT: usize = 128;
 
-/// Append `events` in one `BEGIN IMMEDIATE` transaction on `conn`.
-async fn append_on(conn: &mut SqliteConnection, events: &[AuditEvent]) -> Result<()> {
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+/// Append `events` in one write transaction on `conn` (SQLite's `BEGIN IMMEDIATE`, PostgreSQL's
+/// advisory write lock: see [`Db::begin_write`]), so the chain's head read here is still the head
+/// when the rows are inserted.
+async fn append_on(conn: &mut AnyConnection, backend: Backend, events: &[AuditEvent]) -> Result<()> {
+    let tx = conn.begin_with(write_begin(backend)).await?;
+    let mut tx = begin_write_on(tx, backend).await?;
     let last: Option<(i64, String)> =
         sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *tx)
             .await?;
     let (mut seq, mut prev) = last.unwrap_or((0, GENESIS_HASH.to_owned()));
     // Multi-row INSERTs: one statement per chunk instead of one per
-    // event (each statement is a round trip to the SQLite worker).
+    // event (each statement is a round trip to the database).
     for chunk in events.chunks(AUDIT_ROWS_PER_INSERT) {
         let mut rows = Vec::with_capacity(chunk.len());
         for e in chunk {
@@ -133,23 +139,41 @@ async fn append_on(conn: &mut SqliteConnection, events: &[AuditEvent]) -> Result
             let hash = row_hash(&prev, seq, e);
             rows.push((seq, e, std::mem::replace(&mut prev, hash.clone()), hash));
         }
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        // Numbered placeholders (sqlx's QueryBuilder writes `?` for `Any`, which PostgreSQL
+        // does not understand).
+        let mut sql = String::from(
             "INSERT INTO audit_log (seq, ts, actor, action, key_id, outcome, user_op_hash, \
-             detail, prev_hash, hash) ",
+             detail, prev_hash, hash) VALUES ",
         );
-        q.push_values(rows, |mut b, (seq, e, prev_hash, hash)| {
-            b.push_bind(seq)
-                .push_bind(e.ts)
-                .push_bind(e.actor.as_str())
-                .push_bind(e.action.as_str())
-                .push_bind(e.key_id.as_deref())
-                .push_bind(e.outcome.as_str())
-                .push_bind(e.user_op_hash.as_deref())
-                .push_bind(e.detail.as_deref())
-                .push_bind(prev_hash)
-                .push_bind(hash);
-        });
-        q.build().execute(&mut *tx).await?;
+        for i in 0..rows.len() {
+            let b = i * 10;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            for j in 1..=10 {
+                if j > 1 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("${}", b + j));
+            }
+            sql.push(')');
+        }
+        let mut q = sqlx::query(&sql);
+        for (seq, e, prev_hash, hash) in rows {
+            q = q
+                .bind(seq)
+                .bind(e.ts)
+                .bind(e.actor.as_str())
+                .bind(e.action.as_str())
+                .bind(e.key_id.as_deref())
+                .bind(e.outcome.as_str())
+                .bind(e.user_op_hash.as_deref())
+                .bind(e.detail.as_deref())
+                .bind(prev_hash)
+                .bind(hash);
+        }
+        q.execute(&mut *tx).await?;
     }
     tx.commit().await?;
     Ok(())
@@ -159,7 +183,8 @@ async fn append_on(conn: &mut SqliteConnection, events: &[AuditEvent]) -> Result
 /// `full_sync` it commits under `PRAGMA synchronous = FULL` (see [`Db::append_audit_synced`])
 /// without switching the pragma for every batch.
 pub struct AuditAppender {
-    conn: SqliteConnection,
+    conn: AnyConnection,
+    backend: Backend,
 }
 
 impl std::fmt::Debug for AuditAppender {
@@ -174,7 +199,17 @@ impl AuditAppender {
         if events.is_empty() {
             return Ok(());
         }
-        append_on(&mut self.conn, events).await
+        append_on(&mut self.conn, self.backend, events).await
+    }
+}
+
+/// The statement that makes every commit on a connection durable against a power loss: SQLite's
+/// `synchronous = FULL` (in WAL mode the WAL is fsynced at each commit); on PostgreSQL
+/// `synchronous_commit = on`, its default.
+fn full_sync_on(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "PRAGMA synchronous = FULL",
+        Backend::Postgres => "SET synchronous_commit = on",
     }
 }
 
@@ -207,12 +242,16 @@ impl Db {
     pub async fn audit_appender(&self, full_sync: bool) -> Result<AuditAppender> {
         use sqlx::ConnectOptions;
         let mut conn = self.pool.connect_options().connect().await?;
+        crate::prepare_connection(&mut conn, self.backend, self.busy_timeout).await?;
         if full_sync {
-            sqlx::query("PRAGMA synchronous = FULL")
+            sqlx::query(full_sync_on(self.backend))
                 .execute(&mut conn)
                 .await?;
         }
-        Ok(AuditAppender { conn })
+        Ok(AuditAppender {
+            conn,
+            backend: self.backend,
+        })
     }
 
     /// Append events, in order, in one transaction (committed with the pool's
@@ -233,12 +272,17 @@ impl Db {
         }
         let mut conn = self.pool.acquire().await?;
         if !full_sync {
-            return append_on(&mut conn, events).await;
+            return append_on(&mut conn, self.backend, events).await;
         }
-        sqlx::query("PRAGMA synchronous = FULL")
+        if self.backend == Backend::Postgres {
+            // `synchronous_commit = on` (PostgreSQL's default, never changed here): every
+            // commit is flushed to the WAL on disk before it returns.
+            return append_on(&mut conn, self.backend, events).await;
+        }
+        sqlx::query(full_sync_on(self.backend))
             .execute(&mut *conn)
             .await?;
-        let appended = append_on(&mut conn, events).await;
+        let appended = append_on(&mut conn, self.backend, events).await;
         // If this fails the connection stays FULL: slower, never less durable.
         let _ = sqlx::query("PRAGMA synchronous = NORMAL")
             .execute(&mut *conn)
@@ -250,7 +294,7 @@ impl Db {
     pub async fn audit_rows(&self, after: i64, limit: u32) -> Result<Vec<AuditRecord>> {
         Ok(sqlx::query_as::<_, AuditRecord>(
             "SELECT seq, ts, actor, action, key_id, outcome, user_op_hash, detail, prev_hash, hash \
-             FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?",
+             FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
         .bind(after)
         .bind(i64::from(limit))
@@ -328,10 +372,7 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("append-only"), "{err}");
         // ...and one that gets around the trigger is detected.
-        sqlx::query("DROP TRIGGER audit_log_no_update")
-            .execute(db.pool())
-            .await
-            .unwrap();
+        crate::testing::drop_trigger(&db, "audit_log_no_update").await;
         sqlx::query("UPDATE audit_log SET outcome = 'refused' WHERE seq = 2")
             .execute(db.pool())
             .await
@@ -367,10 +408,7 @@ mod tests {
     async fn deletion_is_detected() {
         let (_d, db) = temp_db().await;
         db.append_audit(&[ev("A"), ev("B"), ev("C")]).await.unwrap();
-        sqlx::query("DROP TRIGGER audit_log_no_delete")
-            .execute(db.pool())
-            .await
-            .unwrap();
+        crate::testing::drop_trigger(&db, "audit_log_no_delete").await;
         sqlx::query("DELETE FROM audit_log WHERE seq = 2")
             .execute(db.pool())
             .await

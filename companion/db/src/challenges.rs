@@ -112,7 +112,7 @@ impl Db {
     pub async fn insert_challenge(&self, c: &NewChallenge) -> Result<()> {
         sqlx::query(
             "INSERT INTO challenges (id, kind, wallet_id, purpose, payload_digest, state_json, \
-             metadata_json, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             metadata_json, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&c.id)
         .bind(c.kind.as_str())
@@ -142,8 +142,8 @@ impl Db {
         now: i64,
     ) -> Result<std::result::Result<Challenge, ChallengeRefusal>> {
         let taken = sqlx::query_as::<_, Challenge>(
-            "UPDATE challenges SET used_at = ? WHERE id = ? AND used_at IS NULL AND expires_at > ? \
-             AND kind = ? AND wallet_id IS ? AND purpose = ? AND (? IS NULL OR payload_digest = ?) \
+            "UPDATE challenges SET used_at = $1 WHERE id = $2 AND used_at IS NULL AND expires_at > $3 \
+             AND kind = $4 AND wallet_id IS NOT DISTINCT FROM $5 AND purpose = $6 AND ($7 IS NULL OR payload_digest = $8) \
              RETURNING id, kind, wallet_id, purpose, payload_digest, state_json, metadata_json, \
              created_at, expires_at",
         )
@@ -163,7 +163,7 @@ impl Db {
         // Diagnose without consuming.
         let row: Option<ChallengeStatusRow> = sqlx::query_as(
             "SELECT kind, wallet_id, purpose, payload_digest, expires_at, used_at \
-                 FROM challenges WHERE id = ?",
+                 FROM challenges WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -202,7 +202,7 @@ impl Db {
     ) -> Result<std::result::Result<Challenge, ChallengeRefusal>> {
         let c = sqlx::query_as::<_, Challenge>(
             "SELECT id, kind, wallet_id, purpose, payload_digest, state_json, metadata_json, \
-             created_at, expires_at FROM challenges WHERE id = ?",
+             created_at, expires_at FROM challenges WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -210,7 +210,7 @@ impl Db {
         let Some(c) = c else {
             return Ok(Err(ChallengeRefusal::Unknown));
         };
-        let (used,): (Option<i64>,) = sqlx::query_as("SELECT used_at FROM challenges WHERE id = ?")
+        let (used,): (Option<i64>,) = sqlx::query_as("SELECT used_at FROM challenges WHERE id = $1")
             .bind(id)
             .fetch_one(&self.pool)
             .await?;
@@ -233,7 +233,7 @@ impl Db {
     /// Returns how many were deleted.
     pub async fn purge_challenges(&self, before: i64) -> Result<u64> {
         let r = sqlx::query(
-            "DELETE FROM challenges WHERE expires_at <= ? OR (used_at IS NOT NULL AND used_at <= ?)",
+            "DELETE FROM challenges WHERE expires_at <= $1 OR (used_at IS NOT NULL AND used_at <= $2)",
         )
         .bind(before)
         .bind(before)

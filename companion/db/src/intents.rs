@@ -156,11 +156,15 @@ pub enum IntentReason {
     AgentRevoked,
     /// `cancelled`: its session was revoked on chain.
     SessionRevoked,
+    /// `failed`: an earlier sequence of its nonce lane will never be used by an operation of
+    /// this agent (that operation was refused, dropped or cancelled), so it can never validate;
+    /// the agent submits the intent again.
+    PredecessorFailed,
 }
 
 impl IntentReason {
     /// Every reason.
-    pub const ALL: [IntentReason; 16] = [
+    pub const ALL: [IntentReason; 17] = [
         IntentReason::Recorded,
         IntentReason::BundlerUnreachable,
         IntentReason::BundlerAnswerUnusable,
@@ -177,6 +181,7 @@ impl IntentReason {
         IntentReason::Expired,
         IntentReason::AgentRevoked,
         IntentReason::SessionRevoked,
+        IntentReason::PredecessorFailed,
     ];
 
     /// The stored string (snake case).
@@ -198,6 +203,7 @@ impl IntentReason {
             IntentReason::Expired => "expired",
             IntentReason::AgentRevoked => "agent_revoked",
             IntentReason::SessionRevoked => "session_revoked",
+            IntentReason::PredecessorFailed => "predecessor_failed",
         }
     }
 }
@@ -424,8 +430,8 @@ impl TryFrom<IntentRow> for Intent {
     }
 }
 
-impl<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> for Intent {
-    fn from_row(row: &'r sqlx::sqlite::SqliteRow) -> sqlx::Result<Self> {
+impl<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> for Intent {
+    fn from_row(row: &'r sqlx::any::AnyRow) -> sqlx::Result<Self> {
         IntentRow::from_row(row)?
             .try_into()
             .map_err(|e: DbError| sqlx::Error::Decode(Box::new(e)))
@@ -464,7 +470,7 @@ impl Db {
              chain_id, entry_point, calls_json, user_op_json, nonce, value_wei, max_gas_cost_wei, \
              token_amounts_json, idempotency_key, created_at, updated_at, status_reason, \
              next_check_at, first_block) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
         )
         .bind(i.user_op_hash.to_ascii_lowercase())
         .bind(&i.key_id)
@@ -494,7 +500,7 @@ impl Db {
     /// An intent by userOpHash.
     pub async fn get_intent(&self, user_op_hash: &str) -> Result<Option<Intent>> {
         Ok(sqlx::query_as::<_, Intent>(&format!(
-            "SELECT {INTENT_COLUMNS} FROM intents WHERE user_op_hash = ?"
+            "SELECT {INTENT_COLUMNS} FROM intents WHERE user_op_hash = $1"
         ))
         .bind(user_op_hash.to_ascii_lowercase())
         .fetch_optional(&self.pool)
@@ -508,7 +514,7 @@ impl Db {
         idempotency_key: &str,
     ) -> Result<Option<Intent>> {
         Ok(sqlx::query_as::<_, Intent>(&format!(
-            "SELECT {INTENT_COLUMNS} FROM intents WHERE key_id = ? AND idempotency_key = ?"
+            "SELECT {INTENT_COLUMNS} FROM intents WHERE key_id = $1 AND idempotency_key = $2"
         ))
         .bind(key_id)
         .bind(idempotency_key)
@@ -519,7 +525,7 @@ impl Db {
     /// Intents of agent `key_id` that are open (`signed` or `pending`): what is in flight.
     pub async fn open_intents_of(&self, key_id: &str) -> Result<Vec<Intent>> {
         Ok(sqlx::query_as::<_, Intent>(&format!(
-            "SELECT {INTENT_COLUMNS} FROM intents WHERE key_id = ? \
+            "SELECT {INTENT_COLUMNS} FROM intents WHERE key_id = $1 \
              AND status IN ({}) ORDER BY created_at",
             sql_list(&IntentStatus::OPEN)
         ))
@@ -532,8 +538,8 @@ impl Db {
     /// (ties in `created_at` by insertion order, newest first).
     pub async fn recent_intents_of(&self, key_id: &str, limit: u32) -> Result<Vec<Intent>> {
         Ok(sqlx::query_as::<_, Intent>(&format!(
-            "SELECT {INTENT_COLUMNS} FROM intents WHERE key_id = ? \
-             ORDER BY created_at DESC, rowid DESC LIMIT ?"
+            "SELECT {INTENT_COLUMNS} FROM intents WHERE key_id = $1 \
+             ORDER BY created_at DESC, rowid DESC LIMIT $2"
         ))
         .bind(key_id)
         .bind(i64::from(limit))
@@ -546,8 +552,8 @@ impl Db {
     /// [`Db::reschedule_intent`]), so no set of intents can hold the head of the queue.
     pub async fn due_intents(&self, now: i64, limit: u32) -> Result<Vec<Intent>> {
         Ok(sqlx::query_as::<_, Intent>(&format!(
-            "SELECT {INTENT_COLUMNS} FROM intents WHERE status IN ({}) AND next_check_at <= ? \
-             ORDER BY next_check_at, created_at, rowid LIMIT ?",
+            "SELECT {INTENT_COLUMNS} FROM intents WHERE status IN ({}) AND next_check_at <= $1 \
+             ORDER BY next_check_at, created_at, rowid LIMIT $2",
             sql_list(&IntentStatus::OPEN)
         ))
         .bind(now)
@@ -584,11 +590,11 @@ impl Db {
             return Ok(false);
         }
         let r = sqlx::query(&format!(
-            "UPDATE intents SET status = ?, status_reason = ?, \
-             evidence_json = COALESCE(?, evidence_json), tx_hash = COALESCE(?, tx_hash), \
-             receipt_json = COALESCE(?, receipt_json), error = ?, updated_at = ?, \
-             next_check_at = ?, idle_checks = 0, settled_at = ? \
-             WHERE user_op_hash = ? AND status IN ({})",
+            "UPDATE intents SET status = $1, status_reason = $2, \
+             evidence_json = COALESCE($3, evidence_json), tx_hash = COALESCE($4, tx_hash), \
+             receipt_json = COALESCE($5, receipt_json), error = $6, updated_at = $7, \
+             next_check_at = $8, idle_checks = 0, settled_at = $9 \
+             WHERE user_op_hash = $10 AND status IN ({})",
             sql_list(from)
         ))
         .bind(to.as_str())
@@ -626,12 +632,12 @@ impl Db {
             None => (None, None),
         };
         let r = sqlx::query(
-            "UPDATE intents SET next_check_at = ?, \
-             idle_checks = CASE WHEN ? THEN 0 ELSE idle_checks + 1 END, \
-             status_reason = COALESCE(?, status_reason), \
-             evidence_json = COALESCE(?, evidence_json), \
-             updated_at = CASE WHEN ? THEN ? ELSE updated_at END \
-             WHERE user_op_hash = ? AND status = ?",
+            "UPDATE intents SET next_check_at = $1, \
+             idle_checks = CASE WHEN $2 THEN 0 ELSE idle_checks + 1 END, \
+             status_reason = COALESCE($3, status_reason), \
+             evidence_json = COALESCE($4, evidence_json), \
+             updated_at = CASE WHEN $5 THEN $6 ELSE updated_at END \
+             WHERE user_op_hash = $7 AND status = $8",
         )
         .bind(next_check_at)
         .bind(reason.is_some())

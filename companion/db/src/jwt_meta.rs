@@ -72,11 +72,11 @@ impl Db {
     /// Make the table agree with the TA: `live` is the TA's store (current
     /// and verify-only kids); every other recorded kid becomes `retired`.
     pub async fn sync_jwt_secret_meta(&self, live: &[JwtSecretMeta], now: i64) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         for k in live {
             sqlx::query(
                 "INSERT INTO jwt_secret_meta (kid, status, created_at, retire_at, retired_at, updated_at) \
-                 VALUES (?, ?, ?, ?, NULL, ?) ON CONFLICT(kid) DO UPDATE SET status = excluded.status, \
+                 VALUES ($1, $2, $3, $4, NULL, $5) ON CONFLICT(kid) DO UPDATE SET status = excluded.status, \
                  created_at = excluded.created_at, retire_at = excluded.retire_at, retired_at = NULL, \
                  updated_at = excluded.updated_at",
             )
@@ -88,17 +88,26 @@ impl Db {
             .execute(&mut *tx)
             .await?;
         }
-        let live_kids = serde_json::to_string(&live.iter().map(|k| &k.kid).collect::<Vec<_>>())
-            .map_err(|e| DbError::Invalid(e.to_string()))?;
-        sqlx::query(
-            "UPDATE jwt_secret_meta SET status = 'retired', retired_at = ?, updated_at = ? \
-             WHERE status != 'retired' AND kid NOT IN (SELECT value FROM json_each(?))",
-        )
-        .bind(now)
-        .bind(now)
-        .bind(live_kids)
-        .execute(&mut *tx)
-        .await?;
+        // Every recorded kid the TA no longer has is retired (decided here rather than with a
+        // JSON function, whose name differs between SQLite and PostgreSQL).
+        let recorded: Vec<(String,)> =
+            sqlx::query_as("SELECT kid FROM jwt_secret_meta WHERE status != 'retired'")
+                .fetch_all(&mut *tx)
+                .await?;
+        for (kid,) in recorded {
+            if live.iter().any(|k| k.kid == kid) {
+                continue;
+            }
+            sqlx::query(
+                "UPDATE jwt_secret_meta SET status = 'retired', retired_at = $1, updated_at = $2 \
+                 WHERE kid = $3",
+            )
+            .bind(now)
+            .bind(now)
+            .bind(&kid)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
     }

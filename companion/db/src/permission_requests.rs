@@ -166,7 +166,7 @@ impl Db {
     /// The wallet whose owner address is `address`, if any.
     pub async fn wallet_by_owner_address(&self, address: Address) -> Result<Option<String>> {
         let row: Option<(String,)> =
-            sqlx::query_as("SELECT key_id FROM wallets WHERE lower(address) = ?")
+            sqlx::query_as("SELECT key_id FROM wallets WHERE lower(address) = $1")
                 .bind(stored_address(&address))
                 .fetch_optional(&self.pool)
                 .await?;
@@ -179,7 +179,7 @@ impl Db {
         sqlx::query(
             "INSERT INTO permission_requests (id, wallet_id, requester, request_json, \
              session_json, granted_json, dropped_json, status, created_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9)",
         )
         .bind(&id)
         .bind(r.wallet_id)
@@ -197,7 +197,7 @@ impl Db {
 
     /// One request.
     pub async fn get_permission_request(&self, id: &str) -> Result<Option<PermissionRequest>> {
-        let sql = format!("SELECT {COLS} FROM permission_requests WHERE id = ?");
+        let sql = format!("SELECT {COLS} FROM permission_requests WHERE id = $1");
         sqlx::query_as::<_, Row>(&sql)
             .bind(id)
             .fetch_optional(&self.pool)
@@ -215,8 +215,8 @@ impl Db {
         decided: bool,
     ) -> Result<Vec<PermissionRequest>> {
         let sql = format!(
-            "SELECT {COLS} FROM permission_requests WHERE (? IS NULL OR wallet_id = ?) AND \
-             ((status = 'pending' AND expires_at > ?) OR (? AND status != 'pending')) \
+            "SELECT {COLS} FROM permission_requests WHERE ($1 IS NULL OR wallet_id = $2) AND \
+             ((status = 'pending' AND expires_at > $3) OR ($4 AND status != 'pending')) \
              ORDER BY created_at DESC, rowid DESC LIMIT 100"
         );
         sqlx::query_as::<_, Row>(&sql)
@@ -243,9 +243,9 @@ impl Db {
         now: i64,
     ) -> Result<bool> {
         let r = sqlx::query(
-            "UPDATE permission_requests SET status = 'approved', key_id = ?, account = ?, \
-             credential_to = ?, result_json = ?, decided_at = ? \
-             WHERE id = ? AND status = 'pending' AND expires_at > ?",
+            "UPDATE permission_requests SET status = 'approved', key_id = $1, account = $2, \
+             credential_to = $3, result_json = $4, decided_at = $5 \
+             WHERE id = $6 AND status = 'pending' AND expires_at > $7",
         )
         .bind(key_id)
         .bind(stored_address(&account))
@@ -278,8 +278,8 @@ impl Db {
         now: i64,
     ) -> Result<bool> {
         let r = sqlx::query(
-            "UPDATE permission_requests SET status = ?, decided_at = ? \
-             WHERE id = ? AND status = 'pending'",
+            "UPDATE permission_requests SET status = $1, decided_at = $2 \
+             WHERE id = $3 AND status = 'pending'",
         )
         .bind(status.as_str())
         .bind(now)

@@ -281,7 +281,7 @@ impl Db {
             "INSERT INTO agent_sessions (wallet_id, agent_index, account, account_kind, status, \
              grant_json, targets, spend_cap, valid_after, valid_until, revoker, user_op_hash, \
              user_op_json, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
         )
         .bind(s.wallet_id)
         .bind(i64::from(s.agent_index))
@@ -307,10 +307,10 @@ impl Db {
     /// account becomes `superseded` (the validator replaced it). One transaction. Returns whether
     /// the row was pending (false: already settled, nothing changed).
     pub async fn activate_session(&self, id: i64, tx_hash: Option<&str>, now: i64) -> Result<bool> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let r = sqlx::query(
-            "UPDATE agent_sessions SET status = 'active', tx_hash = COALESCE(?, tx_hash), \
-             error = NULL, activated_at = ?, updated_at = ? WHERE id = ? AND status = 'pending'",
+            "UPDATE agent_sessions SET status = 'active', tx_hash = COALESCE($1, tx_hash), \
+             error = NULL, activated_at = $2, updated_at = $3 WHERE id = $4 AND status = 'pending'",
         )
         .bind(tx_hash)
         .bind(now)
@@ -322,10 +322,10 @@ impl Db {
             return Ok(false);
         }
         sqlx::query(
-            "UPDATE agent_sessions SET status = 'superseded', updated_at = ? \
-             WHERE id != ? AND status IN ('active', 'revoke_failed') \
+            "UPDATE agent_sessions SET status = 'superseded', updated_at = $1 \
+             WHERE id != $2 AND status IN ('active', 'revoke_failed') \
              AND (wallet_id, agent_index, account) = \
-                 (SELECT wallet_id, agent_index, account FROM agent_sessions WHERE id = ?)",
+                 (SELECT wallet_id, agent_index, account FROM agent_sessions WHERE id = $3)",
         )
         .bind(now)
         .bind(id)
@@ -346,8 +346,8 @@ impl Db {
         now: i64,
     ) -> Result<bool> {
         let r = sqlx::query(
-            "UPDATE agent_sessions SET status = 'failed', error = ?, \
-             tx_hash = COALESCE(?, tx_hash), updated_at = ? WHERE id = ? AND status = 'pending'",
+            "UPDATE agent_sessions SET status = 'failed', error = $1, \
+             tx_hash = COALESCE($2, tx_hash), updated_at = $3 WHERE id = $4 AND status = 'pending'",
         )
         .bind(error)
         .bind(tx_hash)
@@ -370,9 +370,9 @@ impl Db {
         now: i64,
     ) -> Result<bool> {
         let r = sqlx::query(
-            "UPDATE agent_sessions SET status = 'revoked', revoke_tx_hash = ?, error = ?, \
-             revoked_at = ?, updated_at = ? \
-             WHERE id = ? AND status IN ('active', 'revoke_failed', 'pending')",
+            "UPDATE agent_sessions SET status = 'revoked', revoke_tx_hash = $1, error = $2, \
+             revoked_at = $3, updated_at = $4 \
+             WHERE id = $5 AND status IN ('active', 'revoke_failed', 'pending')",
         )
         .bind(revoke_tx_hash)
         .bind(note)
@@ -388,8 +388,8 @@ impl Db {
     /// next revocation tries again). Returns whether the row changed.
     pub async fn session_revoke_failed(&self, id: i64, error: &str, now: i64) -> Result<bool> {
         let r = sqlx::query(
-            "UPDATE agent_sessions SET status = 'revoke_failed', error = ?, updated_at = ? \
-             WHERE id = ? AND status IN ('active', 'revoke_failed')",
+            "UPDATE agent_sessions SET status = 'revoke_failed', error = $1, updated_at = $2 \
+             WHERE id = $3 AND status IN ('active', 'revoke_failed')",
         )
         .bind(error)
         .bind(now)
@@ -407,7 +407,7 @@ impl Db {
             return Err(DbError::Invalid("session lane 0".into()));
         }
         let r = sqlx::query(
-            "UPDATE agent_sessions SET lane = ?, updated_at = ? WHERE id = ? \
+            "UPDATE agent_sessions SET lane = $1, updated_at = $2 WHERE id = $3 \
              AND account_kind = 'erc7579'",
         )
         .bind(i64::from(lane))
@@ -420,7 +420,7 @@ impl Db {
 
     /// One session row.
     pub async fn get_session(&self, id: i64) -> Result<Option<AgentSession>> {
-        let sql = format!("SELECT {SESSION_COLS} FROM agent_sessions WHERE id = ?");
+        let sql = format!("SELECT {SESSION_COLS} FROM agent_sessions WHERE id = $1");
         sqlx::query_as::<_, SessionRow>(&sql)
             .bind(id)
             .fetch_optional(&self.pool)
@@ -436,7 +436,7 @@ impl Db {
         index: u32,
     ) -> Result<Vec<AgentSession>> {
         let sql = format!(
-            "SELECT {SESSION_COLS} FROM agent_sessions WHERE wallet_id = ? AND agent_index = ? \
+            "SELECT {SESSION_COLS} FROM agent_sessions WHERE wallet_id = $1 AND agent_index = $2 \
              ORDER BY id DESC"
         );
         sqlx::query_as::<_, SessionRow>(&sql)
@@ -453,7 +453,7 @@ impl Db {
     /// each agent's newest first.
     pub async fn sessions_of_wallet(&self, wallet_id: Option<&str>) -> Result<Vec<AgentSession>> {
         let sql = format!(
-            "SELECT {SESSION_COLS} FROM agent_sessions WHERE (? IS NULL OR wallet_id = ?) \
+            "SELECT {SESSION_COLS} FROM agent_sessions WHERE ($1 IS NULL OR wallet_id = $2) \
              ORDER BY wallet_id, agent_index, id DESC"
         );
         sqlx::query_as::<_, SessionRow>(&sql)
@@ -473,7 +473,7 @@ impl Db {
         index: u32,
     ) -> Result<Vec<AgentSession>> {
         let sql = format!(
-            "SELECT {SESSION_COLS} FROM agent_sessions WHERE wallet_id = ? AND agent_index = ? \
+            "SELECT {SESSION_COLS} FROM agent_sessions WHERE wallet_id = $1 AND agent_index = $2 \
              AND status = 'active' ORDER BY activated_at DESC, id DESC"
         );
         sqlx::query_as::<_, SessionRow>(&sql)
@@ -490,7 +490,7 @@ impl Db {
     pub async fn pending_sessions(&self, limit: u32) -> Result<Vec<AgentSession>> {
         let sql = format!(
             "SELECT {SESSION_COLS} FROM agent_sessions WHERE status = 'pending' \
-             ORDER BY id LIMIT ?"
+             ORDER BY id LIMIT $1"
         );
         sqlx::query_as::<_, SessionRow>(&sql)
             .bind(i64::from(limit))
@@ -761,7 +761,7 @@ mod tests {
                 "INSERT INTO agent_keys (wallet_id, agent_index, status, created_at, updated_at, \
                  account, targets, spend_cap, valid_after, valid_until, revoker, \
                  session_tx_hash, session_json) \
-                 VALUES ('w', ?, ?, 1, 7, ?, '[\"0x11\"]', '10', 2, 0, ?, ?, ?)",
+                 VALUES ('w', $1, $2, 1, 7, $3, '[\"0x11\"]', '10', 2, 0, $4, $5, $6)",
             )
             .bind(index)
             .bind(status)
@@ -856,33 +856,41 @@ mod tests {
         }
         // The column refuses other values; one written past the CHECK is a corrupt row.
         assert!(
-            sqlx::query("UPDATE agent_sessions SET account_kind = 'safe' WHERE id = ?")
+            sqlx::query("UPDATE agent_sessions SET account_kind = 'safe' WHERE id = $1")
                 .bind(id)
                 .execute(&db.pool)
                 .await
                 .is_err()
         );
         let mut conn = db.pool.acquire().await.unwrap();
-        sqlx::query("PRAGMA ignore_check_constraints = ON")
-            .execute(&mut *conn)
-            .await
-            .unwrap();
-        sqlx::query("UPDATE agent_sessions SET account_kind = 'safe' WHERE id = ?")
+        let bypass = match db.backend() {
+            crate::Backend::Sqlite => vec!["PRAGMA ignore_check_constraints = ON"],
+            crate::Backend::Postgres => vec![
+                "ALTER TABLE agent_sessions DROP CONSTRAINT agent_sessions_account_kind_check",
+                "ALTER TABLE agent_sessions DROP CONSTRAINT agent_sessions_lane_check",
+            ],
+        };
+        for q in bypass {
+            sqlx::query(q).execute(&mut *conn).await.unwrap();
+        }
+        sqlx::query("UPDATE agent_sessions SET account_kind = 'safe' WHERE id = $1")
             .bind(id)
             .execute(&mut *conn)
             .await
             .unwrap();
         sqlx::query(
-            "UPDATE agent_sessions SET account_kind = 'erc7579', lane = 70000 WHERE id = ?",
+            "UPDATE agent_sessions SET account_kind = 'erc7579', lane = 70000 WHERE id = $1",
         )
         .bind(old)
         .execute(&mut *conn)
         .await
         .unwrap();
-        sqlx::query("PRAGMA ignore_check_constraints = OFF")
-            .execute(&mut *conn)
-            .await
-            .unwrap();
+        if db.backend() == crate::Backend::Sqlite {
+            sqlx::query("PRAGMA ignore_check_constraints = OFF")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+        }
         drop(conn);
         assert!(matches!(
             db.get_session(id).await,

@@ -1,7 +1,7 @@
 //! Wallets, their passkey credential and derived addresses.
 
 use alloy::primitives::Address;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::intents::{parse_address, stored_address};
@@ -105,7 +105,7 @@ pub struct WalletAddress {
 
 /// Column `col` of `row` as an address: one that does not parse is a decode error (a corrupt
 /// row), never a default.
-fn address_column(row: &SqliteRow, col: &str) -> sqlx::Result<Address> {
+fn address_column(row: &AnyRow, col: &str) -> sqlx::Result<Address> {
     let v: String = row.try_get(col)?;
     parse_address(col, &v).map_err(|e| sqlx::Error::ColumnDecode {
         index: col.to_owned(),
@@ -113,8 +113,8 @@ fn address_column(row: &SqliteRow, col: &str) -> sqlx::Result<Address> {
     })
 }
 
-impl<'r> sqlx::FromRow<'r, SqliteRow> for Wallet {
-    fn from_row(row: &'r SqliteRow) -> sqlx::Result<Self> {
+impl<'r> sqlx::FromRow<'r, AnyRow> for Wallet {
+    fn from_row(row: &'r AnyRow) -> sqlx::Result<Self> {
         Ok(Wallet {
             key_id: row.try_get("key_id")?,
             description: row.try_get("description")?,
@@ -132,8 +132,8 @@ impl<'r> sqlx::FromRow<'r, SqliteRow> for Wallet {
     }
 }
 
-impl<'r> sqlx::FromRow<'r, SqliteRow> for WalletAddress {
-    fn from_row(row: &'r SqliteRow) -> sqlx::Result<Self> {
+impl<'r> sqlx::FromRow<'r, AnyRow> for WalletAddress {
+    fn from_row(row: &'r AnyRow) -> sqlx::Result<Self> {
         Ok(WalletAddress {
             address: address_column(row, "address")?,
             wallet_id: row.try_get("wallet_id")?,
@@ -155,7 +155,7 @@ impl Db {
         sqlx::query(
             "INSERT INTO wallets (key_id, description, key_usage, key_spec, origin, address, \
              public_key, derivation_path, rp_id, status, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'ready', ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'ready', $10, $11)",
         )
         .bind(&w.key_id)
         .bind(&w.description)
@@ -172,7 +172,7 @@ impl Db {
         .await?;
         sqlx::query(
             "INSERT INTO passkey_credentials (wallet_id, credential_id, public_key, passkey_json, \
-             sign_count, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+             sign_count, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&w.key_id)
         .bind(&w.credential_id)
@@ -184,8 +184,10 @@ impl Db {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT OR REPLACE INTO wallet_addresses (address, wallet_id, derivation_path, \
-             public_key, created_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO wallet_addresses (address, wallet_id, derivation_path, \
+             public_key, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (address) DO UPDATE \
+             SET wallet_id = excluded.wallet_id, derivation_path = excluded.derivation_path, \
+             public_key = excluded.public_key, created_at = excluded.created_at",
         )
         .bind(stored_address(&w.address))
         .bind(&w.key_id)
@@ -200,7 +202,7 @@ impl Db {
 
     /// A wallet by id.
     pub async fn get_wallet(&self, key_id: &str) -> Result<Option<Wallet>> {
-        let sql = format!("SELECT {WALLET_COLS} FROM wallets WHERE key_id = ?");
+        let sql = format!("SELECT {WALLET_COLS} FROM wallets WHERE key_id = $1");
         Ok(sqlx::query_as::<_, Wallet>(&sql)
             .bind(key_id)
             .fetch_optional(&self.pool)
@@ -210,7 +212,7 @@ impl Db {
     /// Wallets ordered by id, at most `limit`, starting after `after`.
     pub async fn list_wallets(&self, limit: u32, after: Option<&str>) -> Result<Vec<Wallet>> {
         let sql =
-            format!("SELECT {WALLET_COLS} FROM wallets WHERE key_id > ? ORDER BY key_id LIMIT ?");
+            format!("SELECT {WALLET_COLS} FROM wallets WHERE key_id > $1 ORDER BY key_id LIMIT $2");
         Ok(sqlx::query_as::<_, Wallet>(&sql)
             .bind(after.unwrap_or(""))
             .bind(i64::from(limit))
@@ -221,7 +223,7 @@ impl Db {
     /// Delete a wallet (cascades to its passkey, addresses and agent keys).
     /// Returns whether a row was deleted.
     pub async fn delete_wallet(&self, key_id: &str) -> Result<bool> {
-        let r = sqlx::query("DELETE FROM wallets WHERE key_id = ?")
+        let r = sqlx::query("DELETE FROM wallets WHERE key_id = $1")
             .bind(key_id)
             .execute(&self.pool)
             .await?;
@@ -232,7 +234,7 @@ impl Db {
     pub async fn get_passkey(&self, wallet_id: &str) -> Result<Option<PasskeyCredential>> {
         Ok(sqlx::query_as::<_, PasskeyCredential>(
             "SELECT wallet_id, credential_id, public_key, passkey_json, sign_count, created_at, \
-             updated_at FROM passkey_credentials WHERE wallet_id = ?",
+             updated_at FROM passkey_credentials WHERE wallet_id = $1",
         )
         .bind(wallet_id)
         .fetch_optional(&self.pool)
@@ -253,8 +255,8 @@ impl Db {
         now: i64,
     ) -> Result<bool> {
         let r = sqlx::query(
-            "UPDATE passkey_credentials SET sign_count = ?, passkey_json = ?, updated_at = ? \
-             WHERE wallet_id = ? AND credential_id = ? AND sign_count = ?",
+            "UPDATE passkey_credentials SET sign_count = $1, passkey_json = $2, updated_at = $3 \
+             WHERE wallet_id = $4 AND credential_id = $5 AND sign_count = $6",
         )
         .bind(new_count)
         .bind(passkey_json)
@@ -281,8 +283,8 @@ impl Db {
     ) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let r = sqlx::query(
-            "UPDATE passkey_credentials SET credential_id = ?, public_key = ?, passkey_json = ?, \
-             sign_count = ?, updated_at = ? WHERE wallet_id = ?",
+            "UPDATE passkey_credentials SET credential_id = $1, public_key = $2, passkey_json = $3, \
+             sign_count = $4, updated_at = $5 WHERE wallet_id = $6",
         )
         .bind(credential_id)
         .bind(public_key)
@@ -292,7 +294,7 @@ impl Db {
         .bind(wallet_id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE wallets SET rp_id = ?, updated_at = ? WHERE key_id = ?")
+        sqlx::query("UPDATE wallets SET rp_id = $1, updated_at = $2 WHERE key_id = $3")
             .bind(rp_id)
             .bind(now)
             .bind(wallet_id)
@@ -305,8 +307,10 @@ impl Db {
     /// Record a derived address (idempotent).
     pub async fn upsert_address(&self, a: &WalletAddress) -> Result<()> {
         sqlx::query(
-            "INSERT OR REPLACE INTO wallet_addresses (address, wallet_id, derivation_path, \
-             public_key, created_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO wallet_addresses (address, wallet_id, derivation_path, \
+             public_key, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (address) DO UPDATE \
+             SET wallet_id = excluded.wallet_id, derivation_path = excluded.derivation_path, \
+             public_key = excluded.public_key, created_at = excluded.created_at",
         )
         .bind(stored_address(&a.address))
         .bind(&a.wallet_id)
@@ -322,7 +326,7 @@ impl Db {
     pub async fn find_address(&self, address: Address) -> Result<Option<WalletAddress>> {
         Ok(sqlx::query_as::<_, WalletAddress>(
             "SELECT address, wallet_id, derivation_path, public_key, created_at \
-             FROM wallet_addresses WHERE address = ?",
+             FROM wallet_addresses WHERE address = $1",
         )
         .bind(stored_address(&address))
         .fetch_optional(&self.pool)
@@ -333,7 +337,7 @@ impl Db {
     pub async fn wallet_addresses(&self, wallet_id: &str) -> Result<Vec<WalletAddress>> {
         Ok(sqlx::query_as::<_, WalletAddress>(
             "SELECT address, wallet_id, derivation_path, public_key, created_at \
-             FROM wallet_addresses WHERE wallet_id = ? ORDER BY derivation_path",
+             FROM wallet_addresses WHERE wallet_id = $1 ORDER BY derivation_path",
         )
         .bind(wallet_id)
         .fetch_all(&self.pool)

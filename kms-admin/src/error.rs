@@ -98,6 +98,13 @@ impl AdminError {
                 "the companion creates it on its first start; point kms-admin at it with \
                  --data-dir / KMS_DATA_DIR or --database-url / KMS_DATABASE_URL",
             ),
+            e @ kms_db::DbError::Unreachable { .. } => Self::new(Exit::Database, e.to_string())
+                .hint(
+                    "is the database server running and reachable? The database is set with \
+                     --database-url / KMS_DATABASE_URL (sqlite://PATH or postgres://...)",
+                ),
+            e @ kms_db::DbError::NewerSchema { .. } => Self::new(Exit::Database, e.to_string())
+                .hint("use the kms-admin of the same release as the companion that migrated it"),
             other => Self::new(Exit::Database, format!("database unusable: {other}")),
         }
     }

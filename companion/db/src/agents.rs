@@ -310,8 +310,9 @@ impl Db {
 
     /// One agent row.
     pub async fn get_agent(&self, wallet_id: &str, index: u32) -> Result<Option<AgentKey>> {
-        let sql =
-            format!("SELECT {AGENT_COLS} FROM agent_keys WHERE wallet_id = $1 AND agent_index = $2");
+        let sql = format!(
+            "SELECT {AGENT_COLS} FROM agent_keys WHERE wallet_id = $1 AND agent_index = $2"
+        );
         sqlx::query_as::<_, AgentRow>(&sql)
             .bind(wallet_id)
             .bind(i64::from(index))

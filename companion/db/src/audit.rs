@@ -122,7 +122,11 @@ const AUDIT_ROWS_PER_INSERT: usize = 128;
 /// Append `events` in one write transaction on `conn` (SQLite's `BEGIN IMMEDIATE`, PostgreSQL's
 /// advisory write lock: see [`Db::begin_write`]), so the chain's head read here is still the head
 /// when the rows are inserted.
-async fn append_on(conn: &mut AnyConnection, backend: Backend, events: &[AuditEvent]) -> Result<()> {
+async fn append_on(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    events: &[AuditEvent],
+) -> Result<()> {
     let tx = conn.begin_with(write_begin(backend)).await?;
     let mut tx = begin_write_on(tx, backend).await?;
     let last: Option<(i64, String)> =

@@ -210,10 +210,11 @@ impl Db {
         let Some(c) = c else {
             return Ok(Err(ChallengeRefusal::Unknown));
         };
-        let (used,): (Option<i64>,) = sqlx::query_as("SELECT used_at FROM challenges WHERE id = $1")
-            .bind(id)
-            .fetch_one(&self.pool)
-            .await?;
+        let (used,): (Option<i64>,) =
+            sqlx::query_as("SELECT used_at FROM challenges WHERE id = $1")
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await?;
         Ok(if used.is_some() {
             Err(ChallengeRefusal::AlreadyUsed)
         } else if c.expires_at <= now {

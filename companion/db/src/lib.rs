@@ -34,8 +34,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use sqlx::any::AnyPoolOptions;
-use sqlx::{AnyConnection, AnyPool};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{AnyConnection, AnyPool};
 use sqlx::{ConnectOptions, Connection};
 
 pub use agents::{AgentActivation, AgentKey, AgentStatus};
@@ -151,14 +151,20 @@ pub fn redact_url(url: &str) -> String {
     let Ok(mut u) = url::Url::parse(url) else {
         // Not a URL: keep only what precedes a possible user-info part.
         return match url.rfind('@') {
-            Some(at) => format!("{}…@{}", &url[..url.find("//").map_or(0, |i| i + 2)], &url[at + 1..]),
+            Some(at) => format!(
+                "{}…@{}",
+                &url[..url.find("//").map_or(0, |i| i + 2)],
+                &url[at + 1..]
+            ),
             None => url.to_owned(),
         };
     };
     if u.password().is_some() {
         let _ = u.set_password(Some("***"));
     }
-    if u.query_pairs().any(|(k, _)| k.eq_ignore_ascii_case("password")) {
+    if u.query_pairs()
+        .any(|(k, _)| k.eq_ignore_ascii_case("password"))
+    {
         let pairs: Vec<(String, String)> = u
             .query_pairs()
             .map(|(k, v)| {
@@ -308,7 +314,11 @@ impl Db {
     /// write committed before the lock was granted, so read-then-write (`MAX(…) + 1`, the
     /// audit chain's head) is race-free on both.
     pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        begin_write_on(self.pool.begin_with(write_begin(self.backend)).await?, self.backend).await
+        begin_write_on(
+            self.pool.begin_with(write_begin(self.backend)).await?,
+            self.backend,
+        )
+        .await
     }
 
     /// Whether the database answers a trivial query.
@@ -422,7 +432,10 @@ fn is_cant_open(e: &sqlx::Error) -> bool {
 pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(d) => {
-            matches!(d.code().as_deref(), Some("2067") | Some("1555") | Some("23505"))
+            matches!(
+                d.code().as_deref(),
+                Some("2067") | Some("1555") | Some("23505")
+            )
         }
         _ => false,
     }
@@ -513,10 +526,19 @@ mod tests {
 
     #[test]
     fn the_backend_is_chosen_by_the_url() {
-        assert_eq!(Backend::of_url("sqlite:///d/kms.db").unwrap(), Backend::Sqlite);
+        assert_eq!(
+            Backend::of_url("sqlite:///d/kms.db").unwrap(),
+            Backend::Sqlite
+        );
         assert_eq!(Backend::of_url("sqlite:kms.db").unwrap(), Backend::Sqlite);
-        assert_eq!(Backend::of_url("postgres://u@h/db").unwrap(), Backend::Postgres);
-        assert_eq!(Backend::of_url("postgresql://u@h/db").unwrap(), Backend::Postgres);
+        assert_eq!(
+            Backend::of_url("postgres://u@h/db").unwrap(),
+            Backend::Postgres
+        );
+        assert_eq!(
+            Backend::of_url("postgresql://u@h/db").unwrap(),
+            Backend::Postgres
+        );
         match Backend::of_url("mysql://u:hunter2@h/db") {
             Err(e @ DbError::UnsupportedUrl(_)) => {
                 assert!(!e.to_string().contains("hunter2"), "{e}")
@@ -532,7 +554,10 @@ mod tests {
             "postgres://kms:***@db.example:5432/kms"
         );
         let r = redact_url("postgres://kms@db/kms?sslmode=require&password=s3cret");
-        assert!(!r.contains("s3cret") && r.contains("sslmode=require"), "{r}");
+        assert!(
+            !r.contains("s3cret") && r.contains("sslmode=require"),
+            "{r}"
+        );
         assert_eq!(redact_url("sqlite:///d/kms.db"), "sqlite:///d/kms.db");
         assert!(!redact_url("not a url kms:s3cret@host").contains("s3cret"));
     }
@@ -597,7 +622,12 @@ mod tests {
         .unwrap();
         db.close().await;
         match Db::open(&url).await {
-            Err(e @ DbError::NewerSchema { version: 9999, known: 8 }) => {
+            Err(
+                e @ DbError::NewerSchema {
+                    version: 9999,
+                    known: 8,
+                },
+            ) => {
                 assert!(e.to_string().contains("newer"), "{e}")
             }
             other => panic!("expected NewerSchema, got {other:?}"),

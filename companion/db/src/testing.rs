@@ -34,8 +34,8 @@ pub async fn fresh_postgres_database(server_url: &str) -> Result<String> {
         .execute(&mut conn)
         .await?;
     conn.close().await?;
-    let mut url = url::Url::parse(server_url)
-        .map_err(|_| DbError::UnsupportedUrl(redact_url(server_url)))?;
+    let mut url =
+        url::Url::parse(server_url).map_err(|_| DbError::UnsupportedUrl(redact_url(server_url)))?;
     url.set_path(&format!("/{name}"));
     Ok(url.to_string())
 }

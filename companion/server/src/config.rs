@@ -83,9 +83,17 @@ pub struct Config {
     #[arg(long, env = "KMS_DATA_DIR", default_value = "./kms-data")]
     pub data_dir: PathBuf,
 
-    /// Database URL [default: sqlite://<DATA_DIR>/kms.db].
+    /// Database URL [default: sqlite://<DATA_DIR>/kms.db]: `sqlite://PATH` (an SQLite file,
+    /// created if missing) or `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (a PostgreSQL
+    /// server; the database must exist, its tables are created at start). Never logged with its
+    /// password.
     #[arg(long, env = "KMS_DATABASE_URL")]
     pub database_url: Option<String>,
+
+    /// At start-up, how long an unreachable database server is retried (backoff from 50 ms to
+    /// 1 s) before the companion gives up and exits, in seconds (0: one try).
+    #[arg(long, env = "KMS_DB_CONNECT_RETRY_SECS", default_value_t = 5)]
+    pub db_connect_retry_secs: u64,
 
     /// Most database connections in the pool.
     #[arg(long, env = "KMS_DB_MAX_CONNECTIONS", default_value_t = 8)]

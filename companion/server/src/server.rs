@@ -305,6 +305,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         &config.database_url(),
         &DbOptions {
             max_connections: config.db_max_connections,
+            connect_retry: std::time::Duration::from_secs(config.db_connect_retry_secs),
             ..DbOptions::default()
         },
     )

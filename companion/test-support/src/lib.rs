@@ -342,8 +342,16 @@ impl Env {
         Self::with(Opts::default()).await
     }
 
-    pub async fn with(opts: Opts) -> Env {
+    pub async fn with(mut opts: Opts) -> Env {
         let dir = tempfile::tempdir().unwrap();
+        // With KMS_TEST_POSTGRES_URL set, the companion runs on a fresh PostgreSQL database of
+        // its own (kept across restarts: it is in the arguments); else on SQLite in `dir`.
+        if kms_db::testing::postgres_server().is_some()
+            && !opts.args.iter().any(|a| a == "--database-url")
+        {
+            let url = kms_db::testing::test_database_url(dir.path()).await;
+            opts.args.extend(["--database-url".to_owned(), url]);
+        }
         let sim = match &opts.ta_sim_bin {
             Some(bin) => Sim::start_with(dir.path(), bin),
             None => Sim::start(dir.path()),
@@ -364,6 +372,16 @@ impl Env {
             http: reqwest::Client::new(),
             opts,
         }
+    }
+
+    /// The `--database-url` the companion was given (a PostgreSQL test database), if any: tools
+    /// run beside it (kms-admin) need it too.
+    pub fn database_url(&self) -> Option<&str> {
+        let args = &self.opts.args;
+        args.iter()
+            .position(|a| a == "--database-url")
+            .and_then(|i| args.get(i + 1))
+            .map(String::as_str)
     }
 
     pub fn server(&self) -> &Running {

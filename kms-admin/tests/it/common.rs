@@ -1,5 +1,6 @@
 //! Running the real `kms-admin` binary beside a real companion (in-process), its `ta-sim`
-//! process and its SQLite file.
+//! process and its database (SQLite in its data directory, or a PostgreSQL test database when
+//! `KMS_TEST_POSTGRES_URL` names a server).
 
 use std::path::Path;
 
@@ -58,9 +59,17 @@ pub async fn admin_in(dir: &Path, args: &[&str]) -> Out {
     }
 }
 
-/// [`admin_in`] over the companion's data directory.
+/// [`admin_in`] over the companion's data directory, and its database (`--database-url` when
+/// the companion runs on a PostgreSQL test database).
 pub async fn admin(env: &Env, args: &[&str]) -> Out {
-    admin_in(env.dir.path(), args).await
+    match env.database_url() {
+        Some(url) => {
+            let mut all = vec!["--database-url", url];
+            all.extend_from_slice(args);
+            admin_in(env.dir.path(), &all).await
+        }
+        None => admin_in(env.dir.path(), args).await,
+    }
 }
 
 /// A wallet registered through the companion, and its passkey.

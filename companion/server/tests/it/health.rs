@@ -118,3 +118,64 @@ async fn health_floods_make_one_tee_call_per_interval_and_see_the_ta_go() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// An unreachable database at start-up: retried for `--db-connect-retry-secs`, then the
+/// companion refuses to start with an error naming the URL without its password.
+#[tokio::test]
+async fn an_unreachable_database_stops_the_start_without_leaking_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://kms:hunter2@127.0.0.1:{port}/kms");
+    let cfg = config(
+        dir.path(),
+        &dir.path().join("ta.sock"),
+        &[
+            "--database-url".into(),
+            url,
+            "--db-connect-retry-secs".into(),
+            "1".into(),
+        ],
+    );
+    let started = Instant::now();
+    let err = match kms_companion::start(cfg).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("started without a database"),
+    };
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(err.contains("unreachable"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+}
+
+/// A database that a newer version migrated (a migration this binary does not know): the
+/// companion refuses to start rather than run on a schema it does not understand.
+#[tokio::test]
+async fn a_database_from_a_newer_version_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = kms_db::Db::open(&kms_db::default_database_url(dir.path()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from the future', TRUE, X'00', 0)",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    db.close().await;
+    let cfg = config(dir.path(), &dir.path().join("ta.sock"), &[]);
+    let err = match kms_companion::start(cfg).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("started on a newer schema"),
+    };
+    assert!(err.contains("newer") && err.contains("9999"), "{err}");
+}

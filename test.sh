@@ -3,7 +3,8 @@
 # type checks, the Solidity tests (forge, and halmos's symbolic tests in the
 # background), and all Rust tests (unit, simulator, HTTP end-to-end, anvil +
 # bundler end-to-end, the /ui page in headless Chromium, and the viem account of
-# clients/viem through Alto). Installs what it needs.
+# clients/viem through Alto); the database's tests on SQLite and again on a
+# throwaway PostgreSQL server (scripts/postgres.sh). Installs what it needs.
 #
 # usage: ./test.sh [--quick]   (--quick: skip the Solidity and chain stages)
 set -euo pipefail
@@ -126,6 +127,13 @@ fi
 
 stage "Unit and integration tests (workspace; e2e tests start anvil + Alto themselves)"
 cargo test "${TEST_ARGS[@]}"
+# The database's tests again on PostgreSQL (the stage above ran them on SQLite): a throwaway
+# server, installed from Debian packages when missing, on 127.0.0.1 and a free port, as an
+# unprivileged user, stopped at the end (scripts/postgres.sh). KMS_TEST_POSTGRES_URL is set for
+# the whole command, so a server that does not answer fails the tests; --include-ignored runs
+# the test that compares the two schemas, which needs the server.
+stage "Database tests against PostgreSQL (kms-db, kms-admin; scripts/postgres.sh)"
+scripts/postgres.sh cargo test -p kms-db -p kms-admin --locked --lib --tests -- --include-ignored
 stage "ta-sim fault-injection tests (crash before the rename or the counter, failed directory fsync; hooks compiled in)"
 cargo test -p kms-ta-sim -p workspace-hack --locked --features kms-ta-sim/fault-injection --test crash
 stage "TA core tests with export-secrets compiled in"

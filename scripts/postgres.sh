@@ -31,13 +31,14 @@ BIN=$(pg_bindir)
 if [ -z "$BIN" ]; then
   command -v apt-get >/dev/null 2>&1 || die "PostgreSQL (initdb, pg_ctl) is missing and there is no apt-get to install it"
   stage "Installing PostgreSQL (Debian packages)"
-  # No default cluster: the package would otherwise create and start one on port 5432.
-  if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
-    as_root mkdir -p /etc/postgresql-common
-    echo 'create_main_cluster = false' | as_root tee /etc/postgresql-common/createcluster.conf >/dev/null
-  fi
+  # No default cluster: the package would otherwise create (and try to start) one on port 5432.
+  # A drop-in of postgresql-common's createcluster.conf, which no package owns.
+  as_root mkdir -p /etc/postgresql-common/createcluster.d
+  echo 'create_main_cluster = false' |
+    as_root tee /etc/postgresql-common/createcluster.d/kms-no-main-cluster.conf >/dev/null
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold postgresql >/dev/null
   BIN=$(pg_bindir)
   [ -n "$BIN" ] || die "PostgreSQL was installed but no initdb/pg_ctl was found"
 fi

@@ -1,9 +1,32 @@
 //! The key companion's database (docs/ARCHITECTURE.md#the-database).
 //!
-//! SQLite through sqlx, opened in WAL mode with foreign keys on and a busy
-//! timeout, so the running companion and `kms-admin` can use one file at
-//! the same time. Migrations are embedded ([`MIGRATOR`]) and run by
-//! [`Db::open`]. All queries are runtime queries (no compile-time database).
+//! Two backends through sqlx, chosen by the URL ([`Backend::of_url`]):
+//!
+//! - **SQLite** (the default, `sqlite://PATH`), opened in WAL mode with foreign keys on and a busy
+//!   timeout, so the running companion and `kms-admin` can use one file at the same time;
+//! - **PostgreSQL** (`postgres://…`, `postgresql://…`): the database must exist; its tables are
+//!   created by the migrations.
+//!
+//! Both go through sqlx's `Any` driver: one pool type ([`Db::pool`] is an `AnyPool`) and one text
+//! per query, in the SQL the two dialects share, with numbered placeholders (`$1`, `$2`, …: sqlx
+//! binds them by number on SQLite too). An enum of the two pools with a dispatch macro was the
+//! alternative; `Any` was chosen because every query the crate needs is expressible in the common
+//! dialect, so one code path is tested on both (its types, `i64`, `String`, `Option`, `Vec<u8>`,
+//! `bool`, are all `Any` types; the PostgreSQL schema uses BIGINT for every integer so values read
+//! back as `i64`). Where the dialects differ the code asks [`Db::backend`]: the write lock
+//! ([`Db::begin_write`]: SQLite's `BEGIN IMMEDIATE`, PostgreSQL's transaction-scoped advisory
+//! lock [`POSTGRES_WRITE_LOCK`]), the per-connection pragmas, the audit appender's durability.
+//!
+//! Migrations are embedded, one set per backend with the same versions and descriptions
+//! ([`MIGRATOR`] from `migrations/sqlite/`, [`POSTGRES_MIGRATOR`] from `migrations/postgres/`),
+//! and run by [`Db::open`]. A database holding a migration this binary does not know is refused
+//! ([`DbError::NewerSchema`]); an unreachable server is retried for
+//! [`DbOptions::connect_retry`] ([`DbError::Unreachable`], the URL without its password:
+//! [`redact_url`]). All queries are runtime queries (no compile-time database).
+//!
+//! Tests: with feature `testing`, the module `kms_db::testing` gives each test a database of its
+//! own, on SQLite or, when `KMS_TEST_POSTGRES_URL` names a server, a fresh PostgreSQL database
+//! (`test.sh` runs the suite both ways, with a server started by `scripts/postgres.sh`).
 //!
 //! Tables: wallets, passkey credentials, derived addresses, WebAuthn
 //! ceremonies (challenges), API keys (hashed), agent keys and their sessions (one row per grant

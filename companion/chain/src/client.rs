@@ -736,6 +736,22 @@ impl ChainClient {
             .map_err(|e| self.node_err("calling EntryPoint.getNonce", e))
     }
 
+    /// `EntryPoint.getNonce(sender, key)` as of block `block`: what the chain's nonce was when a
+    /// state read at that block (a session snapshot) was taken.
+    pub async fn nonce_at(
+        &self,
+        sender: Address,
+        key: NonceKey,
+        block: u64,
+    ) -> Result<U256, ChainError> {
+        IEntryPointV07::new(self.entry_point().address, self.provider())
+            .getNonce(sender, key.into())
+            .call()
+            .block(alloy::eips::BlockId::number(block))
+            .await
+            .map_err(|e| self.node_err("calling EntryPoint.getNonce", e))
+    }
+
     /// The native balance of `address`.
     pub async fn balance(&self, address: Address) -> Result<U256, ChainError> {
         self.inner.node.balance(address).await
@@ -854,6 +870,24 @@ impl ChainClient {
             op,
             user_op_hash,
             deploys_account,
+        })
+    }
+
+    /// `prepared` with its `verificationGasLimit` raised to `verification_gas_limit` (never
+    /// lowered): the userOpHash recomputed and the gas ceilings checked again.
+    pub fn with_verification_gas(
+        &self,
+        prepared: PreparedOp,
+        verification_gas_limit: u128,
+    ) -> Result<PreparedOp, ChainError> {
+        let mut op = prepared.op;
+        op.verification_gas_limit = op.verification_gas_limit.max(verification_gas_limit);
+        self.inner.config.ceilings.check(&op)?;
+        let user_op_hash = self.entry_point().user_op_hash(&op, self.chain_id())?;
+        Ok(PreparedOp {
+            op,
+            user_op_hash,
+            deploys_account: prepared.deploys_account,
         })
     }
 

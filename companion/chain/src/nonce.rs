@@ -13,13 +13,16 @@
 //! ([`NonceKey::for_module_lane`]), the lane given by the validator at the key's first grant on
 //! the account (`getSession(…).lane`). [`AgentLane`] is an agent's place on either kind.
 //!
-//! [`NonceTracker`] serialises the operations of one (sender, key) inside one process and
-//! remembers the last one submitted: the next operation of that key waits until it is included
-//! (see [`crate::client::ChainClient::next_nonce`]). Submitting the next sequence while the
-//! previous one is still in the bundler's hands is not reliable (the bundler validates the new
-//! operation against the chain while the previous one is neither in its mempool nor on chain, and
-//! refuses it with AA25), so one agent's operations go one block after another, while different
-//! agents (different keys) proceed in parallel.
+//! [`NonceTracker`] serialises the operations of one (sender, key) inside one process: one is
+//! built, signed and submitted at a time. It also remembers the last one submitted, for callers
+//! that wait for its inclusion before the next ([`crate::client::ChainClient::next_nonce`]). The
+//! companion's agent intents do not wait: each takes the
+//! sequence after the agent's open operations in its lane while the bundler holds them (see the
+//! companion's intent pipeline). A bundler takes a sequence ahead of the chain's while the earlier
+//! ones are in its mempool; its gas estimate, though, sees only the chain and its mempool, so for
+//! the moment an earlier operation is taken out of the mempool to be bundled and is not on chain
+//! yet, the estimate of the next is refused with AA25 and has to be retried. Different agents
+//! (different keys) proceed in parallel.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -42,24 +42,54 @@ pub struct ChainState {
 
 /// When each open intent was last looked up on chain for `GET /agent/intents/{userOpHash}`:
 /// within [`IntentChecks::every`] of that, a read is answered from the database, so polling
-/// agents cost the bundler at most one request per intent per interval. Bounded: at most
+/// agents cost the bundler at most one request per intent per interval. A young intent (less
+/// than [`IntentChecks::young_for`] seconds since it was recorded: it is usually included within
+/// a block or two) is looked up at most once per [`IntentChecks::young_every`] instead, so an
+/// agent polling from the 202 sees it `included` soon after it is, while a flood of reads still
+/// costs at most one bundler request per intent per that interval. Bounded: at most
 /// [`IntentChecks::MAX_TRACKED`] hashes are remembered.
 #[derive(Debug)]
 pub struct IntentChecks {
     last: std::sync::Mutex<std::collections::HashMap<B256, std::time::Instant>>,
     every: Duration,
+    young_for: i64,
+    young_every: Duration,
 }
 
 impl IntentChecks {
     /// Most hashes remembered; past it, the expired ones are forgotten (all, if none expired).
     pub const MAX_TRACKED: usize = 16_384;
 
-    /// Look an intent up on chain at most once per `every`.
+    /// How long an intent counts as young by default (seconds since it was recorded).
+    pub const YOUNG_FOR_SECS: i64 = 10;
+    /// How often a young intent is looked up at most, by default.
+    pub const YOUNG_EVERY: Duration = Duration::from_millis(100);
+
+    /// Look an intent up on chain at most once per `every`, a young one at most once per
+    /// [`IntentChecks::YOUNG_EVERY`] (never less often than `every`).
     pub fn new(every: Duration) -> Self {
+        Self::with_young(every, Self::YOUNG_FOR_SECS, Self::YOUNG_EVERY)
+    }
+
+    /// Look an intent up on chain at most once per `every`; one recorded less than `young_for`
+    /// seconds ago at most once per `young_every` (or `every`, if shorter).
+    pub fn with_young(every: Duration, young_for: i64, young_every: Duration) -> Self {
         Self {
             last: Default::default(),
             every,
+            young_for,
+            young_every: young_every.min(every),
         }
+    }
+
+    /// How long an intent counts as young (seconds since it was recorded).
+    pub fn young_for(&self) -> i64 {
+        self.young_for
+    }
+
+    /// The interval for young intents.
+    pub fn young_every(&self) -> Duration {
+        self.young_every
     }
 
     /// The interval.
@@ -67,13 +97,19 @@ impl IntentChecks {
         self.every
     }
 
-    /// Whether a read of `hash` should look on chain now; if so, records that it does.
-    pub fn due(&self, hash: B256) -> bool {
+    /// Whether a read of `hash`, recorded `age_secs` seconds ago, should look on chain now; if
+    /// so, records that it does.
+    pub fn due(&self, hash: B256, age_secs: i64) -> bool {
         let now = std::time::Instant::now();
+        let interval = if age_secs < self.young_for {
+            self.young_every
+        } else {
+            self.every
+        };
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         if last
             .get(&hash)
-            .is_some_and(|t| now.duration_since(*t) < self.every)
+            .is_some_and(|t| now.duration_since(*t) < interval)
         {
             return false;
         }
@@ -357,16 +393,51 @@ mod tests {
     #[test]
     fn intent_checks_look_on_chain_once_per_interval_and_stay_bounded() {
         let checks = IntentChecks::new(Duration::from_secs(3600));
+        let old = IntentChecks::YOUNG_FOR_SECS;
         let a = B256::repeat_byte(1);
-        assert!(checks.due(a));
-        assert!(!checks.due(a), "within the interval: from the database");
-        assert!(checks.due(B256::repeat_byte(2)), "each intent has its own");
+        assert!(checks.due(a, old));
+        assert!(
+            !checks.due(a, old),
+            "within the interval: from the database"
+        );
+        assert!(
+            checks.due(B256::repeat_byte(2), old),
+            "each intent has its own"
+        );
         for i in 0..IntentChecks::MAX_TRACKED as u64 + 10 {
-            checks.due(B256::from(U256::from(i + 1000)));
+            checks.due(B256::from(U256::from(i + 1000)), old);
         }
         assert!(checks.last.lock().unwrap().len() <= IntentChecks::MAX_TRACKED);
         let every_time = IntentChecks::new(Duration::ZERO);
-        assert!(every_time.due(a) && every_time.due(a));
+        assert!(every_time.due(a, old) && every_time.due(a, old));
+    }
+
+    #[test]
+    fn young_intents_are_looked_up_at_their_own_interval() {
+        // Young intents on every read (no minimum), old ones once an hour.
+        let checks = IntentChecks::with_young(Duration::from_secs(3600), 10, Duration::ZERO);
+        let a = B256::repeat_byte(1);
+        assert!(checks.due(a, 0));
+        assert!(checks.due(a, 0), "young: looked up on each read");
+        assert!(checks.due(a, 9));
+        assert!(!checks.due(a, 10), "no longer young: the long interval");
+        assert!(!checks.due(a, 60));
+        // A minimum interval for young intents holds a flood of reads back.
+        let floor =
+            IntentChecks::with_young(Duration::from_secs(3600), 10, Duration::from_secs(60));
+        assert!(floor.due(a, 0));
+        assert!(
+            !floor.due(a, 0),
+            "within the young interval: from the database"
+        );
+        // The young interval is never longer than the long one.
+        let short = IntentChecks::with_young(Duration::ZERO, 10, Duration::from_secs(60));
+        assert_eq!(short.young_every(), Duration::ZERO);
+        assert!(short.due(a, 0) && short.due(a, 0));
+        // The defaults: young for a few seconds, a short interval.
+        let d = IntentChecks::new(Duration::from_secs(2));
+        assert_eq!(d.young_for(), IntentChecks::YOUNG_FOR_SECS);
+        assert!(d.young_every() < d.every());
     }
     use alloy::primitives::{address, U256};
     use alloy::sol_types::SolError;

@@ -191,6 +191,9 @@ pub enum ErrorCode {
     TeeUnavailable,
     /// `too_many_calls`: An intent with too many calls.
     TooManyCalls,
+    /// `too_many_in_flight`: The agent has the most operations open in its lane on the account;
+    /// retry once one has settled.
+    TooManyInFlight,
     /// `transaction_failed`: The operator's transaction failed or was not mined in time.
     TransactionFailed,
     /// `unknown_field`: A field the request type does not know.
@@ -206,7 +209,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code but the policy refusals (see [`ErrorCode::all`]).
-    pub const OWN: [ErrorCode; 89] = [
+    pub const OWN: [ErrorCode; 90] = [
         ErrorCode::AccountRequired,
         ErrorCode::AccountUnfunded,
         ErrorCode::AgentExists,
@@ -291,6 +294,7 @@ impl ErrorCode {
         ErrorCode::TaRolledBack,
         ErrorCode::TeeUnavailable,
         ErrorCode::TooManyCalls,
+        ErrorCode::TooManyInFlight,
         ErrorCode::TransactionFailed,
         ErrorCode::UnknownField,
         ErrorCode::UnsupportedAccount,
@@ -393,6 +397,7 @@ impl ErrorCode {
             ErrorCode::TaRolledBack => "ta_rolled_back",
             ErrorCode::TeeUnavailable => "tee_unavailable",
             ErrorCode::TooManyCalls => "too_many_calls",
+            ErrorCode::TooManyInFlight => "too_many_in_flight",
             ErrorCode::TransactionFailed => "transaction_failed",
             ErrorCode::UnknownField => "unknown_field",
             ErrorCode::UnsupportedAccount => "unsupported_account",
@@ -960,6 +965,19 @@ impl From<IntentError> for ApiError {
                 status,
                 reason,
             } => not_accepted(*error, account, user_op_hash, status, reason),
+            IntentError::TooManyInFlight {
+                account,
+                in_flight,
+                max,
+            } => ApiError::detailed(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::TooManyInFlight,
+                format!(
+                    "{in_flight} operations of this agent are open on {account} (at most {max}): \
+                     retry once one of them has settled"
+                ),
+                json!({"account": account, "inFlight": in_flight, "max": max}),
+            ),
             IntentError::NotFound => ApiError::not_found(
                 ErrorCode::IntentNotFound,
                 "no intent of this agent has this userOpHash",

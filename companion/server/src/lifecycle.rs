@@ -251,6 +251,11 @@ fn error_words(status: IntentStatus, reason: IntentReason, detail: Option<&str>)
         | (IntentStatus::Failed, IntentReason::EntryPointEvent) => {
             "the operation was included but its execution reverted".to_owned()
         }
+        (IntentStatus::Failed, IntentReason::PredecessorFailed) => {
+            "an earlier operation of this agent in the same nonce lane did not execute, so this one \
+             can never validate; submit the intent again"
+                .to_owned()
+        }
         (IntentStatus::Failed, _) => "the bundler refused the operation".to_owned(),
         (IntentStatus::Replaced, _) => {
             "the chain's nonce passed this operation: another operation used its nonce, so it \
@@ -316,8 +321,95 @@ async fn transition(
     if applied && to.is_terminal() {
         tracing::info!(user_op_hash = %intent.user_op_hash, status = %to, reason = %reason,
             "intent settled");
+        if !uses_its_nonce(to, reason) {
+            successors_due(s, intent, now).await?;
+        }
     }
     Ok(applied)
+}
+
+/// Whether an intent settled with `status` and `reason` used its nonce on chain (included,
+/// reverted in execution, or passed by the chain's nonce), so the operations after it in its lane
+/// may still validate.
+fn uses_its_nonce(status: IntentStatus, reason: IntentReason) -> bool {
+    match status {
+        IntentStatus::Included | IntentStatus::Replaced => true,
+        IntentStatus::Failed => matches!(
+            reason,
+            IntentReason::ExecutionReverted | IntentReason::EntryPointEvent
+        ),
+        _ => false,
+    }
+}
+
+/// The sequences of the open intents of `intent`'s agent in the lane of `op` (same account and
+/// nonce key), ascending.
+async fn open_sequences(
+    s: &AppState,
+    intent: &Intent,
+    op: &UserOperation,
+) -> Result<Vec<(u64, String)>, ApiError> {
+    let (key, _) = NonceKey::split(op.nonce);
+    let mut seqs: Vec<(u64, String)> =
+        s.db.open_intents_of(&intent.key_id)
+            .await?
+            .into_iter()
+            .filter(|i| i.account == intent.account)
+            .filter_map(|i| {
+                let (k, seq) = NonceKey::split(i.nonce?);
+                (k == key).then_some((seq, i.user_op_hash))
+            })
+            .collect();
+    seqs.sort();
+    Ok(seqs)
+}
+
+/// An intent that will never use its nonce settled: the open intents after it in its lane are
+/// made due at once, so the lifecycle finds them stranded ([`missing_predecessor`]) without
+/// waiting for their next look.
+async fn successors_due(s: &AppState, intent: &Intent, now: i64) -> Result<(), ApiError> {
+    let Ok(op) = stored_op(intent) else {
+        return Ok(());
+    };
+    let (_, seq) = NonceKey::split(op.nonce);
+    for (later, hash) in open_sequences(s, intent, &op).await? {
+        if later > seq {
+            if let Some(i) = s.db.get_intent(&hash).await?.filter(|i| i.is_open()) {
+                s.db.reschedule_intent(&hash, i.status, now, None, now)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The first sequence between the chain's next one (`chain_nonce`) and `op`'s that no open
+/// intent of the agent holds, if any: `op` can never validate while it is missing, and the
+/// companion never fills a sequence below an open one of the lane (see the intent pipeline), so
+/// nothing will.
+async fn missing_predecessor(
+    s: &AppState,
+    intent: &Intent,
+    op: &UserOperation,
+    chain_nonce: U256,
+) -> Result<Option<u64>, ApiError> {
+    let (_, seq) = NonceKey::split(op.nonce);
+    let (_, chain_seq) = NonceKey::split(chain_nonce);
+    if seq <= chain_seq {
+        return Ok(None);
+    }
+    let mut want = chain_seq;
+    for (open, _) in open_sequences(s, intent, op).await? {
+        if open >= seq {
+            break;
+        }
+        if open == want {
+            want += 1;
+        } else if open > want {
+            break;
+        }
+    }
+    Ok((want < seq).then_some(want))
 }
 
 /// Records a look at an open intent that left its status as it was: with a new `reason` (and
@@ -687,13 +779,40 @@ async fn act(
     if let Some(revocation) = agent_revocation(s, intent).await? {
         return revoked_agent(s, chain, intent, op, hash, revocation, chain_nonce, now).await;
     }
-    if let Ok(h) = chain.client.bundler().holding(hash).await {
+    let holding = chain.client.bundler().holding(hash).await;
+    if let Ok(h) = &holding {
         if h.held {
             return if intent.status == IntentStatus::Signed {
                 accepted(s, intent, None, IntentReason::AlreadyKnown, now).await
             } else {
                 reschedule(s, intent, None, now).await
             };
+        }
+    }
+    // Not held (the bundler says so), ahead of the chain, and an earlier sequence of its lane
+    // will never be used: it can never validate (sending it again would only park it in the
+    // bundler's queue).
+    if let (Ok(h), Some(chain_nonce)) = (&holding, chain_nonce) {
+        if let Some(missing) = missing_predecessor(s, intent, op, chain_nonce).await? {
+            let evidence = json!({
+                "source": "predecessor",
+                "nonce": format!("{:#x}", op.nonce),
+                "chainNonce": format!("{chain_nonce:#x}"),
+                "missingSequence": missing,
+                "checked": checked_json(Some(chain_nonce), Some(h)),
+            });
+            transition(
+                s,
+                intent,
+                IntentStatus::Failed,
+                IntentReason::PredecessorFailed,
+                &evidence,
+                None,
+                None,
+                now,
+            )
+            .await?;
+            return Ok(());
         }
     }
     // Not held (or the bundler cannot say): send the identical signed operation again.

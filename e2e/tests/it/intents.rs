@@ -617,6 +617,96 @@ async fn two_agents_of_one_account_in_parallel_all_land() {
     assert_eq!(f.env.balance(to).await.unwrap(), eth("0.1"));
 }
 
+// ------------------------------------------------------------------ one agent, several in flight
+
+/// The sequence of an intent's nonce (its low 64 bits), from `GET /agent/intents/{hash}`.
+fn sequence(intent: &Value) -> u64 {
+    let nonce: U256 = intent["nonce"].as_str().unwrap().parse().unwrap();
+    kms_chain::nonce::NonceKey::split(nonce).1
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_agent_several_intents_in_flight_all_land_with_consecutive_nonces() {
+    let mut f = fixture(V07).await;
+    let agent = f.agent("in flight").await;
+    let to = address("in flight");
+    let window = f.open_window().await;
+    f.session(&agent, 0, &[to], eth("1"), window).await;
+
+    // Back to back: each POST is answered (202) without waiting for the previous operation's
+    // inclusion, and takes the next sequence of the agent's lane.
+    let mut hashes = Vec::new();
+    for _ in 0..4 {
+        hashes.push(f.submit(&agent, transfer(to, "0.01")).await);
+    }
+    // At once: the companion builds them one after another, none waits for an inclusion.
+    let f = &f;
+    let (h5, h6, h7, h8) = tokio::join!(
+        f.submit(&agent, transfer(to, "0.01")),
+        f.submit(&agent, transfer(to, "0.01")),
+        f.submit(&agent, transfer(to, "0.01")),
+        f.submit(&agent, transfer(to, "0.01")),
+    );
+    hashes.extend([h5, h6, h7, h8]);
+    let mut sequences = Vec::new();
+    for (i, hash) in hashes.iter().enumerate() {
+        let done = f.c.wait_intent(&agent, hash).await.unwrap();
+        assert_eq!(done["status"], "included", "{done}");
+        assert_eq!(done["success"], true, "{done}");
+        sequences.push(sequence(&done));
+        if i > 0 && i < 4 {
+            assert_eq!(
+                sequences[i],
+                sequences[i - 1] + 1,
+                "back to back: consecutive"
+            );
+        }
+    }
+    sequences.sort();
+    let first = sequences[0];
+    assert_eq!(
+        sequences,
+        (first..first + 8).collect::<Vec<_>>(),
+        "eight consecutive sequences, none skipped or reused"
+    );
+    assert_eq!(f.env.balance(to).await.unwrap(), eth("0.08"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_budget_counts_every_intent_in_flight() {
+    let mut f = fixture(V07).await;
+    let agent = f.agent("in flight cap").await;
+    let to = address("in flight cap");
+    let window = f.open_window().await;
+    f.session(&agent, 0, &[to], eth("1"), window).await;
+
+    // Two of 0.4 back to back; a third would take the three past the 1 ETH cap, whether the
+    // first two are still in flight (counted from the companion's records, ahead of the chain's
+    // nonce too) or already spent on chain.
+    let first = f.submit(&agent, transfer(to, "0.4")).await;
+    let second = f.submit(&agent, transfer(to, "0.4")).await;
+    let body = f
+        .refused(&agent, transfer(to, "0.4"), RefusalCode::OverBudget)
+        .await;
+    assert_eq!(
+        body["details"]["requested"],
+        eth("0.4").to_string(),
+        "{body}"
+    );
+    assert_eq!(
+        body["details"]["available"],
+        eth("0.2").to_string(),
+        "{body}"
+    );
+    for hash in [&first, &second] {
+        let done = f.c.wait_intent(&agent, hash).await.unwrap();
+        assert_eq!(done["status"], "included", "{done}");
+    }
+    // What is left still goes through.
+    f.lands(&agent, transfer(to, "0.2")).await;
+    assert_eq!(f.env.balance(to).await.unwrap(), eth("1"));
+}
+
 // ------------------------------------------------------------------ grant refusals
 
 #[tokio::test(flavor = "multi_thread")]

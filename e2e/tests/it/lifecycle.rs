@@ -31,6 +31,7 @@ use serde_json::{json, Value};
 const SEND: &str = "eth_sendUserOperation";
 const RECEIPT: &str = "eth_getUserOperationReceipt";
 const STATUS: &str = "pimlico_getUserOperationStatus";
+const ESTIMATE: &str = "eth_estimateUserOperationGas";
 
 /// How long the background task may take to settle what these tests make it settle.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -413,4 +414,117 @@ async fn a_revoked_agents_signed_intent_is_cancelled_not_resubmitted() {
     assert!(late.is_empty(), "{late:?}");
     assert!(sends.iter().all(|s| !s.forwarded), "{sends:?}");
     assert_eq!(f.env.balance(to).await.unwrap(), U256::ZERO);
+}
+
+/// The sequence of a recorded intent's nonce.
+fn sequence_of(i: &Intent) -> u64 {
+    NonceKey::split(i.nonce.expect("a recorded nonce")).1
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operation_after_one_that_failed_is_failed_with_its_reason_and_the_lane_recovers() {
+    // A long poll interval: the background task's first look at A comes after B is submitted.
+    let stack = tokio::task::spawn_blocking(Stack::shared).await.unwrap();
+    let env = ChainEnv::connect(stack.info(), V07)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", stack.output_tail()));
+    let proxy = Proxy::start(env.client.config().bundler_url.as_str(), &[])
+        .await
+        .unwrap();
+    let url = proxy.url();
+    let mut f = fixture_with(V07, &["--bundler-url", &url, "--intent-poll-secs=5"]).await;
+    let agent = f.agent("predecessor").await;
+    let to = address("lifecycle predecessor");
+    grant(&mut f, &agent, to).await;
+
+    // A: its first submission never reaches the bundler; it stays open at sequence n.
+    proxy.script(SEND, unreachable_first_submission());
+    let (status, body) = f.c.intent(&agent, transfer(to, "0.1"), None).await.unwrap();
+    let a = kept_open(status, &body, "bundler_unreachable");
+    // B: the agent's next intent does not wait for A: sequence n + 1, signed and recorded. The
+    // bundler can neither estimate nor accept an operation whose predecessor it never saw
+    // (AA25): B's estimate is scripted (fixed limits), and its submission is refused for its
+    // nonce, which keeps it open (not a verdict on B).
+    proxy.script(
+        ESTIMATE,
+        [Step::Result(json!({
+            "preVerificationGas": "0x186a0",
+            "verificationGasLimit": "0x61a80",
+            "callGasLimit": "0x30d40",
+        }))],
+    );
+    let (status, body) = f.c.intent(&agent, transfer(to, "0.2"), None).await.unwrap();
+    assert_eq!(
+        (status, body["details"]["status"].as_str()),
+        (422, Some("signed")),
+        "{body}"
+    );
+    assert_eq!(body["details"]["statusReason"], "nonce_conflict", "{body}");
+    assert_eq!(body["details"]["aaCode"], "AA25", "{body}");
+    let b = body["details"]["userOpHash"].as_str().unwrap().to_owned();
+    let (ia, ib) = (stored(&f, &a).await, stored(&f, &b).await);
+    assert_eq!(sequence_of(&ib), sequence_of(&ia) + 1, "{ia:?} {ib:?}");
+    assert!(ia.is_open() && ib.is_open(), "{ia:?} {ib:?}");
+
+    // A's re-submission by the background task is refused in validation: A fails, and so does
+    // B, which can never validate without A's sequence.
+    proxy.script(
+        SEND,
+        [Step::Error {
+            code: -32500,
+            message: "UserOperation reverted during simulation with reason: AA23 reverted: test"
+                .into(),
+        }],
+    );
+    let done_a = settled(&f, &a).await;
+    assert_eq!(
+        (done_a.status, done_a.status_reason.map(|r| r.as_str())),
+        (IntentStatus::Failed, Some("bundler_rejected")),
+        "{done_a:?}"
+    );
+    let refused = proxy
+        .seen_of(SEND)
+        .into_iter()
+        .find(|s| matches!(s.step, Some(Step::Error { .. })))
+        .expect("the scripted refusal was taken");
+    assert_eq!(
+        refused.params[0]["nonce"]
+            .as_str()
+            .unwrap()
+            .parse::<U256>()
+            .unwrap(),
+        ia.nonce.unwrap(),
+        "the refusal went to A's operation"
+    );
+    let done_b = settled(&f, &b).await;
+    assert_eq!(
+        (done_b.status, done_b.status_reason.map(|r| r.as_str())),
+        (IntentStatus::Failed, Some("predecessor_failed")),
+        "{done_b:?}"
+    );
+    let ev = evidence(&done_b);
+    assert_eq!(ev["source"], "predecessor", "{ev}");
+    assert_eq!(ev["missingSequence"], sequence_of(&ia), "{ev}");
+    assert!(
+        done_b
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("submit the intent again"),
+        "{done_b:?}"
+    );
+    // The agent reads the reason too.
+    let (status, v) =
+        f.c.get_bearer(&format!("/agent/intents/{b}"), &agent.jwt)
+            .await
+            .unwrap();
+    assert_eq!((status, v["status"].as_str()), (200, Some("failed")), "{v}");
+    assert_eq!(v["statusReason"], "predecessor_failed", "{v}");
+
+    // The lane recovers: the next intent takes A's sequence and lands; neither A nor B moved
+    // anything.
+    let done = f.lands(&agent, transfer(to, "0.05")).await;
+    let nonce: U256 = done["nonce"].as_str().unwrap().parse().unwrap();
+    assert_eq!(NonceKey::split(nonce).1, sequence_of(&ia), "{done}");
+    assert_eq!(f.env.balance(to).await.unwrap(), eth("0.05"));
 }

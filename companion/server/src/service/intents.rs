@@ -9,8 +9,37 @@
 //! UserOperation (the agent's own nonce key, gas estimated with the 106-byte stub), checks its
 //! maximum gas cost against the gas budget, has the TA sign it with the presented credential
 //! (the TA checks the JWT), commits the signature's audit event, records the intent, submits
-//! it, and returns the recorded intent. One agent's intents are built one after another (each
-//! waits for the previous one's inclusion); different agents proceed in parallel.
+//! it, and returns the recorded intent. Different agents proceed in parallel.
+//!
+//! # Several intents of one agent in flight
+//!
+//! One agent's intents are built one after another (a lock per lane: account and nonce key,
+//! held from the idempotency check to the submission), but none waits for the previous one's
+//! inclusion. Each takes the next sequence of the agent's lane: the one after the highest of its
+//! open intents there that the chain has not passed, else the chain's
+//! ([`MAX_IN_FLIGHT_PER_LANE`] at most ahead of it, else [`IntentError::TooManyInFlight`]). The
+//! chain's nonce is read at the block the session was read at, so every open operation is counted
+//! once: in the session's figures when the chain has passed it, as in flight otherwise (those
+//! ahead of the chain's nonce included); the budget pre-check refuses the intent that would take
+//! the open ones together past a cap.
+//!
+//! The bundler (Alto) estimates and validates an operation against the chain plus the earlier
+//! operations of its sender and key still in its mempool (simulated first). So the sequence after
+//! an accepted operation is taken, except for the moment that operation is out of the mempool
+//! being bundled and not on chain yet: then both the estimate and the submission are refused with
+//! AA25, and are retried (bounded) while the previous operation is `pending`
+//! ([`IntentPipeline::prepare`], [`IntentPipeline::send`]). An operation after one the bundler
+//! never got (`signed`, not accepted) cannot be estimated or accepted at all until it is. The
+//! estimate after earlier operations sees their validation's warm storage: the
+//! `verificationGasLimit` of such an operation is doubled ([`QUEUED_VERIFICATION_FACTOR`]),
+//! or the bundler refuses it (AA26) once the earlier ones are on chain.
+//!
+//! When an operation will never use its sequence (refused, dropped, cancelled), the ones after it
+//! in the lane can never validate. The companion cannot re-sign them (that takes the agent's JWT,
+//! which it does not keep): the lifecycle fails each of them once the bundler no longer holds it,
+//! status `failed`, reason `predecessor_failed` ([`crate::lifecycle`]), and the agent submits
+//! them again; the lane's next intent then takes the chain's nonce again. A sequence below an open
+//! intent is never reused, so an open operation never executes in an order it was not built for.
 //!
 //! `Idempotency-Key`: a retry with the same key returns the recorded intent instead of
 //! submitting again; the same key with different calls is refused
@@ -51,6 +80,22 @@ use crate::tee::AgentSigningRequest;
 /// the request submits it and schedules what follows; only a request that never got that far
 /// (a crash) leaves it to the task.
 pub const RESUBMIT_AFTER_SECS: i64 = 30;
+
+/// Most operations of one agent lane (account, nonce key) open at once: a new intent whose
+/// sequence would be this many past the chain's is refused ([`IntentError::TooManyInFlight`]).
+/// Bundlers bound how far ahead of the chain they accept a sequence (Alto: 10).
+pub const MAX_IN_FLIGHT_PER_LANE: u64 = 8;
+
+/// How long an estimate or a submission refused with AA25 is retried while the previous
+/// operation of the agent's lane is with the bundler (see [`IntentPipeline::prepare`]).
+pub const AA25_RETRY_FOR: Duration = Duration::from_secs(5);
+
+/// How often such a refusal is retried.
+pub const AA25_RETRY_EVERY: Duration = Duration::from_millis(50);
+
+/// By how much the `verificationGasLimit` of an operation estimated after earlier open ones of
+/// its lane is multiplied (see [`IntentPipeline::prepare`]).
+pub const QUEUED_VERIFICATION_FACTOR: u128 = 2;
 
 /// Why an intent was not accepted (each maps to one HTTP answer, in [`crate::error`]).
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +177,17 @@ pub enum IntentError {
         status: IntentStatus,
         /// Why.
         reason: IntentReason,
+    },
+    /// The agent already has [`MAX_IN_FLIGHT_PER_LANE`] operations open in its lane on the
+    /// account: it waits for one of them to settle.
+    #[error("{in_flight} operations of this agent are open on {account} (at most {max})")]
+    TooManyInFlight {
+        /// The account.
+        account: Address,
+        /// Its open operations ahead of the chain's nonce.
+        in_flight: u64,
+        /// The most allowed.
+        max: u64,
     },
     /// No intent of this agent has this hash.
     #[error("no intent of this agent has this userOpHash")]
@@ -235,9 +291,9 @@ impl<'a> IntentPipeline<'a> {
             .key(0)
             .map_err(|e| IntentError::chain(Erc7579Error::from(e).into(), account))?;
 
-        // One intent of this agent at a time (in any of its period lanes), from the idempotency
-        // check to the submission.
-        let mut guard = chain.nonces.lock(account, base_key).await;
+        // One build of this agent's intents at a time (in any of its period lanes), from the
+        // idempotency check to the submission; the previous operation is not waited for.
+        let _lane = chain.nonces.lock(account, base_key).await;
         if let Some(k) = &idem {
             if let Some(existing) = s.db.find_intent_by_idempotency_key(&auth.key_id, k).await? {
                 *hash_out = existing.user_op_hash.parse().ok();
@@ -246,14 +302,9 @@ impl<'a> IntentPipeline<'a> {
             }
         }
         phases.end("queue");
-        // Once the agent's previous operation is included (or passed), the session read sees what it
-        // spent; the operation names the lane of the period containing now (bundlers check windows
-        // against their clock).
-        chain
-            .client
-            .settle_in_flight(&mut guard, chain.receipt_wait)
-            .await
-            .map_err(|e| IntentError::chain(e, account))?;
+        // The session as the chain has it now; what this agent's open operations will still charge
+        // is added from the database below. The operation names the lane of the period containing
+        // now (bundlers check windows against their clock).
         let now = u64::try_from(kms_db::now_secs()).unwrap_or(0);
         let (snapshot, path) = chain
             .client
@@ -284,16 +335,31 @@ impl<'a> IntentPipeline<'a> {
                 return Err(IntentError::chain(Erc7579Error::from(e).into(), account));
             }
         };
-        let nonce = chain
+        // The chain's nonce at the block the session was read at: an operation it has passed is
+        // in the snapshot's figures, every later one of this agent is counted as in flight.
+        let chain_nonce = chain
             .client
-            .nonce(account, key)
+            .nonce_at(account, key, snapshot.block_number)
             .await
             .map_err(|e| IntentError::chain(e, account))?;
+        let open = s.db.open_intents_of(&auth.key_id).await?;
+        // The next sequence after this agent's open operations in the lane, or the chain's.
+        let (nonce, ahead) = next_nonce(&open, account, chain_nonce);
+        // Whether the operation just before it is with the bundler (accepted, not settled).
+        let after_pending = predecessor_pending(&open, account, nonce);
+        if ahead >= MAX_IN_FLIGHT_PER_LANE {
+            return Err(IntentError::TooManyInFlight {
+                account,
+                in_flight: ahead,
+                max: MAX_IN_FLIGHT_PER_LANE,
+            });
+        }
         phases.end("nonce");
 
         // What this agent's intents on this account still in flight (recorded, not settled, not
-        // passed by the chain's nonce) will charge the session when they validate.
-        let in_flight = in_flight(&s.db.open_intents_of(&auth.key_id).await?, account, nonce)?;
+        // passed by the chain's nonce, including those ahead of it) will charge the session when
+        // they validate.
+        let in_flight = in_flight(&open, account, chain_nonce)?;
         if snapshot.session.epoch == 0 && kind == AccountKind::AgentAccount {
             self.outdated_account(account, agent).await?;
         }
@@ -309,15 +375,16 @@ impl<'a> IntentPipeline<'a> {
         .map_err(|r| IntentError::Refused(Box::new(r)))?;
         phases.end("policy");
 
-        let prepared = chain
-            .client
-            .prepare_agent_op_on(
+        let prepared = self
+            .prepare(
                 account,
                 agent,
                 lane,
                 period_index,
-                calls.clone(),
-                Some(nonce),
+                &calls,
+                nonce,
+                ahead,
+                after_pending,
             )
             .await
             .map_err(|e| estimate_error(e, &snapshot, &in_flight, account))?;
@@ -396,9 +463,8 @@ impl<'a> IntentPipeline<'a> {
             s.db.get_intent(&hash_str)
                 .await?
                 .ok_or_else(|| ApiError::internal("intent vanished"))?;
-        match chain.client.submit(&op).await {
+        match self.send(&op, after_pending).await {
             Ok(sub) => {
-                guard.submitted(nonce, user_op_hash);
                 let reason = if sub.already_known {
                     IntentReason::AlreadyKnown
                 } else {
@@ -410,10 +476,6 @@ impl<'a> IntentPipeline<'a> {
                 // Judged only on evidence (lookups first): see `lifecycle::after_send_error`.
                 let (status, reason) =
                     lifecycle::after_send_error(s, chain, &recorded, &op, user_op_hash, &e).await?;
-                if status.is_open() {
-                    // It may be with the bundler: the next intent of this agent waits for it.
-                    guard.submitted(nonce, user_op_hash);
-                }
                 if status == IntentStatus::Included || status == IntentStatus::Pending {
                     tracing::info!(user_op_hash = %hash_str, %status, %reason, error = %e,
                     "the bundler's error turned out not to be a refusal of the operation");
@@ -436,8 +498,97 @@ impl<'a> IntentPipeline<'a> {
         Ok(intent)
     }
 
+    /// Builds the agent's operation with `nonce` (`ahead` sequences past the chain's). The
+    /// bundler estimates it against the chain plus the operations it holds in its mempool; an
+    /// earlier operation of the lane that it has taken out of its mempool to bundle but that is
+    /// not on chain yet is in neither, so the estimate is refused with AA25 for a moment. While
+    /// the operation just before it is with the bundler (`after_pending`), such a refusal is
+    /// retried every [`AA25_RETRY_EVERY`] for at most [`AA25_RETRY_FOR`]; any other failure is
+    /// returned. An operation estimated after earlier ones (`ahead > 0`) was simulated after
+    /// their validation, which warmed (and wrote) the storage its own validation touches; alone
+    /// on chain it needs more, so its `verificationGasLimit` is multiplied by
+    /// [`QUEUED_VERIFICATION_FACTOR`] (the gas rule then charges that larger maximum).
+    #[allow(clippy::too_many_arguments)]
+    async fn prepare(
+        &self,
+        account: Address,
+        agent: Address,
+        lane: AgentLane,
+        period_index: u64,
+        calls: &[Call],
+        nonce: U256,
+        ahead: u64,
+        after_pending: bool,
+    ) -> Result<kms_chain::client::PreparedOp, ChainError> {
+        let deadline = Instant::now() + AA25_RETRY_FOR;
+        let prepared = loop {
+            let result = self
+                .chain
+                .client
+                .prepare_agent_op_on(
+                    account,
+                    agent,
+                    lane,
+                    period_index,
+                    calls.to_vec(),
+                    Some(nonce),
+                )
+                .await;
+            match result {
+                Err(ChainError::Bundler(b))
+                    if after_pending
+                        && b.aa_code() == Some("AA25")
+                        && Instant::now() < deadline =>
+                {
+                    tracing::debug!(%account, %agent, nonce = %nonce, error = %b,
+                        "estimate refused for its nonce while the previous operation is with the \
+                         bundler; retried");
+                    tokio::time::sleep(AA25_RETRY_EVERY).await;
+                }
+                other => break other?,
+            }
+        };
+        if ahead == 0 {
+            return Ok(prepared);
+        }
+        let raised = prepared
+            .op
+            .verification_gas_limit
+            .saturating_mul(QUEUED_VERIFICATION_FACTOR);
+        self.chain.client.with_verification_gas(prepared, raised)
+    }
+
+    /// Submits `op`. The bundler validates it against the chain plus the operations in its
+    /// mempool, so for the moment the previous operation of the lane is being bundled (out of the
+    /// mempool, not on chain yet) it refuses it with AA25: while that previous operation is with
+    /// the bundler (`after_pending`), such a refusal is retried with the identical operation, as
+    /// in [`IntentPipeline::prepare`]. Any other answer is returned.
+    async fn send(
+        &self,
+        op: &kms_chain::userop::v0_7::UserOperation,
+        after_pending: bool,
+    ) -> Result<kms_chain::bundler::Submission, ChainError> {
+        let deadline = Instant::now() + AA25_RETRY_FOR;
+        loop {
+            match self.chain.client.submit(op).await {
+                Err(ChainError::Bundler(b))
+                    if after_pending
+                        && b.aa_code() == Some("AA25")
+                        && Instant::now() < deadline =>
+                {
+                    tracing::debug!(sender = %op.sender, nonce = %op.nonce, error = %b,
+                        "submission refused for its nonce while the previous operation is with \
+                         the bundler; retried");
+                    tokio::time::sleep(AA25_RETRY_EVERY).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// The intent `user_op_hash` of the agent: looked up on chain when it is open and due (at
-    /// most once per `--intent-poll-secs`), else as recorded.
+    /// most once per `--intent-poll-secs`, more often while it is young: see
+    /// [`crate::chain::IntentChecks`]), else as recorded.
     pub async fn status(
         &self,
         auth: &AgentAuth,
@@ -450,7 +601,8 @@ impl<'a> IntentPipeline<'a> {
             .await?
             .filter(|i| i.key_id == auth.key_id)
             .ok_or(IntentError::NotFound)?;
-        if intent.is_open() && self.chain.intent_checks.due(user_op_hash) {
+        let age = kms_db::now_secs().saturating_sub(intent.created_at);
+        if intent.is_open() && self.chain.intent_checks.due(user_op_hash, age) {
             Ok(lifecycle::refresh(self.s, self.chain, intent).await?)
         } else {
             Ok(intent)
@@ -591,6 +743,37 @@ pub fn account_kind(kind: kms_db::AccountKind) -> AccountKind {
         kms_db::AccountKind::AgentAccount => AccountKind::AgentAccount,
         kms_db::AccountKind::Erc7579 => AccountKind::Erc7579,
     }
+}
+
+/// The nonce of the agent's next operation on `account` in the lane of `chain_nonce` (the
+/// EntryPoint's next nonce of that key): the sequence after the highest one of its open intents
+/// there that the chain has not passed, or the chain's when there is none; and how many sequences
+/// past the chain's that is. A sequence below an open one is never reused: an operation still
+/// open there may yet validate. (An open operation above a sequence that none will use can never
+/// validate; the lifecycle fails it, reason `predecessor_failed`, and the lane returns to the
+/// chain's nonce.)
+fn next_nonce(open: &[Intent], account: Address, chain_nonce: U256) -> (U256, u64) {
+    let (key, chain_seq) = NonceKey::split(chain_nonce);
+    let next = open
+        .iter()
+        .filter(|i| i.account == Some(account))
+        .filter_map(|i| i.nonce.map(NonceKey::split))
+        .filter(|(k, seq)| *k == key && *seq >= chain_seq)
+        .map(|(_, seq)| seq.saturating_add(1))
+        .fold(chain_seq, u64::max);
+    (key.nonce(next), next - chain_seq)
+}
+
+/// Whether the open intent just before `nonce` in its lane on `account` is `pending` (accepted
+/// by the bundler): then an AA25 for `nonce` is the moment that operation is being bundled.
+fn predecessor_pending(open: &[Intent], account: Address, nonce: U256) -> bool {
+    let (key, seq) = NonceKey::split(nonce);
+    seq > 0
+        && open.iter().any(|i| {
+            i.account == Some(account)
+                && i.status == IntentStatus::Pending
+                && i.nonce == Some(key.nonce(seq - 1))
+        })
 }
 
 /// What the open intents of one agent on `account` will charge its session there when they
@@ -839,6 +1022,39 @@ mod tests {
             (f.value, f.period_value, f.ops),
             (U256::from(4000), U256::from(4000), 1)
         );
+    }
+
+    #[test]
+    fn the_next_nonce_follows_the_open_intents_of_the_lane() {
+        let agent = Address::repeat_byte(7);
+        let account = Address::repeat_byte(0xaa);
+        let key = NonceKey::for_agent(agent);
+        let on = |acc: Address, nonce: U256| Intent {
+            account: Some(acc),
+            ..open(nonce, 1, None, None)
+        };
+        // Nothing open: the chain's nonce.
+        assert_eq!(next_nonce(&[], account, key.nonce(5)), (key.nonce(5), 0));
+        let rows = [
+            // Passed by the chain: not in the way.
+            on(account, key.nonce(3)),
+            on(account, key.nonce(5)),
+            on(account, key.nonce(6)),
+            // Another period's lane, another account: other sequences.
+            on(account, NonceKey::for_agent_period(agent, 1).nonce(40)),
+            on(Address::repeat_byte(0xbb), key.nonce(30)),
+        ];
+        assert_eq!(next_nonce(&rows, account, key.nonce(5)), (key.nonce(7), 2));
+        // The chain passed one of them: still after the last open one.
+        assert_eq!(next_nonce(&rows, account, key.nonce(6)), (key.nonce(7), 1));
+        // The chain passed them all.
+        assert_eq!(next_nonce(&rows, account, key.nonce(9)), (key.nonce(9), 0));
+        // A sequence below an open one is never reused, even with a gap under it.
+        let gap = [on(account, key.nonce(8))];
+        assert_eq!(next_nonce(&gap, account, key.nonce(5)), (key.nonce(9), 4));
+        // Those ahead of the chain's nonce count in the budget too.
+        let f = in_flight(&rows[..3], account, key.nonce(5)).unwrap();
+        assert_eq!(f.ops, 2);
     }
 
     #[test]

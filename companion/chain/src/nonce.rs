@@ -16,12 +16,11 @@
 //! [`NonceTracker`] serialises the operations of one (sender, key) inside one process: one is
 //! built, signed and submitted at a time. It also remembers the last one submitted, for callers
 //! that wait for its inclusion before the next ([`crate::client::ChainClient::next_nonce`]). The
-//! companion's agent intents do not wait: each takes the
-//! sequence after the agent's open operations in its lane while the bundler holds them (see the
-//! companion's intent pipeline). A bundler takes a sequence ahead of the chain's while the earlier
-//! ones are in its mempool; its gas estimate, though, sees only the chain and its mempool, so for
-//! the moment an earlier operation is taken out of the mempool to be bundled and is not on chain
-//! yet, the estimate of the next is refused with AA25 and has to be retried. Different agents
+//! companion's agent intents do not wait: each takes the sequence after the agent's open
+//! operations in its lane (see the companion's intent pipeline). A bundler takes a sequence ahead
+//! of the chain's while the earlier ones are in its mempool (it simulates them first); for the
+//! moment an earlier one is out of the mempool being bundled and not on chain yet, it refuses the
+//! next one's estimate and submission with AA25, which the caller retries. Different agents
 //! (different keys) proceed in parallel.
 
 use std::collections::HashMap;

@@ -127,13 +127,15 @@ fi
 
 stage "Unit and integration tests (workspace; e2e tests start anvil + Alto themselves)"
 cargo test "${TEST_ARGS[@]}"
-# The database's tests again on PostgreSQL (the stage above ran them on SQLite): a throwaway
+# The database's tests, kms-admin's and the companion's again on PostgreSQL (the stage above ran
+# them on SQLite; the companion's test harness puts it on a fresh database): a throwaway
 # server, installed from Debian packages when missing, on 127.0.0.1 and a free port, as an
 # unprivileged user, stopped at the end (scripts/postgres.sh). KMS_TEST_POSTGRES_URL is set for
 # the whole command, so a server that does not answer fails the tests; --include-ignored runs
 # the test that compares the two schemas, which needs the server.
-stage "Database tests against PostgreSQL (kms-db, kms-admin; scripts/postgres.sh)"
-scripts/postgres.sh cargo test -p kms-db -p kms-admin --locked --lib --tests -- --include-ignored
+stage "Database tests against PostgreSQL (kms-db, kms-admin, the companion's; scripts/postgres.sh)"
+scripts/postgres.sh cargo test -p kms-db -p kms-admin -p kms-companion --locked --lib --tests \
+  -- --include-ignored
 stage "ta-sim fault-injection tests (crash before the rename or the counter, failed directory fsync; hooks compiled in)"
 cargo test -p kms-ta-sim -p workspace-hack --locked --features kms-ta-sim/fault-injection --test crash
 stage "TA core tests with export-secrets compiled in"

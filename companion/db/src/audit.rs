@@ -408,6 +408,51 @@ mod tests {
         }
     }
 
+    /// Writers racing on several connections (the pool's, and appenders of their own, one with
+    /// full sync) still build one chain: each append reads the head under the write lock.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writers_build_one_chain() {
+        let (_d, db) = temp_db().await;
+        let mut tasks = Vec::new();
+        for w in 0..6 {
+            let db = db.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut own = match w % 2 {
+                    0 => Some(db.audit_appender(w == 0).await.unwrap()),
+                    _ => None,
+                };
+                for i in 0..10 {
+                    let batch = [ev(&format!("W{w}-{i}/a")), ev(&format!("W{w}-{i}/b"))];
+                    match own.as_mut() {
+                        Some(a) => a.append(&batch).await.unwrap(),
+                        None => db.append_audit(&batch).await.unwrap(),
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let v = db.verify_audit_chain().await.unwrap();
+        assert_eq!(
+            v,
+            AuditVerification {
+                rows: 120,
+                first_bad: None
+            }
+        );
+        // A batch's events are adjacent: one transaction, nobody in between.
+        let rows = db.audit_rows(0, 200).await.unwrap();
+        for pair in rows.chunks(2) {
+            assert_eq!(
+                pair[0].action.strip_suffix("/a"),
+                pair[1].action.strip_suffix("/b"),
+                "{pair:?}"
+            );
+            assert!(pair[0].action.ends_with("/a"), "{pair:?}");
+        }
+    }
+
     #[tokio::test]
     async fn deletion_is_detected() {
         let (_d, db) = temp_db().await;

@@ -315,6 +315,46 @@ mod tests {
         );
     }
 
+    /// Consumers racing for one ceremony, each on a connection of its own: exactly one gets it
+    /// (the guarded `UPDATE … RETURNING`, on either backend).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn racing_consumers_take_a_ceremony_once() {
+        let (_d, db) = temp_db().await;
+        for round in 0..5 {
+            let id = format!("c{round}");
+            db.insert_challenge(&auth(&id, "w", "SignHash", "aa"))
+                .await
+                .unwrap();
+            let mut tasks = Vec::new();
+            for _ in 0..8 {
+                let (db, id) = (db.clone(), id.clone());
+                tasks.push(tokio::spawn(async move {
+                    db.consume_challenge(
+                        &id,
+                        ChallengeKind::Authentication,
+                        Some("w"),
+                        "SignHash",
+                        Some("aa"),
+                        200,
+                    )
+                    .await
+                    .unwrap()
+                }));
+            }
+            let mut won = 0;
+            for t in tasks {
+                match t.await.unwrap() {
+                    Ok(c) => {
+                        assert_eq!(c.id, id);
+                        won += 1;
+                    }
+                    Err(r) => assert_eq!(r, ChallengeRefusal::AlreadyUsed),
+                }
+            }
+            assert_eq!(won, 1, "round {round}");
+        }
+    }
+
     #[tokio::test]
     async fn purge_removes_expired_and_used() {
         let (_d, db) = temp_db().await;

@@ -26,7 +26,8 @@
 //!
 //! Tests: with feature `testing`, the module `kms_db::testing` gives each test a database of its
 //! own, on SQLite or, when `KMS_TEST_POSTGRES_URL` names a server, a fresh PostgreSQL database
-//! (`test.sh` runs the suite both ways, with a server started by `scripts/postgres.sh`).
+//! (`test.sh` runs this crate's, `kms-admin`'s and the companion's tests both ways, with a server
+//! started by `scripts/postgres.sh`).
 //!
 //! Tables: wallets, passkey credentials, derived addresses, WebAuthn
 //! ceremonies (challenges), API keys (hashed), agent keys and their sessions (one row per grant
@@ -446,20 +447,6 @@ fn is_retryable(e: &sqlx::Error) -> bool {
 fn is_cant_open(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(d) => d.code().as_deref() == Some("14"),
-        _ => false,
-    }
-}
-
-/// Whether `e` is a unique-constraint violation (SQLite's extended codes 2067 and 1555,
-/// PostgreSQL's 23505).
-pub fn is_unique_violation(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(d) => {
-            matches!(
-                d.code().as_deref(),
-                Some("2067") | Some("1555") | Some("23505")
-            )
-        }
         _ => false,
     }
 }

@@ -60,8 +60,8 @@ pub async fn test_database_url(dir: &Path) -> String {
 
 /// Drops one of the schema's guard triggers (`audit_log_no_update`, `audit_log_no_delete`,
 /// `audit_checkpoints_no_update`, `audit_checkpoints_no_delete`, `intents_status_known`,
-/// `intents_status_transition`), in either dialect: for the tests that tamper with a table
-/// behind its guards' back.
+/// `intents_status_transition`, or the `audit_log_refuse` of [`refuse_audit_inserts`]), in
+/// either dialect: for the tests that tamper with a table behind its guards' back.
 ///
 /// # Panics
 /// On a trigger name not listed, or when the statement fails.
@@ -75,4 +75,55 @@ pub async fn drop_trigger(db: &crate::Db, name: &str) {
         crate::Backend::Postgres => format!("DROP TRIGGER {name} ON {table}"),
     };
     sqlx::query(&sql).execute(db.pool()).await.unwrap();
+}
+
+/// A connection of its own to the database at `url`, inside a transaction that holds the write
+/// lock every writer of this crate takes ([`crate::Db::begin_write`]: SQLite's `BEGIN IMMEDIATE`,
+/// PostgreSQL's advisory lock), so no write can commit until `ROLLBACK` (or `COMMIT`) on it, or
+/// its drop.
+///
+/// # Panics
+/// When the database cannot be reached or the lock taken.
+pub async fn hold_write_lock(url: &str) -> AnyConnection {
+    sqlx::any::install_default_drivers();
+    let backend = crate::Backend::of_url(url).unwrap();
+    let mut conn = AnyConnection::connect(url).await.unwrap();
+    sqlx::query(crate::write_begin(backend))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    if backend == crate::Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(crate::POSTGRES_WRITE_LOCK)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    conn
+}
+
+/// Makes every insert into `audit_log` fail with `message` (a trigger named `audit_log_refuse`;
+/// [`drop_trigger`] removes it): the audit log made unavailable, in either dialect.
+///
+/// # Panics
+/// When the statements fail.
+pub async fn refuse_audit_inserts(db: &crate::Db, message: &str) {
+    let statements = match db.backend() {
+        crate::Backend::Sqlite => vec![format!(
+            "CREATE TRIGGER audit_log_refuse BEFORE INSERT ON audit_log \
+             BEGIN SELECT RAISE(ABORT, '{message}'); END"
+        )],
+        crate::Backend::Postgres => vec![
+            format!(
+                "CREATE OR REPLACE FUNCTION audit_log_refuse() RETURNS trigger \
+                 LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION '{message}'; END; $$"
+            ),
+            "CREATE TRIGGER audit_log_refuse BEFORE INSERT ON audit_log \
+             FOR EACH ROW EXECUTE FUNCTION audit_log_refuse()"
+                .to_owned(),
+        ],
+    };
+    for q in statements {
+        sqlx::query(&q).execute(db.pool()).await.unwrap();
+    }
 }

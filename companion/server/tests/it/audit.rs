@@ -7,7 +7,15 @@ use std::time::Duration;
 use crate::common::*;
 use kms_proto::AuditAnchor;
 use serde_json::json;
-use sqlx::{Connection, SqliteConnection};
+use sqlx::AnyConnection;
+
+/// The companion's database: its `--database-url` (a PostgreSQL test database), else the SQLite
+/// file in its data directory.
+fn database_url(env: &Env) -> String {
+    env.database_url()
+        .map(str::to_owned)
+        .unwrap_or_else(|| kms_db::default_database_url(env.dir.path()))
+}
 
 /// A wallet and an agent: (wallet, keyId, JWT).
 async fn agent(env: &Env) -> (String, String, String) {
@@ -21,9 +29,9 @@ async fn agent_of(env: &Env, owner: &mut Soft) -> (String, String, String) {
     (wallet, a.key_id, a.jwt)
 }
 
-async fn signed_rows(conn: &mut SqliteConnection) -> i64 {
+async fn signed_rows(conn: &mut AnyConnection) -> i64 {
     sqlx::query_scalar(
-        "SELECT COUNT(*) FROM audit_log WHERE action = 'SignAgentUserOp' AND user_op_hash = ?",
+        "SELECT COUNT(*) FROM audit_log WHERE action = 'SignAgentUserOp' AND user_op_hash = $1",
     )
     .bind(USER_OP_HASH)
     .fetch_one(conn)
@@ -46,14 +54,9 @@ fn metric(env: &Env, name: &str) -> u64 {
 async fn a_signature_is_answered_only_once_its_audit_event_is_committed() {
     let env = Env::start().await;
     let (_, key_id, jwt) = agent(&env).await;
-    // Another connection to the database file takes the write lock: while it holds it, no
+    // Another connection to the database takes the write lock: while it holds it, no
     // audit event can be committed.
-    let url = kms_db::default_database_url(env.dir.path());
-    let mut lock = SqliteConnection::connect(&url).await.unwrap();
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut lock)
-        .await
-        .unwrap();
+    let mut lock = kms_db::testing::hold_write_lock(&database_url(&env)).await;
     let body = sign_body(&key_id);
     let request = env.post_bearer("/kms/sign-agent", &jwt, &body);
     tokio::pin!(request);
@@ -83,13 +86,7 @@ async fn a_signature_whose_audit_event_cannot_be_committed_is_withheld() {
     let (wallet, key_id, jwt) = agent_of(&env, &mut owner).await;
     let db = &env.server().state.db;
     // The audit table refuses every insert (the log is unavailable).
-    sqlx::query(
-        "CREATE TRIGGER audit_log_refuse BEFORE INSERT ON audit_log \
-         BEGIN SELECT RAISE(ABORT, 'audit log unavailable (test)'); END",
-    )
-    .execute(db.pool())
-    .await
-    .unwrap();
+    kms_db::testing::refuse_audit_inserts(db, "audit log unavailable (test)").await;
     let (s, v, _) = env.sign_agent(&jwt, &key_id).await;
     assert_eq!(
         (s, v["code"].as_str()),
@@ -112,10 +109,7 @@ async fn a_signature_whose_audit_event_cannot_be_committed_is_withheld() {
     assert!(metric(&env, "kms_audit_events_lost_total") >= 1);
 
     // The log is back: the same request is answered, and recorded.
-    sqlx::query("DROP TRIGGER audit_log_refuse")
-        .execute(db.pool())
-        .await
-        .unwrap();
+    kms_db::testing::drop_trigger(db, "audit_log_refuse").await;
     let (s, v, _) = env.sign_agent(&jwt, &key_id).await;
     assert_eq!(s, 200, "{v}");
     let signed: i64 = sqlx::query_scalar(
@@ -137,12 +131,7 @@ async fn queued_durability_answers_without_waiting_for_the_audit_commit() {
     })
     .await;
     let (_, key_id, jwt) = agent(&env).await;
-    let url = kms_db::default_database_url(env.dir.path());
-    let mut lock = SqliteConnection::connect(&url).await.unwrap();
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut lock)
-        .await
-        .unwrap();
+    let mut lock = kms_db::testing::hold_write_lock(&database_url(&env)).await;
     // The baseline of the load driver: answered while the event is still queued.
     let (s, v, _) = env.sign_agent(&jwt, &key_id).await;
     assert_eq!(s, 200, "{v}");

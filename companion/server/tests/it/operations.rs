@@ -100,11 +100,8 @@ async fn audit_chain_records_events_without_secrets_and_detects_edits() {
         .find(|r| r.action == "CreateAgentKey")
         .unwrap()
         .seq;
-    sqlx::query("DROP TRIGGER audit_log_no_update")
-        .execute(db.pool())
-        .await
-        .unwrap();
-    sqlx::query("UPDATE audit_log SET outcome = 'refused:x' WHERE seq = ?")
+    kms_db::testing::drop_trigger(db, "audit_log_no_update").await;
+    sqlx::query("UPDATE audit_log SET outcome = 'refused:x' WHERE seq = $1")
         .bind(target)
         .execute(db.pool())
         .await

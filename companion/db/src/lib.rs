@@ -209,8 +209,8 @@ pub fn redact_url(url: &str) -> String {
 pub struct DbOptions {
     /// Most pooled connections.
     pub max_connections: u32,
-    /// How long a writer waits for the lock before failing (SQLite's busy timeout; on
-    /// PostgreSQL a writer waits for the write lock as long as the server lets it).
+    /// How long a writer waits for a lock before failing (SQLite's busy timeout; PostgreSQL's
+    /// `lock_timeout`, which bounds the wait for [`Db::begin_write`]'s lock and for row locks).
     pub busy_timeout: Duration,
     /// How long a caller waits for a pooled connection.
     pub acquire_timeout: Duration,
@@ -380,21 +380,27 @@ pub(crate) async fn begin_write_on<'c>(
 }
 
 /// Per-connection settings: SQLite's pragmas (foreign keys, `synchronous = NORMAL` in WAL
-/// mode, the busy timeout); nothing on PostgreSQL (its defaults: foreign keys always
-/// enforced, `synchronous_commit = on`).
+/// mode, the busy timeout); on PostgreSQL the same bound on lock waits (`lock_timeout`: the
+/// write lock of [`Db::begin_write`] and row locks), its defaults doing the rest (foreign keys
+/// always enforced, `synchronous_commit = on`).
 pub(crate) async fn prepare_connection(
     conn: &mut AnyConnection,
     backend: Backend,
     busy_timeout: Duration,
 ) -> std::result::Result<(), sqlx::Error> {
-    if backend == Backend::Sqlite {
-        for pragma in [
+    let statements = match backend {
+        Backend::Sqlite => vec![
             "PRAGMA foreign_keys = ON".to_owned(),
             "PRAGMA synchronous = NORMAL".to_owned(),
             format!("PRAGMA busy_timeout = {}", busy_timeout.as_millis()),
-        ] {
-            sqlx::query(&pragma).execute(&mut *conn).await?;
-        }
+        ],
+        Backend::Postgres => vec![format!(
+            "SET lock_timeout = '{}ms'",
+            busy_timeout.as_millis().max(1)
+        )],
+    };
+    for q in statements {
+        sqlx::query(&q).execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -688,5 +694,30 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(narrow, vec![]);
+    }
+
+    /// A writer waits for another's write lock at most `busy_timeout`, then fails; once the
+    /// lock is released it writes. The same on both backends.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_waits_for_the_write_lock_at_most_the_busy_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = testing::test_database_url(dir.path()).await;
+        let opts = DbOptions {
+            busy_timeout: Duration::from_millis(300),
+            ..DbOptions::default()
+        };
+        let db = Db::open_with(&url, &opts).await.unwrap();
+        test_support::wallet(&db, "w").await;
+        let mut lock = testing::hold_write_lock(&url).await;
+        let started = Instant::now();
+        let refused = db.reserve_agent_index("w", "", 1).await;
+        let waited = started.elapsed();
+        assert!(matches!(refused, Err(DbError::Sql(_))), "{refused:?}");
+        assert!(
+            waited >= Duration::from_millis(250) && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
+        sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+        assert_eq!(db.reserve_agent_index("w", "", 1).await.unwrap(), 0);
     }
 }

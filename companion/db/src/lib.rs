@@ -175,11 +175,10 @@ pub fn redact_url(url: &str) -> String {
     let Ok(mut u) = url::Url::parse(url) else {
         // Not a URL: keep only what precedes a possible user-info part.
         return match url.rfind('@') {
-            Some(at) => format!(
-                "{}…@{}",
-                &url[..url.find("//").map_or(0, |i| i + 2)],
-                &url[at + 1..]
-            ),
+            Some(at) => {
+                let scheme_end = url[..at].find("//").map_or(0, |i| i + 2);
+                format!("{}…@{}", &url[..scheme_end], &url[at + 1..])
+            }
             None => url.to_owned(),
         };
     };
@@ -576,6 +575,10 @@ mod tests {
         );
         assert_eq!(redact_url("sqlite:///d/kms.db"), "sqlite:///d/kms.db");
         assert!(!redact_url("not a url kms:s3cret@host").contains("s3cret"));
+        assert_eq!(
+            redact_url("postgres://kms:s3cret@host:notaport/kms"),
+            "postgres://…@host:notaport/kms"
+        );
     }
 
     #[test]

@@ -29,6 +29,12 @@
 //! RPC), and the failures by reason (HTTP status and code, or the intent's final status and
 //! reason); a failure does not stop the run.
 //!
+//! With `--in-flight K` (K > 1) the same agents then run again, each keeping up to K intents in
+//! flight (the companion answers 202 without waiting for the agent's previous operation; the
+//! agent sends its next intent at once while fewer than K wait for their receipt), and the
+//! ratio of intents/s to inclusion against the one-at-a-time run above (same agents, same run)
+//! is printed.
+//!
 //! Build it with `--release`; the `ta-sim` it starts is built in the same profile
 //! (`KMS_TA_SIM_BIN` points at another).
 
@@ -67,6 +73,11 @@ struct Cli {
     /// Receipt polling interval (milliseconds) of `GET /agent/intents/{userOpHash}`.
     #[arg(long, default_value_t = 25)]
     poll_ms: u64,
+    /// With K > 1, each agent then keeps up to K intents in flight (it sends the next one as
+    /// soon as the companion answers 202, waiting for a receipt only with K open), after the
+    /// same agents one intent at a time in the same run; prints the ratio.
+    #[arg(long, default_value_t = 1)]
+    in_flight: usize,
 }
 
 /// The companion's phases, in the order of its `Server-Timing` header.
@@ -97,8 +108,8 @@ fn line(name: &str, h: &Histogram<u64>, total_us: f64) {
 
 fn main() -> Result<(), Error> {
     let cli = Cli::parse();
-    if cli.intents == 0 || cli.agents == 0 || cli.accounts == 0 {
-        return Err("--intents, --agents and --accounts must be at least 1".into());
+    if cli.intents == 0 || cli.agents == 0 || cli.accounts == 0 || cli.in_flight == 0 {
+        return Err("--intents, --agents, --accounts and --in-flight must be at least 1".into());
     }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -128,7 +139,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
     )
     .await?;
     let env = ChainEnv::connect(&info, EntryPointVersion::V07).await?;
-    let result = if cli.agents > 1 {
+    let result = if cli.agents > 1 || cli.in_flight > 1 {
         measure_many(&cli, &c, &env).await
     } else {
         measure(&cli, &c, &env).await
@@ -332,7 +343,9 @@ struct Outcome {
     server_us: Option<(u64, u64)>,
 }
 
-/// One agent's intents, one after another.
+/// One agent's intents, one after another, with at most `in_flight` open at once: the next is
+/// sent as soon as the companion answers 202 while fewer than `in_flight` wait for their receipt.
+#[allow(clippy::too_many_arguments)]
 async fn agent_run(
     c: &Companion,
     env: &ChainEnv,
@@ -341,81 +354,130 @@ async fn agent_run(
     value: U256,
     intents: usize,
     poll: Duration,
+    in_flight: usize,
 ) -> Vec<Outcome> {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
     let mut out = Vec::with_capacity(intents);
+    let mut open = FuturesUnordered::new();
     for _ in 0..intents {
-        let t0 = Instant::now();
-        let us = || (t0.elapsed().as_micros() as u64).max(1);
-        let posted = c
-            .intent_timed(
-                agent,
-                json!([{"to": recipient, "value": value.to_string()}]),
-            )
-            .await;
-        let (status, body, timing) = match posted {
-            Ok(v) => v,
-            Err(e) => {
-                out.push(Outcome {
-                    failure: Some(format!("POST error: {e}")),
-                    to_receipt_us: us(),
-                    server_us: None,
-                });
-                continue;
+        while open.len() >= in_flight.max(1) {
+            if let Some(o) = open.next().await {
+                out.push(o);
             }
-        };
-        let server_us = timing.as_deref().and_then(server_timing).map(|t| {
-            let t: BTreeMap<String, u64> = t
-                .into_iter()
-                .map(|(n, ms)| (n, (ms * 1000.0).round().max(1.0) as u64))
-                .collect();
-            (
-                t.get("total").copied().unwrap_or(1),
-                OWN.iter()
-                    .map(|p| t.get(*p).copied().unwrap_or(0))
-                    .sum::<u64>()
-                    .max(1),
-            )
-        });
-        let Some(hash) = body["userOpHash"].as_str().filter(|_| status == 202) else {
-            out.push(Outcome {
-                failure: Some(format!(
-                    "HTTP {status} {}",
-                    body["code"].as_str().unwrap_or("-")
-                )),
-                to_receipt_us: us(),
-                server_us,
-            });
-            continue;
-        };
-        // Inclusion as the chain sees it (the bundler's receipt): the companion's own
-        // `GET /agent/intents/{hash}` looks at the chain at most once per `--intent-poll-secs`,
-        // which would round every figure up to that cadence.
-        let Ok(hash) = hash.parse::<B256>() else {
-            out.push(Outcome {
-                failure: Some(format!("bad userOpHash {hash}")),
-                to_receipt_us: us(),
-                server_us,
-            });
-            continue;
-        };
-        let failure = loop {
-            match env.client.bundler().get_user_operation_receipt(hash).await {
-                Ok(Some(r)) if r.success => break None,
-                Ok(Some(_)) => break Some("included, execution reverted".to_owned()),
-                Ok(None) if t0.elapsed() > Duration::from_secs(120) => {
-                    break Some("not included in 120 s".to_owned())
-                }
-                Ok(None) => tokio::time::sleep(poll).await,
-                Err(e) => break Some(format!("receipt error: {e}")),
-            }
-        };
-        out.push(Outcome {
-            failure,
+        }
+        match post(c, agent, recipient, value).await {
+            Ok((hash, t0, server_us)) => open.push(receipt(env, hash, t0, server_us, poll)),
+            Err(o) => out.push(o),
+        }
+    }
+    while let Some(o) = open.next().await {
+        out.push(o);
+    }
+    out
+}
+
+/// Sends one intent: its userOpHash, when it was sent and the companion's timing; or the
+/// failure.
+async fn post(
+    c: &Companion,
+    agent: &AgentKey,
+    recipient: Address,
+    value: U256,
+) -> Result<(B256, Instant, Option<(u64, u64)>), Outcome> {
+    let t0 = Instant::now();
+    let us = || (t0.elapsed().as_micros() as u64).max(1);
+    let posted = c
+        .intent_timed(
+            agent,
+            json!([{"to": recipient, "value": value.to_string()}]),
+        )
+        .await;
+    let (status, body, timing) = posted.map_err(|e| Outcome {
+        failure: Some(format!("POST error: {e}")),
+        to_receipt_us: us(),
+        server_us: None,
+    })?;
+    let server_us = timing.as_deref().and_then(server_timing).map(|t| {
+        let t: BTreeMap<String, u64> = t
+            .into_iter()
+            .map(|(n, ms)| (n, (ms * 1000.0).round().max(1.0) as u64))
+            .collect();
+        (
+            t.get("total").copied().unwrap_or(1),
+            OWN.iter()
+                .map(|p| t.get(*p).copied().unwrap_or(0))
+                .sum::<u64>()
+                .max(1),
+        )
+    });
+    let Some(hash) = body["userOpHash"].as_str().filter(|_| status == 202) else {
+        return Err(Outcome {
+            failure: Some(format!(
+                "HTTP {status} {}",
+                body["code"].as_str().unwrap_or("-")
+            )),
             to_receipt_us: us(),
             server_us,
         });
+    };
+    let hash = hash.parse::<B256>().map_err(|_| Outcome {
+        failure: Some(format!("bad userOpHash {hash}")),
+        to_receipt_us: us(),
+        server_us,
+    })?;
+    Ok((hash, t0, server_us))
+}
+
+/// Waits for the bundler's receipt of `hash` (sent at `t0`). Inclusion as the chain sees it:
+/// the companion's own `GET /agent/intents/{hash}` looks at the chain at its own cadence.
+async fn receipt(
+    env: &ChainEnv,
+    hash: B256,
+    t0: Instant,
+    server_us: Option<(u64, u64)>,
+    poll: Duration,
+) -> Outcome {
+    let failure = loop {
+        match env.client.bundler().get_user_operation_receipt(hash).await {
+            Ok(Some(r)) if r.success => break None,
+            Ok(Some(_)) => break Some("included, execution reverted".to_owned()),
+            Ok(None) if t0.elapsed() > Duration::from_secs(120) => {
+                break Some("not included in 120 s".to_owned())
+            }
+            Ok(None) => tokio::time::sleep(poll).await,
+            Err(e) => break Some(format!("receipt error: {e}")),
+        }
+    };
+    Outcome {
+        failure,
+        to_receipt_us: (t0.elapsed().as_micros() as u64).max(1),
+        server_us,
     }
-    out
+}
+
+/// All `agents` at once, each with at most `in_flight` intents open: the outcomes and the wall
+/// time.
+#[allow(clippy::too_many_arguments)]
+async fn all_at_once(
+    c: &Companion,
+    env: &ChainEnv,
+    agents: &[AgentKey],
+    recipient: Address,
+    value: U256,
+    intents: usize,
+    poll: Duration,
+    in_flight: usize,
+) -> (Vec<Outcome>, Duration) {
+    let started = Instant::now();
+    let runs = agents
+        .iter()
+        .map(|a| agent_run(c, env, a, recipient, value, intents, poll, in_flight));
+    let outcomes: Vec<Outcome> = futures_util::future::join_all(runs)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    (outcomes, started.elapsed())
 }
 
 /// `--agents N`: N agents over `--accounts` accounts, all sending at once.
@@ -461,7 +523,7 @@ async fn measure_many(cli: &Cli, c: &Companion, env: &ChainEnv) -> Result<(), Er
     let poll = Duration::from_millis(cli.poll_ms);
     // The baseline, in the same run: the first agent alone.
     let started = Instant::now();
-    let alone = agent_run(c, env, &agents[0], recipient, value, cli.intents, poll).await;
+    let alone = agent_run(c, env, &agents[0], recipient, value, cli.intents, poll, 1).await;
     let alone_wall = started.elapsed();
     if let Some(f) = alone.iter().find_map(|o| o.failure.as_ref()) {
         return Err(format!("the baseline agent's intent failed: {f}").into());
@@ -473,16 +535,8 @@ async fn measure_many(cli: &Cli, c: &Companion, env: &ChainEnv) -> Result<(), Er
     let alone_rate = alone.len() as f64 / alone_wall.as_secs_f64();
     let before = env.balance(recipient).await?;
     let load0 = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let started = Instant::now();
-    let runs = agents
-        .iter()
-        .map(|a| agent_run(c, env, a, recipient, value, cli.intents, poll));
-    let outcomes: Vec<Outcome> = futures_util::future::join_all(runs)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
-    let wall = started.elapsed();
+    let (outcomes, wall) =
+        all_at_once(c, env, &agents, recipient, value, cli.intents, poll, 1).await;
     let (mut h_receipt, mut h_server, mut h_own) = (hist(), hist(), hist());
     let mut failures: BTreeMap<String, usize> = BTreeMap::new();
     for o in &outcomes {
@@ -544,6 +598,55 @@ async fn measure_many(cli: &Cli, c: &Companion, env: &ChainEnv) -> Result<(), Er
             println!("    {n:>6}  {reason}");
         }
     }
+    if cli.in_flight > 1 {
+        // The same agents again, each with up to K intents in flight.
+        let before = env.balance(recipient).await?;
+        let (more, wall_k) = all_at_once(
+            c,
+            env,
+            &agents,
+            recipient,
+            value,
+            cli.intents,
+            poll,
+            cli.in_flight,
+        )
+        .await;
+        let (h_k, h_server_k, failures_k) = tally(&more)?;
+        let included_k = h_k.len();
+        let moved = env.balance(recipient).await? - before;
+        if moved != value * U256::from(included_k) {
+            return Err(format!(
+                "the recipient received {moved} wei, not the {included_k} included intents' worth"
+            )
+            .into());
+        }
+        let rate_k = included_k as f64 / wall_k.as_secs_f64();
+        println!(
+            "  the same {} agents with up to {} intents each in flight: included {included_k} of {} in {:.2} s: {rate_k:.1} intents/s = {:.2} x one at a time (above)",
+            cli.agents,
+            cli.in_flight,
+            more.len(),
+            wall_k.as_secs_f64(),
+            rate_k / rate
+        );
+        println!(
+            "  POST -> included       p50 {:>8.1} ms  p99 {:>8.1} ms  max {:>8.1} ms; companion (Server-Timing total) p50 {:>8.1} ms  p99 {:>8.1} ms",
+            ms(h_k.value_at_quantile(0.5)),
+            ms(h_k.value_at_quantile(0.99)),
+            ms(h_k.max()),
+            ms(h_server_k.value_at_quantile(0.5)),
+            ms(h_server_k.value_at_quantile(0.99)),
+        );
+        if failures_k.is_empty() {
+            println!("  failures: none");
+        } else {
+            println!("  failures by reason:");
+            for (reason, n) in &failures_k {
+                println!("    {n:>6}  {reason}");
+            }
+        }
+    }
     println!(
         "  load average before {} after {}",
         load0.trim(),
@@ -552,4 +655,26 @@ async fn measure_many(cli: &Cli, c: &Companion, env: &ChainEnv) -> Result<(), Er
             .trim()
     );
     Ok(())
+}
+
+/// The time to receipt and the companion's `Server-Timing` total of the included outcomes (µs),
+/// and the failures by reason.
+type Tally = (Histogram<u64>, Histogram<u64>, BTreeMap<String, usize>);
+
+/// Tallies `outcomes` (see [`Tally`]).
+fn tally(outcomes: &[Outcome]) -> Result<Tally, Error> {
+    let (mut h_receipt, mut h_server) = (hist(), hist());
+    let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+    for o in outcomes {
+        match &o.failure {
+            None => {
+                h_receipt.record(o.to_receipt_us)?;
+                if let Some((total, _)) = o.server_us {
+                    h_server.record(total)?;
+                }
+            }
+            Some(reason) => *failures.entry(reason.clone()).or_default() += 1,
+        }
+    }
+    Ok((h_receipt, h_server, failures))
 }

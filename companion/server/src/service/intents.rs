@@ -1058,6 +1058,51 @@ mod tests {
     }
 
     #[test]
+    fn too_many_in_flight_is_429_with_the_counts() {
+        let e: ApiError = IntentError::TooManyInFlight {
+            account: Address::repeat_byte(0xaa),
+            in_flight: MAX_IN_FLIGHT_PER_LANE,
+            max: MAX_IN_FLIGHT_PER_LANE,
+        }
+        .into();
+        assert_eq!(e.status(), axum::http::StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(e.code(), "too_many_in_flight");
+        let ApiError::Detailed { details, .. } = e else {
+            panic!("detailed")
+        };
+        assert_eq!(details["inFlight"], MAX_IN_FLIGHT_PER_LANE);
+        assert_eq!(details["max"], MAX_IN_FLIGHT_PER_LANE);
+    }
+
+    #[test]
+    fn only_a_pending_predecessor_makes_an_aa25_worth_retrying() {
+        let account = Address::repeat_byte(0xaa);
+        let key = NonceKey::for_agent(Address::repeat_byte(7));
+        let with = |status: IntentStatus, seq: u64| Intent {
+            account: Some(account),
+            status,
+            ..open(key.nonce(seq), 1, None, None)
+        };
+        assert!(predecessor_pending(
+            &[with(IntentStatus::Pending, 4)],
+            account,
+            key.nonce(5)
+        ));
+        // Signed (the bundler never took it), or not just before: nothing to wait for.
+        assert!(!predecessor_pending(
+            &[with(IntentStatus::Signed, 4)],
+            account,
+            key.nonce(5)
+        ));
+        assert!(!predecessor_pending(
+            &[with(IntentStatus::Pending, 3)],
+            account,
+            key.nonce(5)
+        ));
+        assert!(!predecessor_pending(&[], account, key.nonce(0)));
+    }
+
+    #[test]
     fn a_corrupt_token_record_is_an_error_not_zero() {
         let key = NonceKey::for_agent(Address::repeat_byte(7));
         let rows = [open(key.nonce(5), 1, None, Some("not json"))];

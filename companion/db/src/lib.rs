@@ -47,6 +47,7 @@ mod audit;
 mod challenges;
 mod intents;
 mod jwt_meta;
+mod leases;
 mod permission_requests;
 mod sessions;
 #[cfg(any(test, feature = "testing"))]
@@ -72,6 +73,7 @@ pub use audit::{AuditAppender, AuditEvent, AuditRecord, AuditVerification, GENES
 pub use challenges::{Challenge, ChallengeKind, ChallengeRefusal, NewChallenge};
 pub use intents::{Intent, IntentChange, IntentReason, IntentStatus, NewIntent};
 pub use jwt_meta::{jwt_secret_meta_from_ta, JwtSecretMeta, JwtSecretState};
+pub use leases::Lease;
 pub use permission_requests::{NewPermissionRequest, PermissionRequest, PermissionRequestStatus};
 pub use sessions::{AccountKind, AgentSession, NewSession, SessionStatus};
 pub use wallets::{NewWallet, PasskeyCredential, Wallet, WalletAddress};
@@ -589,7 +591,7 @@ mod tests {
                 .collect()
         };
         assert_eq!(of(&MIGRATOR), of(&POSTGRES_MIGRATOR));
-        assert_eq!(MIGRATOR.iter().count(), 8);
+        assert_eq!(MIGRATOR.iter().count(), 9);
     }
 
     /// An unreachable server is retried for the configured time, then reported with its URL
@@ -644,7 +646,7 @@ mod tests {
             Err(
                 e @ DbError::NewerSchema {
                     version: 9999,
-                    known: 8,
+                    known: 9,
                 },
             ) => {
                 assert!(e.to_string().contains("newer"), "{e}")

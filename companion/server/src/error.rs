@@ -139,6 +139,9 @@ pub enum ErrorCode {
     KeyIdMismatch,
     /// `key_not_found`: No such wallet key.
     KeyNotFound,
+    /// `lane_busy`: Another companion sharing the database is building an intent of this agent
+    /// (its nonce lane); retry.
+    LaneBusy,
     /// `legacy_assertion_refused`: The legacy raw passkey assertion is refused: run the ceremony.
     LegacyAssertionRefused,
     /// `malformed_json`: The body is not JSON.
@@ -209,7 +212,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code but the policy refusals (see [`ErrorCode::all`]).
-    pub const OWN: [ErrorCode; 90] = [
+    pub const OWN: [ErrorCode; 91] = [
         ErrorCode::AccountRequired,
         ErrorCode::AccountUnfunded,
         ErrorCode::AgentExists,
@@ -269,6 +272,7 @@ impl ErrorCode {
         ErrorCode::JwtRotationRefused,
         ErrorCode::KeyIdMismatch,
         ErrorCode::KeyNotFound,
+        ErrorCode::LaneBusy,
         ErrorCode::LegacyAssertionRefused,
         ErrorCode::MalformedJson,
         ErrorCode::MethodNotAllowed,
@@ -372,6 +376,7 @@ impl ErrorCode {
             ErrorCode::JwtRotationRefused => "jwt_rotation_refused",
             ErrorCode::KeyIdMismatch => "key_id_mismatch",
             ErrorCode::KeyNotFound => "key_not_found",
+            ErrorCode::LaneBusy => "lane_busy",
             ErrorCode::LegacyAssertionRefused => "legacy_assertion_refused",
             ErrorCode::MalformedJson => "malformed_json",
             ErrorCode::MethodNotAllowed => "method_not_allowed",

@@ -17,7 +17,7 @@
 //! * [`revocation`] — revoking an agent in every layer (database, TA, each account's session
 //!   on chain): the one code path of the HTTP route and `kms-admin revoke-agent-key`.
 //! * [`audit`], [`metrics`], [`openapi`], [`tasks`], [`reconcile`] (DB/TA
-//!   agreement after a crash).
+//!   agreement after a crash), [`replicas`] (several companions on one database).
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -36,6 +36,7 @@ pub mod openapi;
 pub mod ops;
 pub mod ratelimit;
 pub mod reconcile;
+pub mod replicas;
 pub mod revocation;
 pub mod routes;
 pub mod server;

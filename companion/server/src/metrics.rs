@@ -33,6 +33,7 @@ pub struct Metrics {
     audit_withheld: AtomicU64,
     audit_checkpoints: Mutex<BTreeMap<&'static str, u64>>,
     audit_anchored_seq: AtomicU64,
+    rotation_ticks: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -98,6 +99,15 @@ impl Metrics {
         }
         if let Some(seq) = anchored_seq {
             self.audit_anchored_seq.store(seq, Ordering::Relaxed);
+        }
+    }
+
+    /// Count a tick of the JWT rotation task by what this replica did: `ran` (it holds the
+    /// rotation lease), `skipped` (another replica holds it), `error` (the lease could not be
+    /// read).
+    pub fn count_rotation_tick(&self, outcome: &'static str) {
+        if let Ok(mut m) = self.rotation_ticks.lock() {
+            *m.entry(outcome).or_default() += 1;
         }
     }
 
@@ -226,6 +236,18 @@ impl Metrics {
             "kms_audit_anchored_seq {}",
             self.audit_anchored_seq.load(Ordering::Relaxed)
         );
+        out.push_str(
+            "# HELP kms_jwt_rotation_ticks_total Ticks of the JWT rotation task by outcome (ran: this replica holds the rotation lease; skipped: another one does).\n",
+        );
+        out.push_str("# TYPE kms_jwt_rotation_ticks_total counter\n");
+        if let Ok(m) = self.rotation_ticks.lock() {
+            for (outcome, n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "kms_jwt_rotation_ticks_total{{outcome=\"{outcome}\"}} {n}"
+                );
+            }
+        }
         out
     }
 }

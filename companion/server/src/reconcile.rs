@@ -14,7 +14,9 @@
 //! [`reconcile_agents`] runs at start-up (before serving), and again in the
 //! background after a TEE call failed as unavailable (the TA may have
 //! executed it), once the TA answers again. A live run leaves young
-//! `pending` rows alone (a create may be in flight).
+//! `pending` rows alone (a create may be in flight), and so does the start-up
+//! run on PostgreSQL, where another companion sharing the database may be
+//! creating them; a run after the grace looks at them again.
 //!
 //! # A rolled-back TA
 //!
@@ -192,6 +194,10 @@ pub struct Report {
     /// Active rows the TA is behind on (an older generation, or no such
     /// agent): left as they are, and the TA routes refused (module docs).
     pub ta_behind: Vec<String>,
+    /// Pending rows left alone because they are young (a create may be in flight, on this
+    /// companion or, on a shared PostgreSQL database, another one): a run after
+    /// [`PENDING_GRACE_SECS`] looks at them again.
+    pub deferred: Vec<String>,
 }
 
 impl Report {
@@ -224,7 +230,9 @@ async fn ta_state(
 }
 
 /// Bring the database and the TA into agreement (see the module docs).
-/// `startup`: no request is in flight, so every pending row is stale.
+/// `startup`: no request of this companion is in flight, so every pending row is stale, unless
+/// the database is PostgreSQL, which other companions may share (then young pending rows are
+/// deferred as in a live run).
 pub async fn reconcile_agents(s: &AppState, startup: bool) -> Result<Report, ApiError> {
     let mut report = Report::default();
     let now = kms_db::now_secs();
@@ -288,10 +296,14 @@ pub async fn reconcile_agents(s: &AppState, startup: bool) -> Result<Report, Api
                 }
             }
             AgentStatus::Pending | AgentStatus::Failed => {
+                // On PostgreSQL another companion sharing the database may be creating it right
+                // now, also while this one starts: a young row waits for a later run.
+                let shared = s.db.backend() == kms_db::Backend::Postgres;
                 if row.status == AgentStatus::Pending
-                    && !startup
+                    && (!startup || shared)
                     && now - row.created_at < PENDING_GRACE_SECS
                 {
+                    report.deferred.push(key_id);
                     continue;
                 }
                 let mut touched = false;
@@ -340,6 +352,14 @@ pub async fn run_once(s: &AppState, startup: bool) -> Result<Report, ApiError> {
     match reconcile_agents(s, startup).await {
         Ok(r) => {
             s.reconcile.runs.fetch_add(1, Ordering::SeqCst);
+            if !r.deferred.is_empty() {
+                // Look at them again once they are past the grace.
+                let flags = s.reconcile.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(PENDING_GRACE_SECS as u64 + 1)).await;
+                    flags.mark_dirty();
+                });
+            }
             Ok(r)
         }
         Err(e) => {

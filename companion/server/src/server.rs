@@ -415,6 +415,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         operator: tokio::sync::OnceCell::new(),
         reconcile,
         health: health::HealthCache::default(),
+        replica_id: crate::replicas::new_replica_id(),
     });
     match state.operator().await {
         Ok(op) => tracing::info!(

@@ -105,6 +105,9 @@ pub struct AppState {
     pub reconcile: Arc<Reconcile>,
     /// `/health`'s cached probe of the database and the TA.
     pub health: crate::routes::health::HealthCache,
+    /// This process's random id among the companions sharing the database: the holder of its
+    /// leases ([`crate::replicas`]).
+    pub replica_id: String,
 }
 
 impl AppState {

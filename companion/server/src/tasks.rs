@@ -1,5 +1,5 @@
 //! Background tasks: JWT secret rotation (and keeping `jwt_secret_meta`
-//! true to the TA), pending session grants settled from the chain
+//! true to the TA; on the one replica holding the rotation lease, [`crate::replicas`]), pending session grants settled from the chain
 //! ([`crate::service::sessions::grant_tick`]), audit checkpoints signed in the TA,
 //! expired-ceremony cleanup, and limiter sweeping.
 
@@ -209,11 +209,25 @@ pub fn spawn(s: Arc<AppState>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandl
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
-                        if let Err(e) = rotation_tick(&s).await {
-                            tracing::warn!(error = %e, "JWT rotation tick failed");
+                        // One replica of those sharing the database rotates (crate::replicas).
+                        match crate::replicas::leads_rotation(&s).await {
+                            Ok(true) => {
+                                s.metrics.count_rotation_tick("ran");
+                                if let Err(e) = rotation_tick(&s).await {
+                                    tracing::warn!(error = %e, "JWT rotation tick failed");
+                                }
+                            }
+                            Ok(false) => s.metrics.count_rotation_tick("skipped"),
+                            Err(e) => {
+                                s.metrics.count_rotation_tick("error");
+                                tracing::warn!(error = %e, "JWT rotation tick: the rotation lease could not be read");
+                            }
                         }
                     }
-                    _ = stop.changed() => break,
+                    _ = stop.changed() => {
+                        crate::replicas::release_rotation(&s).await;
+                        break;
+                    }
                 }
             }
         })

@@ -294,6 +294,9 @@ impl<'a> IntentPipeline<'a> {
         // One build of this agent's intents at a time (in any of its period lanes), from the
         // idempotency check to the submission; the previous operation is not waited for.
         let _lane = chain.nonces.lock(account, base_key).await;
+        // Across the companions sharing a PostgreSQL database too (crate::replicas).
+        let _shared_lane =
+            crate::replicas::LaneLease::take(s, chain.client.chain_id(), account, base_key).await?;
         if let Some(k) = &idem {
             if let Some(existing) = s.db.find_intent_by_idempotency_key(&auth.key_id, k).await? {
                 *hash_out = existing.user_op_hash.parse().ok();

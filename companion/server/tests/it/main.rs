@@ -11,6 +11,7 @@ mod contract;
 mod health;
 mod lockout;
 mod operations;
+mod replicas;
 mod rollback;
 mod ui_page;
 mod wallet_api;

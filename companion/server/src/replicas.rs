@@ -1,0 +1,176 @@
+//! Several companions on one database (docs/DEPLOY.md): what must be done by one of them at a
+//! time, through leases in the database ([`kms_db::Db::try_lease`]).
+//!
+//! - **JWT secret rotation** ([`JWT_ROTATION_LEASE`]): each replica's rotation task ticks, but only
+//!   the one holding the lease rotates, purges and rewrites `jwt_secret_meta`; it renews the lease
+//!   at each tick ([`rotation_lease_secs`]) and gives it up at shutdown, so another replica takes
+//!   over at its next tick (or once the lease expires, when the holder died).
+//! - **An agent's nonce lane** ([`LaneLease`]): each companion serialises the builds of one agent's
+//!   intents in its own memory (`kms_chain::nonce::NonceTracker`); on PostgreSQL (the backend
+//!   several companions share) the pipeline also holds the lane's lease from its idempotency check
+//!   to the submission, so two replicas never take the same nonce nor both record one
+//!   `Idempotency-Key`. On SQLite (one companion) it is not taken.
+//!
+//! Everything else the replicas share needs no lease: agent indexes and the audit chain's head are
+//! read and written under the database's write lock (`Db::begin_write`), ceremonies are consumed by
+//! one guarded `UPDATE`, and the TA serialises its own state.
+
+use std::time::Duration;
+
+use alloy::primitives::Address;
+use kms_chain::nonce::NonceKey;
+use kms_db::{Backend, Db};
+
+use crate::error::{ApiError, ErrorCode};
+use crate::state::AppState;
+
+/// The lease of the JWT secret rotation task.
+pub const JWT_ROTATION_LEASE: &str = "jwt-rotation";
+
+/// How long an agent's intent waits for its lane held by another replica before 409
+/// `lane_busy`.
+pub const LANE_WAIT: Duration = Duration::from_secs(15);
+
+/// How often a busy lane is tried again.
+const LANE_POLL: Duration = Duration::from_millis(20);
+
+/// A random id for this companion process, the holder of its leases.
+pub fn new_replica_id() -> String {
+    webauthn_rs::prelude::Uuid::new_v4().simple().to_string()
+}
+
+/// How long the rotation lease lasts from each tick: two tick periods and 10 s, so that the
+/// holder's next tick renews it before it expires.
+pub fn rotation_lease_secs(tick_secs: u64) -> i64 {
+    i64::try_from(tick_secs.saturating_mul(2).saturating_add(10)).unwrap_or(i64::MAX)
+}
+
+/// Whether this replica runs the rotation tick now: takes or renews [`JWT_ROTATION_LEASE`].
+pub async fn leads_rotation(s: &AppState) -> Result<bool, ApiError> {
+    Ok(s.db
+        .try_lease(
+            JWT_ROTATION_LEASE,
+            &s.replica_id,
+            rotation_lease_secs(s.config.jwt_rotation_tick_secs),
+            kms_db::now_secs(),
+        )
+        .await?)
+}
+
+/// Gives the rotation lease up (at shutdown), if this replica holds it.
+pub async fn release_rotation(s: &AppState) {
+    if let Err(e) = s.db.release_lease(JWT_ROTATION_LEASE, &s.replica_id).await {
+        tracing::warn!(error = %e, "could not give up the JWT rotation lease; another replica takes it over once it expires");
+    }
+}
+
+/// Exclusive use of an agent's nonce lane (one account, one nonce key, one chain) across the
+/// companions sharing a PostgreSQL database, until dropped (the row is deleted then, in the
+/// background). If this process dies holding it, it expires after `--request-timeout-secs`
+/// (the longest an intent's build and submission runs).
+pub struct LaneLease {
+    db: Db,
+    name: String,
+    holder: String,
+}
+
+impl LaneLease {
+    /// The lease's name for a lane.
+    pub fn name(chain_id: u64, account: Address, key: NonceKey) -> String {
+        format!("lane:{chain_id}:{account:#x}:{:#x}", key.0)
+    }
+
+    /// Takes the lane's lease, waiting up to [`LANE_WAIT`] while another replica holds it
+    /// (then 409 `lane_busy`). `None` on SQLite, where one companion serialises its lanes in
+    /// memory.
+    pub async fn take(
+        s: &AppState,
+        chain_id: u64,
+        account: Address,
+        key: NonceKey,
+    ) -> Result<Option<LaneLease>, ApiError> {
+        if s.db.backend() != Backend::Postgres {
+            return Ok(None);
+        }
+        let name = Self::name(chain_id, account, key);
+        // One holder per request: a release of this one running late never removes the next.
+        let holder = format!("{}/{}", s.replica_id, new_replica_id());
+        let ttl = i64::try_from(s.config.request_timeout_secs).unwrap_or(i64::MAX);
+        let deadline = tokio::time::Instant::now() + LANE_WAIT;
+        loop {
+            if s.db
+                .try_lease(&name, &holder, ttl, kms_db::now_secs())
+                .await?
+            {
+                return Ok(Some(LaneLease {
+                    db: s.db.clone(),
+                    name,
+                    holder,
+                }));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ApiError::Conflict {
+                    code: ErrorCode::LaneBusy,
+                    message: format!(
+                        "another companion sharing this database is building an intent of this \
+                         agent on account {account:#x} (its nonce lane stayed taken for {} s); \
+                         retry",
+                        LANE_WAIT.as_secs()
+                    ),
+                });
+            }
+            tokio::time::sleep(LANE_POLL).await;
+        }
+    }
+}
+
+impl Drop for LaneLease {
+    fn drop(&mut self) {
+        let (db, name, holder) = (
+            self.db.clone(),
+            std::mem::take(&mut self.name),
+            std::mem::take(&mut self.holder),
+        );
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = db.release_lease(&name, &holder).await {
+                    tracing::warn!(lease = %name, error = %e, "could not release an intent lane's lease; it expires by itself");
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lane_names_tell_lanes_apart() {
+        let a = Address::repeat_byte(0xaa);
+        let k = NonceKey::for_agent(Address::repeat_byte(0x11));
+        let n = LaneLease::name(1, a, k);
+        assert_eq!(
+            n,
+            format!("lane:1:{a:#x}:0x{}", "11".repeat(20)),
+            "chain, account and key in the name"
+        );
+        assert_ne!(n, LaneLease::name(2, a, k));
+        assert_ne!(n, LaneLease::name(1, Address::repeat_byte(0xab), k));
+        assert_ne!(
+            n,
+            LaneLease::name(
+                1,
+                a,
+                NonceKey::for_agent_period(Address::repeat_byte(0x11), 1)
+            )
+        );
+    }
+
+    #[test]
+    fn the_rotation_lease_outlasts_a_tick() {
+        assert_eq!(rotation_lease_secs(1), 12);
+        assert!(rotation_lease_secs(86_400) > 86_400);
+        assert_eq!(rotation_lease_secs(u64::MAX), i64::MAX);
+    }
+}

@@ -13,6 +13,10 @@
 //!   then `GET /agent/intents/{userOpHash}` until the companion reports it `included` (it
 //!   looks at the chain at most once per `--intent-poll-secs`: that lag is printed apart).
 //!
+//! With `--get-from-202` the companion's `GET` is polled from the 202, beside the bundler's
+//! receipt, as an agent would: the lag between the receipt and the companion's `included` is
+//! then what such an agent sees.
+//!
 //! Prints each phase's p50/p90/max and share of the total, and the ratio of the companion's
 //! own work (the phases without chain RPC: auth, queue, sign, record) to the total time to
 //! receipt. `prepare` is mostly RPC (bundler gas price and gas estimate); the build and
@@ -78,6 +82,10 @@ struct Cli {
     /// same agents one intent at a time in the same run; prints the ratio.
     #[arg(long, default_value_t = 1)]
     in_flight: usize,
+    /// With one agent: poll `GET /agent/intents/{userOpHash}` from the 202 (as an agent
+    /// would), beside the bundler's receipt, instead of only once the receipt is there.
+    #[arg(long)]
+    get_from_202: bool,
 }
 
 /// The companion's phases, in the order of its `Server-Timing` header.
@@ -210,39 +218,50 @@ async fn measure(cli: &Cli, c: &Companion, env: &ChainEnv) -> Result<(), Error> 
         // `GET /agent/intents/{hash}` reports it (it looks at the chain at most once per
         // `--intent-poll-secs`).
         let hash_b256: B256 = hash.parse()?;
-        loop {
-            match env
-                .client
-                .bundler()
-                .get_user_operation_receipt(hash_b256)
-                .await?
-            {
-                Some(r) if r.success => break,
-                Some(r) => return Err(format!("intent {i} reverted: {r:?}").into()),
-                None if t0.elapsed() > Duration::from_secs(120) => {
-                    return Err(format!("intent {i} not included in 120 s").into())
+        let receipt = async {
+            loop {
+                match env
+                    .client
+                    .bundler()
+                    .get_user_operation_receipt(hash_b256)
+                    .await?
+                {
+                    Some(r) if r.success => return Ok::<Instant, Error>(Instant::now()),
+                    Some(r) => return Err(format!("intent {i} reverted: {r:?}").into()),
+                    None if t0.elapsed() > Duration::from_secs(120) => {
+                        return Err(format!("intent {i} not included in 120 s").into())
+                    }
+                    None => tokio::time::sleep(poll).await,
                 }
-                None => tokio::time::sleep(poll).await,
             }
-        }
-        let t_receipt = Instant::now();
-        loop {
-            let (status, v) = c
-                .get_bearer(&format!("/agent/intents/{hash}"), &agent.jwt)
-                .await?;
-            if status != 200 {
-                return Err(format!("intent {i}: GET HTTP {status}: {v}").into());
-            }
-            match v["status"].as_str() {
-                Some("included") => break,
-                Some("failed") => return Err(format!("intent {i} failed: {v}").into()),
-                _ if t0.elapsed() > Duration::from_secs(120) => {
-                    return Err(format!("intent {i} not reported included in 120 s: {v}").into())
+        };
+        let reported = async {
+            loop {
+                let (status, v) = c
+                    .get_bearer(&format!("/agent/intents/{hash}"), &agent.jwt)
+                    .await?;
+                if status != 200 {
+                    return Err(format!("intent {i}: GET HTTP {status}: {v}").into());
                 }
-                _ => tokio::time::sleep(poll).await,
+                match v["status"].as_str() {
+                    Some("included") => return Ok::<Instant, Error>(Instant::now()),
+                    Some("failed") => return Err(format!("intent {i} failed: {v}").into()),
+                    _ if t0.elapsed() > Duration::from_secs(120) => {
+                        return Err(format!("intent {i} not reported included in 120 s: {v}").into())
+                    }
+                    _ => tokio::time::sleep(poll).await,
+                }
             }
-        }
-        h_status.record((t_receipt.elapsed().as_micros() as u64).max(1))?;
+        };
+        let (t_receipt, t_reported) = if cli.get_from_202 {
+            let (a, b) = tokio::join!(receipt, reported);
+            (a?, b?)
+        } else {
+            let a = receipt.await?;
+            (a, reported.await?)
+        };
+        h_status
+            .record((t_reported.saturating_duration_since(t_receipt).as_micros() as u64).max(1))?;
         let t2 = t_receipt;
         let us = |d: Duration| (d.as_micros() as u64).max(1);
         for p in PHASES {
@@ -285,7 +304,11 @@ async fn measure(cli: &Cli, c: &Companion, env: &ChainEnv) -> Result<(), Error> 
     );
     line("total to receipt", &h_total, total_us);
     line(
-        "receipt -> the companion's GET says included",
+        if cli.get_from_202 {
+            "receipt -> GET (polled from the 202) says included"
+        } else {
+            "receipt -> the companion's GET says included"
+        },
         &h_status,
         total_us,
     );

@@ -7,6 +7,12 @@ use kms_companion::config::{ApiKeyMode, LogFormat};
 use kms_companion::{dev, Config};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc rather than glibc's malloc: under load the companion allocates and frees small
+/// buffers on every request from several threads, and glibc's arenas spent about 15% of its CPU
+/// there (a `perf` profile of `/kms/sign-agent`, BENCHMARKS.md section 2e).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn init_logs(cfg: &Config) -> Result<(), String> {
     let filter = EnvFilter::try_new(&cfg.log).map_err(|e| format!("invalid --log filter: {e}"))?;
     let b = tracing_subscriber::fmt()

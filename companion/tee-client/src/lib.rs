@@ -6,8 +6,10 @@
 //!   `invoke(command id, request bytes) -> response bytes`.
 //! * [`TeeClient`] — the typed client (cheap to clone, `Arc` inside):
 //!   [`TeeClient::call`] encodes a [`kms_proto::Command`], invokes it and
-//!   decodes its output; [`TeeClient::call_async`] (feature `tokio`, on by
-//!   default) runs the same call on tokio's blocking pool.
+//!   decodes its output; [`TeeClient::call_async`] (feature `tokio`) is the same call for
+//!   async code, through [`TeeTransport::invoke_async`]: the simulator backend does its socket
+//!   I/O on tokio's reactor (no thread of the blocking pool per call); a backend with only a
+//!   blocking call (libteec) runs it on tokio's blocking pool.
 //! * Backends: [`SimTransport`] connects to the `ta-sim` process over a Unix
 //!   socket (the wire frames are defined once, in [`kms_proto::wire`], which
 //!   `ta-sim` uses too); `OpteeTransport`
@@ -54,7 +56,14 @@ pub use error::TeeError;
 pub use optee::OpteeTransport;
 pub use sim::{SimConfig, SimTransport};
 
-/// A way to reach the TA: one blocking command invocation.
+/// The future of [`TeeTransport::invoke_async`].
+#[cfg(feature = "tokio")]
+pub type InvokeFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Zeroizing<Vec<u8>>, TeeError>> + Send>,
+>;
+
+/// A way to reach the TA: one command invocation, blocking ([`TeeTransport::invoke`]) or, with
+/// the `tokio` feature, async ([`TeeTransport::invoke_async`]).
 ///
 /// Implementations must be safe to call from many threads at once (each call
 /// uses its own session) and must never re-send a request whose bytes may
@@ -63,11 +72,35 @@ pub trait TeeTransport: Send + Sync {
     /// Invoke command `cmd` with the encoded request `input`; returns the
     /// encoded response (see [`kms_proto::codec`]).
     fn invoke(&self, cmd: u32, input: &[u8]) -> Result<Vec<u8>, TeeError>;
+
+    /// [`TeeTransport::invoke`] for async code, with the same guarantees. The default runs
+    /// `invoke` on tokio's blocking pool (for a backend whose only call blocks, as libteec's
+    /// does); a backend that can wait on tokio's reactor overrides it and saves the blocking
+    /// pool's thread hand-offs. Must be polled within a tokio runtime.
+    #[cfg(feature = "tokio")]
+    fn invoke_async(self: Arc<Self>, cmd: u32, input: Zeroizing<Vec<u8>>) -> InvokeFuture
+    where
+        Self: 'static,
+    {
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || self.invoke(cmd, &input).map(Zeroizing::new))
+                .await
+                .map_err(|e| TeeError::Unavailable {
+                    reason: format!("TEE call task failed: {e}"),
+                    maybe_executed: true,
+                })?
+        })
+    }
 }
 
-impl<T: TeeTransport + ?Sized> TeeTransport for Arc<T> {
+impl<T: TeeTransport + ?Sized + 'static> TeeTransport for Arc<T> {
     fn invoke(&self, cmd: u32, input: &[u8]) -> Result<Vec<u8>, TeeError> {
         (**self).invoke(cmd, input)
+    }
+
+    #[cfg(feature = "tokio")]
+    fn invoke_async(self: Arc<Self>, cmd: u32, input: Zeroizing<Vec<u8>>) -> InvokeFuture {
+        Arc::clone(&*self).invoke_async(cmd, input)
     }
 }
 
@@ -123,27 +156,25 @@ impl TeeClient {
         self.transport.invoke(cmd, input)
     }
 
-    /// [`TeeClient::call`] on tokio's blocking pool. Must be called from
-    /// within a tokio runtime.
+    /// [`TeeClient::call`] for async code, through [`TeeTransport::invoke_async`]. Must be
+    /// called from within a tokio runtime.
     ///
-    /// The request is encoded before the first await. If the returned future
-    /// is dropped, the call still runs to completion in the background (a
-    /// command that has been handed to the TA is never abandoned half-way).
+    /// The request is encoded before the first await. The exchange runs as a task of its own:
+    /// if the returned future is dropped, the call still runs to completion in the background
+    /// (a command that has been handed to the TA is never abandoned half-way).
     #[cfg(feature = "tokio")]
     pub async fn call_async<C: Command>(&self, req: &C) -> Result<C::Output, TeeError>
     where
         C::Output: Send + 'static,
     {
         let input = Zeroizing::new(kms_proto::encode_request(req));
-        let transport = Arc::clone(&self.transport);
-        let output = tokio::task::spawn_blocking(move || {
-            transport.invoke(C::ID.as_u32(), &input).map(Zeroizing::new)
-        })
-        .await
-        .map_err(|e| TeeError::Unavailable {
-            reason: format!("TEE call task failed: {e}"),
-            maybe_executed: true,
-        })??;
+        let call = Arc::clone(&self.transport).invoke_async(C::ID.as_u32(), input);
+        let output = tokio::spawn(call)
+            .await
+            .map_err(|e| TeeError::Unavailable {
+                reason: format!("TEE call task failed: {e}"),
+                maybe_executed: true,
+            })??;
         decode::<C>(&output)
     }
 }
@@ -228,7 +259,7 @@ mod tests {
     // workspace enables (so the workspace test run always has it).
     #[cfg(feature = "tokio")]
     #[tokio::test]
-    async fn call_async_runs_on_the_blocking_pool() {
+    async fn call_async_of_a_blocking_transport_answers() {
         let client = TeeClient::new(Scripted {
             seen: Mutex::new(Vec::new()),
             answer: Box::new(|_| Ok(kms_proto::encode_response(Ok(&info())))),

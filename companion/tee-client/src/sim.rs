@@ -51,17 +51,7 @@ impl Session {
     /// Whether the server has closed the connection (or sent something
     /// unsolicited) since it was returned to the pool. Sends nothing.
     fn is_reusable(&self) -> bool {
-        let mut probe = [0u8; 1];
-        match rustix::net::recv(
-            &self.stream,
-            &mut probe[..],
-            RecvFlags::PEEK | RecvFlags::DONTWAIT,
-        ) {
-            // Nothing to read: the connection is open and idle.
-            Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::WOULDBLOCK => true,
-            // EOF (server gone), unsolicited bytes (desynchronised), or error.
-            _ => false,
-        }
+        is_idle_and_open(&self.stream)
     }
 
     fn wipe(&mut self) {
@@ -81,10 +71,18 @@ impl Drop for Session {
 /// request frame (see [`kms_proto::wire`]) and reads one response frame. A
 /// session that fails in any way is dropped; the failed call is *not*
 /// retried and the next call uses another session.
+///
+/// Blocking calls ([`TeeTransport::invoke`]) and async ones
+/// ([`TeeTransport::invoke_async`], feature `tokio`: the socket is tokio's, waited on by its
+/// reactor) keep separate pools of the same kind of session. Each session carries one call at a
+/// time, as a TA session does: calls run in parallel over several sessions, not interleaved on
+/// one, so the wire needs no request ids.
 pub struct SimTransport {
     socket: PathBuf,
     config: SimConfig,
     idle: Mutex<Vec<Session>>,
+    #[cfg(feature = "tokio")]
+    idle_async: Mutex<Vec<aio::Session>>,
 }
 
 impl std::fmt::Debug for SimTransport {
@@ -109,6 +107,8 @@ impl SimTransport {
             socket: socket.into(),
             config,
             idle: Mutex::new(Vec::new()),
+            #[cfg(feature = "tokio")]
+            idle_async: Mutex::new(Vec::new()),
         }
     }
 
@@ -126,9 +126,15 @@ impl SimTransport {
         &self.socket
     }
 
-    /// Number of idle sessions in the pool.
+    /// Number of idle sessions in the pool (of blocking calls).
     pub fn idle_sessions(&self) -> usize {
         self.idle.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// Number of idle sessions in the pool of async calls.
+    #[cfg(feature = "tokio")]
+    pub fn idle_async_sessions(&self) -> usize {
+        self.idle_async.lock().map(|v| v.len()).unwrap_or(0)
     }
 
     fn open_session(&self) -> Result<Session, TeeError> {
@@ -157,11 +163,7 @@ impl SimTransport {
                 Err(e) => last = Some(e),
             }
         }
-        let why = last.map_or_else(|| "unknown error".to_owned(), |e| e.to_string());
-        Err(TeeError::not_sent(format!(
-            "cannot connect to ta-sim at {}: {why}",
-            self.socket.display()
-        )))
+        Err(connect_failed(&self.socket, last))
     }
 
     fn checkout(&self) -> Result<Session, TeeError> {
@@ -223,6 +225,26 @@ fn lost(what: &str, e: FrameError) -> TeeError {
     TeeError::lost(format!("session lost while {what}: {detail}"))
 }
 
+fn connect_failed(socket: &Path, last: Option<io::Error>) -> TeeError {
+    let why = last.map_or_else(|| "unknown error".to_owned(), |e| e.to_string());
+    TeeError::not_sent(format!(
+        "cannot connect to ta-sim at {}: {why}",
+        socket.display()
+    ))
+}
+
+/// Whether an idle connection is still usable: the server has not closed it (or sent something
+/// unsolicited) since it was returned to the pool. Sends nothing.
+fn is_idle_and_open(fd: impl std::os::fd::AsFd) -> bool {
+    let mut probe = [0u8; 1];
+    match rustix::net::recv(fd, &mut probe[..], RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+        // Nothing to read: the connection is open and idle.
+        Err(e) => e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::WOULDBLOCK,
+        // EOF (server gone) or unsolicited bytes (desynchronised).
+        Ok(_) => false,
+    }
+}
+
 impl TeeTransport for SimTransport {
     fn invoke(&self, cmd: u32, input: &[u8]) -> Result<Vec<u8>, TeeError> {
         if input.len() > kms_proto::MAX_MESSAGE_LEN {
@@ -237,6 +259,138 @@ impl TeeTransport for SimTransport {
             // Dropped, never reused and never retried.
             Err(e) => Err(e),
         }
+    }
+
+    #[cfg(feature = "tokio")]
+    fn invoke_async(
+        self: std::sync::Arc<Self>,
+        cmd: u32,
+        input: zeroize::Zeroizing<Vec<u8>>,
+    ) -> crate::InvokeFuture {
+        Box::pin(async move { aio::invoke(&self, cmd, &input).await })
+    }
+}
+
+/// The async sessions: the same exchange on tokio's `UnixStream`.
+#[cfg(feature = "tokio")]
+mod aio {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::UnixStream as AsyncStream;
+    use zeroize::Zeroizing;
+
+    /// One async session: the connection and its reusable frame buffer.
+    pub(super) struct Session {
+        stream: AsyncStream,
+        frame: Vec<u8>,
+    }
+
+    impl Drop for Session {
+        fn drop(&mut self) {
+            self.frame.zeroize();
+        }
+    }
+
+    async fn open(t: &SimTransport) -> Result<Session, TeeError> {
+        let attempts = t.config.connect_attempts.max(1);
+        let mut backoff = t.config.connect_backoff;
+        let mut last = None;
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                tokio::time::sleep(backoff).await;
+                backoff = backoff.saturating_mul(2);
+            }
+            match AsyncStream::connect(&t.socket).await {
+                Ok(stream) => {
+                    return Ok(Session {
+                        stream,
+                        frame: Vec::new(),
+                    })
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(connect_failed(&t.socket, last))
+    }
+
+    async fn checkout(t: &SimTransport) -> Result<Session, TeeError> {
+        loop {
+            let candidate = match t.idle_async.lock() {
+                Ok(mut idle) => idle.pop(),
+                Err(poisoned) => poisoned.into_inner().pop(),
+            };
+            match candidate {
+                Some(s) if is_idle_and_open(&s.stream) => return Ok(s),
+                Some(_) => continue, // closed by the server: drop it, try another
+                None => return open(t).await,
+            }
+        }
+    }
+
+    fn checkin(t: &SimTransport, mut s: Session) {
+        s.frame.zeroize();
+        let mut idle = match t.idle_async.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if idle.len() < t.config.max_idle {
+            idle.push(s);
+        }
+    }
+
+    /// One request/response exchange; every error means the session is unusable and the request
+    /// may have reached the TA.
+    async fn exchange(s: &mut Session, cmd: u32, input: &[u8]) -> Result<Vec<u8>, TeeError> {
+        wire::encode_request(&mut s.frame, cmd, input)
+            .map_err(|_| kms_proto::ProtoError::TooLarge)?;
+        let sent = s.stream.write_all(&s.frame).await;
+        s.frame.zeroize();
+        sent.map_err(|e| lost("sending the request", FrameError::Io(e)))?;
+        let mut len = [0u8; wire::LEN_PREFIX];
+        match s.stream.read_exact(&mut len).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(lost("reading the response", FrameError::Closed))
+            }
+            Err(e) => return Err(lost("reading the response", FrameError::Io(e))),
+        }
+        let len = u32::from_be_bytes(len) as usize;
+        if len > wire::MAX_RESPONSE_BODY {
+            return Err(TeeError::lost("ta-sim sent an oversize response frame"));
+        }
+        let mut output = vec![0u8; len];
+        s.stream
+            .read_exact(&mut output)
+            .await
+            .map_err(|e| lost("reading the response", FrameError::Io(e)))?;
+        Ok(output)
+    }
+
+    pub(super) async fn invoke(
+        t: &SimTransport,
+        cmd: u32,
+        input: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, TeeError> {
+        if input.len() > kms_proto::MAX_MESSAGE_LEN {
+            return Err(kms_proto::ProtoError::TooLarge.into());
+        }
+        let mut session = checkout(t).await?;
+        let out = match t.config.call_timeout {
+            Some(limit) => {
+                match tokio::time::timeout(limit, exchange(&mut session, cmd, input)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(lost(
+                        "waiting for the response",
+                        FrameError::Io(io::ErrorKind::TimedOut.into()),
+                    )),
+                }
+            }
+            None => exchange(&mut session, cmd, input).await,
+        };
+        // A failed session is dropped, never reused and never retried.
+        let out = Zeroizing::new(out?);
+        checkin(t, session);
+        Ok(out)
     }
 }
 
@@ -345,5 +499,184 @@ mod tests {
             t.invoke(1, &big),
             Err(TeeError::Protocol(kms_proto::ProtoError::TooLarge))
         );
+    }
+
+    /// The async path (`invoke_async`, what the companion uses): the same guarantees as the
+    /// blocking one, on tokio's reactor.
+    #[cfg(feature = "tokio")]
+    mod async_calls {
+        use super::*;
+        use std::sync::Arc;
+        use zeroize::Zeroizing;
+
+        fn call(t: &Arc<SimTransport>, cmd: u32, input: &[u8]) -> crate::InvokeFuture {
+            Arc::clone(t).invoke_async(cmd, Zeroizing::new(input.to_vec()))
+        }
+
+        #[tokio::test]
+        async fn unreachable_socket_is_unavailable_and_not_sent() {
+            let dir = tempfile::tempdir().unwrap();
+            let t = Arc::new(SimTransport::with_config(
+                dir.path().join("none.sock"),
+                SimConfig {
+                    connect_backoff: Duration::from_millis(1),
+                    ..SimConfig::default()
+                },
+            ));
+            match call(&t, 1, b"x").await {
+                Err(TeeError::Unavailable {
+                    maybe_executed: false,
+                    ..
+                }) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn sessions_are_reused_and_dead_idle_ones_skipped() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("s.sock");
+            let listener = UnixListener::bind(&path).unwrap();
+            let server = serve(listener.try_clone().unwrap(), 2);
+            let t = Arc::new(SimTransport::new(&path));
+            assert_eq!(&call(&t, 1, b"one").await.unwrap()[..], b"one");
+            assert_eq!((t.idle_async_sessions(), t.idle_sessions()), (1, 0));
+            assert_eq!(&call(&t, 2, b"two").await.unwrap()[..], b"two");
+            assert_eq!(server.join().unwrap(), vec![1, 2]);
+            // Closed by the server while idle: noticed before sending, a fresh session opened.
+            let server = serve(listener, 1);
+            assert_eq!(&call(&t, 3, b"three").await.unwrap()[..], b"three");
+            assert_eq!(server.join().unwrap(), vec![3]);
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_lost_session_is_reported_once_and_never_resent() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("s.sock");
+            let listener = UnixListener::bind(&path).unwrap();
+            let server = thread::spawn(move || {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut input = Vec::new();
+                let mut frame = Vec::new();
+                let cmd = wire::read_request(&mut conn, &mut input).unwrap();
+                wire::encode_response(&mut frame, &input).unwrap();
+                conn.write_all(&frame).unwrap();
+                let cmd2 = wire::read_request(&mut conn, &mut input).unwrap();
+                // Half a response, then the connection closes.
+                conn.write_all(&[0, 0, 0, 9, 1]).unwrap();
+                drop(conn);
+                listener.set_nonblocking(true).unwrap();
+                thread::sleep(Duration::from_millis(200));
+                let resent = listener.accept().is_ok();
+                (cmd, cmd2, resent)
+            });
+            let t = Arc::new(SimTransport::new(&path));
+            assert_eq!(&call(&t, 7, b"a").await.unwrap()[..], b"a");
+            match call(&t, 8, b"b").await {
+                Err(TeeError::Unavailable {
+                    maybe_executed: true,
+                    ..
+                }) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+            let (c1, c2, resent) = tokio::task::spawn_blocking(move || server.join().unwrap())
+                .await
+                .unwrap();
+            assert_eq!((c1, c2, resent), (7, 8, false));
+            assert_eq!(t.idle_async_sessions(), 0);
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_call_past_its_timeout_is_lost_and_its_session_dropped() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("s.sock");
+            let listener = UnixListener::bind(&path).unwrap();
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let server = thread::spawn(move || {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut input = Vec::new();
+                let cmd = wire::read_request(&mut conn, &mut input).unwrap();
+                // Never answers until the client has given up.
+                rx.recv().unwrap();
+                cmd
+            });
+            let t = Arc::new(SimTransport::with_config(
+                &path,
+                SimConfig {
+                    call_timeout: Some(Duration::from_millis(50)),
+                    ..SimConfig::default()
+                },
+            ));
+            match call(&t, 5, b"slow").await {
+                Err(TeeError::Unavailable {
+                    maybe_executed: true,
+                    reason,
+                }) => assert!(reason.contains("timed out"), "{reason}"),
+                other => panic!("unexpected {other:?}"),
+            }
+            assert_eq!(t.idle_async_sessions(), 0);
+            tx.send(()).unwrap();
+            assert_eq!(server.join().unwrap(), 5);
+        }
+
+        #[tokio::test]
+        async fn oversize_input_is_refused_before_sending() {
+            let t = Arc::new(SimTransport::new("/nonexistent/ta.sock"));
+            let big = vec![0u8; kms_proto::MAX_MESSAGE_LEN + 1];
+            assert!(matches!(
+                call(&t, 1, &big).await,
+                Err(TeeError::Protocol(kms_proto::ProtoError::TooLarge))
+            ));
+        }
+
+        /// `TeeClient::call_async` runs the exchange as its own task: a caller that goes away
+        /// mid-call does not cut the command off, and the session comes back to the pool.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_dropped_call_still_completes_its_exchange() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("s.sock");
+            let listener = UnixListener::bind(&path).unwrap();
+            let (got_tx, got_rx) = std::sync::mpsc::channel::<()>();
+            let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+            let server = thread::spawn(move || {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut input = Vec::new();
+                let cmd = wire::read_request(&mut conn, &mut input).unwrap();
+                got_tx.send(()).unwrap();
+                go_rx.recv().unwrap();
+                let mut frame = Vec::new();
+                let answer = kms_proto::encode_response(Ok(&kms_proto::TaInfoOutput {
+                    version: "x".into(),
+                    protocol_version: 1,
+                    export_secrets: false,
+                    test_seed: false,
+                    now: 0,
+                }));
+                wire::encode_response(&mut frame, &answer).unwrap();
+                conn.write_all(&frame).unwrap();
+                cmd
+            });
+            let t = Arc::new(SimTransport::new(&path));
+            let client = crate::TeeClient::from_arc(t.clone());
+            let call = tokio::spawn(async move { client.call_async(&kms_proto::TaInfo {}).await });
+            tokio::task::spawn_blocking(move || got_rx.recv().unwrap())
+                .await
+                .unwrap();
+            call.abort();
+            assert!(call.await.unwrap_err().is_cancelled());
+            go_tx.send(()).unwrap();
+            let cmd = tokio::task::spawn_blocking(move || server.join().unwrap())
+                .await
+                .unwrap();
+            assert_eq!(cmd, kms_proto::CommandId::TaInfo.as_u32());
+            // The exchange finished on its own and returned its session to the pool.
+            for _ in 0..200 {
+                if t.idle_async_sessions() == 1 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("the session never came back to the pool");
+        }
     }
 }

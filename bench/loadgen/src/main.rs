@@ -82,14 +82,23 @@ struct Cli {
     /// mode's figures and their ratio to the baseline's.
     #[arg(long, value_delimiter = ',', conflicts_with = "compare_audit")]
     compare_ta_locking: Vec<String>,
-    /// Rounds of `--compare-audit` or `--compare-ta-locking` (each mode measured once per round).
+    /// Compare companion builds in this run (comma-separated directories, each holding a
+    /// `companion` binary; the first is the baseline), e.g. a build of the commit before a
+    /// change against one after it: the companion is restarted from each directory in turn over
+    /// the same data and ta-sim (from `--bin-dir`), builds alternating, each measured `--rounds`
+    /// times; prints each build's figures, its CPU time per signature, and their ratios to the
+    /// baseline's.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["compare_audit", "compare_ta_locking"])]
+    compare_companions: Vec<PathBuf>,
+    /// Rounds of `--compare-audit`, `--compare-ta-locking` or `--compare-companions` (each mode
+    /// measured once per round).
     #[arg(long, default_value_t = 2)]
     rounds: usize,
     /// Measure each of these connection counts in turn (comma-separated, e.g.
     /// `1,2,4,8,16,32,64`), `--duration` seconds each after `--warmup`, on the same companion
     /// and agents, instead of the one `--concurrency` run; prints throughput, p50 and p99 per
     /// count with the throughput's ratio to the first count's and to raw signing.
-    #[arg(long, value_delimiter = ',', conflicts_with_all = ["compare_audit", "compare_ta_locking"])]
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["compare_audit", "compare_ta_locking", "compare_companions"])]
     sweep: Vec<u32>,
     /// With `--sweep`: draw throughput and latency against connections into this SVG file.
     #[arg(long, requires = "sweep")]
@@ -99,7 +108,7 @@ struct Cli {
     /// same data each time, `--rounds` times, at `--concurrency`; prints each count's figures
     /// and the scaling factor to the first. While the server has fewer cores than the machine,
     /// the driver is pinned to the others.
-    #[arg(long, value_delimiter = ',', conflicts_with_all = ["compare_audit", "compare_ta_locking", "sweep"])]
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["compare_audit", "compare_ta_locking", "compare_companions", "sweep"])]
     cpus: Vec<usize>,
 }
 
@@ -239,6 +248,8 @@ struct ModeFigures {
     /// its runs): events per commit shows the group commit.
     commits: u64,
     events: u64,
+    /// CPU time of the companion during the measured phases (seconds).
+    cpu_secs: f64,
 }
 
 /// `kms_audit_commits_total` and `kms_audit_committed_events_total` of the companion on `port`.
@@ -266,10 +277,12 @@ enum Compared {
     Audit,
     /// ta-sim's `--locking` (`TA_SIM_LOCKING`).
     TaLocking,
+    /// The companion binary (`--compare-companions`).
+    Companions,
 }
 
-/// `--compare-audit` / `--compare-ta-locking`: restart the companion (and for the TA's
-/// locking ta-sim first) with each mode in turn and measure it.
+/// `--compare-audit` / `--compare-ta-locking` / `--compare-companions`: restart the companion
+/// (and for the TA's locking ta-sim first) with each mode in turn and measure it.
 #[allow(clippy::too_many_arguments)]
 fn compare_audit(
     cli: &Cli,
@@ -282,9 +295,18 @@ fn compare_audit(
     sim: &mut procs::Proc,
     compared: Compared,
 ) -> Result<Vec<ModeFigures>, String> {
+    let dirs: Vec<String>;
     let modes = match compared {
         Compared::Audit => &cli.compare_audit,
         Compared::TaLocking => &cli.compare_ta_locking,
+        Compared::Companions => {
+            dirs = cli
+                .compare_companions
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect();
+            &dirs
+        }
     };
     let mut figures: Vec<ModeFigures> = modes
         .iter()
@@ -297,13 +319,18 @@ fn compare_audit(
             secs: 0.0,
             commits: 0,
             events: 0,
+            cpu_secs: 0.0,
         })
         .collect();
     for round in 0..cli.rounds.max(1) {
         for f in figures.iter_mut() {
             companion.kill9();
             let mut args = base_args.to_vec();
+            let mut companion_bin = bins.join("companion");
             match compared {
+                Compared::Companions => {
+                    companion_bin = std::path::Path::new(&f.mode).join("companion");
+                }
                 Compared::Audit => {
                     args.extend(["--audit-durability".to_string(), f.mode.clone()]);
                 }
@@ -317,19 +344,20 @@ fn compare_audit(
                 }
             }
             let port = procs::free_port();
-            *companion = procs::start_companion(
-                &bins.join("companion"),
-                dir,
-                port,
-                &CompanionOpts { args },
-            )?;
+            *companion =
+                procs::start_companion(&companion_bin, dir, port, &CompanionOpts { args })?;
             if cli.warmup > 0 {
                 rt.block_on(phase(port, agents, cli.concurrency, cli.warmup, false));
             }
             let before = rt.block_on(audit_counters(port));
+            let cpu_before = procs::cpu_ticks(companion.pid);
             let (t, elapsed) =
                 rt.block_on(phase(port, agents, cli.concurrency, cli.duration, true));
+            let cpu_after = procs::cpu_ticks(companion.pid);
             let after = rt.block_on(audit_counters(port));
+            if let (Some(b), Some(a)) = (cpu_before, cpu_after) {
+                f.cpu_secs += a.saturating_sub(b) as f64 / procs::TICKS_PER_SEC;
+            }
             eprintln!(
                 "loadgen: round {} mode {}: {} ok in {:.1} s",
                 round + 1,
@@ -363,13 +391,17 @@ fn print_comparison(
             ms(h.value_at_quantile(0.99)),
         )
     };
+    // The companion's CPU per answered signature (µs).
+    let cpu_us = |f: &ModeFigures| 1e6 * f.cpu_secs / f.tally.ok.max(1) as f64;
     let base = stats(&figures[0]);
+    let base_cpu = cpu_us(&figures[0]);
     println!();
     println!(
         "{}: C={} agents={} rounds={} x {} s per mode (modes alternating, same companion data and TA state), baseline {}",
         match compared {
-            Compared::Audit => "audit durability",
+                Compared::Audit => "audit durability",
             Compared::TaLocking => "ta-sim locking",
+            Compared::Companions => "companion builds",
         },
         cli.concurrency,
         agents,
@@ -386,14 +418,18 @@ fn print_comparison(
             "  {:<7} throughput {tput:>6.0}/s  p50 {p50:.2} ms  p90 {p90:.2} ms  p99 {p99:.2} ms  errors {errors}  audit {} events in {} commits ({per_commit:.1} per commit)",
             f.mode, f.events, f.commits
         );
+        let cpu = cpu_us(f);
+        println!("          companion CPU {cpu:.1} µs per signature");
         println!(
-            "          ratio to {}: throughput {:.3}  p50 {:.2}x  p99 {:.2}x",
+            "          ratio to {}: throughput {:.3}  p50 {:.2}x  p99 {:.2}x  companion CPU per signature {:.3}",
             figures[0].mode,
             tput / base.0,
             p50 / base.1,
-            p99 / base.3
+            p99 / base.3,
+            cpu / base_cpu
         );
         out.push(serde_json::json!({
+            "companion_cpu_us_per_signature": cpu, "companion_cpu_ratio": cpu / base_cpu,
             "mode": f.mode, "seconds": f.secs, "ok": f.tally.ok, "errors": f.tally.by_status,
             "throughput": tput, "p50_ms": p50, "p90_ms": p90, "p99_ms": p99,
             "audit_commits": f.commits, "audit_events": f.events,
@@ -407,6 +443,7 @@ fn print_comparison(
         let key = match compared {
             Compared::Audit => "compare_audit",
             Compared::TaLocking => "compare_ta_locking",
+            Compared::Companions => "compare_companions",
         };
         let v = serde_json::json!({
             key: out, "concurrency": cli.concurrency, "agents": agents,
@@ -704,11 +741,16 @@ fn main() -> Result<(), String> {
         "raw k256 sign_prehash_recoverable, {raw_threads} threads (before): {raw_before:.0}/s"
     );
 
-    if !cli.compare_audit.is_empty() || !cli.compare_ta_locking.is_empty() {
-        let compared = if cli.compare_audit.is_empty() {
+    if !cli.compare_audit.is_empty()
+        || !cli.compare_ta_locking.is_empty()
+        || !cli.compare_companions.is_empty()
+    {
+        let compared = if !cli.compare_audit.is_empty() {
+            Compared::Audit
+        } else if !cli.compare_ta_locking.is_empty() {
             Compared::TaLocking
         } else {
-            Compared::Audit
+            Compared::Companions
         };
         let figures = compare_audit(
             &cli,
@@ -779,7 +821,7 @@ fn main() -> Result<(), String> {
     let pct = |q: f64| ms(h.value_at_quantile(q));
     let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let cpu = |a: Option<u64>, b: Option<u64>| match (a, b) {
-        (Some(a), Some(b)) => (b - a) as f64 / 100.0 / secs,
+        (Some(a), Some(b)) => (b - a) as f64 / procs::TICKS_PER_SEC / secs,
         _ => f64::NAN,
     };
     let (cpu_c, cpu_s, cpu_d) = (

@@ -61,6 +61,10 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// Clock ticks per second of [`cpu_ticks`] (Linux's `USER_HZ`, 100 on every architecture it
+/// exports to user space).
+pub const TICKS_PER_SEC: f64 = 100.0;
+
 /// User + system CPU time of a process so far (from `/proc/<pid>/stat`,
 /// in clock ticks of 10 ms on Linux).
 pub fn cpu_ticks(pid: u32) -> Option<u64> {

@@ -707,6 +707,68 @@ async fn the_budget_counts_every_intent_in_flight() {
     assert_eq!(f.env.balance(to).await.unwrap(), eth("1"));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_expected_nonce_is_estimated_beside_the_reads_and_again_after_a_gap() {
+    // The companion's bundler is a pass-through proxy: it counts the estimates.
+    let stack = tokio::task::spawn_blocking(kms_e2e::stack::Stack::shared)
+        .await
+        .unwrap();
+    let env = ChainEnv::connect(stack.info(), V07).await.unwrap();
+    let proxy = kms_e2e::proxy::Proxy::start(env.client.config().bundler_url.as_str(), &[])
+        .await
+        .unwrap();
+    let url = proxy.url();
+    let mut f = fixture_with(V07, &["--bundler-url", &url]).await;
+    let agent = f.agent("speculative").await;
+    let to = address("speculative");
+    let window = f.open_window().await;
+    let account = f.session(&agent, 0, &[to], eth("1"), window).await;
+    let estimates = || proxy.seen_of("eth_estimateUserOperationGas").len();
+
+    // Nothing of this lane submitted by this companion yet: estimated once the reads are done.
+    let before = estimates();
+    let first = sequence(&f.lands(&agent, transfer(to, "0.01")).await);
+    assert_eq!(estimates() - before, 1);
+    // The companion expects the sequence after its last one; the reads give that very nonce, so
+    // the estimate made beside them is the one used.
+    let before = estimates();
+    let second = sequence(&f.lands(&agent, transfer(to, "0.01")).await);
+    assert_eq!(second, first + 1);
+    assert_eq!(
+        estimates() - before,
+        1,
+        "one estimate, made beside the reads"
+    );
+
+    // A gap: an operation of the lane sent past the companion moves the chain's nonce.
+    let op = f
+        .presigned(account, &agent, vec![Call::transfer(to, eth("0.01"))])
+        .await;
+    let sub = f.env.client.submit(&op).await.unwrap();
+    f.env
+        .client
+        .wait_for_receipt(
+            &f.env.client.expected_receipt(&op, sub.user_op_hash),
+            kms_e2e::chain::RECEIPT_TIMEOUT,
+        )
+        .await
+        .unwrap();
+    // The expected nonce is stale: the operation is estimated again for the chain's, and lands.
+    let before = estimates();
+    let third = sequence(&f.lands(&agent, transfer(to, "0.01")).await);
+    assert_eq!(
+        third,
+        second + 2,
+        "after the operation sent past the companion"
+    );
+    assert_eq!(
+        estimates() - before,
+        2,
+        "the estimate for the expected nonce, unused, and the one for the chain's"
+    );
+    assert_eq!(f.env.balance(to).await.unwrap(), eth("0.04"));
+}
+
 // ------------------------------------------------------------------ grant refusals
 
 #[tokio::test(flavor = "multi_thread")]

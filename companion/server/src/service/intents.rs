@@ -34,6 +34,15 @@
 //! `verificationGasLimit` of such an operation is doubled ([`QUEUED_VERIFICATION_FACTOR`]),
 //! or the bundler refuses it (AA26) once the earlier ones are on chain.
 //!
+//! The bundler's gas estimate (the longest chain round trip of an intent) does not wait for the
+//! reads when this process knows which nonce to expect: the one after the last operation it
+//! submitted in the lane (`NonceTracker`). That estimate runs beside the session, nonce and
+//! database reads, and is used only if the reads give that very nonce; otherwise (an operation of
+//! the lane sent past this companion, or by another one, a refused predecessor, a new budget
+//! period, a failed estimate) the operation is estimated again for the nonce the reads gave. Every
+//! check runs on the reads as before, and nothing is signed before them; in the `Server-Timing`
+//! header the overlapped estimate falls in `nonce`, and `prepare` is then only the build.
+//!
 //! When an operation will never use its sequence (refused, dropped, cancelled), the ones after it
 //! in the lane can never validate. The companion cannot re-sign them (that takes the agent's JWT,
 //! which it does not keep): the lifecycle fails each of them once the bundler no longer holds it,
@@ -237,6 +246,28 @@ pub struct Submitted {
     pub user_op_hash: Option<B256>,
 }
 
+/// What [`IntentPipeline::reads`] found.
+struct Reads {
+    /// The time the session was checked against (seconds).
+    now: u64,
+    /// The session.
+    snapshot: SessionSnapshot,
+    /// The validator's path for the account's kind.
+    path: kms_chain::session::ValidatorPath,
+    /// The budget period the operation is in (0 without periods).
+    period_index: u64,
+    /// The chain's next nonce of the lane at the snapshot's block.
+    chain_nonce: U256,
+    /// The agent's open intents.
+    open: Vec<Intent>,
+    /// The operation's nonce.
+    nonce: U256,
+    /// How many sequences it is past the chain's.
+    ahead: u64,
+    /// Whether the operation just before it is with the bundler.
+    after_pending: bool,
+}
+
 /// The pipeline of one companion: its state and chain.
 #[derive(Clone, Copy)]
 pub struct IntentPipeline<'a> {
@@ -293,7 +324,7 @@ impl<'a> IntentPipeline<'a> {
 
         // One build of this agent's intents at a time (in any of its period lanes), from the
         // idempotency check to the submission; the previous operation is not waited for.
-        let _lane = chain.nonces.lock(account, base_key).await;
+        let mut lane_guard = chain.nonces.lock(account, base_key).await;
         // Across the companions sharing a PostgreSQL database too (crate::replicas).
         let _shared_lane =
             crate::replicas::LaneLease::take(s, chain.client.chain_id(), account, base_key).await?;
@@ -305,58 +336,40 @@ impl<'a> IntentPipeline<'a> {
             }
         }
         phases.end("queue");
-        // The session as the chain has it now; what this agent's open operations will still charge
-        // is added from the database below. The operation names the lane of the period containing
-        // now (bundlers check windows against their clock).
-        let now = u64::try_from(kms_db::now_secs()).unwrap_or(0);
-        let (snapshot, path) = chain
-            .client
-            .read_session_for_calls_on(kind, account, agent, &calls, now)
-            .await
-            .map_err(|e| IntentError::chain(e, account))?;
-        let period_index = if snapshot.session.period != 0 {
-            snapshot.period_index
-        } else {
-            0
-        };
-        let key = match lane.key(period_index) {
-            Ok(key) => key,
-            // AgentAccount: a period past 32 bits stays in the agent's base lane (as ever).
-            Err(_) if kind == AccountKind::AgentAccount => base_key,
-            // ERC-7579: a period past the key's 16 bits cannot be named (the pre-check says so).
-            Err(e) => {
-                precheck_on(
-                    path,
-                    &snapshot,
-                    &calls,
-                    &InFlight::default(),
-                    None,
-                    now,
-                    chain.margins,
-                )
-                .map_err(|r| IntentError::Refused(Box::new(r)))?;
-                return Err(IntentError::chain(Erc7579Error::from(e).into(), account));
+        // The bundler's estimate of the sequence this process expects next in the lane (the one
+        // after the last operation it submitted there) runs beside the reads below; it is used
+        // only if the reads give that very nonce, else the operation is estimated again.
+        let predicted = lane_guard.in_flight().map(|f| {
+            let (k, seq) = NonceKey::split(f.nonce);
+            k.nonce(seq.saturating_add(1))
+        });
+        let speculative = async {
+            match predicted {
+                Some(p) => Some(
+                    chain
+                        .client
+                        .prepare_agent_op_on(account, agent, lane, 0, calls.clone(), Some(p))
+                        .await,
+                ),
+                None => None,
             }
         };
-        // The chain's nonce at the block the session was read at: an operation it has passed is
-        // in the snapshot's figures, every later one of this agent is counted as in flight.
-        let chain_nonce = chain
-            .client
-            .nonce_at(account, key, snapshot.block_number)
-            .await
-            .map_err(|e| IntentError::chain(e, account))?;
-        let open = s.db.open_intents_of(&auth.key_id).await?;
-        // The next sequence after this agent's open operations in the lane, or the chain's.
-        let (nonce, ahead) = next_nonce(&open, account, chain_nonce);
-        // Whether the operation just before it is with the bundler (accepted, not settled).
-        let after_pending = predecessor_pending(&open, account, nonce);
-        if ahead >= MAX_IN_FLIGHT_PER_LANE {
-            return Err(IntentError::TooManyInFlight {
-                account,
-                in_flight: ahead,
-                max: MAX_IN_FLIGHT_PER_LANE,
-            });
-        }
+        let (reads, speculative) = tokio::join!(
+            self.reads(auth, account, kind, lane, base_key, agent, &calls),
+            speculative
+        );
+        let Reads {
+            now,
+            snapshot,
+            path,
+            period_index,
+            chain_nonce,
+            open,
+            nonce,
+            ahead,
+            after_pending,
+        } = reads?;
+        let speculative = speculative.filter(|_| predicted == Some(nonce));
         phases.end("nonce");
 
         // What this agent's intents on this account still in flight (recorded, not settled, not
@@ -378,19 +391,25 @@ impl<'a> IntentPipeline<'a> {
         .map_err(|r| IntentError::Refused(Box::new(r)))?;
         phases.end("policy");
 
-        let prepared = self
-            .prepare(
-                account,
-                agent,
-                lane,
-                period_index,
-                &calls,
-                nonce,
-                ahead,
-                after_pending,
-            )
-            .await
-            .map_err(|e| estimate_error(e, &snapshot, &in_flight, account))?;
+        let prepared = match speculative {
+            // Estimated beside the reads, for the nonce they gave.
+            Some(Ok(p)) => self.raised(p, ahead),
+            // Not estimated, for another nonce, or failed: estimated now (with its retries).
+            _ => {
+                self.prepare(
+                    account,
+                    agent,
+                    lane,
+                    period_index,
+                    &calls,
+                    nonce,
+                    ahead,
+                    after_pending,
+                )
+                .await
+            }
+        }
+        .map_err(|e| estimate_error(e, &snapshot, &in_flight, account))?;
         // The gas rule needs the estimate: the operation's maximum cost is what the validator charges.
         let max_gas_cost = prepared.op.max_gas_cost();
         let charges = precheck_on(
@@ -468,6 +487,7 @@ impl<'a> IntentPipeline<'a> {
                 .ok_or_else(|| ApiError::internal("intent vanished"))?;
         match self.send(&op, after_pending).await {
             Ok(sub) => {
+                lane_guard.submitted(nonce, user_op_hash);
                 let reason = if sub.already_known {
                     IntentReason::AlreadyKnown
                 } else {
@@ -479,6 +499,11 @@ impl<'a> IntentPipeline<'a> {
                 // Judged only on evidence (lookups first): see `lifecycle::after_send_error`.
                 let (status, reason) =
                     lifecycle::after_send_error(s, chain, &recorded, &op, user_op_hash, &e).await?;
+                if status.is_open() || status == IntentStatus::Included {
+                    lane_guard.submitted(nonce, user_op_hash);
+                } else {
+                    lane_guard.clear();
+                }
                 if status == IntentStatus::Included || status == IntentStatus::Pending {
                     tracing::info!(user_op_hash = %hash_str, %status, %reason, error = %e,
                     "the bundler's error turned out not to be a refusal of the operation");
@@ -499,6 +524,86 @@ impl<'a> IntentPipeline<'a> {
                 .ok_or_else(|| ApiError::internal("intent vanished"))?;
         phases.end("submit");
         Ok(intent)
+    }
+
+    /// The reads an intent's checks need, in order: the session (with the validator's path) at
+    /// the latest block, the period's lane, the chain's nonce there at the same block, the agent's
+    /// open intents, and from them the operation's nonce (see the module docs).
+    #[allow(clippy::too_many_arguments)]
+    async fn reads(
+        &self,
+        auth: &AgentAuth,
+        account: Address,
+        kind: AccountKind,
+        lane: AgentLane,
+        base_key: NonceKey,
+        agent: Address,
+        calls: &[Call],
+    ) -> Result<Reads, IntentError> {
+        // The session as the chain has it now; what this agent's open operations will still charge
+        // is added from the database below. The operation names the lane of the period containing
+        // now (bundlers check windows against their clock).
+        let (s, chain) = (self.s, self.chain);
+        let now = u64::try_from(kms_db::now_secs()).unwrap_or(0);
+        let (snapshot, path) = chain
+            .client
+            .read_session_for_calls_on(kind, account, agent, calls, now)
+            .await
+            .map_err(|e| IntentError::chain(e, account))?;
+        let period_index = if snapshot.session.period != 0 {
+            snapshot.period_index
+        } else {
+            0
+        };
+        let key = match lane.key(period_index) {
+            Ok(key) => key,
+            // AgentAccount: a period past 32 bits stays in the agent's base lane (as ever).
+            Err(_) if kind == AccountKind::AgentAccount => base_key,
+            // ERC-7579: a period past the key's 16 bits cannot be named (the pre-check says so).
+            Err(e) => {
+                precheck_on(
+                    path,
+                    &snapshot,
+                    calls,
+                    &InFlight::default(),
+                    None,
+                    now,
+                    chain.margins,
+                )
+                .map_err(|r| IntentError::Refused(Box::new(r)))?;
+                return Err(IntentError::chain(Erc7579Error::from(e).into(), account));
+            }
+        };
+        // The chain's nonce at the block the session was read at: an operation it has passed is
+        // in the snapshot's figures, every later one of this agent is counted as in flight.
+        let chain_nonce = chain
+            .client
+            .nonce_at(account, key, snapshot.block_number)
+            .await
+            .map_err(|e| IntentError::chain(e, account))?;
+        let open = s.db.open_intents_of(&auth.key_id).await?;
+        // The next sequence after this agent's open operations in the lane, or the chain's.
+        let (nonce, ahead) = next_nonce(&open, account, chain_nonce);
+        // Whether the operation just before it is with the bundler (accepted, not settled).
+        let after_pending = predecessor_pending(&open, account, nonce);
+        if ahead >= MAX_IN_FLIGHT_PER_LANE {
+            return Err(IntentError::TooManyInFlight {
+                account,
+                in_flight: ahead,
+                max: MAX_IN_FLIGHT_PER_LANE,
+            });
+        }
+        Ok(Reads {
+            now,
+            snapshot,
+            path,
+            period_index,
+            chain_nonce,
+            open,
+            nonce,
+            ahead,
+            after_pending,
+        })
     }
 
     /// Builds the agent's operation with `nonce` (`ahead` sequences past the chain's). The
@@ -551,6 +656,16 @@ impl<'a> IntentPipeline<'a> {
                 other => break other?,
             }
         };
+        self.raised(prepared, ahead)
+    }
+
+    /// `prepared`, `ahead` sequences past the chain's: its `verificationGasLimit` multiplied by
+    /// [`QUEUED_VERIFICATION_FACTOR`] when `ahead > 0` (see [`IntentPipeline::prepare`]).
+    fn raised(
+        &self,
+        prepared: kms_chain::client::PreparedOp,
+        ahead: u64,
+    ) -> Result<kms_chain::client::PreparedOp, ChainError> {
         if ahead == 0 {
             return Ok(prepared);
         }

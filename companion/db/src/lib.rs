@@ -511,6 +511,7 @@ pub(crate) mod test_support {
             passkey_public_key: "04bb".into(),
             passkey_json: "{}".into(),
             sign_count: 0,
+            ta_id: None,
             now: 100,
         })
         .await
@@ -591,7 +592,7 @@ mod tests {
                 .collect()
         };
         assert_eq!(of(&MIGRATOR), of(&POSTGRES_MIGRATOR));
-        assert_eq!(MIGRATOR.iter().count(), 9);
+        assert_eq!(MIGRATOR.iter().count(), 10);
     }
 
     /// An unreachable server is retried for the configured time, then reported with its URL
@@ -646,7 +647,7 @@ mod tests {
             Err(
                 e @ DbError::NewerSchema {
                     version: 9999,
-                    known: 9,
+                    known: 10,
                 },
             ) => {
                 assert!(e.to_string().contains("newer"), "{e}")

@@ -36,6 +36,8 @@ pub struct NewWallet {
     pub passkey_json: String,
     /// The authenticator's signature counter at registration.
     pub sign_count: i64,
+    /// The TA holding the wallet's seed (its operator address, `0x` lowercase hex), when known.
+    pub ta_id: Option<String>,
     /// Now (unix seconds).
     pub now: i64,
 }
@@ -148,14 +150,46 @@ const WALLET_COLS: &str = "key_id, description, key_usage, key_spec, origin, add
      derivation_path, rp_id, status, created_at, updated_at";
 
 impl Db {
+    /// The TA recorded for wallet `wallet_id`: `None` when there is no such wallet,
+    /// `Some(None)` when it has no TA recorded (registered before the column existed).
+    pub async fn wallet_ta(&self, wallet_id: &str) -> Result<Option<Option<String>>> {
+        let row: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT ta_id FROM wallets WHERE key_id = $1")
+                .bind(wallet_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(t,)| t))
+    }
+
+    /// Records `ta_id` on every wallet that has no TA recorded (those registered before the
+    /// column existed, when a database had one TA); returns how many.
+    pub async fn adopt_wallets_without_ta(&self, ta_id: &str) -> Result<u64> {
+        let done = sqlx::query("UPDATE wallets SET ta_id = $1 WHERE ta_id IS NULL")
+            .bind(ta_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// The wallets recorded on another TA than `ta_id`, by id.
+    pub async fn wallets_of_other_tas(&self, ta_id: &str) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT key_id FROM wallets WHERE ta_id IS NOT NULL AND ta_id <> $1 ORDER BY key_id",
+        )
+        .bind(ta_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(k,)| k).collect())
+    }
+
     /// Insert a wallet, its passkey credential and its owner address in one
     /// transaction.
     pub async fn insert_wallet(&self, w: &NewWallet) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO wallets (key_id, description, key_usage, key_spec, origin, address, \
-             public_key, derivation_path, rp_id, status, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'ready', $10, $11)",
+             public_key, derivation_path, rp_id, status, created_at, updated_at, ta_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'ready', $10, $11, $12)",
         )
         .bind(&w.key_id)
         .bind(&w.description)
@@ -168,6 +202,7 @@ impl Db {
         .bind(&w.rp_id)
         .bind(w.now)
         .bind(w.now)
+        .bind(&w.ta_id)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -356,6 +391,33 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use crate::test_support::*;
+
+    #[tokio::test]
+    async fn each_wallet_names_its_ta() {
+        let (_d, db) = temp_db().await;
+        wallet(&db, "old").await; // registered before the column: no TA
+        assert_eq!(db.wallet_ta("old").await.unwrap(), Some(None));
+        assert_eq!(db.wallet_ta("none").await.unwrap(), None);
+        // The first companion after the upgrade adopts them; never again.
+        assert_eq!(db.adopt_wallets_without_ta("0xaa").await.unwrap(), 1);
+        assert_eq!(db.adopt_wallets_without_ta("0xbb").await.unwrap(), 0);
+        assert_eq!(
+            db.wallet_ta("old").await.unwrap(),
+            Some(Some("0xaa".to_owned()))
+        );
+        db.delete_wallet("old").await.unwrap();
+        for (id, ta) in [("a1", "0xaa"), ("b1", "0xbb"), ("b2", "0xbb")] {
+            wallet(&db, id).await;
+            sqlx::query("UPDATE wallets SET ta_id = $1 WHERE key_id = $2")
+                .bind(ta)
+                .bind(id)
+                .execute(db.pool())
+                .await
+                .unwrap();
+        }
+        assert_eq!(db.wallets_of_other_tas("0xaa").await.unwrap(), ["b1", "b2"]);
+        assert_eq!(db.wallets_of_other_tas("0xbb").await.unwrap(), ["a1"]);
+    }
 
     #[tokio::test]
     async fn insert_get_list_delete() {

@@ -206,13 +206,16 @@ pub enum ErrorCode {
     UnsupportedAccount,
     /// `unsupported_passkey`: A passkey of an algorithm the TA does not verify (only ES256).
     UnsupportedPasskey,
+    /// `wallet_on_other_ta`: The wallet is held by another TA than this companion's (421, with
+    /// `details.walletTa`): send its requests to a companion attached to that TA.
+    WalletOnOtherTa,
     /// `user_verification_missing`: The assertion lacks user verification.
     UserVerificationMissing,
 }
 
 impl ErrorCode {
     /// Every code but the policy refusals (see [`ErrorCode::all`]).
-    pub const OWN: [ErrorCode; 91] = [
+    pub const OWN: [ErrorCode; 92] = [
         ErrorCode::AccountRequired,
         ErrorCode::AccountUnfunded,
         ErrorCode::AgentExists,
@@ -304,6 +307,7 @@ impl ErrorCode {
         ErrorCode::UnsupportedAccount,
         ErrorCode::UnsupportedPasskey,
         ErrorCode::UserVerificationMissing,
+        ErrorCode::WalletOnOtherTa,
     ];
 
     /// Every code, the policy refusals included.
@@ -408,6 +412,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedAccount => "unsupported_account",
             ErrorCode::UnsupportedPasskey => "unsupported_passkey",
             ErrorCode::UserVerificationMissing => "user_verification_missing",
+            ErrorCode::WalletOnOtherTa => "wallet_on_other_ta",
         }
     }
 }
@@ -858,6 +863,7 @@ impl From<CredentialError> for ApiError {
             }
             CredentialError::Invalid => ApiError::unauthorized(ErrorCode::CredentialInvalid, msg),
             CredentialError::Expired => ApiError::unauthorized(ErrorCode::CredentialExpired, msg),
+            CredentialError::WrongTa(w) => w.into(),
             CredentialError::Db(d) => d.into(),
         }
     }

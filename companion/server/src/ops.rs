@@ -425,8 +425,12 @@ pub fn hd_path(s: &str) -> Result<HdPath, ApiError> {
 
 async fn existing_wallet(state: &AppState, key_id: &str) -> Result<WalletId, ApiError> {
     let id = wallet_id(key_id)?;
-    if state.db.get_wallet(&id.to_uuid_string()).await?.is_none() {
+    let wallet = id.to_uuid_string();
+    if state.db.get_wallet(&wallet).await?.is_none() {
         return Err(ApiError::not_found(ErrorCode::KeyNotFound, "key not found"));
+    }
+    if let Some(w) = crate::replicas::wallet_elsewhere(state, &wallet).await? {
+        return Err(w.into());
     }
     Ok(id)
 }

@@ -243,9 +243,12 @@ impl Limits {
     }
 
     /// `e`, after charging `client`'s bucket when `e` refuses the request's credential (any
-    /// 4xx of the authentication phase; server faults are not the client's).
+    /// 4xx of the authentication phase but 421, a wallet of another TA; server faults are not
+    /// the client's).
     pub fn refused(&self, client: ClientAddr, e: ApiError) -> ApiError {
-        if e.status().is_client_error() {
+        // A wallet of another TA (421) is a routing fault, not a guess at a credential.
+        if e.status().is_client_error() && e.status() != axum::http::StatusCode::MISDIRECTED_REQUEST
+        {
             self.clients.charge(client.0);
         }
         e

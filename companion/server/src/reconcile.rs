@@ -242,7 +242,16 @@ pub async fn reconcile_agents(s: &AppState, startup: bool) -> Result<Report, Api
         .reconcile_call(&JwtSecretStatus {})
         .await
         .map_err(ApiError::from)?;
+    // Wallets another TA holds (several TEE devices over one database) are that TA's companions'
+    // to reconcile: this TA does not know them.
+    let elsewhere: std::collections::HashSet<String> = match crate::replicas::this_ta(s) {
+        Some(ta) => s.db.wallets_of_other_tas(&ta).await?.into_iter().collect(),
+        None => Default::default(),
+    };
     for row in s.db.list_agents(None).await? {
+        if elsewhere.contains(&row.wallet_id) {
+            continue;
+        }
         report.examined += 1;
         let Ok(wallet) = row.wallet_id.parse::<WalletId>() else {
             continue;

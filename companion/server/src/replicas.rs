@@ -1,10 +1,11 @@
 //! Several companions on one database (docs/DEPLOY.md): what must be done by one of them at a
 //! time, through leases in the database ([`kms_db::Db::try_lease`]).
 //!
-//! - **JWT secret rotation** ([`JWT_ROTATION_LEASE`]): each replica's rotation task ticks, but only
-//!   the one holding the lease rotates, purges and rewrites `jwt_secret_meta`; it renews the lease
-//!   at each tick ([`rotation_lease_secs`]) and gives it up at shutdown, so another replica takes
-//!   over at its next tick (or once the lease expires, when the holder died).
+//! - **JWT secret rotation** ([`rotation_lease_name`], one lease per TA): each replica's rotation
+//!   task ticks, but only the one holding the lease rotates, purges and rewrites
+//!   `jwt_secret_meta`; it renews the lease at each tick ([`rotation_lease_secs`]) and gives it up
+//!   at shutdown, so another replica takes over at its next tick (or once the lease expires, when
+//!   the holder died).
 //! - **An agent's nonce lane** ([`LaneLease`]): each companion serialises the builds of one agent's
 //!   intents in its own memory (`kms_chain::nonce::NonceTracker`); on PostgreSQL (the backend
 //!   several companions share) the pipeline also holds the lane's lease from its idempotency check
@@ -14,6 +15,11 @@
 //! Everything else the replicas share needs no lease: agent indexes and the audit chain's head are
 //! read and written under the database's write lock (`Db::begin_write`), ceremonies are consumed by
 //! one guarded `UPDATE`, and the TA serialises its own state.
+//!
+//! Several TAs over one database: each wallet records the TA holding it ([`this_ta`]: the TA's
+//! operator address), and a companion refuses a wallet of another TA with 421
+//! `wallet_on_other_ta` naming it ([`WrongTa`]) before anything reaches its own TA; its
+//! reconciliation leaves other TAs' wallets alone.
 
 use std::time::Duration;
 
@@ -24,8 +30,18 @@ use kms_db::{Backend, Db};
 use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
 
-/// The lease of the JWT secret rotation task.
+/// The lease of the JWT secret rotation task (one per TA: [`rotation_lease_name`]).
 pub const JWT_ROTATION_LEASE: &str = "jwt-rotation";
+
+/// The rotation lease of the companions of TA `ta` (its operator address, lowercase): each TA's
+/// secrets are rotated by one of its companions. [`JWT_ROTATION_LEASE`] alone while this
+/// companion's TA was not reached yet.
+pub fn rotation_lease_name(ta: Option<&str>) -> String {
+    match ta {
+        Some(ta) => format!("{JWT_ROTATION_LEASE}:{ta}"),
+        None => JWT_ROTATION_LEASE.to_owned(),
+    }
+}
 
 /// How long an agent's intent waits for its lane held by another replica before 409
 /// `lane_busy`.
@@ -49,7 +65,7 @@ pub fn rotation_lease_secs(tick_secs: u64) -> i64 {
 pub async fn leads_rotation(s: &AppState) -> Result<bool, ApiError> {
     Ok(s.db
         .try_lease(
-            JWT_ROTATION_LEASE,
+            &rotation_lease_name(this_ta(s).as_deref()),
             &s.replica_id,
             rotation_lease_secs(s.config.jwt_rotation_tick_secs),
             kms_db::now_secs(),
@@ -59,7 +75,8 @@ pub async fn leads_rotation(s: &AppState) -> Result<bool, ApiError> {
 
 /// Gives the rotation lease up (at shutdown), if this replica holds it.
 pub async fn release_rotation(s: &AppState) {
-    if let Err(e) = s.db.release_lease(JWT_ROTATION_LEASE, &s.replica_id).await {
+    let name = rotation_lease_name(this_ta(s).as_deref());
+    if let Err(e) = s.db.release_lease(&name, &s.replica_id).await {
         tracing::warn!(error = %e, "could not give up the JWT rotation lease; another replica takes it over once it expires");
     }
 }
@@ -173,4 +190,86 @@ mod tests {
         assert!(rotation_lease_secs(86_400) > 86_400);
         assert_eq!(rotation_lease_secs(u64::MAX), i64::MAX);
     }
+}
+
+/// The identity of this companion's TA: its operator key's address (`0x` lowercase hex), known
+/// once the TA has answered since the start (`None` before).
+pub fn this_ta(s: &AppState) -> Option<String> {
+    use kms_chain::operator::OperatorSigner;
+    s.operator.get().map(|op| format!("{:#x}", op.address()))
+}
+
+/// [`this_ta`], asking the TA for its operator key if it was not reached yet (`None` if it
+/// does not answer).
+pub async fn this_ta_now(s: &AppState) -> Option<String> {
+    let _ = s.operator().await;
+    this_ta(s)
+}
+
+/// At start-up, once the TA answered: the wallets registered before wallets named their TA are
+/// recorded on this companion's TA (a database had one TA until then).
+pub async fn adopt_wallets(s: &AppState) {
+    let Some(ta) = this_ta(s) else { return };
+    match s.db.adopt_wallets_without_ta(&ta).await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(wallets = n, ta = %ta, "wallets without a recorded TA recorded on this companion's TA")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not record this companion's TA on older wallets")
+        }
+    }
+}
+
+/// A request for a wallet that another TA holds (several TEE devices over one database,
+/// docs/DEPLOY.md): answered 421 `wallet_on_other_ta` naming that TA, before anything reaches
+/// this companion's TA. The client (or the load balancer) sends it to a companion attached to
+/// that TA; nothing is forwarded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "wallet {wallet} is held by TA {wallet_ta}, not by this companion's TA {this_ta}: send its \
+     requests to a companion attached to TA {wallet_ta}"
+)]
+pub struct WrongTa {
+    /// The wallet.
+    pub wallet: String,
+    /// The TA holding it (its operator address).
+    pub wallet_ta: String,
+    /// This companion's TA.
+    pub this_ta: String,
+}
+
+impl From<WrongTa> for ApiError {
+    fn from(mut w: WrongTa) -> Self {
+        // Addresses are answered EIP-55 checksummed (the database keeps them lowercase).
+        w.wallet_ta = crate::extract::checksum_str(&w.wallet_ta);
+        w.this_ta = crate::extract::checksum_str(&w.this_ta);
+        ApiError::detailed(
+            axum::http::StatusCode::MISDIRECTED_REQUEST,
+            ErrorCode::WalletOnOtherTa,
+            w.to_string(),
+            serde_json::json!({ "walletTa": w.wallet_ta, "thisTa": w.this_ta }),
+        )
+    }
+}
+
+/// Whether wallet `wallet_id` is held by another TA than this companion's ([`WrongTa`]). No when
+/// the wallet is unknown (the caller says so), has no TA recorded (older than the record: this
+/// companion's own since start-up, [`adopt_wallets`]), or this companion's TA was not reached
+/// since the start (then the request needs it and fails on it).
+pub async fn wallet_elsewhere(
+    s: &AppState,
+    wallet_id: &str,
+) -> Result<Option<WrongTa>, kms_db::DbError> {
+    let Some(this_ta) = this_ta(s) else {
+        return Ok(None);
+    };
+    Ok(match s.db.wallet_ta(wallet_id).await? {
+        Some(Some(wallet_ta)) if wallet_ta != this_ta => Some(WrongTa {
+            wallet: wallet_id.to_owned(),
+            wallet_ta,
+            this_ta,
+        }),
+        _ => None,
+    })
 }

@@ -424,6 +424,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         ),
         Err(e) => tracing::warn!(error = %e, "operator key not available yet (TEE unreachable?)"),
     }
+    crate::replicas::adopt_wallets(&state).await;
     if let Err(e) = tasks::sync_jwt_meta(&state).await {
         tracing::warn!(error = %e, "could not read the TA's JWT secret status at start-up");
     }

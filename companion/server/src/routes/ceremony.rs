@@ -138,6 +138,9 @@ pub async fn begin_registration(
         if s.db.get_wallet(&w).await?.is_none() {
             return Err(ApiError::not_found(ErrorCode::KeyNotFound, "key not found"));
         }
+        if let Some(other) = crate::replicas::wallet_elsewhere(&s, &w).await? {
+            return Err(other.into());
+        }
         return Ok(Json(
             s.begin_registration(Some(&w), CHANGE_PASSKEY_REGISTRATION, &user, &display, None)
                 .await?,

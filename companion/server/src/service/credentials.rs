@@ -63,6 +63,10 @@ pub enum CredentialError {
     /// The credential has expired.
     #[error("the credential has expired")]
     Expired,
+    /// The agent's wallet is held by another TA than this companion's (421
+    /// `wallet_on_other_ta`): the credential is never sent to this TA.
+    #[error(transparent)]
+    WrongTa(#[from] crate::replicas::WrongTa),
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -210,6 +214,11 @@ impl<'a> AgentCredentials<'a> {
                     s.db.get_agent(&wallet.to_uuid_string(), index)
                         .await?
                         .ok_or(CredentialError::AgentNotFound)?;
+                if let Some(w) =
+                    crate::replicas::wallet_elsewhere(s, &wallet.to_uuid_string()).await?
+                {
+                    return Err(w.into());
+                }
                 match row.status {
                     AgentStatus::Active => {}
                     AgentStatus::Revoked => return Err(CredentialError::Revoked),

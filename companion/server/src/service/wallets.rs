@@ -93,6 +93,7 @@ impl Wallets<'_> {
             passkey_json: serde_json::to_string(&passkey)
                 .map_err(|e| ApiError::internal(e.to_string()))?,
             sign_count: i64::from(passkey_counter(&passkey)),
+            ta_id: crate::replicas::this_ta_now(s).await,
             now,
         };
         if let Err(e) = s.db.insert_wallet(&new).await {

@@ -252,8 +252,10 @@ async fn two_companions_share_one_database_and_one_ta() {
             || (ran[1] > 0 && ran[0] == 0 && skipped[0] > 0 && skipped[1] == 0),
         "rotation ticks run {ran:?}, skipped {skipped:?}: one replica must do them all"
     );
+    let (_, health) = a.get("/health", None).await.unwrap();
+    let ta = health["operatorAddress"].as_str().unwrap().to_lowercase();
     let lease = db
-        .lease(kms_companion::replicas::JWT_ROTATION_LEASE)
+        .lease(&kms_companion::replicas::rotation_lease_name(Some(&ta)))
         .await
         .unwrap()
         .expect("the rotation lease is held");
@@ -345,4 +347,152 @@ async fn an_agents_lane_is_held_by_one_replica_at_a_time() {
     drop(held);
     let (got, after_release) = waiter.await.unwrap();
     assert!(got && after_release);
+}
+
+/// Two TEE devices (two ta-sim processes) and a companion on each, over one PostgreSQL
+/// database: each wallet records its TA; a companion refuses the other TA's wallets (owner
+/// operations and agent credentials) with 421 `wallet_on_other_ta` naming that TA, before its own
+/// TA sees them; and a companion starting beside the other TA's agents does not take them for a
+/// rollback of its own TA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_tas_each_companion_refuses_the_other_tas_wallets() {
+    if kms_db::testing::postgres_server().is_none() {
+        eprintln!(
+            "skipped: several TAs over one database need PostgreSQL; set {}",
+            kms_db::testing::POSTGRES_URL_VAR
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let url = kms_db::testing::test_database_url(dir.path()).await;
+    let db = kms_db::Db::open(&url).await.unwrap();
+    let api_key = db.create_api_key("tas", 1).await.unwrap().key;
+    let ports = [free_port(), free_port()];
+    let mut sims = Vec::new();
+    let mut replicas = Vec::new();
+    // Companion A on TA A first; its wallet and agent exist before B starts.
+    for name in ["a", "b"] {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        sims.push(Sim::start(&d));
+    }
+    let start = |i: usize| {
+        let d = dir.path().join(["a", "b"][i]);
+        let (url, key, socket) = (url.clone(), api_key.clone(), sims[i].socket.clone());
+        async move { start_replica(&d, ports[i], &ports, &url, &socket, &key).await }
+    };
+    replicas.push(start(0).await);
+    let a = replicas[0].client.clone();
+    let mut owner_a = Manual::new();
+    let wallet_a = a.register(&mut owner_a, "on TA A").await.unwrap()["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let agent_a = Agent::from_answer(
+        a.create_agent(&mut owner_a, &wallet_a, json!({"label": "a"}))
+            .await
+            .unwrap(),
+    );
+    replicas.push(start(1).await);
+    let b = replicas[1].client.clone();
+
+    // Each TA's identity: its operator address, as /health shows it; B is not rolled back.
+    let ta_of = |health: Value| {
+        assert_eq!(health["status"], "ok", "{health}");
+        assert!(health.get("taRolledBack").is_none(), "{health}");
+        health["operatorAddress"].as_str().unwrap().to_owned()
+    };
+    let ta_a = ta_of(a.get("/health", None).await.unwrap().1);
+    let ta_b = ta_of(b.get("/health", None).await.unwrap().1);
+    assert_ne!(ta_a, ta_b);
+    assert_eq!(
+        db.wallet_ta(&wallet_a).await.unwrap(),
+        Some(Some(ta_a.to_lowercase()))
+    );
+
+    // B refuses A's wallet: an owner ceremony, and the agent's credential (more times than a
+    // client's failed-authentication budget: a misdirected request is not charged as one).
+    let (status, answer) = b
+        .post(
+            "/BeginAuthentication",
+            &json!({"KeyId": wallet_a, "Purpose": "CreateAgentKey", "Payload": {"label": "x"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (421, Some("wallet_on_other_ta")),
+        "{answer}"
+    );
+    assert_eq!(answer["details"]["walletTa"], ta_a.as_str());
+    assert_eq!(answer["details"]["thisTa"], ta_b.as_str());
+    for _ in 0..130 {
+        let (status, answer, _) = b
+            .post_bearer(
+                "/kms/sign-agent",
+                &agent_a.jwt,
+                &sign_body(&agent_a.key_id),
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (status, answer["code"].as_str()),
+            (421, Some("wallet_on_other_ta")),
+            "{answer}"
+        );
+        assert_eq!(answer["details"]["walletTa"], ta_a.as_str());
+    }
+    // A serves it.
+    let (status, answer, _) = a
+        .post_bearer(
+            "/kms/sign-agent",
+            &agent_a.jwt,
+            &sign_body(&agent_a.key_id),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{answer}");
+
+    // And the other way round: B's own wallet is B's, refused by A naming TA B.
+    let mut owner_b = Manual::new();
+    let wallet_b = b.register(&mut owner_b, "on TA B").await.unwrap()["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let agent_b = Agent::from_answer(
+        b.create_agent(&mut owner_b, &wallet_b, json!({"label": "b"}))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        db.wallet_ta(&wallet_b).await.unwrap(),
+        Some(Some(ta_b.to_lowercase()))
+    );
+    let (status, answer, _) = a
+        .post_bearer(
+            "/kms/sign-agent",
+            &agent_b.jwt,
+            &sign_body(&agent_b.key_id),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (421, Some("wallet_on_other_ta")),
+        "{answer}"
+    );
+    assert_eq!(answer["details"]["walletTa"], ta_b.as_str());
+    let (status, answer, _) = b
+        .post_bearer(
+            "/kms/sign-agent",
+            &agent_b.jwt,
+            &sign_body(&agent_b.key_id),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{answer}");
 }

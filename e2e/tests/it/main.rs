@@ -19,4 +19,5 @@ mod lifecycle;
 mod mcp;
 mod owner_userop;
 mod periods;
+mod replicas;
 mod sessions;

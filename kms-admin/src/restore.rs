@@ -184,8 +184,29 @@ async fn align_database(
         Ok(r) => r,
         Err(e) => return Err((changes, e.into())),
     };
+    // Several TAs over one database (docs/DEPLOY.md): the wallets another TA holds are not this
+    // TA's to align (it does not know them). A TA is named by its operator key's address; a TA
+    // without one (none was ever created) holds no wallet recorded on a TA.
+    let elsewhere: std::collections::HashSet<String> = match tee
+        .call_async(&kms_proto::OperatorKey {
+            create_if_missing: false,
+        })
+        .await
+    {
+        Ok(op) => {
+            let ta = format!("{:#x}", alloy::primitives::Address::from(op.address));
+            match db.wallets_of_other_tas(&ta).await {
+                Ok(w) => w.into_iter().collect(),
+                Err(e) => return Err((changes, e.into())),
+            }
+        }
+        Err(_) => Default::default(),
+    };
     let now = kms_db::now_secs();
     for row in rows {
+        if elsewhere.contains(&row.wallet_id) {
+            continue;
+        }
         let Ok(wallet) = row.wallet_id.parse::<WalletId>() else {
             continue;
         };

@@ -833,6 +833,66 @@ async fn missing_database_and_unreachable_ta_have_their_exit_codes() {
 
 // ------------------------------------------------------------------ accept-restore
 
+/// With several TAs over one database (docs/DEPLOY.md), accept-restore aligns only its own TA's
+/// wallets: an active agent of a wallet recorded on another TA, unknown to this one, is left as it
+/// is (it would otherwise be revoked in the database as "unknown to the TA").
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn accept_restore_leaves_the_wallets_of_other_tas_alone() {
+    let env = Env::start().await;
+    let db = &env.server().state.db;
+    let now = kms_db::now_secs();
+    let other = "6f1c2d3e-4a5b-4c6d-8e7f-0a1b2c3d4e5f";
+    db.insert_wallet(&kms_db::NewWallet {
+        key_id: other.into(),
+        description: "on another TA".into(),
+        key_usage: "SIGN_VERIFY".into(),
+        key_spec: "ECC_SECG_P256K1".into(),
+        origin: "EXTERNAL_KMS".into(),
+        address: address!("00000000000000000000000000000000000000a1"),
+        public_key: "02aa".into(),
+        derivation_path: "m/44'/60'/0'/0/0".into(),
+        rp_id: "localhost".into(),
+        credential_id: "cred-other-ta".into(),
+        passkey_public_key: "04bb".into(),
+        passkey_json: "{}".into(),
+        sign_count: 0,
+        ta_id: Some(format!(
+            "{:#x}",
+            address!("00000000000000000000000000000000000000b2")
+        )),
+        now,
+    })
+    .await
+    .unwrap();
+    let index = db
+        .reserve_agent_index(other, "elsewhere", now)
+        .await
+        .unwrap();
+    assert!(db
+        .activate_agent(
+            other,
+            index,
+            &kms_db::AgentActivation {
+                agent_address: address!("00000000000000000000000000000000000000c3"),
+                public_key: "02cc",
+                credential_hash: "00",
+                kid: "k",
+                generation: 1,
+                issued_at: now,
+                expires_at: now + 3600,
+                now,
+            },
+        )
+        .await
+        .unwrap());
+
+    let out = admin(&env, &["--json", "accept-restore", "--yes"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.json()["database"], json!([]), "{out:?}");
+    let row = db.get_agent(other, index).await.unwrap().unwrap();
+    assert_eq!(row.status, kms_db::AgentStatus::Active);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn accept_restore_accepts_a_rolled_back_ta_and_brings_the_database_in_line() {
     let mut env = Env::start().await;

@@ -14,9 +14,11 @@
 //! the account (`getSession(…).lane`). [`AgentLane`] is an agent's place on either kind.
 //!
 //! [`NonceTracker`] serialises the operations of one (sender, key) inside one process: one is
-//! built, signed and submitted at a time. It also remembers the last one submitted, for callers
-//! that wait for its inclusion before the next ([`crate::client::ChainClient::next_nonce`]). The
-//! companion's agent intents do not wait: each takes the sequence after the agent's open
+//! built, signed and submitted at a time. It also remembers the last one submitted: for callers
+//! that wait for its inclusion before the next ([`crate::client::ChainClient::next_nonce`]), or
+//! that expect the next sequence after it (the companion's intent pipeline has the bundler
+//! estimate that one while it reads the chain, and estimates again if the chain says otherwise).
+//! The companion's agent intents do not wait: each takes the sequence after the agent's open
 //! operations in its lane (see the companion's intent pipeline). A bundler takes a sequence ahead
 //! of the chain's while the earlier ones are in its mempool (it simulates them first); for the
 //! moment an earlier one is out of the mempool being bundled and not on chain yet, it refuses the

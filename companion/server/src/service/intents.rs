@@ -28,7 +28,7 @@
 //! an accepted operation is taken, except for the moment that operation is out of the mempool
 //! being bundled and not on chain yet: then both the estimate and the submission are refused with
 //! AA25, and are retried (bounded) while the previous operation is `pending`
-//! ([`IntentPipeline::prepare`], [`IntentPipeline::send`]). An operation after one the bundler
+//! (`IntentPipeline::prepare`, `IntentPipeline::send`). An operation after one the bundler
 //! never got (`signed`, not accepted) cannot be estimated or accepted at all until it is. The
 //! estimate after earlier operations sees their validation's warm storage: the
 //! `verificationGasLimit` of such an operation is doubled ([`QUEUED_VERIFICATION_FACTOR`]),
@@ -96,14 +96,14 @@ pub const RESUBMIT_AFTER_SECS: i64 = 30;
 pub const MAX_IN_FLIGHT_PER_LANE: u64 = 8;
 
 /// How long an estimate or a submission refused with AA25 is retried while the previous
-/// operation of the agent's lane is with the bundler (see [`IntentPipeline::prepare`]).
+/// operation of the agent's lane is with the bundler (see `IntentPipeline::prepare`).
 pub const AA25_RETRY_FOR: Duration = Duration::from_secs(5);
 
 /// How often such a refusal is retried.
 pub const AA25_RETRY_EVERY: Duration = Duration::from_millis(50);
 
 /// By how much the `verificationGasLimit` of an operation estimated after earlier open ones of
-/// its lane is multiplied (see [`IntentPipeline::prepare`]).
+/// its lane is multiplied (see `IntentPipeline::prepare`).
 pub const QUEUED_VERIFICATION_FACTOR: u128 = 2;
 
 /// Why an intent was not accepted (each maps to one HTTP answer, in [`crate::error`]).
@@ -660,7 +660,7 @@ impl<'a> IntentPipeline<'a> {
     }
 
     /// `prepared`, `ahead` sequences past the chain's: its `verificationGasLimit` multiplied by
-    /// [`QUEUED_VERIFICATION_FACTOR`] when `ahead > 0` (see [`IntentPipeline::prepare`]).
+    /// [`QUEUED_VERIFICATION_FACTOR`] when `ahead > 0` (see `IntentPipeline::prepare`).
     fn raised(
         &self,
         prepared: kms_chain::client::PreparedOp,

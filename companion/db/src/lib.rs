@@ -139,6 +139,22 @@ pub enum DbError {
     Entropy,
 }
 
+impl DbError {
+    /// Whether the database could not be reached: no connection within the pool's wait, the pool
+    /// closed, or the connection failed (I/O, TLS). Not a refusal of the query itself.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            DbError::Sql(
+                sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+            ) | DbError::Unreachable { .. }
+        )
+    }
+}
+
 /// Result alias.
 pub type Result<T, E = DbError> = std::result::Result<T, E>;
 

@@ -59,6 +59,9 @@ pub enum ErrorCode {
     ChainRevokeFailed,
     /// `chain_unavailable`: The node could not be reached or answered with an error.
     ChainUnavailable,
+    /// `database_unavailable`: The database could not be reached (no connection within the pool's
+    /// wait, or the connection failed); retry.
+    DatabaseUnavailable,
     /// `challenge_expired`: The ceremony expired.
     ChallengeExpired,
     /// `challenge_mismatch`: The assertion was made for another challenge.
@@ -215,7 +218,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code but the policy refusals (see [`ErrorCode::all`]).
-    pub const OWN: [ErrorCode; 92] = [
+    pub const OWN: [ErrorCode; 93] = [
         ErrorCode::AccountRequired,
         ErrorCode::AccountUnfunded,
         ErrorCode::AgentExists,
@@ -236,6 +239,7 @@ impl ErrorCode {
         ErrorCode::ChainRevokeFailed,
         ErrorCode::ChainUnavailable,
         ErrorCode::ChallengeExpired,
+        ErrorCode::DatabaseUnavailable,
         ErrorCode::ChallengeMismatch,
         ErrorCode::ChallengeUnknown,
         ErrorCode::ChallengeUsed,
@@ -340,6 +344,7 @@ impl ErrorCode {
             ErrorCode::ChainNotConfigured => "chain_not_configured",
             ErrorCode::ChainRevokeFailed => "chain_revoke_failed",
             ErrorCode::ChainUnavailable => "chain_unavailable",
+            ErrorCode::DatabaseUnavailable => "database_unavailable",
             ErrorCode::ChallengeExpired => "challenge_expired",
             ErrorCode::ChallengeMismatch => "challenge_mismatch",
             ErrorCode::ChallengeUnknown => "challenge_unknown",
@@ -665,6 +670,17 @@ impl IntoResponse for ApiError {
 
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
+        if e.is_unavailable() {
+            // The server is down or unreachable (docs/DEPLOY.md, "Failures"): 503, the detail
+            // only logged.
+            tracing::warn!(error = %e, "database unavailable");
+            return ApiError::detailed(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::DatabaseUnavailable,
+                "the database cannot be reached; retry",
+                serde_json::json!({}),
+            );
+        }
         ApiError::Internal(format!("database: {e}"))
     }
 }
@@ -1072,6 +1088,26 @@ impl From<TeeError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreachable_database_is_503_and_other_database_faults_500() {
+        for e in [sqlx::Error::PoolTimedOut, sqlx::Error::PoolClosed] {
+            let a = ApiError::from(DbError::Sql(e));
+            assert_eq!(
+                (a.status().as_u16(), a.code()),
+                (503, "database_unavailable")
+            );
+        }
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert_eq!(
+            ApiError::from(DbError::Sql(sqlx::Error::Io(io)))
+                .status()
+                .as_u16(),
+            503
+        );
+        let a = ApiError::from(DbError::Sql(sqlx::Error::RowNotFound));
+        assert_eq!((a.status().as_u16(), a.code()), (500, "internal"));
+    }
 
     #[test]
     fn statuses_follow_design() {

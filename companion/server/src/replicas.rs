@@ -61,7 +61,8 @@ pub fn rotation_lease_secs(tick_secs: u64) -> i64 {
     i64::try_from(tick_secs.saturating_mul(2).saturating_add(10)).unwrap_or(i64::MAX)
 }
 
-/// Whether this replica runs the rotation tick now: takes or renews [`JWT_ROTATION_LEASE`].
+/// Whether this replica runs the rotation tick now: takes or renews its TA's rotation lease
+/// ([`rotation_lease_name`]).
 pub async fn leads_rotation(s: &AppState) -> Result<bool, ApiError> {
     Ok(s.db
         .try_lease(

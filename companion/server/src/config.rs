@@ -114,8 +114,8 @@ pub struct Config {
     pub rp_name: String,
 
     /// Allowed WebAuthn origins, comma-separated (e.g.
-    /// `https://wallet.example.com`) [default: https://<RP_ID>, or
-    /// http://localhost:<port> when the rp id is localhost].
+    /// `https://wallet.example.com`; by default `https://<RP_ID>`, or
+    /// `http://localhost:<port>` when the rp id is localhost).
     #[arg(long = "origin", env = "KMS_ORIGIN", value_delimiter = ',')]
     pub origins: Vec<String>,
 
@@ -317,7 +317,7 @@ pub struct Config {
     pub intent_poll_secs: u64,
 
     /// Development instance: a temporary data directory, its own ta-sim,
-    /// rp id `localhost` with origin http://localhost:<port>, and a generated
+    /// rp id `localhost` with origin `http://localhost:<port>`, and a generated
     /// API key printed at start (or open mode if --open is also given).
     #[arg(long)]
     pub dev: bool,

@@ -2,8 +2,8 @@
 //! intents on the chain: one agent's intents sent to both replicas at once each take a nonce of
 //! their own (the lane lease, `kms_companion::replicas::LaneLease`), and all are included.
 //!
-//! Needs `KMS_TEST_POSTGRES_URL` (`./test.sh` runs it under `scripts/postgres.sh`); without a
-//! server it says so and returns.
+//! Needs `KMS_TEST_POSTGRES_URL`: `#[ignore]`d, and run by `./test.sh` with `--include-ignored`
+//! under `scripts/postgres.sh`; run without a server, it fails.
 
 use crate::common::*;
 use kms_chain::userop::EntryPointVersion::V07;
@@ -13,15 +13,15 @@ use kms_test_support::Client;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL: KMS_TEST_POSTGRES_URL (./test.sh runs it under scripts/postgres.sh)"]
 async fn one_agents_intents_on_two_replicas_take_distinct_nonces() {
-    let Some(server) = kms_db::testing::postgres_server() else {
-        eprintln!(
-            "skipped: several companions need PostgreSQL; set {} (./test.sh runs this under \
+    let server = kms_db::testing::postgres_server().unwrap_or_else(|| {
+        panic!(
+            "several companions need PostgreSQL: set {} (./test.sh runs this under \
              scripts/postgres.sh)",
             kms_db::testing::POSTGRES_URL_VAR
-        );
-        return;
-    };
+        )
+    });
     let url = kms_db::testing::fresh_postgres_database(&server)
         .await
         .unwrap();

@@ -102,6 +102,18 @@ async fn rotation_ticks(r: &Replica, outcome: &str) -> u64 {
 
 /// A `CreateAgentKey` ceremony begun on `on` and answered by `owner`: the request body of
 /// `/kms/create-agent-key` (to be sent to any replica).
+/// Fails the test (never passes it silently) when no PostgreSQL server is named: several
+/// companions cannot share a SQLite file. The tests that call it are `#[ignore]`d, and run with
+/// `--include-ignored` under `scripts/postgres.sh`.
+fn needs_postgres() {
+    assert!(
+        kms_db::testing::postgres_server().is_some(),
+        "several companions need PostgreSQL: set {} (./test.sh runs this under \
+         scripts/postgres.sh)",
+        kms_db::testing::POSTGRES_URL_VAR
+    );
+}
+
 async fn create_body(on: &Client, owner: &mut Manual, wallet: &str, label: &str) -> Value {
     let extra = json!({ "label": label });
     let (web_authn, _) = on
@@ -115,15 +127,9 @@ async fn create_body(on: &Client, owner: &mut Manual, wallet: &str, label: &str)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL: KMS_TEST_POSTGRES_URL (./test.sh runs it under scripts/postgres.sh)"]
 async fn two_companions_share_one_database_and_one_ta() {
-    if kms_db::testing::postgres_server().is_none() {
-        eprintln!(
-            "skipped: several companions need PostgreSQL; set {} (./test.sh runs this under \
-             scripts/postgres.sh)",
-            kms_db::testing::POSTGRES_URL_VAR
-        );
-        return;
-    }
+    needs_postgres();
     let dir = tempfile::tempdir().unwrap();
     let url = kms_db::testing::test_database_url(dir.path()).await;
     let db = kms_db::Db::open(&url).await.unwrap();
@@ -355,14 +361,9 @@ async fn an_agents_lane_is_held_by_one_replica_at_a_time() {
 /// TA sees them; and a companion starting beside the other TA's agents does not take them for a
 /// rollback of its own TA.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL: KMS_TEST_POSTGRES_URL (./test.sh runs it under scripts/postgres.sh)"]
 async fn two_tas_each_companion_refuses_the_other_tas_wallets() {
-    if kms_db::testing::postgres_server().is_none() {
-        eprintln!(
-            "skipped: several TAs over one database need PostgreSQL; set {}",
-            kms_db::testing::POSTGRES_URL_VAR
-        );
-        return;
-    }
+    needs_postgres();
     let dir = tempfile::tempdir().unwrap();
     let url = kms_db::testing::test_database_url(dir.path()).await;
     let db = kms_db::Db::open(&url).await.unwrap();

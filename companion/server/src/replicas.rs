@@ -256,13 +256,14 @@ impl From<WrongTa> for ApiError {
 
 /// Whether wallet `wallet_id` is held by another TA than this companion's ([`WrongTa`]). No when
 /// the wallet is unknown (the caller says so), has no TA recorded (older than the record: this
-/// companion's own since start-up, [`adopt_wallets`]), or this companion's TA was not reached
-/// since the start (then the request needs it and fails on it).
+/// companion's own since start-up, [`adopt_wallets`]), or this companion's TA does not answer
+/// (then the request needs it and fails on it). A TA not reached since the start is asked for
+/// its identity first, so another TA's credential never reaches it.
 pub async fn wallet_elsewhere(
     s: &AppState,
     wallet_id: &str,
 ) -> Result<Option<WrongTa>, kms_db::DbError> {
-    let Some(this_ta) = this_ta(s) else {
+    let Some(this_ta) = this_ta_now(s).await else {
         return Ok(None);
     };
     Ok(match s.db.wallet_ta(wallet_id).await? {

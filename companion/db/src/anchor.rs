@@ -226,9 +226,11 @@ fn problem(code: &'static str, message: String) -> AuditProblem {
 
 impl Db {
     /// Store a checkpoint the TA signed. Storing one already stored changes nothing
-    /// ([`Stored::Present`]). A different checkpoint under a number already stored is stored
-    /// beside it ([`Stored::Fork`]): the TA numbers again from an older checkpoint only after
-    /// its state was restored (`kms-admin accept-restore`), and both are kept as evidence.
+    /// ([`Stored::Present`]). A different checkpoint of the same TA (audit key id) under a number
+    /// already stored is stored beside it ([`Stored::Fork`]): the TA numbers again from an older
+    /// checkpoint only after its state was restored (`kms-admin accept-restore`), and both are
+    /// kept as evidence. Another TA's checkpoints (several TAs over one database) have numbers of
+    /// their own.
     pub async fn insert_audit_checkpoint(&self, cp: &SignedCheckpoint, now: i64) -> Result<Stored> {
         let row = StoredCheckpoint::from_signed(cp, now);
         let done = sqlx::query(
@@ -249,11 +251,14 @@ impl Db {
         if done.rows_affected() == 0 {
             return Ok(Stored::Present);
         }
-        let same_number: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM audit_checkpoints WHERE idx = $1")
-                .bind(row.idx)
-                .fetch_one(&self.pool)
-                .await?;
+        // Numbers are the TA's own: another TA's checkpoint under the same number is no fork.
+        let same_number: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM audit_checkpoints WHERE idx = $1 AND key_id = $2",
+        )
+        .bind(row.idx)
+        .bind(&row.key_id)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(if same_number > 1 {
             Stored::Fork
         } else {
@@ -398,7 +403,40 @@ impl Db {
         // longer has (numbered past its last one, or a second line of numbers: forks) exist
         // only if its state was restored since they were signed: a note, and they are still
         // checked against the log like the others.
-        let stored = self.audit_checkpoints().await?;
+        //
+        // Several TAs over one database each anchor the one log with checkpoints of their own
+        // (their own audit key and numbers): only this TA's are checked here, the others are
+        // counted in a note. A row claiming this TA's key id is this TA's whatever its
+        // signature says (one that does not verify is a problem); relabelling this TA's rows
+        // as another's leaves its numbers missing, which is one too.
+        let own_id = key.map(|k| hex::encode(key_id(k)));
+        let (stored, others): (Vec<StoredCheckpoint>, Vec<StoredCheckpoint>) = self
+            .audit_checkpoints()
+            .await?
+            .into_iter()
+            .partition(|row| match &own_id {
+                Some(own) => row.key_id.eq_ignore_ascii_case(own),
+                // A TA without an audit key: every row is checked (and fails).
+                None => true,
+            });
+        if !others.is_empty() {
+            let ids: std::collections::BTreeSet<&str> =
+                others.iter().map(|r| r.key_id.as_str()).collect();
+            notes.push(AuditProblem {
+                count: Some(others.len() as i64),
+                ..problem(
+                    "other_ta_checkpoints",
+                    format!(
+                        "{} checkpoint(s) signed by {} other audit key(s) (key id {}) are \
+                         stored here: another TA anchors this log too, and is verified against \
+                         its own anchor",
+                        others.len(),
+                        ids.len(),
+                        ids.iter().copied().collect::<Vec<_>>().join(", ")
+                    ),
+                )
+            });
+        }
         let mut expected: BTreeMap<i64, Vec<SignedCheckpoint>> = BTreeMap::new();
         let mut present: BTreeMap<i64, u64> = BTreeMap::new();
         let mut superseded = Vec::new();
@@ -814,16 +852,17 @@ mod tests {
             (Some(1), Some(1))
         );
 
-        // A checkpoint signed by another key, numbered past the TA's: both reported.
+        // A checkpoint under the TA's key id but signed by another key, numbered past the TA's:
+        // both reported.
         let mut other = FakeTa::new(9);
         other.last = ta.last.clone();
-        other.last.as_mut().unwrap().key_id = key_id(&other.public_key());
-        let forged = other
+        let mut forged = other
             .checkpoint(AuditCheckpoint {
                 after_seq: 10,
                 row_hashes: vec![[1; 32]],
             })
             .unwrap();
+        forged.key_id = key_id(&ta.public_key());
         db.insert_audit_checkpoint(&forged, 0).await.unwrap();
         let r = db.verify_anchored(&ta.info()).await.unwrap();
         assert_eq!(
@@ -831,6 +870,55 @@ mod tests {
             vec!["checkpoint_bad_signature", "checkpoint_missing"],
             "{r:#?}"
         );
+    }
+
+    /// Several TAs over one database anchor the one log, each with its own key and numbers:
+    /// neither's checkpoints count as a fork or a problem of the other's, each verifies against
+    /// its own anchor, and what the other stored is noted; a tampered log fails for both.
+    #[tokio::test]
+    async fn two_tas_anchor_one_log_each_verified_against_its_own() {
+        let (_d, db, mut a) = anchored_log().await;
+        let mut b = FakeTa::new(9);
+        let done = b.anchor(&db).await;
+        assert_eq!((done.signed.len(), done.forks, done.seq), (1, 0, 13));
+        append(&db, 13, 2).await;
+        assert_eq!(a.anchor(&db).await.forks, 0);
+        assert_eq!(b.anchor(&db).await.forks, 0);
+        for (ta, own, other) in [(&a, 3, 2), (&b, 2, 3)] {
+            let r = db.verify_anchored(&ta.info()).await.unwrap();
+            assert!(r.ok, "{r:#?}");
+            assert_eq!((r.checkpoints, r.anchored_seq), (own, 15));
+            let note = r
+                .notes
+                .iter()
+                .find(|n| n.code == "other_ta_checkpoints")
+                .unwrap_or_else(|| panic!("{r:#?}"));
+            assert_eq!(note.count, Some(other));
+        }
+        // One row edited: the verification against either TA catches it.
+        sql(&db, "DROP TRIGGER audit_log_no_update").await;
+        sql(&db, "UPDATE audit_log SET actor = 'x' WHERE seq = 2").await;
+        for ta in [&a, &b] {
+            let r = db.verify_anchored(&ta.info()).await.unwrap();
+            assert_eq!(codes(&r), vec!["chain_broken"], "{r:#?}");
+        }
+        // This TA's checkpoints relabelled as another TA's are missing from its own.
+        sql(
+            &db,
+            "UPDATE audit_log SET actor = 'agent:w:0' WHERE seq = 2",
+        )
+        .await;
+        sql(&db, "DROP TRIGGER audit_checkpoints_no_update").await;
+        let other_id = hex::encode(key_id(&b.public_key()));
+        sql(
+            &db,
+            &format!(
+                "UPDATE audit_checkpoints SET key_id = '{other_id}' WHERE idx = 1 AND key_id <> '{other_id}'"
+            ),
+        )
+        .await;
+        let r = db.verify_anchored(&a.info()).await.unwrap();
+        assert_eq!(codes(&r), vec!["checkpoint_missing"], "{r:#?}");
     }
 
     #[tokio::test]

@@ -282,13 +282,20 @@ async fn two_companions_share_one_database_and_one_ta() {
     // verifies row by row and against the TA's anchor once the last rows are checkpointed.
     let chain = db.verify_audit_chain().await.unwrap();
     assert!(chain.first_bad.is_none() && chain.rows >= 10, "{chain:?}");
+    let report = anchored_report(&db, &sim.socket).await;
+    assert!(report.ok && report.unanchored_rows == 0, "{report:#?}");
+    assert!(report.checkpoints >= 1, "{report:#?}");
+}
+
+/// The audit log verified against the TA on `socket`, once that TA has anchored every row. (A
+/// checkpoint the TA signed and its companion has not stored yet shows as missing for a moment:
+/// the last report, once everything is anchored, is the one returned.)
+async fn anchored_report(db: &kms_db::Db, socket: &std::path::Path) -> kms_db::AuditReport {
     let tee = kms_tee_client::TeeBackend::Simulator {
-        socket: sim.socket.clone(),
+        socket: socket.to_owned(),
     }
     .connect()
     .unwrap();
-    // (A checkpoint the TA signed and its replica has not stored yet shows as missing for a
-    // moment: the last report, once everything is anchored, must be clean.)
     let mut report = None;
     for _ in 0..100 {
         let r = db
@@ -302,9 +309,7 @@ async fn two_companions_share_one_database_and_one_ta() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let report = report.unwrap();
-    assert!(report.ok && report.unanchored_rows == 0, "{report:#?}");
-    assert!(report.checkpoints >= 1, "{report:#?}");
+    report.unwrap()
 }
 
 /// An agent's nonce lane is held by one companion at a time across those sharing a PostgreSQL
@@ -496,4 +501,18 @@ async fn two_tas_each_companion_refuses_the_other_tas_wallets() {
         .await
         .unwrap();
     assert_eq!(status, 200, "{answer}");
+
+    // Both TAs anchor the one audit log, each with its own checkpoints: it verifies against
+    // each, and each report notes the other TA's checkpoints.
+    for sim in &sims {
+        let report = anchored_report(&db, &sim.socket).await;
+        assert!(report.ok && report.unanchored_rows == 0, "{report:#?}");
+        assert!(
+            report
+                .notes
+                .iter()
+                .any(|n| n.code == "other_ta_checkpoints"),
+            "{report:#?}"
+        );
+    }
 }

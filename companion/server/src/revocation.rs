@@ -22,6 +22,12 @@
 //!
 //! The TA and the chain are reached through [`TaAccess`] and [`ChainAccess`]: the companion's
 //! [`crate::tee::Tee`] and chain state, or `kms-admin`'s own TA session and node.
+//!
+//! The operator key sends one transaction at a time across every process on the database
+//! (companions sharing it, `kms-admin` beside them): each `revokeSession` holds the lease
+//! [`operator_lease_name`] from reading the operator's nonce to its receipt. Two transactions
+//! built from the same pending nonce would otherwise replace one another, and one session would
+//! stay live on chain.
 
 use std::future::Future;
 use std::time::Duration;
@@ -29,6 +35,7 @@ use std::time::Duration;
 use alloy::primitives::{Address, B256};
 use kms_chain::client::{ChainError, RevokeOutcome};
 use kms_chain::node::NodeClient;
+use kms_chain::operator::OperatorSigner;
 
 use crate::tee::TaOperator;
 use kms_db::{AgentKey, AgentSession, AgentStatus, Db, SessionStatus};
@@ -662,6 +669,61 @@ async fn record_failure(db: &Db, live: &[i64], f: &RevokeFailure) {
     }
 }
 
+/// The name of the lease held while the operator key of chain `chain_id` sends a transaction
+/// (see the module docs).
+pub fn operator_lease_name(chain_id: u64, operator: Address) -> String {
+    format!("operator-tx:{chain_id}:{operator:#x}")
+}
+
+/// How often a revocation waiting for the operator's lease tries it again.
+const OPERATOR_LEASE_POLL: Duration = Duration::from_millis(50);
+
+/// The operator's transaction lease, held by one revocation ([`operator_lease_name`]).
+struct OperatorLease {
+    name: String,
+    holder: String,
+}
+
+impl OperatorLease {
+    /// Takes the lease, waiting while another process holds it for at most the transaction
+    /// timeout (which bounds the holder's wait for its receipt). The lease lasts that timeout
+    /// and a minute more, so one left by a process that died expires on its own.
+    async fn take(db: &Db, side: &ChainSide) -> Result<Self, RevokeFailure> {
+        let operator = side.operator.address();
+        let name = operator_lease_name(side.node.chain_id(), operator);
+        let holder = crate::replicas::new_replica_id();
+        let ttl = i64::try_from(side.timeout.as_secs().saturating_add(60)).unwrap_or(i64::MAX);
+        let deadline = tokio::time::Instant::now() + side.timeout;
+        loop {
+            match db.try_lease(&name, &holder, ttl, kms_db::now_secs()).await {
+                Ok(true) => return Ok(Self { name, holder }),
+                Ok(false) => {}
+                Err(e) => return Err(RevokeFailure::Database(e.to_string())),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RevokeFailure::Chain {
+                    message: format!(
+                        "another process sharing this database is sending a transaction of the \
+                         operator {operator} (lease {name}) and did not finish within {} s: \
+                         nothing was sent; revoke again",
+                        side.timeout.as_secs()
+                    ),
+                    node: false,
+                });
+            }
+            tokio::time::sleep(OPERATOR_LEASE_POLL).await;
+        }
+    }
+
+    /// Gives it up (a failure to is logged: the lease then expires on its own).
+    async fn release(self, db: &Db) {
+        if let Err(e) = db.release_lease(&self.name, &self.holder).await {
+            tracing::warn!(lease = %self.name, error = %e,
+                "could not give up the operator's transaction lease; it expires on its own");
+        }
+    }
+}
+
 /// Revokes the session of `agent` on `account` with the operator's `revokeSession` and records
 /// the outcome on the session rows `live`: `revoked` (sent, already revoked, or not on chain) or
 /// `revoke_failed`. Also used for a grant included after its agent was revoked.
@@ -672,11 +734,19 @@ pub async fn revoke_account(
     account: Address,
     live: &[i64],
 ) -> AccountOutcome {
-    let outcome = match side
+    let lease = match OperatorLease::take(db, side).await {
+        Ok(lease) => lease,
+        Err(f) => {
+            record_failure(db, live, &f).await;
+            return AccountOutcome::Failed(f);
+        }
+    };
+    let sent = side
         .node
         .revoke_session(&side.operator, account, agent, side.timeout)
-        .await
-    {
+        .await;
+    lease.release(db).await;
+    let outcome = match sent {
         Ok(RevokeOutcome::Revoked {
             tx_hash,
             block_number,

@@ -451,6 +451,78 @@ async fn revoke_agent_key_kills_the_jwt_and_a_presigned_operation() {
     assert_eq!(list[0]["session"]["active"], false);
 }
 
+/// The operator key sends one transaction at a time across every process on the database (the
+/// `operator-tx` lease): while another process holds it past `--tx-timeout-secs`, the
+/// revocation's chain layer fails saying so and sends nothing (the session stays live on chain,
+/// its row `revoke_failed`); once the lease is given up, revoking again goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revocation_waits_for_the_operators_other_transaction() {
+    let mut f = fixture().await;
+    let agent = f.mint().await;
+    let op = f.admin(&["operator-address", "--create"]).await;
+    assert_eq!(op.code, 0, "{op:?}");
+    let operator: Address = op.json()["address"].as_str().unwrap().parse().unwrap();
+    f.chain.set_balance(operator, eth("1")).await.unwrap();
+    let account = f
+        .account(0, &[&agent], address("operator lease"), operator)
+        .await;
+    let nonce = || async {
+        f.chain
+            .client
+            .provider()
+            .get_transaction_count(operator)
+            .await
+            .unwrap()
+    };
+    let nonce_before = nonce().await;
+
+    // Another process (say a second companion) is sending an operator transaction.
+    let db = &f.env.server().state.db;
+    let lease = kms_companion::revocation::operator_lease_name(f.info.chain_id, operator);
+    assert!(db
+        .try_lease(&lease, "elsewhere", 3600, kms_db::now_secs())
+        .await
+        .unwrap());
+    let r = f
+        .admin(&["--tx-timeout-secs", "1", "revoke-agent-key", &agent.key_id])
+        .await;
+    assert_eq!(r.code, 1, "{r:?}");
+    let report = r.json();
+    assert_eq!(
+        outcomes(&report),
+        ["revoked", "revoked", "failed"],
+        "{report}"
+    );
+    let detail = report["layers"][2]["detail"].to_string();
+    assert!(detail.contains(&lease), "{detail}");
+    assert_eq!(nonce().await, nonce_before, "nothing was sent");
+    let live = f
+        .chain
+        .client
+        .read_session(account, agent.address, &[])
+        .await
+        .unwrap();
+    assert!(live.session.active);
+
+    // It is given up: the same revocation goes through, and gives its own lease up after.
+    assert!(db.release_lease(&lease, "elsewhere").await.unwrap());
+    let r = f.admin(&["revoke-agent-key", &agent.key_id]).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        outcomes(&r.json()),
+        ["already-revoked", "already-revoked", "revoked"]
+    );
+    assert_eq!(nonce().await, nonce_before + 1);
+    let after = f
+        .chain
+        .client
+        .read_session(account, agent.address, &[])
+        .await
+        .unwrap();
+    assert!(!after.session.active);
+    assert!(db.lease(&lease).await.unwrap().is_none());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn revoke_fails_on_chain_when_the_operator_is_not_the_revoker() {
     let mut f = fixture().await;

@@ -362,6 +362,7 @@ async fn cancelled_unenforceable_expired_and_unknown_are_json_rpc_errors() {
         .map(|r| r["status"].as_str().unwrap())
         .collect();
     assert_eq!(statuses, vec!["expired", "rejected"], "{v}");
+
     // Without the API key, /rpc is the shared 401.
     let r =
         f.c.client()
@@ -372,4 +373,75 @@ async fn cancelled_unenforceable_expired_and_unknown_are_json_rpc_errors() {
             .await
             .unwrap();
     assert_eq!(r.status().as_u16(), 401);
+}
+
+/// A decision taken through another companion sharing the database (which holds no waiting call;
+/// its resolve changes the request's row, as done here) reaches the waiting call from the row,
+/// before the request's own expiry (`--permission-request-timeout-secs`, 100 s by default): a
+/// cancellation as 4001, an approval as the answer recorded with it (the credential stays with
+/// the owner).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_decision_on_another_companion_answers_the_waiting_call() {
+    let f = fixture(V07).await;
+    let now = f.env.now().await.unwrap();
+    let (payee, token) = (address("erc7715 payee 3"), f.env.info.test_token);
+    let db = &f.c.server().state.db;
+    let ask = |id| {
+        call(
+            &f,
+            rpc_body(
+                id,
+                "wallet_grantPermissions",
+                viem_request(now + DAY, payee, token),
+            ),
+        )
+    };
+    let open_request = || async {
+        let id = pending(&f, 1).await[0]["requestId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let expires_at = db
+            .get_permission_request(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_at;
+        (id, expires_at)
+    };
+
+    let waiting = ask(1);
+    let (id, expires_at) = open_request().await;
+    assert!(db
+        .reject_permission_request(&id, kms_db::now_secs())
+        .await
+        .unwrap());
+    let (_, v) = waiting.await.unwrap();
+    assert_eq!(v["error"]["code"], 4001, "{v}");
+    assert_eq!(v["error"]["data"]["requestId"], json!(id));
+    assert!(
+        kms_db::now_secs() < expires_at,
+        "answered by the expiry, not the decision"
+    );
+
+    let waiting = ask(2);
+    let (id, expires_at) = open_request().await;
+    let recorded = json!({"grantedPermissions": [], "permissionsContext": "0x01"});
+    assert!(db
+        .approve_permission_request(
+            &id,
+            &format!("{}:0", f.wallet.key_id),
+            address("erc7715 elsewhere"),
+            "owner",
+            &recorded.to_string(),
+            kms_db::now_secs(),
+        )
+        .await
+        .unwrap());
+    let (_, v) = waiting.await.unwrap();
+    assert_eq!(v["result"], recorded, "{v}");
+    assert!(
+        kms_db::now_secs() < expires_at,
+        "answered by the expiry, not the decision"
+    );
 }

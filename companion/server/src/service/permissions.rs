@@ -655,14 +655,21 @@ pub async fn open(
     Ok(Opened { id, rx })
 }
 
+/// How often a waiting call looks at its request's row, for a decision taken through another
+/// companion sharing the database (which cannot hand this call its answer).
+pub const DECIDED_ELSEWHERE_POLL: Duration = Duration::from_millis(250);
+
 /// Waits for the owner's decision on `opened`, at most `timeout`: the answer (approved), 4001
-/// (cancelled), or -32011 once expired (the row then says `expired`).
+/// (cancelled), or -32011 once expired (the row then says `expired`). A decision taken on this
+/// companion hands the call its answer; one taken on another companion sharing the database is
+/// read from the request's row (looked at every [`DECIDED_ELSEWHERE_POLL`]): the answer recorded
+/// there, without the credential (which then stays with the owner).
 pub async fn wait(s: &AppState, opened: Opened, timeout: Duration) -> Answer {
     let Opened { id, mut rx } = opened;
-    match tokio::time::timeout(timeout, &mut rx).await {
-        Ok(Ok(answer)) => return answer,
-        Ok(Err(_)) => {}
-        Err(_) => {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
             if take_waiter(&id).is_some() {
                 match s
                     .db
@@ -676,6 +683,30 @@ pub async fn wait(s: &AppState, opened: Opened, timeout: Duration) -> Answer {
             } else if let Ok(Ok(answer)) = tokio::time::timeout(Duration::from_secs(5), rx).await {
                 // Decided just now: the decision holds the answer.
                 return answer;
+            }
+            break;
+        }
+        match tokio::time::timeout(DECIDED_ELSEWHERE_POLL.min(deadline - now), &mut rx).await {
+            Ok(Ok(answer)) => return answer,
+            Ok(Err(_)) => break,
+            Err(_) => {
+                let decided = matches!(
+                    s.db.get_permission_request(&id).await,
+                    Ok(Some(row)) if row.status != PermissionRequestStatus::Pending
+                );
+                if !decided {
+                    continue;
+                }
+                if take_waiter(&id).is_none() {
+                    // Decided here, at this moment: that decision holds the answer.
+                    if let Ok(Ok(answer)) =
+                        tokio::time::timeout(Duration::from_secs(5), &mut rx).await
+                    {
+                        return answer;
+                    }
+                }
+                // Decided on another companion: the row says what.
+                break;
             }
         }
     }

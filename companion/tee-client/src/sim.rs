@@ -80,9 +80,49 @@ impl Drop for Session {
 pub struct SimTransport {
     socket: PathBuf,
     config: SimConfig,
-    idle: Mutex<Vec<Session>>,
+    idle: Idle<Session>,
     #[cfg(feature = "tokio")]
-    idle_async: Mutex<Vec<aio::Session>>,
+    idle_async: Idle<aio::Session>,
+}
+
+/// Idle sessions of one kind, kept for reuse (at most [`SimConfig::max_idle`]).
+struct Idle<S>(Mutex<Vec<S>>);
+
+impl<S> Idle<S> {
+    fn new() -> Self {
+        Idle(Mutex::new(Vec::new()))
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, Vec<S>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn len(&self) -> usize {
+        self.sessions().len()
+    }
+
+    /// The most recently returned session that `usable` accepts; those it refuses (closed by
+    /// the server while idle) are dropped.
+    fn take(&self, usable: impl Fn(&S) -> bool) -> Option<S> {
+        loop {
+            let popped = self.sessions().pop();
+            match popped {
+                Some(s) if usable(&s) => return Some(s),
+                Some(_) => continue,
+                None => return None,
+            }
+        }
+    }
+
+    /// Keeps `s` for reuse, unless `max` are kept already.
+    fn put(&self, s: S, max: usize) {
+        let mut idle = self.sessions();
+        if idle.len() < max {
+            idle.push(s);
+        }
+    }
 }
 
 impl std::fmt::Debug for SimTransport {
@@ -106,9 +146,9 @@ impl SimTransport {
         Self {
             socket: socket.into(),
             config,
-            idle: Mutex::new(Vec::new()),
+            idle: Idle::new(),
             #[cfg(feature = "tokio")]
-            idle_async: Mutex::new(Vec::new()),
+            idle_async: Idle::new(),
         }
     }
 
@@ -128,13 +168,13 @@ impl SimTransport {
 
     /// Number of idle sessions in the pool (of blocking calls).
     pub fn idle_sessions(&self) -> usize {
-        self.idle.lock().map(|v| v.len()).unwrap_or(0)
+        self.idle.len()
     }
 
     /// Number of idle sessions in the pool of async calls.
     #[cfg(feature = "tokio")]
     pub fn idle_async_sessions(&self) -> usize {
-        self.idle_async.lock().map(|v| v.len()).unwrap_or(0)
+        self.idle_async.len()
     }
 
     fn open_session(&self) -> Result<Session, TeeError> {
@@ -167,29 +207,16 @@ impl SimTransport {
     }
 
     fn checkout(&self) -> Result<Session, TeeError> {
-        loop {
-            let candidate = match self.idle.lock() {
-                Ok(mut idle) => idle.pop(),
-                Err(poisoned) => poisoned.into_inner().pop(),
-            };
-            match candidate {
-                Some(s) if s.is_reusable() => return Ok(s),
-                Some(_) => continue, // closed by the server: drop it, try another
-                None => return self.open_session(),
-            }
+        match self.idle.take(Session::is_reusable) {
+            Some(s) => Ok(s),
+            None => self.open_session(),
         }
     }
 
     fn checkin(&self, mut s: Session) {
         // Keep the pool's memory small and free of old secrets.
         s.wipe();
-        let mut idle = match self.idle.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if idle.len() < self.config.max_idle {
-            idle.push(s);
-        }
+        self.idle.put(s, self.config.max_idle);
     }
 
     /// One request/response exchange. Every error here means the session
@@ -314,28 +341,15 @@ mod aio {
     }
 
     async fn checkout(t: &SimTransport) -> Result<Session, TeeError> {
-        loop {
-            let candidate = match t.idle_async.lock() {
-                Ok(mut idle) => idle.pop(),
-                Err(poisoned) => poisoned.into_inner().pop(),
-            };
-            match candidate {
-                Some(s) if is_idle_and_open(&s.stream) => return Ok(s),
-                Some(_) => continue, // closed by the server: drop it, try another
-                None => return open(t).await,
-            }
+        match t.idle_async.take(|s| is_idle_and_open(&s.stream)) {
+            Some(s) => Ok(s),
+            None => open(t).await,
         }
     }
 
     fn checkin(t: &SimTransport, mut s: Session) {
         s.frame.zeroize();
-        let mut idle = match t.idle_async.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if idle.len() < t.config.max_idle {
-            idle.push(s);
-        }
+        t.idle_async.put(s, t.config.max_idle);
     }
 
     /// One request/response exchange; every error means the session is unusable and the request

@@ -102,6 +102,20 @@ async fn rotation_ticks(r: &Replica, outcome: &str) -> u64 {
 
 /// A `CreateAgentKey` ceremony begun on `on` and answered by `owner`: the request body of
 /// `/kms/create-agent-key` (to be sent to any replica).
+/// `/kms/sign-agent` on `on` with `agent`'s credential: the status and the answer.
+async fn sign(on: &Client, agent: &Agent) -> (u16, Value) {
+    let (status, answer, _) = on
+        .post_bearer(
+            "/kms/sign-agent",
+            &agent.jwt,
+            &sign_body(&agent.key_id),
+            &[],
+        )
+        .await
+        .unwrap();
+    (status, answer)
+}
+
 /// Fails the test (never passes it silently) when no PostgreSQL server is named: several
 /// companions cannot share a SQLite file. The tests that call it are `#[ignore]`d, and run with
 /// `--include-ignored` under `scripts/postgres.sh`.
@@ -212,15 +226,7 @@ async fn two_companions_share_one_database_and_one_ta() {
     // An agent credential minted through one replica works on both (one TA, one database).
     for agent in &agents {
         for on in [a, b] {
-            let (status, answer, _) = on
-                .post_bearer(
-                    "/kms/sign-agent",
-                    &agent.jwt,
-                    &sign_body(&agent.key_id),
-                    &[],
-                )
-                .await
-                .unwrap();
+            let (status, answer) = sign(on, agent).await;
             assert_eq!(status, 200, "{answer}");
         }
     }
@@ -267,15 +273,7 @@ async fn two_companions_share_one_database_and_one_ta() {
         .expect("the rotation lease is held");
     assert!(!lease.holder.is_empty());
     // Credentials minted before the rotations still verify (their kid is verify-only now).
-    let (status, answer, _) = b
-        .post_bearer(
-            "/kms/sign-agent",
-            &agents[0].jwt,
-            &sign_body(&agents[0].key_id),
-            &[],
-        )
-        .await
-        .unwrap();
+    let (status, answer) = sign(b, &agents[0]).await;
     assert_eq!(status, 200, "{answer}");
 
     // One audit chain, appended by both replicas and anchored by both in the one TA: it
@@ -433,15 +431,7 @@ async fn two_tas_each_companion_refuses_the_other_tas_wallets() {
     assert_eq!(answer["details"]["walletTa"], ta_a.as_str());
     assert_eq!(answer["details"]["thisTa"], ta_b.as_str());
     for _ in 0..130 {
-        let (status, answer, _) = b
-            .post_bearer(
-                "/kms/sign-agent",
-                &agent_a.jwt,
-                &sign_body(&agent_a.key_id),
-                &[],
-            )
-            .await
-            .unwrap();
+        let (status, answer) = sign(&b, &agent_a).await;
         assert_eq!(
             (status, answer["code"].as_str()),
             (421, Some("wallet_on_other_ta")),
@@ -450,15 +440,7 @@ async fn two_tas_each_companion_refuses_the_other_tas_wallets() {
         assert_eq!(answer["details"]["walletTa"], ta_a.as_str());
     }
     // A serves it.
-    let (status, answer, _) = a
-        .post_bearer(
-            "/kms/sign-agent",
-            &agent_a.jwt,
-            &sign_body(&agent_a.key_id),
-            &[],
-        )
-        .await
-        .unwrap();
+    let (status, answer) = sign(&a, &agent_a).await;
     assert_eq!(status, 200, "{answer}");
 
     // And the other way round: B's own wallet is B's, refused by A naming TA B.
@@ -476,30 +458,14 @@ async fn two_tas_each_companion_refuses_the_other_tas_wallets() {
         db.wallet_ta(&wallet_b).await.unwrap(),
         Some(Some(ta_b.to_lowercase()))
     );
-    let (status, answer, _) = a
-        .post_bearer(
-            "/kms/sign-agent",
-            &agent_b.jwt,
-            &sign_body(&agent_b.key_id),
-            &[],
-        )
-        .await
-        .unwrap();
+    let (status, answer) = sign(&a, &agent_b).await;
     assert_eq!(
         (status, answer["code"].as_str()),
         (421, Some("wallet_on_other_ta")),
         "{answer}"
     );
     assert_eq!(answer["details"]["walletTa"], ta_b.as_str());
-    let (status, answer, _) = b
-        .post_bearer(
-            "/kms/sign-agent",
-            &agent_b.jwt,
-            &sign_body(&agent_b.key_id),
-            &[],
-        )
-        .await
-        .unwrap();
+    let (status, answer) = sign(&b, &agent_b).await;
     assert_eq!(status, 200, "{answer}");
 
     // Both TAs anchor the one audit log, each with its own checkpoints: it verifies against

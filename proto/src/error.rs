@@ -98,6 +98,10 @@ pub enum JwtError {
     /// The agent key does not exist in the TA.
     #[error("agent key is unknown")]
     AgentUnknown,
+    /// The `iss` claim names another TA than this one (its operator address): the credential
+    /// was minted by another TA.
+    #[error("credential was minted by another TA")]
+    OtherTa,
 }
 
 /// A fault of the sealed storage.

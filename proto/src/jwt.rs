@@ -29,7 +29,8 @@ pub const VERIFY_ONLY_OVERLAP_SECS: u64 = 7 * 24 * 3600;
 /// their kids are a few hundred bytes of heap and sealed record, and every
 /// verification scans them.
 pub const MAX_VERIFY_ONLY_KIDS: usize = 4;
-/// Longest compact JWT accepted.
+/// Longest compact JWT accepted (the longest the TA mints is about 600 bytes: see the test
+/// `the_longest_credential_fits`).
 pub const MAX_JWT_LEN: usize = 2048;
 /// Clock skew tolerated on `iat`.
 pub const MAX_CLOCK_SKEW_SECS: u64 = 60;
@@ -62,6 +63,13 @@ pub struct AgentClaims {
     pub iat: u64,
     /// Expires at (unix seconds).
     pub exp: u64,
+    /// The TA that minted the credential (the issuer): its operator key's address, `0x` + 40
+    /// lowercase hex, the name the rest of the system gives that TA (`wallets.ta_id`). A TA
+    /// refuses a credential naming another TA ([`JwtError::OtherTa`]), and a companion never
+    /// sends one to its TA. Absent from credentials minted before the claim existed: those
+    /// parse and verify until they expire (at most [`MAX_TTL_SECS`] after their minting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
 }
 
 /// A compact JWT split into its parts.
@@ -187,6 +195,7 @@ mod tests {
                 gen: 1,
                 iat: 10,
                 exp: 20,
+                iss: Some(alloc::format!("0x{}", "ab".repeat(20))),
             },
         )
     }
@@ -235,6 +244,63 @@ mod tests {
         let long = "a".repeat(MAX_JWT_LEN + 1);
         assert_eq!(parse(&long), Err(JwtError::Malformed));
         assert_eq!(parse("é.é.é"), Err(JwtError::Malformed));
+    }
+
+    #[test]
+    fn credentials_minted_before_the_iss_claim_still_parse() {
+        let (h, mut c) = sample();
+        c.iss = None;
+        let t = token(&h, &c, &[7; 32]);
+        // The claim is left out of the payload, not written as null.
+        let payload = t.split('.').nth(1).unwrap();
+        let json = URL_SAFE_NO_PAD.decode(payload).unwrap();
+        assert!(!json.windows(5).any(|w| w == b"\"iss\""));
+        assert_eq!(parse(&t).unwrap().claims.iss, None);
+        // A payload written by hand without it, as an older TA minted them.
+        let old = format!(
+            "{}.{}.{}",
+            encode_json_b64(&h),
+            base64url_encode(
+                br#"{"sub":"w:1","wallet_id":"w","agent_index":1,"agent_address":"0x00","gen":1,"iat":10,"exp":20}"#
+            ),
+            base64url_encode(&[0; 32])
+        );
+        assert_eq!(parse(&old).unwrap().claims, c);
+        // The claim, when present, must be a string.
+        let bad = format!(
+            "{}.{}.{}",
+            encode_json_b64(&h),
+            base64url_encode(
+                br#"{"sub":"w:1","wallet_id":"w","agent_index":1,"agent_address":"0x00","gen":1,"iat":10,"exp":20,"iss":7}"#
+            ),
+            base64url_encode(&[0; 32])
+        );
+        assert_eq!(parse(&bad), Err(JwtError::Malformed));
+    }
+
+    #[test]
+    fn the_longest_credential_fits() {
+        // Every field at its longest: a 64-character kid, the largest numbers, a full key id,
+        // agent address and issuer.
+        let h = JwtHeader {
+            alg: "HS256".into(),
+            typ: "JWT".into(),
+            kid: "k".repeat(64),
+        };
+        let wallet = "12345678-9abc-4def-8011-223344556677";
+        let c = AgentClaims {
+            sub: format!("{wallet}:{}", u32::MAX),
+            wallet_id: wallet.into(),
+            agent_index: u32::MAX,
+            agent_address: format!("0x{}", "ab".repeat(20)),
+            gen: u32::MAX,
+            iat: u64::MAX,
+            exp: u64::MAX,
+            iss: Some(format!("0x{}", "cd".repeat(20))),
+        };
+        let t = token(&h, &c, &[7; 32]);
+        assert!(t.len() <= MAX_JWT_LEN / 2, "{} bytes", t.len());
+        assert_eq!(parse(&t).unwrap().claims, c);
     }
 
     #[test]

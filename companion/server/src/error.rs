@@ -209,8 +209,10 @@ pub enum ErrorCode {
     UnsupportedAccount,
     /// `unsupported_passkey`: A passkey of an algorithm the TA does not verify (only ES256).
     UnsupportedPasskey,
-    /// `wallet_on_other_ta`: The wallet is held by another TA than this companion's (421, with
-    /// `details.walletTa`): send its requests to a companion attached to that TA.
+    /// `wallet_on_other_ta`: The wallet is held by another TA than this companion's, or the
+    /// agent credential was minted by another TA (421, with `details.walletTa`, `thisTa` and
+    /// `namedBy`: `wallet` or `credential`): send its requests to a companion attached to that
+    /// TA.
     WalletOnOtherTa,
     /// `user_verification_missing`: The assertion lacks user verification.
     UserVerificationMissing,
@@ -736,6 +738,20 @@ impl From<TaError> for ApiError {
                     JwtError::WalletMismatch | JwtError::IndexMismatch => {
                         return ApiError::forbidden(ErrorCode::KeyIdMismatch, msg)
                     }
+                    // The companion refuses such a credential before it reaches the TA
+                    // (`replicas::credential_elsewhere`); the TA's own refusal is the same
+                    // routing fault, without the names the companion adds.
+                    JwtError::OtherTa => {
+                        return ApiError::detailed(
+                            StatusCode::MISDIRECTED_REQUEST,
+                            ErrorCode::WalletOnOtherTa,
+                            format!(
+                                "{msg}: send its requests to a companion attached to the TA \
+                                 its iss claim names"
+                            ),
+                            serde_json::json!({ "namedBy": "credential" }),
+                        )
+                    }
                 };
                 ApiError::unauthorized(code, msg)
             }
@@ -1114,6 +1130,11 @@ mod tests {
         let s = |e: ApiError| e.status().as_u16();
         assert_eq!(s(TaError::Jwt(JwtError::StaleGeneration).into()), 401);
         assert_eq!(s(TaError::Jwt(JwtError::WalletMismatch).into()), 403);
+        let other: ApiError = TaError::Jwt(JwtError::OtherTa).into();
+        assert_eq!(
+            (other.status().as_u16(), other.code()),
+            (421, "wallet_on_other_ta")
+        );
         assert_eq!(s(TaError::InvalidRecipientLength(19).into()), 422);
         assert_eq!(s(TaError::InvalidAuthorization.into()), 422);
         assert_eq!(

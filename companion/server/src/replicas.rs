@@ -226,11 +226,7 @@ pub async fn adopt_wallets(s: &AppState) {
 /// docs/DEPLOY.md): answered 421 `wallet_on_other_ta` naming that TA, before anything reaches
 /// this companion's TA. The client (or the load balancer) sends it to a companion attached to
 /// that TA; nothing is forwarded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "wallet {wallet} is held by TA {wallet_ta}, not by this companion's TA {this_ta}: send its \
-     requests to a companion attached to TA {wallet_ta}"
-)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WrongTa {
     /// The wallet.
     pub wallet: String,
@@ -238,7 +234,57 @@ pub struct WrongTa {
     pub wallet_ta: String,
     /// This companion's TA.
     pub this_ta: String,
+    /// What named the wallet's TA.
+    pub named_by: NamedBy,
 }
+
+/// Where a companion learnt that a request is for another TA ([`WrongTa`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NamedBy {
+    /// The wallet's row in the database (`wallets.ta_id`).
+    Wallet,
+    /// The presented agent credential's `iss` claim (the TA that minted it, which holds its
+    /// wallet).
+    Credential,
+}
+
+impl NamedBy {
+    /// The spelling in an answer's `details.namedBy`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NamedBy::Wallet => "wallet",
+            NamedBy::Credential => "credential",
+        }
+    }
+}
+
+impl std::fmt::Display for WrongTa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let WrongTa {
+            wallet,
+            wallet_ta,
+            this_ta,
+            named_by,
+        } = self;
+        match named_by {
+            NamedBy::Wallet => write!(
+                f,
+                "wallet {wallet} is held by TA {wallet_ta}, not by this companion's TA {this_ta}"
+            )?,
+            NamedBy::Credential => write!(
+                f,
+                "this agent credential (wallet {wallet}) was minted by TA {wallet_ta}, not by \
+                 this companion's TA {this_ta}"
+            )?,
+        }
+        write!(
+            f,
+            ": send its requests to a companion attached to TA {wallet_ta}"
+        )
+    }
+}
+
+impl std::error::Error for WrongTa {}
 
 impl From<WrongTa> for ApiError {
     fn from(mut w: WrongTa) -> Self {
@@ -249,9 +295,28 @@ impl From<WrongTa> for ApiError {
             axum::http::StatusCode::MISDIRECTED_REQUEST,
             ErrorCode::WalletOnOtherTa,
             w.to_string(),
-            serde_json::json!({ "walletTa": w.wallet_ta, "thisTa": w.this_ta }),
+            serde_json::json!({
+                "walletTa": w.wallet_ta,
+                "thisTa": w.this_ta,
+                "namedBy": w.named_by.as_str(),
+            }),
         )
     }
+}
+
+/// Whether an agent credential for wallet `wallet_id` names another TA than this companion's in
+/// its `iss` claim (`iss`: a well-formed claim, `0x` + 40 lowercase hex; the caller checks the
+/// form). Reads no database and sends nothing of the credential to the TA (a TA not reached
+/// since the start is asked for its identity only); `None` when this companion's TA does not
+/// answer (then the request needs it and fails on it).
+pub async fn credential_elsewhere(s: &AppState, wallet_id: &str, iss: &str) -> Option<WrongTa> {
+    let this_ta = this_ta_now(s).await?;
+    (iss != this_ta).then(|| WrongTa {
+        wallet: wallet_id.to_owned(),
+        wallet_ta: iss.to_owned(),
+        this_ta,
+        named_by: NamedBy::Credential,
+    })
 }
 
 /// Whether wallet `wallet_id` is held by another TA than this companion's ([`WrongTa`]). No when
@@ -271,6 +336,7 @@ pub async fn wallet_elsewhere(
             wallet: wallet_id.to_owned(),
             wallet_ta,
             this_ta,
+            named_by: NamedBy::Wallet,
         }),
         _ => None,
     })

@@ -180,6 +180,8 @@ pub(crate) struct MintInput<'a> {
     pub generation: u32,
     pub ttl_secs: u64,
     pub now: u64,
+    /// This TA's operator address: the `iss` claim.
+    pub issuer: [u8; 20],
 }
 
 /// Check a requested lifetime.
@@ -206,6 +208,7 @@ pub(crate) fn mint(current: &JwtSecret, input: MintInput<'_>) -> Result<AgentCre
         gen: input.generation,
         iat: input.now,
         exp: input.now + input.ttl_secs,
+        iss: Some(address_hex(&input.issuer)),
     };
     let header_b64 = jwt::encode_json_b64(&header);
     let payload_b64 = jwt::encode_json_b64(&claims);
@@ -370,6 +373,7 @@ mod tests {
             gen: 1,
             iat: 100,
             exp: 200,
+            iss: None,
         };
         assert_eq!(check_lifetime(&c, 150), Ok(()));
         assert_eq!(check_lifetime(&c, 200), Err(JwtError::Expired));

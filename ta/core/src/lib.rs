@@ -175,6 +175,9 @@ pub struct TaCore<S, E, C, M> {
     wallets: BTreeMap<WalletId, WalletPublic>,
     agents: BTreeMap<(WalletId, u32), AgentRecord>,
     jwt: Option<JwtStore>,
+    /// The operator key's address once read or created (the key never changes; an accepted
+    /// restore forgets it with the rest of the cached state).
+    operator_address: Option<[u8; 20]>,
     keys: keys::KeyCache,
     nonces: passkey::Nonces,
 }
@@ -194,6 +197,7 @@ impl<S: SealedStorage, E: Entropy, C: Clock, M: MonotonicCounter> TaCore<S, E, C
             wallets: BTreeMap::new(),
             agents: BTreeMap::new(),
             jwt: None,
+            operator_address: None,
             keys: keys::KeyCache::default(),
             nonces: passkey::Nonces::default(),
         }
@@ -646,8 +650,15 @@ impl<S: SealedStorage, E: Entropy, C: Clock, M: MonotonicCounter> TaCore<S, E, C
         self.mint_and_store(wallet, req.agent_index, record, public_key, b.ttl_secs)
     }
 
-    /// Write `record` (and the JWT store if it gained its first secret) in
-    /// one atomic batch, then mint a credential for its generation.
+    /// Write `record` (and the JWT store if it gained its first secret, the operator key if
+    /// it was created for this credential) in one atomic batch, then mint a credential for its
+    /// generation.
+    ///
+    /// The credential names this TA in its `iss` claim: the operator key's address. The
+    /// companion creates that key at its first start, so it normally exists; a TA that mints
+    /// a credential before anything asked for it (a bare core, a tool driving the TA directly)
+    /// creates it here, in the same batch as the agent record, so no credential is ever minted
+    /// without the claim nor names a key that was not kept.
     fn mint_and_store(
         &mut self,
         wallet: WalletId,
@@ -658,6 +669,13 @@ impl<S: SealedStorage, E: Entropy, C: Clock, M: MonotonicCounter> TaCore<S, E, C
     ) -> Result<AgentCredential, TaError> {
         let now = self.clock.now();
         let (store, store_changed) = self.jwt_store_with_current()?;
+        let (issuer, new_operator) = match self.operator_address()? {
+            Some(address) => (address, None),
+            None => {
+                let op = self.new_operator_record()?;
+                (Self::operator_signer(&op)?.address, Some(op))
+            }
+        };
         let current = store.current().ok_or(TaError::NoCurrentKid)?;
         let credential = jwt::mint(
             current,
@@ -669,19 +687,31 @@ impl<S: SealedStorage, E: Entropy, C: Clock, M: MonotonicCounter> TaCore<S, E, C
                 generation: record.generation,
                 ttl_secs,
                 now,
+                issuer,
             },
         )?;
         let agent_bytes = records::encode(&record)?;
         let agent_key = records::agent_key(&wallet, index);
-        if store_changed {
-            let store_bytes = records::encode(&store)?;
-            self.commit(&[
-                WriteOp::Put(records::JWT_STORE_KEY, &store_bytes),
-                WriteOp::Put(&agent_key, &agent_bytes),
-            ])?;
-            self.jwt = Some(store);
+        let store_bytes = if store_changed {
+            Some(records::encode(&store)?)
         } else {
-            self.commit(&[WriteOp::Put(&agent_key, &agent_bytes)])?;
+            None
+        };
+        let operator_bytes = new_operator.as_ref().map(records::encode).transpose()?;
+        let mut ops = Vec::with_capacity(3);
+        if let Some(bytes) = &store_bytes {
+            ops.push(WriteOp::Put(records::JWT_STORE_KEY, bytes));
+        }
+        if let Some(bytes) = &operator_bytes {
+            ops.push(WriteOp::Put(records::OPERATOR_KEY, bytes));
+        }
+        ops.push(WriteOp::Put(&agent_key, &agent_bytes));
+        self.commit(&ops)?;
+        if store_changed {
+            self.jwt = Some(store);
+        }
+        if new_operator.is_some() {
+            self.operator_address = Some(issuer);
         }
         self.cache_agent(wallet, index, record);
         Ok(credential)
@@ -695,6 +725,15 @@ impl<S: SealedStorage, E: Entropy, C: Clock, M: MonotonicCounter> TaCore<S, E, C
         expect: Option<(&WalletId, u32)>,
     ) -> Result<(VerifiedCredential, WalletId, AgentRecord), TaError> {
         let parsed = kms_proto::jwt::parse(token)?;
+        // A credential naming another TA is refused as such, before its MAC (which would fail
+        // too: that TA's secrets are not here). One without the claim was minted before it
+        // existed and is checked like any other.
+        if let Some(iss) = &parsed.claims.iss {
+            let this = self.operator_address()?;
+            if this.map(|a| records::address_hex(&a)).as_ref() != Some(iss) {
+                return Err(JwtError::OtherTa.into());
+            }
+        }
         let now = self.clock.now();
         self.jwt_store()?.verify_mac(&parsed, now)?;
         let claims = parsed.claims;
@@ -852,6 +891,30 @@ impl<S: SealedStorage, E: Entropy, C: Clock, M: MonotonicCounter> TaCore<S, E, C
         }
     }
 
+    /// The operator key's address (cached), `None` while the key does not exist.
+    fn operator_address(&mut self) -> Result<Option<[u8; 20]>, TaError> {
+        if self.operator_address.is_none() {
+            if let Some(record) = self.operator_record()? {
+                self.operator_address = Some(Self::operator_signer(&record)?.address);
+            }
+        }
+        Ok(self.operator_address)
+    }
+
+    /// A new operator key from the TA's randomness (not yet written).
+    fn new_operator_record(&mut self) -> Result<OperatorRecord, TaError> {
+        loop {
+            let secret = self.random::<32>()?;
+            if k256::ecdsa::SigningKey::from_slice(&secret[..]).is_ok() {
+                return Ok(OperatorRecord {
+                    version: RECORD_VERSION,
+                    secret: *secret,
+                    created_at: self.clock.now(),
+                });
+            }
+        }
+    }
+
     fn operator_signer(record: &OperatorRecord) -> Result<keys::DerivedKey, TaError> {
         let sk = k256::ecdsa::SigningKey::from_slice(&record.secret)
             .map_err(|_| StorageFault::Corrupt)?;
@@ -862,16 +925,7 @@ impl<S: SealedStorage, E: Entropy, C: Clock, M: MonotonicCounter> TaCore<S, E, C
         let record = match self.operator_record()? {
             Some(r) => r,
             None if req.create_if_missing => {
-                let record = loop {
-                    let secret = self.random::<32>()?;
-                    if k256::ecdsa::SigningKey::from_slice(&secret[..]).is_ok() {
-                        break OperatorRecord {
-                            version: RECORD_VERSION,
-                            secret: *secret,
-                            created_at: self.clock.now(),
-                        };
-                    }
-                };
+                let record = self.new_operator_record()?;
                 let bytes = records::encode(&record)?;
                 self.commit(&[WriteOp::Put(records::OPERATOR_KEY, &bytes)])?;
                 record

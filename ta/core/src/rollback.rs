@@ -215,6 +215,7 @@ impl<S: SealedStorage, E: Entropy, C: Clock, M: MonotonicCounter> TaCore<S, E, C
         self.wallets.clear();
         self.agents.clear();
         self.jwt = None;
+        self.operator_address = None;
         self.keys = crate::keys::KeyCache::default();
         self.nonces = crate::passkey::Nonces::default();
     }

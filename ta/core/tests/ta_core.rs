@@ -252,6 +252,162 @@ fn wrong_wallet_or_index_claim_is_refused() {
     assert_eq!(jwt_err(r), JwtError::IndexMismatch);
 }
 
+fn claims_of(jwt: &str) -> kms_proto::jwt::AgentClaims {
+    kms_proto::jwt::parse(jwt).unwrap().claims
+}
+
+fn address_hex(a: &[u8; 20]) -> String {
+    format!(
+        "0x{}",
+        a.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+fn operator_address(h: &mut Harness) -> Result<[u8; 20], TaError> {
+    h.call(&OperatorKey {
+        create_if_missing: false,
+    })
+    .map(|k| k.address)
+}
+
+#[test]
+fn credentials_name_this_ta_by_its_operator_address() {
+    // A TA whose operator key exists before the first credential (as the companion makes it).
+    let mut h = Harness::new();
+    let op = h
+        .call(&OperatorKey {
+            create_if_missing: true,
+        })
+        .unwrap();
+    let mut pk = SoftPasskey::new(1);
+    let w = create_wallet(&mut h, &pk).wallet_id;
+    let cred = create_agent(&mut h, &mut pk, w, 0, TTL).unwrap();
+    assert_eq!(
+        claims_of(&cred.to_jwt()).iss,
+        Some(address_hex(&op.address))
+    );
+    // A refresh names it too, across a restart.
+    h.restart();
+    let new = refresh_agent(&mut h, &mut pk, w, 0, TTL).unwrap();
+    assert_eq!(claims_of(&new.to_jwt()).iss, Some(address_hex(&op.address)));
+    sign_op(&mut h, w, 0, &new.to_jwt(), [1; 32], ACCOUNT).unwrap();
+
+    // A TA asked for a credential before anything asked for its operator key creates the key
+    // then (in the credential's write), and names it; it is the key kept from then on.
+    let mut a = agent();
+    let iss = claims_of(&a.cred.to_jwt()).iss.expect("the iss claim");
+    let kept =
+        operator_address(&mut a.h).expect("the operator key was created with the credential");
+    assert_eq!(iss, address_hex(&kept));
+    a.h.restart();
+    assert_eq!(operator_address(&mut a.h).unwrap(), kept);
+    let again =
+        a.h.call(&OperatorKey {
+            create_if_missing: true,
+        })
+        .unwrap();
+    assert_eq!(again.address, kept);
+    sign_op(&mut a.h, a.wallet, 0, &a.cred.to_jwt(), [1; 32], ACCOUNT).unwrap();
+}
+
+#[test]
+fn a_credential_naming_another_ta_is_refused_as_such() {
+    // Two TAs (different randomness: different operator keys and JWT secrets).
+    let mut a = agent();
+    let mut b = {
+        let mut h = Harness::with_seed(2);
+        let mut pk = SoftPasskey::new(2);
+        let w = create_wallet(&mut h, &pk);
+        let cred = create_agent(&mut h, &mut pk, w.wallet_id, 0, TTL).unwrap();
+        Agent {
+            h,
+            pk,
+            wallet: w.wallet_id,
+            cred,
+        }
+    };
+    let ta_a = operator_address(&mut a.h).unwrap();
+    let ta_b = operator_address(&mut b.h).unwrap();
+    assert_ne!(ta_a, ta_b);
+    // B's credential presented to A, for A's agent or for B's: refused as another TA's (not
+    // as an unknown kid, which is what its MAC would give).
+    let jwt_b = b.cred.to_jwt();
+    assert_eq!(claims_of(&jwt_b).iss, Some(address_hex(&ta_b)));
+    let r = sign_op(&mut a.h, b.wallet, 0, &jwt_b, [1; 32], ACCOUNT);
+    assert_eq!(jwt_err(r), JwtError::OtherTa);
+    let r = sign_op(&mut a.h, a.wallet, 0, &jwt_b, [1; 32], ACCOUNT);
+    assert_eq!(jwt_err(r), JwtError::OtherTa);
+    assert_eq!(
+        a.h.call(&JwtHmacVerify { jwt: jwt_b.clone() }).unwrap_err(),
+        TaError::Jwt(JwtError::OtherTa)
+    );
+    // B still takes it.
+    sign_op(&mut b.h, b.wallet, 0, &jwt_b, [1; 32], ACCOUNT).unwrap();
+
+    // A's own credential edited to name B is refused the same way; edited to drop the claim,
+    // its MAC fails (the claim is covered by it).
+    let mut claims = claims_of(&a.cred.to_jwt());
+    let mut forged = a.cred.clone();
+    claims.iss = Some(address_hex(&ta_b));
+    forged.payload_b64 = kms_proto::jwt::encode_json_b64(&claims);
+    let r = sign_op(&mut a.h, a.wallet, 0, &forged.to_jwt(), [1; 32], ACCOUNT);
+    assert_eq!(jwt_err(r), JwtError::OtherTa);
+    claims.iss = None;
+    forged.payload_b64 = kms_proto::jwt::encode_json_b64(&claims);
+    let r = sign_op(&mut a.h, a.wallet, 0, &forged.to_jwt(), [1; 32], ACCOUNT);
+    assert_eq!(jwt_err(r), JwtError::BadSignature);
+    // The claim is compared exactly: A's address in capitals is not A's spelling.
+    claims.iss = Some(format!("0x{}", address_hex(&ta_a)[2..].to_uppercase()));
+    forged.payload_b64 = kms_proto::jwt::encode_json_b64(&claims);
+    let r = sign_op(&mut a.h, a.wallet, 0, &forged.to_jwt(), [1; 32], ACCOUNT);
+    assert_eq!(jwt_err(r), JwtError::OtherTa);
+    sign_op(&mut a.h, a.wallet, 0, &a.cred.to_jwt(), [1; 32], ACCOUNT).unwrap();
+}
+
+/// The JWT secret store as sealed (`ta/core/src/records.rs`), read back from the harness's
+/// storage to MAC a credential the way a TA from before the `iss` claim minted it.
+#[derive(serde::Deserialize)]
+struct SealedJwtStore {
+    _version: u8,
+    entries: Vec<SealedJwtSecret>,
+}
+
+#[derive(serde::Deserialize)]
+struct SealedJwtSecret {
+    kid: String,
+    secret: [u8; 32],
+    _created_at: u64,
+    retire_at: Option<u64>,
+}
+
+#[test]
+fn a_credential_minted_before_the_iss_claim_still_verifies() {
+    use hmac::Mac;
+    let mut a = agent();
+    let bytes = a.h.storage.map.borrow()["jwt"].clone();
+    let store: SealedJwtStore = postcard::from_bytes(&bytes).unwrap();
+    let current = store
+        .entries
+        .iter()
+        .find(|e| e.retire_at.is_none())
+        .unwrap();
+    assert_eq!(current.kid, a.cred.kid);
+    let mut claims = claims_of(&a.cred.to_jwt());
+    claims.iss = None;
+    let mut old = a.cred.clone();
+    old.payload_b64 = kms_proto::jwt::encode_json_b64(&claims);
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&current.secret).unwrap();
+    mac.update(format!("{}.{}", old.header_b64, old.payload_b64).as_bytes());
+    old.hmac = mac.finalize().into_bytes().into();
+    let jwt = old.to_jwt();
+    assert_eq!(claims_of(&jwt).iss, None);
+    sign_op(&mut a.h, a.wallet, 0, &jwt, [1; 32], ACCOUNT).unwrap();
+    // Checked like any other all the same: superseded by a refresh.
+    refresh_agent(&mut a.h, &mut a.pk, a.wallet, 0, TTL).unwrap();
+    let r = sign_op(&mut a.h, a.wallet, 0, &jwt, [1; 32], ACCOUNT);
+    assert_eq!(jwt_err(r), JwtError::StaleGeneration);
+}
+
 #[test]
 fn refresh_supersedes_the_previous_generation() {
     let mut a = agent();

@@ -3,7 +3,8 @@
 //! ([`AgentCredentials::revoke`]), and checked when an agent presents one
 //! ([`AgentCredentials::authenticate`]).
 //!
-//! The host's checks come before any TEE call: the agent exists and is active, the JWT is its
+//! The host's checks come before any TEE call: the credential names this companion's TA (its
+//! `iss` claim, checked before anything else), the agent exists and is active, the JWT is its
 //! current credential (constant-time comparison of SHA-256 hashes, cached a few seconds), and it
 //! has not expired. The TA checks the HMAC and the claims itself when it signs; only the hash of
 //! a credential is ever stored.
@@ -63,8 +64,9 @@ pub enum CredentialError {
     /// The credential has expired.
     #[error("the credential has expired")]
     Expired,
-    /// The agent's wallet is held by another TA than this companion's (421
-    /// `wallet_on_other_ta`): the credential is never sent to this TA.
+    /// The agent's wallet is held by another TA than this companion's, or the credential was
+    /// minted by another TA (its `iss` claim; 421 `wallet_on_other_ta`): the credential is
+    /// never sent to this TA.
     #[error(transparent)]
     WrongTa(#[from] crate::replicas::WrongTa),
     /// The database failed.
@@ -109,6 +111,40 @@ impl Presented {
             .parse()
             .map_err(|_| CredentialError::Malformed("wallet_id".into()))?;
         Ok((wallet, self.claims.agent_index))
+    }
+
+    /// The TA that minted the credential (its `iss` claim: the TA's operator address), `None`
+    /// for a credential minted before the claim existed. A claim that is not `0x` + 40
+    /// lowercase hex (the only spelling a TA writes) is malformed.
+    pub fn issuer(&self) -> Result<Option<&str>, CredentialError> {
+        let Some(iss) = self.claims.iss.as_deref() else {
+            return Ok(None);
+        };
+        let well_formed = iss.len() == 42
+            && iss.starts_with("0x")
+            && iss[2..]
+                .bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
+        if !well_formed {
+            return Err(CredentialError::Malformed(
+                "iss is not a TA's operator address (0x + 40 lowercase hex)".into(),
+            ));
+        }
+        Ok(Some(iss))
+    }
+
+    /// Refuses a credential minted by another TA than this companion's (421
+    /// `wallet_on_other_ta` naming both, [`crate::replicas::NamedBy::Credential`]) from its
+    /// `iss` claim alone: before any database read or TA call, so it never reaches this TA.
+    pub async fn require_this_ta(&self, s: &AppState) -> Result<(), CredentialError> {
+        if let Some(iss) = self.issuer()? {
+            if let Some(w) =
+                crate::replicas::credential_elsewhere(s, &self.claims.wallet_id, iss).await
+            {
+                return Err(w.into());
+            }
+        }
+        Ok(())
     }
 
     /// Refuses a credential for another agent than `(wallet, index)` (403 `key_id_mismatch`).
@@ -206,6 +242,7 @@ impl<'a> AgentCredentials<'a> {
         presented: &Presented,
     ) -> Result<CachedCredential, CredentialError> {
         let s = self.0;
+        presented.require_this_ta(s).await?;
         let key_id = kms_proto::jwt::key_id(&wallet, index);
         let current = match s.credentials.get(&key_id) {
             Some(c) => c,
@@ -332,6 +369,9 @@ impl<'a> AgentCredentials<'a> {
         index: u32,
         presented: Option<&Presented>,
     ) -> Result<(), CredentialError> {
+        if let Some(p) = presented {
+            p.require_this_ta(self.0).await?;
+        }
         let row: AgentKey = self
             .0
             .db

@@ -293,3 +293,118 @@ async fn failed_refreshes_and_other_refusals_count_against_the_address() {
         assert_eq!(s, 200, "signature {i}: {v}");
     }
 }
+
+/// `jwt` with its payload's claims changed by `edit` (its MAC no longer matches).
+fn with_claims(jwt: &str, edit: impl FnOnce(&mut Value)) -> String {
+    let parts: Vec<&str> = jwt.split('.').collect();
+    let mut claims: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    edit(&mut claims);
+    format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap()),
+        parts[2]
+    )
+}
+
+/// A credential whose `iss` claim names another TA is refused 421 `wallet_on_other_ta` from
+/// the claim alone, naming both TAs: before the database (an agent this database does not know
+/// gets the same answer, not 404), before the credential's hash is compared (a copy of the
+/// agent's own credential naming another TA is not `credential_invalid`), and before the TA (no
+/// `SignAgentUserOp` call). Like every 421, it is not charged to the sender's
+/// failed-authentication budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_credential_naming_another_ta_is_refused_before_the_database_and_the_ta() {
+    let env = Env::with(Opts {
+        args: vec!["--client-rate-limit".into(), "5".into()],
+        ..Opts::default()
+    })
+    .await;
+    let mut owner = Soft::new();
+    let wallet = env.wallet(&mut owner).await;
+    let Agent { jwt, key_id, .. } = env.agent(&mut owner, &wallet, json!({})).await;
+
+    // The credential names this companion's TA: its operator address, as /health shows it.
+    let (_, health) = env.get("/health").await;
+    let health: Value = serde_json::from_str(&health).unwrap();
+    let this_ta = health["operatorAddress"].as_str().unwrap().to_owned();
+    let claims = kms_proto::jwt::parse(&jwt).unwrap().claims;
+    assert_eq!(claims.iss, Some(this_ta.to_lowercase()));
+
+    let other_ta = "0xabcdef0123456789abcdef0123456789abcdef01";
+    let other_checksummed = other_ta
+        .parse::<alloy::primitives::Address>()
+        .unwrap()
+        .to_checksum(None);
+    let theirs = with_claims(&jwt, |c| c["iss"] = json!(other_ta));
+    let unknown_agent = format!("{wallet}:99");
+    let theirs_unknown = with_claims(&theirs, |c| {
+        c["agent_index"] = json!(99);
+        c["sub"] = json!(unknown_agent);
+    });
+    let http = client_from("127.0.0.9");
+    for _ in 0..3 {
+        for (token, named) in [(&theirs, &key_id), (&theirs_unknown, &unknown_agent)] {
+            let (s, e, _) = post(&env, &http, "/kms/sign-agent", token, &sign_body(named)).await;
+            assert_eq!(
+                (s, e["code"].as_str()),
+                (421, Some("wallet_on_other_ta")),
+                "{e}"
+            );
+            assert_eq!(e["details"]["namedBy"], "credential", "{e}");
+            assert_eq!(e["details"]["walletTa"], other_checksummed.as_str(), "{e}");
+            assert_eq!(e["details"]["thisTa"], this_ta.as_str(), "{e}");
+            let message = e["error"].as_str().unwrap();
+            assert!(
+                message.contains("minted by TA")
+                    && message.contains(&other_checksummed)
+                    && message.contains(&this_ta),
+                "{message}"
+            );
+        }
+    }
+    // The same from the refresh route, which reads the presented credential before the ceremony.
+    let (s, e, _) = post(
+        &env,
+        &http,
+        "/kms/refresh-agent-credential",
+        &theirs,
+        &json!({"keyId": key_id}),
+    )
+    .await;
+    assert_eq!(
+        (s, e["code"].as_str(), e["details"]["namedBy"].as_str()),
+        (421, Some("wallet_on_other_ta"), Some("credential")),
+        "{e}"
+    );
+    assert_eq!(
+        tee_calls(&env, "SignAgentUserOp"),
+        0,
+        "no credential of another TA reached the TA"
+    );
+
+    // A claim in another spelling than a TA writes is malformed (this TA's address in capitals).
+    let shouting = with_claims(&jwt, |c| {
+        c["iss"] = json!(format!("0x{}", this_ta[2..].to_uppercase()))
+    });
+    let (s, e, _) = post(
+        &env,
+        &client_from("127.0.0.10"),
+        "/kms/sign-agent",
+        &shouting,
+        &sign_body(&key_id),
+    )
+    .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (401, Some("credential_malformed")),
+        "{e}"
+    );
+
+    // Seven 421s from 127.0.0.9, over its budget of 5 had they been charged: its agent's own
+    // credential still signs from there, and reaches the TA.
+    let (s, v, _) = post(&env, &http, "/kms/sign-agent", &jwt, &sign_body(&key_id)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(tee_calls(&env, "SignAgentUserOp"), 1);
+}

@@ -100,6 +100,19 @@ async fn rotation_ticks(r: &Replica, outcome: &str) -> u64 {
         .map_or(0, |n| n.trim().parse().unwrap())
 }
 
+/// How many `SignAgentUserOp` calls a replica made to its TA (any outcome), from its `/metrics`.
+async fn sign_calls(r: &Client) -> u64 {
+    let (status, body) = r.get("/metrics", None).await.unwrap();
+    assert_eq!(status, 200);
+    let prefix = "kms_tee_call_duration_seconds_count{command=\"SignAgentUserOp\",";
+    body.as_str()
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
 /// A `CreateAgentKey` ceremony begun on `on` and answered by `owner`: the request body of
 /// `/kms/create-agent-key` (to be sent to any replica).
 /// `/kms/sign-agent` on `on` with `agent`'s credential: the status and the answer.
@@ -430,6 +443,11 @@ async fn two_tas_each_companion_refuses_the_other_tas_wallets() {
     );
     assert_eq!(answer["details"]["walletTa"], ta_a.as_str());
     assert_eq!(answer["details"]["thisTa"], ta_b.as_str());
+    assert_eq!(answer["details"]["namedBy"], "wallet");
+    // The agent credential names the TA that minted it (its `iss` claim), and that is what B
+    // refuses it by.
+    let claims = kms_proto::jwt::parse(&agent_a.jwt).unwrap().claims;
+    assert_eq!(claims.iss, Some(ta_a.to_lowercase()));
     for _ in 0..130 {
         let (status, answer) = sign(&b, &agent_a).await;
         assert_eq!(
@@ -438,6 +456,7 @@ async fn two_tas_each_companion_refuses_the_other_tas_wallets() {
             "{answer}"
         );
         assert_eq!(answer["details"]["walletTa"], ta_a.as_str());
+        assert_eq!(answer["details"]["namedBy"], "credential");
     }
     // A serves it.
     let (status, answer) = sign(&a, &agent_a).await;
@@ -465,6 +484,42 @@ async fn two_tas_each_companion_refuses_the_other_tas_wallets() {
         "{answer}"
     );
     assert_eq!(answer["details"]["walletTa"], ta_b.as_str());
+    let (status, answer) = sign(&b, &agent_b).await;
+    assert_eq!(status, 200, "{answer}");
+
+    // The credential carries its TA even where the database is wrong: with wallet B's row
+    // saying TA A, companion A still refuses B's credential by its claim, naming TA B, and never
+    // sends it to TA A (A's count of signature calls does not move; TA A would refuse it too).
+    sqlx::query("UPDATE wallets SET ta_id = $1 WHERE key_id = $2")
+        .bind(ta_a.to_lowercase())
+        .bind(&wallet_b)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let calls_a = sign_calls(&a).await;
+    for _ in 0..3 {
+        let (status, answer) = sign(&a, &agent_b).await;
+        assert_eq!(
+            (status, answer["code"].as_str()),
+            (421, Some("wallet_on_other_ta")),
+            "{answer}"
+        );
+        assert_eq!(answer["details"]["namedBy"], "credential", "{answer}");
+        assert_eq!(answer["details"]["walletTa"], ta_b.as_str(), "{answer}");
+        assert_eq!(answer["details"]["thisTa"], ta_a.as_str(), "{answer}");
+        let message = answer["error"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("minted by TA {ta_b}")) && message.contains(&ta_a),
+            "{message}"
+        );
+    }
+    assert_eq!(sign_calls(&a).await, calls_a, "B's credential reached TA A");
+    sqlx::query("UPDATE wallets SET ta_id = $1 WHERE key_id = $2")
+        .bind(ta_b.to_lowercase())
+        .bind(&wallet_b)
+        .execute(db.pool())
+        .await
+        .unwrap();
     let (status, answer) = sign(&b, &agent_b).await;
     assert_eq!(status, 200, "{answer}");
 

@@ -36,6 +36,7 @@ use crate::account::{factory_data, AccountKind, Call, NoCalls};
 use crate::bundler::{
     BundlerClient, BundlerError, ExpectedReceipt, RetryPolicy, Submission, UserOperationReceipt,
 };
+use crate::gas_reuse::{intrinsic_gas, GasCache};
 use crate::http::{node_provider, HttpLimits};
 use crate::node::{redactions, NodeClient};
 use crate::nonce::{AgentLane, NonceGuard, NonceKey, PeriodOutOfRange};
@@ -625,6 +626,7 @@ struct Inner {
     bundler_fees: AtomicU8,
     redact: Vec<String>,
     node: NodeClient,
+    gas_cache: GasCache,
 }
 
 impl ChainClient {
@@ -648,6 +650,7 @@ impl ChainClient {
             bundler_fees: AtomicU8::new(BUNDLER_FEES_UNKNOWN),
             node: NodeClient::from_parts(provider_for_node, validator, 0, redact.clone()),
             redact,
+            gas_cache: GasCache::new(),
         };
         client.chain_id = client.check_setup().await?;
         client.node = NodeClient::from_parts(
@@ -1011,6 +1014,68 @@ impl ChainClient {
             },
         )
         .await
+    }
+
+    /// The gas limits of agent operations kept per call shape (see [`crate::gas_reuse`]).
+    pub fn gas_cache(&self) -> &GasCache {
+        &self.inner.gas_cache
+    }
+
+    /// Whether `call_data` run by `account` as the EntryPoint runs an operation's execution
+    /// (a call from the EntryPoint, at the latest block) completes with `call_gas_limit` gas for
+    /// the account's frame: `eth_call` with that plus the call's intrinsic gas. `Ok(false)` when
+    /// it reverts or runs out of gas; an error when the node could not be asked. Nothing in that
+    /// frame is warmer than in the EntryPoint's own call (only the account and the EntryPoint
+    /// are, as there), so what completes here completes there on the same state.
+    pub async fn execution_fits(
+        &self,
+        account: Address,
+        call_data: &Bytes,
+        call_gas_limit: u128,
+    ) -> Result<bool, ChainError> {
+        let gas = u64::try_from(call_gas_limit)
+            .unwrap_or(u64::MAX)
+            .saturating_add(intrinsic_gas(call_data));
+        let request = alloy::rpc::types::TransactionRequest::default()
+            .from(self.entry_point().address)
+            .to(account)
+            .input(call_data.clone().into())
+            .gas_limit(gas);
+        match self.provider().call(request).await {
+            Ok(_) => Ok(true),
+            // The node ran it and it failed (a revert, out of gas).
+            Err(alloy::transports::RpcError::ErrorResp(_)) => Ok(false),
+            Err(e) => Err(self.node_err("calling the account as the EntryPoint", e)),
+        }
+    }
+
+    /// An agent's operation making `calls` from `account` of `kind` with `nonce`, `fees` and the
+    /// gas `limits` given (reused, see [`crate::gas_reuse`]): no node or bundler call. The same
+    /// callData, stub signature, ceilings and userOpHash as
+    /// [`ChainClient::prepare_agent_op_on`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn assemble_agent_op(
+        &self,
+        kind: AccountKind,
+        account: Address,
+        agent_key: Address,
+        calls: &[Call],
+        nonce: U256,
+        fees: Fees,
+        limits: GasLimits,
+    ) -> Result<PreparedOp, ChainError> {
+        let call_data = kind.encode_calls(calls)?;
+        let op = UserOperation::new(account, nonce, call_data)
+            .with_fees(fees.max_fee_per_gas, fees.max_priority_fee_per_gas)
+            .with_signature(crate::signature::stub_session_signature(account, agent_key))
+            .with_gas(limits);
+        self.inner.config.ceilings.check(&op)?;
+        let user_op_hash = self.entry_point().user_op_hash(&op, self.chain_id())?;
+        Ok(PreparedOp {
+            op,
+            user_op_hash,
+            deploys_account: false,
+        })
     }
 
     /// Checks that `account` is an ERC-7579 account supporting validator modules.

@@ -28,6 +28,8 @@
 //! - [`client`]: [`ChainClient`](client::ChainClient), one EntryPoint on one chain: start-up
 //!   checks, building (nonce, factory, fees, gas, hash), submission, session reads, the
 //!   operator's `revokeSession` transaction.
+//! - [`gas_reuse`]: gas limits reused per call shape, with the execution checked on the node
+//!   and the bundler's refusals for gas told apart.
 //! - [`operator`]: what the chain layer needs from a signer (the operator's `revokeSession`
 //!   transaction) and the checks of what signers return; the TA itself is reached only through
 //!   the companion's TEE handle.
@@ -40,6 +42,7 @@ pub mod account;
 pub mod bundler;
 pub mod client;
 pub mod erc7579;
+pub mod gas_reuse;
 pub mod http;
 pub mod node;
 pub mod nonce;

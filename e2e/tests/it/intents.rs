@@ -724,15 +724,33 @@ async fn the_expected_nonce_is_estimated_beside_the_reads_and_again_after_a_gap(
     let window = f.open_window().await;
     let account = f.session(&agent, 0, &[to], eth("1"), window).await;
     let estimates = || proxy.seen_of("eth_estimateUserOperationGas").len();
+    // Each intent with an Idempotency-Key: gas limits are then never reused from an earlier
+    // estimate of the same shape (tests/gas_reuse.rs), so every intent is estimated.
+    let mut keys = 0;
+    let mut lands = |calls: Value| {
+        keys += 1;
+        let key = format!("speculative-{keys}");
+        let (c, agent) = (&f.c, &agent);
+        async move {
+            let (status, body) = c.intent(agent, calls, Some(&key)).await.unwrap();
+            assert_eq!(status, 202, "{body}");
+            let done = c
+                .wait_intent(agent, body["userOpHash"].as_str().unwrap())
+                .await
+                .unwrap();
+            assert_eq!(done["status"], "included", "{done}");
+            done
+        }
+    };
 
     // Nothing of this lane submitted by this companion yet: estimated once the reads are done.
     let before = estimates();
-    let first = sequence(&f.lands(&agent, transfer(to, "0.01")).await);
+    let first = sequence(&lands(transfer(to, "0.01")).await);
     assert_eq!(estimates() - before, 1);
     // The companion expects the sequence after its last one; the reads give that very nonce, so
     // the estimate made beside them is the one used.
     let before = estimates();
-    let second = sequence(&f.lands(&agent, transfer(to, "0.01")).await);
+    let second = sequence(&lands(transfer(to, "0.01")).await);
     assert_eq!(second, first + 1);
     assert_eq!(
         estimates() - before,
@@ -755,7 +773,7 @@ async fn the_expected_nonce_is_estimated_beside_the_reads_and_again_after_a_gap(
         .unwrap();
     // The expected nonce is stale: the operation is estimated again for the chain's, and lands.
     let before = estimates();
-    let third = sequence(&f.lands(&agent, transfer(to, "0.01")).await);
+    let third = sequence(&lands(transfer(to, "0.01")).await);
     assert_eq!(
         third,
         second + 2,

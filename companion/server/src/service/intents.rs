@@ -43,6 +43,35 @@
 //! check runs on the reads as before, and nothing is signed before them; in the `Server-Timing`
 //! header the overlapped estimate falls in `nonce`, and `prepare` is then only the build.
 //!
+//! # Gas limits reused per call shape
+//!
+//! Most intents need no estimate at all: the gas limits of the last operation of the same call
+//! shape (account, agent, and per call the target, selector, whether value is sent and the
+//! calldata's length: [`kms_chain::gas_reuse::CallShape`]) built from a bundler's estimate, in
+//! the same budget period, are reused, buffers included. Beside the reads, instead of the
+//! estimate, the node runs the operation's execution as the EntryPoint would with the reused
+//! `callGasLimit` (`ChainClient::execution_fits`, an `eth_call` from the EntryPoint) and the
+//! fees are read; after the reads and checks the operation is assembled locally. Each shortcut
+//! falls back:
+//!
+//! - the execution does not fit (reverts or runs out of gas): the shape's limits are dropped and
+//!   the operation is estimated as above — the bundler checks only validation on submission, so
+//!   an execution that no longer fits would otherwise revert on chain at the agent's cost;
+//! - the bundler refuses the operation for its gas or fees
+//!   ([`kms_chain::gas_reuse::is_gas_refusal`]: preVerificationGas, fees, AA26/AA40/AA13): that
+//!   record stays refused (`failed`, judged on evidence like any refusal), the shape's limits are
+//!   dropped, and the operation is estimated, built, signed (with the credential still in hand)
+//!   and recorded again for the same nonce, once;
+//! - everything else is unchanged: the nonce comes from the reads (the limits do not depend on
+//!   it), the session and budget are read and pre-checked as before (the gas rule with the reused
+//!   limits' maximum cost), and the in-flight logic (AA25 retries, the raised
+//!   `verificationGasLimit` after earlier open operations: the limits kept are those signed, so
+//!   already raised when they were estimated ahead of the chain, and a cold estimate otherwise)
+//!   holds.
+//!
+//! Not for a request with an `Idempotency-Key`: a refusal of reused limits is answered with a
+//! second record, and the key names one. Such a request is estimated as before.
+//!
 //! When an operation will never use its sequence (refused, dropped, cancelled), the ones after it
 //! in the lane can never validate. The companion cannot re-sign them (that takes the agent's JWT,
 //! which it does not keep): the lifecycle fails each of them once the bundler no longer holds it,
@@ -72,8 +101,10 @@ use alloy::primitives::{Address, B256, U256};
 use axum::http::HeaderValue;
 use kms_chain::account::{AccountKind, Call};
 use kms_chain::client::{ChainError, Erc7579Error};
+use kms_chain::gas_reuse::{is_gas_refusal, CallShape, Reusable};
 use kms_chain::nonce::{AgentLane, NonceKey};
 use kms_chain::session::{precheck_on, InFlight, Refusal, SessionSnapshot};
+use kms_chain::userop::v0_7::GasLimits;
 use kms_db::{AgentSession, DbError, Intent, IntentReason, IntentStatus, NewIntent};
 use serde_json::{json, Value};
 
@@ -343,8 +374,29 @@ impl<'a> IntentPipeline<'a> {
             let (k, seq) = NonceKey::split(f.nonce);
             k.nonce(seq.saturating_add(1))
         });
+        // Gas limits of this call shape kept from an earlier estimate (see the module docs): with
+        // them, the execution is checked on the node and the fees read beside the reads, and the
+        // bundler is not asked for an estimate. Not with an Idempotency-Key: a bundler's refusal
+        // of reused limits is answered by signing again under a second record, which the key's
+        // one record cannot be.
+        let shape = idem
+            .is_none()
+            .then(|| CallShape::of(account, kind, agent, &calls));
+        let cached = shape
+            .as_ref()
+            .and_then(|sh| chain.client.gas_cache().get(sh));
+        let probe = async {
+            let c = cached?;
+            let call_data = kind.encode_calls(&calls).ok()?;
+            Some(tokio::join!(
+                chain
+                    .client
+                    .execution_fits(account, &call_data, c.limits.call_gas_limit),
+                chain.client.fees()
+            ))
+        };
         let speculative = async {
-            match predicted {
+            match predicted.filter(|_| cached.is_none()) {
                 Some(p) => Some(
                     chain
                         .client
@@ -354,9 +406,10 @@ impl<'a> IntentPipeline<'a> {
                 None => None,
             }
         };
-        let (reads, speculative) = tokio::join!(
+        let (reads, speculative, probe) = tokio::join!(
             self.reads(auth, account, kind, lane, base_key, agent, &calls),
-            speculative
+            speculative,
+            probe
         );
         let mut reads = reads?;
         phases.end("nonce");
@@ -399,9 +452,27 @@ impl<'a> IntentPipeline<'a> {
         let speculative = speculative.filter(|_| predicted == Some(nonce));
         phases.end("policy");
 
-        let prepared = match speculative {
+        // The reused limits, when the execution fits them and they are of this period's lane.
+        let reused = match (cached, probe) {
+            (Some(c), Some((Ok(true), Ok((fees, _))))) if c.period_index == period_index => chain
+                .client
+                .assemble_agent_op(kind, account, agent, &calls, nonce, fees, c.limits)
+                .ok(),
+            (Some(_), Some((Ok(false), _))) => {
+                tracing::debug!(%account, %agent,
+                    "the execution no longer fits the reused callGasLimit; estimated again");
+                if let Some(sh) = &shape {
+                    chain.client.gas_cache().remove(sh);
+                }
+                None
+            }
+            _ => None,
+        };
+        let mut from_cache = reused.is_some();
+        let prepared = match (reused, speculative) {
+            (Some(p), _) => Ok(p),
             // Estimated beside the reads, for the nonce they gave.
-            Some(Ok(p)) => self.raised(p, ahead),
+            (None, Some(Ok(p))) => self.raised(p, ahead),
             // Not estimated, for another nonce, or failed: estimated now (with its retries).
             _ => {
                 self.prepare(
@@ -418,120 +489,182 @@ impl<'a> IntentPipeline<'a> {
             }
         }
         .map_err(|e| estimate_error(e, &snapshot, &in_flight, account))?;
-        // The gas rule needs the estimate: the operation's maximum cost is what the validator charges.
-        let max_gas_cost = prepared.op.max_gas_cost();
-        let charges = precheck_on(
-            path,
-            &snapshot,
-            &calls,
-            &in_flight,
-            Some(max_gas_cost),
-            now,
-            chain.margins,
-        )
-        .map_err(|r| IntentError::Refused(Box::new(r)))?;
-        let user_op_hash = prepared.user_op_hash;
-        *hash_out = Some(user_op_hash);
-        phases.end("prepare");
-        let (signature, _) = s
-            .tee
-            .sign_agent_user_op(&AgentSigningRequest {
-                wallet_id: auth.wallet,
-                agent_index: auth.index,
-                jwt: &auth.jwt,
-                user_op_hash,
-                account,
-                expected_key: Some(agent),
+        if !from_cache {
+            self.keep_limits(shape.as_ref(), period_index, &prepared);
+        }
+        let mut prepared = prepared;
+        // Once, after the bundler refused reused limits for gas: estimated, built and signed again.
+        let intent = loop {
+            // The gas rule needs the estimate: the operation's maximum cost is what the validator charges.
+            let max_gas_cost = prepared.op.max_gas_cost();
+            let charges = precheck_on(
+                path,
+                &snapshot,
+                &calls,
+                &in_flight,
+                Some(max_gas_cost),
+                now,
+                chain.margins,
+            )
+            .map_err(|r| IntentError::Refused(Box::new(r)))?;
+            let user_op_hash = prepared.user_op_hash;
+            *hash_out = Some(user_op_hash);
+            phases.end("prepare");
+            let (signature, _) = s
+                .tee
+                .sign_agent_user_op(&AgentSigningRequest {
+                    wallet_id: auth.wallet,
+                    agent_index: auth.index,
+                    jwt: &auth.jwt,
+                    user_op_hash,
+                    account,
+                    expected_key: Some(agent),
+                })
+                .await?;
+            s.metrics.count_signature("agent_intent");
+            let op = prepared.signed(signature);
+            phases.end("sign");
+
+            let entry_point = chain.client.entry_point();
+            let hash_str = format!("{user_op_hash:#x}");
+            // The signature's audit event is committed (per --audit-durability) before the signed
+            // operation is recorded or submitted; if it cannot be, nothing leaves (503
+            // audit_unavailable) and the agent may retry.
+            let actor = format!("agent:{}", auth.key_id);
+            let audit = Audited::new(&actor, "SignAgentUserOp")
+                .key_id(auth.key_id.as_str())
+                .user_op_hash(hash_str.as_str())
+                .detail("intent");
+            s.audited(audit, AuditMode::Release, Ok(())).await?;
+            s.db.insert_intent(&NewIntent {
+                user_op_hash: hash_str.clone(),
+                key_id: auth.key_id.clone(),
+                wallet_id: Some(wallet_str.clone()),
+                agent_index: Some(auth.index),
+                account: Some(account),
+                status: IntentStatus::Signed,
+                chain_id: i64::try_from(chain.client.chain_id()).ok(),
+                entry_point: Some(entry_point.address),
+                calls_json: Some(calls_json(&calls).to_string()),
+                user_op_json: Some(
+                    serde_json::to_string(&op.to_rpc())
+                        .map_err(|e| ApiError::internal(e.to_string()))?,
+                ),
+                nonce: Some(nonce),
+                value_wei: Some(charges.value),
+                max_gas_cost_wei: Some(max_gas_cost),
+                token_amounts_json: Some(
+                    serde_json::to_string(&charges.tokens)
+                        .map_err(|e| ApiError::internal(e.to_string()))?,
+                ),
+                idempotency_key: idem.clone(),
+                // The background task leaves it to this request until then (a crash in between).
+                next_check_at: kms_db::now_secs() + RESUBMIT_AFTER_SECS,
+                first_block: i64::try_from(snapshot.block_number).ok(),
+                now: kms_db::now_secs(),
             })
             .await?;
-        s.metrics.count_signature("agent_intent");
-        let op = prepared.signed(signature);
-        phases.end("sign");
+            phases.end("record");
 
-        let entry_point = chain.client.entry_point();
-        let hash_str = format!("{user_op_hash:#x}");
-        // The signature's audit event is committed (per --audit-durability) before the signed
-        // operation is recorded or submitted; if it cannot be, nothing leaves (503
-        // audit_unavailable) and the agent may retry.
-        let actor = format!("agent:{}", auth.key_id);
-        let audit = Audited::new(&actor, "SignAgentUserOp")
-            .key_id(auth.key_id.as_str())
-            .user_op_hash(hash_str.as_str())
-            .detail("intent");
-        s.audited(audit, AuditMode::Release, Ok(())).await?;
-        s.db.insert_intent(&NewIntent {
-            user_op_hash: hash_str.clone(),
-            key_id: auth.key_id.clone(),
-            wallet_id: Some(wallet_str),
-            agent_index: Some(auth.index),
-            account: Some(account),
-            status: IntentStatus::Signed,
-            chain_id: i64::try_from(chain.client.chain_id()).ok(),
-            entry_point: Some(entry_point.address),
-            calls_json: Some(calls_json(&calls).to_string()),
-            user_op_json: Some(
-                serde_json::to_string(&op.to_rpc())
-                    .map_err(|e| ApiError::internal(e.to_string()))?,
-            ),
-            nonce: Some(nonce),
-            value_wei: Some(charges.value),
-            max_gas_cost_wei: Some(max_gas_cost),
-            token_amounts_json: Some(
-                serde_json::to_string(&charges.tokens)
-                    .map_err(|e| ApiError::internal(e.to_string()))?,
-            ),
-            idempotency_key: idem,
-            // The background task leaves it to this request until then (a crash in between).
-            next_check_at: kms_db::now_secs() + RESUBMIT_AFTER_SECS,
-            first_block: i64::try_from(snapshot.block_number).ok(),
-            now: kms_db::now_secs(),
-        })
-        .await?;
-        phases.end("record");
-
-        let recorded =
-            s.db.get_intent(&hash_str)
-                .await?
-                .ok_or_else(|| ApiError::internal("intent vanished"))?;
-        match self.send(&op, after_pending).await {
-            Ok(sub) => {
-                lane_guard.submitted(nonce, user_op_hash);
-                let reason = if sub.already_known {
-                    IntentReason::AlreadyKnown
-                } else {
-                    IntentReason::Accepted
-                };
-                lifecycle::accepted(s, &recorded, Some(&sub), reason, kms_db::now_secs()).await?;
-            }
-            Err(e) => {
-                // Judged only on evidence (lookups first): see `lifecycle::after_send_error`.
-                let (status, reason) =
-                    lifecycle::after_send_error(s, chain, &recorded, &op, user_op_hash, &e).await?;
-                if status.is_open() || status == IntentStatus::Included {
+            let recorded =
+                s.db.get_intent(&hash_str)
+                    .await?
+                    .ok_or_else(|| ApiError::internal("intent vanished"))?;
+            match self.send(&op, after_pending).await {
+                Ok(sub) => {
                     lane_guard.submitted(nonce, user_op_hash);
-                } else {
-                    lane_guard.clear();
+                    let reason = if sub.already_known {
+                        IntentReason::AlreadyKnown
+                    } else {
+                        IntentReason::Accepted
+                    };
+                    lifecycle::accepted(s, &recorded, Some(&sub), reason, kms_db::now_secs())
+                        .await?;
                 }
-                if status == IntentStatus::Included || status == IntentStatus::Pending {
-                    tracing::info!(user_op_hash = %hash_str, %status, %reason, error = %e,
+                Err(e) => {
+                    // Judged only on evidence (lookups first): see `lifecycle::after_send_error`.
+                    let (status, reason) =
+                        lifecycle::after_send_error(s, chain, &recorded, &op, user_op_hash, &e)
+                            .await?;
+                    if status.is_open() || status == IntentStatus::Included {
+                        lane_guard.submitted(nonce, user_op_hash);
+                    } else {
+                        lane_guard.clear();
+                    }
+                    if status == IntentStatus::Included || status == IntentStatus::Pending {
+                        tracing::info!(user_op_hash = %hash_str, %status, %reason, error = %e,
                     "the bundler's error turned out not to be a refusal of the operation");
-                } else {
-                    return Err(IntentError::NotAccepted {
-                        error: Box::new(e),
-                        account,
-                        user_op_hash,
-                        status,
-                        reason,
-                    });
+                    } else if from_cache
+                        && matches!(&e, ChainError::Bundler(b) if is_gas_refusal(b))
+                    {
+                        // Reused limits (or fees) the bundler no longer takes: this record stays
+                        // refused, the shape's limits are forgotten, and the operation is estimated
+                        // again for the same nonce and signed again with the credential in hand.
+                        tracing::info!(user_op_hash = %hash_str, error = %e,
+                        "the bundler refused reused gas limits; estimated and signed again");
+                        if let Some(sh) = &shape {
+                            chain.client.gas_cache().remove(sh);
+                        }
+                        from_cache = false;
+                        prepared = self
+                            .prepare(
+                                account,
+                                agent,
+                                lane,
+                                period_index,
+                                &calls,
+                                nonce,
+                                ahead,
+                                after_pending,
+                            )
+                            .await
+                            .map_err(|e| estimate_error(e, &snapshot, &in_flight, account))?;
+                        self.keep_limits(shape.as_ref(), period_index, &prepared);
+                        continue;
+                    } else {
+                        return Err(IntentError::NotAccepted {
+                            error: Box::new(e),
+                            account,
+                            user_op_hash,
+                            status,
+                            reason,
+                        });
+                    }
                 }
             }
-        }
-        let intent =
-            s.db.get_intent(&hash_str)
+            break s
+                .db
+                .get_intent(&hash_str)
                 .await?
                 .ok_or_else(|| ApiError::internal("intent vanished"))?;
+        };
         phases.end("submit");
         Ok(intent)
+    }
+
+    /// Keeps the limits of `prepared` (built from a real estimate, in period `period_index`) for
+    /// `shape`, when gas reuse applies to the request (see the module docs).
+    fn keep_limits(
+        &self,
+        shape: Option<&CallShape>,
+        period_index: u64,
+        prepared: &kms_chain::client::PreparedOp,
+    ) {
+        let Some(shape) = shape else { return };
+        let op = &prepared.op;
+        self.chain.client.gas_cache().insert(
+            shape.clone(),
+            Reusable {
+                period_index,
+                limits: GasLimits {
+                    pre_verification_gas: op.pre_verification_gas,
+                    verification_gas_limit: op.verification_gas_limit,
+                    call_gas_limit: op.call_gas_limit,
+                    paymaster_verification_gas_limit: op.paymaster_verification_gas_limit,
+                    paymaster_post_op_gas_limit: op.paymaster_post_op_gas_limit,
+                },
+            },
+        );
     }
 
     /// The reads an intent's checks need, in order: the session (with the validator's path) at

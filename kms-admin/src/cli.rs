@@ -16,7 +16,8 @@ Exit codes:
   5  TEE (TA) unreachable
   6  RPC (node) unreachable or failing
   7  configuration incomplete for this command (e.g. no RPC URL)
-  8  the audit log does not verify (audit verify, audit checkpoint)";
+  8  the audit log does not verify (audit verify, audit checkpoint)
+  9  the wallet is held by another TA than this host's (run the command on a board of that TA)";
 
 /// Operator CLI of the key companion.
 #[derive(Debug, Parser)]
@@ -152,7 +153,8 @@ pub enum Command {
     /// session (each account's outcome printed). Each layer's outcome is printed; a layer
     /// already revoked is a success with a note, so re-running finishes what a failed run left
     /// undone. Exits non-zero if any layer (or account) failed. The same code path as the
-    /// companion's POST /kms/revoke-agent-credential.
+    /// companion's POST /kms/revoke-agent-credential. A wallet the database records on another
+    /// TA than this host's is refused before any layer (exit 9): run it on a board of that TA.
     #[command(after_help = EXIT_CODES)]
     RevokeAgentKey {
         /// The agent key: `<wallet_uuid>:<agent_index>`.

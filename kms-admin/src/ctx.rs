@@ -147,6 +147,50 @@ impl Ctx {
     }
 }
 
+/// Refuses a command that acts on wallet `wallet` through this host's TA when the database
+/// records the wallet on another TA (several TAs over one database, docs/DEPLOY.md): exit 9,
+/// naming the wallet's TA and this one, before anything is sent to the TA. A TA is named by its
+/// operator key's address (`wallets.ta_id`); a TA without an operator key holds no wallet
+/// recorded on a TA. Goes ahead when the wallet is unknown to the database or has no TA recorded
+/// (older than the record: the database had one TA), and when this TA does not answer (the
+/// command's own TA call then fails on it, and nothing reaches another TA).
+pub async fn require_wallet_on_this_ta(db: &Db, tee: &TeeClient, wallet: &str) -> Result<()> {
+    let Some(Some(wallet_ta)) = db.wallet_ta(wallet).await? else {
+        return Ok(());
+    };
+    let this_ta = match tee
+        .call_async(&kms_proto::OperatorKey {
+            create_if_missing: false,
+        })
+        .await
+    {
+        Ok(op) => format!("{:#x}", Address::from(op.address)),
+        Err(kms_tee_client::TeeError::Ta(kms_proto::TaError::OperatorKeyMissing)) => {
+            "(none: this TA has no operator key)".to_owned()
+        }
+        Err(_) => return Ok(()),
+    };
+    if wallet_ta == this_ta {
+        return Ok(());
+    }
+    let checksum = |a: &str| {
+        a.parse::<Address>()
+            .map_or_else(|_| a.to_owned(), |a| a.to_checksum(None))
+    };
+    let (wallet_ta, this_ta) = (checksum(&wallet_ta), checksum(&this_ta));
+    Err(AdminError::new(
+        Exit::OtherTa,
+        format!(
+            "wallet {wallet} is held by TA {wallet_ta}, not by this host's TA {this_ta}: nothing \
+             was done"
+        ),
+    )
+    .hint(format!(
+        "run kms-admin on a board of TA {wallet_ta} (--tee / KMS_TEE_BACKEND names this host's \
+         TA)"
+    )))
+}
+
 /// An RPC failure (exit 6).
 pub fn rpc_unreachable(message: impl Into<String>) -> AdminError {
     AdminError::new(Exit::RpcUnreachable, message)

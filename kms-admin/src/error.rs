@@ -14,6 +14,7 @@
 //! | 6 | RPC (node) unreachable or failing |
 //! | 7 | configuration incomplete for this command (e.g. no RPC URL or validator address) |
 //! | 8 | the audit log does not verify (`audit verify`: truncated, rewritten, a checkpoint missing or not the TA's; `audit checkpoint`: the log does not chain from the TA's anchor) |
+//! | 9 | the wallet is held by another TA than this host's (several TAs over one database): run the command on a board of that TA |
 
 use kms_tee_client::TeeError;
 
@@ -36,6 +37,8 @@ pub enum Exit {
     NotConfigured = 7,
     /// 8: the audit log does not verify against the TA's anchor.
     AuditFailed = 8,
+    /// 9: the wallet is held by another TA than this host's.
+    OtherTa = 9,
 }
 
 impl Exit {
@@ -55,6 +58,7 @@ impl Exit {
             Exit::RpcUnreachable => "rpc_unreachable",
             Exit::NotConfigured => "not_configured",
             Exit::AuditFailed => "audit_verification_failed",
+            Exit::OtherTa => "wallet_on_other_ta",
         }
     }
 }

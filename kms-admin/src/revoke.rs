@@ -84,6 +84,11 @@ pub async fn revoke(ctx: &Ctx, key_id: &str, db_only: bool) -> Result<Report> {
     })?;
 
     let tee = ctx.tee();
+    // Another TA's wallet is refused before any layer: this TA does not know the agent, and its
+    // operator key is not the revoker of the agent's sessions.
+    if let Ok(t) = &tee {
+        crate::ctx::require_wallet_on_this_ta(&db, t, &wallet_str).await?;
+    }
     let ta = AdminTa(tee.as_ref().ok().cloned());
     let chain = AdminChain {
         ctx,

@@ -831,6 +831,81 @@ async fn missing_database_and_unreachable_ta_have_their_exit_codes() {
     assert!(out.stdout.contains("--db-only"), "{out:?}");
 }
 
+/// Records wallet `wallet` on TA `ta` in the database (as another TA's companion would have).
+async fn set_wallet_ta(db: &kms_db::Db, wallet: &str, ta: &str) {
+    sqlx::query("UPDATE wallets SET ta_id = $1 WHERE key_id = $2")
+        .bind(ta)
+        .bind(wallet)
+        .execute(db.pool())
+        .await
+        .unwrap();
+}
+
+/// How many `RevokeAgentKey` events the audit log holds.
+async fn revocations(db: &kms_db::Db) -> i64 {
+    let (n,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM audit_log WHERE action = 'RevokeAgentKey'")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    n
+}
+
+/// With several TAs over one database (docs/DEPLOY.md), `revoke-agent-key` refuses an agent of
+/// a wallet the database records on another TA (exit 9, naming that TA and this host's) before
+/// any layer: the database row stays active, nothing is audited, and the TA is not asked (the
+/// agent's credential still signs once the row names this TA again). Back on this TA, it revokes
+/// as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revoke_agent_key_refuses_a_wallet_of_another_ta_before_any_layer() {
+    let env = Env::start().await;
+    let mut owner = Owner::register(&env).await;
+    let (key_id, jwt, _) = owner.agent(&env).await;
+    let wallet = key_id.rsplit_once(':').unwrap().0.to_owned();
+    let db = &env.server().state.db;
+    let this_ta = db.wallet_ta(&wallet).await.unwrap().unwrap().unwrap();
+    let other_ta = address!("00000000000000000000000000000000000000b2");
+    set_wallet_ta(db, &wallet, &format!("{other_ta:#x}")).await;
+    let this_checksummed = this_ta
+        .parse::<alloy::primitives::Address>()
+        .unwrap()
+        .to_checksum(None);
+    for extra in [&[][..], &["--db-only"]] {
+        let mut args = vec!["--json", "revoke-agent-key", &key_id];
+        args.extend_from_slice(extra);
+        let out = admin(&env, &args).await;
+        assert_eq!(out.code, 9, "{out:?}");
+        let err = out.json_err();
+        assert_eq!(err["code"], "wallet_on_other_ta", "{out:?}");
+        let message = err["error"].as_str().unwrap();
+        assert!(
+            message.contains(&other_ta.to_checksum(None)) && message.contains(&this_checksummed),
+            "{message}"
+        );
+        assert!(out.stdout.is_empty(), "no report: {out:?}");
+    }
+    let out = admin(&env, &["revoke-agent-key", &key_id]).await;
+    assert_eq!(out.code, 9, "{out:?}");
+    assert!(
+        out.stderr.contains("not by this host's TA")
+            && out.stderr.contains("hint: run kms-admin on a board of TA"),
+        "{out:?}"
+    );
+    let row = db.get_agent(&wallet, 0).await.unwrap().unwrap();
+    assert_eq!(row.status, kms_db::AgentStatus::Active);
+    assert_eq!(revocations(db).await, 0, "nothing audited");
+
+    // The TA was not asked: once the row names this TA again, the credential still signs.
+    set_wallet_ta(db, &wallet, &this_ta).await;
+    let (status, answer) = sign_agent(&env, &jwt, &key_id).await;
+    assert_eq!(status, 200, "{answer}");
+    let out = admin(&env, &["revoke-agent-key", &key_id]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(revocations(db).await, 1);
+    let (status, answer) = sign_agent(&env, &jwt, &key_id).await;
+    assert_eq!(status, 401, "{answer}");
+}
+
 // ------------------------------------------------------------------ accept-restore
 
 /// With several TAs over one database (docs/DEPLOY.md), accept-restore aligns only its own TA's

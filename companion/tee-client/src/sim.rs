@@ -306,10 +306,16 @@ mod aio {
     use tokio::net::UnixStream as AsyncStream;
     use zeroize::Zeroizing;
 
+    /// The first read of a response: enough for every usual answer (a signature, a credential)
+    /// in one system call; a larger frame is read on.
+    pub(super) const FIRST_READ: usize = 1024;
+
     /// One async session: the connection and its reusable frame buffer.
     pub(super) struct Session {
         stream: AsyncStream,
         frame: Vec<u8>,
+        /// It read bytes beyond a response frame: dropped instead of returned to the pool.
+        desynchronised: bool,
     }
 
     impl Drop for Session {
@@ -332,6 +338,7 @@ mod aio {
                     return Ok(Session {
                         stream,
                         frame: Vec::new(),
+                        desynchronised: false,
                     })
                 }
                 Err(e) => last = Some(e),
@@ -349,6 +356,9 @@ mod aio {
 
     fn checkin(t: &SimTransport, mut s: Session) {
         s.frame.zeroize();
+        if s.desynchronised {
+            return;
+        }
         t.idle_async.put(s, t.config.max_idle);
     }
 
@@ -360,24 +370,47 @@ mod aio {
         let sent = s.stream.write_all(&s.frame).await;
         s.frame.zeroize();
         sent.map_err(|e| lost("sending the request", FrameError::Io(e)))?;
-        let mut len = [0u8; wire::LEN_PREFIX];
-        match s.stream.read_exact(&mut len).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                return Err(lost("reading the response", FrameError::Closed))
+        // The length prefix and the body in as few reads as the socket allows (one for the
+        // usual small answer), into the session's frame buffer (zeroized on check-in).
+        s.frame.clear();
+        s.frame.resize(FIRST_READ, 0);
+        let mut got = 0;
+        let mut total = None;
+        loop {
+            let n = s
+                .stream
+                .read(&mut s.frame[got..])
+                .await
+                .map_err(|e| lost("reading the response", FrameError::Io(e)))?;
+            if n == 0 {
+                return Err(lost("reading the response", FrameError::Closed));
             }
-            Err(e) => return Err(lost("reading the response", FrameError::Io(e))),
+            got += n;
+            if total.is_none() && got >= wire::LEN_PREFIX {
+                let mut len = [0u8; wire::LEN_PREFIX];
+                len.copy_from_slice(&s.frame[..wire::LEN_PREFIX]);
+                let len = u32::from_be_bytes(len) as usize;
+                if len > wire::MAX_RESPONSE_BODY {
+                    return Err(TeeError::lost("ta-sim sent an oversize response frame"));
+                }
+                total = Some(wire::LEN_PREFIX + len);
+                if s.frame.len() < wire::LEN_PREFIX + len {
+                    s.frame.resize(wire::LEN_PREFIX + len, 0);
+                }
+            }
+            match total {
+                // Bytes beyond the frame: the server sent something unasked. The answer
+                // stands; the session is desynchronised and is not reused.
+                Some(t) if got > t => {
+                    s.desynchronised = true;
+                    break;
+                }
+                Some(t) if got == t => break,
+                _ => {}
+            }
         }
-        let len = u32::from_be_bytes(len) as usize;
-        if len > wire::MAX_RESPONSE_BODY {
-            return Err(TeeError::lost("ta-sim sent an oversize response frame"));
-        }
-        let mut output = vec![0u8; len];
-        s.stream
-            .read_exact(&mut output)
-            .await
-            .map_err(|e| lost("reading the response", FrameError::Io(e)))?;
-        Ok(output)
+        let end = total.unwrap_or(wire::LEN_PREFIX);
+        Ok(s.frame[wire::LEN_PREFIX..end].to_vec())
     }
 
     pub(super) async fn invoke(
@@ -631,6 +664,88 @@ mod tests {
             assert_eq!(t.idle_async_sessions(), 0);
             tx.send(()).unwrap();
             assert_eq!(server.join().unwrap(), 5);
+        }
+
+        /// A server that answers each request with `reply(input)` written in the pieces
+        /// `split` gives, a pause between pieces.
+        fn serve_split(
+            listener: UnixListener,
+            answers: usize,
+            reply: fn(&[u8]) -> Vec<u8>,
+            split: fn(&[u8]) -> Vec<Vec<u8>>,
+        ) -> thread::JoinHandle<()> {
+            thread::spawn(move || {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut input = Vec::new();
+                for _ in 0..answers {
+                    wire::read_request(&mut conn, &mut input).unwrap();
+                    for piece in split(&reply(&input)) {
+                        conn.write_all(&piece).unwrap();
+                        thread::sleep(Duration::from_millis(5));
+                    }
+                }
+                // Keep the connection open until the client is done with it.
+                thread::sleep(Duration::from_millis(100));
+            })
+        }
+
+        fn framed(body: &[u8]) -> Vec<u8> {
+            let mut frame = Vec::new();
+            wire::encode_response(&mut frame, body).unwrap();
+            frame
+        }
+
+        /// The response is read in as few reads as arrive: a frame split anywhere (inside the
+        /// length prefix, inside the body) and one larger than the first read's buffer come
+        /// out whole, and the session is reused after each.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn responses_split_or_large_are_read_whole() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("s.sock");
+            let listener = UnixListener::bind(&path).unwrap();
+            let server = serve_split(
+                listener,
+                2,
+                |input| framed(&input.repeat(if input == b"big" { 1000 } else { 1 })),
+                |frame| {
+                    vec![
+                        frame[..2].to_vec(),
+                        frame[2..6].to_vec(),
+                        frame[6..].to_vec(),
+                    ]
+                },
+            );
+            let t = Arc::new(SimTransport::new(&path));
+            assert_eq!(&call(&t, 1, b"split!").await.unwrap()[..], b"split!");
+            assert_eq!(t.idle_async_sessions(), 1);
+            let big = call(&t, 2, b"big").await.unwrap();
+            assert!(big.len() > aio::FIRST_READ, "{}", big.len());
+            assert_eq!(&big[..], &b"big".repeat(1000)[..]);
+            assert_eq!(t.idle_async_sessions(), 1);
+            tokio::task::spawn_blocking(move || server.join().unwrap())
+                .await
+                .unwrap();
+        }
+
+        /// Bytes after the response frame (the server sent something unasked): the answer
+        /// stands, the session is not reused.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn bytes_beyond_the_frame_retire_the_session() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("s.sock");
+            let listener = UnixListener::bind(&path).unwrap();
+            let server = serve_split(
+                listener,
+                1,
+                |input| [framed(input), vec![0, 0]].concat(),
+                |frame| vec![frame.to_vec()],
+            );
+            let t = Arc::new(SimTransport::new(&path));
+            assert_eq!(&call(&t, 1, b"answer").await.unwrap()[..], b"answer");
+            assert_eq!(t.idle_async_sessions(), 0);
+            tokio::task::spawn_blocking(move || server.join().unwrap())
+                .await
+                .unwrap();
         }
 
         #[tokio::test]

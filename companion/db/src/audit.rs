@@ -126,7 +126,7 @@ async fn append_on(
     conn: &mut AnyConnection,
     backend: Backend,
     events: &[AuditEvent],
-) -> Result<()> {
+) -> Result<Head> {
     let tx = conn.begin_with(write_begin(backend)).await?;
     let mut tx = begin_write_on(tx, backend).await?;
     let last: Option<(i64, String)> =
@@ -137,12 +137,7 @@ async fn append_on(
     // Multi-row INSERTs: one statement per chunk instead of one per
     // event (each statement is a round trip to the database).
     for chunk in events.chunks(AUDIT_ROWS_PER_INSERT) {
-        let mut rows = Vec::with_capacity(chunk.len());
-        for e in chunk {
-            seq += 1;
-            let hash = row_hash(&prev, seq, e);
-            rows.push((seq, e, std::mem::replace(&mut prev, hash.clone()), hash));
-        }
+        let rows = chain_rows(&mut seq, &mut prev, chunk);
         // Numbered placeholders (sqlx's QueryBuilder writes `?` for `Any`, which PostgreSQL
         // does not understand).
         let mut sql = String::from(
@@ -180,7 +175,81 @@ async fn append_on(
         q.execute(&mut *tx).await?;
     }
     tx.commit().await?;
-    Ok(())
+    Ok((seq, prev))
+}
+
+/// The chain's head: the last row's `seq` and `hash`.
+type Head = (i64, String);
+
+/// One row to insert: `(seq, event, prev_hash, hash)`.
+type ChainRow<'e> = (i64, &'e AuditEvent, String, String);
+
+/// Chains `events` after `(seq, prev)`, advancing both to the last new row.
+fn chain_rows<'e>(seq: &mut i64, prev: &mut String, events: &'e [AuditEvent]) -> Vec<ChainRow<'e>> {
+    let mut rows = Vec::with_capacity(events.len());
+    for e in events {
+        *seq += 1;
+        let hash = row_hash(prev, *seq, e);
+        rows.push((*seq, e, std::mem::replace(prev, hash.clone()), hash));
+    }
+    rows
+}
+
+/// SQLite's append in one statement, chained after `head` (what this appender wrote last):
+/// `INSERT … SELECT … WHERE` the table's last row is still `head`. A single statement in
+/// autocommit is atomic under SQLite's write lock (in WAL mode a snapshot that another writer
+/// has moved past cannot write: `SQLITE_BUSY_SNAPSHOT`), so the rows go in only if nobody
+/// appended since; one round trip to the connection's worker thread instead of the four of
+/// [`append_on`] (begin, head, insert, commit). `Ok(None)` when the head moved or the write
+/// met a busy database: nothing was written and the caller takes [`append_on`]'s path.
+async fn append_after_sqlite(
+    conn: &mut AnyConnection,
+    head: &Head,
+    events: &[AuditEvent],
+) -> Result<Option<Head>> {
+    let (mut seq, mut prev) = head.clone();
+    let rows = chain_rows(&mut seq, &mut prev, events);
+    let mut sql = String::from(
+        "INSERT INTO audit_log (seq, ts, actor, action, key_id, outcome, user_op_hash, detail, \
+         prev_hash, hash) SELECT * FROM (VALUES ",
+    );
+    for i in 0..rows.len() {
+        sql.push_str(if i == 0 { "" } else { ", " });
+        sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    }
+    sql.push_str(") WHERE (SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1) = ?");
+    let mut q = sqlx::query(&sql);
+    for (seq, e, prev_hash, hash) in rows {
+        q = q
+            .bind(seq)
+            .bind(e.ts)
+            .bind(e.actor.as_str())
+            .bind(e.action.as_str())
+            .bind(e.key_id.as_deref())
+            .bind(e.outcome.as_str())
+            .bind(e.user_op_hash.as_deref())
+            .bind(e.detail.as_deref())
+            .bind(prev_hash)
+            .bind(hash);
+    }
+    match q.bind(head.1.as_str()).execute(&mut *conn).await {
+        Ok(done) if done.rows_affected() == events.len() as u64 => Ok(Some((seq, prev))),
+        Ok(done) if done.rows_affected() == 0 => Ok(None),
+        Ok(done) => Err(crate::DbError::Invalid(format!(
+            "audit append wrote {} of {} rows",
+            done.rows_affected(),
+            events.len()
+        ))),
+        Err(sqlx::Error::Database(e)) if is_busy(e.code().as_deref()) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// SQLite's `SQLITE_BUSY` and its extended codes (`BUSY_RECOVERY`, `BUSY_SNAPSHOT`,
+/// `BUSY_TIMEOUT`): the statement did not run.
+fn is_busy(code: Option<&str>) -> bool {
+    code.and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| c & 0xff == 5)
 }
 
 /// A connection of its own for one audit writer (outside the pool), set up once: with
@@ -189,6 +258,11 @@ async fn append_on(
 pub struct AuditAppender {
     conn: AnyConnection,
     backend: Backend,
+    /// The chain's head after this appender's last append (SQLite: the next append tries
+    /// [`append_after_sqlite`] first).
+    head: Option<Head>,
+    /// Appends done in one statement (see [`AuditAppender::single_statement_appends`]).
+    single: u64,
 }
 
 impl std::fmt::Debug for AuditAppender {
@@ -198,12 +272,30 @@ impl std::fmt::Debug for AuditAppender {
 }
 
 impl AuditAppender {
+    /// How many appends went in as one statement after this appender's own head (SQLite),
+    /// rather than as a write transaction that reads the head first.
+    pub fn single_statement_appends(&self) -> u64 {
+        self.single
+    }
+
     /// Append events, in order, in one transaction.
     pub async fn append(&mut self, events: &[AuditEvent]) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
-        append_on(&mut self.conn, self.backend, events).await
+        // Forget the head first: after a failure nothing is assumed about it.
+        let head = self.head.take();
+        if let (Backend::Sqlite, Some(head)) = (self.backend, head) {
+            if events.len() <= AUDIT_ROWS_PER_INSERT {
+                if let Some(next) = append_after_sqlite(&mut self.conn, &head, events).await? {
+                    self.head = Some(next);
+                    self.single += 1;
+                    return Ok(());
+                }
+            }
+        }
+        self.head = Some(append_on(&mut self.conn, self.backend, events).await?);
+        Ok(())
     }
 }
 
@@ -255,6 +347,8 @@ impl Db {
         Ok(AuditAppender {
             conn,
             backend: self.backend,
+            head: None,
+            single: 0,
         })
     }
 
@@ -276,17 +370,17 @@ impl Db {
         }
         let mut conn = self.pool.acquire().await?;
         if !full_sync {
-            return append_on(&mut conn, self.backend, events).await;
+            return append_on(&mut conn, self.backend, events).await.map(drop);
         }
         if self.backend == Backend::Postgres {
             // `synchronous_commit = on` (PostgreSQL's default, never changed here): every
             // commit is flushed to the WAL on disk before it returns.
-            return append_on(&mut conn, self.backend, events).await;
+            return append_on(&mut conn, self.backend, events).await.map(drop);
         }
         sqlx::query(full_sync_on(self.backend))
             .execute(&mut *conn)
             .await?;
-        let appended = append_on(&mut conn, self.backend, events).await;
+        let appended = append_on(&mut conn, self.backend, events).await.map(drop);
         // If this fails the connection stays FULL: slower, never less durable.
         let _ = sqlx::query("PRAGMA synchronous = NORMAL")
             .execute(&mut *conn)
@@ -406,6 +500,43 @@ mod tests {
             assert_eq!(r.seq, i as i64 + 1);
             assert_eq!(r.action, format!("E{i}"));
         }
+    }
+
+    /// An appender's next batch goes in as one statement chained after its own last row; a
+    /// row appended by another writer in between makes that statement write nothing, and the
+    /// batch is chained after the other writer's row instead.
+    #[tokio::test]
+    async fn appender_chains_after_its_head_or_after_another_writer() {
+        let (_d, db) = temp_db().await;
+        let mut a = db.audit_appender(true).await.unwrap();
+        a.append(&[ev("A1")]).await.unwrap();
+        assert_eq!(
+            a.single_statement_appends(),
+            0,
+            "the first append reads the head"
+        );
+        a.append(&[ev("A2"), ev("A3")]).await.unwrap();
+        a.append(&[ev("A4")]).await.unwrap();
+        assert_eq!(a.single_statement_appends(), 2);
+        db.append_audit(&[ev("B1")]).await.unwrap();
+        a.append(&[ev("A5"), ev("A6")]).await.unwrap();
+        assert_eq!(
+            a.single_statement_appends(),
+            2,
+            "the head moved: read again"
+        );
+        a.append(&[ev("A7")]).await.unwrap();
+        assert_eq!(a.single_statement_appends(), 3);
+        let rows = db.audit_rows(0, 100).await.unwrap();
+        let actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
+        assert_eq!(actions, ["A1", "A2", "A3", "A4", "B1", "A5", "A6", "A7"]);
+        assert_eq!(
+            db.verify_audit_chain().await.unwrap(),
+            AuditVerification {
+                rows: 8,
+                first_bad: None
+            }
+        );
     }
 
     /// Writers racing on several connections (the pool's, and appenders of their own, one with

@@ -7,7 +7,7 @@ use alloy::primitives::Address;
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use kms_chain::node::NodeClient;
 use kms_db::{Db, DbOptions};
-use kms_tee_client::{TeeBackend, TeeClient};
+use kms_tee_client::{TeeBackend, TeeClient, TeeError};
 
 use crate::cli::AdminConfig;
 use crate::error::{AdminError, Exit, Result};
@@ -147,6 +147,30 @@ impl Ctx {
     }
 }
 
+/// This host's TA's operator address (`0x` lowercase hex, the name `wallets.ta_id` and
+/// `jwt_secret_meta` give a TA), `None` when the TA has no operator key yet.
+pub async fn this_ta(tee: &TeeClient) -> std::result::Result<Option<String>, TeeError> {
+    match tee
+        .call_async(&kms_proto::OperatorKey {
+            create_if_missing: false,
+        })
+        .await
+    {
+        Ok(op) => Ok(Some(format!("{:#x}", Address::from(op.address)))),
+        Err(TeeError::Ta(kms_proto::TaError::OperatorKeyMissing)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The name this host's TA's rows have in `jwt_secret_meta`: [`this_ta`], or
+/// [`kms_db::UNNAMED_TA`] for a TA without an operator key (its rows are then recorded under the
+/// name of the next TA with one to sync, see `kms_db`'s `jwt_meta`).
+pub async fn jwt_meta_ta(tee: &TeeClient) -> Result<String> {
+    Ok(this_ta(tee)
+        .await?
+        .unwrap_or_else(|| kms_db::UNNAMED_TA.to_owned()))
+}
+
 /// Refuses a command that acts on wallet `wallet` through this host's TA when the database
 /// records the wallet on another TA (several TAs over one database, docs/DEPLOY.md): exit 9,
 /// naming the wallet's TA and this one, before anything is sent to the TA. A TA is named by its
@@ -158,16 +182,9 @@ pub async fn require_wallet_on_this_ta(db: &Db, tee: &TeeClient, wallet: &str) -
     let Some(Some(wallet_ta)) = db.wallet_ta(wallet).await? else {
         return Ok(());
     };
-    let this_ta = match tee
-        .call_async(&kms_proto::OperatorKey {
-            create_if_missing: false,
-        })
-        .await
-    {
-        Ok(op) => format!("{:#x}", Address::from(op.address)),
-        Err(kms_tee_client::TeeError::Ta(kms_proto::TaError::OperatorKeyMissing)) => {
-            "(none: this TA has no operator key)".to_owned()
-        }
+    let this_ta = match this_ta(tee).await {
+        Ok(Some(ta)) => ta,
+        Ok(None) => "(none: this TA has no operator key)".to_owned(),
         Err(_) => return Ok(()),
     };
     if wallet_ta == this_ta {

@@ -23,13 +23,14 @@ pub async fn rotate(ctx: &Ctx, force: bool) -> Result<Report> {
         RotationMode::Normal
     };
     let mode_name = if force { "force" } else { "normal" };
+    let ta = crate::ctx::jwt_meta_ta(&tee).await?;
     let before = tee.call_async(&JwtSecretStatus {}).await?;
     let r = match tee.call_async(&JwtRotateSecret { mode }).await {
         Ok(r) => r,
         Err(TeeError::Ta(TaError::JwtRotationRefused { retry_at })) => {
             // Nothing changed in the TA; the table is still brought in line with it.
             let recorded = db
-                .sync_jwt_secret_meta_from_ta(&before, kms_db::now_secs())
+                .sync_jwt_secret_meta_from_ta(&ta, &before, kms_db::now_secs())
                 .await;
             audit(&db, "JwtRotateSecret", None, "refused", Some(mode_name)).await;
             let ta_now = tee.call_async(&TaInfo {}).await.ok().map(|i| i.now);
@@ -43,7 +44,7 @@ pub async fn rotate(ctx: &Ctx, force: bool) -> Result<Report> {
         Err(e) => return Err(e.into()),
     };
     let now = kms_db::now_secs();
-    let recorded = db.sync_jwt_secret_meta_from_ta(&r.secrets, now).await;
+    let recorded = db.sync_jwt_secret_meta_from_ta(&ta, &r.secrets, now).await;
     audit(
         &db,
         "JwtRotateSecret",
@@ -160,19 +161,21 @@ fn rotation_refused(
     ))
 }
 
-/// `jwt-secret-status`.
+/// `jwt-secret-status`: this host's TA's kids (with several TAs over one database, the others'
+/// rows are theirs to show).
 pub async fn status(ctx: &Ctx) -> Result<Report> {
     let db = ctx.db().await?;
     let tee = ctx.tee()?;
     let live = tee.call_async(&JwtSecretStatus {}).await?;
+    let ta = crate::ctx::jwt_meta_ta(&tee).await?;
     let ta_now = tee
         .call_async(&TaInfo {})
         .await
         .map(|i| i64::try_from(i.now).unwrap_or(i64::MAX))
         .unwrap_or_else(|_| kms_db::now_secs());
-    db.sync_jwt_secret_meta_from_ta(&live, kms_db::now_secs())
+    db.sync_jwt_secret_meta_from_ta(&ta, &live, kms_db::now_secs())
         .await?;
-    let all = db.list_jwt_secret_meta().await?;
+    let all = db.list_jwt_secret_meta_of(&ta).await?;
     Ok(render_status(&all, ta_now))
 }
 

@@ -69,12 +69,20 @@ pub async fn accept(ctx: &Ctx, yes: bool) -> Result<Report> {
     };
     // The TA force-rotated its JWT secrets with a rolled-back state: jwt_secret_meta follows.
     if accepted.jwt_secrets_rotated {
-        let synced = match tee.call_async(&JwtSecretStatus {}).await {
-            Ok(live) => db
-                .sync_jwt_secret_meta_from_ta(&live, kms_db::now_secs())
+        let status = match crate::ctx::jwt_meta_ta(&tee).await {
+            Ok(ta) => tee
+                .call_async(&JwtSecretStatus {})
+                .await
+                .map(|live| (ta, live))
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.message),
+        };
+        let synced = match status {
+            Ok((ta, live)) => db
+                .sync_jwt_secret_meta_from_ta(&ta, &live, kms_db::now_secs())
                 .await
                 .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e),
         };
         if let (Err(e), None) = (synced, &failure) {
             failure = Some(AdminError::new(

@@ -72,7 +72,7 @@ pub use api_keys::{ApiKeyInfo, NewApiKey, API_KEY_PREFIX};
 pub use audit::{AuditAppender, AuditEvent, AuditRecord, AuditVerification, GENESIS_HASH};
 pub use challenges::{Challenge, ChallengeKind, ChallengeRefusal, NewChallenge};
 pub use intents::{Intent, IntentChange, IntentReason, IntentStatus, NewIntent};
-pub use jwt_meta::{jwt_secret_meta_from_ta, JwtSecretMeta, JwtSecretState};
+pub use jwt_meta::{jwt_secret_meta_from_ta, JwtSecretMeta, JwtSecretState, UNNAMED_TA};
 pub use leases::Lease;
 pub use permission_requests::{NewPermissionRequest, PermissionRequest, PermissionRequestStatus};
 pub use sessions::{AccountKind, AgentSession, NewSession, SessionStatus};
@@ -608,7 +608,7 @@ mod tests {
                 .collect()
         };
         assert_eq!(of(&MIGRATOR), of(&POSTGRES_MIGRATOR));
-        assert_eq!(MIGRATOR.iter().count(), 10);
+        assert_eq!(MIGRATOR.iter().count(), 11);
     }
 
     /// An unreachable server is retried for the configured time, then reported with its URL
@@ -663,7 +663,7 @@ mod tests {
             Err(
                 e @ DbError::NewerSchema {
                     version: 9999,
-                    known: 10,
+                    known: 11,
                 },
             ) => {
                 assert!(e.to_string().contains("newer"), "{e}")

@@ -17,12 +17,20 @@ use crate::audit::Event;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Rewrite `jwt_secret_meta` from the TA's `JwtSecretStatus`.
+/// Rewrite this companion's TA's rows of `jwt_secret_meta` from its `JwtSecretStatus`.
 pub async fn sync_jwt_meta(s: &AppState) -> Result<(), ApiError> {
     let list = s.tee.call(&JwtSecretStatus {}).await?;
-    s.db.sync_jwt_secret_meta_from_ta(&list, kms_db::now_secs())
+    s.db.sync_jwt_secret_meta_from_ta(&this_ta_name(s).await?, &list, kms_db::now_secs())
         .await?;
     Ok(())
+}
+
+/// The name this companion's TA has in `jwt_secret_meta` (its operator address, as
+/// `wallets.ta_id`), asking the TA for it if it was not reached since the start.
+async fn this_ta_name(s: &AppState) -> Result<String, ApiError> {
+    s.operator().await?;
+    crate::replicas::this_ta(s)
+        .ok_or_else(|| ApiError::internal("the TA's operator key is not known after opening it"))
 }
 
 /// What one rotation tick did.
@@ -102,7 +110,7 @@ pub async fn rotation_tick(s: &AppState) -> Result<RotationReport, ApiError> {
         })
         .await?;
     report.purged.extend(purge.removed.iter().cloned());
-    s.db.sync_jwt_secret_meta_from_ta(&purge.secrets, kms_db::now_secs())
+    s.db.sync_jwt_secret_meta_from_ta(&this_ta_name(s).await?, &purge.secrets, kms_db::now_secs())
         .await?;
     Ok(report)
 }

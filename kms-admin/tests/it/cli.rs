@@ -5,7 +5,7 @@
 use crate::common::{self, admin, admin_in, kid, sign_agent, Owner};
 use alloy::primitives::address;
 use kms_chain::session::{SessionGrant, TargetPermission, TokenLimit, TRANSFER};
-use kms_db::JwtSecretState;
+use kms_db::{JwtSecretMeta, JwtSecretState};
 use kms_proto::{GetAgentState, WalletId};
 use kms_test_support::{Env, Sim};
 use serde_json::json;
@@ -829,6 +829,76 @@ async fn missing_database_and_unreachable_ta_have_their_exit_codes() {
     assert_eq!(out.code, 0);
     assert!(out.stdout.contains("Exit codes:"), "{out:?}");
     assert!(out.stdout.contains("--db-only"), "{out:?}");
+}
+
+/// With several TAs over one database, `jwt_secret_meta` keeps each TA's kids under its name:
+/// `jwt-secret-status` shows this host's TA's kids only, and neither it nor a forced rotation
+/// retires the other TA's rows (before, the table mirrored whichever TA synced last).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jwt_secret_status_shows_and_rewrites_only_this_tas_kids() {
+    let env = Env::start().await;
+    let mut owner = Owner::register(&env).await;
+    let (_, jwt, _) = owner.agent(&env).await;
+    let k1 = kid(&jwt);
+    let db = &env.server().state.db;
+    let wallet = owner.wallet.clone();
+    let this_ta = db.wallet_ta(&wallet).await.unwrap().unwrap().unwrap();
+    let other_ta = format!(
+        "{:#x}",
+        address!("00000000000000000000000000000000000000b2")
+    );
+    db.sync_jwt_secret_meta(
+        &other_ta,
+        &[JwtSecretMeta {
+            kid: "kother".into(),
+            status: JwtSecretState::Current,
+            created_at: 1,
+            retire_at: None,
+            retired_at: None,
+        }],
+        kms_db::now_secs(),
+    )
+    .await
+    .unwrap();
+
+    let status = admin(&env, &["--json", "jwt-secret-status"]).await.json();
+    let kids: Vec<&str> = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids, [k1.as_str()], "{status}");
+    let out = admin(&env, &["jwt-secret-status"]).await;
+    assert!(!out.stdout.contains("kother"), "{out:?}");
+
+    let out = admin(&env, &["rotate-jwt-secret", "--force"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let other = db.list_jwt_secret_meta_of(&other_ta).await.unwrap();
+    assert_eq!(
+        (other.len(), other[0].status),
+        (1, JwtSecretState::Current),
+        "{other:?}"
+    );
+    let mine = db.list_jwt_secret_meta_of(&this_ta).await.unwrap();
+    let states: Vec<(String, JwtSecretState)> =
+        mine.iter().map(|m| (m.kid.clone(), m.status)).collect();
+    assert_eq!(states.len(), 2, "{states:?}");
+    assert!(
+        states.contains(&(k1.clone(), JwtSecretState::Retired)),
+        "{states:?}"
+    );
+    assert!(
+        states
+            .iter()
+            .any(|(k, s)| *k != k1 && *s == JwtSecretState::Current),
+        "{states:?}"
+    );
+    assert!(db
+        .list_jwt_secret_meta_of(kms_db::UNNAMED_TA)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// Records wallet `wallet` on TA `ta` in the database (as another TA's companion would have).

@@ -140,6 +140,16 @@ async fn jwt_rotation_keeps_meta_true_to_the_ta() {
     .unwrap();
     let ta = tee.call(&JwtSecretStatus {}).unwrap();
     let meta = state.db.list_jwt_secret_meta().await.unwrap();
+    // Recorded under this companion's TA's name (its operator address, as wallets record it).
+    let this_ta = kms_companion::replicas::this_ta(state).expect("the TA was reached");
+    assert_eq!(
+        state.db.wallet_ta(&wallet).await.unwrap(),
+        Some(Some(this_ta.clone()))
+    );
+    assert_eq!(
+        state.db.list_jwt_secret_meta_of(&this_ta).await.unwrap(),
+        meta
+    );
     for k in &ta {
         let m = meta.iter().find(|m| m.kid == k.kid).expect("kid recorded");
         let want = match k.status {

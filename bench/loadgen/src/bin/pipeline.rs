@@ -39,6 +39,11 @@
 //! ratio of intents/s to inclusion against the one-at-a-time run above (same agents, same run)
 //! is printed.
 //!
+//! With `--compare-gas-reuse` (one agent) the intents alternate between the companion's reuse of
+//! gas limits per call shape (no `Idempotency-Key`) and its baseline, the bundler's estimate
+//! (an `Idempotency-Key`, which turns reuse off), and the companion's answer time of each half is
+//! printed with the ratio, both measured in the same run.
+//!
 //! Build it with `--release`; the `ta-sim` it starts is built in the same profile
 //! (`KMS_TA_SIM_BIN` points at another).
 
@@ -86,6 +91,12 @@ struct Cli {
     /// would), beside the bundler's receipt, instead of only once the receipt is there.
     #[arg(long)]
     get_from_202: bool,
+    /// With one agent: every other intent (the even ones) carries an `Idempotency-Key`, which
+    /// turns the companion's reuse of gas limits per call shape off for it (the bundler's
+    /// estimate, beside the reads, as before); prints both halves' phases and the ratio of the
+    /// companion's answer time with reuse to without, measured in the same run.
+    #[arg(long)]
+    compare_gas_reuse: bool,
 }
 
 /// The companion's phases, in the order of its `Server-Timing` header.
@@ -118,6 +129,9 @@ fn main() -> Result<(), Error> {
     let cli = Cli::parse();
     if cli.intents == 0 || cli.agents == 0 || cli.accounts == 0 || cli.in_flight == 0 {
         return Err("--intents, --agents, --accounts and --in-flight must be at least 1".into());
+    }
+    if cli.compare_gas_reuse && (cli.agents > 1 || cli.in_flight > 1) {
+        return Err("--compare-gas-reuse runs one agent, one intent at a time".into());
     }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -191,14 +205,24 @@ async fn measure(cli: &Cli, c: &Companion, env: &ChainEnv) -> Result<(), Error> 
     let before = env.balance(recipient).await?;
     let load0 = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let poll = Duration::from_millis(cli.poll_ms);
+    let http = reqwest::Client::new();
+    // Per arm of --compare-gas-reuse (0: reuse, 1: baseline): each phase, then the total.
+    let mut arms: [BTreeMap<&str, Histogram<u64>>; 2] = std::array::from_fn(|_| {
+        PHASES
+            .iter()
+            .chain(&["total"])
+            .map(|p| (*p, hist()))
+            .collect()
+    });
     for i in 0..cli.intents {
         let t0 = Instant::now();
-        let (status, body, timing) = c
-            .intent_timed(
-                &agent,
-                json!([{"to": recipient, "value": value.to_string()}]),
-            )
-            .await?;
+        let calls = json!([{"to": recipient, "value": value.to_string()}]);
+        let baseline = cli.compare_gas_reuse && i % 2 == 0;
+        let (status, body, timing) = if baseline {
+            intent_keyed(&http, c, &agent, calls, &format!("pipeline-{i}")).await?
+        } else {
+            c.intent_timed(&agent, calls).await?
+        };
         let t1 = Instant::now();
         if status != 202 {
             return Err(format!("intent {i}: HTTP {status}: {body}").into());
@@ -270,6 +294,12 @@ async fn measure(cli: &Cli, c: &Companion, env: &ChainEnv) -> Result<(), Error> 
                 .ok_or_else(|| format!("intent {i}: no {p} in Server-Timing"))?;
             phases.get_mut(p).expect("phase").record(v)?;
         }
+        let arm = &mut arms[usize::from(baseline)];
+        for p in PHASES.iter().chain(&["total"]) {
+            arm.get_mut(p)
+                .expect("phase")
+                .record(timing.get(*p).copied().unwrap_or(1))?;
+        }
         h_own.record(OWN.iter().map(|p| timing[*p]).sum::<u64>().max(1))?;
         h_server.record(timing.get("total").copied().unwrap_or(1))?;
         h_post.record(us(t1 - t0))?;
@@ -313,6 +343,9 @@ async fn measure(cli: &Cli, c: &Companion, env: &ChainEnv) -> Result<(), Error> 
         total_us,
     );
     line("companion own (auth+queue+sign+record)", &h_own, total_us);
+    if cli.compare_gas_reuse {
+        compare_gas_reuse(&arms);
+    }
     println!(
         "  ratio companion-own / total-to-receipt = {:.4} (mean {:.3} ms of {:.1} ms); chain RPC inside the companion (nonce+policy+prepare+submit) = {:.1} ms",
         h_own.mean() / h_total.mean(),
@@ -397,6 +430,56 @@ async fn agent_run(
         out.push(o);
     }
     out
+}
+
+/// `POST /agent/intents` with an `Idempotency-Key`: status, body and `Server-Timing` header.
+async fn intent_keyed(
+    http: &reqwest::Client,
+    c: &Companion,
+    agent: &AgentKey,
+    calls: serde_json::Value,
+    key: &str,
+) -> Result<(u16, serde_json::Value, Option<String>), Error> {
+    let response = http
+        .post(c.url("/agent/intents"))
+        .bearer_auth(&agent.jwt)
+        .header("idempotency-key", key)
+        .json(&json!({ "calls": calls }))
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    let timing = response
+        .headers()
+        .get("server-timing")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Ok((status, response.json().await?, timing))
+}
+
+/// The `--compare-gas-reuse` table: each phase's p50 with gas limits reused (`arms[0]`) and with
+/// the bundler's estimate (`arms[1]`, the baseline), and the ratio of the companion's answer
+/// times, both measured in this run.
+fn compare_gas_reuse(arms: &[BTreeMap<&str, Histogram<u64>>; 2]) {
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "gas limits reused per call shape (no Idempotency-Key, {} intents) vs the bundler's estimate (Idempotency-Key, {} intents), alternating, same run:",
+        arms[0]["total"].len(),
+        arms[1]["total"].len()
+    );
+    for p in PHASES.iter().chain(&["total"]) {
+        println!(
+            "  {p:<8} p50 {:>8.3} ms vs {:>8.3} ms   p90 {:>8.3} ms vs {:>8.3} ms",
+            ms(&arms[0][p], 0.5),
+            ms(&arms[1][p], 0.5),
+            ms(&arms[0][p], 0.9),
+            ms(&arms[1][p], 0.9)
+        );
+    }
+    println!(
+        "  ratio reuse / estimate, companion total: p50 {:.3}, mean {:.3}",
+        ms(&arms[0]["total"], 0.5) / ms(&arms[1]["total"], 0.5),
+        arms[0]["total"].mean() / arms[1]["total"].mean()
+    );
 }
 
 /// Sends one intent: its userOpHash, when it was sent and the companion's timing; or the

@@ -20,7 +20,9 @@ use zeroize::Zeroize;
 /// this wallet and path. Step 2: sign it with the wallet's passkey and run
 /// `export_key export --wallet W --assertion FILE` with the assertion as JSON
 /// (`authenticatorData`, `clientDataJSON`, `signature`, base64url). The TA checks the
-/// assertion before it returns the key, which is printed on stdout and nowhere else.
+/// assertion before it returns the key, which is printed on stdout and nowhere else. A wallet
+/// the database records on another TA than this host's is refused (exit 9) before the TA is
+/// asked.
 #[derive(Debug, Parser)]
 #[command(name = "export_key", version)]
 struct Args {
@@ -80,7 +82,17 @@ async fn run(args: Args) -> Result<(), AdminError> {
         .path
         .parse()
         .map_err(|_| AdminError::new(Exit::Usage, "--path is not m/44'/60'/0'/<change>/<index>"))?;
-    let tee = Ctx::new(args.config).tee()?;
+    let ctx = Ctx::new(args.config);
+    let tee = ctx.tee()?;
+    // Another TA's wallet (several TAs over one database) is refused naming both TAs, before the
+    // TA is asked. Without a database there is no record to check: the TA refuses a wallet it
+    // does not hold.
+    if let Ok(db) = ctx.db().await {
+        let checked =
+            kms_admin::ctx::require_wallet_on_this_ta(&db, &tee, &wallet.to_uuid_string()).await;
+        db.close().await;
+        checked?;
+    }
     match args.step {
         Step::Challenge => {
             let c = export::challenge(&tee, wallet, path).await?;

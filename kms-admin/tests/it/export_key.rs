@@ -131,4 +131,50 @@ async fn export_needs_a_passkey_assertion_for_that_wallet_and_path() {
     let out = export_key(dir, &["export", "--wallet", &wallet, "--assertion", &good]).await;
     assert_ne!(out.code, 0);
     assert!(!out.stdout.contains("private key"));
+
+    // A wallet the database records on another TA (several TAs over one database) is refused,
+    // exit 9 naming both TAs, before the TA is asked: a good assertion presented meanwhile is
+    // still unused once the wallet names this TA again.
+    let db = &env.server().state.db;
+    let this_ta = db.wallet_ta(&wallet).await.unwrap().unwrap().unwrap();
+    let other_ta = "0x00000000000000000000000000000000000000b2";
+    let set_ta = |ta: &str| {
+        sqlx::query("UPDATE wallets SET ta_id = $1 WHERE key_id = $2")
+            .bind(ta.to_owned())
+            .bind(wallet.clone())
+            .execute(db.pool())
+    };
+    let c = export_key(dir, &["challenge", "--wallet", &wallet]).await;
+    assert_eq!(c.code, 0, "{}", c.stderr);
+    let fresh = assertion(
+        &env,
+        &mut passkey,
+        c.stdout.trim(),
+        files.path(),
+        "fresh.json",
+    );
+    set_ta(other_ta).await.unwrap();
+    let checksummed = |a: &str| {
+        a.parse::<alloy::primitives::Address>()
+            .unwrap()
+            .to_checksum(None)
+    };
+    for args in [
+        &["challenge", "--wallet", &wallet][..],
+        &["export", "--wallet", &wallet, "--assertion", &fresh],
+    ] {
+        let out = export_key(dir, args).await;
+        assert_eq!(out.code, 9, "{args:?}: {}", out.stderr);
+        assert!(out.stdout.is_empty(), "{}", out.stdout);
+        assert!(
+            out.stderr.contains(&checksummed(other_ta))
+                && out.stderr.contains(&checksummed(&this_ta)),
+            "{}",
+            out.stderr
+        );
+    }
+    set_ta(&this_ta).await.unwrap();
+    let out = export_key(dir, &["export", "--wallet", &wallet, "--assertion", &fresh]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("private key"));
 }

@@ -1431,6 +1431,35 @@ impl ChainClient {
             .await
     }
 
+    /// [`ChainClient::read_session_for_calls_on`] and the EntryPoint's next nonce of
+    /// `nonce_key` for `account` at the same block, read beside the session (see
+    /// [`NodeClient::read_session_and_nonce_on`]).
+    pub async fn read_session_and_nonce_on(
+        &self,
+        kind: AccountKind,
+        account: Address,
+        key: Address,
+        calls: &[Call],
+        at: u64,
+        nonce_key: NonceKey,
+    ) -> Result<(SessionSnapshot, crate::session::ValidatorPath, U256), ChainError> {
+        let (snapshot, path, nonce) = self
+            .inner
+            .node
+            .read_session_and_nonce_on(
+                kind,
+                account,
+                key,
+                calls,
+                at,
+                Some((self.entry_point().address, nonce_key)),
+            )
+            .await?;
+        let nonce =
+            nonce.ok_or_else(|| self.node_err("calling EntryPoint.getNonce", "no answer"))?;
+        Ok((snapshot, path, nonce))
+    }
+
     /// Revokes the session of `key` on `account` with the operator's `revokeSession`
     /// transaction (see [`NodeClient::revoke_session`]: needs only the node).
     pub async fn revoke_session<S: OperatorSigner + ?Sized>(

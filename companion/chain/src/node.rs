@@ -22,6 +22,7 @@ use crate::account::{AccountKind, Call};
 use crate::client::{ChainError, Fees, RevokeOutcome};
 use crate::erc7579::{IERC7579Account, MODULE_TYPE_VALIDATOR};
 use crate::http::HttpLimits;
+use crate::nonce::NonceKey;
 use crate::operator::{revoke_fees, OperatorSigner, OperatorSignerError, RevokeSessionTx};
 use crate::session::{
     revoke_call_data, selector_of, ModuleState, OnChainSession, Selector, SessionSnapshot,
@@ -352,12 +353,30 @@ impl NodeClient {
         calls: &[Call],
         at: u64,
     ) -> Result<(SessionSnapshot, ValidatorPath), ChainError> {
+        let (snapshot, path, _) = self
+            .read_session_and_nonce_on(kind, account, key, calls, at, None)
+            .await?;
+        Ok((snapshot, path))
+    }
+
+    /// [`NodeClient::read_session_for_calls_on`], and with `nonce` = (EntryPoint, nonce key)
+    /// the EntryPoint's next nonce of that key for `account` at the same block, read beside the
+    /// session (`getNonce`).
+    pub async fn read_session_and_nonce_on(
+        &self,
+        kind: AccountKind,
+        account: Address,
+        key: Address,
+        calls: &[Call],
+        at: u64,
+        nonce: Option<(Address, NonceKey)>,
+    ) -> Result<(SessionSnapshot, ValidatorPath, Option<U256>), ChainError> {
         let probes: Vec<(Address, Selector)> = calls
             .iter()
             .map(|c| (c.to, selector_of(&c.data).unwrap_or_default()))
             .collect();
-        let (snapshot, block_id) = self
-            .read_session_probes_at(account, key, &probes, Some(at))
+        let (snapshot, block_id, nonce) = self
+            .read_session_probes_at(account, key, &probes, Some(at), nonce)
             .await?;
         let path = match kind {
             AccountKind::AgentAccount => ValidatorPath::AgentAccount,
@@ -375,7 +394,7 @@ impl NodeClient {
                 })
             }
         };
-        Ok((snapshot, path))
+        Ok((snapshot, path, nonce))
     }
 
     async fn read_session_probes(
@@ -386,19 +405,21 @@ impl NodeClient {
         at: Option<u64>,
     ) -> Result<SessionSnapshot, ChainError> {
         Ok(self
-            .read_session_probes_at(account, key, probes, at)
+            .read_session_probes_at(account, key, probes, at, None)
             .await?
             .0)
     }
 
-    /// The snapshot, and the block it was read at.
+    /// The snapshot, the block it was read at, and with `nonce` the EntryPoint's next nonce of
+    /// that key at the same block (read concurrently).
     async fn read_session_probes_at(
         &self,
         account: Address,
         key: Address,
         probes: &[(Address, Selector)],
         at: Option<u64>,
-    ) -> Result<(SessionSnapshot, BlockId), ChainError> {
+        nonce: Option<(Address, NonceKey)>,
+    ) -> Result<(SessionSnapshot, BlockId, Option<U256>), ChainError> {
         let block = self
             .provider
             .get_block_by_number(BlockNumberOrTag::Latest)
@@ -411,12 +432,32 @@ impl NodeClient {
         unique.dedup();
         let (targets, selectors): (Vec<Address>, Vec<Selector>) = unique.iter().copied().unzip();
         let at = at.unwrap_or(block.header.timestamp).min(MAX_UINT48);
-        let read = SessionKeyValidator::new(self.validator, &self.provider)
+        let validator = SessionKeyValidator::new(self.validator, &self.provider);
+        let read_call = validator
             .readSession(account, key, targets, selectors, U48::from(at))
-            .block(block_id)
-            .call()
-            .await
-            .map_err(|e| self.node_err("reading the session", e))?;
+            .block(block_id);
+        let (read, nonce) = tokio::try_join!(
+            async {
+                read_call
+                    .call()
+                    .await
+                    .map_err(|e| self.node_err("reading the session", e))
+            },
+            async {
+                match nonce {
+                    None => Ok(None),
+                    Some((entry_point, nonce_key)) => {
+                        kms_contracts::IEntryPointV07::new(entry_point, &self.provider)
+                            .getNonce(account, nonce_key.into())
+                            .call()
+                            .block(block_id)
+                            .await
+                            .map(Some)
+                            .map_err(|e| self.node_err("calling EntryPoint.getNonce", e))
+                    }
+                }
+            }
+        )?;
         let session = OnChainSession::from(read.session);
         let mut permissions = std::collections::BTreeMap::new();
         let mut allowed_targets = std::collections::BTreeMap::new();
@@ -448,7 +489,7 @@ impl NodeClient {
             period_index: read.periodIndex.saturating_to(),
             period_spent: read.spentInPeriod.saturating_to(),
         };
-        Ok((snapshot, block_id))
+        Ok((snapshot, block_id, nonce))
     }
 
     /// Revokes the session of `key` on `account` with the operator's `revokeSession`

@@ -395,6 +395,8 @@ impl<'a> IntentPipeline<'a> {
                 chain.client.fees()
             ))
         };
+        // The nonce key read beside the session: the expected one's, else the base lane's.
+        let guess = predicted.map_or(base_key, |p| NonceKey::split(p).0);
         let speculative = async {
             match predicted.filter(|_| cached.is_none()) {
                 Some(p) => Some(
@@ -407,7 +409,7 @@ impl<'a> IntentPipeline<'a> {
             }
         };
         let (reads, speculative, probe) = tokio::join!(
-            self.reads(auth, account, kind, lane, base_key, agent, &calls),
+            self.reads(auth, account, kind, lane, base_key, guess, agent, &calls),
             speculative,
             probe
         );
@@ -432,7 +434,7 @@ impl<'a> IntentPipeline<'a> {
             // it both as spent and as in flight (under load, in CI; the cause is not pinned
             // down). Only a refusal is looked at twice; what passes is what a fresh view passes.
             reads = self
-                .reads(auth, account, kind, lane, base_key, agent, &calls)
+                .reads(auth, account, kind, lane, base_key, guess, agent, &calls)
                 .await?;
             in_flight = self::in_flight(&reads.open, account, reads.chain_nonce)?;
             checked = check(&reads, &in_flight);
@@ -669,7 +671,9 @@ impl<'a> IntentPipeline<'a> {
 
     /// The reads an intent's checks need, in order: the session (with the validator's path) at
     /// the latest block, the period's lane, the chain's nonce there at the same block, the agent's
-    /// open intents, and from them the operation's nonce (see the module docs).
+    /// open intents, and from them the operation's nonce (see the module docs). The nonce of
+    /// `guess` is read beside the session, at its block; when the session's period names another
+    /// lane, that lane's nonce is read after it.
     #[allow(clippy::too_many_arguments)]
     async fn reads(
         &self,
@@ -678,6 +682,7 @@ impl<'a> IntentPipeline<'a> {
         kind: AccountKind,
         lane: AgentLane,
         base_key: NonceKey,
+        guess: NonceKey,
         agent: Address,
         calls: &[Call],
     ) -> Result<Reads, IntentError> {
@@ -686,9 +691,9 @@ impl<'a> IntentPipeline<'a> {
         // now (bundlers check windows against their clock).
         let (s, chain) = (self.s, self.chain);
         let now = u64::try_from(kms_db::now_secs()).unwrap_or(0);
-        let (snapshot, path) = chain
+        let (snapshot, path, guessed) = chain
             .client
-            .read_session_for_calls_on(kind, account, agent, calls, now)
+            .read_session_and_nonce_on(kind, account, agent, calls, now, guess)
             .await
             .map_err(|e| IntentError::chain(e, account))?;
         let period_index = if snapshot.session.period != 0 {
@@ -717,11 +722,15 @@ impl<'a> IntentPipeline<'a> {
         };
         // The chain's nonce at the block the session was read at: an operation it has passed is
         // in the snapshot's figures, every later one of this agent is counted as in flight.
-        let chain_nonce = chain
-            .client
-            .nonce_at(account, key, snapshot.block_number)
-            .await
-            .map_err(|e| IntentError::chain(e, account))?;
+        let chain_nonce = if key == guess {
+            guessed
+        } else {
+            chain
+                .client
+                .nonce_at(account, key, snapshot.block_number)
+                .await
+                .map_err(|e| IntentError::chain(e, account))?
+        };
         let open = s.db.open_intents_of(&auth.key_id).await?;
         // The next sequence after this agent's open operations in the lane, or the chain's.
         let (nonce, ahead) = next_nonce(&open, account, chain_nonce);

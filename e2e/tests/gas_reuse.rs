@@ -301,3 +301,43 @@ async fn a_bundler_refusal_of_reused_gas_is_estimated_and_signed_again_once() {
     assert_eq!((estimates(&proxy), sends(&proxy) - sent), (before, 1));
     assert_eq!(f.env.balance(to).await.unwrap(), eth("0.03"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fee_the_bundler_no_longer_takes_is_read_again_and_signed_again() {
+    let (mut f, proxy) = counted().await;
+    let agent = f.agent("reuse-fees").await;
+    let to = address("gas reuse: fees");
+    grant(&mut f, &agent, 0, &[to], json!([])).await;
+    f.lands(&agent, transfer(to, "0.01")).await;
+
+    // The bundler refuses the (possibly reused) fee once, in Alto's words and code.
+    proxy.script(
+        "eth_sendUserOperation",
+        [Step::Error {
+            code: -32602,
+            message: "maxFeePerGas must be at least 999999999999 (current maxFeePerGas: 1) - use \
+                      pimlico_getUserOperationGasPrice to get the current gas price"
+                .into(),
+        }],
+    );
+    let sent = sends(&proxy);
+    let done = f.lands(&agent, transfer(to, "0.01")).await;
+    let seen = proxy.seen_of("eth_sendUserOperation");
+    assert_eq!(seen.len() - sent, 2, "refused, then the re-signed one");
+    let (refused, resent) = (&seen[sent], &seen[sent + 1]);
+    assert_eq!(refused.params[0]["nonce"], resent.params[0]["nonce"]);
+    assert_ne!(
+        refused.params[0]["signature"],
+        resent.params[0]["signature"]
+    );
+    assert_eq!(done["nonce"], resent.params[0]["nonce"]);
+    // Between the refusal and the second submission the gas price was read afresh.
+    assert!(
+        proxy
+            .seen_of("pimlico_getUserOperationGasPrice")
+            .iter()
+            .any(|s| s.at > refused.at && s.at < resent.at),
+        "no fresh gas price between the refusal and the second submission"
+    );
+    assert_eq!(f.env.balance(to).await.unwrap(), eth("0.02"));
+}

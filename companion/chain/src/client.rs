@@ -36,7 +36,7 @@ use crate::account::{factory_data, AccountKind, Call, NoCalls};
 use crate::bundler::{
     BundlerClient, BundlerError, ExpectedReceipt, RetryPolicy, Submission, UserOperationReceipt,
 };
-use crate::gas_reuse::{intrinsic_gas, GasCache};
+use crate::gas_reuse::{intrinsic_gas, GasCache, RecentFees};
 use crate::http::{node_provider, HttpLimits};
 use crate::node::{redactions, NodeClient};
 use crate::nonce::{AgentLane, NonceGuard, NonceKey, PeriodOutOfRange};
@@ -627,6 +627,7 @@ struct Inner {
     redact: Vec<String>,
     node: NodeClient,
     gas_cache: GasCache,
+    recent_fees: RecentFees,
 }
 
 impl ChainClient {
@@ -651,6 +652,7 @@ impl ChainClient {
             node: NodeClient::from_parts(provider_for_node, validator, 0, redact.clone()),
             redact,
             gas_cache: GasCache::new(),
+            recent_fees: RecentFees::default(),
         };
         client.chain_id = client.check_setup().await?;
         client.node = NodeClient::from_parts(
@@ -764,6 +766,26 @@ impl ChainClient {
     /// offers the method, else the node's (see [`FeeSource`]). A bundler without the method is
     /// remembered and not asked again.
     pub async fn fees(&self) -> Result<(Fees, FeeSource), ChainError> {
+        let (fees, source) = self.fresh_fees().await?;
+        self.inner.recent_fees.put(std::time::Instant::now(), fees);
+        Ok((fees, source))
+    }
+
+    /// The fees [`ChainClient::fees`] last read, when read at most `max_age` ago; else read now.
+    /// For operations whose submission is answered with fresh fees if the bundler refuses these
+    /// ([`crate::gas_reuse::is_gas_refusal`]).
+    pub async fn recent_fees(&self, max_age: Duration) -> Result<Fees, ChainError> {
+        match self
+            .inner
+            .recent_fees
+            .get(std::time::Instant::now(), max_age)
+        {
+            Some(fees) => Ok(fees),
+            None => Ok(self.fees().await?.0),
+        }
+    }
+
+    async fn fresh_fees(&self) -> Result<(Fees, FeeSource), ChainError> {
         if self.inner.bundler_fees.load(Ordering::Relaxed) != BUNDLER_FEES_NO {
             match self.bundler().user_operation_gas_price().await {
                 Ok(prices) => {

@@ -26,11 +26,13 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, FixedBytes};
 
 use crate::account::{AccountKind, Call};
 use crate::bundler::BundlerError;
+use crate::client::Fees;
 #[cfg(doc)]
 use crate::client::GasBuffers;
 use crate::userop::v0_7::GasLimits;
@@ -128,6 +130,29 @@ impl GasCache {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CallShape, Reusable>> {
         // A panic while holding the lock leaves a map that is still a valid cache.
         self.shapes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The last fees read ([`crate::client::ChainClient::fees`]), reused for a short while by
+/// [`crate::client::ChainClient::recent_fees`]: the bundler's gas price is a round trip of its
+/// own beside the node's reads. A price the bundler no longer takes is refused on submission
+/// ([`is_gas_refusal`]), which the caller answers with fresh fees.
+#[derive(Debug, Default)]
+pub struct RecentFees {
+    last: Mutex<Option<(Instant, Fees)>>,
+}
+
+impl RecentFees {
+    /// Records `fees`, read at `at`.
+    pub fn put(&self, at: Instant, fees: Fees) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((at, fees));
+    }
+
+    /// The fees recorded, if read at most `max_age` before `now`.
+    pub fn get(&self, now: Instant, max_age: Duration) -> Option<Fees> {
+        let last = *self.last.lock().unwrap_or_else(|e| e.into_inner());
+        last.filter(|(at, _)| now.saturating_duration_since(*at) <= max_age)
+            .map(|(_, fees)| fees)
     }
 }
 
@@ -325,6 +350,29 @@ mod tests {
         ] {
             assert!(!is_gas_refusal(&other), "{other}");
         }
+    }
+
+    #[test]
+    fn recent_fees_are_given_only_within_their_age() {
+        let recent = RecentFees::default();
+        let t0 = Instant::now();
+        let age = Duration::from_secs(1);
+        assert_eq!(recent.get(t0, age), None);
+        let fees = Fees {
+            max_fee_per_gas: 7,
+            max_priority_fee_per_gas: 2,
+        };
+        recent.put(t0, fees);
+        assert_eq!(recent.get(t0, age), Some(fees));
+        assert_eq!(recent.get(t0 + age, age), Some(fees));
+        assert_eq!(recent.get(t0 + age + Duration::from_millis(1), age), None);
+        // Newer fees replace older ones.
+        let newer = Fees {
+            max_fee_per_gas: 9,
+            ..fees
+        };
+        recent.put(t0 + age, newer);
+        assert_eq!(recent.get(t0 + age, age), Some(newer));
     }
 
     #[test]

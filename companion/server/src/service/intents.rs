@@ -51,8 +51,8 @@
 //! the same budget period, are reused, buffers included. Beside the reads, instead of the
 //! estimate, the node runs the operation's execution as the EntryPoint would with the reused
 //! `callGasLimit` (`ChainClient::execution_fits`, an `eth_call` from the EntryPoint) and the
-//! fees are read; after the reads and checks the operation is assembled locally. Each shortcut
-//! falls back:
+//! fees are read (those read in the last [`FEES_REUSE_FOR`], else the bundler's gas price); after
+//! the reads and checks the operation is assembled locally. Each shortcut falls back:
 //!
 //! - the execution does not fit (reverts or runs out of gas): the shape's limits are dropped and
 //!   the operation is estimated as above — the bundler checks only validation on submission, so
@@ -136,6 +136,10 @@ pub const AA25_RETRY_EVERY: Duration = Duration::from_millis(50);
 /// By how much the `verificationGasLimit` of an operation estimated after earlier open ones of
 /// its lane is multiplied (see `IntentPipeline::prepare`).
 pub const QUEUED_VERIFICATION_FACTOR: u128 = 2;
+
+/// How long the fees last read are reused for an operation built with reused gas limits (see
+/// the module docs); a price the bundler no longer takes is answered like reused gas it refuses.
+pub const FEES_REUSE_FOR: Duration = Duration::from_secs(1);
 
 /// Why an intent was not accepted (each maps to one HTTP answer, in [`crate::error`]).
 #[derive(Debug, thiserror::Error)]
@@ -392,7 +396,7 @@ impl<'a> IntentPipeline<'a> {
                 chain
                     .client
                     .execution_fits(account, &call_data, c.limits.call_gas_limit),
-                chain.client.fees()
+                chain.client.recent_fees(FEES_REUSE_FOR)
             ))
         };
         // The nonce key read beside the session: the expected one's, else the base lane's.
@@ -456,7 +460,7 @@ impl<'a> IntentPipeline<'a> {
 
         // The reused limits, when the execution fits them and they are of this period's lane.
         let reused = match (cached, probe) {
-            (Some(c), Some((Ok(true), Ok((fees, _))))) if c.period_index == period_index => chain
+            (Some(c), Some((Ok(true), Ok(fees)))) if c.period_index == period_index => chain
                 .client
                 .assemble_agent_op(kind, account, agent, &calls, nonce, fees, c.limits)
                 .ok(),

@@ -62,6 +62,9 @@
 //!   record stays refused (`failed`, judged on evidence like any refusal), the shape's limits are
 //!   dropped, and the operation is estimated, built, signed (with the credential still in hand)
 //!   and recorded again for the same nonce, once;
+//! - an operation behind open ones of its lane (past the chain's nonce) is estimated: the
+//!   bundler's estimate runs its execution after theirs, the node's check only on the chain as it
+//!   is (see `reuse_applies`);
 //! - everything else is unchanged: the nonce comes from the reads (the limits do not depend on
 //!   it), the session and budget are read and pre-checked as before (the gas rule with the reused
 //!   limits' maximum cost), and the in-flight logic (AA25 retries, the raised
@@ -460,10 +463,12 @@ impl<'a> IntentPipeline<'a> {
 
         // The reused limits, when the execution fits them and they are of this period's lane.
         let reused = match (cached, probe) {
-            (Some(c), Some((Ok(true), Ok(fees)))) if c.period_index == period_index => chain
-                .client
-                .assemble_agent_op(kind, account, agent, &calls, nonce, fees, c.limits)
-                .ok(),
+            (Some(c), Some((Ok(true), Ok(fees)))) if reuse_applies(&c, period_index, ahead) => {
+                chain
+                    .client
+                    .assemble_agent_op(kind, account, agent, &calls, nonce, fees, c.limits)
+                    .ok()
+            }
             (Some(_), Some((Ok(false), _))) => {
                 tracing::debug!(%account, %agent,
                     "the execution no longer fits the reused callGasLimit; estimated again");
@@ -957,6 +962,17 @@ impl<'a> IntentPipeline<'a> {
     }
 }
 
+/// Whether limits kept for a shape (`kept`) may be reused for an operation in budget period
+/// `period_index`, `ahead` sequences past the chain's nonce: only in the period they were
+/// estimated in (a new period's lane writes a new nonce slot), and only for an operation right
+/// at the chain's nonce. The node's check runs the execution on the chain as it is, while the
+/// bundler's estimate of an operation behind open ones of its lane runs it after them (it
+/// simulates them first): an execution that fails only after them (e.g. the account's balance
+/// spent by them) is caught by the estimate, so such an operation is estimated.
+fn reuse_applies(kept: &Reusable, period_index: u64, ahead: u64) -> bool {
+    kept.period_index == period_index && ahead == 0
+}
+
 /// Refuses a retry under `key` whose calls are not those of the intent recorded under it (the
 /// recorded operation's callData is what these calls encode to): a reused key must not make a
 /// different request look accepted.
@@ -1382,6 +1398,21 @@ mod tests {
             key.nonce(5)
         ));
         assert!(!predecessor_pending(&[], account, key.nonce(0)));
+    }
+
+    #[test]
+    fn kept_limits_are_reused_only_in_their_period_and_at_the_chains_nonce() {
+        let kept = Reusable {
+            period_index: 3,
+            limits: GasLimits::default(),
+        };
+        assert!(reuse_applies(&kept, 3, 0));
+        // Another period's lane: estimated.
+        assert!(!reuse_applies(&kept, 4, 0));
+        assert!(!reuse_applies(&kept, 2, 0));
+        // Behind open operations of the lane: estimated after them by the bundler.
+        assert!(!reuse_applies(&kept, 3, 1));
+        assert!(!reuse_applies(&kept, 3, MAX_IN_FLIGHT_PER_LANE - 1));
     }
 
     #[test]

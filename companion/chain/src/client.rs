@@ -1455,7 +1455,9 @@ impl ChainClient {
 
     /// [`ChainClient::read_session_for_calls_on`] and the EntryPoint's next nonce of
     /// `nonce_key` for `account` at the same block, read beside the session (see
-    /// [`NodeClient::read_session_and_nonce_on`]).
+    /// [`NodeClient::read_session_and_nonce_on`]): at the latest block, or with `block` =
+    /// (number, timestamp) at that block.
+    #[allow(clippy::too_many_arguments)]
     pub async fn read_session_and_nonce_on(
         &self,
         kind: AccountKind,
@@ -1464,6 +1466,7 @@ impl ChainClient {
         calls: &[Call],
         at: u64,
         nonce_key: NonceKey,
+        block: Option<(u64, u64)>,
     ) -> Result<(SessionSnapshot, crate::session::ValidatorPath, U256), ChainError> {
         let (snapshot, path, nonce) = self
             .inner
@@ -1475,6 +1478,7 @@ impl ChainClient {
                 calls,
                 at,
                 Some((self.entry_point().address, nonce_key)),
+                block,
             )
             .await?;
         let nonce =

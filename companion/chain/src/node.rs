@@ -354,14 +354,16 @@ impl NodeClient {
         at: u64,
     ) -> Result<(SessionSnapshot, ValidatorPath), ChainError> {
         let (snapshot, path, _) = self
-            .read_session_and_nonce_on(kind, account, key, calls, at, None)
+            .read_session_and_nonce_on(kind, account, key, calls, at, None, None)
             .await?;
         Ok((snapshot, path))
     }
 
     /// [`NodeClient::read_session_for_calls_on`], and with `nonce` = (EntryPoint, nonce key)
     /// the EntryPoint's next nonce of that key for `account` at the same block, read beside the
-    /// session (`getNonce`).
+    /// session (`getNonce`). At the latest block, or with `block` = (number, timestamp) at that
+    /// block (to read again at the block of an earlier snapshot).
+    #[allow(clippy::too_many_arguments)]
     pub async fn read_session_and_nonce_on(
         &self,
         kind: AccountKind,
@@ -370,13 +372,14 @@ impl NodeClient {
         calls: &[Call],
         at: u64,
         nonce: Option<(Address, NonceKey)>,
+        block: Option<(u64, u64)>,
     ) -> Result<(SessionSnapshot, ValidatorPath, Option<U256>), ChainError> {
         let probes: Vec<(Address, Selector)> = calls
             .iter()
             .map(|c| (c.to, selector_of(&c.data).unwrap_or_default()))
             .collect();
         let (snapshot, block_id, nonce) = self
-            .read_session_probes_at(account, key, &probes, Some(at), nonce)
+            .read_session_probes_at(account, key, &probes, Some(at), nonce, block)
             .await?;
         let path = match kind {
             AccountKind::AgentAccount => ValidatorPath::AgentAccount,
@@ -405,13 +408,14 @@ impl NodeClient {
         at: Option<u64>,
     ) -> Result<SessionSnapshot, ChainError> {
         Ok(self
-            .read_session_probes_at(account, key, probes, at, None)
+            .read_session_probes_at(account, key, probes, at, None, None)
             .await?
             .0)
     }
 
     /// The snapshot, the block it was read at, and with `nonce` the EntryPoint's next nonce of
-    /// that key at the same block (read concurrently).
+    /// that key at the same block (read concurrently). At the latest block, or at `block` =
+    /// (number, timestamp).
     async fn read_session_probes_at(
         &self,
         account: Address,
@@ -419,19 +423,26 @@ impl NodeClient {
         probes: &[(Address, Selector)],
         at: Option<u64>,
         nonce: Option<(Address, NonceKey)>,
+        block: Option<(u64, u64)>,
     ) -> Result<(SessionSnapshot, BlockId, Option<U256>), ChainError> {
-        let block = self
-            .provider
-            .get_block_by_number(BlockNumberOrTag::Latest)
-            .await
-            .map_err(|e| self.node_err("reading the latest block", e))?
-            .ok_or_else(|| self.node_err("reading the latest block", "no latest block"))?;
-        let block_id = BlockId::number(block.header.number);
+        let (number, timestamp) = match block {
+            Some(b) => b,
+            None => {
+                let b = self
+                    .provider
+                    .get_block_by_number(BlockNumberOrTag::Latest)
+                    .await
+                    .map_err(|e| self.node_err("reading the latest block", e))?
+                    .ok_or_else(|| self.node_err("reading the latest block", "no latest block"))?;
+                (b.header.number, b.header.timestamp)
+            }
+        };
+        let block_id = BlockId::number(number);
         let mut unique: Vec<(Address, Selector)> = probes.to_vec();
         unique.sort();
         unique.dedup();
         let (targets, selectors): (Vec<Address>, Vec<Selector>) = unique.iter().copied().unzip();
-        let at = at.unwrap_or(block.header.timestamp).min(MAX_UINT48);
+        let at = at.unwrap_or(timestamp).min(MAX_UINT48);
         let validator = SessionKeyValidator::new(self.validator, &self.provider);
         let read_call = validator
             .readSession(account, key, targets, selectors, U48::from(at))
@@ -478,8 +489,8 @@ impl NodeClient {
             account,
             key,
             validator: self.validator,
-            block_number: block.header.number,
-            block_timestamp: block.header.timestamp,
+            block_number: number,
+            block_timestamp: timestamp,
             remaining_budget: session.remaining_value(),
             session,
             allowed_targets,

@@ -158,21 +158,7 @@ async fn append_on(
             }
             sql.push(')');
         }
-        let mut q = sqlx::query(&sql);
-        for (seq, e, prev_hash, hash) in rows {
-            q = q
-                .bind(seq)
-                .bind(e.ts)
-                .bind(e.actor.as_str())
-                .bind(e.action.as_str())
-                .bind(e.key_id.as_deref())
-                .bind(e.outcome.as_str())
-                .bind(e.user_op_hash.as_deref())
-                .bind(e.detail.as_deref())
-                .bind(prev_hash)
-                .bind(hash);
-        }
-        q.execute(&mut *tx).await?;
+        bind_rows(sqlx::query(&sql), rows).execute(&mut *tx).await?;
     }
     tx.commit().await?;
     Ok((seq, prev))
@@ -193,6 +179,27 @@ fn chain_rows<'e>(seq: &mut i64, prev: &mut String, events: &'e [AuditEvent]) ->
         rows.push((*seq, e, std::mem::replace(prev, hash.clone()), hash));
     }
     rows
+}
+
+/// Binds `rows`' ten columns each, in `audit_log`'s insert order.
+fn bind_rows<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    rows: Vec<ChainRow<'q>>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for (seq, e, prev_hash, hash) in rows {
+        q = q
+            .bind(seq)
+            .bind(e.ts)
+            .bind(e.actor.as_str())
+            .bind(e.action.as_str())
+            .bind(e.key_id.as_deref())
+            .bind(e.outcome.as_str())
+            .bind(e.user_op_hash.as_deref())
+            .bind(e.detail.as_deref())
+            .bind(prev_hash)
+            .bind(hash);
+    }
+    q
 }
 
 /// SQLite's append in one statement, chained after `head` (what this appender wrote last):
@@ -218,21 +225,8 @@ async fn append_after_sqlite(
         sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     }
     sql.push_str(") WHERE (SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1) = ?");
-    let mut q = sqlx::query(&sql);
-    for (seq, e, prev_hash, hash) in rows {
-        q = q
-            .bind(seq)
-            .bind(e.ts)
-            .bind(e.actor.as_str())
-            .bind(e.action.as_str())
-            .bind(e.key_id.as_deref())
-            .bind(e.outcome.as_str())
-            .bind(e.user_op_hash.as_deref())
-            .bind(e.detail.as_deref())
-            .bind(prev_hash)
-            .bind(hash);
-    }
-    match q.bind(head.1.as_str()).execute(&mut *conn).await {
+    let q = bind_rows(sqlx::query(&sql), rows).bind(head.1.as_str());
+    match q.execute(&mut *conn).await {
         Ok(done) if done.rows_affected() == events.len() as u64 => Ok(Some((seq, prev))),
         Ok(done) if done.rows_affected() == 0 => Ok(None),
         Ok(done) => Err(crate::DbError::Invalid(format!(

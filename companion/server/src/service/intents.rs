@@ -525,24 +525,26 @@ impl<'a> IntentPipeline<'a> {
             _ => None,
         };
         let mut from_cache = reused.is_some();
+        // The bundler's estimate of this operation, with its retries (here, and again after a
+        // refusal of reused gas on submission).
+        let estimate = || {
+            self.prepare(
+                account,
+                agent,
+                lane,
+                period_index,
+                &calls,
+                nonce,
+                ahead,
+                after_pending,
+            )
+        };
         let prepared = match (reused, speculative) {
             (Some(p), _) => Ok(p),
             // Estimated beside the reads, for the nonce they gave.
             (None, Some(Ok(p))) => self.raised(p, ahead),
-            // Not estimated, for another nonce, or failed: estimated now (with its retries).
-            _ => {
-                self.prepare(
-                    account,
-                    agent,
-                    lane,
-                    period_index,
-                    &calls,
-                    nonce,
-                    ahead,
-                    after_pending,
-                )
-                .await
-            }
+            // Not estimated, for another nonce, or failed: estimated now.
+            _ => estimate().await,
         }
         .map_err(|e| estimate_error(e, &snapshot, &in_flight, account))?;
         if !from_cache {
@@ -662,17 +664,7 @@ impl<'a> IntentPipeline<'a> {
                             chain.client.gas_cache().remove(sh);
                         }
                         from_cache = false;
-                        prepared = self
-                            .prepare(
-                                account,
-                                agent,
-                                lane,
-                                period_index,
-                                &calls,
-                                nonce,
-                                ahead,
-                                after_pending,
-                            )
+                        prepared = estimate()
                             .await
                             .map_err(|e| estimate_error(e, &snapshot, &in_flight, account))?;
                         self.keep_limits(shape.as_ref(), period_index, &prepared);

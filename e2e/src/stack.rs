@@ -5,6 +5,9 @@
 //! println!("anvil at {}, Alto at {}", stack.info().rpc_url, stack.info().bundler_url);
 //! ```
 //!
+//! [`Stack::start_with_env`] adds variables to the script's environment (e.g. Alto's
+//! `ALTO_ENABLE_DEBUG_ENDPOINTS`, which the script passes no flag for).
+//!
 //! Nothing is skipped: when node, npm or anything else the script needs is missing, [`Stack::start`]
 //! fails with the script's own message. The first start on a fresh checkout runs `npm ci` (about a
 //! minute), hence the generous default timeout.
@@ -137,6 +140,14 @@ impl Stack {
 
     /// Starts a stack of its own and waits up to `timeout` for it.
     pub fn start_with_timeout(timeout: Duration) -> Result<Self, StackError> {
+        Self::start_with_env(&[], timeout)
+    }
+
+    /// Starts a stack of its own with `env` added to `anvil/stack.sh`'s environment (e.g.
+    /// `[("ALTO_ENABLE_DEBUG_ENDPOINTS", "true")]`: Alto reads its options from `ALTO_*`
+    /// variables too, so a variable the script passes no flag for decides that option) and waits
+    /// up to `timeout` for it. Stopped like any other [`Stack`].
+    pub fn start_with_env(env: &[(&str, &str)], timeout: Duration) -> Result<Self, StackError> {
         let dir = tempfile::Builder::new().prefix("kms-stack-").tempdir()?;
         let json_path = dir.path().join("stack.json");
         let output_path = dir.path().join("stack.sh.log");
@@ -146,6 +157,7 @@ impl Stack {
             .arg(&script)
             .arg("--out")
             .arg(&json_path)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(output.try_clone()?)
             .stderr(output)

@@ -9,7 +9,7 @@
 //! transaction that is never mined, out of Alto's mempool and not on chain: the next ones'
 //! estimates would be refused with AA25 (see `service/intents.rs`) and fail once its retries run
 //! out. Either switch would stall every other test on the shared stack, so this test starts a
-//! stack of its own ([`DebugStack`]: `anvil/stack.sh` with Alto's debug endpoints enabled, which
+//! stack of its own ([`debug_stack`]: `anvil/stack.sh` with Alto's debug endpoints enabled, which
 //! the shared stack leaves off).
 
 use crate::common::{address, eth, DAY};
@@ -18,96 +18,27 @@ use kms_chain::nonce::NonceKey;
 use kms_chain::userop::EntryPointVersion::V07;
 use kms_e2e::chain::ChainEnv;
 use kms_e2e::companion::{AgentKey, Companion, DAY_SESSION_GAS_CAP};
-use kms_e2e::stack::{stack_script, StackInfo, DEFAULT_START_TIMEOUT};
+use kms_e2e::stack::{Stack, StackInfo, DEFAULT_START_TIMEOUT};
 use kms_test_support::Soft;
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// `MAX_IN_FLIGHT_PER_LANE` of the companion's intent pipeline.
 const MAX_IN_FLIGHT: u64 = kms_companion::service::intents::MAX_IN_FLIGHT_PER_LANE;
 
-/// `anvil/stack.sh` run for this test alone, with `ALTO_ENABLE_DEBUG_ENDPOINTS=true` in its
-/// environment (Alto reads its options from `ALTO_*` variables too; the script passes no flag of
-/// that name, so the variable decides). Stopped with its anvil and Alto when dropped.
-struct DebugStack {
-    _script: Script,
-    info: StackInfo,
-    _dir: tempfile::TempDir,
-}
-
-/// The running script: SIGTERM when dropped (it then stops anvil and Alto), SIGKILL if it has not
-/// exited 15 s later.
-struct Script(Child);
-
-impl Drop for Script {
-    fn drop(&mut self) {
-        if let Ok(Some(_)) = self.0.try_wait() {
-            return;
-        }
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.0.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl DebugStack {
-    /// Starts the script and waits for its stack file (at most [`DEFAULT_START_TIMEOUT`]).
-    fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("kms-stack-debug-")
-            .tempdir()
-            .unwrap();
-        let json_path = dir.path().join("stack.json");
-        let log_path = dir.path().join("stack.sh.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let mut script = Script(
-            Command::new("bash")
-                .arg(stack_script())
-                .arg("--out")
-                .arg(&json_path)
-                .env("ALTO_ENABLE_DEBUG_ENDPOINTS", "true")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
-        let output = || std::fs::read_to_string(&log_path).unwrap_or_default();
-        let start = Instant::now();
-        while !json_path.exists() {
-            if let Some(status) = script.0.try_wait().unwrap() {
-                panic!("anvil/stack.sh exited with {status}:\n{}", output());
-            }
-            assert!(
-                start.elapsed() < DEFAULT_START_TIMEOUT,
-                "anvil/stack.sh not ready in {DEFAULT_START_TIMEOUT:?}:\n{}",
-                output()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let text = std::fs::read_to_string(&json_path).unwrap();
-        let info = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
-        Self {
-            _script: script,
-            info,
-            _dir: dir,
-        }
-    }
+/// `anvil/stack.sh` run for this test alone, with Alto's debug endpoints enabled
+/// (`ALTO_ENABLE_DEBUG_ENDPOINTS=true` in its environment: Alto reads its options from `ALTO_*`
+/// variables too, and the script passes no flag of that name, so the variable decides). Stopped
+/// with its anvil and Alto when dropped; panics with the start error.
+pub(crate) fn debug_stack() -> Stack {
+    Stack::start_with_env(
+        &[("ALTO_ENABLE_DEBUG_ENDPOINTS", "true")],
+        DEFAULT_START_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The result of the JSON-RPC call `method` on the stack's Alto; panics on an error answer.
-async fn alto(info: &StackInfo, method: &str, params: Value) -> Value {
+pub(crate) async fn alto(info: &StackInfo, method: &str, params: Value) -> Value {
     let answer: Value = reqwest::Client::new()
         .post(&info.bundler_url)
         .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
@@ -213,10 +144,8 @@ async fn landed(c: &Companion, agent: &AgentKey, hash: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lane_full_ahead_of_the_chain_is_refused_with_429_until_the_chain_catches_up() {
     assert_eq!(MAX_IN_FLIGHT, 8, "the counts below are written for 8");
-    let stack = tokio::task::spawn_blocking(DebugStack::start)
-        .await
-        .unwrap();
-    let info = &stack.info;
+    let stack = tokio::task::spawn_blocking(debug_stack).await.unwrap();
+    let info = stack.info();
     let env = ChainEnv::connect(info, V07).await.unwrap();
     let c = Companion::start(info, V07).await.unwrap();
     let mut user = Soft::new();

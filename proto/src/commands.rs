@@ -410,6 +410,22 @@ pub struct AgentSignature {
 }
 command!(SignAgentUserOp => AgentSignature, SignAgentUserOp);
 
+/// The most requests one [`SignAgentUserOps`] takes.
+pub const MAX_AGENT_SIGNATURES_PER_CALL: usize = 64;
+
+/// Several [`SignAgentUserOp`] requests in one call: the TA checks and signs each exactly as it
+/// would alone (in order, each against the state as the ones before it left it) and answers each
+/// on its own: one refused credential refuses its own request only. The call as a whole is
+/// refused ([`crate::TaError::SignBatchInvalid`]) only when it holds no request or more than
+/// [`MAX_AGENT_SIGNATURES_PER_CALL`]. It saves the host one world switch (on the board) or one
+/// socket exchange (with the simulator) per signature when many agents sign at once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignAgentUserOps {
+    /// The requests, answered in this order.
+    pub requests: Vec<SignAgentUserOp>,
+}
+command!(SignAgentUserOps => Vec<Result<AgentSignature, crate::TaError>>, SignAgentUserOps);
+
 /// Reserved id 13. The TA never MACs caller-chosen bytes; it answers
 /// [`crate::TaError::Unsupported`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

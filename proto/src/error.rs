@@ -258,4 +258,11 @@ pub enum TaError {
          and the nonce must be below 2^64 - 1"
     )]
     InvalidAuthorization,
+    /// A [`crate::SignAgentUserOps`] with no request, or more than
+    /// [`crate::MAX_AGENT_SIGNATURES_PER_CALL`]: nothing was checked or signed.
+    #[error("a batch of agent signatures takes 1 to {max} requests")]
+    SignBatchInvalid {
+        /// The most requests one call takes.
+        max: u32,
+    },
 }

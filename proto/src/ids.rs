@@ -75,6 +75,9 @@ pub enum CommandId {
     /// and optionally the first UserOperation hash of the delegated account, with the owner key
     /// in one passkey ceremony (passkey assertion).
     SignEip7702Delegation = 27,
+    /// Several `SignAgentUserOp` requests in one call: each checked and signed as alone, each
+    /// with its own answer (one world switch, or one socket exchange, for all of them).
+    SignAgentUserOps = 28,
     /// Test only: seed a wallet from a given mnemonic. Exists in the
     /// simulator only; never in an OP-TEE build.
     SeedWalletForTest = 0x7E57,
@@ -82,7 +85,7 @@ pub enum CommandId {
 
 impl CommandId {
     /// Every command id, in numeric order.
-    pub const ALL: [CommandId; 29] = [
+    pub const ALL: [CommandId; 30] = [
         CommandId::CreateWallet,
         CommandId::RemoveWallet,
         CommandId::DeriveAddress,
@@ -111,6 +114,7 @@ impl CommandId {
         CommandId::AuditCheckpoint,
         CommandId::AuditAnchor,
         CommandId::SignEip7702Delegation,
+        CommandId::SignAgentUserOps,
         CommandId::SeedWalletForTest,
     ];
 
@@ -155,6 +159,7 @@ impl CommandId {
             CommandId::AuditCheckpoint => "AuditCheckpoint",
             CommandId::AuditAnchor => "AuditAnchor",
             CommandId::SignEip7702Delegation => "SignEip7702Delegation",
+            CommandId::SignAgentUserOps => "SignAgentUserOps",
             CommandId::SeedWalletForTest => "SeedWalletForTest",
         }
     }
@@ -243,10 +248,17 @@ mod tests {
             CommandId::SignEip7702Delegation.name(),
             "SignEip7702Delegation"
         );
+    }
+
+    #[test]
+    fn sign_agent_user_ops_is_28() {
+        assert_eq!(CommandId::SignAgentUserOps.as_u32(), 28);
+        assert_eq!(CommandId::from_u32(28), Some(CommandId::SignAgentUserOps));
+        assert_eq!(CommandId::SignAgentUserOps.name(), "SignAgentUserOps");
         // The last real command; the test-only id stays last.
         assert_eq!(
             CommandId::ALL[CommandId::ALL.len() - 2],
-            CommandId::SignEip7702Delegation
+            CommandId::SignAgentUserOps
         );
     }
 

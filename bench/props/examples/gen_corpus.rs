@@ -37,6 +37,27 @@ fn main() {
             }),
         ),
         (
+            CommandId::SignAgentUserOps,
+            encode_request(&SignAgentUserOps {
+                requests: vec![
+                    SignAgentUserOp {
+                        wallet_id: wallet,
+                        agent_index: 0,
+                        jwt: jwt.clone(),
+                        user_op_hash: [0x42; 32],
+                        account: [0xAA; 20],
+                    },
+                    SignAgentUserOp {
+                        wallet_id: wallet,
+                        agent_index: 1,
+                        jwt: jwt.clone(),
+                        user_op_hash: [0x43; 32],
+                        account: [0xAA; 20],
+                    },
+                ],
+            }),
+        ),
+        (
             CommandId::CreateAgentKey,
             encode_request(&CreateAgentKey {
                 agent_index: 1,

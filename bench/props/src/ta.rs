@@ -97,6 +97,21 @@ impl Fixture {
                     "signed for a credential the TA never issued"
                 );
             }
+            CommandId::SignAgentUserOps if ok => {
+                let req = decode_request::<SignAgentUserOps>(input).expect("it decoded");
+                let answers = decode_response::<Vec<Result<AgentSignature, TaError>>>(&out)
+                    .expect("a batch answer decodes")
+                    .expect("it succeeded");
+                assert_eq!(answers.len(), req.requests.len(), "one answer per request");
+                for (r, a) in req.requests.iter().zip(&answers) {
+                    if a.is_ok() {
+                        assert_eq!(
+                            r.jwt, self.jwt,
+                            "signed for a credential the TA never issued"
+                        );
+                    }
+                }
+            }
             _ => {}
         }
     }

@@ -848,7 +848,10 @@ impl From<TaError> for ApiError {
                 code: ErrorCode::AuditCheckpointOutOfStep,
                 message: msg,
             },
-            TaError::AuditBatchInvalid { .. } => ApiError::Internal(format!("TA: {msg}")),
+            // The companion's batcher sends 1 to MAX_AGENT_SIGNATURES_PER_CALL requests.
+            TaError::AuditBatchInvalid { .. } | TaError::SignBatchInvalid { .. } => {
+                ApiError::Internal(format!("TA: {msg}"))
+            }
             TaError::Protocol(_)
             | TaError::UnknownCommand(_)
             | TaError::Unsupported

@@ -117,29 +117,61 @@ struct WalletPublic {
 }
 
 /// Whether [`TaCore::begin`] may leave part of command `cmd` to run outside the core (only
-/// `SignAgentUserOp`, whose ECDSA needs no state).
+/// `SignAgentUserOp` and `SignAgentUserOps`, whose ECDSA needs no state).
 pub fn runs_in_parallel(cmd: u32) -> bool {
-    cmd == CommandId::SignAgentUserOp as u32
+    cmd == CommandId::SignAgentUserOp as u32 || cmd == CommandId::SignAgentUserOps as u32
 }
 
 /// What [`TaCore::begin`] leaves to do.
 pub enum Begun {
     /// The encoded response, complete.
     Done(Vec<u8>),
-    /// A checked agent signature still to compute: [`PendingSignature::finish`].
+    /// Checked agent signatures still to compute: [`PendingSignature::finish`].
     Sign(PendingSignature),
 }
 
-/// An agent signature whose credential was checked against the state; holds a copy of the
-/// agent's key (wiped when dropped) and nothing else of the core.
-pub struct PendingSignature {
+/// Agent signatures whose credentials were checked against the state (one for
+/// `SignAgentUserOp`, each request's for `SignAgentUserOps`); holds copies of the agents' keys
+/// (wiped when dropped) and nothing else of the core.
+pub struct PendingSignature(Pending);
+
+enum Pending {
+    /// `SignAgentUserOp`.
+    One(CheckedSignature),
+    /// `SignAgentUserOps`: each request's checked signature, or its refusal.
+    Many(Vec<Result<CheckedSignature, TaError>>),
+}
+
+impl PendingSignature {
+    /// Compute the ECDSA signatures and encode the response (what `invoke` would have returned).
+    pub fn finish(self) -> Vec<u8> {
+        match self.0 {
+            Pending::One(one) => encode_response(one.sign().as_ref()),
+            Pending::Many(many) => encode_response(Ok(&sign_each(many))),
+        }
+    }
+}
+
+/// Each checked request signed; each refusal kept.
+fn sign_each(
+    checked: Vec<Result<CheckedSignature, TaError>>,
+) -> Vec<Result<AgentSignature, TaError>> {
+    checked
+        .into_iter()
+        .map(|c| c.and_then(CheckedSignature::sign))
+        .collect()
+}
+
+/// One agent signature whose credential was checked: the agent's key (wiped when dropped),
+/// the account and the digest.
+struct CheckedSignature {
     signing_key: k256::ecdsa::SigningKey,
     address: [u8; 20],
     account: [u8; 20],
     digest: [u8; 32],
 }
 
-impl PendingSignature {
+impl CheckedSignature {
     fn sign(self) -> Result<AgentSignature, TaError> {
         let key = keys::DerivedKey {
             signing_key: self.signing_key,
@@ -156,11 +188,6 @@ impl PendingSignature {
             signature: signature.encode().to_vec(),
             agent_address: key.address,
         })
-    }
-
-    /// Compute the ECDSA signature and encode the response (what `invoke` would have returned).
-    pub fn finish(self) -> Vec<u8> {
-        encode_response(self.sign().as_ref())
     }
 }
 
@@ -240,6 +267,7 @@ impl<S: SealedStorage, E: Entropy, C: Clock, M: MonotonicCounter> TaCore<S, E, C
             CommandId::GetWalletInfo => self.run(input, Self::get_wallet_info),
             CommandId::CreateAgentKey => self.run(input, Self::create_agent_key),
             CommandId::SignAgentUserOp => self.run(input, Self::sign_agent_user_op),
+            CommandId::SignAgentUserOps => self.run(input, Self::sign_agent_user_ops),
             CommandId::JwtHmacSign => {
                 self.run(input, |_, _: JwtHmacSign| Err(TaError::Unsupported))
             }
@@ -776,10 +804,36 @@ impl<S: SealedStorage, E: Entropy, C: Clock, M: MonotonicCounter> TaCore<S, E, C
         self.check_agent_sign(req)?.sign()
     }
 
+    fn sign_agent_user_ops(
+        &mut self,
+        req: SignAgentUserOps,
+    ) -> Result<Vec<Result<AgentSignature, TaError>>, TaError> {
+        Ok(sign_each(self.check_agent_signs(req)?))
+    }
+
+    /// The serialised phase of `SignAgentUserOps`: each request checked as
+    /// [`Self::check_agent_sign`] checks it alone, in order; a refusal is that request's answer.
+    fn check_agent_signs(
+        &mut self,
+        req: SignAgentUserOps,
+    ) -> Result<Vec<Result<CheckedSignature, TaError>>, TaError> {
+        let n = req.requests.len();
+        if n == 0 || n > MAX_AGENT_SIGNATURES_PER_CALL {
+            return Err(TaError::SignBatchInvalid {
+                max: MAX_AGENT_SIGNATURES_PER_CALL as u32,
+            });
+        }
+        Ok(req
+            .requests
+            .into_iter()
+            .map(|r| self.check_agent_sign(r))
+            .collect())
+    }
+
     /// The serialised phase of `SignAgentUserOp`: the credential checked against the state
     /// (MAC by kid, claims, generation, revocation, lifetime) and what the signature needs
     /// taken out of it. The ECDSA itself is [`PendingSignature::sign`].
-    fn check_agent_sign(&mut self, req: SignAgentUserOp) -> Result<PendingSignature, TaError> {
+    fn check_agent_sign(&mut self, req: SignAgentUserOp) -> Result<CheckedSignature, TaError> {
         let (_, wallet, record) =
             self.verify_credential(&req.jwt, Some((&req.wallet_id, req.agent_index)))?;
         let digest = keys::eip191_hash(&req.user_op_hash);
@@ -787,7 +841,7 @@ impl<S: SealedStorage, E: Entropy, C: Clock, M: MonotonicCounter> TaCore<S, E, C
         if key.address != record.address {
             return Err(TaError::Internal);
         }
-        Ok(PendingSignature {
+        Ok(CheckedSignature {
             signing_key: key.signing_key.clone(),
             address: key.address,
             account: req.account,
@@ -795,8 +849,9 @@ impl<S: SealedStorage, E: Entropy, C: Clock, M: MonotonicCounter> TaCore<S, E, C
         })
     }
 
-    /// Start command `cmd`: either its whole response ([`Begun::Done`], every command but one)
-    /// or, for `SignAgentUserOp` whose credential passed every check, the ECDSA still to do
+    /// Start command `cmd`: either its whole response ([`Begun::Done`], every command but two)
+    /// or, for `SignAgentUserOp` whose credential passed every check (`SignAgentUserOps`: for
+    /// every well-formed batch, each request checked), the ECDSA still to do
     /// ([`Begun::Sign`]), which needs no state and may run outside whatever serialises calls
     /// on this core. `invoke(cmd, input)` equals `begin(cmd, input)` followed by
     /// [`PendingSignature::finish`]; a shell that runs the signature in parallel must make a
@@ -809,12 +864,20 @@ impl<S: SealedStorage, E: Entropy, C: Clock, M: MonotonicCounter> TaCore<S, E, C
         if let Err(e) = self.ensure_fresh() {
             return Begun::Done(encode_response::<Empty>(Err(&e)));
         }
-        let checked = decode_request::<SignAgentUserOp>(input)
-            .map_err(TaError::from)
-            .and_then(|req| self.check_agent_sign(req));
+        let checked = if cmd == CommandId::SignAgentUserOps as u32 {
+            decode_request::<SignAgentUserOps>(input)
+                .map_err(TaError::from)
+                .and_then(|req| self.check_agent_signs(req))
+                .map(Pending::Many)
+        } else {
+            decode_request::<SignAgentUserOp>(input)
+                .map_err(TaError::from)
+                .and_then(|req| self.check_agent_sign(req))
+                .map(Pending::One)
+        };
         match checked {
-            Ok(pending) => Begun::Sign(pending),
-            Err(e) => Begun::Done(encode_response::<AgentSignature>(Err(&e))),
+            Ok(pending) => Begun::Sign(PendingSignature(pending)),
+            Err(e) => Begun::Done(encode_response::<Empty>(Err(&e))),
         }
     }
 

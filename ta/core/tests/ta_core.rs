@@ -169,6 +169,126 @@ fn begin_then_finish_is_invoke_and_checks_at_begin() {
     ));
 }
 
+/// `SignAgentUserOps` answers each request exactly as `SignAgentUserOp` alone answers it: the
+/// same signature bytes for a good credential, the same refusal for each bad one (a tampered
+/// MAC, a superseded generation, another wallet's claims, a revoked agent), in order, without one
+/// refusal touching the others; `begin` + `finish` equals `invoke`, and a revoke between them
+/// does not stop the signatures checked before it, while a batch begun after it is refused.
+#[test]
+fn a_batch_answers_each_request_as_alone() {
+    let mut h = Harness::new();
+    let mut pk = SoftPasskey::new(1);
+    let w = seed_anvil_wallet(&mut h, &pk);
+    let a0 = create_agent(&mut h, &mut pk, w.wallet_id, 0, TTL).unwrap();
+    let old1 = create_agent(&mut h, &mut pk, w.wallet_id, 1, TTL).unwrap();
+    let a1 = refresh_agent(&mut h, &mut pk, w.wallet_id, 1, TTL).unwrap();
+    let a2 = create_agent(&mut h, &mut pk, w.wallet_id, 2, TTL).unwrap();
+    h.call(&RevokeAgentKey {
+        wallet_id: w.wallet_id,
+        agent_index: 2,
+    })
+    .unwrap();
+    let mut tampered = a0.to_jwt();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    let req = |index: u32, jwt: String, hash: u8| SignAgentUserOp {
+        wallet_id: w.wallet_id,
+        agent_index: index,
+        jwt,
+        user_op_hash: [hash; 32],
+        account: ACCOUNT,
+    };
+    let requests = vec![
+        req(0, a0.to_jwt(), 1),
+        req(0, tampered, 2),
+        req(1, old1.to_jwt(), 3),
+        req(1, a1.to_jwt(), 4),
+        req(0, a1.to_jwt(), 5),
+        req(2, a2.to_jwt(), 6),
+        req(0, a0.to_jwt(), 7),
+    ];
+    let alone: Vec<_> = requests.iter().map(|r| h.call(r)).collect();
+    assert!(alone[0].is_ok() && alone[3].is_ok() && alone[6].is_ok());
+    assert_eq!(jwt_err(alone[1].clone()), JwtError::BadSignature);
+    assert_eq!(jwt_err(alone[2].clone()), JwtError::StaleGeneration);
+    assert_eq!(jwt_err(alone[4].clone()), JwtError::IndexMismatch);
+    assert_eq!(jwt_err(alone[5].clone()), JwtError::AgentRevoked);
+    let batch = SignAgentUserOps {
+        requests: requests.clone(),
+    };
+    assert_eq!(
+        h.call(&batch).unwrap(),
+        alone,
+        "each answered as alone, in order"
+    );
+    // The signatures are the agents' own over each request's hash.
+    let signed = alone[3].as_ref().unwrap();
+    assert_eq!(
+        recover(&eip191(&[4; 32]), &signed.signature[41..]),
+        a1.address
+    );
+
+    // begin + finish = invoke; the check is begin's.
+    let cmd = CommandId::SignAgentUserOps.as_u32();
+    assert!(kms_ta::runs_in_parallel(cmd));
+    let bytes = encode_request(&batch);
+    let whole = h.ta.invoke(cmd, &bytes);
+    let kms_ta::Begun::Sign(pending) = h.ta.begin(cmd, &bytes) else {
+        panic!("a well-formed batch leaves its signatures to do");
+    };
+    h.call(&RevokeAgentKey {
+        wallet_id: w.wallet_id,
+        agent_index: 0,
+    })
+    .unwrap();
+    assert_eq!(pending.finish(), whole, "RFC 6979: same bytes as invoke");
+    let after = h.call(&batch).unwrap();
+    assert_eq!(jwt_err(after[0].clone()), JwtError::AgentRevoked);
+    assert_eq!(jwt_err(after[6].clone()), JwtError::AgentRevoked);
+    assert_eq!(
+        after[3], alone[3],
+        "agent 1 is not touched by agent 0's revoke"
+    );
+}
+
+/// A batch with no request, or more than the most one call takes, is refused whole, and nothing
+/// of it is signed; the most it takes is accepted.
+#[test]
+fn a_batch_takes_one_to_the_most_requests() {
+    let mut a = agent();
+    let one = SignAgentUserOp {
+        wallet_id: a.wallet,
+        agent_index: 0,
+        jwt: a.cred.to_jwt(),
+        user_op_hash: [9; 32],
+        account: ACCOUNT,
+    };
+    let refused = TaError::SignBatchInvalid {
+        max: MAX_AGENT_SIGNATURES_PER_CALL as u32,
+    };
+    let empty = SignAgentUserOps { requests: vec![] };
+    assert_eq!(a.h.call(&empty).unwrap_err(), refused);
+    let cmd = CommandId::SignAgentUserOps.as_u32();
+    let kms_ta::Begun::Done(out) = a.h.ta.begin(cmd, &encode_request(&empty)) else {
+        panic!("an empty batch has nothing to sign");
+    };
+    assert_eq!(
+        decode_response::<Empty>(&out).unwrap(),
+        Err(refused.clone())
+    );
+    let over = SignAgentUserOps {
+        requests: vec![one.clone(); MAX_AGENT_SIGNATURES_PER_CALL + 1],
+    };
+    assert_eq!(a.h.call(&over).unwrap_err(), refused);
+    let full = SignAgentUserOps {
+        requests: vec![one.clone(); MAX_AGENT_SIGNATURES_PER_CALL],
+    };
+    let answers = a.h.call(&full).unwrap();
+    assert_eq!(answers.len(), MAX_AGENT_SIGNATURES_PER_CALL);
+    let alone = a.h.call(&one).unwrap();
+    assert!(answers.iter().all(|r| r.as_ref() == Ok(&alone)));
+}
+
 // --------------------------------------------------- credential refusals
 
 struct Agent {

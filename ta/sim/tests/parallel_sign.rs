@@ -181,6 +181,74 @@ fn a_revoke_waits_for_the_signature_checked_before_it() {
     assert!(is_revoked(&sign(&client, wallet, 0, &jwt, 2)));
 }
 
+/// The same guarantee for a batch (`SignAgentUserOps`): held in flight after its checks, it keeps
+/// a revoke of one of its agents from returning until its signatures are out; each of its
+/// requests is answered as alone; the same batch after the revoke has that agent's requests
+/// refused and the other agent's signed.
+#[test]
+fn a_revoke_waits_for_a_batch_checked_before_it() {
+    let (checked_tx, checked_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let first = Arc::new(Mutex::new(Some((checked_tx, release_rx))));
+    let pause: SignPause = Arc::new(move || {
+        if let Some((checked, release)) = first.lock().unwrap().take() {
+            checked.send(()).unwrap();
+            release.recv().unwrap();
+        }
+    });
+    let sim = InProcess::start(Some(pause));
+    let release_tx = release_tx;
+    let client = sim.client();
+    let mut pk = SoftPasskey::new(5);
+    let wallet = create_wallet(&client, &pk).wallet_id;
+    let creds: Vec<_> = (0..2)
+        .map(|i| create_agent(&client, &mut pk, wallet, i))
+        .collect();
+    let request = |i: usize, n: u8| SignAgentUserOp {
+        wallet_id: wallet,
+        agent_index: i as u32,
+        jwt: creds[i].to_jwt(),
+        user_op_hash: [n; 32],
+        account: [0xAA; 20],
+    };
+    let batch = SignAgentUserOps {
+        requests: vec![request(0, 1), request(1, 2), request(0, 3)],
+    };
+    let signer = {
+        let (c, batch) = (sim.client(), batch.clone());
+        thread::spawn(move || c.call(&batch))
+    };
+    checked_rx.recv().unwrap();
+    let (revoked_tx, revoked_rx) = mpsc::channel();
+    let revoker = {
+        let c = sim.client();
+        thread::spawn(move || {
+            let st = revoke(&c, wallet, 0);
+            revoked_tx.send(()).unwrap();
+            st
+        })
+    };
+    assert_eq!(
+        revoked_rx.recv_timeout(Duration::from_millis(300)),
+        Err(mpsc::RecvTimeoutError::Timeout),
+        "a revoke returned while a batch checked before it was still in flight"
+    );
+    release_tx.send(()).unwrap();
+    let out = signer.join().unwrap().expect("checked before the revoke");
+    assert_eq!(out.len(), 3);
+    for (answer, i) in out.iter().zip([0, 1, 0]) {
+        let a = answer.as_ref().expect("signed");
+        assert_eq!(a.agent_address, creds[i].address);
+        assert_eq!(a.signature.len(), 106);
+    }
+    assert!(revoker.join().unwrap().revoked);
+    let after = client.call(&batch).expect("a well-formed batch");
+    let after: Vec<Result<AgentSignature, TeeError>> =
+        after.into_iter().map(|r| r.map_err(TeeError::Ta)).collect();
+    assert!(is_revoked(&after[0]) && is_revoked(&after[2]), "{after:?}");
+    assert_eq!(after[1].as_ref().unwrap(), out[1].as_ref().unwrap());
+}
+
 /// Many sessions signing for several agents while each agent is revoked: every signature
 /// requested after its agent's revoke returned is refused, every other answer is a valid
 /// signature or that refusal. Ordering by flags, not by time.

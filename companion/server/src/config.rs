@@ -104,6 +104,17 @@ pub struct Config {
     #[arg(long, env = "KMS_TEE_BACKEND")]
     pub tee: Option<String>,
 
+    /// Most agent signatures sent to the TA in one call (`SignAgentUserOps`) when several wait
+    /// at once; 1 sends each alone. At most 64.
+    #[arg(long, env = "KMS_TEE_SIGN_BATCH", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub tee_sign_batch: u32,
+
+    /// Most calls of agent signatures at the TA at once (each on its own TA session); while
+    /// they are all out, new ones wait and go together. 0: one per core, and at least 2.
+    #[arg(long, env = "KMS_TEE_SIGN_PARALLEL", default_value_t = 0)]
+    pub tee_sign_parallel: u32,
+
     /// WebAuthn relying party id (the domain passkeys are scoped to). The TA
     /// binds each wallet to it.
     #[arg(long, env = "KMS_RP_ID", default_value = "localhost")]

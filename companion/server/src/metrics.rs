@@ -28,6 +28,8 @@ pub struct Metrics {
     signatures: Mutex<BTreeMap<&'static str, u64>>,
     audit_dropped: AtomicU64,
     audit_commits: AtomicU64,
+    sign_batches: AtomicU64,
+    sign_batched: AtomicU64,
     audit_committed_events: AtomicU64,
     audit_lost: AtomicU64,
     audit_withheld: AtomicU64,
@@ -67,6 +69,20 @@ impl Metrics {
         if let Ok(mut m) = self.signatures.lock() {
             *m.entry(kind).or_default() += 1;
         }
+    }
+
+    /// Count one `SignAgentUserOps` call carrying `requests` agent signatures.
+    pub fn count_sign_batch(&self, requests: u64) {
+        self.sign_batches.fetch_add(1, Ordering::Relaxed);
+        self.sign_batched.fetch_add(requests, Ordering::Relaxed);
+    }
+
+    /// (`SignAgentUserOps` calls, agent signatures they carried) so far.
+    pub fn sign_batches(&self) -> (u64, u64) {
+        (
+            self.sign_batches.load(Ordering::Relaxed),
+            self.sign_batched.load(Ordering::Relaxed),
+        )
     }
 
     /// Count an audit event that could not be queued.
@@ -189,6 +205,17 @@ impl Metrics {
             self.audit_dropped.load(Ordering::Relaxed)
         );
         let counters = [
+            (
+                "kms_tee_sign_batches_total",
+                "SignAgentUserOps calls: agent signatures sent to the TA together.",
+                &self.sign_batches,
+            ),
+            (
+                "kms_tee_sign_batched_requests_total",
+                "Agent signatures sent in SignAgentUserOps calls (divided by \
+                 kms_tee_sign_batches_total: signatures per call).",
+                &self.sign_batched,
+            ),
             (
                 "kms_audit_commits_total",
                 "Audit batches committed (one transaction each; group commit).",

@@ -313,7 +313,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let backend: TeeBackend = config.tee_backend().parse()?;
     let metrics = Arc::new(Metrics::default());
     let reconcile = Arc::new(Reconcile::default());
-    let tee = Tee::new(backend.lazy()?, metrics.clone(), reconcile.clone());
+    let tee = Tee::new(backend.lazy()?, metrics.clone(), reconcile.clone()).with_sign_batching(
+        config.tee_sign_batch as usize,
+        config.tee_sign_parallel as usize,
+    );
 
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;

@@ -220,8 +220,9 @@ pub async fn sign_agent(
         s.limits.agent.check(&agent.auth.key_id)?;
         // The hot path answers the TA's signature as is: the client checks it, and checking it
         // here too would double the CPU of each request (the intent pipeline checks its own).
+        // Through the batcher: gathered with the agent signatures waiting at the same moment.
         s.tee
-            .call(&SignAgentUserOp {
+            .agent_signature(SignAgentUserOp {
                 wallet_id: agent.auth.wallet,
                 agent_index: agent.auth.index,
                 jwt: agent.auth.jwt,
@@ -229,6 +230,7 @@ pub async fn sign_agent(
                 account,
             })
             .await
+            .map_err(ApiError::from)
     }
     .await;
     let actor = format!("agent:{named}");

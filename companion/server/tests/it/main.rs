@@ -13,5 +13,6 @@ mod lockout;
 mod operations;
 mod replicas;
 mod rollback;
+mod sign_batch;
 mod ui_page;
 mod wallet_api;

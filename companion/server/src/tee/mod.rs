@@ -5,7 +5,8 @@
 //! ([`Tee::sign_agent_user_op`]), the owner's UserOperation signature
 //! ([`Tee::sign_owner_user_op`]) and the owner's EIP-7702 delegation with the delegated
 //! account's first UserOperation ([`Tee::sign_eip7702_delegation`]). The chain crate never
-//! reaches the TA itself.
+//! reaches the TA itself. Agent signatures, the hot path, go to the TA in batches when several
+//! wait at once ([`Tee::agent_signature`], module [`batch`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,8 +19,9 @@ use kms_chain::operator::{
 };
 use kms_chain::signature::SessionSignature;
 use kms_proto::{
-    Authorized, Command, Eip7702DelegationBody, Eip7702Signatures, OperatorKey,
+    AgentSignature, Authorized, Command, Eip7702DelegationBody, Eip7702Signatures, OperatorKey,
     OperatorSignRevokeSession, PasskeyAssertion, SignAgentUserOp, SignEip7702Delegation, WalletId,
+    MAX_AGENT_SIGNATURES_PER_CALL,
 };
 use kms_tee_client::{TeeClient, TeeError};
 
@@ -27,12 +29,16 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::reconcile::Reconcile;
 
+mod batch;
+
 /// The TEE client with latency metrics and the one error mapping.
 #[derive(Clone)]
 pub struct Tee {
     client: TeeClient,
     metrics: Arc<Metrics>,
     reconcile: Arc<Reconcile>,
+    /// The queue of agent signatures ([`Tee::agent_signature`]).
+    batch: Arc<batch::SignBatcher>,
 }
 
 impl Tee {
@@ -43,7 +49,16 @@ impl Tee {
             client,
             metrics,
             reconcile,
+            batch: Arc::new(batch::SignBatcher::new(MAX_AGENT_SIGNATURES_PER_CALL, 0)),
         }
+    }
+
+    /// This client with agent signatures batched by at most `max` per TA call (1: each alone)
+    /// with at most `parallel` calls at the TA at once (0: one per core, at least 2); see
+    /// [`batch`]. The default is the most the TA takes per call, one call per core.
+    pub fn with_sign_batching(mut self, max: usize, parallel: usize) -> Self {
+        self.batch = Arc::new(batch::SignBatcher::new(max, parallel));
+        self
     }
 
     /// A handle for a tool outside the companion's server (`kms-admin`, test harnesses): its own
@@ -98,24 +113,58 @@ impl Tee {
     {
         let started = Instant::now();
         let r = self.client.call_async(req).await;
-        let outcome = match &r {
-            Ok(_) => "ok",
-            Err(kms_tee_client::TeeError::Ta(e @ kms_proto::TaError::StateRolledBack { .. })) => {
+        if let Err(e) = &r {
+            self.react(e);
+        }
+        self.observe(C::ID, &r, started.elapsed());
+        r
+    }
+
+    /// What a failed call tells the reconciliation: a rolled-back state, or a command that may
+    /// have reached the TA without an answer.
+    fn react(&self, e: &TeeError) {
+        match e {
+            TeeError::Ta(e @ kms_proto::TaError::StateRolledBack { .. }) => {
                 self.reconcile.set_rolled_back(e.to_string());
-                "ta_error"
             }
-            Err(kms_tee_client::TeeError::Ta(_)) => "ta_error",
-            Err(kms_tee_client::TeeError::Unavailable { maybe_executed, .. }) => {
-                if *maybe_executed {
-                    self.reconcile.mark_dirty();
-                }
-                "unavailable"
-            }
+            TeeError::Unavailable {
+                maybe_executed: true,
+                ..
+            } => self.reconcile.mark_dirty(),
+            _ => {}
+        }
+    }
+
+    /// Count a call of `cmd` and its latency under its outcome.
+    fn observe<T>(
+        &self,
+        cmd: kms_proto::CommandId,
+        r: &Result<T, TeeError>,
+        elapsed: std::time::Duration,
+    ) {
+        let outcome = match r {
+            Ok(_) => "ok",
+            Err(TeeError::Ta(_)) => "ta_error",
+            Err(TeeError::Unavailable { .. }) => "unavailable",
             Err(_) => "error",
         };
-        self.metrics
-            .observe_tee(C::ID.name(), outcome, started.elapsed());
-        r
+        self.metrics.observe_tee(cmd.name(), outcome, elapsed);
+    }
+
+    /// `SignAgentUserOp` through the batcher ([`batch`]): gathered with the other agent
+    /// signatures waiting at the same moment into one TA call. Refused while the TA is found
+    /// rolled back (as [`Tee::call`]).
+    pub async fn agent_signature(&self, req: SignAgentUserOp) -> Result<AgentSignature, SignError> {
+        if let Some(reason) = self.reconcile.rolled_back() {
+            return Err(SignError::RolledBack(reason));
+        }
+        let unbatched = || Tee {
+            client: self.client.clone(),
+            metrics: self.metrics.clone(),
+            reconcile: self.reconcile.clone(),
+            batch: Arc::new(batch::SignBatcher::new(1, 1)),
+        };
+        Ok(self.batch.sign(unbatched, req).await?)
     }
 }
 
@@ -287,7 +336,7 @@ impl Tee {
         req: &AgentSigningRequest<'_>,
     ) -> Result<(Bytes, Address), SignError> {
         let out = self
-            .guarded_call(&SignAgentUserOp {
+            .agent_signature(SignAgentUserOp {
                 wallet_id: req.wallet_id,
                 agent_index: req.agent_index,
                 jwt: req.jwt.to_owned(),

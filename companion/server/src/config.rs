@@ -105,7 +105,8 @@ pub struct Config {
     pub tee: Option<String>,
 
     /// Most agent signatures sent to the TA in one call (`SignAgentUserOps`) when several wait
-    /// at once; 1 sends each alone. At most 64.
+    /// at once; at most 64. 1 turns batching off: each signature is its own call at once, with
+    /// no bound on how many are at the TA together (`--tee-sign-parallel` is then unused).
     #[arg(long, env = "KMS_TEE_SIGN_BATCH", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=64))]
     pub tee_sign_batch: u32,

@@ -1,12 +1,13 @@
 //! Agent signatures gathered into one TA call (`SignAgentUserOps`) when many agents sign at once.
 //!
-//! Every `SignAgentUserOp` of the companion goes through one [`SignBatcher`]: requests wait in a
-//! queue, and one dispatcher task takes them out in batches. At most `parallel` batches are at
-//! the TA at a time (one per TA session; by default one per core, so that the TA signs on every
-//! core); while they are all out, new requests wait, and the next batch takes every request that
-//! waited (up to [`kms_proto::MAX_AGENT_SIGNATURES_PER_CALL`]). So a lone request goes out at
-//! once, as the plain `SignAgentUserOp` it always was, and under load one socket exchange (on the
-//! board: one world switch) carries many signatures instead of one each.
+//! Every `SignAgentUserOp` of the companion goes through one [`SignBatcher`]. At most `parallel`
+//! calls are at the TA at a time (one per TA session; by default one per core, so that the TA
+//! signs on every core). A request that finds a call free makes it at once, in its own task, as
+//! the plain `SignAgentUserOp` it always was; while all are out, new requests wait in a queue,
+//! and a dispatcher task sends every request that waited (up to
+//! [`kms_proto::MAX_AGENT_SIGNATURES_PER_CALL`]) in the next call that comes free. So under load
+//! one socket exchange (on the board: one world switch) carries many signatures instead of one
+//! each, and without load nothing is added.
 //!
 //! Nothing is weaker for it. The TA checks each request of a batch exactly as it checks one alone
 //! (the credential's MAC, claims, generation, revocation and lifetime, against the state the
@@ -38,10 +39,12 @@ struct Queued {
     answer: oneshot::Sender<Result<AgentSignature, TeeError>>,
 }
 
-/// The queue of agent signatures and its dispatcher (started with the first request).
+/// The queue of agent signatures and its dispatcher (started with the first request that
+/// waits).
 pub(super) struct SignBatcher {
     max: usize,
-    parallel: usize,
+    /// One permit per call that may be at the TA at once.
+    free: Arc<Semaphore>,
     queue: OnceLock<mpsc::UnboundedSender<Queued>>,
 }
 
@@ -49,6 +52,7 @@ impl SignBatcher {
     /// A batcher of at most `max` requests per call (1 to
     /// [`MAX_AGENT_SIGNATURES_PER_CALL`]) and at most `parallel` calls at the TA at once (0: one
     /// per core, and at least two, so that one call can be on its way while another is signed).
+    /// With `max` 1 there is no batching and no bound: each request is its own call at once.
     pub(super) fn new(max: usize, parallel: usize) -> Self {
         let parallel = match parallel {
             0 => std::thread::available_parallelism()
@@ -59,21 +63,34 @@ impl SignBatcher {
         };
         Self {
             max: max.clamp(1, MAX_AGENT_SIGNATURES_PER_CALL),
-            parallel,
+            free: Arc::new(Semaphore::new(parallel)),
             queue: OnceLock::new(),
         }
     }
 
-    /// Queue `req` and wait for its answer. `tee` makes the calls (without this batcher: the
-    /// dispatcher must not keep the batcher, and with it its own queue, alive).
+    /// Sign `req`: at once in this task while a call is free (a lone request, no hand-off),
+    /// else queued for the next batch. `tee` makes the calls (a client without this batcher:
+    /// the dispatcher must not keep the batcher, and with it its own queue, alive).
     pub(super) async fn sign(
         &self,
         tee: impl FnOnce() -> Tee,
         req: SignAgentUserOp,
+        caller: &Tee,
     ) -> Result<AgentSignature, TeeError> {
+        // Batches of one: each request its own call, as many at once as come (no queue).
+        if self.max == 1 {
+            return caller.try_call(&req).await;
+        }
+        // The semaphore is fair: a permit freed while the dispatcher waits goes to it, so this
+        // cannot overtake requests already queued.
+        if let Ok(permit) = self.free.clone().try_acquire_owned() {
+            let r = caller.try_call(&req).await;
+            drop(permit);
+            return r;
+        }
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(dispatch(rx, tee(), self.max, self.parallel));
+            tokio::spawn(dispatch(rx, tee(), self.max, self.free.clone()));
             tx
         });
         let (answer, answered) = oneshot::channel();
@@ -92,22 +109,19 @@ impl SignBatcher {
     }
 }
 
-/// Take batches out of the queue while a TA session is free for them; ends when every
+/// Take batches out of the queue as calls to the TA come free; ends when every
 /// [`SignBatcher`] handle is gone.
 async fn dispatch(
     mut queue: mpsc::UnboundedReceiver<Queued>,
     tee: Tee,
     max: usize,
-    parallel: usize,
+    free: Arc<Semaphore>,
 ) {
-    let free = Arc::new(Semaphore::new(parallel));
-    loop {
+    while let Some(first) = queue.recv().await {
         let Ok(permit) = free.clone().acquire_owned().await else {
             return;
         };
-        let Some(first) = queue.recv().await else {
-            return;
-        };
+        // Every request that waited for the permit goes in this call.
         let mut batch = vec![first];
         while batch.len() < max {
             match queue.try_recv() {
@@ -369,7 +383,7 @@ mod tests {
         for ((index, n), a) in later.iter().zip(&answers) {
             assert_eq!(signed(a), (vec![*n; 32], [*index as u8; 20]));
         }
-        // Batches of 1: each alone.
+        // Batches of 1: each alone, and none waits behind the held call.
         let (_, answers, calls, tee) = held_then(1, Batches::Answer, &later[..3]).await;
         assert_eq!(calls, vec![(CommandId::SignAgentUserOp, 1); 4]);
         assert_eq!(answers.iter().filter(|a| a.is_ok()).count(), 3);

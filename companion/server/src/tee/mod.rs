@@ -164,7 +164,7 @@ impl Tee {
             reconcile: self.reconcile.clone(),
             batch: Arc::new(batch::SignBatcher::new(1, 1)),
         };
-        Ok(self.batch.sign(unbatched, req).await?)
+        Ok(self.batch.sign(unbatched, req, self).await?)
     }
 }
 

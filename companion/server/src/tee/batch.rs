@@ -33,6 +33,13 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::Tee;
 
+/// What one request adds to a call's encoding besides its credential (ids, hash, account,
+/// lengths), rounded up.
+const REQUEST_OVERHEAD: usize = 128;
+
+/// Most bytes of requests in one call: half the TA's message limit.
+const BATCH_BYTES: usize = kms_proto::MAX_MESSAGE_LEN / 2;
+
 /// One request waiting for its batch, and where its answer goes.
 struct Queued {
     req: SignAgentUserOp,
@@ -117,15 +124,35 @@ async fn dispatch(
     max: usize,
     free: Arc<Semaphore>,
 ) {
-    while let Some(first) = queue.recv().await {
+    // A request that did not fit in the last call starts the next one.
+    let mut carried: Option<Queued> = None;
+    loop {
+        let first = match carried.take() {
+            Some(q) => q,
+            None => match queue.recv().await {
+                Some(q) => q,
+                None => return,
+            },
+        };
         let Ok(permit) = free.clone().acquire_owned().await else {
             return;
         };
-        // Every request that waited for the permit goes in this call.
+        // Every request that waited for the permit goes in this call, within `max` and within
+        // half the TA's message limit (a request is its credential and under 100 bytes more;
+        // only current credentials, which the TA minted, get this far).
+        let mut bytes = first.req.jwt.len() + REQUEST_OVERHEAD;
         let mut batch = vec![first];
+        let mut next = None;
         while batch.len() < max {
             match queue.try_recv() {
-                Ok(q) => batch.push(q),
+                Ok(q) if bytes + q.req.jwt.len() + REQUEST_OVERHEAD <= BATCH_BYTES => {
+                    bytes += q.req.jwt.len() + REQUEST_OVERHEAD;
+                    batch.push(q);
+                }
+                Ok(q) => {
+                    next = Some(q);
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -134,6 +161,7 @@ async fn dispatch(
             run(&tee, batch).await;
             drop(permit);
         });
+        carried = next;
     }
 }
 
@@ -286,6 +314,21 @@ mod tests {
         Vec<(CommandId, usize)>,
         Tee,
     ) {
+        let later = later.iter().map(|&(i, n)| request(i, n)).collect();
+        held_then_requests(max, batches, later).await
+    }
+
+    /// [`held_then`] with the later requests given whole.
+    async fn held_then_requests(
+        max: usize,
+        batches: Batches,
+        later: Vec<SignAgentUserOp>,
+    ) -> (
+        Result<AgentSignature, SignError>,
+        Vec<Result<AgentSignature, SignError>>,
+        Vec<(CommandId, usize)>,
+        Tee,
+    ) {
         let (entered_tx, entered) = std::sync::mpsc::channel();
         let (open, gate) = std::sync::mpsc::channel();
         let transport = Arc::new(Scripted {
@@ -303,10 +346,10 @@ mod tests {
             .await
             .unwrap();
         let mut waiting: Vec<Answer> = later
-            .iter()
-            .map(|&(i, n)| {
+            .into_iter()
+            .map(|r| {
                 let tee = tee.clone();
-                Box::pin(async move { tee.agent_signature(request(i, n)).await }) as Answer
+                Box::pin(async move { tee.agent_signature(r).await }) as Answer
             })
             .collect();
         for f in &mut waiting {
@@ -388,6 +431,34 @@ mod tests {
         assert_eq!(calls, vec![(CommandId::SignAgentUserOp, 1); 4]);
         assert_eq!(answers.iter().filter(|a| a.is_ok()).count(), 3);
         assert_eq!(tee.metrics.sign_batches(), (0, 0));
+    }
+
+    /// Large credentials: a call holds at most half the TA's message limit of requests; the one
+    /// that does not fit starts the next call.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_stays_within_half_the_message_limit() {
+        let big = "x".repeat(40 * 1024);
+        let later: Vec<SignAgentUserOp> = (10..=18)
+            .map(|n| SignAgentUserOp {
+                jwt: big.clone(),
+                ..request(n, n as u8)
+            })
+            .collect();
+        assert!(4 * (big.len() + REQUEST_OVERHEAD) > BATCH_BYTES);
+        assert!(3 * (big.len() + REQUEST_OVERHEAD) <= BATCH_BYTES);
+        let (_, answers, calls, _) = held_then_requests(64, Batches::Answer, later).await;
+        assert_eq!(
+            calls,
+            vec![
+                (CommandId::SignAgentUserOp, 1),
+                (CommandId::SignAgentUserOps, 3),
+                (CommandId::SignAgentUserOps, 3),
+                (CommandId::SignAgentUserOps, 3),
+            ]
+        );
+        for (n, a) in (10..=18u32).zip(&answers) {
+            assert_eq!(signed(a), (vec![n as u8; 32], [n as u8; 20]));
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -624,11 +624,22 @@ impl<'a> IntentPipeline<'a> {
             .await?;
             phases.end("record");
 
-            let recorded =
-                s.db.get_intent(&hash_str)
-                    .await?
-                    .ok_or_else(|| ApiError::internal("intent vanished"))?;
-            match self.send(&op, after_pending).await {
+            // The row just recorded is read back (for its lifecycle) while the bundler
+            // validates the operation: the submission does not depend on it.
+            let (recorded, sent) =
+                tokio::join!(s.db.get_intent(&hash_str), self.send(&op, after_pending));
+            let recorded: Result<Intent, IntentError> = match recorded {
+                Ok(Some(r)) => Ok(r),
+                Ok(None) => Err(ApiError::internal("intent vanished").into()),
+                Err(e) => Err(e.into()),
+            };
+            if recorded.is_err() && sent.is_ok() {
+                // It left: the next intent of the lane follows it (the background task moves
+                // the record on: see RESUBMIT_AFTER_SECS).
+                lane_guard.submitted(nonce, user_op_hash);
+            }
+            let recorded = recorded?;
+            match sent {
                 Ok(sub) => {
                     lane_guard.submitted(nonce, user_op_hash);
                     let reason = if sub.already_known {

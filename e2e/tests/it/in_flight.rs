@@ -129,7 +129,7 @@ async fn intent(c: &Companion, agent: &AgentKey, hash: &str) -> Value {
 }
 
 /// An intent's nonce as its key and sequence.
-fn lane_nonce(intent: &Value) -> (NonceKey, u64) {
+pub(crate) fn lane_nonce(intent: &Value) -> (NonceKey, u64) {
     NonceKey::split(intent["nonce"].as_str().unwrap().parse().unwrap())
 }
 

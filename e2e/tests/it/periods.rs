@@ -7,7 +7,7 @@
 //! the others leave the clock alone and run on the shared stack.
 
 use crate::common::{address, fixture, transfer, DAY};
-use crate::in_flight::{alto, debug_stack};
+use crate::in_flight::{alto, debug_stack, lane_nonce};
 use alloy::primitives::{utils::parse_ether, Address, Bytes, U256};
 use alloy::providers::Provider;
 use kms_chain::account::Call;
@@ -329,11 +329,6 @@ async fn get_intent(c: &Env, agent: &Agent, hash: &str) -> Value {
         .unwrap();
     assert_eq!(status, 200, "{body}");
     body
-}
-
-/// An intent's nonce as its key and sequence.
-fn lane_nonce(intent: &Value) -> (NonceKey, u64) {
-    NonceKey::split(intent["nonce"].as_str().unwrap().parse().unwrap())
 }
 
 /// Waits (at most [`INTENT_TIMEOUT`]) for intent `hash` to be included successfully.

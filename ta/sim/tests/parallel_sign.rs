@@ -124,20 +124,26 @@ fn is_revoked(r: &Result<AgentSignature, TeeError>) -> bool {
     matches!(r, Err(TeeError::Ta(TaError::Jwt(JwtError::AgentRevoked))))
 }
 
-/// A signature held in flight between its check and its ECDSA: a revoke of its agent does
-/// not return until that signature is out; the signature after it is refused.
-#[test]
-fn a_revoke_waits_for_the_signature_checked_before_it() {
+/// A pause that holds the first signature (or batch) after its check: `checked` hears when it is
+/// held, and sending on `release` lets it go on. Later signatures do not pause.
+fn pause_first_signature() -> (SignPause, mpsc::Receiver<()>, mpsc::Sender<()>) {
     let (checked_tx, checked_rx) = mpsc::channel::<()>();
     let (release_tx, release_rx) = mpsc::channel::<()>();
     let first = Arc::new(Mutex::new(Some((checked_tx, release_rx))));
     let pause: SignPause = Arc::new(move || {
-        // Only the first signature pauses.
         if let Some((checked, release)) = first.lock().unwrap().take() {
             checked.send(()).unwrap();
             release.recv().unwrap();
         }
     });
+    (pause, checked_rx, release_tx)
+}
+
+/// A signature held in flight between its check and its ECDSA: a revoke of its agent does
+/// not return until that signature is out; the signature after it is refused.
+#[test]
+fn a_revoke_waits_for_the_signature_checked_before_it() {
+    let (pause, checked_rx, release_tx) = pause_first_signature();
     let sim = InProcess::start(Some(pause));
     // Dropped before `sim` if an assertion fails, so the paused session can end.
     let release_tx = release_tx;
@@ -187,15 +193,7 @@ fn a_revoke_waits_for_the_signature_checked_before_it() {
 /// refused and the other agent's signed.
 #[test]
 fn a_revoke_waits_for_a_batch_checked_before_it() {
-    let (checked_tx, checked_rx) = mpsc::channel::<()>();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    let first = Arc::new(Mutex::new(Some((checked_tx, release_rx))));
-    let pause: SignPause = Arc::new(move || {
-        if let Some((checked, release)) = first.lock().unwrap().take() {
-            checked.send(()).unwrap();
-            release.recv().unwrap();
-        }
-    });
+    let (pause, checked_rx, release_tx) = pause_first_signature();
     let sim = InProcess::start(Some(pause));
     let release_tx = release_tx;
     let client = sim.client();

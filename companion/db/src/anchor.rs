@@ -30,7 +30,7 @@ use kms_proto::{AuditAnchorInfo, AuditCheckpoint, SignedCheckpoint, B256};
 use serde::Serialize;
 
 use crate::audit::{row_fault, GENESIS_HASH};
-use crate::{Db, DbError, Result};
+use crate::{AuditTail, Db, DbError, Result};
 
 /// A checkpoint as stored in `audit_checkpoints` (hex fields).
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow, Serialize)]
@@ -146,6 +146,8 @@ pub struct Anchored {
     pub forks: u64,
     /// The row the TA's anchor is at now.
     pub seq: u64,
+    /// Rows whose hashes came from the writer's memory ([`AuditTail`]) instead of the table.
+    pub from_memory: u64,
 }
 
 /// One finding of [`Db::verify_anchored`].
@@ -307,6 +309,22 @@ impl Db {
     pub async fn anchor_audit_log<F, Fut, E>(
         &self,
         ta: &AuditAnchorInfo,
+        sign: F,
+    ) -> std::result::Result<Anchored, AnchorError<E>>
+    where
+        F: FnMut(AuditCheckpoint) -> Fut,
+        Fut: Future<Output = std::result::Result<SignedCheckpoint, E>>,
+    {
+        self.anchor_audit_log_from(ta, None, sign).await
+    }
+
+    /// [`Db::anchor_audit_log`], taking the row hashes from `tail` (the audit writer's memory
+    /// of what it committed) where it is exactly the chain's continuation from the TA's anchor
+    /// to the table's last row, and from the table otherwise (see [`AuditTail`]).
+    pub async fn anchor_audit_log_from<F, Fut, E>(
+        &self,
+        ta: &AuditAnchorInfo,
+        tail: Option<&AuditTail>,
         mut sign: F,
     ) -> std::result::Result<Anchored, AnchorError<E>>
     where
@@ -314,6 +332,12 @@ impl Db {
         Fut: Future<Output = std::result::Result<SignedCheckpoint, E>>,
     {
         let mut out = Anchored::default();
+        // The table's last row as of now: the memory is used only up to it, and only if it
+        // holds that very row.
+        let last = match tail {
+            Some(_) => self.audit_last_row().await?,
+            None => None,
+        };
         let (mut seq, mut head) = match &ta.last {
             Some(last) => {
                 match self
@@ -334,6 +358,32 @@ impl Db {
         out.seq = seq;
         loop {
             let after = i64::try_from(seq).unwrap_or(i64::MAX);
+            let remembered = match (tail, &last) {
+                (Some(t), Some((last_seq, last_hash))) => {
+                    t.rows_after(after, &head, (*last_seq, last_hash), MAX_CHECKPOINT_ROWS)
+                }
+                _ => None,
+            };
+            if let Some(hashes) = remembered {
+                let full = hashes.len() == MAX_CHECKPOINT_ROWS;
+                out.from_memory += hashes.len() as u64;
+                let cp = sign(AuditCheckpoint {
+                    after_seq: seq,
+                    row_hashes: hashes,
+                })
+                .await
+                .map_err(AnchorError::Ta)?;
+                self.stored_checkpoint(&cp, &mut out).await?;
+                if let Some(t) = tail {
+                    t.anchored(i64::try_from(cp.seq).unwrap_or(i64::MAX));
+                }
+                (seq, head) = (cp.seq, cp.row_head);
+                out.signed.push(cp);
+                if !full {
+                    return Ok(out);
+                }
+                continue;
+            }
             let rows = self.audit_rows(after, MAX_CHECKPOINT_ROWS as u32).await?;
             if rows.is_empty() {
                 return Ok(out);
@@ -368,17 +418,35 @@ impl Db {
             })
             .await
             .map_err(AnchorError::Ta)?;
-            if self.insert_audit_checkpoint(&cp, crate::now_secs()).await? == Stored::Fork {
-                out.forks += 1;
+            self.stored_checkpoint(&cp, &mut out).await?;
+            if let Some(t) = tail {
+                t.anchored(i64::try_from(cp.seq).unwrap_or(i64::MAX));
             }
-            seq = cp.seq;
-            head = cp.row_head;
-            out.seq = seq;
+            (seq, head) = (cp.seq, cp.row_head);
             out.signed.push(cp);
             if !full {
                 return Ok(out);
             }
         }
+    }
+
+    /// Store `cp`, just signed, and count it in `out` (a fork, the TA's row now).
+    async fn stored_checkpoint(&self, cp: &SignedCheckpoint, out: &mut Anchored) -> Result<()> {
+        if self.insert_audit_checkpoint(cp, crate::now_secs()).await? == Stored::Fork {
+            out.forks += 1;
+        }
+        out.seq = cp.seq;
+        Ok(())
+    }
+
+    /// The table's last row: its `seq` and hash (`None` when empty or the hash is not what
+    /// this crate writes).
+    async fn audit_last_row(&self) -> Result<Option<(i64, B256)>> {
+        let row: Option<(i64, String)> =
+            sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.and_then(|(seq, hash)| Some((seq, b256(&hash)?))))
     }
 
     /// Verify the whole log against the stored checkpoints and the TA's anchor `ta` (read from
@@ -1007,6 +1075,156 @@ mod tests {
         assert_eq!(done.seq, MAX_CHECKPOINT_ROWS as u64 + 5);
         let r = db.verify_anchored(&ta.info()).await.unwrap();
         assert!(r.ok && r.checkpoints == 2, "{r:#?}");
+    }
+
+    /// An appender that remembers what it commits, and events `from..from + n` through it.
+    async fn remembering(db: &Db) -> (crate::AuditAppender, std::sync::Arc<AuditTail>) {
+        let tail = std::sync::Arc::new(AuditTail::new());
+        let a = db.audit_appender(false).await.unwrap();
+        (a.remembering(tail.clone()), tail)
+    }
+
+    async fn append_through(a: &mut crate::AuditAppender, from: usize, n: usize) {
+        let events: Vec<AuditEvent> = (from..from + n).map(ev).collect();
+        a.append(&events).await.unwrap();
+    }
+
+    impl FakeTa {
+        async fn anchor_from(&mut self, db: &Db, tail: &AuditTail) -> Anchored {
+            let info = self.info();
+            db.anchor_audit_log_from(&info, Some(tail), |req| {
+                std::future::ready(self.checkpoint(req))
+            })
+            .await
+            .unwrap()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_writers_memory_anchors_what_the_table_holds() {
+        let (_d, db) = temp_db().await;
+        let (mut a, tail) = remembering(&db).await;
+        // The first batch goes through the write transaction, the next ones in one statement.
+        append_through(&mut a, 0, 3).await;
+        append_through(&mut a, 3, 4).await;
+        append_through(&mut a, 7, 1).await;
+        assert_eq!(a.single_statement_appends(), 2);
+        assert_eq!(tail.len(), 8);
+        // One TA anchors from memory, another (same key, its own state) from the table.
+        let (mut mem, mut table) = (FakeTa::new(7), FakeTa::new(7));
+        let done = mem.anchor_from(&db, &tail).await;
+        assert_eq!((done.from_memory, done.seq), (8, 8));
+        table.anchor(&db).await;
+        let (m, t) = (mem.last.clone().unwrap(), table.last.clone().unwrap());
+        assert_eq!((m.anchor, m.row_head, m.seq), (t.anchor, t.row_head, t.seq));
+        // What the TA anchored is forgotten; the next rows come from memory again.
+        assert!(tail.is_empty());
+        append_through(&mut a, 8, 2).await;
+        let done = mem.anchor_from(&db, &tail).await;
+        assert_eq!((done.from_memory, done.seq), (2, 10));
+        assert!(db.verify_anchored(&mem.info()).await.unwrap().ok);
+    }
+
+    #[tokio::test]
+    async fn another_writers_rows_are_read_from_the_table() {
+        let (_d, db) = temp_db().await;
+        let (mut a, tail) = remembering(&db).await;
+        append_through(&mut a, 0, 3).await;
+        // kms-admin (or another companion) appends in between: the writer's next batch starts
+        // a new stretch after it, and the TA's anchor is not in it.
+        append(&db, 3, 2).await;
+        append_through(&mut a, 5, 2).await;
+        assert_eq!(tail.len(), 2);
+        let mut ta = FakeTa::new(7);
+        let done = ta.anchor_from(&db, &tail).await;
+        assert_eq!((done.from_memory, done.seq), (0, 7));
+        // The memory at the new anchor: used again for what the writer adds after it.
+        append_through(&mut a, 7, 3).await;
+        let done = ta.anchor_from(&db, &tail).await;
+        assert_eq!((done.from_memory, done.seq), (3, 10));
+        // Another writer last: the table's last row is not in memory.
+        append(&db, 10, 1).await;
+        let done = ta.anchor_from(&db, &tail).await;
+        assert_eq!((done.from_memory, done.seq), (0, 11));
+        assert!(db.verify_anchored(&ta.info()).await.unwrap().ok);
+    }
+
+    #[tokio::test]
+    async fn a_table_that_differs_from_the_memory_is_read_and_checked() {
+        let (_d, db) = temp_db().await;
+        let (mut a, tail) = remembering(&db).await;
+        append_through(&mut a, 0, 5).await;
+        // The last row's stored hash no longer the one committed: the table is read, and its
+        // broken chain refused as without memory.
+        sql(&db, "DROP TRIGGER audit_log_no_update").await;
+        sql(&db, "UPDATE audit_log SET hash = prev_hash WHERE seq = 5").await;
+        let mut ta = FakeTa::new(7);
+        let info = ta.info();
+        let mut calls = 0;
+        let err = db
+            .anchor_audit_log_from(&info, Some(&*tail), |req| {
+                calls += 1;
+                std::future::ready(ta.checkpoint(req))
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AnchorError::Chain { seq: 5, .. }), "{err}");
+        assert_eq!(calls, 0);
+
+        // A table shorter than the memory (its tail deleted): the memory is used only up to
+        // the table's last row, and the writer's next batch starts a stretch after it.
+        let (_d, db) = temp_db().await;
+        let (mut a, tail) = remembering(&db).await;
+        append_through(&mut a, 0, 5).await;
+        sql(&db, "DROP TRIGGER audit_log_no_delete").await;
+        sql(&db, "DELETE FROM audit_log WHERE seq > 3").await;
+        let mut ta = FakeTa::new(7);
+        let done = ta.anchor_from(&db, &tail).await;
+        assert_eq!((done.from_memory, done.seq), (3, 3));
+        append_through(&mut a, 5, 2).await;
+        let done = ta.anchor_from(&db, &tail).await;
+        assert_eq!((done.from_memory, done.seq), (2, 5));
+        assert!(db.verify_anchored(&ta.info()).await.unwrap().ok);
+    }
+
+    #[tokio::test]
+    async fn a_row_edited_after_its_commit_is_anchored_as_committed_and_reported() {
+        let (_d, db) = temp_db().await;
+        let (mut a, tail) = remembering(&db).await;
+        append_through(&mut a, 0, 4).await;
+        // Row 2's content edited in the table before the checkpoint (its hash left alone).
+        sql(&db, "DROP TRIGGER audit_log_no_update").await;
+        sql(
+            &db,
+            "UPDATE audit_log SET outcome = 'refused:x' WHERE seq = 2",
+        )
+        .await;
+        let mut ta = FakeTa::new(7);
+        let done = ta.anchor_from(&db, &tail).await;
+        assert_eq!((done.from_memory, done.seq), (4, 4));
+        // The anchor holds the committed row: verification points at the edit.
+        let r = db.verify_anchored(&ta.info()).await.unwrap();
+        assert!(!r.ok);
+        assert!(
+            r.problems.iter().any(|p| p.seq == Some(2)),
+            "{:#?}",
+            r.problems
+        );
+    }
+
+    #[tokio::test]
+    async fn a_long_memory_is_anchored_in_several_checkpoints() {
+        let (_d, db) = temp_db().await;
+        let (mut a, tail) = remembering(&db).await;
+        for i in 0..(MAX_CHECKPOINT_ROWS + 5).div_ceil(128) {
+            let n = 128.min(MAX_CHECKPOINT_ROWS + 5 - i * 128);
+            append_through(&mut a, i * 128, n).await;
+        }
+        let mut ta = FakeTa::new(7);
+        let done = ta.anchor_from(&db, &tail).await;
+        assert_eq!(done.signed.len(), 2);
+        assert_eq!(done.from_memory, MAX_CHECKPOINT_ROWS as u64 + 5);
+        assert!(db.verify_anchored(&ta.info()).await.unwrap().ok);
     }
 
     #[tokio::test]

@@ -20,7 +20,9 @@
 //!
 //! Events must never carry secrets (no JWTs, API keys, assertions).
 
-use crate::{Db, Result};
+use std::sync::Arc;
+
+use crate::{AuditTail, Db, Result};
 use sha2::{Digest, Sha256};
 use sqlx::AnyConnection;
 use sqlx::Connection;
@@ -126,6 +128,7 @@ async fn append_on(
     conn: &mut AnyConnection,
     backend: Backend,
     events: &[AuditEvent],
+    tail: Option<&AuditTail>,
 ) -> Result<Head> {
     let tx = conn.begin_with(write_begin(backend)).await?;
     let mut tx = begin_write_on(tx, backend).await?;
@@ -134,10 +137,15 @@ async fn append_on(
             .fetch_optional(&mut *tx)
             .await?;
     let (mut seq, mut prev) = last.unwrap_or((0, GENESIS_HASH.to_owned()));
+    let start = (seq, prev.clone());
+    let mut hashes = Vec::with_capacity(if tail.is_some() { events.len() } else { 0 });
     // Multi-row INSERTs: one statement per chunk instead of one per
     // event (each statement is a round trip to the database).
     for chunk in events.chunks(AUDIT_ROWS_PER_INSERT) {
         let rows = chain_rows(&mut seq, &mut prev, chunk);
+        if tail.is_some() {
+            hashes.extend(rows.iter().map(|r| r.3.clone()));
+        }
         // Numbered placeholders (sqlx's QueryBuilder writes `?` for `Any`, which PostgreSQL
         // does not understand).
         let mut sql = String::from(
@@ -161,7 +169,24 @@ async fn append_on(
         bind_rows(sqlx::query(&sql), rows).execute(&mut *tx).await?;
     }
     tx.commit().await?;
+    if let Some(tail) = tail {
+        remember(tail, &start, hashes.iter().map(String::as_str));
+    }
     Ok((seq, prev))
+}
+
+/// Tell `tail` that the rows with these hex `hashes` were committed after `start`.
+fn remember<'h>(tail: &AuditTail, start: &Head, hashes: impl IntoIterator<Item = &'h str>) {
+    let decode = |h: &str| -> Option<kms_proto::B256> { hex::decode(h).ok()?.try_into().ok() };
+    let (Some(prev), Some(rows)) = (
+        decode(&start.1),
+        hashes.into_iter().map(decode).collect::<Option<Vec<_>>>(),
+    ) else {
+        // Not what this module writes: remember nothing rather than something wrong.
+        tail.forget();
+        return;
+    };
+    tail.committed(start.0, &prev, &rows);
 }
 
 /// The chain's head: the last row's `seq` and `hash`.
@@ -213,9 +238,14 @@ async fn append_after_sqlite(
     conn: &mut AnyConnection,
     head: &Head,
     events: &[AuditEvent],
+    tail: Option<&AuditTail>,
 ) -> Result<Option<Head>> {
     let (mut seq, mut prev) = head.clone();
     let rows = chain_rows(&mut seq, &mut prev, events);
+    let hashes: Vec<String> = match tail {
+        Some(_) => rows.iter().map(|r| r.3.clone()).collect(),
+        None => Vec::new(),
+    };
     let mut sql = String::from(
         "INSERT INTO audit_log (seq, ts, actor, action, key_id, outcome, user_op_hash, detail, \
          prev_hash, hash) SELECT * FROM (VALUES ",
@@ -227,7 +257,12 @@ async fn append_after_sqlite(
     sql.push_str(") WHERE (SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1) = ?");
     let q = bind_rows(sqlx::query(&sql), rows).bind(head.1.as_str());
     match q.execute(&mut *conn).await {
-        Ok(done) if done.rows_affected() == events.len() as u64 => Ok(Some((seq, prev))),
+        Ok(done) if done.rows_affected() == events.len() as u64 => {
+            if let Some(tail) = tail {
+                remember(tail, head, hashes.iter().map(String::as_str));
+            }
+            Ok(Some((seq, prev)))
+        }
         Ok(done) if done.rows_affected() == 0 => Ok(None),
         Ok(done) => Err(crate::DbError::Invalid(format!(
             "audit append wrote {} of {} rows",
@@ -257,6 +292,8 @@ pub struct AuditAppender {
     head: Option<Head>,
     /// Appends done in one statement (see [`AuditAppender::single_statement_appends`]).
     single: u64,
+    /// Where committed stretches are remembered for the TA's checkpoints, if anywhere.
+    tail: Option<Arc<AuditTail>>,
 }
 
 impl std::fmt::Debug for AuditAppender {
@@ -272,6 +309,13 @@ impl AuditAppender {
         self.single
     }
 
+    /// Remember every stretch this appender commits in `tail` (see [`AuditTail`]), for
+    /// [`Db::anchor_audit_log_from`].
+    pub fn remembering(mut self, tail: Arc<AuditTail>) -> Self {
+        self.tail = Some(tail);
+        self
+    }
+
     /// Append events, in order, in one transaction.
     pub async fn append(&mut self, events: &[AuditEvent]) -> Result<()> {
         if events.is_empty() {
@@ -279,17 +323,33 @@ impl AuditAppender {
         }
         // Forget the head first: after a failure nothing is assumed about it.
         let head = self.head.take();
-        if let (Backend::Sqlite, Some(head)) = (self.backend, head) {
-            if events.len() <= AUDIT_ROWS_PER_INSERT {
-                if let Some(next) = append_after_sqlite(&mut self.conn, &head, events).await? {
-                    self.head = Some(next);
-                    self.single += 1;
-                    return Ok(());
+        let (conn, backend, tail) = (&mut self.conn, self.backend, self.tail.as_deref());
+        let single = &mut self.single;
+        let appended = async {
+            if let (Backend::Sqlite, Some(head)) = (backend, head) {
+                if events.len() <= AUDIT_ROWS_PER_INSERT {
+                    if let Some(next) = append_after_sqlite(conn, &head, events, tail).await? {
+                        *single += 1;
+                        return Ok(next);
+                    }
                 }
             }
+            append_on(conn, backend, events, tail).await
         }
-        self.head = Some(append_on(&mut self.conn, self.backend, events).await?);
-        Ok(())
+        .await;
+        match appended {
+            Ok(next) => {
+                self.head = Some(next);
+                Ok(())
+            }
+            Err(e) => {
+                // Committed or not is unknown: the next stretch starts from the table's head.
+                if let Some(tail) = tail {
+                    tail.forget();
+                }
+                Err(e)
+            }
+        }
     }
 }
 
@@ -343,6 +403,7 @@ impl Db {
             backend: self.backend,
             head: None,
             single: 0,
+            tail: None,
         })
     }
 
@@ -364,17 +425,23 @@ impl Db {
         }
         let mut conn = self.pool.acquire().await?;
         if !full_sync {
-            return append_on(&mut conn, self.backend, events).await.map(drop);
+            return append_on(&mut conn, self.backend, events, None)
+                .await
+                .map(drop);
         }
         if self.backend == Backend::Postgres {
             // `synchronous_commit = on` (PostgreSQL's default, never changed here): every
             // commit is flushed to the WAL on disk before it returns.
-            return append_on(&mut conn, self.backend, events).await.map(drop);
+            return append_on(&mut conn, self.backend, events, None)
+                .await
+                .map(drop);
         }
         sqlx::query(full_sync_on(self.backend))
             .execute(&mut *conn)
             .await?;
-        let appended = append_on(&mut conn, self.backend, events).await.map(drop);
+        let appended = append_on(&mut conn, self.backend, events, None)
+            .await
+            .map(drop);
         // If this fails the connection stays FULL: slower, never less durable.
         let _ = sqlx::query("PRAGMA synchronous = NORMAL")
             .execute(&mut *conn)

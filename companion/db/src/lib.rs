@@ -44,6 +44,7 @@ mod agents;
 mod anchor;
 mod api_keys;
 mod audit;
+mod audit_tail;
 mod challenges;
 mod intents;
 mod jwt_meta;
@@ -70,6 +71,7 @@ pub use anchor::{
 };
 pub use api_keys::{ApiKeyInfo, NewApiKey, API_KEY_PREFIX};
 pub use audit::{AuditAppender, AuditEvent, AuditRecord, AuditVerification, GENESIS_HASH};
+pub use audit_tail::{AuditTail, MAX_TAIL_ROWS};
 pub use challenges::{Challenge, ChallengeKind, ChallengeRefusal, NewChallenge};
 pub use intents::{Intent, IntentChange, IntentReason, IntentStatus, NewIntent};
 pub use jwt_meta::{jwt_secret_meta_from_ta, JwtSecretMeta, JwtSecretState, UNNAMED_TA};

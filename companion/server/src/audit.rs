@@ -15,7 +15,9 @@
 //!
 //! **Checkpoints.** The writer counts committed events; once `--audit-checkpoint-events` have
 //! been committed since the last checkpoint it wakes the checkpoint task
-//! ([`crate::tasks`]), which has the TA sign the new head ([`kms_db::Db::anchor_audit_log`]).
+//! ([`crate::tasks`]), which has the TA sign the new head ([`kms_db::Db::anchor_audit_log_from`]).
+//! The writer remembers the row hashes it committed since ([`kms_db::AuditTail`]), so the
+//! checkpoint does not read the rows back while they are exactly the chain's continuation.
 //!
 //! Events never carry secrets: no JWT, API key, assertion or signature input beyond the public
 //! userOpHash.
@@ -23,7 +25,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use kms_db::{AuditEvent, Db};
+use kms_db::{AuditEvent, AuditTail, Db};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::config::AuditDurability;
@@ -80,6 +82,7 @@ pub struct Audit {
     metrics: Arc<Metrics>,
     durability: AuditDurability,
     trigger: Arc<CheckpointTrigger>,
+    tail: Arc<AuditTail>,
 }
 
 /// What one event says.
@@ -127,13 +130,22 @@ impl Audit {
             ..CheckpointTrigger::default()
         });
         let full_sync = durability == AuditDurability::Sync;
-        let handle = tokio::spawn(writer(db, rx, full_sync, metrics.clone(), trigger.clone()));
+        let tail = Arc::new(AuditTail::new());
+        let handle = tokio::spawn(writer(
+            db,
+            rx,
+            full_sync,
+            metrics.clone(),
+            trigger.clone(),
+            tail.clone(),
+        ));
         (
             Self {
                 tx,
                 metrics,
                 durability,
                 trigger,
+                tail,
             },
             handle,
         )
@@ -147,6 +159,11 @@ impl Audit {
     /// The checkpoint task's trigger.
     pub fn checkpoint_trigger(&self) -> &Arc<CheckpointTrigger> {
         &self.trigger
+    }
+
+    /// The writer's memory of the rows it committed, for the checkpoint task.
+    pub fn tail(&self) -> &AuditTail {
+        &self.tail
     }
 
     /// Queue an event (never blocks; counts a drop if the queue is full).
@@ -203,6 +220,7 @@ async fn writer(
     full_sync: bool,
     metrics: Arc<Metrics>,
     trigger: Arc<CheckpointTrigger>,
+    tail: Arc<AuditTail>,
 ) {
     let mut batch = Vec::with_capacity(256);
     let mut waiters = Vec::new();
@@ -230,7 +248,10 @@ async fn writer(
                 let appended = match appender.as_mut() {
                     Some(a) => a.append(&batch).await,
                     None => match db.audit_appender(full_sync).await {
-                        Ok(a) => appender.insert(a).append(&batch).await,
+                        Ok(a) => {
+                            let a = a.remembering(tail.clone());
+                            appender.insert(a).append(&batch).await
+                        }
                         Err(e) => Err(e),
                     },
                 };

@@ -116,8 +116,9 @@ pub async fn rotation_tick(s: &AppState) -> Result<RotationReport, ApiError> {
 }
 
 /// One audit checkpoint run: the TA's anchor brought up to the end of the audit log
-/// ([`kms_db::Db::anchor_audit_log`]: the TA's last checkpoint stored if the table lacks it, then
-/// the rows after it signed by the TA, 4096 at a time). When another checkpointer (`kms-admin
+/// ([`kms_db::Db::anchor_audit_log_from`]: the TA's last checkpoint stored if the table lacks it,
+/// then the rows after it signed by the TA, 4096 at a time, their hashes from the audit writer's
+/// memory while it is exactly the chain's continuation, else read from the table). When another checkpointer (`kms-admin
 /// audit checkpoint`) came first, the TA refuses as out of step and the run starts again from
 /// the TA's new anchor.
 pub async fn audit_checkpoint(s: &AppState) -> Result<kms_db::Anchored, String> {
@@ -132,7 +133,9 @@ pub async fn audit_checkpoint(s: &AppState) -> Result<kms_db::Anchored, String> 
         let tee = &s.tee;
         match s
             .db
-            .anchor_audit_log(&info, |req| async move { tee.try_call(&req).await })
+            .anchor_audit_log_from(&info, Some(s.audit.tail()), |req| async move {
+                tee.try_call(&req).await
+            })
             .await
         {
             Ok(done) => return Ok(done),
@@ -167,6 +170,7 @@ pub async fn audit_checkpoint_logged(s: &AppState) {
                     index = last.index,
                     seq = last.seq,
                     checkpoints = done.signed.len(),
+                    rows_from_memory = done.from_memory,
                     "audit log anchored in the TA"
                 );
             }

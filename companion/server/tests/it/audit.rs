@@ -186,4 +186,22 @@ async fn the_checkpoint_task_has_the_ta_sign_the_head_of_the_log() {
         .unwrap();
     assert!(report.ok && report.unanchored_rows == 0, "{report:#?}");
     assert!(metric(&env, "kms_audit_anchored_seq") >= 3);
+
+    // The rows the writer committed since are anchored from its memory, not read back.
+    for _ in 0..2 {
+        let (s, _, _) = env.sign_agent(&jwt, &key_id).await;
+        assert_eq!(s, 200);
+    }
+    state.audit.flush().await;
+    let done = kms_companion::tasks::audit_checkpoint(state).await.unwrap();
+    let now = state.db.audit_last_seq().await.unwrap() as u64;
+    assert_eq!(done.seq, now);
+    assert_eq!(done.from_memory, now - last as u64);
+    assert!(done.from_memory >= 2);
+    let report = state
+        .db
+        .verify_anchored(&tee.call(&AuditAnchor {}).unwrap())
+        .await
+        .unwrap();
+    assert!(report.ok && report.unanchored_rows == 0, "{report:#?}");
 }

@@ -104,6 +104,11 @@ fn field(h: &mut Sha256, v: Option<&str>) {
 }
 
 pub(crate) fn row_hash(prev: &str, seq: i64, e: &AuditEvent) -> String {
+    hex::encode(row_digest(prev, seq, e))
+}
+
+/// [`row_hash`] as bytes.
+fn row_digest(prev: &str, seq: i64, e: &AuditEvent) -> kms_proto::B256 {
     let mut h = Sha256::new();
     h.update(b"kms-audit/v1");
     field(&mut h, Some(prev));
@@ -115,7 +120,7 @@ pub(crate) fn row_hash(prev: &str, seq: i64, e: &AuditEvent) -> String {
     field(&mut h, Some(&e.outcome));
     field(&mut h, e.user_op_hash.as_deref());
     field(&mut h, e.detail.as_deref());
-    hex::encode(h.finalize())
+    h.finalize().into()
 }
 
 /// Rows per multi-row INSERT (10 parameters each; SQLite allows 32766, PostgreSQL 65535).
@@ -144,7 +149,7 @@ async fn append_on(
     for chunk in events.chunks(AUDIT_ROWS_PER_INSERT) {
         let rows = chain_rows(&mut seq, &mut prev, chunk);
         if tail.is_some() {
-            hashes.extend(rows.iter().map(|r| r.3.clone()));
+            hashes.extend(rows.iter().map(|r| r.4));
         }
         // Numbered placeholders (sqlx's QueryBuilder writes `?` for `Any`, which PostgreSQL
         // does not understand).
@@ -170,38 +175,34 @@ async fn append_on(
     }
     tx.commit().await?;
     if let Some(tail) = tail {
-        remember(tail, &start, hashes.iter().map(String::as_str));
+        remember(tail, &start, &hashes);
     }
     Ok((seq, prev))
 }
 
-/// Tell `tail` that the rows with these hex `hashes` were committed after `start`.
-fn remember<'h>(tail: &AuditTail, start: &Head, hashes: impl IntoIterator<Item = &'h str>) {
-    let decode = |h: &str| -> Option<kms_proto::B256> { hex::decode(h).ok()?.try_into().ok() };
-    let (Some(prev), Some(rows)) = (
-        decode(&start.1),
-        hashes.into_iter().map(decode).collect::<Option<Vec<_>>>(),
-    ) else {
-        // Not what this module writes: remember nothing rather than something wrong.
-        tail.forget();
-        return;
-    };
-    tail.committed(start.0, &prev, &rows);
+/// Tell `tail` that the rows with these `hashes` were committed after `start`.
+fn remember(tail: &AuditTail, start: &Head, hashes: &[kms_proto::B256]) {
+    match hex::decode(&start.1).ok().and_then(|h| h.try_into().ok()) {
+        Some(prev) => tail.committed(start.0, &prev, hashes),
+        // Not a head this module writes: remember nothing rather than something wrong.
+        None => tail.forget(),
+    }
 }
 
 /// The chain's head: the last row's `seq` and `hash`.
 type Head = (i64, String);
 
-/// One row to insert: `(seq, event, prev_hash, hash)`.
-type ChainRow<'e> = (i64, &'e AuditEvent, String, String);
+/// One row to insert: `(seq, event, prev_hash, hash)`, and the hash as bytes.
+type ChainRow<'e> = (i64, &'e AuditEvent, String, String, kms_proto::B256);
 
 /// Chains `events` after `(seq, prev)`, advancing both to the last new row.
 fn chain_rows<'e>(seq: &mut i64, prev: &mut String, events: &'e [AuditEvent]) -> Vec<ChainRow<'e>> {
     let mut rows = Vec::with_capacity(events.len());
     for e in events {
         *seq += 1;
-        let hash = row_hash(prev, *seq, e);
-        rows.push((*seq, e, std::mem::replace(prev, hash.clone()), hash));
+        let digest = row_digest(prev, *seq, e);
+        let hash = hex::encode(digest);
+        rows.push((*seq, e, std::mem::replace(prev, hash.clone()), hash, digest));
     }
     rows
 }
@@ -211,7 +212,7 @@ fn bind_rows<'q>(
     mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
     rows: Vec<ChainRow<'q>>,
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    for (seq, e, prev_hash, hash) in rows {
+    for (seq, e, prev_hash, hash, _) in rows {
         q = q
             .bind(seq)
             .bind(e.ts)
@@ -242,8 +243,8 @@ async fn append_after_sqlite(
 ) -> Result<Option<Head>> {
     let (mut seq, mut prev) = head.clone();
     let rows = chain_rows(&mut seq, &mut prev, events);
-    let hashes: Vec<String> = match tail {
-        Some(_) => rows.iter().map(|r| r.3.clone()).collect(),
+    let hashes: Vec<kms_proto::B256> = match tail {
+        Some(_) => rows.iter().map(|r| r.4).collect(),
         None => Vec::new(),
     };
     let mut sql = String::from(
@@ -259,7 +260,7 @@ async fn append_after_sqlite(
     match q.execute(&mut *conn).await {
         Ok(done) if done.rows_affected() == events.len() as u64 => {
             if let Some(tail) = tail {
-                remember(tail, head, hashes.iter().map(String::as_str));
+                remember(tail, head, &hashes);
             }
             Ok(Some((seq, prev)))
         }

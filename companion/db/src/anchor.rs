@@ -364,65 +364,31 @@ impl Db {
                 }
                 _ => None,
             };
-            if let Some(hashes) = remembered {
-                let full = hashes.len() == MAX_CHECKPOINT_ROWS;
-                out.from_memory += hashes.len() as u64;
-                let cp = sign(AuditCheckpoint {
-                    after_seq: seq,
-                    row_hashes: hashes,
-                })
-                .await
-                .map_err(AnchorError::Ta)?;
-                self.stored_checkpoint(&cp, &mut out).await?;
-                if let Some(t) = tail {
-                    t.anchored(i64::try_from(cp.seq).unwrap_or(i64::MAX));
+            let hashes = match remembered {
+                Some(hashes) => {
+                    out.from_memory += hashes.len() as u64;
+                    hashes
                 }
-                (seq, head) = (cp.seq, cp.row_head);
-                out.signed.push(cp);
-                if !full {
-                    return Ok(out);
-                }
-                continue;
-            }
-            let rows = self.audit_rows(after, MAX_CHECKPOINT_ROWS as u32).await?;
-            if rows.is_empty() {
+                None => self.chained_row_hashes(after, &head).await?,
+            };
+            if hashes.is_empty() {
                 return Ok(out);
             }
-            let full = rows.len() == MAX_CHECKPOINT_ROWS;
-            let mut prev = if seq == 0 {
-                GENESIS_HASH.to_owned()
-            } else {
-                hex::encode(head)
-            };
-            let mut hashes = Vec::with_capacity(rows.len());
-            for (i, r) in rows.iter().enumerate() {
-                let expect = after + 1 + i as i64;
-                if let Some(reason) = row_fault(r, expect, &prev) {
-                    return Err(AnchorError::Chain {
-                        seq: r.seq,
-                        reason: reason.to_owned(),
-                    });
-                }
-                let Some(h) = b256(&r.hash) else {
-                    return Err(AnchorError::Chain {
-                        seq: r.seq,
-                        reason: "row hash is not 32 bytes of hex".to_owned(),
-                    });
-                };
-                hashes.push(h);
-                prev.clone_from(&r.hash);
-            }
+            let full = hashes.len() == MAX_CHECKPOINT_ROWS;
             let cp = sign(AuditCheckpoint {
                 after_seq: seq,
                 row_hashes: hashes,
             })
             .await
             .map_err(AnchorError::Ta)?;
-            self.stored_checkpoint(&cp, &mut out).await?;
+            if self.insert_audit_checkpoint(&cp, crate::now_secs()).await? == Stored::Fork {
+                out.forks += 1;
+            }
             if let Some(t) = tail {
                 t.anchored(i64::try_from(cp.seq).unwrap_or(i64::MAX));
             }
             (seq, head) = (cp.seq, cp.row_head);
+            out.seq = seq;
             out.signed.push(cp);
             if !full {
                 return Ok(out);
@@ -430,13 +396,39 @@ impl Db {
         }
     }
 
-    /// Store `cp`, just signed, and count it in `out` (a fork, the TA's row now).
-    async fn stored_checkpoint(&self, cp: &SignedCheckpoint, out: &mut Anchored) -> Result<()> {
-        if self.insert_audit_checkpoint(cp, crate::now_secs()).await? == Stored::Fork {
-            out.forks += 1;
+    /// The hashes of the rows after `after` (at most [`MAX_CHECKPOINT_ROWS`]), read from the
+    /// table and checked to chain from `head` (the hash of row `after`; ignored for row 0,
+    /// whose successor chains from the genesis hash).
+    async fn chained_row_hashes<E>(
+        &self,
+        after: i64,
+        head: &B256,
+    ) -> std::result::Result<Vec<B256>, AnchorError<E>> {
+        let rows = self.audit_rows(after, MAX_CHECKPOINT_ROWS as u32).await?;
+        let mut prev = if after == 0 {
+            GENESIS_HASH.to_owned()
+        } else {
+            hex::encode(head)
+        };
+        let mut hashes = Vec::with_capacity(rows.len());
+        for (i, r) in rows.iter().enumerate() {
+            let expect = after + 1 + i as i64;
+            if let Some(reason) = row_fault(r, expect, &prev) {
+                return Err(AnchorError::Chain {
+                    seq: r.seq,
+                    reason: reason.to_owned(),
+                });
+            }
+            let Some(h) = b256(&r.hash) else {
+                return Err(AnchorError::Chain {
+                    seq: r.seq,
+                    reason: "row hash is not 32 bytes of hex".to_owned(),
+                });
+            };
+            hashes.push(h);
+            prev.clone_from(&r.hash);
         }
-        out.seq = cp.seq;
-        Ok(())
+        Ok(hashes)
     }
 
     /// The table's last row: its `seq` and hash (`None` when empty or the hash is not what

@@ -143,14 +143,12 @@ async fn append_on(
             .await?;
     let (mut seq, mut prev) = last.unwrap_or((0, GENESIS_HASH.to_owned()));
     let start = (seq, prev.clone());
-    let mut hashes = Vec::with_capacity(if tail.is_some() { events.len() } else { 0 });
+    let mut hashes = Vec::with_capacity(events.len());
     // Multi-row INSERTs: one statement per chunk instead of one per
     // event (each statement is a round trip to the database).
     for chunk in events.chunks(AUDIT_ROWS_PER_INSERT) {
         let rows = chain_rows(&mut seq, &mut prev, chunk);
-        if tail.is_some() {
-            hashes.extend(rows.iter().map(|r| r.4));
-        }
+        hashes.extend(rows.iter().map(|r| r.4));
         // Numbered placeholders (sqlx's QueryBuilder writes `?` for `Any`, which PostgreSQL
         // does not understand).
         let mut sql = String::from(
@@ -243,10 +241,7 @@ async fn append_after_sqlite(
 ) -> Result<Option<Head>> {
     let (mut seq, mut prev) = head.clone();
     let rows = chain_rows(&mut seq, &mut prev, events);
-    let hashes: Vec<kms_proto::B256> = match tail {
-        Some(_) => rows.iter().map(|r| r.4).collect(),
-        None => Vec::new(),
-    };
+    let hashes: Vec<kms_proto::B256> = rows.iter().map(|r| r.4).collect();
     let mut sql = String::from(
         "INSERT INTO audit_log (seq, ts, actor, action, key_id, outcome, user_op_hash, detail, \
          prev_hash, hash) SELECT * FROM (VALUES ",

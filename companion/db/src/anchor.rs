@@ -1210,6 +1210,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_failed_append_leaves_nothing_remembered() {
+        let (_d, db) = temp_db().await;
+        let (mut a, tail) = remembering(&db).await;
+        append_through(&mut a, 0, 3).await;
+        assert_eq!(tail.len(), 3);
+        crate::testing::refuse_audit_inserts(&db, "audit log unavailable").await;
+        let events: Vec<AuditEvent> = (3..5).map(ev).collect();
+        assert!(a.append(&events).await.is_err());
+        assert!(tail.is_empty(), "an append of unknown outcome is forgotten");
+        crate::testing::drop_trigger(&db, "audit_log_refuse").await;
+        // The next batch starts a stretch from the table's head; the rows before it are read.
+        append_through(&mut a, 3, 2).await;
+        assert_eq!(tail.len(), 2);
+        let mut ta = FakeTa::new(7);
+        let done = ta.anchor_from(&db, &tail).await;
+        assert_eq!((done.from_memory, done.seq), (0, 5));
+        assert!(db.verify_anchored(&ta.info()).await.unwrap().ok);
+    }
+
+    #[tokio::test]
     async fn a_long_memory_is_anchored_in_several_checkpoints() {
         let (_d, db) = temp_db().await;
         let (mut a, tail) = remembering(&db).await;

@@ -1044,15 +1044,7 @@ mod tests {
         append(&db, 3, 2).await;
         sql(&db, "DROP TRIGGER audit_log_no_update").await;
         sql(&db, "UPDATE audit_log SET actor = 'x' WHERE seq = 5").await;
-        let info = ta.info();
-        let mut calls = 0;
-        let err = db
-            .anchor_audit_log(&info, |req| {
-                calls += 1;
-                std::future::ready(ta.checkpoint(req))
-            })
-            .await
-            .unwrap_err();
+        let (err, calls) = ta.refused(&db, None).await;
         assert!(matches!(err, AnchorError::Chain { seq: 5, .. }), "{err}");
         assert_eq!(calls, 0);
     }
@@ -1081,6 +1073,21 @@ mod tests {
         a.append(&events).await.unwrap();
     }
 
+    /// A fresh log with `n` rows appended through a remembering appender.
+    async fn remembered_log(
+        n: usize,
+    ) -> (
+        tempfile::TempDir,
+        Db,
+        crate::AuditAppender,
+        std::sync::Arc<AuditTail>,
+    ) {
+        let (dir, db) = temp_db().await;
+        let (mut a, tail) = remembering(&db).await;
+        append_through(&mut a, 0, n).await;
+        (dir, db, a, tail)
+    }
+
     impl FakeTa {
         async fn anchor_from(&mut self, db: &Db, tail: &AuditTail) -> Anchored {
             let info = self.info();
@@ -1089,6 +1096,30 @@ mod tests {
             })
             .await
             .unwrap()
+        }
+
+        /// [`FakeTa::anchor_from`]'s rows taken from memory, and the row anchored after it.
+        async fn anchored_from(&mut self, db: &Db, tail: &AuditTail) -> (u64, u64) {
+            let done = self.anchor_from(db, tail).await;
+            (done.from_memory, done.seq)
+        }
+
+        /// An anchoring that fails: its error, and how many checkpoints were asked of the TA.
+        async fn refused(
+            &mut self,
+            db: &Db,
+            tail: Option<&AuditTail>,
+        ) -> (AnchorError<String>, u32) {
+            let info = self.info();
+            let mut calls = 0;
+            let err = db
+                .anchor_audit_log_from(&info, tail, |req| {
+                    calls += 1;
+                    std::future::ready(self.checkpoint(req))
+                })
+                .await
+                .unwrap_err();
+            (err, calls)
         }
     }
 
@@ -1109,86 +1140,62 @@ mod tests {
         assert_eq!(tail.len(), 8);
         // One TA anchors from memory, another (same key, its own state) from the table.
         let (mut mem, mut table) = (FakeTa::new(7), FakeTa::new(7));
-        let done = mem.anchor_from(&db, &tail).await;
-        assert_eq!((done.from_memory, done.seq), (8, 8));
+        assert_eq!(mem.anchored_from(&db, &tail).await, (8, 8));
         table.anchor(&db).await;
         let (m, t) = (mem.last.clone().unwrap(), table.last.clone().unwrap());
         assert_eq!((m.anchor, m.row_head, m.seq), (t.anchor, t.row_head, t.seq));
         // What the TA anchored is forgotten; the next rows come from memory again.
         assert!(tail.is_empty());
         append_through(&mut a, 8, 2).await;
-        let done = mem.anchor_from(&db, &tail).await;
-        assert_eq!((done.from_memory, done.seq), (2, 10));
+        assert_eq!(mem.anchored_from(&db, &tail).await, (2, 10));
         assert!(db.verify_anchored(&mem.info()).await.unwrap().ok);
     }
 
     #[tokio::test]
     async fn another_writers_rows_are_read_from_the_table() {
-        let (_d, db) = temp_db().await;
-        let (mut a, tail) = remembering(&db).await;
-        append_through(&mut a, 0, 3).await;
+        let (_d, db, mut a, tail) = remembered_log(3).await;
         // kms-admin (or another companion) appends in between: the writer's next batch starts
         // a new stretch after it, and the TA's anchor is not in it.
         append(&db, 3, 2).await;
         append_through(&mut a, 5, 2).await;
         assert_eq!(tail.len(), 2);
         let mut ta = FakeTa::new(7);
-        let done = ta.anchor_from(&db, &tail).await;
-        assert_eq!((done.from_memory, done.seq), (0, 7));
+        assert_eq!(ta.anchored_from(&db, &tail).await, (0, 7));
         // The memory at the new anchor: used again for what the writer adds after it.
         append_through(&mut a, 7, 3).await;
-        let done = ta.anchor_from(&db, &tail).await;
-        assert_eq!((done.from_memory, done.seq), (3, 10));
+        assert_eq!(ta.anchored_from(&db, &tail).await, (3, 10));
         // Another writer last: the table's last row is not in memory.
         append(&db, 10, 1).await;
-        let done = ta.anchor_from(&db, &tail).await;
-        assert_eq!((done.from_memory, done.seq), (0, 11));
+        assert_eq!(ta.anchored_from(&db, &tail).await, (0, 11));
         assert!(db.verify_anchored(&ta.info()).await.unwrap().ok);
     }
 
     #[tokio::test]
     async fn a_table_that_differs_from_the_memory_is_read_and_checked() {
-        let (_d, db) = temp_db().await;
-        let (mut a, tail) = remembering(&db).await;
-        append_through(&mut a, 0, 5).await;
+        let (_d, db, _a, tail) = remembered_log(5).await;
         // The last row's stored hash no longer the one committed: the table is read, and its
         // broken chain refused as without memory.
         sql(&db, "DROP TRIGGER audit_log_no_update").await;
         sql(&db, "UPDATE audit_log SET hash = prev_hash WHERE seq = 5").await;
-        let mut ta = FakeTa::new(7);
-        let info = ta.info();
-        let mut calls = 0;
-        let err = db
-            .anchor_audit_log_from(&info, Some(&*tail), |req| {
-                calls += 1;
-                std::future::ready(ta.checkpoint(req))
-            })
-            .await
-            .unwrap_err();
+        let (err, calls) = FakeTa::new(7).refused(&db, Some(&*tail)).await;
         assert!(matches!(err, AnchorError::Chain { seq: 5, .. }), "{err}");
         assert_eq!(calls, 0);
 
         // A table shorter than the memory (its tail deleted): the memory is used only up to
         // the table's last row, and the writer's next batch starts a stretch after it.
-        let (_d, db) = temp_db().await;
-        let (mut a, tail) = remembering(&db).await;
-        append_through(&mut a, 0, 5).await;
+        let (_d, db, mut a, tail) = remembered_log(5).await;
         sql(&db, "DROP TRIGGER audit_log_no_delete").await;
         sql(&db, "DELETE FROM audit_log WHERE seq > 3").await;
         let mut ta = FakeTa::new(7);
-        let done = ta.anchor_from(&db, &tail).await;
-        assert_eq!((done.from_memory, done.seq), (3, 3));
+        assert_eq!(ta.anchored_from(&db, &tail).await, (3, 3));
         append_through(&mut a, 5, 2).await;
-        let done = ta.anchor_from(&db, &tail).await;
-        assert_eq!((done.from_memory, done.seq), (2, 5));
+        assert_eq!(ta.anchored_from(&db, &tail).await, (2, 5));
         assert!(db.verify_anchored(&ta.info()).await.unwrap().ok);
     }
 
     #[tokio::test]
     async fn a_row_edited_after_its_commit_is_anchored_as_committed_and_reported() {
-        let (_d, db) = temp_db().await;
-        let (mut a, tail) = remembering(&db).await;
-        append_through(&mut a, 0, 4).await;
+        let (_d, db, _a, tail) = remembered_log(4).await;
         // Row 2's content edited in the table before the checkpoint (its hash left alone).
         sql(&db, "DROP TRIGGER audit_log_no_update").await;
         sql(
@@ -1197,8 +1204,7 @@ mod tests {
         )
         .await;
         let mut ta = FakeTa::new(7);
-        let done = ta.anchor_from(&db, &tail).await;
-        assert_eq!((done.from_memory, done.seq), (4, 4));
+        assert_eq!(ta.anchored_from(&db, &tail).await, (4, 4));
         // The anchor holds the committed row: verification points at the edit.
         let r = db.verify_anchored(&ta.info()).await.unwrap();
         assert!(!r.ok);
@@ -1211,9 +1217,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_append_leaves_nothing_remembered() {
-        let (_d, db) = temp_db().await;
-        let (mut a, tail) = remembering(&db).await;
-        append_through(&mut a, 0, 3).await;
+        let (_d, db, mut a, tail) = remembered_log(3).await;
         assert_eq!(tail.len(), 3);
         crate::testing::refuse_audit_inserts(&db, "audit log unavailable").await;
         let events: Vec<AuditEvent> = (3..5).map(ev).collect();
@@ -1224,8 +1228,7 @@ mod tests {
         append_through(&mut a, 3, 2).await;
         assert_eq!(tail.len(), 2);
         let mut ta = FakeTa::new(7);
-        let done = ta.anchor_from(&db, &tail).await;
-        assert_eq!((done.from_memory, done.seq), (0, 5));
+        assert_eq!(ta.anchored_from(&db, &tail).await, (0, 5));
         assert!(db.verify_anchored(&ta.info()).await.unwrap().ok);
     }
 

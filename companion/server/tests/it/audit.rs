@@ -141,6 +141,16 @@ async fn queued_durability_answers_without_waiting_for_the_audit_commit() {
     assert_eq!(signed_rows(&mut lock).await, 1);
 }
 
+/// The whole log verifies against the TA's anchor, with no row left unanchored.
+async fn fully_anchored(state: &kms_companion::state::AppState, tee: &kms_tee_client::TeeClient) {
+    let report = state
+        .db
+        .verify_anchored(&tee.call(&AuditAnchor {}).unwrap())
+        .await
+        .unwrap();
+    assert!(report.ok && report.unanchored_rows == 0, "{report:#?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_checkpoint_task_has_the_ta_sign_the_head_of_the_log() {
     // A checkpoint once 3 events were committed (and every hour otherwise).
@@ -179,12 +189,7 @@ async fn the_checkpoint_task_has_the_ta_sign_the_head_of_the_log() {
     let done = kms_companion::tasks::audit_checkpoint(state).await.unwrap();
     let last = state.db.audit_last_seq().await.unwrap();
     assert_eq!(done.seq, last as u64);
-    let report = state
-        .db
-        .verify_anchored(&tee.call(&AuditAnchor {}).unwrap())
-        .await
-        .unwrap();
-    assert!(report.ok && report.unanchored_rows == 0, "{report:#?}");
+    fully_anchored(state, &tee).await;
     assert!(metric(&env, "kms_audit_anchored_seq") >= 3);
 
     // The rows the writer committed since are anchored from its memory, not read back.
@@ -198,10 +203,5 @@ async fn the_checkpoint_task_has_the_ta_sign_the_head_of_the_log() {
     assert_eq!(done.seq, now);
     assert_eq!(done.from_memory, now - last as u64);
     assert!(done.from_memory >= 2);
-    let report = state
-        .db
-        .verify_anchored(&tee.call(&AuditAnchor {}).unwrap())
-        .await
-        .unwrap();
-    assert!(report.ok && report.unanchored_rows == 0, "{report:#?}");
+    fully_anchored(state, &tee).await;
 }
